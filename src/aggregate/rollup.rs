@@ -1,0 +1,253 @@
+//! The rollup engine: open buckets in memory, flushed to storage in batches.
+//!
+//! Calls are applied here right after they are durable and before they are
+//! acknowledged, so they are queryable the moment the client hears "ok". A
+//! flush writes the open buckets and the sequence number of the last call they
+//! contain (the watermark) in one store transaction; after a crash the calls
+//! past the watermark are applied again, so no count is lost or doubled.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde::Serialize;
+use tokio::sync::RwLock;
+
+use super::series::{SeriesKey, SeriesRegistry};
+use super::sketch::Sketch;
+use super::tier::Tier;
+use crate::model::LlmCall;
+
+/// Where a cell lives: tier, bucket start (unix ms) and series id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CellKey {
+    pub tier: Tier,
+    pub bucket: i64,
+    pub series: i64,
+}
+
+/// Usage of one series in one bucket. Every field merges by addition (the
+/// sketches by their own merge), so cells combine in any order.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Cell {
+    pub requests: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub total_tokens: u64,
+    pub cache_read_tokens: u64,
+    pub cache_write_tokens: u64,
+    pub reasoning_tokens: u64,
+    pub errors: u64,
+    pub estimated: u64,
+    pub unpriced: u64,
+    pub cost_usd: f64,
+    pub reported_cost_usd: f64,
+    #[serde(skip)]
+    pub latency_ms: Sketch,
+    #[serde(skip)]
+    pub ttft_ms: Sketch,
+}
+
+impl Cell {
+    pub fn add_call(&mut self, call: &LlmCall) {
+        self.requests += call.requests;
+        self.input_tokens += call.input_tokens;
+        self.output_tokens += call.output_tokens;
+        self.total_tokens += call.total_tokens;
+        self.cache_read_tokens += call.cache_read_tokens;
+        self.cache_write_tokens += call.cache_write_tokens;
+        self.reasoning_tokens += call.reasoning_tokens;
+        if call.is_error() {
+            self.errors += call.requests;
+        }
+        if call.estimated {
+            self.estimated += call.requests;
+        }
+        if call.is_unpriced() {
+            self.unpriced += call.requests;
+        }
+        self.cost_usd += call.cost_usd;
+        self.reported_cost_usd += call.reported_cost_usd.unwrap_or(0.0);
+        if let Some(ms) = call.duration_ms {
+            self.latency_ms.add(ms);
+        }
+        if let Some(ms) = call.ttft_ms {
+            self.ttft_ms.add(ms);
+        }
+    }
+
+    pub fn merge(&mut self, other: &Cell) {
+        self.requests += other.requests;
+        self.input_tokens += other.input_tokens;
+        self.output_tokens += other.output_tokens;
+        self.total_tokens += other.total_tokens;
+        self.cache_read_tokens += other.cache_read_tokens;
+        self.cache_write_tokens += other.cache_write_tokens;
+        self.reasoning_tokens += other.reasoning_tokens;
+        self.errors += other.errors;
+        self.estimated += other.estimated;
+        self.unpriced += other.unpriced;
+        self.cost_usd += other.cost_usd;
+        self.reported_cost_usd += other.reported_cost_usd;
+        self.latency_ms.merge(&other.latency_ms);
+        self.ttft_ms.merge(&other.ttft_ms);
+    }
+}
+
+/// A call as stored: its sequence number (insertion order, the watermark's
+/// unit) and its series id.
+#[derive(Debug, Clone)]
+pub struct SequencedCall {
+    pub seq: i64,
+    pub series: i64,
+    pub call: LlmCall,
+}
+
+struct EngineState {
+    series: SeriesRegistry,
+    open: HashMap<CellKey, Cell>,
+    /// Highest sequence number applied to `open` (or flushed before it).
+    applied_seq: i64,
+}
+
+/// Open buckets and the series registry, shared by the committer (writes)
+/// and the query API (reads).
+pub struct RollupEngine {
+    state: Mutex<EngineState>,
+    /// Read-held while a query combines stored rollups with open buckets,
+    /// write-held while a flush moves buckets from memory to the store, so a
+    /// query never sees a bucket twice or not at all.
+    flush_gate: RwLock<()>,
+}
+
+impl RollupEngine {
+    pub fn new(series: Vec<(i64, SeriesKey)>, watermark: i64) -> Self {
+        Self {
+            state: Mutex::new(EngineState {
+                series: SeriesRegistry::from_stored(series),
+                open: HashMap::new(),
+                applied_seq: watermark,
+            }),
+            flush_gate: RwLock::new(()),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, EngineState> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Series ids for `calls`, plus every series not yet confirmed stored
+    /// (to be written in the same transaction as the calls).
+    pub fn assign_series(&self, calls: &[LlmCall]) -> (Vec<i64>, Vec<(i64, Arc<SeriesKey>)>) {
+        let mut state = self.lock();
+        let ids = state.series.assign(calls);
+        (ids, state.series.pending())
+    }
+
+    pub fn confirm_series(&self, stored: &[i64]) {
+        self.lock().series.confirm(stored);
+    }
+
+    /// Adds durable calls to the open buckets of every tier.
+    pub fn apply<'a>(&self, calls: impl IntoIterator<Item = (i64, i64, &'a LlmCall)>) {
+        let mut state = self.lock();
+        let mut max_seq = state.applied_seq;
+        for (seq, series, call) in calls {
+            for tier in Tier::ALL {
+                let key = CellKey {
+                    tier,
+                    bucket: tier.bucket(call.time_ms),
+                    series,
+                };
+                state.open.entry(key).or_default().add_call(call);
+            }
+            max_seq = max_seq.max(seq);
+        }
+        state.applied_seq = max_seq;
+    }
+
+    pub fn open_cell_count(&self) -> usize {
+        self.lock().open.len()
+    }
+
+    /// Starts a flush: waits out running queries, then hands over the open
+    /// cells and the watermark they reach. Finish with `end_flush`.
+    pub async fn begin_flush(&self) -> Flush<'_> {
+        let gate = self.flush_gate.write().await;
+        let mut state = self.lock();
+        let cells: Vec<(CellKey, Cell)> = state.open.drain().collect();
+        let watermark = state.applied_seq;
+        drop(state);
+        Flush {
+            engine: self,
+            _gate: gate,
+            cells,
+            watermark,
+        }
+    }
+
+    /// Holds off queries (and flushes) for a job that rewrites stored
+    /// rollups; call right after a flush so no cell is open.
+    pub async fn exclusive(&self) -> tokio::sync::RwLockWriteGuard<'_, ()> {
+        self.flush_gate.write().await
+    }
+
+    /// Holds off flushes while a query reads storage and open cells.
+    pub async fn read_gate(&self) -> tokio::sync::RwLockReadGuard<'_, ()> {
+        self.flush_gate.read().await
+    }
+
+    /// Open cells of `tier` with buckets in `[from, to)` whose series passes
+    /// `keep`; call while holding `read_gate`.
+    pub fn open_cells(
+        &self,
+        tier: Tier,
+        from: i64,
+        to: i64,
+        keep: &HashSet<i64>,
+    ) -> Vec<(CellKey, Cell)> {
+        let state = self.lock();
+        state
+            .open
+            .iter()
+            .filter(|(k, _)| {
+                k.tier == tier && k.bucket >= from && k.bucket < to && keep.contains(&k.series)
+            })
+            .map(|(k, c)| (*k, c.clone()))
+            .collect()
+    }
+
+    /// Series ids whose key passes `keep`, with their keys.
+    pub fn select_series(&self, keep: impl Fn(&SeriesKey) -> bool) -> HashMap<i64, Arc<SeriesKey>> {
+        let state = self.lock();
+        state
+            .series
+            .iter()
+            .filter(|(_, key)| keep(key))
+            .map(|(id, key)| (id, key.clone()))
+            .collect()
+    }
+
+    pub fn series_count(&self) -> usize {
+        self.lock().series.len()
+    }
+}
+
+/// An in-progress flush; queries wait until it is dropped.
+pub struct Flush<'a> {
+    engine: &'a RollupEngine,
+    _gate: tokio::sync::RwLockWriteGuard<'a, ()>,
+    pub cells: Vec<(CellKey, Cell)>,
+    pub watermark: i64,
+}
+
+impl Flush<'_> {
+    /// The store did not take the cells: put them back so nothing is lost.
+    pub fn abort(self, cells: Vec<(CellKey, Cell)>) {
+        let mut state = self.engine.lock();
+        for (key, cell) in cells {
+            state.open.entry(key).or_default().merge(&cell);
+        }
+    }
+}

@@ -1,0 +1,395 @@
+//! `tally bench`: drives a real server over HTTP and prints what it sustains.
+//!
+//! `tally bench ingest` posts batches of usage reports from concurrent
+//! clients and prints records/s (end to end, each batch durably
+//! acknowledged), client-observed batch latency and the server's peak RSS.
+//! `tally bench query` loads a server step by step (e.g. to 1 M then 10 M
+//! calls over 24 h) and times the 24 h summary grouped by model at each step.
+//! Without `--server`, both start their own `tally serve` on a temporary data
+//! dir, so the server's memory can be read from /proc.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+#[derive(Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    what: BenchKind,
+}
+
+#[derive(Subcommand)]
+enum BenchKind {
+    /// Ingest throughput and latency.
+    Ingest(IngestArgs),
+    /// Summary-query latency as the store grows.
+    Query(QueryArgs),
+}
+
+#[derive(Args, Clone)]
+struct Target {
+    /// Use this running server instead of starting one.
+    #[arg(long)]
+    server: Option<String>,
+    /// Data dir for the server the bench starts [default: a new temp dir].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct IngestArgs {
+    #[command(flatten)]
+    target: Target,
+    /// Reports to send in all.
+    #[arg(long, default_value_t = 2_000_000)]
+    records: u64,
+    /// Reports per request.
+    #[arg(long, default_value_t = 1000)]
+    batch: u64,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 16)]
+    concurrency: u64,
+    /// Stop after this many seconds even if not all reports were sent.
+    #[arg(long, default_value_t = 120)]
+    max_seconds: u64,
+}
+
+#[derive(Args)]
+struct QueryArgs {
+    #[command(flatten)]
+    target: Target,
+    /// Store sizes (in calls) at which to time the query, comma separated.
+    #[arg(long, default_value = "1000000,10000000", value_delimiter = ',')]
+    steps: Vec<u64>,
+    /// Queries timed per step.
+    #[arg(long, default_value_t = 200)]
+    queries: u64,
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    match args.what {
+        BenchKind::Ingest(args) => ingest(args).await,
+        BenchKind::Query(args) => query(args).await,
+    }
+}
+
+/// The server under test: one we started (and can measure) or a URL.
+struct Server {
+    url: String,
+    child: Option<Child>,
+    _temp: Option<tempfile::TempDir>,
+}
+
+impl Server {
+    async fn start(target: &Target) -> anyhow::Result<Server> {
+        if let Some(url) = &target.server {
+            return Ok(Server {
+                url: url.trim_end_matches('/').to_owned(),
+                child: None,
+                _temp: None,
+            });
+        }
+        let (dir, temp) = match &target.data_dir {
+            Some(dir) => (dir.clone(), None),
+            None => {
+                let temp = tempfile::tempdir()?;
+                (temp.path().to_path_buf(), Some(temp))
+            }
+        };
+        let exe = std::env::current_exe()?;
+        let mut child = Command::new(exe)
+            .args(["serve", "--http", "127.0.0.1:0", "--data-dir"])
+            .arg(&dir)
+            .env("TALLY_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .context("cannot start tally serve")?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let url = loop {
+            match lines.next_line().await? {
+                Some(line) => {
+                    if let Some(url) = line.strip_prefix("tally listening on ") {
+                        break url.to_owned();
+                    }
+                }
+                None => bail!("tally serve exited before listening"),
+            }
+        };
+        Ok(Server {
+            url,
+            child: Some(child),
+            _temp: temp,
+        })
+    }
+
+    /// Peak resident memory of a server we started, in MiB.
+    fn peak_rss_mib(&self) -> Option<f64> {
+        let pid = self.child.as_ref()?.id()?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib / 1024.0)
+    }
+
+    async fn stop(mut self) {
+        if let Some(child) = &mut self.child {
+            if let Some(pid) = child.id() {
+                let _ = std::process::Command::new("kill")
+                    .arg("-TERM")
+                    .arg(pid.to_string())
+                    .status();
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(30), child.wait()).await;
+        }
+    }
+}
+
+const MODELS: [&str; 8] = [
+    "gpt-4o",
+    "gpt-4o-mini",
+    "claude-3-5-sonnet-20241022",
+    "text-embedding-3-small",
+    "o1",
+    "gemini-1.5-pro",
+    "llama-3-70b-internal",
+    "mistral-large-latest",
+];
+
+/// A cheap deterministic generator, so runs are repeatable.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// One batch of realistic reports as a JSON array; ids unique per
+/// (run, batch, index); times spread over `spread_ms` before `now`.
+fn batch_body(run: u64, batch: u64, size: u64, now: i64, spread_ms: i64) -> String {
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (batch.wrapping_mul(0x2545_F491_4F6C_DD1D) + 1));
+    let mut out = String::with_capacity(size as usize * 330);
+    out.push('[');
+    for i in 0..size {
+        if i > 0 {
+            out.push(',');
+        }
+        let model = MODELS[rng.below(MODELS.len() as u64) as usize];
+        let input = 50 + rng.below(4000);
+        let cached = if rng.below(3) == 0 {
+            rng.below(input)
+        } else {
+            0
+        };
+        let output = 1 + rng.below(800);
+        let completed = now - rng.below(spread_ms.max(1) as u64) as i64;
+        let duration = 200 + rng.below(5000);
+        let _ = write!(
+            out,
+            r#"{{"id":"b{run}-{batch}-{i}","model":"{model}","provider":"openai","operation":"chat","user":"user-{}","api_key":"sk-test-{}","route":"/v1/chat/completions","tags":{{"team":"team-{}"}},"input_tokens":{input},"output_tokens":{output},"cache_read_tokens":{cached},"started_at":{},"completed_at":{completed},"ttft_ms":{},"streaming":true,"status":"{}"}}"#,
+            rng.below(200),
+            rng.below(50),
+            rng.below(5),
+            completed - duration as i64,
+            rng.below(duration),
+            if rng.below(50) == 0 { "error" } else { "ok" },
+        );
+    }
+    out.push(']');
+    out
+}
+
+struct LoadResult {
+    records: u64,
+    seconds: f64,
+    latencies_ms: Vec<f64>,
+}
+
+/// Sends `records` reports in batches from `concurrency` clients.
+async fn load(
+    url: &str,
+    run: u64,
+    first_batch: u64,
+    records: u64,
+    batch: u64,
+    concurrency: u64,
+    spread_ms: i64,
+    deadline: Instant,
+) -> anyhow::Result<LoadResult> {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency as usize)
+        .build()?;
+    let batches = records.div_ceil(batch);
+    let next = Arc::new(AtomicU64::new(0));
+    let sent = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let now = crate::time::now_ms();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (client, next, sent) = (client.clone(), next.clone(), sent.clone());
+        let endpoint = format!("{url}/api/v1/usage");
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            loop {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                if n >= batches || Instant::now() > deadline {
+                    break;
+                }
+                let size = batch.min(records - n * batch);
+                let body = batch_body(run, first_batch + n, size, now, spread_ms);
+                let t0 = Instant::now();
+                loop {
+                    let response = client
+                        .post(&endpoint)
+                        .header("content-type", "application/json")
+                        .body(body.clone())
+                        .send()
+                        .await?;
+                    let status = response.status();
+                    let answer: serde_json::Value = response.json().await?;
+                    if status.as_u16() == 429 || status.as_u16() == 503 {
+                        // Backpressure: the batch was not taken; send it again.
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                    if !status.is_success() || answer["accepted"].as_u64() != Some(size) {
+                        bail!("batch {n}: {status} {answer}");
+                    }
+                    break;
+                }
+                latencies.push(t0.elapsed().as_secs_f64() * 1000.0);
+                sent.fetch_add(size, Ordering::Relaxed);
+            }
+            anyhow::Ok(latencies)
+        }));
+    }
+    let mut latencies_ms = Vec::new();
+    for task in tasks {
+        latencies_ms.extend(task.await??);
+    }
+    Ok(LoadResult {
+        records: sent.load(Ordering::Relaxed),
+        seconds: started.elapsed().as_secs_f64(),
+        latencies_ms,
+    })
+}
+
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+}
+
+async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
+    let server = Server::start(&args.target).await?;
+    let run = crate::time::now_ms() as u64;
+    let deadline = Instant::now() + Duration::from_secs(args.max_seconds);
+    let mut result = load(
+        &server.url,
+        run,
+        0,
+        args.records,
+        args.batch,
+        args.concurrency,
+        3_600_000,
+        deadline,
+    )
+    .await?;
+    result.latencies_ms.sort_by(f64::total_cmp);
+    println!(
+        "ingest: {} reports in batches of {}, {} concurrent clients",
+        result.records, args.batch, args.concurrency
+    );
+    println!(
+        "  throughput      {:.0} reports/s (durably acknowledged)",
+        result.records as f64 / result.seconds
+    );
+    println!(
+        "  batch latency   p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms",
+        percentile(&result.latencies_ms, 0.5),
+        percentile(&result.latencies_ms, 0.99),
+        percentile(&result.latencies_ms, 1.0)
+    );
+    match server.peak_rss_mib() {
+        Some(mib) => println!("  server peak RSS {mib:.0} MiB"),
+        None => println!("  server peak RSS unknown (external server)"),
+    }
+    server.stop().await;
+    Ok(())
+}
+
+async fn query(args: QueryArgs) -> anyhow::Result<()> {
+    let server = Server::start(&args.target).await?;
+    let client = reqwest::Client::new();
+    let run = crate::time::now_ms() as u64;
+    let mut loaded = 0u64;
+    let mut next_batch = 0u64;
+    for step in args.steps {
+        if step > loaded {
+            let deadline = Instant::now() + Duration::from_secs(3600);
+            let result = load(
+                &server.url,
+                run,
+                next_batch,
+                step - loaded,
+                1000,
+                16,
+                23 * 3_600_000,
+                deadline,
+            )
+            .await?;
+            next_batch += (step - loaded).div_ceil(1000);
+            loaded += result.records;
+            println!(
+                "loaded {loaded} calls ({:.0} reports/s)",
+                result.records as f64 / result.seconds
+            );
+        }
+        let url = format!(
+            "{}/api/v1/usage/summary?since=24h&group_by=model",
+            server.url
+        );
+        let mut times = Vec::new();
+        for _ in 0..args.queries {
+            let t0 = Instant::now();
+            let response = client.get(&url).send().await?;
+            let body: serde_json::Value = response.json().await?;
+            times.push(t0.elapsed().as_secs_f64() * 1000.0);
+            if body["total"]["requests"].as_u64() != Some(loaded) {
+                bail!(
+                    "summary saw {} requests, expected {loaded}",
+                    body["total"]["requests"]
+                );
+            }
+        }
+        times.sort_by(f64::total_cmp);
+        println!(
+            "summary 24h by model over {loaded} calls: p50 {:.2} ms  p99 {:.2} ms",
+            percentile(&times, 0.5),
+            percentile(&times, 0.99)
+        );
+    }
+    if let Some(mib) = server.peak_rss_mib() {
+        println!("server peak RSS {mib:.0} MiB");
+    }
+    server.stop().await;
+    Ok(())
+}

@@ -1,0 +1,92 @@
+//! The command line: `tally serve`, `tally usage`, `tally prices`,
+//! `tally reprice`, `tally bench`.
+
+mod bench;
+mod prices;
+mod reprice;
+mod serve;
+mod usage;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "tally",
+    version,
+    about = "Observability and usage metering for LLM applications"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve(serve::ServeArgs),
+    /// Print token, request and cost totals from a running server.
+    Usage(usage::UsageArgs),
+    /// Show the price that applies to a model (from the built-in catalog and
+    /// the config file).
+    Prices(prices::PricesArgs),
+    /// Recompute stored costs in a window after a price change.
+    Reprice(reprice::RepriceArgs),
+    /// Load a running server and print what it sustains.
+    Bench(bench::BenchArgs),
+}
+
+/// Default server for client subcommands.
+pub const DEFAULT_SERVER: &str = "http://127.0.0.1:4318";
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TALLY_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => serve::run(args).await,
+            Command::Usage(args) => usage::run(args).await,
+            Command::Prices(args) => prices::run(args),
+            Command::Reprice(args) => reprice::run(args).await,
+            Command::Bench(args) => bench::run(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Turns an HTTP error response into a readable error.
+pub async fn check(response: reqwest::Response) -> anyhow::Result<reqwest::Response> {
+    if response.status().is_success() {
+        return Ok(response);
+    }
+    let status = response.status();
+    let body = response.text().await.unwrap_or_default();
+    let message = serde_json::from_str::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
+        .unwrap_or(body);
+    anyhow::bail!("server answered {status}: {message}")
+}

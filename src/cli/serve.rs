@@ -1,0 +1,80 @@
+//! `tally serve`.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use tracing::info;
+
+use crate::config::{Config, Overrides};
+use crate::server::{self, App};
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// TOML config file (see tally.example.toml).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// HTTP listen address [default: 127.0.0.1:4318].
+    #[arg(long)]
+    http: Option<SocketAddr>,
+    /// OTLP/gRPC listen address [default: 127.0.0.1:4317].
+    #[arg(long)]
+    grpc: Option<SocketAddr>,
+    /// Data directory [default: ./tally-data].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Storage URL: sqlite://PATH [default: SQLite in the data dir].
+    #[arg(long)]
+    storage: Option<String>,
+}
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let env: HashMap<String, String> = std::env::vars().collect();
+    let overrides = Overrides {
+        http: args.http,
+        grpc: args.grpc,
+        data_dir: args.data_dir,
+        storage: args.storage,
+    };
+    let config = Config::load(args.config.as_deref(), &env, &overrides)?;
+    let http_addr = config.http;
+    let app = App::start(config).await?;
+    let router = app.router()?;
+    let retention = app.spawn_retention(Duration::from_secs(600))?;
+    let listener = tokio::net::TcpListener::bind(http_addr)
+        .await
+        .with_context(|| format!("cannot listen on {http_addr}"))?;
+    let bound = listener.local_addr()?;
+    info!(http = %bound, data_dir = %app.config.data_dir.display(), "tally serving");
+    // Tests and scripts read this line to find a port chosen with :0.
+    println!("tally listening on http://{bound}");
+    server::run(listener, router, shutdown_signal()).await?;
+    retention.abort();
+    app.shutdown().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+    info!("shutting down");
+}

@@ -1,0 +1,381 @@
+//! Typed configuration, layered: defaults < TOML file < `TALLY_*`
+//! environment < command-line flags, validated after loading.
+//!
+//! Environment variables name a key path with `__` between levels:
+//! `TALLY_HTTP=0.0.0.0:4318`, `TALLY_INGEST__MAX_BODY_BYTES=1048576`,
+//! `TALLY_RETENTION__RAW=14d`. Values are read as TOML scalars when they
+//! parse as one (numbers, booleans), else as strings.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::pricing::UserPrice;
+use crate::storage::sqlite::Synchronous;
+use crate::time::parse_duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {source}")]
+    Parse {
+        path: String,
+        source: toml::de::Error,
+    },
+    #[error("environment variable {name}: {message}")]
+    Env { name: String, message: String },
+    #[error("config: {0}")]
+    Invalid(#[from] toml::de::Error),
+    #[error("config key {key}: {message}")]
+    Value { key: String, message: String },
+}
+
+/// Everything `tally serve` can be told.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address of the HTTP listener (API, OTLP/HTTP, /metrics).
+    pub http: SocketAddr,
+    /// Address of the OTLP/gRPC listener.
+    pub grpc: SocketAddr,
+    /// Directory for the embedded store and the server's secret.
+    pub data_dir: PathBuf,
+    /// Storage URL: empty for SQLite in the data dir, or `sqlite://PATH`.
+    pub storage: String,
+    /// Secret for API-key fingerprints; empty: generated once and kept in
+    /// `<data_dir>/secret`.
+    pub api_key_secret: String,
+    pub ingest: IngestConfig,
+    pub accounting: AccountingConfig,
+    pub sqlite: SqliteConfig,
+    pub retention: RetentionConfig,
+    /// Price overrides and additions, matched before (exact model) or after
+    /// (patterns) the built-in catalog.
+    pub prices: Vec<UserPrice>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            http: "127.0.0.1:4318".parse().expect("valid address"),
+            grpc: "127.0.0.1:4317".parse().expect("valid address"),
+            data_dir: PathBuf::from("./tally-data"),
+            storage: String::new(),
+            api_key_secret: String::new(),
+            ingest: IngestConfig::default(),
+            accounting: AccountingConfig::default(),
+            sqlite: SqliteConfig::default(),
+            retention: RetentionConfig::default(),
+            prices: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    /// Largest request body accepted, in bytes, after decompression (413 above).
+    pub max_body_bytes: usize,
+    /// Most records waiting to be committed before requests get 503.
+    pub max_queued_records: usize,
+    /// Most records committed in one store transaction.
+    pub max_group_records: usize,
+    /// How often open rollup buckets are written to the store.
+    pub rollup_flush_interval: String,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 64 * 1024 * 1024,
+            max_queued_records: 400_000,
+            max_group_records: 50_000,
+            rollup_flush_interval: "1s".to_owned(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccountingConfig {
+    /// Request bytes per estimated input token, for streams cut off before
+    /// their usage was reported.
+    pub bytes_per_input_token: u64,
+    /// Estimated output tokens per streamed chunk, for the same streams.
+    pub tokens_per_output_chunk: u64,
+}
+
+impl Default for AccountingConfig {
+    fn default() -> Self {
+        Self {
+            bytes_per_input_token: 4,
+            tokens_per_output_chunk: 1,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SqliteConfig {
+    /// `normal`: a commit survives a crash of the process (SIGKILL); `full`:
+    /// it also survives power loss (one fsync per commit).
+    pub synchronous: Synchronous,
+    /// Page cache per connection, in MiB.
+    pub cache_mib: u32,
+}
+
+impl Default for SqliteConfig {
+    fn default() -> Self {
+        Self {
+            synchronous: Synchronous::Normal,
+            cache_mib: 64,
+        }
+    }
+}
+
+/// How long each kind of data is kept: a duration (`30d`) or `forever`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// Raw per-call rows (the audit trail; also how long ids are remembered
+    /// for idempotency, and how far back re-pricing can reach).
+    pub raw: String,
+    /// 1-minute rollups.
+    pub minute: String,
+    /// 1-hour rollups.
+    pub hour: String,
+    /// 1-day rollups.
+    pub day: String,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self {
+            raw: "30d".to_owned(),
+            minute: "7d".to_owned(),
+            hour: "90d".to_owned(),
+            day: "forever".to_owned(),
+        }
+    }
+}
+
+/// A retention as milliseconds, None for forever.
+pub fn retention_ms(key: &str, value: &str) -> Result<Option<i64>, ConfigError> {
+    if value.trim() == "forever" {
+        return Ok(None);
+    }
+    parse_duration(value)
+        .map(Some)
+        .map_err(|message| ConfigError::Value {
+            key: key.to_owned(),
+            message,
+        })
+}
+
+/// Values given on the command line; they win over everything else.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub http: Option<SocketAddr>,
+    pub grpc: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+    pub storage: Option<String>,
+}
+
+impl Config {
+    /// Loads the layers. `env` is passed in (not read here) so that loading is
+    /// testable.
+    pub fn load(
+        file: Option<&Path>,
+        env: &HashMap<String, String>,
+        overrides: &Overrides,
+    ) -> Result<Config, ConfigError> {
+        let mut tree = toml::Table::new();
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.display().to_string(),
+                source,
+            })?;
+            tree = toml::from_str(&text).map_err(|source| ConfigError::Parse {
+                path: path.display().to_string(),
+                source,
+            })?;
+        }
+        let mut names: Vec<&String> = env.keys().filter(|k| k.starts_with("TALLY_")).collect();
+        names.sort();
+        for name in names {
+            let path: Vec<String> = name["TALLY_".len()..]
+                .split("__")
+                .map(|part| part.to_ascii_lowercase())
+                .collect();
+            if path.iter().any(String::is_empty) {
+                return Err(ConfigError::Env {
+                    name: name.clone(),
+                    message: "empty key segment".into(),
+                });
+            }
+            set_path(&mut tree, &path, scalar(&env[name])).map_err(|message| ConfigError::Env {
+                name: name.clone(),
+                message,
+            })?;
+        }
+        let mut config: Config = tree.try_into()?;
+        if let Some(http) = overrides.http {
+            config.http = http;
+        }
+        if let Some(grpc) = overrides.grpc {
+            config.grpc = grpc;
+        }
+        if let Some(dir) = &overrides.data_dir {
+            config.data_dir = dir.clone();
+        }
+        if let Some(storage) = &overrides.storage {
+            config.storage = storage.clone();
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: &str| ConfigError::Value {
+            key: key.to_owned(),
+            message: message.to_owned(),
+        };
+        if self.accounting.bytes_per_input_token == 0 {
+            return Err(invalid(
+                "accounting.bytes_per_input_token",
+                "must be at least 1",
+            ));
+        }
+        if self.ingest.max_body_bytes < 1024 {
+            return Err(invalid("ingest.max_body_bytes", "must be at least 1024"));
+        }
+        if self.ingest.max_group_records == 0 || self.ingest.max_queued_records == 0 {
+            return Err(invalid(
+                "ingest",
+                "max_group_records and max_queued_records must be positive",
+            ));
+        }
+        parse_duration(&self.ingest.rollup_flush_interval).map_err(|message| {
+            ConfigError::Value {
+                key: "ingest.rollup_flush_interval".into(),
+                message,
+            }
+        })?;
+        let r = &self.retention;
+        for (key, value) in [
+            ("retention.raw", &r.raw),
+            ("retention.minute", &r.minute),
+            ("retention.hour", &r.hour),
+            ("retention.day", &r.day),
+        ] {
+            retention_ms(key, value)?;
+        }
+        crate::pricing::PriceTable::new(&self.prices).map_err(|e| ConfigError::Value {
+            key: "prices".into(),
+            message: e.to_string(),
+        })?;
+        Ok(())
+    }
+}
+
+/// Reads an environment value as a TOML scalar when it is one.
+fn scalar(raw: &str) -> toml::Value {
+    if let Ok(n) = raw.parse::<i64>() {
+        return toml::Value::Integer(n);
+    }
+    if let Ok(x) = raw.parse::<f64>()
+        && raw.contains('.')
+    {
+        return toml::Value::Float(x);
+    }
+    match raw {
+        "true" => toml::Value::Boolean(true),
+        "false" => toml::Value::Boolean(false),
+        _ => toml::Value::String(raw.to_owned()),
+    }
+}
+
+fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) -> Result<(), String> {
+    let (last, parents) = path.split_last().expect("path has at least one segment");
+    let mut current = table;
+    for part in parents {
+        let entry = current
+            .entry(part.clone())
+            .or_insert_with(|| toml::Value::Table(Default::default()));
+        current = entry
+            .as_table_mut()
+            .ok_or_else(|| format!("{part} is not a section"))?;
+    }
+    current.insert(last.clone(), value);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn layers_apply_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("tally.toml");
+        std::fs::write(
+            &file,
+            "http = \"127.0.0.1:9000\"\ndata_dir = \"/from/file\"\n[ingest]\nmax_body_bytes = 2048\n",
+        )
+        .unwrap();
+        let env = env(&[
+            ("TALLY_DATA_DIR", "/from/env"),
+            ("TALLY_INGEST__MAX_QUEUED_RECORDS", "77"),
+            ("OTHER", "x"),
+        ]);
+        let overrides = Overrides {
+            http: Some("127.0.0.1:9100".parse().unwrap()),
+            ..Default::default()
+        };
+        let config = Config::load(Some(&file), &env, &overrides).unwrap();
+        assert_eq!(config.http.port(), 9100);
+        assert_eq!(config.data_dir, PathBuf::from("/from/env"));
+        assert_eq!(config.ingest.max_body_bytes, 2048);
+        assert_eq!(config.ingest.max_queued_records, 77);
+        assert_eq!(config.retention.raw, "30d");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_named() {
+        let err = Config::load(
+            None,
+            &env(&[("TALLY_INGEST__NOPE", "1")]),
+            &Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("nope"), "{err}");
+        let err = Config::load(
+            None,
+            &env(&[("TALLY_RETENTION__RAW", "soon")]),
+            &Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("retention.raw"), "{err}");
+    }
+
+    #[test]
+    fn example_config_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tally.example.toml");
+        Config::load(Some(&path), &HashMap::new(), &Overrides::default()).unwrap();
+    }
+}

@@ -1,0 +1,339 @@
+//! The committer task and its handle.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot};
+use tracing::{error, info, warn};
+
+use super::reprice::{self, RepriceReport};
+use crate::aggregate::RollupEngine;
+use crate::model::LlmCall;
+use crate::pricing::PriceTable;
+use crate::storage::{AppendBatch, RetentionCutoffs, Storage, StorageError};
+
+#[derive(Debug, Clone)]
+pub struct CommitterConfig {
+    /// Most calls committed in one transaction.
+    pub max_group_records: usize,
+    /// Most calls waiting for a commit; beyond it requests are refused with
+    /// "overloaded" instead of buffering without bound.
+    pub max_queued_records: usize,
+    /// How often open rollup buckets are flushed to the store.
+    pub flush_interval: Duration,
+    /// Flush early when this many open cells have accumulated.
+    pub max_open_cells: usize,
+}
+
+impl Default for CommitterConfig {
+    fn default() -> Self {
+        Self {
+            max_group_records: 50_000,
+            max_queued_records: 400_000,
+            flush_interval: Duration::from_secs(1),
+            max_open_cells: 200_000,
+        }
+    }
+}
+
+/// What happened to one submitted call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Accepted,
+    Duplicate,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CommitError {
+    #[error("ingest queue is full ({queued} records waiting); retry later")]
+    Overloaded { queued: usize },
+    #[error("the store could not commit: {0}")]
+    Store(Arc<StorageError>),
+    #[error("the server is shutting down")]
+    Stopped,
+}
+
+impl From<StorageError> for CommitError {
+    fn from(err: StorageError) -> Self {
+        CommitError::Store(Arc::new(err))
+    }
+}
+
+type Reply<T> = oneshot::Sender<Result<T, CommitError>>;
+
+enum Job {
+    Append {
+        calls: Vec<LlmCall>,
+        reply: Reply<Vec<Outcome>>,
+    },
+    Reprice {
+        from: i64,
+        to: i64,
+        prices: Arc<PriceTable>,
+        reply: Reply<RepriceReport>,
+    },
+    Retention {
+        cutoffs: RetentionCutoffs,
+        reply: Reply<u64>,
+    },
+    Flush {
+        reply: Reply<()>,
+    },
+}
+
+/// The handle request handlers use to get calls committed.
+#[derive(Clone)]
+pub struct Committer {
+    jobs: mpsc::UnboundedSender<Job>,
+    queued: Arc<AtomicUsize>,
+    max_queued: usize,
+}
+
+impl Committer {
+    /// Starts the committer task.
+    pub fn start(
+        storage: Arc<dyn Storage>,
+        engine: Arc<RollupEngine>,
+        config: CommitterConfig,
+    ) -> (Committer, tokio::task::JoinHandle<()>) {
+        let (jobs, receiver) = mpsc::unbounded_channel();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let handle = Committer {
+            jobs,
+            queued: queued.clone(),
+            max_queued: config.max_queued_records,
+        };
+        let task = CommitterTask {
+            storage,
+            engine,
+            config,
+            queued,
+            last_flush: Instant::now(),
+        };
+        let join = tokio::spawn(task.run(receiver));
+        (handle, join)
+    }
+
+    /// Commits `calls`; resolves once they are durable and queryable.
+    pub async fn submit(&self, calls: Vec<LlmCall>) -> Result<Vec<Outcome>, CommitError> {
+        if calls.is_empty() {
+            return Ok(Vec::new());
+        }
+        let n = calls.len();
+        let before = self.queued.fetch_add(n, Ordering::AcqRel);
+        if before > 0 && before + n > self.max_queued {
+            self.queued.fetch_sub(n, Ordering::AcqRel);
+            return Err(CommitError::Overloaded { queued: before });
+        }
+        let (reply, answer) = oneshot::channel();
+        if self.jobs.send(Job::Append { calls, reply }).is_err() {
+            self.queued.fetch_sub(n, Ordering::AcqRel);
+            return Err(CommitError::Stopped);
+        }
+        answer.await.unwrap_or(Err(CommitError::Stopped))
+    }
+
+    async fn ask<T>(&self, job: impl FnOnce(Reply<T>) -> Job) -> Result<T, CommitError> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .send(job(reply))
+            .map_err(|_| CommitError::Stopped)?;
+        answer.await.unwrap_or(Err(CommitError::Stopped))
+    }
+
+    /// Recomputes costs of calls in `[from, to)` with `prices`, and the
+    /// rollups that contain them.
+    pub async fn reprice(
+        &self,
+        from: i64,
+        to: i64,
+        prices: Arc<PriceTable>,
+    ) -> Result<RepriceReport, CommitError> {
+        self.ask(|reply| Job::Reprice {
+            from,
+            to,
+            prices,
+            reply,
+        })
+        .await
+    }
+
+    pub async fn retention(&self, cutoffs: RetentionCutoffs) -> Result<u64, CommitError> {
+        self.ask(|reply| Job::Retention { cutoffs, reply }).await
+    }
+
+    /// Flushes open rollup buckets now (used at shutdown and by tests).
+    pub async fn flush(&self) -> Result<(), CommitError> {
+        self.ask(|reply| Job::Flush { reply }).await
+    }
+
+    /// Calls waiting for a commit.
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Acquire)
+    }
+}
+
+struct CommitterTask {
+    storage: Arc<dyn Storage>,
+    engine: Arc<RollupEngine>,
+    config: CommitterConfig,
+    queued: Arc<AtomicUsize>,
+    last_flush: Instant,
+}
+
+struct Pending {
+    calls: usize,
+    reply: Reply<Vec<Outcome>>,
+}
+
+impl CommitterTask {
+    async fn run(mut self, mut jobs: mpsc::UnboundedReceiver<Job>) {
+        let mut ticker = tokio::time::interval(self.config.flush_interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let job = tokio::select! {
+                job = jobs.recv() => job,
+                _ = ticker.tick() => {
+                    if self.last_flush.elapsed() >= self.config.flush_interval {
+                        self.flush().await.ok();
+                    }
+                    continue;
+                }
+            };
+            let Some(job) = job else { break };
+            let mut group: Vec<LlmCall> = Vec::new();
+            let mut pending: Vec<Pending> = Vec::new();
+            let mut other: Vec<Job> = Vec::new();
+            let mut next = Some(job);
+            while let Some(job) = next.take() {
+                match job {
+                    Job::Append { mut calls, reply } => {
+                        pending.push(Pending {
+                            calls: calls.len(),
+                            reply,
+                        });
+                        group.append(&mut calls);
+                    }
+                    job => other.push(job),
+                }
+                if group.len() < self.config.max_group_records {
+                    next = jobs.try_recv().ok();
+                }
+            }
+            if !group.is_empty() {
+                self.commit(group, pending).await;
+            }
+            if self.last_flush.elapsed() >= self.config.flush_interval
+                || self.engine.open_cell_count() >= self.config.max_open_cells
+            {
+                self.flush().await.ok();
+            }
+            for job in other {
+                self.run_exclusive(job).await;
+            }
+        }
+        if let Err(err) = self.flush().await {
+            error!(%err, "final rollup flush failed; rollups will be rebuilt from calls at next start");
+        }
+        info!("committer stopped");
+    }
+
+    async fn commit(&mut self, calls: Vec<LlmCall>, pending: Vec<Pending>) {
+        let total = calls.len();
+        let (series_ids, new_series) = self.engine.assign_series(&calls);
+        let new_ids: Vec<i64> = new_series.iter().map(|(id, _)| *id).collect();
+        let result = self
+            .storage
+            .append(AppendBatch {
+                calls,
+                series_ids,
+                new_series,
+            })
+            .await;
+        self.queued.fetch_sub(total, Ordering::AcqRel);
+        let appended = match result {
+            Ok(appended) => appended,
+            Err(err) => {
+                error!(%err, records = total, "commit failed; requests answered with an error");
+                let err = Arc::new(err);
+                for p in pending {
+                    let _ = p.reply.send(Err(CommitError::Store(err.clone())));
+                }
+                return;
+            }
+        };
+        self.engine.confirm_series(&new_ids);
+        self.engine.apply(
+            appended
+                .calls
+                .iter()
+                .zip(&appended.series_ids)
+                .zip(&appended.seqs)
+                .filter_map(|((call, series), seq)| seq.map(|seq| (seq, *series, call))),
+        );
+        let mut outcomes = appended.seqs.iter().map(|seq| match seq {
+            Some(_) => Outcome::Accepted,
+            None => Outcome::Duplicate,
+        });
+        for p in pending {
+            let answer: Vec<Outcome> = outcomes.by_ref().take(p.calls).collect();
+            let _ = p.reply.send(Ok(answer));
+        }
+    }
+
+    async fn flush(&mut self) -> Result<(), StorageError> {
+        self.last_flush = Instant::now();
+        let mut flush = self.engine.begin_flush().await;
+        if flush.cells.is_empty() {
+            return Ok(());
+        }
+        let cells = Arc::new(std::mem::take(&mut flush.cells));
+        match self
+            .storage
+            .flush_rollups(cells.clone(), flush.watermark)
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(err) => {
+                warn!(%err, cells = cells.len(), "rollup flush failed; cells kept in memory");
+                flush.abort(Arc::try_unwrap(cells).unwrap_or_else(|shared| (*shared).clone()));
+                Err(err)
+            }
+        }
+    }
+
+    async fn run_exclusive(&mut self, job: Job) {
+        match job {
+            Job::Append { .. } => unreachable!("appends are grouped, never run alone"),
+            Job::Flush { reply } => {
+                let _ = reply.send(self.flush().await.map_err(CommitError::from));
+            }
+            Job::Retention { cutoffs, reply } => {
+                let result = match self.flush().await {
+                    Ok(()) => self
+                        .storage
+                        .apply_retention(cutoffs)
+                        .await
+                        .map_err(CommitError::from),
+                    Err(err) => Err(err.into()),
+                };
+                let _ = reply.send(result);
+            }
+            Job::Reprice {
+                from,
+                to,
+                prices,
+                reply,
+            } => {
+                let result = match self.flush().await {
+                    Ok(()) => reprice::run(&*self.storage, &self.engine, from, to, &prices)
+                        .await
+                        .map_err(CommitError::from),
+                    Err(err) => Err(err.into()),
+                };
+                let _ = reply.send(result);
+            }
+        }
+    }
+}

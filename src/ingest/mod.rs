@@ -1,0 +1,7 @@
+//! Transports only: they move bytes from HTTP into the pure decoders of
+//! `normalize` and hand the records to the committer.
+
+pub mod body;
+pub mod usage;
+
+pub use usage::UsageIngest;

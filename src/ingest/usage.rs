@@ -1,0 +1,127 @@
+//! `POST /api/v1/usage`: usage reports from gateways.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use serde::Serialize;
+
+use super::body;
+use crate::durability::{Committer, Outcome};
+use crate::error::ApiError;
+use crate::normalize::usage_report::NormalizeContext;
+use crate::normalize::{AccountingRules, KeyFingerprinter, normalize_report, parse_report};
+use crate::pricing::PriceTable;
+
+/// What the usage endpoint needs.
+pub struct UsageIngest {
+    pub committer: Committer,
+    pub prices: Arc<PriceTable>,
+    pub fingerprinter: KeyFingerprinter,
+    pub rules: AccountingRules,
+    pub max_body_bytes: usize,
+    /// Raw retention, which bounds how far back re-pricing can reach.
+    pub raw_retention_ms: Option<i64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Rejection {
+    pub index: usize,
+    pub error: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct UsageResponse {
+    pub accepted: usize,
+    pub duplicates: usize,
+    pub rejected: Vec<Rejection>,
+}
+
+pub async fn post_usage(
+    State(ingest): State<Arc<UsageIngest>>,
+    headers: HeaderMap,
+    request: Body,
+) -> Result<(StatusCode, Json<UsageResponse>), ApiError> {
+    let bytes = body::read(&headers, request, ingest.max_body_bytes).await?;
+    let records = body::split_records(&bytes, body::is_ndjson(&headers))?;
+    let context = NormalizeContext {
+        now_ms: crate::time::now_ms(),
+        rules: ingest.rules,
+        prices: &ingest.prices,
+        fingerprinter: &ingest.fingerprinter,
+    };
+    let mut calls = Vec::with_capacity(records.len());
+    let mut rejected = Vec::new();
+    for (index, json) in records.iter().enumerate() {
+        match parse_report(json).and_then(|raw| normalize_report(raw, &context)) {
+            Ok(call) => calls.push(call),
+            Err(err) => rejected.push(Rejection {
+                index,
+                error: err.to_string(),
+            }),
+        }
+    }
+    let outcomes = ingest.committer.submit(calls).await?;
+    let accepted = outcomes.iter().filter(|o| **o == Outcome::Accepted).count();
+    let response = UsageResponse {
+        accepted,
+        duplicates: outcomes.len() - accepted,
+        rejected,
+    };
+    let status = if outcomes.is_empty() && !response.rejected.is_empty() {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(response)))
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepriceRequest {
+    pub from: serde_json::Value,
+    pub to: serde_json::Value,
+}
+
+fn instant_field(name: &str, value: &serde_json::Value) -> Result<i64, ApiError> {
+    let parsed = match value {
+        serde_json::Value::Number(n) => n
+            .as_i64()
+            .ok_or_else(|| format!("{n} is not unix milliseconds")),
+        serde_json::Value::String(s) => crate::time::parse_instant(s),
+        other => Err(format!(
+            "expected unix milliseconds or RFC 3339, got {other}"
+        )),
+    };
+    parsed.map_err(|e| ApiError::bad_request(format!("{name}: {e}")))
+}
+
+/// `POST /api/v1/usage/reprice` `{"from": ..., "to": ...}`: recompute stored
+/// costs in the window with the server's current prices, and the rollups.
+pub async fn post_reprice(
+    State(ingest): State<Arc<UsageIngest>>,
+    Json(request): Json<RepriceRequest>,
+) -> Result<Json<crate::durability::RepriceReport>, ApiError> {
+    let from = instant_field("from", &request.from)?;
+    let to = instant_field("to", &request.to)?;
+    if from >= to {
+        return Err(ApiError::bad_request("from must be before to"));
+    }
+    if let Some(raw_ms) = ingest.raw_retention_ms {
+        let oldest = crate::aggregate::Tier::Day.bucket(crate::time::now_ms() - raw_ms)
+            + crate::aggregate::Tier::Day.width_ms();
+        if from < oldest {
+            return Err(ApiError::bad_request(format!(
+                "from: raw calls are kept for the raw retention only; re-pricing can start at {} at the earliest",
+                crate::time::format_instant(oldest)
+            )));
+        }
+    }
+    let report = ingest
+        .committer
+        .reprice(from, to, ingest.prices.clone())
+        .await?;
+    Ok(Json(report))
+}

@@ -1,0 +1,16 @@
+//! Tally: observability and usage metering for LLM applications, agent
+//! pipelines and LLM gateways. See DESIGN.md for the data flow.
+
+pub mod aggregate;
+pub mod cli;
+pub mod config;
+pub mod durability;
+pub mod error;
+pub mod ingest;
+pub mod model;
+pub mod normalize;
+pub mod pricing;
+pub mod query;
+pub mod server;
+pub mod storage;
+pub mod time;

@@ -1,0 +1,197 @@
+//! `LlmCall`: one model request, after normalization and accounting.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::Serialize;
+
+/// A small string map; sorted so that equal tag sets serialize identically.
+pub type Tags = BTreeMap<String, String>;
+
+/// What kind of model request a call was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Operation {
+    Chat,
+    Completion,
+    Embedding,
+    Rerank,
+    Image,
+    Audio,
+    Other,
+}
+
+impl Operation {
+    pub const ALL: [Operation; 7] = [
+        Operation::Chat,
+        Operation::Completion,
+        Operation::Embedding,
+        Operation::Rerank,
+        Operation::Image,
+        Operation::Audio,
+        Operation::Other,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::Chat => "chat",
+            Operation::Completion => "completion",
+            Operation::Embedding => "embedding",
+            Operation::Rerank => "rerank",
+            Operation::Image => "image",
+            Operation::Audio => "audio",
+            Operation::Other => "other",
+        }
+    }
+
+    /// Parses the canonical names and the spellings gateways commonly send
+    /// (seed 003's `chat_completion`, OpenAI's `embeddings`, GenAI's
+    /// `text_completion`, …).
+    pub fn parse(text: &str) -> Option<Operation> {
+        let op = match text.trim().to_ascii_lowercase().as_str() {
+            "chat" | "chat_completion" | "chat_completions" | "chat.completions"
+            | "generate_content" | "responses" | "messages" => Operation::Chat,
+            "completion" | "completions" | "text_completion" => Operation::Completion,
+            "embedding" | "embeddings" => Operation::Embedding,
+            "rerank" | "reranker" | "reranking" => Operation::Rerank,
+            "image" | "images" | "image_generation" | "image_edit" => Operation::Image,
+            "audio" | "audio_speech" | "audio_transcription" | "speech" | "transcription" => {
+                Operation::Audio
+            }
+            "other" => Operation::Other,
+            _ => return None,
+        };
+        Some(op)
+    }
+
+    /// Embedding and reranker models report only a total token count.
+    pub fn reports_only_total(self) -> bool {
+        matches!(self, Operation::Embedding | Operation::Rerank)
+    }
+}
+
+impl fmt::Display for Operation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How a call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Ok,
+    Error,
+    Cancelled,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::Error => "error",
+            Status::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Status> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "ok" | "success" | "unset" => Some(Status::Ok),
+            "error" | "failed" | "failure" => Some(Status::Error),
+            "cancelled" | "canceled" | "aborted" => Some(Status::Cancelled),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where a call was learned from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    UsageReport,
+    Span,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::UsageReport => "usage_report",
+            Source::Span => "span",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Source> {
+        match text {
+            "usage_report" => Some(Source::UsageReport),
+            "span" => Some(Source::Span),
+            _ => None,
+        }
+    }
+}
+
+/// One model request with its accounting already applied: tokens are in
+/// Tally's canonical form (input includes cached, output includes reasoning),
+/// estimates are filled in and flagged, and the cost is computed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LlmCall {
+    /// Idempotency key; calls without one are counted every time they arrive.
+    pub id: Option<String>,
+    pub project: String,
+    /// The instant the call is accounted at: completed_at, else started_at,
+    /// else arrival (unix ms, UTC).
+    pub time_ms: i64,
+    pub started_at_ms: Option<i64>,
+    pub completed_at_ms: Option<i64>,
+    pub model: String,
+    pub response_model: Option<String>,
+    pub provider: Option<String>,
+    pub operation: Operation,
+    pub user: Option<String>,
+    /// A keyed fingerprint of the API key, never the key itself.
+    pub api_key: Option<String>,
+    pub session: Option<String>,
+    pub route: Option<String>,
+    pub cluster: Option<String>,
+    pub tags: Tags,
+    /// How many requests this record stands for (seed 003's `request_count`).
+    pub requests: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub total_tokens: u64,
+    pub cache_read_tokens: u64,
+    pub cache_write_tokens: u64,
+    pub reasoning_tokens: u64,
+    pub completed: bool,
+    pub estimated: bool,
+    pub request_bytes: Option<u64>,
+    pub output_chunks: Option<u64>,
+    pub streaming: Option<bool>,
+    pub ttft_ms: Option<f64>,
+    pub duration_ms: Option<f64>,
+    pub status: Status,
+    pub error_type: Option<String>,
+    /// Tally's own cost; 0 when the model is unpriced (`price_id` is None).
+    pub cost_usd: f64,
+    pub price_id: Option<String>,
+    /// The cost the caller reported, kept beside Tally's own.
+    pub reported_cost_usd: Option<f64>,
+    pub source: Source,
+    pub trace_id: Option<String>,
+    pub span_id: Option<String>,
+}
+
+impl LlmCall {
+    pub fn is_unpriced(&self) -> bool {
+        self.price_id.is_none()
+    }
+
+    pub fn is_error(&self) -> bool {
+        self.status == Status::Error
+    }
+}

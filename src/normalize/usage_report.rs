@@ -1,0 +1,374 @@
+//! Usage reports (`POST /api/v1/usage`) into `LlmCall`s: field aliases of
+//! seed 003, validation, and the accounting rules of DESIGN.md (inclusive
+//! cached tokens, stream estimation, embedding totals, time anchoring, cost).
+
+use serde::Deserialize;
+
+use super::fingerprint::KeyFingerprinter;
+use super::values::{Amount, Count, Instant, TagMap, Text};
+use crate::model::{LlmCall, Operation, Source, Status};
+use crate::pricing::{PriceTable, TokenCounts, cost};
+
+/// Reports may be stamped at most this far ahead of the server's clock.
+const MAX_FUTURE_MS: i64 = 24 * 3600 * 1000;
+/// Longest accepted identifier-like string (model, user, tag values, …).
+const MAX_TEXT_LEN: usize = 512;
+/// Most tags one report may carry; rollups are keyed by the tag set.
+const MAX_TAGS: usize = 32;
+
+/// One report as sent. Every field is optional here so that one bad field
+/// yields an error naming it rather than a generic parse failure.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawReport {
+    pub id: Option<Text>,
+    pub project: Option<Text>,
+    pub model: Option<Text>,
+    pub model_id: Option<Text>,
+    pub response_model: Option<Text>,
+    pub provider: Option<Text>,
+    pub provider_name: Option<Text>,
+    pub provider_type: Option<Text>,
+    pub provider_id: Option<Text>,
+    pub operation: Option<Text>,
+    #[serde(alias = "user_id")]
+    pub user: Option<Text>,
+    #[serde(alias = "access_key")]
+    pub api_key: Option<Text>,
+    #[serde(alias = "session_id")]
+    pub session: Option<Text>,
+    #[serde(alias = "model_route_id")]
+    pub route: Option<Text>,
+    #[serde(alias = "cluster_id")]
+    pub cluster: Option<Text>,
+    pub tags: Option<TagMap>,
+    #[serde(alias = "request_count")]
+    pub requests: Option<Count>,
+    #[serde(alias = "input_token")]
+    pub input_tokens: Option<Count>,
+    #[serde(alias = "output_token")]
+    pub output_tokens: Option<Count>,
+    #[serde(alias = "total_token")]
+    pub total_tokens: Option<Count>,
+    #[serde(alias = "input_cached_token")]
+    pub cache_read_tokens: Option<Count>,
+    pub cache_write_tokens: Option<Count>,
+    pub reasoning_tokens: Option<Count>,
+    pub completed: Option<bool>,
+    #[serde(alias = "output_chunk_count")]
+    pub output_chunks: Option<Count>,
+    #[serde(alias = "request_content_bytes")]
+    pub request_bytes: Option<Count>,
+    pub started_at: Option<Instant>,
+    pub completed_at: Option<Instant>,
+    pub duration_ms: Option<Amount>,
+    pub ttft_ms: Option<Amount>,
+    pub streaming: Option<bool>,
+    pub status: Option<Text>,
+    pub error_type: Option<Text>,
+    pub cost_usd: Option<Amount>,
+    pub trace_id: Option<Text>,
+    pub span_id: Option<Text>,
+}
+
+/// Why one report was rejected; `Display` gives "field: what is wrong".
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct ReportError {
+    pub field: String,
+    pub message: String,
+}
+
+impl ReportError {
+    fn new(field: &str, message: impl Into<String>) -> Self {
+        Self {
+            field: field.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The tunable parts of the accounting rules.
+#[derive(Debug, Clone, Copy)]
+pub struct AccountingRules {
+    /// Request bytes per estimated input token for streams cut off early.
+    pub bytes_per_input_token: u64,
+    /// Estimated output tokens per streamed chunk.
+    pub tokens_per_output_chunk: u64,
+}
+
+impl Default for AccountingRules {
+    fn default() -> Self {
+        Self {
+            bytes_per_input_token: 4,
+            tokens_per_output_chunk: 1,
+        }
+    }
+}
+
+/// Parses one report's JSON text. On failure the error names the field (the
+/// fast path parses directly; only a failing report is parsed again with path
+/// tracking to find where it went wrong).
+pub fn parse_report(json: &str) -> Result<RawReport, ReportError> {
+    if let Ok(report) = serde_json::from_str::<RawReport>(json) {
+        return Ok(report);
+    }
+    let mut deserializer = serde_json::Deserializer::from_str(json);
+    match serde_path_to_error::deserialize::<_, RawReport>(&mut deserializer) {
+        Ok(report) => Ok(report),
+        Err(err) => {
+            let path = err.path().to_string();
+            let inner = err.into_inner();
+            if path == "." {
+                if inner.is_data() {
+                    return Err(ReportError::new("record", "must be a JSON object"));
+                }
+                return Err(ReportError::new("record", format!("invalid JSON: {inner}")));
+            }
+            Err(ReportError::new(&path, strip_position(&inner.to_string())))
+        }
+    }
+}
+
+/// serde_json appends " at line 1 column 42"; the field name already says where.
+fn strip_position(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(at) => message[..at].to_owned(),
+        None => message.to_owned(),
+    }
+}
+
+/// Everything `normalize_report` needs besides the report itself.
+pub struct NormalizeContext<'a> {
+    pub now_ms: i64,
+    pub rules: AccountingRules,
+    pub prices: &'a PriceTable,
+    pub fingerprinter: &'a KeyFingerprinter,
+}
+
+fn text(field: &str, value: Option<Text>) -> Result<Option<String>, ReportError> {
+    let Some(Text(value)) = value else {
+        return Ok(None);
+    };
+    let value = value.trim();
+    if value.is_empty() {
+        return Ok(None);
+    }
+    if value.len() > MAX_TEXT_LEN {
+        return Err(ReportError::new(
+            field,
+            format!("longer than {MAX_TEXT_LEN} bytes"),
+        ));
+    }
+    Ok(Some(value.to_owned()))
+}
+
+fn count(value: Option<Count>) -> Option<u64> {
+    value.map(|Count(n)| n)
+}
+
+/// Applies validation and the accounting rules to one parsed report.
+pub fn normalize_report(
+    raw: RawReport,
+    ctx: &NormalizeContext<'_>,
+) -> Result<LlmCall, ReportError> {
+    let model =
+        text("model", raw.model)?.ok_or_else(|| ReportError::new("model", "is required"))?;
+    let model_id = text("model_id", raw.model_id)?;
+    let provider = match text("provider", raw.provider)? {
+        Some(p) => Some(p),
+        None => match text("provider_name", raw.provider_name)? {
+            Some(p) => Some(p),
+            None => match text("provider_type", raw.provider_type)? {
+                Some(p) => Some(p),
+                None => text("provider_id", raw.provider_id)?,
+            },
+        },
+    };
+    let operation = match text("operation", raw.operation)? {
+        None => Operation::Chat,
+        Some(op) => Operation::parse(&op).ok_or_else(|| {
+            ReportError::new(
+                "operation",
+                format!(
+                    "unknown operation {op:?} (expected chat, completion, embedding, rerank, image, audio or other)"
+                ),
+            )
+        })?,
+    };
+    let status = match text("status", raw.status)? {
+        None => Status::Ok,
+        Some(s) => Status::parse(&s).ok_or_else(|| {
+            ReportError::new(
+                "status",
+                format!("unknown status {s:?} (expected ok, error or cancelled)"),
+            )
+        })?,
+    };
+
+    let mut tags = raw.tags.map(|t| t.0).unwrap_or_default();
+    if let Some(model_id) = model_id {
+        tags.entry("model_id".to_owned()).or_insert(model_id);
+    }
+    if tags.len() > MAX_TAGS {
+        return Err(ReportError::new(
+            "tags",
+            format!("more than {MAX_TAGS} tags"),
+        ));
+    }
+    for (key, value) in &tags {
+        if key.is_empty() || key.len() > 64 {
+            return Err(ReportError::new(
+                "tags",
+                format!("tag name {key:?} must be 1 to 64 bytes"),
+            ));
+        }
+        if value.len() > MAX_TEXT_LEN {
+            return Err(ReportError::new(
+                &format!("tags.{key}"),
+                format!("longer than {MAX_TEXT_LEN} bytes"),
+            ));
+        }
+    }
+
+    let started_at_ms = raw.started_at.and_then(|i| i.0);
+    let completed_at_ms = raw.completed_at.and_then(|i| i.0);
+    for (field, value) in [
+        ("started_at", started_at_ms),
+        ("completed_at", completed_at_ms),
+    ] {
+        if let Some(ms) = value
+            && ms > ctx.now_ms + MAX_FUTURE_MS
+        {
+            return Err(ReportError::new(field, "is more than 1 day in the future"));
+        }
+    }
+    let time_ms = completed_at_ms.or(started_at_ms).unwrap_or(ctx.now_ms);
+
+    let completed = raw.completed.unwrap_or(true);
+    let request_bytes = count(raw.request_bytes);
+    let output_chunks = count(raw.output_chunks);
+    let mut input = count(raw.input_tokens).unwrap_or(0);
+    let mut output = count(raw.output_tokens).unwrap_or(0);
+    let reported_total = count(raw.total_tokens);
+    let cache_read = count(raw.cache_read_tokens).unwrap_or(0);
+    let cache_write = count(raw.cache_write_tokens).unwrap_or(0);
+    let reasoning = count(raw.reasoning_tokens).unwrap_or(0);
+
+    // Streams cut off before their usage chunk: gateways send 0 or nothing
+    // for what they did not see, so only empty slots are estimated.
+    let mut estimated = false;
+    if !completed {
+        if input == 0
+            && let Some(bytes) = request_bytes.filter(|b| *b > 0)
+        {
+            input = (bytes / ctx.rules.bytes_per_input_token.max(1)).max(1);
+            estimated = true;
+        }
+        if output == 0
+            && let Some(chunks) = output_chunks.filter(|c| *c > 0)
+        {
+            output = chunks.saturating_mul(ctx.rules.tokens_per_output_chunk);
+            estimated = true;
+        }
+    }
+    // Embedding and reranker calls often report only a total.
+    if operation.reports_only_total()
+        && let Some(total) = reported_total
+        && total > input.saturating_add(output)
+    {
+        input = total - output;
+    }
+    let total = reported_total
+        .unwrap_or(0)
+        .max(input.saturating_add(output));
+
+    if cache_read.saturating_add(cache_write) > input {
+        let field = if cache_write == 0 {
+            "cache_read_tokens"
+        } else {
+            "cache_write_tokens"
+        };
+        return Err(ReportError::new(
+            field,
+            format!(
+                "cached tokens ({cache_read} read + {cache_write} write) exceed input_tokens ({input}); input_tokens must include cached tokens"
+            ),
+        ));
+    }
+    if reasoning > output {
+        return Err(ReportError::new(
+            "reasoning_tokens",
+            format!(
+                "{reasoning} exceeds output_tokens ({output}); output_tokens must include reasoning tokens"
+            ),
+        ));
+    }
+
+    let requests = count(raw.requests).unwrap_or(1);
+    if requests == 0 {
+        return Err(ReportError::new("requests", "must be at least 1"));
+    }
+
+    let tokens = TokenCounts {
+        input,
+        output,
+        cache_read,
+        cache_write,
+        reasoning,
+    };
+    let (cost_usd, price_id, matched_provider) =
+        match ctx.prices.lookup(&model, provider.as_deref(), time_ms) {
+            Some(found) => (
+                cost(found.price, &tokens),
+                Some(found.price_id.to_owned()),
+                found.provider.map(str::to_owned),
+            ),
+            None => (0.0, None, None),
+        };
+
+    Ok(LlmCall {
+        id: text("id", raw.id)?,
+        project: text("project", raw.project)?.unwrap_or_else(|| "default".to_owned()),
+        time_ms,
+        started_at_ms,
+        completed_at_ms,
+        model,
+        response_model: text("response_model", raw.response_model)?,
+        provider: provider.or(matched_provider),
+        operation,
+        user: text("user", raw.user)?,
+        api_key: text("api_key", raw.api_key)?.map(|key| ctx.fingerprinter.fingerprint(&key)),
+        session: text("session", raw.session)?,
+        route: text("route", raw.route)?,
+        cluster: text("cluster", raw.cluster)?,
+        tags,
+        requests,
+        input_tokens: input,
+        output_tokens: output,
+        total_tokens: total,
+        cache_read_tokens: cache_read,
+        cache_write_tokens: cache_write,
+        reasoning_tokens: reasoning,
+        completed,
+        estimated,
+        request_bytes,
+        output_chunks,
+        streaming: raw.streaming,
+        ttft_ms: raw.ttft_ms.map(|a| a.0),
+        duration_ms: raw.duration_ms.map(|a| a.0).or_else(|| {
+            match (started_at_ms, completed_at_ms) {
+                (Some(start), Some(end)) if end >= start => Some((end - start) as f64),
+                _ => None,
+            }
+        }),
+        status,
+        error_type: text("error_type", raw.error_type)?,
+        cost_usd,
+        price_id,
+        reported_cost_usd: raw.cost_usd.map(|a| a.0),
+        source: Source::UsageReport,
+        trace_id: text("trace_id", raw.trace_id)?,
+        span_id: text("span_id", raw.span_id)?,
+    })
+}

@@ -1,0 +1,190 @@
+//! Lenient JSON value types for usage reports: each accepts the spellings
+//! real gateways send and fails with a message that says what it expected.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+
+use crate::time::parse_instant;
+
+/// A string field that also accepts numbers (seed 003 sends integer ids for
+/// users, routes and clusters).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Text(pub String);
+
+impl<'de> Deserialize<'de> for Text {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct TextVisitor;
+        impl Visitor<'_> for TextVisitor {
+            type Value = Text;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string or a number")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Text, E> {
+                Ok(Text(v.to_owned()))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Text, E> {
+                Ok(Text(v))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Text, E> {
+                Ok(Text(v.to_string()))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Text, E> {
+                Ok(Text(v.to_string()))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Text, E> {
+                Ok(Text(v.to_string()))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Text, E> {
+                Ok(Text(v.to_string()))
+            }
+        }
+        deserializer.deserialize_any(TextVisitor)
+    }
+}
+
+/// A token or byte count: a non-negative integer (or a string of digits, as
+/// OTLP/JSON encodes 64-bit integers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Count(pub u64);
+
+impl<'de> Deserialize<'de> for Count {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct CountVisitor;
+        impl Visitor<'_> for CountVisitor {
+            type Value = Count;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a non-negative integer")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Count, E> {
+                Ok(Count(v))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Count, E> {
+                u64::try_from(v)
+                    .map(Count)
+                    .map_err(|_| E::custom(format_args!("must be a non-negative integer, got {v}")))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Count, E> {
+                if v.fract() == 0.0 && v >= 0.0 && v < u64::MAX as f64 {
+                    Ok(Count(v as u64))
+                } else {
+                    Err(E::custom(format_args!(
+                        "must be a non-negative integer, got {v}"
+                    )))
+                }
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Count, E> {
+                v.parse::<u64>().map(Count).map_err(|_| {
+                    E::custom(format_args!("must be a non-negative integer, got {v:?}"))
+                })
+            }
+        }
+        deserializer.deserialize_any(CountVisitor)
+    }
+}
+
+/// A non-negative finite number (durations, costs).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Amount(pub f64);
+
+impl<'de> Deserialize<'de> for Amount {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct AmountVisitor;
+        impl Visitor<'_> for AmountVisitor {
+            type Value = Amount;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a non-negative number")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Amount, E> {
+                Ok(Amount(v as f64))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Amount, E> {
+                self.visit_f64(v as f64)
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Amount, E> {
+                if v.is_finite() && v >= 0.0 {
+                    Ok(Amount(v))
+                } else {
+                    Err(E::custom(format_args!(
+                        "must be a non-negative number, got {v}"
+                    )))
+                }
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Amount, E> {
+                match v.parse::<f64>() {
+                    Ok(n) => self.visit_f64(n),
+                    Err(_) => Err(E::custom(format_args!(
+                        "must be a non-negative number, got {v:?}"
+                    ))),
+                }
+            }
+        }
+        deserializer.deserialize_any(AmountVisitor)
+    }
+}
+
+/// An instant: unix milliseconds or an RFC 3339 string. Zero and negative
+/// milliseconds mean "absent", as seed 003's legacy gateways send them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Instant(pub Option<i64>);
+
+impl<'de> Deserialize<'de> for Instant {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct InstantVisitor;
+        impl Visitor<'_> for InstantVisitor {
+            type Value = Instant;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("unix milliseconds or an RFC 3339 timestamp")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Instant, E> {
+                i64::try_from(v)
+                    .map(|ms| Instant((ms > 0).then_some(ms)))
+                    .map_err(|_| E::custom(format_args!("timestamp {v} is out of range")))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Instant, E> {
+                Ok(Instant((v > 0).then_some(v)))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Instant, E> {
+                if !v.is_finite() || v > i64::MAX as f64 {
+                    return Err(E::custom(format_args!("timestamp {v} is out of range")));
+                }
+                Ok(Instant((v > 0.0).then_some(v as i64)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Instant, E> {
+                parse_instant(v)
+                    .map(|ms| Instant(Some(ms)))
+                    .map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_any(InstantVisitor)
+    }
+}
+
+/// A string map whose values may also be numbers or booleans.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TagMap(pub BTreeMap<String, String>);
+
+impl<'de> Deserialize<'de> for TagMap {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct TagVisitor;
+        impl<'de> Visitor<'de> for TagVisitor {
+            type Value = TagMap;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an object of string values")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<TagMap, A::Error> {
+                let mut tags = BTreeMap::new();
+                while let Some((key, value)) = map.next_entry::<String, Text>()? {
+                    tags.insert(key, value.0);
+                }
+                Ok(TagMap(tags))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<TagMap, E> {
+                Ok(TagMap::default())
+            }
+        }
+        deserializer.deserialize_any(TagVisitor)
+    }
+}

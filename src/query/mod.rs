@@ -1,0 +1,15 @@
+//! The HTTP query API. It talks only to storage and the rollup engine.
+
+mod params;
+pub mod usage;
+
+use std::sync::Arc;
+
+use crate::aggregate::RollupEngine;
+use crate::storage::Storage;
+
+/// What the query endpoints need.
+pub struct QueryState {
+    pub storage: Arc<dyn Storage>,
+    pub engine: Arc<RollupEngine>,
+}

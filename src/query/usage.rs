@@ -1,0 +1,469 @@
+//! Usage queries: summary, series, raw records and unpriced models.
+//!
+//! Summary and series read rollups (stored plus open buckets), so their cost
+//! depends on the number of series and buckets in the window, not on how many
+//! calls were made.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{RawQuery, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+
+use super::QueryState;
+use super::params::{Filters, Params, ceil, floor};
+use crate::aggregate::tier::cover;
+use crate::aggregate::{Cell, CellKey, SeriesKey, Tier};
+use crate::error::ApiError;
+use crate::storage::CallFilter;
+
+/// Quantiles of a sketch, in milliseconds.
+#[derive(Debug, Serialize)]
+pub struct Quantiles {
+    pub p50: Option<f64>,
+    pub p95: Option<f64>,
+    pub p99: Option<f64>,
+}
+
+impl Quantiles {
+    fn of(sketch: &crate::aggregate::Sketch) -> Quantiles {
+        Quantiles {
+            p50: sketch.quantile(0.5),
+            p95: sketch.quantile(0.95),
+            p99: sketch.quantile(0.99),
+        }
+    }
+}
+
+/// The fields every summary group, total and series point carries.
+#[derive(Debug, Serialize)]
+pub struct Totals {
+    pub requests: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cache_read_tokens: u64,
+    pub cache_write_tokens: u64,
+    pub reasoning_tokens: u64,
+    pub total_tokens: u64,
+    pub errors: u64,
+    pub estimated: u64,
+    pub unpriced: u64,
+    pub cost_usd: f64,
+    pub reported_cost_usd: f64,
+    pub latency_ms: Quantiles,
+    pub ttft_ms: Quantiles,
+}
+
+impl From<&Cell> for Totals {
+    fn from(c: &Cell) -> Totals {
+        Totals {
+            requests: c.requests,
+            input_tokens: c.input_tokens,
+            output_tokens: c.output_tokens,
+            cache_read_tokens: c.cache_read_tokens,
+            cache_write_tokens: c.cache_write_tokens,
+            reasoning_tokens: c.reasoning_tokens,
+            total_tokens: c.total_tokens,
+            errors: c.errors,
+            estimated: c.estimated,
+            unpriced: c.unpriced,
+            cost_usd: c.cost_usd,
+            reported_cost_usd: c.reported_cost_usd,
+            latency_ms: Quantiles::of(&c.latency_ms),
+            ttft_ms: Quantiles::of(&c.ttft_ms),
+        }
+    }
+}
+
+/// Series of `project` passing `filters`.
+fn select(state: &QueryState, project: &str, filters: &Filters) -> HashMap<i64, Arc<SeriesKey>> {
+    state
+        .engine
+        .select_series(|key| key.project == project && filters.matches(key))
+}
+
+/// Stored and open cells of `tier` in `[from, to)` for the selected series.
+async fn cells(
+    state: &QueryState,
+    pieces: &[(Tier, i64, i64)],
+    series: &HashMap<i64, Arc<SeriesKey>>,
+) -> Result<Vec<(CellKey, Cell)>, ApiError> {
+    let wanted: HashSet<i64> = series.keys().copied().collect();
+    let mut out = Vec::new();
+    if wanted.is_empty() {
+        return Ok(out);
+    }
+    let _gate = state.engine.read_gate().await;
+    for &(tier, from, to) in pieces {
+        let stored = state
+            .storage
+            .read_rollups(tier, from, to)
+            .await
+            .map_err(|e| ApiError::internal("reading rollups failed", &e))?;
+        out.extend(
+            stored
+                .into_iter()
+                .filter(|(k, _)| wanted.contains(&k.series)),
+        );
+        out.extend(state.engine.open_cells(tier, from, to, &wanted));
+    }
+    Ok(out)
+}
+
+fn group_key(key: &SeriesKey, dims: &[String]) -> Vec<Option<String>> {
+    dims.iter()
+        .map(|d| key.dimension(d).map(str::to_owned))
+        .collect()
+}
+
+fn key_json(dims: &[String], values: &[Option<String>]) -> Value {
+    let map: Map<String, Value> = dims
+        .iter()
+        .zip(values)
+        .map(|(d, v)| {
+            (
+                d.clone(),
+                v.clone().map(Value::String).unwrap_or(Value::Null),
+            )
+        })
+        .collect();
+    Value::Object(map)
+}
+
+/// `GET /api/v1/usage/summary`
+pub async fn summary(
+    State(state): State<Arc<QueryState>>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let params = Params::parse(query.as_deref());
+    let (from, to) = params.minute_window()?;
+    let dims = params.group_by(false)?;
+    let filters = params.filters(false)?;
+    let series = select(&state, &params.project(), &filters);
+    let cells = cells(&state, &cover(from, to), &series).await?;
+
+    let mut groups: BTreeMap<Vec<Option<String>>, Cell> = BTreeMap::new();
+    let mut total = Cell::default();
+    for (key, cell) in &cells {
+        total.merge(cell);
+        groups
+            .entry(group_key(&series[&key.series], &dims))
+            .or_default()
+            .merge(cell);
+    }
+    let mut groups: Vec<(Vec<Option<String>>, Cell)> = groups.into_iter().collect();
+    groups.sort_by(|a, b| {
+        b.1.cost_usd
+            .total_cmp(&a.1.cost_usd)
+            .then(b.1.requests.cmp(&a.1.requests))
+    });
+
+    if params.csv()? {
+        let mut out = String::new();
+        let header: Vec<String> = dims
+            .iter()
+            .cloned()
+            .chain(CSV_FIELDS.iter().map(|f| f.to_string()))
+            .collect();
+        out.push_str(&csv_line(header.iter().map(String::as_str)));
+        for (key, cell) in &groups {
+            let mut fields: Vec<String> =
+                key.iter().map(|v| v.clone().unwrap_or_default()).collect();
+            fields.extend(csv_cell_fields(cell));
+            out.push_str(&csv_line(fields.iter().map(String::as_str)));
+        }
+        return Ok(csv_response(out));
+    }
+
+    let groups: Vec<Value> = groups
+        .iter()
+        .map(|(key, cell)| with_key(key_json(&dims, key), cell))
+        .collect();
+    Ok(Json(json!({
+        "project": params.project(),
+        "from": from,
+        "to": to,
+        "groups": groups,
+        "total": Totals::from(&total),
+    }))
+    .into_response())
+}
+
+fn with_key(key: Value, cell: &Cell) -> Value {
+    let mut value = serde_json::to_value(Totals::from(cell)).expect("totals serialize");
+    value
+        .as_object_mut()
+        .expect("object")
+        .insert("key".into(), key);
+    value
+}
+
+/// `GET /api/v1/usage/series`
+pub async fn series(
+    State(state): State<Arc<QueryState>>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let params = Params::parse(query.as_deref());
+    let step_text = params.get("step").unwrap_or("1h");
+    let step = crate::time::parse_duration(step_text)
+        .map_err(|e| ApiError::bad_request(format!("step: {e}")))?;
+    let tier = Tier::coarsest_fitting(step).ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "step: {step_text:?} must be a whole number of minutes (at least 1m)"
+        ))
+    })?;
+    let (from, to) = params.window()?;
+    let (from, to) = (floor(from, step), ceil(to, step));
+    if (to - from) / step > 10_000 {
+        return Err(ApiError::bad_request(
+            "window/step gives more than 10000 points; use a larger step",
+        ));
+    }
+    let dims = params.group_by(false)?;
+    let filters = params.filters(false)?;
+    let series = select(&state, &params.project(), &filters);
+    let cells = cells(&state, &[(tier, from, to)], &series).await?;
+
+    let mut groups: BTreeMap<Vec<Option<String>>, BTreeMap<i64, Cell>> = BTreeMap::new();
+    for (key, cell) in &cells {
+        let point = floor(key.bucket, step);
+        groups
+            .entry(group_key(&series[&key.series], &dims))
+            .or_default()
+            .entry(point)
+            .or_default()
+            .merge(cell);
+    }
+    let groups: Vec<Value> = groups
+        .iter()
+        .map(|(key, points)| {
+            let points: Vec<Value> = points
+                .iter()
+                .map(|(t, cell)| {
+                    let mut v = serde_json::to_value(Totals::from(cell)).expect("totals serialize");
+                    v.as_object_mut()
+                        .expect("object")
+                        .insert("t".into(), json!(t));
+                    v
+                })
+                .collect();
+            json!({"key": key_json(&dims, key), "points": points})
+        })
+        .collect();
+    Ok(Json(json!({
+        "project": params.project(),
+        "from": from,
+        "to": to,
+        "step_ms": step,
+        "tier": tier.name(),
+        "groups": groups,
+    }))
+    .into_response())
+}
+
+/// `GET /api/v1/usage/records`
+pub async fn records(
+    State(state): State<Arc<QueryState>>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let params = Params::parse(query.as_deref());
+    let (from, to) = params.window()?;
+    let filters = params.filters(true)?;
+    let limit = params.limit(100, 10_000)?;
+    let project = params.project();
+    let session = match filters.session() {
+        None => None,
+        Some([one]) => Some(one.clone()),
+        Some(_) => return Err(ApiError::bad_request("filter: give at most one session")),
+    };
+    let series_ids = filters.has_series_filters().then(|| {
+        select(&state, &project, &filters)
+            .into_keys()
+            .collect::<Vec<_>>()
+    });
+    let after = params.get("cursor").map(parse_cursor).transpose()?;
+    let rows = state
+        .storage
+        .list_calls(CallFilter {
+            project,
+            from_ms: from,
+            to_ms: to,
+            series: series_ids,
+            session,
+            after,
+            limit,
+        })
+        .await
+        .map_err(|e| ApiError::internal("listing records failed", &e))?;
+    let next_cursor = (rows.len() == limit)
+        .then(|| rows.last().map(|r| format!("{}.{}", r.call.time_ms, r.seq)))
+        .flatten();
+
+    if params.csv()? {
+        let mut out = csv_line(RECORD_FIELDS.iter().copied());
+        for row in &rows {
+            let value = serde_json::to_value(&row.call).expect("calls serialize");
+            let fields: Vec<String> = RECORD_FIELDS
+                .iter()
+                .map(|f| match (f, &value[*f]) {
+                    (&"tags", tags) => tags.to_string(),
+                    (_, Value::Null) => String::new(),
+                    (_, Value::String(s)) => s.clone(),
+                    (_, other) => other.to_string(),
+                })
+                .collect();
+            out.push_str(&csv_line(fields.iter().map(String::as_str)));
+        }
+        let mut response = csv_response(out);
+        if let Some(cursor) = next_cursor
+            && let Ok(value) = cursor.parse()
+        {
+            response.headers_mut().insert("x-next-cursor", value);
+        }
+        return Ok(response);
+    }
+    let records: Vec<&crate::model::LlmCall> = rows.iter().map(|r| &r.call).collect();
+    Ok(Json(json!({"records": records, "next_cursor": next_cursor})).into_response())
+}
+
+fn parse_cursor(text: &str) -> Result<(i64, i64), ApiError> {
+    text.split_once('.')
+        .and_then(|(t, s)| Some((t.parse().ok()?, s.parse().ok()?)))
+        .ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "cursor: {text:?} is not a cursor from a previous page"
+            ))
+        })
+}
+
+/// `GET /api/v1/usage/unpriced`: models counted with cost 0 because no price
+/// matched them.
+pub async fn unpriced(
+    State(state): State<Arc<QueryState>>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let params = Params::parse(query.as_deref());
+    let (from, to) = params.minute_window()?;
+    let series = select(&state, &params.project(), &Filters::default());
+    let cells = cells(&state, &cover(from, to), &series).await?;
+    let mut by_model: BTreeMap<(String, Option<String>), Cell> = BTreeMap::new();
+    for (key, cell) in cells.iter().filter(|(_, c)| c.unpriced > 0) {
+        let s = &series[&key.series];
+        by_model
+            .entry((s.model.clone(), s.provider.clone()))
+            .or_default()
+            .merge(cell);
+    }
+    let models: Vec<Value> = by_model
+        .iter()
+        .map(|((model, provider), cell)| {
+            json!({
+                "model": model,
+                "provider": provider,
+                "requests": cell.unpriced,
+                "input_tokens": cell.input_tokens,
+                "output_tokens": cell.output_tokens,
+            })
+        })
+        .collect();
+    Ok(Json(json!({"from": from, "to": to, "models": models})).into_response())
+}
+
+const CSV_FIELDS: [&str; 14] = [
+    "requests",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+    "total_tokens",
+    "errors",
+    "estimated",
+    "unpriced",
+    "cost_usd",
+    "reported_cost_usd",
+    "latency_p50_ms",
+    "latency_p99_ms",
+];
+
+fn csv_cell_fields(c: &Cell) -> Vec<String> {
+    let q = |v: Option<f64>| v.map(|x| format!("{x:.3}")).unwrap_or_default();
+    vec![
+        c.requests.to_string(),
+        c.input_tokens.to_string(),
+        c.output_tokens.to_string(),
+        c.cache_read_tokens.to_string(),
+        c.cache_write_tokens.to_string(),
+        c.reasoning_tokens.to_string(),
+        c.total_tokens.to_string(),
+        c.errors.to_string(),
+        c.estimated.to_string(),
+        c.unpriced.to_string(),
+        c.cost_usd.to_string(),
+        c.reported_cost_usd.to_string(),
+        q(c.latency_ms.quantile(0.5)),
+        q(c.latency_ms.quantile(0.99)),
+    ]
+}
+
+const RECORD_FIELDS: [&str; 33] = [
+    "id",
+    "project",
+    "time_ms",
+    "started_at_ms",
+    "completed_at_ms",
+    "model",
+    "response_model",
+    "provider",
+    "operation",
+    "user",
+    "api_key",
+    "session",
+    "route",
+    "cluster",
+    "tags",
+    "requests",
+    "input_tokens",
+    "output_tokens",
+    "total_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+    "completed",
+    "estimated",
+    "streaming",
+    "ttft_ms",
+    "duration_ms",
+    "status",
+    "error_type",
+    "cost_usd",
+    "price_id",
+    "reported_cost_usd",
+    "source",
+];
+
+/// One CSV line (RFC 4180 quoting).
+fn csv_line<'a>(fields: impl Iterator<Item = &'a str>) -> String {
+    let mut line = String::new();
+    for (i, field) in fields.enumerate() {
+        if i > 0 {
+            line.push(',');
+        }
+        if field.contains([',', '"', '\n', '\r']) {
+            let _ = write!(line, "\"{}\"", field.replace('"', "\"\""));
+        } else {
+            line.push_str(field);
+        }
+    }
+    line.push('\n');
+    line
+}
+
+fn csv_response(body: String) -> Response {
+    ([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], body).into_response()
+}

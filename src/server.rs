@@ -1,0 +1,217 @@
+//! Assembles the server: `start` opens the store, recovers the rollups and
+//! starts the committer; `router` wires the endpoints; `run` serves a bound
+//! listener until shutdown.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use tokio::net::TcpListener;
+use tracing::{info, warn};
+
+use crate::aggregate::RollupEngine;
+use crate::config::{Config, retention_ms};
+use crate::durability::{self, Committer, CommitterConfig};
+use crate::ingest::{self, UsageIngest};
+use crate::normalize::{AccountingRules, KeyFingerprinter};
+use crate::pricing::PriceTable;
+use crate::query::{self, QueryState};
+use crate::storage::{self, RetentionCutoffs, Storage, sqlite::SqliteOptions};
+use crate::time::now_ms;
+
+/// The running parts a router serves.
+pub struct App {
+    pub config: Config,
+    pub storage: Arc<dyn Storage>,
+    pub engine: Arc<RollupEngine>,
+    pub committer: Committer,
+    pub prices: Arc<PriceTable>,
+    committer_task: tokio::task::JoinHandle<()>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("data dir {path}: {source}")]
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Storage(#[from] storage::StorageError),
+    #[error("prices: {0}")]
+    Prices(#[from] crate::pricing::PricingError),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+}
+
+/// The secret behind API-key fingerprints: from config, else the one kept in
+/// the data dir, else a new one written there.
+fn fingerprint_secret(config: &Config) -> Result<Vec<u8>, StartError> {
+    if !config.api_key_secret.is_empty() {
+        return Ok(config.api_key_secret.as_bytes().to_vec());
+    }
+    let path = config.data_dir.join("secret");
+    let io = |source| StartError::DataDir {
+        path: path.display().to_string(),
+        source,
+    };
+    match std::fs::read(&path) {
+        Ok(secret) if !secret.is_empty() => Ok(secret),
+        _ => {
+            let secret = hex::encode(rand::random::<[u8; 32]>()).into_bytes();
+            write_private(&path, &secret).map_err(io)?;
+            Ok(secret)
+        }
+    }
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    let mut file = options.open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
+impl App {
+    pub async fn start(config: Config) -> Result<App, StartError> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
+            path: config.data_dir.display().to_string(),
+            source,
+        })?;
+        let options = SqliteOptions {
+            synchronous: config.sqlite.synchronous,
+            cache_mib: config.sqlite.cache_mib,
+        };
+        let storage = storage::open(&config.storage, &config.data_dir, &options)?;
+        let (engine, replayed) = durability::recover(&*storage).await?;
+        info!(
+            replayed,
+            series = engine.series_count(),
+            synchronous = ?config.sqlite.synchronous,
+            "store opened"
+        );
+        let engine = Arc::new(engine);
+        let flush_interval = crate::time::parse_duration(&config.ingest.rollup_flush_interval)
+            .map_err(|message| crate::config::ConfigError::Value {
+                key: "ingest.rollup_flush_interval".into(),
+                message,
+            })?;
+        let (committer, committer_task) = Committer::start(
+            storage.clone(),
+            engine.clone(),
+            CommitterConfig {
+                max_group_records: config.ingest.max_group_records,
+                max_queued_records: config.ingest.max_queued_records,
+                flush_interval: Duration::from_millis(flush_interval as u64),
+                ..CommitterConfig::default()
+            },
+        );
+        let prices = Arc::new(PriceTable::new(&config.prices)?);
+        Ok(App {
+            config,
+            storage,
+            engine,
+            committer,
+            prices,
+            committer_task,
+        })
+    }
+
+    pub fn router(&self) -> Result<Router, StartError> {
+        let secret = fingerprint_secret(&self.config)?;
+        let usage = Arc::new(UsageIngest {
+            committer: self.committer.clone(),
+            prices: self.prices.clone(),
+            fingerprinter: KeyFingerprinter::new(&secret),
+            rules: AccountingRules {
+                bytes_per_input_token: self.config.accounting.bytes_per_input_token,
+                tokens_per_output_chunk: self.config.accounting.tokens_per_output_chunk,
+            },
+            max_body_bytes: self.config.ingest.max_body_bytes,
+            raw_retention_ms: retention_ms("retention.raw", &self.config.retention.raw)?,
+        });
+        let queries = Arc::new(QueryState {
+            storage: self.storage.clone(),
+            engine: self.engine.clone(),
+        });
+        let ingest_routes = Router::new()
+            .route("/api/v1/usage", post(ingest::usage::post_usage))
+            .route("/api/v1/usage/reprice", post(ingest::usage::post_reprice))
+            .with_state(usage);
+        let query_routes = Router::new()
+            .route("/api/v1/usage/summary", get(query::usage::summary))
+            .route("/api/v1/usage/series", get(query::usage::series))
+            .route("/api/v1/usage/records", get(query::usage::records))
+            .route("/api/v1/usage/unpriced", get(query::usage::unpriced))
+            .with_state(queries);
+        Ok(Router::new()
+            .route(
+                "/healthz",
+                get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
+            )
+            .merge(ingest_routes)
+            .merge(query_routes)
+            // Bodies are limited by the handlers themselves, after decompression.
+            .layer(DefaultBodyLimit::disable()))
+    }
+
+    /// Deletes data past its retention every `every`, starting now.
+    pub fn spawn_retention(
+        &self,
+        every: Duration,
+    ) -> Result<tokio::task::JoinHandle<()>, StartError> {
+        let r = &self.config.retention;
+        let raw = retention_ms("retention.raw", &r.raw)?;
+        let minute = retention_ms("retention.minute", &r.minute)?;
+        let hour = retention_ms("retention.hour", &r.hour)?;
+        let day = retention_ms("retention.day", &r.day)?;
+        let committer = self.committer.clone();
+        Ok(tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(every);
+            loop {
+                ticker.tick().await;
+                let now = now_ms();
+                let cutoffs = RetentionCutoffs {
+                    raw: raw.map(|d| now - d),
+                    minute: minute.map(|d| now - d),
+                    hour: hour.map(|d| now - d),
+                    day: day.map(|d| now - d),
+                };
+                match committer.retention(cutoffs).await {
+                    Ok(0) => {}
+                    Ok(deleted) => info!(deleted, "retention applied"),
+                    Err(err) => warn!(%err, "retention failed; will retry"),
+                }
+            }
+        }))
+    }
+
+    /// Flushes rollups and stops the committer.
+    pub async fn shutdown(self) {
+        if let Err(err) = self.committer.flush().await {
+            warn!(%err, "flush at shutdown failed; rollups will be rebuilt at next start");
+        }
+        drop(self.committer);
+        let _ = self.committer_task.await;
+    }
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves.
+pub async fn run(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -1,0 +1,153 @@
+//! The storage trait and the factory that picks a backend from a URL.
+//!
+//! Backends keep raw calls (the audit trail and the idempotency truth), the
+//! series registry and flushed rollups. They never see HTTP or protocols.
+
+pub mod sqlite;
+#[cfg(test)]
+mod tests;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::aggregate::rollup::SequencedCall;
+use crate::aggregate::{Cell, CellKey, SeriesKey, Tier};
+use crate::model::LlmCall;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("unsupported storage URL {0:?} (expected sqlite://PATH)")]
+    UnsupportedUrl(String),
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("storage I/O at {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("storage worker stopped")]
+    WorkerGone,
+}
+
+/// What to append in one transaction: the calls, their series ids (parallel
+/// to `calls`) and the series the store does not have yet.
+pub struct AppendBatch {
+    pub calls: Vec<LlmCall>,
+    pub series_ids: Vec<i64>,
+    pub new_series: Vec<(i64, Arc<SeriesKey>)>,
+}
+
+/// The outcome of an append: per call, its sequence number, or None when its
+/// id was already stored (a duplicate). The calls are handed back.
+pub struct Appended {
+    pub calls: Vec<LlmCall>,
+    pub series_ids: Vec<i64>,
+    pub seqs: Vec<Option<i64>>,
+}
+
+/// Which raw calls to list.
+#[derive(Debug, Clone, Default)]
+pub struct CallFilter {
+    pub project: String,
+    pub from_ms: i64,
+    pub to_ms: i64,
+    /// Only calls of these series (None: all).
+    pub series: Option<Vec<i64>>,
+    pub session: Option<String>,
+    /// Resume after this (time_ms, seq).
+    pub after: Option<(i64, i64)>,
+    pub limit: usize,
+}
+
+/// Row counts, for self-metrics and the CLI.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct StoreStats {
+    pub calls: u64,
+    pub series: u64,
+    pub rollup_rows: u64,
+}
+
+/// Oldest instant kept per kind of data (unix ms); None keeps everything.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RetentionCutoffs {
+    pub raw: Option<i64>,
+    pub minute: Option<i64>,
+    pub hour: Option<i64>,
+    pub day: Option<i64>,
+}
+
+#[async_trait]
+pub trait Storage: Send + Sync {
+    /// Every stored series.
+    async fn load_series(&self) -> Result<Vec<(i64, SeriesKey)>, StorageError>;
+    /// Sequence number of the last call folded into stored rollups.
+    async fn rollup_watermark(&self) -> Result<i64, StorageError>;
+    /// Calls with sequence numbers above `seq`, in order, at most `limit`.
+    async fn calls_after(&self, seq: i64, limit: usize)
+    -> Result<Vec<SequencedCall>, StorageError>;
+    /// Durably appends calls (one transaction), skipping ids already stored.
+    async fn append(&self, batch: AppendBatch) -> Result<Appended, StorageError>;
+    /// Merges cells into stored rollups and records the watermark, atomically.
+    async fn flush_rollups(
+        &self,
+        cells: Arc<Vec<(CellKey, Cell)>>,
+        watermark: i64,
+    ) -> Result<(), StorageError>;
+    /// Stored rollup cells of `tier` with buckets in `[from, to)`.
+    async fn read_rollups(
+        &self,
+        tier: Tier,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<(CellKey, Cell)>, StorageError>;
+    /// Raw calls, ordered by (time, seq).
+    async fn list_calls(&self, filter: CallFilter) -> Result<Vec<SequencedCall>, StorageError>;
+    /// Calls with time in `[from, to)` and seq above `after_seq` (for
+    /// re-pricing), ordered by seq, at most `limit`.
+    async fn calls_between(
+        &self,
+        from: i64,
+        to: i64,
+        after_seq: i64,
+        limit: usize,
+    ) -> Result<Vec<SequencedCall>, StorageError>;
+    /// Sets new costs on stored calls, deletes every rollup row with a bucket
+    /// in `[from, to)` and writes `cells` instead, in one transaction.
+    async fn replace_window(
+        &self,
+        costs: Vec<(i64, f64, Option<String>)>,
+        from: i64,
+        to: i64,
+        cells: Vec<(CellKey, Cell)>,
+    ) -> Result<(), StorageError>;
+    /// Deletes data older than the cutoffs; returns rows deleted.
+    async fn apply_retention(&self, cutoffs: RetentionCutoffs) -> Result<u64, StorageError>;
+    async fn stats(&self) -> Result<StoreStats, StorageError>;
+}
+
+/// Opens the backend named by `url` (`sqlite://PATH`; a relative PATH is
+/// under `data_dir`). Empty means the default: SQLite in the data dir.
+pub fn open(
+    url: &str,
+    data_dir: &Path,
+    options: &sqlite::SqliteOptions,
+) -> Result<Arc<dyn Storage>, StorageError> {
+    if url.is_empty() {
+        let path = data_dir.join("tally.db");
+        return Ok(Arc::new(sqlite::SqliteStorage::open(&path, options)?));
+    }
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        let path = Path::new(path);
+        let path = if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            data_dir.join(path)
+        };
+        return Ok(Arc::new(sqlite::SqliteStorage::open(&path, options)?));
+    }
+    Err(StorageError::UnsupportedUrl(url.to_owned()))
+}

@@ -1,0 +1,410 @@
+//! The embedded SQLite backend (the default).
+//!
+//! One write connection, used by one blocking task at a time (the committer
+//! serialises writes anyway), and a small pool of read connections: WAL mode
+//! lets reads run beside the writer. Durability: WAL with
+//! `synchronous=NORMAL` survives a crash of the process (SIGKILL), `FULL`
+//! also survives power loss.
+
+mod rows;
+mod schema;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+
+use super::{
+    AppendBatch, Appended, CallFilter, RetentionCutoffs, Storage, StorageError, StoreStats,
+};
+use crate::aggregate::rollup::SequencedCall;
+use crate::aggregate::{Cell, CellKey, SeriesKey, Tier};
+
+/// How hard SQLite works to make a commit durable.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Synchronous {
+    /// Survives a crash of the process (SIGKILL, panic, OOM kill); a power
+    /// loss may drop the last commits.
+    #[default]
+    Normal,
+    /// Also survives power loss, at one fsync per commit.
+    Full,
+}
+
+#[derive(Debug, Clone)]
+pub struct SqliteOptions {
+    pub synchronous: Synchronous,
+    /// Page cache per connection, in MiB.
+    pub cache_mib: u32,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        Self {
+            synchronous: Synchronous::Normal,
+            cache_mib: 64,
+        }
+    }
+}
+
+pub struct SqliteStorage {
+    path: PathBuf,
+    options: SqliteOptions,
+    writer: Arc<Mutex<Connection>>,
+    readers: Arc<Mutex<Vec<Connection>>>,
+}
+
+fn configure(conn: &Connection, options: &SqliteOptions) -> Result<(), rusqlite::Error> {
+    let sync = match options.synchronous {
+        Synchronous::Normal => "NORMAL",
+        Synchronous::Full => "FULL",
+    };
+    conn.execute_batch(&format!(
+        "PRAGMA journal_mode=WAL; PRAGMA synchronous={sync}; PRAGMA busy_timeout=10000; \
+         PRAGMA cache_size=-{}; PRAGMA temp_store=MEMORY;",
+        options.cache_mib as i64 * 1024
+    ))
+}
+
+impl SqliteStorage {
+    pub fn open(path: &Path, options: &SqliteOptions) -> Result<Self, StorageError> {
+        if let Some(dir) = path.parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir).map_err(|source| StorageError::Io {
+                path: dir.display().to_string(),
+                source,
+            })?;
+        }
+        let conn = Connection::open(path)?;
+        configure(&conn, options)?;
+        conn.execute_batch(schema::SCHEMA)?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            options: options.clone(),
+            writer: Arc::new(Mutex::new(conn)),
+            readers: Arc::new(Mutex::new(Vec::new())),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `work` on the write connection off the async runtime.
+    async fn write<T, F>(&self, work: F) -> Result<T, StorageError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StorageError> + Send + 'static,
+    {
+        let writer = self.writer.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = writer.lock().unwrap_or_else(|p| p.into_inner());
+            work(&mut conn)
+        })
+        .await
+        .map_err(|_| StorageError::WorkerGone)?
+    }
+
+    /// Runs `work` on a pooled read connection off the async runtime.
+    async fn read<T, F>(&self, work: F) -> Result<T, StorageError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StorageError> + Send + 'static,
+    {
+        let readers = self.readers.clone();
+        let path = self.path.clone();
+        let options = self.options.clone();
+        tokio::task::spawn_blocking(move || {
+            let pooled = readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
+            let conn = match pooled {
+                Some(conn) => conn,
+                None => {
+                    let conn = Connection::open_with_flags(
+                        &path,
+                        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                    )?;
+                    configure(&conn, &options)?;
+                    conn
+                }
+            };
+            let result = work(&conn);
+            readers.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
+            result
+        })
+        .await
+        .map_err(|_| StorageError::WorkerGone)?
+    }
+}
+
+fn collect_calls(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<SequencedCall>, StorageError> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let rows = stmt.query_map(params, rows::call_from_row)?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+fn write_cells(
+    tx: &rusqlite::Transaction<'_>,
+    cells: &[(CellKey, Cell)],
+    merge_with_stored: bool,
+) -> Result<(), StorageError> {
+    let mut select = tx.prepare_cached(&format!(
+        "{} WHERE tier = ?1 AND bucket = ?2 AND series = ?3",
+        rows::SELECT_ROLLUP
+    ))?;
+    let mut upsert = tx.prepare_cached(rows::UPSERT_ROLLUP)?;
+    for (key, cell) in cells {
+        if merge_with_stored
+            && let Some((_, mut stored)) = select
+                .query_row(
+                    params![key.tier.code(), key.bucket, key.series],
+                    rows::rollup_from_row,
+                )
+                .optional()?
+        {
+            stored.merge(cell);
+            rows::upsert_rollup(&mut upsert, key, &stored)?;
+            continue;
+        }
+        rows::upsert_rollup(&mut upsert, key, cell)?;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Storage for SqliteStorage {
+    async fn load_series(&self) -> Result<Vec<(i64, SeriesKey)>, StorageError> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare(rows::SELECT_SERIES)?;
+            let rows = stmt.query_map([], rows::series_from_row)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    async fn rollup_watermark(&self) -> Result<i64, StorageError> {
+        self.read(|conn| {
+            let value = conn
+                .query_row(
+                    "SELECT value FROM meta WHERE key = ?1",
+                    [schema::WATERMARK_KEY],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            Ok(value.unwrap_or(0))
+        })
+        .await
+    }
+
+    async fn calls_after(
+        &self,
+        seq: i64,
+        limit: usize,
+    ) -> Result<Vec<SequencedCall>, StorageError> {
+        self.read(move |conn| {
+            let sql = format!(
+                "{} WHERE c.seq > ?1 ORDER BY c.seq LIMIT ?2",
+                rows::SELECT_CALL
+            );
+            collect_calls(conn, &sql, params![seq, limit as i64])
+        })
+        .await
+    }
+
+    async fn append(&self, batch: AppendBatch) -> Result<Appended, StorageError> {
+        self.write(move |conn| {
+            let AppendBatch {
+                calls,
+                series_ids,
+                new_series,
+            } = batch;
+            let tx = conn.transaction()?;
+            let mut seqs = Vec::with_capacity(calls.len());
+            {
+                let mut insert_series = tx.prepare_cached(rows::INSERT_SERIES)?;
+                for (id, key) in &new_series {
+                    rows::insert_series(&mut insert_series, *id, key)?;
+                }
+                let mut insert = tx.prepare_cached(rows::INSERT_CALL)?;
+                for (call, series) in calls.iter().zip(&series_ids) {
+                    let inserted = rows::insert_call(&mut insert, call, *series)?;
+                    seqs.push(inserted.then(|| tx.last_insert_rowid()));
+                }
+            }
+            tx.commit()?;
+            Ok(Appended {
+                calls,
+                series_ids,
+                seqs,
+            })
+        })
+        .await
+    }
+
+    async fn flush_rollups(
+        &self,
+        cells: Arc<Vec<(CellKey, Cell)>>,
+        watermark: i64,
+    ) -> Result<(), StorageError> {
+        self.write(move |conn| {
+            let tx = conn.transaction()?;
+            write_cells(&tx, &cells, true)?;
+            tx.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
+                params![schema::WATERMARK_KEY, watermark],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn read_rollups(
+        &self,
+        tier: Tier,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<(CellKey, Cell)>, StorageError> {
+        self.read(move |conn| {
+            let sql = format!(
+                "{} WHERE tier = ?1 AND bucket >= ?2 AND bucket < ?3",
+                rows::SELECT_ROLLUP
+            );
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let rows = stmt.query_map(params![tier.code(), from, to], rows::rollup_from_row)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    async fn list_calls(&self, filter: CallFilter) -> Result<Vec<SequencedCall>, StorageError> {
+        self.read(move |conn| {
+            let mut sql = format!(
+                "{} WHERE c.project = ?1 AND c.time_ms >= ?2 AND c.time_ms < ?3 \
+                 AND (c.time_ms, c.seq) > (?4, ?5)",
+                rows::SELECT_CALL
+            );
+            if let Some(series) = &filter.series {
+                if series.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let ids: Vec<String> = series.iter().map(i64::to_string).collect();
+                sql.push_str(&format!(" AND c.series IN ({})", ids.join(",")));
+            }
+            if filter.session.is_some() {
+                sql.push_str(" AND c.session = ?7");
+            } else {
+                sql.push_str(" AND ?7 IS NULL");
+            }
+            sql.push_str(" ORDER BY c.time_ms, c.seq LIMIT ?6");
+            let (after_time, after_seq) = filter.after.unwrap_or((i64::MIN, i64::MIN));
+            let mut stmt = conn.prepare(&sql)?;
+            let rows = stmt.query_map(
+                params![
+                    filter.project,
+                    filter.from_ms,
+                    filter.to_ms,
+                    after_time,
+                    after_seq,
+                    filter.limit as i64,
+                    filter.session
+                ],
+                rows::call_from_row,
+            )?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    async fn calls_between(
+        &self,
+        from: i64,
+        to: i64,
+        after_seq: i64,
+        limit: usize,
+    ) -> Result<Vec<SequencedCall>, StorageError> {
+        self.read(move |conn| {
+            let sql = format!(
+                "{} WHERE c.time_ms >= ?1 AND c.time_ms < ?2 AND c.seq > ?3 ORDER BY c.seq LIMIT ?4",
+                rows::SELECT_CALL
+            );
+            collect_calls(conn, &sql, params![from, to, after_seq, limit as i64])
+        })
+        .await
+    }
+
+    async fn replace_window(
+        &self,
+        costs: Vec<(i64, f64, Option<String>)>,
+        from: i64,
+        to: i64,
+        cells: Vec<(CellKey, Cell)>,
+    ) -> Result<(), StorageError> {
+        self.write(move |conn| {
+            let tx = conn.transaction()?;
+            {
+                let mut update = tx.prepare_cached(
+                    "UPDATE calls SET cost_usd = ?2, price_id = ?3 WHERE seq = ?1",
+                )?;
+                for (seq, cost, price_id) in &costs {
+                    update.execute(params![seq, cost, price_id])?;
+                }
+            }
+            tx.execute(
+                "DELETE FROM rollups WHERE bucket >= ?1 AND bucket < ?2",
+                params![from, to],
+            )?;
+            write_cells(&tx, &cells, false)?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn apply_retention(&self, cutoffs: RetentionCutoffs) -> Result<u64, StorageError> {
+        self.write(move |conn| {
+            let tx = conn.transaction()?;
+            let mut deleted = 0;
+            if let Some(cutoff) = cutoffs.raw {
+                deleted += tx.execute("DELETE FROM calls WHERE time_ms < ?1", [cutoff])?;
+            }
+            for (tier, cutoff) in [
+                (Tier::Minute, cutoffs.minute),
+                (Tier::Hour, cutoffs.hour),
+                (Tier::Day, cutoffs.day),
+            ] {
+                if let Some(cutoff) = cutoff {
+                    deleted += tx.execute(
+                        "DELETE FROM rollups WHERE tier = ?1 AND bucket < ?2",
+                        params![tier.code(), cutoff],
+                    )?;
+                }
+            }
+            tx.commit()?;
+            Ok(deleted as u64)
+        })
+        .await
+    }
+
+    async fn stats(&self) -> Result<StoreStats, StorageError> {
+        self.read(|conn| {
+            let count = |sql: &str| -> Result<u64, rusqlite::Error> {
+                conn.query_row(sql, [], |row| row.get::<_, i64>(0))
+                    .map(|n| n as u64)
+            };
+            Ok(StoreStats {
+                calls: count("SELECT COUNT(*) FROM calls")?,
+                series: count("SELECT COUNT(*) FROM series")?,
+                rollup_rows: count("SELECT COUNT(*) FROM rollups")?,
+            })
+        })
+        .await
+    }
+}

@@ -1,0 +1,82 @@
+//! The SQLite schema. `calls` is the audit trail and the idempotency truth
+//! (its partial unique index on (project, id)); `series` names the rollup
+//! keys; `rollups` holds flushed buckets of every tier.
+
+pub const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS series (
+    id        INTEGER PRIMARY KEY,
+    project   TEXT NOT NULL,
+    model     TEXT NOT NULL,
+    provider  TEXT,
+    operation TEXT NOT NULL,
+    user      TEXT,
+    api_key   TEXT,
+    route     TEXT,
+    status    TEXT NOT NULL,
+    cluster   TEXT,
+    tags      TEXT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS calls (
+    seq                INTEGER PRIMARY KEY,
+    project            TEXT NOT NULL,
+    id                 TEXT,
+    series             INTEGER NOT NULL,
+    time_ms            INTEGER NOT NULL,
+    started_at_ms      INTEGER,
+    completed_at_ms    INTEGER,
+    response_model     TEXT,
+    session            TEXT,
+    requests           INTEGER NOT NULL,
+    input_tokens       INTEGER NOT NULL,
+    output_tokens      INTEGER NOT NULL,
+    total_tokens       INTEGER NOT NULL,
+    cache_read_tokens  INTEGER NOT NULL,
+    cache_write_tokens INTEGER NOT NULL,
+    reasoning_tokens   INTEGER NOT NULL,
+    completed          INTEGER NOT NULL,
+    estimated          INTEGER NOT NULL,
+    streaming          INTEGER,
+    request_bytes      INTEGER,
+    output_chunks      INTEGER,
+    ttft_ms            REAL,
+    duration_ms        REAL,
+    error_type         TEXT,
+    cost_usd           REAL NOT NULL,
+    price_id           TEXT,
+    reported_cost_usd  REAL,
+    source             TEXT NOT NULL,
+    trace_id           TEXT,
+    span_id            TEXT
+);
+CREATE UNIQUE INDEX IF NOT EXISTS calls_project_id ON calls (project, id) WHERE id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS calls_time ON calls (time_ms);
+
+CREATE TABLE IF NOT EXISTS rollups (
+    tier               INTEGER NOT NULL,
+    bucket             INTEGER NOT NULL,
+    series             INTEGER NOT NULL,
+    requests           INTEGER NOT NULL,
+    input_tokens       INTEGER NOT NULL,
+    output_tokens      INTEGER NOT NULL,
+    total_tokens       INTEGER NOT NULL,
+    cache_read_tokens  INTEGER NOT NULL,
+    cache_write_tokens INTEGER NOT NULL,
+    reasoning_tokens   INTEGER NOT NULL,
+    errors             INTEGER NOT NULL,
+    estimated          INTEGER NOT NULL,
+    unpriced           INTEGER NOT NULL,
+    cost_usd           REAL NOT NULL,
+    reported_cost_usd  REAL NOT NULL,
+    latency            BLOB NOT NULL,
+    ttft               BLOB NOT NULL,
+    PRIMARY KEY (tier, bucket, series)
+) WITHOUT ROWID;
+"#;
+
+pub const WATERMARK_KEY: &str = "rollup_watermark";
