@@ -16,6 +16,10 @@ use crate::pricing::UserPrice;
 use crate::storage::sqlite::Synchronous;
 use crate::time::parse_duration;
 
+/// The log filter variable (`TALLY_LOG=debug`), read by the CLI, not a
+/// config key.
+pub const LOG_ENV: &str = "TALLY_LOG";
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
@@ -96,7 +100,7 @@ impl Default for IngestConfig {
             max_body_bytes: 64 * 1024 * 1024,
             max_queued_records: 400_000,
             max_group_records: 50_000,
-            rollup_flush_interval: "1s".to_owned(),
+            rollup_flush_interval: "5s".to_owned(),
         }
     }
 }
@@ -206,7 +210,10 @@ impl Config {
                 source,
             })?;
         }
-        let mut names: Vec<&String> = env.keys().filter(|k| k.starts_with("TALLY_")).collect();
+        let mut names: Vec<&String> = env
+            .keys()
+            .filter(|k| k.starts_with("TALLY_") && *k != LOG_ENV)
+            .collect();
         names.sort();
         for name in names {
             let path: Vec<String> = name["TALLY_".len()..]

@@ -29,7 +29,8 @@ pub struct App {
     pub engine: Arc<RollupEngine>,
     pub committer: Committer,
     pub prices: Arc<PriceTable>,
-    committer_task: tokio::task::JoinHandle<()>,
+    /// Resolves when the committer has stopped (after its final flush).
+    committer_stopped: tokio::sync::oneshot::Receiver<()>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +42,8 @@ pub enum StartError {
     },
     #[error(transparent)]
     Storage(#[from] storage::StorageError),
+    #[error("cannot start the committer: {0}")]
+    Committer(std::io::Error),
     #[error("prices: {0}")]
     Prices(#[from] crate::pricing::PricingError),
     #[error(transparent)]
@@ -105,7 +108,7 @@ impl App {
                 key: "ingest.rollup_flush_interval".into(),
                 message,
             })?;
-        let (committer, committer_task) = Committer::start(
+        let (committer, committer_stopped) = Committer::start(
             storage.clone(),
             engine.clone(),
             CommitterConfig {
@@ -114,7 +117,8 @@ impl App {
                 flush_interval: Duration::from_millis(flush_interval as u64),
                 ..CommitterConfig::default()
             },
-        );
+        )
+        .map_err(StartError::Committer)?;
         let prices = Arc::new(PriceTable::new(&config.prices)?);
         Ok(App {
             config,
@@ -122,7 +126,7 @@ impl App {
             engine,
             committer,
             prices,
-            committer_task,
+            committer_stopped,
         })
     }
 
@@ -201,7 +205,7 @@ impl App {
             warn!(%err, "flush at shutdown failed; rollups will be rebuilt at next start");
         }
         drop(self.committer);
-        let _ = self.committer_task.await;
+        let _ = self.committer_stopped.await;
     }
 }
 

@@ -192,6 +192,9 @@ fn batch_body(run: u64, batch: u64, size: u64, now: i64, spread_ms: i64) -> Stri
             out.push(',');
         }
         let model = MODELS[rng.below(MODELS.len() as u64) as usize];
+        // A user always calls with the same key and belongs to one team, as
+        // in a real deployment (200 users, 50 keys, 5 teams).
+        let user = rng.below(200);
         let input = 50 + rng.below(4000);
         let cached = if rng.below(3) == 0 {
             rng.below(input)
@@ -204,9 +207,9 @@ fn batch_body(run: u64, batch: u64, size: u64, now: i64, spread_ms: i64) -> Stri
         let _ = write!(
             out,
             r#"{{"id":"b{run}-{batch}-{i}","model":"{model}","provider":"openai","operation":"chat","user":"user-{}","api_key":"sk-test-{}","route":"/v1/chat/completions","tags":{{"team":"team-{}"}},"input_tokens":{input},"output_tokens":{output},"cache_read_tokens":{cached},"started_at":{},"completed_at":{completed},"ttft_ms":{},"streaming":true,"status":"{}"}}"#,
-            rng.below(200),
-            rng.below(50),
-            rng.below(5),
+            user,
+            user % 50,
+            user % 5,
             completed - duration as i64,
             rng.below(duration),
             if rng.below(50) == 0 { "error" } else { "ok" },
@@ -309,7 +312,7 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
         args.records,
         args.batch,
         args.concurrency,
-        3_600_000,
+        60_000,
         deadline,
     )
     .await?;

@@ -31,7 +31,7 @@ impl Default for CommitterConfig {
         Self {
             max_group_records: 50_000,
             max_queued_records: 400_000,
-            flush_interval: Duration::from_secs(1),
+            flush_interval: Duration::from_secs(5),
             max_open_cells: 200_000,
         }
     }
@@ -96,7 +96,7 @@ impl Committer {
         storage: Arc<dyn Storage>,
         engine: Arc<RollupEngine>,
         config: CommitterConfig,
-    ) -> (Committer, tokio::task::JoinHandle<()>) {
+    ) -> std::io::Result<(Committer, oneshot::Receiver<()>)> {
         let (jobs, receiver) = mpsc::unbounded_channel();
         let queued = Arc::new(AtomicUsize::new(0));
         let handle = Committer {
@@ -111,8 +111,20 @@ impl Committer {
             queued,
             last_flush: Instant::now(),
         };
-        let join = tokio::spawn(task.run(receiver));
-        (handle, join)
+        let (stopped_tx, stopped) = oneshot::channel();
+        // The committer gets a thread (and a single-threaded runtime) of its
+        // own: on the shared runtime it would queue behind request handlers
+        // busy parsing, and every request would wait for that.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        std::thread::Builder::new()
+            .name("tally-committer".into())
+            .spawn(move || {
+                runtime.block_on(task.run(receiver));
+                let _ = stopped_tx.send(());
+            })?;
+        Ok((handle, stopped))
     }
 
     /// Commits `calls`; resolves once they are durable and queryable.
@@ -172,6 +184,20 @@ impl Committer {
     pub fn queued(&self) -> usize {
         self.queued.load(Ordering::Acquire)
     }
+}
+
+struct FlushLog(usize, Instant);
+impl Drop for FlushLog {
+    fn drop(&mut self) {
+        tracing::debug!(
+            cells = self.0,
+            ms = self.1.elapsed().as_millis() as u64,
+            "rollups flushed"
+        );
+    }
+}
+fn scopeguard_log(cells: usize, started: Instant) -> FlushLog {
+    FlushLog(cells, started)
 }
 
 struct CommitterTask {
@@ -243,6 +269,7 @@ impl CommitterTask {
         let total = calls.len();
         let (series_ids, new_series) = self.engine.assign_series(&calls);
         let new_ids: Vec<i64> = new_series.iter().map(|(id, _)| *id).collect();
+        let started = Instant::now();
         let result = self
             .storage
             .append(AppendBatch {
@@ -251,6 +278,12 @@ impl CommitterTask {
                 new_series,
             })
             .await;
+        tracing::debug!(
+            records = total,
+            requests = pending.len(),
+            ms = started.elapsed().as_millis() as u64,
+            "group committed"
+        );
         self.queued.fetch_sub(total, Ordering::AcqRel);
         let appended = match result {
             Ok(appended) => appended,
@@ -289,6 +322,8 @@ impl CommitterTask {
             return Ok(());
         }
         let cells = Arc::new(std::mem::take(&mut flush.cells));
+        let started = Instant::now();
+        let _log = scopeguard_log(cells.len(), started);
         match self
             .storage
             .flush_rollups(cells.clone(), flush.watermark)

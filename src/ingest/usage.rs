@@ -63,7 +63,13 @@ pub async fn post_usage(
             }),
         }
     }
+    let parsed = std::time::Instant::now();
     let outcomes = ingest.committer.submit(calls).await?;
+    tracing::debug!(
+        records = records.len(),
+        commit_ms = parsed.elapsed().as_millis() as u64,
+        "usage batch"
+    );
     let accepted = outcomes.iter().filter(|o| **o == Outcome::Accepted).count();
     let response = UsageResponse {
         accepted,

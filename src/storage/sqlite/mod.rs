@@ -15,6 +15,8 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
+use std::time::Duration;
+use tracing::warn;
 
 use super::{
     AppendBatch, Appended, CallFilter, RetentionCutoffs, Storage, StorageError, StoreStats,
@@ -82,10 +84,17 @@ impl SqliteStorage {
         let conn = Connection::open(path)?;
         configure(&conn, options)?;
         conn.execute_batch(schema::SCHEMA)?;
+        rows::register_functions(&conn)?;
+        // Checkpoints (copying the WAL into the database, with an fsync) run
+        // on their own thread so that commits never wait for them.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        conn.pragma_update(None, "journal_size_limit", 256 * 1024 * 1024)?;
+        let writer = Arc::new(Mutex::new(conn));
+        spawn_checkpointer(path.to_path_buf(), options.clone(), Arc::downgrade(&writer))?;
         Ok(Self {
             path: path.to_path_buf(),
             options: options.clone(),
-            writer: Arc::new(Mutex::new(conn)),
+            writer,
             readers: Arc::new(Mutex::new(Vec::new())),
         })
     }
@@ -140,6 +149,36 @@ impl SqliteStorage {
     }
 }
 
+/// How often the background checkpointer copies the WAL into the database.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
+
+/// Checkpoints the WAL in the background (PASSIVE: never blocks the writer or
+/// readers). Stops when the database can no longer be opened.
+fn spawn_checkpointer(
+    path: PathBuf,
+    options: SqliteOptions,
+    writer: std::sync::Weak<Mutex<Connection>>,
+) -> Result<(), StorageError> {
+    let conn = Connection::open(&path)?;
+    configure(&conn, &options)?;
+    std::thread::Builder::new()
+        .name("tally-checkpoint".into())
+        .spawn(move || {
+            // Runs as long as the storage (its write connection) exists.
+            while writer.strong_count() > 0 {
+                std::thread::sleep(CHECKPOINT_EVERY);
+                if let Err(err) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                    warn!(%err, "wal checkpoint failed");
+                }
+            }
+        })
+        .map_err(|source| StorageError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+    Ok(())
+}
+
 fn collect_calls(
     conn: &Connection,
     sql: &str,
@@ -150,30 +189,15 @@ fn collect_calls(
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
 
+/// Writes cells with `sql` (merging into or replacing stored rows).
 fn write_cells(
     tx: &rusqlite::Transaction<'_>,
     cells: &[(CellKey, Cell)],
-    merge_with_stored: bool,
+    sql: &str,
 ) -> Result<(), StorageError> {
-    let mut select = tx.prepare_cached(&format!(
-        "{} WHERE tier = ?1 AND bucket = ?2 AND series = ?3",
-        rows::SELECT_ROLLUP
-    ))?;
-    let mut upsert = tx.prepare_cached(rows::UPSERT_ROLLUP)?;
+    let mut stmt = tx.prepare_cached(sql)?;
     for (key, cell) in cells {
-        if merge_with_stored
-            && let Some((_, mut stored)) = select
-                .query_row(
-                    params![key.tier.code(), key.bucket, key.series],
-                    rows::rollup_from_row,
-                )
-                .optional()?
-        {
-            stored.merge(cell);
-            rows::upsert_rollup(&mut upsert, key, &stored)?;
-            continue;
-        }
-        rows::upsert_rollup(&mut upsert, key, cell)?;
+        rows::write_rollup(&mut stmt, key, cell)?;
     }
     Ok(())
 }
@@ -255,7 +279,7 @@ impl Storage for SqliteStorage {
     ) -> Result<(), StorageError> {
         self.write(move |conn| {
             let tx = conn.transaction()?;
-            write_cells(&tx, &cells, true)?;
+            write_cells(&tx, &cells, rows::MERGE_ROLLUP)?;
             tx.execute(
                 "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
                 params![schema::WATERMARK_KEY, watermark],
@@ -361,7 +385,7 @@ impl Storage for SqliteStorage {
                 "DELETE FROM rollups WHERE bucket >= ?1 AND bucket < ?2",
                 params![from, to],
             )?;
-            write_cells(&tx, &cells, false)?;
+            write_cells(&tx, &cells, rows::MERGE_ROLLUP)?;
             tx.commit()?;
             Ok(())
         })

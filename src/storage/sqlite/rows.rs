@@ -179,10 +179,57 @@ pub const SELECT_ROLLUP: &str = "SELECT tier, bucket, series, requests, input_to
     output_tokens, total_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens, \
     errors, estimated, unpriced, cost_usd, reported_cost_usd, latency, ttft FROM rollups";
 
-pub const UPSERT_ROLLUP: &str = "INSERT OR REPLACE INTO rollups (tier, bucket, series, requests, \
+/// Adds a cell to the stored one (or inserts it): counters add up, sketches
+/// merge through the `sketch_merge` SQL function, all in one statement.
+pub const MERGE_ROLLUP: &str = "INSERT INTO rollups (tier, bucket, series, requests, \
     input_tokens, output_tokens, total_tokens, cache_read_tokens, cache_write_tokens, \
     reasoning_tokens, errors, estimated, unpriced, cost_usd, reported_cost_usd, latency, ttft) \
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)";
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17) \
+    ON CONFLICT (tier, bucket, series) DO UPDATE SET \
+    requests = requests + excluded.requests, \
+    input_tokens = input_tokens + excluded.input_tokens, \
+    output_tokens = output_tokens + excluded.output_tokens, \
+    total_tokens = total_tokens + excluded.total_tokens, \
+    cache_read_tokens = cache_read_tokens + excluded.cache_read_tokens, \
+    cache_write_tokens = cache_write_tokens + excluded.cache_write_tokens, \
+    reasoning_tokens = reasoning_tokens + excluded.reasoning_tokens, \
+    errors = errors + excluded.errors, \
+    estimated = estimated + excluded.estimated, \
+    unpriced = unpriced + excluded.unpriced, \
+    cost_usd = cost_usd + excluded.cost_usd, \
+    reported_cost_usd = reported_cost_usd + excluded.reported_cost_usd, \
+    latency = sketch_merge(latency, excluded.latency), \
+    ttft = sketch_merge(ttft, excluded.ttft)";
+
+/// Registers `sketch_merge(a, b)`: the encoding of two encoded sketches merged.
+pub fn register_functions(conn: &rusqlite::Connection) -> Result<(), rusqlite::Error> {
+    use rusqlite::functions::FunctionFlags;
+    conn.create_scalar_function(
+        "sketch_merge",
+        2,
+        FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
+        |ctx| {
+            let decode = |i: usize| -> Result<Sketch, rusqlite::Error> {
+                let bytes = ctx
+                    .get_raw(i)
+                    .as_blob()
+                    .map_err(|e| rusqlite::Error::UserFunctionError(e.into()))?;
+                Sketch::decode(bytes).map_err(|e| rusqlite::Error::UserFunctionError(e.into()))
+            };
+            let b = decode(1)?;
+            if b.is_empty() {
+                return Ok(ctx
+                    .get_raw(0)
+                    .as_blob()
+                    .map_err(|e| rusqlite::Error::UserFunctionError(e.into()))?
+                    .to_vec());
+            }
+            let mut a = decode(0)?;
+            a.merge(&b);
+            Ok(a.to_bytes())
+        },
+    )
+}
 
 pub fn rollup_from_row(row: &Row<'_>) -> Result<(CellKey, Cell), rusqlite::Error> {
     let u = |i: usize| -> Result<u64, rusqlite::Error> { Ok(row.get::<_, i64>(i)? as u64) };
@@ -216,7 +263,7 @@ pub fn rollup_from_row(row: &Row<'_>) -> Result<(CellKey, Cell), rusqlite::Error
     Ok((key, cell))
 }
 
-pub fn upsert_rollup(
+pub fn write_rollup(
     stmt: &mut Statement<'_>,
     key: &CellKey,
     cell: &Cell,
