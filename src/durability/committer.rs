@@ -186,20 +186,6 @@ impl Committer {
     }
 }
 
-struct FlushLog(usize, Instant);
-impl Drop for FlushLog {
-    fn drop(&mut self) {
-        tracing::debug!(
-            cells = self.0,
-            ms = self.1.elapsed().as_millis() as u64,
-            "rollups flushed"
-        );
-    }
-}
-fn scopeguard_log(cells: usize, started: Instant) -> FlushLog {
-    FlushLog(cells, started)
-}
-
 struct CommitterTask {
     storage: Arc<dyn Storage>,
     engine: Arc<RollupEngine>,
@@ -323,7 +309,6 @@ impl CommitterTask {
         }
         let cells = Arc::new(std::mem::take(&mut flush.cells));
         let started = Instant::now();
-        let _log = scopeguard_log(cells.len(), started);
         match self
             .storage
             .flush_rollups(cells.clone(), flush.watermark)

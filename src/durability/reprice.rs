@@ -65,7 +65,7 @@ pub async fn run(
         rebuilt_from_ms: rebuilt_from,
         rebuilt_to_ms: rebuilt_to,
     };
-    let mut costs = Vec::new();
+    let mut repriced = Vec::new();
     let mut cells: HashMap<CellKey, Cell> = HashMap::new();
     let mut after = 0;
     loop {
@@ -84,8 +84,8 @@ pub async fn run(
                 if new_cost != call.cost_usd || new_price != call.price_id {
                     report.changed += 1;
                     call.cost_usd = new_cost;
-                    call.price_id = new_price.clone();
-                    costs.push((stored.seq, new_cost, new_price));
+                    call.price_id = new_price;
+                    repriced.push((stored.seq, call.clone()));
                 }
                 report.cost_after_usd += call.cost_usd;
             }
@@ -103,7 +103,12 @@ pub async fn run(
         }
     }
     storage
-        .replace_window(costs, rebuilt_from, rebuilt_to, cells.into_iter().collect())
+        .replace_window(
+            repriced,
+            rebuilt_from,
+            rebuilt_to,
+            cells.into_iter().collect(),
+        )
         .await?;
     Ok(report)
 }

@@ -115,11 +115,11 @@ pub trait Storage: Send + Sync {
         after_seq: i64,
         limit: usize,
     ) -> Result<Vec<SequencedCall>, StorageError>;
-    /// Sets new costs on stored calls, deletes every rollup row with a bucket
-    /// in `[from, to)` and writes `cells` instead, in one transaction.
+    /// Stores the re-priced calls (by seq), deletes every rollup row with a
+    /// bucket in `[from, to)` and writes `cells` instead, in one transaction.
     async fn replace_window(
         &self,
-        costs: Vec<(i64, f64, Option<String>)>,
+        repriced: Vec<(i64, LlmCall)>,
         from: i64,
         to: i64,
         cells: Vec<(CellKey, Cell)>,

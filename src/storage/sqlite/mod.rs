@@ -23,6 +23,7 @@ use super::{
 };
 use crate::aggregate::rollup::SequencedCall;
 use crate::aggregate::{Cell, CellKey, SeriesKey, Tier};
+use crate::model::LlmCall;
 
 /// How hard SQLite works to make a commit durable.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -257,8 +258,9 @@ impl Storage for SqliteStorage {
                     rows::insert_series(&mut insert_series, *id, key)?;
                 }
                 let mut insert = tx.prepare_cached(rows::INSERT_CALL)?;
+                let mut scratch = Vec::with_capacity(256);
                 for (call, series) in calls.iter().zip(&series_ids) {
-                    let inserted = rows::insert_call(&mut insert, call, *series)?;
+                    let inserted = rows::insert_call(&mut insert, call, *series, &mut scratch)?;
                     seqs.push(inserted.then(|| tx.last_insert_rowid()));
                 }
             }
@@ -366,7 +368,7 @@ impl Storage for SqliteStorage {
 
     async fn replace_window(
         &self,
-        costs: Vec<(i64, f64, Option<String>)>,
+        repriced: Vec<(i64, LlmCall)>,
         from: i64,
         to: i64,
         cells: Vec<(CellKey, Cell)>,
@@ -374,11 +376,12 @@ impl Storage for SqliteStorage {
         self.write(move |conn| {
             let tx = conn.transaction()?;
             {
-                let mut update = tx.prepare_cached(
-                    "UPDATE calls SET cost_usd = ?2, price_id = ?3 WHERE seq = ?1",
-                )?;
-                for (seq, cost, price_id) in &costs {
-                    update.execute(params![seq, cost, price_id])?;
+                let mut update =
+                    tx.prepare_cached("UPDATE calls SET payload = ?2 WHERE seq = ?1")?;
+                let mut scratch = Vec::with_capacity(256);
+                for (seq, call) in &repriced {
+                    rows::encode_payload(call, &mut scratch);
+                    update.execute(params![seq, &scratch[..]])?;
                 }
             }
             tx.execute(

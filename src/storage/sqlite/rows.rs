@@ -1,69 +1,129 @@
 //! Conversions between rows and the record model.
 
 use rusqlite::{Row, Statement, params};
+use serde::{Deserialize, Serialize};
 
 use crate::aggregate::rollup::SequencedCall;
 use crate::aggregate::{Cell, CellKey, SeriesKey, Sketch, Tier};
 use crate::model::{LlmCall, Operation, Source, Status, Tags};
 use crate::storage::StorageError;
 
-pub const INSERT_CALL: &str = "INSERT OR IGNORE INTO calls (project, id, series, time_ms, \
-    started_at_ms, completed_at_ms, response_model, session, requests, input_tokens, \
-    output_tokens, total_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens, \
-    completed, estimated, streaming, request_bytes, output_chunks, ttft_ms, duration_ms, \
-    error_type, cost_usd, price_id, reported_cost_usd, source, trace_id, span_id) VALUES \
-    (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, \
-    ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29)";
+pub const INSERT_CALL: &str = "INSERT OR IGNORE INTO calls \
+    (project, id, series, time_ms, session, payload) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+
+/// The columns of a call that are not looked up by, in encoding order. Kept
+/// as a borrowed view for writing and an owned one for reading; the
+/// round-trip test below keeps the two in step.
+#[derive(Serialize)]
+struct PayloadRef<'a> {
+    started_at_ms: Option<i64>,
+    completed_at_ms: Option<i64>,
+    response_model: Option<&'a str>,
+    requests: u64,
+    input_tokens: u64,
+    output_tokens: u64,
+    total_tokens: u64,
+    cache_read_tokens: u64,
+    cache_write_tokens: u64,
+    reasoning_tokens: u64,
+    completed: bool,
+    estimated: bool,
+    streaming: Option<bool>,
+    request_bytes: Option<u64>,
+    output_chunks: Option<u64>,
+    ttft_ms: Option<f64>,
+    duration_ms: Option<f64>,
+    error_type: Option<&'a str>,
+    cost_usd: f64,
+    price_id: Option<&'a str>,
+    reported_cost_usd: Option<f64>,
+    source: &'a str,
+    trace_id: Option<&'a str>,
+    span_id: Option<&'a str>,
+}
+
+#[derive(Deserialize)]
+struct Payload {
+    started_at_ms: Option<i64>,
+    completed_at_ms: Option<i64>,
+    response_model: Option<String>,
+    requests: u64,
+    input_tokens: u64,
+    output_tokens: u64,
+    total_tokens: u64,
+    cache_read_tokens: u64,
+    cache_write_tokens: u64,
+    reasoning_tokens: u64,
+    completed: bool,
+    estimated: bool,
+    streaming: Option<bool>,
+    request_bytes: Option<u64>,
+    output_chunks: Option<u64>,
+    ttft_ms: Option<f64>,
+    duration_ms: Option<f64>,
+    error_type: Option<String>,
+    cost_usd: f64,
+    price_id: Option<String>,
+    reported_cost_usd: Option<f64>,
+    source: String,
+    trace_id: Option<String>,
+    span_id: Option<String>,
+}
+
+pub fn encode_payload(call: &LlmCall, out: &mut Vec<u8>) {
+    let payload = PayloadRef {
+        started_at_ms: call.started_at_ms,
+        completed_at_ms: call.completed_at_ms,
+        response_model: call.response_model.as_deref(),
+        requests: call.requests,
+        input_tokens: call.input_tokens,
+        output_tokens: call.output_tokens,
+        total_tokens: call.total_tokens,
+        cache_read_tokens: call.cache_read_tokens,
+        cache_write_tokens: call.cache_write_tokens,
+        reasoning_tokens: call.reasoning_tokens,
+        completed: call.completed,
+        estimated: call.estimated,
+        streaming: call.streaming,
+        request_bytes: call.request_bytes,
+        output_chunks: call.output_chunks,
+        ttft_ms: call.ttft_ms,
+        duration_ms: call.duration_ms,
+        error_type: call.error_type.as_deref(),
+        cost_usd: call.cost_usd,
+        price_id: call.price_id.as_deref(),
+        reported_cost_usd: call.reported_cost_usd,
+        source: call.source.as_str(),
+        trace_id: call.trace_id.as_deref(),
+        span_id: call.span_id.as_deref(),
+    };
+    out.clear();
+    postcard::to_io(&payload, &mut *out).expect("writing to a Vec cannot fail");
+}
 
 /// Inserts one call; returns false when its id was already stored.
 pub fn insert_call(
     stmt: &mut Statement<'_>,
     call: &LlmCall,
     series: i64,
+    scratch: &mut Vec<u8>,
 ) -> Result<bool, rusqlite::Error> {
+    encode_payload(call, scratch);
     let changed = stmt.execute(params![
         call.project,
         call.id,
         series,
         call.time_ms,
-        call.started_at_ms,
-        call.completed_at_ms,
-        call.response_model,
         call.session,
-        call.requests as i64,
-        call.input_tokens as i64,
-        call.output_tokens as i64,
-        call.total_tokens as i64,
-        call.cache_read_tokens as i64,
-        call.cache_write_tokens as i64,
-        call.reasoning_tokens as i64,
-        call.completed,
-        call.estimated,
-        call.streaming,
-        call.request_bytes.map(|n| n as i64),
-        call.output_chunks.map(|n| n as i64),
-        call.ttft_ms,
-        call.duration_ms,
-        call.error_type,
-        call.cost_usd,
-        call.price_id,
-        call.reported_cost_usd,
-        call.source.as_str(),
-        call.trace_id,
-        call.span_id,
+        &scratch[..],
     ])?;
     Ok(changed == 1)
 }
 
 /// Columns read back by `call_from_row`, with the series joined in.
-pub const SELECT_CALL: &str = "SELECT c.seq, c.series, c.project, c.id, c.time_ms, \
-    c.started_at_ms, c.completed_at_ms, c.response_model, c.session, c.requests, \
-    c.input_tokens, c.output_tokens, c.total_tokens, c.cache_read_tokens, \
-    c.cache_write_tokens, c.reasoning_tokens, c.completed, c.estimated, c.streaming, \
-    c.request_bytes, c.output_chunks, c.ttft_ms, c.duration_ms, c.error_type, c.cost_usd, \
-    c.price_id, c.reported_cost_usd, c.source, c.trace_id, c.span_id, s.model, s.provider, \
-    s.operation, s.user, s.api_key, s.route, s.status, s.cluster, s.tags \
-    FROM calls c JOIN series s ON s.id = c.series";
+pub const SELECT_CALL: &str = "SELECT c.seq, c.series, c.project, c.id, c.time_ms, c.session, \
+    c.payload, s.model, s.provider, s.operation, s.user, s.api_key, s.route, s.status, \
+    s.cluster, s.tags FROM calls c JOIN series s ON s.id = c.series";
 
 fn corrupt(what: String) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(
@@ -74,50 +134,51 @@ fn corrupt(what: String) -> rusqlite::Error {
 }
 
 pub fn call_from_row(row: &Row<'_>) -> Result<SequencedCall, rusqlite::Error> {
-    let u = |i: usize| -> Result<u64, rusqlite::Error> { Ok(row.get::<_, i64>(i)? as u64) };
-    let operation: String = row.get(32)?;
-    let status: String = row.get(36)?;
-    let source: String = row.get(27)?;
-    let tags: String = row.get(38)?;
+    let operation: String = row.get(9)?;
+    let status: String = row.get(13)?;
+    let tags: String = row.get(15)?;
+    let p: Payload = postcard::from_bytes(row.get_ref(6)?.as_blob()?)
+        .map_err(|e| corrupt(format!("call payload: {e}")))?;
     let call = LlmCall {
         id: row.get(3)?,
         project: row.get(2)?,
         time_ms: row.get(4)?,
-        started_at_ms: row.get(5)?,
-        completed_at_ms: row.get(6)?,
-        model: row.get(30)?,
-        response_model: row.get(7)?,
-        provider: row.get(31)?,
+        started_at_ms: p.started_at_ms,
+        completed_at_ms: p.completed_at_ms,
+        model: row.get(7)?,
+        response_model: p.response_model,
+        provider: row.get(8)?,
         operation: Operation::parse(&operation)
             .ok_or_else(|| corrupt(format!("operation {operation:?}")))?,
-        user: row.get(33)?,
-        api_key: row.get(34)?,
-        session: row.get(8)?,
-        route: row.get(35)?,
-        cluster: row.get(37)?,
+        user: row.get(10)?,
+        api_key: row.get(11)?,
+        session: row.get(5)?,
+        route: row.get(12)?,
+        cluster: row.get(14)?,
         tags: serde_json::from_str::<Tags>(&tags).map_err(|e| corrupt(format!("tags: {e}")))?,
-        requests: u(9)?,
-        input_tokens: u(10)?,
-        output_tokens: u(11)?,
-        total_tokens: u(12)?,
-        cache_read_tokens: u(13)?,
-        cache_write_tokens: u(14)?,
-        reasoning_tokens: u(15)?,
-        completed: row.get(16)?,
-        estimated: row.get(17)?,
-        streaming: row.get(18)?,
-        request_bytes: row.get::<_, Option<i64>>(19)?.map(|n| n as u64),
-        output_chunks: row.get::<_, Option<i64>>(20)?.map(|n| n as u64),
-        ttft_ms: row.get(21)?,
-        duration_ms: row.get(22)?,
+        requests: p.requests,
+        input_tokens: p.input_tokens,
+        output_tokens: p.output_tokens,
+        total_tokens: p.total_tokens,
+        cache_read_tokens: p.cache_read_tokens,
+        cache_write_tokens: p.cache_write_tokens,
+        reasoning_tokens: p.reasoning_tokens,
+        completed: p.completed,
+        estimated: p.estimated,
+        streaming: p.streaming,
+        request_bytes: p.request_bytes,
+        output_chunks: p.output_chunks,
+        ttft_ms: p.ttft_ms,
+        duration_ms: p.duration_ms,
         status: Status::parse(&status).ok_or_else(|| corrupt(format!("status {status:?}")))?,
-        error_type: row.get(23)?,
-        cost_usd: row.get(24)?,
-        price_id: row.get(25)?,
-        reported_cost_usd: row.get(26)?,
-        source: Source::parse(&source).ok_or_else(|| corrupt(format!("source {source:?}")))?,
-        trace_id: row.get(28)?,
-        span_id: row.get(29)?,
+        error_type: p.error_type,
+        cost_usd: p.cost_usd,
+        price_id: p.price_id,
+        reported_cost_usd: p.reported_cost_usd,
+        source: Source::parse(&p.source)
+            .ok_or_else(|| corrupt(format!("source {:?}", p.source)))?,
+        trace_id: p.trace_id,
+        span_id: p.span_id,
     };
     Ok(SequencedCall {
         seq: row.get(0)?,
@@ -288,4 +349,102 @@ pub fn write_rollup(
         cell.ttft_ms.to_bytes(),
     ])?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payload_round_trips_every_field() {
+        let call = LlmCall {
+            id: Some("r1".into()),
+            project: "p".into(),
+            time_ms: 5,
+            started_at_ms: Some(1),
+            completed_at_ms: Some(5),
+            model: "m".into(),
+            response_model: Some("m-2024".into()),
+            provider: None,
+            operation: Operation::Chat,
+            user: None,
+            api_key: None,
+            session: None,
+            route: None,
+            cluster: None,
+            tags: Tags::new(),
+            requests: 2,
+            input_tokens: 10,
+            output_tokens: 11,
+            total_tokens: 21,
+            cache_read_tokens: 3,
+            cache_write_tokens: 4,
+            reasoning_tokens: 5,
+            completed: false,
+            estimated: true,
+            streaming: Some(true),
+            request_bytes: Some(400),
+            output_chunks: Some(7),
+            ttft_ms: Some(12.5),
+            duration_ms: Some(99.0),
+            status: Status::Error,
+            error_type: Some("timeout".into()),
+            cost_usd: 0.25,
+            price_id: Some("catalog:m".into()),
+            reported_cost_usd: Some(0.5),
+            source: Source::UsageReport,
+            trace_id: Some("t".into()),
+            span_id: Some("s".into()),
+        };
+        let mut bytes = Vec::new();
+        encode_payload(&call, &mut bytes);
+        let p: Payload = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(
+            (
+                p.started_at_ms,
+                p.completed_at_ms,
+                p.response_model.as_deref(),
+                p.requests
+            ),
+            (Some(1), Some(5), Some("m-2024"), 2)
+        );
+        assert_eq!(
+            (
+                p.input_tokens,
+                p.output_tokens,
+                p.total_tokens,
+                p.cache_read_tokens
+            ),
+            (10, 11, 21, 3)
+        );
+        assert_eq!(
+            (
+                p.cache_write_tokens,
+                p.reasoning_tokens,
+                p.completed,
+                p.estimated
+            ),
+            (4, 5, false, true)
+        );
+        assert_eq!(
+            (p.streaming, p.request_bytes, p.output_chunks),
+            (Some(true), Some(400), Some(7))
+        );
+        assert_eq!(
+            (p.ttft_ms, p.duration_ms, p.error_type.as_deref()),
+            (Some(12.5), Some(99.0), Some("timeout"))
+        );
+        assert_eq!(
+            (p.cost_usd, p.price_id.as_deref(), p.reported_cost_usd),
+            (0.25, Some("catalog:m"), Some(0.5))
+        );
+        assert_eq!(
+            (
+                p.source.as_str(),
+                p.trace_id.as_deref(),
+                p.span_id.as_deref()
+            ),
+            ("usage_report", Some("t"), Some("s"))
+        );
+    }
 }

@@ -1,6 +1,8 @@
 //! The SQLite schema. `calls` is the audit trail and the idempotency truth
-//! (its partial unique index on (project, id)); `series` names the rollup
-//! keys; `rollups` holds flushed buckets of every tier.
+//! (its partial unique index on (project, id)); only what calls are looked
+//! up by has a column, the rest is one compact payload, so that an insert
+//! binds few values. `series` names the rollup keys; `rollups` holds flushed
+//! buckets of every tier.
 
 pub const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS meta (
@@ -23,36 +25,14 @@ CREATE TABLE IF NOT EXISTS series (
 );
 
 CREATE TABLE IF NOT EXISTS calls (
-    seq                INTEGER PRIMARY KEY,
-    project            TEXT NOT NULL,
-    id                 TEXT,
-    series             INTEGER NOT NULL,
-    time_ms            INTEGER NOT NULL,
-    started_at_ms      INTEGER,
-    completed_at_ms    INTEGER,
-    response_model     TEXT,
-    session            TEXT,
-    requests           INTEGER NOT NULL,
-    input_tokens       INTEGER NOT NULL,
-    output_tokens      INTEGER NOT NULL,
-    total_tokens       INTEGER NOT NULL,
-    cache_read_tokens  INTEGER NOT NULL,
-    cache_write_tokens INTEGER NOT NULL,
-    reasoning_tokens   INTEGER NOT NULL,
-    completed          INTEGER NOT NULL,
-    estimated          INTEGER NOT NULL,
-    streaming          INTEGER,
-    request_bytes      INTEGER,
-    output_chunks      INTEGER,
-    ttft_ms            REAL,
-    duration_ms        REAL,
-    error_type         TEXT,
-    cost_usd           REAL NOT NULL,
-    price_id           TEXT,
-    reported_cost_usd  REAL,
-    source             TEXT NOT NULL,
-    trace_id           TEXT,
-    span_id            TEXT
+    seq     INTEGER PRIMARY KEY,
+    project TEXT NOT NULL,
+    id      TEXT,
+    series  INTEGER NOT NULL,
+    time_ms INTEGER NOT NULL,
+    session TEXT,
+    -- everything else about the call, compactly encoded (rows.rs)
+    payload BLOB NOT NULL
 );
 CREATE UNIQUE INDEX IF NOT EXISTS calls_project_id ON calls (project, id) WHERE id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS calls_time ON calls (time_ms);
