@@ -23,15 +23,9 @@ pub const LOG_ENV: &str = "TALLY_LOG";
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    Read { path: String, source: std::io::Error },
     #[error("config file {path}: {source}")]
-    Parse {
-        path: String,
-        source: toml::de::Error,
-    },
+    Parse { path: String, source: toml::de::Error },
     #[error("environment variable {name}: {message}")]
     Env { name: String, message: String },
     #[error("config: {0}")]
@@ -117,10 +111,7 @@ pub struct AccountingConfig {
 
 impl Default for AccountingConfig {
     fn default() -> Self {
-        Self {
-            bytes_per_input_token: 4,
-            tokens_per_output_chunk: 1,
-        }
+        Self { bytes_per_input_token: 4, tokens_per_output_chunk: 1 }
     }
 }
 
@@ -136,10 +127,7 @@ pub struct SqliteConfig {
 
 impl Default for SqliteConfig {
     fn default() -> Self {
-        Self {
-            synchronous: Synchronous::Normal,
-            cache_mib: 64,
-        }
+        Self { synchronous: Synchronous::Normal, cache_mib: 64 }
     }
 }
 
@@ -176,10 +164,7 @@ pub fn retention_ms(key: &str, value: &str) -> Result<Option<i64>, ConfigError> 
     }
     parse_duration(value)
         .map(Some)
-        .map_err(|message| ConfigError::Value {
-            key: key.to_owned(),
-            message,
-        })
+        .map_err(|message| ConfigError::Value { key: key.to_owned(), message })
 }
 
 /// Values given on the command line; they win over everything else.
@@ -201,35 +186,27 @@ impl Config {
     ) -> Result<Config, ConfigError> {
         let mut tree = toml::Table::new();
         if let Some(path) = file {
-            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                path: path.display().to_string(),
-                source,
-            })?;
+            let text = std::fs::read_to_string(path)
+                .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
             tree = toml::from_str(&text).map_err(|source| ConfigError::Parse {
                 path: path.display().to_string(),
                 source,
             })?;
         }
-        let mut names: Vec<&String> = env
-            .keys()
-            .filter(|k| k.starts_with("TALLY_") && *k != LOG_ENV)
-            .collect();
+        let mut names: Vec<&String> =
+            env.keys().filter(|k| k.starts_with("TALLY_") && *k != LOG_ENV).collect();
         names.sort();
         for name in names {
-            let path: Vec<String> = name["TALLY_".len()..]
-                .split("__")
-                .map(|part| part.to_ascii_lowercase())
-                .collect();
+            let path: Vec<String> =
+                name["TALLY_".len()..].split("__").map(|part| part.to_ascii_lowercase()).collect();
             if path.iter().any(String::is_empty) {
                 return Err(ConfigError::Env {
                     name: name.clone(),
                     message: "empty key segment".into(),
                 });
             }
-            set_path(&mut tree, &path, scalar(&env[name])).map_err(|message| ConfigError::Env {
-                name: name.clone(),
-                message,
-            })?;
+            set_path(&mut tree, &path, scalar(&env[name]))
+                .map_err(|message| ConfigError::Env { name: name.clone(), message })?;
         }
         let mut config: Config = tree.try_into()?;
         if let Some(http) = overrides.http {
@@ -254,10 +231,7 @@ impl Config {
             message: message.to_owned(),
         };
         if self.accounting.bytes_per_input_token == 0 {
-            return Err(invalid(
-                "accounting.bytes_per_input_token",
-                "must be at least 1",
-            ));
+            return Err(invalid("accounting.bytes_per_input_token", "must be at least 1"));
         }
         if self.ingest.max_body_bytes < 1024 {
             return Err(invalid("ingest.max_body_bytes", "must be at least 1024"));
@@ -269,10 +243,7 @@ impl Config {
             ));
         }
         parse_duration(&self.ingest.rollup_flush_interval).map_err(|message| {
-            ConfigError::Value {
-                key: "ingest.rollup_flush_interval".into(),
-                message,
-            }
+            ConfigError::Value { key: "ingest.rollup_flush_interval".into(), message }
         })?;
         let r = &self.retention;
         for (key, value) in [
@@ -283,10 +254,8 @@ impl Config {
         ] {
             retention_ms(key, value)?;
         }
-        crate::pricing::PriceTable::new(&self.prices).map_err(|e| ConfigError::Value {
-            key: "prices".into(),
-            message: e.to_string(),
-        })?;
+        crate::pricing::PriceTable::new(&self.prices)
+            .map_err(|e| ConfigError::Value { key: "prices".into(), message: e.to_string() })?;
         Ok(())
     }
 }
@@ -312,12 +281,9 @@ fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) -> Res
     let (last, parents) = path.split_last().expect("path has at least one segment");
     let mut current = table;
     for part in parents {
-        let entry = current
-            .entry(part.clone())
-            .or_insert_with(|| toml::Value::Table(Default::default()));
-        current = entry
-            .as_table_mut()
-            .ok_or_else(|| format!("{part} is not a section"))?;
+        let entry =
+            current.entry(part.clone()).or_insert_with(|| toml::Value::Table(Default::default()));
+        current = entry.as_table_mut().ok_or_else(|| format!("{part} is not a section"))?;
     }
     current.insert(last.clone(), value);
     Ok(())
@@ -328,10 +294,7 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     #[test]
@@ -348,10 +311,8 @@ mod tests {
             ("TALLY_INGEST__MAX_QUEUED_RECORDS", "77"),
             ("OTHER", "x"),
         ]);
-        let overrides = Overrides {
-            http: Some("127.0.0.1:9100".parse().unwrap()),
-            ..Default::default()
-        };
+        let overrides =
+            Overrides { http: Some("127.0.0.1:9100".parse().unwrap()), ..Default::default() };
         let config = Config::load(Some(&file), &env, &overrides).unwrap();
         assert_eq!(config.http.port(), 9100);
         assert_eq!(config.data_dir, PathBuf::from("/from/env"));
@@ -362,21 +323,14 @@ mod tests {
 
     #[test]
     fn unknown_keys_and_bad_values_are_named() {
-        let err = Config::load(
-            None,
-            &env(&[("TALLY_INGEST__NOPE", "1")]),
-            &Overrides::default(),
-        )
-        .unwrap_err()
-        .to_string();
+        let err = Config::load(None, &env(&[("TALLY_INGEST__NOPE", "1")]), &Overrides::default())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("nope"), "{err}");
-        let err = Config::load(
-            None,
-            &env(&[("TALLY_RETENTION__RAW", "soon")]),
-            &Overrides::default(),
-        )
-        .unwrap_err()
-        .to_string();
+        let err =
+            Config::load(None, &env(&[("TALLY_RETENTION__RAW", "soon")]), &Overrides::default())
+                .unwrap_err()
+                .to_string();
         assert!(err.contains("retention.raw"), "{err}");
     }
 

@@ -36,10 +36,7 @@ pub struct App {
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("data dir {path}: {source}")]
-    DataDir {
-        path: String,
-        source: std::io::Error,
-    },
+    DataDir { path: String, source: std::io::Error },
     #[error(transparent)]
     Storage(#[from] storage::StorageError),
     #[error("cannot start the committer: {0}")]
@@ -57,10 +54,7 @@ fn fingerprint_secret(config: &Config) -> Result<Vec<u8>, StartError> {
         return Ok(config.api_key_secret.as_bytes().to_vec());
     }
     let path = config.data_dir.join("secret");
-    let io = |source| StartError::DataDir {
-        path: path.display().to_string(),
-        source,
-    };
+    let io = |source| StartError::DataDir { path: path.display().to_string(), source };
     match std::fs::read(&path) {
         Ok(secret) if !secret.is_empty() => Ok(secret),
         _ => {
@@ -120,14 +114,7 @@ impl App {
         )
         .map_err(StartError::Committer)?;
         let prices = Arc::new(PriceTable::new(&config.prices)?);
-        Ok(App {
-            config,
-            storage,
-            engine,
-            committer,
-            prices,
-            committer_stopped,
-        })
+        Ok(App { config, storage, engine, committer, prices, committer_stopped })
     }
 
     pub fn router(&self) -> Result<Router, StartError> {
@@ -143,10 +130,8 @@ impl App {
             max_body_bytes: self.config.ingest.max_body_bytes,
             raw_retention_ms: retention_ms("retention.raw", &self.config.retention.raw)?,
         });
-        let queries = Arc::new(QueryState {
-            storage: self.storage.clone(),
-            engine: self.engine.clone(),
-        });
+        let queries =
+            Arc::new(QueryState { storage: self.storage.clone(), engine: self.engine.clone() });
         let ingest_routes = Router::new()
             .route("/api/v1/usage", post(ingest::usage::post_usage))
             .route("/api/v1/usage/reprice", post(ingest::usage::post_reprice))
@@ -158,10 +143,7 @@ impl App {
             .route("/api/v1/usage/unpriced", get(query::usage::unpriced))
             .with_state(queries);
         Ok(Router::new()
-            .route(
-                "/healthz",
-                get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
-            )
+            .route("/healthz", get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }))
             .merge(ingest_routes)
             .merge(query_routes)
             // Bodies are limited by the handlers themselves, after decompression.
@@ -215,7 +197,5 @@ pub async fn run(
     router: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(listener, router).with_graceful_shutdown(shutdown).await
 }

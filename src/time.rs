@@ -26,9 +26,7 @@ pub fn parse_instant(text: &str) -> Result<i64, String> {
 /// Parses `<n><unit>` with unit ms, s, m, h, d or w, into milliseconds.
 pub fn parse_duration(text: &str) -> Result<i64, String> {
     let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
     let n: i64 = number
         .parse()
@@ -41,13 +39,10 @@ pub fn parse_duration(text: &str) -> Result<i64, String> {
         "d" => DAY_MS,
         "w" => 7 * DAY_MS,
         _ => {
-            return Err(format!(
-                "{text:?} has an unknown unit (expected ms, s, m, h, d or w)"
-            ));
+            return Err(format!("{text:?} has an unknown unit (expected ms, s, m, h, d or w)"));
         }
     };
-    n.checked_mul(unit_ms)
-        .ok_or_else(|| format!("{text:?} is too long"))
+    n.checked_mul(unit_ms).ok_or_else(|| format!("{text:?} is too long"))
 }
 
 /// Formats unix milliseconds as RFC 3339 (UTC).
@@ -75,14 +70,8 @@ mod tests {
     fn instants() {
         assert_eq!(parse_instant("1700000000000"), Ok(1_700_000_000_000));
         assert_eq!(parse_instant("2023-11-14T22:13:20Z"), Ok(1_700_000_000_000));
-        assert_eq!(
-            parse_instant("2023-11-14T23:13:20+01:00"),
-            Ok(1_700_000_000_000)
-        );
+        assert_eq!(parse_instant("2023-11-14T23:13:20+01:00"), Ok(1_700_000_000_000));
         assert!(parse_instant("yesterday").is_err());
-        assert_eq!(
-            format_instant(1_700_000_000_000),
-            "2023-11-14T22:13:20.000Z"
-        );
+        assert_eq!(format_instant(1_700_000_000_000), "2023-11-14T22:13:20.000Z");
     }
 }

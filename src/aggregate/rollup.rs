@@ -132,9 +132,7 @@ impl RollupEngine {
     }
 
     fn lock(&self) -> MutexGuard<'_, EngineState> {
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Series ids for `calls`, plus every series not yet confirmed stored
@@ -155,11 +153,7 @@ impl RollupEngine {
         let mut max_seq = state.applied_seq;
         for (seq, series, call) in calls {
             for tier in Tier::ALL {
-                let key = CellKey {
-                    tier,
-                    bucket: tier.bucket(call.time_ms),
-                    series,
-                };
+                let key = CellKey { tier, bucket: tier.bucket(call.time_ms), series };
                 state.open.entry(key).or_default().add_call(call);
             }
             max_seq = max_seq.max(seq);
@@ -179,12 +173,7 @@ impl RollupEngine {
         let cells: Vec<(CellKey, Cell)> = state.open.drain().collect();
         let watermark = state.applied_seq;
         drop(state);
-        Flush {
-            engine: self,
-            _gate: gate,
-            cells,
-            watermark,
-        }
+        Flush { engine: self, _gate: gate, cells, watermark }
     }
 
     /// Holds off queries (and flushes) for a job that rewrites stored

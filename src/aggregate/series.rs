@@ -49,10 +49,7 @@ impl SeriesKey {
             "route" => self.route.as_deref(),
             "status" => Some(self.status.as_str()),
             "cluster" => self.cluster.as_deref(),
-            _ => name
-                .strip_prefix("tag.")
-                .and_then(|tag| self.tags.get(tag))
-                .map(String::as_str),
+            _ => name.strip_prefix("tag.").and_then(|tag| self.tags.get(tag)).map(String::as_str),
         }
     }
 
@@ -86,10 +83,7 @@ pub struct SeriesRegistry {
 impl SeriesRegistry {
     /// Loads series the store already has.
     pub fn from_stored(series: Vec<(i64, SeriesKey)>) -> Self {
-        let mut registry = SeriesRegistry {
-            next_id: 1,
-            ..Default::default()
-        };
+        let mut registry = SeriesRegistry { next_id: 1, ..Default::default() };
         for (id, key) in series {
             let key = Arc::new(key);
             registry.next_id = registry.next_id.max(id + 1);
@@ -131,10 +125,7 @@ impl SeriesRegistry {
 
     /// Series registered but not yet confirmed stored.
     pub fn pending(&self) -> Vec<(i64, Arc<SeriesKey>)> {
-        self.pending
-            .iter()
-            .map(|id| (*id, self.by_id[id].clone()))
-            .collect()
+        self.pending.iter().map(|id| (*id, self.by_id[id].clone())).collect()
     }
 
     /// The store now has these series.

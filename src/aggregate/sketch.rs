@@ -169,9 +169,7 @@ impl Sketch {
             0.0
         } else {
             remaining -= self.zero_count;
-            self.positive
-                .locate(&mut remaining)
-                .map_or(max, representative)
+            self.positive.locate(&mut remaining).map_or(max, representative)
         };
         Some(estimate.max(min).min(max))
     }
@@ -242,15 +240,7 @@ impl Sketch {
         if !input.rest.is_empty() {
             return Err(SketchError::TrailingBytes(input.rest.len()));
         }
-        Ok(Sketch {
-            negative,
-            zero_count,
-            positive,
-            count,
-            sum,
-            min,
-            max,
-        })
+        Ok(Sketch { negative, zero_count, positive, count, sum, min, max })
     }
 }
 
@@ -300,9 +290,7 @@ impl Store {
 
     #[inline]
     fn add(&mut self, key: i32, n: u64) {
-        let slot = usize::try_from(key - self.offset)
-            .ok()
-            .and_then(|i| self.bins.get_mut(i));
+        let slot = usize::try_from(key - self.offset).ok().and_then(|i| self.bins.get_mut(i));
         match slot {
             Some(count) => *count = count.saturating_add(n),
             None => self.add_outside(key, n),
@@ -474,10 +462,7 @@ impl Reader<'_> {
     }
 
     fn f64(&mut self) -> Result<f64, SketchError> {
-        let (bytes, rest) = self
-            .rest
-            .split_first_chunk::<8>()
-            .ok_or(SketchError::Truncated)?;
+        let (bytes, rest) = self.rest.split_first_chunk::<8>().ok_or(SketchError::Truncated)?;
         self.rest = rest;
         Ok(f64::from_le_bytes(*bytes))
     }
@@ -584,11 +569,7 @@ mod tests {
             }
             assert!(store.bins.len() <= MAX_BINS);
         }
-        let total = [
-            sketch.zero_count,
-            sketch.negative.total(),
-            sketch.positive.total(),
-        ];
+        let total = [sketch.zero_count, sketch.negative.total(), sketch.positive.total()];
         assert_eq!(sketch.count, total.into_iter().fold(0, u64::saturating_add));
         assert_eq!(sketch.min.is_some(), sketch.count > 0);
         assert_eq!(sketch.max.is_some(), sketch.count > 0);
@@ -612,9 +593,7 @@ mod tests {
     #[test]
     fn accurate_on_lognormal() {
         let mut rng = Rng(2);
-        let values: Vec<f64> = (0..10_000)
-            .map(|_| (3.0 + 1.5 * rng.normal()).exp())
-            .collect();
+        let values: Vec<f64> = (0..10_000).map(|_| (3.0 + 1.5 * rng.normal()).exp()).collect();
         assert_accurate(&values);
     }
 
@@ -628,9 +607,8 @@ mod tests {
     #[test]
     fn accurate_with_negatives() {
         let mut rng = Rng(4);
-        let values: Vec<f64> = (0..10_000)
-            .map(|_| rng.sign() * rng.log_uniform(1e-3, 1e6))
-            .collect();
+        let values: Vec<f64> =
+            (0..10_000).map(|_| rng.sign() * rng.log_uniform(1e-3, 1e6)).collect();
         assert_accurate(&values);
         let mostly_negative: Vec<f64> = (0..1000).map(|i| -f64::from(i) - 0.5).collect();
         assert_accurate(&mostly_negative);
@@ -662,10 +640,7 @@ mod tests {
         let last = sorted.len() - 1;
         for (rank, &exact) in sorted.iter().enumerate() {
             let estimate = sketch.quantile(rank as f64 / last as f64).unwrap();
-            assert!(
-                within_bound(estimate, exact),
-                "rank {rank}: {estimate} vs {exact}"
-            );
+            assert!(within_bound(estimate, exact), "rank {rank}: {estimate} vs {exact}");
         }
     }
 
@@ -698,9 +673,8 @@ mod tests {
 
     #[test]
     fn range_from_1e_minus6_to_1e9_fits_without_collapsing() {
-        let values: Vec<f64> = (0..=3000)
-            .map(|i| 1e-6 * 1e15_f64.powf(f64::from(i) / 3000.0))
-            .collect();
+        let values: Vec<f64> =
+            (0..=3000).map(|i| 1e-6 * 1e15_f64.powf(f64::from(i) / 3000.0)).collect();
         assert_accurate(&values);
         let negated: Vec<f64> = values.iter().map(|v| -v).collect();
         assert_accurate(&negated);
@@ -709,9 +683,8 @@ mod tests {
 
     #[test]
     fn collapse_bounds_memory_and_sacrifices_only_the_lowest_values() {
-        let values: Vec<f64> = (0..=5000)
-            .map(|i| 1e-8 * 1e20_f64.powf(f64::from(i) / 5000.0))
-            .collect();
+        let values: Vec<f64> =
+            (0..=5000).map(|i| 1e-8 * 1e20_f64.powf(f64::from(i) / 5000.0)).collect();
         let sorted_values = sorted(&values);
         let sketch = sketch_of(&values);
         assert_eq!(sketch.positive.bins.len(), MAX_BINS);
@@ -722,10 +695,7 @@ mod tests {
         for percent in 20..=100 {
             let exact = sorted_values[percent * 5000 / 100];
             let estimate = sketch.quantile(percent as f64 / 100.0).unwrap();
-            assert!(
-                within_bound(estimate, exact),
-                "p{percent}: {estimate} vs {exact}"
-            );
+            assert!(within_bound(estimate, exact), "p{percent}: {estimate} vs {exact}");
         }
         // Mirrored: the most negative values are the lowest and the ones collapsed.
         let negated: Vec<f64> = values.iter().map(|v| -v).collect();
@@ -736,10 +706,7 @@ mod tests {
         for percent in 20..=100 {
             let exact = sorted_negated[percent * 5000 / 100];
             let estimate = sketch.quantile(percent as f64 / 100.0).unwrap();
-            assert!(
-                within_bound(estimate, exact),
-                "p{percent}: {estimate} vs {exact}"
-            );
+            assert!(within_bound(estimate, exact), "p{percent}: {estimate} vs {exact}");
         }
     }
 
@@ -801,10 +768,7 @@ mod tests {
         let mut sketch = Sketch::new();
         sketch.add(1.0);
         sketch.add(1000.0);
-        let (pointer, capacity) = (
-            sketch.positive.bins.as_ptr(),
-            sketch.positive.bins.capacity(),
-        );
+        let (pointer, capacity) = (sketch.positive.bins.as_ptr(), sketch.positive.bins.capacity());
         for _ in 0..10_000 {
             sketch.add(rng.log_uniform(1.0, 1000.0));
         }
@@ -834,46 +798,24 @@ mod tests {
         assert_eq!(Sketch::decode(&[2, 0, 0, 0]), Err(UnsupportedVersion(2)));
         assert_eq!(with(&|b| b.truncate(b.len() - 1)), Err(Truncated));
         assert_eq!(with(&|b| b.push(0)), Err(TrailingBytes(1)));
+        assert_eq!(Sketch::decode(&[1, 0, 0x80, 0x80, 0x01]), Err(TooManyBins(1 << 14)));
         assert_eq!(
-            Sketch::decode(&[1, 0, 0x80, 0x80, 0x01]),
-            Err(TooManyBins(1 << 14))
-        );
-        assert_eq!(
-            Sketch::decode(&[
-                1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f
-            ]),
+            Sketch::decode(&[1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f]),
             Err(MalformedVarint)
         );
         assert_eq!(Sketch::decode(&[1, 0, 1, 0, 0, 0]), Err(EmptyBin));
+        assert_eq!(Sketch::decode(&[1, 0, 2, 0, 1, 0x90, 0x10, 1, 0]), Err(SpanTooWide));
+        assert_eq!(Sketch::decode(&[1, 0, 2, 0, 1, 0xff, 0x0f, 1, 0]), Err(SpanTooWide));
+        assert_eq!(Sketch::decode(&[1, 0, 1, 0x80, 0x80, 0x10, 1, 0]), Err(KeyOutOfRange(1 << 17)));
         assert_eq!(
-            Sketch::decode(&[1, 0, 2, 0, 1, 0x90, 0x10, 1, 0]),
-            Err(SpanTooWide)
-        );
-        assert_eq!(
-            Sketch::decode(&[1, 0, 2, 0, 1, 0xff, 0x0f, 1, 0]),
-            Err(SpanTooWide)
-        );
-        assert_eq!(
-            Sketch::decode(&[1, 0, 1, 0x80, 0x80, 0x10, 1, 0]),
-            Err(KeyOutOfRange(1 << 17))
-        );
-        assert_eq!(
-            Sketch::decode(&[
-                1, 0, 1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01
-            ]),
+            Sketch::decode(&[1, 0, 1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]),
             Err(KeyOutOfRange(i64::MIN))
         );
         let at_min = valid.len() - 24;
         let nan = f64::NAN.to_le_bytes();
-        assert_eq!(
-            with(&|b| b[at_min..at_min + 8].copy_from_slice(&nan)),
-            Err(InvalidBounds)
-        );
+        assert_eq!(with(&|b| b[at_min..at_min + 8].copy_from_slice(&nan)), Err(InvalidBounds));
         let huge = 1e300_f64.to_le_bytes();
-        assert_eq!(
-            with(&|b| b[at_min..at_min + 8].copy_from_slice(&huge)),
-            Err(InvalidBounds)
-        );
+        assert_eq!(with(&|b| b[at_min..at_min + 8].copy_from_slice(&huge)), Err(InvalidBounds));
     }
 
     fn value() -> impl Strategy<Value = f64> {
@@ -890,10 +832,7 @@ mod tests {
 
     /// Count, bins, min and max exactly; sum within the rounding of an f64 running sum.
     fn assert_equivalent(a: &Sketch, b: &Sketch) -> Result<(), TestCaseError> {
-        let without_sum = |s: &Sketch| Sketch {
-            sum: 0.0,
-            ..s.clone()
-        };
+        let without_sum = |s: &Sketch| Sketch { sum: 0.0, ..s.clone() };
         prop_assert_eq!(without_sum(a), without_sum(b));
         let largest = a.min.unwrap_or(0.0).abs().max(a.max.unwrap_or(0.0).abs());
         let tolerance = 1e-12 * largest * a.count as f64;

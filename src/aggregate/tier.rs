@@ -55,10 +55,7 @@ impl Tier {
     /// The coarsest tier whose buckets divide `step_ms` (None when the step is
     /// finer than a minute or not a whole number of minutes).
     pub fn coarsest_fitting(step_ms: i64) -> Option<Tier> {
-        Tier::ALL
-            .into_iter()
-            .rev()
-            .find(|t| step_ms >= t.width_ms() && step_ms % t.width_ms() == 0)
+        Tier::ALL.into_iter().rev().find(|t| step_ms >= t.width_ms() && step_ms % t.width_ms() == 0)
     }
 }
 
@@ -79,12 +76,8 @@ fn cover_into(from: i64, to: i64, tier: Tier, pieces: &mut Vec<(Tier, i64, i64)>
         return;
     }
     let width = tier.width_ms();
-    let inner_from = from.div_euclid(width) * width
-        + if from.rem_euclid(width) == 0 {
-            0
-        } else {
-            width
-        };
+    let inner_from =
+        from.div_euclid(width) * width + if from.rem_euclid(width) == 0 { 0 } else { width };
     let inner_to = to.div_euclid(width) * width;
     let finer = match tier {
         Tier::Day => Some(Tier::Hour),
@@ -132,10 +125,7 @@ mod tests {
 
     #[test]
     fn cover_of_short_window_is_minutes() {
-        assert_eq!(
-            cover(MINUTE_MS, 5 * MINUTE_MS),
-            vec![(Tier::Minute, MINUTE_MS, 5 * MINUTE_MS)]
-        );
+        assert_eq!(cover(MINUTE_MS, 5 * MINUTE_MS), vec![(Tier::Minute, MINUTE_MS, 5 * MINUTE_MS)]);
         assert!(cover(MINUTE_MS, MINUTE_MS).is_empty());
     }
 

@@ -126,11 +126,7 @@ impl Server {
                 None => bail!("tally serve exited before listening"),
             }
         };
-        Ok(Server {
-            url,
-            child: Some(child),
-            _temp: temp,
-        })
+        Ok(Server { url, child: Some(child), _temp: temp })
     }
 
     /// Peak resident memory of a server we started, in MiB.
@@ -145,10 +141,8 @@ impl Server {
     async fn stop(mut self) {
         if let Some(child) = &mut self.child {
             if let Some(pid) = child.id() {
-                let _ = std::process::Command::new("kill")
-                    .arg("-TERM")
-                    .arg(pid.to_string())
-                    .status();
+                let _ =
+                    std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
             }
             let _ = tokio::time::timeout(Duration::from_secs(30), child.wait()).await;
         }
@@ -196,11 +190,7 @@ fn batch_body(run: u64, batch: u64, size: u64, now: i64, spread_ms: i64) -> Stri
         // in a real deployment (200 users, 50 keys, 5 teams).
         let user = rng.below(200);
         let input = 50 + rng.below(4000);
-        let cached = if rng.below(3) == 0 {
-            rng.below(input)
-        } else {
-            0
-        };
+        let cached = if rng.below(3) == 0 { rng.below(input) } else { 0 };
         let output = 1 + rng.below(800);
         let completed = now - rng.below(spread_ms.max(1) as u64) as i64;
         let duration = 200 + rng.below(5000);
@@ -236,9 +226,7 @@ async fn load(
     spread_ms: i64,
     deadline: Instant,
 ) -> anyhow::Result<LoadResult> {
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(concurrency as usize)
-        .build()?;
+    let client = reqwest::Client::builder().pool_max_idle_per_host(concurrency as usize).build()?;
     let batches = records.div_ceil(batch);
     let next = Arc::new(AtomicU64::new(0));
     let sent = Arc::new(AtomicU64::new(0));
@@ -305,17 +293,9 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
     let server = Server::start(&args.target).await?;
     let run = crate::time::now_ms() as u64;
     let deadline = Instant::now() + Duration::from_secs(args.max_seconds);
-    let mut result = load(
-        &server.url,
-        run,
-        0,
-        args.records,
-        args.batch,
-        args.concurrency,
-        60_000,
-        deadline,
-    )
-    .await?;
+    let mut result =
+        load(&server.url, run, 0, args.records, args.batch, args.concurrency, 60_000, deadline)
+            .await?;
     result.latencies_ms.sort_by(f64::total_cmp);
     println!(
         "ingest: {} reports in batches of {}, {} concurrent clients",
@@ -366,10 +346,7 @@ async fn query(args: QueryArgs) -> anyhow::Result<()> {
                 result.records as f64 / result.seconds
             );
         }
-        let url = format!(
-            "{}/api/v1/usage/summary?since=24h&group_by=model",
-            server.url
-        );
+        let url = format!("{}/api/v1/usage/summary?since=24h&group_by=model", server.url);
         let mut times = Vec::new();
         for _ in 0..args.queries {
             let t0 = Instant::now();
@@ -377,10 +354,7 @@ async fn query(args: QueryArgs) -> anyhow::Result<()> {
             let body: serde_json::Value = response.json().await?;
             times.push(t0.elapsed().as_secs_f64() * 1000.0);
             if body["total"]["requests"].as_u64() != Some(loaded) {
-                bail!(
-                    "summary saw {} requests, expected {loaded}",
-                    body["total"]["requests"]
-                );
+                bail!("summary saw {} requests, expected {loaded}", body["total"]["requests"]);
             }
         }
         times.sort_by(f64::total_cmp);

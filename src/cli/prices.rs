@@ -56,11 +56,7 @@ pub fn run(args: PricesArgs) -> anyhow::Result<()> {
     println!("  cache write  {}", opt(found.price.cache_write));
     println!(
         "  reasoning    {}",
-        found
-            .price
-            .reasoning
-            .map(per_m)
-            .unwrap_or_else(|| "(output price)".into())
+        found.price.reasoning.map(per_m).unwrap_or_else(|| "(output price)".into())
     );
     Ok(())
 }

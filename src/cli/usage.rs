@@ -39,10 +39,8 @@ pub struct UsageArgs {
 }
 
 pub async fn run(args: UsageArgs) -> anyhow::Result<()> {
-    let mut query: Vec<(&str, String)> = vec![
-        ("group_by", args.by.clone()),
-        ("project", args.project.clone()),
-    ];
+    let mut query: Vec<(&str, String)> =
+        vec![("group_by", args.by.clone()), ("project", args.project.clone())];
     if let Some(since) = &args.since {
         query.push(("since", since.clone()));
     }
@@ -62,33 +60,20 @@ pub async fn run(args: UsageArgs) -> anyhow::Result<()> {
     let response = check(reqwest::Client::new().get(url).query(&query).send().await?).await?;
     match args.format {
         Format::Csv => print!("{}", response.text().await?),
-        Format::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(&response.json::<Value>().await?)?
-        ),
+        Format::Json => {
+            println!("{}", serde_json::to_string_pretty(&response.json::<Value>().await?)?)
+        }
         Format::Table => print_table(&args.by, &response.json::<Value>().await?),
     }
     Ok(())
 }
 
 fn print_table(by: &str, summary: &Value) {
-    let dims: Vec<&str> = by
-        .split(',')
-        .map(str::trim)
-        .filter(|d| !d.is_empty())
-        .collect();
+    let dims: Vec<&str> = by.split(',').map(str::trim).filter(|d| !d.is_empty()).collect();
     let mut header: Vec<String> = dims.iter().map(|d| d.to_uppercase()).collect();
     header.extend(
-        [
-            "REQUESTS",
-            "INPUT",
-            "OUTPUT",
-            "CACHE_READ",
-            "TOTAL",
-            "ERRORS",
-            "COST_USD",
-        ]
-        .map(String::from),
+        ["REQUESTS", "INPUT", "OUTPUT", "CACHE_READ", "TOTAL", "ERRORS", "COST_USD"]
+            .map(String::from),
     );
     let row = |key: Option<&Value>, g: &Value| -> Vec<String> {
         let mut cells: Vec<String> = dims
@@ -116,21 +101,18 @@ fn print_table(by: &str, summary: &Value) {
         rows.push(row(Some(&group["key"]), group));
     }
     rows.push(row(None, &summary["total"]));
-    let widths: Vec<usize> = (0..rows[0].len())
-        .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
-        .collect();
+    let widths: Vec<usize> =
+        (0..rows[0].len()).map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0)).collect();
     for r in rows {
         let line: Vec<String> = r
             .iter()
             .zip(&widths)
             .enumerate()
-            .map(|(i, (cell, w))| {
-                if i < dims.len() {
-                    format!("{cell:<w$}")
-                } else {
-                    format!("{cell:>w$}")
-                }
-            })
+            .map(
+                |(i, (cell, w))| {
+                    if i < dims.len() { format!("{cell:<w$}") } else { format!("{cell:>w$}") }
+                },
+            )
             .collect();
         println!("{}", line.join("  ").trim_end());
     }

@@ -63,23 +63,10 @@ impl From<StorageError> for CommitError {
 type Reply<T> = oneshot::Sender<Result<T, CommitError>>;
 
 enum Job {
-    Append {
-        calls: Vec<LlmCall>,
-        reply: Reply<Vec<Outcome>>,
-    },
-    Reprice {
-        from: i64,
-        to: i64,
-        prices: Arc<PriceTable>,
-        reply: Reply<RepriceReport>,
-    },
-    Retention {
-        cutoffs: RetentionCutoffs,
-        reply: Reply<u64>,
-    },
-    Flush {
-        reply: Reply<()>,
-    },
+    Append { calls: Vec<LlmCall>, reply: Reply<Vec<Outcome>> },
+    Reprice { from: i64, to: i64, prices: Arc<PriceTable>, reply: Reply<RepriceReport> },
+    Retention { cutoffs: RetentionCutoffs, reply: Reply<u64> },
+    Flush { reply: Reply<()> },
 }
 
 /// The handle request handlers use to get calls committed.
@@ -99,31 +86,18 @@ impl Committer {
     ) -> std::io::Result<(Committer, oneshot::Receiver<()>)> {
         let (jobs, receiver) = mpsc::unbounded_channel();
         let queued = Arc::new(AtomicUsize::new(0));
-        let handle = Committer {
-            jobs,
-            queued: queued.clone(),
-            max_queued: config.max_queued_records,
-        };
-        let task = CommitterTask {
-            storage,
-            engine,
-            config,
-            queued,
-            last_flush: Instant::now(),
-        };
+        let handle =
+            Committer { jobs, queued: queued.clone(), max_queued: config.max_queued_records };
+        let task = CommitterTask { storage, engine, config, queued, last_flush: Instant::now() };
         let (stopped_tx, stopped) = oneshot::channel();
         // The committer gets a thread (and a single-threaded runtime) of its
         // own: on the shared runtime it would queue behind request handlers
         // busy parsing, and every request would wait for that.
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        std::thread::Builder::new()
-            .name("tally-committer".into())
-            .spawn(move || {
-                runtime.block_on(task.run(receiver));
-                let _ = stopped_tx.send(());
-            })?;
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        std::thread::Builder::new().name("tally-committer".into()).spawn(move || {
+            runtime.block_on(task.run(receiver));
+            let _ = stopped_tx.send(());
+        })?;
         Ok((handle, stopped))
     }
 
@@ -148,9 +122,7 @@ impl Committer {
 
     async fn ask<T>(&self, job: impl FnOnce(Reply<T>) -> Job) -> Result<T, CommitError> {
         let (reply, answer) = oneshot::channel();
-        self.jobs
-            .send(job(reply))
-            .map_err(|_| CommitError::Stopped)?;
+        self.jobs.send(job(reply)).map_err(|_| CommitError::Stopped)?;
         answer.await.unwrap_or(Err(CommitError::Stopped))
     }
 
@@ -162,13 +134,7 @@ impl Committer {
         to: i64,
         prices: Arc<PriceTable>,
     ) -> Result<RepriceReport, CommitError> {
-        self.ask(|reply| Job::Reprice {
-            from,
-            to,
-            prices,
-            reply,
-        })
-        .await
+        self.ask(|reply| Job::Reprice { from, to, prices, reply }).await
     }
 
     pub async fn retention(&self, cutoffs: RetentionCutoffs) -> Result<u64, CommitError> {
@@ -221,10 +187,7 @@ impl CommitterTask {
             while let Some(job) = next.take() {
                 match job {
                     Job::Append { mut calls, reply } => {
-                        pending.push(Pending {
-                            calls: calls.len(),
-                            reply,
-                        });
+                        pending.push(Pending { calls: calls.len(), reply });
                         group.append(&mut calls);
                     }
                     job => other.push(job),
@@ -256,14 +219,7 @@ impl CommitterTask {
         let (series_ids, new_series) = self.engine.assign_series(&calls);
         let new_ids: Vec<i64> = new_series.iter().map(|(id, _)| *id).collect();
         let started = Instant::now();
-        let result = self
-            .storage
-            .append(AppendBatch {
-                calls,
-                series_ids,
-                new_series,
-            })
-            .await;
+        let result = self.storage.append(AppendBatch { calls, series_ids, new_series }).await;
         tracing::debug!(
             records = total,
             requests = pending.len(),
@@ -309,12 +265,12 @@ impl CommitterTask {
         }
         let cells = Arc::new(std::mem::take(&mut flush.cells));
         let started = Instant::now();
-        match self
-            .storage
-            .flush_rollups(cells.clone(), flush.watermark)
-            .await
-        {
-            Ok(()) => Ok(()),
+        match self.storage.flush_rollups(cells.clone(), flush.watermark).await {
+            Ok(()) => {
+                let ms = started.elapsed().as_millis() as u64;
+                tracing::debug!(cells = cells.len(), ms, "rollups flushed");
+                Ok(())
+            }
             Err(err) => {
                 warn!(%err, cells = cells.len(), "rollup flush failed; cells kept in memory");
                 flush.abort(Arc::try_unwrap(cells).unwrap_or_else(|shared| (*shared).clone()));
@@ -331,21 +287,14 @@ impl CommitterTask {
             }
             Job::Retention { cutoffs, reply } => {
                 let result = match self.flush().await {
-                    Ok(()) => self
-                        .storage
-                        .apply_retention(cutoffs)
-                        .await
-                        .map_err(CommitError::from),
+                    Ok(()) => {
+                        self.storage.apply_retention(cutoffs).await.map_err(CommitError::from)
+                    }
                     Err(err) => Err(err.into()),
                 };
                 let _ = reply.send(result);
             }
-            Job::Reprice {
-                from,
-                to,
-                prices,
-                reply,
-            } => {
+            Job::Reprice { from, to, prices, reply } => {
                 let result = match self.flush().await {
                     Ok(()) => reprice::run(&*self.storage, &self.engine, from, to, &prices)
                         .await

@@ -69,9 +69,7 @@ pub async fn run(
     let mut cells: HashMap<CellKey, Cell> = HashMap::new();
     let mut after = 0;
     loop {
-        let page = storage
-            .calls_between(rebuilt_from, rebuilt_to, after, PAGE)
-            .await?;
+        let page = storage.calls_between(rebuilt_from, rebuilt_to, after, PAGE).await?;
         let Some(last) = page.last() else { break };
         after = last.seq;
         let full_page = page.len() == PAGE;
@@ -90,11 +88,8 @@ pub async fn run(
                 report.cost_after_usd += call.cost_usd;
             }
             for tier in Tier::ALL {
-                let key = CellKey {
-                    tier,
-                    bucket: tier.bucket(call.time_ms),
-                    series: stored.series,
-                };
+                let key =
+                    CellKey { tier, bucket: tier.bucket(call.time_ms), series: stored.series };
                 cells.entry(key).or_default().add_call(call);
             }
         }
@@ -102,13 +97,6 @@ pub async fn run(
             break;
         }
     }
-    storage
-        .replace_window(
-            repriced,
-            rebuilt_from,
-            rebuilt_to,
-            cells.into_iter().collect(),
-        )
-        .await?;
+    storage.replace_window(repriced, rebuilt_from, rebuilt_to, cells.into_iter().collect()).await?;
     Ok(report)
 }

@@ -22,9 +22,7 @@ fn too_large(limit: usize) -> ApiError {
 /// Reads the whole body, decompressing gzip, refusing more than `limit` bytes
 /// either way.
 pub async fn read(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
-    let raw = axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|_| too_large(limit))?;
+    let raw = axum::body::to_bytes(body, limit).await.map_err(|_| too_large(limit))?;
     let encoding = headers
         .get(header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
@@ -80,11 +78,7 @@ pub fn split_records<'a>(body: &'a [u8], ndjson: bool) -> Result<Vec<&'a str>, A
     let text = std::str::from_utf8(body)
         .map_err(|e| ApiError::bad_request(format!("body is not UTF-8 text: {e}")))?;
     if ndjson {
-        return Ok(text
-            .lines()
-            .map(str::trim)
-            .filter(|line| !line.is_empty())
-            .collect());
+        return Ok(text.lines().map(str::trim).filter(|line| !line.is_empty()).collect());
     }
     match text.trim_start().as_bytes().first() {
         Some(b'[') => {
@@ -118,14 +112,8 @@ mod tests {
             split_records(br#"[{"a":1}, {"b":2}]"#, false).unwrap(),
             vec![r#"{"a":1}"#, r#"{"b":2}"#]
         );
-        assert_eq!(
-            split_records(br#"{"records":[{"a":1}]}"#, false).unwrap(),
-            vec![r#"{"a":1}"#]
-        );
-        assert_eq!(
-            split_records(br#"{"model":"x"}"#, false).unwrap(),
-            vec![r#"{"model":"x"}"#]
-        );
+        assert_eq!(split_records(br#"{"records":[{"a":1}]}"#, false).unwrap(), vec![r#"{"a":1}"#]);
+        assert_eq!(split_records(br#"{"model":"x"}"#, false).unwrap(), vec![r#"{"model":"x"}"#]);
         assert_eq!(
             split_records(b"{\"a\":1}\n\n{\"b\":2}\n", true).unwrap(),
             vec!["{\"a\":1}", "{\"b\":2}"]

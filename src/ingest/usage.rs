@@ -57,10 +57,7 @@ pub async fn post_usage(
     for (index, json) in records.iter().enumerate() {
         match parse_report(json).and_then(|raw| normalize_report(raw, &context)) {
             Ok(call) => calls.push(call),
-            Err(err) => rejected.push(Rejection {
-                index,
-                error: err.to_string(),
-            }),
+            Err(err) => rejected.push(Rejection { index, error: err.to_string() }),
         }
     }
     let parsed = std::time::Instant::now();
@@ -71,11 +68,7 @@ pub async fn post_usage(
         "usage batch"
     );
     let accepted = outcomes.iter().filter(|o| **o == Outcome::Accepted).count();
-    let response = UsageResponse {
-        accepted,
-        duplicates: outcomes.len() - accepted,
-        rejected,
-    };
+    let response = UsageResponse { accepted, duplicates: outcomes.len() - accepted, rejected };
     let status = if outcomes.is_empty() && !response.rejected.is_empty() {
         StatusCode::BAD_REQUEST
     } else {
@@ -93,13 +86,11 @@ pub struct RepriceRequest {
 
 fn instant_field(name: &str, value: &serde_json::Value) -> Result<i64, ApiError> {
     let parsed = match value {
-        serde_json::Value::Number(n) => n
-            .as_i64()
-            .ok_or_else(|| format!("{n} is not unix milliseconds")),
+        serde_json::Value::Number(n) => {
+            n.as_i64().ok_or_else(|| format!("{n} is not unix milliseconds"))
+        }
         serde_json::Value::String(s) => crate::time::parse_instant(s),
-        other => Err(format!(
-            "expected unix milliseconds or RFC 3339, got {other}"
-        )),
+        other => Err(format!("expected unix milliseconds or RFC 3339, got {other}")),
     };
     parsed.map_err(|e| ApiError::bad_request(format!("{name}: {e}")))
 }
@@ -125,9 +116,6 @@ pub async fn post_reprice(
             )));
         }
     }
-    let report = ingest
-        .committer
-        .reprice(from, to, ingest.prices.clone())
-        .await?;
+    let report = ingest.committer.reprice(from, to, ingest.prices.clone()).await?;
     Ok(Json(report))
 }

@@ -81,10 +81,7 @@ pub struct ReportError {
 
 impl ReportError {
     fn new(field: &str, message: impl Into<String>) -> Self {
-        Self {
-            field: field.to_owned(),
-            message: message.into(),
-        }
+        Self { field: field.to_owned(), message: message.into() }
     }
 }
 
@@ -99,10 +96,7 @@ pub struct AccountingRules {
 
 impl Default for AccountingRules {
     fn default() -> Self {
-        Self {
-            bytes_per_input_token: 4,
-            tokens_per_output_chunk: 1,
-        }
+        Self { bytes_per_input_token: 4, tokens_per_output_chunk: 1 }
     }
 }
 
@@ -155,10 +149,7 @@ fn text(field: &str, value: Option<Text>) -> Result<Option<String>, ReportError>
         return Ok(None);
     }
     if value.len() > MAX_TEXT_LEN {
-        return Err(ReportError::new(
-            field,
-            format!("longer than {MAX_TEXT_LEN} bytes"),
-        ));
+        return Err(ReportError::new(field, format!("longer than {MAX_TEXT_LEN} bytes")));
     }
     Ok(Some(value.to_owned()))
 }
@@ -211,10 +202,7 @@ pub fn normalize_report(
         tags.entry("model_id".to_owned()).or_insert(model_id);
     }
     if tags.len() > MAX_TAGS {
-        return Err(ReportError::new(
-            "tags",
-            format!("more than {MAX_TAGS} tags"),
-        ));
+        return Err(ReportError::new("tags", format!("more than {MAX_TAGS} tags")));
     }
     for (key, value) in &tags {
         if key.is_empty() || key.len() > 64 {
@@ -233,10 +221,7 @@ pub fn normalize_report(
 
     let started_at_ms = raw.started_at.and_then(|i| i.0);
     let completed_at_ms = raw.completed_at.and_then(|i| i.0);
-    for (field, value) in [
-        ("started_at", started_at_ms),
-        ("completed_at", completed_at_ms),
-    ] {
+    for (field, value) in [("started_at", started_at_ms), ("completed_at", completed_at_ms)] {
         if let Some(ms) = value
             && ms > ctx.now_ms + MAX_FUTURE_MS
         {
@@ -279,16 +264,10 @@ pub fn normalize_report(
     {
         input = total - output;
     }
-    let total = reported_total
-        .unwrap_or(0)
-        .max(input.saturating_add(output));
+    let total = reported_total.unwrap_or(0).max(input.saturating_add(output));
 
     if cache_read.saturating_add(cache_write) > input {
-        let field = if cache_write == 0 {
-            "cache_read_tokens"
-        } else {
-            "cache_write_tokens"
-        };
+        let field = if cache_write == 0 { "cache_read_tokens" } else { "cache_write_tokens" };
         return Err(ReportError::new(
             field,
             format!(
@@ -310,13 +289,7 @@ pub fn normalize_report(
         return Err(ReportError::new("requests", "must be at least 1"));
     }
 
-    let tokens = TokenCounts {
-        input,
-        output,
-        cache_read,
-        cache_write,
-        reasoning,
-    };
+    let tokens = TokenCounts { input, output, cache_read, cache_write, reasoning };
     let (cost_usd, price_id, matched_provider) =
         match ctx.prices.lookup(&model, provider.as_deref(), time_ms) {
             Some(found) => (

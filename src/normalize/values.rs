@@ -70,9 +70,7 @@ impl<'de> Deserialize<'de> for Count {
                 if v.fract() == 0.0 && v >= 0.0 && v < u64::MAX as f64 {
                     Ok(Count(v as u64))
                 } else {
-                    Err(E::custom(format_args!(
-                        "must be a non-negative integer, got {v}"
-                    )))
+                    Err(E::custom(format_args!("must be a non-negative integer, got {v}")))
                 }
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Count, E> {
@@ -107,17 +105,15 @@ impl<'de> Deserialize<'de> for Amount {
                 if v.is_finite() && v >= 0.0 {
                     Ok(Amount(v))
                 } else {
-                    Err(E::custom(format_args!(
-                        "must be a non-negative number, got {v}"
-                    )))
+                    Err(E::custom(format_args!("must be a non-negative number, got {v}")))
                 }
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Amount, E> {
                 match v.parse::<f64>() {
                     Ok(n) => self.visit_f64(n),
-                    Err(_) => Err(E::custom(format_args!(
-                        "must be a non-negative number, got {v:?}"
-                    ))),
+                    Err(_) => {
+                        Err(E::custom(format_args!("must be a non-negative number, got {v:?}")))
+                    }
                 }
             }
         }
@@ -153,9 +149,7 @@ impl<'de> Deserialize<'de> for Instant {
                 Ok(Instant((v > 0.0).then_some(v as i64)))
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Instant, E> {
-                parse_instant(v)
-                    .map(|ms| Instant(Some(ms)))
-                    .map_err(E::custom)
+                parse_instant(v).map(|ms| Instant(Some(ms))).map_err(E::custom)
             }
         }
         deserializer.deserialize_any(InstantVisitor)

@@ -63,19 +63,11 @@ pub(super) enum CatalogParseError {
     #[error("line {line}: empty {field}")]
     EmptyField { line: usize, field: &'static str },
     #[error("line {line}: {field} {value:?} is not a finite number >= 0")]
-    BadPrice {
-        line: usize,
-        field: &'static str,
-        value: String,
-    },
+    BadPrice { line: usize, field: &'static str, value: String },
     #[error("line {line}: neither an input nor an output price")]
     Unpriced { line: usize },
     #[error("line {line}: model {model:?} already on line {first}")]
-    DuplicateModel {
-        line: usize,
-        model: String,
-        first: usize,
-    },
+    DuplicateModel { line: usize, model: String, first: usize },
 }
 
 impl Catalog {
@@ -112,16 +104,11 @@ impl Catalog {
             entries.push(entry);
         }
         if !header_seen {
-            return Err(CatalogParseError::MissingHeader {
-                line: source.lines().count() + 1,
-            });
+            return Err(CatalogParseError::MissingHeader { line: source.lines().count() + 1 });
         }
 
-        let by_name: HashMap<&'static str, usize> = entries
-            .iter()
-            .enumerate()
-            .map(|(index, entry)| (entry.model, index))
-            .collect();
+        let by_name: HashMap<&'static str, usize> =
+            entries.iter().enumerate().map(|(index, entry)| (entry.model, index)).collect();
         let mut by_lowercase_name = HashMap::new();
         for (index, entry) in entries.iter().enumerate() {
             if let Cow::Owned(lowercase) = lowercased(entry.model) {
@@ -131,11 +118,7 @@ impl Catalog {
                 by_lowercase_name.entry(lowercase).or_insert(index);
             }
         }
-        Ok(Catalog {
-            entries,
-            by_name,
-            by_lowercase_name,
-        })
+        Ok(Catalog { entries, by_name, by_lowercase_name })
     }
 
     pub(super) fn entries(&self) -> &[CatalogEntry] {
@@ -170,42 +153,20 @@ pub(super) fn lowercased(name: &str) -> Cow<'_, str> {
         return Cow::Borrowed(name);
     }
     let lowercase = name.to_lowercase();
-    if lowercase == name {
-        Cow::Borrowed(name)
-    } else {
-        Cow::Owned(lowercase)
-    }
+    if lowercase == name { Cow::Borrowed(name) } else { Cow::Owned(lowercase) }
 }
 
 fn parse_row(line: usize, row: &'static str) -> Result<CatalogEntry, CatalogParseError> {
     let fields: Vec<&'static str> = row.split('\t').collect();
-    let [
-        model,
-        provider,
-        mode,
-        input,
-        output,
-        cache_read,
-        cache_write,
-        reasoning,
-    ] = fields[..]
+    let [model, provider, mode, input, output, cache_read, cache_write, reasoning] = fields[..]
     else {
-        return Err(CatalogParseError::FieldCount {
-            line,
-            found: fields.len(),
-        });
+        return Err(CatalogParseError::FieldCount { line, found: fields.len() });
     };
     if model.is_empty() {
-        return Err(CatalogParseError::EmptyField {
-            line,
-            field: "model",
-        });
+        return Err(CatalogParseError::EmptyField { line, field: "model" });
     }
     if provider.is_empty() {
-        return Err(CatalogParseError::EmptyField {
-            line,
-            field: "provider",
-        });
+        return Err(CatalogParseError::EmptyField { line, field: "provider" });
     }
     let input = parse_price(line, "input", input)?;
     let output = parse_price(line, "output", output)?;
@@ -237,11 +198,7 @@ fn parse_price(
     }
     match cell.parse::<f64>() {
         Ok(price) if price.is_finite() && price >= 0.0 => Ok(Some(price)),
-        _ => Err(CatalogParseError::BadPrice {
-            line,
-            field,
-            value: cell.to_owned(),
-        }),
+        _ => Err(CatalogParseError::BadPrice { line, field, value: cell.to_owned() }),
     }
 }
 
@@ -251,9 +208,7 @@ mod tests {
 
     fn entry(name: &str) -> &'static CatalogEntry {
         let catalog = Catalog::builtin();
-        let index = catalog
-            .find(name)
-            .unwrap_or_else(|| panic!("{name} missing"));
+        let index = catalog.find(name).unwrap_or_else(|| panic!("{name} missing"));
         catalog.entry(index)
     }
 
@@ -314,10 +269,7 @@ mod tests {
             .count();
         assert!(priced_cache_writes > 100, "{priced_cache_writes}");
         assert!(priced_reasoning > 10, "{priced_reasoning}");
-        assert_eq!(
-            entry("dashscope/qwen-plus-2025-04-28").price.reasoning,
-            Some(4e-6)
-        );
+        assert_eq!(entry("dashscope/qwen-plus-2025-04-28").price.reasoning, Some(4e-6));
     }
 
     #[test]
@@ -330,10 +282,7 @@ mod tests {
             .find(|entry| entry.model.bytes().any(|byte| byte.is_ascii_uppercase()))
             .expect("the catalog has mixed-case keys");
         let index = catalog.find(&mixed_case.model.to_ascii_lowercase());
-        assert_eq!(
-            index.map(|index| catalog.entry(index).model),
-            Some(mixed_case.model)
-        );
+        assert_eq!(index.map(|index| catalog.entry(index).model), Some(mixed_case.model));
         assert_eq!(catalog.find("no-such-model"), None);
     }
 

@@ -39,10 +39,8 @@ pub struct TokenCounts {
 /// charged for its cached tokens and nothing else on the input side, never a
 /// negative amount.
 pub fn cost(price: &Price, tokens: &TokenCounts) -> f64 {
-    let uncached_input = tokens
-        .input
-        .saturating_sub(tokens.cache_read)
-        .saturating_sub(tokens.cache_write);
+    let uncached_input =
+        tokens.input.saturating_sub(tokens.cache_read).saturating_sub(tokens.cache_write);
     let input_cost = uncached_input as f64 * price.input
         + tokens.cache_read as f64 * price.cache_read.unwrap_or(price.input)
         + tokens.cache_write as f64 * price.cache_write.unwrap_or(price.input);
@@ -88,11 +86,7 @@ mod tests {
 
     #[test]
     fn plain_call_is_input_plus_output() {
-        let tokens = TokenCounts {
-            input: 1000,
-            output: 500,
-            ..TokenCounts::default()
-        };
+        let tokens = TokenCounts { input: 1000, output: 500, ..TokenCounts::default() };
         // 1000 × 2.5e-6 + 500 × 1e-5 = 0.0025 + 0.005
         assert_close(cost(&GPT_4O, &tokens), 0.0075);
     }
@@ -119,13 +113,8 @@ mod tests {
 
     #[test]
     fn unpriced_cache_writes_are_charged_as_input() {
-        let tokens = TokenCounts {
-            input: 1000,
-            output: 0,
-            cache_read: 400,
-            cache_write: 200,
-            reasoning: 0,
-        };
+        let tokens =
+            TokenCounts { input: 1000, output: 0, cache_read: 400, cache_write: 200, reasoning: 0 };
         // uncached 400 × 2.5e-6 = 1e-3; read 400 × 1.25e-6 = 5e-4;
         // write has no price: 200 × 2.5e-6 = 5e-4.
         assert_close(cost(&GPT_4O, &tokens), 2e-3);
@@ -147,11 +136,7 @@ mod tests {
             cache_write: 300,
             reasoning: 0,
         };
-        let uncached = TokenCounts {
-            input: 1000,
-            output: 10,
-            ..TokenCounts::default()
-        };
+        let uncached = TokenCounts { input: 1000, output: 10, ..TokenCounts::default() };
         // 1000 × 1e-6 + 10 × 2e-6 either way.
         assert_close(cost(&price, &cached), 1.02e-3);
         assert_close(cost(&price, &uncached), 1.02e-3);
@@ -167,12 +152,8 @@ mod tests {
             cache_write: None,
             reasoning: Some(4e-6),
         };
-        let tokens = TokenCounts {
-            input: 100,
-            output: 1000,
-            reasoning: 400,
-            ..TokenCounts::default()
-        };
+        let tokens =
+            TokenCounts { input: 100, output: 1000, reasoning: 400, ..TokenCounts::default() };
         // input 100 × 4e-7 = 4e-5; output 600 × 1.2e-6 = 7.2e-4;
         // reasoning 400 × 4e-6 = 1.6e-3.
         assert_close(cost(&price, &tokens), 4e-5 + 7.2e-4 + 1.6e-3);
@@ -181,29 +162,17 @@ mod tests {
 
     #[test]
     fn reasoning_is_ordinary_output_when_the_entry_does_not_price_it() {
-        let tokens = TokenCounts {
-            input: 0,
-            output: 1000,
-            reasoning: 400,
-            ..TokenCounts::default()
-        };
+        let tokens =
+            TokenCounts { input: 0, output: 1000, reasoning: 400, ..TokenCounts::default() };
         assert_close(cost(&GPT_4O, &tokens), 1000.0 * 1e-5);
     }
 
     #[test]
     fn subtractions_saturate_instead_of_going_negative() {
         // More cached than input tokens, more reasoning than output tokens.
-        let tokens = TokenCounts {
-            input: 100,
-            output: 10,
-            cache_read: 150,
-            cache_write: 50,
-            reasoning: 20,
-        };
-        let price = Price {
-            reasoning: Some(2e-5),
-            ..CLAUDE
-        };
+        let tokens =
+            TokenCounts { input: 100, output: 10, cache_read: 150, cache_write: 50, reasoning: 20 };
+        let price = Price { reasoning: Some(2e-5), ..CLAUDE };
         // uncached 0; read 150 × 3e-7; write 50 × 3.75e-6; output 0; reasoning 20 × 2e-5.
         assert_close(cost(&price, &tokens), 4.5e-5 + 1.875e-4 + 4e-4);
     }

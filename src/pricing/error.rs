@@ -14,18 +14,10 @@ pub enum PricingError {
     EmptyField { index: usize, field: &'static str },
 
     #[error("price entry {index}: `pattern` {pattern:?} is not a valid regex: {reason}")]
-    BadPattern {
-        index: usize,
-        pattern: String,
-        reason: regex::Error,
-    },
+    BadPattern { index: usize, pattern: String, reason: regex::Error },
 
     #[error("price entry {index}: `{field}` must be a finite number >= 0, got {value}")]
-    BadPrice {
-        index: usize,
-        field: &'static str,
-        value: f64,
-    },
+    BadPrice { index: usize, field: &'static str, value: f64 },
 
     #[error(
         "price entry {index}: `effective_from` {value:?} is neither an RFC 3339 timestamp \
@@ -37,12 +29,7 @@ pub enum PricingError {
         "price entry {index}: same `{field}` {name:?}, provider and effective_from as entry \
          {first}, so one of the two could never apply"
     )]
-    Duplicate {
-        index: usize,
-        first: usize,
-        field: &'static str,
-        name: String,
-    },
+    Duplicate { index: usize, first: usize, field: &'static str, name: String },
 
     #[error("the price entries' patterns are too large to compile together: {reason}")]
     PatternsTooLarge { reason: regex::Error },

@@ -80,10 +80,7 @@ impl PriceTable {
             debug_assert_eq!(position, entry.index);
             match &entry.selector {
                 Selector::Model(model) => {
-                    user_by_model
-                        .entry(model.clone())
-                        .or_default()
-                        .push(position);
+                    user_by_model.entry(model.clone()).or_default().push(position);
                     user_by_lowercase_model
                         .entry(lowercased(model).into_owned())
                         .or_default()
@@ -191,9 +188,7 @@ impl PriceTable {
         {
             return Some(position);
         }
-        let candidates = self
-            .user_by_lowercase_model
-            .get(lowercased(name).as_ref())?;
+        let candidates = self.user_by_lowercase_model.get(lowercased(name).as_ref())?;
         self.best_exact(candidates, provider, at_ms)
     }
 
@@ -231,11 +226,7 @@ impl PriceTable {
             return exact;
         };
         if let Some(index) = exact
-            && self
-                .catalog
-                .entry(index)
-                .provider
-                .eq_ignore_ascii_case(provider)
+            && self.catalog.entry(index).provider.eq_ignore_ascii_case(provider)
         {
             return exact;
         }
@@ -250,10 +241,7 @@ impl PriceTable {
             return self.first_pattern_in_effect(set.matches(model).iter(), provider, at_ms);
         }
         {
-            let cache = self
-                .pattern_cache
-                .read()
-                .unwrap_or_else(PoisonError::into_inner);
+            let cache = self.pattern_cache.read().unwrap_or_else(PoisonError::into_inner);
             if let Some(hits) = cache.get(model) {
                 let hits = hits.iter().map(|&hit| hit as usize);
                 return self.first_pattern_in_effect(hits, provider, at_ms);
@@ -266,10 +254,7 @@ impl PriceTable {
             .collect();
         let found =
             self.first_pattern_in_effect(hits.iter().map(|&hit| hit as usize), provider, at_ms);
-        let mut cache = self
-            .pattern_cache
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut cache = self.pattern_cache.write().unwrap_or_else(PoisonError::into_inner);
         if cache.len() >= PATTERN_CACHE_CAPACITY {
             cache.clear();
         }
@@ -292,10 +277,7 @@ impl PriceTable {
 
     #[cfg(test)]
     fn cached_pattern_names(&self) -> usize {
-        self.pattern_cache
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len()
+        self.pattern_cache.read().unwrap_or_else(PoisonError::into_inner).len()
     }
 }
 
@@ -356,9 +338,7 @@ mod tests {
         provider: Option<&str>,
         at_ms: i64,
     ) -> Option<String> {
-        table
-            .lookup(model, provider, at_ms)
-            .map(|found| found.price_id.to_owned())
+        table.lookup(model, provider, at_ms).map(|found| found.price_id.to_owned())
     }
 
     #[test]
@@ -384,10 +364,7 @@ mod tests {
     #[test]
     fn catalog_name_is_also_tried_lowercased() {
         let table = PriceTable::builtin();
-        assert_eq!(
-            price_id(&table, "GPT-4o", None, 0).as_deref(),
-            Some("catalog:gpt-4o")
-        );
+        assert_eq!(price_id(&table, "GPT-4o", None, 0).as_deref(), Some("catalog:gpt-4o"));
     }
 
     #[test]
@@ -408,10 +385,7 @@ mod tests {
             price_id(&table, "gpt-4o", Some("openai"), 0).as_deref(),
             Some("catalog:gpt-4o")
         );
-        assert_eq!(
-            price_id(&table, "gpt-4o", Some(""), 0).as_deref(),
-            Some("catalog:gpt-4o")
-        );
+        assert_eq!(price_id(&table, "gpt-4o", Some(""), 0).as_deref(), Some("catalog:gpt-4o"));
         assert_eq!(
             price_id(&table, "gpt-4o", Some("no-such-provider"), 0).as_deref(),
             Some("catalog:gpt-4o")
@@ -430,10 +404,7 @@ mod tests {
             .expect("the catalog has provider-only names");
         let (provider, rest, key) = only_prefixed;
         assert_eq!(price_id(&table, rest, None, 0), None);
-        assert_eq!(
-            price_id(&table, rest, Some(provider), 0),
-            Some(format!("catalog:{key}"))
-        );
+        assert_eq!(price_id(&table, rest, Some(provider), 0), Some(format!("catalog:{key}")));
     }
 
     #[test]
@@ -441,14 +412,8 @@ mod tests {
         let long_model = "m".repeat(JOINED_KEY_CAPACITY * 2);
         let table = PriceTable::builtin();
         assert_eq!(table.lookup(&long_model, Some("azure"), 0), None);
-        assert_eq!(
-            with_joined_key("azure", &long_model, str::len),
-            long_model.len() + 6
-        );
-        assert_eq!(
-            with_joined_key("azure", "gpt-4o", str::to_owned),
-            "azure/gpt-4o"
-        );
+        assert_eq!(with_joined_key("azure", &long_model, str::len), long_model.len() + 6);
+        assert_eq!(with_joined_key("azure", "gpt-4o", str::to_owned), "azure/gpt-4o");
     }
 
     #[test]
@@ -476,10 +441,7 @@ mod tests {
     fn unknown_model_is_none() {
         let table = PriceTable::new(&[model_price("house-model", 1.0)]).expect("valid");
         assert_eq!(table.lookup("no-such-model-anywhere", None, 0), None);
-        assert_eq!(
-            table.lookup("no-such-model-anywhere", Some("openai"), 0),
-            None
-        );
+        assert_eq!(table.lookup("no-such-model-anywhere", Some("openai"), 0), None);
         assert_eq!(table.lookup("", None, 0), None);
     }
 
@@ -492,10 +454,7 @@ mod tests {
         assert_eq!(found.provider, None);
         // Also for a differently cased name, which would otherwise reach the
         // catalog's gpt-4o.
-        assert_eq!(
-            price_id(&table, "GPT-4o", None, 0).as_deref(),
-            Some("config:0:gpt-4o@always")
-        );
+        assert_eq!(price_id(&table, "GPT-4o", None, 0).as_deref(), Some("config:0:gpt-4o@always"));
         // And for the trailing name of an unknown prefixed one.
         assert_eq!(
             price_id(&table, "my-gateway/gpt-4o", None, 0).as_deref(),
@@ -533,38 +492,23 @@ mod tests {
     #[test]
     fn latest_effective_user_entry_wins_whatever_the_config_order() {
         let table = PriceTable::new(&[
-            UserPrice {
-                effective_from: Some("2025-04-01".into()),
-                ..model_price("house", 3.0)
-            },
+            UserPrice { effective_from: Some("2025-04-01".into()), ..model_price("house", 3.0) },
             model_price("house", 1.0),
-            UserPrice {
-                effective_from: Some("2025-03-01".into()),
-                ..model_price("house", 2.0)
-            },
+            UserPrice { effective_from: Some("2025-03-01".into()), ..model_price("house", 2.0) },
         ])
         .expect("valid");
         let at = |ms| price_id(&table, "house", None, ms);
         assert_eq!(at(0).as_deref(), Some("config:1:house@always"));
         assert_eq!(at(MARCH_2025).as_deref(), Some("config:2:house@2025-03-01"));
-        assert_eq!(
-            at(MARCH_2025 + 31 * DAY_MS).as_deref(),
-            Some("config:0:house@2025-04-01")
-        );
+        assert_eq!(at(MARCH_2025 + 31 * DAY_MS).as_deref(), Some("config:0:house@2025-04-01"));
     }
 
     #[test]
     fn user_entry_provider_filter() {
         let table = PriceTable::new(&[
-            UserPrice {
-                provider: Some("azure".into()),
-                ..model_price("house", 2.0)
-            },
+            UserPrice { provider: Some("azure".into()), ..model_price("house", 2.0) },
             model_price("house", 1.0),
-            UserPrice {
-                provider: Some("bedrock".into()),
-                ..model_price("only-bedrock", 1.0)
-            },
+            UserPrice { provider: Some("bedrock".into()), ..model_price("only-bedrock", 1.0) },
         ])
         .expect("valid");
         // Same date: the entry naming the record's provider beats the generic one…
@@ -576,10 +520,7 @@ mod tests {
             price_id(&table, "house", Some("openai"), 0).as_deref(),
             Some("config:1:house@always")
         );
-        assert_eq!(
-            price_id(&table, "house", None, 0).as_deref(),
-            Some("config:1:house@always")
-        );
+        assert_eq!(price_id(&table, "house", None, 0).as_deref(), Some("config:1:house@always"));
         // A provider-only entry applies to records without a provider, not
         // to records from another one.
         assert_eq!(
@@ -592,14 +533,8 @@ mod tests {
     #[test]
     fn newer_generic_entry_beats_older_provider_entry() {
         let table = PriceTable::new(&[
-            UserPrice {
-                provider: Some("azure".into()),
-                ..model_price("house", 2.0)
-            },
-            UserPrice {
-                effective_from: Some("2025-03-01".into()),
-                ..model_price("house", 1.0)
-            },
+            UserPrice { provider: Some("azure".into()), ..model_price("house", 2.0) },
+            UserPrice { effective_from: Some("2025-03-01".into()), ..model_price("house", 1.0) },
         ])
         .expect("valid");
         assert_eq!(
@@ -615,10 +550,7 @@ mod tests {
     #[test]
     fn patterns_come_after_the_catalog() {
         let table = PriceTable::new(&[pattern_price("gpt-4o.*", 9.0)]).expect("valid");
-        assert_eq!(
-            price_id(&table, "gpt-4o", None, 0).as_deref(),
-            Some("catalog:gpt-4o")
-        );
+        assert_eq!(price_id(&table, "gpt-4o", None, 0).as_deref(), Some("catalog:gpt-4o"));
         assert_eq!(
             price_id(&table, "gpt-4o-house-finetune", None, 0).as_deref(),
             Some("config:0:gpt-4o.*@always")
@@ -646,47 +578,26 @@ mod tests {
                 effective_from: Some("2025-03-01".into()),
                 ..pattern_price("house-.*", 3.0)
             },
-            UserPrice {
-                provider: Some("azure".into()),
-                ..pattern_price("house-.*", 2.0)
-            },
+            UserPrice { provider: Some("azure".into()), ..pattern_price("house-.*", 2.0) },
             pattern_price("house-.*", 1.0),
             pattern_price("house-a", 0.5),
         ])
         .expect("valid");
         let at = |provider, ms| price_id(&table, "house-a", provider, ms);
-        assert_eq!(
-            at(None, MARCH_2025).as_deref(),
-            Some("config:0:house-.*@2025-03-01")
-        );
-        assert_eq!(
-            at(Some("azure"), 0).as_deref(),
-            Some("config:1:house-.*@always")
-        );
-        assert_eq!(
-            at(Some("openai"), 0).as_deref(),
-            Some("config:2:house-.*@always")
-        );
+        assert_eq!(at(None, MARCH_2025).as_deref(), Some("config:0:house-.*@2025-03-01"));
+        assert_eq!(at(Some("azure"), 0).as_deref(), Some("config:1:house-.*@always"));
+        assert_eq!(at(Some("openai"), 0).as_deref(), Some("config:2:house-.*@always"));
         assert_eq!(at(None, 0).as_deref(), Some("config:1:house-.*@always"));
         // The same answers from the cache on a second round.
-        assert_eq!(
-            at(Some("openai"), 0).as_deref(),
-            Some("config:2:house-.*@always")
-        );
-        assert_eq!(
-            at(None, MARCH_2025).as_deref(),
-            Some("config:0:house-.*@2025-03-01")
-        );
+        assert_eq!(at(Some("openai"), 0).as_deref(), Some("config:2:house-.*@always"));
+        assert_eq!(at(None, MARCH_2025).as_deref(), Some("config:0:house-.*@2025-03-01"));
     }
 
     #[test]
     fn user_exact_beats_pattern_and_pattern_fills_in_before_exact_date() {
         let table = PriceTable::new(&[
             pattern_price("house-.*", 1.0),
-            UserPrice {
-                effective_from: Some("2025-03-01".into()),
-                ..model_price("house-a", 2.0)
-            },
+            UserPrice { effective_from: Some("2025-03-01".into()), ..model_price("house-a", 2.0) },
         ])
         .expect("valid");
         assert_eq!(
@@ -701,11 +612,9 @@ mod tests {
 
     #[test]
     fn patterns_are_case_sensitive_unless_asked() {
-        let table = PriceTable::new(&[
-            pattern_price("(?i)house-.*", 1.0),
-            pattern_price("shed", 1.0),
-        ])
-        .expect("valid");
+        let table =
+            PriceTable::new(&[pattern_price("(?i)house-.*", 1.0), pattern_price("shed", 1.0)])
+                .expect("valid");
         assert!(table.lookup("HOUSE-A", None, 0).is_some());
         assert!(table.lookup("SHED", None, 0).is_none());
     }
@@ -736,14 +645,9 @@ mod tests {
     fn new_reports_the_first_bad_entry() {
         let error = PriceTable::new(&[model_price("ok", 1.0), pattern_price("(", 1.0)])
             .expect_err("bad regex");
+        assert!(matches!(error, PricingError::BadPattern { index: 1, .. }), "{error:?}");
         assert!(
-            matches!(error, PricingError::BadPattern { index: 1, .. }),
-            "{error:?}"
-        );
-        assert!(
-            error
-                .to_string()
-                .starts_with("price entry 1: `pattern` \"(\" is not a valid regex")
+            error.to_string().starts_with("price entry 1: `pattern` \"(\" is not a valid regex")
         );
     }
 

@@ -109,10 +109,7 @@ pub(super) fn validate(prices: &[UserPrice]) -> Result<Vec<UserEntry>, PricingEr
         let entry = validate_one(index, price)?;
         let key = (
             entry.selector.clone(),
-            entry
-                .provider
-                .as_deref()
-                .map(|provider| lowercased(provider).into_owned()),
+            entry.provider.as_deref().map(|provider| lowercased(provider).into_owned()),
             entry.effective_ms,
         );
         if let Some(&first) = first_with_key.get(&key) {
@@ -120,12 +117,7 @@ pub(super) fn validate(prices: &[UserPrice]) -> Result<Vec<UserEntry>, PricingEr
                 Selector::Model(model) => ("model", model.clone()),
                 Selector::Pattern(pattern) => ("pattern", pattern.clone()),
             };
-            return Err(PricingError::Duplicate {
-                index,
-                first,
-                field,
-                name,
-            });
+            return Err(PricingError::Duplicate { index, first, field, name });
         }
         first_with_key.insert(key, index);
         entries.push(entry);
@@ -139,54 +131,35 @@ fn validate_one(index: usize, price: &UserPrice) -> Result<UserEntry, PricingErr
         (None, None) => return Err(PricingError::NeitherModelNorPattern { index }),
         (Some(model), None) => {
             if model.is_empty() {
-                return Err(PricingError::EmptyField {
-                    index,
-                    field: "model",
-                });
+                return Err(PricingError::EmptyField { index, field: "model" });
             }
             Selector::Model(model.clone())
         }
         (None, Some(pattern)) => {
             if pattern.is_empty() {
-                return Err(PricingError::EmptyField {
-                    index,
-                    field: "pattern",
-                });
+                return Err(PricingError::EmptyField { index, field: "pattern" });
             }
             // Compile the pattern on its own first: wrapped in anchors, an
             // unbalanced `a)|(b` would compile and mean something else.
             if let Err(reason) = regex::Regex::new(pattern) {
-                return Err(PricingError::BadPattern {
-                    index,
-                    pattern: pattern.clone(),
-                    reason,
-                });
+                return Err(PricingError::BadPattern { index, pattern: pattern.clone(), reason });
             }
             Selector::Pattern(pattern.clone())
         }
     };
     if price.provider.as_deref() == Some("") {
-        return Err(PricingError::EmptyField {
-            index,
-            field: "provider",
-        });
+        return Err(PricingError::EmptyField { index, field: "provider" });
     }
 
     let per_token = |field: &'static str, per_mtok: f64| {
         if per_mtok.is_finite() && per_mtok >= 0.0 {
             Ok(per_mtok / 1_000_000.0)
         } else {
-            Err(PricingError::BadPrice {
-                index,
-                field,
-                value: per_mtok,
-            })
+            Err(PricingError::BadPrice { index, field, value: per_mtok })
         }
     };
     let optional_per_token = |field: &'static str, per_mtok: Option<f64>| {
-        per_mtok
-            .map(|per_mtok| per_token(field, per_mtok))
-            .transpose()
+        per_mtok.map(|per_mtok| per_token(field, per_mtok)).transpose()
     };
     let unit_price = Price {
         input: per_token("input_per_mtok", price.input_per_mtok)?,
@@ -201,10 +174,7 @@ fn validate_one(index: usize, price: &UserPrice) -> Result<UserEntry, PricingErr
         Some(value) => match parse_effective_from(value) {
             Some(ms) => Some(ms),
             None => {
-                return Err(PricingError::BadEffectiveFrom {
-                    index,
-                    value: value.clone(),
-                });
+                return Err(PricingError::BadEffectiveFrom { index, value: value.clone() });
             }
         },
     };
@@ -212,10 +182,8 @@ fn validate_one(index: usize, price: &UserPrice) -> Result<UserEntry, PricingErr
     let name = match &selector {
         Selector::Model(name) | Selector::Pattern(name) => name,
     };
-    let price_id = format!(
-        "config:{index}:{name}@{}",
-        price.effective_from.as_deref().unwrap_or("always")
-    );
+    let price_id =
+        format!("config:{index}:{name}@{}", price.effective_from.as_deref().unwrap_or("always"));
     Ok(UserEntry {
         index,
         selector,
@@ -358,14 +326,8 @@ mod tests {
     #[test]
     fn effective_from_accepts_rfc3339_and_dates() {
         assert_eq!(parse_effective_from("2025-03-01"), Some(1_740_787_200_000));
-        assert_eq!(
-            parse_effective_from("2025-03-01T00:00:00Z"),
-            Some(1_740_787_200_000)
-        );
-        assert_eq!(
-            parse_effective_from("2025-03-01T02:00:00.5+02:00"),
-            Some(1_740_787_200_500)
-        );
+        assert_eq!(parse_effective_from("2025-03-01T00:00:00Z"), Some(1_740_787_200_000));
+        assert_eq!(parse_effective_from("2025-03-01T02:00:00.5+02:00"), Some(1_740_787_200_500));
         assert_eq!(parse_effective_from("2025-03-01T00:00:00"), None);
         assert_eq!(parse_effective_from("March 1st"), None);
         assert_eq!(parse_effective_from("2025-02-30"), None);
@@ -373,18 +335,12 @@ mod tests {
 
     #[test]
     fn both_or_neither_model_and_pattern_is_rejected() {
-        let both = UserPrice {
-            pattern: Some("m.*".into()),
-            ..model_price("m")
-        };
+        let both = UserPrice { pattern: Some("m.*".into()), ..model_price("m") };
         assert_eq!(
             error_message(&[model_price("a"), both]),
             "price entry 1: set one of `model` or `pattern`, not both"
         );
-        let neither = UserPrice {
-            model: None,
-            ..model_price("m")
-        };
+        let neither = UserPrice { model: None, ..model_price("m") };
         assert_eq!(
             error_message(&[neither]),
             "price entry 0: one of `model` or `pattern` is required"
@@ -393,27 +349,14 @@ mod tests {
 
     #[test]
     fn empty_names_are_rejected() {
-        assert_eq!(
-            error_message(&[model_price("")]),
-            "price entry 0: `model` must not be empty"
-        );
-        let no_provider = UserPrice {
-            provider: Some(String::new()),
-            ..model_price("m")
-        };
-        assert_eq!(
-            error_message(&[no_provider]),
-            "price entry 0: `provider` must not be empty"
-        );
+        assert_eq!(error_message(&[model_price("")]), "price entry 0: `model` must not be empty");
+        let no_provider = UserPrice { provider: Some(String::new()), ..model_price("m") };
+        assert_eq!(error_message(&[no_provider]), "price entry 0: `provider` must not be empty");
     }
 
     #[test]
     fn bad_regex_names_the_entry_and_the_reason() {
-        let bad = UserPrice {
-            model: None,
-            pattern: Some("gpt-(4o".into()),
-            ..model_price("m")
-        };
+        let bad = UserPrice { model: None, pattern: Some("gpt-(4o".into()), ..model_price("m") };
         let message = error_message(&[model_price("a"), model_price("b"), bad]);
         assert!(
             message.starts_with("price entry 2: `pattern` \"gpt-(4o\" is not a valid regex: "),
@@ -422,45 +365,30 @@ mod tests {
         assert!(message.contains("unclosed group"), "{message}");
 
         // Balanced only once wrapped in the anchoring group: still rejected.
-        let escapes_group = UserPrice {
-            model: None,
-            pattern: Some("a)|(b".into()),
-            ..model_price("m")
-        };
+        let escapes_group =
+            UserPrice { model: None, pattern: Some("a)|(b".into()), ..model_price("m") };
         assert!(error_message(&[escapes_group]).starts_with("price entry 0: `pattern` \"a)|(b\""));
     }
 
     #[test]
     fn negative_and_non_finite_prices_are_rejected() {
-        let negative = UserPrice {
-            output_per_mtok: -1.0,
-            ..model_price("m")
-        };
+        let negative = UserPrice { output_per_mtok: -1.0, ..model_price("m") };
         assert_eq!(
             error_message(&[negative]),
             "price entry 0: `output_per_mtok` must be a finite number >= 0, got -1"
         );
-        let nan_cache = UserPrice {
-            cache_write_per_mtok: Some(f64::NAN),
-            ..model_price("m")
-        };
+        let nan_cache = UserPrice { cache_write_per_mtok: Some(f64::NAN), ..model_price("m") };
         assert_eq!(
             error_message(&[model_price("a"), nan_cache]),
             "price entry 1: `cache_write_per_mtok` must be a finite number >= 0, got NaN"
         );
-        let infinite = UserPrice {
-            reasoning_per_mtok: Some(f64::INFINITY),
-            ..model_price("m")
-        };
+        let infinite = UserPrice { reasoning_per_mtok: Some(f64::INFINITY), ..model_price("m") };
         assert!(error_message(&[infinite]).contains("`reasoning_per_mtok`"));
     }
 
     #[test]
     fn bad_effective_from_is_rejected() {
-        let bad = UserPrice {
-            effective_from: Some("2025-13-01".into()),
-            ..model_price("m")
-        };
+        let bad = UserPrice { effective_from: Some("2025-13-01".into()), ..model_price("m") };
         assert_eq!(
             error_message(&[bad]),
             "price entry 0: `effective_from` \"2025-13-01\" is neither an RFC 3339 timestamp \
@@ -487,11 +415,7 @@ mod tests {
              so one of the two could never apply"
         );
         // A different date, provider or selector kind is not a duplicate.
-        let pattern_m = UserPrice {
-            model: None,
-            pattern: Some("m".into()),
-            ..model_price("x")
-        };
+        let pattern_m = UserPrice { model: None, pattern: Some("m".into()), ..model_price("x") };
         validate(&[
             dated("m", Some("azure"), "2025-03-01"),
             dated("m", Some("azure"), "2025-04-01"),
@@ -523,21 +447,13 @@ mod tests {
             r#"{"model": "m", "input_per_mtok": 1, "output_per_mtok": 1, "input_per_token": 1}"#,
         )
         .expect_err("unknown field");
-        assert!(
-            unknown
-                .to_string()
-                .contains("unknown field `input_per_token`"),
-            "{unknown}"
-        );
+        assert!(unknown.to_string().contains("unknown field `input_per_token`"), "{unknown}");
 
         let not_a_date = serde_json::from_str::<UserPrice>(
             r#"{"model": "m", "input_per_mtok": 1, "output_per_mtok": 1, "effective_from": 20250101}"#,
         )
         .expect_err("number is not a date");
-        assert!(
-            not_a_date.to_string().contains("YYYY-MM-DD"),
-            "{not_a_date}"
-        );
+        assert!(not_a_date.to_string().contains("YYYY-MM-DD"), "{not_a_date}");
     }
 
     #[test]
@@ -573,19 +489,11 @@ mod tests {
             "#,
         )
         .expect("valid toml");
-        let dates: Vec<_> = config
-            .prices
-            .iter()
-            .map(|price| price.effective_from.as_deref())
-            .collect();
+        let dates: Vec<_> =
+            config.prices.iter().map(|price| price.effective_from.as_deref()).collect();
         assert_eq!(
             dates,
-            [
-                Some("2025-03-01"),
-                Some("2025-03-01T12:00:00Z"),
-                Some("2025-03-01"),
-                None
-            ]
+            [Some("2025-03-01"), Some("2025-03-01T12:00:00Z"), Some("2025-03-01"), None]
         );
         let entries = validate(&config.prices).expect("valid entries");
         assert_eq!(entries[1].effective_ms, Some(1_740_830_400_000));

@@ -8,17 +8,8 @@ use crate::error::ApiError;
 use crate::time::{DAY_MS, MINUTE_MS, now_ms, parse_duration, parse_instant};
 
 /// Dimensions usage can be grouped and filtered by (besides `tag.NAME`).
-pub const DIMENSIONS: [&str; 9] = [
-    "model",
-    "provider",
-    "operation",
-    "user",
-    "api_key",
-    "route",
-    "status",
-    "cluster",
-    "session",
-];
+pub const DIMENSIONS: [&str; 9] =
+    ["model", "provider", "operation", "user", "api_key", "route", "status", "cluster", "session"];
 
 /// The raw query string as (key, value) pairs, in order, repeats kept.
 pub struct Params(Vec<(String, String)>);
@@ -33,25 +24,15 @@ impl Params {
     }
 
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .rev()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
+        self.0.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
 
     pub fn all<'a>(&'a self, key: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.0
-            .iter()
-            .filter(move |(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
+        self.0.iter().filter(move |(k, _)| k == key).map(|(_, v)| v.as_str())
     }
 
     pub fn project(&self) -> String {
-        self.get("project")
-            .filter(|p| !p.is_empty())
-            .unwrap_or("default")
-            .to_owned()
+        self.get("project").filter(|p| !p.is_empty()).unwrap_or("default").to_owned()
     }
 
     /// `[from, to)` in unix ms: `from`/`to` (RFC 3339 or unix ms), or
@@ -72,9 +53,7 @@ impl Params {
             (None, None) => to - DAY_MS,
         };
         if from >= to {
-            return Err(ApiError::bad_request(format!(
-                "from ({from}) must be before to ({to})"
-            )));
+            return Err(ApiError::bad_request(format!("from ({from}) must be before to ({to})")));
         }
         Ok((from, to))
     }
@@ -111,11 +90,7 @@ impl Params {
                 ))
             })?;
             check_dimension("filter", dim, allow_session)?;
-            filters
-                .0
-                .entry(dim.to_owned())
-                .or_default()
-                .push(wanted.to_owned());
+            filters.0.entry(dim.to_owned()).or_default().push(wanted.to_owned());
         }
         Ok(filters)
     }
@@ -125,9 +100,7 @@ impl Params {
             None => Ok(default),
             Some(v) => match v.parse::<usize>() {
                 Ok(n) if n >= 1 && n <= max => Ok(n),
-                _ => Err(ApiError::bad_request(format!(
-                    "limit: expected 1 to {max}, got {v:?}"
-                ))),
+                _ => Err(ApiError::bad_request(format!("limit: expected 1 to {max}, got {v:?}"))),
             },
         }
     }
@@ -136,9 +109,9 @@ impl Params {
         match self.get("format") {
             None | Some("json") => Ok(false),
             Some("csv") => Ok(true),
-            Some(other) => Err(ApiError::bad_request(format!(
-                "format: expected json or csv, got {other:?}"
-            ))),
+            Some(other) => {
+                Err(ApiError::bad_request(format!("format: expected json or csv, got {other:?}")))
+            }
         }
     }
 }
@@ -166,13 +139,10 @@ impl Filters {
     /// Does the series pass every filter except `session` (not a series
     /// dimension)?
     pub fn matches(&self, key: &SeriesKey) -> bool {
-        self.0
-            .iter()
-            .filter(|(dim, _)| *dim != "session")
-            .all(|(dim, wanted)| {
-                let value = key.dimension(dim).unwrap_or("");
-                wanted.iter().any(|w| w == value)
-            })
+        self.0.iter().filter(|(dim, _)| *dim != "session").all(|(dim, wanted)| {
+            let value = key.dimension(dim).unwrap_or("");
+            wanted.iter().any(|w| w == value)
+        })
     }
 
     pub fn has_series_filters(&self) -> bool {

@@ -82,9 +82,7 @@ impl From<&Cell> for Totals {
 
 /// Series of `project` passing `filters`.
 fn select(state: &QueryState, project: &str, filters: &Filters) -> HashMap<i64, Arc<SeriesKey>> {
-    state
-        .engine
-        .select_series(|key| key.project == project && filters.matches(key))
+    state.engine.select_series(|key| key.project == project && filters.matches(key))
 }
 
 /// Stored and open cells of `tier` in `[from, to)` for the selected series.
@@ -105,32 +103,21 @@ async fn cells(
             .read_rollups(tier, from, to)
             .await
             .map_err(|e| ApiError::internal("reading rollups failed", &e))?;
-        out.extend(
-            stored
-                .into_iter()
-                .filter(|(k, _)| wanted.contains(&k.series)),
-        );
+        out.extend(stored.into_iter().filter(|(k, _)| wanted.contains(&k.series)));
         out.extend(state.engine.open_cells(tier, from, to, &wanted));
     }
     Ok(out)
 }
 
 fn group_key(key: &SeriesKey, dims: &[String]) -> Vec<Option<String>> {
-    dims.iter()
-        .map(|d| key.dimension(d).map(str::to_owned))
-        .collect()
+    dims.iter().map(|d| key.dimension(d).map(str::to_owned)).collect()
 }
 
 fn key_json(dims: &[String], values: &[Option<String>]) -> Value {
     let map: Map<String, Value> = dims
         .iter()
         .zip(values)
-        .map(|(d, v)| {
-            (
-                d.clone(),
-                v.clone().map(Value::String).unwrap_or(Value::Null),
-            )
-        })
+        .map(|(d, v)| (d.clone(), v.clone().map(Value::String).unwrap_or(Value::Null)))
         .collect();
     Value::Object(map)
 }
@@ -151,25 +138,17 @@ pub async fn summary(
     let mut total = Cell::default();
     for (key, cell) in &cells {
         total.merge(cell);
-        groups
-            .entry(group_key(&series[&key.series], &dims))
-            .or_default()
-            .merge(cell);
+        groups.entry(group_key(&series[&key.series], &dims)).or_default().merge(cell);
     }
     let mut groups: Vec<(Vec<Option<String>>, Cell)> = groups.into_iter().collect();
     groups.sort_by(|a, b| {
-        b.1.cost_usd
-            .total_cmp(&a.1.cost_usd)
-            .then(b.1.requests.cmp(&a.1.requests))
+        b.1.cost_usd.total_cmp(&a.1.cost_usd).then(b.1.requests.cmp(&a.1.requests))
     });
 
     if params.csv()? {
         let mut out = String::new();
-        let header: Vec<String> = dims
-            .iter()
-            .cloned()
-            .chain(CSV_FIELDS.iter().map(|f| f.to_string()))
-            .collect();
+        let header: Vec<String> =
+            dims.iter().cloned().chain(CSV_FIELDS.iter().map(|f| f.to_string())).collect();
         out.push_str(&csv_line(header.iter().map(String::as_str)));
         for (key, cell) in &groups {
             let mut fields: Vec<String> =
@@ -180,10 +159,8 @@ pub async fn summary(
         return Ok(csv_response(out));
     }
 
-    let groups: Vec<Value> = groups
-        .iter()
-        .map(|(key, cell)| with_key(key_json(&dims, key), cell))
-        .collect();
+    let groups: Vec<Value> =
+        groups.iter().map(|(key, cell)| with_key(key_json(&dims, key), cell)).collect();
     Ok(Json(json!({
         "project": params.project(),
         "from": from,
@@ -196,10 +173,7 @@ pub async fn summary(
 
 fn with_key(key: Value, cell: &Cell) -> Value {
     let mut value = serde_json::to_value(Totals::from(cell)).expect("totals serialize");
-    value
-        .as_object_mut()
-        .expect("object")
-        .insert("key".into(), key);
+    value.as_object_mut().expect("object").insert("key".into(), key);
     value
 }
 
@@ -246,9 +220,7 @@ pub async fn series(
                 .iter()
                 .map(|(t, cell)| {
                     let mut v = serde_json::to_value(Totals::from(cell)).expect("totals serialize");
-                    v.as_object_mut()
-                        .expect("object")
-                        .insert("t".into(), json!(t));
+                    v.as_object_mut().expect("object").insert("t".into(), json!(t));
                     v
                 })
                 .collect();
@@ -281,11 +253,9 @@ pub async fn records(
         Some([one]) => Some(one.clone()),
         Some(_) => return Err(ApiError::bad_request("filter: give at most one session")),
     };
-    let series_ids = filters.has_series_filters().then(|| {
-        select(&state, &project, &filters)
-            .into_keys()
-            .collect::<Vec<_>>()
-    });
+    let series_ids = filters
+        .has_series_filters()
+        .then(|| select(&state, &project, &filters).into_keys().collect::<Vec<_>>());
     let after = params.get("cursor").map(parse_cursor).transpose()?;
     let rows = state
         .storage
@@ -332,13 +302,9 @@ pub async fn records(
 }
 
 fn parse_cursor(text: &str) -> Result<(i64, i64), ApiError> {
-    text.split_once('.')
-        .and_then(|(t, s)| Some((t.parse().ok()?, s.parse().ok()?)))
-        .ok_or_else(|| {
-            ApiError::bad_request(format!(
-                "cursor: {text:?} is not a cursor from a previous page"
-            ))
-        })
+    text.split_once('.').and_then(|(t, s)| Some((t.parse().ok()?, s.parse().ok()?))).ok_or_else(
+        || ApiError::bad_request(format!("cursor: {text:?} is not a cursor from a previous page")),
+    )
 }
 
 /// `GET /api/v1/usage/unpriced`: models counted with cost 0 because no price
@@ -354,10 +320,7 @@ pub async fn unpriced(
     let mut by_model: BTreeMap<(String, Option<String>), Cell> = BTreeMap::new();
     for (key, cell) in cells.iter().filter(|(_, c)| c.unpriced > 0) {
         let s = &series[&key.series];
-        by_model
-            .entry((s.model.clone(), s.provider.clone()))
-            .or_default()
-            .merge(cell);
+        by_model.entry((s.model.clone(), s.provider.clone())).or_default().merge(cell);
     }
     let models: Vec<Value> = by_model
         .iter()

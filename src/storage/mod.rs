@@ -23,10 +23,7 @@ pub enum StorageError {
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
     #[error("storage I/O at {path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
+    Io { path: String, source: std::io::Error },
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
     #[error("storage worker stopped")]
@@ -142,11 +139,7 @@ pub fn open(
     }
     if let Some(path) = url.strip_prefix("sqlite://") {
         let path = Path::new(path);
-        let path = if path.is_absolute() {
-            path.to_path_buf()
-        } else {
-            data_dir.join(path)
-        };
+        let path = if path.is_absolute() { path.to_path_buf() } else { data_dir.join(path) };
         return Ok(Arc::new(sqlite::SqliteStorage::open(&path, options)?));
     }
     Err(StorageError::UnsupportedUrl(url.to_owned()))

@@ -46,10 +46,7 @@ pub struct SqliteOptions {
 
 impl Default for SqliteOptions {
     fn default() -> Self {
-        Self {
-            synchronous: Synchronous::Normal,
-            cache_mib: 64,
-        }
+        Self { synchronous: Synchronous::Normal, cache_mib: 64 }
     }
 }
 
@@ -77,10 +74,8 @@ impl SqliteStorage {
         if let Some(dir) = path.parent()
             && !dir.as_os_str().is_empty()
         {
-            std::fs::create_dir_all(dir).map_err(|source| StorageError::Io {
-                path: dir.display().to_string(),
-                source,
-            })?;
+            std::fs::create_dir_all(dir)
+                .map_err(|source| StorageError::Io { path: dir.display().to_string(), source })?;
         }
         let conn = Connection::open(path)?;
         configure(&conn, options)?;
@@ -173,10 +168,7 @@ fn spawn_checkpointer(
                 }
             }
         })
-        .map_err(|source| StorageError::Io {
-            path: path.display().to_string(),
-            source,
-        })?;
+        .map_err(|source| StorageError::Io { path: path.display().to_string(), source })?;
     Ok(())
 }
 
@@ -234,10 +226,7 @@ impl Storage for SqliteStorage {
         limit: usize,
     ) -> Result<Vec<SequencedCall>, StorageError> {
         self.read(move |conn| {
-            let sql = format!(
-                "{} WHERE c.seq > ?1 ORDER BY c.seq LIMIT ?2",
-                rows::SELECT_CALL
-            );
+            let sql = format!("{} WHERE c.seq > ?1 ORDER BY c.seq LIMIT ?2", rows::SELECT_CALL);
             collect_calls(conn, &sql, params![seq, limit as i64])
         })
         .await
@@ -245,11 +234,7 @@ impl Storage for SqliteStorage {
 
     async fn append(&self, batch: AppendBatch) -> Result<Appended, StorageError> {
         self.write(move |conn| {
-            let AppendBatch {
-                calls,
-                series_ids,
-                new_series,
-            } = batch;
+            let AppendBatch { calls, series_ids, new_series } = batch;
             let tx = conn.transaction()?;
             let mut seqs = Vec::with_capacity(calls.len());
             {
@@ -265,11 +250,7 @@ impl Storage for SqliteStorage {
                 }
             }
             tx.commit()?;
-            Ok(Appended {
-                calls,
-                series_ids,
-                seqs,
-            })
+            Ok(Appended { calls, series_ids, seqs })
         })
         .await
     }
@@ -299,10 +280,8 @@ impl Storage for SqliteStorage {
         to: i64,
     ) -> Result<Vec<(CellKey, Cell)>, StorageError> {
         self.read(move |conn| {
-            let sql = format!(
-                "{} WHERE tier = ?1 AND bucket >= ?2 AND bucket < ?3",
-                rows::SELECT_ROLLUP
-            );
+            let sql =
+                format!("{} WHERE tier = ?1 AND bucket >= ?2 AND bucket < ?3", rows::SELECT_ROLLUP);
             let mut stmt = conn.prepare_cached(&sql)?;
             let rows = stmt.query_map(params![tier.code(), from, to], rows::rollup_from_row)?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
@@ -423,8 +402,7 @@ impl Storage for SqliteStorage {
     async fn stats(&self) -> Result<StoreStats, StorageError> {
         self.read(|conn| {
             let count = |sql: &str| -> Result<u64, rusqlite::Error> {
-                conn.query_row(sql, [], |row| row.get::<_, i64>(0))
-                    .map(|n| n as u64)
+                conn.query_row(sql, [], |row| row.get::<_, i64>(0)).map(|n| n as u64)
             };
             Ok(StoreStats {
                 calls: count("SELECT COUNT(*) FROM calls")?,

@@ -180,11 +180,7 @@ pub fn call_from_row(row: &Row<'_>) -> Result<SequencedCall, rusqlite::Error> {
         trace_id: p.trace_id,
         span_id: p.span_id,
     };
-    Ok(SequencedCall {
-        seq: row.get(0)?,
-        series: row.get(1)?,
-        call,
-    })
+    Ok(SequencedCall { seq: row.get(0)?, series: row.get(1)?, call })
 }
 
 pub const INSERT_SERIES: &str = "INSERT OR IGNORE INTO series (id, project, model, provider, \
@@ -300,11 +296,7 @@ pub fn rollup_from_row(row: &Row<'_>) -> Result<(CellKey, Cell), rusqlite::Error
         let bytes = row.get_ref(i)?.as_blob()?;
         Sketch::decode(bytes).map_err(|e| corrupt(format!("sketch: {e}")))
     };
-    let key = CellKey {
-        tier,
-        bucket: row.get(1)?,
-        series: row.get(2)?,
-    };
+    let key = CellKey { tier, bucket: row.get(1)?, series: row.get(2)? };
     let cell = Cell {
         requests: u(3)?,
         input_tokens: u(4)?,
@@ -400,30 +392,15 @@ mod tests {
         encode_payload(&call, &mut bytes);
         let p: Payload = postcard::from_bytes(&bytes).unwrap();
         assert_eq!(
-            (
-                p.started_at_ms,
-                p.completed_at_ms,
-                p.response_model.as_deref(),
-                p.requests
-            ),
+            (p.started_at_ms, p.completed_at_ms, p.response_model.as_deref(), p.requests),
             (Some(1), Some(5), Some("m-2024"), 2)
         );
         assert_eq!(
-            (
-                p.input_tokens,
-                p.output_tokens,
-                p.total_tokens,
-                p.cache_read_tokens
-            ),
+            (p.input_tokens, p.output_tokens, p.total_tokens, p.cache_read_tokens),
             (10, 11, 21, 3)
         );
         assert_eq!(
-            (
-                p.cache_write_tokens,
-                p.reasoning_tokens,
-                p.completed,
-                p.estimated
-            ),
+            (p.cache_write_tokens, p.reasoning_tokens, p.completed, p.estimated),
             (4, 5, false, true)
         );
         assert_eq!(
@@ -439,11 +416,7 @@ mod tests {
             (0.25, Some("catalog:m"), Some(0.5))
         );
         assert_eq!(
-            (
-                p.source.as_str(),
-                p.trace_id.as_deref(),
-                p.span_id.as_deref()
-            ),
+            (p.source.as_str(), p.trace_id.as_deref(), p.span_id.as_deref()),
             ("usage_report", Some("t"), Some("s"))
         );
     }
