@@ -113,7 +113,19 @@ pub fn parse_report(json: &str) -> Result<RawReport, ReportError> {
         Err(err) => {
             let path = err.path().to_string();
             let inner = err.into_inner();
+            if inner.is_syntax() || inner.is_eof() {
+                return Err(ReportError::new("record", format!("invalid JSON: {inner}")));
+            }
             if path == "." {
+                let message = inner.to_string();
+                if let Some(rest) = message.strip_prefix("duplicate field `")
+                    && let Some((field, _)) = rest.split_once('`')
+                {
+                    return Err(ReportError::new(
+                        field,
+                        "given more than once (directly or through a seed-003 alias)",
+                    ));
+                }
                 if inner.is_data() {
                     return Err(ReportError::new("record", "must be a JSON object"));
                 }
@@ -344,4 +356,139 @@ pub fn normalize_report(
         trace_id: text("trace_id", raw.trace_id)?,
         span_id: text("span_id", raw.span_id)?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_800_000_000_000;
+
+    fn normalize(json: &str) -> Result<LlmCall, ReportError> {
+        let prices = PriceTable::builtin();
+        let fingerprinter = KeyFingerprinter::new(b"test");
+        let ctx = NormalizeContext {
+            now_ms: NOW,
+            rules: AccountingRules::default(),
+            prices: &prices,
+            fingerprinter: &fingerprinter,
+        };
+        parse_report(json).and_then(|raw| normalize_report(raw, &ctx))
+    }
+
+    fn field_of(json: &str) -> String {
+        normalize(json).unwrap_err().field
+    }
+
+    #[test]
+    fn cached_tokens_are_part_of_input_and_priced_apart() {
+        let call = normalize(
+            r#"{"model":"gpt-4o","input_tokens":1000,"output_tokens":200,"cache_read_tokens":400}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (call.input_tokens, call.cache_read_tokens, call.total_tokens),
+            (1000, 400, 1200)
+        );
+        let expected = 600.0 * 2.5e-6 + 400.0 * 1.25e-6 + 200.0 * 1e-5;
+        assert!((call.cost_usd - expected).abs() < 1e-15);
+        assert_eq!(call.price_id.as_deref(), Some("catalog:gpt-4o"));
+        assert_eq!(call.provider.as_deref(), Some("openai"));
+    }
+
+    #[test]
+    fn incomplete_streams_are_estimated_without_overwriting() {
+        let call =
+            normalize(r#"{"model":"m","completed":false,"request_bytes":801,"output_chunks":9}"#)
+                .unwrap();
+        assert_eq!((call.input_tokens, call.output_tokens, call.total_tokens), (200, 9, 209));
+        assert!(call.estimated);
+        let call = normalize(
+            r#"{"model":"m","completed":false,"input_tokens":55,"request_bytes":801,"output_chunks":9}"#,
+        )
+        .unwrap();
+        assert_eq!((call.input_tokens, call.output_tokens), (55, 9));
+        let call = normalize(r#"{"model":"m","completed":false,"request_bytes":3}"#).unwrap();
+        assert_eq!(call.input_tokens, 1, "at least one token");
+        let call = normalize(r#"{"model":"m","request_bytes":801,"output_chunks":9}"#).unwrap();
+        assert_eq!((call.input_tokens, call.output_tokens, call.estimated), (0, 0, false));
+    }
+
+    #[test]
+    fn embedding_totals_become_input() {
+        let call = normalize(
+            r#"{"model":"text-embedding-3-small","operation":"embeddings","total_tokens":512}"#,
+        )
+        .unwrap();
+        assert_eq!((call.input_tokens, call.output_tokens, call.total_tokens), (512, 0, 512));
+        assert_eq!(call.operation, Operation::Embedding);
+        let chat = normalize(r#"{"model":"m","total_tokens":512}"#).unwrap();
+        assert_eq!((chat.input_tokens, chat.total_tokens), (0, 512));
+    }
+
+    #[test]
+    fn time_anchors_on_completion_then_start_then_arrival() {
+        let call =
+            normalize(r#"{"model":"m","started_at":1000,"completed_at":"1970-01-01T00:00:05Z"}"#)
+                .unwrap();
+        assert_eq!((call.time_ms, call.duration_ms), (5000, Some(4000.0)));
+        let call = normalize(r#"{"model":"m","started_at":1000,"completed_at":0}"#).unwrap();
+        assert_eq!(call.time_ms, 1000);
+        let call = normalize(r#"{"model":"m","started_at":0}"#).unwrap();
+        assert_eq!(call.time_ms, NOW);
+    }
+
+    #[test]
+    fn seed_003_aliases() {
+        let call = normalize(
+            r#"{"model":"m","model_id":7,"input_token":10,"output_token":4,"total_token":14,
+                "input_cached_token":3,"request_count":5,"output_chunk_count":2,
+                "request_content_bytes":99,"user_id":42,"model_route_id":3,"cluster_id":1,
+                "provider_id":9,"provider_type":"vllm","access_key":"ak-1"}"#,
+        )
+        .unwrap();
+        assert_eq!((call.input_tokens, call.output_tokens, call.cache_read_tokens), (10, 4, 3));
+        assert_eq!((call.requests, call.output_chunks, call.request_bytes), (5, Some(2), Some(99)));
+        assert_eq!(call.user.as_deref(), Some("42"));
+        assert_eq!(call.route.as_deref(), Some("3"));
+        assert_eq!(call.cluster.as_deref(), Some("1"));
+        assert_eq!(call.provider.as_deref(), Some("vllm"));
+        assert_eq!(call.tags.get("model_id").map(String::as_str), Some("7"));
+        let key = call.api_key.unwrap();
+        assert!(key.starts_with("k_") && !key.contains("ak-1"));
+    }
+
+    #[test]
+    fn rejections_name_the_field() {
+        assert_eq!(field_of(r#"{"input_tokens":1}"#), "model");
+        assert_eq!(field_of(r#"{"model":"m","input_tokens":-1}"#), "input_tokens");
+        assert_eq!(field_of(r#"{"model":"m","output_tokens":2.5}"#), "output_tokens");
+        assert_eq!(
+            field_of(r#"{"model":"m","input_tokens":1,"cache_read_tokens":2}"#),
+            "cache_read_tokens"
+        );
+        assert_eq!(
+            field_of(r#"{"model":"m","input_tokens":1,"cache_write_tokens":2}"#),
+            "cache_write_tokens"
+        );
+        assert_eq!(
+            field_of(r#"{"model":"m","output_tokens":1,"reasoning_tokens":2}"#),
+            "reasoning_tokens"
+        );
+        assert_eq!(field_of(r#"{"model":"m","completed_at":"soon"}"#), "completed_at");
+        assert_eq!(field_of(r#"{"model":"m","started_at":1900000000000}"#), "started_at");
+        assert_eq!(field_of(r#"{"model":"m","operation":"dance"}"#), "operation");
+        assert_eq!(field_of(r#"{"model":"m","status":"meh"}"#), "status");
+        assert_eq!(field_of(r#"{"model":"m","input_tokens":1,"input_token":2}"#), "input_tokens");
+        assert_eq!(field_of(r#"{"model":"m","tags":{"team":[1]}}"#), "tags.team");
+        assert_eq!(field_of("42"), "record");
+        assert_eq!(field_of("{"), "record");
+    }
+
+    #[test]
+    fn unknown_models_are_unpriced_not_dropped() {
+        let call = normalize(r#"{"model":"in-house-7b","input_tokens":10}"#).unwrap();
+        assert!(call.is_unpriced());
+        assert_eq!(call.cost_usd, 0.0);
+    }
 }
