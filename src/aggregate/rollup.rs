@@ -26,7 +26,8 @@ pub struct CellKey {
 }
 
 /// Usage of one series in one bucket. Every field merges by addition (the
-/// sketches by their own merge), so cells combine in any order.
+/// sketches by their own merge), so cells combine in any order. Counters
+/// saturate rather than wrap (reports cap each count, so this is a guard).
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Cell {
     pub requests: u64,
@@ -49,21 +50,21 @@ pub struct Cell {
 
 impl Cell {
     pub fn add_call(&mut self, call: &LlmCall) {
-        self.requests += call.requests;
-        self.input_tokens += call.input_tokens;
-        self.output_tokens += call.output_tokens;
-        self.total_tokens += call.total_tokens;
-        self.cache_read_tokens += call.cache_read_tokens;
-        self.cache_write_tokens += call.cache_write_tokens;
-        self.reasoning_tokens += call.reasoning_tokens;
+        self.requests = self.requests.saturating_add(call.requests);
+        self.input_tokens = self.input_tokens.saturating_add(call.input_tokens);
+        self.output_tokens = self.output_tokens.saturating_add(call.output_tokens);
+        self.total_tokens = self.total_tokens.saturating_add(call.total_tokens);
+        self.cache_read_tokens = self.cache_read_tokens.saturating_add(call.cache_read_tokens);
+        self.cache_write_tokens = self.cache_write_tokens.saturating_add(call.cache_write_tokens);
+        self.reasoning_tokens = self.reasoning_tokens.saturating_add(call.reasoning_tokens);
         if call.is_error() {
-            self.errors += call.requests;
+            self.errors = self.errors.saturating_add(call.requests);
         }
         if call.estimated {
-            self.estimated += call.requests;
+            self.estimated = self.estimated.saturating_add(call.requests);
         }
         if call.is_unpriced() {
-            self.unpriced += call.requests;
+            self.unpriced = self.unpriced.saturating_add(call.requests);
         }
         self.cost_usd += call.cost_usd;
         self.reported_cost_usd += call.reported_cost_usd.unwrap_or(0.0);
@@ -76,16 +77,16 @@ impl Cell {
     }
 
     pub fn merge(&mut self, other: &Cell) {
-        self.requests += other.requests;
-        self.input_tokens += other.input_tokens;
-        self.output_tokens += other.output_tokens;
-        self.total_tokens += other.total_tokens;
-        self.cache_read_tokens += other.cache_read_tokens;
-        self.cache_write_tokens += other.cache_write_tokens;
-        self.reasoning_tokens += other.reasoning_tokens;
-        self.errors += other.errors;
-        self.estimated += other.estimated;
-        self.unpriced += other.unpriced;
+        self.requests = self.requests.saturating_add(other.requests);
+        self.input_tokens = self.input_tokens.saturating_add(other.input_tokens);
+        self.output_tokens = self.output_tokens.saturating_add(other.output_tokens);
+        self.total_tokens = self.total_tokens.saturating_add(other.total_tokens);
+        self.cache_read_tokens = self.cache_read_tokens.saturating_add(other.cache_read_tokens);
+        self.cache_write_tokens = self.cache_write_tokens.saturating_add(other.cache_write_tokens);
+        self.reasoning_tokens = self.reasoning_tokens.saturating_add(other.reasoning_tokens);
+        self.errors = self.errors.saturating_add(other.errors);
+        self.estimated = self.estimated.saturating_add(other.estimated);
+        self.unpriced = self.unpriced.saturating_add(other.unpriced);
         self.cost_usd += other.cost_usd;
         self.reported_cost_usd += other.reported_cost_usd;
         self.latency_ms.merge(&other.latency_ms);

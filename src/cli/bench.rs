@@ -215,17 +215,23 @@ struct LoadResult {
     latencies_ms: Vec<f64>,
 }
 
-/// Sends `records` reports in batches from `concurrency` clients.
-async fn load(
-    url: &str,
+/// What one load phase sends.
+struct LoadPlan {
+    /// Run id, part of every report id.
     run: u64,
+    /// Batch number to start at (ids continue across phases).
     first_batch: u64,
     records: u64,
     batch: u64,
     concurrency: u64,
+    /// Report times are spread over this long before now.
     spread_ms: i64,
     deadline: Instant,
-) -> anyhow::Result<LoadResult> {
+}
+
+/// Sends the plan's reports in batches from concurrent clients.
+async fn load(url: &str, plan: LoadPlan) -> anyhow::Result<LoadResult> {
+    let LoadPlan { run, first_batch, records, batch, concurrency, spread_ms, deadline } = plan;
     let client = reqwest::Client::builder().pool_max_idle_per_host(concurrency as usize).build()?;
     let batches = records.div_ceil(batch);
     let next = Arc::new(AtomicU64::new(0));
@@ -292,10 +298,16 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
 async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
     let server = Server::start(&args.target).await?;
     let run = crate::time::now_ms() as u64;
-    let deadline = Instant::now() + Duration::from_secs(args.max_seconds);
-    let mut result =
-        load(&server.url, run, 0, args.records, args.batch, args.concurrency, 60_000, deadline)
-            .await?;
+    let plan = LoadPlan {
+        run,
+        first_batch: 0,
+        records: args.records,
+        batch: args.batch,
+        concurrency: args.concurrency,
+        spread_ms: 60_000,
+        deadline: Instant::now() + Duration::from_secs(args.max_seconds),
+    };
+    let mut result = load(&server.url, plan).await?;
     result.latencies_ms.sort_by(f64::total_cmp);
     println!(
         "ingest: {} reports in batches of {}, {} concurrent clients",
@@ -327,18 +339,16 @@ async fn query(args: QueryArgs) -> anyhow::Result<()> {
     let mut next_batch = 0u64;
     for step in args.steps {
         if step > loaded {
-            let deadline = Instant::now() + Duration::from_secs(3600);
-            let result = load(
-                &server.url,
+            let plan = LoadPlan {
                 run,
-                next_batch,
-                step - loaded,
-                1000,
-                16,
-                23 * 3_600_000,
-                deadline,
-            )
-            .await?;
+                first_batch: next_batch,
+                records: step - loaded,
+                batch: 1000,
+                concurrency: 16,
+                spread_ms: 23 * 3_600_000,
+                deadline: Instant::now() + Duration::from_secs(3600),
+            };
+            let result = load(&server.url, plan).await?;
             next_batch += (step - loaded).div_ceil(1000);
             loaded += result.records;
             println!(

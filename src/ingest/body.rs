@@ -74,7 +74,7 @@ struct Envelope<'a> {
 /// The JSON text of each record in a batch: a JSON array, an object
 /// `{"records": [...]}`, a single record object, or NDJSON (one per line;
 /// blank lines skipped).
-pub fn split_records<'a>(body: &'a [u8], ndjson: bool) -> Result<Vec<&'a str>, ApiError> {
+pub fn split_records(body: &[u8], ndjson: bool) -> Result<Vec<&str>, ApiError> {
     let text = std::str::from_utf8(body)
         .map_err(|e| ApiError::bad_request(format!("body is not UTF-8 text: {e}")))?;
     if ndjson {

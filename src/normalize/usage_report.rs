@@ -104,6 +104,11 @@ impl Default for AccountingRules {
 /// fast path parses directly; only a failing report is parsed again with path
 /// tracking to find where it went wrong).
 pub fn parse_report(json: &str) -> Result<RawReport, ReportError> {
+    // The derived deserializer would also read an array as the fields in
+    // order; a record is an object.
+    if !json.trim_start().starts_with('{') {
+        return Err(ReportError::new("record", "must be a JSON object"));
+    }
     if let Ok(report) = serde_json::from_str::<RawReport>(json) {
         return Ok(report);
     }
@@ -269,8 +274,10 @@ pub fn normalize_report(
             estimated = true;
         }
     }
-    // Embedding and reranker calls often report only a total.
+    // Embedding and reranker calls often report only a total; an input count
+    // the report did carry is kept.
     if operation.reports_only_total()
+        && input == 0
         && let Some(total) = reported_total
         && total > input.saturating_add(output)
     {

@@ -45,10 +45,22 @@ impl<'de> Deserialize<'de> for Text {
     }
 }
 
-/// A token or byte count: a non-negative integer (or a string of digits, as
-/// OTLP/JSON encodes 64-bit integers).
+/// Largest count one report may carry (a trillion): far above any real
+/// request, far enough below `i64::MAX` that sums over billions of reports
+/// cannot overflow.
+pub const MAX_COUNT: u64 = 1_000_000_000_000;
+
+/// A token or byte count: a non-negative integer up to `MAX_COUNT` (or a
+/// string of digits, as OTLP/JSON encodes 64-bit integers).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Count(pub u64);
+
+fn checked_count<E: de::Error>(v: u64) -> Result<Count, E> {
+    if v > MAX_COUNT {
+        return Err(E::custom(format_args!("{v} is larger than the maximum of {MAX_COUNT}")));
+    }
+    Ok(Count(v))
+}
 
 impl<'de> Deserialize<'de> for Count {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -59,24 +71,30 @@ impl<'de> Deserialize<'de> for Count {
                 f.write_str("a non-negative integer")
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<Count, E> {
-                Ok(Count(v))
+                checked_count(v)
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<Count, E> {
-                u64::try_from(v)
-                    .map(Count)
-                    .map_err(|_| E::custom(format_args!("must be a non-negative integer, got {v}")))
+                match u64::try_from(v) {
+                    Ok(v) => checked_count(v),
+                    Err(_) => {
+                        Err(E::custom(format_args!("must be a non-negative integer, got {v}")))
+                    }
+                }
             }
             fn visit_f64<E: de::Error>(self, v: f64) -> Result<Count, E> {
                 if v.fract() == 0.0 && v >= 0.0 && v < u64::MAX as f64 {
-                    Ok(Count(v as u64))
+                    checked_count(v as u64)
                 } else {
                     Err(E::custom(format_args!("must be a non-negative integer, got {v}")))
                 }
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Count, E> {
-                v.parse::<u64>().map(Count).map_err(|_| {
-                    E::custom(format_args!("must be a non-negative integer, got {v:?}"))
-                })
+                match v.parse::<u64>() {
+                    Ok(n) => checked_count(n),
+                    Err(_) => {
+                        Err(E::custom(format_args!("must be a non-negative integer, got {v:?}")))
+                    }
+                }
             }
         }
         deserializer.deserialize_any(CountVisitor)
