@@ -7,6 +7,8 @@
 //! past the watermark are applied again, so no count is lost or doubled.
 
 use std::collections::{HashMap, HashSet};
+
+use rustc_hash::FxHashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::Serialize;
@@ -105,7 +107,7 @@ pub struct SequencedCall {
 
 struct EngineState {
     series: SeriesRegistry,
-    open: HashMap<CellKey, Cell>,
+    open: FxHashMap<CellKey, Cell>,
     /// Highest sequence number applied to `open` (or flushed before it).
     applied_seq: i64,
 }
@@ -125,7 +127,7 @@ impl RollupEngine {
         Self {
             state: Mutex::new(EngineState {
                 series: SeriesRegistry::from_stored(series),
-                open: HashMap::new(),
+                open: FxHashMap::default(),
                 applied_seq: watermark,
             }),
             flush_gate: RwLock::new(()),

@@ -2,7 +2,11 @@
 //! rollup rows and raw calls refer to it instead of repeating its strings.
 
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
+
+use hashbrown::HashTable;
+use rustc_hash::FxHasher;
 
 use crate::model::{LlmCall, Operation, Status, Tags};
 
@@ -53,8 +57,7 @@ impl SeriesKey {
         }
     }
 
-    /// Does the call belong to this series? (Avoids building a key per call
-    /// when consecutive calls share one.)
+    /// Does the call belong to this series?
     fn matches(&self, call: &LlmCall) -> bool {
         self.model == call.model
             && self.project == call.project
@@ -69,12 +72,64 @@ impl SeriesKey {
     }
 }
 
-/// Every series known, by key and by id. New series are pending until the
-/// store confirms it has them, and are written along with the calls that
-/// introduced them.
+/// Hashes the dimensions of a series, from a key or from a call alike.
+#[allow(clippy::too_many_arguments)]
+fn hash_dimensions(
+    project: &str,
+    model: &str,
+    provider: Option<&str>,
+    operation: Operation,
+    user: Option<&str>,
+    api_key: Option<&str>,
+    route: Option<&str>,
+    status: Status,
+    cluster: Option<&str>,
+    tags: &Tags,
+) -> u64 {
+    let mut h = FxHasher::default();
+    (project, model, provider, operation, user, api_key).hash(&mut h);
+    (route, status, cluster, tags).hash(&mut h);
+    h.finish()
+}
+
+fn hash_key(key: &SeriesKey) -> u64 {
+    hash_dimensions(
+        &key.project,
+        &key.model,
+        key.provider.as_deref(),
+        key.operation,
+        key.user.as_deref(),
+        key.api_key.as_deref(),
+        key.route.as_deref(),
+        key.status,
+        key.cluster.as_deref(),
+        &key.tags,
+    )
+}
+
+fn hash_call(call: &LlmCall) -> u64 {
+    hash_dimensions(
+        &call.project,
+        &call.model,
+        call.provider.as_deref(),
+        call.operation,
+        call.user.as_deref(),
+        call.api_key.as_deref(),
+        call.route.as_deref(),
+        call.status,
+        call.cluster.as_deref(),
+        &call.tags,
+    )
+}
+
+/// Every series known, by key and by id. Calls are looked up by their
+/// fields directly, so a known series costs no allocation. New series are
+/// pending until the store confirms it has them, and are written along with
+/// the calls that introduced them.
 #[derive(Default)]
 pub struct SeriesRegistry {
-    by_key: HashMap<Arc<SeriesKey>, i64>,
+    /// Series ids, hashed by their dimensions.
+    table: HashTable<i64>,
     by_id: HashMap<i64, Arc<SeriesKey>>,
     next_id: i64,
     pending: Vec<i64>,
@@ -85,39 +140,35 @@ impl SeriesRegistry {
     pub fn from_stored(series: Vec<(i64, SeriesKey)>) -> Self {
         let mut registry = SeriesRegistry { next_id: 1, ..Default::default() };
         for (id, key) in series {
-            let key = Arc::new(key);
             registry.next_id = registry.next_id.max(id + 1);
-            registry.by_key.insert(key.clone(), id);
-            registry.by_id.insert(id, key);
+            registry.insert(id, Arc::new(key));
         }
         registry
+    }
+
+    fn insert(&mut self, id: i64, key: Arc<SeriesKey>) {
+        let by_id = &self.by_id;
+        self.table.insert_unique(hash_key(&key), id, |id| hash_key(&by_id[id]));
+        self.by_id.insert(id, key);
     }
 
     /// The series id of each call, registering new series as pending.
     pub fn assign(&mut self, calls: &[LlmCall]) -> Vec<i64> {
         let mut ids = Vec::with_capacity(calls.len());
-        let mut last: Option<(Arc<SeriesKey>, i64)> = None;
         for call in calls {
-            if let Some((key, id)) = &last
-                && key.matches(call)
-            {
-                ids.push(*id);
-                continue;
-            }
-            let key = SeriesKey::of(call);
-            let id = match self.by_key.get(&key) {
-                Some(id) => *id,
+            let hash = hash_call(call);
+            let by_id = &self.by_id;
+            let found = self.table.find(hash, |id| by_id[id].matches(call)).copied();
+            let id = match found {
+                Some(id) => id,
                 None => {
                     let id = self.next_id;
                     self.next_id += 1;
-                    let key = Arc::new(key.clone());
-                    self.by_key.insert(key.clone(), id);
-                    self.by_id.insert(id, key);
+                    self.insert(id, Arc::new(SeriesKey::of(call)));
                     self.pending.push(id);
                     id
                 }
             };
-            last = Some((self.by_id[&id].clone(), id));
             ids.push(id);
         }
         ids
@@ -130,7 +181,9 @@ impl SeriesRegistry {
 
     /// The store now has these series.
     pub fn confirm(&mut self, stored: &[i64]) {
-        self.pending.retain(|id| !stored.contains(id));
+        if !stored.is_empty() {
+            self.pending.retain(|id| !stored.contains(id));
+        }
     }
 
     pub fn get(&self, id: i64) -> Option<&Arc<SeriesKey>> {
@@ -147,5 +200,74 @@ impl SeriesRegistry {
 
     pub fn is_empty(&self) -> bool {
         self.by_id.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Source;
+
+    fn call(model: &str, user: Option<&str>, team: &str) -> LlmCall {
+        LlmCall {
+            id: None,
+            project: "p".into(),
+            time_ms: 0,
+            started_at_ms: None,
+            completed_at_ms: None,
+            model: model.into(),
+            response_model: None,
+            provider: None,
+            operation: Operation::Chat,
+            user: user.map(str::to_owned),
+            api_key: None,
+            session: None,
+            route: None,
+            cluster: None,
+            tags: Tags::from([("team".to_owned(), team.to_owned())]),
+            requests: 1,
+            input_tokens: 0,
+            output_tokens: 0,
+            total_tokens: 0,
+            cache_read_tokens: 0,
+            cache_write_tokens: 0,
+            reasoning_tokens: 0,
+            completed: true,
+            estimated: false,
+            request_bytes: None,
+            output_chunks: None,
+            streaming: None,
+            ttft_ms: None,
+            duration_ms: None,
+            status: Status::Ok,
+            error_type: None,
+            cost_usd: 0.0,
+            price_id: None,
+            reported_cost_usd: None,
+            source: Source::UsageReport,
+            trace_id: None,
+            span_id: None,
+        }
+    }
+
+    #[test]
+    fn same_dimensions_same_series_across_reloads() {
+        let mut registry = SeriesRegistry::from_stored(Vec::new());
+        let calls = [
+            call("a", Some("u"), "t1"),
+            call("a", Some("u"), "t2"),
+            call("a", None, "t1"),
+            call("a", Some("u"), "t1"),
+        ];
+        let ids = registry.assign(&calls);
+        assert_eq!(ids, vec![1, 2, 3, 1]);
+        assert_eq!(registry.pending().len(), 3);
+        registry.confirm(&[1, 2]);
+        assert_eq!(registry.pending().len(), 1);
+        let stored: Vec<(i64, SeriesKey)> =
+            registry.iter().map(|(id, key)| (id, (**key).clone())).collect();
+        let mut reloaded = SeriesRegistry::from_stored(stored);
+        assert_eq!(reloaded.assign(&calls), vec![1, 2, 3, 1]);
+        assert_eq!(reloaded.assign(&[call("b", None, "t1")]), vec![4]);
     }
 }

@@ -1,5 +1,7 @@
 //! The committer task and its handle.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -11,7 +13,7 @@ use super::reprice::{self, RepriceReport};
 use crate::aggregate::RollupEngine;
 use crate::model::LlmCall;
 use crate::pricing::PriceTable;
-use crate::storage::{AppendBatch, RetentionCutoffs, Storage, StorageError};
+use crate::storage::{AppendBatch, Appended, RetentionCutoffs, Storage, StorageError};
 
 #[derive(Debug, Clone)]
 pub struct CommitterConfig {
@@ -165,47 +167,76 @@ struct Pending {
     reply: Reply<Vec<Outcome>>,
 }
 
+/// Calls gathered for the next append, with the requests they came from.
+#[derive(Default)]
+struct Group {
+    calls: Vec<LlmCall>,
+    pending: Vec<Pending>,
+}
+
+/// A group being appended.
+struct InFlight {
+    append: Pin<Box<dyn Future<Output = Result<Appended, StorageError>> + Send>>,
+    pending: Vec<Pending>,
+    /// Series first written by this group.
+    new_series: Vec<i64>,
+    total: usize,
+}
+
 impl CommitterTask {
+    /// The loop: while one group is being appended, the next one gathers;
+    /// when an append finishes, the next append starts at once and the
+    /// finished group is applied to the rollups and answered meanwhile, so
+    /// the store's writer is rarely idle.
     async fn run(mut self, mut jobs: mpsc::UnboundedReceiver<Job>) {
         let mut ticker = tokio::time::interval(self.config.flush_interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            let job = tokio::select! {
-                job = jobs.recv() => job,
-                _ = ticker.tick() => {
-                    if self.last_flush.elapsed() >= self.config.flush_interval {
-                        self.flush().await.ok();
+        let mut next = Group::default();
+        let mut exclusive: Vec<Job> = Vec::new();
+        let mut inflight: Option<InFlight> = None;
+        let mut open = true;
+        while open || inflight.is_some() || !next.calls.is_empty() {
+            tokio::select! {
+                biased;
+                done = async { (&mut inflight.as_mut().expect("guarded").append).await },
+                    if inflight.is_some() =>
+                {
+                    let finished = inflight.take().expect("guarded");
+                    // Start the next append before answering the finished
+                    // group, unless something must run between the two.
+                    let must_pause = !exclusive.is_empty() || self.flush_due();
+                    if !must_pause && !next.calls.is_empty() {
+                        if let Ok(appended) = &done {
+                            self.engine.confirm_series(&finished.new_series);
+                            debug_assert!(appended.seqs.len() == finished.total);
+                        }
+                        inflight = Some(self.start_append(std::mem::take(&mut next)));
                     }
-                    continue;
+                    self.finish(done, finished);
                 }
-            };
-            let Some(job) = job else { break };
-            let mut group: Vec<LlmCall> = Vec::new();
-            let mut pending: Vec<Pending> = Vec::new();
-            let mut other: Vec<Job> = Vec::new();
-            let mut next = Some(job);
-            while let Some(job) = next.take() {
-                match job {
-                    Job::Append { mut calls, reply } => {
-                        pending.push(Pending { calls: calls.len(), reply });
-                        group.append(&mut calls);
+                job = jobs.recv(), if open && next.calls.len() < self.config.max_group_records => {
+                    match job {
+                        Some(Job::Append { mut calls, reply }) => {
+                            next.pending.push(Pending { calls: calls.len(), reply });
+                            next.calls.append(&mut calls);
+                        }
+                        Some(job) => exclusive.push(job),
+                        None => open = false,
                     }
-                    job => other.push(job),
                 }
-                if group.len() < self.config.max_group_records {
-                    next = jobs.try_recv().ok();
-                }
+                _ = ticker.tick() => {}
             }
-            if !group.is_empty() {
-                self.commit(group, pending).await;
+            if inflight.is_some() {
+                continue;
             }
-            if self.last_flush.elapsed() >= self.config.flush_interval
-                || self.engine.open_cell_count() >= self.config.max_open_cells
-            {
+            if self.flush_due() {
                 self.flush().await.ok();
             }
-            for job in other {
+            for job in exclusive.drain(..) {
                 self.run_exclusive(job).await;
+            }
+            if !next.calls.is_empty() {
+                inflight = Some(self.start_append(std::mem::take(&mut next)));
             }
         }
         if let Err(err) = self.flush().await {
@@ -214,31 +245,43 @@ impl CommitterTask {
         info!("committer stopped");
     }
 
-    async fn commit(&mut self, calls: Vec<LlmCall>, pending: Vec<Pending>) {
-        let total = calls.len();
-        let (series_ids, new_series) = self.engine.assign_series(&calls);
+    fn flush_due(&self) -> bool {
+        self.last_flush.elapsed() >= self.config.flush_interval
+            || self.engine.open_cell_count() >= self.config.max_open_cells
+    }
+
+    /// Assigns series and starts appending a group on the store.
+    fn start_append(&mut self, group: Group) -> InFlight {
+        let total = group.calls.len();
+        let (series_ids, new_series) = self.engine.assign_series(&group.calls);
         let new_ids: Vec<i64> = new_series.iter().map(|(id, _)| *id).collect();
+        let storage = self.storage.clone();
         let started = Instant::now();
-        let result = self.storage.append(AppendBatch { calls, series_ids, new_series }).await;
-        tracing::debug!(
-            records = total,
-            requests = pending.len(),
-            ms = started.elapsed().as_millis() as u64,
-            "group committed"
-        );
-        self.queued.fetch_sub(total, Ordering::AcqRel);
+        let append = Box::pin(async move {
+            let result =
+                storage.append(AppendBatch { calls: group.calls, series_ids, new_series }).await;
+            let ms = started.elapsed().as_millis() as u64;
+            tracing::debug!(records = total, ms, "group committed");
+            result
+        });
+        InFlight { append, pending: group.pending, new_series: new_ids, total }
+    }
+
+    /// Applies a committed group to the rollups, then answers its requests.
+    fn finish(&mut self, result: Result<Appended, StorageError>, group: InFlight) {
+        self.queued.fetch_sub(group.total, Ordering::AcqRel);
         let appended = match result {
             Ok(appended) => appended,
             Err(err) => {
-                error!(%err, records = total, "commit failed; requests answered with an error");
+                error!(%err, records = group.total, "commit failed; requests answered with an error");
                 let err = Arc::new(err);
-                for p in pending {
+                for p in group.pending {
                     let _ = p.reply.send(Err(CommitError::Store(err.clone())));
                 }
                 return;
             }
         };
-        self.engine.confirm_series(&new_ids);
+        self.engine.confirm_series(&group.new_series);
         self.engine.apply(
             appended
                 .calls
@@ -251,7 +294,7 @@ impl CommitterTask {
             Some(_) => Outcome::Accepted,
             None => Outcome::Duplicate,
         });
-        for p in pending {
+        for p in group.pending {
             let answer: Vec<Outcome> = outcomes.by_ref().take(p.calls).collect();
             let _ = p.reply.send(Ok(answer));
         }
