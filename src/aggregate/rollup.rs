@@ -150,15 +150,16 @@ impl RollupEngine {
         self.lock().series.confirm(stored);
     }
 
-    /// Adds durable calls to the open buckets of every tier.
+    /// Adds durable calls to the open minute buckets. Open hour and day
+    /// buckets are not kept apart: they are the open minutes merged, at flush
+    /// and query time, which makes each call a third of the work.
     pub fn apply<'a>(&self, calls: impl IntoIterator<Item = (i64, i64, &'a LlmCall)>) {
         let mut state = self.lock();
         let mut max_seq = state.applied_seq;
         for (seq, series, call) in calls {
-            for tier in Tier::ALL {
-                let key = CellKey { tier, bucket: tier.bucket(call.time_ms), series };
-                state.open.entry(key).or_default().add_call(call);
-            }
+            let key =
+                CellKey { tier: Tier::Minute, bucket: Tier::Minute.bucket(call.time_ms), series };
+            state.open.entry(key).or_default().add_call(call);
             max_seq = max_seq.max(seq);
         }
         state.applied_seq = max_seq;
@@ -173,9 +174,18 @@ impl RollupEngine {
     pub async fn begin_flush(&self) -> Flush<'_> {
         let gate = self.flush_gate.write().await;
         let mut state = self.lock();
-        let cells: Vec<(CellKey, Cell)> = state.open.drain().collect();
+        let minutes: Vec<(CellKey, Cell)> = state.open.drain().collect();
         let watermark = state.applied_seq;
         drop(state);
+        let mut coarser: FxHashMap<CellKey, Cell> = FxHashMap::default();
+        for (key, cell) in &minutes {
+            for tier in [Tier::Hour, Tier::Day] {
+                let coarse = CellKey { tier, bucket: tier.bucket(key.bucket), series: key.series };
+                coarser.entry(coarse).or_default().merge(cell);
+            }
+        }
+        let mut cells = minutes;
+        cells.extend(coarser);
         Flush { engine: self, _gate: gate, cells, watermark }
     }
 
@@ -191,7 +201,8 @@ impl RollupEngine {
     }
 
     /// Open cells of `tier` with buckets in `[from, to)` whose series passes
-    /// `keep`; call while holding `read_gate`.
+    /// `keep` (for hour and day, one per open minute: callers merge); call
+    /// while holding `read_gate`.
     pub fn open_cells(
         &self,
         tier: Tier,
@@ -203,10 +214,9 @@ impl RollupEngine {
         state
             .open
             .iter()
-            .filter(|(k, _)| {
-                k.tier == tier && k.bucket >= from && k.bucket < to && keep.contains(&k.series)
-            })
-            .map(|(k, c)| (*k, c.clone()))
+            .map(|(k, c)| (CellKey { tier, bucket: tier.bucket(k.bucket), series: k.series }, c))
+            .filter(|(k, _)| k.bucket >= from && k.bucket < to && keep.contains(&k.series))
+            .map(|(k, c)| (k, c.clone()))
             .collect()
     }
 
@@ -235,10 +245,11 @@ pub struct Flush<'a> {
 }
 
 impl Flush<'_> {
-    /// The store did not take the cells: put them back so nothing is lost.
+    /// The store did not take the cells: put them back so nothing is lost
+    /// (the minutes; hour and day cells are derived from them again).
     pub fn abort(self, cells: Vec<(CellKey, Cell)>) {
         let mut state = self.engine.lock();
-        for (key, cell) in cells {
+        for (key, cell) in cells.into_iter().filter(|(key, _)| key.tier == Tier::Minute) {
             state.open.entry(key).or_default().merge(&cell);
         }
     }
