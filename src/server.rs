@@ -130,8 +130,7 @@ impl App {
             max_body_bytes: self.config.ingest.max_body_bytes,
             raw_retention_ms: retention_ms("retention.raw", &self.config.retention.raw)?,
         });
-        let queries =
-            Arc::new(QueryState { storage: self.storage.clone(), engine: self.engine.clone() });
+        let queries = Arc::new(QueryState::new(self.storage.clone(), self.engine.clone()));
         let ingest_routes = Router::new()
             .route("/api/v1/usage", post(ingest::usage::post_usage))
             .route("/api/v1/usage/reprice", post(ingest::usage::post_reprice))

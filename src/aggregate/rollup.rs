@@ -107,6 +107,11 @@ pub struct SequencedCall {
 
 struct EngineState {
     series: SeriesRegistry,
+    /// Bumped for a (tier, bucket) each time a flush changes its stored rows,
+    /// so query caches know what went stale.
+    bucket_versions: FxHashMap<(Tier, i64), u64>,
+    /// Bumped when stored rollups change wholesale (re-pricing, retention).
+    epoch: u64,
     open: FxHashMap<CellKey, Cell>,
     /// Highest sequence number applied to `open` (or flushed before it).
     applied_seq: i64,
@@ -127,6 +132,8 @@ impl RollupEngine {
         Self {
             state: Mutex::new(EngineState {
                 series: SeriesRegistry::from_stored(series),
+                bucket_versions: FxHashMap::default(),
+                epoch: 0,
                 open: FxHashMap::default(),
                 applied_seq: watermark,
             }),
@@ -186,13 +193,34 @@ impl RollupEngine {
         }
         let mut cells = minutes;
         cells.extend(coarser);
+        let mut state = self.lock();
+        for (key, _) in &cells {
+            *state.bucket_versions.entry((key.tier, key.bucket)).or_default() += 1;
+        }
+        drop(state);
         Flush { engine: self, _gate: gate, cells, watermark }
     }
 
     /// Holds off queries (and flushes) for a job that rewrites stored
     /// rollups; call right after a flush so no cell is open.
     pub async fn exclusive(&self) -> tokio::sync::RwLockWriteGuard<'_, ()> {
-        self.flush_gate.write().await
+        let gate = self.flush_gate.write().await;
+        self.invalidate_all();
+        gate
+    }
+
+    /// Stored rollups are about to change wholesale (re-pricing, retention).
+    pub fn invalidate_all(&self) {
+        let mut state = self.lock();
+        state.epoch += 1;
+        state.bucket_versions.clear();
+    }
+
+    /// The version of a bucket's stored rows: (epoch, bucket version). Equal
+    /// versions mean equal stored rows.
+    pub fn bucket_version(&self, tier: Tier, bucket: i64) -> (u64, u64) {
+        let state = self.lock();
+        (state.epoch, state.bucket_versions.get(&(tier, bucket)).copied().unwrap_or(0))
     }
 
     /// Holds off flushes while a query reads storage and open cells.

@@ -331,6 +331,7 @@ impl CommitterTask {
             Job::Retention { cutoffs, reply } => {
                 let result = match self.flush().await {
                     Ok(()) => {
+                        let _exclusive = self.engine.exclusive().await;
                         self.storage.apply_retention(cutoffs).await.map_err(CommitError::from)
                     }
                     Err(err) => Err(err.into()),

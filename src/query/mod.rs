@@ -1,5 +1,6 @@
 //! The HTTP query API. It talks only to storage and the rollup engine.
 
+mod cache;
 mod params;
 pub mod usage;
 
@@ -12,4 +13,11 @@ use crate::storage::Storage;
 pub struct QueryState {
     pub storage: Arc<dyn Storage>,
     pub engine: Arc<RollupEngine>,
+    pub cache: cache::BucketCache,
+}
+
+impl QueryState {
+    pub fn new(storage: Arc<dyn Storage>, engine: Arc<RollupEngine>) -> Self {
+        Self { storage, engine, cache: cache::BucketCache::default() }
+    }
 }

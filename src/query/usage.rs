@@ -16,6 +16,7 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use super::QueryState;
+use super::cache::{GroupKey, Grouped};
 use super::params::{Filters, Params, ceil, floor};
 use crate::aggregate::tier::cover;
 use crate::aggregate::{Cell, CellKey, SeriesKey, Tier};
@@ -109,6 +110,87 @@ async fn cells(
     Ok(out)
 }
 
+/// Stored and open cells over `pieces`, grouped by `dims`, per bucket: the
+/// stored part of each bucket from the cache when it is still current, else
+/// read and cached; open cells grouped fresh. One bucket may appear twice
+/// (stored and open); callers merge.
+async fn grouped(
+    state: &QueryState,
+    pieces: &[(Tier, i64, i64)],
+    series: &HashMap<i64, Arc<SeriesKey>>,
+    dims: &[String],
+    signature: &Arc<str>,
+) -> Result<Vec<(i64, Grouped)>, ApiError> {
+    let wanted: HashSet<i64> = series.keys().copied().collect();
+    let mut out = Vec::new();
+    if wanted.is_empty() {
+        return Ok(out);
+    }
+    // Each series' group, computed once rather than per row.
+    let group_of: HashMap<i64, GroupKey> =
+        series.iter().map(|(id, key)| (*id, group_key(key, dims))).collect();
+    let add = |groups: &mut BTreeMap<GroupKey, Cell>, series: i64, cell: &Cell| {
+        let key = &group_of[&series];
+        match groups.get_mut(key) {
+            Some(group) => group.merge(cell),
+            None => {
+                groups.insert(key.clone(), cell.clone());
+            }
+        }
+    };
+    let _gate = state.engine.read_gate().await;
+    for &(tier, from, to) in pieces {
+        let width = tier.width_ms();
+        // Buckets whose cached result is current, and runs of those that are not.
+        let mut missing: Vec<(i64, i64)> = Vec::new();
+        let mut versions: HashMap<i64, (u64, u64)> = HashMap::new();
+        let mut bucket = from;
+        while bucket < to {
+            let version = state.engine.bucket_version(tier, bucket);
+            match state.cache.get(signature, tier, bucket, version) {
+                Some(groups) => out.push((bucket, groups)),
+                None => {
+                    versions.insert(bucket, version);
+                    match missing.last_mut() {
+                        Some((_, end)) if *end == bucket => *end = bucket + width,
+                        _ => missing.push((bucket, bucket + width)),
+                    }
+                }
+            }
+            bucket += width;
+        }
+        for (start, end) in missing {
+            let stored = state
+                .storage
+                .read_rollups(tier, start, end)
+                .await
+                .map_err(|e| ApiError::internal("reading rollups failed", &e))?;
+            let mut by_bucket: BTreeMap<i64, BTreeMap<GroupKey, Cell>> = BTreeMap::new();
+            for (key, cell) in stored.iter().filter(|(k, _)| wanted.contains(&k.series)) {
+                add(by_bucket.entry(key.bucket).or_default(), key.series, cell);
+            }
+            let mut bucket = start;
+            while bucket < end {
+                let groups = Arc::new(by_bucket.remove(&bucket).unwrap_or_default());
+                state.cache.put(signature, tier, bucket, versions[&bucket], groups.clone());
+                out.push((bucket, groups));
+                bucket += width;
+            }
+        }
+        let mut open: BTreeMap<i64, BTreeMap<GroupKey, Cell>> = BTreeMap::new();
+        for (key, cell) in state.engine.open_cells(tier, from, to, &wanted) {
+            add(open.entry(key.bucket).or_default(), key.series, &cell);
+        }
+        out.extend(open.into_iter().map(|(bucket, groups)| (bucket, Arc::new(groups))));
+    }
+    Ok(out)
+}
+
+/// What a grouped query asks, as a cache key.
+fn signature(project: &str, dims: &[String], filters: &Filters) -> Arc<str> {
+    Arc::from(format!("{project}\u{1f}{dims:?}\u{1f}{:?}", filters.0))
+}
+
 fn group_key(key: &SeriesKey, dims: &[String]) -> Vec<Option<String>> {
     dims.iter().map(|d| key.dimension(d).map(str::to_owned)).collect()
 }
@@ -131,14 +213,23 @@ pub async fn summary(
     let (from, to) = params.minute_window()?;
     let dims = params.group_by(false)?;
     let filters = params.filters(false)?;
-    let series = select(&state, &params.project(), &filters);
-    let cells = cells(&state, &cover(from, to), &series).await?;
+    let project = params.project();
+    let series = select(&state, &project, &filters);
+    let signature = signature(&project, &dims, &filters);
+    let buckets = grouped(&state, &cover(from, to), &series, &dims, &signature).await?;
 
-    let mut groups: BTreeMap<Vec<Option<String>>, Cell> = BTreeMap::new();
+    let mut groups: BTreeMap<GroupKey, Cell> = BTreeMap::new();
     let mut total = Cell::default();
-    for (key, cell) in &cells {
-        total.merge(cell);
-        groups.entry(group_key(&series[&key.series], &dims)).or_default().merge(cell);
+    for (_, bucket_groups) in &buckets {
+        for (key, cell) in bucket_groups.iter() {
+            total.merge(cell);
+            match groups.get_mut(key) {
+                Some(group) => group.merge(cell),
+                None => {
+                    groups.insert(key.clone(), cell.clone());
+                }
+            }
+        }
     }
     let mut groups: Vec<(Vec<Option<String>>, Cell)> = groups.into_iter().collect();
     groups.sort_by(|a, b| {
@@ -200,18 +291,17 @@ pub async fn series(
     }
     let dims = params.group_by(false)?;
     let filters = params.filters(false)?;
-    let series = select(&state, &params.project(), &filters);
-    let cells = cells(&state, &[(tier, from, to)], &series).await?;
+    let project = params.project();
+    let series = select(&state, &project, &filters);
+    let signature = signature(&project, &dims, &filters);
+    let buckets = grouped(&state, &[(tier, from, to)], &series, &dims, &signature).await?;
 
-    let mut groups: BTreeMap<Vec<Option<String>>, BTreeMap<i64, Cell>> = BTreeMap::new();
-    for (key, cell) in &cells {
-        let point = floor(key.bucket, step);
-        groups
-            .entry(group_key(&series[&key.series], &dims))
-            .or_default()
-            .entry(point)
-            .or_default()
-            .merge(cell);
+    let mut groups: BTreeMap<GroupKey, BTreeMap<i64, Cell>> = BTreeMap::new();
+    for (bucket, bucket_groups) in &buckets {
+        let point = floor(*bucket, step);
+        for (key, cell) in bucket_groups.iter() {
+            groups.entry(key.clone()).or_default().entry(point).or_default().merge(cell);
+        }
     }
     let groups: Vec<Value> = groups
         .iter()

@@ -10,6 +10,7 @@ mod rows;
 mod schema;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -55,6 +56,8 @@ pub struct SqliteStorage {
     options: SqliteOptions,
     writer: Arc<Mutex<Connection>>,
     readers: Arc<Mutex<Vec<Connection>>>,
+    /// Frames in the WAL as last seen by the background checkpointer.
+    wal_frames: Arc<AtomicU64>,
 }
 
 fn configure(conn: &Connection, options: &SqliteOptions) -> Result<(), rusqlite::Error> {
@@ -89,12 +92,19 @@ impl SqliteStorage {
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         conn.pragma_update(None, "journal_size_limit", 256 * 1024 * 1024)?;
         let writer = Arc::new(Mutex::new(conn));
-        spawn_checkpointer(path.to_path_buf(), options.clone(), Arc::downgrade(&writer))?;
+        let wal_frames = Arc::new(AtomicU64::new(0));
+        spawn_checkpointer(
+            path.to_path_buf(),
+            options.clone(),
+            Arc::downgrade(&writer),
+            wal_frames.clone(),
+        )?;
         Ok(Self {
             path: path.to_path_buf(),
             options: options.clone(),
             writer,
             readers: Arc::new(Mutex::new(Vec::new())),
+            wal_frames,
         })
     }
 
@@ -109,9 +119,22 @@ impl SqliteStorage {
         F: FnOnce(&mut Connection) -> Result<T, StorageError> + Send + 'static,
     {
         let writer = self.writer.clone();
+        let wal_frames = self.wal_frames.clone();
         tokio::task::spawn_blocking(move || {
             let mut conn = writer.lock().unwrap_or_else(|p| p.into_inner());
-            work(&mut conn)
+            let result = work(&mut conn);
+            // The background checkpointer copies the WAL into the database
+            // but, with commits arriving all the time, rarely finishes, and
+            // the WAL only starts over after a finished checkpoint. The
+            // writer finishes one itself (cheap: most frames are already
+            // copied) when the WAL has grown, so the WAL stays bounded.
+            if wal_frames.load(Ordering::Relaxed) >= WAL_RESET_FRAMES {
+                match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                    Ok(()) => wal_frames.store(0, Ordering::Relaxed),
+                    Err(err) => warn!(%err, "wal checkpoint on the writer failed"),
+                }
+            }
+            result
         })
         .await
         .map_err(|_| StorageError::WorkerGone)?
@@ -148,6 +171,10 @@ impl SqliteStorage {
     }
 }
 
+/// WAL size (in 16 KiB frames, so 256 MiB) at which the writer finishes a
+/// checkpoint itself so that the WAL can start over.
+const WAL_RESET_FRAMES: u64 = 16_384;
+
 /// How often the background checkpointer copies the WAL into the database.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
 
@@ -157,6 +184,7 @@ fn spawn_checkpointer(
     path: PathBuf,
     options: SqliteOptions,
     writer: std::sync::Weak<Mutex<Connection>>,
+    wal_frames: Arc<AtomicU64>,
 ) -> Result<(), StorageError> {
     let conn = Connection::open(&path)?;
     configure(&conn, &options)?;
@@ -166,8 +194,12 @@ fn spawn_checkpointer(
             // Runs as long as the storage (its write connection) exists.
             while writer.strong_count() > 0 {
                 std::thread::sleep(CHECKPOINT_EVERY);
-                if let Err(err) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-                    warn!(%err, "wal checkpoint failed");
+                // Returns (busy, frames in the WAL, frames checkpointed).
+                match conn
+                    .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| row.get::<_, i64>(1))
+                {
+                    Ok(frames) => wal_frames.store(frames.max(0) as u64, Ordering::Relaxed),
+                    Err(err) => warn!(%err, "wal checkpoint failed"),
                 }
             }
         })
