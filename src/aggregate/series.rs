@@ -206,47 +206,14 @@ impl SeriesRegistry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Source;
 
     fn call(model: &str, user: Option<&str>, team: &str) -> LlmCall {
         LlmCall {
-            id: None,
             project: "p".into(),
-            time_ms: 0,
-            started_at_ms: None,
-            completed_at_ms: None,
             model: model.into(),
-            response_model: None,
-            provider: None,
-            operation: Operation::Chat,
             user: user.map(str::to_owned),
-            api_key: None,
-            session: None,
-            route: None,
-            cluster: None,
             tags: Tags::from([("team".to_owned(), team.to_owned())]),
-            requests: 1,
-            input_tokens: 0,
-            output_tokens: 0,
-            total_tokens: 0,
-            cache_read_tokens: 0,
-            cache_write_tokens: 0,
-            reasoning_tokens: 0,
-            completed: true,
-            estimated: false,
-            request_bytes: None,
-            output_chunks: None,
-            streaming: None,
-            ttft_ms: None,
-            duration_ms: None,
-            status: Status::Ok,
-            error_type: None,
-            cost_usd: 0.0,
-            price_id: None,
-            reported_cost_usd: None,
-            source: Source::UsageReport,
-            trace_id: None,
-            span_id: None,
+            ..LlmCall::example()
         }
     }
 

@@ -195,3 +195,49 @@ impl LlmCall {
         self.status == Status::Error
     }
 }
+
+#[cfg(test)]
+impl LlmCall {
+    /// A plain completed chat call, for tests to adjust with `..`.
+    pub fn example() -> LlmCall {
+        LlmCall {
+            id: None,
+            project: "default".into(),
+            time_ms: 0,
+            started_at_ms: None,
+            completed_at_ms: None,
+            model: "gpt-4o".into(),
+            response_model: None,
+            provider: None,
+            operation: Operation::Chat,
+            user: None,
+            api_key: None,
+            session: None,
+            route: None,
+            cluster: None,
+            tags: Tags::new(),
+            requests: 1,
+            input_tokens: 0,
+            output_tokens: 0,
+            total_tokens: 0,
+            cache_read_tokens: 0,
+            cache_write_tokens: 0,
+            reasoning_tokens: 0,
+            completed: true,
+            estimated: false,
+            request_bytes: None,
+            output_chunks: None,
+            streaming: None,
+            ttft_ms: None,
+            duration_ms: None,
+            status: Status::Ok,
+            error_type: None,
+            cost_usd: 0.0,
+            price_id: None,
+            reported_cost_usd: None,
+            source: Source::UsageReport,
+            trace_id: None,
+            span_id: None,
+        }
+    }
+}

@@ -5,47 +5,26 @@ use std::sync::Arc;
 
 use super::{AppendBatch, CallFilter, RetentionCutoffs, Storage};
 use crate::aggregate::{Cell, CellKey, RollupEngine, SeriesKey, Tier};
-use crate::model::{LlmCall, Operation, Source, Status, Tags};
+use crate::model::{LlmCall, Tags};
 
 fn call(id: Option<&str>, time_ms: i64, input: u64) -> LlmCall {
     LlmCall {
         id: id.map(str::to_owned),
-        project: "default".into(),
         time_ms,
-        started_at_ms: None,
         completed_at_ms: Some(time_ms),
-        model: "gpt-4o".into(),
-        response_model: None,
         provider: Some("openai".into()),
-        operation: Operation::Chat,
         user: Some("alice".into()),
-        api_key: None,
         session: Some("s1".into()),
-        route: None,
-        cluster: None,
         tags: Tags::from([("team".to_owned(), "search".to_owned())]),
-        requests: 1,
         input_tokens: input,
         output_tokens: 1,
         total_tokens: input + 1,
-        cache_read_tokens: 0,
-        cache_write_tokens: 0,
-        reasoning_tokens: 0,
-        completed: true,
-        estimated: false,
-        request_bytes: None,
-        output_chunks: None,
         streaming: Some(true),
         ttft_ms: Some(10.0),
         duration_ms: Some(100.0),
-        status: Status::Ok,
-        error_type: None,
         cost_usd: 0.5,
         price_id: Some("catalog:gpt-4o".into()),
-        reported_cost_usd: None,
-        source: Source::UsageReport,
-        trace_id: None,
-        span_id: None,
+        ..LlmCall::example()
     }
 }
 
