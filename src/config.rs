@@ -144,6 +144,8 @@ pub struct RetentionConfig {
     pub hour: String,
     /// 1-day rollups.
     pub day: String,
+    /// How often data past its retention is deleted.
+    pub check_interval: String,
 }
 
 impl Default for RetentionConfig {
@@ -153,6 +155,7 @@ impl Default for RetentionConfig {
             minute: "7d".to_owned(),
             hour: "90d".to_owned(),
             day: "forever".to_owned(),
+            check_interval: "10m".to_owned(),
         }
     }
 }
@@ -253,6 +256,13 @@ impl Config {
             ("retention.day", &r.day),
         ] {
             retention_ms(key, value)?;
+        }
+        match parse_duration(&r.check_interval) {
+            Ok(ms) if ms >= 1000 => {}
+            Ok(_) => return Err(invalid("retention.check_interval", "must be at least 1s")),
+            Err(message) => {
+                return Err(ConfigError::Value { key: "retention.check_interval".into(), message });
+            }
         }
         crate::pricing::PriceTable::new(&self.prices)
             .map_err(|e| ConfigError::Value { key: "prices".into(), message: e.to_string() })?;

@@ -149,12 +149,14 @@ impl App {
             .layer(DefaultBodyLimit::disable()))
     }
 
-    /// Deletes data past its retention every `every`, starting now.
-    pub fn spawn_retention(
-        &self,
-        every: Duration,
-    ) -> Result<tokio::task::JoinHandle<()>, StartError> {
+    /// Deletes data past its retention every `retention.check_interval`,
+    /// starting now.
+    pub fn spawn_retention(&self) -> Result<tokio::task::JoinHandle<()>, StartError> {
         let r = &self.config.retention;
+        let every = crate::time::parse_duration(&r.check_interval).map_err(|message| {
+            crate::config::ConfigError::Value { key: "retention.check_interval".into(), message }
+        })?;
+        let every = Duration::from_millis(every as u64);
         let raw = retention_ms("retention.raw", &r.raw)?;
         let minute = retention_ms("retention.minute", &r.minute)?;
         let hour = retention_ms("retention.hour", &r.hour)?;

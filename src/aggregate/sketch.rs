@@ -384,6 +384,9 @@ impl Store {
             return Err(SketchError::TooManyBins(occupied));
         }
         let mut store = Store::default();
+        // The bins span at least `occupied` keys; reserving that avoids most
+        // regrowth while decoding (decode is the hot part of cold queries).
+        store.bins.reserve(occupied as usize);
         let mut key = 0i64;
         for i in 0..occupied {
             key = if i == 0 {

@@ -3,7 +3,6 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
@@ -43,7 +42,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let http_addr = config.http;
     let app = App::start(config).await?;
     let router = app.router()?;
-    let retention = app.spawn_retention(Duration::from_secs(600))?;
+    let retention = app.spawn_retention()?;
     let listener = tokio::net::TcpListener::bind(http_addr)
         .await
         .with_context(|| format!("cannot listen on {http_addr}"))?;

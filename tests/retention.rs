@@ -1,0 +1,67 @@
+//! Retention: each kind of data is deleted past its own horizon, on the
+//! configured interval; rollups outlive the raw calls they summarise.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{TestServer, all_records, chat, ingest, now_ms, series, summary, tokens};
+use serde_json::json;
+
+const MINUTE: i64 = 60_000;
+
+#[tokio::test]
+async fn raw_calls_and_minute_rollups_expire_while_hours_remain() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(
+        dir.path(),
+        &[
+            ("TALLY_RETENTION__RAW", "2h"),
+            ("TALLY_RETENTION__MINUTE", "3h"),
+            ("TALLY_RETENTION__HOUR", "2d"),
+            ("TALLY_RETENTION__CHECK_INTERVAL", "1s"),
+            ("TALLY_INGEST__ROLLUP_FLUSH_INTERVAL", "200ms"),
+        ],
+    );
+    let base = server.url();
+    let now = now_ms();
+    let (old, middle, fresh) = (now - 300 * MINUTE, now - 150 * MINUTE, now - 10 * MINUTE);
+    ingest(
+        base,
+        &json!([
+            chat("old", "gpt-4o", tokens(100, 1), old),
+            chat("middle", "gpt-4o", tokens(100, 1), middle),
+            chat("fresh", "gpt-4o", tokens(100, 1), fresh),
+        ]),
+    )
+    .await;
+    assert_eq!(all_records(base, &[("since", "24h")], 10).await.len(), 3);
+
+    // Two retention runs later: raw keeps 2 h, minute rollups 3 h.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let records = all_records(base, &[("since", "24h")], 10).await;
+    let ids: Vec<&str> = records.iter().map(|r| r["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, vec!["fresh"], "raw calls older than 2 h are gone");
+
+    let minutes = series(base, &[("since", "6h"), ("step", "1m")]).await;
+    let in_minutes: u64 = minutes["groups"][0]["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["requests"].as_u64().unwrap())
+        .sum();
+    assert_eq!(in_minutes, 2, "minute rollups older than 3 h are gone");
+
+    let hours = series(base, &[("since", "6h"), ("step", "1h")]).await;
+    let in_hours: u64 = hours["groups"][0]["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["requests"].as_u64().unwrap())
+        .sum();
+    assert_eq!(in_hours, 3, "hour rollups keep all three calls");
+    // A 6 h summary reads minutes only at its edges (the first and last
+    // partial hours), where no expired call lies, and whole hours between.
+    let total = summary(base, &[("from", &(now - 360 * MINUTE).to_string())]).await;
+    assert_eq!(total["total"]["requests"].as_u64(), Some(3));
+}
