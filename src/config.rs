@@ -84,6 +84,9 @@ pub struct IngestConfig {
     pub max_queued_records: usize,
     /// Most records committed in one store transaction.
     pub max_group_records: usize,
+    /// Most ingest requests read and parsed at once; more get 429. With
+    /// `max_body_bytes` this bounds the memory bodies in flight can take.
+    pub max_concurrent_requests: usize,
     /// How often open rollup buckets are written to the store.
     pub rollup_flush_interval: String,
 }
@@ -94,6 +97,7 @@ impl Default for IngestConfig {
             max_body_bytes: 64 * 1024 * 1024,
             max_queued_records: 400_000,
             max_group_records: 50_000,
+            max_concurrent_requests: 128,
             rollup_flush_interval: "5s".to_owned(),
         }
     }
@@ -239,10 +243,13 @@ impl Config {
         if self.ingest.max_body_bytes < 1024 {
             return Err(invalid("ingest.max_body_bytes", "must be at least 1024"));
         }
-        if self.ingest.max_group_records == 0 || self.ingest.max_queued_records == 0 {
+        if self.ingest.max_group_records == 0
+            || self.ingest.max_queued_records == 0
+            || self.ingest.max_concurrent_requests == 0
+        {
             return Err(invalid(
                 "ingest",
-                "max_group_records and max_queued_records must be positive",
+                "max_group_records, max_queued_records and max_concurrent_requests must be positive",
             ));
         }
         parse_duration(&self.ingest.rollup_flush_interval).map_err(|message| {

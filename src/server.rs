@@ -129,6 +129,7 @@ impl App {
             },
             max_body_bytes: self.config.ingest.max_body_bytes,
             raw_retention_ms: retention_ms("retention.raw", &self.config.retention.raw)?,
+            in_flight: tokio::sync::Semaphore::new(self.config.ingest.max_concurrent_requests),
         });
         let queries = Arc::new(QueryState::new(self.storage.clone(), self.engine.clone()));
         let ingest_routes = Router::new()

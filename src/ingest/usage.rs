@@ -24,6 +24,9 @@ pub struct UsageIngest {
     pub max_body_bytes: usize,
     /// Raw retention, which bounds how far back re-pricing can reach.
     pub raw_retention_ms: Option<i64>,
+    /// Requests being read and parsed; bounds the memory that bodies in
+    /// flight can take (each up to `max_body_bytes`).
+    pub in_flight: tokio::sync::Semaphore,
 }
 
 #[derive(Debug, Serialize)]
@@ -44,6 +47,14 @@ pub async fn post_usage(
     headers: HeaderMap,
     request: Body,
 ) -> Result<(StatusCode, Json<UsageResponse>), ApiError> {
+    let Ok(_permit) = ingest.in_flight.try_acquire() else {
+        return Err(ApiError {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            code: "overloaded",
+            message: "too many ingest requests in flight; retry later".into(),
+            retry_after_s: Some(1),
+        });
+    };
     let bytes = body::read(&headers, request, ingest.max_body_bytes).await?;
     let records = body::split_records(&bytes, body::is_ndjson(&headers))?;
     let context = NormalizeContext {
