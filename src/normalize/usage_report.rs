@@ -161,14 +161,15 @@ fn text(field: &str, value: Option<Text>) -> Result<Option<String>, ReportError>
     let Some(Text(value)) = value else {
         return Ok(None);
     };
-    let value = value.trim();
-    if value.is_empty() {
+    let trimmed = value.trim();
+    if trimmed.is_empty() {
         return Ok(None);
     }
-    if value.len() > MAX_TEXT_LEN {
+    if trimmed.len() > MAX_TEXT_LEN {
         return Err(ReportError::new(field, format!("longer than {MAX_TEXT_LEN} bytes")));
     }
-    Ok(Some(value.to_owned()))
+    // Keep the parsed string (no copy) unless there was something to trim.
+    if trimmed.len() == value.len() { Ok(Some(value)) } else { Ok(Some(trimmed.to_owned())) }
 }
 
 fn count(value: Option<Count>) -> Option<u64> {
