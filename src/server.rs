@@ -31,12 +31,17 @@ pub struct App {
     pub prices: Arc<PriceTable>,
     /// Resolves when the committer has stopped (after its final flush).
     committer_stopped: tokio::sync::oneshot::Receiver<()>,
+    /// Held for the life of the server: two processes on one data dir would
+    /// hand out the same series ids.
+    _data_dir_lock: std::fs::File,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("data dir {path}: {source}")]
     DataDir { path: String, source: std::io::Error },
+    #[error("data dir {0} is in use by another tally process")]
+    DataDirInUse(String),
     #[error(transparent)]
     Storage(#[from] storage::StorageError),
     #[error("cannot start the committer: {0}")]
@@ -84,6 +89,19 @@ impl App {
             path: config.data_dir.display().to_string(),
             source,
         })?;
+        let lock_path = config.data_dir.join("lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|source| StartError::DataDir {
+                path: lock_path.display().to_string(),
+                source,
+            })?;
+        if lock.try_lock().is_err() {
+            return Err(StartError::DataDirInUse(config.data_dir.display().to_string()));
+        }
         let options = SqliteOptions {
             synchronous: config.sqlite.synchronous,
             cache_mib: config.sqlite.cache_mib,
@@ -114,7 +132,15 @@ impl App {
         )
         .map_err(StartError::Committer)?;
         let prices = Arc::new(PriceTable::new(&config.prices)?);
-        Ok(App { config, storage, engine, committer, prices, committer_stopped })
+        Ok(App {
+            config,
+            storage,
+            engine,
+            committer,
+            prices,
+            committer_stopped,
+            _data_dir_lock: lock,
+        })
     }
 
     pub fn router(&self) -> Result<Router, StartError> {
