@@ -349,22 +349,13 @@ mod tests {
 
     #[test]
     fn payload_round_trips_every_field() {
+        // Every payload field set to something other than its default.
         let call = LlmCall {
             id: Some("r1".into()),
-            project: "p".into(),
             time_ms: 5,
             started_at_ms: Some(1),
             completed_at_ms: Some(5),
-            model: "m".into(),
             response_model: Some("m-2024".into()),
-            provider: None,
-            operation: Operation::Chat,
-            user: None,
-            api_key: None,
-            session: None,
-            route: None,
-            cluster: None,
-            tags: Tags::new(),
             requests: 2,
             input_tokens: 10,
             output_tokens: 11,
@@ -379,14 +370,13 @@ mod tests {
             output_chunks: Some(7),
             ttft_ms: Some(12.5),
             duration_ms: Some(99.0),
-            status: Status::Error,
             error_type: Some("timeout".into()),
             cost_usd: 0.25,
             price_id: Some("catalog:m".into()),
             reported_cost_usd: Some(0.5),
-            source: Source::UsageReport,
             trace_id: Some("t".into()),
             span_id: Some("s".into()),
+            ..LlmCall::example()
         };
         let mut bytes = Vec::new();
         encode_payload(&call, &mut bytes);
