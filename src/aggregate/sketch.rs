@@ -213,15 +213,38 @@ impl Sketch {
     /// stores, ordered finite bounds); never panics and allocates at most 2048 bins
     /// per store.
     pub fn decode(bytes: &[u8]) -> Result<Sketch, SketchError> {
+        let mut sketch = Sketch::default();
+        sketch.decode_into(bytes)?;
+        Ok(sketch)
+    }
+
+    /// Merges the sketch encoded in `bytes` into this one: the same as
+    /// `self.merge(&Sketch::decode(bytes)?)`, but decoding into a buffer
+    /// reused across calls, so that merging many stored sketches (a cold
+    /// query) does not allocate per sketch. On error `self` is unchanged.
+    pub fn merge_encoded(&mut self, bytes: &[u8]) -> Result<(), SketchError> {
+        thread_local! {
+            static SCRATCH: std::cell::RefCell<Sketch> = std::cell::RefCell::new(Sketch::default());
+        }
+        SCRATCH.with(|scratch| {
+            let mut scratch = scratch.borrow_mut();
+            scratch.decode_into(bytes)?;
+            self.merge(&scratch);
+            Ok(())
+        })
+    }
+
+    /// Decodes into `self`, reusing its bins' memory; see `decode`.
+    fn decode_into(&mut self, bytes: &[u8]) -> Result<(), SketchError> {
         let mut input = Reader { rest: bytes };
         let version = input.byte()?;
         if version != FORMAT_VERSION {
             return Err(SketchError::UnsupportedVersion(version));
         }
         let zero_count = input.varint()?;
-        let negative = Store::decode(&mut input)?;
-        let positive = Store::decode(&mut input)?;
-        let count = [zero_count, negative.total(), positive.total()]
+        self.negative.decode_into(&mut input)?;
+        self.positive.decode_into(&mut input)?;
+        let count = [zero_count, self.negative.total(), self.positive.total()]
             .into_iter()
             .fold(0, u64::saturating_add);
         let (min, max, sum) = match count {
@@ -240,7 +263,12 @@ impl Sketch {
         if !input.rest.is_empty() {
             return Err(SketchError::TrailingBytes(input.rest.len()));
         }
-        Ok(Sketch { negative, zero_count, positive, count, sum, min, max })
+        self.zero_count = zero_count;
+        self.count = count;
+        self.sum = sum;
+        self.min = min;
+        self.max = max;
+        Ok(())
     }
 }
 
@@ -378,12 +406,16 @@ impl Store {
         }
     }
 
-    fn decode(input: &mut Reader<'_>) -> Result<Store, SketchError> {
+    /// Decodes into `self`, reusing its memory. On error `self` is left
+    /// with partial contents; callers discard it.
+    fn decode_into(&mut self, input: &mut Reader<'_>) -> Result<(), SketchError> {
         let occupied = input.varint()?;
         if occupied > MAX_BINS as u64 {
             return Err(SketchError::TooManyBins(occupied));
         }
-        let mut store = Store::default();
+        self.offset = 0;
+        self.bins.clear();
+        let store = self;
         // The bins span at least `occupied` keys; reserving that avoids most
         // regrowth while decoding (decode is the hot part of cold queries).
         store.bins.reserve(occupied as usize);
@@ -415,7 +447,7 @@ impl Store {
             store.bins.resize(position, 0);
             store.bins.push(n);
         }
-        Ok(store)
+        Ok(())
     }
 }
 
@@ -926,6 +958,24 @@ mod tests {
             for len in 0..bytes.len() {
                 prop_assert_eq!(Sketch::decode(&bytes[..len]), Err(SketchError::Truncated));
             }
+        }
+
+        #[test]
+        fn merge_encoded_equals_merge_of_decoded(
+            base in vec(value(), 0..40),
+            others in vec(vec(value(), 0..40), 1..5),
+        ) {
+            let mut direct = sketch_of(&base);
+            let mut via_bytes = direct.clone();
+            for values in &others {
+                let other = sketch_of(values);
+                direct.merge(&Sketch::decode(&other.to_bytes()).unwrap());
+                via_bytes.merge_encoded(&other.to_bytes()).unwrap();
+            }
+            prop_assert_eq!(&direct, &via_bytes);
+            let before = via_bytes.clone();
+            prop_assert!(via_bytes.merge_encoded(&[FORMAT_VERSION, 0, 1]).is_err());
+            prop_assert_eq!(&before, &via_bytes, "a failed merge changes nothing");
         }
 
         #[test]

@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use axum::Json;
 use axum::extract::{RawQuery, State};
@@ -21,7 +21,7 @@ use super::params::{Filters, Params, ceil, floor};
 use crate::aggregate::tier::cover;
 use crate::aggregate::{Cell, CellKey, SeriesKey, Tier};
 use crate::error::ApiError;
-use crate::storage::CallFilter;
+use crate::storage::{CallFilter, RollupVisitor, StorageError};
 
 /// Quantiles of a sketch, in milliseconds.
 #[derive(Debug, Serialize)]
@@ -127,8 +127,8 @@ async fn grouped(
         return Ok(out);
     }
     // Each series' group, computed once rather than per row.
-    let group_of: HashMap<i64, GroupKey> =
-        series.iter().map(|(id, key)| (*id, group_key(key, dims))).collect();
+    let group_of: Arc<HashMap<i64, GroupKey>> =
+        Arc::new(series.iter().map(|(id, key)| (*id, group_key(key, dims))).collect());
     let add = |groups: &mut BTreeMap<GroupKey, Cell>, series: i64, cell: &Cell| {
         let key = &group_of[&series];
         match groups.get_mut(key) {
@@ -160,15 +160,15 @@ async fn grouped(
             bucket += width;
         }
         for (start, end) in missing {
-            let stored = state
+            let scanned = Arc::new(Mutex::new(BTreeMap::new()));
+            let grouper = Grouper { group_of: group_of.clone(), out: scanned.clone() };
+            state
                 .storage
-                .read_rollups(tier, start, end)
+                .scan_rollups(tier, start, end, Box::new(grouper))
                 .await
                 .map_err(|e| ApiError::internal("reading rollups failed", &e))?;
-            let mut by_bucket: BTreeMap<i64, BTreeMap<GroupKey, Cell>> = BTreeMap::new();
-            for (key, cell) in stored.iter().filter(|(k, _)| wanted.contains(&k.series)) {
-                add(by_bucket.entry(key.bucket).or_default(), key.series, cell);
-            }
+            let mut by_bucket =
+                std::mem::take(&mut *scanned.lock().unwrap_or_else(|p| p.into_inner()));
             let mut bucket = start;
             while bucket < end {
                 let groups = Arc::new(by_bucket.remove(&bucket).unwrap_or_default());
@@ -184,6 +184,39 @@ async fn grouped(
         out.extend(open.into_iter().map(|(bucket, groups)| (bucket, Arc::new(groups))));
     }
     Ok(out)
+}
+
+/// Groups stored rollup rows per bucket as they stream out of the store,
+/// merging their sketches straight from the stored bytes.
+struct Grouper {
+    /// The group of every selected series; rows of other series are skipped.
+    group_of: Arc<HashMap<i64, GroupKey>>,
+    out: Arc<Mutex<BTreeMap<i64, BTreeMap<GroupKey, Cell>>>>,
+}
+
+impl RollupVisitor for Grouper {
+    fn visit(
+        &mut self,
+        key: CellKey,
+        counters: Cell,
+        latency: &[u8],
+        ttft: &[u8],
+    ) -> Result<(), StorageError> {
+        let Some(group) = self.group_of.get(&key.series) else { return Ok(()) };
+        let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
+        let groups = out.entry(key.bucket).or_default();
+        if !groups.contains_key(group) {
+            groups.insert(group.clone(), Cell::default());
+        }
+        let cell = groups.get_mut(group).expect("just inserted");
+        cell.merge(&counters);
+        let corrupt = |e: crate::aggregate::sketch::SketchError| {
+            StorageError::Corrupt(format!("sketch: {e}"))
+        };
+        cell.latency_ms.merge_encoded(latency).map_err(corrupt)?;
+        cell.ttft_ms.merge_encoded(ttft).map_err(corrupt)?;
+        Ok(())
+    }
 }
 
 /// What a grouped query asks, as a cache key.

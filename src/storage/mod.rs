@@ -77,6 +77,20 @@ pub struct RetentionCutoffs {
     pub day: Option<i64>,
 }
 
+/// Receives stored rollup rows one at a time with their sketches still
+/// encoded, so a reader can merge them (`Sketch::merge_encoded`) without
+/// decoding each into an allocation of its own.
+pub trait RollupVisitor: Send {
+    /// `counters` carries every field but the sketches, which are empty.
+    fn visit(
+        &mut self,
+        key: CellKey,
+        counters: Cell,
+        latency: &[u8],
+        ttft: &[u8],
+    ) -> Result<(), StorageError>;
+}
+
 #[async_trait]
 pub trait Storage: Send + Sync {
     /// Every stored series.
@@ -101,6 +115,15 @@ pub trait Storage: Send + Sync {
         from: i64,
         to: i64,
     ) -> Result<Vec<(CellKey, Cell)>, StorageError>;
+    /// Hands every stored rollup row of `tier` with a bucket in `[from, to)`
+    /// to `visitor`, and gives the visitor back.
+    async fn scan_rollups(
+        &self,
+        tier: Tier,
+        from: i64,
+        to: i64,
+        visitor: Box<dyn RollupVisitor>,
+    ) -> Result<Box<dyn RollupVisitor>, StorageError>;
     /// Raw calls, ordered by (time, seq).
     async fn list_calls(&self, filter: CallFilter) -> Result<Vec<SequencedCall>, StorageError>;
     /// Calls with time in `[from, to)` and seq above `after_seq` (for

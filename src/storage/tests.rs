@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::{AppendBatch, CallFilter, RetentionCutoffs, Storage};
+use super::{AppendBatch, CallFilter, RetentionCutoffs, RollupVisitor, Storage};
 use crate::aggregate::{Cell, CellKey, RollupEngine, SeriesKey, Tier};
 use crate::model::{LlmCall, Tags};
 
@@ -123,6 +123,27 @@ pub async fn rollups_merge_and_record_the_watermark(storage: Arc<dyn Storage>) {
     assert_eq!((cell.requests, cell.input_tokens), (4, 60), "two flushes of the same cells add up");
     assert_eq!(cell.latency_ms.count(), 4);
     assert!(storage.read_rollups(Tier::Hour, 3_600_000, 7_200_000).await.unwrap().is_empty());
+
+    // Scanning hands out the same rows, sketches still encoded.
+    type Rows = Arc<std::sync::Mutex<Vec<(CellKey, Cell)>>>;
+    struct Collect(Rows);
+    impl RollupVisitor for Collect {
+        fn visit(
+            &mut self,
+            key: CellKey,
+            mut counters: Cell,
+            latency: &[u8],
+            ttft: &[u8],
+        ) -> Result<(), super::StorageError> {
+            counters.latency_ms.merge_encoded(latency).unwrap();
+            counters.ttft_ms.merge_encoded(ttft).unwrap();
+            self.0.lock().unwrap().push((key, counters));
+            Ok(())
+        }
+    }
+    let rows: Rows = Arc::default();
+    storage.scan_rollups(Tier::Minute, 0, 600_000, Box::new(Collect(rows.clone()))).await.unwrap();
+    assert_eq!(*rows.lock().unwrap(), minute);
 }
 
 pub async fn replace_window_and_retention(storage: Arc<dyn Storage>) {

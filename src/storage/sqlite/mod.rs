@@ -20,7 +20,8 @@ use std::time::Duration;
 use tracing::warn;
 
 use super::{
-    AppendBatch, Appended, CallFilter, RetentionCutoffs, Storage, StorageError, StoreStats,
+    AppendBatch, Appended, CallFilter, RetentionCutoffs, RollupVisitor, Storage, StorageError,
+    StoreStats,
 };
 use crate::aggregate::rollup::SequencedCall;
 use crate::aggregate::{Cell, CellKey, SeriesKey, Tier};
@@ -322,6 +323,30 @@ impl Storage for SqliteStorage {
             let mut stmt = conn.prepare_cached(&sql)?;
             let rows = stmt.query_map(params![tier.code(), from, to], rows::rollup_from_row)?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    async fn scan_rollups(
+        &self,
+        tier: Tier,
+        from: i64,
+        to: i64,
+        mut visitor: Box<dyn RollupVisitor>,
+    ) -> Result<Box<dyn RollupVisitor>, StorageError> {
+        self.read(move |conn| {
+            let sql =
+                format!("{} WHERE tier = ?1 AND bucket >= ?2 AND bucket < ?3", rows::SELECT_ROLLUP);
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let mut rows = stmt.query(params![tier.code(), from, to])?;
+            while let Some(row) = rows.next()? {
+                let (key, counters) = rows::rollup_counters_from_row(row)?;
+                let latency = row.get_ref(15)?.as_blob().map_err(rusqlite::Error::from)?;
+                let ttft = row.get_ref(16)?.as_blob().map_err(rusqlite::Error::from)?;
+                visitor.visit(key, counters, latency, ttft)?;
+            }
+            drop(rows);
+            Ok(visitor)
         })
         .await
     }

@@ -288,14 +288,12 @@ pub fn register_functions(conn: &rusqlite::Connection) -> Result<(), rusqlite::E
     )
 }
 
-pub fn rollup_from_row(row: &Row<'_>) -> Result<(CellKey, Cell), rusqlite::Error> {
+/// A rollup row's key and counters; its sketches (columns 15 and 16) are
+/// left to the caller, to decode or merge as they are.
+pub fn rollup_counters_from_row(row: &Row<'_>) -> Result<(CellKey, Cell), rusqlite::Error> {
     let u = |i: usize| -> Result<u64, rusqlite::Error> { Ok(row.get::<_, i64>(i)? as u64) };
     let tier_code: i64 = row.get(0)?;
     let tier = Tier::from_code(tier_code).ok_or_else(|| corrupt(format!("tier {tier_code}")))?;
-    let sketch = |i: usize| -> Result<Sketch, rusqlite::Error> {
-        let bytes = row.get_ref(i)?.as_blob()?;
-        Sketch::decode(bytes).map_err(|e| corrupt(format!("sketch: {e}")))
-    };
     let key = CellKey { tier, bucket: row.get(1)?, series: row.get(2)? };
     let cell = Cell {
         requests: u(3)?,
@@ -310,9 +308,20 @@ pub fn rollup_from_row(row: &Row<'_>) -> Result<(CellKey, Cell), rusqlite::Error
         unpriced: u(12)?,
         cost_usd: row.get(13)?,
         reported_cost_usd: row.get(14)?,
-        latency_ms: sketch(15)?,
-        ttft_ms: sketch(16)?,
+        latency_ms: Sketch::default(),
+        ttft_ms: Sketch::default(),
     };
+    Ok((key, cell))
+}
+
+pub fn rollup_from_row(row: &Row<'_>) -> Result<(CellKey, Cell), rusqlite::Error> {
+    let (key, mut cell) = rollup_counters_from_row(row)?;
+    let sketch = |i: usize| -> Result<Sketch, rusqlite::Error> {
+        let bytes = row.get_ref(i)?.as_blob()?;
+        Sketch::decode(bytes).map_err(|e| corrupt(format!("sketch: {e}")))
+    };
+    cell.latency_ms = sketch(15)?;
+    cell.ttft_ms = sketch(16)?;
     Ok((key, cell))
 }
 
