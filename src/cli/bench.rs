@@ -356,6 +356,10 @@ async fn query(args: QueryArgs) -> anyhow::Result<()> {
                 result.records as f64 / result.seconds
             );
         }
+        // Let the load's open buckets reach the store first (the default
+        // flush interval is 5 s): a backfill spread over 23 hours leaves
+        // open cells all over the window, which every query would merge.
+        tokio::time::sleep(Duration::from_secs(6)).await;
         let url = format!("{}/api/v1/usage/summary?since=24h&group_by=model", server.url);
         let mut times = Vec::new();
         for _ in 0..args.queries {
