@@ -27,6 +27,16 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
     }
 
+    /// 429 with Retry-After: the client should send the same request later.
+    pub fn overloaded(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            code: "overloaded",
+            message: message.into(),
+            retry_after_s: Some(1),
+        }
+    }
+
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", message)
     }
@@ -45,12 +55,7 @@ impl ApiError {
 impl From<CommitError> for ApiError {
     fn from(err: CommitError) -> Self {
         match err {
-            CommitError::Overloaded { .. } => ApiError {
-                status: StatusCode::TOO_MANY_REQUESTS,
-                code: "overloaded",
-                message: err.to_string(),
-                retry_after_s: Some(1),
-            },
+            CommitError::Overloaded { .. } => ApiError::overloaded(err.to_string()),
             CommitError::Store(_) | CommitError::Stopped => {
                 error!(%err, "commit failed");
                 ApiError {

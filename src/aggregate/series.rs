@@ -186,10 +186,6 @@ impl SeriesRegistry {
         }
     }
 
-    pub fn get(&self, id: i64) -> Option<&Arc<SeriesKey>> {
-        self.by_id.get(&id)
-    }
-
     pub fn iter(&self) -> impl Iterator<Item = (i64, &Arc<SeriesKey>)> {
         self.by_id.iter().map(|(id, key)| (*id, key))
     }

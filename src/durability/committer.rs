@@ -147,11 +147,6 @@ impl Committer {
     pub async fn flush(&self) -> Result<(), CommitError> {
         self.ask(|reply| Job::Flush { reply }).await
     }
-
-    /// Calls waiting for a commit.
-    pub fn queued(&self) -> usize {
-        self.queued.load(Ordering::Acquire)
-    }
 }
 
 struct CommitterTask {
@@ -205,11 +200,9 @@ impl CommitterTask {
                     // Start the next append before answering the finished
                     // group, unless something must run between the two.
                     let must_pause = !exclusive.is_empty() || self.flush_due();
+                    // (Series the finished group wrote are still pending for
+                    // the next one; writing them again is harmless.)
                     if !must_pause && !next.calls.is_empty() {
-                        if let Ok(appended) = &done {
-                            self.engine.confirm_series(&finished.new_series);
-                            debug_assert!(appended.seqs.len() == finished.total);
-                        }
                         inflight = Some(self.start_append(std::mem::take(&mut next)));
                     }
                     self.finish(done, finished);

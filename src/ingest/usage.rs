@@ -48,12 +48,7 @@ pub async fn post_usage(
     request: Body,
 ) -> Result<(StatusCode, Json<UsageResponse>), ApiError> {
     let Ok(_permit) = ingest.in_flight.try_acquire() else {
-        return Err(ApiError {
-            status: StatusCode::TOO_MANY_REQUESTS,
-            code: "overloaded",
-            message: "too many ingest requests in flight; retry later".into(),
-            retry_after_s: Some(1),
-        });
+        return Err(ApiError::overloaded("too many ingest requests in flight; retry later"));
     };
     let bytes = body::read(&headers, request, ingest.max_body_bytes).await?;
     let records = body::split_records(&bytes, body::is_ndjson(&headers))?;

@@ -22,16 +22,6 @@ pub enum Operation {
 }
 
 impl Operation {
-    pub const ALL: [Operation; 7] = [
-        Operation::Chat,
-        Operation::Completion,
-        Operation::Embedding,
-        Operation::Rerank,
-        Operation::Image,
-        Operation::Audio,
-        Operation::Other,
-    ];
-
     pub fn as_str(self) -> &'static str {
         match self {
             Operation::Chat => "chat",

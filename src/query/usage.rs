@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{RawQuery, State};
@@ -160,15 +160,15 @@ async fn grouped(
             bucket += width;
         }
         for (start, end) in missing {
-            let scanned = Arc::new(Mutex::new(BTreeMap::new()));
-            let grouper = Grouper { group_of: group_of.clone(), out: scanned.clone() };
-            state
+            let grouper = Grouper { group_of: group_of.clone(), out: BTreeMap::new() };
+            let visitor = state
                 .storage
                 .scan_rollups(tier, start, end, Box::new(grouper))
                 .await
                 .map_err(|e| ApiError::internal("reading rollups failed", &e))?;
+            let visitor: Box<dyn std::any::Any> = visitor;
             let mut by_bucket =
-                std::mem::take(&mut *scanned.lock().unwrap_or_else(|p| p.into_inner()));
+                visitor.downcast::<Grouper>().expect("the store hands back our visitor").out;
             let mut bucket = start;
             while bucket < end {
                 let groups = Arc::new(by_bucket.remove(&bucket).unwrap_or_default());
@@ -191,7 +191,7 @@ async fn grouped(
 struct Grouper {
     /// The group of every selected series; rows of other series are skipped.
     group_of: Arc<HashMap<i64, GroupKey>>,
-    out: Arc<Mutex<BTreeMap<i64, BTreeMap<GroupKey, Cell>>>>,
+    out: BTreeMap<i64, BTreeMap<GroupKey, Cell>>,
 }
 
 impl RollupVisitor for Grouper {
@@ -203,8 +203,7 @@ impl RollupVisitor for Grouper {
         ttft: &[u8],
     ) -> Result<(), StorageError> {
         let Some(group) = self.group_of.get(&key.series) else { return Ok(()) };
-        let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
-        let groups = out.entry(key.bucket).or_default();
+        let groups = self.out.entry(key.bucket).or_default();
         if !groups.contains_key(group) {
             groups.insert(group.clone(), Cell::default());
         }

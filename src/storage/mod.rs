@@ -80,7 +80,7 @@ pub struct RetentionCutoffs {
 /// Receives stored rollup rows one at a time with their sketches still
 /// encoded, so a reader can merge them (`Sketch::merge_encoded`) without
 /// decoding each into an allocation of its own.
-pub trait RollupVisitor: Send {
+pub trait RollupVisitor: std::any::Any + Send {
     /// `counters` carries every field but the sketches, which are empty.
     fn visit(
         &mut self,

@@ -111,10 +111,6 @@ impl SqliteStorage {
         })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Runs `work` on the write connection off the async runtime.
     async fn write<T, F>(&self, work: F) -> Result<T, StorageError>
     where
