@@ -1,0 +1,164 @@
+//! `SpanRecord` and `LogRecord`: trace spans and log records after
+//! normalization, with the LLM facts a span carried.
+
+use std::fmt;
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+/// Attribute maps as stored and served: OTLP values turned into JSON.
+pub type Attributes = Map<String, Value>;
+
+/// What a span did, in Tally's vocabulary (semconv.md "Span kinds").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SpanKind {
+    Agent,
+    Llm,
+    Embedding,
+    Tool,
+    Retrieval,
+    Reranker,
+    Memory,
+    Chain,
+    Workflow,
+    Guardrail,
+    Evaluator,
+    Unknown,
+}
+
+impl SpanKind {
+    pub const ALL: [SpanKind; 12] = [
+        SpanKind::Agent,
+        SpanKind::Llm,
+        SpanKind::Embedding,
+        SpanKind::Tool,
+        SpanKind::Retrieval,
+        SpanKind::Reranker,
+        SpanKind::Memory,
+        SpanKind::Chain,
+        SpanKind::Workflow,
+        SpanKind::Guardrail,
+        SpanKind::Evaluator,
+        SpanKind::Unknown,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SpanKind::Agent => "agent",
+            SpanKind::Llm => "llm",
+            SpanKind::Embedding => "embedding",
+            SpanKind::Tool => "tool",
+            SpanKind::Retrieval => "retrieval",
+            SpanKind::Reranker => "reranker",
+            SpanKind::Memory => "memory",
+            SpanKind::Chain => "chain",
+            SpanKind::Workflow => "workflow",
+            SpanKind::Guardrail => "guardrail",
+            SpanKind::Evaluator => "evaluator",
+            SpanKind::Unknown => "unknown",
+        }
+    }
+
+    /// Parses Tally's own names only (as in `kind=` query parameters).
+    pub fn parse(text: &str) -> Option<SpanKind> {
+        SpanKind::ALL.into_iter().find(|k| k.as_str() == text)
+    }
+}
+
+impl fmt::Display for SpanKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The span's OTLP status code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SpanStatus {
+    Unset,
+    Ok,
+    Error,
+}
+
+impl SpanStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SpanStatus::Unset => "unset",
+            SpanStatus::Ok => "ok",
+            SpanStatus::Error => "error",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<SpanStatus> {
+        match text {
+            "unset" => Some(SpanStatus::Unset),
+            "ok" => Some(SpanStatus::Ok),
+            "error" => Some(SpanStatus::Error),
+            _ => None,
+        }
+    }
+}
+
+/// A timestamped event inside a span (exceptions, first-token marks, …).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SpanEvent {
+    pub time_ns: i64,
+    pub name: String,
+    pub attributes: Attributes,
+}
+
+/// One span. The LLM fields are filled for spans that describe a model call
+/// (from the `LlmCall` derived from it, after the accounting rules).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SpanRecord {
+    pub project: String,
+    /// 32 lowercase hex digits.
+    pub trace_id: String,
+    /// 16 lowercase hex digits.
+    pub span_id: String,
+    pub parent_span_id: Option<String>,
+    pub name: String,
+    pub kind: SpanKind,
+    /// `service.name` of the resource (`unknown_service` when absent).
+    pub service: String,
+    pub start_ns: i64,
+    pub end_ns: i64,
+    pub status: SpanStatus,
+    pub status_message: Option<String>,
+    pub attributes: Attributes,
+    pub events: Vec<SpanEvent>,
+    pub resource: Attributes,
+    pub model: Option<String>,
+    pub provider: Option<String>,
+    pub user: Option<String>,
+    pub session: Option<String>,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cache_read_tokens: u64,
+    pub cost_usd: f64,
+    /// Did this span produce an `LlmCall` in the ledger?
+    pub llm_call: bool,
+}
+
+impl SpanRecord {
+    pub fn duration_ms(&self) -> f64 {
+        (self.end_ns - self.start_ns) as f64 / 1e6
+    }
+}
+
+/// One log record, linked to a span when it carries trace and span ids.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LogRecord {
+    pub project: String,
+    /// Event time, else observed time (unix ns).
+    pub time_ns: i64,
+    pub severity_number: i32,
+    pub severity_text: Option<String>,
+    /// The body as JSON (strings stay strings).
+    pub body: Value,
+    pub attributes: Attributes,
+    pub trace_id: Option<String>,
+    pub span_id: Option<String>,
+    pub service: String,
+}
