@@ -181,8 +181,10 @@ impl RollupEngine {
     pub async fn begin_flush(&self) -> Flush<'_> {
         let gate = self.flush_gate.write().await;
         let mut state = self.lock();
-        let minutes: Vec<(CellKey, Cell)> = state.open.drain().collect();
+        let mut minutes: Vec<(CellKey, Cell)> = state.open.drain().collect();
         let watermark = state.applied_seq;
+        add_projections(&mut state.series, &mut minutes);
+        let new_series = state.series.pending();
         drop(state);
         let mut coarser: FxHashMap<CellKey, Cell> = FxHashMap::default();
         for (key, cell) in &minutes {
@@ -198,7 +200,15 @@ impl RollupEngine {
             *state.bucket_versions.entry((key.tier, key.bucket)).or_default() += 1;
         }
         drop(state);
-        Flush { engine: self, _gate: gate, cells, watermark }
+        Flush { engine: self, _gate: gate, cells, watermark, new_series }
+    }
+
+    /// Adds the projection cells of `cells` (any tiers) and returns the
+    /// series the store does not have yet, to be written with them.
+    pub fn with_projections(&self, cells: &mut Vec<(CellKey, Cell)>) -> Vec<(i64, Arc<SeriesKey>)> {
+        let mut state = self.lock();
+        add_projections(&mut state.series, cells);
+        state.series.pending()
     }
 
     /// Holds off queries (and flushes) for a job that rewrites stored
@@ -228,9 +238,9 @@ impl RollupEngine {
         self.flush_gate.read().await
     }
 
-    /// Open cells of `tier` with buckets in `[from, to)` whose series passes
-    /// `keep` (for hour and day, one per open minute: callers merge); call
-    /// while holding `read_gate`.
+    /// Open cells of `tier` with buckets in `[from, to)` whose series, or one
+    /// of whose projections, is in `keep` (for hour and day, one per open
+    /// minute: callers merge); call while holding `read_gate`.
     pub fn open_cells(
         &self,
         tier: Tier,
@@ -238,18 +248,42 @@ impl RollupEngine {
         to: i64,
         keep: &HashSet<i64>,
     ) -> Vec<(CellKey, Cell)> {
-        let state = self.lock();
-        state
-            .open
-            .iter()
-            .map(|(k, c)| (CellKey { tier, bucket: tier.bucket(k.bucket), series: k.series }, c))
-            .filter(|(k, _)| k.bucket >= from && k.bucket < to && keep.contains(&k.series))
-            .map(|(k, c)| (k, c.clone()))
-            .collect()
+        let mut state = self.lock();
+        let state = &mut *state;
+        let mut out = Vec::new();
+        for (key, cell) in &state.open {
+            let bucket = tier.bucket(key.bucket);
+            if bucket < from || bucket >= to {
+                continue;
+            }
+            let series = if keep.contains(&key.series) {
+                key.series
+            } else {
+                match state.series.projections_of(key.series).iter().find(|p| keep.contains(p)) {
+                    Some(projection) => *projection,
+                    None => continue,
+                }
+            };
+            out.push((CellKey { tier, bucket, series }, cell.clone()));
+        }
+        out
     }
 
-    /// Series ids whose key passes `keep`, with their keys.
+    /// Series (not projections) whose key passes `keep`, with their keys.
     pub fn select_series(&self, keep: impl Fn(&SeriesKey) -> bool) -> HashMap<i64, Arc<SeriesKey>> {
+        self.select(|key| !key.is_projection() && keep(key))
+    }
+
+    /// Projection series by `dimension` whose key passes `keep`.
+    pub fn select_projections(
+        &self,
+        dimension: &str,
+        keep: impl Fn(&SeriesKey) -> bool,
+    ) -> HashMap<i64, Arc<SeriesKey>> {
+        self.select(|key| key.projection.as_deref() == Some(dimension) && keep(key))
+    }
+
+    fn select(&self, keep: impl Fn(&SeriesKey) -> bool) -> HashMap<i64, Arc<SeriesKey>> {
         let state = self.lock();
         state
             .series
@@ -264,21 +298,40 @@ impl RollupEngine {
     }
 }
 
+/// Merges each cell into the projection series of its series, appending the
+/// projection cells to `cells`.
+fn add_projections(series: &mut SeriesRegistry, cells: &mut Vec<(CellKey, Cell)>) {
+    let mut projected: FxHashMap<CellKey, Cell> = FxHashMap::default();
+    for (key, cell) in cells.iter() {
+        for &projection in series.projections_of(key.series).iter() {
+            projected.entry(CellKey { series: projection, ..*key }).or_default().merge(cell);
+        }
+    }
+    cells.extend(projected);
+}
+
 /// An in-progress flush; queries wait until it is dropped.
 pub struct Flush<'a> {
     engine: &'a RollupEngine,
     _gate: tokio::sync::RwLockWriteGuard<'a, ()>,
+    /// Minute, hour and day cells, projections included.
     pub cells: Vec<(CellKey, Cell)>,
     pub watermark: i64,
+    /// Series (projections, mostly) to store with the cells.
+    pub new_series: Vec<(i64, Arc<SeriesKey>)>,
 }
 
 impl Flush<'_> {
     /// The store did not take the cells: put them back so nothing is lost
-    /// (the minutes; hour and day cells are derived from them again).
+    /// (the minutes of ordinary series; projections and hour and day cells
+    /// are derived from them again).
     pub fn abort(self, cells: Vec<(CellKey, Cell)>) {
         let mut state = self.engine.lock();
+        let state = &mut *state;
         for (key, cell) in cells.into_iter().filter(|(key, _)| key.tier == Tier::Minute) {
-            state.open.entry(key).or_default().merge(&cell);
+            if state.series.get(key.series).is_some_and(|s| !s.is_projection()) {
+                state.open.entry(key).or_default().merge(&cell);
+            }
         }
     }
 }

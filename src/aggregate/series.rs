@@ -1,5 +1,11 @@
 //! Series: the distinct rollup keys, each given a small integer id so that
 //! rollup rows and raw calls refer to it instead of repeating its strings.
+//!
+//! Besides the series calls land in, the registry keeps projection series:
+//! the totals of one dimension's value over every other dimension (all calls
+//! of model gpt-4o, of user alice, of tag team=search, and of the whole
+//! project). A dashboard grouped by one dimension reads those few rows
+//! instead of every series, which keeps it fast when nothing is cached.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -23,7 +29,16 @@ pub struct SeriesKey {
     pub status: Status,
     pub cluster: Option<String>,
     pub tags: Tags,
+    /// For a projection series, the dimension it totals by (`model`,
+    /// `tag.team`, … or `""` for the project's total); only that dimension
+    /// is set. None for the series calls land in.
+    pub projection: Option<String>,
 }
+
+/// The dimensions that get projection series (plus each tag name and the
+/// project total).
+pub const PROJECTED: [&str; 8] =
+    ["model", "provider", "operation", "user", "api_key", "route", "status", "cluster"];
 
 impl SeriesKey {
     pub fn of(call: &LlmCall) -> SeriesKey {
@@ -38,7 +53,58 @@ impl SeriesKey {
             status: call.status,
             cluster: call.cluster.clone(),
             tags: call.tags.clone(),
+            projection: None,
         }
+    }
+
+    /// The projection series totalling this series' value of `dimension`
+    /// (`""`: the project total).
+    pub fn projection(&self, dimension: &str) -> SeriesKey {
+        let mut key = SeriesKey {
+            project: self.project.clone(),
+            model: String::new(),
+            provider: None,
+            operation: Operation::Other,
+            user: None,
+            api_key: None,
+            route: None,
+            status: Status::Ok,
+            cluster: None,
+            tags: Tags::new(),
+            projection: Some(dimension.to_owned()),
+        };
+        match dimension {
+            "" => {}
+            "model" => key.model = self.model.clone(),
+            "provider" => key.provider = self.provider.clone(),
+            "operation" => key.operation = self.operation,
+            "user" => key.user = self.user.clone(),
+            "api_key" => key.api_key = self.api_key.clone(),
+            "route" => key.route = self.route.clone(),
+            "status" => key.status = self.status,
+            "cluster" => key.cluster = self.cluster.clone(),
+            _ => {
+                let tag = dimension.strip_prefix("tag.").expect("projected dimension");
+                if let Some(value) = self.tags.get(tag) {
+                    key.tags.insert(tag.to_owned(), value.clone());
+                }
+            }
+        }
+        key
+    }
+
+    /// Every projection this series contributes to.
+    pub fn projections(&self) -> Vec<SeriesKey> {
+        let tags = self.tags.keys().map(|tag| format!("tag.{tag}"));
+        std::iter::once(String::new())
+            .chain(PROJECTED.iter().map(|d| (*d).to_owned()))
+            .chain(tags)
+            .map(|dimension| self.projection(&dimension))
+            .collect()
+    }
+
+    pub fn is_projection(&self) -> bool {
+        self.projection.is_some()
     }
 
     /// Value of a dimension by its query name (`model`, `tag.team`, …).
@@ -59,7 +125,8 @@ impl SeriesKey {
 
     /// Does the call belong to this series?
     fn matches(&self, call: &LlmCall) -> bool {
-        self.model == call.model
+        self.projection.is_none()
+            && self.model == call.model
             && self.project == call.project
             && self.user == call.user
             && self.api_key == call.api_key
@@ -85,10 +152,11 @@ fn hash_dimensions(
     status: Status,
     cluster: Option<&str>,
     tags: &Tags,
+    projection: Option<&str>,
 ) -> u64 {
     let mut h = FxHasher::default();
     (project, model, provider, operation, user, api_key).hash(&mut h);
-    (route, status, cluster, tags).hash(&mut h);
+    (route, status, cluster, tags, projection).hash(&mut h);
     h.finish()
 }
 
@@ -104,6 +172,7 @@ fn hash_key(key: &SeriesKey) -> u64 {
         key.status,
         key.cluster.as_deref(),
         &key.tags,
+        key.projection.as_deref(),
     )
 }
 
@@ -119,6 +188,7 @@ fn hash_call(call: &LlmCall) -> u64 {
         call.status,
         call.cluster.as_deref(),
         &call.tags,
+        None,
     )
 }
 
@@ -133,6 +203,8 @@ pub struct SeriesRegistry {
     by_id: HashMap<i64, Arc<SeriesKey>>,
     next_id: i64,
     pending: Vec<i64>,
+    /// The projection series of each series, found once.
+    projections: HashMap<i64, Arc<[i64]>>,
 }
 
 impl SeriesRegistry {
@@ -166,11 +238,43 @@ impl SeriesRegistry {
                     self.next_id += 1;
                     self.insert(id, Arc::new(SeriesKey::of(call)));
                     self.pending.push(id);
+                    // Its projections exist (and are stored) with it, so a
+                    // projection query finds the series' open cells too.
+                    self.projections_of(id);
                     id
                 }
             };
             ids.push(id);
         }
+        ids
+    }
+
+    /// The id of `key`, registering it as pending when new.
+    fn assign_key(&mut self, key: SeriesKey) -> i64 {
+        let by_id = &self.by_id;
+        if let Some(id) = self.table.find(hash_key(&key), |id| *by_id[id] == key) {
+            return *id;
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        self.insert(id, Arc::new(key));
+        self.pending.push(id);
+        id
+    }
+
+    /// The projection series `series` contributes to (registering new ones
+    /// as pending); empty for a projection itself.
+    pub fn projections_of(&mut self, series: i64) -> Arc<[i64]> {
+        if let Some(ids) = self.projections.get(&series) {
+            return ids.clone();
+        }
+        let Some(key) = self.by_id.get(&series).cloned() else { return Arc::from([]) };
+        let ids: Arc<[i64]> = if key.is_projection() {
+            Arc::from([])
+        } else {
+            key.projections().into_iter().map(|p| self.assign_key(p)).collect()
+        };
+        self.projections.insert(series, ids.clone());
         ids
     }
 
@@ -184,6 +288,10 @@ impl SeriesRegistry {
         if !stored.is_empty() {
             self.pending.retain(|id| !stored.contains(id));
         }
+    }
+
+    pub fn get(&self, id: i64) -> Option<&Arc<SeriesKey>> {
+        self.by_id.get(&id)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (i64, &Arc<SeriesKey>)> {
@@ -223,14 +331,63 @@ mod tests {
             call("a", Some("u"), "t1"),
         ];
         let ids = registry.assign(&calls);
-        assert_eq!(ids, vec![1, 2, 3, 1]);
-        assert_eq!(registry.pending().len(), 3);
-        registry.confirm(&[1, 2]);
-        assert_eq!(registry.pending().len(), 1);
+        assert_eq!(ids[0], ids[3]);
+        assert!(ids[0] != ids[1] && ids[1] != ids[2] && ids[0] != ids[2]);
+        // The three series and their projections await the store.
+        let pending: Vec<i64> = registry.pending().iter().map(|(id, _)| *id).collect();
+        assert!(ids.iter().all(|id| pending.contains(id)));
+        registry.confirm(&ids[..2]);
+        assert_eq!(registry.pending().len(), pending.len() - 2);
         let stored: Vec<(i64, SeriesKey)> =
             registry.iter().map(|(id, key)| (id, (**key).clone())).collect();
         let mut reloaded = SeriesRegistry::from_stored(stored);
-        assert_eq!(reloaded.assign(&calls), vec![1, 2, 3, 1]);
-        assert_eq!(reloaded.assign(&[call("b", None, "t1")]), vec![4]);
+        assert_eq!(reloaded.assign(&calls), ids);
+        assert!(reloaded.pending().is_empty(), "projections were stored with their series");
+        let [new] = reloaded.assign(&[call("b", None, "t1")])[..] else { panic!() };
+        assert!(!ids.contains(&new));
+    }
+
+    #[test]
+    fn projections_are_shared_by_the_series_with_that_value() {
+        let mut registry = SeriesRegistry::from_stored(Vec::new());
+        let ids = registry.assign(&[call("a", Some("u"), "t1"), call("a", Some("v"), "t1")]);
+        // Both series and their 11 distinct projections.
+        assert_eq!(registry.pending().len(), 13);
+        let pending: Vec<i64> = registry.pending().iter().map(|(id, _)| *id).collect();
+        registry.confirm(&pending);
+        let first = registry.projections_of(ids[0]);
+        let second = registry.projections_of(ids[1]);
+        // total, 8 dimensions, tag.team
+        assert_eq!(first.len(), 10);
+        let by_dimension = |ids: &[i64], registry: &SeriesRegistry, dimension: &str| {
+            ids.iter()
+                .copied()
+                .find(|id| registry.by_id[id].projection.as_deref() == Some(dimension))
+                .unwrap()
+        };
+        for shared in ["", "model", "tag.team", "route"] {
+            assert_eq!(
+                by_dimension(&first, &registry, shared),
+                by_dimension(&second, &registry, shared)
+            );
+        }
+        assert_ne!(
+            by_dimension(&first, &registry, "user"),
+            by_dimension(&second, &registry, "user")
+        );
+        let user = by_dimension(&second, &registry, "user");
+        assert_eq!(registry.by_id[&user].dimension("user"), Some("v"));
+        assert_eq!(registry.projections_of(user).len(), 0);
+        // A call never lands in a projection series, even one with its values.
+        let projected_model = registry.by_id[&by_dimension(&first, &registry, "model")].clone();
+        let lookalike = LlmCall {
+            project: "p".into(),
+            model: "a".into(),
+            operation: projected_model.operation,
+            ..LlmCall::example()
+        };
+        let [id] = registry.assign(&[lookalike])[..] else { panic!() };
+        assert!(!registry.by_id[&id].is_projection());
+        assert!(registry.pending().iter().any(|(pending, _)| *pending == id));
     }
 }

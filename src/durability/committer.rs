@@ -301,8 +301,11 @@ impl CommitterTask {
         }
         let cells = Arc::new(std::mem::take(&mut flush.cells));
         let started = Instant::now();
-        match self.storage.flush_rollups(cells.clone(), flush.watermark).await {
+        let new_series = std::mem::take(&mut flush.new_series);
+        let new_ids: Vec<i64> = new_series.iter().map(|(id, _)| *id).collect();
+        match self.storage.flush_rollups(cells.clone(), flush.watermark, new_series).await {
             Ok(()) => {
+                self.engine.confirm_series(&new_ids);
                 let ms = started.elapsed().as_millis() as u64;
                 tracing::debug!(cells = cells.len(), ms, "rollups flushed");
                 Ok(())

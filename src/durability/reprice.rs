@@ -97,6 +97,10 @@ pub async fn run(
             break;
         }
     }
-    storage.replace_window(repriced, rebuilt_from, rebuilt_to, cells.into_iter().collect()).await?;
+    let mut cells: Vec<(CellKey, Cell)> = cells.into_iter().collect();
+    let new_series = engine.with_projections(&mut cells);
+    let new_ids: Vec<i64> = new_series.iter().map(|(id, _)| *id).collect();
+    storage.replace_window(repriced, rebuilt_from, rebuilt_to, cells, new_series).await?;
+    engine.confirm_series(&new_ids);
     Ok(report)
 }

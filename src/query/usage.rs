@@ -18,6 +18,7 @@ use serde_json::{Map, Value, json};
 use super::QueryState;
 use super::cache::{GroupKey, Grouped};
 use super::params::{Filters, Params, ceil, floor};
+use crate::aggregate::series::PROJECTED;
 use crate::aggregate::tier::cover;
 use crate::aggregate::{Cell, CellKey, SeriesKey, Tier};
 use crate::error::ApiError;
@@ -84,6 +85,43 @@ impl From<&Cell> for Totals {
 /// Series of `project` passing `filters`.
 fn select(state: &QueryState, project: &str, filters: &Filters) -> HashMap<i64, Arc<SeriesKey>> {
     state.engine.select_series(|key| key.project == project && filters.matches(key))
+}
+
+/// The series whose rows answer a grouped query: when the query involves at
+/// most one dimension, that dimension's projection series (a few rows per
+/// bucket), else every series passing the filters.
+fn select_grouped(
+    state: &QueryState,
+    project: &str,
+    dims: &[String],
+    filters: &Filters,
+) -> HashMap<i64, Arc<SeriesKey>> {
+    let mut involved: Vec<&str> =
+        dims.iter().map(String::as_str).chain(filters.0.keys().map(String::as_str)).collect();
+    involved.sort_unstable();
+    involved.dedup();
+    let projection = match involved[..] {
+        [] => Some(""),
+        [dim] if PROJECTED.contains(&dim) => Some(dim),
+        // A series lacking a tag has no projection for it, so tag
+        // projections serve only queries that filter to given values.
+        [dim]
+            if dim.starts_with("tag.")
+                && filters
+                    .0
+                    .get(dim)
+                    .is_some_and(|values| values.iter().all(|v| !v.is_empty())) =>
+        {
+            Some(dim)
+        }
+        _ => None,
+    };
+    match projection {
+        Some(dim) => state
+            .engine
+            .select_projections(dim, |key| key.project == project && filters.matches(key)),
+        None => select(state, project, filters),
+    }
 }
 
 /// Stored and open cells of `tier` in `[from, to)` for the selected series.
@@ -246,7 +284,7 @@ pub async fn summary(
     let dims = params.group_by(false)?;
     let filters = params.filters(false)?;
     let project = params.project();
-    let series = select(&state, &project, &filters);
+    let series = select_grouped(&state, &project, &dims, &filters);
     let signature = signature(&project, &dims, &filters);
     let buckets = grouped(&state, &cover(from, to), &series, &dims, &signature).await?;
 
@@ -324,7 +362,7 @@ pub async fn series(
     let dims = params.group_by(false)?;
     let filters = params.filters(false)?;
     let project = params.project();
-    let series = select(&state, &project, &filters);
+    let series = select_grouped(&state, &project, &dims, &filters);
     let signature = signature(&project, &dims, &filters);
     let buckets = grouped(&state, &[(tier, from, to)], &series, &dims, &signature).await?;
 

@@ -102,11 +102,13 @@ pub trait Storage: Send + Sync {
     -> Result<Vec<SequencedCall>, StorageError>;
     /// Durably appends calls (one transaction), skipping ids already stored.
     async fn append(&self, batch: AppendBatch) -> Result<Appended, StorageError>;
-    /// Merges cells into stored rollups and records the watermark, atomically.
+    /// Stores `new_series`, merges cells into stored rollups and records the
+    /// watermark, atomically.
     async fn flush_rollups(
         &self,
         cells: Arc<Vec<(CellKey, Cell)>>,
         watermark: i64,
+        new_series: Vec<(i64, Arc<SeriesKey>)>,
     ) -> Result<(), StorageError>;
     /// Stored rollup cells of `tier` with buckets in `[from, to)`.
     async fn read_rollups(
@@ -136,13 +138,15 @@ pub trait Storage: Send + Sync {
         limit: usize,
     ) -> Result<Vec<SequencedCall>, StorageError>;
     /// Stores the re-priced calls (by seq), deletes every rollup row with a
-    /// bucket in `[from, to)` and writes `cells` instead, in one transaction.
+    /// bucket in `[from, to)` and writes `cells` instead (storing
+    /// `new_series` first), in one transaction.
     async fn replace_window(
         &self,
         repriced: Vec<(i64, LlmCall)>,
         from: i64,
         to: i64,
         cells: Vec<(CellKey, Cell)>,
+        new_series: Vec<(i64, Arc<SeriesKey>)>,
     ) -> Result<(), StorageError>;
     /// Deletes data older than the cutoffs; returns rows deleted.
     async fn apply_retention(&self, cutoffs: RetentionCutoffs) -> Result<u64, StorageError>;

@@ -112,11 +112,19 @@ pub async fn rollups_merge_and_record_the_watermark(storage: Arc<dyn Storage>) {
     engine.apply(seqs.iter().zip(&calls).map(|(s, c)| (s.unwrap(), 1, c)));
     let flush = engine.begin_flush().await;
     let (cells, watermark) = (Arc::new(flush.cells.clone()), flush.watermark);
+    let new_series = flush.new_series.clone();
     drop(flush);
-    storage.flush_rollups(cells.clone(), watermark).await.unwrap();
-    storage.flush_rollups(cells, watermark).await.unwrap();
+    storage.flush_rollups(cells.clone(), watermark, new_series.clone()).await.unwrap();
+    storage.flush_rollups(cells, watermark, new_series).await.unwrap();
     assert_eq!(storage.rollup_watermark().await.unwrap(), watermark);
-    let minute = storage.read_rollups(Tier::Minute, 0, 600_000).await.unwrap();
+    // The projection series are stored with the cells.
+    let stored = storage.load_series().await.unwrap();
+    let total = stored.iter().find(|(_, key)| key.projection.as_deref() == Some(""));
+    let (total_id, _) = total.expect("the project-total projection is stored");
+    let minutes = storage.read_rollups(Tier::Minute, 0, 600_000).await.unwrap();
+    let total_cell = &minutes.iter().find(|(key, _)| key.series == *total_id).unwrap().1;
+    assert_eq!(total_cell.requests, 4);
+    let minute: Vec<_> = minutes.into_iter().filter(|(key, _)| key.series == 1).collect();
     assert_eq!(minute.len(), 1);
     let (key, cell) = &minute[0];
     assert_eq!(*key, CellKey { tier: Tier::Minute, bucket: 120_000, series: 1 });
@@ -144,7 +152,10 @@ pub async fn rollups_merge_and_record_the_watermark(storage: Arc<dyn Storage>) {
         .scan_rollups(Tier::Minute, 0, 600_000, Box::new(Collect(Vec::new())))
         .await
         .unwrap();
-    assert_eq!(visitor.downcast::<Collect>().unwrap().0, minute);
+    let scanned = visitor.downcast::<Collect>().unwrap().0;
+    assert_eq!(scanned.len(), 11, "series 1 and its 10 projections");
+    let scanned: Vec<_> = scanned.into_iter().filter(|(key, _)| key.series == 1).collect();
+    assert_eq!(scanned, minute);
 }
 
 pub async fn replace_window_and_retention(storage: Arc<dyn Storage>) {
@@ -156,7 +167,13 @@ pub async fn replace_window_and_retention(storage: Arc<dyn Storage>) {
     let cell = Cell { requests: 1, cost_usd: 9.0, ..Cell::default() };
     let key = CellKey { tier: Tier::Day, bucket: 0, series: 1 };
     storage
-        .replace_window(vec![(seqs[0].unwrap(), repriced)], 0, 86_400_000, vec![(key, cell)])
+        .replace_window(
+            vec![(seqs[0].unwrap(), repriced)],
+            0,
+            86_400_000,
+            vec![(key, cell)],
+            vec![],
+        )
         .await
         .unwrap();
     let stored = storage.calls_between(0, 86_400_000, 0, 10).await.unwrap();
@@ -183,7 +200,10 @@ pub async fn series_survive_reopen(storage: Arc<dyn Storage>) -> Vec<(i64, Serie
     other.model = "claude".into();
     append(&*storage, &engine, vec![call(None, 1, 1), other, call(None, 2, 2)]).await;
     let series = storage.load_series().await.unwrap();
-    assert_eq!(series.len(), 2);
+    let ordinary = series.iter().filter(|(_, key)| !key.is_projection()).count();
+    assert_eq!(ordinary, 2);
+    // Total, 8 dimensions and tag.team, shared but for the two models.
+    assert_eq!(series.len() - ordinary, 11);
     series
 }
 

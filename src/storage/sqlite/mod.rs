@@ -88,7 +88,7 @@ impl SqliteStorage {
         // volume per commit grows with the page size (BENCHMARKS.md).
         conn.pragma_update(None, "page_size", 8192)?;
         configure(&conn, options)?;
-        conn.execute_batch(schema::SCHEMA)?;
+        schema::create_or_check(&conn)?;
         rows::register_functions(&conn)?;
         // Checkpoints (copying the WAL into the database, with an fsync) run
         // on their own thread so that commits never wait for them.
@@ -216,6 +216,18 @@ fn collect_calls(
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
 
+/// Stores series the store may not have yet (known ones are skipped).
+fn write_series(
+    tx: &rusqlite::Transaction<'_>,
+    series: &[(i64, Arc<SeriesKey>)],
+) -> Result<(), StorageError> {
+    let mut stmt = tx.prepare_cached(rows::INSERT_SERIES)?;
+    for (id, key) in series {
+        rows::insert_series(&mut stmt, *id, key)?;
+    }
+    Ok(())
+}
+
 /// Writes cells with `sql` (merging into or replacing stored rows).
 fn write_cells(
     tx: &rusqlite::Transaction<'_>,
@@ -293,9 +305,11 @@ impl Storage for SqliteStorage {
         &self,
         cells: Arc<Vec<(CellKey, Cell)>>,
         watermark: i64,
+        new_series: Vec<(i64, Arc<SeriesKey>)>,
     ) -> Result<(), StorageError> {
         self.write(move |conn| {
             let tx = conn.transaction()?;
+            write_series(&tx, &new_series)?;
             write_cells(&tx, &cells, rows::MERGE_ROLLUP)?;
             tx.execute(
                 "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
@@ -409,9 +423,11 @@ impl Storage for SqliteStorage {
         from: i64,
         to: i64,
         cells: Vec<(CellKey, Cell)>,
+        new_series: Vec<(i64, Arc<SeriesKey>)>,
     ) -> Result<(), StorageError> {
         self.write(move |conn| {
             let tx = conn.transaction()?;
+            write_series(&tx, &new_series)?;
             {
                 let mut update =
                     tx.prepare_cached("UPDATE calls SET payload = ?2 WHERE seq = ?1")?;

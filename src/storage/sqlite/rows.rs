@@ -184,8 +184,8 @@ pub fn call_from_row(row: &Row<'_>) -> Result<SequencedCall, rusqlite::Error> {
 }
 
 pub const INSERT_SERIES: &str = "INSERT OR IGNORE INTO series (id, project, model, provider, \
-    operation, user, api_key, route, status, cluster, tags) \
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
+    operation, user, api_key, route, status, cluster, tags, projection) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)";
 
 pub fn insert_series(
     stmt: &mut Statement<'_>,
@@ -205,12 +205,13 @@ pub fn insert_series(
         key.status.as_str(),
         key.cluster,
         tags,
+        key.projection,
     ])?;
     Ok(())
 }
 
 pub const SELECT_SERIES: &str = "SELECT id, project, model, provider, operation, user, api_key, \
-    route, status, cluster, tags FROM series";
+    route, status, cluster, tags, projection FROM series";
 
 pub fn series_from_row(row: &Row<'_>) -> Result<(i64, SeriesKey), rusqlite::Error> {
     let operation: String = row.get(4)?;
@@ -228,6 +229,7 @@ pub fn series_from_row(row: &Row<'_>) -> Result<(i64, SeriesKey), rusqlite::Erro
         status: Status::parse(&status).ok_or_else(|| corrupt(format!("status {status:?}")))?,
         cluster: row.get(9)?,
         tags: serde_json::from_str(&tags).map_err(|e| corrupt(format!("tags: {e}")))?,
+        projection: row.get(11)?,
     };
     Ok((row.get(0)?, key))
 }

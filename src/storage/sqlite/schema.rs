@@ -21,7 +21,9 @@ CREATE TABLE IF NOT EXISTS series (
     route     TEXT,
     status    TEXT NOT NULL,
     cluster   TEXT,
-    tags      TEXT NOT NULL
+    tags      TEXT NOT NULL,
+    -- the dimension a projection series totals by ('' = project total)
+    projection TEXT
 );
 
 CREATE TABLE IF NOT EXISTS calls (
@@ -58,5 +60,27 @@ CREATE TABLE IF NOT EXISTS rollups (
     PRIMARY KEY (tier, bucket, series)
 ) WITHOUT ROWID;
 "#;
+
+/// Bumped on every incompatible change; a store of another version is
+/// refused rather than misread.
+pub const VERSION: i64 = 2;
+
+/// Creates the schema in a new database, or checks an existing one's version.
+pub fn create_or_check(conn: &rusqlite::Connection) -> Result<(), super::StorageError> {
+    let version: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    let tables: i64 =
+        conn.query_row("SELECT count(*) FROM sqlite_master WHERE type = 'table'", [], |row| {
+            row.get(0)
+        })?;
+    if tables > 0 && version != VERSION {
+        return Err(super::StorageError::Corrupt(format!(
+            "the database has schema version {version}, this Tally needs {VERSION}; \
+             it was made by another development version: move it aside and start again"
+        )));
+    }
+    conn.execute_batch(SCHEMA)?;
+    conn.pragma_update(None, "user_version", VERSION)?;
+    Ok(())
+}
 
 pub const WATERMARK_KEY: &str = "rollup_watermark";
