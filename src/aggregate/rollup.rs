@@ -293,6 +293,11 @@ impl RollupEngine {
             .collect()
     }
 
+    /// The id range of the projections by `dimension` (None: there are none).
+    pub fn projection_range(&self, dimension: &str) -> Option<(i64, i64)> {
+        self.lock().series.projection_range(dimension)
+    }
+
     pub fn series_count(&self) -> usize {
         self.lock().series.len()
     }

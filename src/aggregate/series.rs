@@ -40,6 +40,29 @@ pub struct SeriesKey {
 pub const PROJECTED: [&str; 8] =
     ["model", "provider", "operation", "user", "api_key", "route", "status", "cluster"];
 
+/// Ids of ordinary series: positive. Projection ids are negative and grouped
+/// by dimension — the n-th projection of the dimension with code c has id
+/// -(c·2³² + n) — so one dimension's rows sit together in each bucket of the
+/// stored rollups, and a query reads just them.
+pub const ORDINARY_IDS: (i64, i64) = (1, i64::MAX);
+const CODE_SHIFT: u32 = 32;
+const N_MASK: i64 = (1 << CODE_SHIFT) - 1;
+/// Codes of tag dimensions start here; the fixed dimensions use 1 (the
+/// total) and 2.. (PROJECTED, in order).
+const FIRST_TAG_CODE: i64 = 16;
+
+fn fixed_code(dimension: &str) -> Option<i64> {
+    if dimension.is_empty() {
+        return Some(1);
+    }
+    PROJECTED.iter().position(|d| *d == dimension).map(|i| i as i64 + 2)
+}
+
+/// The id range `[lo, hi)` of the projections with dimension code `code`.
+fn code_range(code: i64) -> (i64, i64) {
+    (-((code << CODE_SHIFT) + N_MASK), -(code << CODE_SHIFT) + 1)
+}
+
 impl SeriesKey {
     pub fn of(call: &LlmCall) -> SeriesKey {
         SeriesKey {
@@ -205,6 +228,9 @@ pub struct SeriesRegistry {
     pending: Vec<i64>,
     /// The projection series of each series, found once.
     projections: HashMap<i64, Arc<[i64]>>,
+    /// Projection id codes by dimension, and the next number per code.
+    codes: HashMap<String, i64>,
+    next_in_code: HashMap<i64, i64>,
 }
 
 impl SeriesRegistry {
@@ -212,10 +238,48 @@ impl SeriesRegistry {
     pub fn from_stored(series: Vec<(i64, SeriesKey)>) -> Self {
         let mut registry = SeriesRegistry { next_id: 1, ..Default::default() };
         for (id, key) in series {
-            registry.next_id = registry.next_id.max(id + 1);
+            match &key.projection {
+                None => registry.next_id = registry.next_id.max(id + 1),
+                Some(dimension) => {
+                    let (code, n) = ((-id) >> CODE_SHIFT, (-id) & N_MASK);
+                    registry.codes.insert(dimension.clone(), code);
+                    let next = registry.next_in_code.entry(code).or_insert(1);
+                    *next = (*next).max(n + 1);
+                }
+            }
             registry.insert(id, Arc::new(key));
         }
         registry
+    }
+
+    /// A new id for a projection by `dimension`.
+    fn projection_id(&mut self, dimension: &str) -> i64 {
+        let code = match self.codes.get(dimension) {
+            Some(code) => *code,
+            None => {
+                let code = fixed_code(dimension).unwrap_or_else(|| {
+                    self.codes
+                        .values()
+                        .copied()
+                        .filter(|c| *c >= FIRST_TAG_CODE)
+                        .max()
+                        .map_or(FIRST_TAG_CODE, |max| max + 1)
+                });
+                self.codes.insert(dimension.to_owned(), code);
+                code
+            }
+        };
+        let next = self.next_in_code.entry(code).or_insert(1);
+        let n = *next;
+        assert!(n <= N_MASK, "more than 2^32 projections of one dimension");
+        *next += 1;
+        -((code << CODE_SHIFT) + n)
+    }
+
+    /// The id range `[lo, hi)` of the projections by `dimension`; None when
+    /// there are none.
+    pub fn projection_range(&self, dimension: &str) -> Option<(i64, i64)> {
+        self.codes.get(dimension).map(|code| code_range(*code))
     }
 
     fn insert(&mut self, id: i64, key: Arc<SeriesKey>) {
@@ -255,8 +319,13 @@ impl SeriesRegistry {
         if let Some(id) = self.table.find(hash_key(&key), |id| *by_id[id] == key) {
             return *id;
         }
-        let id = self.next_id;
-        self.next_id += 1;
+        let id = match &key.projection {
+            Some(dimension) => self.projection_id(&dimension.clone()),
+            None => {
+                self.next_id += 1;
+                self.next_id - 1
+            }
+        };
         self.insert(id, Arc::new(key));
         self.pending.push(id);
         id
@@ -377,6 +446,17 @@ mod tests {
         );
         let user = by_dimension(&second, &registry, "user");
         assert_eq!(registry.by_id[&user].dimension("user"), Some("v"));
+        // Each dimension's projections have ids in their own range.
+        for dimension in ["", "model", "user", "tag.team"] {
+            let (lo, hi) = registry.projection_range(dimension).unwrap();
+            let inside: Vec<i64> =
+                registry.iter().map(|(id, _)| id).filter(|id| (lo..hi).contains(id)).collect();
+            assert!(
+                inside.iter().all(|id| registry.by_id[id].projection.as_deref() == Some(dimension))
+            );
+            assert_eq!(inside.len(), if dimension == "user" { 2 } else { 1 }, "{dimension}");
+        }
+        assert_eq!(registry.projection_range("tag.other"), None);
         assert_eq!(registry.projections_of(user).len(), 0);
         // A call never lands in a projection series, even one with its values.
         let projected_model = registry.by_id[&by_dimension(&first, &registry, "model")].clone();

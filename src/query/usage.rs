@@ -18,7 +18,7 @@ use serde_json::{Map, Value, json};
 use super::QueryState;
 use super::cache::{GroupKey, Grouped};
 use super::params::{Filters, Params, ceil, floor};
-use crate::aggregate::series::PROJECTED;
+use crate::aggregate::series::{ORDINARY_IDS, PROJECTED};
 use crate::aggregate::tier::cover;
 use crate::aggregate::{Cell, CellKey, SeriesKey, Tier};
 use crate::error::ApiError;
@@ -87,15 +87,16 @@ fn select(state: &QueryState, project: &str, filters: &Filters) -> HashMap<i64, 
     state.engine.select_series(|key| key.project == project && filters.matches(key))
 }
 
-/// The series whose rows answer a grouped query: when the query involves at
-/// most one dimension, that dimension's projection series (a few rows per
-/// bucket), else every series passing the filters.
+/// The series whose rows answer a grouped query, and the id range they lie
+/// in: when the query involves at most one dimension, that dimension's
+/// projection series (a few rows per bucket), else every series passing the
+/// filters.
 fn select_grouped(
     state: &QueryState,
     project: &str,
     dims: &[String],
     filters: &Filters,
-) -> HashMap<i64, Arc<SeriesKey>> {
+) -> (HashMap<i64, Arc<SeriesKey>>, (i64, i64)) {
     let mut involved: Vec<&str> =
         dims.iter().map(String::as_str).chain(filters.0.keys().map(String::as_str)).collect();
     involved.sort_unstable();
@@ -117,10 +118,14 @@ fn select_grouped(
         _ => None,
     };
     match projection {
-        Some(dim) => state
-            .engine
-            .select_projections(dim, |key| key.project == project && filters.matches(key)),
-        None => select(state, project, filters),
+        Some(dim) => {
+            let selected = state
+                .engine
+                .select_projections(dim, |key| key.project == project && filters.matches(key));
+            let range = state.engine.projection_range(dim).unwrap_or((0, 0));
+            (selected, range)
+        }
+        None => (select(state, project, filters), ORDINARY_IDS),
     }
 }
 
@@ -155,7 +160,7 @@ async fn cells(
 async fn grouped(
     state: &QueryState,
     pieces: &[(Tier, i64, i64)],
-    series: &HashMap<i64, Arc<SeriesKey>>,
+    (series, id_range): &(HashMap<i64, Arc<SeriesKey>>, (i64, i64)),
     dims: &[String],
     signature: &Arc<str>,
 ) -> Result<Vec<(i64, Grouped)>, ApiError> {
@@ -201,7 +206,7 @@ async fn grouped(
             let grouper = Grouper { group_of: group_of.clone(), out: BTreeMap::new() };
             let visitor = state
                 .storage
-                .scan_rollups(tier, start, end, Box::new(grouper))
+                .scan_rollups(tier, start, end, *id_range, Box::new(grouper))
                 .await
                 .map_err(|e| ApiError::internal("reading rollups failed", &e))?;
             let visitor: Box<dyn std::any::Any> = visitor;
@@ -284,9 +289,9 @@ pub async fn summary(
     let dims = params.group_by(false)?;
     let filters = params.filters(false)?;
     let project = params.project();
-    let series = select_grouped(&state, &project, &dims, &filters);
+    let selected = select_grouped(&state, &project, &dims, &filters);
     let signature = signature(&project, &dims, &filters);
-    let buckets = grouped(&state, &cover(from, to), &series, &dims, &signature).await?;
+    let buckets = grouped(&state, &cover(from, to), &selected, &dims, &signature).await?;
 
     let mut groups: BTreeMap<GroupKey, Cell> = BTreeMap::new();
     let mut total = Cell::default();
@@ -362,9 +367,9 @@ pub async fn series(
     let dims = params.group_by(false)?;
     let filters = params.filters(false)?;
     let project = params.project();
-    let series = select_grouped(&state, &project, &dims, &filters);
+    let selected = select_grouped(&state, &project, &dims, &filters);
     let signature = signature(&project, &dims, &filters);
-    let buckets = grouped(&state, &[(tier, from, to)], &series, &dims, &signature).await?;
+    let buckets = grouped(&state, &[(tier, from, to)], &selected, &dims, &signature).await?;
 
     let mut groups: BTreeMap<GroupKey, BTreeMap<i64, Cell>> = BTreeMap::new();
     for (bucket, bucket_groups) in &buckets {

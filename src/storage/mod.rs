@@ -118,12 +118,14 @@ pub trait Storage: Send + Sync {
         to: i64,
     ) -> Result<Vec<(CellKey, Cell)>, StorageError>;
     /// Hands every stored rollup row of `tier` with a bucket in `[from, to)`
-    /// to `visitor`, and gives the visitor back.
+    /// and a series id in `[series.0, series.1)` to `visitor`, and gives the
+    /// visitor back.
     async fn scan_rollups(
         &self,
         tier: Tier,
         from: i64,
         to: i64,
+        series: (i64, i64),
         visitor: Box<dyn RollupVisitor>,
     ) -> Result<Box<dyn RollupVisitor>, StorageError>;
     /// Raw calls, ordered by (time, seq).

@@ -149,13 +149,19 @@ pub async fn rollups_merge_and_record_the_watermark(storage: Arc<dyn Storage>) {
         }
     }
     let visitor: Box<dyn std::any::Any> = storage
-        .scan_rollups(Tier::Minute, 0, 600_000, Box::new(Collect(Vec::new())))
+        .scan_rollups(Tier::Minute, 0, 600_000, (i64::MIN, i64::MAX), Box::new(Collect(Vec::new())))
         .await
         .unwrap();
     let scanned = visitor.downcast::<Collect>().unwrap().0;
     assert_eq!(scanned.len(), 11, "series 1 and its 10 projections");
     let scanned: Vec<_> = scanned.into_iter().filter(|(key, _)| key.series == 1).collect();
     assert_eq!(scanned, minute);
+    // A series range limits the scan to its ids.
+    let visitor: Box<dyn std::any::Any> = storage
+        .scan_rollups(Tier::Minute, 0, 600_000, (1, i64::MAX), Box::new(Collect(Vec::new())))
+        .await
+        .unwrap();
+    assert_eq!(visitor.downcast::<Collect>().unwrap().0, minute);
 }
 
 pub async fn replace_window_and_retention(storage: Arc<dyn Storage>) {
