@@ -4,8 +4,14 @@
 //! hand back records or errors that name the offending field.
 
 pub mod fingerprint;
+pub mod log;
+pub mod span;
 pub mod usage_report;
 mod values;
 
 pub use fingerprint::KeyFingerprinter;
+pub use log::{LogError, normalize_log};
+pub use span::{
+    NormalizedSpan, SpanContext, SpanError, attributes_to_json, normalize_span, resource_attributes,
+};
 pub use usage_report::{AccountingRules, RawReport, ReportError, normalize_report, parse_report};
