@@ -31,6 +31,8 @@ pub struct App {
     pub prices: Arc<PriceTable>,
     /// Resolves when the committer has stopped (after its final flush).
     committer_stopped: tokio::sync::oneshot::Receiver<()>,
+    /// What the ingest endpoints (HTTP and gRPC) share, made once.
+    ingest: std::sync::OnceLock<Arc<UsageIngest>>,
     /// Held for the life of the server: two processes on one data dir would
     /// hand out the same series ids.
     _data_dir_lock: std::fs::File,
@@ -139,13 +141,18 @@ impl App {
             committer,
             prices,
             committer_stopped,
+            ingest: std::sync::OnceLock::new(),
             _data_dir_lock: lock,
         })
     }
 
-    pub fn router(&self) -> Result<Router, StartError> {
+    /// The state the ingest endpoints share (HTTP and gRPC alike).
+    pub fn ingest(&self) -> Result<Arc<UsageIngest>, StartError> {
+        if let Some(ingest) = self.ingest.get() {
+            return Ok(ingest.clone());
+        }
         let secret = fingerprint_secret(&self.config)?;
-        let usage = Arc::new(UsageIngest {
+        let ingest = Arc::new(UsageIngest {
             committer: self.committer.clone(),
             prices: self.prices.clone(),
             fingerprinter: KeyFingerprinter::new(&secret),
@@ -157,16 +164,29 @@ impl App {
             raw_retention_ms: retention_ms("retention.raw", &self.config.retention.raw)?,
             in_flight: tokio::sync::Semaphore::new(self.config.ingest.max_concurrent_requests),
         });
+        Ok(self.ingest.get_or_init(|| ingest).clone())
+    }
+
+    pub fn router(&self) -> Result<Router, StartError> {
+        let usage = self.ingest()?;
         let queries = Arc::new(QueryState::new(self.storage.clone(), self.engine.clone()));
         let ingest_routes = Router::new()
             .route("/api/v1/usage", post(ingest::usage::post_usage))
             .route("/api/v1/usage/reprice", post(ingest::usage::post_reprice))
+            .route("/api/v1/admin/flush", post(ingest::usage::post_flush))
+            .route("/v1/traces", post(ingest::otlp_http::post_traces))
+            .route("/api/public/otel/v1/traces", post(ingest::otlp_http::post_traces))
+            .route("/v1/logs", post(ingest::otlp_http::post_logs))
             .with_state(usage);
         let query_routes = Router::new()
             .route("/api/v1/usage/summary", get(query::usage::summary))
             .route("/api/v1/usage/series", get(query::usage::series))
             .route("/api/v1/usage/records", get(query::usage::records))
             .route("/api/v1/usage/unpriced", get(query::usage::unpriced))
+            .route("/api/v1/traces", get(query::traces::list))
+            .route("/api/v1/traces/{trace_id}", get(query::traces::detail))
+            .route("/api/v1/sessions", get(query::traces::sessions))
+            .route("/api/v1/sessions/{session_id}", get(query::traces::session))
             .with_state(queries);
         Ok(Router::new()
             .route("/healthz", get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }))
@@ -214,7 +234,10 @@ impl App {
         if let Err(err) = self.committer.flush().await {
             warn!(%err, "flush at shutdown failed; rollups will be rebuilt at next start");
         }
+        // The committer stops once every handle is gone, the ingest state's
+        // included (request handlers have dropped theirs by now).
         drop(self.committer);
+        drop(self.ingest);
         let _ = self.committer_stopped.await;
     }
 }

@@ -106,7 +106,7 @@ impl Server {
         };
         let exe = std::env::current_exe()?;
         let mut child = Command::new(exe)
-            .args(["serve", "--http", "127.0.0.1:0", "--data-dir"])
+            .args(["serve", "--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0", "--data-dir"])
             .arg(&dir)
             .env("TALLY_LOG", "warn")
             .stdout(Stdio::piped())
@@ -119,8 +119,9 @@ impl Server {
         let url = loop {
             match lines.next_line().await? {
                 Some(line) => {
-                    if let Some(url) = line.strip_prefix("tally listening on ") {
-                        break url.to_owned();
+                    if let Some(url) = line.strip_prefix("tally listening on http://") {
+                        let url = format!("http://{url}");
+                        break url;
                     }
                 }
                 None => bail!("tally serve exited before listening"),
@@ -356,10 +357,13 @@ async fn query(args: QueryArgs) -> anyhow::Result<()> {
                 result.records as f64 / result.seconds
             );
         }
-        // Let the load's open buckets reach the store first (the default
-        // flush interval is 5 s): a backfill spread over 23 hours leaves
-        // open cells all over the window, which every query would merge.
-        tokio::time::sleep(Duration::from_secs(6)).await;
+        // Let the load's open buckets reach the store first: a backfill
+        // spread over 23 hours leaves open cells all over the window, which
+        // every query would merge.
+        let flushed = client.post(format!("{}/api/v1/admin/flush", server.url)).send().await?;
+        if !flushed.status().is_success() {
+            bail!("flush failed: {}", flushed.text().await?);
+        }
         let url = format!("{}/api/v1/usage/summary?since=24h&group_by=model", server.url);
         let mut times = Vec::new();
         for _ in 0..args.queries {

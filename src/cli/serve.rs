@@ -39,18 +39,31 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         storage: args.storage,
     };
     let config = Config::load(args.config.as_deref(), &env, &overrides)?;
-    let http_addr = config.http;
+    let (http_addr, grpc_addr) = (config.http, config.grpc);
     let app = App::start(config).await?;
     let router = app.router()?;
     let retention = app.spawn_retention()?;
     let listener = tokio::net::TcpListener::bind(http_addr)
         .await
         .with_context(|| format!("cannot listen on {http_addr}"))?;
+    let grpc_listener = tokio::net::TcpListener::bind(grpc_addr)
+        .await
+        .with_context(|| format!("cannot listen on {grpc_addr} (OTLP/gRPC)"))?;
     let bound = listener.local_addr()?;
-    info!(http = %bound, data_dir = %app.config.data_dir.display(), "tally serving");
-    // Tests and scripts read this line to find a port chosen with :0.
+    let grpc_bound = grpc_listener.local_addr()?;
+    info!(http = %bound, grpc = %grpc_bound, data_dir = %app.config.data_dir.display(), "tally serving");
+    // Tests and scripts read these lines to find ports chosen with :0.
+    println!("tally listening on grpc://{grpc_bound}");
     println!("tally listening on http://{bound}");
+    let (stop_grpc, grpc_stopped) = tokio::sync::oneshot::channel::<()>();
+    let grpc = tokio::spawn(crate::ingest::otlp_grpc::serve(grpc_listener, app.ingest()?, async {
+        let _ = grpc_stopped.await;
+    }));
     server::run(listener, router, shutdown_signal()).await?;
+    let _ = stop_grpc.send(());
+    if let Ok(Err(err)) = grpc.await {
+        tracing::warn!(%err, "OTLP/gRPC server stopped with an error");
+    }
     retention.abort();
     app.shutdown().await;
     Ok(())

@@ -11,7 +11,7 @@ use tracing::{error, info, warn};
 
 use super::reprice::{self, RepriceReport};
 use crate::aggregate::RollupEngine;
-use crate::model::LlmCall;
+use crate::model::{LlmCall, LogRecord, SpanRecord};
 use crate::pricing::PriceTable;
 use crate::storage::{AppendBatch, Appended, RetentionCutoffs, Storage, StorageError};
 
@@ -64,8 +64,22 @@ impl From<StorageError> for CommitError {
 
 type Reply<T> = oneshot::Sender<Result<T, CommitError>>;
 
+/// Records one request hands in to be made durable together.
+#[derive(Debug, Default)]
+pub struct Records {
+    pub calls: Vec<LlmCall>,
+    pub spans: Vec<SpanRecord>,
+    pub logs: Vec<LogRecord>,
+}
+
+impl Records {
+    fn len(&self) -> usize {
+        self.calls.len() + self.spans.len() + self.logs.len()
+    }
+}
+
 enum Job {
-    Append { calls: Vec<LlmCall>, reply: Reply<Vec<Outcome>> },
+    Append { records: Records, reply: Reply<Vec<Outcome>> },
     Reprice { from: i64, to: i64, prices: Arc<PriceTable>, reply: Reply<RepriceReport> },
     Retention { cutoffs: RetentionCutoffs, reply: Reply<u64> },
     Flush { reply: Reply<()> },
@@ -105,17 +119,23 @@ impl Committer {
 
     /// Commits `calls`; resolves once they are durable and queryable.
     pub async fn submit(&self, calls: Vec<LlmCall>) -> Result<Vec<Outcome>, CommitError> {
-        if calls.is_empty() {
+        self.submit_records(Records { calls, ..Records::default() }).await
+    }
+
+    /// Commits calls, spans and logs in one store transaction; resolves once
+    /// they are durable and queryable, with the outcome of each call.
+    pub async fn submit_records(&self, records: Records) -> Result<Vec<Outcome>, CommitError> {
+        let n = records.len();
+        if n == 0 {
             return Ok(Vec::new());
         }
-        let n = calls.len();
         let before = self.queued.fetch_add(n, Ordering::AcqRel);
         if before > 0 && before + n > self.max_queued {
             self.queued.fetch_sub(n, Ordering::AcqRel);
             return Err(CommitError::Overloaded { queued: before });
         }
         let (reply, answer) = oneshot::channel();
-        if self.jobs.send(Job::Append { calls, reply }).is_err() {
+        if self.jobs.send(Job::Append { records, reply }).is_err() {
             self.queued.fetch_sub(n, Ordering::AcqRel);
             return Err(CommitError::Stopped);
         }
@@ -162,11 +182,17 @@ struct Pending {
     reply: Reply<Vec<Outcome>>,
 }
 
-/// Calls gathered for the next append, with the requests they came from.
+/// Records gathered for the next append, with the requests they came from.
 #[derive(Default)]
 struct Group {
-    calls: Vec<LlmCall>,
+    records: Records,
     pending: Vec<Pending>,
+}
+
+impl Group {
+    fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
 }
 
 /// A group being appended.
@@ -190,7 +216,7 @@ impl CommitterTask {
         let mut exclusive: Vec<Job> = Vec::new();
         let mut inflight: Option<InFlight> = None;
         let mut open = true;
-        while open || inflight.is_some() || !next.calls.is_empty() {
+        while open || inflight.is_some() || !next.is_empty() {
             tokio::select! {
                 biased;
                 done = async { (&mut inflight.as_mut().expect("guarded").append).await },
@@ -202,16 +228,19 @@ impl CommitterTask {
                     let must_pause = !exclusive.is_empty() || self.flush_due();
                     // (Series the finished group wrote are still pending for
                     // the next one; writing them again is harmless.)
-                    if !must_pause && !next.calls.is_empty() {
+                    if !must_pause && !next.is_empty() {
                         inflight = Some(self.start_append(std::mem::take(&mut next)));
                     }
                     self.finish(done, finished);
                 }
-                job = jobs.recv(), if open && next.calls.len() < self.config.max_group_records => {
+                job = jobs.recv(), if open && next.records.len() < self.config.max_group_records => {
                     match job {
-                        Some(Job::Append { mut calls, reply }) => {
-                            next.pending.push(Pending { calls: calls.len(), reply });
-                            next.calls.append(&mut calls);
+                        Some(Job::Append { mut records, reply }) => {
+                            next.pending.push(Pending { calls: records.calls.len(), reply });
+                            let into = &mut next.records;
+                            into.calls.append(&mut records.calls);
+                            into.spans.append(&mut records.spans);
+                            into.logs.append(&mut records.logs);
                         }
                         Some(job) => exclusive.push(job),
                         None => open = false,
@@ -228,7 +257,7 @@ impl CommitterTask {
             for job in exclusive.drain(..) {
                 self.run_exclusive(job).await;
             }
-            if !next.calls.is_empty() {
+            if !next.is_empty() {
                 inflight = Some(self.start_append(std::mem::take(&mut next)));
             }
         }
@@ -245,14 +274,15 @@ impl CommitterTask {
 
     /// Assigns series and starts appending a group on the store.
     fn start_append(&mut self, group: Group) -> InFlight {
-        let total = group.calls.len();
-        let (series_ids, new_series) = self.engine.assign_series(&group.calls);
+        let total = group.records.len();
+        let Records { calls, spans, logs } = group.records;
+        let (series_ids, new_series) = self.engine.assign_series(&calls);
         let new_ids: Vec<i64> = new_series.iter().map(|(id, _)| *id).collect();
         let storage = self.storage.clone();
         let started = Instant::now();
         let append = Box::pin(async move {
             let result =
-                storage.append(AppendBatch { calls: group.calls, series_ids, new_series }).await;
+                storage.append(AppendBatch { calls, series_ids, new_series, spans, logs }).await;
             let ms = started.elapsed().as_millis() as u64;
             tracing::debug!(records = total, ms, "group committed");
             result

@@ -2,6 +2,9 @@
 //! `normalize` and hand the records to the committer.
 
 pub mod body;
+pub mod otlp;
+pub mod otlp_grpc;
+pub mod otlp_http;
 pub mod usage;
 
 pub use usage::UsageIngest;

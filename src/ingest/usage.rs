@@ -101,6 +101,15 @@ fn instant_field(name: &str, value: &serde_json::Value) -> Result<i64, ApiError>
     parsed.map_err(|e| ApiError::bad_request(format!("{name}: {e}")))
 }
 
+/// `POST /api/v1/admin/flush`: write the open rollup buckets to the store
+/// now (benchmarks and tests use it to reach a settled store).
+pub async fn post_flush(
+    State(ingest): State<Arc<UsageIngest>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    ingest.committer.flush().await?;
+    Ok(Json(serde_json::json!({"flushed": true})))
+}
+
 /// `POST /api/v1/usage/reprice` `{"from": ..., "to": ...}`: recompute stored
 /// costs in the window with the server's current prices, and the rollups.
 pub async fn post_reprice(

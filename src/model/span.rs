@@ -3,14 +3,14 @@
 
 use std::fmt;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 /// Attribute maps as stored and served: OTLP values turned into JSON.
 pub type Attributes = Map<String, Value>;
 
 /// What a span did, in Tally's vocabulary (semconv.md "Span kinds").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SpanKind {
     Agent,
@@ -73,7 +73,7 @@ impl fmt::Display for SpanKind {
 }
 
 /// The span's OTLP status code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SpanStatus {
     Unset,
@@ -101,7 +101,7 @@ impl SpanStatus {
 }
 
 /// A timestamped event inside a span (exceptions, first-token marks, …).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SpanEvent {
     pub time_ns: i64,
     pub name: String,
@@ -110,7 +110,7 @@ pub struct SpanEvent {
 
 /// One span. The LLM fields are filled for spans that describe a model call
 /// (from the `LlmCall` derived from it, after the accounting rules).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SpanRecord {
     pub project: String,
     /// 32 lowercase hex digits.
@@ -148,7 +148,7 @@ impl SpanRecord {
 }
 
 /// One log record, linked to a span when it carries trace and span ids.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LogRecord {
     pub project: String,
     /// Event time, else observed time (unix ns).

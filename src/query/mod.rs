@@ -2,6 +2,8 @@
 
 mod cache;
 mod params;
+pub mod trace_tree;
+pub mod traces;
 pub mod usage;
 
 use std::sync::Arc;

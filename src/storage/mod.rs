@@ -14,7 +14,7 @@ use async_trait::async_trait;
 
 use crate::aggregate::rollup::SequencedCall;
 use crate::aggregate::{Cell, CellKey, SeriesKey, Tier};
-use crate::model::LlmCall;
+use crate::model::{LlmCall, LogRecord, SpanRecord};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -31,11 +31,14 @@ pub enum StorageError {
 }
 
 /// What to append in one transaction: the calls, their series ids (parallel
-/// to `calls`) and the series the store does not have yet.
+/// to `calls`), the series the store does not have yet, and spans and log
+/// records (a span already stored is skipped).
 pub struct AppendBatch {
     pub calls: Vec<LlmCall>,
     pub series_ids: Vec<i64>,
     pub new_series: Vec<(i64, Arc<SeriesKey>)>,
+    pub spans: Vec<SpanRecord>,
+    pub logs: Vec<LogRecord>,
 }
 
 /// The outcome of an append: per call, its sequence number, or None when its
@@ -60,12 +63,72 @@ pub struct CallFilter {
     pub limit: usize,
 }
 
+/// Which traces to list, newest first. Span conditions (service, kind,
+/// model, attributes) must all hold for one span of the trace.
+#[derive(Debug, Clone, Default)]
+pub struct TraceFilter {
+    pub project: String,
+    /// Trace start in `[from_ns, to_ns)`.
+    pub from_ns: i64,
+    pub to_ns: i64,
+    pub service: Option<String>,
+    pub kind: Option<String>,
+    pub model: Option<String>,
+    pub attributes: Vec<(String, String)>,
+    pub errors_only: bool,
+    pub user: Option<String>,
+    pub session: Option<String>,
+    pub min_duration_ns: Option<i64>,
+    pub max_duration_ns: Option<i64>,
+    /// Resume after this (start_ns, trace_id), going back in time.
+    pub before: Option<(i64, String)>,
+    pub limit: usize,
+}
+
+/// One trace's totals, as listed.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct TraceSummary {
+    pub trace_id: String,
+    pub root_name: String,
+    pub service: String,
+    pub start_ns: i64,
+    pub end_ns: i64,
+    pub span_count: u64,
+    pub error_count: u64,
+    pub llm_calls: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cache_read_tokens: u64,
+    pub cost_usd: f64,
+    pub user: Option<String>,
+    pub session: Option<String>,
+}
+
+/// One session's totals over its traces.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct SessionSummary {
+    pub session: String,
+    pub traces: u64,
+    pub start_ns: i64,
+    pub end_ns: i64,
+    pub span_count: u64,
+    pub error_count: u64,
+    pub llm_calls: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cache_read_tokens: u64,
+    pub cost_usd: f64,
+    pub user: Option<String>,
+}
+
 /// Row counts, for self-metrics and the CLI.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct StoreStats {
     pub calls: u64,
     pub series: u64,
     pub rollup_rows: u64,
+    pub spans: u64,
+    pub logs: u64,
 }
 
 /// Oldest instant kept per kind of data (unix ms); None keeps everything.
@@ -153,6 +216,23 @@ pub trait Storage: Send + Sync {
     /// Deletes data older than the cutoffs; returns rows deleted.
     async fn apply_retention(&self, cutoffs: RetentionCutoffs) -> Result<u64, StorageError>;
     async fn stats(&self) -> Result<StoreStats, StorageError>;
+    /// Trace summaries passing `filter`, newest first.
+    async fn list_traces(&self, filter: TraceFilter) -> Result<Vec<TraceSummary>, StorageError>;
+    /// Every span of a trace and the log records linked to it (by time).
+    async fn trace(
+        &self,
+        project: &str,
+        trace_id: &str,
+    ) -> Result<(Vec<SpanRecord>, Vec<LogRecord>), StorageError>;
+    /// Sessions with a trace starting in `[from_ns, to_ns)`, most recently
+    /// active first.
+    async fn list_sessions(
+        &self,
+        project: &str,
+        from_ns: i64,
+        to_ns: i64,
+        limit: usize,
+    ) -> Result<Vec<SessionSummary>, StorageError>;
 }
 
 /// Opens the backend named by `url` (`sqlite://PATH`; a relative PATH is

@@ -3,9 +3,11 @@
 
 use std::sync::Arc;
 
-use super::{AppendBatch, CallFilter, RetentionCutoffs, RollupVisitor, Storage};
+use super::{AppendBatch, CallFilter, RetentionCutoffs, RollupVisitor, Storage, TraceFilter};
 use crate::aggregate::{Cell, CellKey, RollupEngine, SeriesKey, Tier};
-use crate::model::{LlmCall, Tags};
+use crate::model::{
+    Attributes, LlmCall, LogRecord, SpanEvent, SpanKind, SpanRecord, SpanStatus, Tags,
+};
 
 fn call(id: Option<&str>, time_ms: i64, input: u64) -> LlmCall {
     LlmCall {
@@ -36,7 +38,8 @@ async fn append(
 ) -> Vec<Option<i64>> {
     let (series_ids, new_series) = engine.assign_series(&calls);
     let ids: Vec<i64> = new_series.iter().map(|(id, _)| *id).collect();
-    let appended = storage.append(AppendBatch { calls, series_ids, new_series }).await.unwrap();
+    let batch = AppendBatch { calls, series_ids, new_series, spans: vec![], logs: vec![] };
+    let appended = storage.append(batch).await.unwrap();
     engine.confirm_series(&ids);
     appended.seqs
 }
@@ -213,10 +216,165 @@ pub async fn series_survive_reopen(storage: Arc<dyn Storage>) -> Vec<(i64, Serie
     series
 }
 
+fn span(trace: &str, id: &str, parent: Option<&str>, start_ms: i64, end_ms: i64) -> SpanRecord {
+    SpanRecord {
+        project: "default".into(),
+        trace_id: trace.repeat(32 / trace.len()),
+        span_id: id.repeat(16 / id.len()),
+        parent_span_id: parent.map(|p| p.repeat(16 / p.len())),
+        name: format!("op-{id}"),
+        kind: SpanKind::Chain,
+        service: "svc".into(),
+        start_ns: start_ms * 1_000_000,
+        end_ns: end_ms * 1_000_000,
+        status: SpanStatus::Unset,
+        status_message: None,
+        attributes: Attributes::from_iter([("k".to_owned(), serde_json::json!("v"))]),
+        events: vec![SpanEvent {
+            time_ns: start_ms * 1_000_000,
+            name: "e".into(),
+            attributes: Attributes::new(),
+        }],
+        resource: Attributes::new(),
+        model: None,
+        provider: None,
+        user: None,
+        session: None,
+        input_tokens: 0,
+        output_tokens: 0,
+        cache_read_tokens: 0,
+        cost_usd: 0.0,
+        llm_call: false,
+    }
+}
+
+async fn append_telemetry(storage: &dyn Storage, spans: Vec<SpanRecord>, logs: Vec<LogRecord>) {
+    let batch = AppendBatch { calls: vec![], series_ids: vec![], new_series: vec![], spans, logs };
+    storage.append(batch).await.unwrap();
+}
+
+pub async fn spans_sum_into_traces_once(storage: Arc<dyn Storage>) {
+    // The child arrives before its root; then the same child again.
+    let mut llm = span("a", "2", Some("1"), 1_010, 1_050);
+    llm.kind = SpanKind::Llm;
+    llm.model = Some("gpt-4o".into());
+    llm.llm_call = true;
+    llm.input_tokens = 100;
+    llm.output_tokens = 10;
+    llm.cost_usd = 0.25;
+    llm.status = SpanStatus::Error;
+    llm.user = Some("alice".into());
+    let mut root = span("a", "1", None, 1_000, 1_100);
+    root.session = Some("chat-1".into());
+    let log = LogRecord {
+        project: "default".into(),
+        time_ns: 1_020_000_000,
+        severity_number: 9,
+        severity_text: Some("INFO".into()),
+        body: serde_json::json!("hello"),
+        attributes: Attributes::new(),
+        trace_id: Some("a".repeat(32)),
+        span_id: Some("2".repeat(16)),
+        service: "svc".into(),
+    };
+    append_telemetry(&*storage, vec![llm.clone()], vec![log.clone()]).await;
+    append_telemetry(&*storage, vec![root.clone(), llm.clone()], vec![]).await;
+    append_telemetry(&*storage, vec![span("b", "3", None, 5_000, 5_001)], vec![]).await;
+
+    let all = TraceFilter {
+        project: "default".into(),
+        from_ns: 0,
+        to_ns: i64::MAX,
+        limit: 10,
+        ..TraceFilter::default()
+    };
+    let traces = storage.list_traces(all.clone()).await.unwrap();
+    assert_eq!(traces.len(), 2);
+    assert_eq!(traces[0].trace_id, "b".repeat(32), "newest first");
+    let a = &traces[1];
+    assert_eq!((a.root_name.as_str(), a.span_count, a.error_count, a.llm_calls), ("op-1", 2, 1, 1));
+    assert_eq!((a.start_ns, a.end_ns), (1_000_000_000, 1_100_000_000));
+    assert_eq!((a.input_tokens, a.output_tokens, a.cost_usd), (100, 10, 0.25));
+    assert_eq!((a.user.as_deref(), a.session.as_deref()), (Some("alice"), Some("chat-1")));
+
+    // Span conditions, trace conditions and paging.
+    let with = |f: fn(&mut TraceFilter)| {
+        let mut filter = all.clone();
+        f(&mut filter);
+        let storage = storage.clone();
+        async move {
+            storage
+                .list_traces(filter)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|t| t.trace_id)
+                .collect::<Vec<_>>()
+        }
+    };
+    let only_a = vec!["a".repeat(32)];
+    assert_eq!(with(|f| f.model = Some("gpt-4o".into())).await, only_a);
+    assert_eq!(with(|f| f.kind = Some("llm".into())).await, only_a);
+    assert_eq!(with(|f| f.errors_only = true).await, only_a);
+    assert_eq!(with(|f| f.session = Some("chat-1".into())).await, only_a);
+    assert_eq!(with(|f| f.min_duration_ns = Some(50_000_000)).await, only_a);
+    assert_eq!(with(|f| f.attributes = vec![("k".into(), "v".into())]).await.len(), 2);
+    assert!(with(|f| f.attributes = vec![("k".into(), "w".into())]).await.is_empty());
+    assert_eq!(with(|f| f.before = Some((5_000_000_000, "b".repeat(32)))).await, only_a);
+    assert!(with(|f| f.project = "other".into()).await.is_empty());
+
+    let (spans, logs) = storage.trace("default", &"a".repeat(32)).await.unwrap();
+    assert_eq!(spans, vec![root, llm], "in start order, the re-sent span once");
+    assert_eq!(logs, vec![log]);
+
+    let sessions = storage.list_sessions("default", 0, i64::MAX, 10).await.unwrap();
+    assert_eq!(sessions.len(), 1);
+    assert_eq!((sessions[0].session.as_str(), sessions[0].traces), ("chat-1", 1));
+
+    // Retention drops spans, logs and traces that ended before the cutoff.
+    storage
+        .apply_retention(RetentionCutoffs { raw: Some(2_000), ..Default::default() })
+        .await
+        .unwrap();
+    let traces = storage.list_traces(all).await.unwrap();
+    assert_eq!(traces.len(), 1);
+    assert!(storage.trace("default", &"a".repeat(32)).await.unwrap().0.is_empty());
+    assert_eq!(storage.stats().await.unwrap().logs, 0);
+}
+
+pub async fn calls_dedupe_by_span(storage: Arc<dyn Storage>) {
+    let engine = RollupEngine::new(Vec::new(), 0);
+    let mut from_span = call(Some("chatcmpl-1"), 1_000, 5);
+    from_span.trace_id = Some("a".repeat(32));
+    from_span.span_id = Some("1".repeat(16));
+    // The same call reported by a gateway that knew the span, without an id.
+    let mut report = call(None, 1_000, 5);
+    report.trace_id = from_span.trace_id.clone();
+    report.span_id = from_span.span_id.clone();
+    // The span sent again with another response id: still the same call.
+    let mut resent = from_span.clone();
+    resent.id = Some("chatcmpl-2".into());
+    let seqs = append(&*storage, &engine, vec![from_span, report, resent]).await;
+    assert!(seqs[0].is_some());
+    assert_eq!(&seqs[1..], &[None, None]);
+}
+
 macro_rules! backend_suite {
     ($module:ident, $open:expr) => {
         mod $module {
             use super::*;
+
+            #[tokio::test]
+            async fn spans_sum_into_traces_once() {
+                let (_dir, storage) = $open;
+                super::spans_sum_into_traces_once(storage).await;
+            }
+
+            #[tokio::test]
+            async fn calls_dedupe_by_span() {
+                let (_dir, storage) = $open;
+                super::calls_dedupe_by_span(storage).await;
+            }
 
             #[tokio::test]
             async fn dedupes_by_project_and_id() {

@@ -34,6 +34,7 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct TestServer {
     child: Option<Child>,
     url: String,
+    grpc_url: String,
     dir: PathBuf,
     env: Vec<(String, String)>,
     args: Vec<String>,
@@ -52,6 +53,7 @@ impl TestServer {
         let mut server = TestServer {
             child: None,
             url: String::new(),
+            grpc_url: String::new(),
             dir: dir.to_path_buf(),
             env: extra_env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             args: args.iter().map(|a| a.to_string()).collect(),
@@ -72,6 +74,8 @@ impl TestServer {
         command
             .arg("serve")
             .arg("--http")
+            .arg("127.0.0.1:0")
+            .arg("--grpc")
             .arg("127.0.0.1:0")
             .arg("--data-dir")
             .arg(&self.dir)
@@ -99,14 +103,18 @@ impl TestServer {
             let mut reader = BufReader::new(stdout);
             let mut line = String::new();
             let mut sent = false;
+            let mut grpc = String::new();
             loop {
                 line.clear();
                 match reader.read_line(&mut line) {
                     Ok(0) | Err(_) => break,
                     Ok(_) => {
-                        if !sent && let Some(url) = line.trim().strip_prefix("tally listening on ")
+                        let line = line.trim();
+                        if let Some(addr) = line.strip_prefix("tally listening on grpc://") {
+                            grpc = format!("http://{addr}");
+                        } else if !sent && let Some(url) = line.strip_prefix("tally listening on ")
                         {
-                            let _ = tx.send(url.to_owned());
+                            let _ = tx.send((url.to_owned(), grpc.clone()));
                             sent = true;
                         }
                     }
@@ -114,8 +122,9 @@ impl TestServer {
             }
         });
         match rx.recv_timeout(START_TIMEOUT) {
-            Ok(url) => {
+            Ok((url, grpc_url)) => {
                 self.url = url;
+                self.grpc_url = grpc_url;
                 self.child = Some(child);
             }
             Err(err) => {
@@ -127,6 +136,12 @@ impl TestServer {
                 );
             }
         }
+    }
+
+    /// The OTLP/gRPC endpoint, e.g. `http://127.0.0.1:40124`.
+    #[allow(dead_code)]
+    pub fn grpc_url(&self) -> &str {
+        &self.grpc_url
     }
 
     /// Base URL, e.g. `http://127.0.0.1:40123`.

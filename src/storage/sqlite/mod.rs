@@ -8,6 +8,7 @@
 
 mod rows;
 mod schema;
+mod telemetry;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,12 +21,13 @@ use std::time::Duration;
 use tracing::warn;
 
 use super::{
-    AppendBatch, Appended, CallFilter, RetentionCutoffs, RollupVisitor, Storage, StorageError,
-    StoreStats,
+    AppendBatch, Appended, CallFilter, RetentionCutoffs, RollupVisitor, SessionSummary, Storage,
+    StorageError, StoreStats, TraceFilter, TraceSummary,
 };
 use crate::aggregate::rollup::SequencedCall;
 use crate::aggregate::{Cell, CellKey, SeriesKey, Tier};
 use crate::model::LlmCall;
+use crate::model::{LogRecord, SpanRecord};
 
 /// How hard SQLite works to make a commit durable.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -283,7 +285,7 @@ impl Storage for SqliteStorage {
 
     async fn append(&self, batch: AppendBatch) -> Result<Appended, StorageError> {
         self.write(move |conn| {
-            let AppendBatch { calls, series_ids, new_series } = batch;
+            let AppendBatch { calls, series_ids, new_series, spans, logs } = batch;
             let tx = conn.transaction()?;
             let mut seqs = Vec::with_capacity(calls.len());
             {
@@ -298,6 +300,7 @@ impl Storage for SqliteStorage {
                     seqs.push(inserted.then(|| tx.last_insert_rowid()));
                 }
             }
+            telemetry::append(&tx, &spans, &logs)?;
             tx.commit()?;
             Ok(Appended { calls, series_ids, seqs })
         })
@@ -475,6 +478,7 @@ impl Storage for SqliteStorage {
             let mut deleted = 0;
             if let Some(cutoff) = cutoffs.raw {
                 deleted += tx.execute("DELETE FROM calls WHERE time_ms < ?1", [cutoff])?;
+                deleted += telemetry::apply_retention(&tx, cutoff.saturating_mul(1_000_000))?;
             }
             for (tier, cutoff) in [
                 (Tier::Minute, cutoffs.minute),
@@ -503,8 +507,34 @@ impl Storage for SqliteStorage {
                 calls: count("SELECT COUNT(*) FROM calls")?,
                 series: count("SELECT COUNT(*) FROM series")?,
                 rollup_rows: count("SELECT COUNT(*) FROM rollups")?,
+                spans: count("SELECT COUNT(*) FROM spans")?,
+                logs: count("SELECT COUNT(*) FROM logs")?,
             })
         })
         .await
+    }
+
+    async fn list_traces(&self, filter: TraceFilter) -> Result<Vec<TraceSummary>, StorageError> {
+        self.read(move |conn| telemetry::list_traces(conn, &filter)).await
+    }
+
+    async fn trace(
+        &self,
+        project: &str,
+        trace_id: &str,
+    ) -> Result<(Vec<SpanRecord>, Vec<LogRecord>), StorageError> {
+        let (project, trace_id) = (project.to_owned(), trace_id.to_owned());
+        self.read(move |conn| telemetry::trace(conn, &project, &trace_id)).await
+    }
+
+    async fn list_sessions(
+        &self,
+        project: &str,
+        from_ns: i64,
+        to_ns: i64,
+        limit: usize,
+    ) -> Result<Vec<SessionSummary>, StorageError> {
+        let project = project.to_owned();
+        self.read(move |conn| telemetry::list_sessions(conn, &project, from_ns, to_ns, limit)).await
     }
 }

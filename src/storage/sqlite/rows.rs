@@ -9,7 +9,8 @@ use crate::model::{LlmCall, Operation, Source, Status, Tags};
 use crate::storage::StorageError;
 
 pub const INSERT_CALL: &str = "INSERT OR IGNORE INTO calls \
-    (project, id, series, time_ms, session, payload) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+    (project, id, series, time_ms, session, span_ref, payload) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
 
 /// The columns of a call that are not looked up by, in encoding order. Kept
 /// as a borrowed view for writing and an owned one for reading; the
@@ -109,12 +110,17 @@ pub fn insert_call(
     scratch: &mut Vec<u8>,
 ) -> Result<bool, rusqlite::Error> {
     encode_payload(call, scratch);
+    let span_ref = match (&call.trace_id, &call.span_id) {
+        (Some(trace), Some(span)) => Some(format!("{trace}{span}")),
+        _ => None,
+    };
     let changed = stmt.execute(params![
         call.project,
         call.id,
         series,
         call.time_ms,
         call.session,
+        span_ref,
         &scratch[..],
     ])?;
     Ok(changed == 1)

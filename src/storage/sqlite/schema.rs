@@ -2,7 +2,8 @@
 //! (its partial unique index on (project, id)); only what calls are looked
 //! up by has a column, the rest is one compact payload, so that an insert
 //! binds few values. `series` names the rollup keys; `rollups` holds flushed
-//! buckets of every tier.
+//! buckets of every tier. `spans` and `logs` keep telemetry records whole
+//! (as JSON) with the columns they are found by; `traces` sums each trace.
 
 pub const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS meta (
@@ -33,10 +34,15 @@ CREATE TABLE IF NOT EXISTS calls (
     series  INTEGER NOT NULL,
     time_ms INTEGER NOT NULL,
     session TEXT,
+    -- trace id and span id (hex, concatenated) of the span the call is
+    -- described by, when known: a second idempotency key
+    span_ref TEXT,
     -- everything else about the call, compactly encoded (rows.rs)
     payload BLOB NOT NULL
 );
 CREATE UNIQUE INDEX IF NOT EXISTS calls_project_id ON calls (project, id) WHERE id IS NOT NULL;
+CREATE UNIQUE INDEX IF NOT EXISTS calls_project_span
+    ON calls (project, span_ref) WHERE span_ref IS NOT NULL;
 CREATE INDEX IF NOT EXISTS calls_time ON calls (time_ms);
 
 CREATE TABLE IF NOT EXISTS rollups (
@@ -59,11 +65,62 @@ CREATE TABLE IF NOT EXISTS rollups (
     ttft               BLOB NOT NULL,
     PRIMARY KEY (tier, bucket, series)
 ) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS spans (
+    seq      INTEGER PRIMARY KEY,
+    project  TEXT NOT NULL,
+    trace_id TEXT NOT NULL,
+    span_id  TEXT NOT NULL,
+    start_ns INTEGER NOT NULL,
+    service  TEXT NOT NULL,
+    kind     TEXT NOT NULL,
+    model    TEXT,
+    -- the whole SpanRecord as JSON
+    record   TEXT NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS spans_id ON spans (project, trace_id, span_id);
+CREATE INDEX IF NOT EXISTS spans_start ON spans (start_ns);
+
+-- One row per trace, kept up to date as its spans arrive, so that listing
+-- traces reads one row each.
+CREATE TABLE IF NOT EXISTS traces (
+    project      TEXT NOT NULL,
+    trace_id     TEXT NOT NULL,
+    -- the root span (no parent) if it arrived, else the earliest span
+    has_root     INTEGER NOT NULL,
+    root_name    TEXT NOT NULL,
+    root_service TEXT NOT NULL,
+    start_ns     INTEGER NOT NULL,
+    end_ns       INTEGER NOT NULL,
+    span_count   INTEGER NOT NULL,
+    error_count  INTEGER NOT NULL,
+    llm_calls    INTEGER NOT NULL,
+    input_tokens INTEGER NOT NULL,
+    output_tokens INTEGER NOT NULL,
+    cache_read_tokens INTEGER NOT NULL,
+    cost_usd     REAL NOT NULL,
+    user         TEXT,
+    session      TEXT,
+    PRIMARY KEY (project, trace_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS traces_start ON traces (project, start_ns);
+CREATE INDEX IF NOT EXISTS traces_session ON traces (project, session) WHERE session IS NOT NULL;
+
+CREATE TABLE IF NOT EXISTS logs (
+    seq      INTEGER PRIMARY KEY,
+    project  TEXT NOT NULL,
+    time_ns  INTEGER NOT NULL,
+    trace_id TEXT,
+    -- the whole LogRecord as JSON
+    record   TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS logs_trace ON logs (project, trace_id) WHERE trace_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS logs_time ON logs (time_ns);
 "#;
 
 /// Bumped on every incompatible change; a store of another version is
 /// refused rather than misread.
-pub const VERSION: i64 = 2;
+pub const VERSION: i64 = 3;
 
 /// Creates the schema in a new database, or checks an existing one's version.
 pub fn create_or_check(conn: &rusqlite::Connection) -> Result<(), super::StorageError> {

@@ -1,0 +1,174 @@
+//! OTLP traces and logs, whatever the transport: decoded export requests
+//! become spans, the model calls they describe, and log records, which the
+//! transports then commit together.
+
+use base64::Engine as _;
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+
+use super::UsageIngest;
+use crate::durability::Records;
+use crate::model::Source;
+use crate::normalize::usage_report::NormalizeContext;
+use crate::normalize::{
+    SpanContext, normalize_log, normalize_report, normalize_span, resource_attributes,
+};
+
+/// Most problems quoted in one partial-success message.
+const MAX_QUOTED: usize = 10;
+
+/// What went wrong with parts of an export: the count of rejected items and
+/// a message naming the first few (empty when all went well).
+#[derive(Debug, Default)]
+pub struct Problems {
+    pub rejected: i64,
+    quoted: Vec<String>,
+    unquoted: usize,
+}
+
+impl Problems {
+    fn note(&mut self, problem: String) {
+        if self.quoted.len() < MAX_QUOTED {
+            self.quoted.push(problem);
+        } else {
+            self.unquoted += 1;
+        }
+    }
+
+    fn reject(&mut self, problem: String) {
+        self.rejected += 1;
+        self.note(problem);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rejected == 0 && self.quoted.is_empty()
+    }
+
+    pub fn message(&self) -> String {
+        let mut message = self.quoted.join("; ");
+        if self.unquoted > 0 {
+            message.push_str(&format!("; and {} more", self.unquoted));
+        }
+        message
+    }
+}
+
+/// The project a request's credentials name: a Langfuse public key (its
+/// `x-langfuse-public-key` header, or the user of Basic auth).
+pub fn project_hint(public_key: Option<&str>, authorization: Option<&str>) -> Option<String> {
+    if let Some(key) = public_key.map(str::trim).filter(|k| !k.is_empty()) {
+        return Some(key.to_owned());
+    }
+    let encoded = authorization?.trim().strip_prefix("Basic ")?;
+    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let user = text.split(':').next()?.trim();
+    (!user.is_empty()).then(|| user.to_owned())
+}
+
+fn normalize_context(ingest: &UsageIngest) -> NormalizeContext<'_> {
+    NormalizeContext {
+        now_ms: crate::time::now_ms(),
+        rules: ingest.rules,
+        prices: &ingest.prices,
+        fingerprinter: &ingest.fingerprinter,
+    }
+}
+
+/// Spans of a trace export, and the calls of those describing model calls.
+/// Spans are numbered across the whole request in rejection messages.
+pub fn trace_records(
+    ingest: &UsageIngest,
+    request: &ExportTraceServiceRequest,
+    hint: Option<&str>,
+) -> (Records, Problems) {
+    let accounting = normalize_context(ingest);
+    let mut records = Records::default();
+    let mut problems = Problems::default();
+    let mut index = 0usize;
+    for resource_spans in &request.resource_spans {
+        let resource = resource_attributes(resource_spans.resource.as_ref());
+        let context = SpanContext { resource: &resource, project_hint: hint };
+        for scope_spans in &resource_spans.scope_spans {
+            for span in &scope_spans.spans {
+                let at = index;
+                index += 1;
+                let normalized = match normalize_span(span, &context) {
+                    Ok(normalized) => normalized,
+                    Err(err) => {
+                        problems.reject(format!("span {at} ({}): {}", err.field, err.message));
+                        continue;
+                    }
+                };
+                let mut record = normalized.span;
+                if let Some(raw) = normalized.call {
+                    match normalize_report(raw, &accounting) {
+                        Ok(mut call) => {
+                            call.source = Source::Span;
+                            record.llm_call = true;
+                            record.input_tokens = call.input_tokens;
+                            record.output_tokens = call.output_tokens;
+                            record.cache_read_tokens = call.cache_read_tokens;
+                            record.cost_usd = call.cost_usd;
+                            records.calls.push(call);
+                        }
+                        // The span is kept; only its usage is not counted.
+                        Err(err) => problems.note(format!("span {at}: usage not counted: {err}")),
+                    }
+                }
+                records.spans.push(record);
+            }
+        }
+    }
+    (records, problems)
+}
+
+/// Log records of a logs export.
+pub fn log_records(request: &ExportLogsServiceRequest, hint: Option<&str>) -> (Records, Problems) {
+    let mut records = Records::default();
+    let mut problems = Problems::default();
+    let mut index = 0usize;
+    for resource_logs in &request.resource_logs {
+        let resource = resource_attributes(resource_logs.resource.as_ref());
+        let context = SpanContext { resource: &resource, project_hint: hint };
+        for scope_logs in &resource_logs.scope_logs {
+            for log in &scope_logs.log_records {
+                let at = index;
+                index += 1;
+                match normalize_log(log, &context) {
+                    Ok(record) => records.logs.push(record),
+                    Err(err) => {
+                        problems.reject(format!("log record {at} ({}): {}", err.field, err.message))
+                    }
+                }
+            }
+        }
+    }
+    (records, problems)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn project_hint_from_langfuse_credentials() {
+        assert_eq!(project_hint(Some("pk-lf-1"), None).as_deref(), Some("pk-lf-1"));
+        // base64("pk-lf-2:sk-lf-2")
+        let basic = "Basic cGstbGYtMjpzay1sZi0y";
+        assert_eq!(project_hint(None, Some(basic)).as_deref(), Some("pk-lf-2"));
+        assert_eq!(project_hint(None, Some("Bearer abc")), None);
+        assert_eq!(project_hint(None, Some("Basic !!!")), None);
+    }
+
+    #[test]
+    fn problems_quote_the_first_few() {
+        let mut problems = Problems::default();
+        for i in 0..12 {
+            problems.reject(format!("span {i}: bad"));
+        }
+        assert_eq!(problems.rejected, 12);
+        assert!(problems.message().starts_with("span 0: bad; span 1: bad"));
+        assert!(problems.message().ends_with("; and 2 more"));
+    }
+}

@@ -1,0 +1,129 @@
+//! OTLP over gRPC (TraceService and LogsService, gzip accepted): the same
+//! validation and partial success as over HTTP, with RESOURCE_EXHAUSTED or
+//! UNAVAILABLE when the server cannot take more.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
+    LogsService, LogsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use tokio::net::TcpListener;
+use tonic::codec::CompressionEncoding;
+use tonic::metadata::MetadataMap;
+use tonic::{Request, Response, Status};
+
+use super::UsageIngest;
+use super::otlp::{self, Problems};
+use crate::durability::{CommitError, Records};
+
+/// Both services share the ingest state.
+#[derive(Clone)]
+struct Otlp {
+    ingest: Arc<UsageIngest>,
+}
+
+fn hint(metadata: &MetadataMap) -> Option<String> {
+    let text = |name: &str| metadata.get(name).and_then(|v| v.to_str().ok());
+    otlp::project_hint(text("x-langfuse-public-key"), text("authorization"))
+}
+
+fn commit_status(err: CommitError) -> Status {
+    match err {
+        CommitError::Overloaded { .. } => Status::resource_exhausted(err.to_string()),
+        CommitError::Store(_) | CommitError::Stopped => {
+            tracing::error!(%err, "commit failed");
+            Status::unavailable(
+                "the store could not commit this batch; nothing in it was acknowledged, retry later",
+            )
+        }
+    }
+}
+
+impl Otlp {
+    async fn commit(&self, records: Records) -> Result<(), Status> {
+        self.ingest.committer.submit_records(records).await.map(|_| ()).map_err(commit_status)
+    }
+
+    fn permit(&self) -> Result<tokio::sync::SemaphorePermit<'_>, Status> {
+        self.ingest.in_flight.try_acquire().map_err(|_| {
+            Status::resource_exhausted("too many ingest requests in flight; retry later")
+        })
+    }
+}
+
+fn partial(problems: &Problems) -> Option<(i64, String)> {
+    (!problems.is_empty()).then(|| (problems.rejected, problems.message()))
+}
+
+#[tonic::async_trait]
+impl TraceService for Otlp {
+    async fn export(
+        &self,
+        request: Request<ExportTraceServiceRequest>,
+    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
+        let _permit = self.permit()?;
+        let hint = hint(request.metadata());
+        let (records, problems) =
+            otlp::trace_records(&self.ingest, request.get_ref(), hint.as_deref());
+        drop(request);
+        self.commit(records).await?;
+        let partial_success = partial(&problems).map(|(rejected_spans, error_message)| {
+            ExportTracePartialSuccess { rejected_spans, error_message }
+        });
+        Ok(Response::new(ExportTraceServiceResponse { partial_success }))
+    }
+}
+
+#[tonic::async_trait]
+impl LogsService for Otlp {
+    async fn export(
+        &self,
+        request: Request<ExportLogsServiceRequest>,
+    ) -> Result<Response<ExportLogsServiceResponse>, Status> {
+        let _permit = self.permit()?;
+        let hint = hint(request.metadata());
+        let (records, problems) = otlp::log_records(request.get_ref(), hint.as_deref());
+        drop(request);
+        self.commit(records).await?;
+        let partial_success = partial(&problems).map(|(rejected_log_records, error_message)| {
+            ExportLogsPartialSuccess { rejected_log_records, error_message }
+        });
+        Ok(Response::new(ExportLogsServiceResponse { partial_success }))
+    }
+}
+
+/// Serves OTLP/gRPC on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    ingest: Arc<UsageIngest>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
+    let limit = ingest.max_body_bytes;
+    let otlp = Otlp { ingest };
+    let traces = TraceServiceServer::new(otlp.clone())
+        .accept_compressed(CompressionEncoding::Gzip)
+        .send_compressed(CompressionEncoding::Gzip)
+        .max_decoding_message_size(limit);
+    let logs = LogsServiceServer::new(otlp)
+        .accept_compressed(CompressionEncoding::Gzip)
+        .send_compressed(CompressionEncoding::Gzip)
+        .max_decoding_message_size(limit);
+    tonic::transport::Server::builder()
+        .add_service(traces)
+        .add_service(logs)
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener),
+            shutdown,
+        )
+        .await
+}

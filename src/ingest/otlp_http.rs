@@ -1,0 +1,266 @@
+//! OTLP over HTTP: `POST /v1/traces`, `/v1/logs` and the Langfuse path
+//! `/api/public/otel/v1/traces`, in protobuf or JSON by Content-Type, with
+//! the answer (or the error, as a `google.rpc.Status`) in the same encoding.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use prost::Message;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::otlp::{self, Problems};
+use super::{UsageIngest, body};
+use crate::durability::Records;
+use crate::error::ApiError;
+
+/// The two encodings OTLP/HTTP speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Encoding {
+    Protobuf,
+    Json,
+}
+
+impl Encoding {
+    fn of(headers: &HeaderMap) -> Result<Encoding, ApiError> {
+        let content_type = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        let essence = content_type.split(';').next().unwrap_or("").trim();
+        match essence {
+            "application/x-protobuf" | "application/protobuf" => Ok(Encoding::Protobuf),
+            "application/json" => Ok(Encoding::Json),
+            other => Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                format!(
+                    "Content-Type {other:?} is not supported (use application/x-protobuf or application/json)"
+                ),
+            )),
+        }
+    }
+
+    fn content_type(self) -> &'static str {
+        match self {
+            Encoding::Protobuf => "application/x-protobuf",
+            Encoding::Json => "application/json",
+        }
+    }
+}
+
+/// `google.rpc.Status`, the body of an OTLP error response.
+#[derive(Clone, PartialEq, Message, Serialize)]
+struct RpcStatus {
+    #[prost(int32, tag = "1")]
+    code: i32,
+    #[prost(string, tag = "2")]
+    message: String,
+}
+
+/// The gRPC code that goes with an HTTP error status.
+fn grpc_code(status: StatusCode) -> i32 {
+    match status.as_u16() {
+        400 | 413 | 415 => 3, // INVALID_ARGUMENT
+        404 => 5,             // NOT_FOUND
+        429 => 8,             // RESOURCE_EXHAUSTED
+        503 => 14,            // UNAVAILABLE
+        _ => 13,              // INTERNAL
+    }
+}
+
+/// An error as OTLP/HTTP wants it: a `Status` in the request's encoding
+/// (JSON also carries Tally's usual `error` object), and Retry-After when
+/// the client should come back.
+fn error_response(err: ApiError, encoding: Encoding) -> Response {
+    let status = RpcStatus { code: grpc_code(err.status), message: err.message.clone() };
+    let body = match encoding {
+        Encoding::Protobuf => status.encode_to_vec(),
+        Encoding::Json => serde_json::to_vec(&serde_json::json!({
+            "code": status.code,
+            "message": status.message,
+            "error": {"code": err.code, "message": err.message},
+        }))
+        .expect("JSON values serialize"),
+    };
+    let mut response = (err.status, body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(encoding.content_type()));
+    if let Some(seconds) = err.retry_after_s {
+        headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    }
+    response
+}
+
+fn ok_response<M: Message + Serialize>(message: &M, encoding: Encoding) -> Response {
+    let body = match encoding {
+        Encoding::Protobuf => message.encode_to_vec(),
+        Encoding::Json => {
+            // An absent partial success is left out, not sent as null.
+            let mut value = serde_json::to_value(message).expect("responses serialize");
+            if let Some(object) = value.as_object_mut() {
+                object.retain(|_, v| !v.is_null());
+            }
+            serde_json::to_vec(&value).expect("JSON values serialize")
+        }
+    };
+    ([(header::CONTENT_TYPE, encoding.content_type())], body).into_response()
+}
+
+/// snake_case keys that OTLP/JSON spells in lowerCamelCase; a decoder that
+/// ignores unknown fields would read a body using them as empty.
+const SNAKE_CASE_KEYS: [&str; 7] = [
+    "\"resource_spans\"",
+    "\"scope_spans\"",
+    "\"resource_logs\"",
+    "\"scope_logs\"",
+    "\"log_records\"",
+    "\"trace_id\"",
+    "\"span_id\"",
+];
+
+fn decode<M: Message + Default + DeserializeOwned>(
+    bytes: &[u8],
+    encoding: Encoding,
+    what: &str,
+) -> Result<M, ApiError> {
+    match encoding {
+        Encoding::Protobuf => M::decode(bytes).map_err(|e| {
+            ApiError::bad_request(format!("body is not a valid protobuf {what}: {e}"))
+        }),
+        Encoding::Json => serde_json::from_slice(bytes).map_err(|e| {
+            ApiError::bad_request(format!("body is not a valid OTLP/JSON {what}: {e}"))
+        }),
+    }
+}
+
+/// Refuses a JSON body that decoded to nothing because its keys are
+/// snake_case (OTLP/JSON keys are lowerCamelCase: `resourceSpans`).
+fn check_not_snake_case(bytes: &[u8], items: usize, encoding: Encoding) -> Result<(), ApiError> {
+    if encoding != Encoding::Json || items > 0 {
+        return Ok(());
+    }
+    let text = String::from_utf8_lossy(bytes);
+    match SNAKE_CASE_KEYS.iter().find(|key| text.contains(*key)) {
+        Some(key) => Err(ApiError::bad_request(format!(
+            "body uses the snake_case key {key}; OTLP/JSON keys are lowerCamelCase \
+             (resourceSpans, scopeSpans, traceId, …)"
+        ))),
+        None => Ok(()),
+    }
+}
+
+fn hint(headers: &HeaderMap) -> Option<String> {
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    otlp::project_hint(text("x-langfuse-public-key"), text("authorization"))
+}
+
+/// Reads and decodes a request, or says why not.
+async fn receive<M: Message + Default + DeserializeOwned>(
+    ingest: &UsageIngest,
+    headers: &HeaderMap,
+    request: Body,
+    what: &str,
+) -> Result<(M, Encoding, Vec<u8>), (ApiError, Encoding)> {
+    let encoding = Encoding::of(headers).map_err(|e| (e, Encoding::Json))?;
+    let bytes =
+        body::read(headers, request, ingest.max_body_bytes).await.map_err(|e| (e, encoding))?;
+    let message = decode(&bytes, encoding, what).map_err(|e| (e, encoding))?;
+    Ok((message, encoding, bytes.to_vec()))
+}
+
+async fn commit(ingest: &UsageIngest, records: Records) -> Result<(), ApiError> {
+    ingest.committer.submit_records(records).await?;
+    Ok(())
+}
+
+/// `POST /v1/traces` (and the Langfuse path).
+pub async fn post_traces(
+    State(ingest): State<Arc<UsageIngest>>,
+    headers: HeaderMap,
+    request: Body,
+) -> Response {
+    let Ok(_permit) = ingest.in_flight.try_acquire() else {
+        let err = ApiError::overloaded("too many ingest requests in flight; retry later");
+        return error_response(err, Encoding::of(&headers).unwrap_or(Encoding::Json));
+    };
+    let (message, encoding, bytes) = match receive::<ExportTraceServiceRequest>(
+        &ingest,
+        &headers,
+        request,
+        "ExportTraceServiceRequest",
+    )
+    .await
+    {
+        Ok(received) => received,
+        Err((err, encoding)) => return error_response(err, encoding),
+    };
+    let spans: usize =
+        message.resource_spans.iter().flat_map(|r| &r.scope_spans).map(|s| s.spans.len()).sum();
+    if let Err(err) = check_not_snake_case(&bytes, spans, encoding) {
+        return error_response(err, encoding);
+    }
+    drop(bytes);
+    let (records, problems) = otlp::trace_records(&ingest, &message, hint(&headers).as_deref());
+    drop(message);
+    if let Err(err) = commit(&ingest, records).await {
+        return error_response(err, encoding);
+    }
+    let partial_success = partial(&problems).map(|(rejected_spans, error_message)| {
+        ExportTracePartialSuccess { rejected_spans, error_message }
+    });
+    ok_response(&ExportTraceServiceResponse { partial_success }, encoding)
+}
+
+/// `POST /v1/logs`
+pub async fn post_logs(
+    State(ingest): State<Arc<UsageIngest>>,
+    headers: HeaderMap,
+    request: Body,
+) -> Response {
+    let Ok(_permit) = ingest.in_flight.try_acquire() else {
+        let err = ApiError::overloaded("too many ingest requests in flight; retry later");
+        return error_response(err, Encoding::of(&headers).unwrap_or(Encoding::Json));
+    };
+    let (message, encoding, bytes) = match receive::<ExportLogsServiceRequest>(
+        &ingest,
+        &headers,
+        request,
+        "ExportLogsServiceRequest",
+    )
+    .await
+    {
+        Ok(received) => received,
+        Err((err, encoding)) => return error_response(err, encoding),
+    };
+    let logs: usize =
+        message.resource_logs.iter().flat_map(|r| &r.scope_logs).map(|s| s.log_records.len()).sum();
+    if let Err(err) = check_not_snake_case(&bytes, logs, encoding) {
+        return error_response(err, encoding);
+    }
+    drop(bytes);
+    let (records, problems) = otlp::log_records(&message, hint(&headers).as_deref());
+    drop(message);
+    if let Err(err) = commit(&ingest, records).await {
+        return error_response(err, encoding);
+    }
+    let partial_success = partial(&problems).map(|(rejected_log_records, error_message)| {
+        ExportLogsPartialSuccess { rejected_log_records, error_message }
+    });
+    ok_response(&ExportLogsServiceResponse { partial_success }, encoding)
+}
+
+/// The partial-success fields, when there is anything to say.
+fn partial(problems: &Problems) -> Option<(i64, String)> {
+    (!problems.is_empty()).then(|| (problems.rejected, problems.message()))
+}

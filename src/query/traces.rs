@@ -1,0 +1,281 @@
+//! The trace API: traces listed with their totals, one trace as a span tree
+//! with its logs, and traces grouped by session.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, RawQuery, State};
+use serde_json::{Value, json};
+
+use super::QueryState;
+use super::params::Params;
+use super::trace_tree;
+use crate::error::ApiError;
+use crate::model::{LogRecord, SpanKind};
+use crate::storage::{SessionSummary, TraceFilter, TraceSummary};
+use crate::time::{format_instant, now_ms};
+
+const NS_PER_MS: i64 = 1_000_000;
+/// Deepest span tree served as nested JSON.
+const MAX_TREE_DEPTH: usize = 500;
+
+fn ms(ns: i64) -> f64 {
+    ns as f64 / NS_PER_MS as f64
+}
+
+fn trace_json(t: &TraceSummary) -> Value {
+    json!({
+        "trace_id": t.trace_id,
+        "root_name": t.root_name,
+        "service": t.service,
+        "start_ms": ms(t.start_ns),
+        "start": format_instant(t.start_ns / NS_PER_MS),
+        "duration_ms": ms(t.end_ns - t.start_ns),
+        "span_count": t.span_count,
+        "error_count": t.error_count,
+        "llm_calls": t.llm_calls,
+        "input_tokens": t.input_tokens,
+        "output_tokens": t.output_tokens,
+        "cache_read_tokens": t.cache_read_tokens,
+        "cost_usd": t.cost_usd,
+        "user": t.user,
+        "session": t.session,
+    })
+}
+
+fn storage_error(err: crate::storage::StorageError) -> ApiError {
+    ApiError::internal("reading traces failed", &err)
+}
+
+fn duration_ns(params: &Params, key: &str) -> Result<Option<i64>, ApiError> {
+    params
+        .get(key)
+        .map(|v| match v.parse::<f64>() {
+            Ok(ms) if ms.is_finite() && ms >= 0.0 => Ok((ms * NS_PER_MS as f64) as i64),
+            _ => Err(ApiError::bad_request(format!(
+                "{key}: expected a non-negative number of milliseconds, got {v:?}"
+            ))),
+        })
+        .transpose()
+}
+
+fn parse_cursor(text: &str) -> Result<(i64, String), ApiError> {
+    text.split_once(':')
+        .and_then(|(start, id)| Some((start.parse().ok()?, id.to_owned())))
+        .filter(|(_, id)| is_hex_id(id, 32))
+        .ok_or_else(|| {
+            ApiError::bad_request(format!("cursor: {text:?} is not a cursor from a previous page"))
+        })
+}
+
+fn is_hex_id(text: &str, len: usize) -> bool {
+    text.len() == len && text.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// `GET /api/v1/traces`
+pub async fn list(
+    State(state): State<Arc<QueryState>>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let params = Params::parse(query.as_deref());
+    let (from, to) = params.window()?;
+    let limit = params.limit(50, 1_000)?;
+    let kind = match params.get("kind") {
+        None => None,
+        Some(kind) => Some(
+            SpanKind::parse(kind)
+                .ok_or_else(|| {
+                    let known: Vec<&str> = SpanKind::ALL.iter().map(|k| k.as_str()).collect();
+                    ApiError::bad_request(format!(
+                        "kind: unknown span kind {kind:?} (expected one of {})",
+                        known.join(", ")
+                    ))
+                })?
+                .as_str()
+                .to_owned(),
+        ),
+    };
+    let errors_only = match params.get("status") {
+        None => false,
+        Some("error") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!("status: expected error, got {other:?}")));
+        }
+    };
+    let text = |key: &str| params.get(key).filter(|v| !v.is_empty()).map(str::to_owned);
+    let attributes: Vec<(String, String)> = params
+        .pairs()
+        .filter_map(|(k, v)| Some((k.strip_prefix("attr.")?.to_owned(), v.to_owned())))
+        .collect();
+    if let Some((key, _)) = attributes.iter().find(|(key, _)| key.is_empty()) {
+        return Err(ApiError::bad_request(format!("attr.{key}: name the attribute")));
+    }
+    let filter = TraceFilter {
+        project: params.project(),
+        from_ns: from.saturating_mul(NS_PER_MS),
+        to_ns: to.saturating_mul(NS_PER_MS),
+        service: text("service"),
+        kind,
+        model: text("model"),
+        attributes,
+        errors_only,
+        user: text("user"),
+        session: text("session"),
+        min_duration_ns: duration_ns(&params, "min_duration_ms")?,
+        max_duration_ns: duration_ns(&params, "max_duration_ms")?,
+        before: params.get("cursor").map(parse_cursor).transpose()?,
+        limit,
+    };
+    let traces = state.storage.list_traces(filter).await.map_err(storage_error)?;
+    let next_cursor = (traces.len() == limit)
+        .then(|| traces.last().map(|t| format!("{}:{}", t.start_ns, t.trace_id)))
+        .flatten();
+    Ok(Json(json!({
+        "project": params.project(),
+        "from": from,
+        "to": to,
+        "traces": traces.iter().map(trace_json).collect::<Vec<_>>(),
+        "next_cursor": next_cursor,
+    })))
+}
+
+fn log_json(log: &LogRecord, trace_start_ns: i64) -> Value {
+    let mut value = serde_json::to_value(log).expect("log records serialize");
+    let object = value.as_object_mut().expect("object");
+    object.insert("time_ms".into(), json!(ms(log.time_ns)));
+    object.insert("offset_ms".into(), json!(ms(log.time_ns - trace_start_ns)));
+    value
+}
+
+/// `GET /api/v1/traces/{trace_id}`
+pub async fn detail(
+    State(state): State<Arc<QueryState>>,
+    Path(trace_id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let params = Params::parse(query.as_deref());
+    let trace_id = trace_id.to_ascii_lowercase();
+    if !is_hex_id(&trace_id, 32) {
+        return Err(ApiError::bad_request(format!("trace_id: {trace_id:?} is not 32 hex digits")));
+    }
+    let project = params.project();
+    let (spans, logs) = state.storage.trace(&project, &trace_id).await.map_err(storage_error)?;
+    if spans.is_empty() {
+        return Err(ApiError::not_found(format!("no trace {trace_id} in project {project:?}")));
+    }
+    let start_ns = spans.iter().map(|s| s.start_ns).min().unwrap_or(0);
+    let tree = trace_tree::build(spans);
+    // Nested objects are serialized recursively: a pathological chain of
+    // spans must not exhaust the stack.
+    if tree.depth() > MAX_TREE_DEPTH {
+        return Err(ApiError::new(
+            axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+            "too_deep",
+            format!(
+                "trace {trace_id} nests {} levels deep, more than the {MAX_TREE_DEPTH} a tree is served with; list its spans with /api/v1/traces filters instead",
+                tree.depth()
+            ),
+        ));
+    }
+    Ok(Json(json!({
+        "trace_id": trace_id,
+        "project": project,
+        "start_ms": tree.start_ms,
+        "duration_ms": tree.duration_ms,
+        "span_count": tree.span_count,
+        "error_count": tree.error_count,
+        "totals": tree.totals,
+        "spans": tree.roots,
+        "logs": logs.iter().map(|log| log_json(log, start_ns)).collect::<Vec<_>>(),
+    })))
+}
+
+fn session_json(s: &SessionSummary) -> Value {
+    json!({
+        "session": s.session,
+        "traces": s.traces,
+        "start_ms": ms(s.start_ns),
+        "end_ms": ms(s.end_ns),
+        "duration_ms": ms(s.end_ns - s.start_ns),
+        "span_count": s.span_count,
+        "error_count": s.error_count,
+        "llm_calls": s.llm_calls,
+        "input_tokens": s.input_tokens,
+        "output_tokens": s.output_tokens,
+        "cache_read_tokens": s.cache_read_tokens,
+        "cost_usd": s.cost_usd,
+        "user": s.user,
+    })
+}
+
+/// `GET /api/v1/sessions`
+pub async fn sessions(
+    State(state): State<Arc<QueryState>>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let params = Params::parse(query.as_deref());
+    let (from, to) = params.window()?;
+    let limit = params.limit(100, 10_000)?;
+    let project = params.project();
+    let sessions = state
+        .storage
+        .list_sessions(
+            &project,
+            from.saturating_mul(NS_PER_MS),
+            to.saturating_mul(NS_PER_MS),
+            limit,
+        )
+        .await
+        .map_err(storage_error)?;
+    Ok(Json(json!({
+        "project": project,
+        "from": from,
+        "to": to,
+        "sessions": sessions.iter().map(session_json).collect::<Vec<_>>(),
+    })))
+}
+
+/// `GET /api/v1/sessions/{id}`: the session's traces, oldest first, and
+/// their totals (over all time unless `from`/`to`/`since` say otherwise).
+pub async fn session(
+    State(state): State<Arc<QueryState>>,
+    Path(session): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let params = Params::parse(query.as_deref());
+    let explicit = ["from", "to", "since"].iter().any(|k| params.get(k).is_some());
+    let (from, to) = if explicit { params.window()? } else { (0, now_ms() + 86_400_000) };
+    let project = params.project();
+    let filter = TraceFilter {
+        project: project.clone(),
+        from_ns: from.saturating_mul(NS_PER_MS),
+        to_ns: to.saturating_mul(NS_PER_MS),
+        session: Some(session.clone()),
+        limit: 10_000,
+        ..TraceFilter::default()
+    };
+    let mut traces = state.storage.list_traces(filter).await.map_err(storage_error)?;
+    if traces.is_empty() {
+        return Err(ApiError::not_found(format!("no session {session:?} in project {project:?}")));
+    }
+    traces.reverse();
+    let sum = |f: fn(&TraceSummary) -> u64| traces.iter().map(f).sum::<u64>();
+    let totals = json!({
+        "traces": traces.len(),
+        "start_ms": ms(traces.iter().map(|t| t.start_ns).min().unwrap_or(0)),
+        "end_ms": ms(traces.iter().map(|t| t.end_ns).max().unwrap_or(0)),
+        "span_count": sum(|t| t.span_count),
+        "error_count": sum(|t| t.error_count),
+        "llm_calls": sum(|t| t.llm_calls),
+        "input_tokens": sum(|t| t.input_tokens),
+        "output_tokens": sum(|t| t.output_tokens),
+        "cache_read_tokens": sum(|t| t.cache_read_tokens),
+        "cost_usd": traces.iter().map(|t| t.cost_usd).sum::<f64>(),
+    });
+    Ok(Json(json!({
+        "project": project,
+        "session": session,
+        "traces": traces.iter().map(trace_json).collect::<Vec<_>>(),
+        "totals": totals,
+    })))
+}

@@ -1,0 +1,281 @@
+//! Spans, trace summaries and log records in SQLite: appending them and the
+//! trace and session queries.
+
+use rusqlite::types::Value as SqlValue;
+use rusqlite::{Row, Transaction, params, params_from_iter};
+
+use super::StorageError;
+use crate::model::{LogRecord, SpanRecord, SpanStatus};
+use crate::storage::{SessionSummary, TraceFilter, TraceSummary};
+
+const INSERT_SPAN: &str = "INSERT OR IGNORE INTO spans \
+    (project, trace_id, span_id, start_ns, service, kind, model, record) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+
+/// Adds a new span to its trace's row. In `DO UPDATE`, `traces.*` are the
+/// old values: the root is the parentless span, else the earliest one.
+const MERGE_TRACE: &str = "INSERT INTO traces (project, trace_id, has_root, root_name, \
+    root_service, start_ns, end_ns, span_count, error_count, llm_calls, input_tokens, \
+    output_tokens, cache_read_tokens, cost_usd, user, session) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) \
+    ON CONFLICT (project, trace_id) DO UPDATE SET \
+    root_name = CASE WHEN excluded.has_root > traces.has_root OR (excluded.has_root = \
+        traces.has_root AND excluded.start_ns < traces.start_ns) \
+        THEN excluded.root_name ELSE traces.root_name END, \
+    root_service = CASE WHEN excluded.has_root > traces.has_root OR (excluded.has_root = \
+        traces.has_root AND excluded.start_ns < traces.start_ns) \
+        THEN excluded.root_service ELSE traces.root_service END, \
+    has_root = max(traces.has_root, excluded.has_root), \
+    start_ns = min(traces.start_ns, excluded.start_ns), \
+    end_ns = max(traces.end_ns, excluded.end_ns), \
+    span_count = traces.span_count + 1, \
+    error_count = traces.error_count + excluded.error_count, \
+    llm_calls = traces.llm_calls + excluded.llm_calls, \
+    input_tokens = traces.input_tokens + excluded.input_tokens, \
+    output_tokens = traces.output_tokens + excluded.output_tokens, \
+    cache_read_tokens = traces.cache_read_tokens + excluded.cache_read_tokens, \
+    cost_usd = traces.cost_usd + excluded.cost_usd, \
+    user = coalesce(traces.user, excluded.user), \
+    session = coalesce(traces.session, excluded.session)";
+
+const INSERT_LOG: &str =
+    "INSERT INTO logs (project, time_ns, trace_id, record) VALUES (?1, ?2, ?3, ?4)";
+
+fn to_json<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).expect("records serialize to JSON")
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, StorageError> {
+    serde_json::from_str(text).map_err(|e| StorageError::Corrupt(format!("stored record: {e}")))
+}
+
+/// Appends spans (skipping ones already stored, which leave their trace's
+/// totals alone) and log records.
+pub fn append(
+    tx: &Transaction<'_>,
+    spans: &[SpanRecord],
+    logs: &[LogRecord],
+) -> Result<(), StorageError> {
+    if !spans.is_empty() {
+        let mut insert = tx.prepare_cached(INSERT_SPAN)?;
+        let mut merge = tx.prepare_cached(MERGE_TRACE)?;
+        for span in spans {
+            let inserted = insert.execute(params![
+                span.project,
+                span.trace_id,
+                span.span_id,
+                span.start_ns,
+                span.service,
+                span.kind.as_str(),
+                span.model,
+                to_json(span),
+            ])?;
+            if inserted == 0 {
+                continue;
+            }
+            merge.execute(params![
+                span.project,
+                span.trace_id,
+                span.parent_span_id.is_none(),
+                span.name,
+                span.service,
+                span.start_ns,
+                span.end_ns,
+                (span.status == SpanStatus::Error) as i64,
+                span.llm_call as i64,
+                span.input_tokens as i64,
+                span.output_tokens as i64,
+                span.cache_read_tokens as i64,
+                span.cost_usd,
+                span.user,
+                span.session,
+            ])?;
+        }
+    }
+    if !logs.is_empty() {
+        let mut insert = tx.prepare_cached(INSERT_LOG)?;
+        for log in logs {
+            insert.execute(params![log.project, log.time_ns, log.trace_id, to_json(log)])?;
+        }
+    }
+    Ok(())
+}
+
+const TRACE_COLUMNS: &str = "t.trace_id, t.root_name, t.root_service, t.start_ns, t.end_ns, \
+    t.span_count, t.error_count, t.llm_calls, t.input_tokens, t.output_tokens, \
+    t.cache_read_tokens, t.cost_usd, t.user, t.session";
+
+fn trace_from_row(row: &Row<'_>) -> Result<TraceSummary, rusqlite::Error> {
+    Ok(TraceSummary {
+        trace_id: row.get(0)?,
+        root_name: row.get(1)?,
+        service: row.get(2)?,
+        start_ns: row.get(3)?,
+        end_ns: row.get(4)?,
+        span_count: row.get::<_, i64>(5)? as u64,
+        error_count: row.get::<_, i64>(6)? as u64,
+        llm_calls: row.get::<_, i64>(7)? as u64,
+        input_tokens: row.get::<_, i64>(8)? as u64,
+        output_tokens: row.get::<_, i64>(9)? as u64,
+        cache_read_tokens: row.get::<_, i64>(10)? as u64,
+        cost_usd: row.get(11)?,
+        user: row.get(12)?,
+        session: row.get(13)?,
+    })
+}
+
+/// The JSON path of an attribute key (quoted: keys contain dots).
+fn attribute_path(scope: &str, key: &str) -> String {
+    format!("$.{scope}.\"{}\"", key.replace('"', ""))
+}
+
+pub fn list_traces(
+    conn: &rusqlite::Connection,
+    filter: &TraceFilter,
+) -> Result<Vec<TraceSummary>, StorageError> {
+    let mut sql = format!(
+        "SELECT {TRACE_COLUMNS} FROM traces t WHERE t.project = ? AND t.start_ns >= ? \
+         AND t.start_ns < ?"
+    );
+    let mut args: Vec<SqlValue> = vec![
+        SqlValue::Text(filter.project.clone()),
+        SqlValue::Integer(filter.from_ns),
+        SqlValue::Integer(filter.to_ns),
+    ];
+    let mut add = |clause: &str, values: Vec<SqlValue>, sql: &mut String| {
+        sql.push_str(clause);
+        args.extend(values);
+    };
+    if filter.errors_only {
+        add(" AND t.error_count > 0", vec![], &mut sql);
+    }
+    if let Some(user) = &filter.user {
+        add(" AND t.user = ?", vec![SqlValue::Text(user.clone())], &mut sql);
+    }
+    if let Some(session) = &filter.session {
+        add(" AND t.session = ?", vec![SqlValue::Text(session.clone())], &mut sql);
+    }
+    if let Some(min) = filter.min_duration_ns {
+        add(" AND t.end_ns - t.start_ns >= ?", vec![SqlValue::Integer(min)], &mut sql);
+    }
+    if let Some(max) = filter.max_duration_ns {
+        add(" AND t.end_ns - t.start_ns <= ?", vec![SqlValue::Integer(max)], &mut sql);
+    }
+    // Conditions on spans: one span of the trace must meet them all.
+    let mut span_clauses = String::new();
+    let mut span_args = Vec::new();
+    for (column, value) in
+        [("service", &filter.service), ("kind", &filter.kind), ("model", &filter.model)]
+    {
+        if let Some(value) = value {
+            span_clauses.push_str(&format!(" AND s.{column} = ?"));
+            span_args.push(SqlValue::Text(value.clone()));
+        }
+    }
+    for (key, value) in &filter.attributes {
+        // Values compare as text; JSON booleans read back as 1 and 0.
+        let value = match value.as_str() {
+            "true" => "1",
+            "false" => "0",
+            other => other,
+        };
+        span_clauses.push_str(
+            " AND (CAST(json_extract(s.record, ?) AS TEXT) = ? \
+             OR CAST(json_extract(s.record, ?) AS TEXT) = ?)",
+        );
+        for scope in ["attributes", "resource"] {
+            span_args.push(SqlValue::Text(attribute_path(scope, key)));
+            span_args.push(SqlValue::Text(value.to_owned()));
+        }
+    }
+    if !span_clauses.is_empty() {
+        add(
+            &format!(
+                " AND EXISTS (SELECT 1 FROM spans s WHERE s.project = t.project \
+                 AND s.trace_id = t.trace_id{span_clauses})"
+            ),
+            span_args,
+            &mut sql,
+        );
+    }
+    if let Some((start, trace_id)) = &filter.before {
+        add(
+            " AND (t.start_ns, t.trace_id) < (?, ?)",
+            vec![SqlValue::Integer(*start), SqlValue::Text(trace_id.clone())],
+            &mut sql,
+        );
+    }
+    sql.push_str(" ORDER BY t.start_ns DESC, t.trace_id DESC LIMIT ?");
+    args.push(SqlValue::Integer(filter.limit as i64));
+    let mut stmt = conn.prepare(&sql)?;
+    let rows = stmt.query_map(params_from_iter(args), trace_from_row)?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+/// Every span of a trace (in start order) and its log records (by time).
+pub fn trace(
+    conn: &rusqlite::Connection,
+    project: &str,
+    trace_id: &str,
+) -> Result<(Vec<SpanRecord>, Vec<LogRecord>), StorageError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT record FROM spans WHERE project = ?1 AND trace_id = ?2 ORDER BY start_ns, seq",
+    )?;
+    let texts = stmt.query_map(params![project, trace_id], |row| row.get::<_, String>(0))?;
+    let mut spans = Vec::new();
+    for text in texts {
+        spans.push(from_json(&text?)?);
+    }
+    let mut stmt = conn.prepare_cached(
+        "SELECT record FROM logs WHERE project = ?1 AND trace_id = ?2 ORDER BY time_ns, seq",
+    )?;
+    let texts = stmt.query_map(params![project, trace_id], |row| row.get::<_, String>(0))?;
+    let mut logs = Vec::new();
+    for text in texts {
+        logs.push(from_json(&text?)?);
+    }
+    Ok((spans, logs))
+}
+
+pub fn list_sessions(
+    conn: &rusqlite::Connection,
+    project: &str,
+    from_ns: i64,
+    to_ns: i64,
+    limit: usize,
+) -> Result<Vec<SessionSummary>, StorageError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT session, count(*), min(start_ns), max(end_ns), sum(span_count), \
+         sum(error_count), sum(llm_calls), sum(input_tokens), sum(output_tokens), \
+         sum(cache_read_tokens), sum(cost_usd), max(user) \
+         FROM traces WHERE project = ?1 AND session IS NOT NULL \
+         AND start_ns >= ?2 AND start_ns < ?3 \
+         GROUP BY session ORDER BY max(end_ns) DESC, session LIMIT ?4",
+    )?;
+    let rows = stmt.query_map(params![project, from_ns, to_ns, limit as i64], |row| {
+        Ok(SessionSummary {
+            session: row.get(0)?,
+            traces: row.get::<_, i64>(1)? as u64,
+            start_ns: row.get(2)?,
+            end_ns: row.get(3)?,
+            span_count: row.get::<_, i64>(4)? as u64,
+            error_count: row.get::<_, i64>(5)? as u64,
+            llm_calls: row.get::<_, i64>(6)? as u64,
+            input_tokens: row.get::<_, i64>(7)? as u64,
+            output_tokens: row.get::<_, i64>(8)? as u64,
+            cache_read_tokens: row.get::<_, i64>(9)? as u64,
+            cost_usd: row.get(10)?,
+            user: row.get(11)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+/// Deletes spans and logs older than `cutoff_ns`, and the traces with no
+/// span left (a trace whose last span ended before the cutoff).
+pub fn apply_retention(tx: &Transaction<'_>, cutoff_ns: i64) -> Result<usize, StorageError> {
+    let mut deleted = tx.execute("DELETE FROM spans WHERE start_ns < ?1", [cutoff_ns])?;
+    deleted += tx.execute("DELETE FROM logs WHERE time_ns < ?1", [cutoff_ns])?;
+    deleted += tx.execute("DELETE FROM traces WHERE end_ns < ?1", [cutoff_ns])?;
+    Ok(deleted)
+}

@@ -1,0 +1,140 @@
+//! Real SDKs pointed at Tally with no Tally-specific code: the OpenTelemetry
+//! Python SDK over OTLP/HTTP (protobuf) and OTLP/gRPC, and the Langfuse
+//! Python SDK on its own endpoint. Needs the packages of
+//! tests/python/requirements.txt in `.venv` (scripts/test installs them).
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use common::{TestServer, get_ok, summary};
+use serde_json::Value;
+
+fn python() -> PathBuf {
+    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    assert!(
+        venv.exists(),
+        "{} is missing: run ./scripts/test, which installs tests/python/requirements.txt",
+        venv.display()
+    );
+    venv
+}
+
+/// Runs a script of tests/python and returns the trace id it printed.
+fn emit(script: &str, args: &[&str]) -> String {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python").join(script);
+    let output = Command::new(python())
+        .arg(path)
+        .args(args)
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .output()
+        .expect("run python");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{script} failed:\n{stdout}\n{stderr}");
+    let trace_id = stdout.lines().last().unwrap_or("").trim().to_owned();
+    assert_eq!(trace_id.len(), 32, "{script} printed no trace id:\n{stdout}\n{stderr}");
+    trace_id
+}
+
+fn span_named<'a>(node: &'a Value, name: &str) -> Option<&'a Value> {
+    if node["name"] == name {
+        return Some(node);
+    }
+    node["children"].as_array()?.iter().find_map(|c| span_named(c, name))
+}
+
+async fn check_otel_run(base: &str, trace_id: &str, session: &str) {
+    let detail = get_ok(base, &format!("/api/v1/traces/{trace_id}"), &[]).await;
+    let roots = detail["spans"].as_array().unwrap();
+    assert_eq!(roots.len(), 1, "{detail}");
+    let root = &roots[0];
+    assert_eq!(
+        (root["kind"].as_str(), root["service"].as_str()),
+        (Some("agent"), Some("support-agent"))
+    );
+    assert_eq!(root["children"].as_array().unwrap().len(), 3);
+    let llm = span_named(root, "chat gpt-4o").unwrap();
+    assert_eq!(llm["kind"], "llm");
+    assert_eq!(
+        (llm["input_tokens"].as_u64(), llm["cache_read_tokens"].as_u64()),
+        (Some(1200), Some(200))
+    );
+    assert_eq!(llm["output_tokens"], 300);
+    assert!(llm["cost_usd"].as_f64().unwrap() > 0.0);
+    let tool = span_named(root, "execute_tool search").unwrap();
+    assert_eq!((tool["kind"].as_str(), tool["status"].as_str()), (Some("tool"), Some("error")));
+    let emb = span_named(root, "embeddings text-embedding-3-small").unwrap();
+    assert_eq!(emb["kind"], "embedding");
+    assert_eq!(root["subtree"]["llm_calls"], 2);
+    assert_eq!(root["subtree"]["input_tokens"], 1264);
+    // The log record written inside the LLM span is linked to it.
+    let logs = detail["logs"].as_array().unwrap();
+    assert_eq!(logs.len(), 1, "{detail}");
+    assert_eq!(logs[0]["body"], "model answered");
+    assert_eq!(logs[0]["span_id"], llm["span_id"]);
+
+    let list = get_ok(base, "/api/v1/traces", &[("since", "1h"), ("session", session)]).await;
+    let trace = &list["traces"][0];
+    assert_eq!(trace["trace_id"], trace_id);
+    assert_eq!((trace["user"].as_str(), trace["error_count"].as_u64()), (Some("alice"), Some(1)));
+}
+
+#[tokio::test]
+async fn opentelemetry_python_sdk_over_http_and_grpc() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), &[]);
+    let base = server.url().to_owned();
+
+    let over_http = emit("emit_otel.py", &["http", &base, "session-http"]);
+    check_otel_run(&base, &over_http, "session-http").await;
+    let grpc = server.grpc_url().to_owned();
+    let over_grpc = emit("emit_otel.py", &["grpc", &grpc, "session-grpc"]);
+    check_otel_run(&base, &over_grpc, "session-grpc").await;
+
+    // Two runs, each with a chat call and an embedding call, in the ledger.
+    let usage = summary(&base, &[("since", "1h"), ("group_by", "model")]).await;
+    assert_eq!(usage["total"]["requests"], 4, "{usage}");
+    assert_eq!(usage["total"]["input_tokens"], 2 * 1264);
+    let chat = common::group(&usage, &serde_json::json!({"model": "gpt-4o"}));
+    assert_eq!(
+        chat["ttft_ms"]["p50"].as_f64().map(|v| (v - 250.0).abs() < 2.6),
+        Some(true),
+        "{chat}"
+    );
+    let sessions = get_ok(&base, "/api/v1/sessions", &[("since", "1h")]).await;
+    assert_eq!(sessions["sessions"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn langfuse_python_sdk_on_its_own_endpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), &[]);
+    let base = server.url().to_owned();
+    let trace_id = emit("emit_langfuse.py", &[&base, "lf-session"]);
+
+    // The public key names the project.
+    let query = [("project", "pk-lf-tally")];
+    let detail = get_ok(&base, &format!("/api/v1/traces/{trace_id}"), &query).await;
+    let root = &detail["spans"][0];
+    assert_eq!((root["name"].as_str(), root["kind"].as_str()), (Some("planner"), Some("agent")));
+    let generation = span_named(root, "draft answer").unwrap();
+    assert_eq!(generation["kind"], "llm");
+    // Langfuse's exclusive usage made inclusive.
+    assert_eq!(generation["input_tokens"], 1000, "{generation}");
+    assert_eq!(generation["cache_read_tokens"], 300);
+    assert_eq!(generation["output_tokens"], 200);
+    let tool = span_named(root, "lookup").unwrap();
+    assert_eq!(tool["status"], "error");
+
+    let usage = summary(&base, &[("since", "1h"), ("project", "pk-lf-tally")]).await;
+    assert_eq!(usage["total"]["requests"], 1, "{usage}");
+    assert_eq!(usage["total"]["reasoning_tokens"], 50);
+    let ttft = usage["total"]["ttft_ms"]["p50"].as_f64().unwrap();
+    assert!((ttft - 120.0).abs() < 2.0, "TTFT from completion_start_time: {ttft}");
+
+    let session = get_ok(&base, "/api/v1/sessions/lf-session", &query).await;
+    assert_eq!(session["traces"][0]["trace_id"], trace_id);
+    assert_eq!(session["traces"][0]["user"], "bob");
+}
