@@ -296,6 +296,38 @@ async fn spans_become_trace_trees_and_calls_counted_once() {
     missing.assert_error(404, Some("not_found"));
     common::get(base, "/api/v1/traces/xyz", &[]).await.assert_error(400, Some("bad_request"));
 
+    // The dashboard summary and where time goes.
+    let stats = get_ok(base, "/api/v1/traces/summary", &[("since", "1h")]).await;
+    assert_eq!((stats["traces"].as_u64(), stats["error_traces"].as_u64()), (Some(2), Some(1)));
+    assert_eq!(stats["error_rate"], 0.5);
+    assert_eq!(stats["duration_ms"]["avg"], 1000.0);
+    let p50 = stats["duration_ms"]["p50"].as_f64().unwrap();
+    assert!((p50 - 1000.0).abs() <= 10.0, "p50 within the sketch's 1 %: {p50}");
+    assert!((stats["cost_usd"]["total"].as_f64().unwrap() - cost).abs() <= 1e-9 * cost);
+    assert_eq!(stats["spans"], 5);
+    assert_eq!(stats["span_kinds"][0], json!({"kind": "agent", "spans": 2, "share": 0.4}));
+    let none =
+        get_ok(base, "/api/v1/traces/summary", &[("since", "1h"), ("service", "other")]).await;
+    assert_eq!(none["traces"], 0);
+    let by_kind = get_ok(base, "/api/v1/traces/latency", &[("since", "1h"), ("by", "kind")]).await;
+    let groups = by_kind["groups"].as_array().unwrap();
+    assert_eq!(groups[0]["key"], "agent", "most total time first: {by_kind}");
+    assert_eq!(
+        (groups[0]["count"].as_u64(), groups[0]["total_ms"].as_f64()),
+        (Some(2), Some(2000.0))
+    );
+    let llm_stage = groups.iter().find(|g| g["key"] == "llm").unwrap();
+    assert_eq!((llm_stage["count"].as_u64(), llm_stage["avg_ms"].as_f64()), (Some(2), Some(500.0)));
+    let tool_stage = groups.iter().find(|g| g["key"] == "tool").unwrap();
+    assert_eq!(tool_stage["errors"], 1);
+    let by_model =
+        get_ok(base, "/api/v1/traces/latency", &[("since", "1h"), ("by", "model")]).await;
+    assert_eq!(by_model["groups"].as_array().unwrap().len(), 1, "{by_model}");
+    assert_eq!(by_model["groups"][0]["key"], "gpt-4o");
+    let by_name = get_ok(base, "/api/v1/traces/latency", &[("since", "1h"), ("by", "name")]).await;
+    assert_eq!(by_name["groups"].as_array().unwrap().len(), 3);
+    common::get(base, "/api/v1/traces/latency", &[("by", "colour")]).await.assert_error(400, None);
+
     // Sessions.
     let sessions = get_ok(base, "/api/v1/sessions", &[("since", "1h")]).await;
     assert_eq!(sessions["sessions"][0]["session"], "conv-1", "{sessions}");
@@ -489,4 +521,24 @@ async fn logs_are_linked_to_their_trace_and_langfuse_auth_names_the_project() {
     assert_eq!(detail["logs"].as_array().unwrap().len(), 1);
     assert_eq!(detail["logs"][0]["body"], "retrieved 3 documents");
     assert_eq!(detail["logs"][0]["offset_ms"], 10.0);
+
+    // The log search.
+    let project = ("project", "pk-lf-123");
+    let logs = |query: Vec<(&'static str, String)>| {
+        let mut query = query;
+        query.push(("project", project.1.to_owned()));
+        query.push(("since", "1h".to_owned()));
+        async move {
+            let pairs: Vec<(&str, &str)> = query.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            get_ok(base, "/api/v1/logs", &pairs).await["logs"].as_array().unwrap().len()
+        }
+    };
+    assert_eq!(logs(vec![]).await, 1);
+    assert_eq!(logs(vec![("q", "3 DOCUMENTS".into())]).await, 1);
+    assert_eq!(logs(vec![("q", "nothing like it".into())]).await, 0);
+    assert_eq!(logs(vec![("severity", "info".into())]).await, 1);
+    assert_eq!(logs(vec![("severity", "error".into())]).await, 0);
+    assert_eq!(logs(vec![("trace_id", trace.clone())]).await, 1);
+    assert_eq!(logs(vec![("trace_id", "cd".repeat(16))]).await, 0);
+    common::get(base, "/api/v1/logs", &[("severity", "loud")]).await.assert_error(400, None);
 }

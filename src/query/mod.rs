@@ -2,6 +2,7 @@
 
 mod cache;
 mod params;
+pub mod trace_stats;
 pub mod trace_tree;
 pub mod traces;
 pub mod usage;

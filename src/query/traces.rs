@@ -1,5 +1,5 @@
 //! The trace API: traces listed with their totals, one trace as a span tree
-//! with its logs, and traces grouped by session.
+//! with its logs, traces grouped by session, and log records.
 
 use std::sync::Arc;
 
@@ -12,7 +12,7 @@ use super::params::Params;
 use super::trace_tree;
 use crate::error::ApiError;
 use crate::model::{LogRecord, SpanKind};
-use crate::storage::{SessionSummary, TraceFilter, TraceSummary};
+use crate::storage::{LogFilter, SessionSummary, TraceFilter, TraceSummary};
 use crate::time::{format_instant, now_ms};
 
 const NS_PER_MS: i64 = 1_000_000;
@@ -277,5 +277,88 @@ pub async fn session(
         "session": session,
         "traces": traces.iter().map(trace_json).collect::<Vec<_>>(),
         "totals": totals,
+    })))
+}
+
+/// A severity by OTLP number or name (`info`, `warn`, …): the lowest number
+/// of that level.
+fn min_severity(text: &str) -> Result<i32, ApiError> {
+    if let Ok(n) = text.parse::<i32>() {
+        if (1..=24).contains(&n) {
+            return Ok(n);
+        }
+    }
+    let n = match text.to_ascii_lowercase().as_str() {
+        "trace" => 1,
+        "debug" => 5,
+        "info" => 9,
+        "warn" | "warning" => 13,
+        "error" => 17,
+        "fatal" => 21,
+        _ => {
+            return Err(ApiError::bad_request(format!(
+                "severity: expected trace, debug, info, warn, error, fatal or 1 to 24, got {text:?}"
+            )));
+        }
+    };
+    Ok(n)
+}
+
+/// `GET /api/v1/logs?from=&to=&trace_id=&severity=&q=`: newest first;
+/// `severity` is the lowest level listed, `q` text the body must contain.
+pub async fn logs(
+    State(state): State<Arc<QueryState>>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let params = Params::parse(query.as_deref());
+    let (from, to) = params.window()?;
+    let limit = params.limit(100, 10_000)?;
+    let trace_id = match params.get("trace_id") {
+        None | Some("") => None,
+        Some(id) if is_hex_id(&id.to_ascii_lowercase(), 32) => Some(id.to_ascii_lowercase()),
+        Some(id) => {
+            return Err(ApiError::bad_request(format!("trace_id: {id:?} is not 32 hex digits")));
+        }
+    };
+    let before = match params.get("cursor") {
+        None => None,
+        Some(text) => Some(
+            text.split_once('.')
+                .and_then(|(t, s)| Some((t.parse().ok()?, s.parse().ok()?)))
+                .ok_or_else(|| {
+                    ApiError::bad_request(format!(
+                        "cursor: {text:?} is not a cursor from a previous page"
+                    ))
+                })?,
+        ),
+    };
+    let filter = LogFilter {
+        project: params.project(),
+        from_ns: from.saturating_mul(NS_PER_MS),
+        to_ns: to.saturating_mul(NS_PER_MS),
+        trace_id,
+        min_severity: params.get("severity").map(min_severity).transpose()?.unwrap_or(0),
+        contains: params.get("q").filter(|q| !q.is_empty()).map(str::to_owned),
+        before,
+        limit,
+    };
+    let logs = state.storage.list_logs(filter).await.map_err(storage_error)?;
+    let next_cursor = (logs.len() == limit)
+        .then(|| logs.last().map(|(seq, log)| format!("{}.{seq}", log.time_ns)))
+        .flatten();
+    let records: Vec<Value> = logs
+        .iter()
+        .map(|(_, log)| {
+            let mut value = serde_json::to_value(log).expect("log records serialize");
+            value.as_object_mut().expect("object").insert("time_ms".into(), json!(ms(log.time_ns)));
+            value
+        })
+        .collect();
+    Ok(Json(json!({
+        "project": params.project(),
+        "from": from,
+        "to": to,
+        "logs": records,
+        "next_cursor": next_cursor,
     })))
 }

@@ -104,6 +104,54 @@ pub struct TraceSummary {
     pub session: Option<String>,
 }
 
+/// Which spans or traces a statistics scan reads: those starting in
+/// `[from_ns, to_ns)`, of one service (for traces, the root's) if given.
+#[derive(Debug, Clone, Default)]
+pub struct TelemetryScope {
+    pub project: String,
+    pub from_ns: i64,
+    pub to_ns: i64,
+    pub service: Option<String>,
+}
+
+/// One span's timing, as statistics read it.
+pub struct SpanTiming<'a> {
+    pub kind: &'a str,
+    pub name: &'a str,
+    pub model: Option<&'a str>,
+    pub duration_ns: i64,
+    pub error: bool,
+}
+
+/// One trace's timing and cost, as statistics read them.
+pub struct TraceTiming {
+    pub duration_ns: i64,
+    pub errors: u64,
+    pub cost_usd: f64,
+}
+
+/// Receives spans or traces one at a time from a statistics scan.
+pub trait TelemetryVisitor: std::any::Any + Send {
+    fn span(&mut self, _timing: SpanTiming<'_>) {}
+    fn trace(&mut self, _timing: TraceTiming) {}
+}
+
+/// Which log records to list, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct LogFilter {
+    pub project: String,
+    pub from_ns: i64,
+    pub to_ns: i64,
+    pub trace_id: Option<String>,
+    /// Lowest severity number listed (OTLP: 9 INFO, 13 WARN, 17 ERROR).
+    pub min_severity: i32,
+    /// Only records whose body contains this text.
+    pub contains: Option<String>,
+    /// Resume after this (time_ns, seq).
+    pub before: Option<(i64, i64)>,
+    pub limit: usize,
+}
+
 /// One session's totals over its traces.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct SessionSummary {
@@ -224,6 +272,20 @@ pub trait Storage: Send + Sync {
         project: &str,
         trace_id: &str,
     ) -> Result<(Vec<SpanRecord>, Vec<LogRecord>), StorageError>;
+    /// Hands every span of `scope` to `visitor`, and gives it back.
+    async fn scan_spans(
+        &self,
+        scope: TelemetryScope,
+        visitor: Box<dyn TelemetryVisitor>,
+    ) -> Result<Box<dyn TelemetryVisitor>, StorageError>;
+    /// Hands every trace of `scope` to `visitor`, and gives it back.
+    async fn scan_traces(
+        &self,
+        scope: TelemetryScope,
+        visitor: Box<dyn TelemetryVisitor>,
+    ) -> Result<Box<dyn TelemetryVisitor>, StorageError>;
+    /// Log records passing `filter` with their sequence numbers (for paging).
+    async fn list_logs(&self, filter: LogFilter) -> Result<Vec<(i64, LogRecord)>, StorageError>;
     /// Sessions with a trace starting in `[from_ns, to_ns)`, most recently
     /// active first.
     async fn list_sessions(

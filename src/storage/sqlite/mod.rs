@@ -21,8 +21,8 @@ use std::time::Duration;
 use tracing::warn;
 
 use super::{
-    AppendBatch, Appended, CallFilter, RetentionCutoffs, RollupVisitor, SessionSummary, Storage,
-    StorageError, StoreStats, TraceFilter, TraceSummary,
+    AppendBatch, Appended, CallFilter, LogFilter, RetentionCutoffs, RollupVisitor, SessionSummary,
+    Storage, StorageError, StoreStats, TelemetryScope, TelemetryVisitor, TraceFilter, TraceSummary,
 };
 use crate::aggregate::rollup::SequencedCall;
 use crate::aggregate::{Cell, CellKey, SeriesKey, Tier};
@@ -525,6 +525,34 @@ impl Storage for SqliteStorage {
     ) -> Result<(Vec<SpanRecord>, Vec<LogRecord>), StorageError> {
         let (project, trace_id) = (project.to_owned(), trace_id.to_owned());
         self.read(move |conn| telemetry::trace(conn, &project, &trace_id)).await
+    }
+
+    async fn scan_spans(
+        &self,
+        scope: TelemetryScope,
+        mut visitor: Box<dyn TelemetryVisitor>,
+    ) -> Result<Box<dyn TelemetryVisitor>, StorageError> {
+        self.read(move |conn| {
+            telemetry::scan_spans(conn, &scope, visitor.as_mut())?;
+            Ok(visitor)
+        })
+        .await
+    }
+
+    async fn scan_traces(
+        &self,
+        scope: TelemetryScope,
+        mut visitor: Box<dyn TelemetryVisitor>,
+    ) -> Result<Box<dyn TelemetryVisitor>, StorageError> {
+        self.read(move |conn| {
+            telemetry::scan_traces(conn, &scope, visitor.as_mut())?;
+            Ok(visitor)
+        })
+        .await
+    }
+
+    async fn list_logs(&self, filter: LogFilter) -> Result<Vec<(i64, LogRecord)>, StorageError> {
+        self.read(move |conn| telemetry::list_logs(conn, &filter)).await
     }
 
     async fn list_sessions(

@@ -72,14 +72,17 @@ CREATE TABLE IF NOT EXISTS spans (
     trace_id TEXT NOT NULL,
     span_id  TEXT NOT NULL,
     start_ns INTEGER NOT NULL,
+    end_ns   INTEGER NOT NULL,
+    name     TEXT NOT NULL,
     service  TEXT NOT NULL,
     kind     TEXT NOT NULL,
     model    TEXT,
+    error    INTEGER NOT NULL,
     -- the whole SpanRecord as JSON
     record   TEXT NOT NULL
 );
 CREATE UNIQUE INDEX IF NOT EXISTS spans_id ON spans (project, trace_id, span_id);
-CREATE INDEX IF NOT EXISTS spans_start ON spans (start_ns);
+CREATE INDEX IF NOT EXISTS spans_start ON spans (project, start_ns);
 
 -- One row per trace, kept up to date as its spans arrive, so that listing
 -- traces reads one row each.
@@ -111,16 +114,17 @@ CREATE TABLE IF NOT EXISTS logs (
     project  TEXT NOT NULL,
     time_ns  INTEGER NOT NULL,
     trace_id TEXT,
+    severity INTEGER NOT NULL,
     -- the whole LogRecord as JSON
     record   TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS logs_trace ON logs (project, trace_id) WHERE trace_id IS NOT NULL;
-CREATE INDEX IF NOT EXISTS logs_time ON logs (time_ns);
+CREATE INDEX IF NOT EXISTS logs_time ON logs (project, time_ns);
 "#;
 
 /// Bumped on every incompatible change; a store of another version is
 /// refused rather than misread.
-pub const VERSION: i64 = 3;
+pub const VERSION: i64 = 4;
 
 /// Creates the schema in a new database, or checks an existing one's version.
 pub fn create_or_check(conn: &rusqlite::Connection) -> Result<(), super::StorageError> {

@@ -6,11 +6,14 @@ use rusqlite::{Row, Transaction, params, params_from_iter};
 
 use super::StorageError;
 use crate::model::{LogRecord, SpanRecord, SpanStatus};
-use crate::storage::{SessionSummary, TraceFilter, TraceSummary};
+use crate::storage::{
+    LogFilter, SessionSummary, SpanTiming, TelemetryScope, TelemetryVisitor, TraceFilter,
+    TraceSummary, TraceTiming,
+};
 
 const INSERT_SPAN: &str = "INSERT OR IGNORE INTO spans \
-    (project, trace_id, span_id, start_ns, service, kind, model, record) \
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+    (project, trace_id, span_id, start_ns, end_ns, name, service, kind, model, error, record) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
 
 /// Adds a new span to its trace's row. In `DO UPDATE`, `traces.*` are the
 /// old values: the root is the parentless span, else the earliest one.
@@ -38,8 +41,8 @@ const MERGE_TRACE: &str = "INSERT INTO traces (project, trace_id, has_root, root
     user = coalesce(traces.user, excluded.user), \
     session = coalesce(traces.session, excluded.session)";
 
-const INSERT_LOG: &str =
-    "INSERT INTO logs (project, time_ns, trace_id, record) VALUES (?1, ?2, ?3, ?4)";
+const INSERT_LOG: &str = "INSERT INTO logs (project, time_ns, trace_id, severity, record) \
+    VALUES (?1, ?2, ?3, ?4, ?5)";
 
 fn to_json<T: serde::Serialize>(value: &T) -> String {
     serde_json::to_string(value).expect("records serialize to JSON")
@@ -65,9 +68,12 @@ pub fn append(
                 span.trace_id,
                 span.span_id,
                 span.start_ns,
+                span.end_ns,
+                span.name,
                 span.service,
                 span.kind.as_str(),
                 span.model,
+                span.status == SpanStatus::Error,
                 to_json(span),
             ])?;
             if inserted == 0 {
@@ -95,7 +101,13 @@ pub fn append(
     if !logs.is_empty() {
         let mut insert = tx.prepare_cached(INSERT_LOG)?;
         for log in logs {
-            insert.execute(params![log.project, log.time_ns, log.trace_id, to_json(log)])?;
+            insert.execute(params![
+                log.project,
+                log.time_ns,
+                log.trace_id,
+                log.severity_number,
+                to_json(log)
+            ])?;
         }
     }
     Ok(())
@@ -278,4 +290,98 @@ pub fn apply_retention(tx: &Transaction<'_>, cutoff_ns: i64) -> Result<usize, St
     deleted += tx.execute("DELETE FROM logs WHERE time_ns < ?1", [cutoff_ns])?;
     deleted += tx.execute("DELETE FROM traces WHERE end_ns < ?1", [cutoff_ns])?;
     Ok(deleted)
+}
+
+/// Hands the timing of every span of `scope` to `visitor`.
+pub fn scan_spans(
+    conn: &rusqlite::Connection,
+    scope: &TelemetryScope,
+    visitor: &mut dyn TelemetryVisitor,
+) -> Result<(), StorageError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT kind, name, model, end_ns - start_ns, error FROM spans \
+         WHERE project = ?1 AND start_ns >= ?2 AND start_ns < ?3 \
+         AND (?4 IS NULL OR service = ?4)",
+    )?;
+    let mut rows = stmt.query(params![scope.project, scope.from_ns, scope.to_ns, scope.service])?;
+    while let Some(row) = rows.next()? {
+        let kind = row.get_ref(0)?.as_str().map_err(rusqlite::Error::from)?;
+        let name = row.get_ref(1)?.as_str().map_err(rusqlite::Error::from)?;
+        let model = row.get_ref(2)?.as_str_or_null().map_err(rusqlite::Error::from)?;
+        visitor.span(SpanTiming {
+            kind,
+            name,
+            model,
+            duration_ns: row.get(3)?,
+            error: row.get(4)?,
+        });
+    }
+    Ok(())
+}
+
+/// Hands the totals of every trace of `scope` (by start) to `visitor`.
+pub fn scan_traces(
+    conn: &rusqlite::Connection,
+    scope: &TelemetryScope,
+    visitor: &mut dyn TelemetryVisitor,
+) -> Result<(), StorageError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT end_ns - start_ns, error_count, cost_usd FROM traces \
+         WHERE project = ?1 AND start_ns >= ?2 AND start_ns < ?3 \
+         AND (?4 IS NULL OR root_service = ?4)",
+    )?;
+    let mut rows = stmt.query(params![scope.project, scope.from_ns, scope.to_ns, scope.service])?;
+    while let Some(row) = rows.next()? {
+        visitor.trace(TraceTiming {
+            duration_ns: row.get(0)?,
+            errors: row.get::<_, i64>(1)? as u64,
+            cost_usd: row.get(2)?,
+        });
+    }
+    Ok(())
+}
+
+/// Log records of `filter`, newest first.
+pub fn list_logs(
+    conn: &rusqlite::Connection,
+    filter: &LogFilter,
+) -> Result<Vec<(i64, LogRecord)>, StorageError> {
+    let mut sql = String::from(
+        "SELECT seq, record FROM logs WHERE project = ? AND time_ns >= ? AND time_ns < ? \
+         AND severity >= ?",
+    );
+    let mut args: Vec<SqlValue> = vec![
+        SqlValue::Text(filter.project.clone()),
+        SqlValue::Integer(filter.from_ns),
+        SqlValue::Integer(filter.to_ns),
+        SqlValue::Integer(filter.min_severity as i64),
+    ];
+    if let Some(trace_id) = &filter.trace_id {
+        sql.push_str(" AND trace_id = ?");
+        args.push(SqlValue::Text(trace_id.clone()));
+    }
+    if let Some(text) = &filter.contains {
+        // The body, as text, contains the words (case-insensitively for ASCII).
+        sql.push_str(
+            " AND instr(lower(CAST(json_extract(record, '$.body') AS TEXT)), lower(?)) > 0",
+        );
+        args.push(SqlValue::Text(text.clone()));
+    }
+    if let Some((time, seq)) = filter.before {
+        sql.push_str(" AND (time_ns, seq) < (?, ?)");
+        args.push(SqlValue::Integer(time));
+        args.push(SqlValue::Integer(seq));
+    }
+    sql.push_str(" ORDER BY time_ns DESC, seq DESC LIMIT ?");
+    args.push(SqlValue::Integer(filter.limit as i64));
+    let mut stmt = conn.prepare(&sql)?;
+    let rows = stmt.query_map(params_from_iter(args), |row| {
+        Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (seq, text) = row?;
+        out.push((seq, from_json(&text)?));
+    }
+    Ok(out)
 }

@@ -1,0 +1,207 @@
+//! Trace statistics over any window: the dashboard summary (trace count,
+//! error rate, duration quantiles, cost per trace, span kinds) and the
+//! latency breakdown by stage (kind, span name or model).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{RawQuery, State};
+use serde_json::{Value, json};
+
+use super::QueryState;
+use super::params::Params;
+use crate::aggregate::Sketch;
+use crate::error::ApiError;
+use crate::storage::{SpanTiming, TelemetryScope, TelemetryVisitor, TraceTiming};
+
+const NS_PER_MS: f64 = 1e6;
+
+fn scope(params: &Params) -> Result<TelemetryScope, ApiError> {
+    let (from, to) = params.window()?;
+    Ok(TelemetryScope {
+        project: params.project(),
+        from_ns: from.saturating_mul(1_000_000),
+        to_ns: to.saturating_mul(1_000_000),
+        service: params.get("service").filter(|s| !s.is_empty()).map(str::to_owned),
+    })
+}
+
+/// Durations (ms) with their exact sum beside the sketch.
+#[derive(Default)]
+struct Durations {
+    sketch: Sketch,
+    sum_ms: f64,
+    errors: u64,
+}
+
+impl Durations {
+    fn add(&mut self, duration_ns: i64, error: bool) {
+        let ms = duration_ns.max(0) as f64 / NS_PER_MS;
+        self.sketch.add(ms);
+        self.sum_ms += ms;
+        self.errors += error as u64;
+    }
+
+    fn json(&self) -> Value {
+        let count = self.sketch.count();
+        json!({
+            "avg": (count > 0).then(|| self.sum_ms / count as f64),
+            "p50": self.sketch.quantile(0.5),
+            "p95": self.sketch.quantile(0.95),
+            "p99": self.sketch.quantile(0.99),
+        })
+    }
+}
+
+#[derive(Default)]
+struct Summary {
+    traces: Durations,
+    cost_usd: f64,
+    kinds: HashMap<String, u64>,
+}
+
+impl TelemetryVisitor for Summary {
+    fn span(&mut self, timing: SpanTiming<'_>) {
+        match self.kinds.get_mut(timing.kind) {
+            Some(n) => *n += 1,
+            None => {
+                self.kinds.insert(timing.kind.to_owned(), 1);
+            }
+        }
+    }
+
+    fn trace(&mut self, timing: TraceTiming) {
+        self.traces.add(timing.duration_ns, timing.errors > 0);
+        self.cost_usd += timing.cost_usd;
+    }
+}
+
+fn scan_error(err: crate::storage::StorageError) -> ApiError {
+    ApiError::internal("reading trace statistics failed", &err)
+}
+
+fn downcast<T: 'static>(visitor: Box<dyn TelemetryVisitor>) -> Box<T> {
+    let visitor: Box<dyn std::any::Any> = visitor;
+    visitor.downcast::<T>().expect("the store hands back our visitor")
+}
+
+/// `GET /api/v1/traces/summary`
+pub async fn summary(
+    State(state): State<Arc<QueryState>>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let params = Params::parse(query.as_deref());
+    let scope = scope(&params)?;
+    let visitor = state
+        .storage
+        .scan_traces(scope.clone(), Box::new(Summary::default()))
+        .await
+        .map_err(scan_error)?;
+    let visitor = state.storage.scan_spans(scope.clone(), visitor).await.map_err(scan_error)?;
+    let summary = downcast::<Summary>(visitor);
+    let traces = summary.traces.sketch.count();
+    let spans: u64 = summary.kinds.values().sum();
+    let mut kinds: Vec<(&String, &u64)> = summary.kinds.iter().collect();
+    kinds.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    let kinds: Vec<Value> = kinds
+        .into_iter()
+        .map(|(kind, n)| json!({"kind": kind, "spans": n, "share": *n as f64 / spans as f64}))
+        .collect();
+    Ok(Json(json!({
+        "project": scope.project,
+        "from": scope.from_ns / 1_000_000,
+        "to": scope.to_ns / 1_000_000,
+        "service": scope.service,
+        "traces": traces,
+        "error_traces": summary.traces.errors,
+        "error_rate": (traces > 0).then(|| summary.traces.errors as f64 / traces as f64),
+        "duration_ms": summary.traces.json(),
+        "cost_usd": {
+            "total": summary.cost_usd,
+            "avg_per_trace": (traces > 0).then(|| summary.cost_usd / traces as f64),
+        },
+        "spans": spans,
+        "span_kinds": kinds,
+    })))
+}
+
+/// How the latency breakdown groups spans.
+#[derive(Clone, Copy)]
+enum Stage {
+    Kind,
+    Name,
+    Model,
+}
+
+struct Latency {
+    by: Stage,
+    groups: HashMap<Option<String>, Durations>,
+}
+
+impl TelemetryVisitor for Latency {
+    fn span(&mut self, timing: SpanTiming<'_>) {
+        let key = match self.by {
+            Stage::Kind => Some(timing.kind),
+            Stage::Name => Some(timing.name),
+            // Only spans that name a model take part in a per-model breakdown.
+            Stage::Model => match timing.model {
+                Some(model) => Some(model),
+                None => return,
+            },
+        };
+        let key = key.map(str::to_owned);
+        self.groups.entry(key).or_default().add(timing.duration_ns, timing.error);
+    }
+}
+
+/// `GET /api/v1/traces/latency?by=kind|name|model`: where time goes, stage
+/// by stage, the stage with the most total time first.
+pub async fn latency(
+    State(state): State<Arc<QueryState>>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let params = Params::parse(query.as_deref());
+    let scope = scope(&params)?;
+    let (by, by_name) = match params.get("by").unwrap_or("kind") {
+        "kind" => (Stage::Kind, "kind"),
+        "name" => (Stage::Name, "name"),
+        "model" => (Stage::Model, "model"),
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "by: expected kind, name or model, got {other:?}"
+            )));
+        }
+    };
+    let visitor = state
+        .storage
+        .scan_spans(scope.clone(), Box::new(Latency { by, groups: HashMap::new() }))
+        .await
+        .map_err(scan_error)?;
+    let latency = downcast::<Latency>(visitor);
+    let mut groups: Vec<(Option<String>, Durations)> = latency.groups.into_iter().collect();
+    groups.sort_by(|a, b| b.1.sum_ms.total_cmp(&a.1.sum_ms).then(a.0.cmp(&b.0)));
+    let groups: Vec<Value> = groups
+        .iter()
+        .map(|(key, d)| {
+            let stats = d.json();
+            json!({
+                "key": key,
+                "count": d.sketch.count(),
+                "errors": d.errors,
+                "total_ms": d.sum_ms,
+                "avg_ms": stats["avg"],
+                "p50_ms": stats["p50"],
+                "p95_ms": stats["p95"],
+                "p99_ms": stats["p99"],
+            })
+        })
+        .collect();
+    Ok(Json(json!({
+        "project": scope.project,
+        "from": scope.from_ns / 1_000_000,
+        "to": scope.to_ns / 1_000_000,
+        "by": by_name,
+        "groups": groups,
+    })))
+}
