@@ -283,10 +283,10 @@ pub async fn session(
 /// A severity by OTLP number or name (`info`, `warn`, …): the lowest number
 /// of that level.
 fn min_severity(text: &str) -> Result<i32, ApiError> {
-    if let Ok(n) = text.parse::<i32>() {
-        if (1..=24).contains(&n) {
-            return Ok(n);
-        }
+    if let Ok(n) = text.parse::<i32>()
+        && (1..=24).contains(&n)
+    {
+        return Ok(n);
     }
     let n = match text.to_ascii_lowercase().as_str() {
         "trace" => 1,
