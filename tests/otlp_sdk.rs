@@ -1,6 +1,8 @@
 //! Real SDKs pointed at Tally with no Tally-specific code: the OpenTelemetry
-//! Python SDK over OTLP/HTTP (protobuf) and OTLP/gRPC, and the Langfuse
-//! Python SDK on its own endpoint. Needs the packages of
+//! Python SDK over OTLP/HTTP (protobuf), OTLP/gRPC and OTLP/HTTP JSON (its own
+//! encoder, sent as JSON by the test script), the same SDK carrying
+//! OpenInference attributes as Phoenix instrumentations write them, and the
+//! Langfuse Python SDK on its own endpoint. Needs the packages of
 //! tests/python/requirements.txt in `.venv` (scripts/test installs them).
 
 mod common;
@@ -8,7 +10,7 @@ mod common;
 use std::path::PathBuf;
 use std::process::Command;
 
-use common::{TestServer, get_ok, summary};
+use common::{TestServer, Tokens, assert_cost, catalog_price, expected_cost, get, get_ok, summary};
 use serde_json::Value;
 
 fn python() -> PathBuf {
@@ -105,6 +107,104 @@ async fn opentelemetry_python_sdk_over_http_and_grpc() {
     );
     let sessions = get_ok(&base, "/api/v1/sessions", &[("since", "1h")]).await;
     assert_eq!(sessions["sessions"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn opentelemetry_python_sdk_over_http_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), &[]);
+    let base = server.url().to_owned();
+
+    let trace_id = emit("emit_otel.py", &["json", &base, "session-json"]);
+    check_otel_run(&base, &trace_id, "session-json").await;
+
+    // The chat call and the embedding call, in the ledger.
+    let usage = summary(&base, &[("since", "1h"), ("group_by", "model")]).await;
+    assert_eq!(usage["total"]["requests"], 2, "{usage}");
+    assert_eq!(usage["total"]["input_tokens"], 1264);
+    assert_eq!(usage["total"]["cache_read_tokens"], 200);
+    assert_eq!(usage["total"]["output_tokens"], 300);
+}
+
+#[tokio::test]
+async fn openinference_attributes_as_phoenix_writes_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), &[]);
+    let base = server.url().to_owned();
+    let trace_id = emit("emit_openinference.py", &[&base, "oi-session"]);
+
+    // The resource attribute `openinference.project.name` names the project.
+    let project = [("project", "phoenix-demo")];
+    let detail = get_ok(&base, &format!("/api/v1/traces/{trace_id}"), &project).await;
+    assert_eq!(detail["project"], "phoenix-demo", "{detail}");
+    let in_default = get(&base, &format!("/api/v1/traces/{trace_id}"), &[]).await;
+    assert_eq!(in_default.status, 404, "{}", in_default.text);
+
+    let roots = detail["spans"].as_array().unwrap();
+    assert_eq!(roots.len(), 1, "{detail}");
+    let root = &roots[0];
+    let kinds = [
+        ("support-agent", "agent"),
+        ("answer-question", "chain"),
+        ("retrieve-docs", "retrieval"),
+        ("embed-query", "embedding"),
+        ("ChatCompletion", "llm"),
+        ("lookup-order", "tool"),
+    ];
+    for (name, kind) in kinds {
+        let span = span_named(root, name).unwrap_or_else(|| panic!("no span {name}: {detail}"));
+        assert_eq!(span["kind"], kind, "{name}");
+    }
+
+    // `llm.token_count.prompt` includes the cache reads, as OpenAI counts.
+    let llm = span_named(root, "ChatCompletion").unwrap();
+    assert_eq!(
+        (llm["model"].as_str(), llm["provider"].as_str()),
+        (Some("gpt-4o-mini"), Some("openai"))
+    );
+    assert_eq!(
+        (llm["input_tokens"].as_u64(), llm["cache_read_tokens"].as_u64()),
+        (Some(500), Some(100)),
+        "{llm}"
+    );
+    assert_eq!(llm["output_tokens"], 120);
+    let tokens = Tokens { input: 500, output: 120, cache_read: 100, ..Tokens::default() };
+    let cost = llm["cost_usd"].as_f64().unwrap();
+    assert!(cost > 0.0);
+    assert_cost(cost, expected_cost(&catalog_price("gpt-4o-mini"), &tokens), "gpt-4o-mini call");
+
+    // The embedding span keeps its text but not its 1536-float vector.
+    let emb = span_named(root, "embed-query").unwrap();
+    assert_eq!(
+        (emb["model"].as_str(), emb["input_tokens"].as_u64()),
+        (Some("text-embedding-3-small"), Some(32)),
+        "{emb}"
+    );
+    let attributes = emb["attributes"].as_object().unwrap();
+    assert!(
+        !attributes.contains_key("embedding.embeddings.0.embedding.vector"),
+        "vector stored: {attributes:?}"
+    );
+    assert_eq!(attributes["embedding.embeddings.0.embedding.text"], "Where is my order 1234?");
+
+    let list = get_ok(
+        &base,
+        "/api/v1/traces",
+        &[("since", "1h"), ("project", "phoenix-demo"), ("session", "oi-session")],
+    )
+    .await;
+    let trace = &list["traces"][0];
+    assert_eq!(trace["trace_id"], trace_id, "{list}");
+    assert_eq!(trace["user"], "carol");
+
+    // The chat call and the embedding call, in the project's ledger only.
+    let usage = summary(&base, &[("since", "1h"), ("group_by", "model"), project[0]]).await;
+    assert_eq!(usage["total"]["requests"], 2, "{usage}");
+    assert_eq!(usage["total"]["input_tokens"], 500 + 32);
+    assert_eq!(usage["total"]["cache_read_tokens"], 100);
+    assert_eq!(usage["total"]["output_tokens"], 120);
+    let default = summary(&base, &[("since", "1h")]).await;
+    assert_eq!(default["total"]["requests"], 0, "{default}");
 }
 
 #[tokio::test]

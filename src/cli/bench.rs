@@ -32,10 +32,12 @@ enum BenchKind {
     Ingest(IngestArgs),
     /// Summary-query latency as the store grows.
     Query(QueryArgs),
+    /// OTLP span ingest and trace query latency.
+    Spans(super::bench_spans::SpansArgs),
 }
 
 #[derive(Args, Clone)]
-struct Target {
+pub(super) struct Target {
     /// Use this running server instead of starting one.
     #[arg(long)]
     server: Option<String>,
@@ -78,18 +80,19 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.what {
         BenchKind::Ingest(args) => ingest(args).await,
         BenchKind::Query(args) => query(args).await,
+        BenchKind::Spans(args) => super::bench_spans::spans(args).await,
     }
 }
 
 /// The server under test: one we started (and can measure) or a URL.
-struct Server {
-    url: String,
+pub(super) struct Server {
+    pub(super) url: String,
     child: Option<Child>,
     _temp: Option<tempfile::TempDir>,
 }
 
 impl Server {
-    async fn start(target: &Target) -> anyhow::Result<Server> {
+    pub(super) async fn start(target: &Target) -> anyhow::Result<Server> {
         if let Some(url) = &target.server {
             return Ok(Server {
                 url: url.trim_end_matches('/').to_owned(),
@@ -131,7 +134,7 @@ impl Server {
     }
 
     /// Peak resident memory of a server we started, in MiB.
-    fn peak_rss_mib(&self) -> Option<f64> {
+    pub(super) fn peak_rss_mib(&self) -> Option<f64> {
         let pid = self.child.as_ref()?.id()?;
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
         let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
@@ -162,16 +165,16 @@ const MODELS: [&str; 8] = [
 ];
 
 /// A cheap deterministic generator, so runs are repeatable.
-struct Rng(u64);
+pub(super) struct Rng(pub(super) u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub(super) fn next(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
         self.0
     }
-    fn below(&mut self, n: u64) -> u64 {
+    pub(super) fn below(&mut self, n: u64) -> u64 {
         self.next() % n
     }
 }
@@ -289,7 +292,7 @@ async fn load(url: &str, plan: LoadPlan) -> anyhow::Result<LoadResult> {
     })
 }
 
-fn percentile(sorted: &[f64], q: f64) -> f64 {
+pub(super) fn percentile(sorted: &[f64], q: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }

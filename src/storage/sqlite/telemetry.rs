@@ -1,6 +1,8 @@
 //! Spans, trace summaries and log records in SQLite: appending them and the
 //! trace and session queries.
 
+use std::collections::HashMap;
+
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Row, Transaction, params, params_from_iter};
 
@@ -20,7 +22,7 @@ const INSERT_SPAN: &str = "INSERT OR IGNORE INTO spans \
 const MERGE_TRACE: &str = "INSERT INTO traces (project, trace_id, has_root, root_name, \
     root_service, start_ns, end_ns, span_count, error_count, llm_calls, input_tokens, \
     output_tokens, cache_read_tokens, cost_usd, user, session) \
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16) \
     ON CONFLICT (project, trace_id) DO UPDATE SET \
     root_name = CASE WHEN excluded.has_root > traces.has_root OR (excluded.has_root = \
         traces.has_root AND excluded.start_ns < traces.start_ns) \
@@ -31,7 +33,7 @@ const MERGE_TRACE: &str = "INSERT INTO traces (project, trace_id, has_root, root
     has_root = max(traces.has_root, excluded.has_root), \
     start_ns = min(traces.start_ns, excluded.start_ns), \
     end_ns = max(traces.end_ns, excluded.end_ns), \
-    span_count = traces.span_count + 1, \
+    span_count = traces.span_count + excluded.span_count, \
     error_count = traces.error_count + excluded.error_count, \
     llm_calls = traces.llm_calls + excluded.llm_calls, \
     input_tokens = traces.input_tokens + excluded.input_tokens, \
@@ -52,6 +54,62 @@ fn from_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, StorageErr
     serde_json::from_str(text).map_err(|e| StorageError::Corrupt(format!("stored record: {e}")))
 }
 
+/// New spans' contribution to one trace's row.
+struct TraceDelta<'a> {
+    /// The parentless span, else the earliest (as `MERGE_TRACE` chooses).
+    root: &'a SpanRecord,
+    start_ns: i64,
+    end_ns: i64,
+    spans: u64,
+    errors: u64,
+    llm_calls: u64,
+    input_tokens: u64,
+    output_tokens: u64,
+    cache_read_tokens: u64,
+    cost_usd: f64,
+    user: Option<&'a str>,
+    session: Option<&'a str>,
+}
+
+impl<'a> TraceDelta<'a> {
+    fn of(span: &'a SpanRecord) -> Self {
+        let mut delta = TraceDelta {
+            root: span,
+            start_ns: span.start_ns,
+            end_ns: span.end_ns,
+            spans: 0,
+            errors: 0,
+            llm_calls: 0,
+            input_tokens: 0,
+            output_tokens: 0,
+            cache_read_tokens: 0,
+            cost_usd: 0.0,
+            user: None,
+            session: None,
+        };
+        delta.add(span);
+        delta
+    }
+
+    fn add(&mut self, span: &'a SpanRecord) {
+        let rank = |s: &SpanRecord| (s.parent_span_id.is_none(), std::cmp::Reverse(s.start_ns));
+        if rank(span) > rank(self.root) {
+            self.root = span;
+        }
+        self.start_ns = self.start_ns.min(span.start_ns);
+        self.end_ns = self.end_ns.max(span.end_ns);
+        self.spans += 1;
+        self.errors += (span.status == SpanStatus::Error) as u64;
+        self.llm_calls += span.llm_call as u64;
+        self.input_tokens = self.input_tokens.saturating_add(span.input_tokens);
+        self.output_tokens = self.output_tokens.saturating_add(span.output_tokens);
+        self.cache_read_tokens = self.cache_read_tokens.saturating_add(span.cache_read_tokens);
+        self.cost_usd += span.cost_usd;
+        self.user = self.user.or(span.user.as_deref());
+        self.session = self.session.or(span.session.as_deref());
+    }
+}
+
 /// Appends spans (skipping ones already stored, which leave their trace's
 /// totals alone) and log records.
 pub fn append(
@@ -61,7 +119,10 @@ pub fn append(
 ) -> Result<(), StorageError> {
     if !spans.is_empty() {
         let mut insert = tx.prepare_cached(INSERT_SPAN)?;
-        let mut merge = tx.prepare_cached(MERGE_TRACE)?;
+        // What the new spans add to each trace, summed here so that a trace
+        // gets one update per batch rather than one per span.
+        let mut deltas: Vec<TraceDelta<'_>> = Vec::new();
+        let mut by_trace: HashMap<(&str, &str), usize> = HashMap::new();
         for span in spans {
             let inserted = insert.execute(params![
                 span.project,
@@ -79,22 +140,33 @@ pub fn append(
             if inserted == 0 {
                 continue;
             }
+            match by_trace.get(&(span.project.as_str(), span.trace_id.as_str())) {
+                Some(&i) => deltas[i].add(span),
+                None => {
+                    by_trace.insert((&span.project, &span.trace_id), deltas.len());
+                    deltas.push(TraceDelta::of(span));
+                }
+            }
+        }
+        let mut merge = tx.prepare_cached(MERGE_TRACE)?;
+        for d in &deltas {
             merge.execute(params![
-                span.project,
-                span.trace_id,
-                span.parent_span_id.is_none(),
-                span.name,
-                span.service,
-                span.start_ns,
-                span.end_ns,
-                (span.status == SpanStatus::Error) as i64,
-                span.llm_call as i64,
-                span.input_tokens as i64,
-                span.output_tokens as i64,
-                span.cache_read_tokens as i64,
-                span.cost_usd,
-                span.user,
-                span.session,
+                d.root.project,
+                d.root.trace_id,
+                d.root.parent_span_id.is_none(),
+                d.root.name,
+                d.root.service,
+                d.start_ns,
+                d.end_ns,
+                d.spans as i64,
+                d.errors as i64,
+                d.llm_calls as i64,
+                d.input_tokens as i64,
+                d.output_tokens as i64,
+                d.cache_read_tokens as i64,
+                d.cost_usd,
+                d.user,
+                d.session,
             ])?;
         }
     }
@@ -231,7 +303,9 @@ pub fn trace(
     trace_id: &str,
 ) -> Result<(Vec<SpanRecord>, Vec<LogRecord>), StorageError> {
     let mut stmt = conn.prepare_cached(
-        "SELECT record FROM spans WHERE project = ?1 AND trace_id = ?2 ORDER BY start_ns, seq",
+        // Named: without statistics SQLite would rather walk the time index.
+        "SELECT record FROM spans INDEXED BY spans_id WHERE project = ?1 AND trace_id = ?2 \
+         ORDER BY start_ns, seq",
     )?;
     let texts = stmt.query_map(params![project, trace_id], |row| row.get::<_, String>(0))?;
     let mut spans = Vec::new();
@@ -239,7 +313,8 @@ pub fn trace(
         spans.push(from_json(&text?)?);
     }
     let mut stmt = conn.prepare_cached(
-        "SELECT record FROM logs WHERE project = ?1 AND trace_id = ?2 ORDER BY time_ns, seq",
+        "SELECT record FROM logs INDEXED BY logs_trace WHERE project = ?1 AND trace_id = ?2 \
+         ORDER BY time_ns, seq",
     )?;
     let texts = stmt.query_map(params![project, trace_id], |row| row.get::<_, String>(0))?;
     let mut logs = Vec::new();

@@ -1,0 +1,282 @@
+//! `tally bench spans`: OTLP/HTTP protobuf exports of realistic agent traces
+//! from concurrent clients; prints spans/s until every span is queryable,
+//! export latency, the server's peak RSS, and then the latency of the trace
+//! detail and trace list queries over what was stored.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use clap::Args;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
+use prost::Message;
+
+use super::bench::{Rng, Server, Target, percentile};
+
+#[derive(Args)]
+pub struct SpansArgs {
+    #[command(flatten)]
+    target: Target,
+    /// Spans to send in all.
+    #[arg(long, default_value_t = 1_000_000)]
+    spans: u64,
+    /// Traces per export request (10 spans each).
+    #[arg(long, default_value_t = 80)]
+    traces_per_batch: u64,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 16)]
+    concurrency: u64,
+    /// Trace-detail and trace-list queries timed after the load.
+    #[arg(long, default_value_t = 200)]
+    queries: usize,
+    /// Stop sending after this many seconds.
+    #[arg(long, default_value_t = 900)]
+    max_seconds: u64,
+}
+
+const SPANS_PER_TRACE: u64 = 10;
+const MS: u64 = 1_000_000;
+
+fn kv(key: &str, value: any_value::Value) -> KeyValue {
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue { value: Some(value) }),
+        ..KeyValue::default()
+    }
+}
+
+fn text(key: &str, value: &str) -> KeyValue {
+    kv(key, any_value::Value::StringValue(value.into()))
+}
+
+fn int(key: &str, value: i64) -> KeyValue {
+    kv(key, any_value::Value::IntValue(value))
+}
+
+/// The trace id of trace `n` of a run.
+fn trace_id(run: u64, n: u64) -> Vec<u8> {
+    let mut id = run.to_be_bytes().to_vec();
+    id.extend(n.to_be_bytes());
+    id
+}
+
+/// One agent run: an agent span, three LLM calls, three tool calls, two
+/// retrievals and an embedding, with GenAI attributes as instrumented apps
+/// send them.
+fn agent_trace(run: u64, n: u64, now_ns: u64, rng: &mut Rng) -> Vec<Span> {
+    let trace = trace_id(run, n);
+    let t0 = now_ns - rng.below(3_600_000) * MS - 60_000 * MS;
+    let user = format!("user-{}", rng.below(500));
+    let session = format!("session-{}", n / 4);
+    let span = |id: u8, parent: Option<u8>, name: String, start: u64, len: u64| Span {
+        trace_id: trace.clone(),
+        span_id: vec![id; 8],
+        parent_span_id: parent.map(|p| vec![p; 8]).unwrap_or_default(),
+        name,
+        kind: 1,
+        start_time_unix_nano: t0 + start * MS,
+        end_time_unix_nano: t0 + (start + len) * MS,
+        ..Span::default()
+    };
+    let mut root = span(1, None, "invoke_agent support".into(), 0, 4_000);
+    root.attributes = vec![
+        text("gen_ai.operation.name", "invoke_agent"),
+        text("gen_ai.agent.name", "support"),
+        text("gen_ai.conversation.id", &session),
+        text("user.id", &user),
+    ];
+    let mut spans = vec![root];
+    let models = ["gpt-4o", "gpt-4o-mini", "claude-3-5-sonnet-20240620"];
+    for i in 0..3u8 {
+        let model = models[rng.below(3) as usize];
+        let input = 200 + rng.below(3000) as i64;
+        let start = 100 + u64::from(i) * 1_200;
+        let mut llm = span(2 + i, Some(1), format!("chat {model}"), start, 300 + rng.below(800));
+        llm.attributes = vec![
+            text("gen_ai.operation.name", "chat"),
+            text("gen_ai.provider.name", "openai"),
+            text("gen_ai.request.model", model),
+            text("gen_ai.response.id", &format!("chatcmpl-{run}-{n}-{i}")),
+            int("gen_ai.usage.input_tokens", input),
+            int("gen_ai.usage.cache_read.input_tokens", input / 4),
+            int("gen_ai.usage.output_tokens", 20 + rng.below(400) as i64),
+            text("user.id", &user),
+        ];
+        spans.push(llm);
+        let mut tool = span(5 + i, Some(1), "execute_tool search".into(), start + 900, 200);
+        tool.attributes =
+            vec![text("gen_ai.operation.name", "execute_tool"), text("gen_ai.tool.name", "search")];
+        if rng.below(20) == 0 {
+            tool.status = Some(Status { code: 2, message: "timeout".into() });
+        }
+        spans.push(tool);
+    }
+    for i in 0..2u8 {
+        let mut retrieval = span(8 + i, Some(1), "retrieval docs".into(), 50 + u64::from(i), 40);
+        retrieval.attributes = vec![text("gen_ai.operation.name", "retrieval")];
+        spans.push(retrieval);
+    }
+    let mut embedding = span(10, Some(8), "embeddings text-embedding-3-small".into(), 51, 20);
+    embedding.attributes = vec![
+        text("gen_ai.operation.name", "embeddings"),
+        text("gen_ai.request.model", "text-embedding-3-small"),
+        int("gen_ai.usage.input_tokens", 16 + rng.below(64) as i64),
+    ];
+    spans.push(embedding);
+    spans
+}
+
+fn export_body(run: u64, first_trace: u64, traces: u64, now_ns: u64) -> Vec<u8> {
+    let mut rng =
+        Rng(0x9E37_79B9_7F4A_7C15 ^ (first_trace + 1).wrapping_mul(0x2545_F491_4F6C_DD1D));
+    let spans: Vec<Span> = (first_trace..first_trace + traces)
+        .flat_map(|n| agent_trace(run, n, now_ns, &mut rng))
+        .collect();
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![text("service.name", "support-agent")],
+                ..Resource::default()
+            }),
+            scope_spans: vec![ScopeSpans { spans, ..ScopeSpans::default() }],
+            ..ResourceSpans::default()
+        }],
+    }
+    .encode_to_vec()
+}
+
+pub async fn spans(args: SpansArgs) -> anyhow::Result<()> {
+    let server = Server::start(&args.target).await?;
+    let client =
+        reqwest::Client::builder().pool_max_idle_per_host(args.concurrency as usize).build()?;
+    let run = crate::time::now_ms() as u64;
+    let now_ns = run * MS;
+    let traces = args.spans.div_ceil(SPANS_PER_TRACE);
+    let batches = traces.div_ceil(args.traces_per_batch);
+    let deadline = Instant::now() + Duration::from_secs(args.max_seconds);
+    println!(
+        "spans: {} spans ({traces} agent traces of {SPANS_PER_TRACE}) in OTLP/HTTP protobuf exports of {} spans, {} concurrent clients",
+        traces * SPANS_PER_TRACE,
+        args.traces_per_batch * SPANS_PER_TRACE,
+        args.concurrency
+    );
+    let next = Arc::new(AtomicU64::new(0));
+    let sent = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..args.concurrency {
+        let (client, next, sent) = (client.clone(), next.clone(), sent.clone());
+        let endpoint = format!("{}/v1/traces", server.url);
+        let per_batch = args.traces_per_batch;
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            loop {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                if n >= batches || Instant::now() > deadline {
+                    break;
+                }
+                let first = n * per_batch;
+                let count = per_batch.min(traces - first);
+                let body = export_body(run, first, count, now_ns);
+                let t0 = Instant::now();
+                loop {
+                    let response = client
+                        .post(&endpoint)
+                        .header("content-type", "application/x-protobuf")
+                        .body(body.clone())
+                        .send()
+                        .await?;
+                    let status = response.status().as_u16();
+                    let bytes = response.bytes().await?;
+                    if status == 429 || status == 503 {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                    if status != 200 || !bytes.is_empty() {
+                        bail!(
+                            "export {n}: {status} (a partial success or error: {} bytes)",
+                            bytes.len()
+                        );
+                    }
+                    break;
+                }
+                latencies.push(t0.elapsed().as_secs_f64() * 1000.0);
+                sent.fetch_add(count * SPANS_PER_TRACE, Ordering::Relaxed);
+            }
+            anyhow::Ok(latencies)
+        }));
+    }
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await??);
+    }
+    // Acknowledged means committed; check the store answers with all of it.
+    let sent = sent.load(Ordering::Relaxed);
+    let summary: serde_json::Value = client
+        .get(format!("{}/api/v1/traces/summary?since=3h", server.url))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let seconds = started.elapsed().as_secs_f64();
+    if summary["spans"].as_u64() < Some(sent) {
+        bail!("only {} of {sent} spans are queryable", summary["spans"]);
+    }
+    latencies.sort_by(f64::total_cmp);
+    println!("  throughput      {:.0} spans/s (acknowledged and queryable)", sent as f64 / seconds);
+    println!(
+        "  export latency  p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms",
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99),
+        latencies.last().copied().unwrap_or(f64::NAN)
+    );
+
+    // Query latency over what is stored.
+    let stored_traces = sent / SPANS_PER_TRACE;
+    let mut rng = Rng(run | 1);
+    let mut detail = Vec::new();
+    for _ in 0..args.queries {
+        let id = hex::encode(trace_id(run, rng.below(stored_traces.max(1))));
+        let t0 = Instant::now();
+        let response = client.get(format!("{}/api/v1/traces/{id}", server.url)).send().await?;
+        let status = response.status();
+        let _ = response.bytes().await?;
+        detail.push(t0.elapsed().as_secs_f64() * 1000.0);
+        if !status.is_success() {
+            bail!("trace {id}: {status}");
+        }
+    }
+    let mut list = Vec::new();
+    for i in 0..args.queries.min(100) {
+        let query = if i % 2 == 0 {
+            "since=3h&limit=50"
+        } else {
+            "since=3h&limit=50&model=gpt-4o&status=error"
+        };
+        let t0 = Instant::now();
+        let response = client.get(format!("{}/api/v1/traces?{query}", server.url)).send().await?;
+        let _ = response.bytes().await?;
+        list.push(t0.elapsed().as_secs_f64() * 1000.0);
+    }
+    detail.sort_by(f64::total_cmp);
+    list.sort_by(f64::total_cmp);
+    println!(
+        "  trace detail    over {sent} stored spans: p50 {:.2} ms  p99 {:.2} ms",
+        percentile(&detail, 0.5),
+        percentile(&detail, 0.99)
+    );
+    println!(
+        "  trace list      (50 newest; and filtered by model and errors): p50 {:.2} ms  p99 {:.2} ms",
+        percentile(&list, 0.5),
+        percentile(&list, 0.99)
+    );
+    match server.peak_rss_mib() {
+        Some(mib) => println!("  server peak RSS {mib:.0} MiB"),
+        None => println!("  server peak RSS unknown (external server)"),
+    }
+    Ok(())
+}
