@@ -339,7 +339,7 @@ async fn spans_become_trace_trees_and_calls_counted_once() {
 }
 
 #[tokio::test]
-async fn an_orphan_whose_parent_never_came_is_a_root() {
+async fn an_orphan_is_a_root_until_its_parent_arrives() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(dir.path(), &[]);
     let base = server.url();
@@ -355,6 +355,18 @@ async fn an_orphan_whose_parent_never_came_is_a_root() {
     assert_eq!(roots[0]["children"][0]["name"], "grandchild");
     let list = get_ok(base, "/api/v1/traces", &[("since", "1h")]).await;
     assert_eq!(list["traces"][0]["root_name"], "late child");
+
+    // The parent arrives late, in another request: the tree is whole.
+    post_proto(base, &request(vec![span(0xdd, 9, None, "the real root", t0 - 5, t0 + 20)])).await;
+    let detail = get_ok(base, &format!("/api/v1/traces/{}", "dd".repeat(16)), &[]).await;
+    let roots = detail["spans"].as_array().unwrap();
+    assert_eq!(roots.len(), 1, "{detail}");
+    assert_eq!(roots[0]["name"], "the real root");
+    assert_eq!(roots[0]["children"][0]["children"][0]["name"], "grandchild");
+    assert_eq!(roots[0]["subtree"]["spans"], 3);
+    let list = get_ok(base, "/api/v1/traces", &[("since", "1h")]).await;
+    assert_eq!(list["traces"][0]["root_name"], "the real root");
+    assert_eq!(list["traces"][0]["duration_ms"], 25.0);
 }
 
 #[tokio::test]
@@ -541,4 +553,112 @@ async fn logs_are_linked_to_their_trace_and_langfuse_auth_names_the_project() {
     assert_eq!(logs(vec![("trace_id", trace.clone())]).await, 1);
     assert_eq!(logs(vec![("trace_id", "cd".repeat(16))]).await, 0);
     common::get(base, "/api/v1/logs", &[("severity", "loud")]).await.assert_error(400, None);
+}
+
+/// Sends `batches` exports of 100 three-span traces from `clients` clients;
+/// returns (exports accepted, exports refused). Every refusal must be a
+/// retryable answer: 429 with Retry-After and a Status saying so.
+async fn flood(base: &str, clients: u8, batches: u8) -> (u64, u64) {
+    let t0 = now_ms() as u64 - 60_000;
+    let mut tasks = Vec::new();
+    for client in 0..clients {
+        let base = base.to_owned();
+        tasks.push(tokio::spawn(async move {
+            let (mut accepted, mut refused) = (0, 0);
+            for batch in 0..batches {
+                let spans: Vec<Span> = (0..100u8)
+                    .flat_map(|i| {
+                        let mut spans = agent_run(0, t0, &format!("chatcmpl-{client}-{batch}-{i}"));
+                        for span in &mut spans {
+                            span.trace_id =
+                                vec![client, batch, i, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13];
+                        }
+                        spans
+                    })
+                    .collect();
+                let body = request(spans).encode_to_vec();
+                let posted =
+                    post(&base, "/v1/traces", body, &[("content-type", "application/x-protobuf")])
+                        .await;
+                match posted.status {
+                    200 => accepted += 1,
+                    429 => {
+                        assert!(posted.retry_after.is_some(), "Retry-After on 429");
+                        assert_eq!(posted.content_type, "application/x-protobuf");
+                        refused += 1;
+                    }
+                    other => panic!("unexpected status {other}"),
+                }
+            }
+            (accepted, refused)
+        }));
+    }
+    let (mut accepted, mut refused) = (0, 0);
+    for task in tasks {
+        let (a, r) = task.await.unwrap();
+        accepted += a;
+        refused += r;
+    }
+    (accepted, refused)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn overload_is_refused_with_retry_after_and_what_was_acknowledged_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), &[("TALLY_INGEST__MAX_QUEUED_RECORDS", "600")]);
+    let base = server.url();
+    let (accepted, refused) = flood(base, 16, 4).await;
+    assert!(
+        refused > 0,
+        "64 exports of 400 records against a queue of 600 must be refused at times"
+    );
+    assert!(accepted > 0);
+    let stats = get_ok(base, "/api/v1/traces/summary", &[("since", "1h")]).await;
+    assert_eq!(stats["traces"].as_u64(), Some(accepted * 100), "every acknowledged trace, once");
+    let usage = summary(base, &[("since", "1h")]).await;
+    assert_eq!(usage["total"]["requests"].as_u64(), Some(accepted * 100));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn grpc_overload_is_resource_exhausted() {
+    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), &[("TALLY_INGEST__MAX_CONCURRENT_REQUESTS", "1")]);
+    let endpoint = server.grpc_url().to_owned();
+    let t0 = now_ms() as u64 - 60_000;
+    let mut tasks = Vec::new();
+    for client in 0..16u8 {
+        let endpoint = endpoint.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut grpc = TraceServiceClient::connect(endpoint).await.expect("connect");
+            let (mut accepted, mut exhausted) = (0u64, 0u64);
+            for batch in 0..4u8 {
+                let mut spans = agent_run(client, t0, &format!("g-{client}-{batch}"));
+                for span in &mut spans {
+                    span.trace_id[0] = batch;
+                }
+                match grpc.export(request(spans)).await {
+                    Ok(response) => {
+                        assert_eq!(response.into_inner().partial_success, None);
+                        accepted += 1;
+                    }
+                    Err(status) => {
+                        assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status}");
+                        exhausted += 1;
+                    }
+                }
+            }
+            (accepted, exhausted)
+        }));
+    }
+    let (mut accepted, mut exhausted) = (0, 0);
+    for task in tasks {
+        let (a, e) = task.await.unwrap();
+        accepted += a;
+        exhausted += e;
+    }
+    assert!(accepted > 0);
+    assert!(exhausted > 0, "16 clients against 1 request in flight must be refused at times");
+    let stats = get_ok(server.url(), "/api/v1/traces/summary", &[("since", "1h")]).await;
+    assert_eq!(stats["traces"].as_u64(), Some(accepted));
 }

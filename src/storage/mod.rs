@@ -26,6 +26,11 @@ pub enum StorageError {
     Io { path: String, source: std::io::Error },
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    #[error(
+        "the database has schema version {found}, this Tally needs {needed}; it was made by \
+         another development version: move it aside and start again"
+    )]
+    SchemaVersion { found: i64, needed: i64 },
     #[error("storage worker stopped")]
     WorkerGone,
 }

@@ -134,10 +134,7 @@ pub fn create_or_check(conn: &rusqlite::Connection) -> Result<(), super::Storage
             row.get(0)
         })?;
     if tables > 0 && version != VERSION {
-        return Err(super::StorageError::Corrupt(format!(
-            "the database has schema version {version}, this Tally needs {VERSION}; \
-             it was made by another development version: move it aside and start again"
-        )));
+        return Err(super::StorageError::SchemaVersion { found: version, needed: VERSION });
     }
     conn.execute_batch(SCHEMA)?;
     conn.pragma_update(None, "user_version", VERSION)?;
