@@ -53,6 +53,7 @@ pub struct Config {
     pub accounting: AccountingConfig,
     pub sqlite: SqliteConfig,
     pub retention: RetentionConfig,
+    pub metrics: MetricsConfig,
     /// Price overrides and additions, matched before (exact model) or after
     /// (patterns) the built-in catalog.
     pub prices: Vec<UserPrice>,
@@ -70,6 +71,7 @@ impl Default for Config {
             accounting: AccountingConfig::default(),
             sqlite: SqliteConfig::default(),
             retention: RetentionConfig::default(),
+            metrics: MetricsConfig::default(),
             prices: Vec::new(),
         }
     }
@@ -100,6 +102,20 @@ impl Default for IngestConfig {
             max_concurrent_requests: 128,
             rollup_flush_interval: "5s".to_owned(),
         }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Users and API keys (per project) with series of their own on
+    /// `/metrics`, chosen by cost; the rest are summed as `__other__`.
+    pub top_n: usize,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self { top_n: 20 }
     }
 }
 

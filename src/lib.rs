@@ -6,6 +6,7 @@ pub mod cli;
 pub mod config;
 pub mod durability;
 pub mod error;
+pub mod exposition;
 pub mod ingest;
 pub mod model;
 pub mod normalize;

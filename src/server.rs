@@ -31,6 +31,7 @@ pub struct App {
     pub prices: Arc<PriceTable>,
     /// Resolves when the committer has stopped (after its final flush).
     committer_stopped: tokio::sync::oneshot::Receiver<()>,
+    pub metrics: Arc<crate::exposition::Metrics>,
     /// What the ingest endpoints (HTTP and gRPC) share, made once.
     ingest: std::sync::OnceLock<Arc<UsageIngest>>,
     /// Held for the life of the server: two processes on one data dir would
@@ -122,6 +123,7 @@ impl App {
                 key: "ingest.rollup_flush_interval".into(),
                 message,
             })?;
+        let metrics = Arc::new(crate::exposition::Metrics::new(config.metrics.top_n));
         let (committer, committer_stopped) = Committer::start(
             storage.clone(),
             engine.clone(),
@@ -131,6 +133,7 @@ impl App {
                 flush_interval: Duration::from_millis(flush_interval as u64),
                 ..CommitterConfig::default()
             },
+            metrics.clone(),
         )
         .map_err(StartError::Committer)?;
         let prices = Arc::new(PriceTable::new(&config.prices)?);
@@ -141,6 +144,7 @@ impl App {
             committer,
             prices,
             committer_stopped,
+            metrics,
             ingest: std::sync::OnceLock::new(),
             _data_dir_lock: lock,
         })
@@ -163,6 +167,7 @@ impl App {
             max_body_bytes: self.config.ingest.max_body_bytes,
             raw_retention_ms: retention_ms("retention.raw", &self.config.retention.raw)?,
             in_flight: tokio::sync::Semaphore::new(self.config.ingest.max_concurrent_requests),
+            metrics: self.metrics.clone(),
         });
         Ok(self.ingest.get_or_init(|| ingest).clone())
     }
@@ -191,10 +196,20 @@ impl App {
             .route("/api/v1/sessions", get(query::traces::sessions))
             .route("/api/v1/sessions/{session_id}", get(query::traces::session))
             .with_state(queries);
+        let metrics_state = Arc::new(crate::exposition::MetricsState::new(
+            self.metrics.clone(),
+            self.committer.clone(),
+            self.engine.clone(),
+            self.storage.clone(),
+        ));
+        let metrics_routes = Router::new()
+            .route("/metrics", get(crate::exposition::handler))
+            .with_state(metrics_state);
         Ok(Router::new()
             .route("/healthz", get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }))
             .merge(ingest_routes)
             .merge(query_routes)
+            .merge(metrics_routes)
             // Bodies are limited by the handlers themselves, after decompression.
             .layer(DefaultBodyLimit::disable()))
     }

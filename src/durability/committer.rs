@@ -11,6 +11,7 @@ use tracing::{error, info, warn};
 
 use super::reprice::{self, RepriceReport};
 use crate::aggregate::RollupEngine;
+use crate::exposition::Metrics;
 use crate::model::{LlmCall, LogRecord, SpanRecord};
 use crate::pricing::PriceTable;
 use crate::storage::{AppendBatch, Appended, RetentionCutoffs, Storage, StorageError};
@@ -99,12 +100,14 @@ impl Committer {
         storage: Arc<dyn Storage>,
         engine: Arc<RollupEngine>,
         config: CommitterConfig,
+        metrics: Arc<Metrics>,
     ) -> std::io::Result<(Committer, oneshot::Receiver<()>)> {
         let (jobs, receiver) = mpsc::unbounded_channel();
         let queued = Arc::new(AtomicUsize::new(0));
         let handle =
             Committer { jobs, queued: queued.clone(), max_queued: config.max_queued_records };
-        let task = CommitterTask { storage, engine, config, queued, last_flush: Instant::now() };
+        let task =
+            CommitterTask { storage, engine, config, queued, metrics, last_flush: Instant::now() };
         let (stopped_tx, stopped) = oneshot::channel();
         // The committer gets a thread (and a single-threaded runtime) of its
         // own: on the shared runtime it would queue behind request handlers
@@ -142,6 +145,11 @@ impl Committer {
         answer.await.unwrap_or(Err(CommitError::Stopped))
     }
 
+    /// Records waiting for a commit.
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
+
     async fn ask<T>(&self, job: impl FnOnce(Reply<T>) -> Job) -> Result<T, CommitError> {
         let (reply, answer) = oneshot::channel();
         self.jobs.send(job(reply)).map_err(|_| CommitError::Stopped)?;
@@ -174,6 +182,7 @@ struct CommitterTask {
     engine: Arc<RollupEngine>,
     config: CommitterConfig,
     queued: Arc<AtomicUsize>,
+    metrics: Arc<Metrics>,
     last_flush: Instant,
 }
 
@@ -279,10 +288,12 @@ impl CommitterTask {
         let (series_ids, new_series) = self.engine.assign_series(&calls);
         let new_ids: Vec<i64> = new_series.iter().map(|(id, _)| *id).collect();
         let storage = self.storage.clone();
+        let metrics = self.metrics.clone();
         let started = Instant::now();
         let append = Box::pin(async move {
             let result =
                 storage.append(AppendBatch { calls, series_ids, new_series, spans, logs }).await;
+            metrics.appended(started.elapsed());
             let ms = started.elapsed().as_millis() as u64;
             tracing::debug!(records = total, ms, "group committed");
             result
@@ -313,6 +324,9 @@ impl CommitterTask {
                 .zip(&appended.seqs)
                 .filter_map(|((call, series), seq)| seq.map(|seq| (seq, *series, call))),
         );
+        self.metrics.calls(
+            appended.calls.iter().zip(&appended.seqs).filter(|(_, s)| s.is_some()).map(|(c, _)| c),
+        );
         let mut outcomes = appended.seqs.iter().map(|seq| match seq {
             Some(_) => Outcome::Accepted,
             None => Outcome::Duplicate,
@@ -335,6 +349,7 @@ impl CommitterTask {
         let new_ids: Vec<i64> = new_series.iter().map(|(id, _)| *id).collect();
         match self.storage.flush_rollups(cells.clone(), flush.watermark, new_series).await {
             Ok(()) => {
+                self.metrics.flushed(started.elapsed());
                 self.engine.confirm_series(&new_ids);
                 let ms = started.elapsed().as_millis() as u64;
                 tracing::debug!(cells = cells.len(), ms, "rollups flushed");

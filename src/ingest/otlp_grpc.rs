@@ -50,8 +50,17 @@ fn commit_status(err: CommitError) -> Status {
 }
 
 impl Otlp {
-    async fn commit(&self, records: Records) -> Result<(), Status> {
-        self.ingest.committer.submit_records(records).await.map(|_| ()).map_err(commit_status)
+    /// Commits the records of one request and counts them for `/metrics`.
+    async fn commit(
+        &self,
+        records: Records,
+        endpoint: &'static str,
+        problems: &Problems,
+    ) -> Result<(), Status> {
+        let accepted = (records.spans.len() + records.logs.len()) as u64;
+        self.ingest.committer.submit_records(records).await.map_err(commit_status)?;
+        self.ingest.metrics.ingested(endpoint, accepted, 0, problems.rejected as u64);
+        Ok(())
     }
 
     fn permit(&self) -> Result<tokio::sync::SemaphorePermit<'_>, Status> {
@@ -76,7 +85,7 @@ impl TraceService for Otlp {
         let (records, problems) =
             otlp::trace_records(&self.ingest, request.get_ref(), hint.as_deref());
         drop(request);
-        self.commit(records).await?;
+        self.commit(records, "otlp_grpc_traces", &problems).await?;
         let partial_success = partial(&problems).map(|(rejected_spans, error_message)| {
             ExportTracePartialSuccess { rejected_spans, error_message }
         });
@@ -94,7 +103,7 @@ impl LogsService for Otlp {
         let hint = hint(request.metadata());
         let (records, problems) = otlp::log_records(request.get_ref(), hint.as_deref());
         drop(request);
-        self.commit(records).await?;
+        self.commit(records, "otlp_grpc_logs", &problems).await?;
         let partial_success = partial(&problems).map(|(rejected_log_records, error_message)| {
             ExportLogsPartialSuccess { rejected_log_records, error_message }
         });

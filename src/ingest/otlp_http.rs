@@ -179,8 +179,16 @@ async fn receive<M: Message + Default + DeserializeOwned>(
     Ok((message, encoding, bytes.to_vec()))
 }
 
-async fn commit(ingest: &UsageIngest, records: Records) -> Result<(), ApiError> {
+/// Commits the records of one request and counts them for `/metrics`.
+async fn commit(
+    ingest: &UsageIngest,
+    records: Records,
+    endpoint: &'static str,
+    problems: &Problems,
+) -> Result<(), ApiError> {
+    let accepted = (records.spans.len() + records.logs.len()) as u64;
     ingest.committer.submit_records(records).await?;
+    ingest.metrics.ingested(endpoint, accepted, 0, problems.rejected as u64);
     Ok(())
 }
 
@@ -213,7 +221,7 @@ pub async fn post_traces(
     drop(bytes);
     let (records, problems) = otlp::trace_records(&ingest, &message, hint(&headers).as_deref());
     drop(message);
-    if let Err(err) = commit(&ingest, records).await {
+    if let Err(err) = commit(&ingest, records, "otlp_http_traces", &problems).await {
         return error_response(err, encoding);
     }
     let partial_success = partial(&problems).map(|(rejected_spans, error_message)| {
@@ -251,7 +259,7 @@ pub async fn post_logs(
     drop(bytes);
     let (records, problems) = otlp::log_records(&message, hint(&headers).as_deref());
     drop(message);
-    if let Err(err) = commit(&ingest, records).await {
+    if let Err(err) = commit(&ingest, records, "otlp_http_logs", &problems).await {
         return error_response(err, encoding);
     }
     let partial_success = partial(&problems).map(|(rejected_log_records, error_message)| {

@@ -27,6 +27,7 @@ pub struct UsageIngest {
     /// Requests being read and parsed; bounds the memory that bodies in
     /// flight can take (each up to `max_body_bytes`).
     pub in_flight: tokio::sync::Semaphore,
+    pub metrics: Arc<crate::exposition::Metrics>,
 }
 
 #[derive(Debug, Serialize)]
@@ -75,6 +76,12 @@ pub async fn post_usage(
     );
     let accepted = outcomes.iter().filter(|o| **o == Outcome::Accepted).count();
     let response = UsageResponse { accepted, duplicates: outcomes.len() - accepted, rejected };
+    ingest.metrics.ingested(
+        "usage",
+        response.accepted as u64,
+        response.duplicates as u64,
+        response.rejected.len() as u64,
+    );
     let status = if outcomes.is_empty() && !response.rejected.is_empty() {
         StatusCode::BAD_REQUEST
     } else {

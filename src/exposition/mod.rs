@@ -1,0 +1,203 @@
+//! Prometheus `GET /metrics`: Tally's own health (ingest outcomes, commit
+//! and flush latency, queue depth, rollup lag, store rows, build info) and
+//! LLM usage from the ledger, in text format 0.0.4.
+
+pub mod ledger;
+pub mod text;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+
+use crate::aggregate::RollupEngine;
+use crate::durability::Committer;
+use crate::storage::{Storage, StoreStats};
+use ledger::LedgerMetrics;
+use text::{Exposition, Histogram, Kind};
+
+/// Seconds buckets for commit and flush latency.
+const LATENCY_BUCKETS: [f64; 14] =
+    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+/// Row counts are refreshed at most this often (counting a large table
+/// takes a while).
+const STATS_MAX_AGE: Duration = Duration::from_secs(30);
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// What the server counts about itself and the ledger, shared by the
+/// ingest endpoints, the committer and `/metrics`.
+pub struct Metrics {
+    ledger: Mutex<LedgerMetrics>,
+    /// (endpoint, outcome) → records.
+    ingest: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+    append: Mutex<Histogram>,
+    flush: Mutex<Histogram>,
+    /// Unix ms of the last rollup flush (0: none yet).
+    last_flush_ms: AtomicI64,
+    started: Instant,
+}
+
+impl Metrics {
+    /// `top_n`: users and API keys with series of their own.
+    pub fn new(top_n: usize) -> Self {
+        Self {
+            ledger: Mutex::new(LedgerMetrics::new(top_n)),
+            ingest: Mutex::new(BTreeMap::new()),
+            append: Mutex::new(Histogram::new(&LATENCY_BUCKETS)),
+            flush: Mutex::new(Histogram::new(&LATENCY_BUCKETS)),
+            last_flush_ms: AtomicI64::new(0),
+            started: Instant::now(),
+        }
+    }
+
+    /// Records of one request: accepted, duplicates and rejected.
+    pub fn ingested(&self, endpoint: &'static str, accepted: u64, duplicates: u64, rejected: u64) {
+        let mut ingest = lock(&self.ingest);
+        for (outcome, n) in
+            [("accepted", accepted), ("duplicate", duplicates), ("rejected", rejected)]
+        {
+            *ingest.entry((endpoint, outcome)).or_default() += n;
+        }
+    }
+
+    /// Calls that have just entered the ledger.
+    pub fn calls<'a>(&self, calls: impl IntoIterator<Item = &'a crate::model::LlmCall>) {
+        let mut ledger = lock(&self.ledger);
+        for call in calls {
+            ledger.record(call);
+        }
+    }
+
+    pub fn appended(&self, took: Duration) {
+        lock(&self.append).observe(took.as_secs_f64());
+    }
+
+    pub fn flushed(&self, took: Duration) {
+        lock(&self.flush).observe(took.as_secs_f64());
+        self.last_flush_ms.store(crate::time::now_ms(), Ordering::Relaxed);
+    }
+}
+
+/// What `/metrics` reads.
+pub struct MetricsState {
+    pub metrics: Arc<Metrics>,
+    pub committer: Committer,
+    pub engine: Arc<RollupEngine>,
+    pub storage: Arc<dyn Storage>,
+    stats: tokio::sync::Mutex<Option<(Instant, StoreStats)>>,
+}
+
+impl MetricsState {
+    pub fn new(
+        metrics: Arc<Metrics>,
+        committer: Committer,
+        engine: Arc<RollupEngine>,
+        storage: Arc<dyn Storage>,
+    ) -> Self {
+        Self { metrics, committer, engine, storage, stats: tokio::sync::Mutex::new(None) }
+    }
+
+    async fn store_stats(&self) -> Option<StoreStats> {
+        let mut cached = self.stats.lock().await;
+        if let Some((at, stats)) = cached.as_ref()
+            && at.elapsed() < STATS_MAX_AGE
+        {
+            return Some(stats.clone());
+        }
+        match self.storage.stats().await {
+            Ok(stats) => {
+                *cached = Some((Instant::now(), stats.clone()));
+                Some(stats)
+            }
+            Err(err) => {
+                tracing::warn!(%err, "store row counts unavailable for /metrics");
+                cached.as_ref().map(|(_, stats)| stats.clone())
+            }
+        }
+    }
+}
+
+/// `GET /metrics`
+pub async fn handler(State(state): State<Arc<MetricsState>>) -> Response {
+    let stats = state.store_stats().await;
+    let m = &state.metrics;
+    let mut e = Exposition::default();
+    e.family("tally_build_info", Kind::Gauge, "Tally's version; always 1.");
+    e.sample("tally_build_info", &[("version", env!("CARGO_PKG_VERSION"))], 1.0);
+    e.family("tally_uptime_seconds", Kind::Gauge, "Seconds since the server started.");
+    e.sample("tally_uptime_seconds", &[], m.started.elapsed().as_secs_f64());
+    e.family(
+        "tally_ingest_records_total",
+        Kind::Counter,
+        "Records received by endpoint and outcome (accepted, duplicate, rejected).",
+    );
+    for ((endpoint, outcome), n) in lock(&m.ingest).iter() {
+        e.sample(
+            "tally_ingest_records_total",
+            &[("endpoint", endpoint), ("outcome", outcome)],
+            *n as f64,
+        );
+    }
+    e.family(
+        "tally_durable_append_seconds",
+        Kind::Histogram,
+        "Time to durably append one group commit.",
+    );
+    e.histogram("tally_durable_append_seconds", &[], &lock(&m.append));
+    e.family(
+        "tally_store_write_seconds",
+        Kind::Histogram,
+        "Time to write one rollup flush to the store.",
+    );
+    e.histogram("tally_store_write_seconds", &[], &lock(&m.flush));
+    e.family("tally_ingest_queue_records", Kind::Gauge, "Records waiting for a commit.");
+    e.sample("tally_ingest_queue_records", &[], state.committer.queued() as f64);
+    e.family("tally_rollup_open_cells", Kind::Gauge, "Rollup cells in memory, not yet flushed.");
+    e.sample("tally_rollup_open_cells", &[], state.engine.open_cell_count() as f64);
+    e.family(
+        "tally_rollup_lag_seconds",
+        Kind::Gauge,
+        "Seconds since open rollup buckets were last flushed to the store.",
+    );
+    let last = m.last_flush_ms.load(Ordering::Relaxed);
+    let lag = if last == 0 {
+        m.started.elapsed().as_secs_f64()
+    } else {
+        (crate::time::now_ms() - last).max(0) as f64 / 1000.0
+    };
+    e.sample("tally_rollup_lag_seconds", &[], lag);
+    e.family("tally_series", Kind::Gauge, "Rollup series known (projections included).");
+    e.sample("tally_series", &[], state.engine.series_count() as f64);
+    e.family(
+        "tally_metric_overflow_series",
+        Kind::Gauge,
+        "Metric series folded into overflow by the cardinality guard.",
+    );
+    e.sample("tally_metric_overflow_series", &[], 0.0);
+    if let Some(stats) = stats {
+        e.family(
+            "tally_store_rows",
+            Kind::Gauge,
+            "Rows in the store by table (refreshed every 30 s).",
+        );
+        for (table, n) in [
+            ("calls", stats.calls),
+            ("series", stats.series),
+            ("rollups", stats.rollup_rows),
+            ("spans", stats.spans),
+            ("logs", stats.logs),
+        ] {
+            e.sample("tally_store_rows", &[("table", table)], n as f64);
+        }
+    }
+    lock(&m.ledger).render(&mut e);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], e.finish())
+        .into_response()
+}
