@@ -111,11 +111,26 @@ pub struct MetricsConfig {
     /// Users and API keys (per project) with series of their own on
     /// `/metrics`, chosen by cost; the rest are summed as `__other__`.
     pub top_n: usize,
+    /// Most series (tag sets) per metric name; points of further series go
+    /// to the name's overflow series.
+    pub max_series_per_name: usize,
+    /// How long each metric tier's bins are kept (a duration or "forever").
+    pub retention_10s: String,
+    pub retention_1m: String,
+    pub retention_15m: String,
+    pub retention_1h: String,
 }
 
 impl Default for MetricsConfig {
     fn default() -> Self {
-        Self { top_n: 20 }
+        Self {
+            top_n: 20,
+            max_series_per_name: 10_000,
+            retention_10s: "6h".to_owned(),
+            retention_1m: "7d".to_owned(),
+            retention_15m: "90d".to_owned(),
+            retention_1h: "730d".to_owned(),
+        }
     }
 }
 

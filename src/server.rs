@@ -32,6 +32,7 @@ pub struct App {
     /// Resolves when the committer has stopped (after its final flush).
     committer_stopped: tokio::sync::oneshot::Receiver<()>,
     pub metrics: Arc<crate::exposition::Metrics>,
+    pub metric_registry: Arc<crate::aggregate::metric::MetricRegistry>,
     /// What the ingest endpoints (HTTP and gRPC) share, made once.
     ingest: std::sync::OnceLock<Arc<UsageIngest>>,
     /// Held for the life of the server: two processes on one data dir would
@@ -111,6 +112,10 @@ impl App {
         };
         let storage = storage::open(&config.storage, &config.data_dir, &options)?;
         let (engine, replayed) = durability::recover(&*storage).await?;
+        let metric_registry = Arc::new(crate::aggregate::metric::MetricRegistry::new(
+            storage.load_metric_series().await?,
+            config.metrics.max_series_per_name,
+        ));
         info!(
             replayed,
             series = engine.series_count(),
@@ -134,6 +139,7 @@ impl App {
                 ..CommitterConfig::default()
             },
             metrics.clone(),
+            metric_registry.clone(),
         )
         .map_err(StartError::Committer)?;
         let prices = Arc::new(PriceTable::new(&config.prices)?);
@@ -145,6 +151,7 @@ impl App {
             prices,
             committer_stopped,
             metrics,
+            metric_registry,
             ingest: std::sync::OnceLock::new(),
             _data_dir_lock: lock,
         })
@@ -168,17 +175,26 @@ impl App {
             raw_retention_ms: retention_ms("retention.raw", &self.config.retention.raw)?,
             in_flight: tokio::sync::Semaphore::new(self.config.ingest.max_concurrent_requests),
             metrics: self.metrics.clone(),
+            metric_horizon_ms: retention_ms(
+                "metrics.retention_1h",
+                &self.config.metrics.retention_1h,
+            )?,
         });
         Ok(self.ingest.get_or_init(|| ingest).clone())
     }
 
     pub fn router(&self) -> Result<Router, StartError> {
         let usage = self.ingest()?;
-        let queries = Arc::new(QueryState::new(self.storage.clone(), self.engine.clone()));
+        let queries = Arc::new(QueryState::new(
+            self.storage.clone(),
+            self.engine.clone(),
+            self.metric_registry.clone(),
+        ));
         let ingest_routes = Router::new()
             .route("/api/v1/usage", post(ingest::usage::post_usage))
             .route("/api/v1/usage/reprice", post(ingest::usage::post_reprice))
             .route("/api/v1/admin/flush", post(ingest::usage::post_flush))
+            .route("/api/v1/points", post(ingest::points::post_points))
             .route("/v1/traces", post(ingest::otlp_http::post_traces))
             .route("/api/public/otel/v1/traces", post(ingest::otlp_http::post_traces))
             .route("/v1/logs", post(ingest::otlp_http::post_logs))
@@ -192,6 +208,9 @@ impl App {
             .route("/api/v1/traces/summary", get(query::trace_stats::summary))
             .route("/api/v1/traces/latency", get(query::trace_stats::latency))
             .route("/api/v1/logs", get(query::traces::logs))
+            .route("/api/v1/metrics/query", get(query::metrics::query))
+            .route("/api/v1/metrics/names", get(query::metrics::names))
+            .route("/api/v1/metrics/tags", get(query::metrics::tags))
             .route("/api/v1/traces/{trace_id}", get(query::traces::detail))
             .route("/api/v1/sessions", get(query::traces::sessions))
             .route("/api/v1/sessions/{session_id}", get(query::traces::session))
@@ -201,6 +220,7 @@ impl App {
             self.committer.clone(),
             self.engine.clone(),
             self.storage.clone(),
+            self.metric_registry.clone(),
         ));
         let metrics_routes = Router::new()
             .route("/metrics", get(crate::exposition::handler))
@@ -226,6 +246,13 @@ impl App {
         let minute = retention_ms("retention.minute", &r.minute)?;
         let hour = retention_ms("retention.hour", &r.hour)?;
         let day = retention_ms("retention.day", &r.day)?;
+        let m = &self.config.metrics;
+        let metric = [
+            retention_ms("metrics.retention_10s", &m.retention_10s)?,
+            retention_ms("metrics.retention_1m", &m.retention_1m)?,
+            retention_ms("metrics.retention_15m", &m.retention_15m)?,
+            retention_ms("metrics.retention_1h", &m.retention_1h)?,
+        ];
         let committer = self.committer.clone();
         Ok(tokio::spawn(async move {
             let mut ticker = tokio::time::interval(every);
@@ -237,6 +264,7 @@ impl App {
                     minute: minute.map(|d| now - d),
                     hour: hour.map(|d| now - d),
                     day: day.map(|d| now - d),
+                    metric: metric.map(|keep| keep.map(|d| now - d)),
                 };
                 match committer.retention(cutoffs).await {
                     Ok(0) => {}

@@ -3,6 +3,7 @@
 //! The rollup engine keeps the open (not yet flushed) buckets in memory and
 //! knows every series; storage keeps what has been flushed. Queries merge both.
 
+pub mod metric;
 pub mod rollup;
 pub mod series;
 pub mod sketch;

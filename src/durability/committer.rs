@@ -11,8 +11,9 @@ use tracing::{error, info, warn};
 
 use super::reprice::{self, RepriceReport};
 use crate::aggregate::RollupEngine;
+use crate::aggregate::metric::MetricRegistry;
 use crate::exposition::Metrics;
-use crate::model::{LlmCall, LogRecord, SpanRecord};
+use crate::model::{LlmCall, LogRecord, MetricPoint, SpanRecord};
 use crate::pricing::PriceTable;
 use crate::storage::{AppendBatch, Appended, RetentionCutoffs, Storage, StorageError};
 
@@ -71,11 +72,12 @@ pub struct Records {
     pub calls: Vec<LlmCall>,
     pub spans: Vec<SpanRecord>,
     pub logs: Vec<LogRecord>,
+    pub points: Vec<MetricPoint>,
 }
 
 impl Records {
     fn len(&self) -> usize {
-        self.calls.len() + self.spans.len() + self.logs.len()
+        self.calls.len() + self.spans.len() + self.logs.len() + self.points.len()
     }
 }
 
@@ -101,13 +103,21 @@ impl Committer {
         engine: Arc<RollupEngine>,
         config: CommitterConfig,
         metrics: Arc<Metrics>,
+        metric_registry: Arc<MetricRegistry>,
     ) -> std::io::Result<(Committer, oneshot::Receiver<()>)> {
         let (jobs, receiver) = mpsc::unbounded_channel();
         let queued = Arc::new(AtomicUsize::new(0));
         let handle =
             Committer { jobs, queued: queued.clone(), max_queued: config.max_queued_records };
-        let task =
-            CommitterTask { storage, engine, config, queued, metrics, last_flush: Instant::now() };
+        let task = CommitterTask {
+            storage,
+            engine,
+            config,
+            queued,
+            metrics,
+            metric_registry,
+            last_flush: Instant::now(),
+        };
         let (stopped_tx, stopped) = oneshot::channel();
         // The committer gets a thread (and a single-threaded runtime) of its
         // own: on the shared runtime it would queue behind request handlers
@@ -183,6 +193,7 @@ struct CommitterTask {
     config: CommitterConfig,
     queued: Arc<AtomicUsize>,
     metrics: Arc<Metrics>,
+    metric_registry: Arc<MetricRegistry>,
     last_flush: Instant,
 }
 
@@ -210,6 +221,7 @@ struct InFlight {
     pending: Vec<Pending>,
     /// Series first written by this group.
     new_series: Vec<i64>,
+    new_metric_ids: Vec<i64>,
     total: usize,
 }
 
@@ -250,6 +262,7 @@ impl CommitterTask {
                             into.calls.append(&mut records.calls);
                             into.spans.append(&mut records.spans);
                             into.logs.append(&mut records.logs);
+                            into.points.append(&mut records.points);
                         }
                         Some(job) => exclusive.push(job),
                         None => open = false,
@@ -284,21 +297,34 @@ impl CommitterTask {
     /// Assigns series and starts appending a group on the store.
     fn start_append(&mut self, group: Group) -> InFlight {
         let total = group.records.len();
-        let Records { calls, spans, logs } = group.records;
+        let Records { calls, spans, logs, points } = group.records;
         let (series_ids, new_series) = self.engine.assign_series(&calls);
+        // Points are summed into bins here: the store merges the bins (a few
+        // per series and tier) rather than storing every point.
+        let (metric_bins, new_metric_series) = self.metric_registry.bin(&points);
+        let new_metric_ids: Vec<i64> = new_metric_series.iter().map(|(id, _)| *id).collect();
         let new_ids: Vec<i64> = new_series.iter().map(|(id, _)| *id).collect();
         let storage = self.storage.clone();
         let metrics = self.metrics.clone();
         let started = Instant::now();
         let append = Box::pin(async move {
-            let result =
-                storage.append(AppendBatch { calls, series_ids, new_series, spans, logs }).await;
+            let result = storage
+                .append(AppendBatch {
+                    calls,
+                    series_ids,
+                    new_series,
+                    spans,
+                    logs,
+                    metric_bins,
+                    new_metric_series,
+                })
+                .await;
             metrics.appended(started.elapsed());
             let ms = started.elapsed().as_millis() as u64;
             tracing::debug!(records = total, ms, "group committed");
             result
         });
-        InFlight { append, pending: group.pending, new_series: new_ids, total }
+        InFlight { append, pending: group.pending, new_series: new_ids, new_metric_ids, total }
     }
 
     /// Applies a committed group to the rollups, then answers its requests.
@@ -316,6 +342,7 @@ impl CommitterTask {
             }
         };
         self.engine.confirm_series(&group.new_series);
+        self.metric_registry.confirm(&group.new_metric_ids);
         self.engine.apply(
             appended
                 .calls

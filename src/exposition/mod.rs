@@ -91,6 +91,7 @@ pub struct MetricsState {
     pub committer: Committer,
     pub engine: Arc<RollupEngine>,
     pub storage: Arc<dyn Storage>,
+    pub metric_registry: Arc<crate::aggregate::metric::MetricRegistry>,
     stats: tokio::sync::Mutex<Option<(Instant, StoreStats)>>,
 }
 
@@ -100,8 +101,10 @@ impl MetricsState {
         committer: Committer,
         engine: Arc<RollupEngine>,
         storage: Arc<dyn Storage>,
+        metric_registry: Arc<crate::aggregate::metric::MetricRegistry>,
     ) -> Self {
-        Self { metrics, committer, engine, storage, stats: tokio::sync::Mutex::new(None) }
+        let stats = tokio::sync::Mutex::new(None);
+        Self { metrics, committer, engine, storage, metric_registry, stats }
     }
 
     async fn store_stats(&self) -> Option<StoreStats> {
@@ -175,12 +178,25 @@ pub async fn handler(State(state): State<Arc<MetricsState>>) -> Response {
     e.sample("tally_rollup_lag_seconds", &[], lag);
     e.family("tally_series", Kind::Gauge, "Rollup series known (projections included).");
     e.sample("tally_series", &[], state.engine.series_count() as f64);
+    let (overflow_points, overflow_series) = state.metric_registry.overflow();
+    e.family(
+        "tally_metric_series",
+        Kind::Gauge,
+        "Metric series (name and tag set) known, overflow series included.",
+    );
+    e.sample("tally_metric_series", &[], state.metric_registry.len() as f64);
     e.family(
         "tally_metric_overflow_series",
         Kind::Gauge,
-        "Metric series folded into overflow by the cardinality guard.",
+        "Overflow series: metric names that reached metrics.max_series_per_name.",
     );
-    e.sample("tally_metric_overflow_series", &[], 0.0);
+    e.sample("tally_metric_overflow_series", &[], overflow_series as f64);
+    e.family(
+        "tally_metric_overflow_points_total",
+        Kind::Counter,
+        "Points of new series beyond a name's cap, counted in its overflow series.",
+    );
+    e.sample("tally_metric_overflow_points_total", &[], overflow_points as f64);
     if let Some(stats) = stats {
         e.family(
             "tally_store_rows",

@@ -5,6 +5,7 @@ pub mod body;
 pub mod otlp;
 pub mod otlp_grpc;
 pub mod otlp_http;
+pub mod points;
 pub mod usage;
 
 pub use usage::UsageIngest;

@@ -28,6 +28,8 @@ pub struct UsageIngest {
     /// flight can take (each up to `max_body_bytes`).
     pub in_flight: tokio::sync::Semaphore,
     pub metrics: Arc<crate::exposition::Metrics>,
+    /// How far back metric points are kept (the coarsest tier's retention).
+    pub metric_horizon_ms: Option<i64>,
 }
 
 #[derive(Debug, Serialize)]

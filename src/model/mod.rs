@@ -1,7 +1,9 @@
 //! The one record model every source maps onto (DESIGN.md "Record model").
 
 mod call;
+mod point;
 mod span;
 
 pub use call::{LlmCall, Operation, Source, Status, Tags};
+pub use point::{MetricPoint, PointKind};
 pub use span::{Attributes, LogRecord, SpanEvent, SpanKind, SpanRecord, SpanStatus};

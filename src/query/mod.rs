@@ -1,6 +1,7 @@
 //! The HTTP query API. It talks only to storage and the rollup engine.
 
 mod cache;
+pub mod metrics;
 mod params;
 pub mod trace_stats;
 pub mod trace_tree;
@@ -10,17 +11,23 @@ pub mod usage;
 use std::sync::Arc;
 
 use crate::aggregate::RollupEngine;
+use crate::aggregate::metric::MetricRegistry;
 use crate::storage::Storage;
 
 /// What the query endpoints need.
 pub struct QueryState {
     pub storage: Arc<dyn Storage>,
     pub engine: Arc<RollupEngine>,
+    pub metrics: Arc<MetricRegistry>,
     pub cache: cache::BucketCache,
 }
 
 impl QueryState {
-    pub fn new(storage: Arc<dyn Storage>, engine: Arc<RollupEngine>) -> Self {
-        Self { storage, engine, cache: cache::BucketCache::default() }
+    pub fn new(
+        storage: Arc<dyn Storage>,
+        engine: Arc<RollupEngine>,
+        metrics: Arc<MetricRegistry>,
+    ) -> Self {
+        Self { storage, engine, metrics, cache: cache::BucketCache::default() }
     }
 }

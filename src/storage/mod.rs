@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use crate::aggregate::metric::{Bin, BinKey, MetricKey, MetricTier};
 use crate::aggregate::rollup::SequencedCall;
 use crate::aggregate::{Cell, CellKey, SeriesKey, Tier};
 use crate::model::{LlmCall, LogRecord, SpanRecord};
@@ -44,6 +45,10 @@ pub struct AppendBatch {
     pub new_series: Vec<(i64, Arc<SeriesKey>)>,
     pub spans: Vec<SpanRecord>,
     pub logs: Vec<LogRecord>,
+    /// Metric bins to merge into the stored ones, and the metric series
+    /// they need that the store does not have yet.
+    pub metric_bins: Vec<(BinKey, Bin)>,
+    pub new_metric_series: Vec<(i64, Arc<MetricKey>)>,
 }
 
 /// The outcome of an append: per call, its sequence number, or None when its
@@ -191,6 +196,8 @@ pub struct RetentionCutoffs {
     pub minute: Option<i64>,
     pub hour: Option<i64>,
     pub day: Option<i64>,
+    /// Per metric tier (10 s, 1 min, 15 min, 1 h).
+    pub metric: [Option<i64>; 4],
 }
 
 /// Receives stored rollup rows one at a time with their sketches still
@@ -269,6 +276,16 @@ pub trait Storage: Send + Sync {
     /// Deletes data older than the cutoffs; returns rows deleted.
     async fn apply_retention(&self, cutoffs: RetentionCutoffs) -> Result<u64, StorageError>;
     async fn stats(&self) -> Result<StoreStats, StorageError>;
+    /// Every stored metric series.
+    async fn load_metric_series(&self) -> Result<Vec<(i64, MetricKey)>, StorageError>;
+    /// Stored bins of `tier` with buckets in `[from, to)` of `series`.
+    async fn read_metric_bins(
+        &self,
+        tier: MetricTier,
+        from: i64,
+        to: i64,
+        series: Vec<i64>,
+    ) -> Result<Vec<(BinKey, Bin)>, StorageError>;
     /// Trace summaries passing `filter`, newest first.
     async fn list_traces(&self, filter: TraceFilter) -> Result<Vec<TraceSummary>, StorageError>;
     /// Every span of a trace and the log records linked to it (by time).

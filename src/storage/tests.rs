@@ -38,7 +38,15 @@ async fn append(
 ) -> Vec<Option<i64>> {
     let (series_ids, new_series) = engine.assign_series(&calls);
     let ids: Vec<i64> = new_series.iter().map(|(id, _)| *id).collect();
-    let batch = AppendBatch { calls, series_ids, new_series, spans: vec![], logs: vec![] };
+    let batch = AppendBatch {
+        calls,
+        series_ids,
+        new_series,
+        spans: vec![],
+        logs: vec![],
+        metric_bins: vec![],
+        new_metric_series: vec![],
+    };
     let appended = storage.append(batch).await.unwrap();
     engine.confirm_series(&ids);
     appended.seqs
@@ -249,7 +257,15 @@ fn span(trace: &str, id: &str, parent: Option<&str>, start_ms: i64, end_ms: i64)
 }
 
 async fn append_telemetry(storage: &dyn Storage, spans: Vec<SpanRecord>, logs: Vec<LogRecord>) {
-    let batch = AppendBatch { calls: vec![], series_ids: vec![], new_series: vec![], spans, logs };
+    let batch = AppendBatch {
+        calls: vec![],
+        series_ids: vec![],
+        new_series: vec![],
+        spans,
+        logs,
+        metric_bins: vec![],
+        new_metric_series: vec![],
+    };
     storage.append(batch).await.unwrap();
 }
 

@@ -6,6 +6,7 @@
 //! `synchronous=NORMAL` survives a crash of the process (SIGKILL), `FULL`
 //! also survives power loss.
 
+mod metrics;
 mod rows;
 mod schema;
 mod telemetry;
@@ -24,6 +25,7 @@ use super::{
     AppendBatch, Appended, CallFilter, LogFilter, RetentionCutoffs, RollupVisitor, SessionSummary,
     Storage, StorageError, StoreStats, TelemetryScope, TelemetryVisitor, TraceFilter, TraceSummary,
 };
+use crate::aggregate::metric::{Bin, BinKey, MetricKey, MetricTier};
 use crate::aggregate::rollup::SequencedCall;
 use crate::aggregate::{Cell, CellKey, SeriesKey, Tier};
 use crate::model::LlmCall;
@@ -285,7 +287,15 @@ impl Storage for SqliteStorage {
 
     async fn append(&self, batch: AppendBatch) -> Result<Appended, StorageError> {
         self.write(move |conn| {
-            let AppendBatch { calls, series_ids, new_series, spans, logs } = batch;
+            let AppendBatch {
+                calls,
+                series_ids,
+                new_series,
+                spans,
+                logs,
+                metric_bins,
+                new_metric_series,
+            } = batch;
             let tx = conn.transaction()?;
             let mut seqs = Vec::with_capacity(calls.len());
             {
@@ -301,6 +311,7 @@ impl Storage for SqliteStorage {
                 }
             }
             telemetry::append(&tx, &spans, &logs)?;
+            metrics::append(&tx, &new_metric_series, &metric_bins)?;
             tx.commit()?;
             Ok(Appended { calls, series_ids, seqs })
         })
@@ -480,6 +491,7 @@ impl Storage for SqliteStorage {
                 deleted += tx.execute("DELETE FROM calls WHERE time_ms < ?1", [cutoff])?;
                 deleted += telemetry::apply_retention(&tx, cutoff.saturating_mul(1_000_000))?;
             }
+            deleted += metrics::apply_retention(&tx, &cutoffs.metric)?;
             for (tier, cutoff) in [
                 (Tier::Minute, cutoffs.minute),
                 (Tier::Hour, cutoffs.hour),
@@ -512,6 +524,20 @@ impl Storage for SqliteStorage {
             })
         })
         .await
+    }
+
+    async fn load_metric_series(&self) -> Result<Vec<(i64, MetricKey)>, StorageError> {
+        self.read(metrics::load_series).await
+    }
+
+    async fn read_metric_bins(
+        &self,
+        tier: MetricTier,
+        from: i64,
+        to: i64,
+        series: Vec<i64>,
+    ) -> Result<Vec<(BinKey, Bin)>, StorageError> {
+        self.read(move |conn| metrics::read_bins(conn, tier, from, to, &series)).await
     }
 
     async fn list_traces(&self, filter: TraceFilter) -> Result<Vec<TraceSummary>, StorageError> {

@@ -109,6 +109,27 @@ CREATE TABLE IF NOT EXISTS traces (
 CREATE INDEX IF NOT EXISTS traces_start ON traces (project, start_ns);
 CREATE INDEX IF NOT EXISTS traces_session ON traces (project, session) WHERE session IS NOT NULL;
 
+CREATE TABLE IF NOT EXISTS metric_series (
+    id      INTEGER PRIMARY KEY,
+    project TEXT NOT NULL,
+    name    TEXT NOT NULL,
+    tags    TEXT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS metric_bins (
+    tier    INTEGER NOT NULL,
+    bucket  INTEGER NOT NULL,
+    series  INTEGER NOT NULL,
+    count   INTEGER NOT NULL,
+    sum     REAL NOT NULL,
+    min     REAL NOT NULL,
+    max     REAL NOT NULL,
+    last    REAL NOT NULL,
+    last_ms INTEGER NOT NULL,
+    sketch  BLOB NOT NULL,
+    PRIMARY KEY (tier, series, bucket)
+) WITHOUT ROWID;
+
 CREATE TABLE IF NOT EXISTS logs (
     seq      INTEGER PRIMARY KEY,
     project  TEXT NOT NULL,
@@ -124,7 +145,7 @@ CREATE INDEX IF NOT EXISTS logs_time ON logs (project, time_ns);
 
 /// Bumped on every incompatible change; a store of another version is
 /// refused rather than misread.
-pub const VERSION: i64 = 4;
+pub const VERSION: i64 = 5;
 
 /// Creates the schema in a new database, or checks an existing one's version.
 pub fn create_or_check(conn: &rusqlite::Connection) -> Result<(), super::StorageError> {

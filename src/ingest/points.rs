@@ -1,0 +1,54 @@
+//! `POST /api/v1/points`: tagged metric points, as a JSON array, an object
+//! `{"records": [...]}`, a single object or NDJSON; the same acceptance and
+//! rejection contract as usage reports.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use serde::Serialize;
+
+use super::body;
+use super::usage::{Rejection, UsageIngest};
+use crate::durability::Records;
+use crate::error::ApiError;
+use crate::normalize::point::normalize_point;
+
+#[derive(Debug, Serialize)]
+pub struct PointsResponse {
+    pub accepted: usize,
+    pub rejected: Vec<Rejection>,
+}
+
+pub async fn post_points(
+    State(ingest): State<Arc<UsageIngest>>,
+    headers: HeaderMap,
+    request: Body,
+) -> Result<(StatusCode, Json<PointsResponse>), ApiError> {
+    let Ok(_permit) = ingest.in_flight.try_acquire() else {
+        return Err(ApiError::overloaded("too many ingest requests in flight; retry later"));
+    };
+    let bytes = body::read(&headers, request, ingest.max_body_bytes).await?;
+    let records = body::split_records(&bytes, body::is_ndjson(&headers))?;
+    let now = crate::time::now_ms();
+    let oldest = ingest.metric_horizon_ms.map_or(i64::MIN, |keep| now - keep);
+    let mut points = Vec::with_capacity(records.len());
+    let mut rejected = Vec::new();
+    for (index, json) in records.iter().enumerate() {
+        match normalize_point(json, now, oldest) {
+            Ok(point) => points.push(point),
+            Err(err) => rejected.push(Rejection { index, error: err.to_string() }),
+        }
+    }
+    let accepted = points.len();
+    ingest.committer.submit_records(Records { points, ..Records::default() }).await?;
+    ingest.metrics.ingested("points", accepted as u64, 0, rejected.len() as u64);
+    let status = if accepted == 0 && !rejected.is_empty() {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(PointsResponse { accepted, rejected })))
+}

@@ -1,0 +1,37 @@
+//! `MetricPoint`: one measurement of a named, tagged series.
+
+use serde::Serialize;
+
+use super::Tags;
+
+/// How a point's value is meant; kept with the series, all kinds roll up
+/// the same way (count, sum, min, max, last, quantile sketch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PointKind {
+    Gauge,
+    Counter,
+    Histogram,
+}
+
+impl PointKind {
+    pub fn parse(text: &str) -> Option<PointKind> {
+        match text {
+            "gauge" => Some(PointKind::Gauge),
+            "counter" => Some(PointKind::Counter),
+            "histogram" => Some(PointKind::Histogram),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MetricPoint {
+    pub project: String,
+    pub name: String,
+    pub tags: Tags,
+    pub value: f64,
+    /// Unix ms.
+    pub time_ms: i64,
+    pub kind: PointKind,
+}

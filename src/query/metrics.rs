@@ -1,0 +1,185 @@
+//! The metrics query API: a metric's bins merged up to the step, filtered
+//! and grouped by tags, with the statistic asked for; and the names and tag
+//! values there are.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{RawQuery, State};
+use serde_json::{Map, Value, json};
+
+use super::QueryState;
+use super::params::{Params, ceil, floor};
+use crate::aggregate::metric::{Bin, MetricTier};
+use crate::error::ApiError;
+
+const AGGREGATES: [&str; 12] =
+    ["avg", "sum", "min", "max", "count", "last", "p50", "p90", "p95", "p99", "rate", "all"];
+
+fn statistic(bin: &Bin, agg: &str, step_ms: i64) -> Value {
+    let number = |v: f64| json!(v);
+    match agg {
+        "avg" => number(bin.sum / bin.count as f64),
+        "sum" => number(bin.sum),
+        "min" => number(bin.min),
+        "max" => number(bin.max),
+        "count" => json!(bin.count),
+        "last" => number(bin.last),
+        // Per second, of the values summed over the step (counter deltas).
+        "rate" => number(bin.sum / (step_ms as f64 / 1000.0)),
+        quantile => {
+            let q = quantile.trim_start_matches('p').parse::<f64>().unwrap_or(50.0) / 100.0;
+            json!(bin.sketch.quantile(q))
+        }
+    }
+}
+
+/// `filter=TAG:VALUE` pairs (values of one tag OR-ed, tags AND-ed).
+fn tag_filters(params: &Params) -> Result<BTreeMap<String, Vec<String>>, ApiError> {
+    let mut filters: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for value in params.all("filter") {
+        let (tag, wanted) = value.split_once(':').ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "filter {value:?}: expected TAG:VALUE, e.g. operation:embed"
+            ))
+        })?;
+        filters.entry(tag.to_owned()).or_default().push(wanted.to_owned());
+    }
+    Ok(filters)
+}
+
+/// `GET /api/v1/metrics/query`
+pub async fn query(
+    State(state): State<Arc<QueryState>>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let params = Params::parse(query.as_deref());
+    let name = params
+        .get("name")
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| ApiError::bad_request("name: required (see /api/v1/metrics/names)"))?
+        .to_owned();
+    let step_text = params.get("step").unwrap_or("1m");
+    let step = crate::time::parse_duration(step_text)
+        .map_err(|e| ApiError::bad_request(format!("step: {e}")))?;
+    let tier = MetricTier::for_step(step).ok_or_else(|| {
+        ApiError::bad_request(format!("step: {step_text:?} must be a multiple of 10s"))
+    })?;
+    let agg = params.get("agg").unwrap_or("avg");
+    if !AGGREGATES.contains(&agg) {
+        return Err(ApiError::bad_request(format!(
+            "agg: expected one of {}, got {agg:?}",
+            AGGREGATES.join(", ")
+        )));
+    }
+    let (from, to) = params.window()?;
+    let (from, to) = (floor(from, step), ceil(to, step));
+    if (to - from) / step > 10_000 {
+        return Err(ApiError::bad_request(
+            "window/step gives more than 10000 points; use a larger step",
+        ));
+    }
+    let group_by: Vec<String> = params
+        .all("group_by")
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let filters = tag_filters(&params)?;
+    let project = params.project();
+    let series = state.metrics.select(&project, &name, |key| {
+        filters.iter().all(|(tag, wanted)| {
+            let value = key.tags.get(tag).map(String::as_str).unwrap_or("");
+            wanted.iter().any(|w| w == value)
+        })
+    });
+    let bins = state
+        .storage
+        .read_metric_bins(tier, from, to, series.keys().copied().collect())
+        .await
+        .map_err(|e| ApiError::internal("reading metric bins failed", &e))?;
+    let mut groups: BTreeMap<Vec<Option<String>>, BTreeMap<i64, Bin>> = BTreeMap::new();
+    for (key, bin) in &bins {
+        let tags = &series[&key.series].tags;
+        let group: Vec<Option<String>> = group_by.iter().map(|t| tags.get(t).cloned()).collect();
+        groups.entry(group).or_default().entry(floor(key.bucket, step)).or_default().merge(bin);
+    }
+    let groups: Vec<Value> = groups
+        .iter()
+        .map(|(group, points)| {
+            let key: Map<String, Value> = group_by
+                .iter()
+                .zip(group)
+                .map(|(t, v)| (t.clone(), v.clone().map(Value::String).unwrap_or(Value::Null)))
+                .collect();
+            let points: Vec<Value> = points
+                .iter()
+                .map(|(t, bin)| {
+                    if agg == "all" {
+                        let mut point = json!({"t": t});
+                        for stat in AGGREGATES.iter().filter(|a| **a != "all") {
+                            point[*stat] = statistic(bin, stat, step);
+                        }
+                        point
+                    } else {
+                        json!({"t": t, "value": statistic(bin, agg, step)})
+                    }
+                })
+                .collect();
+            json!({"key": key, "points": points})
+        })
+        .collect();
+    Ok(Json(json!({
+        "project": project,
+        "name": name,
+        "from": from,
+        "to": to,
+        "step_ms": step,
+        "tier": tier.name(),
+        "agg": agg,
+        "groups": groups,
+    })))
+}
+
+/// `GET /api/v1/metrics/names` → names with their series counts.
+pub async fn names(State(state): State<Arc<QueryState>>, RawQuery(query): RawQuery) -> Json<Value> {
+    let params = Params::parse(query.as_deref());
+    let project = params.project();
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for key in state.metrics.all(&project) {
+        *counts.entry(key.name.clone()).or_default() += 1;
+    }
+    let names: Vec<Value> =
+        counts.into_iter().map(|(name, series)| json!({"name": name, "series": series})).collect();
+    Json(json!({"project": project, "names": names}))
+}
+
+/// Most values listed per tag.
+const MAX_TAG_VALUES: usize = 1_000;
+
+/// `GET /api/v1/metrics/tags?name=` → each tag of the metric with its values.
+pub async fn tags(
+    State(state): State<Arc<QueryState>>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let params = Params::parse(query.as_deref());
+    let project = params.project();
+    let name = params
+        .get("name")
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| ApiError::bad_request("name: required"))?
+        .to_owned();
+    let mut tags: HashMap<String, BTreeSet<String>> = HashMap::new();
+    for key in state.metrics.select(&project, &name, |_| true).values() {
+        for (tag, value) in &key.tags {
+            let values = tags.entry(tag.clone()).or_default();
+            if values.len() < MAX_TAG_VALUES {
+                values.insert(value.clone());
+            }
+        }
+    }
+    let tags: BTreeMap<String, BTreeSet<String>> = tags.into_iter().collect();
+    Ok(Json(json!({"project": project, "name": name, "tags": tags})))
+}
