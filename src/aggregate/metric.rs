@@ -179,14 +179,15 @@ impl MetricRegistry {
     /// The bins of `points` at every tier, summed per bin, and the series
     /// the store does not have yet. A point of a new series beyond the cap
     /// of its name lands in the name's overflow series.
-    pub fn bin(&self, points: &[MetricPoint]) -> (Vec<(BinKey, Bin)>, NewSeries) {
+    pub fn bin(&self, points: Vec<MetricPoint>) -> (Vec<(BinKey, Bin)>, NewSeries) {
         let mut state = self.lock();
         let mut bins: HashMap<BinKey, Bin> = HashMap::new();
         for point in points {
+            let (value, time_ms) = (point.value, point.time_ms);
             let series = state.assign(point, self.max_series_per_name);
             for tier in MetricTier::ALL {
-                let key = BinKey { tier, bucket: tier.bucket(point.time_ms), series };
-                bins.entry(key).or_default().add(point.value, point.time_ms);
+                let key = BinKey { tier, bucket: tier.bucket(time_ms), series };
+                bins.entry(key).or_default().add(value, time_ms);
             }
         }
         let pending = state.pending.iter().map(|id| (*id, state.by_id[id].clone())).collect();
@@ -238,12 +239,8 @@ impl MetricRegistry {
 }
 
 impl Registry {
-    fn assign(&mut self, point: &MetricPoint, cap: usize) -> i64 {
-        let key = MetricKey {
-            project: point.project.clone(),
-            name: point.name.clone(),
-            tags: point.tags.clone(),
-        };
+    fn assign(&mut self, point: MetricPoint, cap: usize) -> i64 {
+        let key = MetricKey { project: point.project, name: point.name, tags: point.tags };
         if let Some(id) = self.by_key.get(&key) {
             return *id;
         }
@@ -305,7 +302,7 @@ mod tests {
         let registry = MetricRegistry::new(Vec::new(), 3);
         let points: Vec<MetricPoint> =
             (0..10).map(|i| point("m", &i.to_string(), 1.0, 0)).collect();
-        let (bins, new) = registry.bin(&points);
+        let (bins, new) = registry.bin(points);
         assert_eq!(new.len(), 4, "3 series and the overflow series");
         assert_eq!(registry.overflow(), (7, 1));
         let overflow_id = new.iter().find(|(_, k)| k.tags.contains_key(OVERFLOW_TAG)).unwrap().0;
@@ -315,7 +312,7 @@ mod tests {
             .unwrap();
         assert_eq!(overflowed.1.count, 7);
         // Another name has its own cap.
-        let (_, new) = registry.bin(&[point("other", "0", 1.0, 0)]);
+        let (_, new) = registry.bin(vec![point("other", "0", 1.0, 0)]);
         assert_eq!(new.len(), 5);
     }
 
@@ -324,7 +321,7 @@ mod tests {
         fn fine_bins_merged_equal_coarse_bins(values in prop::collection::vec((-1e6f64..1e6, 0i64..3_600_000), 1..200), split in 0usize..200) {
             let registry = MetricRegistry::new(Vec::new(), 100);
             let points: Vec<MetricPoint> = values.iter().map(|(v, t)| point("m", "a", *v, *t)).collect();
-            let (bins, _) = registry.bin(&points);
+            let (bins, _) = registry.bin(points.clone());
             let at = |tier: MetricTier| -> Vec<(i64, Bin)> {
                 let mut v: Vec<(i64, Bin)> = bins.iter().filter(|(k, _)| k.tier == tier).map(|(k, b)| (k.bucket, b.clone())).collect();
                 v.sort_by_key(|(b, _)| *b);

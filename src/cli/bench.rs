@@ -34,6 +34,8 @@ enum BenchKind {
     Query(QueryArgs),
     /// OTLP span ingest and trace query latency.
     Spans(super::bench_spans::SpansArgs),
+    /// Metric point ingest and metric query latency.
+    Points(super::bench_points::PointsArgs),
 }
 
 #[derive(Args, Clone)]
@@ -81,6 +83,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchKind::Ingest(args) => ingest(args).await,
         BenchKind::Query(args) => query(args).await,
         BenchKind::Spans(args) => super::bench_spans::spans(args).await,
+        BenchKind::Points(args) => super::bench_points::points(args).await,
     }
 }
 

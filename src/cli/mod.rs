@@ -2,6 +2,7 @@
 //! `tally reprice`, `tally bench`.
 
 mod bench;
+mod bench_points;
 mod bench_spans;
 mod prices;
 mod reprice;

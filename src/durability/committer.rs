@@ -301,7 +301,7 @@ impl CommitterTask {
         let (series_ids, new_series) = self.engine.assign_series(&calls);
         // Points are summed into bins here: the store merges the bins (a few
         // per series and tier) rather than storing every point.
-        let (metric_bins, new_metric_series) = self.metric_registry.bin(&points);
+        let (metric_bins, new_metric_series) = self.metric_registry.bin(points);
         let new_metric_ids: Vec<i64> = new_metric_series.iter().map(|(id, _)| *id).collect();
         let new_ids: Vec<i64> = new_series.iter().map(|(id, _)| *id).collect();
         let storage = self.storage.clone();

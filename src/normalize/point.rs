@@ -54,23 +54,28 @@ pub fn normalize_point(json: &str, now_ms: i64, oldest_ms: i64) -> Result<Metric
     if !json.trim_start().starts_with('{') {
         return Err(error("record", "must be a JSON object"));
     }
-    let raw: RawPoint = {
-        let mut deserializer = serde_json::Deserializer::from_str(json);
-        serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
-            let path = e.path().to_string();
-            let message = e.into_inner().to_string();
-            // An unknown field is reported at the record; name it instead.
-            let unknown = message
-                .strip_prefix("unknown field `")
-                .and_then(|rest| rest.split('`').next())
-                .map(str::to_owned);
-            let field = match unknown {
-                Some(name) => name,
-                None if path == "." => "record".to_owned(),
-                None => path,
-            };
-            error(&field, message)
-        })?
+    // The fast path parses directly; only a failing point is parsed again
+    // with path tracking, to name the field.
+    let raw: RawPoint = match serde_json::from_str(json) {
+        Ok(raw) => raw,
+        Err(_) => {
+            let mut deserializer = serde_json::Deserializer::from_str(json);
+            serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+                let path = e.path().to_string();
+                let message = e.into_inner().to_string();
+                // An unknown field is reported at the record; name it instead.
+                let unknown = message
+                    .strip_prefix("unknown field `")
+                    .and_then(|rest| rest.split('`').next())
+                    .map(str::to_owned);
+                let field = match unknown {
+                    Some(name) => name,
+                    None if path == "." => "record".to_owned(),
+                    None => path,
+                };
+                error(&field, message)
+            })?
+        }
     };
     let name = raw.name.map(|t| t.0.trim().to_owned()).unwrap_or_default();
     if name.is_empty() {
