@@ -179,6 +179,9 @@ impl App {
                 "metrics.retention_1h",
                 &self.config.metrics.retention_1h,
             )?,
+            cumulative: std::sync::Mutex::new(crate::normalize::otlp_metric::CumulativeState::new(
+                now_ms() as u64 * 1_000_000,
+            )),
         });
         Ok(self.ingest.get_or_init(|| ingest).clone())
     }
@@ -198,6 +201,7 @@ impl App {
             .route("/v1/traces", post(ingest::otlp_http::post_traces))
             .route("/api/public/otel/v1/traces", post(ingest::otlp_http::post_traces))
             .route("/v1/logs", post(ingest::otlp_http::post_logs))
+            .route("/v1/metrics", post(ingest::otlp_http::post_metrics))
             .with_state(usage);
         let query_routes = Router::new()
             .route("/api/v1/usage/summary", get(query::usage::summary))

@@ -238,3 +238,64 @@ async fn langfuse_python_sdk_on_its_own_endpoint() {
     assert_eq!(session["traces"][0]["trace_id"], trace_id);
     assert_eq!(session["traces"][0]["user"], "bob");
 }
+
+#[tokio::test]
+async fn gateway_metrics_from_the_python_sdk_come_out_right() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), &[]);
+    let base = server.url().to_owned();
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/emit_gateway_metrics.py");
+    let output = Command::new(python()).arg(path).arg(&base).output().expect("run python");
+    assert!(
+        output.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let total =
+        |name: &'static str, agg: &'static str, extra: Vec<(&'static str, &'static str)>| {
+            let base = base.clone();
+            async move {
+                let mut query = vec![("name", name), ("since", "1h"), ("step", "1h"), ("agg", agg)];
+                query.extend(extra);
+                let answer = get_ok(&base, "/api/v1/metrics/query", &query).await;
+                let groups = answer["groups"].as_array().unwrap_or_else(|| panic!("{answer}"));
+                // Sum each group's hour points (a run may straddle an hour).
+                groups
+                    .iter()
+                    .flat_map(|g| g["points"].as_array().unwrap().iter())
+                    .map(|p| p["value"].as_f64().unwrap())
+                    .sum::<f64>()
+            }
+        };
+    // Cycles of 10 and 20: counters add up to what was recorded, not to
+    // the cumulative values summed.
+    assert_eq!(total("request_total", "sum", vec![]).await, 30.0 + 3.0);
+    assert_eq!(total("request_total", "sum", vec![("filter", "status:error")]).await, 3.0);
+    assert_eq!(total("concurrency_slot_release_total", "sum", vec![]).await, 30.0);
+    assert_eq!(total("model_alias_resolution_total", "sum", vec![]).await, 30.0);
+    assert_eq!(total("model_alias_conflict_total", "sum", vec![]).await, 2.0);
+    // Histograms: exact count and sum of the observations.
+    assert_eq!(total("streaming_request_duration_seconds", "count", vec![]).await, 30.0);
+    let streaming_sum =
+        (0..10).map(|i| 2.0 + i as f64).sum::<f64>() + (0..20).map(|i| 2.0 + i as f64).sum::<f64>();
+    assert_eq!(total("streaming_request_duration_seconds", "sum", vec![]).await, streaming_sum);
+    assert_eq!(total("concurrency_slot_duration_seconds", "count", vec![]).await, 30.0);
+    assert_eq!(total("model_alias_resolution_duration_seconds", "count", vec![]).await, 30.0);
+    let tokens = (0..10).map(|i| 100.0 + i as f64).sum::<f64>()
+        + (0..20).map(|i| 100.0 + i as f64).sum::<f64>();
+    assert_eq!(
+        total("gen_ai.client.token.usage", "sum", vec![("filter", "gen_ai.token.type:input")])
+            .await,
+        tokens
+    );
+    assert_eq!(total("gen_ai.client.operation.duration", "count", vec![]).await, 30.0);
+    // Gauges (the up-down counter is not monotonic): the last value.
+    assert_eq!(total("health_open_circuits", "last", vec![]).await, 2.0);
+    assert_eq!(total("concurrency_slots_in_use", "last", vec![]).await, 9.0);
+    // Resource service and data-point attributes are tags.
+    let tags = get_ok(&base, "/api/v1/metrics/tags", &[("name", "request_total")]).await;
+    assert_eq!(tags["tags"]["service"], serde_json::json!(["gateway"]));
+    assert_eq!(tags["tags"]["type"], serde_json::json!(["non-streaming", "streaming"]));
+}

@@ -102,6 +102,28 @@ impl Bin {
         self.sketch.add(value);
     }
 
+    /// A bin of pre-aggregated observations: count and sum exact, min and
+    /// max as sent (else the outermost buckets'), the sketch from the
+    /// buckets' representative values, `last` their mean.
+    pub fn of_distribution(d: &crate::model::Distribution, mean: f64, time_ms: i64) -> Bin {
+        let mut sketch = Sketch::new();
+        for (value, count) in &d.buckets {
+            if *count > 0 {
+                sketch.add_n(*value, *count);
+            }
+        }
+        let filled = || d.buckets.iter().filter(|(_, c)| *c > 0).map(|(v, _)| *v);
+        Bin {
+            count: d.count,
+            sum: d.sum,
+            min: d.min.or_else(|| filled().reduce(f64::min)).unwrap_or(mean),
+            max: d.max.or_else(|| filled().reduce(f64::max)).unwrap_or(mean),
+            last: mean,
+            last_ms: time_ms,
+            sketch,
+        }
+    }
+
     pub fn merge(&mut self, other: &Bin) {
         if other.count == 0 {
             return;
@@ -182,12 +204,17 @@ impl MetricRegistry {
     pub fn bin(&self, points: Vec<MetricPoint>) -> (Vec<(BinKey, Bin)>, NewSeries) {
         let mut state = self.lock();
         let mut bins: HashMap<BinKey, Bin> = HashMap::new();
-        for point in points {
+        for mut point in points {
             let (value, time_ms) = (point.value, point.time_ms);
+            let distribution = point.distribution.take();
             let series = state.assign(point, self.max_series_per_name);
+            let seed = distribution.map(|d| Bin::of_distribution(&d, value, time_ms));
             for tier in MetricTier::ALL {
                 let key = BinKey { tier, bucket: tier.bucket(time_ms), series };
-                bins.entry(key).or_default().add(value, time_ms);
+                match &seed {
+                    Some(seed) => bins.entry(key).or_default().merge(seed),
+                    None => bins.entry(key).or_default().add(value, time_ms),
+                }
             }
         }
         let pending = state.pending.iter().map(|id| (*id, state.by_id[id].clone())).collect();
@@ -284,6 +311,7 @@ mod tests {
             value,
             time_ms,
             kind: PointKind::Gauge,
+            distribution: None,
         }
     }
 

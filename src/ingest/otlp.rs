@@ -4,6 +4,7 @@
 
 use base64::Engine as _;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 
 use super::UsageIngest;
@@ -121,6 +122,33 @@ pub fn trace_records(
         }
     }
     (records, problems)
+}
+
+/// Metric points of a metrics export, and the cumulative samples to keep
+/// once they are committed (`keep_cumulative`).
+pub fn metric_records(
+    ingest: &UsageIngest,
+    request: &ExportMetricsServiceRequest,
+    hint: Option<&str>,
+) -> (Records, Problems, crate::normalize::otlp_metric::Staged) {
+    let now = crate::time::now_ms();
+    let oldest = ingest.metric_horizon_ms.map_or(i64::MIN, |keep| now - keep);
+    let mut state = ingest.cumulative.lock().unwrap_or_else(|p| p.into_inner());
+    let (points, rejected) =
+        crate::normalize::otlp_metric::metric_points(request, hint, now, oldest, &mut state);
+    let staged = state.take_staged();
+    drop(state);
+    let mut problems = Problems::default();
+    for problem in rejected {
+        problems.reject(problem);
+    }
+    let records = Records { points, ..Records::default() };
+    (records, problems, staged)
+}
+
+/// Keeps the cumulative samples of a committed metrics export.
+pub fn keep_cumulative(ingest: &UsageIngest, staged: crate::normalize::otlp_metric::Staged) {
+    ingest.cumulative.lock().unwrap_or_else(|p| p.into_inner()).commit(staged);
 }
 
 /// Log records of a logs export.

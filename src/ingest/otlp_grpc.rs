@@ -11,6 +11,12 @@ use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
 use opentelemetry_proto::tonic::collector::logs::v1::{
     ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
 };
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
+    MetricsService, MetricsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
@@ -57,7 +63,7 @@ impl Otlp {
         endpoint: &'static str,
         problems: &Problems,
     ) -> Result<(), Status> {
-        let accepted = (records.spans.len() + records.logs.len()) as u64;
+        let accepted = (records.spans.len() + records.logs.len() + records.points.len()) as u64;
         self.ingest.committer.submit_records(records).await.map_err(commit_status)?;
         self.ingest.metrics.ingested(endpoint, accepted, 0, problems.rejected as u64);
         Ok(())
@@ -111,6 +117,26 @@ impl LogsService for Otlp {
     }
 }
 
+#[tonic::async_trait]
+impl MetricsService for Otlp {
+    async fn export(
+        &self,
+        request: Request<ExportMetricsServiceRequest>,
+    ) -> Result<Response<ExportMetricsServiceResponse>, Status> {
+        let _permit = self.permit()?;
+        let hint = hint(request.metadata());
+        let (records, problems, staged) =
+            otlp::metric_records(&self.ingest, request.get_ref(), hint.as_deref());
+        drop(request);
+        self.commit(records, "otlp_grpc_metrics", &problems).await?;
+        otlp::keep_cumulative(&self.ingest, staged);
+        let partial_success = partial(&problems).map(|(rejected_data_points, error_message)| {
+            ExportMetricsPartialSuccess { rejected_data_points, error_message }
+        });
+        Ok(Response::new(ExportMetricsServiceResponse { partial_success }))
+    }
+}
+
 /// Serves OTLP/gRPC on `listener` until `shutdown` resolves.
 pub async fn serve(
     listener: TcpListener,
@@ -123,6 +149,10 @@ pub async fn serve(
         .accept_compressed(CompressionEncoding::Gzip)
         .send_compressed(CompressionEncoding::Gzip)
         .max_decoding_message_size(limit);
+    let metrics = MetricsServiceServer::new(otlp.clone())
+        .accept_compressed(CompressionEncoding::Gzip)
+        .send_compressed(CompressionEncoding::Gzip)
+        .max_decoding_message_size(limit);
     let logs = LogsServiceServer::new(otlp)
         .accept_compressed(CompressionEncoding::Gzip)
         .send_compressed(CompressionEncoding::Gzip)
@@ -130,6 +160,7 @@ pub async fn serve(
     tonic::transport::Server::builder()
         .add_service(traces)
         .add_service(logs)
+        .add_service(metrics)
         .serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(listener),
             shutdown,

@@ -11,6 +11,9 @@ use axum::response::{IntoResponse, Response};
 use opentelemetry_proto::tonic::collector::logs::v1::{
     ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
 };
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
@@ -119,7 +122,9 @@ fn ok_response<M: Message + Serialize>(message: &M, encoding: Encoding) -> Respo
 
 /// snake_case keys that OTLP/JSON spells in lowerCamelCase; a decoder that
 /// ignores unknown fields would read a body using them as empty.
-const SNAKE_CASE_KEYS: [&str; 7] = [
+const SNAKE_CASE_KEYS: [&str; 9] = [
+    "\"resource_metrics\"",
+    "\"scope_metrics\"",
     "\"resource_spans\"",
     "\"scope_spans\"",
     "\"resource_logs\"",
@@ -186,7 +191,7 @@ async fn commit(
     endpoint: &'static str,
     problems: &Problems,
 ) -> Result<(), ApiError> {
-    let accepted = (records.spans.len() + records.logs.len()) as u64;
+    let accepted = (records.spans.len() + records.logs.len() + records.points.len()) as u64;
     ingest.committer.submit_records(records).await?;
     ingest.metrics.ingested(endpoint, accepted, 0, problems.rejected as u64);
     Ok(())
@@ -266,6 +271,50 @@ pub async fn post_logs(
         ExportLogsPartialSuccess { rejected_log_records, error_message }
     });
     ok_response(&ExportLogsServiceResponse { partial_success }, encoding)
+}
+
+/// `POST /v1/metrics`
+pub async fn post_metrics(
+    State(ingest): State<Arc<UsageIngest>>,
+    headers: HeaderMap,
+    request: Body,
+) -> Response {
+    let Ok(_permit) = ingest.in_flight.try_acquire() else {
+        let err = ApiError::overloaded("too many ingest requests in flight; retry later");
+        return error_response(err, Encoding::of(&headers).unwrap_or(Encoding::Json));
+    };
+    let (message, encoding, bytes) = match receive::<ExportMetricsServiceRequest>(
+        &ingest,
+        &headers,
+        request,
+        "ExportMetricsServiceRequest",
+    )
+    .await
+    {
+        Ok(received) => received,
+        Err((err, encoding)) => return error_response(err, encoding),
+    };
+    let metrics: usize = message
+        .resource_metrics
+        .iter()
+        .flat_map(|r| &r.scope_metrics)
+        .map(|s| s.metrics.len())
+        .sum();
+    if let Err(err) = check_not_snake_case(&bytes, metrics, encoding) {
+        return error_response(err, encoding);
+    }
+    drop(bytes);
+    let (records, problems, staged) =
+        otlp::metric_records(&ingest, &message, hint(&headers).as_deref());
+    drop(message);
+    if let Err(err) = commit(&ingest, records, "otlp_http_metrics", &problems).await {
+        return error_response(err, encoding);
+    }
+    otlp::keep_cumulative(&ingest, staged);
+    let partial_success = partial(&problems).map(|(rejected_data_points, error_message)| {
+        ExportMetricsPartialSuccess { rejected_data_points, error_message }
+    });
+    ok_response(&ExportMetricsServiceResponse { partial_success }, encoding)
 }
 
 /// The partial-success fields, when there is anything to say.

@@ -30,6 +30,8 @@ pub struct UsageIngest {
     pub metrics: Arc<crate::exposition::Metrics>,
     /// How far back metric points are kept (the coarsest tier's retention).
     pub metric_horizon_ms: Option<i64>,
+    /// The last sample of each cumulative OTLP metric series.
+    pub cumulative: std::sync::Mutex<crate::normalize::otlp_metric::CumulativeState>,
 }
 
 #[derive(Debug, Serialize)]

@@ -25,6 +25,18 @@ impl PointKind {
     }
 }
 
+/// Many observations sent already aggregated (an OTLP histogram): exact
+/// count and sum, and the values by bucket (each bucket's observations at
+/// one representative value).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Distribution {
+    pub count: u64,
+    pub sum: f64,
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+    pub buckets: Vec<(f64, u64)>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MetricPoint {
     pub project: String,
@@ -34,4 +46,6 @@ pub struct MetricPoint {
     /// Unix ms.
     pub time_ms: i64,
     pub kind: PointKind,
+    /// Set for pre-aggregated points; `value` is then their mean.
+    pub distribution: Option<Box<Distribution>>,
 }

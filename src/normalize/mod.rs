@@ -5,6 +5,7 @@
 
 pub mod fingerprint;
 pub mod log;
+pub mod otlp_metric;
 pub mod point;
 pub mod span;
 pub mod usage_report;

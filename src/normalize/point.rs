@@ -42,7 +42,7 @@ fn error(field: &str, message: impl Into<String>) -> PointError {
 
 /// Metric names: a letter, `_` or `:` first, then letters, digits and
 /// `_ : . - /` (dots are common in OpenTelemetry names).
-fn valid_name(name: &str) -> bool {
+pub fn valid_name(name: &str) -> bool {
     let mut chars = name.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_' || c == ':')
         && chars.all(|c| c.is_ascii_alphanumeric() || "_:.-/".contains(c))
@@ -136,7 +136,7 @@ pub fn normalize_point(json: &str, now_ms: i64, oldest_ms: i64) -> Result<Metric
         .map(|t| t.0.trim().to_owned())
         .filter(|p| !p.is_empty())
         .unwrap_or_else(|| "default".to_owned());
-    Ok(MetricPoint { project, name, tags, value, time_ms, kind })
+    Ok(MetricPoint { project, name, tags, value, time_ms, kind, distribution: None })
 }
 
 #[cfg(test)]

@@ -1,0 +1,611 @@
+//! OTLP metrics into metric points: gauges as they are, monotonic sums as
+//! counter deltas and histograms (explicit, exponential) and summaries as
+//! pre-aggregated points — cumulative series turned into deltas per series,
+//! with resets (a new start time, or a value going down) starting over.
+
+use std::collections::HashMap;
+
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::common::v1::KeyValue;
+use opentelemetry_proto::tonic::metrics::v1::{metric, number_data_point};
+
+use super::point::{MAX_TAG_VALUE, MAX_TAGS, valid_name};
+use super::span::{SpanContext, attributes_to_json, resource_attributes};
+use crate::model::{Distribution, MetricPoint, PointKind, Tags};
+
+const CUMULATIVE: i32 = 2;
+
+/// What the previous sample of a cumulative series was.
+#[derive(Debug, Clone)]
+pub enum Previous {
+    Sum { start_ns: u64, value: f64 },
+    Distribution { start_ns: u64, count: u64, sum: f64, buckets: Vec<(f64, u64)> },
+}
+
+/// The last sample of every cumulative series, to turn the next one into a
+/// delta. A series first seen with a start time before this server started
+/// only sets the baseline (its earlier total may have been counted by a
+/// previous run); one that started later counts from zero.
+pub struct CumulativeState {
+    started_ns: u64,
+    series: HashMap<SeriesKey, Previous>,
+    /// Samples of the request being converted, kept apart until its points
+    /// are committed (`commit`), so a refused request changes nothing.
+    staged: HashMap<SeriesKey, Previous>,
+}
+
+type SeriesKey = (String, String, Tags);
+
+/// Samples staged by one conversion.
+pub type Staged = HashMap<SeriesKey, Previous>;
+
+impl CumulativeState {
+    pub fn new(started_ns: u64) -> Self {
+        Self { started_ns, series: HashMap::new(), staged: HashMap::new() }
+    }
+
+    fn get(&self, key: &SeriesKey) -> Option<&Previous> {
+        self.staged.get(key).or_else(|| self.series.get(key))
+    }
+
+    /// Records a sample, returning the one before it.
+    fn replace(&mut self, key: SeriesKey, sample: Previous) -> Option<Previous> {
+        let previous = self.get(&key).cloned();
+        self.staged.insert(key, sample);
+        previous
+    }
+
+    /// Takes the staged samples out, to keep once their points are durable.
+    pub fn take_staged(&mut self) -> Staged {
+        std::mem::take(&mut self.staged)
+    }
+
+    /// The points of these samples were committed.
+    pub fn commit(&mut self, staged: Staged) {
+        self.series.extend(staged);
+    }
+
+    /// Series tracked (bounded by the metric series limits upstream).
+    pub fn len(&self) -> usize {
+        self.series.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.series.is_empty()
+    }
+}
+
+fn tag_value(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Data-point attributes as tags, plus the resource's service.
+fn tags_of(attributes: &[KeyValue], service: Option<&str>) -> Result<Tags, String> {
+    let mut tags: Tags =
+        attributes_to_json(attributes).iter().map(|(k, v)| (k.clone(), tag_value(v))).collect();
+    if let Some(service) = service {
+        tags.entry("service".to_owned()).or_insert_with(|| service.to_owned());
+    }
+    if tags.len() > MAX_TAGS {
+        return Err(format!("{} attributes, at most {MAX_TAGS}", tags.len()));
+    }
+    for (key, value) in &tags {
+        if key.is_empty() || key.len() > 64 || key.starts_with("__") {
+            return Err(format!(
+                "attribute name {key:?} must be 1 to 64 bytes, not starting with __"
+            ));
+        }
+        if value.len() > MAX_TAG_VALUE {
+            return Err(format!("attribute {key}: {} bytes, at most {MAX_TAG_VALUE}", value.len()));
+        }
+    }
+    Ok(tags)
+}
+
+/// Explicit-bucket counts at representative values: a bucket's midpoint,
+/// the observed min or max (else the bound) for the open-ended ends.
+fn explicit_buckets(
+    bounds: &[f64],
+    counts: &[u64],
+    min: Option<f64>,
+    max: Option<f64>,
+    mean: f64,
+) -> Vec<(f64, u64)> {
+    if bounds.is_empty() {
+        return vec![(mean, counts.iter().sum())];
+    }
+    counts
+        .iter()
+        .enumerate()
+        .map(|(i, count)| {
+            let value = if i == 0 {
+                min.map_or(bounds[0], |m| m.min(bounds[0]))
+            } else if i >= bounds.len() {
+                max.map_or(bounds[bounds.len() - 1], |m| m.max(bounds[bounds.len() - 1]))
+            } else {
+                (bounds[i - 1] + bounds[i]) / 2.0
+            };
+            (value, *count)
+        })
+        .collect()
+}
+
+/// Exponential-histogram buckets at their geometric midpoints.
+fn exponential_buckets(
+    scale: i32,
+    zero_count: u64,
+    positive: Option<(i32, &[u64])>,
+    negative: Option<(i32, &[u64])>,
+) -> Vec<(f64, u64)> {
+    let base = 2f64.powf(2f64.powi(-scale));
+    let mut out = Vec::new();
+    if zero_count > 0 {
+        out.push((0.0, zero_count));
+    }
+    for (sign, side) in [(1.0, positive), (-1.0, negative)] {
+        if let Some((offset, counts)) = side {
+            for (k, count) in counts.iter().enumerate() {
+                let index = f64::from(offset) + k as f64;
+                out.push((sign * base.powf(index + 0.5), *count));
+            }
+        }
+    }
+    out
+}
+
+/// A summary's count spread over its quantile values (approximate: only
+/// count and sum are exact).
+fn summary_buckets(count: u64, quantiles: &[(f64, f64)]) -> Vec<(f64, u64)> {
+    let mut sorted = quantiles.to_vec();
+    sorted.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut out = Vec::new();
+    let mut assigned = 0u64;
+    let mut previous_q = 0.0;
+    for (i, (q, value)) in sorted.iter().enumerate() {
+        let n = if i + 1 == sorted.len() {
+            count - assigned
+        } else {
+            (((q - previous_q) * count as f64).round() as u64).min(count - assigned)
+        };
+        assigned += n;
+        previous_q = *q;
+        out.push((*value, n));
+    }
+    out
+}
+
+/// The delta of a cumulative distribution against the previous sample
+/// (None: a baseline, nothing to record yet).
+fn distribution_delta(
+    state: &mut CumulativeState,
+    key: SeriesKey,
+    start_ns: u64,
+    count: u64,
+    sum: f64,
+    buckets: Vec<(f64, u64)>,
+) -> Option<(u64, f64, Vec<(f64, u64)>)> {
+    let previous = state
+        .replace(key, Previous::Distribution { start_ns, count, sum, buckets: buckets.clone() });
+    match previous {
+        Some(Previous::Distribution { start_ns: s, count: c, sum: su, buckets: b })
+            if s == start_ns && count >= c =>
+        {
+            let before: HashMap<u64, u64> = b.iter().map(|(v, n)| (v.to_bits(), *n)).collect();
+            let mut reset = false;
+            let delta: Vec<(f64, u64)> = buckets
+                .iter()
+                .map(|(v, n)| {
+                    let old = before.get(&v.to_bits()).copied().unwrap_or(0);
+                    if *n < old {
+                        reset = true;
+                    }
+                    (*v, n.saturating_sub(old))
+                })
+                .collect();
+            if reset { Some((count, sum, buckets)) } else { Some((count - c, sum - su, delta)) }
+        }
+        Some(_) => Some((count, sum, buckets)),
+        None if start_ns >= state.started_ns => Some((count, sum, buckets)),
+        None => None,
+    }
+}
+
+/// Converts an export; returns the points and one message per rejected
+/// data point (named by metric and position).
+pub fn metric_points(
+    request: &ExportMetricsServiceRequest,
+    hint: Option<&str>,
+    now_ms: i64,
+    oldest_ms: i64,
+    state: &mut CumulativeState,
+) -> (Vec<MetricPoint>, Vec<String>) {
+    let mut points = Vec::new();
+    let mut rejected = Vec::new();
+    for resource_metrics in &request.resource_metrics {
+        let resource = resource_attributes(resource_metrics.resource.as_ref());
+        let context = SpanContext { resource: &resource, project_hint: hint };
+        let project = context.project();
+        let service = resource.get("service.name").and_then(|v| v.as_str()).map(str::to_owned);
+        for scope in &resource_metrics.scope_metrics {
+            for metric in &scope.metrics {
+                let name = metric.name.trim();
+                if name.is_empty() || name.len() > 200 || !valid_name(name) {
+                    rejected.push(format!("metric {name:?}: not a valid metric name"));
+                    continue;
+                }
+                let mut at = 0usize;
+                let mut emit = |attributes: &[KeyValue],
+                                time_ns: u64,
+                                kind: PointKind,
+                                value: f64,
+                                distribution: Option<Distribution>,
+                                points: &mut Vec<MetricPoint>,
+                                rejected: &mut Vec<String>| {
+                    let index = at;
+                    at += 1;
+                    let time_ms = if time_ns == 0 { now_ms } else { (time_ns / 1_000_000) as i64 };
+                    if time_ms > now_ms + 86_400_000 || time_ms < oldest_ms {
+                        rejected.push(format!(
+                            "{name} data point {index}: time_unix_nano out of range"
+                        ));
+                        return;
+                    }
+                    if !value.is_finite() {
+                        rejected.push(format!("{name} data point {index}: value is not finite"));
+                        return;
+                    }
+                    match tags_of(attributes, service.as_deref()) {
+                        Ok(tags) => points.push(MetricPoint {
+                            project: project.clone(),
+                            name: name.to_owned(),
+                            tags,
+                            value,
+                            time_ms,
+                            kind,
+                            distribution: distribution.map(Box::new),
+                        }),
+                        Err(err) => rejected.push(format!("{name} data point {index}: {err}")),
+                    }
+                };
+                let number = |v: &Option<number_data_point::Value>| match v {
+                    Some(number_data_point::Value::AsDouble(d)) => *d,
+                    Some(number_data_point::Value::AsInt(i)) => *i as f64,
+                    None => f64::NAN,
+                };
+                let series_key = |attributes: &[KeyValue]| {
+                    (
+                        project.clone(),
+                        name.to_owned(),
+                        tags_of(attributes, service.as_deref()).unwrap_or_default(),
+                    )
+                };
+                match &metric.data {
+                    Some(metric::Data::Gauge(gauge)) => {
+                        for p in &gauge.data_points {
+                            emit(
+                                &p.attributes,
+                                p.time_unix_nano,
+                                PointKind::Gauge,
+                                number(&p.value),
+                                None,
+                                &mut points,
+                                &mut rejected,
+                            );
+                        }
+                    }
+                    Some(metric::Data::Sum(sum)) => {
+                        for p in &sum.data_points {
+                            let value = number(&p.value);
+                            if !sum.is_monotonic {
+                                emit(
+                                    &p.attributes,
+                                    p.time_unix_nano,
+                                    PointKind::Gauge,
+                                    value,
+                                    None,
+                                    &mut points,
+                                    &mut rejected,
+                                );
+                                continue;
+                            }
+                            let delta = if sum.aggregation_temporality == CUMULATIVE {
+                                let key = series_key(&p.attributes);
+                                let start_ns = p.start_time_unix_nano;
+                                match state.replace(key, Previous::Sum { start_ns, value }) {
+                                    Some(Previous::Sum { start_ns: s, value: v })
+                                        if s == start_ns && value >= v =>
+                                    {
+                                        Some(value - v)
+                                    }
+                                    Some(_) => Some(value),
+                                    None if start_ns >= state.started_ns => Some(value),
+                                    None => None,
+                                }
+                            } else {
+                                Some(value)
+                            };
+                            if let Some(delta) = delta {
+                                emit(
+                                    &p.attributes,
+                                    p.time_unix_nano,
+                                    PointKind::Counter,
+                                    delta,
+                                    None,
+                                    &mut points,
+                                    &mut rejected,
+                                );
+                            }
+                        }
+                    }
+                    Some(metric::Data::Histogram(histogram)) => {
+                        for p in &histogram.data_points {
+                            let sum = p.sum.unwrap_or(0.0);
+                            let mean = if p.count > 0 { sum / p.count as f64 } else { 0.0 };
+                            let buckets = explicit_buckets(
+                                &p.explicit_bounds,
+                                &p.bucket_counts,
+                                p.min,
+                                p.max,
+                                mean,
+                            );
+                            let (count, sum, buckets, min, max) =
+                                if histogram.aggregation_temporality == CUMULATIVE {
+                                    match distribution_delta(
+                                        state,
+                                        series_key(&p.attributes),
+                                        p.start_time_unix_nano,
+                                        p.count,
+                                        sum,
+                                        buckets,
+                                    ) {
+                                        Some((c, s, b)) => (c, s, b, None, None),
+                                        None => continue,
+                                    }
+                                } else {
+                                    (p.count, sum, buckets, p.min, p.max)
+                                };
+                            if count == 0 {
+                                continue;
+                            }
+                            let mean = sum / count as f64;
+                            let d = Distribution { count, sum, min, max, buckets };
+                            emit(
+                                &p.attributes,
+                                p.time_unix_nano,
+                                PointKind::Histogram,
+                                mean,
+                                Some(d),
+                                &mut points,
+                                &mut rejected,
+                            );
+                        }
+                    }
+                    Some(metric::Data::ExponentialHistogram(histogram)) => {
+                        for p in &histogram.data_points {
+                            let sum = p.sum.unwrap_or(0.0);
+                            let side = |b: &Option<opentelemetry_proto::tonic::metrics::v1::exponential_histogram_data_point::Buckets>| {
+                                b.as_ref().map(|b| (b.offset, b.bucket_counts.clone()))
+                            };
+                            let (positive, negative) = (side(&p.positive), side(&p.negative));
+                            let buckets = exponential_buckets(
+                                p.scale,
+                                p.zero_count,
+                                positive.as_ref().map(|(o, c)| (*o, c.as_slice())),
+                                negative.as_ref().map(|(o, c)| (*o, c.as_slice())),
+                            );
+                            let (count, sum, buckets, min, max) =
+                                if histogram.aggregation_temporality == CUMULATIVE {
+                                    match distribution_delta(
+                                        state,
+                                        series_key(&p.attributes),
+                                        p.start_time_unix_nano,
+                                        p.count,
+                                        sum,
+                                        buckets,
+                                    ) {
+                                        Some((c, s, b)) => (c, s, b, None, None),
+                                        None => continue,
+                                    }
+                                } else {
+                                    (p.count, sum, buckets, p.min, p.max)
+                                };
+                            if count == 0 {
+                                continue;
+                            }
+                            let d = Distribution { count, sum, min, max, buckets };
+                            emit(
+                                &p.attributes,
+                                p.time_unix_nano,
+                                PointKind::Histogram,
+                                sum / count as f64,
+                                Some(d),
+                                &mut points,
+                                &mut rejected,
+                            );
+                        }
+                    }
+                    Some(metric::Data::Summary(summary)) => {
+                        for p in &summary.data_points {
+                            let quantiles: Vec<(f64, f64)> =
+                                p.quantile_values.iter().map(|q| (q.quantile, q.value)).collect();
+                            let previous = distribution_delta(
+                                state,
+                                series_key(&p.attributes),
+                                p.start_time_unix_nano,
+                                p.count,
+                                p.sum,
+                                Vec::new(),
+                            );
+                            let Some((count, sum, _)) = previous else { continue };
+                            if count == 0 {
+                                continue;
+                            }
+                            let d = Distribution {
+                                count,
+                                sum,
+                                min: None,
+                                max: None,
+                                buckets: summary_buckets(count, &quantiles),
+                            };
+                            emit(
+                                &p.attributes,
+                                p.time_unix_nano,
+                                PointKind::Histogram,
+                                sum / count as f64,
+                                Some(d),
+                                &mut points,
+                                &mut rejected,
+                            );
+                        }
+                    }
+                    None => rejected.push(format!("metric {name}: no data")),
+                }
+            }
+        }
+    }
+    (points, rejected)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, any_value};
+    use opentelemetry_proto::tonic::metrics::v1::{
+        Histogram, HistogramDataPoint, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
+    };
+
+    const NOW_MS: i64 = 1_800_000_000_000;
+
+    fn attr(key: &str, value: &str) -> KeyValue {
+        KeyValue {
+            key: key.into(),
+            value: Some(AnyValue { value: Some(any_value::Value::StringValue(value.into())) }),
+            ..KeyValue::default()
+        }
+    }
+
+    fn request(metrics: Vec<Metric>) -> ExportMetricsServiceRequest {
+        ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics {
+                resource: None,
+                scope_metrics: vec![ScopeMetrics { metrics, ..ScopeMetrics::default() }],
+                ..ResourceMetrics::default()
+            }],
+        }
+    }
+
+    fn cumulative_sum(value: i64, start_ns: u64) -> Metric {
+        Metric {
+            name: "request_total".into(),
+            data: Some(metric::Data::Sum(Sum {
+                data_points: vec![NumberDataPoint {
+                    attributes: vec![attr("status", "success")],
+                    start_time_unix_nano: start_ns,
+                    time_unix_nano: (NOW_MS as u64) * 1_000_000,
+                    value: Some(number_data_point::Value::AsInt(value)),
+                    ..NumberDataPoint::default()
+                }],
+                aggregation_temporality: CUMULATIVE,
+                is_monotonic: true,
+            })),
+            ..Metric::default()
+        }
+    }
+
+    #[test]
+    fn cumulative_sums_become_deltas_and_resets_start_over() {
+        let started = 1_000;
+        let mut state = CumulativeState::new(started);
+        let mut deltas = Vec::new();
+        // Started after the server: counts from zero; then +3; then a reset
+        // (new start time) counts its value; then going down is a reset too.
+        for (value, start) in [(5, 2_000), (8, 2_000), (2, 9_000), (4, 9_000), (1, 9_000)] {
+            let (points, rejected) = metric_points(
+                &request(vec![cumulative_sum(value, start)]),
+                None,
+                NOW_MS,
+                0,
+                &mut state,
+            );
+            assert!(rejected.is_empty());
+            let staged = state.take_staged();
+            state.commit(staged);
+            deltas.extend(points.iter().map(|p| p.value));
+        }
+        assert_eq!(deltas, vec![5.0, 3.0, 2.0, 2.0, 1.0]);
+        // A series that started before the server: its first sample is a baseline.
+        let mut state = CumulativeState::new(started);
+        let (points, _) =
+            metric_points(&request(vec![cumulative_sum(100, 10)]), None, NOW_MS, 0, &mut state);
+        assert!(points.is_empty());
+        let staged = state.take_staged();
+        state.commit(staged);
+        // A request that was not committed leaves no trace.
+        let (points, _) =
+            metric_points(&request(vec![cumulative_sum(103, 10)]), None, NOW_MS, 0, &mut state);
+        assert_eq!(points[0].value, 3.0);
+        drop(state.take_staged());
+        let (points, _) =
+            metric_points(&request(vec![cumulative_sum(107, 10)]), None, NOW_MS, 0, &mut state);
+        assert_eq!(points[0].value, 7.0);
+        assert_eq!(points[0].tags["status"], "success");
+    }
+
+    #[test]
+    fn explicit_histograms_keep_count_and_sum_exact() {
+        let metric = Metric {
+            name: "gen_ai.client.operation.duration".into(),
+            data: Some(metric::Data::Histogram(Histogram {
+                data_points: vec![HistogramDataPoint {
+                    count: 4,
+                    sum: Some(3.5),
+                    bucket_counts: vec![1, 2, 1],
+                    explicit_bounds: vec![0.5, 1.0],
+                    min: Some(0.2),
+                    max: Some(1.9),
+                    time_unix_nano: (NOW_MS as u64) * 1_000_000,
+                    ..HistogramDataPoint::default()
+                }],
+                aggregation_temporality: 1,
+            })),
+            ..Metric::default()
+        };
+        let mut state = CumulativeState::new(0);
+        let (points, rejected) = metric_points(&request(vec![metric]), None, NOW_MS, 0, &mut state);
+        assert!(rejected.is_empty());
+        let d = points[0].distribution.as_ref().unwrap();
+        assert_eq!((d.count, d.sum, d.min, d.max), (4, 3.5, Some(0.2), Some(1.9)));
+        assert_eq!(d.buckets, vec![(0.2, 1), (0.75, 2), (1.9, 1)]);
+    }
+
+    #[test]
+    fn bad_names_and_attributes_are_rejected_by_position() {
+        let mut bad = cumulative_sum(1, 5);
+        bad.name = "9bad".into();
+        let mut many = cumulative_sum(1, 5);
+        if let Some(metric::Data::Sum(sum)) = &mut many.data {
+            sum.data_points[0].attributes = (0..20).map(|i| attr(&format!("a{i}"), "v")).collect();
+        }
+        let mut state = CumulativeState::new(0);
+        let (points, rejected) =
+            metric_points(&request(vec![bad, many]), None, NOW_MS, 0, &mut state);
+        assert!(points.is_empty());
+        assert_eq!(rejected.len(), 2, "{rejected:?}");
+        assert!(rejected[0].contains("9bad"));
+        assert!(rejected[1].contains("request_total data point 0"));
+    }
+
+    #[test]
+    fn exponential_and_summary_buckets() {
+        let b = exponential_buckets(0, 1, Some((0, &[2, 1])), None);
+        assert_eq!(b[0], (0.0, 1));
+        assert!((b[1].0 - 2f64.sqrt()).abs() < 1e-12 && b[1].1 == 2);
+        assert_eq!(
+            summary_buckets(10, &[(0.5, 1.0), (0.9, 2.0), (1.0, 3.0)]),
+            vec![(1.0, 5), (2.0, 4), (3.0, 1)]
+        );
+    }
+}
