@@ -177,6 +177,9 @@ fn summary_buckets(count: u64, quantiles: &[(f64, f64)]) -> Vec<(f64, u64)> {
     out
 }
 
+/// Count, sum and bucket counts of a distribution's new observations.
+type Delta = (u64, f64, Vec<(f64, u64)>);
+
 /// The delta of a cumulative distribution against the previous sample
 /// (None: a baseline, nothing to record yet).
 fn distribution_delta(
@@ -186,7 +189,7 @@ fn distribution_delta(
     count: u64,
     sum: f64,
     buckets: Vec<(f64, u64)>,
-) -> Option<(u64, f64, Vec<(f64, u64)>)> {
+) -> Option<Delta> {
     let previous = state
         .replace(key, Previous::Distribution { start_ns, count, sum, buckets: buckets.clone() });
     match previous {
