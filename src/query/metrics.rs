@@ -11,8 +11,9 @@ use serde_json::{Map, Value, json};
 
 use super::QueryState;
 use super::params::{Params, ceil, floor};
-use crate::aggregate::metric::{Bin, MetricTier};
+use crate::aggregate::metric::{Bin, BinKey, MetricTier};
 use crate::error::ApiError;
+use crate::storage::{MetricBinVisitor, StorageError};
 
 const AGGREGATES: [&str; 12] =
     ["avg", "sum", "min", "max", "count", "last", "p50", "p90", "p95", "p99", "rate", "all"];
@@ -32,6 +33,32 @@ fn statistic(bin: &Bin, agg: &str, step_ms: i64) -> Value {
             let q = quantile.trim_start_matches('p').parse::<f64>().unwrap_or(50.0) / 100.0;
             json!(bin.sketch.quantile(q))
         }
+    }
+}
+
+/// A group's key: the values of the `group_by` tags.
+type Group = Vec<Option<String>>;
+
+/// Merges stored bins into their group and step as they stream out of the
+/// store, sketches straight from their bytes.
+struct Grouper {
+    group_of: HashMap<i64, Group>,
+    step: i64,
+    groups: BTreeMap<Group, BTreeMap<i64, Bin>>,
+}
+
+impl MetricBinVisitor for Grouper {
+    fn visit(&mut self, key: BinKey, counters: Bin, sketch: &[u8]) -> Result<(), StorageError> {
+        let Some(group) = self.group_of.get(&key.series) else { return Ok(()) };
+        if !self.groups.contains_key(group) {
+            self.groups.insert(group.clone(), BTreeMap::new());
+        }
+        let points = self.groups.get_mut(group).expect("just inserted");
+        let bin = points.entry(floor(key.bucket, self.step)).or_default();
+        bin.merge(&counters);
+        bin.sketch
+            .merge_encoded(sketch)
+            .map_err(|e| StorageError::Corrupt(format!("metric sketch: {e}")))
     }
 }
 
@@ -95,17 +122,18 @@ pub async fn query(
             wanted.iter().any(|w| w == value)
         })
     });
-    let bins = state
+    let group_of: HashMap<i64, Group> = series
+        .iter()
+        .map(|(id, key)| (*id, group_by.iter().map(|t| key.tags.get(t).cloned()).collect()))
+        .collect();
+    let grouper = Grouper { group_of, step, groups: BTreeMap::new() };
+    let visitor = state
         .storage
-        .read_metric_bins(tier, from, to, series.keys().copied().collect())
+        .scan_metric_bins(tier, from, to, series.keys().copied().collect(), Box::new(grouper))
         .await
         .map_err(|e| ApiError::internal("reading metric bins failed", &e))?;
-    let mut groups: BTreeMap<Vec<Option<String>>, BTreeMap<i64, Bin>> = BTreeMap::new();
-    for (key, bin) in &bins {
-        let tags = &series[&key.series].tags;
-        let group: Vec<Option<String>> = group_by.iter().map(|t| tags.get(t).cloned()).collect();
-        groups.entry(group).or_default().entry(floor(key.bucket, step)).or_default().merge(bin);
-    }
+    let visitor: Box<dyn std::any::Any> = visitor;
+    let groups = visitor.downcast::<Grouper>().expect("the store hands back our visitor").groups;
     let groups: Vec<Value> = groups
         .iter()
         .map(|(group, points)| {

@@ -214,6 +214,12 @@ pub trait RollupVisitor: std::any::Any + Send {
     ) -> Result<(), StorageError>;
 }
 
+/// Receives stored metric bins one at a time; `counters` has an empty
+/// sketch, `sketch` the stored bytes (`Sketch::merge_encoded` takes them).
+pub trait MetricBinVisitor: std::any::Any + Send {
+    fn visit(&mut self, key: BinKey, counters: Bin, sketch: &[u8]) -> Result<(), StorageError>;
+}
+
 #[async_trait]
 pub trait Storage: Send + Sync {
     /// Every stored series.
@@ -278,14 +284,16 @@ pub trait Storage: Send + Sync {
     async fn stats(&self) -> Result<StoreStats, StorageError>;
     /// Every stored metric series.
     async fn load_metric_series(&self) -> Result<Vec<(i64, MetricKey)>, StorageError>;
-    /// Stored bins of `tier` with buckets in `[from, to)` of `series`.
-    async fn read_metric_bins(
+    /// Hands the stored bins of `tier` with buckets in `[from, to)` of
+    /// `series` to `visitor`, sketches still encoded, and gives it back.
+    async fn scan_metric_bins(
         &self,
         tier: MetricTier,
         from: i64,
         to: i64,
         series: Vec<i64>,
-    ) -> Result<Vec<(BinKey, Bin)>, StorageError>;
+        visitor: Box<dyn MetricBinVisitor>,
+    ) -> Result<Box<dyn MetricBinVisitor>, StorageError>;
     /// Trace summaries passing `filter`, newest first.
     async fn list_traces(&self, filter: TraceFilter) -> Result<Vec<TraceSummary>, StorageError>;
     /// Every span of a trace and the log records linked to it (by time).

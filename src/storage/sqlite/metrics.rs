@@ -6,6 +6,7 @@ use rusqlite::{Transaction, params};
 use super::StorageError;
 use crate::aggregate::Sketch;
 use crate::aggregate::metric::{Bin, BinKey, MetricKey, MetricTier};
+use crate::storage::MetricBinVisitor;
 
 const INSERT_SERIES: &str =
     "INSERT OR IGNORE INTO metric_series (id, project, name, tags) VALUES (?1, ?2, ?3, ?4)";
@@ -76,36 +77,37 @@ pub fn load_series(conn: &rusqlite::Connection) -> Result<Vec<(i64, MetricKey)>,
     Ok(out)
 }
 
-pub fn read_bins(
+/// Streams bins to `visitor` without decoding their sketches.
+pub fn scan_bins(
     conn: &rusqlite::Connection,
     tier: MetricTier,
     from: i64,
     to: i64,
     series: &[i64],
-) -> Result<Vec<(BinKey, Bin)>, StorageError> {
+    visitor: &mut dyn MetricBinVisitor,
+) -> Result<(), StorageError> {
     let mut stmt = conn.prepare_cached(
         "SELECT bucket, count, sum, min, max, last, last_ms, sketch FROM metric_bins \
          WHERE tier = ?1 AND series = ?2 AND bucket >= ?3 AND bucket < ?4",
     )?;
-    let mut out = Vec::new();
     for &id in series {
         let mut rows = stmt.query(params![tier.code(), id, from, to])?;
         while let Some(row) = rows.next()? {
-            let sketch = Sketch::decode(row.get_ref(7)?.as_blob().map_err(rusqlite::Error::from)?)
-                .map_err(|e| StorageError::Corrupt(format!("metric sketch: {e}")))?;
-            let bin = Bin {
+            let counters = Bin {
                 count: row.get::<_, i64>(1)? as u64,
                 sum: row.get(2)?,
                 min: row.get(3)?,
                 max: row.get(4)?,
                 last: row.get(5)?,
                 last_ms: row.get(6)?,
-                sketch,
+                sketch: Sketch::default(),
             };
-            out.push((BinKey { tier, bucket: row.get(0)?, series: id }, bin));
+            let key = BinKey { tier, bucket: row.get(0)?, series: id };
+            let sketch = row.get_ref(7)?.as_blob().map_err(rusqlite::Error::from)?;
+            visitor.visit(key, counters, sketch)?;
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 pub fn apply_retention(

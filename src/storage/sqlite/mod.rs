@@ -22,10 +22,11 @@ use std::time::Duration;
 use tracing::warn;
 
 use super::{
-    AppendBatch, Appended, CallFilter, LogFilter, RetentionCutoffs, RollupVisitor, SessionSummary,
-    Storage, StorageError, StoreStats, TelemetryScope, TelemetryVisitor, TraceFilter, TraceSummary,
+    AppendBatch, Appended, CallFilter, LogFilter, MetricBinVisitor, RetentionCutoffs,
+    RollupVisitor, SessionSummary, Storage, StorageError, StoreStats, TelemetryScope,
+    TelemetryVisitor, TraceFilter, TraceSummary,
 };
-use crate::aggregate::metric::{Bin, BinKey, MetricKey, MetricTier};
+use crate::aggregate::metric::{MetricKey, MetricTier};
 use crate::aggregate::rollup::SequencedCall;
 use crate::aggregate::{Cell, CellKey, SeriesKey, Tier};
 use crate::model::LlmCall;
@@ -530,14 +531,19 @@ impl Storage for SqliteStorage {
         self.read(metrics::load_series).await
     }
 
-    async fn read_metric_bins(
+    async fn scan_metric_bins(
         &self,
         tier: MetricTier,
         from: i64,
         to: i64,
         series: Vec<i64>,
-    ) -> Result<Vec<(BinKey, Bin)>, StorageError> {
-        self.read(move |conn| metrics::read_bins(conn, tier, from, to, &series)).await
+        mut visitor: Box<dyn MetricBinVisitor>,
+    ) -> Result<Box<dyn MetricBinVisitor>, StorageError> {
+        self.read(move |conn| {
+            metrics::scan_bins(conn, tier, from, to, &series, visitor.as_mut())?;
+            Ok(visitor)
+        })
+        .await
     }
 
     async fn list_traces(&self, filter: TraceFilter) -> Result<Vec<TraceSummary>, StorageError> {
