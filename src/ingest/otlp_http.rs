@@ -25,6 +25,7 @@ use super::otlp::{self, Problems};
 use super::{UsageIngest, body};
 use crate::durability::Records;
 use crate::error::ApiError;
+use crate::normalize::otlp_metric::Staged;
 
 /// The two encodings OTLP/HTTP speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -197,42 +198,122 @@ async fn commit(
     Ok(())
 }
 
+/// What differs between the three OTLP signals.
+trait Signal: Message + Default + DeserializeOwned {
+    /// The protobuf message name, for errors.
+    const NAME: &'static str;
+    /// The `endpoint` label of `tally_ingest_records_total`.
+    const ENDPOINT: &'static str;
+    type Response: Message + Serialize;
+    /// Spans, log records or metrics in the request.
+    fn items(&self) -> usize;
+    /// The records to commit, what was wrong, and cumulative metric samples
+    /// to keep once the records are committed.
+    fn records(
+        &self,
+        ingest: &UsageIngest,
+        hint: Option<&str>,
+    ) -> (Records, Problems, Option<Staged>);
+    fn response(partial: Option<(i64, String)>) -> Self::Response;
+}
+
+impl Signal for ExportTraceServiceRequest {
+    const NAME: &'static str = "ExportTraceServiceRequest";
+    const ENDPOINT: &'static str = "otlp_http_traces";
+    type Response = ExportTraceServiceResponse;
+    fn items(&self) -> usize {
+        self.resource_spans.iter().flat_map(|r| &r.scope_spans).map(|s| s.spans.len()).sum()
+    }
+    fn records(
+        &self,
+        ingest: &UsageIngest,
+        hint: Option<&str>,
+    ) -> (Records, Problems, Option<Staged>) {
+        let (records, problems) = otlp::trace_records(ingest, self, hint);
+        (records, problems, None)
+    }
+    fn response(partial: Option<(i64, String)>) -> Self::Response {
+        let partial_success = partial.map(|(rejected_spans, error_message)| {
+            ExportTracePartialSuccess { rejected_spans, error_message }
+        });
+        ExportTraceServiceResponse { partial_success }
+    }
+}
+
+impl Signal for ExportLogsServiceRequest {
+    const NAME: &'static str = "ExportLogsServiceRequest";
+    const ENDPOINT: &'static str = "otlp_http_logs";
+    type Response = ExportLogsServiceResponse;
+    fn items(&self) -> usize {
+        self.resource_logs.iter().flat_map(|r| &r.scope_logs).map(|s| s.log_records.len()).sum()
+    }
+    fn records(&self, _: &UsageIngest, hint: Option<&str>) -> (Records, Problems, Option<Staged>) {
+        let (records, problems) = otlp::log_records(self, hint);
+        (records, problems, None)
+    }
+    fn response(partial: Option<(i64, String)>) -> Self::Response {
+        let partial_success = partial.map(|(rejected_log_records, error_message)| {
+            ExportLogsPartialSuccess { rejected_log_records, error_message }
+        });
+        ExportLogsServiceResponse { partial_success }
+    }
+}
+
+impl Signal for ExportMetricsServiceRequest {
+    const NAME: &'static str = "ExportMetricsServiceRequest";
+    const ENDPOINT: &'static str = "otlp_http_metrics";
+    type Response = ExportMetricsServiceResponse;
+    fn items(&self) -> usize {
+        self.resource_metrics.iter().flat_map(|r| &r.scope_metrics).map(|s| s.metrics.len()).sum()
+    }
+    fn records(
+        &self,
+        ingest: &UsageIngest,
+        hint: Option<&str>,
+    ) -> (Records, Problems, Option<Staged>) {
+        let (records, problems, staged) = otlp::metric_records(ingest, self, hint);
+        (records, problems, Some(staged))
+    }
+    fn response(partial: Option<(i64, String)>) -> Self::Response {
+        let partial_success = partial.map(|(rejected_data_points, error_message)| {
+            ExportMetricsPartialSuccess { rejected_data_points, error_message }
+        });
+        ExportMetricsServiceResponse { partial_success }
+    }
+}
+
+/// One export: read, decode, normalize, commit, answer.
+async fn export<S: Signal>(ingest: &UsageIngest, headers: &HeaderMap, request: Body) -> Response {
+    let Ok(_permit) = ingest.in_flight.try_acquire() else {
+        let err = ApiError::overloaded("too many ingest requests in flight; retry later");
+        return error_response(err, Encoding::of(headers).unwrap_or(Encoding::Json));
+    };
+    let (message, encoding, bytes) = match receive::<S>(ingest, headers, request, S::NAME).await {
+        Ok(received) => received,
+        Err((err, encoding)) => return error_response(err, encoding),
+    };
+    if let Err(err) = check_not_snake_case(&bytes, message.items(), encoding) {
+        return error_response(err, encoding);
+    }
+    drop(bytes);
+    let (records, problems, staged) = message.records(ingest, hint(headers).as_deref());
+    drop(message);
+    if let Err(err) = commit(ingest, records, S::ENDPOINT, &problems).await {
+        return error_response(err, encoding);
+    }
+    if let Some(staged) = staged {
+        otlp::keep_cumulative(ingest, staged);
+    }
+    ok_response(&S::response(partial(&problems)), encoding)
+}
+
 /// `POST /v1/traces` (and the Langfuse path).
 pub async fn post_traces(
     State(ingest): State<Arc<UsageIngest>>,
     headers: HeaderMap,
     request: Body,
 ) -> Response {
-    let Ok(_permit) = ingest.in_flight.try_acquire() else {
-        let err = ApiError::overloaded("too many ingest requests in flight; retry later");
-        return error_response(err, Encoding::of(&headers).unwrap_or(Encoding::Json));
-    };
-    let (message, encoding, bytes) = match receive::<ExportTraceServiceRequest>(
-        &ingest,
-        &headers,
-        request,
-        "ExportTraceServiceRequest",
-    )
-    .await
-    {
-        Ok(received) => received,
-        Err((err, encoding)) => return error_response(err, encoding),
-    };
-    let spans: usize =
-        message.resource_spans.iter().flat_map(|r| &r.scope_spans).map(|s| s.spans.len()).sum();
-    if let Err(err) = check_not_snake_case(&bytes, spans, encoding) {
-        return error_response(err, encoding);
-    }
-    drop(bytes);
-    let (records, problems) = otlp::trace_records(&ingest, &message, hint(&headers).as_deref());
-    drop(message);
-    if let Err(err) = commit(&ingest, records, "otlp_http_traces", &problems).await {
-        return error_response(err, encoding);
-    }
-    let partial_success = partial(&problems).map(|(rejected_spans, error_message)| {
-        ExportTracePartialSuccess { rejected_spans, error_message }
-    });
-    ok_response(&ExportTraceServiceResponse { partial_success }, encoding)
+    export::<ExportTraceServiceRequest>(&ingest, &headers, request).await
 }
 
 /// `POST /v1/logs`
@@ -241,36 +322,7 @@ pub async fn post_logs(
     headers: HeaderMap,
     request: Body,
 ) -> Response {
-    let Ok(_permit) = ingest.in_flight.try_acquire() else {
-        let err = ApiError::overloaded("too many ingest requests in flight; retry later");
-        return error_response(err, Encoding::of(&headers).unwrap_or(Encoding::Json));
-    };
-    let (message, encoding, bytes) = match receive::<ExportLogsServiceRequest>(
-        &ingest,
-        &headers,
-        request,
-        "ExportLogsServiceRequest",
-    )
-    .await
-    {
-        Ok(received) => received,
-        Err((err, encoding)) => return error_response(err, encoding),
-    };
-    let logs: usize =
-        message.resource_logs.iter().flat_map(|r| &r.scope_logs).map(|s| s.log_records.len()).sum();
-    if let Err(err) = check_not_snake_case(&bytes, logs, encoding) {
-        return error_response(err, encoding);
-    }
-    drop(bytes);
-    let (records, problems) = otlp::log_records(&message, hint(&headers).as_deref());
-    drop(message);
-    if let Err(err) = commit(&ingest, records, "otlp_http_logs", &problems).await {
-        return error_response(err, encoding);
-    }
-    let partial_success = partial(&problems).map(|(rejected_log_records, error_message)| {
-        ExportLogsPartialSuccess { rejected_log_records, error_message }
-    });
-    ok_response(&ExportLogsServiceResponse { partial_success }, encoding)
+    export::<ExportLogsServiceRequest>(&ingest, &headers, request).await
 }
 
 /// `POST /v1/metrics`
@@ -279,42 +331,7 @@ pub async fn post_metrics(
     headers: HeaderMap,
     request: Body,
 ) -> Response {
-    let Ok(_permit) = ingest.in_flight.try_acquire() else {
-        let err = ApiError::overloaded("too many ingest requests in flight; retry later");
-        return error_response(err, Encoding::of(&headers).unwrap_or(Encoding::Json));
-    };
-    let (message, encoding, bytes) = match receive::<ExportMetricsServiceRequest>(
-        &ingest,
-        &headers,
-        request,
-        "ExportMetricsServiceRequest",
-    )
-    .await
-    {
-        Ok(received) => received,
-        Err((err, encoding)) => return error_response(err, encoding),
-    };
-    let metrics: usize = message
-        .resource_metrics
-        .iter()
-        .flat_map(|r| &r.scope_metrics)
-        .map(|s| s.metrics.len())
-        .sum();
-    if let Err(err) = check_not_snake_case(&bytes, metrics, encoding) {
-        return error_response(err, encoding);
-    }
-    drop(bytes);
-    let (records, problems, staged) =
-        otlp::metric_records(&ingest, &message, hint(&headers).as_deref());
-    drop(message);
-    if let Err(err) = commit(&ingest, records, "otlp_http_metrics", &problems).await {
-        return error_response(err, encoding);
-    }
-    otlp::keep_cumulative(&ingest, staged);
-    let partial_success = partial(&problems).map(|(rejected_data_points, error_message)| {
-        ExportMetricsPartialSuccess { rejected_data_points, error_message }
-    });
-    ok_response(&ExportMetricsServiceResponse { partial_success }, encoding)
+    export::<ExportMetricsServiceRequest>(&ingest, &headers, request).await
 }
 
 /// The partial-success fields, when there is anything to say.
