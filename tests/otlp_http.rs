@@ -662,3 +662,86 @@ async fn grpc_overload_is_resource_exhausted() {
     let stats = get_ok(server.url(), "/api/v1/traces/summary", &[("since", "1h")]).await;
     assert_eq!(stats["traces"].as_u64(), Some(accepted));
 }
+
+#[tokio::test]
+async fn otlp_metrics_over_json_and_grpc() {
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+    use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
+    use opentelemetry_proto::tonic::metrics::v1::{
+        Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum, metric, number_data_point,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), &[]);
+    let base = server.url();
+    let now_ns = (now_ms() as u64 - 5_000) * MS;
+
+    // OTLP/JSON: a gauge, and a metric whose name is invalid.
+    let body = json!({"resourceMetrics": [{
+    "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "worker"}}]},
+    "scopeMetrics": [{"metrics": [
+        {"name": "queue_size", "gauge": {"dataPoints": [
+            {"asInt": "7", "timeUnixNano": now_ns.to_string(),
+             "attributes": [{"key": "queue", "value": {"stringValue": "embed"}}]}]}},
+        {"name": "9lives", "gauge": {"dataPoints": [{"asDouble": 1.0, "timeUnixNano": now_ns.to_string()}]}},
+    ]}]}]});
+    let posted = post(
+        base,
+        "/v1/metrics",
+        serde_json::to_vec(&body).unwrap(),
+        &[("content-type", "application/json")],
+    )
+    .await;
+    assert_eq!(posted.status, 200);
+    let answer: Value = serde_json::from_slice(&posted.body).unwrap();
+    assert_eq!(answer["partialSuccess"]["rejectedDataPoints"], json!(1), "{answer}");
+    assert!(answer["partialSuccess"]["errorMessage"].as_str().unwrap().contains("9lives"));
+    let gauge = get_ok(
+        base,
+        "/api/v1/metrics/query",
+        &[
+            ("name", "queue_size"),
+            ("since", "1h"),
+            ("step", "1h"),
+            ("agg", "last"),
+            ("group_by", "service"),
+        ],
+    )
+    .await;
+    assert_eq!(gauge["groups"][0]["key"], json!({"service": "worker"}));
+    assert_eq!(gauge["groups"][0]["points"][0]["value"], 7.0);
+
+    // gRPC: a delta counter sent twice counts both.
+    let mut grpc = MetricsServiceClient::connect(server.grpc_url().to_owned()).await.unwrap();
+    for value in [3, 4] {
+        let request = ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics {
+                scope_metrics: vec![ScopeMetrics {
+                    metrics: vec![Metric {
+                        name: "jobs_total".into(),
+                        data: Some(metric::Data::Sum(Sum {
+                            data_points: vec![NumberDataPoint {
+                                time_unix_nano: now_ns,
+                                value: Some(number_data_point::Value::AsInt(value)),
+                                ..NumberDataPoint::default()
+                            }],
+                            aggregation_temporality: 1,
+                            is_monotonic: true,
+                        })),
+                        ..Metric::default()
+                    }],
+                    ..ScopeMetrics::default()
+                }],
+                ..ResourceMetrics::default()
+            }],
+        };
+        let response = grpc.export(request).await.unwrap().into_inner();
+        assert_eq!(response.partial_success, None);
+    }
+    let jobs = get_ok(
+        base,
+        "/api/v1/metrics/query",
+        &[("name", "jobs_total"), ("since", "1h"), ("step", "1h"), ("agg", "sum")],
+    )
+    .await;
+    assert_eq!(jobs["groups"][0]["points"][0]["value"], 7.0);
+}
