@@ -33,6 +33,10 @@ pub struct PointsArgs {
     /// traffic: a minute; a backfill: a day).
     #[arg(long, default_value_t = 60)]
     spread_s: u64,
+    /// Before timing `/metrics`, send usage reports for this many distinct
+    /// LLM series (models), so the exposition has that many of each family.
+    #[arg(long, default_value_t = 10_000)]
+    llm_series: u64,
 }
 
 /// 1,000 series of one name (100 workers × 10 shards); times spread over
@@ -145,12 +149,34 @@ pub async fn points(args: PointsArgs) -> anyhow::Result<()> {
         percentile(&times, 0.5),
         percentile(&times, 0.99)
     );
-    let t0 = Instant::now();
-    let text = client.get(format!("{}/metrics", server.url)).send().await?.text().await?;
+    // LLM series for the exposition: one report per model, 1,000 a request.
+    for first in (0..args.llm_series).step_by(1000) {
+        let reports: Vec<serde_json::Value> = (first..(first + 1000).min(args.llm_series))
+            .map(|i| {
+                serde_json::json!({"model": format!("bench-model-{i}"), "input_tokens": 10,
+                    "output_tokens": 2, "duration_ms": 800, "ttft_ms": 90, "user": format!("u{}", i % 500)})
+            })
+            .collect();
+        let response =
+            client.post(format!("{}/api/v1/usage", server.url)).json(&reports).send().await?;
+        if !response.status().is_success() {
+            bail!("usage reports for /metrics: {}", response.status());
+        }
+    }
+    let mut renders = Vec::new();
+    let mut lines = 0;
+    for _ in 0..10 {
+        let t0 = Instant::now();
+        let text = client.get(format!("{}/metrics", server.url)).send().await?.text().await?;
+        renders.push(t0.elapsed().as_secs_f64() * 1000.0);
+        lines = text.lines().filter(|l| !l.starts_with('#')).count();
+    }
+    renders.sort_by(f64::total_cmp);
     println!(
-        "  /metrics        {:.2} ms for {} sample lines",
-        t0.elapsed().as_secs_f64() * 1000.0,
-        text.lines().filter(|l| !l.starts_with('#')).count()
+        "  /metrics        {} LLM series, {lines} sample lines: p50 {:.1} ms  max {:.1} ms",
+        args.llm_series,
+        percentile(&renders, 0.5),
+        renders.last().copied().unwrap_or(f64::NAN)
     );
     match server.peak_rss_mib() {
         Some(mib) => println!("  server peak RSS {mib:.0} MiB"),

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use super::text::{Exposition, Histogram, Kind};
+use super::text::{Exposition, Histogram, Kind, LabelSet, le_values};
 use crate::model::LlmCall;
 
 /// GenAI `gen_ai.client.operation.duration` bucket boundaries (seconds).
@@ -206,49 +206,56 @@ impl LedgerMetrics {
                 ),
             )
         });
-        let labels = |k: &'_ CallKey| -> Vec<(&'static str, String)> {
-            vec![
-                ("project", k.project.clone()),
-                ("model", k.model.clone()),
-                ("provider", k.provider.clone()),
-                ("operation", k.operation.to_owned()),
-                ("status", k.status.to_owned()),
-                ("streaming", k.streaming.to_owned()),
-            ]
-        };
+        // Each series' labels are rendered once for all its families.
+        let sets: Vec<LabelSet> = calls
+            .iter()
+            .map(|(k, _)| {
+                LabelSet::new(&[
+                    ("project", &k.project),
+                    ("model", &k.model),
+                    ("provider", &k.provider),
+                    ("operation", k.operation),
+                    ("status", k.status),
+                    ("streaming", k.streaming),
+                ])
+            })
+            .collect();
+        let series = || calls.iter().map(|(_, s)| *s).zip(&sets);
         e.family("tally_llm_requests_total", Kind::Counter, "LLM requests entered in the ledger.");
-        for (k, s) in &calls {
-            sample(e, "tally_llm_requests_total", &labels(k), &[], s.usage.requests as f64);
+        for (s, labels) in series() {
+            e.sample_with("tally_llm_requests_total", labels, None, s.usage.requests as f64);
         }
         e.family(
             "tally_llm_tokens_total",
             Kind::Counter,
             "Tokens by type (input includes cached tokens, output includes reasoning).",
         );
-        for (k, s) in &calls {
+        for (s, labels) in series() {
             for (kind, n) in TOKEN_TYPES.iter().zip(s.usage.tokens) {
-                sample(e, "tally_llm_tokens_total", &labels(k), &[("type", kind)], n as f64);
+                e.sample_with("tally_llm_tokens_total", labels, Some(("type", kind)), n as f64);
             }
         }
         e.family("tally_llm_cost_usd_total", Kind::Counter, "Cost in USD computed by Tally.");
-        for (k, s) in &calls {
-            sample(e, "tally_llm_cost_usd_total", &labels(k), &[], s.usage.cost_usd);
+        for (s, labels) in series() {
+            e.sample_with("tally_llm_cost_usd_total", labels, None, s.usage.cost_usd);
         }
         e.family(
             "tally_llm_request_duration_seconds",
             Kind::Histogram,
             "LLM request duration (GenAI operation-duration buckets).",
         );
-        for (k, s) in &calls {
-            histogram(e, "tally_llm_request_duration_seconds", &labels(k), &s.duration);
+        let les = le_values(&DURATION_BUCKETS);
+        for (s, labels) in series() {
+            e.histogram_with("tally_llm_request_duration_seconds", labels, &les, &s.duration);
         }
         e.family(
             "tally_llm_time_to_first_token_seconds",
             Kind::Histogram,
             "Time to first token of LLM requests (GenAI buckets).",
         );
-        for (k, s) in &calls {
-            histogram(e, "tally_llm_time_to_first_token_seconds", &labels(k), &s.ttft);
+        let les = le_values(&TTFT_BUCKETS);
+        for (s, labels) in series() {
+            e.histogram_with("tally_llm_time_to_first_token_seconds", labels, &les, &s.ttft);
         }
         for (top, dimension, what) in
             [(&self.users, "user", "user"), (&self.keys, "api_key", "API key (fingerprint)")]
@@ -315,23 +322,6 @@ impl LedgerMetrics {
             );
         }
     }
-}
-
-fn sample(
-    e: &mut Exposition,
-    name: &str,
-    labels: &[(&'static str, String)],
-    extra: &[(&str, &str)],
-    value: f64,
-) {
-    let mut all: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    all.extend_from_slice(extra);
-    e.sample(name, &all, value);
-}
-
-fn histogram(e: &mut Exposition, name: &str, labels: &[(&'static str, String)], h: &Histogram) {
-    let all: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    e.histogram(name, &all, h);
 }
 
 #[cfg(test)]

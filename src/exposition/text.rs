@@ -56,6 +56,33 @@ impl Kind {
     }
 }
 
+/// Labels rendered once (`a="x",b="y"`, escaped), for a series that is
+/// written in many families or many bucket lines.
+pub struct LabelSet(String);
+
+impl LabelSet {
+    pub fn new(labels: &[(&str, &str)]) -> Self {
+        let mut out = String::new();
+        for (i, (key, value)) in labels.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(key);
+            out.push_str("=\"");
+            escape_label(value, &mut out);
+            out.push('"');
+        }
+        LabelSet(out)
+    }
+}
+
+/// The `le` label values of a histogram's buckets, `+Inf` last.
+pub fn le_values(bounds: &[f64]) -> Vec<String> {
+    let mut les: Vec<String> = bounds.iter().map(|b| format!("{b}")).collect();
+    les.push("+Inf".to_owned());
+    les
+}
+
 /// Builds one exposition; every sample belongs to the family declared last.
 #[derive(Default)]
 pub struct Exposition {
@@ -110,6 +137,63 @@ impl Exposition {
         self.out.push(' ');
         number(value, &mut self.out);
         self.out.push('\n');
+    }
+
+    /// One sample line with pre-rendered labels and perhaps one more label.
+    pub fn sample_with(
+        &mut self,
+        name: &str,
+        labels: &LabelSet,
+        extra: Option<(&str, &str)>,
+        value: f64,
+    ) {
+        self.out.push_str(name);
+        self.out.push('{');
+        self.out.push_str(&labels.0);
+        if let Some((key, value)) = extra {
+            if !labels.0.is_empty() {
+                self.out.push(',');
+            }
+            self.out.push_str(key);
+            self.out.push_str("=\"");
+            escape_label(value, &mut self.out);
+            self.out.push('"');
+        }
+        self.out.push_str("} ");
+        number(value, &mut self.out);
+        self.out.push('\n');
+    }
+
+    /// `histogram` with pre-rendered labels and `le` values (`le_values`).
+    pub fn histogram_with(
+        &mut self,
+        name: &str,
+        labels: &LabelSet,
+        les: &[String],
+        histogram: &Histogram,
+    ) {
+        let mut cumulative = 0;
+        for (count, le) in histogram.counts.iter().zip(les) {
+            cumulative += count;
+            self.out.push_str(name);
+            self.out.push_str("_bucket{");
+            self.out.push_str(&labels.0);
+            if !labels.0.is_empty() {
+                self.out.push(',');
+            }
+            self.out.push_str("le=\"");
+            self.out.push_str(le);
+            let _ = writeln!(self.out, "\"}} {cumulative}");
+        }
+        for (suffix, value) in [("_sum", histogram.sum), ("_count", histogram.count as f64)] {
+            self.out.push_str(name);
+            self.out.push_str(suffix);
+            self.out.push('{');
+            self.out.push_str(&labels.0);
+            self.out.push_str("} ");
+            number(value, &mut self.out);
+            self.out.push('\n');
+        }
     }
 
     /// A histogram's `_bucket` lines (cumulative, ending with `+Inf`),
