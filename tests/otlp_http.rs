@@ -633,7 +633,8 @@ async fn grpc_overload_is_resource_exhausted() {
             let mut grpc = TraceServiceClient::connect(endpoint).await.expect("connect");
             let (mut accepted, mut exhausted) = (0u64, 0u64);
             for batch in 0..4u8 {
-                let mut spans = agent_run(client, t0, &format!("g-{client}-{batch}"));
+                // Trace ids: never all zeros (client 0, batch 0).
+                let mut spans = agent_run(client + 1, t0, &format!("g-{client}-{batch}"));
                 for span in &mut spans {
                     span.trace_id[0] = batch;
                 }
