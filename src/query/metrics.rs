@@ -36,13 +36,16 @@ fn statistic(bin: &Bin, agg: &str, step_ms: i64) -> Value {
     }
 }
 
+/// Fewest series a parallel part of a query reads.
+const MIN_SERIES_PER_PART: usize = 200;
+
 /// A group's key: the values of the `group_by` tags.
 type Group = Vec<Option<String>>;
 
 /// Merges stored bins into their group and step as they stream out of the
 /// store, sketches straight from their bytes.
 struct Grouper {
-    group_of: HashMap<i64, Group>,
+    group_of: Arc<HashMap<i64, Group>>,
     step: i64,
     groups: BTreeMap<Group, BTreeMap<i64, Bin>>,
 }
@@ -122,18 +125,43 @@ pub async fn query(
             wanted.iter().any(|w| w == value)
         })
     });
-    let group_of: HashMap<i64, Group> = series
-        .iter()
-        .map(|(id, key)| (*id, group_by.iter().map(|t| key.tags.get(t).cloned()).collect()))
-        .collect();
-    let grouper = Grouper { group_of, step, groups: BTreeMap::new() };
-    let visitor = state
-        .storage
-        .scan_metric_bins(tier, from, to, series.keys().copied().collect(), Box::new(grouper))
-        .await
-        .map_err(|e| ApiError::internal("reading metric bins failed", &e))?;
-    let visitor: Box<dyn std::any::Any> = visitor;
-    let groups = visitor.downcast::<Grouper>().expect("the store hands back our visitor").groups;
+    let group_of: Arc<HashMap<i64, Group>> = Arc::new(
+        series
+            .iter()
+            .map(|(id, key)| (*id, group_by.iter().map(|t| key.tags.get(t).cloned()).collect()))
+            .collect(),
+    );
+    // Many series are read in parallel parts, one reader (and core) each,
+    // and the parts' groups merged.
+    let mut ids: Vec<i64> = series.keys().copied().collect();
+    ids.sort_unstable();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let parts = cores.min(ids.len().div_ceil(MIN_SERIES_PER_PART)).max(1);
+    let mut scans = tokio::task::JoinSet::new();
+    for chunk in ids.chunks(ids.len().div_ceil(parts).max(1)) {
+        let storage = state.storage.clone();
+        let grouper = Grouper { group_of: group_of.clone(), step, groups: BTreeMap::new() };
+        let chunk = chunk.to_vec();
+        scans.spawn(async move {
+            let visitor =
+                storage.scan_metric_bins(tier, from, to, chunk, Box::new(grouper)).await?;
+            let visitor: Box<dyn std::any::Any + Send> = visitor;
+            let grouper = visitor.downcast::<Grouper>().expect("the store hands back our visitor");
+            Ok::<_, StorageError>(grouper.groups)
+        });
+    }
+    let mut groups: BTreeMap<Group, BTreeMap<i64, Bin>> = BTreeMap::new();
+    while let Some(part) = scans.join_next().await {
+        let part = part
+            .map_err(|e| ApiError::internal("a metric scan stopped", &e))?
+            .map_err(|e| ApiError::internal("reading metric bins failed", &e))?;
+        for (group, points) in part {
+            let into = groups.entry(group).or_default();
+            for (t, bin) in points {
+                into.entry(t).or_default().merge(&bin);
+            }
+        }
+    }
     let groups: Vec<Value> = groups
         .iter()
         .map(|(group, points)| {
