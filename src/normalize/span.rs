@@ -4,7 +4,7 @@
 //! OpenLLMetry, Langfuse, Vercel AI SDK; see semconv.md) and the caps on
 //! stored attribute sizes. Pure: no I/O, no clock.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 
 use chrono::{DateTime, NaiveDateTime};
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
@@ -350,7 +350,7 @@ pub fn normalize_span(span: &Span, ctx: &SpanContext<'_>) -> Result<NormalizedSp
 /// The span's attributes by key, as sent. Facts are read from here, not
 /// from the capped copy that is stored, so caps never change accounting.
 struct Facts<'a> {
-    by_key: HashMap<&'a str, &'a any_value::Value>,
+    by_key: FxHashMap<&'a str, &'a any_value::Value>,
 }
 
 impl<'a> Facts<'a> {
