@@ -5,6 +5,8 @@
 //! sends points beyond the cap to an overflow series.
 
 use std::collections::HashMap;
+
+use rustc_hash::FxHashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::Serialize;
@@ -164,9 +166,9 @@ pub struct MetricKey {
 
 #[derive(Default)]
 struct Registry {
-    by_key: HashMap<Arc<MetricKey>, i64>,
-    by_id: HashMap<i64, Arc<MetricKey>>,
-    per_name: HashMap<(String, String), usize>,
+    by_key: FxHashMap<Arc<MetricKey>, i64>,
+    by_id: FxHashMap<i64, Arc<MetricKey>>,
+    per_name: FxHashMap<(String, String), usize>,
     next_id: i64,
     pending: Vec<i64>,
     overflow_points: u64,
@@ -203,7 +205,7 @@ impl MetricRegistry {
     /// of its name lands in the name's overflow series.
     pub fn bin(&self, points: Vec<MetricPoint>) -> (Vec<(BinKey, Bin)>, NewSeries) {
         let mut state = self.lock();
-        let mut bins: HashMap<BinKey, Bin> = HashMap::new();
+        let mut bins: FxHashMap<BinKey, Bin> = FxHashMap::default();
         for mut point in points {
             let (value, time_ms) = (point.value, point.time_ms);
             let distribution = point.distribution.take();
