@@ -108,7 +108,7 @@ impl Default for IngestConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MetricsConfig {
-    /// Users and API keys (per project) with series of their own on
+    /// Users and API keys (across projects) with series of their own on
     /// `/metrics`, chosen by cost; the rest are summed as `__other__`.
     pub top_n: usize,
     /// Most series (tag sets) per metric name; points of further series go

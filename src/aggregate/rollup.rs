@@ -293,6 +293,12 @@ impl RollupEngine {
             .collect()
     }
 
+    /// The keys of the series `ids` (unknown ids are left out).
+    pub fn series_keys(&self, ids: &[i64]) -> HashMap<i64, Arc<SeriesKey>> {
+        let state = self.lock();
+        ids.iter().filter_map(|id| Some((*id, state.series.get(*id)?.clone()))).collect()
+    }
+
     /// The id range of the projections by `dimension` (None: there are none).
     pub fn projection_range(&self, dimension: &str) -> Option<(i64, i64)> {
         self.lock().series.projection_range(dimension)

@@ -352,7 +352,13 @@ impl CommitterTask {
                 .filter_map(|((call, series), seq)| seq.map(|seq| (seq, *series, call))),
         );
         self.metrics.calls(
-            appended.calls.iter().zip(&appended.seqs).filter(|(_, s)| s.is_some()).map(|(c, _)| c),
+            appended
+                .calls
+                .iter()
+                .zip(&appended.series_ids)
+                .zip(&appended.seqs)
+                .filter(|(_, seq)| seq.is_some())
+                .map(|((call, series), _)| (call, *series)),
         );
         let mut outcomes = appended.seqs.iter().map(|seq| match seq {
             Some(_) => Outcome::Accepted,

@@ -67,11 +67,11 @@ impl Metrics {
         }
     }
 
-    /// Calls that have just entered the ledger.
-    pub fn calls<'a>(&self, calls: impl IntoIterator<Item = &'a crate::model::LlmCall>) {
+    /// Calls that have just entered the ledger, with their rollup series.
+    pub fn calls<'a>(&self, calls: impl IntoIterator<Item = (&'a crate::model::LlmCall, i64)>) {
         let mut ledger = lock(&self.ledger);
-        for call in calls {
-            ledger.record(call);
+        for (call, series) in calls {
+            ledger.record(call, series);
         }
     }
 
@@ -213,7 +213,9 @@ pub async fn handler(State(state): State<Arc<MetricsState>>) -> Response {
             e.sample("tally_store_rows", &[("table", table)], n as f64);
         }
     }
-    lock(&m.ledger).render(&mut e);
+    let ids = lock(&m.ledger).series_ids();
+    let keys = state.engine.series_keys(&ids);
+    lock(&m.ledger).render(&mut e, &keys);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], e.finish())
         .into_response()
 }
