@@ -7,6 +7,7 @@ use std::collections::HashMap;
 
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::KeyValue;
+use opentelemetry_proto::tonic::metrics::v1::exponential_histogram_data_point::Buckets as ExponentialBuckets;
 use opentelemetry_proto::tonic::metrics::v1::{metric, number_data_point};
 
 use super::point::{MAX_TAG_VALUE, MAX_TAGS, valid_name};
@@ -216,6 +217,41 @@ fn distribution_delta(
     }
 }
 
+/// One side of an exponential histogram as (offset, counts).
+fn side(buckets: &Option<ExponentialBuckets>) -> Option<(i32, &[u64])> {
+    buckets.as_ref().map(|b| (b.offset, b.bucket_counts.as_slice()))
+}
+
+/// One histogram data point, whatever its bucket layout.
+struct Sample {
+    start_ns: u64,
+    count: u64,
+    sum: f64,
+    min: Option<f64>,
+    max: Option<f64>,
+    buckets: Vec<(f64, u64)>,
+}
+
+/// A histogram sample as a distribution: as sent for delta temporality,
+/// its change since the previous sample for cumulative (min and max then
+/// unknown). None: a baseline, or no new observations.
+fn distribution(
+    state: &mut CumulativeState,
+    cumulative: bool,
+    key: impl FnOnce() -> SeriesKey,
+    sample: Sample,
+) -> Option<Distribution> {
+    let Sample { start_ns, count, sum, min, max, buckets } = sample;
+    let d = if cumulative {
+        let (count, sum, buckets) =
+            distribution_delta(state, key(), start_ns, count, sum, buckets)?;
+        Distribution { count, sum, min: None, max: None, buckets }
+    } else {
+        Distribution { count, sum, min, max, buckets }
+    };
+    (d.count > 0).then_some(d)
+}
+
 /// Converts an export; returns the points and one message per rejected
 /// data point (named by metric and position).
 pub fn metric_points(
@@ -344,90 +380,72 @@ pub fn metric_points(
                         }
                     }
                     Some(metric::Data::Histogram(histogram)) => {
+                        let cumulative = histogram.aggregation_temporality == CUMULATIVE;
                         for p in &histogram.data_points {
                             let sum = p.sum.unwrap_or(0.0);
                             let mean = if p.count > 0 { sum / p.count as f64 } else { 0.0 };
-                            let buckets = explicit_buckets(
-                                &p.explicit_bounds,
-                                &p.bucket_counts,
-                                p.min,
-                                p.max,
-                                mean,
-                            );
-                            let (count, sum, buckets, min, max) =
-                                if histogram.aggregation_temporality == CUMULATIVE {
-                                    match distribution_delta(
-                                        state,
-                                        series_key(&p.attributes),
-                                        p.start_time_unix_nano,
-                                        p.count,
-                                        sum,
-                                        buckets,
-                                    ) {
-                                        Some((c, s, b)) => (c, s, b, None, None),
-                                        None => continue,
-                                    }
-                                } else {
-                                    (p.count, sum, buckets, p.min, p.max)
-                                };
-                            if count == 0 {
-                                continue;
+                            let sample = Sample {
+                                start_ns: p.start_time_unix_nano,
+                                count: p.count,
+                                sum,
+                                min: p.min,
+                                max: p.max,
+                                buckets: explicit_buckets(
+                                    &p.explicit_bounds,
+                                    &p.bucket_counts,
+                                    p.min,
+                                    p.max,
+                                    mean,
+                                ),
+                            };
+                            let key = || series_key(&p.attributes);
+                            if let Some(d) = distribution(state, cumulative, key, sample) {
+                                let mean = d.sum / d.count as f64;
+                                let (attributes, time) = (&p.attributes, p.time_unix_nano);
+                                let kind = PointKind::Histogram;
+                                emit(
+                                    attributes,
+                                    time,
+                                    kind,
+                                    mean,
+                                    Some(d),
+                                    &mut points,
+                                    &mut rejected,
+                                );
                             }
-                            let mean = sum / count as f64;
-                            let d = Distribution { count, sum, min, max, buckets };
-                            emit(
-                                &p.attributes,
-                                p.time_unix_nano,
-                                PointKind::Histogram,
-                                mean,
-                                Some(d),
-                                &mut points,
-                                &mut rejected,
-                            );
                         }
                     }
                     Some(metric::Data::ExponentialHistogram(histogram)) => {
+                        let cumulative = histogram.aggregation_temporality == CUMULATIVE;
                         for p in &histogram.data_points {
-                            let sum = p.sum.unwrap_or(0.0);
-                            let side = |b: &Option<opentelemetry_proto::tonic::metrics::v1::exponential_histogram_data_point::Buckets>| {
-                                b.as_ref().map(|b| (b.offset, b.bucket_counts.clone()))
+                            let sample = Sample {
+                                start_ns: p.start_time_unix_nano,
+                                count: p.count,
+                                sum: p.sum.unwrap_or(0.0),
+                                min: p.min,
+                                max: p.max,
+                                buckets: exponential_buckets(
+                                    p.scale,
+                                    p.zero_count,
+                                    side(&p.positive),
+                                    side(&p.negative),
+                                ),
                             };
-                            let (positive, negative) = (side(&p.positive), side(&p.negative));
-                            let buckets = exponential_buckets(
-                                p.scale,
-                                p.zero_count,
-                                positive.as_ref().map(|(o, c)| (*o, c.as_slice())),
-                                negative.as_ref().map(|(o, c)| (*o, c.as_slice())),
-                            );
-                            let (count, sum, buckets, min, max) =
-                                if histogram.aggregation_temporality == CUMULATIVE {
-                                    match distribution_delta(
-                                        state,
-                                        series_key(&p.attributes),
-                                        p.start_time_unix_nano,
-                                        p.count,
-                                        sum,
-                                        buckets,
-                                    ) {
-                                        Some((c, s, b)) => (c, s, b, None, None),
-                                        None => continue,
-                                    }
-                                } else {
-                                    (p.count, sum, buckets, p.min, p.max)
-                                };
-                            if count == 0 {
-                                continue;
+                            let key = || series_key(&p.attributes);
+                            if let Some(d) = distribution(state, cumulative, key, sample) {
+                                let mean = d.sum / d.count as f64;
+                                let (attributes, time) = (&p.attributes, p.time_unix_nano);
+                                let kind = PointKind::Histogram;
+                                emit(
+                                    attributes,
+                                    time,
+                                    kind,
+                                    mean,
+                                    Some(d),
+                                    &mut points,
+                                    &mut rejected,
+                                );
                             }
-                            let d = Distribution { count, sum, min, max, buckets };
-                            emit(
-                                &p.attributes,
-                                p.time_unix_nano,
-                                PointKind::Histogram,
-                                sum / count as f64,
-                                Some(d),
-                                &mut points,
-                                &mut rejected,
-                            );
                         }
                     }
                     Some(metric::Data::Summary(summary)) => {
