@@ -167,3 +167,10 @@ pub fn ceil(ms: i64, step: i64) -> i64 {
     let f = floor(ms, step);
     if f == ms { f } else { f + step }
 }
+
+/// A `time.seq` paging cursor, as the list endpoints hand out.
+pub fn parse_cursor(text: &str) -> Result<(i64, i64), ApiError> {
+    text.split_once('.').and_then(|(t, s)| Some((t.parse().ok()?, s.parse().ok()?))).ok_or_else(
+        || ApiError::bad_request(format!("cursor: {text:?} is not a cursor from a previous page")),
+    )
+}

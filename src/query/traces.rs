@@ -8,7 +8,7 @@ use axum::extract::{Path, RawQuery, State};
 use serde_json::{Value, json};
 
 use super::QueryState;
-use super::params::Params;
+use super::params::{Params, parse_cursor};
 use super::trace_tree;
 use crate::error::ApiError;
 use crate::model::{LogRecord, SpanKind};
@@ -59,13 +59,23 @@ fn duration_ns(params: &Params, key: &str) -> Result<Option<i64>, ApiError> {
         .transpose()
 }
 
-fn parse_cursor(text: &str) -> Result<(i64, String), ApiError> {
+fn parse_trace_cursor(text: &str) -> Result<(i64, String), ApiError> {
     text.split_once(':')
         .and_then(|(start, id)| Some((start.parse().ok()?, id.to_owned())))
         .filter(|(_, id)| is_hex_id(id, 32))
         .ok_or_else(|| {
             ApiError::bad_request(format!("cursor: {text:?} is not a cursor from a previous page"))
         })
+}
+
+/// A trace id as given in a path or query: 32 hex digits, lowercased.
+fn trace_id_param(text: &str) -> Result<String, ApiError> {
+    let id = text.to_ascii_lowercase();
+    if is_hex_id(&id, 32) {
+        Ok(id)
+    } else {
+        Err(ApiError::bad_request(format!("trace_id: {text:?} is not 32 hex digits")))
+    }
 }
 
 fn is_hex_id(text: &str, len: usize) -> bool {
@@ -123,7 +133,7 @@ pub async fn list(
         session: text("session"),
         min_duration_ns: duration_ns(&params, "min_duration_ms")?,
         max_duration_ns: duration_ns(&params, "max_duration_ms")?,
-        before: params.get("cursor").map(parse_cursor).transpose()?,
+        before: params.get("cursor").map(parse_trace_cursor).transpose()?,
         limit,
     };
     let traces = state.storage.list_traces(filter).await.map_err(storage_error)?;
@@ -154,10 +164,7 @@ pub async fn detail(
     RawQuery(query): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
     let params = Params::parse(query.as_deref());
-    let trace_id = trace_id.to_ascii_lowercase();
-    if !is_hex_id(&trace_id, 32) {
-        return Err(ApiError::bad_request(format!("trace_id: {trace_id:?} is not 32 hex digits")));
-    }
+    let trace_id = trace_id_param(&trace_id)?;
     let project = params.project();
     let (spans, logs) = state.storage.trace(&project, &trace_id).await.map_err(storage_error)?;
     if spans.is_empty() {
@@ -315,23 +322,9 @@ pub async fn logs(
     let limit = params.limit(100, 10_000)?;
     let trace_id = match params.get("trace_id") {
         None | Some("") => None,
-        Some(id) if is_hex_id(&id.to_ascii_lowercase(), 32) => Some(id.to_ascii_lowercase()),
-        Some(id) => {
-            return Err(ApiError::bad_request(format!("trace_id: {id:?} is not 32 hex digits")));
-        }
+        Some(id) => Some(trace_id_param(id)?),
     };
-    let before = match params.get("cursor") {
-        None => None,
-        Some(text) => Some(
-            text.split_once('.')
-                .and_then(|(t, s)| Some((t.parse().ok()?, s.parse().ok()?)))
-                .ok_or_else(|| {
-                    ApiError::bad_request(format!(
-                        "cursor: {text:?} is not a cursor from a previous page"
-                    ))
-                })?,
-        ),
-    };
+    let before = params.get("cursor").map(parse_cursor).transpose()?;
     let filter = LogFilter {
         project: params.project(),
         from_ns: from.saturating_mul(NS_PER_MS),

@@ -17,7 +17,7 @@ use serde_json::{Map, Value, json};
 
 use super::QueryState;
 use super::cache::{GroupKey, Grouped};
-use super::params::{Filters, Params, ceil, floor};
+use super::params::{Filters, Params, ceil, floor, parse_cursor};
 use crate::aggregate::series::{ORDINARY_IDS, PROJECTED};
 use crate::aggregate::tier::cover;
 use crate::aggregate::{Cell, CellKey, SeriesKey, Tier};
@@ -464,12 +464,6 @@ pub async fn records(
     }
     let records: Vec<&crate::model::LlmCall> = rows.iter().map(|r| &r.call).collect();
     Ok(Json(json!({"records": records, "next_cursor": next_cursor})).into_response())
-}
-
-fn parse_cursor(text: &str) -> Result<(i64, i64), ApiError> {
-    text.split_once('.').and_then(|(t, s)| Some((t.parse().ok()?, s.parse().ok()?))).ok_or_else(
-        || ApiError::bad_request(format!("cursor: {text:?} is not a cursor from a previous page")),
-    )
 }
 
 /// `GET /api/v1/usage/unpriced`: models counted with cost 0 because no price
