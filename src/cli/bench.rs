@@ -259,24 +259,11 @@ async fn load(url: &str, plan: LoadPlan) -> anyhow::Result<LoadResult> {
                 let size = batch.min(records - n * batch);
                 let body = batch_body(run, first_batch + n, size, now, spread_ms);
                 let t0 = Instant::now();
-                loop {
-                    let response = client
-                        .post(&endpoint)
-                        .header("content-type", "application/json")
-                        .body(body.clone())
-                        .send()
-                        .await?;
-                    let status = response.status();
-                    let answer: serde_json::Value = response.json().await?;
-                    if status.as_u16() == 429 || status.as_u16() == 503 {
-                        // Backpressure: the batch was not taken; send it again.
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                    if !status.is_success() || answer["accepted"].as_u64() != Some(size) {
-                        bail!("batch {n}: {status} {answer}");
-                    }
-                    break;
+                let (status, answer) =
+                    post_until_taken(&client, &endpoint, "application/json", body).await?;
+                let answer: serde_json::Value = serde_json::from_slice(&answer)?;
+                if status != 200 || answer["accepted"].as_u64() != Some(size) {
+                    bail!("batch {n}: {status} {answer}");
                 }
                 latencies.push(t0.elapsed().as_secs_f64() * 1000.0);
                 sent.fetch_add(size, Ordering::Relaxed);
@@ -293,6 +280,31 @@ async fn load(url: &str, plan: LoadPlan) -> anyhow::Result<LoadResult> {
         seconds: started.elapsed().as_secs_f64(),
         latencies_ms,
     })
+}
+
+/// POSTs `body` until the server takes it: 429 and 503 are backpressure
+/// (nothing was taken), so the same body goes again. Returns the status and
+/// body of the answer that was not backpressure.
+pub(super) async fn post_until_taken(
+    client: &reqwest::Client,
+    endpoint: &str,
+    content_type: &str,
+    body: impl Into<reqwest::Body> + Clone,
+) -> anyhow::Result<(u16, axum::body::Bytes)> {
+    loop {
+        let response = client
+            .post(endpoint)
+            .header("content-type", content_type)
+            .body(body.clone())
+            .send()
+            .await?;
+        let status = response.status().as_u16();
+        let answer = response.bytes().await?;
+        if status != 429 && status != 503 {
+            return Ok((status, answer));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 pub(super) fn percentile(sorted: &[f64], q: f64) -> f64 {

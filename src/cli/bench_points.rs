@@ -6,12 +6,12 @@
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::bail;
 use clap::Args;
 
-use super::bench::{Rng, Server, Target, percentile};
+use super::bench::{Rng, Server, Target, percentile, post_until_taken};
 
 #[derive(Args)]
 pub struct PointsArgs {
@@ -91,23 +91,11 @@ pub async fn points(args: PointsArgs) -> anyhow::Result<()> {
                 let size = batch.min(total - n * batch);
                 let body = batch_body(n, size, now, spread_ms);
                 let t0 = Instant::now();
-                loop {
-                    let response = client
-                        .post(&endpoint)
-                        .header("content-type", "application/json")
-                        .body(body.clone())
-                        .send()
-                        .await?;
-                    let status = response.status().as_u16();
-                    let answer: serde_json::Value = response.json().await?;
-                    if status == 429 || status == 503 {
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                    if status != 200 || answer["accepted"].as_u64() != Some(size) {
-                        bail!("batch {n}: {status} {answer}");
-                    }
-                    break;
+                let (status, answer) =
+                    post_until_taken(&client, &endpoint, "application/json", body).await?;
+                let answer: serde_json::Value = serde_json::from_slice(&answer)?;
+                if status != 200 || answer["accepted"].as_u64() != Some(size) {
+                    bail!("batch {n}: {status} {answer}");
                 }
                 latencies.push(t0.elapsed().as_secs_f64() * 1000.0);
                 sent.fetch_add(size, Ordering::Relaxed);

@@ -15,7 +15,7 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
 use prost::Message;
 
-use super::bench::{Rng, Server, Target, percentile};
+use super::bench::{Rng, Server, Target, percentile, post_until_taken};
 
 #[derive(Args)]
 pub struct SpansArgs {
@@ -183,26 +183,13 @@ pub async fn spans(args: SpansArgs) -> anyhow::Result<()> {
                 let count = per_batch.min(traces - first);
                 let body = export_body(run, first, count, now_ns);
                 let t0 = Instant::now();
-                loop {
-                    let response = client
-                        .post(&endpoint)
-                        .header("content-type", "application/x-protobuf")
-                        .body(body.clone())
-                        .send()
-                        .await?;
-                    let status = response.status().as_u16();
-                    let bytes = response.bytes().await?;
-                    if status == 429 || status == 503 {
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                    if status != 200 || !bytes.is_empty() {
-                        bail!(
-                            "export {n}: {status} (a partial success or error: {} bytes)",
-                            bytes.len()
-                        );
-                    }
-                    break;
+                let (status, bytes) =
+                    post_until_taken(&client, &endpoint, "application/x-protobuf", body).await?;
+                if status != 200 || !bytes.is_empty() {
+                    bail!(
+                        "export {n}: {status} (a partial success or error: {} bytes)",
+                        bytes.len()
+                    );
                 }
                 latencies.push(t0.elapsed().as_secs_f64() * 1000.0);
                 sent.fetch_add(count * SPANS_PER_TRACE, Ordering::Relaxed);
