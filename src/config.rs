@@ -54,6 +54,7 @@ pub struct Config {
     pub sqlite: SqliteConfig,
     pub retention: RetentionConfig,
     pub metrics: MetricsConfig,
+    pub budgets: BudgetsConfig,
     /// Price overrides and additions, matched before (exact model) or after
     /// (patterns) the built-in catalog.
     pub prices: Vec<UserPrice>,
@@ -72,6 +73,7 @@ impl Default for Config {
             sqlite: SqliteConfig::default(),
             retention: RetentionConfig::default(),
             metrics: MetricsConfig::default(),
+            budgets: BudgetsConfig::default(),
             prices: Vec::new(),
         }
     }
@@ -130,6 +132,40 @@ impl Default for MetricsConfig {
             retention_1m: "7d".to_owned(),
             retention_15m: "90d".to_owned(),
             retention_1h: "730d".to_owned(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BudgetsConfig {
+    /// IANA time zone of calendar periods (day, week, month) for budgets that
+    /// do not name their own.
+    pub timezone: String,
+    /// Wait after a failed webhook delivery; doubled after each further
+    /// failure, up to `webhook_retry_max`.
+    pub webhook_retry_initial: String,
+    pub webhook_retry_max: String,
+    /// A delivery still failing this long after the threshold was crossed is
+    /// marked failed.
+    pub webhook_retry_for: String,
+    /// Time allowed for one webhook POST.
+    pub webhook_timeout: String,
+    /// Budgets defined in the config file (`[[budgets.define]]`, the same
+    /// fields as `POST /api/v1/budgets`); the API cannot change or delete
+    /// them, and they are kept in step with the file at every start.
+    pub define: Vec<crate::budgets::BudgetSpec>,
+}
+
+impl Default for BudgetsConfig {
+    fn default() -> Self {
+        Self {
+            timezone: "UTC".to_owned(),
+            webhook_retry_initial: "5s".to_owned(),
+            webhook_retry_max: "1h".to_owned(),
+            webhook_retry_for: "25h".to_owned(),
+            webhook_timeout: "10s".to_owned(),
+            define: Vec::new(),
         }
     }
 }
@@ -300,6 +336,21 @@ impl Config {
             Ok(_) => return Err(invalid("retention.check_interval", "must be at least 1s")),
             Err(message) => {
                 return Err(ConfigError::Value { key: "retention.check_interval".into(), message });
+            }
+        }
+        let b = &self.budgets;
+        crate::budgets::period::parse_tz(&b.timezone)
+            .map_err(|message| ConfigError::Value { key: "budgets.timezone".into(), message })?;
+        for (key, value) in [
+            ("budgets.webhook_retry_initial", &b.webhook_retry_initial),
+            ("budgets.webhook_retry_max", &b.webhook_retry_max),
+            ("budgets.webhook_retry_for", &b.webhook_retry_for),
+            ("budgets.webhook_timeout", &b.webhook_timeout),
+        ] {
+            match parse_duration(value) {
+                Ok(ms) if ms > 0 => {}
+                Ok(_) => return Err(invalid(key, "must be positive")),
+                Err(message) => return Err(ConfigError::Value { key: key.into(), message }),
             }
         }
         crate::pricing::PriceTable::new(&self.prices)

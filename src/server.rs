@@ -33,6 +33,8 @@ pub struct App {
     committer_stopped: tokio::sync::oneshot::Receiver<()>,
     pub metrics: Arc<crate::exposition::Metrics>,
     pub metric_registry: Arc<crate::aggregate::metric::MetricRegistry>,
+    pub budgets: Arc<crate::budgets::Budgets>,
+    fingerprinter: Arc<KeyFingerprinter>,
     /// What the ingest endpoints (HTTP and gRPC) share, made once.
     ingest: std::sync::OnceLock<Arc<UsageIngest>>,
     /// Held for the life of the server: two processes on one data dir would
@@ -54,6 +56,8 @@ pub enum StartError {
     Prices(#[from] crate::pricing::PricingError),
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Budgets(#[from] crate::budgets::BudgetError),
 }
 
 /// The secret behind API-key fingerprints: from config, else the one kept in
@@ -129,6 +133,15 @@ impl App {
                 message,
             })?;
         let metrics = Arc::new(crate::exposition::Metrics::new(config.metrics.top_n));
+        let fingerprinter = Arc::new(KeyFingerprinter::new(&fingerprint_secret(&config)?));
+        // Budgets read their spend so far before anything commits.
+        let budgets = crate::budgets::Budgets::open(
+            storage.clone(),
+            engine.clone(),
+            &config.budgets,
+            fingerprinter.clone(),
+        )
+        .await?;
         let (committer, committer_stopped) = Committer::start(
             storage.clone(),
             engine.clone(),
@@ -140,6 +153,7 @@ impl App {
             },
             metrics.clone(),
             metric_registry.clone(),
+            budgets.clone(),
         )
         .map_err(StartError::Committer)?;
         let prices = Arc::new(PriceTable::new(&config.prices)?);
@@ -152,6 +166,8 @@ impl App {
             committer_stopped,
             metrics,
             metric_registry,
+            budgets,
+            fingerprinter,
             ingest: std::sync::OnceLock::new(),
             _data_dir_lock: lock,
         })
@@ -162,11 +178,10 @@ impl App {
         if let Some(ingest) = self.ingest.get() {
             return Ok(ingest.clone());
         }
-        let secret = fingerprint_secret(&self.config)?;
         let ingest = Arc::new(UsageIngest {
             committer: self.committer.clone(),
             prices: self.prices.clone(),
-            fingerprinter: KeyFingerprinter::new(&secret),
+            fingerprinter: self.fingerprinter.clone(),
             rules: AccountingRules {
                 bytes_per_input_token: self.config.accounting.bytes_per_input_token,
                 tokens_per_output_chunk: self.config.accounting.tokens_per_output_chunk,
@@ -202,7 +217,7 @@ impl App {
             .route("/api/public/otel/v1/traces", post(ingest::otlp_http::post_traces))
             .route("/v1/logs", post(ingest::otlp_http::post_logs))
             .route("/v1/metrics", post(ingest::otlp_http::post_metrics))
-            .with_state(usage);
+            .with_state(usage.clone());
         let query_routes = Router::new()
             .route("/api/v1/usage/summary", get(query::usage::summary))
             .route("/api/v1/usage/series", get(query::usage::series))
@@ -219,6 +234,22 @@ impl App {
             .route("/api/v1/sessions", get(query::traces::sessions))
             .route("/api/v1/sessions/{session_id}", get(query::traces::session))
             .with_state(queries);
+        let budget_api = Arc::new(crate::budgets::api::BudgetApi {
+            budgets: self.budgets.clone(),
+            usage: usage.clone(),
+        });
+        let budget_routes = {
+            use crate::budgets::api;
+            Router::new()
+                .route("/api/v1/budgets", get(api::list).post(api::create))
+                .route("/api/v1/budgets/status", get(api::statuses))
+                .route("/api/v1/budgets/{id}", get(api::get).put(api::replace).delete(api::delete))
+                .route("/api/v1/budgets/{id}/status", get(api::status))
+                .route("/api/v1/quota/reserve", post(api::reserve))
+                .route("/api/v1/quota/settle", post(api::settle))
+                .route("/api/v1/alerts", get(api::alerts))
+                .with_state(budget_api)
+        };
         let metrics_state = Arc::new(crate::exposition::MetricsState::new(
             self.metrics.clone(),
             self.committer.clone(),
@@ -233,6 +264,7 @@ impl App {
             .route("/healthz", get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }))
             .merge(ingest_routes)
             .merge(query_routes)
+            .merge(budget_routes)
             .merge(metrics_routes)
             // Bodies are limited by the handlers themselves, after decompression.
             .layer(DefaultBodyLimit::disable()))

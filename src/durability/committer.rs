@@ -66,6 +66,13 @@ impl From<StorageError> for CommitError {
 
 type Reply<T> = oneshot::Sender<Result<T, CommitError>>;
 
+/// Told about every call as it commits, before its request is answered
+/// (budgets count spend this way).
+pub trait CommitObserver: Send + Sync {
+    /// Accepted calls with their series ids (duplicates are left out).
+    fn committed(&self, calls: &mut dyn Iterator<Item = (&LlmCall, i64)>);
+}
+
 /// Records one request hands in to be made durable together.
 #[derive(Debug, Default)]
 pub struct Records {
@@ -86,6 +93,8 @@ enum Job {
     Reprice { from: i64, to: i64, prices: Arc<PriceTable>, reply: Reply<RepriceReport> },
     Retention { cutoffs: RetentionCutoffs, reply: Reply<u64> },
     Flush { reply: Reply<()> },
+    /// Work that must see every acknowledged call applied and none in flight.
+    Exclusive { work: Pin<Box<dyn Future<Output = ()> + Send>> },
 }
 
 /// The handle request handlers use to get calls committed.
@@ -104,6 +113,7 @@ impl Committer {
         config: CommitterConfig,
         metrics: Arc<Metrics>,
         metric_registry: Arc<MetricRegistry>,
+        observer: Arc<dyn CommitObserver>,
     ) -> std::io::Result<(Committer, oneshot::Receiver<()>)> {
         let (jobs, receiver) = mpsc::unbounded_channel();
         let queued = Arc::new(AtomicUsize::new(0));
@@ -116,6 +126,7 @@ impl Committer {
             queued,
             metrics,
             metric_registry,
+            observer,
             last_flush: Instant::now(),
         };
         let (stopped_tx, stopped) = oneshot::channel();
@@ -185,6 +196,20 @@ impl Committer {
     pub async fn flush(&self) -> Result<(), CommitError> {
         self.ask(|reply| Job::Flush { reply }).await
     }
+
+    /// Runs `work` between two appends: every call acknowledged before it is
+    /// applied to the rollups, and no call commits while it runs.
+    pub async fn exclusive<T: Send + 'static>(
+        &self,
+        work: impl Future<Output = T> + Send + 'static,
+    ) -> Result<T, CommitError> {
+        self.ask(|reply| Job::Exclusive {
+            work: Box::pin(async move {
+                let _ = reply.send(Ok(work.await));
+            }),
+        })
+        .await
+    }
 }
 
 struct CommitterTask {
@@ -194,6 +219,7 @@ struct CommitterTask {
     queued: Arc<AtomicUsize>,
     metrics: Arc<Metrics>,
     metric_registry: Arc<MetricRegistry>,
+    observer: Arc<dyn CommitObserver>,
     last_flush: Instant,
 }
 
@@ -343,23 +369,17 @@ impl CommitterTask {
         };
         self.engine.confirm_series(&group.new_series);
         self.metric_registry.confirm(&group.new_metric_ids);
-        self.engine.apply(
+        let accepted = || {
             appended
                 .calls
                 .iter()
                 .zip(&appended.series_ids)
                 .zip(&appended.seqs)
-                .filter_map(|((call, series), seq)| seq.map(|seq| (seq, *series, call))),
-        );
-        self.metrics.calls(
-            appended
-                .calls
-                .iter()
-                .zip(&appended.series_ids)
-                .zip(&appended.seqs)
-                .filter(|(_, seq)| seq.is_some())
-                .map(|((call, series), _)| (call, *series)),
-        );
+                .filter_map(|((call, series), seq)| seq.map(|seq| (call, *series, seq)))
+        };
+        self.engine.apply(accepted().map(|(call, series, seq)| (seq, series, call)));
+        self.observer.committed(&mut accepted().map(|(call, series, _)| (call, series)));
+        self.metrics.calls(accepted().map(|(call, series, _)| (call, series)));
         let mut outcomes = appended.seqs.iter().map(|seq| match seq {
             Some(_) => Outcome::Accepted,
             None => Outcome::Duplicate,
@@ -402,6 +422,7 @@ impl CommitterTask {
             Job::Flush { reply } => {
                 let _ = reply.send(self.flush().await.map_err(CommitError::from));
             }
+            Job::Exclusive { work } => work.await,
             Job::Retention { cutoffs, reply } => {
                 let result = match self.flush().await {
                     Ok(()) => {

@@ -11,7 +11,7 @@
 mod committer;
 mod reprice;
 
-pub use committer::{CommitError, Committer, CommitterConfig, Outcome, Records};
+pub use committer::{CommitError, CommitObserver, Committer, CommitterConfig, Outcome, Records};
 pub use reprice::RepriceReport;
 
 use crate::aggregate::RollupEngine;

@@ -19,7 +19,7 @@ use crate::pricing::PriceTable;
 pub struct UsageIngest {
     pub committer: Committer,
     pub prices: Arc<PriceTable>,
-    pub fingerprinter: KeyFingerprinter,
+    pub fingerprinter: Arc<KeyFingerprinter>,
     pub rules: AccountingRules,
     pub max_body_bytes: usize,
     /// Raw retention, which bounds how far back re-pricing can reach.

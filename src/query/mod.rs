@@ -2,7 +2,7 @@
 
 mod cache;
 pub mod metrics;
-mod params;
+pub mod params;
 pub mod trace_stats;
 pub mod trace_tree;
 pub mod traces;

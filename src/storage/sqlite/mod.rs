@@ -6,6 +6,7 @@
 //! `synchronous=NORMAL` survives a crash of the process (SIGKILL), `FULL`
 //! also survives power loss.
 
+mod budgets;
 mod metrics;
 mod rows;
 mod schema;
@@ -22,7 +23,8 @@ use std::time::Duration;
 use tracing::warn;
 
 use super::{
-    AppendBatch, Appended, CallFilter, LogFilter, MetricBinVisitor, RetentionCutoffs,
+    AlertFilter, AlertRecord, AppendBatch, Appended, CallFilter, DeliveryUpdate, DueDelivery,
+    LogFilter, NewAlert, StoredBudget, MetricBinVisitor, RetentionCutoffs,
     RollupVisitor, SessionSummary, Storage, StorageError, StoreStats, TelemetryScope,
     TelemetryVisitor, TraceFilter, TraceSummary,
 };
@@ -596,5 +598,51 @@ impl Storage for SqliteStorage {
     ) -> Result<Vec<SessionSummary>, StorageError> {
         let project = project.to_owned();
         self.read(move |conn| telemetry::list_sessions(conn, &project, from_ns, to_ns, limit)).await
+    }
+
+    async fn load_budgets(&self) -> Result<Vec<StoredBudget>, StorageError> {
+        self.read(budgets::load_budgets).await
+    }
+
+    async fn save_budget(&self, budget: StoredBudget) -> Result<(), StorageError> {
+        self.write(move |conn| budgets::save_budget(conn, &budget)).await
+    }
+
+    async fn delete_budget(&self, id: &str) -> Result<bool, StorageError> {
+        let id = id.to_owned();
+        self.write(move |conn| budgets::delete_budget(conn, &id)).await
+    }
+
+    async fn insert_alert(&self, alert: NewAlert) -> Result<Option<i64>, StorageError> {
+        self.write(move |conn| budgets::insert_alert(conn, &alert)).await
+    }
+
+    async fn alerts_since(
+        &self,
+        budget_id: &str,
+        since_ms: i64,
+    ) -> Result<Vec<(f64, i64, i64)>, StorageError> {
+        let id = budget_id.to_owned();
+        self.read(move |conn| budgets::alerts_since(conn, &id, since_ms)).await
+    }
+
+    async fn list_alerts(&self, filter: AlertFilter) -> Result<Vec<AlertRecord>, StorageError> {
+        self.read(move |conn| budgets::list_alerts(conn, &filter)).await
+    }
+
+    async fn due_deliveries(
+        &self,
+        now_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<DueDelivery>, StorageError> {
+        self.read(move |conn| budgets::due_deliveries(conn, now_ms, limit)).await
+    }
+
+    async fn next_delivery_ms(&self) -> Result<Option<i64>, StorageError> {
+        self.read(budgets::next_delivery_ms).await
+    }
+
+    async fn update_delivery(&self, id: i64, update: DeliveryUpdate) -> Result<(), StorageError> {
+        self.write(move |conn| budgets::update_delivery(conn, id, &update)).await
     }
 }

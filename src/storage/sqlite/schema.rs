@@ -141,6 +141,43 @@ CREATE TABLE IF NOT EXISTS logs (
 );
 CREATE INDEX IF NOT EXISTS logs_trace ON logs (project, trace_id) WHERE trace_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS logs_time ON logs (project, time_ns);
+
+-- budgets: the checked definition as JSON (budgets/rule.rs)
+CREATE TABLE IF NOT EXISTS budgets (
+    id         TEXT PRIMARY KEY,
+    project    TEXT NOT NULL,
+    name       TEXT NOT NULL,
+    origin     TEXT NOT NULL,
+    definition TEXT NOT NULL
+) WITHOUT ROWID;
+
+-- one row per threshold crossed per period; the body and its signature are
+-- fixed when the alert is recorded, so every delivery sends the same bytes
+CREATE TABLE IF NOT EXISTS alerts (
+    id           INTEGER PRIMARY KEY,
+    budget_id    TEXT NOT NULL,
+    threshold    REAL NOT NULL,
+    period_start INTEGER NOT NULL,
+    crossed_ms   INTEGER NOT NULL,
+    body         TEXT NOT NULL,
+    signature    TEXT NOT NULL,
+    UNIQUE (budget_id, period_start, threshold)
+);
+CREATE INDEX IF NOT EXISTS alerts_crossed ON alerts (budget_id, crossed_ms);
+
+-- one row per alert and webhook URL
+CREATE TABLE IF NOT EXISTS deliveries (
+    id           INTEGER PRIMARY KEY,
+    alert_id     INTEGER NOT NULL,
+    url          TEXT NOT NULL,
+    status       TEXT NOT NULL,
+    attempts     INTEGER NOT NULL,
+    next_ms      INTEGER,
+    last_error   TEXT,
+    delivered_ms INTEGER
+);
+CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (next_ms) WHERE status = 'pending';
+CREATE INDEX IF NOT EXISTS deliveries_alert ON deliveries (alert_id);
 "#;
 
 /// Bumped on every incompatible change; a store of another version is

@@ -1,0 +1,337 @@
+//! The budgets HTTP API: `/api/v1/budgets` (CRUD and status), the quota
+//! API for gateways (`/api/v1/quota/reserve`, `/api/v1/quota/settle`) and
+//! the alert history (`/api/v1/alerts`).
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use super::book::{Estimate, SettleError, Ticket};
+use super::rule::{Budget, BudgetSpec, Origin, Subject};
+use super::{BudgetError, Budgets};
+use crate::durability::Outcome;
+use crate::error::ApiError;
+use crate::ingest::{UsageIngest, body};
+use crate::model::Tags;
+use crate::normalize::usage_report::NormalizeContext;
+use crate::normalize::{normalize_report, parse_report};
+use crate::query::params::Params;
+use crate::storage::AlertFilter;
+use crate::time::now_ms;
+
+/// What the budget endpoints share.
+pub struct BudgetApi {
+    pub budgets: Arc<Budgets>,
+    /// The usage path: settled usage is recorded exactly as `/api/v1/usage`
+    /// records it.
+    pub usage: Arc<UsageIngest>,
+}
+
+type Shared = State<Arc<BudgetApi>>;
+
+/// Largest budget or quota request body.
+const MAX_BODY: usize = 1 << 20;
+/// Longest a reservation may be held.
+const MAX_TTL_S: f64 = 86_400.0;
+const DEFAULT_TTL_S: f64 = 300.0;
+
+fn conflict(message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::CONFLICT, "conflict", message)
+}
+
+/// Parses a JSON body; errors name the field.
+async fn json_body<T: DeserializeOwned>(headers: &HeaderMap, request: Body) -> Result<T, ApiError> {
+    let bytes = body::read(headers, request, MAX_BODY).await?;
+    let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
+    serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        ApiError::bad_request(if path == "." { inner.to_string() } else { format!("{path}: {inner}") })
+    })
+}
+
+impl From<BudgetError> for ApiError {
+    fn from(err: BudgetError) -> Self {
+        match err {
+            BudgetError::Commit(err) => err.into(),
+            other => ApiError::internal("budget change failed", &other),
+        }
+    }
+}
+
+/// Refuses a budget whose name another budget of its project has.
+fn check_name(budgets: &Budgets, budget: &Budget) -> Result<(), ApiError> {
+    let book = budgets.lock();
+    match book
+        .budgets()
+        .find(|b| b.project == budget.project && b.name == budget.name && b.id != budget.id)
+    {
+        Some(other) => Err(conflict(format!(
+            "name: budget {} of project {:?} is already called {:?}",
+            other.id, budget.project, budget.name
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// `POST /api/v1/budgets` → 201 with the budget, its id and webhook secret.
+pub async fn create(
+    State(api): Shared,
+    headers: HeaderMap,
+    request: Body,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let spec: BudgetSpec = json_body(&headers, request).await?;
+    if let Some(id) = &spec.id
+        && api.budgets.lock().get(id).is_some()
+    {
+        return Err(conflict(format!("id: budget {id} exists; PUT /api/v1/budgets/{id} changes it")));
+    }
+    let budget = Budget::from_spec(spec, Origin::Api, &api.budgets.rule_context())
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    check_name(&api.budgets, &budget)?;
+    let budget = api.budgets.install(&api.usage.committer, budget).await?;
+    Ok((StatusCode::CREATED, Json(budget.to_json(true))))
+}
+
+/// `PUT /api/v1/budgets/{id}`: replaces a budget's definition (its spend is
+/// read again; the secret stays unless a new one is given).
+pub async fn replace(
+    State(api): Shared,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    request: Body,
+) -> Result<Json<Value>, ApiError> {
+    let mut spec: BudgetSpec = json_body(&headers, request).await?;
+    let old = api.budgets.lock().get(&id).cloned();
+    let Some(old) = old else { return Err(ApiError::not_found(format!("no budget {id}"))) };
+    if old.origin == Origin::Config {
+        return Err(conflict(format!("budget {id} is defined in the config file; change it there")));
+    }
+    if spec.id.as_ref().is_some_and(|given| *given != id) {
+        return Err(ApiError::bad_request(format!("id: the body names another budget than {id}")));
+    }
+    spec.id = Some(id);
+    let keep_secret = spec.secret.is_none();
+    let mut budget = Budget::from_spec(spec, Origin::Api, &api.budgets.rule_context())
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    if keep_secret {
+        budget.secret = old.secret.clone();
+    }
+    budget.created_ms = old.created_ms;
+    check_name(&api.budgets, &budget)?;
+    let budget = api.budgets.install(&api.usage.committer, budget).await?;
+    Ok(Json(budget.to_json(false)))
+}
+
+/// `DELETE /api/v1/budgets/{id}` → 204.
+pub async fn delete(State(api): Shared, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+    let origin = api.budgets.lock().get(&id).map(|b| b.origin);
+    match origin {
+        None => Err(ApiError::not_found(format!("no budget {id}"))),
+        Some(Origin::Config) => {
+            Err(conflict(format!("budget {id} is defined in the config file; remove it there")))
+        }
+        Some(Origin::Api) => {
+            api.budgets
+                .remove(&id)
+                .await
+                .map_err(|e| ApiError::internal("deleting the budget failed", &e))?;
+            Ok(StatusCode::NO_CONTENT)
+        }
+    }
+}
+
+/// `GET /api/v1/budgets?project=`
+pub async fn list(State(api): Shared, RawQuery(query): RawQuery) -> Json<Value> {
+    let params = Params::parse(query.as_deref());
+    let project = params.get("project");
+    let book = api.budgets.lock();
+    let mut budgets: Vec<&Arc<Budget>> =
+        book.budgets().filter(|b| project.is_none_or(|p| b.project == p)).collect();
+    budgets.sort_by(|a, b| (&a.project, &a.name).cmp(&(&b.project, &b.name)));
+    Json(json!({"budgets": budgets.iter().map(|b| b.to_json(false)).collect::<Vec<_>>()}))
+}
+
+/// `GET /api/v1/budgets/{id}`
+pub async fn get(State(api): Shared, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let book = api.budgets.lock();
+    let budget = book.get(&id).ok_or_else(|| ApiError::not_found(format!("no budget {id}")))?;
+    Ok(Json(budget.to_json(false)))
+}
+
+/// `GET /api/v1/budgets/{id}/status`
+pub async fn status(State(api): Shared, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let status = api.budgets.lock().status(&id, now_ms());
+    let status = status.ok_or_else(|| ApiError::not_found(format!("no budget {id}")))?;
+    Ok(Json(serde_json::to_value(status).expect("statuses serialize")))
+}
+
+/// `GET /api/v1/budgets/status?project=`
+pub async fn statuses(State(api): Shared, RawQuery(query): RawQuery) -> Json<Value> {
+    let params = Params::parse(query.as_deref());
+    let statuses = api.budgets.lock().statuses(params.get("project"), now_ms());
+    Json(json!({"budgets": statuses}))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReserveRequest {
+    #[serde(default)]
+    project: Option<String>,
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    provider: Option<String>,
+    #[serde(default)]
+    user: Option<String>,
+    /// The raw key, fingerprinted here as usage reports' keys are.
+    #[serde(default)]
+    api_key: Option<String>,
+    #[serde(default)]
+    route: Option<String>,
+    #[serde(default)]
+    tags: Tags,
+    #[serde(default)]
+    estimated_cost_usd: Option<f64>,
+    #[serde(default)]
+    estimated_tokens: Option<f64>,
+    #[serde(default)]
+    ttl_s: Option<f64>,
+}
+
+fn estimate_field(name: &str, value: Option<f64>) -> Result<Option<f64>, ApiError> {
+    match value {
+        Some(v) if !v.is_finite() || v < 0.0 => Err(ApiError::bad_request(format!(
+            "{name}: must be a number at or above 0, got {v}"
+        ))),
+        other => Ok(other),
+    }
+}
+
+/// `POST /api/v1/quota/reserve`: may this call proceed? If so its estimate
+/// is held on every budget covering it until settled or expired.
+pub async fn reserve(
+    State(api): Shared,
+    headers: HeaderMap,
+    request: Body,
+) -> Result<Json<Value>, ApiError> {
+    let r: ReserveRequest = json_body(&headers, request).await?;
+    let estimate = Estimate {
+        cost_usd: estimate_field("estimated_cost_usd", r.estimated_cost_usd)?,
+        tokens: estimate_field("estimated_tokens", r.estimated_tokens)?,
+    };
+    if estimate.cost_usd.is_none() && estimate.tokens.is_none() {
+        return Err(ApiError::bad_request(
+            "estimated_cost_usd or estimated_tokens is required",
+        ));
+    }
+    let ttl_s = r.ttl_s.unwrap_or(DEFAULT_TTL_S);
+    if !(ttl_s > 0.0 && ttl_s <= MAX_TTL_S) {
+        return Err(ApiError::bad_request(format!(
+            "ttl_s: must be above 0 and at most {MAX_TTL_S}, got {ttl_s}"
+        )));
+    }
+    let api_key = r.api_key.as_deref().map(|k| api.budgets.fingerprinter.fingerprint(k));
+    let project = r.project.unwrap_or_else(|| "default".to_owned());
+    let subject = Subject {
+        project: &project,
+        model: r.model.as_deref(),
+        provider: r.provider.as_deref(),
+        user: r.user.as_deref(),
+        api_key: api_key.as_deref(),
+        route: r.route.as_deref(),
+        tags: &r.tags,
+    };
+    let decision =
+        api.budgets.lock().reserve(&subject, estimate, (ttl_s * 1000.0) as i64, now_ms());
+    Ok(Json(serde_json::to_value(decision).expect("decisions serialize")))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SettleRequest {
+    reservation_id: String,
+    /// A usage report, as `POST /api/v1/usage` takes it.
+    usage: Box<serde_json::value::RawValue>,
+}
+
+/// `POST /api/v1/quota/settle`: records the call's actual usage (as
+/// `/api/v1/usage` does) and then releases the reservation.
+pub async fn settle(
+    State(api): Shared,
+    headers: HeaderMap,
+    request: Body,
+) -> Result<Json<Value>, ApiError> {
+    let s: SettleRequest = json_body(&headers, request).await?;
+    let id = s.reservation_id;
+    let ticket = api.budgets.lock().begin_settle(&id, now_ms()).map_err(|e| match e {
+        SettleError::Unknown(_) => ApiError::not_found(e.to_string()),
+        SettleError::AlreadySettled(_) | SettleError::InProgress(_) => conflict(e.to_string()),
+    })?;
+    let usage = &api.usage;
+    let context = NormalizeContext {
+        now_ms: now_ms(),
+        rules: usage.rules,
+        prices: &usage.prices,
+        fingerprinter: &usage.fingerprinter,
+    };
+    let call = match parse_report(s.usage.get()).and_then(|raw| normalize_report(raw, &context)) {
+        Ok(call) => call,
+        Err(err) => {
+            api.budgets.lock().finish_settle(&id, false, now_ms());
+            usage.metrics.ingested("settle", 0, 0, 1);
+            return Err(ApiError::bad_request(format!("usage.{err}")));
+        }
+    };
+    let cost_usd = call.cost_usd;
+    let outcome = usage.committer.submit(vec![call]).await;
+    api.budgets.lock().finish_settle(&id, outcome.is_ok(), now_ms());
+    let accepted = outcome?.first() == Some(&Outcome::Accepted);
+    usage.metrics.ingested("settle", accepted as u64, !accepted as u64, 0);
+    let reservation = match ticket {
+        Ticket::Open => "released",
+        Ticket::Expired => "expired",
+        Ticket::BeforeRestart => "before_restart",
+    };
+    Ok(Json(json!({
+        "reservation_id": id,
+        "reservation": reservation,
+        "accepted": accepted as u32,
+        "duplicates": !accepted as u32,
+        "cost_usd": cost_usd,
+    })))
+}
+
+/// `GET /api/v1/alerts?budget_id=&status=pending|delivered|failed&limit=`
+pub async fn alerts(
+    State(api): Shared,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let params = Params::parse(query.as_deref());
+    let status = params.get("status").map(str::to_owned);
+    if let Some(s) = &status
+        && !matches!(s.as_str(), "pending" | "delivered" | "failed")
+    {
+        return Err(ApiError::bad_request(format!(
+            "status: {s:?} is not pending, delivered or failed"
+        )));
+    }
+    let filter = AlertFilter {
+        budget_id: params.get("budget_id").map(str::to_owned),
+        status,
+        limit: params.limit(100, 10_000)?,
+    };
+    let alerts = api
+        .budgets
+        .storage()
+        .list_alerts(filter)
+        .await
+        .map_err(|e| ApiError::internal("reading alerts failed", &e))?;
+    Ok(Json(json!({"alerts": alerts})))
+}
