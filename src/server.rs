@@ -256,6 +256,7 @@ impl App {
             self.engine.clone(),
             self.storage.clone(),
             self.metric_registry.clone(),
+            self.budgets.clone(),
         ));
         let metrics_routes = Router::new()
             .route("/metrics", get(crate::exposition::handler))

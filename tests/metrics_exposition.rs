@@ -8,7 +8,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{TestServer, client, ingest, now_ms, with};
+use common::{TestServer, client, ingest, now_ms, promtool_check, with};
 use serde_json::{Value, json};
 
 /// Usage with users, keys, streaming, latency and TTFT: 30 reports, 3 users.
@@ -135,24 +135,6 @@ async fn promtool_accepts_the_exposition_and_counters_match_the_ledger() {
     assert!(value(&text, "tally_durable_append_seconds_count") >= 3.0);
     assert_eq!(value(&text, "tally_build_info{"), 1.0);
     assert!(text.contains("tally_store_rows{table=\"calls\"}"));
-}
-
-fn promtool_check(text: &str) {
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool (Debian package prometheus; scripts/test installs it)");
-    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
-    let output = child.wait_with_output().unwrap();
-    assert!(
-        output.status.success(),
-        "promtool check metrics failed:\n{}{}\n{text}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
 }
 
 /// A Prometheus server scraping `target` every second; killed on drop.

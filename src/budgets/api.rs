@@ -52,7 +52,11 @@ async fn json_body<T: DeserializeOwned>(headers: &HeaderMap, request: Body) -> R
     serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
-        ApiError::bad_request(if path == "." { inner.to_string() } else { format!("{path}: {inner}") })
+        ApiError::bad_request(if path == "." {
+            inner.to_string()
+        } else {
+            format!("{path}: {inner}")
+        })
     })
 }
 
@@ -90,7 +94,9 @@ pub async fn create(
     if let Some(id) = &spec.id
         && api.budgets.lock().get(id).is_some()
     {
-        return Err(conflict(format!("id: budget {id} exists; PUT /api/v1/budgets/{id} changes it")));
+        return Err(conflict(format!(
+            "id: budget {id} exists; PUT /api/v1/budgets/{id} changes it"
+        )));
     }
     let budget = Budget::from_spec(spec, Origin::Api, &api.budgets.rule_context())
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
@@ -111,7 +117,9 @@ pub async fn replace(
     let old = api.budgets.lock().get(&id).cloned();
     let Some(old) = old else { return Err(ApiError::not_found(format!("no budget {id}"))) };
     if old.origin == Origin::Config {
-        return Err(conflict(format!("budget {id} is defined in the config file; change it there")));
+        return Err(conflict(format!(
+            "budget {id} is defined in the config file; change it there"
+        )));
     }
     if spec.id.as_ref().is_some_and(|given| *given != id) {
         return Err(ApiError::bad_request(format!("id: the body names another budget than {id}")));
@@ -207,9 +215,9 @@ pub struct ReserveRequest {
 
 fn estimate_field(name: &str, value: Option<f64>) -> Result<Option<f64>, ApiError> {
     match value {
-        Some(v) if !v.is_finite() || v < 0.0 => Err(ApiError::bad_request(format!(
-            "{name}: must be a number at or above 0, got {v}"
-        ))),
+        Some(v) if !v.is_finite() || v < 0.0 => {
+            Err(ApiError::bad_request(format!("{name}: must be a number at or above 0, got {v}")))
+        }
         other => Ok(other),
     }
 }
@@ -227,9 +235,7 @@ pub async fn reserve(
         tokens: estimate_field("estimated_tokens", r.estimated_tokens)?,
     };
     if estimate.cost_usd.is_none() && estimate.tokens.is_none() {
-        return Err(ApiError::bad_request(
-            "estimated_cost_usd or estimated_tokens is required",
-        ));
+        return Err(ApiError::bad_request("estimated_cost_usd or estimated_tokens is required"));
     }
     let ttl_s = r.ttl_s.unwrap_or(DEFAULT_TTL_S);
     if !(ttl_s > 0.0 && ttl_s <= MAX_TTL_S) {

@@ -149,6 +149,18 @@ struct Entry {
 }
 
 impl Entry {
+    /// Re-arms rolling thresholds that spend is below now, so that a dip
+    /// between two evaluations is not missed.
+    fn rearm(&mut self, now: i64) {
+        let Fired::Rolling { armed } = &mut self.fired else { return };
+        let (spend, _, _) = self.spend.current(&self.budget, now);
+        for (t, armed) in self.budget.thresholds.iter().zip(armed.iter_mut()) {
+            if spend * 100.0 < self.budget.limit * t * (1.0 - SLACK) {
+                *armed = true;
+            }
+        }
+    }
+
     /// Thresholds newly reached at `now`.
     fn evaluate(&mut self, now: i64, out: &mut Vec<Crossing>) {
         let b = &self.budget;
@@ -194,6 +206,7 @@ impl Entry {
     }
 
     fn status(&mut self, now: i64) -> BudgetStatus {
+        self.rearm(now);
         let b = &self.budget;
         let (spend, start, end) = self.spend.current(b, now);
         let forecast = if b.period.is_rolling() {
@@ -433,17 +446,20 @@ impl Book {
                 slots
                     .iter()
                     .enumerate()
-                    .filter_map(|(i, e)| e.as_ref().filter(|e| e.budget.covers(&subject)).map(|_| i))
+                    .filter_map(|(i, e)| {
+                        e.as_ref().filter(|e| e.budget.covers(&subject)).map(|_| i)
+                    })
                     .collect()
             });
             for slot in matched.iter() {
                 let entry = self.slots[*slot].as_mut().expect("cache holds live slots");
+                if !touched.contains(slot) {
+                    entry.rearm(now);
+                    touched.push(*slot);
+                }
                 let amount = entry.budget.metric.amount(call);
                 let budget = entry.budget.clone();
                 entry.spend.add(&budget, call.time_ms, amount);
-                if !touched.contains(slot) {
-                    touched.push(*slot);
-                }
             }
         }
         let mut crossings = Vec::new();
@@ -543,7 +559,12 @@ impl Book {
             holds.push((slot, entry.generation, amount));
         }
         if denial.is_some() {
-            return Decision { allowed: false, reservation_id: None, budgets: checked, reason: denial };
+            return Decision {
+                allowed: false,
+                reservation_id: None,
+                budgets: checked,
+                reason: denial,
+            };
         }
         for ((slot, _, amount), view) in holds.iter().zip(checked.iter_mut()) {
             let entry = self.slots[*slot].as_mut().expect("live slot");
@@ -765,12 +786,24 @@ mod tests {
         let b = budget("b", 10.0, Period::Day, Mode::Observe);
         ready(&mut book, &b, day1);
         let fired = |cs: Vec<Crossing>| cs.iter().map(|c| c.threshold).collect::<Vec<_>>();
-        assert_eq!(fired(book.observe([(&call("alice", day1, 4.0), 1)].into_iter(), day1)), Vec::<f64>::new());
+        assert_eq!(
+            fired(book.observe([(&call("alice", day1, 4.0), 1)].into_iter(), day1)),
+            Vec::<f64>::new()
+        );
         assert_eq!(fired(book.observe([(&call("alice", day1, 1.0), 1)].into_iter(), day1)), [50.0]);
         assert_eq!(fired(book.observe([(&call("alice", day1, 4.0), 1)].into_iter(), day1)), [80.0]);
-        assert_eq!(fired(book.observe([(&call("bob", day1, 9.0), 2)].into_iter(), day1)), Vec::<f64>::new());
-        assert_eq!(fired(book.observe([(&call("alice", day1, 5.0), 1)].into_iter(), day1)), [100.0]);
-        assert_eq!(fired(book.observe([(&call("alice", day1, 5.0), 1)].into_iter(), day1)), Vec::<f64>::new());
+        assert_eq!(
+            fired(book.observe([(&call("bob", day1, 9.0), 2)].into_iter(), day1)),
+            Vec::<f64>::new()
+        );
+        assert_eq!(
+            fired(book.observe([(&call("alice", day1, 5.0), 1)].into_iter(), day1)),
+            [100.0]
+        );
+        assert_eq!(
+            fired(book.observe([(&call("alice", day1, 5.0), 1)].into_iter(), day1)),
+            Vec::<f64>::new()
+        );
         // The next day starts from zero; 60 % of it fires 50 % once more.
         let day2 = day1 + DAY_MS;
         assert_eq!(fired(book.tick(day2)), Vec::<f64>::new());
@@ -793,6 +826,9 @@ mod tests {
         assert!(book.tick(t0 + MINUTE_MS + SECOND_MS).is_empty());
         let later = t0 + 2 * MINUTE_MS;
         assert_eq!(book.observe([(&call("alice", later, 6.0), 1)].into_iter(), later).len(), 1);
+        // A dip that no tick saw still re-arms.
+        let dip = later + MINUTE_MS + 2 * SECOND_MS;
+        assert_eq!(book.observe([(&call("alice", dip, 6.0), 1)].into_iter(), dip).len(), 1);
     }
 
     #[test]

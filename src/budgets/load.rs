@@ -111,7 +111,8 @@ pub async fn spend(
         let visitor = Collect { wanted: wanted.clone(), rows: Vec::new() };
         let visitor = storage.scan_rollups(tier, from, to, ORDINARY_IDS, Box::new(visitor)).await?;
         let visitor: Box<dyn std::any::Any> = visitor;
-        let mut rows = visitor.downcast::<Collect>().expect("the store hands back our visitor").rows;
+        let mut rows =
+            visitor.downcast::<Collect>().expect("the store hands back our visitor").rows;
         rows.extend(
             engine
                 .open_cells(tier, from, to, &wanted)

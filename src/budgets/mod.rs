@@ -99,7 +99,7 @@ impl Budgets {
             max_ms: setting_ms("webhook_retry_max", &config.webhook_retry_max)?,
             give_up_after_ms: setting_ms("webhook_retry_for", &config.webhook_retry_for)?,
             timeout: Duration::from_millis(
-                setting_ms("webhook_timeout", &config.webhook_timeout)? as u64,
+                setting_ms("webhook_timeout", &config.webhook_timeout)? as u64
             ),
         };
         let now = now_ms();

@@ -527,7 +527,8 @@ mod tests {
             (json!({"scope": {"user": 7}}), "scope.user: must be a string"),
         ];
         for (patch, expected) in cases {
-            let mut base = json!({"name": "b", "metric": "cost_usd", "limit": 1.0, "period": "day"});
+            let mut base =
+                json!({"name": "b", "metric": "cost_usd", "limit": 1.0, "period": "day"});
             for (k, v) in patch.as_object().unwrap() {
                 base[k] = v.clone();
             }

@@ -1,9 +1,10 @@
 //! The command line: `tally serve`, `tally usage`, `tally prices`,
-//! `tally reprice`, `tally bench`.
+//! `tally reprice`, `tally budgets`, `tally bench`.
 
 mod bench;
 mod bench_points;
 mod bench_spans;
+mod budgets;
 mod prices;
 mod reprice;
 mod serve;
@@ -31,6 +32,9 @@ enum Command {
     Prices(prices::PricesArgs),
     /// Recompute stored costs in a window after a price change.
     Reprice(reprice::RepriceArgs),
+    /// Print every budget's spend, limit, reservations and forecast from a
+    /// running server.
+    Budgets(budgets::BudgetsArgs),
     /// Load a running server and print what it sustains.
     Bench(bench::BenchArgs),
 }
@@ -60,6 +64,7 @@ pub fn main() -> ExitCode {
             Command::Usage(args) => usage::run(args).await,
             Command::Prices(args) => prices::run(args),
             Command::Reprice(args) => reprice::run(args).await,
+            Command::Budgets(args) => budgets::run(args).await,
             Command::Bench(args) => bench::run(args).await,
         }
     });
@@ -84,4 +89,25 @@ pub async fn check(response: reqwest::Response) -> anyhow::Result<reqwest::Respo
         .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
         .unwrap_or(body);
     anyhow::bail!("server answered {status}: {message}")
+}
+
+/// Prints `rows` (the first is the header) as aligned columns: the first
+/// `left` left-aligned, the rest right-aligned.
+pub fn print_rows(rows: &[Vec<String>], left: usize) {
+    let Some(first) = rows.first() else { return };
+    let widths: Vec<usize> =
+        (0..first.len()).map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0)).collect();
+    for r in rows {
+        let line: Vec<String> = r
+            .iter()
+            .zip(&widths)
+            .enumerate()
+            .map(
+                |(i, (cell, w))| {
+                    if i < left { format!("{cell:<w$}") } else { format!("{cell:>w$}") }
+                },
+            )
+            .collect();
+        println!("{}", line.join("  ").trim_end());
+    }
 }

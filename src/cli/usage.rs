@@ -101,19 +101,5 @@ fn print_table(by: &str, summary: &Value) {
         rows.push(row(Some(&group["key"]), group));
     }
     rows.push(row(None, &summary["total"]));
-    let widths: Vec<usize> =
-        (0..rows[0].len()).map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0)).collect();
-    for r in rows {
-        let line: Vec<String> = r
-            .iter()
-            .zip(&widths)
-            .enumerate()
-            .map(
-                |(i, (cell, w))| {
-                    if i < dims.len() { format!("{cell:<w$}") } else { format!("{cell:>w$}") }
-                },
-            )
-            .collect();
-        println!("{}", line.join("  ").trim_end());
-    }
+    super::print_rows(&rows, dims.len());
 }

@@ -89,12 +89,27 @@ impl Records {
 }
 
 enum Job {
-    Append { records: Records, reply: Reply<Vec<Outcome>> },
-    Reprice { from: i64, to: i64, prices: Arc<PriceTable>, reply: Reply<RepriceReport> },
-    Retention { cutoffs: RetentionCutoffs, reply: Reply<u64> },
-    Flush { reply: Reply<()> },
+    Append {
+        records: Records,
+        reply: Reply<Vec<Outcome>>,
+    },
+    Reprice {
+        from: i64,
+        to: i64,
+        prices: Arc<PriceTable>,
+        reply: Reply<RepriceReport>,
+    },
+    Retention {
+        cutoffs: RetentionCutoffs,
+        reply: Reply<u64>,
+    },
+    Flush {
+        reply: Reply<()>,
+    },
     /// Work that must see every acknowledged call applied and none in flight.
-    Exclusive { work: Pin<Box<dyn Future<Output = ()> + Send>> },
+    Exclusive {
+        work: Pin<Box<dyn Future<Output = ()> + Send>>,
+    },
 }
 
 /// The handle request handlers use to get calls committed.

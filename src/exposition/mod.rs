@@ -92,6 +92,7 @@ pub struct MetricsState {
     pub engine: Arc<RollupEngine>,
     pub storage: Arc<dyn Storage>,
     pub metric_registry: Arc<crate::aggregate::metric::MetricRegistry>,
+    pub budgets: Arc<crate::budgets::Budgets>,
     stats: tokio::sync::Mutex<Option<(Instant, StoreStats)>>,
 }
 
@@ -102,9 +103,10 @@ impl MetricsState {
         engine: Arc<RollupEngine>,
         storage: Arc<dyn Storage>,
         metric_registry: Arc<crate::aggregate::metric::MetricRegistry>,
+        budgets: Arc<crate::budgets::Budgets>,
     ) -> Self {
         let stats = tokio::sync::Mutex::new(None);
-        Self { metrics, committer, engine, storage, metric_registry, stats }
+        Self { metrics, committer, engine, storage, metric_registry, budgets, stats }
     }
 
     async fn store_stats(&self) -> Option<StoreStats> {
@@ -213,9 +215,75 @@ pub async fn handler(State(state): State<Arc<MetricsState>>) -> Response {
             e.sample("tally_store_rows", &[("table", table)], n as f64);
         }
     }
+    budget_families(&mut e, &state.budgets);
     let ids = lock(&m.ledger).series_ids();
     let keys = state.engine.series_keys(&ids);
     lock(&m.ledger).render(&mut e, &keys);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], e.finish())
         .into_response()
+}
+
+/// `tally_budget_*`: each budget's spend, limit, reservations and remaining
+/// share, and the alert pipeline's counters.
+fn budget_families(e: &mut Exposition, budgets: &crate::budgets::Budgets) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let (statuses, open) = {
+        let mut book = budgets.lock();
+        (book.statuses(None, crate::time::now_ms()), book.open_reservations())
+    };
+    let gauges: [(&str, &str, fn(&crate::budgets::BudgetStatus) -> f64); 4] = [
+        (
+            "tally_budget_spend",
+            "Spend in the budget's current period (USD or tokens, see metric).",
+            |s| s.spend,
+        ),
+        ("tally_budget_limit", "The budget's limit per period.", |s| s.limit),
+        ("tally_budget_reserved", "Held by open quota reservations.", |s| s.reserved),
+        (
+            "tally_budget_remaining_ratio",
+            "Share of the limit left after spend and reservations (0 to 1).",
+            |s| s.remaining / s.limit,
+        ),
+    ];
+    for (name, help, value) in gauges {
+        e.family(name, Kind::Gauge, help);
+        for s in &statuses {
+            let labels = [
+                ("budget_id", s.id.as_str()),
+                ("budget", s.name.as_str()),
+                ("project", s.project.as_str()),
+                ("metric", s.metric.as_str()),
+            ];
+            e.sample(name, &labels, value(s));
+        }
+    }
+    e.family(
+        "tally_quota_reservations_open",
+        Kind::Gauge,
+        "Quota reservations not yet settled or expired.",
+    );
+    e.sample("tally_quota_reservations_open", &[], open as f64);
+    let stats = &budgets.alerts.stats;
+    e.family(
+        "tally_budget_alerts_total",
+        Kind::Counter,
+        "Budget thresholds crossed and recorded as alerts.",
+    );
+    e.sample("tally_budget_alerts_total", &[], stats.recorded.load(Relaxed) as f64);
+    e.family(
+        "tally_budget_webhook_deliveries_total",
+        Kind::Counter,
+        "Alert webhook attempts by outcome (delivered, error, given_up).",
+    );
+    for (outcome, n) in [
+        ("delivered", &stats.delivered),
+        ("error", &stats.attempts_failed),
+        ("given_up", &stats.given_up),
+    ] {
+        e.sample(
+            "tally_budget_webhook_deliveries_total",
+            &[("outcome", outcome)],
+            n.load(Relaxed) as f64,
+        );
+    }
 }

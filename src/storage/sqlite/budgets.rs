@@ -68,7 +68,8 @@ pub fn alerts_since(
         "SELECT threshold, period_start, crossed_ms FROM alerts \
          WHERE budget_id = ?1 AND crossed_ms >= ?2",
     )?;
-    let rows = stmt.query_map(params![budget_id, since_ms], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+    let rows =
+        stmt.query_map(params![budget_id, since_ms], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
@@ -120,7 +121,7 @@ pub fn due_deliveries(
     let mut stmt = conn.prepare_cached(
         "SELECT d.id, d.alert_id, d.url, a.body, a.signature, d.attempts, a.crossed_ms \
          FROM deliveries d JOIN alerts a ON a.id = d.alert_id \
-         WHERE d.status = 'pending' AND d.next_ms <= ?1 ORDER BY d.next_ms LIMIT ?2",
+         WHERE d.status = 'pending' AND d.next_ms <= ?1 ORDER BY d.next_ms, d.id LIMIT ?2",
     )?;
     let rows = stmt.query_map(params![now_ms, limit as i64], |r| {
         Ok(DueDelivery {

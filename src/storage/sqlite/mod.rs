@@ -24,9 +24,9 @@ use tracing::warn;
 
 use super::{
     AlertFilter, AlertRecord, AppendBatch, Appended, CallFilter, DeliveryUpdate, DueDelivery,
-    LogFilter, NewAlert, StoredBudget, MetricBinVisitor, RetentionCutoffs,
-    RollupVisitor, SessionSummary, Storage, StorageError, StoreStats, TelemetryScope,
-    TelemetryVisitor, TraceFilter, TraceSummary,
+    LogFilter, MetricBinVisitor, NewAlert, RetentionCutoffs, RollupVisitor, SessionSummary,
+    Storage, StorageError, StoreStats, StoredBudget, TelemetryScope, TelemetryVisitor, TraceFilter,
+    TraceSummary,
 };
 use crate::aggregate::metric::{MetricKey, MetricTier};
 use crate::aggregate::rollup::SequencedCall;
