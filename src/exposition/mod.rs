@@ -231,7 +231,8 @@ fn budget_families(e: &mut Exposition, budgets: &crate::budgets::Budgets) {
         let mut book = budgets.lock();
         (book.statuses(None, crate::time::now_ms()), book.open_reservations())
     };
-    let gauges: [(&str, &str, fn(&crate::budgets::BudgetStatus) -> f64); 4] = [
+    type Gauge = (&'static str, &'static str, fn(&crate::budgets::BudgetStatus) -> f64);
+    let gauges: [Gauge; 4] = [
         (
             "tally_budget_spend",
             "Spend in the budget's current period (USD or tokens, see metric).",
