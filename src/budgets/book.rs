@@ -63,7 +63,11 @@ impl Spend {
                 *periods.entry(start).or_default() += amount;
             }
             Spend::Rolling { width, buckets, total, .. } => {
-                *buckets.entry(time_ms.div_euclid(*width) * *width).or_default() += amount;
+                let bucket = time_ms.div_euclid(*width) * *width;
+                match buckets.last_entry() {
+                    Some(mut last) if *last.key() == bucket => *last.get_mut() += amount,
+                    _ => *buckets.entry(bucket).or_default() += amount,
+                }
                 *total += amount;
             }
         }
@@ -141,6 +145,8 @@ struct Entry {
     /// Bumped when the slot is given a new definition, so holds taken on the
     /// old one are not released against the new one.
     generation: u64,
+    /// The last `observe` pass that touched this budget.
+    pass: u64,
     spend: Spend,
     reserved: f64,
     fired: Fired,
@@ -332,6 +338,8 @@ pub struct Book {
     slots: Vec<Option<Entry>>,
     by_id: HashMap<String, usize>,
     next_generation: u64,
+    /// Counts `observe` calls, to mark each budget touched once per call.
+    pass: u64,
     /// The budgets each series' calls count against, worked out on a series'
     /// first call and forgotten whenever budgets change.
     by_series: FxHashMap<i64, Box<[usize]>>,
@@ -350,6 +358,7 @@ impl Book {
             slots: Vec::new(),
             by_id: HashMap::new(),
             next_generation: 1,
+            pass: 0,
             by_series: FxHashMap::default(),
             reservations: HashMap::new(),
             expiries: BTreeSet::new(),
@@ -384,6 +393,7 @@ impl Book {
             generation,
             reserved: 0.0,
             ready: false,
+            pass: 0,
         };
         match self.by_id.get(&budget.id) {
             Some(slot) => self.slots[*slot] = Some(entry),
@@ -438,6 +448,8 @@ impl Book {
         calls: impl Iterator<Item = (&'a LlmCall, i64)>,
         now: i64,
     ) -> Vec<Crossing> {
+        self.pass += 1;
+        let pass = self.pass;
         let mut touched: Vec<usize> = Vec::new();
         for (call, series) in calls {
             let slots = &self.slots;
@@ -453,13 +465,12 @@ impl Book {
             });
             for slot in matched.iter() {
                 let entry = self.slots[*slot].as_mut().expect("cache holds live slots");
-                if !touched.contains(slot) {
+                if entry.pass != pass {
+                    entry.pass = pass;
                     entry.rearm(now);
                     touched.push(*slot);
                 }
-                let amount = entry.budget.metric.amount(call);
-                let budget = entry.budget.clone();
-                entry.spend.add(&budget, call.time_ms, amount);
+                entry.spend.add(&entry.budget, call.time_ms, entry.budget.metric.amount(call));
             }
         }
         let mut crossings = Vec::new();

@@ -3,6 +3,7 @@
 //! `tally bench ingest` posts batches of usage reports from concurrent
 //! clients and prints records/s (end to end, each batch durably
 //! acknowledged), client-observed batch latency and the server's peak RSS.
+//! `tally bench quota` (bench_quota.rs) times gateways' reserve + settle.
 //! `tally bench query` loads a server step by step (e.g. to 1 M then 10 M
 //! calls over 24 h) and times the 24 h summary grouped by model at each step.
 //! Without `--server`, both start their own `tally serve` on a temporary data
@@ -36,6 +37,8 @@ enum BenchKind {
     Spans(super::bench_spans::SpansArgs),
     /// Metric point ingest and metric query latency.
     Points(super::bench_points::PointsArgs),
+    /// Quota reserve + settle round trips with budgets defined.
+    Quota(super::bench_quota::QuotaArgs),
 }
 
 #[derive(Args, Clone)]
@@ -64,6 +67,10 @@ struct IngestArgs {
     /// Stop after this many seconds even if not all reports were sent.
     #[arg(long, default_value_t = 120)]
     max_seconds: u64,
+    /// Budgets to define before the run (over the reports' users, teams,
+    /// keys and models), to measure what evaluating them costs.
+    #[arg(long, default_value_t = 0)]
+    budgets: u64,
 }
 
 #[derive(Args)]
@@ -84,6 +91,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchKind::Query(args) => query(args).await,
         BenchKind::Spans(args) => super::bench_spans::spans(args).await,
         BenchKind::Points(args) => super::bench_points::points(args).await,
+        BenchKind::Quota(args) => super::bench_quota::quota(args).await,
     }
 }
 
@@ -145,7 +153,7 @@ impl Server {
         Some(kib / 1024.0)
     }
 
-    async fn stop(mut self) {
+    pub(super) async fn stop(mut self) {
         if let Some(child) = &mut self.child {
             if let Some(pid) = child.id() {
                 let _ =
@@ -156,7 +164,7 @@ impl Server {
     }
 }
 
-const MODELS: [&str; 8] = [
+pub(super) const MODELS: [&str; 8] = [
     "gpt-4o",
     "gpt-4o-mini",
     "claude-3-5-sonnet-20241022",
@@ -316,6 +324,7 @@ pub(super) fn percentile(sorted: &[f64], q: f64) -> f64 {
 
 async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
     let server = Server::start(&args.target).await?;
+    super::bench_quota::define_budgets(&server.url, args.budgets).await?;
     let run = crate::time::now_ms() as u64;
     let plan = LoadPlan {
         run,
@@ -329,8 +338,8 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
     let mut result = load(&server.url, plan).await?;
     result.latencies_ms.sort_by(f64::total_cmp);
     println!(
-        "ingest: {} reports in batches of {}, {} concurrent clients",
-        result.records, args.batch, args.concurrency
+        "ingest: {} reports in batches of {}, {} concurrent clients, {} budgets",
+        result.records, args.batch, args.concurrency, args.budgets
     );
     println!(
         "  throughput      {:.0} reports/s (durably acknowledged)",

@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_points;
+mod bench_quota;
 mod bench_spans;
 mod budgets;
 mod prices;
