@@ -438,4 +438,32 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tally.example.toml");
         Config::load(Some(&path), &HashMap::new(), &Overrides::default()).unwrap();
     }
+
+    #[test]
+    fn example_budget_block_is_a_valid_budget() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tally.example.toml");
+        let text = std::fs::read_to_string(path).unwrap();
+        let block: String = text
+            .lines()
+            .skip_while(|l| *l != "# [[budgets.define]]")
+            .take_while(|l| l.starts_with('#'))
+            .map(|l| l.trim_start_matches('#').trim_start().to_owned() + "\n")
+            .collect();
+        assert!(block.contains("limit"), "{block}");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("budget.toml");
+        std::fs::write(&file, &block).unwrap();
+        let config = Config::load(Some(&file), &HashMap::new(), &Overrides::default()).unwrap();
+        let spec = config.budgets.define[0].clone();
+        let f = crate::normalize::KeyFingerprinter::new(b"s");
+        let context = crate::budgets::rule::RuleContext {
+            default_timezone: chrono_tz::Tz::UTC,
+            fingerprinter: &f,
+            now_ms: 0,
+        };
+        let budget =
+            crate::budgets::Budget::from_spec(spec, crate::budgets::Origin::Config, &context)
+                .unwrap();
+        assert_eq!(budget.scope.tags["team"], "search");
+    }
 }

@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use super::book::Crossing;
-use crate::storage::{DeliveryUpdate, DueDelivery, NewAlert, Storage};
+use crate::storage::{DeliveryUpdate, DueDelivery, NewAlert, Storage, StorageError};
 use crate::time::now_ms;
 
 /// The header carrying `sha256=<hex HMAC-SHA256 of the body>`.
@@ -142,6 +142,8 @@ async fn run(
         let wait = match storage.next_delivery_ms().await {
             Ok(Some(next)) => Duration::from_millis((next - now_ms()).clamp(0, 30_000) as u64),
             Ok(None) => IDLE,
+            // The store has shut down: so is the server.
+            Err(StorageError::WorkerGone) => return,
             Err(err) => {
                 warn!(%err, "cannot read pending webhook deliveries; retrying");
                 Duration::from_secs(1)
@@ -188,6 +190,7 @@ async fn deliver_due(
 ) {
     let due = match storage.due_deliveries(now_ms(), PARALLEL).await {
         Ok(due) => due,
+        Err(StorageError::WorkerGone) => return,
         Err(err) => {
             warn!(%err, "cannot read due webhook deliveries");
             return;

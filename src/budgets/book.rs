@@ -17,6 +17,8 @@ const SLACK: f64 = 1e-9;
 /// How long a settled or expired reservation id is remembered.
 const ENDED_KEEP_MS: i64 = 3_600_000;
 const ENDED_MAX: usize = 200_000;
+/// Expired reservations released by one request.
+const EXPIRE_PER_CALL: usize = 64;
 
 /// Spend of one budget, by the time the calls were made.
 #[derive(Debug, Clone)]
@@ -484,7 +486,7 @@ impl Book {
     /// rolling thresholds; returns thresholds crossed (spend stamped in the
     /// future that a new period starts with).
     pub fn tick(&mut self, now: i64) -> Vec<Crossing> {
-        self.expire(now);
+        self.expire_some(now, usize::MAX);
         let mut crossings = Vec::new();
         for entry in self.slots.iter_mut().flatten() {
             entry.evaluate(now, &mut crossings);
@@ -649,11 +651,19 @@ impl Book {
         }
     }
 
+    /// Releases reservations past their expiry: a few per call on the
+    /// request path (so that a mass expiry never stalls one request), the
+    /// rest at the next tick.
     fn expire(&mut self, now: i64) {
+        self.expire_some(now, EXPIRE_PER_CALL);
+    }
+
+    fn expire_some(&mut self, now: i64, mut budget: usize) {
         while let Some((at, _)) = self.expiries.first() {
-            if *at > now {
+            if *at > now || budget == 0 {
                 break;
             }
+            budget -= 1;
             let (_, id) = self.expiries.pop_first().expect("first exists");
             if let Some(r) = self.reservations.remove(&id) {
                 self.release(&r);

@@ -2,15 +2,11 @@
 //! server with many budgets defined, and `tally bench ingest --budgets N`'s
 //! budget set-up.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
-
-use anyhow::bail;
+use anyhow::{Context, bail};
 use clap::Args;
 use serde_json::json;
 
-use super::bench::{Rng, Server, Target, percentile, post_until_taken};
+use super::bench::{Server, Target};
 
 #[derive(Args)]
 pub struct QuotaArgs {
@@ -19,16 +15,17 @@ pub struct QuotaArgs {
     /// Budgets defined before the run (one per user, all enforced).
     #[arg(long, default_value_t = 100)]
     budgets: u64,
-    /// Reserve + settle round trips in all.
-    #[arg(long, default_value_t = 300_000)]
-    round_trips: u64,
-    /// Concurrent gateway clients.
-    #[arg(long, default_value_t = 64)]
+    /// Concurrent gateway connections.
+    #[arg(long, default_value_t = 48)]
     concurrency: u64,
-    /// Stop after this many seconds even if not all round trips were made.
-    #[arg(long, default_value_t = 60)]
-    max_seconds: u64,
+    /// How long to run.
+    #[arg(long, default_value_t = 20)]
+    seconds: u64,
 }
+
+/// The load generator's script (wrk: a C client, so that the client takes
+/// little of the machine the server runs on).
+const WRK_SCRIPT: &str = include_str!("../../benches/quota.lua");
 
 /// Defines `n` budgets over the dimensions the ingest bench's reports
 /// carry, as a deployment would: the whole project, each model, team, key
@@ -64,8 +61,7 @@ pub(super) async fn define_budgets(url: &str, n: u64) -> anyhow::Result<()> {
 
 pub async fn quota(args: QuotaArgs) -> anyhow::Result<()> {
     let server = Server::start(&args.target).await?;
-    let client =
-        reqwest::Client::builder().pool_max_idle_per_host(args.concurrency as usize).build()?;
+    let client = reqwest::Client::new();
     for i in 0..args.budgets {
         let spec = json!({"name": format!("user-{i}-monthly"), "scope": {"user": format!("user-{i}")},
                           "metric": "cost_usd", "limit": 1e9, "period": "month",
@@ -76,75 +72,50 @@ pub async fn quota(args: QuotaArgs) -> anyhow::Result<()> {
             bail!("creating budget {i}: {}", response.text().await?);
         }
     }
-    let deadline = Instant::now() + Duration::from_secs(args.max_seconds);
-    let next = Arc::new(AtomicU64::new(0));
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for worker in 0..args.concurrency {
-        let (client, next, url) = (client.clone(), next.clone(), server.url.clone());
-        let (total, users) = (args.round_trips, args.budgets.max(1));
-        tasks.push(tokio::spawn(async move {
-            let mut rng = Rng(0x5DEE_CE66_D1CE_4E5B ^ (worker + 1).wrapping_mul(0x9E37_79B9));
-            let (mut reserves, mut settles, mut trips) = (Vec::new(), Vec::new(), Vec::new());
-            let reserve_url = format!("{url}/api/v1/quota/reserve");
-            let settle_url = format!("{url}/api/v1/quota/settle");
-            loop {
-                let n = next.fetch_add(1, Ordering::Relaxed);
-                if n >= total || Instant::now() > deadline {
-                    break;
-                }
-                let user = format!("user-{}", rng.below(users));
-                let t0 = Instant::now();
-                let ask = json!({"user": user, "model": "gpt-4o", "estimated_cost_usd": 0.01, "ttl_s": 60});
-                let (status, answer) =
-                    post_until_taken(&client, &reserve_url, "application/json", ask.to_string()).await?;
-                let decision: serde_json::Value = serde_json::from_slice(&answer)?;
-                if status != 200 || decision["allowed"] != true {
-                    bail!("reserve {n}: {status} {decision}");
-                }
-                let t1 = Instant::now();
-                let settle = json!({"reservation_id": decision["reservation_id"],
-                    "usage": {"model": "gpt-4o", "user": user, "input_tokens": 500 + rng.below(2000),
-                              "output_tokens": 1 + rng.below(500)}});
-                let (status, answer) =
-                    post_until_taken(&client, &settle_url, "application/json", settle.to_string()).await?;
-                if status != 200 {
-                    bail!("settle {n}: {status} {}", String::from_utf8_lossy(&answer));
-                }
-                let t2 = Instant::now();
-                reserves.push((t1 - t0).as_secs_f64() * 1000.0);
-                settles.push((t2 - t1).as_secs_f64() * 1000.0);
-                trips.push((t2 - t0).as_secs_f64() * 1000.0);
+    let script = tempfile::Builder::new().suffix(".lua").tempfile()?;
+    std::fs::write(script.path(), WRK_SCRIPT)?;
+    let output = tokio::process::Command::new("wrk")
+        .args(["-t2", &format!("-c{}", args.concurrency), &format!("-d{}s", args.seconds)])
+        .args(["--timeout", "10s", "--latency", "-s"])
+        .arg(script.path())
+        .arg(&server.url)
+        .env("TALLY_BENCH_USERS", args.budgets.max(1).to_string())
+        .output()
+        .await
+        .context("cannot run wrk (Debian package wrk)")?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        bail!("wrk failed: {}{}", text, String::from_utf8_lossy(&output.stderr));
+    }
+    let mut figures = std::collections::HashMap::new();
+    for line in text.lines().filter_map(|l| l.strip_prefix("tally: ")) {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        for pair in words.chunks(2) {
+            if let [key, value] = pair {
+                figures.insert(key.to_string(), value.parse::<f64>().unwrap_or(f64::NAN));
             }
-            anyhow::Ok((reserves, settles, trips))
-        }));
+        }
     }
-    let (mut reserves, mut settles, mut trips) = (Vec::new(), Vec::new(), Vec::new());
-    for task in tasks {
-        let (r, s, t) = task.await??;
-        reserves.extend(r);
-        settles.extend(s);
-        trips.extend(t);
-    }
-    let seconds = started.elapsed().as_secs_f64();
-    for v in [&mut reserves, &mut settles, &mut trips] {
-        v.sort_by(f64::total_cmp);
-    }
-    println!(
-        "quota: {} reserve + settle round trips, {} budgets, {} concurrent clients",
-        trips.len(),
-        args.budgets,
-        args.concurrency
-    );
-    println!("  throughput      {:.0} round trips/s", trips.len() as f64 / seconds);
-    for (what, v) in [("reserve", &reserves), ("settle", &settles), ("round trip", &trips)] {
-        println!(
-            "  {what:<15} p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
-            percentile(v, 0.5),
-            percentile(v, 0.99),
-            percentile(v, 1.0)
+    let figure = |k: &str| figures.get(k).copied().unwrap_or(f64::NAN);
+    if figure("failed") > 0.0 || figure("denied") > 0.0 {
+        bail!(
+            "{} requests failed and {} reservations were denied:\n{text}",
+            figure("failed"),
+            figure("denied")
         );
     }
+    println!(
+        "quota: reserve + settle with {} budgets, {} connections (wrk), {} s",
+        args.budgets, args.concurrency, args.seconds
+    );
+    println!("  throughput      {:.0} round trips/s", figure("settles") / figure("seconds"));
+    println!(
+        "  per request     p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  p99.9 {:.2} ms",
+        figure("p50"),
+        figure("p90"),
+        figure("p99"),
+        figure("p99.9")
+    );
     match server.peak_rss_mib() {
         Some(mib) => println!("  server peak RSS {mib:.0} MiB"),
         None => println!("  server peak RSS unknown (external server)"),

@@ -143,6 +143,7 @@ impl Committer {
             metric_registry,
             observer,
             last_flush: Instant::now(),
+            last_start: Instant::now(),
         };
         let (stopped_tx, stopped) = oneshot::channel();
         // The committer gets a thread (and a single-threaded runtime) of its
@@ -236,7 +237,16 @@ struct CommitterTask {
     metric_registry: Arc<MetricRegistry>,
     observer: Arc<dyn CommitObserver>,
     last_flush: Instant,
+    /// When the last append started.
+    last_start: Instant,
 }
+
+/// A small group waits this long after the previous append started, for
+/// company: many tiny commits (one quota settle each, say) cost the store
+/// far more than a few larger ones, and a millisecond is little to wait.
+const LINGER: Duration = Duration::from_micros(250);
+/// A group this large starts at once.
+const LINGER_RECORDS: usize = 256;
 
 struct Pending {
     calls: usize,
@@ -290,11 +300,13 @@ impl CommitterTask {
                     let must_pause = !exclusive.is_empty() || self.flush_due();
                     // (Series the finished group wrote are still pending for
                     // the next one; writing them again is harmless.)
-                    if !must_pause && !next.is_empty() {
+                    if !must_pause && self.may_start(&next) {
                         inflight = Some(self.start_append(std::mem::take(&mut next)));
                     }
                     self.finish(done, finished);
                 }
+                _ = tokio::time::sleep_until((self.last_start + LINGER).into()),
+                    if inflight.is_none() && !next.is_empty() => {}
                 job = jobs.recv(), if open && next.records.len() < self.config.max_group_records => {
                     match job {
                         Some(Job::Append { mut records, reply }) => {
@@ -320,7 +332,7 @@ impl CommitterTask {
             for job in exclusive.drain(..) {
                 self.run_exclusive(job).await;
             }
-            if !next.is_empty() {
+            if self.may_start(&next) || (!open && !next.is_empty()) {
                 inflight = Some(self.start_append(std::mem::take(&mut next)));
             }
         }
@@ -330,6 +342,12 @@ impl CommitterTask {
         info!("committer stopped");
     }
 
+    /// Whether `next` should be appended now rather than wait for company.
+    fn may_start(&self, next: &Group) -> bool {
+        !next.is_empty()
+            && (next.records.len() >= LINGER_RECORDS || self.last_start.elapsed() >= LINGER)
+    }
+
     fn flush_due(&self) -> bool {
         self.last_flush.elapsed() >= self.config.flush_interval
             || self.engine.open_cell_count() >= self.config.max_open_cells
@@ -337,6 +355,7 @@ impl CommitterTask {
 
     /// Assigns series and starts appending a group on the store.
     fn start_append(&mut self, group: Group) -> InFlight {
+        self.last_start = Instant::now();
         let total = group.records.len();
         let Records { calls, spans, logs, points } = group.records;
         let (series_ids, new_series) = self.engine.assign_series(&calls);
