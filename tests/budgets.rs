@@ -146,6 +146,25 @@ async fn alerts(base: &str, query: &[(&str, &str)]) -> Vec<Value> {
     get_ok(base, "/api/v1/alerts", query).await["alerts"].as_array().unwrap().clone()
 }
 
+/// Waits until the server has recorded `n` of the budget's alerts as
+/// delivered: a receiver's 2xx is recorded a moment after it is sent, and a
+/// kill in between means a second delivery (at least once, same alert id).
+async fn wait_recorded_delivered(base: &str, budget_id: &str, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let delivered = alerts(base, &[("budget_id", budget_id)])
+            .await
+            .iter()
+            .filter(|a| a["deliveries"][0]["status"] == "delivered")
+            .count();
+        if delivered >= n {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{delivered} of {n} alerts recorded as delivered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Tests
 // ---------------------------------------------------------------------------
@@ -320,6 +339,7 @@ async fn rolling_windows_age_spend_out_and_fire_again() {
     assert_eq!(allowed["allowed"], true, "{allowed}");
     ingest(&base, &json!([usage("alice", 45, now_ms())])).await;
     receiver.wait_for(2, Duration::from_secs(10)).await;
+    wait_recorded_delivered(&base, &id, 2).await;
     // After a restart the window is read back from minute rollups: never
     // less than what is in it (a minute's worth more at most), and the
     // threshold that fired within the window does not fire again.
@@ -329,7 +349,13 @@ async fn rolling_windows_age_spend_out_and_fire_again() {
     let after_restart = spend(&base, &id).await;
     assert!((105.0..=165.0).contains(&after_restart), "{after_restart}");
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(receiver.thresholds(), [100.0, 100.0]);
+    assert_eq!(
+        receiver.thresholds(),
+        [100.0, 100.0],
+        "{:#?}\n{}",
+        receiver.accepted(),
+        server.log()
+    );
 }
 
 #[tokio::test]
@@ -360,6 +386,7 @@ async fn an_alert_crossed_before_a_sigkill_arrives_exactly_once_after_restart() 
     server.restart();
     let base = server.url().to_owned();
     receiver.wait_for(1, Duration::from_secs(15)).await;
+    wait_recorded_delivered(&base, &id, 1).await;
     // 100 % crossed, then killed at once: whether or not the alert was
     // written, it arrives once after the restart.
     ingest(&base, &json!([key(500)])).await;
