@@ -40,6 +40,9 @@ const MAX_BODY: usize = 1 << 20;
 /// Longest a reservation may be held.
 const MAX_TTL_S: f64 = 86_400.0;
 const DEFAULT_TTL_S: f64 = 300.0;
+/// Most reservations open at once; beyond, reserve answers 429 (a gateway
+/// that never settles must not grow the server without bound).
+const MAX_OPEN_RESERVATIONS: usize = 1_000_000;
 
 fn conflict(message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::CONFLICT, "conflict", message)
@@ -254,8 +257,15 @@ pub async fn reserve(
         route: r.route.as_deref(),
         tags: &r.tags,
     };
-    let decision =
-        api.budgets.lock().reserve(&subject, estimate, (ttl_s * 1000.0) as i64, now_ms());
+    let decision = {
+        let mut book = api.budgets.lock();
+        if book.open_reservations() >= MAX_OPEN_RESERVATIONS {
+            return Err(ApiError::overloaded(format!(
+                "{MAX_OPEN_RESERVATIONS} reservations are open; settle or let them expire first"
+            )));
+        }
+        book.reserve(&subject, estimate, (ttl_s * 1000.0) as i64, now_ms())
+    };
     Ok(Json(serde_json::to_value(decision).expect("decisions serialize")))
 }
 

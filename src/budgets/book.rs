@@ -345,10 +345,12 @@ pub struct Book {
     /// The budgets each series' calls count against, worked out on a series'
     /// first call and forgotten whenever budgets change.
     by_series: FxHashMap<i64, Box<[usize]>>,
-    reservations: HashMap<String, Reservation>,
-    expiries: BTreeSet<(i64, String)>,
-    ended: HashMap<String, Ended>,
-    ended_order: VecDeque<(i64, String)>,
+    /// Open reservations by number (the `n` of `r_<boot>_<n>`): numbers,
+    /// not strings, so that the maps stay cheap to grow and rehash.
+    reservations: FxHashMap<u64, Reservation>,
+    expiries: BTreeSet<(i64, u64)>,
+    ended: FxHashMap<u64, Ended>,
+    ended_order: VecDeque<(i64, u64)>,
     /// Distinguishes this run's reservation ids from an earlier run's.
     boot: String,
     next_reservation: u64,
@@ -362,10 +364,11 @@ impl Book {
             next_generation: 1,
             pass: 0,
             by_series: FxHashMap::default(),
-            reservations: HashMap::new(),
+            reservations: FxHashMap::default(),
             expiries: BTreeSet::new(),
-            ended: HashMap::new(),
-            ended_order: VecDeque::new(),
+            // Allocated whole at once: growing a large map stalls the lock.
+            ended: FxHashMap::with_capacity_and_hasher(ENDED_MAX + 1, Default::default()),
+            ended_order: VecDeque::with_capacity(ENDED_MAX + 1),
             boot: format!("{boot:08x}"),
             next_reservation: 1,
         }
@@ -584,11 +587,12 @@ impl Book {
             entry.reserved += amount;
             view.remaining = (view.remaining - amount).max(0.0);
         }
-        let id = format!("r_{}_{:x}", self.boot, self.next_reservation);
+        let n = self.next_reservation;
         self.next_reservation += 1;
+        let id = format!("r_{}_{n:x}", self.boot);
         let expires_ms = now + ttl_ms;
-        self.expiries.insert((expires_ms, id.clone()));
-        self.reservations.insert(id.clone(), Reservation { holds, expires_ms, settling: false });
+        self.expiries.insert((expires_ms, n));
+        self.reservations.insert(n, Reservation { holds, expires_ms, settling: false });
         Decision { allowed: true, reservation_id: Some(id), budgets: checked, reason: None }
     }
 
@@ -596,38 +600,41 @@ impl Book {
     /// settle can record the same call.
     pub fn begin_settle(&mut self, id: &str, now: i64) -> Result<Ticket, SettleError> {
         self.expire(now);
-        if let Some(r) = self.reservations.get_mut(id) {
+        let n = match parse_reservation_id(id) {
+            Some((boot, n)) if boot == self.boot => n,
+            Some(_) => return Ok(Ticket::BeforeRestart),
+            None => return Err(SettleError::Unknown(id.to_owned())),
+        };
+        if let Some(r) = self.reservations.get_mut(&n) {
             if r.settling {
                 return Err(SettleError::InProgress(id.to_owned()));
             }
             r.settling = true;
-            self.expiries.remove(&(r.expires_ms, id.to_owned()));
+            self.expiries.remove(&(r.expires_ms, n));
             return Ok(Ticket::Open);
         }
-        match self.ended.get(id) {
+        match self.ended.get(&n) {
             Some(Ended::Settled) => Err(SettleError::AlreadySettled(id.to_owned())),
             Some(Ended::Expired) => Ok(Ticket::Expired),
-            None => match parse_reservation_id(id) {
-                Some(boot) if boot != self.boot => Ok(Ticket::BeforeRestart),
-                _ => Err(SettleError::Unknown(id.to_owned())),
-            },
+            None => Err(SettleError::Unknown(id.to_owned())),
         }
     }
 
     /// Second half: with the usage committed (and so counted as spend), the
     /// holds are released; without, the reservation is open again.
     pub fn finish_settle(&mut self, id: &str, committed: bool, now: i64) {
+        let Some((_, n)) = parse_reservation_id(id) else { return };
         if !committed {
-            if let Some(r) = self.reservations.get_mut(id) {
+            if let Some(r) = self.reservations.get_mut(&n) {
                 r.settling = false;
-                self.expiries.insert((r.expires_ms, id.to_owned()));
+                self.expiries.insert((r.expires_ms, n));
             }
             return;
         }
-        if let Some(r) = self.reservations.remove(id) {
+        if let Some(r) = self.reservations.remove(&n) {
             self.release(&r);
         }
-        self.end(id.to_owned(), Ended::Settled, now);
+        self.end(n, Ended::Settled, now);
     }
 
     fn release(&mut self, r: &Reservation) {
@@ -639,9 +646,9 @@ impl Book {
         }
     }
 
-    fn end(&mut self, id: String, how: Ended, now: i64) {
-        self.ended.insert(id.clone(), how);
-        self.ended_order.push_back((now, id));
+    fn end(&mut self, n: u64, how: Ended, now: i64) {
+        self.ended.insert(n, how);
+        self.ended_order.push_back((now, n));
         while let Some((at, _)) = self.ended_order.front() {
             if *at > now - ENDED_KEEP_MS && self.ended_order.len() <= ENDED_MAX {
                 break;
@@ -664,10 +671,10 @@ impl Book {
                 break;
             }
             budget -= 1;
-            let (_, id) = self.expiries.pop_first().expect("first exists");
-            if let Some(r) = self.reservations.remove(&id) {
+            let (_, n) = self.expiries.pop_first().expect("first exists");
+            if let Some(r) = self.reservations.remove(&n) {
                 self.release(&r);
-                self.end(id, Ended::Expired, now);
+                self.end(n, Ended::Expired, now);
             }
         }
     }
@@ -681,15 +688,14 @@ fn round(x: f64) -> f64 {
     (x * 1e6).round() / 1e6
 }
 
-/// The boot part of a reservation id (`r_<boot>_<n>`).
-fn parse_reservation_id(id: &str) -> Option<&str> {
+/// The boot and number of a reservation id (`r_<boot>_<n>`).
+fn parse_reservation_id(id: &str) -> Option<(&str, u64)> {
     let rest = id.strip_prefix("r_")?;
     let (boot, n) = rest.split_once('_')?;
-    (boot.len() == 8
-        && boot.bytes().all(|b| b.is_ascii_hexdigit())
-        && !n.is_empty()
-        && n.bytes().all(|b| b.is_ascii_hexdigit()))
-    .then_some(boot)
+    if boot.len() != 8 || !boot.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    Some((boot, u64::from_str_radix(n, 16).ok()?))
 }
 
 #[cfg(test)]

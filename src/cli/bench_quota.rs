@@ -16,7 +16,7 @@ pub struct QuotaArgs {
     #[arg(long, default_value_t = 100)]
     budgets: u64,
     /// Concurrent gateway connections.
-    #[arg(long, default_value_t = 48)]
+    #[arg(long, default_value_t = 64)]
     concurrency: u64,
     /// How long to run.
     #[arg(long, default_value_t = 20)]
