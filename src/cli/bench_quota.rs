@@ -21,6 +21,9 @@ pub struct QuotaArgs {
     /// How long to run.
     #[arg(long, default_value_t = 20)]
     seconds: u64,
+    /// Seconds of the same load before the measured run (not counted).
+    #[arg(long, default_value_t = 5)]
+    warmup: u64,
 }
 
 /// The load generator's script (wrk: a C client, so that the client takes
@@ -74,15 +77,19 @@ pub async fn quota(args: QuotaArgs) -> anyhow::Result<()> {
     }
     let script = tempfile::Builder::new().suffix(".lua").tempfile()?;
     std::fs::write(script.path(), WRK_SCRIPT)?;
-    let output = tokio::process::Command::new("wrk")
-        .args(["-t2", &format!("-c{}", args.concurrency), &format!("-d{}s", args.seconds)])
-        .args(["--timeout", "10s", "--latency", "-s"])
-        .arg(script.path())
-        .arg(&server.url)
-        .env("TALLY_BENCH_USERS", args.budgets.max(1).to_string())
-        .output()
-        .await
-        .context("cannot run wrk (Debian package wrk)")?;
+    let wrk = |seconds: u64| {
+        tokio::process::Command::new("wrk")
+            .args(["-t2", &format!("-c{}", args.concurrency), &format!("-d{seconds}s")])
+            .args(["--timeout", "10s", "--latency", "-s"])
+            .arg(script.path())
+            .arg(&server.url)
+            .env("TALLY_BENCH_USERS", args.budgets.max(1).to_string())
+            .output()
+    };
+    if args.warmup > 0 {
+        wrk(args.warmup).await.context("cannot run wrk (Debian package wrk)")?;
+    }
+    let output = wrk(args.seconds).await.context("cannot run wrk (Debian package wrk)")?;
     let text = String::from_utf8_lossy(&output.stdout);
     if !output.status.success() {
         bail!("wrk failed: {}{}", text, String::from_utf8_lossy(&output.stderr));
@@ -105,8 +112,8 @@ pub async fn quota(args: QuotaArgs) -> anyhow::Result<()> {
         );
     }
     println!(
-        "quota: reserve + settle with {} budgets, {} connections (wrk), {} s",
-        args.budgets, args.concurrency, args.seconds
+        "quota: reserve + settle with {} budgets, {} connections (wrk), {} s after {} s of warm-up",
+        args.budgets, args.concurrency, args.seconds, args.warmup
     );
     println!("  throughput      {:.0} round trips/s", figure("settles") / figure("seconds"));
     println!(
