@@ -219,34 +219,72 @@ impl Sketch {
     }
 
     /// Merges the sketch encoded in `bytes` into this one: the same as
-    /// `self.merge(&Sketch::decode(bytes)?)`, but decoding into a buffer
-    /// reused across calls, so that merging many stored sketches (a cold
-    /// query) does not allocate per sketch. On error `self` is unchanged.
+    /// `self.merge(&Sketch::decode(bytes)?)`, but the stored bins go
+    /// straight into this sketch's (through a pair buffer reused across
+    /// calls) instead of into a dense scratch sketch first, so merging many
+    /// stored sketches (a cold query) neither allocates nor zero-fills per
+    /// sketch. On error `self` is unchanged.
     pub fn merge_encoded(&mut self, bytes: &[u8]) -> Result<(), SketchError> {
         thread_local! {
-            static SCRATCH: std::cell::RefCell<Sketch> = std::cell::RefCell::new(Sketch::default());
+            static SCRATCH: std::cell::RefCell<Decoded> = std::cell::RefCell::new(Decoded::default());
         }
         SCRATCH.with(|scratch| {
-            let mut scratch = scratch.borrow_mut();
-            scratch.decode_into(bytes)?;
-            self.merge(&scratch);
+            let mut decoded = scratch.borrow_mut();
+            decoded.read(bytes)?;
+            if decoded.count == 0 {
+                return Ok(());
+            }
+            self.negative.merge_pairs(&decoded.negative);
+            self.positive.merge_pairs(&decoded.positive);
+            self.zero_count = self.zero_count.saturating_add(decoded.zero_count);
+            self.count = self.count.saturating_add(decoded.count);
+            self.sum += decoded.sum;
+            self.min = combine(self.min, decoded.min, f64::min);
+            self.max = combine(self.max, decoded.max, f64::max);
             Ok(())
         })
     }
 
     /// Decodes into `self`, reusing its bins' memory; see `decode`.
     fn decode_into(&mut self, bytes: &[u8]) -> Result<(), SketchError> {
+        let mut decoded = Decoded::default();
+        decoded.read(bytes)?;
+        self.negative.set_pairs(&decoded.negative);
+        self.positive.set_pairs(&decoded.positive);
+        self.zero_count = decoded.zero_count;
+        self.count = decoded.count;
+        self.sum = decoded.sum;
+        self.min = decoded.min;
+        self.max = decoded.max;
+        Ok(())
+    }
+}
+
+/// A stored sketch read but not yet laid out: each store's occupied bins as
+/// (key, count) pairs, keys ascending.
+#[derive(Debug, Default)]
+struct Decoded {
+    zero_count: u64,
+    negative: Vec<(i32, u64)>,
+    positive: Vec<(i32, u64)>,
+    count: u64,
+    sum: f64,
+    min: Option<f64>,
+    max: Option<f64>,
+}
+
+impl Decoded {
+    /// Reads and checks `bytes` whole, reusing this buffer's memory.
+    fn read(&mut self, bytes: &[u8]) -> Result<(), SketchError> {
         let mut input = Reader { rest: bytes };
         let version = input.byte()?;
         if version != FORMAT_VERSION {
             return Err(SketchError::UnsupportedVersion(version));
         }
-        let zero_count = input.varint()?;
-        self.negative.decode_into(&mut input)?;
-        self.positive.decode_into(&mut input)?;
-        let count = [zero_count, self.negative.total(), self.positive.total()]
-            .into_iter()
-            .fold(0, u64::saturating_add);
+        self.zero_count = input.varint()?;
+        let negative = read_pairs(&mut input, &mut self.negative)?;
+        let positive = read_pairs(&mut input, &mut self.positive)?;
+        let count = [self.zero_count, negative, positive].into_iter().fold(0, u64::saturating_add);
         let (min, max, sum) = match count {
             0 => (None, None, 0.0),
             1 => {
@@ -263,13 +301,48 @@ impl Sketch {
         if !input.rest.is_empty() {
             return Err(SketchError::TrailingBytes(input.rest.len()));
         }
-        self.zero_count = zero_count;
-        self.count = count;
-        self.sum = sum;
-        self.min = min;
-        self.max = max;
+        (self.count, self.sum, self.min, self.max) = (count, sum, min, max);
         Ok(())
     }
+}
+
+/// Reads one store's occupied bins into `pairs`; returns their total count.
+fn read_pairs(input: &mut Reader<'_>, pairs: &mut Vec<(i32, u64)>) -> Result<u64, SketchError> {
+    let occupied = input.varint()?;
+    if occupied > MAX_BINS as u64 {
+        return Err(SketchError::TooManyBins(occupied));
+    }
+    pairs.clear();
+    let mut key = 0i64;
+    let mut first = 0i64;
+    let mut total = 0u64;
+    for i in 0..occupied {
+        key = if i == 0 {
+            unzigzag(input.varint()?)
+        } else {
+            let gap = input.varint()?;
+            if gap >= MAX_BINS as u64 {
+                return Err(SketchError::SpanTooWide);
+            }
+            key + gap as i64 + 1
+        };
+        if !(-MAX_ABS_KEY..=MAX_ABS_KEY).contains(&key) {
+            return Err(SketchError::KeyOutOfRange(key));
+        }
+        if i == 0 {
+            first = key;
+        }
+        if key - first >= MAX_BINS as i64 {
+            return Err(SketchError::SpanTooWide);
+        }
+        let n = input.varint()?;
+        if n == 0 {
+            return Err(SketchError::EmptyBin);
+        }
+        total = total.saturating_add(n);
+        pairs.push((key as i32, n));
+    }
+    Ok(total)
 }
 
 /// Why stored sketch bytes were rejected.
@@ -312,6 +385,7 @@ impl Store {
         self.offset + self.bins.len() as i32 - 1
     }
 
+    #[cfg(test)]
     fn total(&self) -> u64 {
         self.bins.iter().copied().fold(0, u64::saturating_add)
     }
@@ -406,48 +480,38 @@ impl Store {
         }
     }
 
-    /// Decodes into `self`, reusing its memory. On error `self` is left
-    /// with partial contents; callers discard it.
-    fn decode_into(&mut self, input: &mut Reader<'_>) -> Result<(), SketchError> {
-        let occupied = input.varint()?;
-        if occupied > MAX_BINS as u64 {
-            return Err(SketchError::TooManyBins(occupied));
-        }
-        self.offset = 0;
+    /// Lays out `pairs` (occupied bins, keys ascending, spanning at most
+    /// `MAX_BINS` keys) as this store's bins, reusing its memory.
+    fn set_pairs(&mut self, pairs: &[(i32, u64)]) {
         self.bins.clear();
-        let store = self;
-        // The bins span at least `occupied` keys; reserving that avoids most
-        // regrowth while decoding (decode is the hot part of cold queries).
-        store.bins.reserve(occupied as usize);
-        let mut key = 0i64;
-        for i in 0..occupied {
-            key = if i == 0 {
-                unzigzag(input.varint()?)
-            } else {
-                let gap = input.varint()?;
-                if gap >= MAX_BINS as u64 {
-                    return Err(SketchError::SpanTooWide);
-                }
-                key + gap as i64 + 1
-            };
-            if !(-MAX_ABS_KEY..=MAX_ABS_KEY).contains(&key) {
-                return Err(SketchError::KeyOutOfRange(key));
-            }
-            let n = input.varint()?;
-            if n == 0 {
-                return Err(SketchError::EmptyBin);
-            }
-            if i == 0 {
-                store.offset = key as i32;
-            }
-            let position = (key - i64::from(store.offset)) as usize;
-            if position >= MAX_BINS {
-                return Err(SketchError::SpanTooWide);
-            }
-            store.bins.resize(position, 0);
-            store.bins.push(n);
+        self.offset = 0;
+        let (Some(&(lo, _)), Some(&(hi, _))) = (pairs.first(), pairs.last()) else { return };
+        self.offset = lo;
+        self.bins.resize((hi - lo + 1) as usize, 0);
+        for &(key, n) in pairs {
+            self.bins[(key - lo) as usize] = n;
         }
-        Ok(())
+    }
+
+    /// Adds `pairs` (as `set_pairs` takes them): the same as merging the
+    /// store they lay out, without laying it out.
+    fn merge_pairs(&mut self, pairs: &[(i32, u64)]) {
+        let (Some(&(first, _)), Some(&(last, _))) = (pairs.first(), pairs.last()) else {
+            return;
+        };
+        if self.bins.is_empty() {
+            self.set_pairs(pairs);
+            return;
+        }
+        let hi = self.last_key().max(last);
+        let lo = self.offset.min(first).max(hi - MAX_SPAN + 1);
+        if lo != self.offset || hi != self.last_key() {
+            self.reshape(lo, hi);
+        }
+        for &(key, n) in pairs {
+            let count = &mut self.bins[(key.max(lo) - lo) as usize];
+            *count = count.saturating_add(n);
+        }
     }
 }
 

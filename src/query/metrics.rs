@@ -45,19 +45,17 @@ type Group = Vec<Option<String>>;
 /// Merges stored bins into their group and step as they stream out of the
 /// store, sketches straight from their bytes.
 struct Grouper {
-    group_of: Arc<HashMap<i64, Group>>,
+    /// Each series' group, as an index into `groups`.
+    group_of: Arc<HashMap<i64, usize>>,
     step: i64,
-    groups: BTreeMap<Group, BTreeMap<i64, Bin>>,
+    /// Per group, bins by step start.
+    groups: Vec<BTreeMap<i64, Bin>>,
 }
 
 impl MetricBinVisitor for Grouper {
     fn visit(&mut self, key: BinKey, counters: Bin, sketch: &[u8]) -> Result<(), StorageError> {
-        let Some(group) = self.group_of.get(&key.series) else { return Ok(()) };
-        if !self.groups.contains_key(group) {
-            self.groups.insert(group.clone(), BTreeMap::new());
-        }
-        let points = self.groups.get_mut(group).expect("just inserted");
-        let bin = points.entry(floor(key.bucket, self.step)).or_default();
+        let Some(&group) = self.group_of.get(&key.series) else { return Ok(()) };
+        let bin = self.groups[group].entry(floor(key.bucket, self.step)).or_default();
         bin.merge(&counters);
         bin.sketch
             .merge_encoded(sketch)
@@ -125,10 +123,18 @@ pub async fn query(
             wanted.iter().any(|w| w == value)
         })
     });
-    let group_of: Arc<HashMap<i64, Group>> = Arc::new(
-        series
+    // Groups are numbered (in key order) so that each bin finds its group
+    // by the series id alone.
+    let key_of: HashMap<i64, Group> = series
+        .iter()
+        .map(|(id, key)| (*id, group_by.iter().map(|t| key.tags.get(t).cloned()).collect()))
+        .collect();
+    let keys: Vec<Group> =
+        key_of.values().cloned().collect::<BTreeSet<Group>>().into_iter().collect();
+    let group_of: Arc<HashMap<i64, usize>> = Arc::new(
+        key_of
             .iter()
-            .map(|(id, key)| (*id, group_by.iter().map(|t| key.tags.get(t).cloned()).collect()))
+            .map(|(id, key)| (*id, keys.binary_search(key).expect("every key is listed")))
             .collect(),
     );
     // Many series are read in parallel parts, one reader (and core) each,
@@ -140,7 +146,8 @@ pub async fn query(
     let mut scans = tokio::task::JoinSet::new();
     for chunk in ids.chunks(ids.len().div_ceil(parts).max(1)) {
         let storage = state.storage.clone();
-        let grouper = Grouper { group_of: group_of.clone(), step, groups: BTreeMap::new() };
+        let grouper =
+            Grouper { group_of: group_of.clone(), step, groups: vec![BTreeMap::new(); keys.len()] };
         let chunk = chunk.to_vec();
         scans.spawn(async move {
             let visitor =
@@ -150,20 +157,21 @@ pub async fn query(
             Ok::<_, StorageError>(grouper.groups)
         });
     }
-    let mut groups: BTreeMap<Group, BTreeMap<i64, Bin>> = BTreeMap::new();
+    let mut groups: Vec<BTreeMap<i64, Bin>> = vec![BTreeMap::new(); keys.len()];
     while let Some(part) = scans.join_next().await {
         let part = part
             .map_err(|e| ApiError::internal("a metric scan stopped", &e))?
             .map_err(|e| ApiError::internal("reading metric bins failed", &e))?;
-        for (group, points) in part {
-            let into = groups.entry(group).or_default();
+        for (into, points) in groups.iter_mut().zip(part) {
             for (t, bin) in points {
                 into.entry(t).or_default().merge(&bin);
             }
         }
     }
-    let groups: Vec<Value> = groups
+    let groups: Vec<Value> = keys
         .iter()
+        .zip(&groups)
+        .filter(|(_, points)| !points.is_empty())
         .map(|(group, points)| {
             let key: Map<String, Value> = group_by
                 .iter()
