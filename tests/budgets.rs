@@ -472,6 +472,20 @@ async fn bad_input_gets_clear_errors() {
         .await
         .assert_error(409, Some("conflict"));
     get(base, "/api/v1/budgets/nope/status", &[]).await.assert_error(404, Some("not_found"));
+    // Concurrent creations of one name: one wins, the rest are told why.
+    let racers = (0..8).map(|_| {
+        let (base, spec) = (base.to_owned(), spec(json!({"name": "raced"})));
+        tokio::spawn(async move { post_json_to(&base, "/api/v1/budgets", &spec).await.status })
+    });
+    let mut statuses = Vec::new();
+    for r in racers {
+        statuses.push(r.await.unwrap());
+    }
+    statuses.sort();
+    assert_eq!(statuses, [201, 409, 409, 409, 409, 409, 409, 409]);
+    post_json_to(base, "/api/v1/budgets", &spec(json!({"name": "other", "id": id})))
+        .await
+        .assert_error(409, Some("conflict"));
 
     let settle = |id: &str| json!({"reservation_id": id, "usage": {"model": "gpt-4o"}});
     let unknown = post_json_to(base, "/api/v1/quota/settle", &settle("r_nonsense")).await;

@@ -67,23 +67,10 @@ impl From<BudgetError> for ApiError {
     fn from(err: BudgetError) -> Self {
         match err {
             BudgetError::Commit(err) => err.into(),
+            BudgetError::Conflict(message) => conflict(message),
+            BudgetError::Gone(id) => ApiError::not_found(format!("no budget {id}")),
             other => ApiError::internal("budget change failed", &other),
         }
-    }
-}
-
-/// Refuses a budget whose name another budget of its project has.
-fn check_name(budgets: &Budgets, budget: &Budget) -> Result<(), ApiError> {
-    let book = budgets.lock();
-    match book
-        .budgets()
-        .find(|b| b.project == budget.project && b.name == budget.name && b.id != budget.id)
-    {
-        Some(other) => Err(conflict(format!(
-            "name: budget {} of project {:?} is already called {:?}",
-            other.id, budget.project, budget.name
-        ))),
-        None => Ok(()),
     }
 }
 
@@ -94,17 +81,9 @@ pub async fn create(
     request: Body,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let spec: BudgetSpec = json_body(&headers, request).await?;
-    if let Some(id) = &spec.id
-        && api.budgets.lock().get(id).is_some()
-    {
-        return Err(conflict(format!(
-            "id: budget {id} exists; PUT /api/v1/budgets/{id} changes it"
-        )));
-    }
     let budget = Budget::from_spec(spec, Origin::Api, &api.budgets.rule_context())
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    check_name(&api.budgets, &budget)?;
-    let budget = api.budgets.install(&api.usage.committer, budget).await?;
+    let budget = api.budgets.install(&api.usage.committer, budget, false).await?;
     Ok((StatusCode::CREATED, Json(budget.to_json(true))))
 }
 
@@ -135,8 +114,7 @@ pub async fn replace(
         budget.secret = old.secret.clone();
     }
     budget.created_ms = old.created_ms;
-    check_name(&api.budgets, &budget)?;
-    let budget = api.budgets.install(&api.usage.committer, budget).await?;
+    let budget = api.budgets.install(&api.usage.committer, budget, true).await?;
     Ok(Json(budget.to_json(false)))
 }
 

@@ -50,6 +50,10 @@ pub enum BudgetError {
     Storage(#[from] StorageError),
     #[error(transparent)]
     Commit(#[from] CommitError),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("no budget {0}")]
+    Gone(String),
 }
 
 /// Every budget, live.
@@ -215,15 +219,52 @@ impl Budgets {
 
     /// Stores `budget` (new or replacing one of the same id) and makes it
     /// live with its spend so far, read while no call commits.
+    ///
+    /// The id and name are checked and taken in one step under the book's
+    /// lock, so two concurrent creations cannot both have them.
     pub async fn install(
         self: &Arc<Self>,
         committer: &Committer,
         budget: Budget,
+        replacing: bool,
     ) -> Result<Arc<Budget>, BudgetError> {
-        self.storage.save_budget(stored(&budget)).await?;
         let budget = Arc::new(budget);
-        self.lock().put(budget.clone());
+        let previous = {
+            let mut book = self.lock();
+            let previous = book.get(&budget.id).cloned();
+            match (&previous, replacing) {
+                (Some(_), false) => {
+                    return Err(BudgetError::Conflict(format!(
+                        "id: budget {} exists; PUT /api/v1/budgets/{} changes it",
+                        budget.id, budget.id
+                    )));
+                }
+                (None, true) => return Err(BudgetError::Gone(budget.id.clone())),
+                _ => {}
+            }
+            if let Some(other) = book
+                .budgets()
+                .find(|b| b.project == budget.project && b.name == budget.name && b.id != budget.id)
+            {
+                return Err(BudgetError::Conflict(format!(
+                    "name: budget {} of project {:?} is already called {:?}",
+                    other.id, budget.project, budget.name
+                )));
+            }
+            book.put(budget.clone());
+            previous
+        };
         self.active.store(true, Ordering::Release);
+        if let Err(err) = self.storage.save_budget(stored(&budget)).await {
+            let mut book = self.lock();
+            match previous {
+                Some(previous) => book.put(previous),
+                None => {
+                    book.remove(&budget.id);
+                }
+            }
+            return Err(err.into());
+        }
         let this = self.clone();
         let loading = budget.clone();
         committer
