@@ -608,3 +608,42 @@ period = "month"
     assert!(line.ends_with(" 40"), "{line}");
     assert!(metrics.contains("tally_budget_remaining_ratio{budget_id=\"project-gpt-4o\""));
 }
+
+#[tokio::test]
+async fn a_config_budget_with_webhooks_needs_a_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_file(
+        dir.path(),
+        "tally.toml",
+        r#"
+[[budgets.define]]
+name = "hooked"
+metric = "tokens"
+limit = 10
+period = "day"
+webhooks = ["http://127.0.0.1:9/hook"]
+"#,
+    );
+    let data = dir.path().join("data").display().to_string();
+    let out = run_tally(
+        &[
+            "serve",
+            "--config",
+            &config,
+            "--data-dir",
+            &data,
+            "--http",
+            "127.0.0.1:0",
+            "--grpc",
+            "127.0.0.1:0",
+        ],
+        &[],
+    )
+    .await;
+    assert!(!out.success);
+    assert!(
+        out.stderr.contains("budgets.define[0]") && out.stderr.contains("secret: required"),
+        "{}",
+        out.stderr
+    );
+}

@@ -121,6 +121,17 @@ impl Budgets {
             let mut spec = spec.clone();
             spec.id.get_or_insert_with(|| name.clone());
             let keep_secret = spec.secret.is_none();
+            if keep_secret && !spec.webhooks.is_empty() {
+                // The API never shows a config budget's secret, so a
+                // generated one could not be used to check signatures.
+                return Err(BudgetError::ConfigConflict {
+                    index,
+                    name,
+                    message:
+                        "secret: required when webhooks are given (the key of their signatures)"
+                            .into(),
+                });
+            }
             let mut budget = Budget::from_spec(spec, Origin::Config, &context)
                 .map_err(|source| BudgetError::Config { index, name: name.clone(), source })?;
             if !from_config.insert(budget.id.clone())
