@@ -267,8 +267,12 @@ impl Config {
                 source,
             })?;
         }
-        let mut names: Vec<&String> =
-            env.keys().filter(|k| k.starts_with("TALLY_") && *k != LOG_ENV).collect();
+        let mut names: Vec<&String> = env
+            .keys()
+            .filter(|k| {
+                k.starts_with("TALLY_") && *k != LOG_ENV && *k != crate::time::CLOCK_OFFSET_ENV
+            })
+            .collect();
         names.sort();
         for name in names {
             let path: Vec<String> =

@@ -8,8 +8,18 @@ pub const MINUTE_MS: i64 = 60 * SECOND_MS;
 pub const HOUR_MS: i64 = 60 * MINUTE_MS;
 pub const DAY_MS: i64 = 24 * HOUR_MS;
 
+/// Shifts the clock of the whole process by this many milliseconds: for
+/// tests that must see a period boundary (a day, a month) pass without
+/// waiting for a real one. Not a config key; never set it in production.
+pub const CLOCK_OFFSET_ENV: &str = "TALLY_CLOCK_OFFSET_MS";
+
+/// Unix milliseconds now (shifted by `TALLY_CLOCK_OFFSET_MS` when set).
 pub fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
+    static OFFSET: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    let offset = *OFFSET.get_or_init(|| {
+        std::env::var(CLOCK_OFFSET_ENV).ok().and_then(|v| v.trim().parse().ok()).unwrap_or(0)
+    });
+    chrono::Utc::now().timestamp_millis() + offset
 }
 
 /// Parses unix milliseconds or RFC 3339.

@@ -647,3 +647,49 @@ webhooks = ["http://127.0.0.1:9/hook"]
         out.stderr
     );
 }
+
+#[tokio::test]
+async fn a_new_day_starts_from_zero_and_fires_its_thresholds_again() {
+    // The server's clock is shifted to 12 s before a UTC midnight.
+    let now = now_ms();
+    let midnight = (now / DAY_MS + 1) * DAY_MS;
+    let offset = (midnight - 12_000 - now).to_string();
+    let receiver = Receiver::start(0, true).await;
+    let mut env = FAST_RETRY.to_vec();
+    env.push(("TALLY_CLOCK_OFFSET_MS", &offset));
+    let (_dir, server) = server(&env);
+    let base = server.url();
+    let budget = create(
+        base,
+        json!({"name": "daily", "scope": {"user": "erin"}, "metric": "tokens", "limit": 100,
+               "period": "day", "thresholds": [50], "webhooks": [receiver.url], "secret": SECRET}),
+    )
+    .await;
+    let id = budget["id"].as_str().unwrap();
+    let report = json!({"model": "gpt-4o", "user": "erin", "input_tokens": 60, "output_tokens": 0});
+    ingest(base, &json!([report])).await;
+    let before = status(base, id).await;
+    assert_eq!(before["period_end"].as_i64(), Some(midnight), "{before}");
+    assert_eq!(before["spend"], 60.0);
+    receiver.wait_for(1, Duration::from_secs(10)).await;
+    // Past midnight (server time): a new period, empty, armed again.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let after = loop {
+        let s = status(base, id).await;
+        if s["period_start"].as_i64() == Some(midnight) {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "no rollover: {s}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(
+        (after["spend"].as_f64(), after["period_end"].as_i64()),
+        (Some(0.0), Some(midnight + DAY_MS))
+    );
+    ingest(base, &json!([report])).await;
+    receiver.wait_for(2, Duration::from_secs(10)).await;
+    let periods: Vec<i64> =
+        receiver.accepted().iter().map(|b| b["period_start"].as_i64().unwrap()).collect();
+    assert_eq!(periods, [midnight - DAY_MS, midnight]);
+    assert_eq!(alerts(base, &[("budget_id", id)]).await.len(), 2);
+}
