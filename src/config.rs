@@ -157,6 +157,39 @@ pub struct BudgetsConfig {
     pub define: Vec<crate::budgets::BudgetSpec>,
 }
 
+/// The budgets settings, parsed.
+#[derive(Debug, Clone)]
+pub struct BudgetSettings {
+    pub timezone: chrono_tz::Tz,
+    pub retry: crate::budgets::alerts::RetryPolicy,
+}
+
+impl BudgetsConfig {
+    pub fn settings(&self) -> Result<BudgetSettings, ConfigError> {
+        let timezone = crate::budgets::period::parse_tz(&self.timezone)
+            .map_err(|message| ConfigError::Value { key: "budgets.timezone".into(), message })?;
+        let ms = |key: &str, value: &str| match parse_duration(value) {
+            Ok(ms) if ms > 0 => Ok(ms),
+            Ok(_) => {
+                Err(ConfigError::Value { key: key.into(), message: "must be positive".into() })
+            }
+            Err(message) => Err(ConfigError::Value { key: key.into(), message }),
+        };
+        Ok(BudgetSettings {
+            timezone,
+            retry: crate::budgets::alerts::RetryPolicy {
+                initial_ms: ms("budgets.webhook_retry_initial", &self.webhook_retry_initial)?,
+                max_ms: ms("budgets.webhook_retry_max", &self.webhook_retry_max)?,
+                give_up_after_ms: ms("budgets.webhook_retry_for", &self.webhook_retry_for)?,
+                timeout: std::time::Duration::from_millis(ms(
+                    "budgets.webhook_timeout",
+                    &self.webhook_timeout,
+                )? as u64),
+            },
+        })
+    }
+}
+
 impl Default for BudgetsConfig {
     fn default() -> Self {
         Self {
@@ -342,21 +375,7 @@ impl Config {
                 return Err(ConfigError::Value { key: "retention.check_interval".into(), message });
             }
         }
-        let b = &self.budgets;
-        crate::budgets::period::parse_tz(&b.timezone)
-            .map_err(|message| ConfigError::Value { key: "budgets.timezone".into(), message })?;
-        for (key, value) in [
-            ("budgets.webhook_retry_initial", &b.webhook_retry_initial),
-            ("budgets.webhook_retry_max", &b.webhook_retry_max),
-            ("budgets.webhook_retry_for", &b.webhook_retry_for),
-            ("budgets.webhook_timeout", &b.webhook_timeout),
-        ] {
-            match parse_duration(value) {
-                Ok(ms) if ms > 0 => {}
-                Ok(_) => return Err(invalid(key, "must be positive")),
-                Err(message) => return Err(ConfigError::Value { key: key.into(), message }),
-            }
-        }
+        self.budgets.settings()?;
         crate::pricing::PriceTable::new(&self.prices)
             .map_err(|e| ConfigError::Value { key: "prices".into(), message: e.to_string() })?;
         Ok(())

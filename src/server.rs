@@ -153,7 +153,7 @@ impl App {
             },
             metrics.clone(),
             metric_registry.clone(),
-            budgets.clone(),
+            vec![metrics.clone(), budgets.clone()],
         )
         .map_err(StartError::Committer)?;
         let prices = Arc::new(PriceTable::new(&config.prices)?);

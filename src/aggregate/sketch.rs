@@ -119,11 +119,23 @@ impl Sketch {
         }
         self.negative.merge(&other.negative);
         self.positive.merge(&other.positive);
-        self.zero_count = self.zero_count.saturating_add(other.zero_count);
-        self.count = self.count.saturating_add(other.count);
-        self.sum += other.sum;
-        self.min = combine(self.min, other.min, f64::min);
-        self.max = combine(self.max, other.max, f64::max);
+        self.merge_totals(other.zero_count, other.count, other.sum, other.min, other.max);
+    }
+
+    /// The part of a merge besides the bins.
+    fn merge_totals(
+        &mut self,
+        zero_count: u64,
+        count: u64,
+        sum: f64,
+        min: Option<f64>,
+        max: Option<f64>,
+    ) {
+        self.zero_count = self.zero_count.saturating_add(zero_count);
+        self.count = self.count.saturating_add(count);
+        self.sum += sum;
+        self.min = combine(self.min, min, f64::min);
+        self.max = combine(self.max, max, f64::max);
     }
 
     pub fn count(&self) -> u64 {
@@ -214,7 +226,7 @@ impl Sketch {
     /// per store.
     pub fn decode(bytes: &[u8]) -> Result<Sketch, SketchError> {
         let mut sketch = Sketch::default();
-        sketch.decode_into(bytes)?;
+        sketch.merge_encoded(bytes)?;
         Ok(sketch)
     }
 
@@ -222,8 +234,8 @@ impl Sketch {
     /// `self.merge(&Sketch::decode(bytes)?)`, but the stored bins go
     /// straight into this sketch's (through a pair buffer reused across
     /// calls) instead of into a dense scratch sketch first, so merging many
-    /// stored sketches (a cold query) neither allocates nor zero-fills per
-    /// sketch. On error `self` is unchanged.
+    /// stored sketches (a cold query, a stored bin merge) neither allocates
+    /// nor zero-fills per sketch. On error `self` is unchanged.
     pub fn merge_encoded(&mut self, bytes: &[u8]) -> Result<(), SketchError> {
         thread_local! {
             static SCRATCH: std::cell::RefCell<Decoded> = std::cell::RefCell::new(Decoded::default());
@@ -236,27 +248,10 @@ impl Sketch {
             }
             self.negative.merge_pairs(&decoded.negative);
             self.positive.merge_pairs(&decoded.positive);
-            self.zero_count = self.zero_count.saturating_add(decoded.zero_count);
-            self.count = self.count.saturating_add(decoded.count);
-            self.sum += decoded.sum;
-            self.min = combine(self.min, decoded.min, f64::min);
-            self.max = combine(self.max, decoded.max, f64::max);
+            let d = &*decoded;
+            self.merge_totals(d.zero_count, d.count, d.sum, d.min, d.max);
             Ok(())
         })
-    }
-
-    /// Decodes into `self`, reusing its bins' memory; see `decode`.
-    fn decode_into(&mut self, bytes: &[u8]) -> Result<(), SketchError> {
-        let mut decoded = Decoded::default();
-        decoded.read(bytes)?;
-        self.negative.set_pairs(&decoded.negative);
-        self.positive.set_pairs(&decoded.positive);
-        self.zero_count = decoded.zero_count;
-        self.count = decoded.count;
-        self.sum = decoded.sum;
-        self.min = decoded.min;
-        self.max = decoded.max;
-        Ok(())
     }
 }
 

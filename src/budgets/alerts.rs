@@ -60,10 +60,16 @@ pub fn sign(secret: &str, body: &[u8]) -> String {
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
+/// An alert's stable id: its budget, period and threshold (what makes it
+/// unique in the store), the same on every delivery attempt.
+pub fn alert_key(budget_id: &str, period_start: i64, threshold: f64) -> String {
+    format!("{budget_id}/{period_start}/{threshold}")
+}
+
 /// The stored alert (and its webhook body) for a crossing.
 pub fn new_alert(c: &Crossing) -> NewAlert {
     let b = &c.budget;
-    let alert_id = format!("{}/{}/{}", b.id, c.period_start, c.threshold);
+    let alert_id = alert_key(&b.id, c.period_start, c.threshold);
     let body = json!({
         "alert_id": alert_id,
         "budget_id": b.id,
@@ -216,10 +222,7 @@ async fn attempt(
     d: &DueDelivery,
     stats: &AlertStats,
 ) -> DeliveryUpdate {
-    let alert_id = serde_json::from_str::<serde_json::Value>(&d.body)
-        .ok()
-        .and_then(|v| v["alert_id"].as_str().map(str::to_owned))
-        .unwrap_or_else(|| d.alert_id.to_string());
+    let alert_id = alert_key(&d.budget_id, d.period_start, d.threshold);
     let sent = client
         .post(&d.url)
         .header(reqwest::header::CONTENT_TYPE, "application/json")

@@ -12,15 +12,14 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-use super::book::{Estimate, SettleError, Ticket};
+use super::book::{BudgetStatus, Decision, Estimate, SettleError, Ticket};
 use super::rule::{Budget, BudgetSpec, Origin, Subject};
 use super::{BudgetError, Budgets};
 use crate::durability::Outcome;
 use crate::error::ApiError;
 use crate::ingest::{UsageIngest, body};
 use crate::model::Tags;
-use crate::normalize::usage_report::NormalizeContext;
-use crate::normalize::{normalize_report, parse_report};
+use crate::normalize::normalize_json;
 use crate::query::params::Params;
 use crate::storage::AlertFilter;
 use crate::time::now_ms;
@@ -155,10 +154,12 @@ pub async fn get(State(api): Shared, Path(id): Path<String>) -> Result<Json<Valu
 }
 
 /// `GET /api/v1/budgets/{id}/status`
-pub async fn status(State(api): Shared, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn status(
+    State(api): Shared,
+    Path(id): Path<String>,
+) -> Result<Json<BudgetStatus>, ApiError> {
     let status = api.budgets.lock().status(&id, now_ms());
-    let status = status.ok_or_else(|| ApiError::not_found(format!("no budget {id}")))?;
-    Ok(Json(serde_json::to_value(status).expect("statuses serialize")))
+    status.map(Json).ok_or_else(|| ApiError::not_found(format!("no budget {id}")))
 }
 
 /// `GET /api/v1/budgets/status?project=`
@@ -209,7 +210,7 @@ pub async fn reserve(
     State(api): Shared,
     headers: HeaderMap,
     request: Body,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Decision>, ApiError> {
     let r: ReserveRequest = json_body(&headers, request).await?;
     let estimate = Estimate {
         cost_usd: estimate_field("estimated_cost_usd", r.estimated_cost_usd)?,
@@ -244,7 +245,7 @@ pub async fn reserve(
         }
         book.reserve(&subject, estimate, (ttl_s * 1000.0) as i64, now_ms())
     };
-    Ok(Json(serde_json::to_value(decision).expect("decisions serialize")))
+    Ok(Json(decision))
 }
 
 #[derive(Debug, Deserialize)]
@@ -263,26 +264,18 @@ pub async fn settle(
     request: Body,
 ) -> Result<Json<Value>, ApiError> {
     let s: SettleRequest = json_body(&headers, request).await?;
+    let usage = &api.usage;
+    // The usage is checked before the reservation is claimed, so that a bad
+    // report leaves the reservation as it was.
+    let call = normalize_json(s.usage.get(), &usage.context()).map_err(|err| {
+        usage.metrics.ingested("settle", 0, 0, 1);
+        ApiError::bad_request(format!("usage.{err}"))
+    })?;
     let id = s.reservation_id;
     let ticket = api.budgets.lock().begin_settle(&id, now_ms()).map_err(|e| match e {
         SettleError::Unknown(_) => ApiError::not_found(e.to_string()),
         SettleError::AlreadySettled(_) | SettleError::InProgress(_) => conflict(e.to_string()),
     })?;
-    let usage = &api.usage;
-    let context = NormalizeContext {
-        now_ms: now_ms(),
-        rules: usage.rules,
-        prices: &usage.prices,
-        fingerprinter: &usage.fingerprinter,
-    };
-    let call = match parse_report(s.usage.get()).and_then(|raw| normalize_report(raw, &context)) {
-        Ok(call) => call,
-        Err(err) => {
-            api.budgets.lock().finish_settle(&id, false, now_ms());
-            usage.metrics.ingested("settle", 0, 0, 1);
-            return Err(ApiError::bad_request(format!("usage.{err}")));
-        }
-    };
     let cost_usd = call.cost_usd;
     let outcome = usage.committer.submit(vec![call]).await;
     api.budgets.lock().finish_settle(&id, outcome.is_ok(), now_ms());

@@ -28,22 +28,16 @@ pub enum Spend {
     Calendar { periods: BTreeMap<i64, f64>, current: (i64, i64) },
     /// Per bucket start; a bucket counts while any instant in it is in the
     /// window, so spend leaves at most one bucket late, never early.
-    Rolling { window_ms: i64, width: i64, buckets: BTreeMap<i64, f64>, total: f64 },
+    /// (Bucket width and window come from the budget's period.)
+    Rolling { buckets: BTreeMap<i64, f64>, total: f64 },
 }
 
 impl Spend {
     pub fn new(budget: &Budget) -> Spend {
-        match budget.period.rolling_bucket_ms() {
-            Some(width) => Spend::Rolling {
-                window_ms: match budget.period {
-                    super::period::Period::Rolling { window_ms } => window_ms,
-                    _ => unreachable!("only rolling periods have buckets"),
-                },
-                width,
-                buckets: BTreeMap::new(),
-                total: 0.0,
-            },
-            None => Spend::Calendar { periods: BTreeMap::new(), current: (0, 0) },
+        if budget.period.is_rolling() {
+            Spend::Rolling { buckets: BTreeMap::new(), total: 0.0 }
+        } else {
+            Spend::Calendar { periods: BTreeMap::new(), current: (0, 0) }
         }
     }
 
@@ -64,8 +58,9 @@ impl Spend {
                 };
                 *periods.entry(start).or_default() += amount;
             }
-            Spend::Rolling { width, buckets, total, .. } => {
-                let bucket = time_ms.div_euclid(*width) * *width;
+            Spend::Rolling { buckets, total } => {
+                let (_, width) = budget.period.rolling().expect("rolling spend, rolling period");
+                let bucket = time_ms.div_euclid(width) * width;
                 match buckets.last_entry() {
                     Some(mut last) if *last.key() == bucket => *last.get_mut() += amount,
                     _ => *buckets.entry(bucket).or_default() += amount,
@@ -88,11 +83,13 @@ impl Spend {
                 }
                 (periods.get(&current.0).copied().unwrap_or(0.0), current.0, current.1)
             }
-            Spend::Rolling { window_ms, width, buckets, total } => {
-                let oldest = now - *window_ms;
+            Spend::Rolling { buckets, total } => {
+                let (window_ms, width) =
+                    budget.period.rolling().expect("rolling spend, rolling period");
+                let oldest = now - window_ms;
                 let mut dropped = false;
                 while let Some(entry) = buckets.first_entry() {
-                    if *entry.key() + *width > oldest {
+                    if *entry.key() + width > oldest {
                         break;
                     }
                     entry.remove();
@@ -107,12 +104,13 @@ impl Spend {
     }
 }
 
-/// Which thresholds have fired: per calendar period, or (rolling windows)
-/// which are armed again because spend fell below them.
+/// Which thresholds have fired, one flag per threshold: in the calendar
+/// period `period` (a new period clears them), or — rolling windows, where
+/// `period` is None — since spend was last below them.
 #[derive(Debug, Clone)]
-pub enum Fired {
-    Calendar { period: i64, fired: Vec<bool> },
-    Rolling { armed: Vec<bool> },
+pub struct Fired {
+    period: Option<i64>,
+    fired: Vec<bool>,
 }
 
 impl Fired {
@@ -120,13 +118,9 @@ impl Fired {
     /// current period; for a rolling one those raised within the last window.
     pub fn from_recorded(budget: &Budget, period_start: i64, recorded: &[f64]) -> Fired {
         let has = |t: &f64| recorded.iter().any(|r| (r - t).abs() < 1e-9);
-        if budget.period.is_rolling() {
-            Fired::Rolling { armed: budget.thresholds.iter().map(|t| !has(t)).collect() }
-        } else {
-            Fired::Calendar {
-                period: period_start,
-                fired: budget.thresholds.iter().map(has).collect(),
-            }
+        Fired {
+            period: (!budget.period.is_rolling()).then_some(period_start),
+            fired: budget.thresholds.iter().map(has).collect(),
         }
     }
 }
@@ -157,66 +151,52 @@ struct Entry {
 }
 
 impl Entry {
-    /// Re-arms rolling thresholds that spend is below now, so that a dip
-    /// between two evaluations is not missed.
-    fn rearm(&mut self, now: i64) {
-        let Fired::Rolling { armed } = &mut self.fired else { return };
-        let (spend, _, _) = self.spend.current(&self.budget, now);
-        for (t, armed) in self.budget.thresholds.iter().zip(armed.iter_mut()) {
-            if spend * 100.0 < self.budget.limit * t * (1.0 - SLACK) {
-                *armed = true;
+    /// Spend now (see `Spend::current`), re-arming the rolling thresholds
+    /// it is below, so that a dip between two evaluations is not missed.
+    fn rearm(&mut self, now: i64) -> (f64, i64, i64) {
+        let current = self.spend.current(&self.budget, now);
+        if self.fired.period.is_none() {
+            for (t, fired) in self.budget.thresholds.iter().zip(self.fired.fired.iter_mut()) {
+                if !reached(&self.budget, current.0, *t) {
+                    *fired = false;
+                }
             }
         }
+        current
     }
 
     /// Thresholds newly reached at `now`.
     fn evaluate(&mut self, now: i64, out: &mut Vec<Crossing>) {
-        let b = &self.budget;
-        let (spend, start, end) = self.spend.current(b, now);
+        let (spend, start, end) = self.rearm(now);
         if !self.ready {
             return;
         }
-        let reached = |t: f64| spend * 100.0 >= b.limit * t * (1.0 - SLACK);
-        let mut fire = |t: f64| {
-            out.push(Crossing {
-                budget: b.clone(),
-                threshold: t,
-                spend,
-                period_start: start,
-                period_end: end,
-                crossed_ms: now,
-            })
-        };
-        match &mut self.fired {
-            Fired::Calendar { period, fired } => {
-                if *period != start {
-                    *period = start;
-                    fired.iter_mut().for_each(|f| *f = false);
-                }
-                for (t, done) in b.thresholds.iter().zip(fired.iter_mut()) {
-                    if !*done && reached(*t) {
-                        *done = true;
-                        fire(*t);
-                    }
-                }
-            }
-            Fired::Rolling { armed } => {
-                for (t, armed) in b.thresholds.iter().zip(armed.iter_mut()) {
-                    if !reached(*t) {
-                        *armed = true;
-                    } else if *armed {
-                        *armed = false;
-                        fire(*t);
-                    }
-                }
+        let Fired { period, fired } = &mut self.fired;
+        if let Some(period) = period
+            && *period != start
+        {
+            *period = start;
+            fired.iter_mut().for_each(|f| *f = false);
+        }
+        let b = &self.budget;
+        for (t, fired) in b.thresholds.iter().zip(fired.iter_mut()) {
+            if !*fired && reached(b, spend, *t) {
+                *fired = true;
+                out.push(Crossing {
+                    budget: b.clone(),
+                    threshold: *t,
+                    spend,
+                    period_start: start,
+                    period_end: end,
+                    crossed_ms: now,
+                });
             }
         }
     }
 
     fn status(&mut self, now: i64) -> BudgetStatus {
-        self.rearm(now);
+        let (spend, start, end) = self.rearm(now);
         let b = &self.budget;
-        let (spend, start, end) = self.spend.current(b, now);
         let forecast = if b.period.is_rolling() {
             spend
         } else {
@@ -240,6 +220,11 @@ impl Entry {
             ready: self.ready,
         }
     }
+}
+
+/// Whether `spend` has reached `threshold` percent of the budget's limit.
+fn reached(budget: &Budget, spend: f64, threshold: f64) -> bool {
+    spend * 100.0 >= budget.limit * threshold * (1.0 - SLACK)
 }
 
 /// What `GET /api/v1/budgets/status` shows for one budget.

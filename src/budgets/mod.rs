@@ -24,28 +24,28 @@ use tracing::info;
 pub use book::{BudgetStatus, Decision, Estimate, SettleError, Ticket};
 pub use rule::{Budget, BudgetSpec, Origin, RuleError};
 
-use alerts::{AlertSender, RetryPolicy};
+use alerts::AlertSender;
 use book::{Book, Fired};
 use rule::RuleContext;
 
 use crate::aggregate::RollupEngine;
-use crate::config::BudgetsConfig;
+use crate::config::{BudgetSettings, BudgetsConfig, ConfigError};
 use crate::durability::{CommitError, CommitObserver, Committer};
 use crate::model::LlmCall;
 use crate::normalize::KeyFingerprinter;
 use crate::storage::{Storage, StorageError, StoredBudget};
-use crate::time::{now_ms, parse_duration};
+use crate::time::now_ms;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BudgetError {
     #[error("budgets.define[{index}] ({name:?}): {source}")]
     Config { index: usize, name: String, source: RuleError },
     #[error("budgets.define[{index}] ({name:?}): {message}")]
-    ConfigConflict { index: usize, name: String, message: String },
-    #[error("budgets.{key}: {message}")]
-    Setting { key: &'static str, message: String },
+    ConfigInvalid { index: usize, name: String, message: String },
     #[error("stored budget {id} cannot be read: {message}")]
     Stored { id: String, message: String },
+    #[error(transparent)]
+    Setting(#[from] ConfigError),
     #[error(transparent)]
     Storage(#[from] StorageError),
     #[error(transparent)]
@@ -66,10 +66,6 @@ pub struct Budgets {
     pub default_timezone: Tz,
     /// Whether any budget exists: commits skip the lock when none does.
     active: AtomicBool,
-}
-
-fn setting_ms(key: &'static str, value: &str) -> Result<i64, BudgetError> {
-    parse_duration(value).map_err(|message| BudgetError::Setting { key, message })
 }
 
 /// A budget as the store keeps it.
@@ -96,16 +92,7 @@ impl Budgets {
         config: &BudgetsConfig,
         fingerprinter: Arc<KeyFingerprinter>,
     ) -> Result<Arc<Budgets>, BudgetError> {
-        let default_timezone = period::parse_tz(&config.timezone)
-            .map_err(|message| BudgetError::Setting { key: "timezone", message })?;
-        let policy = RetryPolicy {
-            initial_ms: setting_ms("webhook_retry_initial", &config.webhook_retry_initial)?,
-            max_ms: setting_ms("webhook_retry_max", &config.webhook_retry_max)?,
-            give_up_after_ms: setting_ms("webhook_retry_for", &config.webhook_retry_for)?,
-            timeout: Duration::from_millis(
-                setting_ms("webhook_timeout", &config.webhook_timeout)? as u64
-            ),
-        };
+        let BudgetSettings { timezone: default_timezone, retry } = config.settings()?;
         let now = now_ms();
         let mut by_id: HashMap<String, Budget> = HashMap::new();
         for s in storage.load_budgets().await? {
@@ -124,7 +111,7 @@ impl Budgets {
             if keep_secret && !spec.webhooks.is_empty() {
                 // The API never shows a config budget's secret, so a
                 // generated one could not be used to check signatures.
-                return Err(BudgetError::ConfigConflict {
+                return Err(BudgetError::ConfigInvalid {
                     index,
                     name,
                     message:
@@ -137,7 +124,7 @@ impl Budgets {
             if !from_config.insert(budget.id.clone())
                 || !names.insert((budget.project.clone(), budget.name.clone()))
             {
-                return Err(BudgetError::ConfigConflict {
+                return Err(BudgetError::ConfigInvalid {
                     index,
                     name,
                     message: "another budget in the config file has the same id or name".into(),
@@ -170,7 +157,7 @@ impl Budgets {
         let service = Arc::new(Budgets {
             active: AtomicBool::new(!book.is_empty()),
             book: Mutex::new(book),
-            alerts: alerts::start(storage.clone(), policy),
+            alerts: alerts::start(storage.clone(), retry),
             storage,
             engine,
             fingerprinter,

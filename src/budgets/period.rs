@@ -79,14 +79,14 @@ impl Period {
         Some((local_midnight(tz, first)?, local_midnight(tz, next)?))
     }
 
-    /// For a rolling window, the width of the buckets its spend is kept in:
-    /// about 1/1440 of the window, at least a second. Spend leaves the window
-    /// at most one bucket late, never early.
-    pub fn rolling_bucket_ms(self) -> Option<i64> {
+    /// For a rolling window, its length and the width of the buckets its
+    /// spend is kept in: about 1/1440 of the window, at least a second.
+    /// Spend leaves the window at most one bucket late, never early.
+    pub fn rolling(self) -> Option<(i64, i64)> {
         match self {
             Period::Rolling { window_ms } => {
                 let width = (window_ms / 1440).max(SECOND_MS);
-                Some((width + SECOND_MS - 1) / SECOND_MS * SECOND_MS)
+                Some((window_ms, (width + SECOND_MS - 1) / SECOND_MS * SECOND_MS))
             }
             _ => None,
         }
@@ -191,8 +191,11 @@ mod tests {
 
     #[test]
     fn rolling_buckets() {
-        assert_eq!(Period::Rolling { window_ms: DAY_MS }.rolling_bucket_ms(), Some(MINUTE_MS));
-        assert_eq!(Period::Rolling { window_ms: MINUTE_MS }.rolling_bucket_ms(), Some(SECOND_MS));
-        assert_eq!(Period::Month.rolling_bucket_ms(), None);
+        assert_eq!(Period::Rolling { window_ms: DAY_MS }.rolling(), Some((DAY_MS, MINUTE_MS)));
+        assert_eq!(
+            Period::Rolling { window_ms: MINUTE_MS }.rolling(),
+            Some((MINUTE_MS, SECOND_MS))
+        );
+        assert_eq!(Period::Month.rolling(), None);
     }
 }

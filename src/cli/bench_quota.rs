@@ -30,6 +30,18 @@ pub struct QuotaArgs {
 /// little of the machine the server runs on).
 const WRK_SCRIPT: &str = include_str!("../../benches/quota.lua");
 
+async fn create_budget(
+    client: &reqwest::Client,
+    url: &str,
+    spec: &serde_json::Value,
+) -> anyhow::Result<()> {
+    let response = client.post(format!("{url}/api/v1/budgets")).json(spec).send().await?;
+    if response.status() != 201 {
+        bail!("creating budget {}: {}", spec["name"], response.text().await?);
+    }
+    Ok(())
+}
+
 /// Defines `n` budgets over the dimensions the ingest bench's reports
 /// carry, as a deployment would: the whole project, each model, team, key
 /// and user, and the rest on (user, model) pairs — so that a report counts
@@ -54,10 +66,7 @@ pub(super) async fn define_budgets(url: &str, n: u64) -> anyhow::Result<()> {
     for (i, (scope, metric, period)) in scopes.into_iter().take(n as usize).enumerate() {
         let spec = json!({"name": format!("bench-{i}"), "scope": scope, "metric": metric,
                           "limit": 1e12, "period": period, "mode": "observe"});
-        let response = client.post(format!("{url}/api/v1/budgets")).json(&spec).send().await?;
-        if response.status() != 201 {
-            bail!("creating budget {i}: {}", response.text().await?);
-        }
+        create_budget(&client, url, &spec).await?;
     }
     Ok(())
 }
@@ -69,11 +78,7 @@ pub async fn quota(args: QuotaArgs) -> anyhow::Result<()> {
         let spec = json!({"name": format!("user-{i}-monthly"), "scope": {"user": format!("user-{i}")},
                           "metric": "cost_usd", "limit": 1e9, "period": "month",
                           "mode": "enforce", "fail": "closed"});
-        let response =
-            client.post(format!("{}/api/v1/budgets", server.url)).json(&spec).send().await?;
-        if response.status() != 201 {
-            bail!("creating budget {i}: {}", response.text().await?);
-        }
+        create_budget(&client, &server.url, &spec).await?;
     }
     let script = tempfile::Builder::new().suffix(".lua").tempfile()?;
     std::fs::write(script.path(), WRK_SCRIPT)?;

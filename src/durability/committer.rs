@@ -67,7 +67,7 @@ impl From<StorageError> for CommitError {
 type Reply<T> = oneshot::Sender<Result<T, CommitError>>;
 
 /// Told about every call as it commits, before its request is answered
-/// (budgets count spend this way).
+/// (the /metrics ledger and budgets count this way).
 pub trait CommitObserver: Send + Sync {
     /// Accepted calls with their series ids (duplicates are left out).
     fn committed(&self, calls: &mut dyn Iterator<Item = (&LlmCall, i64)>);
@@ -128,7 +128,7 @@ impl Committer {
         config: CommitterConfig,
         metrics: Arc<Metrics>,
         metric_registry: Arc<MetricRegistry>,
-        observer: Arc<dyn CommitObserver>,
+        observers: Vec<Arc<dyn CommitObserver>>,
     ) -> std::io::Result<(Committer, oneshot::Receiver<()>)> {
         let (jobs, receiver) = mpsc::unbounded_channel();
         let queued = Arc::new(AtomicUsize::new(0));
@@ -141,7 +141,7 @@ impl Committer {
             queued,
             metrics,
             metric_registry,
-            observer,
+            observers,
             last_flush: Instant::now(),
             last_start: Instant::now(),
         };
@@ -235,7 +235,8 @@ struct CommitterTask {
     queued: Arc<AtomicUsize>,
     metrics: Arc<Metrics>,
     metric_registry: Arc<MetricRegistry>,
-    observer: Arc<dyn CommitObserver>,
+    /// Told about accepted calls (the /metrics ledger, budgets).
+    observers: Vec<Arc<dyn CommitObserver>>,
     last_flush: Instant,
     /// When the last append started.
     last_start: Instant,
@@ -412,8 +413,9 @@ impl CommitterTask {
                 .filter_map(|((call, series), seq)| seq.map(|seq| (call, *series, seq)))
         };
         self.engine.apply(accepted().map(|(call, series, seq)| (seq, series, call)));
-        self.observer.committed(&mut accepted().map(|(call, series, _)| (call, series)));
-        self.metrics.calls(accepted().map(|(call, series, _)| (call, series)));
+        for observer in &self.observers {
+            observer.committed(&mut accepted().map(|(call, series, _)| (call, series)));
+        }
         let mut outcomes = appended.seqs.iter().map(|seq| match seq {
             Some(_) => Outcome::Accepted,
             None => Outcome::Duplicate,

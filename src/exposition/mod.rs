@@ -67,14 +67,6 @@ impl Metrics {
         }
     }
 
-    /// Calls that have just entered the ledger, with their rollup series.
-    pub fn calls<'a>(&self, calls: impl IntoIterator<Item = (&'a crate::model::LlmCall, i64)>) {
-        let mut ledger = lock(&self.ledger);
-        for (call, series) in calls {
-            ledger.record(call, series);
-        }
-    }
-
     pub fn appended(&self, took: Duration) {
         lock(&self.append).observe(took.as_secs_f64());
     }
@@ -125,6 +117,16 @@ impl MetricsState {
                 tracing::warn!(%err, "store row counts unavailable for /metrics");
                 cached.as_ref().map(|(_, stats)| stats.clone())
             }
+        }
+    }
+}
+
+/// The LLM families count calls as they enter the ledger.
+impl crate::durability::CommitObserver for Metrics {
+    fn committed(&self, calls: &mut dyn Iterator<Item = (&crate::model::LlmCall, i64)>) {
+        let mut ledger = lock(&self.ledger);
+        for (call, series) in calls {
+            ledger.record(call, series);
         }
     }
 }

@@ -10,7 +10,6 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use super::UsageIngest;
 use crate::durability::Records;
 use crate::model::Source;
-use crate::normalize::usage_report::NormalizeContext;
 use crate::normalize::{
     SpanContext, normalize_log, normalize_report, normalize_span, resource_attributes,
 };
@@ -67,15 +66,6 @@ pub fn project_hint(public_key: Option<&str>, authorization: Option<&str>) -> Op
     (!user.is_empty()).then(|| user.to_owned())
 }
 
-fn normalize_context(ingest: &UsageIngest) -> NormalizeContext<'_> {
-    NormalizeContext {
-        now_ms: crate::time::now_ms(),
-        rules: ingest.rules,
-        prices: &ingest.prices,
-        fingerprinter: &ingest.fingerprinter,
-    }
-}
-
 /// Spans of a trace export, and the calls of those describing model calls.
 /// Spans are numbered across the whole request in rejection messages.
 pub fn trace_records(
@@ -83,7 +73,7 @@ pub fn trace_records(
     request: &ExportTraceServiceRequest,
     hint: Option<&str>,
 ) -> (Records, Problems) {
-    let accounting = normalize_context(ingest);
+    let accounting = ingest.context();
     let mut records = Records::default();
     let mut problems = Problems::default();
     let mut index = 0usize;

@@ -12,7 +12,7 @@ use super::body;
 use crate::durability::{Committer, Outcome};
 use crate::error::ApiError;
 use crate::normalize::usage_report::NormalizeContext;
-use crate::normalize::{AccountingRules, KeyFingerprinter, normalize_report, parse_report};
+use crate::normalize::{AccountingRules, KeyFingerprinter, normalize_json};
 use crate::pricing::PriceTable;
 
 /// What the usage endpoint needs.
@@ -32,6 +32,18 @@ pub struct UsageIngest {
     pub metric_horizon_ms: Option<i64>,
     /// The last sample of each cumulative OTLP metric series.
     pub cumulative: std::sync::Mutex<crate::normalize::otlp_metric::CumulativeState>,
+}
+
+impl UsageIngest {
+    /// What normalizing a record needs, as of now.
+    pub fn context(&self) -> NormalizeContext<'_> {
+        NormalizeContext {
+            now_ms: crate::time::now_ms(),
+            rules: self.rules,
+            prices: &self.prices,
+            fingerprinter: &self.fingerprinter,
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -57,16 +69,11 @@ pub async fn post_usage(
     };
     let bytes = body::read(&headers, request, ingest.max_body_bytes).await?;
     let records = body::split_records(&bytes, body::is_ndjson(&headers))?;
-    let context = NormalizeContext {
-        now_ms: crate::time::now_ms(),
-        rules: ingest.rules,
-        prices: &ingest.prices,
-        fingerprinter: &ingest.fingerprinter,
-    };
+    let context = ingest.context();
     let mut calls = Vec::with_capacity(records.len());
     let mut rejected = Vec::new();
     for (index, json) in records.iter().enumerate() {
-        match parse_report(json).and_then(|raw| normalize_report(raw, &context)) {
+        match normalize_json(json, &context) {
             Ok(call) => calls.push(call),
             Err(err) => rejected.push(Rejection { index, error: err.to_string() }),
         }

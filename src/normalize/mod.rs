@@ -16,4 +16,6 @@ pub use log::{LogError, normalize_log};
 pub use span::{
     NormalizedSpan, SpanContext, SpanError, attributes_to_json, normalize_span, resource_attributes,
 };
-pub use usage_report::{AccountingRules, RawReport, ReportError, normalize_report, parse_report};
+pub use usage_report::{
+    AccountingRules, RawReport, ReportError, normalize_json, normalize_report, parse_report,
+};

@@ -176,6 +176,11 @@ fn count(value: Option<Count>) -> Option<u64> {
     value.map(|Count(n)| n)
 }
 
+/// Parses one report's JSON and normalizes it.
+pub fn normalize_json(json: &str, ctx: &NormalizeContext<'_>) -> Result<LlmCall, ReportError> {
+    normalize_report(parse_report(json)?, ctx)
+}
+
 /// Applies validation and the accounting rules to one parsed report.
 pub fn normalize_report(
     raw: RawReport,

@@ -97,6 +97,9 @@ pub struct AlertFilter {
 pub struct DueDelivery {
     pub id: i64,
     pub alert_id: i64,
+    pub budget_id: String,
+    pub period_start: i64,
+    pub threshold: f64,
     pub url: String,
     pub body: String,
     pub signature: String,

@@ -119,7 +119,8 @@ pub fn due_deliveries(
     limit: usize,
 ) -> Result<Vec<DueDelivery>, StorageError> {
     let mut stmt = conn.prepare_cached(
-        "SELECT d.id, d.alert_id, d.url, a.body, a.signature, d.attempts, a.crossed_ms \
+        "SELECT d.id, d.alert_id, d.url, a.body, a.signature, d.attempts, a.crossed_ms, \
+                a.budget_id, a.period_start, a.threshold \
          FROM deliveries d JOIN alerts a ON a.id = d.alert_id \
          WHERE d.status = 'pending' AND d.next_ms <= ?1 ORDER BY d.next_ms, d.id LIMIT ?2",
     )?;
@@ -132,6 +133,9 @@ pub fn due_deliveries(
             signature: r.get(4)?,
             attempts: r.get(5)?,
             crossed_ms: r.get(6)?,
+            budget_id: r.get(7)?,
+            period_start: r.get(8)?,
+            threshold: r.get(9)?,
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
