@@ -211,6 +211,90 @@ pub async fn replace_window_and_retention(storage: Arc<dyn Storage>) {
     assert_eq!(storage.stats().await.unwrap().calls, 1);
 }
 
+/// Calls appended over several commits, out of time order, with a late call
+/// and another project's calls among them: windows page in (time, seq) order
+/// without loss or repeats, re-pricing reads each once, and retention keeps
+/// exactly the calls at or after its cutoff.
+pub async fn windows_over_many_appends(storage: Arc<dyn Storage>) {
+    let engine = RollupEngine::new(Vec::new(), 0);
+    let mut all = Vec::new();
+    let mut state: u64 = 7;
+    for batch in 0..5 {
+        let mut calls = Vec::new();
+        for i in 0..2_500 {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            let time = batch * 20_000 + (state >> 33) as i64 % 30_000;
+            let mut c = call(Some(&format!("c{batch}-{i}")), time, 1);
+            if i % 10 == 0 {
+                c.project = "other".into();
+            }
+            calls.push(c);
+        }
+        if batch == 4 {
+            calls.push(call(Some("late"), 15_000, 1));
+        }
+        append(&*storage, &engine, calls.clone()).await;
+        all.extend(calls);
+    }
+    let order = |from: i64, to: i64| -> Vec<String> {
+        let mut chosen: Vec<(i64, usize, String)> = all
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.project == "default" && c.time_ms >= from && c.time_ms < to)
+            .map(|(i, c)| (c.time_ms, i, c.id.clone().unwrap()))
+            .collect();
+        chosen.sort();
+        chosen.into_iter().map(|(_, _, id)| id).collect()
+    };
+    let page_all = |from: i64, to: i64| {
+        let storage = storage.clone();
+        async move {
+            let (mut seen, mut after) = (Vec::new(), None);
+            loop {
+                let page = storage
+                    .list_calls(CallFilter {
+                        project: "default".into(),
+                        from_ms: from,
+                        to_ms: to,
+                        series: None,
+                        session: None,
+                        after,
+                        limit: 97,
+                    })
+                    .await
+                    .unwrap();
+                let Some(last) = page.last() else { break };
+                after = Some((last.call.time_ms, last.seq));
+                seen.extend(page.into_iter().map(|c| c.call.id.unwrap()));
+            }
+            seen
+        }
+    };
+    assert_eq!(page_all(10_000, 90_000).await, order(10_000, 90_000));
+    assert_eq!(page_all(0, 200_000).await, order(0, 200_000));
+
+    let (mut seqs, mut after) = (Vec::new(), 0);
+    loop {
+        let page = storage.calls_between(10_000, 90_000, after, 1_000).await.unwrap();
+        let Some(last) = page.last() else { break };
+        after = last.seq;
+        assert!(page.iter().all(|c| (10_000..90_000).contains(&c.call.time_ms)));
+        seqs.extend(page.into_iter().map(|c| c.seq));
+    }
+    let expected = all.iter().filter(|c| (10_000..90_000).contains(&c.time_ms)).count();
+    assert_eq!(seqs.len(), expected);
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "in seq order, each once");
+
+    let deleted = storage
+        .apply_retention(RetentionCutoffs { raw: Some(50_000), ..Default::default() })
+        .await
+        .unwrap();
+    assert_eq!(deleted as usize, all.iter().filter(|c| c.time_ms < 50_000).count());
+    assert_eq!(page_all(0, 200_000).await, order(50_000, 200_000));
+}
+
 pub async fn series_survive_reopen(storage: Arc<dyn Storage>) -> Vec<(i64, SeriesKey)> {
     let engine = RollupEngine::new(Vec::new(), 0);
     let mut other = call(None, 1, 1);
@@ -414,6 +498,12 @@ macro_rules! backend_suite {
             async fn replace_window_and_retention() {
                 let (_dir, storage) = $open;
                 super::replace_window_and_retention(storage).await;
+            }
+
+            #[tokio::test]
+            async fn windows_over_many_appends() {
+                let (_dir, storage) = $open;
+                super::windows_over_many_appends(storage).await;
             }
 
             #[tokio::test]

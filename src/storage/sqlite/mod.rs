@@ -7,6 +7,7 @@
 //! also survives power loss.
 
 mod budgets;
+mod call_blocks;
 mod metrics;
 mod rows;
 mod schema;
@@ -313,6 +314,8 @@ impl Storage for SqliteStorage {
                     seqs.push(inserted.then(|| tx.last_insert_rowid()));
                 }
             }
+            let inserted = seqs.iter().zip(&calls).filter_map(|(s, c)| s.map(|s| (s, c.time_ms)));
+            call_blocks::record(&tx, inserted)?;
             telemetry::append(&tx, &spans, &logs)?;
             metrics::append(&tx, &new_metric_series, &metric_bins)?;
             tx.commit()?;
@@ -400,42 +403,7 @@ impl Storage for SqliteStorage {
     }
 
     async fn list_calls(&self, filter: CallFilter) -> Result<Vec<SequencedCall>, StorageError> {
-        self.read(move |conn| {
-            let mut sql = format!(
-                "{} WHERE c.project = ?1 AND c.time_ms >= ?2 AND c.time_ms < ?3 \
-                 AND (c.time_ms, c.seq) > (?4, ?5)",
-                rows::SELECT_CALL
-            );
-            if let Some(series) = &filter.series {
-                if series.is_empty() {
-                    return Ok(Vec::new());
-                }
-                let ids: Vec<String> = series.iter().map(i64::to_string).collect();
-                sql.push_str(&format!(" AND c.series IN ({})", ids.join(",")));
-            }
-            if filter.session.is_some() {
-                sql.push_str(" AND c.session = ?7");
-            } else {
-                sql.push_str(" AND ?7 IS NULL");
-            }
-            sql.push_str(" ORDER BY c.time_ms, c.seq LIMIT ?6");
-            let (after_time, after_seq) = filter.after.unwrap_or((i64::MIN, i64::MIN));
-            let mut stmt = conn.prepare(&sql)?;
-            let rows = stmt.query_map(
-                params![
-                    filter.project,
-                    filter.from_ms,
-                    filter.to_ms,
-                    after_time,
-                    after_seq,
-                    filter.limit as i64,
-                    filter.session
-                ],
-                rows::call_from_row,
-            )?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
-        })
-        .await
+        self.read(move |conn| call_blocks::list(conn, &filter)).await
     }
 
     async fn calls_between(
@@ -445,14 +413,7 @@ impl Storage for SqliteStorage {
         after_seq: i64,
         limit: usize,
     ) -> Result<Vec<SequencedCall>, StorageError> {
-        self.read(move |conn| {
-            let sql = format!(
-                "{} WHERE c.time_ms >= ?1 AND c.time_ms < ?2 AND c.seq > ?3 ORDER BY c.seq LIMIT ?4",
-                rows::SELECT_CALL
-            );
-            collect_calls(conn, &sql, params![from, to, after_seq, limit as i64])
-        })
-        .await
+        self.read(move |conn| call_blocks::between(conn, from, to, after_seq, limit)).await
     }
 
     async fn replace_window(
@@ -491,7 +452,7 @@ impl Storage for SqliteStorage {
             let tx = conn.transaction()?;
             let mut deleted = 0;
             if let Some(cutoff) = cutoffs.raw {
-                deleted += tx.execute("DELETE FROM calls WHERE time_ms < ?1", [cutoff])?;
+                deleted += call_blocks::delete_before(&tx, cutoff)?;
                 deleted += telemetry::apply_retention(&tx, cutoff.saturating_mul(1_000_000))?;
             }
             deleted += metrics::apply_retention(&tx, &cutoffs.metric)?;

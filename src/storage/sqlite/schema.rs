@@ -43,7 +43,17 @@ CREATE TABLE IF NOT EXISTS calls (
 CREATE UNIQUE INDEX IF NOT EXISTS calls_project_id ON calls (project, id) WHERE id IS NOT NULL;
 CREATE UNIQUE INDEX IF NOT EXISTS calls_project_span
     ON calls (project, span_ref) WHERE span_ref IS NOT NULL;
-CREATE INDEX IF NOT EXISTS calls_time ON calls (time_ms);
+
+-- calls are found by time through blocks of consecutive seqs
+-- (call_blocks.rs), not through an index entry per call
+CREATE TABLE IF NOT EXISTS call_blocks (
+    first_seq INTEGER PRIMARY KEY,
+    last_seq  INTEGER NOT NULL,
+    calls     INTEGER NOT NULL,
+    min_time  INTEGER NOT NULL,
+    max_time  INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS call_blocks_max_time ON call_blocks (max_time);
 
 CREATE TABLE IF NOT EXISTS rollups (
     tier               INTEGER NOT NULL,
@@ -182,7 +192,7 @@ CREATE INDEX IF NOT EXISTS deliveries_alert ON deliveries (alert_id);
 
 /// Bumped on every incompatible change; a store of another version is
 /// refused rather than misread.
-pub const VERSION: i64 = 5;
+pub const VERSION: i64 = 6;
 
 /// Creates the schema in a new database, or checks an existing one's version.
 pub fn create_or_check(conn: &rusqlite::Connection) -> Result<(), super::StorageError> {
@@ -191,7 +201,11 @@ pub fn create_or_check(conn: &rusqlite::Connection) -> Result<(), super::Storage
         conn.query_row("SELECT count(*) FROM sqlite_master WHERE type = 'table'", [], |row| {
             row.get(0)
         })?;
-    if tables > 0 && version != VERSION {
+    if tables > 0 && version == 5 {
+        let tx = conn.unchecked_transaction()?;
+        super::call_blocks::migrate_from_5(&tx)?;
+        tx.commit()?;
+    } else if tables > 0 && version != VERSION {
         return Err(super::StorageError::SchemaVersion { found: version, needed: VERSION });
     }
     conn.execute_batch(SCHEMA)?;

@@ -1,0 +1,276 @@
+//! The time index of `calls`: one `call_blocks` row per run of consecutive
+//! seqs, holding the least and greatest call time in it, instead of an index
+//! entry per call. Calls arrive in roughly time order, so a window touches few
+//! blocks; an index entry per call cost more than half of an insert, because
+//! calls stamped over the last minute land all over a per-call time index.
+
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+
+use super::rows;
+use crate::aggregate::rollup::SequencedCall;
+use crate::storage::{CallFilter, StorageError};
+
+/// Calls a block holds before the next append starts a new one (an append is
+/// never split, so a block may hold more).
+pub const BLOCK_CALLS: i64 = 4096;
+
+/// One block as read back for a query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Block {
+    first_seq: i64,
+    last_seq: i64,
+    min_time: i64,
+}
+
+/// Notes calls just inserted in `tx`, as (seq, time_ms) in seq order, in the
+/// newest block or a new one.
+pub fn record(
+    tx: &Transaction<'_>,
+    inserted: impl Iterator<Item = (i64, i64)>,
+) -> Result<(), rusqlite::Error> {
+    let mut span: Option<(i64, i64, i64, i64, i64)> = None;
+    for (seq, time) in inserted {
+        let (first, last, min, max, count) = span.get_or_insert((seq, seq, time, time, 0));
+        *first = (*first).min(seq);
+        *last = (*last).max(seq);
+        *min = (*min).min(time);
+        *max = (*max).max(time);
+        *count += 1;
+    }
+    let Some((first, last, min, max, count)) = span else { return Ok(()) };
+    let newest: Option<(i64, i64, i64)> = tx
+        .prepare_cached(
+            "SELECT first_seq, last_seq, calls FROM call_blocks ORDER BY first_seq DESC LIMIT 1",
+        )?
+        .query_row([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+        .optional()?;
+    match newest {
+        Some((block, block_last, calls)) if calls < BLOCK_CALLS && block_last < first => {
+            tx.prepare_cached(
+                "UPDATE call_blocks SET last_seq = ?2, calls = calls + ?3, \
+                 min_time = min(min_time, ?4), max_time = max(max_time, ?5) WHERE first_seq = ?1",
+            )?
+            .execute(params![block, last, count, min, max])?;
+        }
+        _ => {
+            tx.prepare_cached(
+                "INSERT INTO call_blocks (first_seq, last_seq, calls, min_time, max_time) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![first, last, count, min, max])?;
+        }
+    }
+    Ok(())
+}
+
+/// Blocks that may hold calls with time in `[from, to)`, least time first.
+fn overlapping(conn: &Connection, from: i64, to: i64) -> Result<Vec<Block>, rusqlite::Error> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT first_seq, last_seq, min_time FROM call_blocks \
+         WHERE max_time >= ?1 AND min_time < ?2 ORDER BY min_time, first_seq",
+    )?;
+    let rows = stmt.query_map(params![from, to], |row| {
+        Ok(Block { first_seq: row.get(0)?, last_seq: row.get(1)?, min_time: row.get(2)? })
+    })?;
+    rows.collect()
+}
+
+/// The seq ranges of `blocks` as disjoint ranges in seq order (a block's
+/// range can overlap a later one's when retention emptied the top of it and
+/// SQLite handed its seqs out again).
+fn disjoint(blocks: &[Block]) -> Vec<(i64, i64)> {
+    let mut ranges: Vec<(i64, i64)> = blocks.iter().map(|b| (b.first_seq, b.last_seq)).collect();
+    ranges.sort_unstable();
+    let mut merged: Vec<(i64, i64)> = Vec::with_capacity(ranges.len());
+    for (first, last) in ranges {
+        match merged.last_mut() {
+            Some((_, end)) if first <= *end + 1 => *end = (*end).max(last),
+            _ => merged.push((first, last)),
+        }
+    }
+    merged
+}
+
+/// Sorts calls by (time, seq), drops repeats and keeps the first `limit`.
+fn settle_page(found: &mut Vec<SequencedCall>, limit: usize) {
+    found.sort_unstable_by_key(|c| (c.call.time_ms, c.seq));
+    found.dedup_by_key(|c| c.seq);
+    found.truncate(limit);
+}
+
+/// A page of calls in (time, seq) order. Blocks are read least time first,
+/// and reading stops once `limit` calls are found that no later block can
+/// come before.
+pub fn list(conn: &Connection, filter: &CallFilter) -> Result<Vec<SequencedCall>, StorageError> {
+    let series = match &filter.series {
+        Some(series) if series.is_empty() => return Ok(Vec::new()),
+        Some(series) => {
+            let ids: Vec<String> = series.iter().map(i64::to_string).collect();
+            format!(" AND c.series IN ({})", ids.join(","))
+        }
+        None => String::new(),
+    };
+    let (after_time, after_seq) = filter.after.unwrap_or((i64::MIN, i64::MIN));
+    let blocks = overlapping(conn, filter.from_ms.max(after_time), filter.to_ms)?;
+    let sql = format!(
+        "{} WHERE c.seq BETWEEN ?1 AND ?2 AND c.project = ?3 AND c.time_ms >= ?4 \
+         AND c.time_ms < ?5 AND (c.time_ms, c.seq) > (?6, ?7) \
+         AND (?8 IS NULL OR c.session = ?8){series}",
+        rows::SELECT_CALL
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let mut found: Vec<SequencedCall> = Vec::new();
+    for block in &blocks {
+        if found.len() >= filter.limit {
+            settle_page(&mut found, filter.limit);
+            if block.min_time > found[filter.limit - 1].call.time_ms {
+                break;
+            }
+        }
+        let rows = stmt.query_map(
+            params![
+                block.first_seq,
+                block.last_seq,
+                filter.project,
+                filter.from_ms,
+                filter.to_ms,
+                after_time,
+                after_seq,
+                filter.session
+            ],
+            rows::call_from_row,
+        )?;
+        for row in rows {
+            found.push(row?);
+        }
+    }
+    settle_page(&mut found, filter.limit);
+    Ok(found)
+}
+
+/// Calls with time in `[from, to)` and seq above `after_seq`, in seq order,
+/// at most `limit`.
+pub fn between(
+    conn: &Connection,
+    from: i64,
+    to: i64,
+    after_seq: i64,
+    limit: usize,
+) -> Result<Vec<SequencedCall>, StorageError> {
+    let sql = format!(
+        "{} WHERE c.seq BETWEEN ?1 AND ?2 AND c.time_ms >= ?3 AND c.time_ms < ?4 \
+         ORDER BY c.seq LIMIT ?5",
+        rows::SELECT_CALL
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let mut found = Vec::new();
+    for (first, last) in disjoint(&overlapping(conn, from, to)?) {
+        if found.len() >= limit {
+            break;
+        }
+        if last <= after_seq {
+            continue;
+        }
+        let remaining = (limit - found.len()) as i64;
+        let rows = stmt.query_map(
+            params![first.max(after_seq + 1), last, from, to, remaining],
+            rows::call_from_row,
+        )?;
+        for row in rows {
+            found.push(row?);
+        }
+    }
+    Ok(found)
+}
+
+/// Deletes calls with time before `cutoff`, and the blocks left without any.
+pub fn delete_before(tx: &Transaction<'_>, cutoff: i64) -> Result<usize, rusqlite::Error> {
+    let ranges: Vec<(i64, i64)> = {
+        let mut stmt =
+            tx.prepare("SELECT first_seq, last_seq FROM call_blocks WHERE min_time < ?1")?;
+        let rows = stmt.query_map([cutoff], |row| Ok((row.get(0)?, row.get(1)?)))?;
+        rows.collect::<Result<_, _>>()?
+    };
+    let mut deleted = 0;
+    let mut delete =
+        tx.prepare("DELETE FROM calls WHERE seq BETWEEN ?1 AND ?2 AND time_ms < ?3")?;
+    for (first, last) in ranges {
+        deleted += delete.execute(params![first, last, cutoff])?;
+    }
+    tx.execute("DELETE FROM call_blocks WHERE max_time < ?1", [cutoff])?;
+    Ok(deleted)
+}
+
+/// Builds blocks for a store written before they existed (schema 5) from
+/// its calls, and drops the per-call time index they replace. Runs before
+/// the schema is applied, which creates the blocks' own index.
+pub fn migrate_from_5(tx: &Transaction<'_>) -> Result<(), rusqlite::Error> {
+    tx.execute_batch(&format!(
+        "CREATE TABLE call_blocks (
+             first_seq INTEGER PRIMARY KEY,
+             last_seq  INTEGER NOT NULL,
+             calls     INTEGER NOT NULL,
+             min_time  INTEGER NOT NULL,
+             max_time  INTEGER NOT NULL
+         );
+         INSERT INTO call_blocks (first_seq, last_seq, calls, min_time, max_time)
+             SELECT min(seq), max(seq), count(*), min(time_ms), max(time_ms) FROM calls
+             GROUP BY seq / {BLOCK_CALLS};
+         DROP INDEX IF EXISTS calls_time;"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::sqlite::schema;
+
+    #[test]
+    fn a_schema_5_store_gets_blocks_for_its_calls() {
+        let conn = Connection::open_in_memory().unwrap();
+        schema::create_or_check(&conn).unwrap();
+        // Back to schema 5: no blocks, a time index, 10,000 calls.
+        conn.execute_batch(
+            "DROP TABLE call_blocks; CREATE INDEX calls_time ON calls (time_ms);
+             PRAGMA user_version = 5;",
+        )
+        .unwrap();
+        for seq in 1..=10_000_i64 {
+            conn.execute(
+                "INSERT INTO calls (seq, project, series, time_ms, payload) \
+                 VALUES (?1, 'default', 1, ?2, x'')",
+                params![seq, 50_000 - seq],
+            )
+            .unwrap();
+        }
+        schema::create_or_check(&conn).unwrap();
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+        assert_eq!(version, schema::VERSION);
+        let blocks: Vec<(i64, i64, i64, i64, i64)> = conn
+            .prepare("SELECT first_seq, last_seq, calls, min_time, max_time FROM call_blocks")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(blocks.len(), 3);
+        assert_eq!(blocks.iter().map(|b| b.2).sum::<i64>(), 10_000);
+        assert_eq!(blocks[0], (1, 4095, 4095, 50_000 - 4095, 49_999));
+        let time_index: i64 = conn
+            .query_row("SELECT count(*) FROM sqlite_master WHERE name = 'calls_time'", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(time_index, 0);
+    }
+
+    #[test]
+    fn overlapping_ranges_merge_into_disjoint_ones() {
+        let block = |first_seq, last_seq| Block { first_seq, last_seq, min_time: 0 };
+        assert_eq!(
+            disjoint(&[block(10, 20), block(1, 5), block(15, 30), block(6, 8), block(40, 41)]),
+            vec![(1, 8), (10, 30), (40, 41)]
+        );
+        assert!(disjoint(&[]).is_empty());
+    }
+}
