@@ -1,12 +1,13 @@
 //! Request bodies: size limit (applied after decompression too, so a gzip
-//! bomb is refused), gzip, and splitting a batch into its records.
+//! bomb is refused), gzip, and parsing a batch into its records.
 
 use std::io::Read;
 
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, StatusCode, header};
 use flate2::read::GzDecoder;
-use serde::Deserialize;
+use serde::de::{DeserializeOwned, MapAccess, Visitor, value::MapAccessDeserializer};
+use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 
 use crate::error::ApiError;
@@ -71,12 +72,70 @@ struct Envelope<'a> {
     records: Option<Vec<&'a RawValue>>,
 }
 
+/// One record of a batch: parsed already when the whole batch parsed in one
+/// pass, else its JSON text, to be parsed alone so that its error names it.
+pub enum Record<'a, T> {
+    Parsed(T),
+    Text(&'a str),
+}
+
+/// A record that must be a JSON object (a derived deserializer would also
+/// read an array as the fields in order).
+struct Object<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ObjectVisitor<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for ObjectVisitor<T> {
+            type Value = Object<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                T::deserialize(MapAccessDeserializer::new(map)).map(Object)
+            }
+        }
+        deserializer.deserialize_map(ObjectVisitor(std::marker::PhantomData))
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ParsedEnvelope<T> {
+    records: Vec<Object<T>>,
+}
+
+/// The records of a batch (the forms of `split_records`). A JSON array or
+/// `{"records": [...]}` whose records all parse is parsed in one pass; any
+/// other body is split, and its records are left as text.
+pub fn records<T: DeserializeOwned>(
+    body: &[u8],
+    ndjson: bool,
+) -> Result<Vec<Record<'_, T>>, ApiError> {
+    let text = utf8(body)?;
+    if !ndjson {
+        let parsed = match text.trim_start().as_bytes().first() {
+            Some(b'[') => serde_json::from_str::<Vec<Object<T>>>(text).ok(),
+            Some(b'{') => serde_json::from_str::<ParsedEnvelope<T>>(text).ok().map(|e| e.records),
+            _ => None,
+        };
+        if let Some(parsed) = parsed {
+            return Ok(parsed.into_iter().map(|Object(record)| Record::Parsed(record)).collect());
+        }
+    }
+    Ok(split_records(body, ndjson)?.into_iter().map(Record::Text).collect())
+}
+
+fn utf8(body: &[u8]) -> Result<&str, ApiError> {
+    std::str::from_utf8(body)
+        .map_err(|e| ApiError::bad_request(format!("body is not UTF-8 text: {e}")))
+}
+
 /// The JSON text of each record in a batch: a JSON array, an object
 /// `{"records": [...]}`, a single record object, or NDJSON (one per line;
 /// blank lines skipped).
 pub fn split_records(body: &[u8], ndjson: bool) -> Result<Vec<&str>, ApiError> {
-    let text = std::str::from_utf8(body)
-        .map_err(|e| ApiError::bad_request(format!("body is not UTF-8 text: {e}")))?;
+    let text = utf8(body)?;
     if ndjson {
         return Ok(text.lines().map(str::trim).filter(|line| !line.is_empty()).collect());
     }
@@ -121,5 +180,36 @@ mod tests {
         assert!(split_records(b"model=x", false).is_err());
         assert!(split_records(b"[{\"a\":1}", false).is_err());
         assert!(split_records(b"  ", false).is_err());
+    }
+
+    #[derive(Debug, PartialEq, Deserialize)]
+    struct Rec {
+        a: Option<u32>,
+    }
+
+    fn forms(body: &[u8]) -> Vec<Result<Option<u32>, String>> {
+        records::<Rec>(body, false)
+            .unwrap()
+            .into_iter()
+            .map(|r| match r {
+                Record::Parsed(rec) => Ok(rec.a),
+                Record::Text(text) => Err(text.to_owned()),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn good_batches_parse_in_one_pass_and_bad_ones_are_split() {
+        assert_eq!(forms(br#"[{"a":1}, {"a":2}]"#), vec![Ok(Some(1)), Ok(Some(2))]);
+        assert_eq!(forms(br#"{"records":[{"a":1}]}"#), vec![Ok(Some(1))]);
+        // One bad record, a record that is an array, or a single record:
+        // every record comes back as text, to be parsed (and named) alone.
+        assert_eq!(
+            forms(br#"[{"a":1}, {"a":"x"}]"#),
+            vec![Err(r#"{"a":1}"#.into()), Err(r#"{"a":"x"}"#.into())]
+        );
+        assert_eq!(forms(br#"[[1]]"#), vec![Err("[1]".into())]);
+        assert_eq!(forms(br#"{"a":1}"#), vec![Err(r#"{"a":1}"#.into())]);
+        assert!(records::<Rec>(b"[{", false).is_err());
     }
 }

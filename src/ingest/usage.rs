@@ -11,7 +11,7 @@ use serde::Serialize;
 use super::body;
 use crate::durability::{Committer, Outcome};
 use crate::error::ApiError;
-use crate::normalize::usage_report::NormalizeContext;
+use crate::normalize::usage_report::{NormalizeContext, RawReport, normalize_report};
 use crate::normalize::{AccountingRules, KeyFingerprinter, normalize_json};
 use crate::pricing::PriceTable;
 
@@ -68,12 +68,17 @@ pub async fn post_usage(
         return Err(ApiError::overloaded("too many ingest requests in flight; retry later"));
     };
     let bytes = body::read(&headers, request, ingest.max_body_bytes).await?;
-    let records = body::split_records(&bytes, body::is_ndjson(&headers))?;
+    let records = body::records::<RawReport>(&bytes, body::is_ndjson(&headers))?;
+    let count = records.len();
     let context = ingest.context();
-    let mut calls = Vec::with_capacity(records.len());
+    let mut calls = Vec::with_capacity(count);
     let mut rejected = Vec::new();
-    for (index, json) in records.iter().enumerate() {
-        match normalize_json(json, &context) {
+    for (index, record) in records.into_iter().enumerate() {
+        let call = match record {
+            body::Record::Parsed(raw) => normalize_report(raw, &context),
+            body::Record::Text(json) => normalize_json(json, &context),
+        };
+        match call {
             Ok(call) => calls.push(call),
             Err(err) => rejected.push(Rejection { index, error: err.to_string() }),
         }
@@ -81,7 +86,7 @@ pub async fn post_usage(
     let parsed = std::time::Instant::now();
     let outcomes = ingest.committer.submit(calls).await?;
     tracing::debug!(
-        records = records.len(),
+        records = count,
         commit_ms = parsed.elapsed().as_millis() as u64,
         "usage batch"
     );

@@ -51,13 +51,18 @@ pub fn valid_name(name: &str) -> bool {
 /// Parses and validates one point; `oldest_ms` is the oldest instant any
 /// tier still keeps.
 pub fn normalize_point(json: &str, now_ms: i64, oldest_ms: i64) -> Result<MetricPoint, PointError> {
+    validate_point(parse_point(json)?, now_ms, oldest_ms)
+}
+
+/// Parses one point's JSON text; on failure the error names the field.
+pub fn parse_point(json: &str) -> Result<RawPoint, PointError> {
     if !json.trim_start().starts_with('{') {
         return Err(error("record", "must be a JSON object"));
     }
     // The fast path parses directly; only a failing point is parsed again
     // with path tracking, to name the field.
-    let raw: RawPoint = match serde_json::from_str(json) {
-        Ok(raw) => raw,
+    match serde_json::from_str(json) {
+        Ok(raw) => Ok(raw),
         Err(_) => {
             let mut deserializer = serde_json::Deserializer::from_str(json);
             serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
@@ -74,9 +79,17 @@ pub fn normalize_point(json: &str, now_ms: i64, oldest_ms: i64) -> Result<Metric
                     None => path,
                 };
                 error(&field, message)
-            })?
+            })
         }
-    };
+    }
+}
+
+/// Validates one parsed point.
+pub fn validate_point(
+    raw: RawPoint,
+    now_ms: i64,
+    oldest_ms: i64,
+) -> Result<MetricPoint, PointError> {
     let name = raw.name.map(|t| t.0.trim().to_owned()).unwrap_or_default();
     if name.is_empty() {
         return Err(error("name", "is required"));
