@@ -22,10 +22,13 @@ const MERGE_BIN: &str = "INSERT INTO metric_bins (tier, bucket, series, count, s
     last_ms = max(last_ms, excluded.last_ms), \
     sketch = sketch_merge(sketch, excluded.sketch)";
 
+/// Stores new series and merges `bins` (with their sketches encoded by the
+/// caller, off the writer thread) into the stored ones.
 pub fn append(
     tx: &Transaction<'_>,
     series: &[(i64, std::sync::Arc<MetricKey>)],
     bins: &[(BinKey, Bin)],
+    sketches: &[Vec<u8>],
 ) -> Result<(), StorageError> {
     if !series.is_empty() {
         let mut insert = tx.prepare_cached(INSERT_SERIES)?;
@@ -36,10 +39,7 @@ pub fn append(
     }
     if !bins.is_empty() {
         let mut merge = tx.prepare_cached(MERGE_BIN)?;
-        let mut sketch = Vec::with_capacity(256);
-        for (key, bin) in bins {
-            sketch.clear();
-            bin.sketch.encode(&mut sketch);
+        for ((key, bin), sketch) in bins.iter().zip(sketches) {
             merge.execute(params![
                 key.tier.code(),
                 key.bucket,
@@ -50,7 +50,7 @@ pub fn append(
                 bin.max,
                 bin.last,
                 bin.last_ms,
-                &sketch[..],
+                sketch,
             ])?;
         }
     }

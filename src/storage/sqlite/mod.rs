@@ -224,6 +224,33 @@ fn collect_calls(
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
 
+/// The encoded form of what an append writes, made before the write.
+struct Encoded {
+    calls: Vec<rows::EncodedCall>,
+    spans: Vec<String>,
+    logs: Vec<String>,
+    sketches: Vec<Vec<u8>>,
+}
+
+impl Encoded {
+    fn of(batch: &AppendBatch) -> Self {
+        Self {
+            calls: batch.calls.iter().map(rows::EncodedCall::of).collect(),
+            spans: batch.spans.iter().map(telemetry::to_json).collect(),
+            logs: batch.logs.iter().map(telemetry::to_json).collect(),
+            sketches: batch
+                .metric_bins
+                .iter()
+                .map(|(_, bin)| {
+                    let mut sketch = Vec::with_capacity(64);
+                    bin.sketch.encode(&mut sketch);
+                    sketch
+                })
+                .collect(),
+        }
+    }
+}
+
 /// Longest bucket list a rollup scan names (beyond it, a range).
 const MAX_LISTED_BUCKETS: i64 = 5_000;
 
@@ -290,38 +317,47 @@ impl Storage for SqliteStorage {
     }
 
     async fn append(&self, batch: AppendBatch) -> Result<Appended, StorageError> {
-        self.write(move |conn| {
-            let AppendBatch {
-                calls,
-                series_ids,
-                new_series,
-                spans,
-                logs,
-                metric_bins,
-                new_metric_series,
-            } = batch;
-            let tx = conn.transaction()?;
-            let mut seqs = Vec::with_capacity(calls.len());
-            {
-                let mut insert_series = tx.prepare_cached(rows::INSERT_SERIES)?;
-                for (id, key) in &new_series {
-                    rows::insert_series(&mut insert_series, *id, key)?;
+        // Records are encoded here, on the caller's thread, and dropped here
+        // after the write: the one writer thread only binds and inserts.
+        let encoded = Encoded::of(&batch);
+        let (appended, spent) = self
+            .write(move |conn| {
+                let AppendBatch {
+                    calls,
+                    series_ids,
+                    new_series,
+                    spans,
+                    logs,
+                    metric_bins,
+                    new_metric_series,
+                } = batch;
+                let tx = conn.transaction()?;
+                let mut seqs = Vec::with_capacity(calls.len());
+                {
+                    let mut insert_series = tx.prepare_cached(rows::INSERT_SERIES)?;
+                    for (id, key) in &new_series {
+                        rows::insert_series(&mut insert_series, *id, key)?;
+                    }
+                    let mut insert = tx.prepare_cached(rows::INSERT_CALL)?;
+                    for ((call, series), encoded) in
+                        calls.iter().zip(&series_ids).zip(&encoded.calls)
+                    {
+                        let inserted = rows::insert_call(&mut insert, call, *series, encoded)?;
+                        seqs.push(inserted.then(|| tx.last_insert_rowid()));
+                    }
                 }
-                let mut insert = tx.prepare_cached(rows::INSERT_CALL)?;
-                let mut scratch = Vec::with_capacity(256);
-                for (call, series) in calls.iter().zip(&series_ids) {
-                    let inserted = rows::insert_call(&mut insert, call, *series, &mut scratch)?;
-                    seqs.push(inserted.then(|| tx.last_insert_rowid()));
-                }
-            }
-            let inserted = seqs.iter().zip(&calls).filter_map(|(s, c)| s.map(|s| (s, c.time_ms)));
-            call_blocks::record(&tx, inserted)?;
-            telemetry::append(&tx, &spans, &logs)?;
-            metrics::append(&tx, &new_metric_series, &metric_bins)?;
-            tx.commit()?;
-            Ok(Appended { calls, series_ids, seqs })
-        })
-        .await
+                let inserted =
+                    seqs.iter().zip(&calls).filter_map(|(s, c)| s.map(|s| (s, c.time_ms)));
+                call_blocks::record(&tx, inserted)?;
+                telemetry::append(&tx, &spans, &encoded.spans, &logs, &encoded.logs)?;
+                metrics::append(&tx, &new_metric_series, &metric_bins, &encoded.sketches)?;
+                tx.commit()?;
+                let spent = (spans, logs, metric_bins, new_series, new_metric_series, encoded);
+                Ok((Appended { calls, series_ids, seqs }, spent))
+            })
+            .await?;
+        drop(spent);
+        Ok(appended)
     }
 
     async fn flush_rollups(

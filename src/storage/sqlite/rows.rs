@@ -102,26 +102,39 @@ pub fn encode_payload(call: &LlmCall, out: &mut Vec<u8>) {
     postcard::to_io(&payload, &mut *out).expect("writing to a Vec cannot fail");
 }
 
+/// The encoded columns of a call that `insert_call` binds.
+pub struct EncodedCall {
+    payload: Vec<u8>,
+    span_ref: Option<String>,
+}
+
+impl EncodedCall {
+    pub fn of(call: &LlmCall) -> Self {
+        let mut payload = Vec::with_capacity(96);
+        encode_payload(call, &mut payload);
+        let span_ref = match (&call.trace_id, &call.span_id) {
+            (Some(trace), Some(span)) => Some(format!("{trace}{span}")),
+            _ => None,
+        };
+        Self { payload, span_ref }
+    }
+}
+
 /// Inserts one call; returns false when its id was already stored.
 pub fn insert_call(
     stmt: &mut Statement<'_>,
     call: &LlmCall,
     series: i64,
-    scratch: &mut Vec<u8>,
+    encoded: &EncodedCall,
 ) -> Result<bool, rusqlite::Error> {
-    encode_payload(call, scratch);
-    let span_ref = match (&call.trace_id, &call.span_id) {
-        (Some(trace), Some(span)) => Some(format!("{trace}{span}")),
-        _ => None,
-    };
     let changed = stmt.execute(params![
         call.project,
         call.id,
         series,
         call.time_ms,
         call.session,
-        span_ref,
-        &scratch[..],
+        encoded.span_ref,
+        encoded.payload,
     ])?;
     Ok(changed == 1)
 }

@@ -46,7 +46,7 @@ const MERGE_TRACE: &str = "INSERT INTO traces (project, trace_id, has_root, root
 const INSERT_LOG: &str = "INSERT INTO logs (project, time_ns, trace_id, severity, record) \
     VALUES (?1, ?2, ?3, ?4, ?5)";
 
-fn to_json<T: serde::Serialize>(value: &T) -> String {
+pub fn to_json<T: serde::Serialize>(value: &T) -> String {
     serde_json::to_string(value).expect("records serialize to JSON")
 }
 
@@ -111,11 +111,14 @@ impl<'a> TraceDelta<'a> {
 }
 
 /// Appends spans (skipping ones already stored, which leave their trace's
-/// totals alone) and log records.
+/// totals alone) and log records, each with its record as JSON (`to_json`,
+/// encoded by the caller, off the writer thread).
 pub fn append(
     tx: &Transaction<'_>,
     spans: &[SpanRecord],
+    span_json: &[String],
     logs: &[LogRecord],
+    log_json: &[String],
 ) -> Result<(), StorageError> {
     if !spans.is_empty() {
         let mut insert = tx.prepare_cached(INSERT_SPAN)?;
@@ -123,7 +126,7 @@ pub fn append(
         // gets one update per batch rather than one per span.
         let mut deltas: Vec<TraceDelta<'_>> = Vec::new();
         let mut by_trace: HashMap<(&str, &str), usize> = HashMap::new();
-        for span in spans {
+        for (span, json) in spans.iter().zip(span_json) {
             let inserted = insert.execute(params![
                 span.project,
                 span.trace_id,
@@ -135,7 +138,7 @@ pub fn append(
                 span.kind.as_str(),
                 span.model,
                 span.status == SpanStatus::Error,
-                to_json(span),
+                json,
             ])?;
             if inserted == 0 {
                 continue;
@@ -172,13 +175,13 @@ pub fn append(
     }
     if !logs.is_empty() {
         let mut insert = tx.prepare_cached(INSERT_LOG)?;
-        for log in logs {
+        for (log, json) in logs.iter().zip(log_json) {
             insert.execute(params![
                 log.project,
                 log.time_ns,
                 log.trace_id,
                 log.severity_number,
-                to_json(log)
+                json
             ])?;
         }
     }
