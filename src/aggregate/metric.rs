@@ -202,25 +202,34 @@ impl MetricRegistry {
 
     /// The bins of `points` at every tier, summed per bin, and the series
     /// the store does not have yet. A point of a new series beyond the cap
-    /// of its name lands in the name's overflow series.
+    /// of its name lands in the name's overflow series. Points go into the
+    /// finest tier's bins only; each coarser tier's bins are merged from
+    /// those (the tiers nest), which costs a merge per fine bin rather than
+    /// a sketch insert per point and tier.
     pub fn bin(&self, points: Vec<MetricPoint>) -> (Vec<(BinKey, Bin)>, NewSeries) {
         let mut state = self.lock();
-        let mut bins: FxHashMap<BinKey, Bin> = FxHashMap::default();
+        let finest = MetricTier::ALL[0];
+        let mut fine: FxHashMap<BinKey, Bin> = FxHashMap::default();
         for mut point in points {
             let (value, time_ms) = (point.value, point.time_ms);
             let distribution = point.distribution.take();
             let series = state.assign(point, self.max_series_per_name);
-            let seed = distribution.map(|d| Bin::of_distribution(&d, value, time_ms));
-            for tier in MetricTier::ALL {
-                let key = BinKey { tier, bucket: tier.bucket(time_ms), series };
-                match &seed {
-                    Some(seed) => bins.entry(key).or_default().merge(seed),
-                    None => bins.entry(key).or_default().add(value, time_ms),
-                }
+            let bin = fine.entry(BinKey { tier: finest, bucket: finest.bucket(time_ms), series });
+            match distribution {
+                Some(d) => bin.or_default().merge(&Bin::of_distribution(&d, value, time_ms)),
+                None => bin.or_default().add(value, time_ms),
+            }
+        }
+        let mut coarse: FxHashMap<BinKey, Bin> = FxHashMap::default();
+        for (key, bin) in &fine {
+            for tier in &MetricTier::ALL[1..] {
+                let key =
+                    BinKey { tier: *tier, bucket: tier.bucket(key.bucket), series: key.series };
+                coarse.entry(key).or_default().merge(bin);
             }
         }
         let pending = state.pending.iter().map(|id| (*id, state.by_id[id].clone())).collect();
-        (bins.into_iter().collect(), pending)
+        (fine.into_iter().chain(coarse).collect(), pending)
     }
 
     pub fn confirm(&self, stored: &[i64]) {
