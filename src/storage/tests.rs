@@ -71,6 +71,22 @@ pub async fn dedupes_by_project_and_id(storage: Arc<dyn Storage>) {
     let again =
         append(&*storage, &engine, vec![call(Some("a"), 2_000, 9), call(None, 1_000, 1)]).await;
     assert!(again[0].is_none() && again[1].is_some());
+    // Of two calls with one id in one append, the first sent is kept even
+    // when the second is stamped earlier.
+    let pair = append(
+        &*storage,
+        &engine,
+        vec![call(Some("x"), 5_000, 1), call(Some("x"), 1_000, 2), call(Some("y"), 500, 1)],
+    )
+    .await;
+    assert!(pair[0].is_some() && pair[1].is_none() && pair[2].is_some());
+    let kept = storage.calls_between(0, 10_000, 0, 100).await.unwrap();
+    let x: Vec<u64> = kept
+        .iter()
+        .filter(|c| c.call.id.as_deref() == Some("x"))
+        .map(|c| c.call.input_tokens)
+        .collect();
+    assert_eq!(x, vec![1]);
 }
 
 pub async fn calls_round_trip_and_page(storage: Arc<dyn Storage>) {

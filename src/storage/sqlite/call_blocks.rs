@@ -5,14 +5,20 @@
 //! calls stamped over the last minute land all over a per-call time index.
 
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use rustc_hash::FxHashSet;
 
 use super::rows;
 use crate::aggregate::rollup::SequencedCall;
+use crate::model::LlmCall;
 use crate::storage::{CallFilter, StorageError};
 
-/// Calls a block holds before the next append starts a new one (an append is
-/// never split, so a block may hold more).
+/// Calls a block holds before the next append starts a new one.
 pub const BLOCK_CALLS: i64 = 4096;
+/// A block's calls lie in one such slice of time: an append writes its
+/// calls in time order (`insert_order`), so that a window's first page reads
+/// the blocks of its first moments only, however many calls arrive at once
+/// or however late they are stamped.
+pub const BLOCK_SPAN_MS: i64 = 1000;
 
 /// One block as read back for a query.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,42 +28,91 @@ struct Block {
     min_time: i64,
 }
 
-/// Notes calls just inserted in `tx`, as (seq, time_ms) in seq order, in the
-/// newest block or a new one.
+/// A run of calls of one append that goes into one block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Run {
+    first: i64,
+    last: i64,
+    min: i64,
+    max: i64,
+    count: i64,
+}
+
+fn slice(time_ms: i64) -> i64 {
+    time_ms.div_euclid(BLOCK_SPAN_MS)
+}
+
+/// The order to insert an append's calls in: by time, except that a call
+/// sharing an id or span with an earlier call of the append goes after all
+/// the others, in arrival order, so that of two calls with one key the
+/// earlier one is still the one kept. `span_refs` are the calls' span keys.
+pub fn insert_order(calls: &[LlmCall], span_refs: &[Option<&str>]) -> Vec<usize> {
+    let mut ids: FxHashSet<(&str, &str)> = FxHashSet::default();
+    let mut spans: FxHashSet<(&str, &str)> = FxHashSet::default();
+    let (mut first, mut repeated) = (Vec::with_capacity(calls.len()), Vec::new());
+    for (i, (call, span_ref)) in calls.iter().zip(span_refs).enumerate() {
+        let project = call.project.as_str();
+        let id_seen = call.id.as_deref().is_some_and(|id| !ids.insert((project, id)));
+        let span_seen = span_ref.is_some_and(|r| !spans.insert((project, r)));
+        if id_seen || span_seen { repeated.push(i) } else { first.push(i) }
+    }
+    first.sort_by_key(|&i| (calls[i].time_ms, i));
+    first.extend(repeated);
+    first
+}
+
+/// Splits calls just inserted, as (seq, time_ms) in insertion order, into
+/// runs of consecutive seqs within one time slice.
+fn runs(inserted: impl Iterator<Item = (i64, i64)>) -> Vec<Run> {
+    let mut runs: Vec<Run> = Vec::new();
+    for (seq, time) in inserted {
+        match runs.last_mut() {
+            Some(run) if slice(run.min) == slice(time) && run.last < seq => {
+                run.last = seq;
+                run.min = run.min.min(time);
+                run.max = run.max.max(time);
+                run.count += 1;
+            }
+            _ => runs.push(Run { first: seq, last: seq, min: time, max: time, count: 1 }),
+        }
+    }
+    runs
+}
+
+/// Notes calls just inserted in `tx`, as (seq, time_ms) in insertion order:
+/// the first run may extend the newest block, the others start blocks.
 pub fn record(
     tx: &Transaction<'_>,
     inserted: impl Iterator<Item = (i64, i64)>,
 ) -> Result<(), rusqlite::Error> {
-    let mut span: Option<(i64, i64, i64, i64, i64)> = None;
-    for (seq, time) in inserted {
-        let (first, last, min, max, count) = span.get_or_insert((seq, seq, time, time, 0));
-        *first = (*first).min(seq);
-        *last = (*last).max(seq);
-        *min = (*min).min(time);
-        *max = (*max).max(time);
-        *count += 1;
-    }
-    let Some((first, last, min, max, count)) = span else { return Ok(()) };
-    let newest: Option<(i64, i64, i64)> = tx
+    let runs = runs(inserted);
+    let Some(head) = runs.first() else { return Ok(()) };
+    let newest: Option<(i64, i64, i64, i64)> = tx
         .prepare_cached(
-            "SELECT first_seq, last_seq, calls FROM call_blocks ORDER BY first_seq DESC LIMIT 1",
+            "SELECT first_seq, last_seq, calls, min_time FROM call_blocks \
+             ORDER BY first_seq DESC LIMIT 1",
         )?
-        .query_row([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+        .query_row([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)))
         .optional()?;
-    match newest {
-        Some((block, block_last, calls)) if calls < BLOCK_CALLS && block_last < first => {
-            tx.prepare_cached(
-                "UPDATE call_blocks SET last_seq = ?2, calls = calls + ?3, \
-                 min_time = min(min_time, ?4), max_time = max(max_time, ?5) WHERE first_seq = ?1",
-            )?
-            .execute(params![block, last, count, min, max])?;
-        }
-        _ => {
-            tx.prepare_cached(
-                "INSERT INTO call_blocks (first_seq, last_seq, calls, min_time, max_time) \
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?
-            .execute(params![first, last, count, min, max])?;
+    let extends = matches!(newest, Some((_, last, calls, min_time))
+        if calls < BLOCK_CALLS && last < head.first && slice(min_time) == slice(head.min));
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO call_blocks (first_seq, last_seq, calls, min_time, max_time) \
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    for (i, run) in runs.iter().enumerate() {
+        match newest {
+            Some((block, ..)) if i == 0 && extends => {
+                tx.prepare_cached(
+                    "UPDATE call_blocks SET last_seq = ?2, calls = calls + ?3, \
+                     min_time = min(min_time, ?4), max_time = max(max_time, ?5) \
+                     WHERE first_seq = ?1",
+                )?
+                .execute(params![block, run.last, run.count, run.min, run.max])?;
+            }
+            _ => {
+                insert.execute(params![run.first, run.last, run.count, run.min, run.max])?;
+            }
         }
     }
     Ok(())
@@ -115,15 +170,19 @@ pub fn list(conn: &Connection, filter: &CallFilter) -> Result<Vec<SequencedCall>
     let sql = format!(
         "{} WHERE c.seq BETWEEN ?1 AND ?2 AND c.project = ?3 AND c.time_ms >= ?4 \
          AND c.time_ms < ?5 AND (c.time_ms, c.seq) > (?6, ?7) \
-         AND (?8 IS NULL OR c.session = ?8){series}",
+         AND (c.time_ms, c.seq) < (?9, ?10) AND (?8 IS NULL OR c.session = ?8){series}",
         rows::SELECT_CALL
     );
     let mut stmt = conn.prepare_cached(&sql)?;
     let mut found: Vec<SequencedCall> = Vec::new();
+    // Once a page is full, only calls before its last can still enter it.
+    let mut before = (i64::MAX, i64::MAX);
     for block in &blocks {
         if found.len() >= filter.limit {
             settle_page(&mut found, filter.limit);
-            if block.min_time > found[filter.limit - 1].call.time_ms {
+            let last = &found[filter.limit - 1];
+            before = (last.call.time_ms, last.seq);
+            if block.min_time > before.0 {
                 break;
             }
         }
@@ -136,7 +195,9 @@ pub fn list(conn: &Connection, filter: &CallFilter) -> Result<Vec<SequencedCall>
                 filter.to_ms,
                 after_time,
                 after_seq,
-                filter.session
+                filter.session,
+                before.0,
+                before.1
             ],
             rows::call_from_row,
         )?;
@@ -262,6 +323,42 @@ mod tests {
             })
             .unwrap();
         assert_eq!(time_index, 0);
+    }
+
+    fn call(id: Option<&str>, time_ms: i64) -> LlmCall {
+        LlmCall { id: id.map(str::to_owned), time_ms, ..LlmCall::example() }
+    }
+
+    #[test]
+    fn calls_insert_by_time_with_repeated_keys_last_in_arrival_order() {
+        let calls = [
+            call(Some("a"), 30),
+            call(None, 10),
+            call(Some("b"), 20),
+            call(Some("a"), 5),
+            call(Some("c"), 1),
+            call(None, 10),
+        ];
+        let spans = [None, None, None, None, Some("t1s1"), None];
+        assert_eq!(insert_order(&calls, &spans), vec![4, 1, 5, 2, 0, 3]);
+        // A span key shared with an earlier call repeats too, and a key of a
+        // repeated call still counts as seen for the calls after it.
+        let calls = [call(Some("a"), 30), call(Some("b"), 20), call(Some("b"), 10)];
+        let spans = [Some("t1s1"), Some("t1s1"), None];
+        assert_eq!(insert_order(&calls, &spans), vec![0, 1, 2]);
+    }
+
+    #[test]
+    fn runs_break_at_time_slices_and_gaps_in_order() {
+        let inserted = [(1, 100), (2, 900), (3, 1_000), (4, 1_500), (5, 200), (7, 300)];
+        assert_eq!(
+            runs(inserted.into_iter()),
+            vec![
+                Run { first: 1, last: 2, min: 100, max: 900, count: 2 },
+                Run { first: 3, last: 4, min: 1_000, max: 1_500, count: 2 },
+                Run { first: 5, last: 7, min: 200, max: 300, count: 2 },
+            ]
+        );
     }
 
     #[test]

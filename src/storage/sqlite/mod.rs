@@ -227,6 +227,8 @@ fn collect_calls(
 /// The encoded form of what an append writes, made before the write.
 struct Encoded {
     calls: Vec<rows::EncodedCall>,
+    /// The order to insert the calls in (`call_blocks::insert_order`).
+    call_order: Vec<usize>,
     spans: Vec<String>,
     logs: Vec<String>,
     sketches: Vec<Vec<u8>>,
@@ -234,8 +236,12 @@ struct Encoded {
 
 impl Encoded {
     fn of(batch: &AppendBatch) -> Self {
+        let calls: Vec<rows::EncodedCall> = batch.calls.iter().map(rows::EncodedCall::of).collect();
+        let span_refs: Vec<Option<&str>> = calls.iter().map(rows::EncodedCall::span_ref).collect();
+        let call_order = call_blocks::insert_order(&batch.calls, &span_refs);
         Self {
-            calls: batch.calls.iter().map(rows::EncodedCall::of).collect(),
+            calls,
+            call_order,
             spans: batch.spans.iter().map(telemetry::to_json).collect(),
             logs: batch.logs.iter().map(telemetry::to_json).collect(),
             sketches: batch
@@ -332,22 +338,24 @@ impl Storage for SqliteStorage {
                     new_metric_series,
                 } = batch;
                 let tx = conn.transaction()?;
-                let mut seqs = Vec::with_capacity(calls.len());
+                let mut seqs = vec![None; calls.len()];
                 {
                     let mut insert_series = tx.prepare_cached(rows::INSERT_SERIES)?;
                     for (id, key) in &new_series {
                         rows::insert_series(&mut insert_series, *id, key)?;
                     }
                     let mut insert = tx.prepare_cached(rows::INSERT_CALL)?;
-                    for ((call, series), encoded) in
-                        calls.iter().zip(&series_ids).zip(&encoded.calls)
-                    {
-                        let inserted = rows::insert_call(&mut insert, call, *series, encoded)?;
-                        seqs.push(inserted.then(|| tx.last_insert_rowid()));
+                    for &i in &encoded.call_order {
+                        let call = &calls[i];
+                        let inserted =
+                            rows::insert_call(&mut insert, call, series_ids[i], &encoded.calls[i])?;
+                        seqs[i] = inserted.then(|| tx.last_insert_rowid());
                     }
                 }
-                let inserted =
-                    seqs.iter().zip(&calls).filter_map(|(s, c)| s.map(|s| (s, c.time_ms)));
+                let inserted = encoded
+                    .call_order
+                    .iter()
+                    .filter_map(|&i| seqs[i].map(|seq| (seq, calls[i].time_ms)));
                 call_blocks::record(&tx, inserted)?;
                 telemetry::append(&tx, &spans, &encoded.spans, &logs, &encoded.logs)?;
                 metrics::append(&tx, &new_metric_series, &metric_bins, &encoded.sketches)?;

@@ -118,6 +118,11 @@ impl EncodedCall {
         };
         Self { payload, span_ref }
     }
+
+    /// The call's span key (trace id and span id), when it has one.
+    pub fn span_ref(&self) -> Option<&str> {
+        self.span_ref.as_deref()
+    }
 }
 
 /// Inserts one call; returns false when its id was already stored.
