@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use super::{AppendBatch, CallFilter, RetentionCutoffs, RollupVisitor, Storage, TraceFilter};
+use crate::aggregate::rollup::SequencedCall;
 use crate::aggregate::{Cell, CellKey, RollupEngine, SeriesKey, Tier};
 use crate::model::{
     Attributes, LlmCall, LogRecord, SpanEvent, SpanKind, SpanRecord, SpanStatus, Tags,
@@ -52,6 +53,18 @@ async fn append(
     appended.seqs
 }
 
+/// Every call of `filter`'s window, page by page (`filter.limit` a page).
+async fn all_pages(storage: &dyn Storage, mut filter: CallFilter) -> Vec<SequencedCall> {
+    let mut seen = Vec::new();
+    loop {
+        let page = storage.list_calls(filter.clone()).await.unwrap();
+        let Some(last) = page.last() else { break };
+        filter.after = Some((last.call.time_ms, last.seq));
+        seen.extend(page);
+    }
+    seen
+}
+
 pub async fn dedupes_by_project_and_id(storage: Arc<dyn Storage>) {
     let engine = RollupEngine::new(Vec::new(), 0);
     let mut other_project = call(Some("a"), 1_000, 1);
@@ -94,25 +107,17 @@ pub async fn calls_round_trip_and_page(storage: Arc<dyn Storage>) {
     let calls: Vec<LlmCall> =
         (0..25).map(|i| call(Some(&format!("c{i}")), 60_000 + i * 10, i as u64)).collect();
     append(&*storage, &engine, calls.clone()).await;
-    let mut seen = Vec::new();
-    let mut after = None;
-    loop {
-        let page = storage
-            .list_calls(CallFilter {
-                project: "default".into(),
-                from_ms: 0,
-                to_ms: 1_000_000,
-                series: None,
-                session: Some("s1".into()),
-                after,
-                limit: 10,
-            })
-            .await
-            .unwrap();
-        let Some(last) = page.last() else { break };
-        after = Some((last.call.time_ms, last.seq));
-        seen.extend(page.into_iter().map(|c| c.call));
-    }
+    let filter = CallFilter {
+        project: "default".into(),
+        from_ms: 0,
+        to_ms: 1_000_000,
+        series: None,
+        session: Some("s1".into()),
+        after: None,
+        limit: 10,
+    };
+    let seen: Vec<LlmCall> =
+        all_pages(&*storage, filter).await.into_iter().map(|c| c.call).collect();
     assert_eq!(seen, calls, "every field survives storage, in time order");
     let none = storage
         .list_calls(CallFilter {
@@ -264,28 +269,20 @@ pub async fn windows_over_many_appends(storage: Arc<dyn Storage>) {
         chosen.sort();
         chosen.into_iter().map(|(_, _, id)| id).collect()
     };
-    let page_all = |from: i64, to: i64| {
+    let page_all = |from_ms: i64, to_ms: i64| {
         let storage = storage.clone();
         async move {
-            let (mut seen, mut after) = (Vec::new(), None);
-            loop {
-                let page = storage
-                    .list_calls(CallFilter {
-                        project: "default".into(),
-                        from_ms: from,
-                        to_ms: to,
-                        series: None,
-                        session: None,
-                        after,
-                        limit: 97,
-                    })
-                    .await
-                    .unwrap();
-                let Some(last) = page.last() else { break };
-                after = Some((last.call.time_ms, last.seq));
-                seen.extend(page.into_iter().map(|c| c.call.id.unwrap()));
-            }
-            seen
+            let filter = CallFilter {
+                project: "default".into(),
+                from_ms,
+                to_ms,
+                series: None,
+                session: None,
+                after: None,
+                limit: 97,
+            };
+            let pages = all_pages(&*storage, filter).await;
+            pages.into_iter().map(|c| c.call.id.unwrap()).collect::<Vec<_>>()
         }
     };
     assert_eq!(page_all(10_000, 90_000).await, order(10_000, 90_000));
