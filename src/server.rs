@@ -116,12 +116,12 @@ impl App {
         };
         let storage = storage::open(&config.storage, &config.data_dir, &options)?;
         let (engine, replayed) = durability::recover(&*storage).await?;
-        let metric_registry = Arc::new(crate::aggregate::metric::MetricRegistry::new(
-            storage.load_metric_series().await?,
-            config.metrics.max_series_per_name,
-        ));
+        let (metric_registry, metric_commits_replayed) =
+            durability::recover_metrics(&*storage, config.metrics.max_series_per_name).await?;
+        let metric_registry = Arc::new(metric_registry);
         info!(
             replayed,
+            metric_commits_replayed,
             series = engine.series_count(),
             synchronous = ?config.sqlite.synchronous,
             "store opened"

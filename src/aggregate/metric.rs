@@ -2,14 +2,16 @@
 //! and tag set) count, sum, min, max, last and a quantile sketch, all
 //! mergeable, so a late point merges into its bin and coarse bins equal the
 //! fine ones merged. The series registry caps series per metric name and
-//! sends points beyond the cap to an overflow series.
+//! sends points beyond the cap to an overflow series. Bins not yet flushed
+//! to the store are kept open here; each commit logs its 10 s bins
+//! (`encode_log`), from which the open bins are rebuilt after a crash.
 
 use std::collections::HashMap;
 
 use rustc_hash::FxHashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::sketch::Sketch;
 use crate::model::{MetricPoint, Tags};
@@ -172,18 +174,28 @@ struct Registry {
     next_id: i64,
     pending: Vec<i64>,
     overflow_points: u64,
+    /// Bins at every tier not yet flushed to the store.
+    open: FxHashMap<BinKey, Bin>,
+    /// The last logged commit whose bins are in `open` (or flushed).
+    applied: i64,
 }
 
 /// Every metric series, shared by the committer (which assigns ids) and the
-/// query API.
+/// query API, and the open bins.
 pub struct MetricRegistry {
     state: Mutex<Registry>,
     max_series_per_name: usize,
+    /// Held for reading while a query reads stored and open bins, for
+    /// writing while a flush moves open bins into the store, so that no
+    /// query sees a bin both places or neither.
+    flush_gate: tokio::sync::RwLock<()>,
 }
 
 impl MetricRegistry {
-    pub fn new(stored: Vec<(i64, MetricKey)>, max_series_per_name: usize) -> Self {
-        let mut registry = Registry { next_id: 1, ..Registry::default() };
+    /// The registry of `stored` series, with nothing open; `watermark` is
+    /// the last logged commit whose bins the store holds.
+    pub fn new(stored: Vec<(i64, MetricKey)>, max_series_per_name: usize, watermark: i64) -> Self {
+        let mut registry = Registry { next_id: 1, applied: watermark, ..Registry::default() };
         for (id, key) in stored {
             registry.next_id = registry.next_id.max(id + 1);
             if !key.tags.contains_key(OVERFLOW_TAG) {
@@ -193,19 +205,22 @@ impl MetricRegistry {
             registry.by_key.insert(key.clone(), id);
             registry.by_id.insert(id, key);
         }
-        Self { state: Mutex::new(registry), max_series_per_name }
+        Self {
+            state: Mutex::new(registry),
+            max_series_per_name,
+            flush_gate: tokio::sync::RwLock::new(()),
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Registry> {
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// The bins of `points` at every tier, summed per bin, and the series
-    /// the store does not have yet. A point of a new series beyond the cap
-    /// of its name lands in the name's overflow series. Points go into the
-    /// finest tier's bins only; each coarser tier's bins are merged from
-    /// those (the tiers nest), which costs a merge per fine bin rather than
-    /// a sketch insert per point and tier.
+    /// The 10 s bins of `points`, summed per bin, and the series the store
+    /// does not have yet. A point of a new series beyond the cap of its name
+    /// lands in the name's overflow series. Coarser bins are merged from
+    /// these when they are applied (a merge per 10 s bin rather than a
+    /// sketch insert per point and tier).
     pub fn bin(&self, points: Vec<MetricPoint>) -> (Vec<(BinKey, Bin)>, NewSeries) {
         let mut state = self.lock();
         let finest = MetricTier::ALL[0];
@@ -220,16 +235,70 @@ impl MetricRegistry {
                 None => bin.or_default().add(value, time_ms),
             }
         }
-        let mut coarse: FxHashMap<BinKey, Bin> = FxHashMap::default();
-        for (key, bin) in &fine {
-            for tier in &MetricTier::ALL[1..] {
-                let key =
-                    BinKey { tier: *tier, bucket: tier.bucket(key.bucket), series: key.series };
-                coarse.entry(key).or_default().merge(bin);
+        let pending = state.pending.iter().map(|id| (*id, state.by_id[id].clone())).collect();
+        (fine.into_iter().collect(), pending)
+    }
+
+    /// Merges a committed group's 10 s bins (logged as commit `seq`) into
+    /// the open bins of every tier.
+    pub fn apply(&self, fine: &[(BinKey, Bin)], seq: i64) {
+        let mut state = self.lock();
+        for (key, bin) in fine {
+            for tier in MetricTier::ALL {
+                let key = BinKey { tier, bucket: tier.bucket(key.bucket), series: key.series };
+                state.open.entry(key).or_default().merge(bin);
             }
         }
-        let pending = state.pending.iter().map(|id| (*id, state.by_id[id].clone())).collect();
-        (fine.into_iter().chain(coarse).collect(), pending)
+        state.applied = state.applied.max(seq);
+    }
+
+    /// Open bins (at every tier).
+    pub fn open_count(&self) -> usize {
+        self.lock().open.len()
+    }
+
+    /// Waits until no query is reading, then hands out every open bin and
+    /// the last commit they hold, for a flush. The flush gives them back
+    /// with `flushed` (once stored, or to keep them open if it failed).
+    pub async fn begin_flush(&self) -> MetricFlush<'_> {
+        let gate = self.flush_gate.write().await;
+        let mut state = self.lock();
+        let bins: Vec<(BinKey, Bin)> = state.open.drain().collect();
+        MetricFlush { bins: Arc::new(bins), watermark: state.applied, _gate: gate }
+    }
+
+    /// Ends a flush: on failure its bins are open again (merged with any
+    /// applied meanwhile).
+    pub fn flushed(&self, flush: MetricFlush<'_>, stored: bool) {
+        if !stored {
+            let mut state = self.lock();
+            for (key, bin) in flush.bins.iter() {
+                state.open.entry(*key).or_default().merge(bin);
+            }
+        }
+    }
+
+    /// Held while reading stored and open bins together.
+    pub async fn read_gate(&self) -> tokio::sync::RwLockReadGuard<'_, ()> {
+        self.flush_gate.read().await
+    }
+
+    /// Open bins of `tier` with a bucket in `[from, to)` of the series `keep`
+    /// passes.
+    pub fn open_bins(
+        &self,
+        tier: MetricTier,
+        from: i64,
+        to: i64,
+        keep: impl Fn(i64) -> bool,
+    ) -> Vec<(BinKey, Bin)> {
+        let state = self.lock();
+        state
+            .open
+            .iter()
+            .filter(|(k, _)| k.tier == tier && k.bucket >= from && k.bucket < to && keep(k.series))
+            .map(|(k, b)| (*k, b.clone()))
+            .collect()
     }
 
     pub fn confirm(&self, stored: &[i64]) {
@@ -274,6 +343,70 @@ impl MetricRegistry {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// Open bins handed out for a flush (`MetricRegistry::begin_flush`);
+/// queries wait while one is out.
+pub struct MetricFlush<'a> {
+    pub bins: Arc<Vec<(BinKey, Bin)>>,
+    /// The last logged commit the bins hold.
+    pub watermark: i64,
+    _gate: tokio::sync::RwLockWriteGuard<'a, ()>,
+}
+
+/// One logged 10 s bin.
+#[derive(Serialize, Deserialize)]
+struct LoggedBin {
+    bucket: i64,
+    series: i64,
+    count: u64,
+    sum: f64,
+    min: f64,
+    max: f64,
+    last: f64,
+    last_ms: i64,
+    sketch: Vec<u8>,
+}
+
+/// A commit's 10 s bins, as logged with it.
+pub fn encode_log(fine: &[(BinKey, Bin)]) -> Vec<u8> {
+    let logged: Vec<LoggedBin> = fine
+        .iter()
+        .map(|(key, bin)| LoggedBin {
+            bucket: key.bucket,
+            series: key.series,
+            count: bin.count,
+            sum: bin.sum,
+            min: bin.min,
+            max: bin.max,
+            last: bin.last,
+            last_ms: bin.last_ms,
+            sketch: bin.sketch.to_bytes(),
+        })
+        .collect();
+    postcard::to_allocvec(&logged).expect("writing to a Vec cannot fail")
+}
+
+/// The 10 s bins of one logged commit.
+pub fn decode_log(bytes: &[u8]) -> Result<Vec<(BinKey, Bin)>, String> {
+    let logged: Vec<LoggedBin> = postcard::from_bytes(bytes).map_err(|e| e.to_string())?;
+    let tier = MetricTier::ALL[0];
+    logged
+        .into_iter()
+        .map(|l| {
+            let sketch = Sketch::decode(&l.sketch).map_err(|e| e.to_string())?;
+            let bin = Bin {
+                count: l.count,
+                sum: l.sum,
+                min: l.min,
+                max: l.max,
+                last: l.last,
+                last_ms: l.last_ms,
+                sketch,
+            };
+            Ok((BinKey { tier, bucket: l.bucket, series: l.series }, bin))
+        })
+        .collect()
 }
 
 impl Registry {
@@ -338,7 +471,7 @@ mod tests {
 
     #[test]
     fn series_beyond_the_cap_overflow() {
-        let registry = MetricRegistry::new(Vec::new(), 3);
+        let registry = MetricRegistry::new(Vec::new(), 3, 0);
         let points: Vec<MetricPoint> =
             (0..10).map(|i| point("m", &i.to_string(), 1.0, 0)).collect();
         let (bins, new) = registry.bin(points);
@@ -358,22 +491,29 @@ mod tests {
     proptest! {
         #[test]
         fn fine_bins_merged_equal_coarse_bins(values in prop::collection::vec((-1e6f64..1e6, 0i64..3_600_000), 1..200), split in 0usize..200) {
-            let registry = MetricRegistry::new(Vec::new(), 100);
+            let registry = MetricRegistry::new(Vec::new(), 100, 0);
             let points: Vec<MetricPoint> = values.iter().map(|(v, t)| point("m", "a", *v, *t)).collect();
+            // Points binned at 10 s, applied (merged up to 1 min, 15 min and
+            // 1 h), the 10 s bins logged and read back.
             let (bins, _) = registry.bin(points.clone());
+            let logged = decode_log(&encode_log(&bins)).unwrap();
+            prop_assert_eq!(logged.len(), bins.len());
+            registry.apply(&logged, 1);
             let at = |tier: MetricTier| -> Vec<(i64, Bin)> {
-                let mut v: Vec<(i64, Bin)> = bins.iter().filter(|(k, _)| k.tier == tier).map(|(k, b)| (k.bucket, b.clone())).collect();
+                let mut v: Vec<(i64, Bin)> = registry.open_bins(tier, i64::MIN, i64::MAX, |_| true).into_iter().map(|(k, b)| (k.bucket, b)).collect();
                 v.sort_by_key(|(b, _)| *b);
                 v
             };
-            // Rolling the 10 s bins up to 1 h equals binning the points at 1 h.
-            let mut hour = Bin::default();
-            for (_, bin) in at(MetricTier::S10) {
-                hour.merge(&bin);
-            }
-            let direct = at(MetricTier::H1);
-            prop_assert_eq!(direct.len(), 1);
-            let direct = &direct[0].1;
+            // The 1 h bin rolled up from the 10 s bins equals the points
+            // binned at 1 h directly, in the order they came.
+            let hours = at(MetricTier::H1);
+            prop_assert_eq!(hours.len(), 1);
+            let hour = &hours[0].1;
+            let mut direct = Bin::default();
+            for p in &points { direct.add(p.value, p.time_ms); }
+            let direct = &direct;
+            let fine: u64 = at(MetricTier::S10).iter().map(|(_, b)| b.count).sum();
+            prop_assert_eq!(fine, direct.count);
             prop_assert_eq!(hour.count, direct.count);
             prop_assert_eq!((hour.min, hour.max), (direct.min, direct.max));
             prop_assert_eq!(hour.last_ms, direct.last_ms);

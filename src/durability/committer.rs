@@ -11,7 +11,7 @@ use tracing::{error, info, warn};
 
 use super::reprice::{self, RepriceReport};
 use crate::aggregate::RollupEngine;
-use crate::aggregate::metric::MetricRegistry;
+use crate::aggregate::metric::{Bin, BinKey, MetricRegistry, encode_log};
 use crate::exposition::Metrics;
 use crate::model::{LlmCall, LogRecord, MetricPoint, SpanRecord};
 use crate::pricing::PriceTable;
@@ -274,6 +274,8 @@ struct InFlight {
     /// Series first written by this group.
     new_series: Vec<i64>,
     new_metric_ids: Vec<i64>,
+    /// The group's 10 s metric bins, opened once it commits.
+    metric_bins: Vec<(BinKey, Bin)>,
     total: usize,
 }
 
@@ -352,6 +354,7 @@ impl CommitterTask {
     fn flush_due(&self) -> bool {
         self.last_flush.elapsed() >= self.config.flush_interval
             || self.engine.open_cell_count() >= self.config.max_open_cells
+            || self.metric_registry.open_count() >= self.config.max_open_cells
     }
 
     /// Assigns series and starts appending a group on the store.
@@ -363,6 +366,7 @@ impl CommitterTask {
         // Points are summed into bins here: the store merges the bins (a few
         // per series and tier) rather than storing every point.
         let (metric_bins, new_metric_series) = self.metric_registry.bin(points);
+        let metric_log = (!metric_bins.is_empty()).then(|| encode_log(&metric_bins));
         let new_metric_ids: Vec<i64> = new_metric_series.iter().map(|(id, _)| *id).collect();
         let new_ids: Vec<i64> = new_series.iter().map(|(id, _)| *id).collect();
         let storage = self.storage.clone();
@@ -376,7 +380,7 @@ impl CommitterTask {
                     new_series,
                     spans,
                     logs,
-                    metric_bins,
+                    metric_log,
                     new_metric_series,
                 })
                 .await;
@@ -385,7 +389,14 @@ impl CommitterTask {
             tracing::debug!(records = total, ms, "group committed");
             result
         });
-        InFlight { append, pending: group.pending, new_series: new_ids, new_metric_ids, total }
+        InFlight {
+            append,
+            pending: group.pending,
+            new_series: new_ids,
+            new_metric_ids,
+            metric_bins,
+            total,
+        }
     }
 
     /// Applies a committed group to the rollups, then answers its requests.
@@ -404,6 +415,9 @@ impl CommitterTask {
         };
         self.engine.confirm_series(&group.new_series);
         self.metric_registry.confirm(&group.new_metric_ids);
+        if let Some(seq) = appended.metric_seq {
+            self.metric_registry.apply(&group.metric_bins, seq);
+        }
         let accepted = || {
             appended
                 .calls
@@ -426,8 +440,33 @@ impl CommitterTask {
         }
     }
 
+    /// Flushes the open rollup buckets, then the open metric bins.
     async fn flush(&mut self) -> Result<(), StorageError> {
         self.last_flush = Instant::now();
+        let rollups = self.flush_rollups().await;
+        let metrics = self.flush_metric_bins().await;
+        rollups.and(metrics)
+    }
+
+    async fn flush_metric_bins(&mut self) -> Result<(), StorageError> {
+        let flush = self.metric_registry.begin_flush().await;
+        if flush.bins.is_empty() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let result = self.storage.flush_metric_bins(flush.bins.clone(), flush.watermark).await;
+        let ms = started.elapsed().as_millis() as u64;
+        match &result {
+            Ok(()) => tracing::debug!(bins = flush.bins.len(), ms, "metric bins flushed"),
+            Err(err) => {
+                warn!(%err, bins = flush.bins.len(), "metric bin flush failed; bins kept open")
+            }
+        }
+        self.metric_registry.flushed(flush, result.is_ok());
+        result
+    }
+
+    async fn flush_rollups(&mut self) -> Result<(), StorageError> {
         let mut flush = self.engine.begin_flush().await;
         if flush.cells.is_empty() {
             return Ok(());

@@ -15,6 +15,7 @@ pub use committer::{CommitError, CommitObserver, Committer, CommitterConfig, Out
 pub use reprice::RepriceReport;
 
 use crate::aggregate::RollupEngine;
+use crate::aggregate::metric::{MetricRegistry, decode_log};
 use crate::storage::{Storage, StorageError};
 
 /// Rebuilds the rollup engine from the store: the series registry, and every
@@ -37,4 +38,32 @@ pub async fn recover(storage: &dyn Storage) -> Result<(RollupEngine, u64), Stora
         }
     }
     Ok((engine, replayed))
+}
+
+/// Rebuilds the metric registry from the store: its series, and the bins of
+/// every metric commit logged after the last flush, open again.
+pub async fn recover_metrics(
+    storage: &dyn Storage,
+    max_series_per_name: usize,
+) -> Result<(MetricRegistry, u64), StorageError> {
+    const REPLAY_PAGE: usize = 256;
+    let watermark = storage.metric_watermark().await?;
+    let series = storage.load_metric_series().await?;
+    let registry = MetricRegistry::new(series, max_series_per_name, watermark);
+    let mut after = watermark;
+    let mut replayed = 0u64;
+    loop {
+        let page = storage.metric_log_after(after, REPLAY_PAGE).await?;
+        for (seq, bytes) in &page {
+            let bins = decode_log(bytes)
+                .map_err(|e| StorageError::Corrupt(format!("metric log entry {seq}: {e}")))?;
+            registry.apply(&bins, *seq);
+            after = *seq;
+            replayed += 1;
+        }
+        if page.len() < REPLAY_PAGE {
+            break;
+        }
+    }
+    Ok((registry, replayed))
 }

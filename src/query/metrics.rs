@@ -143,6 +143,9 @@ pub async fn query(
     ids.sort_unstable();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let parts = cores.min(ids.len().div_ceil(MIN_SERIES_PER_PART)).max(1);
+    // Stored and open bins are read under the flush gate, so that a flush
+    // moving bins into the store is seen wholly or not at all.
+    let gate = state.metrics.read_gate().await;
     let mut scans = tokio::task::JoinSet::new();
     for chunk in ids.chunks(ids.len().div_ceil(parts).max(1)) {
         let storage = state.storage.clone();
@@ -168,6 +171,10 @@ pub async fn query(
             }
         }
     }
+    for (key, bin) in state.metrics.open_bins(tier, from, to, |s| group_of.contains_key(&s)) {
+        groups[group_of[&key.series]].entry(floor(key.bucket, step)).or_default().merge(&bin);
+    }
+    drop(gate);
     let groups: Vec<Value> = keys
         .iter()
         .zip(&groups)

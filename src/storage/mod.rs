@@ -125,9 +125,10 @@ pub struct AppendBatch {
     pub new_series: Vec<(i64, Arc<SeriesKey>)>,
     pub spans: Vec<SpanRecord>,
     pub logs: Vec<LogRecord>,
-    /// Metric bins to merge into the stored ones, and the metric series
-    /// they need that the store does not have yet.
-    pub metric_bins: Vec<(BinKey, Bin)>,
+    /// The group's 10 s metric bins as logged (`aggregate::metric::
+    /// encode_log`), if it has points, and the metric series they need that
+    /// the store does not have yet.
+    pub metric_log: Option<Vec<u8>>,
     pub new_metric_series: Vec<(i64, Arc<MetricKey>)>,
 }
 
@@ -137,6 +138,8 @@ pub struct Appended {
     pub calls: Vec<LlmCall>,
     pub series_ids: Vec<i64>,
     pub seqs: Vec<Option<i64>>,
+    /// The sequence number of the logged metric bins, if any.
+    pub metric_seq: Option<i64>,
 }
 
 /// Which raw calls to list.
@@ -364,6 +367,21 @@ pub trait Storage: Send + Sync {
     async fn stats(&self) -> Result<StoreStats, StorageError>;
     /// Every stored metric series.
     async fn load_metric_series(&self) -> Result<Vec<(i64, MetricKey)>, StorageError>;
+    /// The last logged metric commit whose bins are in the stored bins.
+    async fn metric_watermark(&self) -> Result<i64, StorageError>;
+    /// Logged metric commits after `seq`, in order, at most `limit`.
+    async fn metric_log_after(
+        &self,
+        seq: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, Vec<u8>)>, StorageError>;
+    /// Merges open bins into the stored ones, records `watermark` and drops
+    /// the logged commits up to it, in one transaction.
+    async fn flush_metric_bins(
+        &self,
+        bins: Arc<Vec<(BinKey, Bin)>>,
+        watermark: i64,
+    ) -> Result<(), StorageError>;
     /// Hands the stored bins of `tier` with buckets in `[from, to)` of
     /// `series` to `visitor`, sketches still encoded, and gives it back.
     async fn scan_metric_bins(

@@ -45,7 +45,7 @@ async fn append(
         new_series,
         spans: vec![],
         logs: vec![],
-        metric_bins: vec![],
+        metric_log: None,
         new_metric_series: vec![],
     };
     let appended = storage.append(batch).await.unwrap();
@@ -360,7 +360,7 @@ async fn append_telemetry(storage: &dyn Storage, spans: Vec<SpanRecord>, logs: V
         new_series: vec![],
         spans,
         logs,
-        metric_bins: vec![],
+        metric_log: None,
         new_metric_series: vec![],
     };
     storage.append(batch).await.unwrap();

@@ -3,7 +3,7 @@
 
 use rusqlite::{Transaction, params};
 
-use super::StorageError;
+use super::{StorageError, schema};
 use crate::aggregate::Sketch;
 use crate::aggregate::metric::{Bin, BinKey, MetricKey, MetricTier};
 use crate::storage::MetricBinVisitor;
@@ -22,14 +22,12 @@ const MERGE_BIN: &str = "INSERT INTO metric_bins (tier, bucket, series, count, s
     last_ms = max(last_ms, excluded.last_ms), \
     sketch = sketch_merge(sketch, excluded.sketch)";
 
-/// Stores new series and merges `bins` (with their sketches encoded by the
-/// caller, off the writer thread) into the stored ones.
+/// Stores new series and logs a commit's 10 s bins; returns the log's seq.
 pub fn append(
     tx: &Transaction<'_>,
     series: &[(i64, std::sync::Arc<MetricKey>)],
-    bins: &[(BinKey, Bin)],
-    sketches: &[Vec<u8>],
-) -> Result<(), StorageError> {
+    log: Option<&[u8]>,
+) -> Result<Option<i64>, StorageError> {
     if !series.is_empty() {
         let mut insert = tx.prepare_cached(INSERT_SERIES)?;
         for (id, key) in series {
@@ -37,6 +35,20 @@ pub fn append(
             insert.execute(params![id, key.project, key.name, tags])?;
         }
     }
+    let Some(log) = log else { return Ok(None) };
+    tx.prepare_cached("INSERT INTO metric_log (bins) VALUES (?1)")?.execute([log])?;
+    Ok(Some(tx.last_insert_rowid()))
+}
+
+/// Merges `bins` (with their sketches encoded by the caller, off the writer
+/// thread) into the stored ones, records `watermark` and drops the logged
+/// commits up to it.
+pub fn flush(
+    tx: &Transaction<'_>,
+    bins: &[(BinKey, Bin)],
+    sketches: &[Vec<u8>],
+    watermark: i64,
+) -> Result<(), StorageError> {
     if !bins.is_empty() {
         let mut merge = tx.prepare_cached(MERGE_BIN)?;
         for ((key, bin), sketch) in bins.iter().zip(sketches) {
@@ -54,6 +66,11 @@ pub fn append(
             ])?;
         }
     }
+    tx.execute(
+        "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
+        params![schema::METRIC_WATERMARK_KEY, watermark],
+    )?;
+    tx.execute("DELETE FROM metric_log WHERE seq <= ?1", [watermark])?;
     Ok(())
 }
 

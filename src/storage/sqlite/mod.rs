@@ -29,7 +29,7 @@ use super::{
     Storage, StorageError, StoreStats, StoredBudget, TelemetryScope, TelemetryVisitor, TraceFilter,
     TraceSummary,
 };
-use crate::aggregate::metric::{MetricKey, MetricTier};
+use crate::aggregate::metric::{Bin, BinKey, MetricKey, MetricTier};
 use crate::aggregate::rollup::SequencedCall;
 use crate::aggregate::{Cell, CellKey, SeriesKey, Tier};
 use crate::model::LlmCall;
@@ -231,7 +231,6 @@ struct Encoded {
     call_order: Vec<usize>,
     spans: Vec<String>,
     logs: Vec<String>,
-    sketches: Vec<Vec<u8>>,
 }
 
 impl Encoded {
@@ -244,15 +243,6 @@ impl Encoded {
             call_order,
             spans: batch.spans.iter().map(telemetry::to_json).collect(),
             logs: batch.logs.iter().map(telemetry::to_json).collect(),
-            sketches: batch
-                .metric_bins
-                .iter()
-                .map(|(_, bin)| {
-                    let mut sketch = Vec::with_capacity(64);
-                    bin.sketch.encode(&mut sketch);
-                    sketch
-                })
-                .collect(),
         }
     }
 }
@@ -334,7 +324,7 @@ impl Storage for SqliteStorage {
                     new_series,
                     spans,
                     logs,
-                    metric_bins,
+                    metric_log,
                     new_metric_series,
                 } = batch;
                 let tx = conn.transaction()?;
@@ -358,10 +348,10 @@ impl Storage for SqliteStorage {
                     .filter_map(|&i| seqs[i].map(|seq| (seq, calls[i].time_ms)));
                 call_blocks::record(&tx, inserted)?;
                 telemetry::append(&tx, &spans, &encoded.spans, &logs, &encoded.logs)?;
-                metrics::append(&tx, &new_metric_series, &metric_bins, &encoded.sketches)?;
+                let metric_seq = metrics::append(&tx, &new_metric_series, metric_log.as_deref())?;
                 tx.commit()?;
-                let spent = (spans, logs, metric_bins, new_series, new_metric_series, encoded);
-                Ok((Appended { calls, series_ids, seqs }, spent))
+                let spent = (spans, logs, metric_log, new_series, new_metric_series, encoded);
+                Ok((Appended { calls, series_ids, seqs, metric_seq }, spent))
             })
             .await?;
         drop(spent);
@@ -536,6 +526,52 @@ impl Storage for SqliteStorage {
 
     async fn load_metric_series(&self) -> Result<Vec<(i64, MetricKey)>, StorageError> {
         self.read(metrics::load_series).await
+    }
+
+    async fn metric_watermark(&self) -> Result<i64, StorageError> {
+        self.read(|conn| {
+            let value = conn
+                .query_row(
+                    "SELECT value FROM meta WHERE key = ?1",
+                    [schema::METRIC_WATERMARK_KEY],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            Ok(value.unwrap_or(0))
+        })
+        .await
+    }
+
+    async fn metric_log_after(
+        &self,
+        seq: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, Vec<u8>)>, StorageError> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT seq, bins FROM metric_log WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            )?;
+            let rows =
+                stmt.query_map(params![seq, limit as i64], |row| Ok((row.get(0)?, row.get(1)?)))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    async fn flush_metric_bins(
+        &self,
+        bins: Arc<Vec<(BinKey, Bin)>>,
+        watermark: i64,
+    ) -> Result<(), StorageError> {
+        // Sketches are encoded here, off the writer thread.
+        let sketches: Vec<Vec<u8>> = bins.iter().map(|(_, bin)| bin.sketch.to_bytes()).collect();
+        self.write(move |conn| {
+            let tx = conn.transaction()?;
+            metrics::flush(&tx, &bins, &sketches, watermark)?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
     }
 
     async fn scan_metric_bins(

@@ -140,6 +140,14 @@ CREATE TABLE IF NOT EXISTS metric_bins (
     PRIMARY KEY (tier, series, bucket)
 ) WITHOUT ROWID;
 
+-- each commit's 10 s metric bins, until a flush has merged them into
+-- metric_bins (the open bins are rebuilt from these after a crash); seqs
+-- never repeat, even once a flush has emptied the table
+CREATE TABLE IF NOT EXISTS metric_log (
+    seq  INTEGER PRIMARY KEY AUTOINCREMENT,
+    bins BLOB NOT NULL
+);
+
 CREATE TABLE IF NOT EXISTS logs (
     seq      INTEGER PRIMARY KEY,
     project  TEXT NOT NULL,
@@ -214,3 +222,5 @@ pub fn create_or_check(conn: &rusqlite::Connection) -> Result<(), super::Storage
 }
 
 pub const WATERMARK_KEY: &str = "rollup_watermark";
+/// The meta key of the last logged metric commit in `metric_bins`.
+pub const METRIC_WATERMARK_KEY: &str = "metric_watermark";
