@@ -240,39 +240,41 @@ impl MetricRegistry {
     }
 
     /// Merges a committed group's 10 s bins (logged as commit `seq`) into
-    /// the open bins of every tier.
+    /// the open 10 s bins. Coarser open bins are merged from those when
+    /// flushed or queried: once per open bin rather than once per commit.
     pub fn apply(&self, fine: &[(BinKey, Bin)], seq: i64) {
         let mut state = self.lock();
         for (key, bin) in fine {
-            for tier in MetricTier::ALL {
-                let key = BinKey { tier, bucket: tier.bucket(key.bucket), series: key.series };
-                state.open.entry(key).or_default().merge(bin);
-            }
+            state.open.entry(*key).or_default().merge(bin);
         }
         state.applied = state.applied.max(seq);
     }
 
-    /// Open bins (at every tier).
+    /// Open 10 s bins.
     pub fn open_count(&self) -> usize {
         self.lock().open.len()
     }
 
-    /// Waits until no query is reading, then hands out every open bin and
-    /// the last commit they hold, for a flush. The flush gives them back
-    /// with `flushed` (once stored, or to keep them open if it failed).
+    /// Waits until no query is reading, then hands out every open bin, at
+    /// every tier, and the last commit they hold, for a flush. The flush
+    /// gives them back with `flushed` (once stored, or to keep them open if
+    /// it failed).
     pub async fn begin_flush(&self) -> MetricFlush<'_> {
         let gate = self.flush_gate.write().await;
         let mut state = self.lock();
-        let bins: Vec<(BinKey, Bin)> = state.open.drain().collect();
+        let mut bins: Vec<(BinKey, Bin)> = state.open.drain().collect();
+        let coarse = roll_up(bins.iter().map(|(k, b)| (k, b)), &MetricTier::ALL[1..]);
+        bins.extend(coarse);
         MetricFlush { bins: Arc::new(bins), watermark: state.applied, _gate: gate }
     }
 
-    /// Ends a flush: on failure its bins are open again (merged with any
-    /// applied meanwhile).
+    /// Ends a flush: on failure its 10 s bins are open again (merged with
+    /// any applied meanwhile).
     pub fn flushed(&self, flush: MetricFlush<'_>, stored: bool) {
         if !stored {
             let mut state = self.lock();
-            for (key, bin) in flush.bins.iter() {
+            let finest = MetricTier::ALL[0];
+            for (key, bin) in flush.bins.iter().filter(|(k, _)| k.tier == finest) {
                 state.open.entry(*key).or_default().merge(bin);
             }
         }
@@ -284,7 +286,7 @@ impl MetricRegistry {
     }
 
     /// Open bins of `tier` with a bucket in `[from, to)` of the series `keep`
-    /// passes.
+    /// passes (coarser than 10 s: merged from the open 10 s bins).
     pub fn open_bins(
         &self,
         tier: MetricTier,
@@ -293,12 +295,15 @@ impl MetricRegistry {
         keep: impl Fn(i64) -> bool,
     ) -> Vec<(BinKey, Bin)> {
         let state = self.lock();
-        state
-            .open
-            .iter()
-            .filter(|(k, _)| k.tier == tier && k.bucket >= from && k.bucket < to && keep(k.series))
-            .map(|(k, b)| (*k, b.clone()))
-            .collect()
+        let fine = state.open.iter().filter(|(k, _)| {
+            k.bucket >= from.saturating_sub(tier.width_ms()) && k.bucket < to && keep(k.series)
+        });
+        let bins: Vec<(BinKey, Bin)> = if tier == MetricTier::ALL[0] {
+            fine.map(|(k, b)| (*k, b.clone())).collect()
+        } else {
+            roll_up(fine, &[tier]).into_iter().collect()
+        };
+        bins.into_iter().filter(|(k, _)| k.bucket >= from && k.bucket < to).collect()
     }
 
     pub fn confirm(&self, stored: &[i64]) {
@@ -343,6 +348,21 @@ impl MetricRegistry {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// `fine` (10 s) bins merged into their bins at each of `tiers`.
+fn roll_up<'a>(
+    fine: impl Iterator<Item = (&'a BinKey, &'a Bin)>,
+    tiers: &[MetricTier],
+) -> FxHashMap<BinKey, Bin> {
+    let mut coarse: FxHashMap<BinKey, Bin> = FxHashMap::default();
+    for (key, bin) in fine {
+        for tier in tiers {
+            let key = BinKey { tier: *tier, bucket: tier.bucket(key.bucket), series: key.series };
+            coarse.entry(key).or_default().merge(bin);
+        }
+    }
+    coarse
 }
 
 /// Open bins handed out for a flush (`MetricRegistry::begin_flush`);
