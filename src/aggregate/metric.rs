@@ -155,6 +155,15 @@ pub struct BinKey {
     pub series: i64,
 }
 
+/// A point with its series resolved (`MetricRegistry::resolve`).
+#[derive(Debug)]
+pub struct SeriesPoint {
+    pub series: i64,
+    pub value: f64,
+    pub time_ms: i64,
+    pub distribution: Option<Box<crate::model::Distribution>>,
+}
+
 /// Series registered but not yet stored, with their ids.
 pub type NewSeries = Vec<(i64, Arc<MetricKey>)>;
 
@@ -216,25 +225,40 @@ impl MetricRegistry {
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// The 10 s bins of `points`, summed per bin, and the series the store
-    /// does not have yet. A point of a new series beyond the cap of its name
-    /// lands in the name's overflow series. Coarser bins are merged from
-    /// these when they are applied (a merge per 10 s bin rather than a
-    /// sketch insert per point and tier).
-    pub fn bin(&self, points: Vec<MetricPoint>) -> (Vec<(BinKey, Bin)>, NewSeries) {
+    /// Gives each point its series id (registering new series), under one
+    /// lock for the batch. Request handlers call this, so that hashing tag
+    /// sets and freeing the points' strings happen beside the committer.
+    /// A point of a new series beyond the cap of its name goes to the name's
+    /// overflow series.
+    pub fn resolve(&self, points: Vec<MetricPoint>) -> Vec<SeriesPoint> {
         let mut state = self.lock();
+        points
+            .into_iter()
+            .map(|mut point| {
+                let (value, time_ms) = (point.value, point.time_ms);
+                let distribution = point.distribution.take();
+                let series = state.assign(point, self.max_series_per_name);
+                SeriesPoint { series, value, time_ms, distribution }
+            })
+            .collect()
+    }
+
+    /// The 10 s bins of `points`, summed per bin, and the series the store
+    /// does not have yet. Coarser bins are merged from these later (a merge
+    /// per 10 s bin rather than a sketch insert per point and tier).
+    pub fn bin(&self, points: Vec<SeriesPoint>) -> (Vec<(BinKey, Bin)>, NewSeries) {
         let finest = MetricTier::ALL[0];
         let mut fine: FxHashMap<BinKey, Bin> = FxHashMap::default();
-        for mut point in points {
-            let (value, time_ms) = (point.value, point.time_ms);
-            let distribution = point.distribution.take();
-            let series = state.assign(point, self.max_series_per_name);
-            let bin = fine.entry(BinKey { tier: finest, bucket: finest.bucket(time_ms), series });
-            match distribution {
-                Some(d) => bin.or_default().merge(&Bin::of_distribution(&d, value, time_ms)),
-                None => bin.or_default().add(value, time_ms),
+        for point in points {
+            let key =
+                BinKey { tier: finest, bucket: finest.bucket(point.time_ms), series: point.series };
+            let bin = fine.entry(key).or_default();
+            match point.distribution {
+                Some(d) => bin.merge(&Bin::of_distribution(&d, point.value, point.time_ms)),
+                None => bin.add(point.value, point.time_ms),
             }
         }
+        let state = self.lock();
         let pending = state.pending.iter().map(|id| (*id, state.by_id[id].clone())).collect();
         (fine.into_iter().collect(), pending)
     }
@@ -494,7 +518,7 @@ mod tests {
         let registry = MetricRegistry::new(Vec::new(), 3, 0);
         let points: Vec<MetricPoint> =
             (0..10).map(|i| point("m", &i.to_string(), 1.0, 0)).collect();
-        let (bins, new) = registry.bin(points);
+        let (bins, new) = registry.bin(registry.resolve(points));
         assert_eq!(new.len(), 4, "3 series and the overflow series");
         assert_eq!(registry.overflow(), (7, 1));
         let overflow_id = new.iter().find(|(_, k)| k.tags.contains_key(OVERFLOW_TAG)).unwrap().0;
@@ -504,7 +528,7 @@ mod tests {
             .unwrap();
         assert_eq!(overflowed.1.count, 7);
         // Another name has its own cap.
-        let (_, new) = registry.bin(vec![point("other", "0", 1.0, 0)]);
+        let (_, new) = registry.bin(registry.resolve(vec![point("other", "0", 1.0, 0)]));
         assert_eq!(new.len(), 5);
     }
 
@@ -515,7 +539,7 @@ mod tests {
             let points: Vec<MetricPoint> = values.iter().map(|(v, t)| point("m", "a", *v, *t)).collect();
             // Points binned at 10 s, applied (merged up to 1 min, 15 min and
             // 1 h), the 10 s bins logged and read back.
-            let (bins, _) = registry.bin(points.clone());
+            let (bins, _) = registry.bin(registry.resolve(points.clone()));
             let logged = decode_log(&encode_log(&bins)).unwrap();
             prop_assert_eq!(logged.len(), bins.len());
             registry.apply(&logged, 1);

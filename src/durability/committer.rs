@@ -11,7 +11,7 @@ use tracing::{error, info, warn};
 
 use super::reprice::{self, RepriceReport};
 use crate::aggregate::RollupEngine;
-use crate::aggregate::metric::{Bin, BinKey, MetricRegistry, encode_log};
+use crate::aggregate::metric::{Bin, BinKey, MetricRegistry, SeriesPoint, encode_log};
 use crate::exposition::Metrics;
 use crate::model::{LlmCall, LogRecord, MetricPoint, SpanRecord};
 use crate::pricing::PriceTable;
@@ -90,7 +90,9 @@ impl Records {
 
 enum Job {
     Append {
+        /// Its points are in `points`, with their series resolved.
         records: Records,
+        points: Vec<SeriesPoint>,
         reply: Reply<Vec<Outcome>>,
     },
     Reprice {
@@ -116,6 +118,7 @@ enum Job {
 #[derive(Clone)]
 pub struct Committer {
     jobs: mpsc::UnboundedSender<Job>,
+    metric_registry: Arc<MetricRegistry>,
     queued: Arc<AtomicUsize>,
     max_queued: usize,
 }
@@ -132,8 +135,12 @@ impl Committer {
     ) -> std::io::Result<(Committer, oneshot::Receiver<()>)> {
         let (jobs, receiver) = mpsc::unbounded_channel();
         let queued = Arc::new(AtomicUsize::new(0));
-        let handle =
-            Committer { jobs, queued: queued.clone(), max_queued: config.max_queued_records };
+        let handle = Committer {
+            jobs,
+            metric_registry: metric_registry.clone(),
+            queued: queued.clone(),
+            max_queued: config.max_queued_records,
+        };
         let task = CommitterTask {
             storage,
             engine,
@@ -174,8 +181,10 @@ impl Committer {
             self.queued.fetch_sub(n, Ordering::AcqRel);
             return Err(CommitError::Overloaded { queued: before });
         }
+        let mut records = records;
+        let points = self.metric_registry.resolve(std::mem::take(&mut records.points));
         let (reply, answer) = oneshot::channel();
-        if self.jobs.send(Job::Append { records, reply }).is_err() {
+        if self.jobs.send(Job::Append { records, points, reply }).is_err() {
             self.queued.fetch_sub(n, Ordering::AcqRel);
             return Err(CommitError::Stopped);
         }
@@ -257,13 +266,19 @@ struct Pending {
 /// Records gathered for the next append, with the requests they came from.
 #[derive(Default)]
 struct Group {
+    /// Calls, spans and logs (points are in `points`).
     records: Records,
+    points: Vec<SeriesPoint>,
     pending: Vec<Pending>,
 }
 
 impl Group {
     fn is_empty(&self) -> bool {
         self.pending.is_empty()
+    }
+
+    fn len(&self) -> usize {
+        self.records.len() + self.points.len()
     }
 }
 
@@ -310,15 +325,15 @@ impl CommitterTask {
                 }
                 _ = tokio::time::sleep_until((self.last_start + LINGER).into()),
                     if inflight.is_none() && !next.is_empty() => {}
-                job = jobs.recv(), if open && next.records.len() < self.config.max_group_records => {
+                job = jobs.recv(), if open && next.len() < self.config.max_group_records => {
                     match job {
-                        Some(Job::Append { mut records, reply }) => {
+                        Some(Job::Append { mut records, mut points, reply }) => {
                             next.pending.push(Pending { calls: records.calls.len(), reply });
                             let into = &mut next.records;
                             into.calls.append(&mut records.calls);
                             into.spans.append(&mut records.spans);
                             into.logs.append(&mut records.logs);
-                            into.points.append(&mut records.points);
+                            next.points.append(&mut points);
                         }
                         Some(job) => exclusive.push(job),
                         None => open = false,
@@ -347,8 +362,7 @@ impl CommitterTask {
 
     /// Whether `next` should be appended now rather than wait for company.
     fn may_start(&self, next: &Group) -> bool {
-        !next.is_empty()
-            && (next.records.len() >= LINGER_RECORDS || self.last_start.elapsed() >= LINGER)
+        !next.is_empty() && (next.len() >= LINGER_RECORDS || self.last_start.elapsed() >= LINGER)
     }
 
     fn flush_due(&self) -> bool {
@@ -360,8 +374,9 @@ impl CommitterTask {
     /// Assigns series and starts appending a group on the store.
     fn start_append(&mut self, group: Group) -> InFlight {
         self.last_start = Instant::now();
-        let total = group.records.len();
-        let Records { calls, spans, logs, points } = group.records;
+        let total = group.len();
+        let Records { calls, spans, logs, .. } = group.records;
+        let points = group.points;
         let (series_ids, new_series) = self.engine.assign_series(&calls);
         // Points are summed into bins here: the store merges the bins (a few
         // per series and tier) rather than storing every point.
