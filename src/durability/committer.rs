@@ -28,6 +28,9 @@ pub struct CommitterConfig {
     pub flush_interval: Duration,
     /// Flush early when this many open cells have accumulated.
     pub max_open_cells: usize,
+    /// Flush early when this many open 10 s metric bins have accumulated
+    /// (a backfill opens one per series and 10 s, each with a sketch).
+    pub max_open_metric_bins: usize,
 }
 
 impl Default for CommitterConfig {
@@ -37,6 +40,7 @@ impl Default for CommitterConfig {
             max_queued_records: 400_000,
             flush_interval: Duration::from_secs(5),
             max_open_cells: 200_000,
+            max_open_metric_bins: 50_000,
         }
     }
 }
@@ -368,7 +372,7 @@ impl CommitterTask {
     fn flush_due(&self) -> bool {
         self.last_flush.elapsed() >= self.config.flush_interval
             || self.engine.open_cell_count() >= self.config.max_open_cells
-            || self.metric_registry.open_count() >= self.config.max_open_cells
+            || self.metric_registry.open_count() >= self.config.max_open_metric_bins
     }
 
     /// Assigns series and starts appending a group on the store.
