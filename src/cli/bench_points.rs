@@ -1,7 +1,7 @@
-//! `tally bench points`: tagged metric points posted as JSON arrays from
-//! concurrent clients; prints points/s (each batch durably acknowledged),
-//! batch latency, the server's peak RSS, and the latency of a 24 h p99
-//! query across 1,000 series.
+//! `tally bench points`: tagged metric points posted as JSON arrays, or as
+//! OTLP/HTTP protobuf gauges, from concurrent clients; prints points/s (each
+//! batch durably acknowledged), batch latency, the server's peak RSS, and
+//! the latency of a 24 h p99 query across 1,000 series.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -9,7 +9,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use anyhow::bail;
-use clap::Args;
+use clap::{Args, ValueEnum};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::metrics::v1::{
+    Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, metric, number_data_point,
+};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use prost::Message;
 
 use super::bench::{Rng, Server, Target, percentile, post_until_taken};
 
@@ -37,26 +46,88 @@ pub struct PointsArgs {
     /// LLM series (models), so the exposition has that many of each family.
     #[arg(long, default_value_t = 10_000)]
     llm_series: u64,
+    /// How points are sent: JSON to /api/v1/points, or OTLP/HTTP protobuf
+    /// gauges to /v1/metrics.
+    #[arg(long, value_enum, default_value_t = Format::Json)]
+    format: Format,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Format {
+    Json,
+    Otlp,
+}
+
+/// One point of batch `batch`: value, worker, shard, time (unix ms).
+fn point_values(rng: &mut Rng, now: i64, spread_ms: u64) -> (f64, u64, u64, i64) {
+    let value = rng.below(2000) as f64 + rng.below(1000) as f64 / 1000.0;
+    let (worker, shard) = (rng.below(100), rng.below(10));
+    (value, worker, shard, now - rng.below(spread_ms.max(1)) as i64)
+}
+
+fn batch_rng(batch: u64) -> Rng {
+    Rng(0x9E37_79B9_7F4A_7C15 ^ (batch + 1).wrapping_mul(0x2545_F491_4F6C_DD1D))
+}
+
+fn text_attribute(key: &str, value: String) -> KeyValue {
+    KeyValue {
+        key: key.to_owned(),
+        value: Some(AnyValue { value: Some(any_value::Value::StringValue(value)) }),
+        ..KeyValue::default()
+    }
+}
+
+/// The same points as `batch_body`, as one OTLP gauge of a `bench` service.
+fn otlp_body(batch: u64, size: u64, now: i64, spread_ms: u64) -> Vec<u8> {
+    let mut rng = batch_rng(batch);
+    let data_points = (0..size)
+        .map(|_| {
+            let (value, worker, shard, time) = point_values(&mut rng, now, spread_ms);
+            NumberDataPoint {
+                attributes: vec![
+                    text_attribute("worker", format!("w{worker}")),
+                    text_attribute("shard", format!("s{shard}")),
+                ],
+                time_unix_nano: time as u64 * 1_000_000,
+                value: Some(number_data_point::Value::AsDouble(value)),
+                ..NumberDataPoint::default()
+            }
+        })
+        .collect();
+    ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            resource: Some(Resource {
+                attributes: vec![text_attribute("service.name", "bench".into())],
+                ..Resource::default()
+            }),
+            scope_metrics: vec![ScopeMetrics {
+                metrics: vec![Metric {
+                    name: "op_time".into(),
+                    data: Some(metric::Data::Gauge(Gauge { data_points })),
+                    ..Metric::default()
+                }],
+                ..ScopeMetrics::default()
+            }],
+            ..ResourceMetrics::default()
+        }],
+    }
+    .encode_to_vec()
 }
 
 /// 1,000 series of one name (100 workers × 10 shards); times spread over
 /// `spread_ms` before `now`.
 fn batch_body(batch: u64, size: u64, now: i64, spread_ms: u64) -> String {
-    let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (batch + 1).wrapping_mul(0x2545_F491_4F6C_DD1D));
+    let mut rng = batch_rng(batch);
     let mut out = String::with_capacity(size as usize * 110);
     out.push('[');
     for i in 0..size {
         if i > 0 {
             out.push(',');
         }
+        let (value, worker, shard, time) = point_values(&mut rng, now, spread_ms);
         let _ = write!(
             out,
-            r#"{{"name":"op_time","value":{}.{},"tags":{{"worker":"w{}","shard":"s{}"}},"timestamp":{}}}"#,
-            rng.below(2000),
-            rng.below(1000),
-            rng.below(100),
-            rng.below(10),
-            now - rng.below(spread_ms.max(1)) as i64,
+            r#"{{"name":"op_time","value":{value},"tags":{{"worker":"w{worker}","shard":"s{shard}"}},"timestamp":{time}}}"#,
         );
     }
     out.push(']');
@@ -69,8 +140,12 @@ pub async fn points(args: PointsArgs) -> anyhow::Result<()> {
         reqwest::Client::builder().pool_max_idle_per_host(args.concurrency as usize).build()?;
     let now = crate::time::now_ms();
     let batches = args.points.div_ceil(args.batch);
+    let (path, content_type, form) = match args.format {
+        Format::Json => ("/api/v1/points", "application/json", "JSON batches"),
+        Format::Otlp => ("/v1/metrics", "application/x-protobuf", "OTLP/HTTP protobuf gauges"),
+    };
     println!(
-        "points: {} points in JSON batches of {}, {} concurrent clients, 1,000 series, times over the last {} s",
+        "points: {} points in {form} of {}, {} concurrent clients, 1,000 series, times over the last {} s",
         args.points, args.batch, args.concurrency, args.spread_s
     );
     let next = Arc::new(AtomicU64::new(0));
@@ -79,8 +154,9 @@ pub async fn points(args: PointsArgs) -> anyhow::Result<()> {
     let mut tasks = Vec::new();
     for _ in 0..args.concurrency {
         let (client, next, sent) = (client.clone(), next.clone(), sent.clone());
-        let endpoint = format!("{}/api/v1/points", server.url);
-        let (total, batch, spread_ms) = (args.points, args.batch, args.spread_s * 1000);
+        let endpoint = format!("{}{path}", server.url);
+        let (total, batch, spread_ms, format) =
+            (args.points, args.batch, args.spread_s * 1000, args.format);
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             loop {
@@ -89,13 +165,24 @@ pub async fn points(args: PointsArgs) -> anyhow::Result<()> {
                     break;
                 }
                 let size = batch.min(total - n * batch);
-                let body = batch_body(n, size, now, spread_ms);
+                let body = match format {
+                    Format::Json => batch_body(n, size, now, spread_ms).into_bytes(),
+                    Format::Otlp => otlp_body(n, size, now, spread_ms),
+                };
                 let t0 = Instant::now();
                 let (status, answer) =
-                    post_until_taken(&client, &endpoint, "application/json", body).await?;
-                let answer: serde_json::Value = serde_json::from_slice(&answer)?;
-                if status != 200 || answer["accepted"].as_u64() != Some(size) {
-                    bail!("batch {n}: {status} {answer}");
+                    post_until_taken(&client, &endpoint, content_type, body).await?;
+                let taken = match format {
+                    Format::Json => serde_json::from_slice::<serde_json::Value>(&answer)
+                        .is_ok_and(|a| a["accepted"].as_u64() == Some(size)),
+                    Format::Otlp => {
+                        ExportMetricsServiceResponse::decode(&answer[..]).is_ok_and(|a| {
+                            a.partial_success.is_none_or(|p| p.rejected_data_points == 0)
+                        })
+                    }
+                };
+                if status != 200 || !taken {
+                    bail!("batch {n}: {status} {}", String::from_utf8_lossy(&answer));
                 }
                 latencies.push(t0.elapsed().as_secs_f64() * 1000.0);
                 sent.fetch_add(size, Ordering::Relaxed);
