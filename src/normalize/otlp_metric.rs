@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
-use opentelemetry_proto::tonic::common::v1::KeyValue;
+use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value};
 use opentelemetry_proto::tonic::metrics::v1::exponential_histogram_data_point::Buckets as ExponentialBuckets;
 use opentelemetry_proto::tonic::metrics::v1::{metric, number_data_point};
 
@@ -83,10 +83,23 @@ fn tag_value(value: &serde_json::Value) -> String {
     }
 }
 
+/// The attribute's value when it is a string.
+fn text_value(kv: &KeyValue) -> Option<&String> {
+    match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+        Some(any_value::Value::StringValue(text)) => Some(text),
+        _ => None,
+    }
+}
+
 /// Data-point attributes as tags, plus the resource's service.
 fn tags_of(attributes: &[KeyValue], service: Option<&str>) -> Result<Tags, String> {
-    let mut tags: Tags =
-        attributes_to_json(attributes).iter().map(|(k, v)| (k.clone(), tag_value(v))).collect();
+    // Attributes are nearly always strings, taken as they are; other values
+    // are written as JSON.
+    let mut tags: Tags = if attributes.iter().all(|kv| text_value(kv).is_some()) {
+        attributes.iter().filter_map(|kv| Some((kv.key.clone(), text_value(kv)?.clone()))).collect()
+    } else {
+        attributes_to_json(attributes).iter().map(|(k, v)| (k.clone(), tag_value(v))).collect()
+    };
     if let Some(service) = service {
         tags.entry("service".to_owned()).or_insert_with(|| service.to_owned());
     }
@@ -493,7 +506,7 @@ pub fn metric_points(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use opentelemetry_proto::tonic::common::v1::{AnyValue, any_value};
+    use opentelemetry_proto::tonic::common::v1::AnyValue;
     use opentelemetry_proto::tonic::metrics::v1::{
         Histogram, HistogramDataPoint, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
     };
