@@ -247,6 +247,14 @@ impl Encoded {
     }
 }
 
+/// A number kept in `meta`, 0 when absent.
+fn meta_value(conn: &Connection, key: &str) -> Result<i64, StorageError> {
+    let value = conn
+        .query_row("SELECT value FROM meta WHERE key = ?1", [key], |row| row.get(0))
+        .optional()?;
+    Ok(value.unwrap_or(0))
+}
+
 /// Longest bucket list a rollup scan names (beyond it, a range).
 const MAX_LISTED_BUCKETS: i64 = 5_000;
 
@@ -287,17 +295,7 @@ impl Storage for SqliteStorage {
     }
 
     async fn rollup_watermark(&self) -> Result<i64, StorageError> {
-        self.read(|conn| {
-            let value = conn
-                .query_row(
-                    "SELECT value FROM meta WHERE key = ?1",
-                    [schema::WATERMARK_KEY],
-                    |row| row.get(0),
-                )
-                .optional()?;
-            Ok(value.unwrap_or(0))
-        })
-        .await
+        self.read(|conn| meta_value(conn, schema::WATERMARK_KEY)).await
     }
 
     async fn calls_after(
@@ -529,17 +527,7 @@ impl Storage for SqliteStorage {
     }
 
     async fn metric_watermark(&self) -> Result<i64, StorageError> {
-        self.read(|conn| {
-            let value = conn
-                .query_row(
-                    "SELECT value FROM meta WHERE key = ?1",
-                    [schema::METRIC_WATERMARK_KEY],
-                    |row| row.get(0),
-                )
-                .optional()?;
-            Ok(value.unwrap_or(0))
-        })
-        .await
+        self.read(|conn| meta_value(conn, schema::METRIC_WATERMARK_KEY)).await
     }
 
     async fn metric_log_after(
