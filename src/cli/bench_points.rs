@@ -50,6 +50,11 @@ pub struct PointsArgs {
     /// gauges to /v1/metrics.
     #[arg(long, value_enum, default_value_t = Format::Json)]
     format: Format,
+    /// Build this many full batches before the clock starts and send them in
+    /// turn, so that building bodies takes no CPU from the server while it
+    /// is timed (0: build each batch as it is sent).
+    #[arg(long, default_value_t = 0)]
+    prebuilt: u64,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -148,6 +153,12 @@ pub async fn points(args: PointsArgs) -> anyhow::Result<()> {
         "points: {} points in {form} of {}, {} concurrent clients, 1,000 series, times over the last {} s",
         args.points, args.batch, args.concurrency, args.spread_s
     );
+    let body_of = move |n: u64, size: u64| match args.format {
+        Format::Json => batch_body(n, size, now, args.spread_s * 1000).into_bytes(),
+        Format::Otlp => otlp_body(n, size, now, args.spread_s * 1000),
+    };
+    let prebuilt: Arc<Vec<axum::body::Bytes>> =
+        Arc::new((0..args.prebuilt).map(|n| body_of(n, args.batch).into()).collect());
     let next = Arc::new(AtomicU64::new(0));
     let sent = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
@@ -155,8 +166,8 @@ pub async fn points(args: PointsArgs) -> anyhow::Result<()> {
     for _ in 0..args.concurrency {
         let (client, next, sent) = (client.clone(), next.clone(), sent.clone());
         let endpoint = format!("{}{path}", server.url);
-        let (total, batch, spread_ms, format) =
-            (args.points, args.batch, args.spread_s * 1000, args.format);
+        let (total, batch, format, prebuilt) =
+            (args.points, args.batch, args.format, prebuilt.clone());
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             loop {
@@ -165,9 +176,9 @@ pub async fn points(args: PointsArgs) -> anyhow::Result<()> {
                     break;
                 }
                 let size = batch.min(total - n * batch);
-                let body = match format {
-                    Format::Json => batch_body(n, size, now, spread_ms).into_bytes(),
-                    Format::Otlp => otlp_body(n, size, now, spread_ms),
+                let body: axum::body::Bytes = match prebuilt.len() as u64 {
+                    built if built > 0 && size == batch => prebuilt[(n % built) as usize].clone(),
+                    _ => body_of(n, size).into(),
                 };
                 let t0 = Instant::now();
                 let (status, answer) =
