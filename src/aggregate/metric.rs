@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use serde::{Deserialize, Serialize};
 
 use super::sketch::Sketch;
+pub use crate::model::MetricKey;
 use crate::model::{MetricPoint, Tags};
 
 /// The tag that marks a name's overflow series.
@@ -167,14 +168,6 @@ pub struct SeriesPoint {
 /// Series registered but not yet stored, with their ids.
 pub type NewSeries = Vec<(i64, Arc<MetricKey>)>;
 
-/// A metric series: project, name and tag set.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
-pub struct MetricKey {
-    pub project: String,
-    pub name: String,
-    pub tags: Tags,
-}
-
 #[derive(Default)]
 struct Registry {
     by_key: FxHashMap<Arc<MetricKey>, i64>,
@@ -232,13 +225,39 @@ impl MetricRegistry {
     /// overflow series.
     pub fn resolve(&self, points: Vec<MetricPoint>) -> Vec<SeriesPoint> {
         let mut state = self.lock();
+        // Points sharing a key (one allocation) are looked up once. Each
+        // entry holds its key, so no address is reused while it is listed.
+        let mut seen: FxHashMap<*const MetricKey, (Arc<MetricKey>, i64, bool)> =
+            FxHashMap::default();
         points
             .into_iter()
-            .map(|mut point| {
-                let (value, time_ms) = (point.value, point.time_ms);
-                let distribution = point.distribution.take();
-                let series = state.assign(point, self.max_series_per_name);
-                SeriesPoint { series, value, time_ms, distribution }
+            .map(|point| {
+                let series = match seen.get(&Arc::as_ptr(&point.key)) {
+                    Some(&(_, id, overflowed)) => {
+                        // Every point sent to an overflow series is counted.
+                        state.overflow_points += u64::from(overflowed);
+                        id
+                    }
+                    None => {
+                        let before = state.overflow_points;
+                        let id = state.assign(&point.key, self.max_series_per_name);
+                        // A key no other point holds is not listed.
+                        if Arc::strong_count(&point.key) > 1 {
+                            let overflowed = state.overflow_points > before;
+                            seen.insert(
+                                Arc::as_ptr(&point.key),
+                                (point.key.clone(), id, overflowed),
+                            );
+                        }
+                        id
+                    }
+                };
+                SeriesPoint {
+                    series,
+                    value: point.value,
+                    time_ms: point.time_ms,
+                    distribution: point.distribution,
+                }
             })
             .collect()
     }
@@ -454,30 +473,28 @@ pub fn decode_log(bytes: &[u8]) -> Result<Vec<(BinKey, Bin)>, String> {
 }
 
 impl Registry {
-    fn assign(&mut self, point: MetricPoint, cap: usize) -> i64 {
-        let key = MetricKey { project: point.project, name: point.name, tags: point.tags };
-        if let Some(id) = self.by_key.get(&key) {
+    fn assign(&mut self, key: &Arc<MetricKey>, cap: usize) -> i64 {
+        if let Some(id) = self.by_key.get(key) {
             return *id;
         }
         let count = self.per_name.entry((key.project.clone(), key.name.clone())).or_default();
         let key = if *count >= cap {
             self.overflow_points += 1;
             let overflow = MetricKey {
-                project: key.project,
-                name: key.name,
+                project: key.project.clone(),
+                name: key.name.clone(),
                 tags: Tags::from([(OVERFLOW_TAG.to_owned(), "true".to_owned())]),
             };
             if let Some(id) = self.by_key.get(&overflow) {
                 return *id;
             }
-            overflow
+            Arc::new(overflow)
         } else {
             *count += 1;
-            key
+            key.clone()
         };
         let id = self.next_id;
         self.next_id += 1;
-        let key = Arc::new(key);
         self.by_key.insert(key.clone(), id);
         self.by_id.insert(id, key);
         self.pending.push(id);
@@ -493,9 +510,11 @@ mod tests {
 
     fn point(name: &str, tag: &str, value: f64, time_ms: i64) -> MetricPoint {
         MetricPoint {
-            project: "default".into(),
-            name: name.into(),
-            tags: Tags::from([("k".to_owned(), tag.to_owned())]),
+            key: Arc::new(MetricKey {
+                project: "default".into(),
+                name: name.into(),
+                tags: Tags::from([("k".to_owned(), tag.to_owned())]),
+            }),
             value,
             time_ms,
             kind: PointKind::Gauge,

@@ -5,5 +5,5 @@ mod point;
 mod span;
 
 pub use call::{LlmCall, Operation, Source, Status, Tags};
-pub use point::{Distribution, MetricPoint, PointKind};
+pub use point::{Distribution, MetricKey, MetricPoint, PointKind};
 pub use span::{Attributes, LogRecord, SpanEvent, SpanKind, SpanRecord, SpanStatus};

@@ -1,5 +1,7 @@
 //! `MetricPoint`: one measurement of a named, tagged series.
 
+use std::sync::Arc;
+
 use serde::Serialize;
 
 use super::Tags;
@@ -37,11 +39,19 @@ pub struct Distribution {
     pub buckets: Vec<(f64, u64)>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct MetricPoint {
+/// A metric series: project, name and tag set.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct MetricKey {
     pub project: String,
     pub name: String,
     pub tags: Tags,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricPoint {
+    /// The point's series; the points of one series in a batch may share
+    /// one key.
+    pub key: Arc<MetricKey>,
     pub value: f64,
     /// Unix ms.
     pub time_ms: i64,

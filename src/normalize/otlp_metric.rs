@@ -4,6 +4,10 @@
 //! with resets (a new start time, or a value going down) starting over.
 
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use rustc_hash::{FxHashMap, FxHasher};
 
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value};
@@ -12,7 +16,7 @@ use opentelemetry_proto::tonic::metrics::v1::{metric, number_data_point};
 
 use super::point::{MAX_TAG_VALUE, MAX_TAGS, valid_name};
 use super::span::{SpanContext, attributes_to_json, resource_attributes};
-use crate::model::{Distribution, MetricPoint, PointKind, Tags};
+use crate::model::{Distribution, MetricKey, MetricPoint, PointKind, Tags};
 
 const CUMULATIVE: i32 = 2;
 
@@ -81,6 +85,26 @@ fn tag_value(value: &serde_json::Value) -> String {
         serde_json::Value::String(s) => s.clone(),
         other => other.to_string(),
     }
+}
+
+/// The series key of one attribute set of an export.
+type KnownKey = (Vec<KeyValue>, Arc<MetricKey>);
+
+/// A hash of attributes by their keys and plain values (equal attributes
+/// hash equal; others may too, and are told apart by comparing them).
+fn attributes_hash(attributes: &[KeyValue]) -> u64 {
+    let mut hasher = FxHasher::default();
+    for kv in attributes {
+        kv.key.hash(&mut hasher);
+        match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+            Some(any_value::Value::StringValue(text)) => text.hash(&mut hasher),
+            Some(any_value::Value::IntValue(int)) => int.hash(&mut hasher),
+            Some(any_value::Value::BoolValue(flag)) => flag.hash(&mut hasher),
+            Some(any_value::Value::DoubleValue(double)) => double.to_bits().hash(&mut hasher),
+            _ => 0u8.hash(&mut hasher),
+        }
+    }
+    hasher.finish()
 }
 
 /// The attribute's value when it is a string.
@@ -289,6 +313,8 @@ pub fn metric_points(
                     continue;
                 }
                 let mut at = 0usize;
+                // The data points of one attribute set share one series key.
+                let mut keys: FxHashMap<u64, Vec<KnownKey>> = FxHashMap::default();
                 let mut emit = |attributes: &[KeyValue],
                                 time_ns: u64,
                                 kind: PointKind,
@@ -309,18 +335,38 @@ pub fn metric_points(
                         rejected.push(format!("{name} data point {index}: value is not finite"));
                         return;
                     }
-                    match tags_of(attributes, service.as_deref()) {
-                        Ok(tags) => points.push(MetricPoint {
-                            project: project.clone(),
-                            name: name.to_owned(),
-                            tags,
-                            value,
-                            time_ms,
-                            kind,
-                            distribution: distribution.map(Box::new),
-                        }),
-                        Err(err) => rejected.push(format!("{name} data point {index}: {err}")),
-                    }
+                    let hash = attributes_hash(attributes);
+                    let known = keys
+                        .get(&hash)
+                        .and_then(|same| same.iter().find(|(kvs, _)| kvs == attributes))
+                        .map(|(_, key)| key.clone());
+                    let key = match known {
+                        Some(key) => key,
+                        None => match tags_of(attributes, service.as_deref()) {
+                            Ok(tags) => {
+                                let key = Arc::new(MetricKey {
+                                    project: project.clone(),
+                                    name: name.to_owned(),
+                                    tags,
+                                });
+                                keys.entry(hash)
+                                    .or_default()
+                                    .push((attributes.to_vec(), key.clone()));
+                                key
+                            }
+                            Err(err) => {
+                                rejected.push(format!("{name} data point {index}: {err}"));
+                                return;
+                            }
+                        },
+                    };
+                    points.push(MetricPoint {
+                        key,
+                        value,
+                        time_ms,
+                        kind,
+                        distribution: distribution.map(Box::new),
+                    });
                 };
                 let number = |v: &Option<number_data_point::Value>| match v {
                     Some(number_data_point::Value::AsDouble(d)) => *d,
@@ -585,7 +631,7 @@ mod tests {
         let (points, _) =
             metric_points(&request(vec![cumulative_sum(107, 10)]), None, NOW_MS, 0, &mut state);
         assert_eq!(points[0].value, 7.0);
-        assert_eq!(points[0].tags["status"], "success");
+        assert_eq!(points[0].key.tags["status"], "success");
     }
 
     #[test]

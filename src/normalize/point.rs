@@ -5,7 +5,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::values::{Instant, TagMap, Text};
-use crate::model::{MetricPoint, PointKind};
+use crate::model::{MetricKey, MetricPoint, PointKind};
 
 /// Most tags one point may carry.
 pub const MAX_TAGS: usize = 16;
@@ -149,7 +149,8 @@ pub fn validate_point(
         .map(|t| t.0.trim().to_owned())
         .filter(|p| !p.is_empty())
         .unwrap_or_else(|| "default".to_owned());
-    Ok(MetricPoint { project, name, tags, value, time_ms, kind, distribution: None })
+    let key = std::sync::Arc::new(MetricKey { project, name, tags });
+    Ok(MetricPoint { key, value, time_ms, kind, distribution: None })
 }
 
 #[cfg(test)]
@@ -171,10 +172,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            (p.name.as_str(), p.value, p.kind),
+            (p.key.name.as_str(), p.value, p.kind),
             ("processing_time", 0.42, PointKind::Histogram)
         );
-        assert_eq!(p.tags["operation"], "embed");
+        assert_eq!(p.key.tags["operation"], "embed");
         assert_eq!(Ok(p.time_ms), crate::time::parse_instant("2027-01-15T08:00:00Z"));
         let defaulted = normalize_point(r#"{"name":"q","value":"3"}"#, NOW, 0).unwrap();
         assert_eq!(
