@@ -84,13 +84,18 @@ pub fn parse_point(json: &str) -> Result<RawPoint, PointError> {
     }
 }
 
+/// `text` without surrounding whitespace (copied only when it has some).
+fn trimmed(text: String) -> String {
+    if text.trim().len() == text.len() { text } else { text.trim().to_owned() }
+}
+
 /// Validates one parsed point.
 pub fn validate_point(
     raw: RawPoint,
     now_ms: i64,
     oldest_ms: i64,
 ) -> Result<MetricPoint, PointError> {
-    let name = raw.name.map(|t| t.0.trim().to_owned()).unwrap_or_default();
+    let name = raw.name.map(|t| trimmed(t.0)).unwrap_or_default();
     if name.is_empty() {
         return Err(error("name", "is required"));
     }
@@ -146,7 +151,7 @@ pub fn validate_point(
     };
     let project = raw
         .project
-        .map(|t| t.0.trim().to_owned())
+        .map(|t| trimmed(t.0))
         .filter(|p| !p.is_empty())
         .unwrap_or_else(|| "default".to_owned());
     let key = std::sync::Arc::new(MetricKey { project, name, tags });
