@@ -308,6 +308,21 @@ pub async fn windows_over_many_appends(storage: Arc<dyn Storage>) {
     assert_eq!(page_all(0, 200_000).await, order(50_000, 200_000));
 }
 
+/// Seqs are never handed out again, even after retention emptied the calls
+/// (the rollup watermark and the replay after a crash count on it).
+pub async fn seqs_never_repeat_after_retention(storage: Arc<dyn Storage>) {
+    let engine = RollupEngine::new(Vec::new(), 0);
+    let first =
+        append(&*storage, &engine, vec![call(Some("a"), 1_000, 1), call(None, 2_000, 1)]).await;
+    let highest = first.iter().flatten().max().copied().unwrap();
+    let cutoffs = RetentionCutoffs { raw: Some(10_000), ..Default::default() };
+    assert_eq!(storage.apply_retention(cutoffs).await.unwrap(), 2);
+    assert_eq!(storage.stats().await.unwrap().calls, 0);
+    let later = append(&*storage, &engine, vec![call(Some("b"), 20_000, 1)]).await;
+    assert!(later[0].unwrap() > highest, "{later:?} after {highest}");
+    assert_eq!(storage.calls_after(highest, 10).await.unwrap().len(), 1);
+}
+
 pub async fn series_survive_reopen(storage: Arc<dyn Storage>) -> Vec<(i64, SeriesKey)> {
     let engine = RollupEngine::new(Vec::new(), 0);
     let mut other = call(None, 1, 1);
@@ -511,6 +526,12 @@ macro_rules! backend_suite {
             async fn replace_window_and_retention() {
                 let (_dir, storage) = $open;
                 super::replace_window_and_retention(storage).await;
+            }
+
+            #[tokio::test]
+            async fn seqs_never_repeat_after_retention() {
+                let (_dir, storage) = $open;
+                super::seqs_never_repeat_after_retention(storage).await;
             }
 
             #[tokio::test]

@@ -247,6 +247,19 @@ impl Encoded {
     }
 }
 
+/// The highest call seq stored.
+fn stored_seq(conn: &Connection) -> Result<i64, StorageError> {
+    Ok(conn.query_row("SELECT coalesce(max(seq), 0) FROM calls", [], |r| r.get(0))?)
+}
+
+/// The seq the next call must take when SQLite's choice (the stored
+/// maximum plus one) would repeat one that retention deleted: seqs never
+/// repeat, as the rollup watermark and the replay after a crash count on.
+fn floor_seq(conn: &Connection) -> Result<Option<i64>, StorageError> {
+    let floor = meta_value(conn, schema::CALL_SEQ_FLOOR_KEY)?;
+    Ok((stored_seq(conn)? < floor).then_some(floor + 1))
+}
+
 /// A number kept in `meta`, 0 when absent.
 fn meta_value(conn: &Connection, key: &str) -> Result<i64, StorageError> {
     let value = conn
@@ -333,11 +346,16 @@ impl Storage for SqliteStorage {
                         rows::insert_series(&mut insert_series, *id, key)?;
                     }
                     let mut insert = tx.prepare_cached(rows::INSERT_CALL)?;
+                    // SQLite picks the stored maximum plus one, which is past
+                    // every seq used unless retention emptied the top of the
+                    // table; then the first call is placed past the floor.
+                    let mut placed = floor_seq(&tx)?;
                     for &i in &encoded.call_order {
-                        let call = &calls[i];
-                        let inserted =
-                            rows::insert_call(&mut insert, call, series_ids[i], &encoded.calls[i])?;
-                        seqs[i] = inserted.then(|| tx.last_insert_rowid());
+                        let (call, encoded) = (&calls[i], &encoded.calls[i]);
+                        if rows::insert_call(&mut insert, call, series_ids[i], encoded, placed)? {
+                            seqs[i] = Some(tx.last_insert_rowid());
+                            placed = None;
+                        }
                     }
                 }
                 let inserted = encoded
@@ -484,6 +502,12 @@ impl Storage for SqliteStorage {
             let tx = conn.transaction()?;
             let mut deleted = 0;
             if let Some(cutoff) = cutoffs.raw {
+                // Deleted seqs are never handed out again.
+                let floor = stored_seq(&tx)?.max(meta_value(&tx, schema::CALL_SEQ_FLOOR_KEY)?);
+                tx.execute(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
+                    params![schema::CALL_SEQ_FLOOR_KEY, floor],
+                )?;
                 deleted += call_blocks::delete_before(&tx, cutoff)?;
                 deleted += telemetry::apply_retention(&tx, cutoff.saturating_mul(1_000_000))?;
             }

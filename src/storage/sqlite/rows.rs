@@ -9,8 +9,8 @@ use crate::model::{LlmCall, Operation, Source, Status, Tags};
 use crate::storage::StorageError;
 
 pub const INSERT_CALL: &str = "INSERT OR IGNORE INTO calls \
-    (project, id, series, time_ms, session, span_ref, payload) \
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+    (project, id, series, time_ms, session, span_ref, payload, seq) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
 
 /// The columns of a call that are not looked up by, in encoding order. Kept
 /// as a borrowed view for writing and an owned one for reading; the
@@ -125,12 +125,14 @@ impl EncodedCall {
     }
 }
 
-/// Inserts one call; returns false when its id was already stored.
+/// Inserts one call (as `seq`, else as the next seq SQLite picks); returns
+/// false when its id was already stored.
 pub fn insert_call(
     stmt: &mut Statement<'_>,
     call: &LlmCall,
     series: i64,
     encoded: &EncodedCall,
+    seq: Option<i64>,
 ) -> Result<bool, rusqlite::Error> {
     let changed = stmt.execute(params![
         call.project,
@@ -140,6 +142,7 @@ pub fn insert_call(
         call.session,
         encoded.span_ref,
         encoded.payload,
+        seq,
     ])?;
     Ok(changed == 1)
 }

@@ -222,5 +222,8 @@ pub fn create_or_check(conn: &rusqlite::Connection) -> Result<(), super::Storage
 }
 
 pub const WATERMARK_KEY: &str = "rollup_watermark";
+/// The meta key of the highest call seq ever used (kept when retention
+/// deletes calls).
+pub const CALL_SEQ_FLOOR_KEY: &str = "call_seq_floor";
 /// The meta key of the last logged metric commit in `metric_bins`.
 pub const METRIC_WATERMARK_KEY: &str = "metric_watermark";
