@@ -239,11 +239,9 @@ impl MetricRegistry {
                         id
                     }
                     None => {
-                        let before = state.overflow_points;
-                        let id = state.assign(&point.key, self.max_series_per_name);
+                        let (id, overflowed) = state.assign(&point.key, self.max_series_per_name);
                         // A key no other point holds is not listed.
                         if Arc::strong_count(&point.key) > 1 {
-                            let overflowed = state.overflow_points > before;
                             seen.insert(
                                 Arc::as_ptr(&point.key),
                                 (point.key.clone(), id, overflowed),
@@ -299,28 +297,16 @@ impl MetricRegistry {
     }
 
     /// Waits until no query is reading, then hands out every open bin, at
-    /// every tier, and the last commit they hold, for a flush. The flush
-    /// gives them back with `flushed` (once stored, or to keep them open if
-    /// it failed).
+    /// every tier, and the last commit they hold, for a flush; queries wait
+    /// until it is dropped (`MetricFlush::abort` if the store did not take
+    /// the bins).
     pub async fn begin_flush(&self) -> MetricFlush<'_> {
         let gate = self.flush_gate.write().await;
         let mut state = self.lock();
         let mut bins: Vec<(BinKey, Bin)> = state.open.drain().collect();
         let coarse = roll_up(bins.iter().map(|(k, b)| (k, b)), &MetricTier::ALL[1..]);
         bins.extend(coarse);
-        MetricFlush { bins: Arc::new(bins), watermark: state.applied, _gate: gate }
-    }
-
-    /// Ends a flush: on failure its 10 s bins are open again (merged with
-    /// any applied meanwhile).
-    pub fn flushed(&self, flush: MetricFlush<'_>, stored: bool) {
-        if !stored {
-            let mut state = self.lock();
-            let finest = MetricTier::ALL[0];
-            for (key, bin) in flush.bins.iter().filter(|(k, _)| k.tier == finest) {
-                state.open.entry(*key).or_default().merge(bin);
-            }
-        }
+        MetricFlush { registry: self, bins: Arc::new(bins), watermark: state.applied, _gate: gate }
     }
 
     /// Held while reading stored and open bins together.
@@ -338,15 +324,15 @@ impl MetricRegistry {
         keep: impl Fn(i64) -> bool,
     ) -> Vec<(BinKey, Bin)> {
         let state = self.lock();
-        let fine = state.open.iter().filter(|(k, _)| {
-            k.bucket >= from.saturating_sub(tier.width_ms()) && k.bucket < to && keep(k.series)
-        });
-        let bins: Vec<(BinKey, Bin)> = if tier == MetricTier::ALL[0] {
+        let fine = state
+            .open
+            .iter()
+            .filter(|(k, _)| (from..to).contains(&tier.bucket(k.bucket)) && keep(k.series));
+        if tier == MetricTier::ALL[0] {
             fine.map(|(k, b)| (*k, b.clone())).collect()
         } else {
             roll_up(fine, &[tier]).into_iter().collect()
-        };
-        bins.into_iter().filter(|(k, _)| k.bucket >= from && k.bucket < to).collect()
+        }
     }
 
     pub fn confirm(&self, stored: &[i64]) {
@@ -411,10 +397,23 @@ fn roll_up<'a>(
 /// Open bins handed out for a flush (`MetricRegistry::begin_flush`);
 /// queries wait while one is out.
 pub struct MetricFlush<'a> {
+    registry: &'a MetricRegistry,
     pub bins: Arc<Vec<(BinKey, Bin)>>,
     /// The last logged commit the bins hold.
     pub watermark: i64,
     _gate: tokio::sync::RwLockWriteGuard<'a, ()>,
+}
+
+impl MetricFlush<'_> {
+    /// The store did not take the bins: open their 10 s bins again (merged
+    /// with any applied meanwhile; coarser bins are merged from them again).
+    pub fn abort(self) {
+        let mut state = self.registry.lock();
+        let finest = MetricTier::ALL[0];
+        for (key, bin) in self.bins.iter().filter(|(k, _)| k.tier == finest) {
+            state.open.entry(*key).or_default().merge(bin);
+        }
+    }
 }
 
 /// One logged 10 s bin.
@@ -473,12 +472,15 @@ pub fn decode_log(bytes: &[u8]) -> Result<Vec<(BinKey, Bin)>, String> {
 }
 
 impl Registry {
-    fn assign(&mut self, key: &Arc<MetricKey>, cap: usize) -> i64 {
+    /// The series id of `key`, registering it if new, and whether the point
+    /// went to its name's overflow series instead (counted here).
+    fn assign(&mut self, key: &Arc<MetricKey>, cap: usize) -> (i64, bool) {
         if let Some(id) = self.by_key.get(key) {
-            return *id;
+            return (*id, false);
         }
         let count = self.per_name.entry((key.project.clone(), key.name.clone())).or_default();
-        let key = if *count >= cap {
+        let overflowed = *count >= cap;
+        let key = if overflowed {
             self.overflow_points += 1;
             let overflow = MetricKey {
                 project: key.project.clone(),
@@ -486,7 +488,7 @@ impl Registry {
                 tags: Tags::from([(OVERFLOW_TAG.to_owned(), "true".to_owned())]),
             };
             if let Some(id) = self.by_key.get(&overflow) {
-                return *id;
+                return (*id, true);
             }
             Arc::new(overflow)
         } else {
@@ -498,7 +500,7 @@ impl Registry {
         self.by_key.insert(key.clone(), id);
         self.by_id.insert(id, key);
         self.pending.push(id);
-        id
+        (id, overflowed)
     }
 }
 
@@ -549,6 +551,26 @@ mod tests {
         // Another name has its own cap.
         let (_, new) = registry.bin(registry.resolve(vec![point("other", "0", 1.0, 0)]));
         assert_eq!(new.len(), 5);
+    }
+
+    #[tokio::test]
+    async fn an_aborted_flush_leaves_its_bins_open() {
+        let registry = MetricRegistry::new(Vec::new(), 10, 0);
+        let points = vec![point("m", "a", 1.0, 5_000), point("m", "a", 3.0, 65_000)];
+        let (bins, _) = registry.bin(registry.resolve(points));
+        registry.apply(&bins, 7);
+        let flush = registry.begin_flush().await;
+        assert_eq!(flush.watermark, 7);
+        let hours: Vec<_> = flush.bins.iter().filter(|(k, _)| k.tier == MetricTier::H1).collect();
+        assert_eq!((hours.len(), hours[0].1.count), (1, 2));
+        assert_eq!(registry.open_count(), 0);
+        flush.abort();
+        let hour = registry.open_bins(MetricTier::H1, 0, 3_600_000, |_| true);
+        assert_eq!((hour.len(), hour[0].1.count), (1, 2));
+        assert_eq!(registry.open_count(), 2);
+        // A flush the store took (dropped) leaves nothing open.
+        drop(registry.begin_flush().await);
+        assert_eq!(registry.open_count(), 0);
     }
 
     proptest! {

@@ -382,8 +382,8 @@ impl CommitterTask {
         let Records { calls, spans, logs, .. } = group.records;
         let points = group.points;
         let (series_ids, new_series) = self.engine.assign_series(&calls);
-        // Points are summed into bins here: the store merges the bins (a few
-        // per series and tier) rather than storing every point.
+        // Points are summed into 10 s bins here, which the store logs (one
+        // row) and the open bins take once committed.
         let (metric_bins, new_metric_series) = self.metric_registry.bin(points);
         let metric_log = (!metric_bins.is_empty()).then(|| encode_log(&metric_bins));
         let new_metric_ids: Vec<i64> = new_metric_series.iter().map(|(id, _)| *id).collect();
@@ -481,7 +481,9 @@ impl CommitterTask {
                 warn!(%err, bins = flush.bins.len(), "metric bin flush failed; bins kept open")
             }
         }
-        self.metric_registry.flushed(flush, result.is_ok());
+        if result.is_err() {
+            flush.abort();
+        }
         result
     }
 

@@ -3,7 +3,7 @@
 
 use rusqlite::{Transaction, params};
 
-use super::{StorageError, schema};
+use super::StorageError;
 use crate::aggregate::Sketch;
 use crate::aggregate::metric::{Bin, BinKey, MetricKey, MetricTier};
 use crate::storage::MetricBinVisitor;
@@ -41,13 +41,11 @@ pub fn append(
 }
 
 /// Merges `bins` (with their sketches encoded by the caller, off the writer
-/// thread) into the stored ones, records `watermark` and drops the logged
-/// commits up to it.
+/// thread) into the stored ones.
 pub fn flush(
     tx: &Transaction<'_>,
     bins: &[(BinKey, Bin)],
     sketches: &[Vec<u8>],
-    watermark: i64,
 ) -> Result<(), StorageError> {
     if !bins.is_empty() {
         let mut merge = tx.prepare_cached(MERGE_BIN)?;
@@ -66,11 +64,6 @@ pub fn flush(
             ])?;
         }
     }
-    tx.execute(
-        "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
-        params![schema::METRIC_WATERMARK_KEY, watermark],
-    )?;
-    tx.execute("DELETE FROM metric_log WHERE seq <= ?1", [watermark])?;
     Ok(())
 }
 

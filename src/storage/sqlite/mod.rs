@@ -260,6 +260,12 @@ fn floor_seq(conn: &Connection) -> Result<Option<i64>, StorageError> {
     Ok((stored_seq(conn)? < floor).then_some(floor + 1))
 }
 
+/// Keeps a number in `meta`.
+fn set_meta(conn: &Connection, key: &str, value: i64) -> Result<(), StorageError> {
+    conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)", params![key, value])?;
+    Ok(())
+}
+
 /// A number kept in `meta`, 0 when absent.
 fn meta_value(conn: &Connection, key: &str) -> Result<i64, StorageError> {
     let value = conn
@@ -384,10 +390,7 @@ impl Storage for SqliteStorage {
             let tx = conn.transaction()?;
             write_series(&tx, &new_series)?;
             write_cells(&tx, &cells, rows::MERGE_ROLLUP)?;
-            tx.execute(
-                "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
-                params![schema::WATERMARK_KEY, watermark],
-            )?;
+            set_meta(&tx, schema::WATERMARK_KEY, watermark)?;
             tx.commit()?;
             Ok(())
         })
@@ -504,10 +507,7 @@ impl Storage for SqliteStorage {
             if let Some(cutoff) = cutoffs.raw {
                 // Deleted seqs are never handed out again.
                 let floor = stored_seq(&tx)?.max(meta_value(&tx, schema::CALL_SEQ_FLOOR_KEY)?);
-                tx.execute(
-                    "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
-                    params![schema::CALL_SEQ_FLOOR_KEY, floor],
-                )?;
+                set_meta(&tx, schema::CALL_SEQ_FLOOR_KEY, floor)?;
                 deleted += call_blocks::delete_before(&tx, cutoff)?;
                 deleted += telemetry::apply_retention(&tx, cutoff.saturating_mul(1_000_000))?;
             }
@@ -579,7 +579,9 @@ impl Storage for SqliteStorage {
         let sketches: Vec<Vec<u8>> = bins.iter().map(|(_, bin)| bin.sketch.to_bytes()).collect();
         self.write(move |conn| {
             let tx = conn.transaction()?;
-            metrics::flush(&tx, &bins, &sketches, watermark)?;
+            metrics::flush(&tx, &bins, &sketches)?;
+            set_meta(&tx, schema::METRIC_WATERMARK_KEY, watermark)?;
+            tx.execute("DELETE FROM metric_log WHERE seq <= ?1", [watermark])?;
             tx.commit()?;
             Ok(())
         })
