@@ -180,17 +180,19 @@ struct Registry {
     open: FxHashMap<BinKey, Bin>,
     /// The last logged commit whose bins are in `open` (or flushed).
     applied: i64,
+    /// Bins handed out to a flush the store has not confirmed yet, at every
+    /// tier, and the last logged commit they hold.
+    flushing: Option<(Arc<Bins>, i64)>,
 }
+
+/// Bins with their keys.
+pub type Bins = Vec<(BinKey, Bin)>;
 
 /// Every metric series, shared by the committer (which assigns ids) and the
 /// query API, and the open bins.
 pub struct MetricRegistry {
     state: Mutex<Registry>,
     max_series_per_name: usize,
-    /// Held for reading while a query reads stored and open bins, for
-    /// writing while a flush moves open bins into the store, so that no
-    /// query sees a bin both places or neither.
-    flush_gate: tokio::sync::RwLock<()>,
 }
 
 impl MetricRegistry {
@@ -207,11 +209,7 @@ impl MetricRegistry {
             registry.by_key.insert(key.clone(), id);
             registry.by_id.insert(id, key);
         }
-        Self {
-            state: Mutex::new(registry),
-            max_series_per_name,
-            flush_gate: tokio::sync::RwLock::new(()),
-        }
+        Self { state: Mutex::new(registry), max_series_per_name }
     }
 
     fn lock(&self) -> MutexGuard<'_, Registry> {
@@ -296,43 +294,47 @@ impl MetricRegistry {
         self.lock().open.len()
     }
 
-    /// Waits until no query is reading, then hands out every open bin, at
-    /// every tier, and the last commit they hold, for a flush; queries wait
-    /// until it is dropped (`MetricFlush::abort` if the store did not take
-    /// the bins).
-    pub async fn begin_flush(&self) -> MetricFlush<'_> {
-        let gate = self.flush_gate.write().await;
+    /// Hands out every open bin, at every tier, and the last commit they
+    /// hold, for a flush. Until the flush is dropped, queries still find
+    /// its bins here (`memory_bins`); `MetricFlush::abort` opens them again
+    /// if the store did not take them.
+    pub fn begin_flush(&self) -> MetricFlush<'_> {
         let mut state = self.lock();
         let mut bins: Vec<(BinKey, Bin)> = state.open.drain().collect();
         let coarse = roll_up(bins.iter().map(|(k, b)| (k, b)), &MetricTier::ALL[1..]);
         bins.extend(coarse);
-        MetricFlush { registry: self, bins: Arc::new(bins), watermark: state.applied, _gate: gate }
+        let bins = Arc::new(bins);
+        state.flushing = Some((bins.clone(), state.applied));
+        MetricFlush { registry: self, bins, watermark: state.applied }
     }
 
-    /// Held while reading stored and open bins together.
-    pub async fn read_gate(&self) -> tokio::sync::RwLockReadGuard<'_, ()> {
-        self.flush_gate.read().await
-    }
-
-    /// Open bins of `tier` with a bucket in `[from, to)` of the series `keep`
-    /// passes (coarser than 10 s: merged from the open 10 s bins).
-    pub fn open_bins(
+    /// The bins in memory of `tier` with a bucket in `[from, to)` of the
+    /// series `keep` passes, in layers (those of a flush under way, the
+    /// open ones), each with the last logged commit it holds: a store whose
+    /// metric watermark has reached that commit holds the layer already.
+    /// Taken under one lock, so that no bin is in two layers or none.
+    pub fn memory_bins(
         &self,
         tier: MetricTier,
         from: i64,
         to: i64,
         keep: impl Fn(i64) -> bool,
-    ) -> Vec<(BinKey, Bin)> {
+    ) -> Vec<(i64, Bins)> {
         let state = self.lock();
-        let fine = state
-            .open
-            .iter()
-            .filter(|(k, _)| (from..to).contains(&tier.bucket(k.bucket)) && keep(k.series));
-        if tier == MetricTier::ALL[0] {
+        let wanted = |k: &BinKey| (from..to).contains(&tier.bucket(k.bucket)) && keep(k.series);
+        let mut layers = Vec::with_capacity(2);
+        if let Some((bins, holds)) = &state.flushing {
+            let bins = bins.iter().filter(|(k, _)| k.tier == tier && wanted(k)).cloned().collect();
+            layers.push((*holds, bins));
+        }
+        let fine = state.open.iter().filter(|(k, _)| wanted(k));
+        let open = if tier == MetricTier::ALL[0] {
             fine.map(|(k, b)| (*k, b.clone())).collect()
         } else {
             roll_up(fine, &[tier]).into_iter().collect()
-        }
+        };
+        layers.push((state.applied, open));
+        layers
     }
 
     pub fn confirm(&self, stored: &[i64]) {
@@ -394,14 +396,13 @@ fn roll_up<'a>(
     coarse
 }
 
-/// Open bins handed out for a flush (`MetricRegistry::begin_flush`);
-/// queries wait while one is out.
+/// Open bins handed out for a flush (`MetricRegistry::begin_flush`); drop
+/// it once the store holds them.
 pub struct MetricFlush<'a> {
     registry: &'a MetricRegistry,
     pub bins: Arc<Vec<(BinKey, Bin)>>,
     /// The last logged commit the bins hold.
     pub watermark: i64,
-    _gate: tokio::sync::RwLockWriteGuard<'a, ()>,
 }
 
 impl MetricFlush<'_> {
@@ -413,6 +414,13 @@ impl MetricFlush<'_> {
         for (key, bin) in self.bins.iter().filter(|(k, _)| k.tier == finest) {
             state.open.entry(*key).or_default().merge(bin);
         }
+        state.flushing = None;
+    }
+}
+
+impl Drop for MetricFlush<'_> {
+    fn drop(&mut self) {
+        self.registry.lock().flushing = None;
     }
 }
 
@@ -553,24 +561,39 @@ mod tests {
         assert_eq!(new.len(), 5);
     }
 
-    #[tokio::test]
-    async fn an_aborted_flush_leaves_its_bins_open() {
+    /// Every bin in memory of `tier`, whatever layer holds it.
+    fn in_memory(registry: &MetricRegistry, tier: MetricTier) -> Vec<(BinKey, Bin)> {
+        let layers = registry.memory_bins(tier, i64::MIN, i64::MAX, |_| true);
+        layers.into_iter().flat_map(|(_, bins)| bins).collect()
+    }
+
+    #[test]
+    fn an_aborted_flush_leaves_its_bins_open() {
         let registry = MetricRegistry::new(Vec::new(), 10, 0);
         let points = vec![point("m", "a", 1.0, 5_000), point("m", "a", 3.0, 65_000)];
         let (bins, _) = registry.bin(registry.resolve(points));
         registry.apply(&bins, 7);
-        let flush = registry.begin_flush().await;
+        let flush = registry.begin_flush();
         assert_eq!(flush.watermark, 7);
         let hours: Vec<_> = flush.bins.iter().filter(|(k, _)| k.tier == MetricTier::H1).collect();
         assert_eq!((hours.len(), hours[0].1.count), (1, 2));
         assert_eq!(registry.open_count(), 0);
+        // Queries still find the bins while the flush is under way: in the
+        // flush's layer, which says which commit it holds.
+        let layers = registry.memory_bins(MetricTier::H1, 0, 3_600_000, |_| true);
+        let counts: Vec<(i64, u64)> = layers
+            .iter()
+            .map(|(holds, bins)| (*holds, bins.iter().map(|(_, b)| b.count).sum()))
+            .collect();
+        assert_eq!(counts, vec![(7, 2), (7, 0)]);
         flush.abort();
-        let hour = registry.open_bins(MetricTier::H1, 0, 3_600_000, |_| true);
+        let hour = in_memory(&registry, MetricTier::H1);
         assert_eq!((hour.len(), hour[0].1.count), (1, 2));
         assert_eq!(registry.open_count(), 2);
-        // A flush the store took (dropped) leaves nothing open.
-        drop(registry.begin_flush().await);
+        // A flush the store took (dropped) leaves nothing in memory.
+        drop(registry.begin_flush());
         assert_eq!(registry.open_count(), 0);
+        assert!(in_memory(&registry, MetricTier::S10).is_empty());
     }
 
     proptest! {
@@ -585,7 +608,7 @@ mod tests {
             prop_assert_eq!(logged.len(), bins.len());
             registry.apply(&logged, 1);
             let at = |tier: MetricTier| -> Vec<(i64, Bin)> {
-                let mut v: Vec<(i64, Bin)> = registry.open_bins(tier, i64::MIN, i64::MAX, |_| true).into_iter().map(|(k, b)| (k.bucket, b)).collect();
+                let mut v: Vec<(i64, Bin)> = in_memory(&registry, tier).into_iter().map(|(k, b)| (k.bucket, b)).collect();
                 v.sort_by_key(|(b, _)| *b);
                 v
             };

@@ -468,7 +468,7 @@ impl CommitterTask {
     }
 
     async fn flush_metric_bins(&mut self) -> Result<(), StorageError> {
-        let flush = self.metric_registry.begin_flush().await;
+        let flush = self.metric_registry.begin_flush();
         if flush.bins.is_empty() {
             return Ok(());
         }

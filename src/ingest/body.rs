@@ -6,7 +6,7 @@ use std::io::Read;
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, StatusCode, header};
 use flate2::read::GzDecoder;
-use serde::de::{DeserializeOwned, MapAccess, Visitor, value::MapAccessDeserializer};
+use serde::de::{MapAccess, Visitor, value::MapAccessDeserializer};
 use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 
@@ -108,10 +108,10 @@ struct ParsedEnvelope<T> {
 /// The records of a batch (the forms of `split_records`). A JSON array or
 /// `{"records": [...]}` whose records all parse is parsed in one pass; any
 /// other body is split, and its records are left as text.
-pub fn records<T: DeserializeOwned>(
-    body: &[u8],
+pub fn records<'a, T: Deserialize<'a>>(
+    body: &'a [u8],
     ndjson: bool,
-) -> Result<Vec<Record<'_, T>>, ApiError> {
+) -> Result<Vec<Record<'a, T>>, ApiError> {
     let text = utf8(body)?;
     if !ndjson {
         let parsed = match text.trim_start().as_bytes().first() {

@@ -14,7 +14,7 @@ use super::body;
 use super::usage::{Rejection, UsageIngest};
 use crate::durability::Records;
 use crate::error::ApiError;
-use crate::normalize::point::{RawPoint, normalize_point, validate_point};
+use crate::normalize::point::{PointKeys, RawPoint, normalize_point, validate_point};
 
 #[derive(Debug, Serialize)]
 pub struct PointsResponse {
@@ -36,10 +36,11 @@ pub async fn post_points(
     let oldest = ingest.metric_horizon_ms.map_or(i64::MIN, |keep| now - keep);
     let mut points = Vec::with_capacity(records.len());
     let mut rejected = Vec::new();
+    let mut keys = PointKeys::default();
     for (index, record) in records.into_iter().enumerate() {
         let point = match record {
-            body::Record::Parsed(raw) => validate_point(raw, now, oldest),
-            body::Record::Text(json) => normalize_point(json, now, oldest),
+            body::Record::Parsed(raw) => validate_point(raw, now, oldest, &mut keys),
+            body::Record::Text(json) => normalize_point(json, now, oldest, &mut keys),
         };
         match point {
             Ok(point) => points.push(point),

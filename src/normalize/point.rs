@@ -1,11 +1,15 @@
 //! Tagged metric points (`POST /api/v1/points`) into `MetricPoint`s, with
 //! errors that name the field.
 
+use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
 use serde::Deserialize;
 use serde_json::Value;
+use serde_json::value::RawValue;
 
-use super::values::{Instant, TagMap, Text};
-use crate::model::{MetricKey, MetricPoint, PointKind};
+use super::values::{Instant, TagMap, TextRef};
+use crate::model::{MetricKey, MetricPoint, PointKind, Tags};
 
 /// Most tags one point may carry.
 pub const MAX_TAGS: usize = 16;
@@ -15,18 +19,31 @@ const MAX_NAME: usize = 200;
 /// Points may be stamped at most this far ahead of the server's clock.
 const MAX_FUTURE_MS: i64 = 24 * 3600 * 1000;
 
-/// One point as sent; every field optional so that errors name it.
+/// One point as sent; every field optional so that errors name it. Text
+/// is borrowed from the body where it can be, and tags are kept as their
+/// JSON text until a point of a new series needs them parsed.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct RawPoint {
-    pub name: Option<Text>,
+pub struct RawPoint<'a> {
+    #[serde(borrow)]
+    pub name: Option<TextRef<'a>>,
     pub value: Option<Value>,
-    pub tags: Option<TagMap>,
+    #[serde(borrow)]
+    pub tags: Option<&'a RawValue>,
     #[serde(alias = "time", alias = "ts")]
     pub timestamp: Option<Instant>,
-    #[serde(rename = "type")]
-    pub kind: Option<Text>,
-    pub project: Option<Text>,
+    #[serde(rename = "type", borrow)]
+    pub kind: Option<TextRef<'a>>,
+    #[serde(borrow)]
+    pub project: Option<TextRef<'a>>,
+}
+
+/// The series keys of one batch by the text that named them (project, name
+/// and tags as sent): the points of a series share one key, built and
+/// checked once per batch.
+#[derive(Default)]
+pub struct PointKeys<'a> {
+    keys: FxHashMap<(&'a str, &'a str, &'a str), Arc<MetricKey>>,
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -50,12 +67,17 @@ pub fn valid_name(name: &str) -> bool {
 
 /// Parses and validates one point; `oldest_ms` is the oldest instant any
 /// tier still keeps.
-pub fn normalize_point(json: &str, now_ms: i64, oldest_ms: i64) -> Result<MetricPoint, PointError> {
-    validate_point(parse_point(json)?, now_ms, oldest_ms)
+pub fn normalize_point<'a>(
+    json: &'a str,
+    now_ms: i64,
+    oldest_ms: i64,
+    keys: &mut PointKeys<'a>,
+) -> Result<MetricPoint, PointError> {
+    validate_point(parse_point(json)?, now_ms, oldest_ms, keys)
 }
 
 /// Parses one point's JSON text; on failure the error names the field.
-pub fn parse_point(json: &str) -> Result<RawPoint, PointError> {
+pub fn parse_point(json: &str) -> Result<RawPoint<'_>, PointError> {
     if !json.trim_start().starts_with('{') {
         return Err(error("record", "must be a JSON object"));
     }
@@ -84,29 +106,15 @@ pub fn parse_point(json: &str) -> Result<RawPoint, PointError> {
     }
 }
 
-/// `text` without surrounding whitespace (copied only when it has some).
-fn trimmed(text: String) -> String {
-    if text.trim().len() == text.len() { text } else { text.trim().to_owned() }
-}
-
-/// Validates one parsed point.
-pub fn validate_point(
-    raw: RawPoint,
+/// Validates one parsed point; its series key comes from `keys` when an
+/// earlier point of the batch named the same series the same way.
+pub fn validate_point<'a>(
+    raw: RawPoint<'a>,
     now_ms: i64,
     oldest_ms: i64,
+    keys: &mut PointKeys<'a>,
 ) -> Result<MetricPoint, PointError> {
-    let name = raw.name.map(|t| trimmed(t.0)).unwrap_or_default();
-    if name.is_empty() {
-        return Err(error("name", "is required"));
-    }
-    if name.len() > MAX_NAME || !valid_name(&name) {
-        return Err(error(
-            "name",
-            format!(
-                "{name:?} is not a metric name (a letter, _ or : first, then letters, digits, _ : . - /; at most {MAX_NAME} bytes)"
-            ),
-        ));
-    }
+    let key = keys.key(&raw)?;
     let value = match raw.value {
         None => return Err(error("value", "is required")),
         Some(Value::Number(n)) => n.as_f64().unwrap_or(f64::NAN),
@@ -118,7 +126,61 @@ pub fn validate_point(
     if !value.is_finite() {
         return Err(error("value", "must be a finite number (not NaN or infinity)"));
     }
-    let tags = raw.tags.map(|t| t.0).unwrap_or_default();
+    let time_ms = raw.timestamp.and_then(|t| t.0).unwrap_or(now_ms);
+    if time_ms > now_ms + MAX_FUTURE_MS {
+        return Err(error("timestamp", "is more than 1 day in the future"));
+    }
+    if time_ms < oldest_ms {
+        return Err(error("timestamp", "is older than the longest metric retention"));
+    }
+    let kind = match raw.kind {
+        None => PointKind::Gauge,
+        Some(k) => PointKind::parse(k.0.trim()).ok_or_else(|| {
+            error("type", format!("unknown type {:?} (expected gauge, counter or histogram)", k.0))
+        })?,
+    };
+    Ok(MetricPoint { key, value, time_ms, kind, distribution: None })
+}
+
+impl<'a> PointKeys<'a> {
+    /// The key of `raw`'s series: shared when the same project, name and
+    /// tags text came before in the batch, else built and checked.
+    fn key(&mut self, raw: &RawPoint<'a>) -> Result<Arc<MetricKey>, PointError> {
+        let text = |field: &Option<TextRef<'a>>| match field {
+            None => Some(""),
+            Some(text) => text.borrowed(),
+        };
+        let tags = raw.tags.map_or("", RawValue::get);
+        let Some(memo) = text(&raw.project).zip(text(&raw.name)).map(|(p, n)| (p, n, tags)) else {
+            return series_key(raw).map(Arc::new);
+        };
+        if let Some(key) = self.keys.get(&memo) {
+            return Ok(key.clone());
+        }
+        let key = Arc::new(series_key(raw)?);
+        self.keys.insert(memo, key.clone());
+        Ok(key)
+    }
+}
+
+/// Builds and checks the series key a point names.
+fn series_key(raw: &RawPoint<'_>) -> Result<MetricKey, PointError> {
+    let name = raw.name.as_ref().map(|t| t.0.trim()).unwrap_or_default();
+    if name.is_empty() {
+        return Err(error("name", "is required"));
+    }
+    if name.len() > MAX_NAME || !valid_name(name) {
+        return Err(error(
+            "name",
+            format!(
+                "{name:?} is not a metric name (a letter, _ or : first, then letters, digits, _ : . - /; at most {MAX_NAME} bytes)"
+            ),
+        ));
+    }
+    let tags = match raw.tags {
+        None => Tags::new(),
+        Some(text) => parse_tags(text.get())?,
+    };
     if tags.len() > MAX_TAGS {
         return Err(error("tags", format!("{} tags, at most {MAX_TAGS}", tags.len())));
     }
@@ -136,26 +198,18 @@ pub fn validate_point(
             ));
         }
     }
-    let time_ms = raw.timestamp.and_then(|t| t.0).unwrap_or(now_ms);
-    if time_ms > now_ms + MAX_FUTURE_MS {
-        return Err(error("timestamp", "is more than 1 day in the future"));
-    }
-    if time_ms < oldest_ms {
-        return Err(error("timestamp", "is older than the longest metric retention"));
-    }
-    let kind = match raw.kind.map(|t| t.0) {
-        None => PointKind::Gauge,
-        Some(k) => PointKind::parse(k.trim()).ok_or_else(|| {
-            error("type", format!("unknown type {k:?} (expected gauge, counter or histogram)"))
-        })?,
-    };
-    let project = raw
-        .project
-        .map(|t| trimmed(t.0))
-        .filter(|p| !p.is_empty())
-        .unwrap_or_else(|| "default".to_owned());
-    let key = std::sync::Arc::new(MetricKey { project, name, tags });
-    Ok(MetricPoint { key, value, time_ms, kind, distribution: None })
+    let project = raw.project.as_ref().map(|t| t.0.trim()).filter(|p| !p.is_empty());
+    Ok(MetricKey { project: project.unwrap_or("default").to_owned(), name: name.to_owned(), tags })
+}
+
+/// A point's tags from their JSON text; an error names the tag.
+fn parse_tags(json: &str) -> Result<Tags, PointError> {
+    let mut deserializer = serde_json::Deserializer::from_str(json);
+    serde_path_to_error::deserialize::<_, TagMap>(&mut deserializer).map(|t| t.0).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." { "tags".to_owned() } else { format!("tags.{path}") };
+        error(&field, e.into_inner().to_string())
+    })
 }
 
 #[cfg(test)]
@@ -164,15 +218,18 @@ mod tests {
 
     const NOW: i64 = 1_800_000_000_000;
 
+    fn normalize(json: &str, oldest_ms: i64) -> Result<MetricPoint, PointError> {
+        normalize_point(json, NOW, oldest_ms, &mut PointKeys::default())
+    }
+
     fn field(json: &str) -> String {
-        normalize_point(json, NOW, 0).unwrap_err().field
+        normalize(json, 0).unwrap_err().field
     }
 
     #[test]
     fn a_point_with_tags_and_time() {
-        let p = normalize_point(
+        let p = normalize(
             r#"{"name":"processing_time","value":0.42,"tags":{"operation":"embed"},"timestamp":"2027-01-15T08:00:00Z","type":"histogram"}"#,
-            NOW,
             0,
         )
         .unwrap();
@@ -182,7 +239,7 @@ mod tests {
         );
         assert_eq!(p.key.tags["operation"], "embed");
         assert_eq!(Ok(p.time_ms), crate::time::parse_instant("2027-01-15T08:00:00Z"));
-        let defaulted = normalize_point(r#"{"name":"q","value":"3"}"#, NOW, 0).unwrap();
+        let defaulted = normalize(r#"{"name":"q","value":"3"}"#, 0).unwrap();
         assert_eq!(
             (defaulted.time_ms, defaulted.kind, defaulted.value),
             (NOW, PointKind::Gauge, 3.0)
@@ -215,11 +272,48 @@ mod tests {
             "timestamp"
         );
         assert_eq!(
-            normalize_point(r#"{"name":"x","value":1,"timestamp":5}"#, NOW, 10).unwrap_err().field,
+            normalize(r#"{"name":"x","value":1,"timestamp":5}"#, 10).unwrap_err().field,
             "timestamp"
         );
         assert_eq!(field(r#"{"name":"x","value":1,"type":"summary"}"#), "type");
         assert_eq!(field(r#"{"name":"x","value":1,"colour":"red"}"#), "colour");
         assert_eq!(field(r#"[1]"#), "record");
+    }
+
+    #[test]
+    fn points_naming_one_series_alike_share_its_key() {
+        let batch = [
+            r#"{"name":"q","value":1,"tags":{"a":"1","b":2}}"#,
+            r#"{"name":"q","value":2,"tags":{"a":"1","b":2}}"#,
+            r#"{"name":"q","value":3,"tags":{"b":"2","a":"1"}}"#,
+            r#"{"name":"q","value":4,"tags":{"a":"1","b":2},"project":"p"}"#,
+            r#"{"name":"\u0071","value":5,"tags":{"a":"1","b":2}}"#,
+        ];
+        let mut keys = PointKeys::default();
+        let points: Vec<MetricPoint> =
+            batch.iter().map(|json| normalize_point(json, NOW, 0, &mut keys).unwrap()).collect();
+        assert!(Arc::ptr_eq(&points[0].key, &points[1].key));
+        // Equal series sent differently get equal keys of their own.
+        for other in &points[2..] {
+            assert!(!Arc::ptr_eq(&points[0].key, &other.key));
+        }
+        assert_eq!(points[2].key, points[0].key);
+        assert_eq!(points[4].key, points[0].key);
+        assert_eq!(points[3].key.project, "p");
+        assert_eq!(points[0].key.tags["b"], "2");
+        assert_eq!(points.iter().map(|p| p.value).sum::<f64>(), 15.0);
+    }
+
+    #[test]
+    fn a_bad_tag_is_named_even_in_a_known_series() {
+        let mut keys = PointKeys::default();
+        let ok = r#"{"name":"q","value":1,"tags":{"k":"v"}}"#;
+        normalize_point(ok, NOW, 0, &mut keys).unwrap();
+        let bad = r#"{"name":"q","value":1,"tags":{"k":[1]}}"#;
+        assert_eq!(normalize_point(bad, NOW, 0, &mut keys).unwrap_err().field, "tags.k");
+        assert_eq!(field(r#"{"name":"q","value":1,"tags":[1]}"#), "tags");
+        // A known series does not excuse a bad value.
+        let no_value = r#"{"name":"q","tags":{"k":"v"}}"#;
+        assert_eq!(normalize_point(no_value, NOW, 0, &mut keys).unwrap_err().field, "value");
     }
 }

@@ -143,9 +143,10 @@ pub async fn query(
     ids.sort_unstable();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let parts = cores.min(ids.len().div_ceil(MIN_SERIES_PER_PART)).max(1);
-    // Stored and open bins are read under the flush gate, so that a flush
-    // moving bins into the store is seen wholly or not at all.
-    let gate = state.metrics.read_gate().await;
+    // The bins in memory are taken first; each part's scan then says which
+    // flushes its snapshot of the store holds, so that a flush finishing
+    // meanwhile is counted once (queries never wait for a flush).
+    let memory = state.metrics.memory_bins(tier, from, to, |s| group_of.contains_key(&s));
     let mut scans = tokio::task::JoinSet::new();
     for chunk in ids.chunks(ids.len().div_ceil(parts).max(1)) {
         let storage = state.storage.clone();
@@ -153,16 +154,17 @@ pub async fn query(
             Grouper { group_of: group_of.clone(), step, groups: vec![BTreeMap::new(); keys.len()] };
         let chunk = chunk.to_vec();
         scans.spawn(async move {
-            let visitor =
-                storage.scan_metric_bins(tier, from, to, chunk, Box::new(grouper)).await?;
+            let (visitor, watermark) =
+                storage.scan_metric_bins(tier, from, to, chunk.clone(), Box::new(grouper)).await?;
             let visitor: Box<dyn std::any::Any + Send> = visitor;
             let grouper = visitor.downcast::<Grouper>().expect("the store hands back our visitor");
-            Ok::<_, StorageError>(grouper.groups)
+            Ok::<_, StorageError>((grouper.groups, chunk, watermark))
         });
     }
     let mut groups: Vec<BTreeMap<i64, Bin>> = vec![BTreeMap::new(); keys.len()];
+    let mut stored_up_to: HashMap<i64, i64> = HashMap::with_capacity(ids.len());
     while let Some(part) = scans.join_next().await {
-        let part = part
+        let (part, chunk, watermark) = part
             .map_err(|e| ApiError::internal("a metric scan stopped", &e))?
             .map_err(|e| ApiError::internal("reading metric bins failed", &e))?;
         for (into, points) in groups.iter_mut().zip(part) {
@@ -170,11 +172,13 @@ pub async fn query(
                 into.entry(t).or_default().merge(&bin);
             }
         }
+        stored_up_to.extend(chunk.into_iter().map(|id| (id, watermark)));
     }
-    for (key, bin) in state.metrics.open_bins(tier, from, to, |s| group_of.contains_key(&s)) {
-        groups[group_of[&key.series]].entry(floor(key.bucket, step)).or_default().merge(&bin);
+    for (holds, bins) in memory {
+        for (key, bin) in bins.iter().filter(|(k, _)| holds > stored_up_to[&k.series]) {
+            groups[group_of[&key.series]].entry(floor(key.bucket, step)).or_default().merge(bin);
+        }
     }
-    drop(gate);
     let groups: Vec<Value> = keys
         .iter()
         .zip(&groups)

@@ -383,7 +383,8 @@ pub trait Storage: Send + Sync {
         watermark: i64,
     ) -> Result<(), StorageError>;
     /// Hands the stored bins of `tier` with buckets in `[from, to)` of
-    /// `series` to `visitor`, sketches still encoded, and gives it back.
+    /// `series` to `visitor`, sketches still encoded, and gives it back with
+    /// the metric watermark of the state it read (one snapshot).
     async fn scan_metric_bins(
         &self,
         tier: MetricTier,
@@ -391,7 +392,7 @@ pub trait Storage: Send + Sync {
         to: i64,
         series: Vec<i64>,
         visitor: Box<dyn MetricBinVisitor>,
-    ) -> Result<Box<dyn MetricBinVisitor>, StorageError>;
+    ) -> Result<(Box<dyn MetricBinVisitor>, i64), StorageError>;
     /// Trace summaries passing `filter`, newest first.
     async fn list_traces(&self, filter: TraceFilter) -> Result<Vec<TraceSummary>, StorageError>;
     /// Every span of a trace and the log records linked to it (by time).

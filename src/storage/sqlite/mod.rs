@@ -595,10 +595,14 @@ impl Storage for SqliteStorage {
         to: i64,
         series: Vec<i64>,
         mut visitor: Box<dyn MetricBinVisitor>,
-    ) -> Result<Box<dyn MetricBinVisitor>, StorageError> {
+    ) -> Result<(Box<dyn MetricBinVisitor>, i64), StorageError> {
         self.read(move |conn| {
-            metrics::scan_bins(conn, tier, from, to, &series, visitor.as_mut())?;
-            Ok(visitor)
+            // One read transaction: the watermark and the bins of one state.
+            let tx = conn.unchecked_transaction()?;
+            let watermark = meta_value(&tx, schema::METRIC_WATERMARK_KEY)?;
+            metrics::scan_bins(&tx, tier, from, to, &series, visitor.as_mut())?;
+            tx.finish()?;
+            Ok((visitor, watermark))
         })
         .await
     }
