@@ -66,3 +66,53 @@ async fn raw_calls_and_minute_rollups_expire_while_hours_remain() {
     let total = summary(base, &[("from", &(now - 360 * MINUTE).to_string())]).await;
     assert_eq!(total["total"]["requests"].as_u64(), Some(3));
 }
+
+/// Metric bins expire per tier, and a query answered before they did (and
+/// so cached) does not keep showing them.
+#[tokio::test]
+async fn metric_bins_expire_per_tier_past_cached_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(
+        dir.path(),
+        &[
+            ("TALLY_METRICS__RETENTION_10S", "20s"),
+            ("TALLY_RETENTION__CHECK_INTERVAL", "1s"),
+            ("TALLY_INGEST__ROLLUP_FLUSH_INTERVAL", "200ms"),
+        ],
+    );
+    let base = server.url();
+    let sent = now_ms() - 1_000;
+    let reply = common::post_json_to(
+        base,
+        "/api/v1/points",
+        &json!([{"name": "expiring", "value": 2.5, "timestamp": sent}]),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_eq!(common::post_json_to(base, "/api/v1/admin/flush", &json!({})).await.status, 200);
+    let count = |step: &'static str| async move {
+        let from = (sent / 3_600_000 - 1) * 3_600_000;
+        let got = common::get_ok(
+            base,
+            "/api/v1/metrics/query",
+            &[
+                ("name", "expiring"),
+                ("step", step),
+                ("agg", "count"),
+                ("from", &from.to_string()),
+                ("to", &(now_ms() + 3_600_000).to_string()),
+            ],
+        )
+        .await;
+        let points = got["groups"][0]["points"].as_array().cloned().unwrap_or_default();
+        points.iter().map(|p| p["value"].as_u64().unwrap()).sum::<u64>()
+    };
+    // Stored (flushed) and so cached; the bin is younger than 20 s.
+    assert_eq!(count("10s").await, 1);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while count("10s").await != 0 {
+        assert!(std::time::Instant::now() < deadline, "the 10 s bin outlived its 20 s");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(count("1m").await, 1, "the minute bin is kept 7 days");
+}

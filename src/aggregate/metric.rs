@@ -183,6 +183,25 @@ struct Registry {
     /// Bins handed out to a flush the store has not confirmed yet, at every
     /// tier, and the last logged commit they hold.
     flushing: Option<(Arc<Bins>, i64)>,
+    /// Flushes the store has taken, and the last to change each bucket of
+    /// each tier (`flushed_floor` for buckets not listed): the versions
+    /// cached query results are checked against.
+    flushes: u64,
+    flushed_at: FxHashMap<(MetricTier, i64), u64>,
+    flushed_floor: u64,
+}
+
+/// Most buckets whose last flush is remembered one by one; beyond it every
+/// bucket counts as flushed by the latest flush.
+const MAX_FLUSHED_BUCKETS: usize = 1_000_000;
+
+impl Registry {
+    /// Every cached result is out of date from now on.
+    fn forget_flushes(&mut self) {
+        self.flushes += 1;
+        self.flushed_floor = self.flushes;
+        self.flushed_at.clear();
+    }
 }
 
 /// Bins with their keys.
@@ -305,35 +324,59 @@ impl MetricRegistry {
         bins.extend(coarse);
         let bins = Arc::new(bins);
         state.flushing = Some((bins.clone(), state.applied));
-        MetricFlush { registry: self, bins, watermark: state.applied }
+        MetricFlush { registry: self, bins, watermark: state.applied, settled: false }
+    }
+
+    /// The version of the stored bins of `tier` in each step of `step` ms
+    /// starting at `starts`: the last flush that changed any of them.
+    pub fn versions(&self, tier: MetricTier, starts: &[i64], step: i64) -> Vec<u64> {
+        let state = self.lock();
+        let width = tier.width_ms();
+        starts
+            .iter()
+            .map(|&t| {
+                (t..t + step)
+                    .step_by(width as usize)
+                    .map(|b| {
+                        state.flushed_at.get(&(tier, b)).copied().unwrap_or(state.flushed_floor)
+                    })
+                    .max()
+                    .unwrap_or(state.flushed_floor)
+            })
+            .collect()
+    }
+
+    /// Stored bins may have changed anywhere (retention deleted some).
+    pub fn forget_flushes(&self) {
+        self.lock().forget_flushes();
     }
 
     /// The bins in memory of `tier` with a bucket in `[from, to)` of the
     /// series `keep` passes, in layers (those of a flush under way, the
     /// open ones), each with the last logged commit it holds: a store whose
     /// metric watermark has reached that commit holds the layer already.
-    /// Taken under one lock, so that no bin is in two layers or none.
+    /// Taken under one lock, so that no bin is in two layers or none. The
+    /// flush's layer is shared as it is, every tier: filter it again.
     pub fn memory_bins(
         &self,
         tier: MetricTier,
         from: i64,
         to: i64,
         keep: impl Fn(i64) -> bool,
-    ) -> Vec<(i64, Bins)> {
+    ) -> Vec<(i64, Arc<Bins>)> {
         let state = self.lock();
-        let wanted = |k: &BinKey| (from..to).contains(&tier.bucket(k.bucket)) && keep(k.series);
         let mut layers = Vec::with_capacity(2);
         if let Some((bins, holds)) = &state.flushing {
-            let bins = bins.iter().filter(|(k, _)| k.tier == tier && wanted(k)).cloned().collect();
-            layers.push((*holds, bins));
+            layers.push((*holds, bins.clone()));
         }
+        let wanted = |k: &BinKey| (from..to).contains(&tier.bucket(k.bucket)) && keep(k.series);
         let fine = state.open.iter().filter(|(k, _)| wanted(k));
         let open = if tier == MetricTier::ALL[0] {
             fine.map(|(k, b)| (*k, b.clone())).collect()
         } else {
             roll_up(fine, &[tier]).into_iter().collect()
         };
-        layers.push((state.applied, open));
+        layers.push((state.applied, Arc::new(open)));
         layers
     }
 
@@ -396,31 +439,57 @@ fn roll_up<'a>(
     coarse
 }
 
-/// Open bins handed out for a flush (`MetricRegistry::begin_flush`); drop
-/// it once the store holds them.
+/// Open bins handed out for a flush (`MetricRegistry::begin_flush`), to be
+/// settled: `stored` or `abort`.
 pub struct MetricFlush<'a> {
     registry: &'a MetricRegistry,
     pub bins: Arc<Vec<(BinKey, Bin)>>,
     /// The last logged commit the bins hold.
     pub watermark: i64,
+    /// Stored or aborted.
+    settled: bool,
 }
 
 impl MetricFlush<'_> {
+    /// The store took the bins: they leave memory, and their buckets'
+    /// versions move on.
+    pub fn stored(mut self) {
+        let mut state = self.registry.lock();
+        let flush = state.flushes + 1;
+        if state.flushed_at.len() + self.bins.len() > MAX_FLUSHED_BUCKETS {
+            state.forget_flushes();
+        } else {
+            for (key, _) in self.bins.iter() {
+                state.flushed_at.insert((key.tier, key.bucket), flush);
+            }
+            state.flushes = flush;
+        }
+        state.flushing = None;
+        self.settled = true;
+    }
+
     /// The store did not take the bins: open their 10 s bins again (merged
     /// with any applied meanwhile; coarser bins are merged from them again).
-    pub fn abort(self) {
+    pub fn abort(mut self) {
         let mut state = self.registry.lock();
         let finest = MetricTier::ALL[0];
         for (key, bin) in self.bins.iter().filter(|(k, _)| k.tier == finest) {
             state.open.entry(*key).or_default().merge(bin);
         }
         state.flushing = None;
+        self.settled = true;
     }
 }
 
 impl Drop for MetricFlush<'_> {
+    /// A flush dropped unsettled (a panic): whether the store took it is
+    /// unknown, so no cached result is trusted.
     fn drop(&mut self) {
-        self.registry.lock().flushing = None;
+        if !self.settled {
+            let mut state = self.registry.lock();
+            state.flushing = None;
+            state.forget_flushes();
+        }
     }
 }
 
@@ -564,7 +633,8 @@ mod tests {
     /// Every bin in memory of `tier`, whatever layer holds it.
     fn in_memory(registry: &MetricRegistry, tier: MetricTier) -> Vec<(BinKey, Bin)> {
         let layers = registry.memory_bins(tier, i64::MIN, i64::MAX, |_| true);
-        layers.into_iter().flat_map(|(_, bins)| bins).collect()
+        let bins = layers.iter().flat_map(|(_, bins)| bins.iter());
+        bins.filter(|(k, _)| k.tier == tier).cloned().collect()
     }
 
     #[test]
@@ -583,15 +653,18 @@ mod tests {
         let layers = registry.memory_bins(MetricTier::H1, 0, 3_600_000, |_| true);
         let counts: Vec<(i64, u64)> = layers
             .iter()
-            .map(|(holds, bins)| (*holds, bins.iter().map(|(_, b)| b.count).sum()))
+            .map(|(holds, bins)| {
+                let hours = bins.iter().filter(|(k, _)| k.tier == MetricTier::H1);
+                (*holds, hours.map(|(_, b)| b.count).sum())
+            })
             .collect();
         assert_eq!(counts, vec![(7, 2), (7, 0)]);
         flush.abort();
         let hour = in_memory(&registry, MetricTier::H1);
         assert_eq!((hour.len(), hour[0].1.count), (1, 2));
         assert_eq!(registry.open_count(), 2);
-        // A flush the store took (dropped) leaves nothing in memory.
-        drop(registry.begin_flush());
+        // A flush the store took leaves nothing in memory.
+        registry.begin_flush().stored();
         assert_eq!(registry.open_count(), 0);
         assert!(in_memory(&registry, MetricTier::S10).is_empty());
     }

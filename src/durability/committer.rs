@@ -470,19 +470,21 @@ impl CommitterTask {
     async fn flush_metric_bins(&mut self) -> Result<(), StorageError> {
         let flush = self.metric_registry.begin_flush();
         if flush.bins.is_empty() {
+            flush.stored();
             return Ok(());
         }
         let started = Instant::now();
         let result = self.storage.flush_metric_bins(flush.bins.clone(), flush.watermark).await;
         let ms = started.elapsed().as_millis() as u64;
         match &result {
-            Ok(()) => tracing::debug!(bins = flush.bins.len(), ms, "metric bins flushed"),
-            Err(err) => {
-                warn!(%err, bins = flush.bins.len(), "metric bin flush failed; bins kept open")
+            Ok(()) => {
+                tracing::debug!(bins = flush.bins.len(), ms, "metric bins flushed");
+                flush.stored();
             }
-        }
-        if result.is_err() {
-            flush.abort();
+            Err(err) => {
+                warn!(%err, bins = flush.bins.len(), "metric bin flush failed; bins kept open");
+                flush.abort();
+            }
         }
         result
     }
@@ -523,7 +525,9 @@ impl CommitterTask {
                 let result = match self.flush().await {
                     Ok(()) => {
                         let _exclusive = self.engine.exclusive().await;
-                        self.storage.apply_retention(cutoffs).await.map_err(CommitError::from)
+                        let deleted = self.storage.apply_retention(cutoffs).await;
+                        self.metric_registry.forget_flushes();
+                        deleted.map_err(CommitError::from)
                     }
                     Err(err) => Err(err.into()),
                 };

@@ -8,6 +8,7 @@
 //! holds. Open (unflushed) cells are never cached.
 
 use std::collections::{BTreeMap, HashMap};
+use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 
 use crate::aggregate::{Cell, Tier};
@@ -22,51 +23,51 @@ pub type Grouped = Arc<BTreeMap<GroupKey, Cell>>;
 const MAX_ENTRIES: usize = 20_000;
 
 #[derive(Clone, PartialEq, Eq, Hash)]
-struct EntryKey {
+struct EntryKey<T> {
     signature: Arc<str>,
-    tier: Tier,
+    tier: T,
     bucket: i64,
 }
 
-struct Entry {
+struct Entry<V> {
     version: (u64, u64),
-    groups: Grouped,
+    value: V,
 }
 
-#[derive(Default)]
-pub struct BucketCache {
-    entries: Mutex<HashMap<EntryKey, Entry>>,
+/// Results per (question, tier, bucket), each kept with the version of the
+/// bucket it was computed at; `T` is the tier kind, `V` the result.
+pub struct BucketCache<T = Tier, V = Grouped> {
+    entries: Mutex<HashMap<EntryKey<T>, Entry<V>>>,
 }
 
-impl BucketCache {
-    /// The cached groups of a bucket, if computed at `version`.
+impl<T, V> Default for BucketCache<T, V> {
+    fn default() -> Self {
+        Self { entries: Mutex::new(HashMap::new()) }
+    }
+}
+
+impl<T: Copy + Eq + Hash, V: Clone> BucketCache<T, V> {
+    /// The cached result of a bucket, if computed at `version`.
     pub fn get(
         &self,
         signature: &Arc<str>,
-        tier: Tier,
+        tier: T,
         bucket: i64,
         version: (u64, u64),
-    ) -> Option<Grouped> {
+    ) -> Option<V> {
         let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         let key = EntryKey { signature: signature.clone(), tier, bucket };
-        entries.get(&key).filter(|e| e.version == version).map(|e| e.groups.clone())
+        entries.get(&key).filter(|e| e.version == version).map(|e| e.value.clone())
     }
 
-    pub fn put(
-        &self,
-        signature: &Arc<str>,
-        tier: Tier,
-        bucket: i64,
-        version: (u64, u64),
-        groups: Grouped,
-    ) {
+    pub fn put(&self, signature: &Arc<str>, tier: T, bucket: i64, version: (u64, u64), value: V) {
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         if entries.len() >= MAX_ENTRIES {
             entries.clear();
         }
         entries.insert(
             EntryKey { signature: signature.clone(), tier, bucket },
-            Entry { version, groups },
+            Entry { version, value },
         );
     }
 }

@@ -137,48 +137,12 @@ pub async fn query(
             .map(|(id, key)| (*id, keys.binary_search(key).expect("every key is listed")))
             .collect(),
     );
-    // Many series are read in parallel parts, one reader (and core) each,
-    // and the parts' groups merged.
     let mut ids: Vec<i64> = series.keys().copied().collect();
     ids.sort_unstable();
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let parts = cores.min(ids.len().div_ceil(MIN_SERIES_PER_PART)).max(1);
-    // The bins in memory are taken first; each part's scan then says which
-    // flushes its snapshot of the store holds, so that a flush finishing
-    // meanwhile is counted once (queries never wait for a flush).
-    let memory = state.metrics.memory_bins(tier, from, to, |s| group_of.contains_key(&s));
-    let mut scans = tokio::task::JoinSet::new();
-    for chunk in ids.chunks(ids.len().div_ceil(parts).max(1)) {
-        let storage = state.storage.clone();
-        let grouper =
-            Grouper { group_of: group_of.clone(), step, groups: vec![BTreeMap::new(); keys.len()] };
-        let chunk = chunk.to_vec();
-        scans.spawn(async move {
-            let (visitor, watermark) =
-                storage.scan_metric_bins(tier, from, to, chunk.clone(), Box::new(grouper)).await?;
-            let visitor: Box<dyn std::any::Any + Send> = visitor;
-            let grouper = visitor.downcast::<Grouper>().expect("the store hands back our visitor");
-            Ok::<_, StorageError>((grouper.groups, chunk, watermark))
-        });
-    }
-    let mut groups: Vec<BTreeMap<i64, Bin>> = vec![BTreeMap::new(); keys.len()];
-    let mut stored_up_to: HashMap<i64, i64> = HashMap::with_capacity(ids.len());
-    while let Some(part) = scans.join_next().await {
-        let (part, chunk, watermark) = part
-            .map_err(|e| ApiError::internal("a metric scan stopped", &e))?
-            .map_err(|e| ApiError::internal("reading metric bins failed", &e))?;
-        for (into, points) in groups.iter_mut().zip(part) {
-            for (t, bin) in points {
-                into.entry(t).or_default().merge(&bin);
-            }
-        }
-        stored_up_to.extend(chunk.into_iter().map(|id| (id, watermark)));
-    }
-    for (holds, bins) in memory {
-        for (key, bin) in bins.iter().filter(|(k, _)| holds > stored_up_to[&k.series]) {
-            groups[group_of[&key.series]].entry(floor(key.bucket, step)).or_default().merge(bin);
-        }
-    }
+    let signature = format!("{project}\u{1}{name}\u{1}{filters:?}\u{1}{group_by:?}\u{1}{step}");
+    let question =
+        Question { signature: signature.into(), tier, step, from, to, keys: &keys, group_of, ids };
+    let groups = grouped_bins(&state, question).await?;
     let groups: Vec<Value> = keys
         .iter()
         .zip(&groups)
@@ -216,6 +180,128 @@ pub async fn query(
         "agg": agg,
         "groups": groups,
     })))
+}
+
+/// One step's stored bins by group, and the metric watermark of the store
+/// state they were read from.
+pub type StepGroups = Arc<(i64, BTreeMap<Group, Bin>)>;
+
+/// A metric query's bins to read: series, their groups, tier and window.
+struct Question<'a> {
+    /// What the query asks, as a cache key.
+    signature: Arc<str>,
+    tier: MetricTier,
+    step: i64,
+    from: i64,
+    to: i64,
+    keys: &'a [Group],
+    group_of: Arc<HashMap<i64, usize>>,
+    ids: Vec<i64>,
+}
+
+/// Per group, the bins of the question's series merged per step: stored
+/// bins (from the cache for each step no flush has changed since it was
+/// cached, else read) and the bins in memory.
+async fn grouped_bins(
+    state: &QueryState,
+    q: Question<'_>,
+) -> Result<Vec<BTreeMap<i64, Bin>>, ApiError> {
+    let Question { signature, tier, step, from, to, keys, group_of, ids } = q;
+    // The bins in memory are taken first, then the steps' versions; each
+    // part's scan says which flushes its snapshot of the store holds, so
+    // that a flush finishing meanwhile is counted once (queries never wait
+    // for a flush).
+    let memory = state.metrics.memory_bins(tier, from, to, |s| group_of.contains_key(&s));
+    let starts: Vec<i64> = (from..to).step_by(step as usize).collect();
+    let versions = state.metrics.versions(tier, &starts, step);
+    let mut cached: BTreeMap<i64, StepGroups> = BTreeMap::new();
+    let mut missing: Vec<(i64, u64)> = Vec::new();
+    for (&t, &version) in starts.iter().zip(&versions) {
+        match state.metric_cache.get(&signature, tier, t, (version, 0)) {
+            Some(groups) => drop(cached.insert(t, groups)),
+            None => missing.push((t, version)),
+        }
+    }
+    // Steps not cached are read in one range, by parallel parts (one reader
+    // and core each) over the series.
+    let (lo, hi) = match (missing.first(), missing.last()) {
+        (Some((first, _)), Some((last, _))) => (*first, last + step),
+        _ => (from, from),
+    };
+    let mut groups: Vec<BTreeMap<i64, Bin>> = vec![BTreeMap::new(); keys.len()];
+    let mut stored_up_to: HashMap<i64, i64> = HashMap::with_capacity(ids.len());
+    let mut watermarks = BTreeSet::new();
+    if lo < hi && !ids.is_empty() {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let parts = cores.min(ids.len().div_ceil(MIN_SERIES_PER_PART)).max(1);
+        let mut scans = tokio::task::JoinSet::new();
+        for chunk in ids.chunks(ids.len().div_ceil(parts)) {
+            let storage = state.storage.clone();
+            let groups = vec![BTreeMap::new(); keys.len()];
+            let grouper = Grouper { group_of: group_of.clone(), step, groups };
+            let chunk = chunk.to_vec();
+            scans.spawn(async move {
+                let (visitor, watermark) = storage
+                    .scan_metric_bins(tier, lo, hi, chunk.clone(), Box::new(grouper))
+                    .await?;
+                let visitor: Box<dyn std::any::Any + Send> = visitor;
+                let grouper = visitor.downcast::<Grouper>().expect("the store hands back ours");
+                Ok::<_, StorageError>((grouper.groups, chunk, watermark))
+            });
+        }
+        while let Some(part) = scans.join_next().await {
+            let (part, chunk, watermark) = part
+                .map_err(|e| ApiError::internal("a metric scan stopped", &e))?
+                .map_err(|e| ApiError::internal("reading metric bins failed", &e))?;
+            for (into, points) in groups.iter_mut().zip(part) {
+                for (t, bin) in points {
+                    into.entry(t).or_default().merge(&bin);
+                }
+            }
+            stored_up_to.extend(chunk.into_iter().map(|id| (id, watermark)));
+            watermarks.insert(watermark);
+        }
+    }
+    // Steps read are cached when every part read the same store state.
+    if let (1, Some(&watermark)) = (watermarks.len(), watermarks.first()) {
+        for &(t, version) in &missing {
+            let stored: BTreeMap<Group, Bin> = keys
+                .iter()
+                .zip(&groups)
+                .filter_map(|(key, points)| Some((key.clone(), points.get(&t)?.clone())))
+                .collect();
+            state.metric_cache.put(
+                &signature,
+                tier,
+                t,
+                (version, 0),
+                Arc::new((watermark, stored)),
+            );
+        }
+    }
+    // Cached steps outside the range read.
+    for (t, entry) in cached.range(..lo).chain(cached.range(hi..)) {
+        for (key, bin) in &entry.1 {
+            if let Ok(group) = keys.binary_search(key) {
+                groups[group].entry(*t).or_default().merge(bin);
+            }
+        }
+    }
+    for (holds, bins) in memory {
+        let wanted = |k: &BinKey| k.tier == tier && (from..to).contains(&k.bucket);
+        for (key, bin) in bins.iter().filter(|(k, _)| wanted(k) && group_of.contains_key(&k.series))
+        {
+            let t = floor(key.bucket, step);
+            let stored = match cached.get(&t).filter(|_| t < lo || t >= hi) {
+                Some(entry) => entry.0,
+                None => stored_up_to.get(&key.series).copied().unwrap_or(i64::MAX),
+            };
+            if holds > stored {
+                groups[group_of[&key.series]].entry(t).or_default().merge(bin);
+            }
+        }
+    }
+    Ok(groups)
 }
 
 /// `GET /api/v1/metrics/names` → names with their series counts.

@@ -11,7 +11,7 @@ pub mod usage;
 use std::sync::Arc;
 
 use crate::aggregate::RollupEngine;
-use crate::aggregate::metric::MetricRegistry;
+use crate::aggregate::metric::{MetricRegistry, MetricTier};
 use crate::storage::Storage;
 
 /// What the query endpoints need.
@@ -20,6 +20,8 @@ pub struct QueryState {
     pub engine: Arc<RollupEngine>,
     pub metrics: Arc<MetricRegistry>,
     pub cache: cache::BucketCache,
+    /// Metric query results per step (`metrics::grouped_bins`).
+    pub metric_cache: cache::BucketCache<MetricTier, metrics::StepGroups>,
 }
 
 impl QueryState {
@@ -28,6 +30,12 @@ impl QueryState {
         engine: Arc<RollupEngine>,
         metrics: Arc<MetricRegistry>,
     ) -> Self {
-        Self { storage, engine, metrics, cache: cache::BucketCache::default() }
+        Self {
+            storage,
+            engine,
+            metrics,
+            cache: cache::BucketCache::default(),
+            metric_cache: cache::BucketCache::default(),
+        }
     }
 }
