@@ -15,7 +15,7 @@ use crate::aggregate::metric::{Bin, BinKey, MetricRegistry, SeriesPoint, encode_
 use crate::exposition::Metrics;
 use crate::model::{LlmCall, LogRecord, MetricPoint, SpanRecord};
 use crate::pricing::PriceTable;
-use crate::storage::{AppendBatch, Appended, RetentionCutoffs, Storage, StorageError};
+use crate::storage::{AppendBatch, Appended, EncodedPart, RetentionCutoffs, Storage, StorageError};
 
 #[derive(Debug, Clone)]
 pub struct CommitterConfig {
@@ -97,6 +97,8 @@ enum Job {
         /// Its points are in `points`, with their series resolved.
         records: Records,
         points: Vec<SeriesPoint>,
+        /// Its calls, spans and logs as the store encoded them.
+        encoded: EncodedPart,
         reply: Reply<Vec<Outcome>>,
     },
     Reprice {
@@ -122,6 +124,7 @@ enum Job {
 #[derive(Clone)]
 pub struct Committer {
     jobs: mpsc::UnboundedSender<Job>,
+    storage: Arc<dyn Storage>,
     metric_registry: Arc<MetricRegistry>,
     queued: Arc<AtomicUsize>,
     max_queued: usize,
@@ -141,6 +144,7 @@ impl Committer {
         let queued = Arc::new(AtomicUsize::new(0));
         let handle = Committer {
             jobs,
+            storage: storage.clone(),
             metric_registry: metric_registry.clone(),
             queued: queued.clone(),
             max_queued: config.max_queued_records,
@@ -186,9 +190,12 @@ impl Committer {
             return Err(CommitError::Overloaded { queued: before });
         }
         let mut records = records;
+        // Series are resolved and records encoded here, on the request's
+        // thread, rather than on the committer's.
         let points = self.metric_registry.resolve(std::mem::take(&mut records.points));
+        let encoded = self.storage.encode(&records.calls, &records.spans, &records.logs);
         let (reply, answer) = oneshot::channel();
-        if self.jobs.send(Job::Append { records, points, reply }).is_err() {
+        if self.jobs.send(Job::Append { records, points, encoded, reply }).is_err() {
             self.queued.fetch_sub(n, Ordering::AcqRel);
             return Err(CommitError::Stopped);
         }
@@ -273,6 +280,8 @@ struct Group {
     /// Calls, spans and logs (points are in `points`).
     records: Records,
     points: Vec<SeriesPoint>,
+    /// The requests' records as the store encoded them, in gathering order.
+    encoded: Vec<EncodedPart>,
     pending: Vec<Pending>,
 }
 
@@ -331,8 +340,9 @@ impl CommitterTask {
                     if inflight.is_none() && !next.is_empty() => {}
                 job = jobs.recv(), if open && next.len() < self.config.max_group_records => {
                     match job {
-                        Some(Job::Append { mut records, mut points, reply }) => {
+                        Some(Job::Append { mut records, mut points, encoded, reply }) => {
                             next.pending.push(Pending { calls: records.calls.len(), reply });
+                            next.encoded.push(encoded);
                             let into = &mut next.records;
                             into.calls.append(&mut records.calls);
                             into.spans.append(&mut records.spans);
@@ -380,7 +390,7 @@ impl CommitterTask {
         self.last_start = Instant::now();
         let total = group.len();
         let Records { calls, spans, logs, .. } = group.records;
-        let points = group.points;
+        let (points, encoded) = (group.points, group.encoded);
         let (series_ids, new_series) = self.engine.assign_series(&calls);
         // Points are summed into 10 s bins here, which the store logs (one
         // row) and the open bins take once committed.
@@ -391,7 +401,7 @@ impl CommitterTask {
         let storage = self.storage.clone();
         let metrics = self.metrics.clone();
         let started = Instant::now();
-        let append = Box::pin(async move {
+        let mut append: Pin<Box<dyn Future<Output = _> + Send>> = Box::pin(async move {
             let result = storage
                 .append(AppendBatch {
                     calls,
@@ -401,6 +411,7 @@ impl CommitterTask {
                     logs,
                     metric_log,
                     new_metric_series,
+                    encoded,
                 })
                 .await;
             metrics.appended(started.elapsed());
@@ -408,6 +419,13 @@ impl CommitterTask {
             tracing::debug!(records = total, ms, "group committed");
             result
         });
+        // Polled once now, so that the store's writer gets the group before
+        // the committer turns to answering the group before it (a later
+        // poll registers the committer's waker).
+        let mut noop = std::task::Context::from_waker(std::task::Waker::noop());
+        if let std::task::Poll::Ready(done) = append.as_mut().poll(&mut noop) {
+            append = Box::pin(std::future::ready(done));
+        }
         InFlight {
             append,
             pending: group.pending,

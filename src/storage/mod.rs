@@ -130,7 +130,14 @@ pub struct AppendBatch {
     /// the store does not have yet.
     pub metric_log: Option<Vec<u8>>,
     pub new_metric_series: Vec<(i64, Arc<MetricKey>)>,
+    /// The records as `Storage::encode` encoded them, a part per request in
+    /// the order their records were gathered (a store encodes what is
+    /// missing itself).
+    pub encoded: Vec<EncodedPart>,
 }
+
+/// Records encoded for the store by `Storage::encode`, in its own form.
+pub type EncodedPart = Box<dyn std::any::Any + Send>;
 
 /// The outcome of an append: per call, its sequence number, or None when its
 /// id was already stored (a duplicate). The calls are handed back.
@@ -312,6 +319,16 @@ pub trait Storage: Send + Sync {
     /// Calls with sequence numbers above `seq`, in order, at most `limit`.
     async fn calls_after(&self, seq: i64, limit: usize)
     -> Result<Vec<SequencedCall>, StorageError>;
+    /// Encodes records the way `append` writes them. Request handlers call
+    /// it, so that encoding runs on many threads and off the committer's.
+    fn encode(
+        &self,
+        _calls: &[LlmCall],
+        _spans: &[SpanRecord],
+        _logs: &[LogRecord],
+    ) -> EncodedPart {
+        Box::new(())
+    }
     /// Durably appends calls (one transaction), skipping ids already stored.
     async fn append(&self, batch: AppendBatch) -> Result<Appended, StorageError>;
     /// Stores `new_series`, merges cells into stored rollups and records the

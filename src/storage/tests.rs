@@ -47,6 +47,7 @@ async fn append(
         logs: vec![],
         metric_log: None,
         new_metric_series: vec![],
+        encoded: vec![],
     };
     let appended = storage.append(batch).await.unwrap();
     engine.confirm_series(&ids);
@@ -377,6 +378,7 @@ async fn append_telemetry(storage: &dyn Storage, spans: Vec<SpanRecord>, logs: V
         logs,
         metric_log: None,
         new_metric_series: vec![],
+        encoded: vec![],
     };
     storage.append(batch).await.unwrap();
 }

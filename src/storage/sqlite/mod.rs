@@ -25,9 +25,9 @@ use tracing::warn;
 
 use super::{
     AlertFilter, AlertRecord, AppendBatch, Appended, CallFilter, DeliveryUpdate, DueDelivery,
-    LogFilter, MetricBinVisitor, NewAlert, RetentionCutoffs, RollupVisitor, SessionSummary,
-    Storage, StorageError, StoreStats, StoredBudget, TelemetryScope, TelemetryVisitor, TraceFilter,
-    TraceSummary,
+    EncodedPart, LogFilter, MetricBinVisitor, NewAlert, RetentionCutoffs, RollupVisitor,
+    SessionSummary, Storage, StorageError, StoreStats, StoredBudget, TelemetryScope,
+    TelemetryVisitor, TraceFilter, TraceSummary,
 };
 use crate::aggregate::metric::{Bin, BinKey, MetricKey, MetricTier};
 use crate::aggregate::rollup::SequencedCall;
@@ -224,26 +224,55 @@ fn collect_calls(
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
 
-/// The encoded form of what an append writes, made before the write.
-struct Encoded {
+/// Records encoded for a write, one part per request (`Storage::encode`).
+#[derive(Default)]
+struct EncodedRecords {
     calls: Vec<rows::EncodedCall>,
-    /// The order to insert the calls in (`call_blocks::insert_order`).
-    call_order: Vec<usize>,
     spans: Vec<String>,
     logs: Vec<String>,
 }
 
-impl Encoded {
-    fn of(batch: &AppendBatch) -> Self {
-        let calls: Vec<rows::EncodedCall> = batch.calls.iter().map(rows::EncodedCall::of).collect();
-        let span_refs: Vec<Option<&str>> = calls.iter().map(rows::EncodedCall::span_ref).collect();
-        let call_order = call_blocks::insert_order(&batch.calls, &span_refs);
+impl EncodedRecords {
+    fn of(calls: &[LlmCall], spans: &[SpanRecord], logs: &[LogRecord]) -> Self {
         Self {
-            calls,
-            call_order,
-            spans: batch.spans.iter().map(telemetry::to_json).collect(),
-            logs: batch.logs.iter().map(telemetry::to_json).collect(),
+            calls: calls.iter().map(rows::EncodedCall::of).collect(),
+            spans: spans.iter().map(telemetry::to_json).collect(),
+            logs: logs.iter().map(telemetry::to_json).collect(),
         }
+    }
+
+    /// The parts joined, if they are ours and cover exactly `batch`.
+    fn joined(parts: Vec<EncodedPart>, batch: &AppendBatch) -> Option<Self> {
+        let mut all = EncodedRecords::default();
+        for part in parts {
+            let mut part = part.downcast::<EncodedRecords>().ok()?;
+            all.calls.append(&mut part.calls);
+            all.spans.append(&mut part.spans);
+            all.logs.append(&mut part.logs);
+        }
+        let lengths = (all.calls.len(), all.spans.len(), all.logs.len());
+        (lengths == (batch.calls.len(), batch.spans.len(), batch.logs.len())).then_some(all)
+    }
+}
+
+/// The encoded form of what an append writes, made before the write.
+struct Encoded {
+    records: EncodedRecords,
+    /// The order to insert the calls in (`call_blocks::insert_order`).
+    call_order: Vec<usize>,
+}
+
+impl Encoded {
+    /// The batch's records as the request handlers encoded them (whatever
+    /// they did not is encoded here), and the order of its calls.
+    fn of(batch: &mut AppendBatch) -> Self {
+        let parts = std::mem::take(&mut batch.encoded);
+        let records = EncodedRecords::joined(parts, batch)
+            .unwrap_or_else(|| EncodedRecords::of(&batch.calls, &batch.spans, &batch.logs));
+        let span_refs: Vec<Option<&str>> =
+            records.calls.iter().map(rows::EncodedCall::span_ref).collect();
+        let call_order = call_blocks::insert_order(&batch.calls, &span_refs);
+        Self { records, call_order }
     }
 }
 
@@ -329,10 +358,15 @@ impl Storage for SqliteStorage {
         .await
     }
 
-    async fn append(&self, batch: AppendBatch) -> Result<Appended, StorageError> {
-        // Records are encoded here, on the caller's thread, and dropped here
-        // after the write: the one writer thread only binds and inserts.
-        let encoded = Encoded::of(&batch);
+    fn encode(&self, calls: &[LlmCall], spans: &[SpanRecord], logs: &[LogRecord]) -> EncodedPart {
+        Box::new(EncodedRecords::of(calls, spans, logs))
+    }
+
+    async fn append(&self, mut batch: AppendBatch) -> Result<Appended, StorageError> {
+        // Records come encoded (by the request handlers, else here) and are
+        // dropped here after the write: the writer thread only binds and
+        // inserts.
+        let encoded = Encoded::of(&mut batch);
         let (appended, spent) = self
             .write(move |conn| {
                 let AppendBatch {
@@ -343,6 +377,7 @@ impl Storage for SqliteStorage {
                     logs,
                     metric_log,
                     new_metric_series,
+                    encoded: _,
                 } = batch;
                 let tx = conn.transaction()?;
                 let mut seqs = vec![None; calls.len()];
@@ -357,7 +392,7 @@ impl Storage for SqliteStorage {
                     // table; then the first call is placed past the floor.
                     let mut placed = floor_seq(&tx)?;
                     for &i in &encoded.call_order {
-                        let (call, encoded) = (&calls[i], &encoded.calls[i]);
+                        let (call, encoded) = (&calls[i], &encoded.records.calls[i]);
                         if rows::insert_call(&mut insert, call, series_ids[i], encoded, placed)? {
                             seqs[i] = Some(tx.last_insert_rowid());
                             placed = None;
@@ -369,7 +404,13 @@ impl Storage for SqliteStorage {
                     .iter()
                     .filter_map(|&i| seqs[i].map(|seq| (seq, calls[i].time_ms)));
                 call_blocks::record(&tx, inserted)?;
-                telemetry::append(&tx, &spans, &encoded.spans, &logs, &encoded.logs)?;
+                telemetry::append(
+                    &tx,
+                    &spans,
+                    &encoded.records.spans,
+                    &logs,
+                    &encoded.records.logs,
+                )?;
                 let metric_seq = metrics::append(&tx, &new_metric_series, metric_log.as_deref())?;
                 tx.commit()?;
                 let spent = (spans, logs, metric_log, new_series, new_metric_series, encoded);
