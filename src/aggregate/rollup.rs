@@ -148,9 +148,19 @@ impl RollupEngine {
     /// Series ids for `calls`, plus every series not yet confirmed stored
     /// (to be written in the same transaction as the calls).
     pub fn assign_series(&self, calls: &[LlmCall]) -> (Vec<i64>, Vec<(i64, Arc<SeriesKey>)>) {
-        let mut state = self.lock();
-        let ids = state.series.assign(calls);
-        (ids, state.series.pending())
+        let ids = self.assign(calls);
+        (ids, self.pending_series())
+    }
+
+    /// Each call's series id, registering new series (pending until the
+    /// store confirms them).
+    pub fn assign(&self, calls: &[LlmCall]) -> Vec<i64> {
+        self.lock().series.assign(calls)
+    }
+
+    /// Series the store may not have yet: every append writes them.
+    pub fn pending_series(&self) -> Vec<(i64, Arc<SeriesKey>)> {
+        self.lock().series.pending()
     }
 
     pub fn confirm_series(&self, stored: &[i64]) {

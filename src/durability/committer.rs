@@ -97,6 +97,8 @@ enum Job {
         /// Its points are in `points`, with their series resolved.
         records: Records,
         points: Vec<SeriesPoint>,
+        /// Its calls' series ids.
+        series_ids: Vec<i64>,
         /// Its calls, spans and logs as the store encoded them.
         encoded: EncodedPart,
         reply: Reply<Vec<Outcome>>,
@@ -125,6 +127,7 @@ enum Job {
 pub struct Committer {
     jobs: mpsc::UnboundedSender<Job>,
     storage: Arc<dyn Storage>,
+    engine: Arc<RollupEngine>,
     metric_registry: Arc<MetricRegistry>,
     queued: Arc<AtomicUsize>,
     max_queued: usize,
@@ -145,6 +148,7 @@ impl Committer {
         let handle = Committer {
             jobs,
             storage: storage.clone(),
+            engine: engine.clone(),
             metric_registry: metric_registry.clone(),
             queued: queued.clone(),
             max_queued: config.max_queued_records,
@@ -193,9 +197,11 @@ impl Committer {
         // Series are resolved and records encoded here, on the request's
         // thread, rather than on the committer's.
         let points = self.metric_registry.resolve(std::mem::take(&mut records.points));
+        let series_ids = self.engine.assign(&records.calls);
         let encoded = self.storage.encode(&records.calls, &records.spans, &records.logs);
         let (reply, answer) = oneshot::channel();
-        if self.jobs.send(Job::Append { records, points, encoded, reply }).is_err() {
+        let job = Job::Append { records, points, series_ids, encoded, reply };
+        if self.jobs.send(job).is_err() {
             self.queued.fetch_sub(n, Ordering::AcqRel);
             return Err(CommitError::Stopped);
         }
@@ -280,6 +286,8 @@ struct Group {
     /// Calls, spans and logs (points are in `points`).
     records: Records,
     points: Vec<SeriesPoint>,
+    /// The calls' series ids.
+    series_ids: Vec<i64>,
     /// The requests' records as the store encoded them, in gathering order.
     encoded: Vec<EncodedPart>,
     pending: Vec<Pending>,
@@ -340,8 +348,9 @@ impl CommitterTask {
                     if inflight.is_none() && !next.is_empty() => {}
                 job = jobs.recv(), if open && next.len() < self.config.max_group_records => {
                     match job {
-                        Some(Job::Append { mut records, mut points, encoded, reply }) => {
+                        Some(Job::Append { mut records, mut points, mut series_ids, encoded, reply }) => {
                             next.pending.push(Pending { calls: records.calls.len(), reply });
+                            next.series_ids.append(&mut series_ids);
                             next.encoded.push(encoded);
                             let into = &mut next.records;
                             into.calls.append(&mut records.calls);
@@ -391,7 +400,9 @@ impl CommitterTask {
         let total = group.len();
         let Records { calls, spans, logs, .. } = group.records;
         let (points, encoded) = (group.points, group.encoded);
-        let (series_ids, new_series) = self.engine.assign_series(&calls);
+        // Every series not yet confirmed is written (those of this group's
+        // calls were assigned before the calls were queued).
+        let (series_ids, new_series) = (group.series_ids, self.engine.pending_series());
         // Points are summed into 10 s bins here, which the store logs (one
         // row) and the open bins take once committed.
         let (metric_bins, new_metric_series) = self.metric_registry.bin(points);
