@@ -145,6 +145,36 @@ impl SpanRecord {
     pub fn duration_ms(&self) -> f64 {
         (self.end_ns - self.start_ns) as f64 / 1e6
     }
+
+    /// A plain chain span of service `svc`, for tests to adjust.
+    #[cfg(test)]
+    pub fn example() -> SpanRecord {
+        SpanRecord {
+            project: "default".to_owned(),
+            trace_id: "0af7651916cd43dd8448eb211c80319c".to_owned(),
+            span_id: "b7ad6b7169203331".to_owned(),
+            parent_span_id: None,
+            name: "op".to_owned(),
+            kind: SpanKind::Chain,
+            service: "svc".to_owned(),
+            start_ns: 0,
+            end_ns: 0,
+            status: SpanStatus::Unset,
+            status_message: None,
+            attributes: Attributes::new(),
+            events: Vec::new(),
+            resource: Attributes::new(),
+            model: None,
+            provider: None,
+            user: None,
+            session: None,
+            input_tokens: 0,
+            output_tokens: 0,
+            cache_read_tokens: 0,
+            cost_usd: 0.0,
+            llm_call: false,
+        }
+    }
 }
 
 /// One log record, linked to a span when it carries trace and span ids.

@@ -398,29 +398,12 @@ mod tests {
     /// A span from `start` to `end` ms after `BASE_NS`.
     fn span(id: &str, parent: Option<&str>, start: i64, end: i64) -> SpanRecord {
         SpanRecord {
-            project: "default".to_owned(),
-            trace_id: "0af7651916cd43dd8448eb211c80319c".to_owned(),
             span_id: id.to_owned(),
             parent_span_id: parent.map(str::to_owned),
             name: format!("op {id}"),
-            kind: SpanKind::Chain,
-            service: "svc".to_owned(),
             start_ns: BASE_NS + start * MS,
             end_ns: BASE_NS + end * MS,
-            status: SpanStatus::Unset,
-            status_message: None,
-            attributes: Attributes::new(),
-            events: Vec::new(),
-            resource: Attributes::new(),
-            model: None,
-            provider: None,
-            user: None,
-            session: None,
-            input_tokens: 0,
-            output_tokens: 0,
-            cache_read_tokens: 0,
-            cost_usd: 0.0,
-            llm_call: false,
+            ..SpanRecord::example()
         }
     }
 

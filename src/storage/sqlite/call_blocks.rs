@@ -293,6 +293,7 @@ mod tests {
         // Back to schema 5: no blocks, a time index, 10,000 calls.
         conn.execute_batch(
             "DROP TABLE call_blocks; CREATE INDEX calls_time ON calls (time_ms);
+             DROP TABLE span_blocks; CREATE INDEX spans_start ON spans (project, start_ns);
              PRAGMA user_version = 5;",
         )
         .unwrap();

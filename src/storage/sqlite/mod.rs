@@ -11,6 +11,7 @@ mod call_blocks;
 mod metrics;
 mod rows;
 mod schema;
+mod span_blocks;
 mod telemetry;
 
 use std::path::{Path, PathBuf};
@@ -260,6 +261,8 @@ struct Encoded {
     records: EncodedRecords,
     /// The order to insert the calls in (`call_blocks::insert_order`).
     call_order: Vec<usize>,
+    /// The order to insert the spans in (`span_blocks::insert_order`).
+    span_order: Vec<usize>,
 }
 
 impl Encoded {
@@ -272,7 +275,8 @@ impl Encoded {
         let span_refs: Vec<Option<&str>> =
             records.calls.iter().map(rows::EncodedCall::span_ref).collect();
         let call_order = call_blocks::insert_order(&batch.calls, &span_refs);
-        Self { records, call_order }
+        let span_order = span_blocks::insert_order(&batch.spans);
+        Self { records, call_order, span_order }
     }
 }
 
@@ -408,6 +412,7 @@ impl Storage for SqliteStorage {
                     &tx,
                     &spans,
                     &encoded.records.spans,
+                    &encoded.span_order,
                     &logs,
                     &encoded.records.logs,
                 )?;

@@ -92,7 +92,17 @@ CREATE TABLE IF NOT EXISTS spans (
     record   TEXT NOT NULL
 );
 CREATE UNIQUE INDEX IF NOT EXISTS spans_id ON spans (project, trace_id, span_id);
-CREATE INDEX IF NOT EXISTS spans_start ON spans (project, start_ns);
+
+-- spans are found by start time through blocks of consecutive seqs
+-- (span_blocks.rs), not through an index entry per span
+CREATE TABLE IF NOT EXISTS span_blocks (
+    id        INTEGER PRIMARY KEY,
+    first_seq INTEGER NOT NULL,
+    last_seq  INTEGER NOT NULL,
+    min_start INTEGER NOT NULL,
+    max_start INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS span_blocks_max_start ON span_blocks (max_start);
 
 -- One row per trace, kept up to date as its spans arrive, so that listing
 -- traces reads one row each.
@@ -200,7 +210,7 @@ CREATE INDEX IF NOT EXISTS deliveries_alert ON deliveries (alert_id);
 
 /// Bumped on every incompatible change; a store of another version is
 /// refused rather than misread.
-pub const VERSION: i64 = 6;
+pub const VERSION: i64 = 7;
 
 /// Creates the schema in a new database, or checks an existing one's version.
 pub fn create_or_check(conn: &rusqlite::Connection) -> Result<(), super::StorageError> {
@@ -209,9 +219,12 @@ pub fn create_or_check(conn: &rusqlite::Connection) -> Result<(), super::Storage
         conn.query_row("SELECT count(*) FROM sqlite_master WHERE type = 'table'", [], |row| {
             row.get(0)
         })?;
-    if tables > 0 && version == 5 {
+    if tables > 0 && (version == 5 || version == 6) {
         let tx = conn.unchecked_transaction()?;
-        super::call_blocks::migrate_from_5(&tx)?;
+        if version == 5 {
+            super::call_blocks::migrate_from_5(&tx)?;
+        }
+        super::span_blocks::migrate_from_6(&tx)?;
         tx.commit()?;
     } else if tables > 0 && version != VERSION {
         return Err(super::StorageError::SchemaVersion { found: version, needed: VERSION });

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Row, Transaction, params, params_from_iter};
 
-use super::StorageError;
+use super::{StorageError, span_blocks};
 use crate::model::{LogRecord, SpanRecord, SpanStatus};
 use crate::storage::{
     LogFilter, SessionSummary, SpanTiming, TelemetryScope, TelemetryVisitor, TraceFilter,
@@ -117,6 +117,7 @@ pub fn append(
     tx: &Transaction<'_>,
     spans: &[SpanRecord],
     span_json: &[String],
+    span_order: &[usize],
     logs: &[LogRecord],
     log_json: &[String],
 ) -> Result<(), StorageError> {
@@ -126,7 +127,9 @@ pub fn append(
         // gets one update per batch rather than one per span.
         let mut deltas: Vec<TraceDelta<'_>> = Vec::new();
         let mut by_trace: HashMap<(&str, &str), usize> = HashMap::new();
-        for (span, json) in spans.iter().zip(span_json) {
+        let mut inserted_seqs = Vec::with_capacity(spans.len());
+        for &i in span_order {
+            let (span, json) = (&spans[i], &span_json[i]);
             let inserted = insert.execute(params![
                 span.project,
                 span.trace_id,
@@ -143,6 +146,7 @@ pub fn append(
             if inserted == 0 {
                 continue;
             }
+            inserted_seqs.push((tx.last_insert_rowid(), span.start_ns));
             match by_trace.get(&(span.project.as_str(), span.trace_id.as_str())) {
                 Some(&i) => deltas[i].add(span),
                 None => {
@@ -151,6 +155,7 @@ pub fn append(
                 }
             }
         }
+        span_blocks::record(tx, inserted_seqs.into_iter())?;
         let mut merge = tx.prepare_cached(MERGE_TRACE)?;
         for d in &deltas {
             merge.execute(params![
@@ -364,7 +369,7 @@ pub fn list_sessions(
 /// Deletes spans and logs older than `cutoff_ns`, and the traces with no
 /// span left (a trace whose last span ended before the cutoff).
 pub fn apply_retention(tx: &Transaction<'_>, cutoff_ns: i64) -> Result<usize, StorageError> {
-    let mut deleted = tx.execute("DELETE FROM spans WHERE start_ns < ?1", [cutoff_ns])?;
+    let mut deleted = span_blocks::delete_before(tx, cutoff_ns)?;
     deleted += tx.execute("DELETE FROM logs WHERE time_ns < ?1", [cutoff_ns])?;
     deleted += tx.execute("DELETE FROM traces WHERE end_ns < ?1", [cutoff_ns])?;
     Ok(deleted)
@@ -378,21 +383,30 @@ pub fn scan_spans(
 ) -> Result<(), StorageError> {
     let mut stmt = conn.prepare_cached(
         "SELECT kind, name, model, end_ns - start_ns, error FROM spans \
-         WHERE project = ?1 AND start_ns >= ?2 AND start_ns < ?3 \
+         WHERE seq BETWEEN ?5 AND ?6 AND project = ?1 AND start_ns >= ?2 AND start_ns < ?3 \
          AND (?4 IS NULL OR service = ?4)",
     )?;
-    let mut rows = stmt.query(params![scope.project, scope.from_ns, scope.to_ns, scope.service])?;
-    while let Some(row) = rows.next()? {
-        let kind = row.get_ref(0)?.as_str().map_err(rusqlite::Error::from)?;
-        let name = row.get_ref(1)?.as_str().map_err(rusqlite::Error::from)?;
-        let model = row.get_ref(2)?.as_str_or_null().map_err(rusqlite::Error::from)?;
-        visitor.span(SpanTiming {
-            kind,
-            name,
-            model,
-            duration_ns: row.get(3)?,
-            error: row.get(4)?,
-        });
+    for (first, last) in span_blocks::ranges(conn, scope.from_ns, scope.to_ns)? {
+        let mut rows = stmt.query(params![
+            scope.project,
+            scope.from_ns,
+            scope.to_ns,
+            scope.service,
+            first,
+            last
+        ])?;
+        while let Some(row) = rows.next()? {
+            let kind = row.get_ref(0)?.as_str().map_err(rusqlite::Error::from)?;
+            let name = row.get_ref(1)?.as_str().map_err(rusqlite::Error::from)?;
+            let model = row.get_ref(2)?.as_str_or_null().map_err(rusqlite::Error::from)?;
+            visitor.span(SpanTiming {
+                kind,
+                name,
+                model,
+                duration_ns: row.get(3)?,
+                error: row.get(4)?,
+            });
+        }
     }
     Ok(())
 }
