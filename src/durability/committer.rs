@@ -198,7 +198,7 @@ impl Committer {
         // thread, rather than on the committer's.
         let points = self.metric_registry.resolve(std::mem::take(&mut records.points));
         let series_ids = self.engine.assign(&records.calls);
-        let encoded = self.storage.encode(&records.calls, &records.spans, &records.logs);
+        let encoded = self.storage.encode(&records.calls, &mut records.spans, &mut records.logs);
         let (reply, answer) = oneshot::channel();
         let job = Job::Append { records, points, series_ids, encoded, reply };
         if self.jobs.send(job).is_err() {

@@ -48,7 +48,9 @@ impl Params {
                 .map(|v| parse_instant(v).map_err(|e| ApiError::bad_request(format!("{key}: {e}"))))
                 .transpose()
         };
-        let to = instant("to")?.unwrap_or_else(now_ms);
+        // `to` is exclusive; by default the window reaches the present
+        // millisecond, so that what was stamped just now is in it.
+        let to = instant("to")?.unwrap_or_else(|| now_ms() + 1);
         let from = match (instant("from")?, self.get("since")) {
             (Some(from), _) => from,
             (None, Some(since)) => {

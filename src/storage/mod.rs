@@ -320,12 +320,15 @@ pub trait Storage: Send + Sync {
     async fn calls_after(&self, seq: i64, limit: usize)
     -> Result<Vec<SequencedCall>, StorageError>;
     /// Encodes records the way `append` writes them. Request handlers call
-    /// it, so that encoding runs on many threads and off the committer's.
+    /// it, so that encoding runs on many threads and off the committer's. A
+    /// store may take from the spans and logs what it has encoded and does
+    /// not read again (their attribute maps, say), so that they are freed
+    /// on the request's thread; `append` must then be given this part.
     fn encode(
         &self,
         _calls: &[LlmCall],
-        _spans: &[SpanRecord],
-        _logs: &[LogRecord],
+        _spans: &mut [SpanRecord],
+        _logs: &mut [LogRecord],
     ) -> EncodedPart {
         Box::new(())
     }

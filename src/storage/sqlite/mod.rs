@@ -242,17 +242,48 @@ impl EncodedRecords {
         }
     }
 
-    /// The parts joined, if they are ours and cover exactly `batch`.
-    fn joined(parts: Vec<EncodedPart>, batch: &AppendBatch) -> Option<Self> {
+    /// Encodes records, then drops from the spans and logs what is written
+    /// only as JSON and never read from the records again: their attribute
+    /// maps, events and bodies, freed here on the request's thread.
+    fn of_taking(calls: &[LlmCall], spans: &mut [SpanRecord], logs: &mut [LogRecord]) -> Self {
+        let encoded = Self::of(calls, spans, logs);
+        for span in spans {
+            drop(std::mem::take(&mut span.attributes));
+            drop(std::mem::take(&mut span.resource));
+            drop(std::mem::take(&mut span.events));
+        }
+        for log in logs {
+            drop(std::mem::take(&mut log.attributes));
+            drop(std::mem::take(&mut log.body));
+        }
+        encoded
+    }
+
+    /// The parts joined: every record of `batch` encoded when there are
+    /// none (a caller that did not encode), else exactly as the parts say.
+    fn joined(parts: Vec<EncodedPart>, batch: &AppendBatch) -> Result<Self, StorageError> {
+        if parts.is_empty() {
+            return Ok(Self::of(&batch.calls, &batch.spans, &batch.logs));
+        }
         let mut all = EncodedRecords::default();
         for part in parts {
-            let mut part = part.downcast::<EncodedRecords>().ok()?;
+            let mut part = part.downcast::<EncodedRecords>().map_err(|_| {
+                StorageError::Corrupt("an append part was not encoded by this store".into())
+            })?;
             all.calls.append(&mut part.calls);
             all.spans.append(&mut part.spans);
             all.logs.append(&mut part.logs);
         }
         let lengths = (all.calls.len(), all.spans.len(), all.logs.len());
-        (lengths == (batch.calls.len(), batch.spans.len(), batch.logs.len())).then_some(all)
+        if lengths != (batch.calls.len(), batch.spans.len(), batch.logs.len()) {
+            return Err(StorageError::Corrupt(format!(
+                "encoded records {lengths:?} do not match the append's ({}, {}, {})",
+                batch.calls.len(),
+                batch.spans.len(),
+                batch.logs.len()
+            )));
+        }
+        Ok(all)
     }
 }
 
@@ -268,15 +299,14 @@ struct Encoded {
 impl Encoded {
     /// The batch's records as the request handlers encoded them (whatever
     /// they did not is encoded here), and the order of its calls.
-    fn of(batch: &mut AppendBatch) -> Self {
+    fn of(batch: &mut AppendBatch) -> Result<Self, StorageError> {
         let parts = std::mem::take(&mut batch.encoded);
-        let records = EncodedRecords::joined(parts, batch)
-            .unwrap_or_else(|| EncodedRecords::of(&batch.calls, &batch.spans, &batch.logs));
+        let records = EncodedRecords::joined(parts, batch)?;
         let span_refs: Vec<Option<&str>> =
             records.calls.iter().map(rows::EncodedCall::span_ref).collect();
         let call_order = call_blocks::insert_order(&batch.calls, &span_refs);
         let span_order = span_blocks::insert_order(&batch.spans);
-        Self { records, call_order, span_order }
+        Ok(Self { records, call_order, span_order })
     }
 }
 
@@ -362,15 +392,20 @@ impl Storage for SqliteStorage {
         .await
     }
 
-    fn encode(&self, calls: &[LlmCall], spans: &[SpanRecord], logs: &[LogRecord]) -> EncodedPart {
-        Box::new(EncodedRecords::of(calls, spans, logs))
+    fn encode(
+        &self,
+        calls: &[LlmCall],
+        spans: &mut [SpanRecord],
+        logs: &mut [LogRecord],
+    ) -> EncodedPart {
+        Box::new(EncodedRecords::of_taking(calls, spans, logs))
     }
 
     async fn append(&self, mut batch: AppendBatch) -> Result<Appended, StorageError> {
         // Records come encoded (by the request handlers, else here) and are
         // dropped here after the write: the writer thread only binds and
         // inserts.
-        let encoded = Encoded::of(&mut batch);
+        let encoded = Encoded::of(&mut batch)?;
         let (appended, spent) = self
             .write(move |conn| {
                 let AppendBatch {
