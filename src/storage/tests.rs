@@ -339,33 +339,19 @@ pub async fn series_survive_reopen(storage: Arc<dyn Storage>) -> Vec<(i64, Serie
 
 fn span(trace: &str, id: &str, parent: Option<&str>, start_ms: i64, end_ms: i64) -> SpanRecord {
     SpanRecord {
-        project: "default".into(),
         trace_id: trace.repeat(32 / trace.len()),
         span_id: id.repeat(16 / id.len()),
         parent_span_id: parent.map(|p| p.repeat(16 / p.len())),
         name: format!("op-{id}"),
-        kind: SpanKind::Chain,
-        service: "svc".into(),
         start_ns: start_ms * 1_000_000,
         end_ns: end_ms * 1_000_000,
-        status: SpanStatus::Unset,
-        status_message: None,
         attributes: Attributes::from_iter([("k".to_owned(), serde_json::json!("v"))]),
         events: vec![SpanEvent {
             time_ns: start_ms * 1_000_000,
             name: "e".into(),
             attributes: Attributes::new(),
         }],
-        resource: Attributes::new(),
-        model: None,
-        provider: None,
-        user: None,
-        session: None,
-        input_tokens: 0,
-        output_tokens: 0,
-        cache_read_tokens: 0,
-        cost_usd: 0.0,
-        llm_call: false,
+        ..SpanRecord::example()
     }
 }
 

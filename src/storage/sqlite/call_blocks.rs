@@ -134,7 +134,11 @@ fn overlapping(conn: &Connection, from: i64, to: i64) -> Result<Vec<Block>, rusq
 /// range can overlap a later one's when retention emptied the top of it and
 /// SQLite handed its seqs out again).
 fn disjoint(blocks: &[Block]) -> Vec<(i64, i64)> {
-    let mut ranges: Vec<(i64, i64)> = blocks.iter().map(|b| (b.first_seq, b.last_seq)).collect();
+    merge_ranges(blocks.iter().map(|b| (b.first_seq, b.last_seq)).collect())
+}
+
+/// Seq ranges (first, last) merged into disjoint ones, in seq order.
+pub fn merge_ranges(mut ranges: Vec<(i64, i64)>) -> Vec<(i64, i64)> {
     ranges.sort_unstable();
     let mut merged: Vec<(i64, i64)> = Vec::with_capacity(ranges.len());
     for (first, last) in ranges {

@@ -7,6 +7,7 @@
 use rusqlite::{Connection, Transaction, params};
 use rustc_hash::FxHashSet;
 
+use super::call_blocks;
 use crate::model::SpanRecord;
 
 /// The slice of start time one block's spans lie in.
@@ -74,16 +75,7 @@ pub fn ranges(
         "SELECT first_seq, last_seq FROM span_blocks WHERE max_start >= ?1 AND min_start < ?2",
     )?;
     let rows = stmt.query_map(params![from_ns, to_ns], |row| Ok((row.get(0)?, row.get(1)?)))?;
-    let mut ranges = rows.collect::<Result<Vec<(i64, i64)>, _>>()?;
-    ranges.sort_unstable();
-    let mut merged: Vec<(i64, i64)> = Vec::with_capacity(ranges.len());
-    for (first, last) in ranges {
-        match merged.last_mut() {
-            Some((_, end)) if first <= *end + 1 => *end = (*end).max(last),
-            _ => merged.push((first, last)),
-        }
-    }
-    Ok(merged)
+    Ok(call_blocks::merge_ranges(rows.collect::<Result<_, _>>()?))
 }
 
 /// Deletes the spans of every block that ends before `cutoff_ns`, and those
