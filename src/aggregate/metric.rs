@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::{Deserialize, Serialize};
@@ -454,15 +454,16 @@ impl MetricFlush<'_> {
     /// The store took the bins: they leave memory, and their buckets'
     /// versions move on.
     pub fn stored(mut self) {
+        // Many bins share a bucket: the buckets are found before the lock.
+        let buckets: FxHashSet<(MetricTier, i64)> =
+            self.bins.iter().map(|(key, _)| (key.tier, key.bucket)).collect();
         let mut state = self.registry.lock();
-        let flush = state.flushes + 1;
-        if state.flushed_at.len() + self.bins.len() > MAX_FLUSHED_BUCKETS {
-            state.forget_flushes();
-        } else {
-            for (key, _) in self.bins.iter() {
-                state.flushed_at.insert((key.tier, key.bucket), flush);
-            }
-            state.flushes = flush;
+        state.flushes += 1;
+        let flush = state.flushes;
+        state.flushed_at.extend(buckets.into_iter().map(|bucket| (bucket, flush)));
+        if state.flushed_at.len() > MAX_FLUSHED_BUCKETS {
+            state.flushed_floor = flush;
+            state.flushed_at.clear();
         }
         state.flushing = None;
         self.settled = true;

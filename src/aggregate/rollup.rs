@@ -145,13 +145,6 @@ impl RollupEngine {
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Series ids for `calls`, plus every series not yet confirmed stored
-    /// (to be written in the same transaction as the calls).
-    pub fn assign_series(&self, calls: &[LlmCall]) -> (Vec<i64>, Vec<(i64, Arc<SeriesKey>)>) {
-        let ids = self.assign(calls);
-        (ids, self.pending_series())
-    }
-
     /// Each call's series id, registering new series (pending until the
     /// store confirms them).
     pub fn assign(&self, calls: &[LlmCall]) -> Vec<i64> {

@@ -131,8 +131,8 @@ pub struct AppendBatch {
     pub metric_log: Option<Vec<u8>>,
     pub new_metric_series: Vec<(i64, Arc<MetricKey>)>,
     /// The records as `Storage::encode` encoded them, a part per request in
-    /// the order their records were gathered (a store encodes what is
-    /// missing itself).
+    /// the order their records were gathered; empty when the caller did not
+    /// encode (the store then encodes every record itself).
     pub encoded: Vec<EncodedPart>,
 }
 

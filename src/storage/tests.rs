@@ -37,7 +37,7 @@ async fn append(
     engine: &RollupEngine,
     calls: Vec<LlmCall>,
 ) -> Vec<Option<i64>> {
-    let (series_ids, new_series) = engine.assign_series(&calls);
+    let (series_ids, new_series) = (engine.assign(&calls), engine.pending_series());
     let ids: Vec<i64> = new_series.iter().map(|(id, _)| *id).collect();
     let batch = AppendBatch {
         calls,

@@ -297,8 +297,8 @@ struct Encoded {
 }
 
 impl Encoded {
-    /// The batch's records as the request handlers encoded them (whatever
-    /// they did not is encoded here), and the order of its calls.
+    /// The batch's records as the request handlers encoded them (or encoded
+    /// here when they did not), and the order of its calls and spans.
     fn of(batch: &mut AppendBatch) -> Result<Self, StorageError> {
         let parts = std::mem::take(&mut batch.encoded);
         let records = EncodedRecords::joined(parts, batch)?;
@@ -402,9 +402,8 @@ impl Storage for SqliteStorage {
     }
 
     async fn append(&self, mut batch: AppendBatch) -> Result<Appended, StorageError> {
-        // Records come encoded (by the request handlers, else here) and are
-        // dropped here after the write: the writer thread only binds and
-        // inserts.
+        // Records come encoded (by the request handlers) and are dropped
+        // here after the write: the writer thread only binds and inserts.
         let encoded = Encoded::of(&mut batch)?;
         let (appended, spent) = self
             .write(move |conn| {

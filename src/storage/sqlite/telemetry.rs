@@ -366,8 +366,9 @@ pub fn list_sessions(
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
 
-/// Deletes spans and logs older than `cutoff_ns`, and the traces with no
-/// span left (a trace whose last span ended before the cutoff).
+/// Deletes logs older than `cutoff_ns`, spans by whole minute blocks older
+/// than it (`span_blocks::delete_before`), and the traces that ended before
+/// it.
 pub fn apply_retention(tx: &Transaction<'_>, cutoff_ns: i64) -> Result<usize, StorageError> {
     let mut deleted = span_blocks::delete_before(tx, cutoff_ns)?;
     deleted += tx.execute("DELETE FROM logs WHERE time_ns < ?1", [cutoff_ns])?;
