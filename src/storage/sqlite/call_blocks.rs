@@ -295,11 +295,13 @@ mod tests {
         let conn = Connection::open_in_memory().unwrap();
         schema::create_or_check(&conn).unwrap();
         // Back to schema 5: no blocks, a time index, 10,000 calls.
-        conn.execute_batch(
+        conn.execute_batch(&format!(
             "DROP TABLE call_blocks; CREATE INDEX calls_time ON calls (time_ms);
-             DROP TABLE span_blocks; CREATE INDEX spans_start ON spans (project, start_ns);
+             DROP TABLE span_blocks; DROP TABLE span_chunks; {}
+             CREATE INDEX spans_start ON spans (project, start_ns);
              PRAGMA user_version = 5;",
-        )
+            schema::SPANS_V7
+        ))
         .unwrap();
         for seq in 1..=10_000_i64 {
             conn.execute(

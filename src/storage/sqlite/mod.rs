@@ -12,6 +12,7 @@ mod metrics;
 mod rows;
 mod schema;
 mod span_blocks;
+mod span_chunks;
 mod telemetry;
 
 use std::path::{Path, PathBuf};
@@ -167,6 +168,7 @@ impl SqliteStorage {
                         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
                     )?;
                     configure(&conn, &options)?;
+                    span_chunks::register_functions(&conn)?;
                     conn
                 }
             };
@@ -229,7 +231,10 @@ fn collect_calls(
 #[derive(Default)]
 struct EncodedRecords {
     calls: Vec<rows::EncodedCall>,
-    spans: Vec<String>,
+    /// The spans' chunks (indices into the append's spans once joined).
+    chunks: Vec<span_chunks::EncodedChunk>,
+    /// How many spans the chunks were made from.
+    spans: usize,
     logs: Vec<String>,
 }
 
@@ -237,13 +242,14 @@ impl EncodedRecords {
     fn of(calls: &[LlmCall], spans: &[SpanRecord], logs: &[LogRecord]) -> Self {
         Self {
             calls: calls.iter().map(rows::EncodedCall::of).collect(),
-            spans: spans.iter().map(telemetry::to_json).collect(),
+            chunks: span_chunks::chunks_of(spans),
+            spans: spans.len(),
             logs: logs.iter().map(telemetry::to_json).collect(),
         }
     }
 
     /// Encodes records, then drops from the spans and logs what is written
-    /// only as JSON and never read from the records again: their attribute
+    /// only encoded and never read from the records again: their attribute
     /// maps, events and bodies, freed here on the request's thread.
     fn of_taking(calls: &[LlmCall], spans: &mut [SpanRecord], logs: &mut [LogRecord]) -> Self {
         let encoded = Self::of(calls, spans, logs);
@@ -271,10 +277,14 @@ impl EncodedRecords {
                 StorageError::Corrupt("an append part was not encoded by this store".into())
             })?;
             all.calls.append(&mut part.calls);
-            all.spans.append(&mut part.spans);
+            for mut chunk in part.chunks {
+                chunk.spans.iter_mut().for_each(|i| *i += all.spans);
+                all.chunks.push(chunk);
+            }
+            all.spans += part.spans;
             all.logs.append(&mut part.logs);
         }
-        let lengths = (all.calls.len(), all.spans.len(), all.logs.len());
+        let lengths = (all.calls.len(), all.spans, all.logs.len());
         if lengths != (batch.calls.len(), batch.spans.len(), batch.logs.len()) {
             return Err(StorageError::Corrupt(format!(
                 "encoded records {lengths:?} do not match the append's ({}, {}, {})",
@@ -292,8 +302,8 @@ struct Encoded {
     records: EncodedRecords,
     /// The order to insert the calls in (`call_blocks::insert_order`).
     call_order: Vec<usize>,
-    /// The order to insert the spans in (`span_blocks::insert_order`).
-    span_order: Vec<usize>,
+    /// The order to insert the span chunks in (`span_blocks::insert_order`).
+    chunk_order: Vec<usize>,
 }
 
 impl Encoded {
@@ -305,8 +315,8 @@ impl Encoded {
         let span_refs: Vec<Option<&str>> =
             records.calls.iter().map(rows::EncodedCall::span_ref).collect();
         let call_order = call_blocks::insert_order(&batch.calls, &span_refs);
-        let span_order = span_blocks::insert_order(&batch.spans);
-        Ok(Self { records, call_order, span_order })
+        let chunk_order = span_blocks::insert_order(&batch.spans, &records.chunks);
+        Ok(Self { records, call_order, chunk_order })
     }
 }
 
@@ -445,8 +455,8 @@ impl Storage for SqliteStorage {
                 telemetry::append(
                     &tx,
                     &spans,
-                    &encoded.records.spans,
-                    &encoded.span_order,
+                    &encoded.records.chunks,
+                    &encoded.chunk_order,
                     &logs,
                     &encoded.records.logs,
                 )?;
@@ -619,7 +629,7 @@ impl Storage for SqliteStorage {
                 calls: count("SELECT COUNT(*) FROM calls")?,
                 series: count("SELECT COUNT(*) FROM series")?,
                 rollup_rows: count("SELECT COUNT(*) FROM rollups")?,
-                spans: count("SELECT COUNT(*) FROM spans")?,
+                spans: count("SELECT coalesce(sum(spans), 0) FROM span_chunks")?,
                 logs: count("SELECT COUNT(*) FROM logs")?,
             })
         })

@@ -2,8 +2,9 @@
 //! (its partial unique index on (project, id)); only what calls are looked
 //! up by has a column, the rest is one compact payload, so that an insert
 //! binds few values. `series` names the rollup keys; `rollups` holds flushed
-//! buckets of every tier. `spans` and `logs` keep telemetry records whole
-//! (as JSON) with the columns they are found by; `traces` sums each trace.
+//! buckets of every tier. `span_chunks` keeps spans a trace's batch to a
+//! row, `logs` keeps log records whole (as JSON), each with the columns they
+//! are found by; `traces` sums each trace.
 
 pub const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS meta (
@@ -76,25 +77,24 @@ CREATE TABLE IF NOT EXISTS rollups (
     PRIMARY KEY (tier, bucket, series)
 ) WITHOUT ROWID;
 
-CREATE TABLE IF NOT EXISTS spans (
-    seq      INTEGER PRIMARY KEY,
-    project  TEXT NOT NULL,
-    trace_id TEXT NOT NULL,
-    span_id  TEXT NOT NULL,
-    start_ns INTEGER NOT NULL,
-    end_ns   INTEGER NOT NULL,
-    name     TEXT NOT NULL,
-    service  TEXT NOT NULL,
-    kind     TEXT NOT NULL,
-    model    TEXT,
-    error    INTEGER NOT NULL,
-    -- the whole SpanRecord as JSON
-    record   TEXT NOT NULL
+-- one row per trace per append, holding that trace's new spans: `head`
+-- the fields lists, filters and statistics read, `body` the rest
+-- (span_chunks.rs); spans re-sent are found by reading their trace's heads
+CREATE TABLE IF NOT EXISTS span_chunks (
+    seq       INTEGER PRIMARY KEY,
+    project   TEXT NOT NULL,
+    trace_id  TEXT NOT NULL,
+    -- the least and greatest start of its spans
+    min_start INTEGER NOT NULL,
+    max_start INTEGER NOT NULL,
+    spans     INTEGER NOT NULL,
+    head      BLOB NOT NULL,
+    body      BLOB NOT NULL
 );
-CREATE UNIQUE INDEX IF NOT EXISTS spans_id ON spans (project, trace_id, span_id);
+CREATE INDEX IF NOT EXISTS span_chunks_trace ON span_chunks (project, trace_id);
 
--- spans are found by start time through blocks of consecutive seqs
--- (span_blocks.rs), not through an index entry per span
+-- span chunks are found by start time through blocks of consecutive seqs
+-- (span_blocks.rs), not through an index entry per chunk
 CREATE TABLE IF NOT EXISTS span_blocks (
     id        INTEGER PRIMARY KEY,
     first_seq INTEGER NOT NULL,
@@ -210,29 +210,45 @@ CREATE INDEX IF NOT EXISTS deliveries_alert ON deliveries (alert_id);
 
 /// Bumped on every incompatible change; a store of another version is
 /// refused rather than misread.
-pub const VERSION: i64 = 7;
+pub const VERSION: i64 = 8;
 
-/// Creates the schema in a new database, or checks an existing one's version.
+/// Creates the schema in a new database, checks an existing one's version,
+/// or migrates a store of schema 5, 6 or 7 (in one transaction).
 pub fn create_or_check(conn: &rusqlite::Connection) -> Result<(), super::StorageError> {
     let version: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
     let tables: i64 =
         conn.query_row("SELECT count(*) FROM sqlite_master WHERE type = 'table'", [], |row| {
             row.get(0)
         })?;
-    if tables > 0 && (version == 5 || version == 6) {
-        let tx = conn.unchecked_transaction()?;
-        if version == 5 {
-            super::call_blocks::migrate_from_5(&tx)?;
-        }
-        super::span_blocks::migrate_from_6(&tx)?;
-        tx.commit()?;
-    } else if tables > 0 && version != VERSION {
+    let migrating = tables > 0 && version != VERSION;
+    if migrating && !(5..=7).contains(&version) {
         return Err(super::StorageError::SchemaVersion { found: version, needed: VERSION });
     }
-    conn.execute_batch(SCHEMA)?;
-    conn.pragma_update(None, "user_version", VERSION)?;
+    let tx = conn.unchecked_transaction()?;
+    if migrating && version == 5 {
+        super::call_blocks::migrate_from_5(&tx)?;
+    }
+    if migrating && version <= 6 {
+        super::span_blocks::migrate_from_6(&tx)?;
+    }
+    tx.execute_batch(SCHEMA)?;
+    if migrating {
+        super::span_chunks::migrate_from_7(&tx)?;
+    }
+    tx.pragma_update(None, "user_version", VERSION)?;
+    tx.commit()?;
     Ok(())
 }
+
+/// The spans table and its index as schema 7 had them (for tests that
+/// build older stores).
+#[cfg(test)]
+pub const SPANS_V7: &str = "CREATE TABLE spans (
+        seq INTEGER PRIMARY KEY, project TEXT NOT NULL, trace_id TEXT NOT NULL,
+        span_id TEXT NOT NULL, start_ns INTEGER NOT NULL, end_ns INTEGER NOT NULL,
+        name TEXT NOT NULL, service TEXT NOT NULL, kind TEXT NOT NULL, model TEXT,
+        error INTEGER NOT NULL, record TEXT NOT NULL);
+    CREATE UNIQUE INDEX spans_id ON spans (project, trace_id, span_id);";
 
 pub const WATERMARK_KEY: &str = "rollup_watermark";
 /// The meta key of the highest call seq ever used (kept when retention

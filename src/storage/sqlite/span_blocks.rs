@@ -1,13 +1,14 @@
-//! The time index of `spans`: one `span_blocks` row per run of consecutive
-//! seqs of one append within one minute of span start, instead of an index
-//! entry per span. Spans of an export start all over the last hour, so a
-//! per-span time index took a random page write per span; an append now
-//! inserts its spans by minute and notes each minute's run once.
+//! The time index of `span_chunks`: one `span_blocks` row per run of
+//! consecutive chunk seqs of one append whose spans first start within one
+//! minute, instead of an index entry per span. Spans of an export start all
+//! over the last hour, so a per-span time index took a random page write per
+//! span; an append now inserts its chunks by minute and notes each run once.
 
 use rusqlite::{Connection, Transaction, params};
 use rustc_hash::FxHashSet;
 
 use super::call_blocks;
+use super::span_chunks::EncodedChunk;
 use crate::model::SpanRecord;
 
 /// The slice of start time one block's spans lie in.
@@ -17,45 +18,48 @@ fn slice(start_ns: i64) -> i64 {
     start_ns.div_euclid(BLOCK_SPAN_NS)
 }
 
-/// The order to insert an append's spans in: by start minute, except that a
-/// span sent twice in the append goes after all the others, in arrival
-/// order, so that the first sent is still the one kept.
-pub fn insert_order(spans: &[SpanRecord]) -> Vec<usize> {
-    let mut seen: FxHashSet<(&str, &str, &str)> = FxHashSet::default();
-    let (mut first, mut repeated) = (Vec::with_capacity(spans.len()), Vec::new());
-    for (i, span) in spans.iter().enumerate() {
-        if seen.insert((&span.project, &span.trace_id, &span.span_id)) {
+/// The order to insert an append's chunks in: by the minute their spans
+/// first start, except that a chunk of a trace an earlier chunk of the
+/// append also holds goes after all the others, in arrival order, so that
+/// of a span sent twice the first sent is still the one kept.
+pub fn insert_order(spans: &[SpanRecord], chunks: &[EncodedChunk]) -> Vec<usize> {
+    let mut seen: FxHashSet<(&str, &str)> = FxHashSet::default();
+    let (mut first, mut repeated) = (Vec::with_capacity(chunks.len()), Vec::new());
+    for (i, chunk) in chunks.iter().enumerate() {
+        let Some(&s) = chunk.spans.first() else { continue };
+        if seen.insert((&spans[s].project, &spans[s].trace_id)) {
             first.push(i);
         } else {
             repeated.push(i);
         }
     }
-    first.sort_by_key(|&i| (slice(spans[i].start_ns), i));
+    first.sort_by_key(|&i| (slice(chunks[i].min_start), i));
     first.extend(repeated);
     first
 }
 
-/// Notes spans just inserted in `tx`, as (seq, start_ns) in insertion
-/// order: a block per run of consecutive seqs within one minute.
+/// Notes chunks just inserted in `tx`, as (seq, min_start, max_start) in
+/// insertion order: a block per run of consecutive seqs whose least starts
+/// lie in one minute.
 pub fn record(
     tx: &Transaction<'_>,
-    inserted: impl Iterator<Item = (i64, i64)>,
+    inserted: impl Iterator<Item = (i64, i64, i64)>,
 ) -> Result<(), rusqlite::Error> {
     let mut insert = tx.prepare_cached(
         "INSERT INTO span_blocks (first_seq, last_seq, min_start, max_start) \
          VALUES (?1, ?2, ?3, ?4)",
     )?;
     let mut run: Option<(i64, i64, i64, i64)> = None;
-    for (seq, start) in inserted {
+    for (seq, least, most) in inserted {
         run = match run {
-            Some((first, last, min, max)) if last + 1 == seq && slice(min) == slice(start) => {
-                Some((first, seq, min.min(start), max.max(start)))
+            Some((first, last, min, max)) if last + 1 == seq && slice(min) == slice(least) => {
+                Some((first, seq, min.min(least), max.max(most)))
             }
             Some((first, last, min, max)) => {
                 insert.execute(params![first, last, min, max])?;
-                Some((seq, seq, start, start))
+                Some((seq, seq, least, most))
             }
-            None => Some((seq, seq, start, start)),
+            None => Some((seq, seq, least, most)),
         };
     }
     if let Some((first, last, min, max)) = run {
@@ -78,21 +82,27 @@ pub fn ranges(
     Ok(call_blocks::merge_ranges(rows.collect::<Result<_, _>>()?))
 }
 
-/// Deletes the spans of every block that ends before `cutoff_ns`, and those
-/// blocks; a block reaching past it waits until it is wholly older.
+/// Deletes the chunks of every block that ends before `cutoff_ns` (those
+/// whose spans all started before it), and those blocks; a block reaching
+/// past it waits until it is wholly older. Returns the spans deleted.
 pub fn delete_before(tx: &Transaction<'_>, cutoff_ns: i64) -> Result<usize, rusqlite::Error> {
     let old: Vec<(i64, i64)> = tx
         .prepare("SELECT first_seq, last_seq FROM span_blocks WHERE max_start < ?1")?
         .query_map([cutoff_ns], |row| Ok((row.get(0)?, row.get(1)?)))?
         .collect::<Result<_, _>>()?;
+    let mut count = tx.prepare(
+        "SELECT coalesce(sum(spans), 0) FROM span_chunks \
+         WHERE seq BETWEEN ?1 AND ?2 AND max_start < ?3",
+    )?;
     let mut delete =
-        tx.prepare("DELETE FROM spans WHERE seq BETWEEN ?1 AND ?2 AND start_ns < ?3")?;
+        tx.prepare("DELETE FROM span_chunks WHERE seq BETWEEN ?1 AND ?2 AND max_start < ?3")?;
     let mut deleted = 0;
     for (first, last) in old {
-        deleted += delete.execute(params![first, last, cutoff_ns])?;
+        deleted += count.query_row(params![first, last, cutoff_ns], |r| r.get::<_, i64>(0))?;
+        delete.execute(params![first, last, cutoff_ns])?;
     }
     tx.execute("DELETE FROM span_blocks WHERE max_start < ?1", [cutoff_ns])?;
-    Ok(deleted)
+    Ok(deleted as usize)
 }
 
 /// Builds blocks for a store written before they existed (schema 6) from
@@ -117,23 +127,30 @@ pub fn migrate_from_6(tx: &Transaction<'_>) -> Result<(), rusqlite::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::sqlite::schema;
+    use crate::storage::sqlite::{schema, span_chunks, telemetry};
 
-    fn span(span_id: &str, start_ns: i64) -> SpanRecord {
-        SpanRecord { span_id: span_id.to_owned(), start_ns, ..SpanRecord::example() }
+    fn span(trace_id: &str, span_id: &str, start_ns: i64) -> SpanRecord {
+        SpanRecord {
+            trace_id: trace_id.to_owned(),
+            span_id: span_id.to_owned(),
+            start_ns,
+            ..SpanRecord::example()
+        }
     }
 
     #[test]
-    fn spans_insert_by_minute_with_repeats_last_in_arrival_order() {
+    fn chunks_insert_by_minute_with_repeated_traces_last_in_arrival_order() {
         let minute = BLOCK_SPAN_NS;
-        let spans = [
-            span("a", 3 * minute),
-            span("b", minute + 5),
-            span("a", 0),
-            span("c", minute),
-            span("d", 10),
-        ];
-        assert_eq!(insert_order(&spans), vec![4, 1, 3, 0, 2]);
+        // As the committer joins them: one request's chunks after another's.
+        let mut spans = vec![span("t1", "a", 3 * minute), span("t2", "b", minute + 5)];
+        let mut chunks = span_chunks::chunks_of(&spans);
+        let later = [span("t1", "a", 0), span("t3", "c", minute), span("t4", "d", 10)];
+        for mut chunk in span_chunks::chunks_of(&later) {
+            chunk.spans.iter_mut().for_each(|i| *i += spans.len());
+            chunks.push(chunk);
+        }
+        spans.extend(later);
+        assert_eq!(insert_order(&spans, &chunks), vec![4, 1, 3, 0, 2]);
     }
 
     fn blocks(conn: &Connection) -> Vec<(i64, i64, i64, i64)> {
@@ -153,51 +170,90 @@ mod tests {
         schema::create_or_check(&conn).unwrap();
         let m = BLOCK_SPAN_NS;
         let tx = conn.transaction().unwrap();
-        let inserted = [(1, 10), (2, 20), (3, m), (4, m + 1), (6, m + 2), (7, 5)];
+        let inserted = [
+            (1, 10, 10),
+            (2, 20, 2 * m),
+            (3, m, m),
+            (4, m + 1, m + 1),
+            (6, m + 2, m + 2),
+            (7, 5, 5),
+        ];
         record(&tx, inserted.into_iter()).unwrap();
         tx.commit().unwrap();
         assert_eq!(
             blocks(&conn),
-            vec![(1, 2, 10, 20), (3, 4, m, m + 1), (6, 6, m + 2, m + 2), (7, 7, 5, 5)]
+            vec![(1, 2, 10, 2 * m), (3, 4, m, m + 1), (6, 6, m + 2, m + 2), (7, 7, 5, 5)]
         );
         assert_eq!(ranges(&conn, 0, m).unwrap(), vec![(1, 2), (7, 7)]);
+        assert_eq!(ranges(&conn, m + 2, m + 3).unwrap(), vec![(1, 2), (6, 6)]);
         assert_eq!(ranges(&conn, 0, 2 * m).unwrap(), vec![(1, 4), (6, 7)]);
         let tx = conn.transaction().unwrap();
         delete_before(&tx, 21).unwrap();
         tx.commit().unwrap();
-        assert_eq!(blocks(&conn), vec![(3, 4, m, m + 1), (6, 6, m + 2, m + 2)]);
+        assert_eq!(blocks(&conn), vec![(1, 2, 10, 2 * m), (3, 4, m, m + 1), (6, 6, m + 2, m + 2)]);
     }
 
     #[test]
-    fn a_schema_6_store_gets_blocks_for_its_spans() {
+    fn a_schema_6_store_gets_its_spans_in_chunks_with_blocks() {
         let conn = Connection::open_in_memory().unwrap();
         schema::create_or_check(&conn).unwrap();
-        conn.execute_batch(
-            "DROP TABLE span_blocks; CREATE INDEX spans_start ON spans (project, start_ns);
+        conn.execute_batch(&format!(
+            "DROP TABLE span_chunks; DROP TABLE span_blocks; {}
+             CREATE INDEX spans_start ON spans (project, start_ns);
              PRAGMA user_version = 6;",
-        )
+            schema::SPANS_V7
+        ))
         .unwrap();
-        for seq in 1..=5_000_i64 {
+        let mut sent = Vec::new();
+        for seq in 1..=3_000_i64 {
+            let trace = format!("{:032x}", seq % 700);
+            let s = span(&trace, &format!("{seq:016x}"), 90_000 * m_ns() - seq * m_ns() / 50);
             conn.execute(
                 "INSERT INTO spans (seq, project, trace_id, span_id, start_ns, end_ns, name, \
                  service, kind, error, record) \
-                 VALUES (?1, 'default', 't', ?1, ?2, ?2, 'n', 's', 'llm', 0, '{}')",
-                params![seq, 90_000 - seq],
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'n', 's', 'chain', 0, ?7)",
+                params![
+                    seq,
+                    s.project,
+                    s.trace_id,
+                    s.span_id,
+                    s.start_ns,
+                    s.end_ns,
+                    telemetry::to_json(&s)
+                ],
             )
             .unwrap();
+            sent.push(s);
         }
         schema::create_or_check(&conn).unwrap();
         let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
         assert_eq!(version, schema::VERSION);
-        assert_eq!(
-            blocks(&conn),
-            vec![(1, 4095, 90_000 - 4095, 89_999), (4096, 5000, 85_000, 85_904)]
-        );
-        let index: i64 = conn
-            .query_row("SELECT count(*) FROM sqlite_master WHERE name = 'spans_start'", [], |r| {
-                r.get(0)
-            })
+        let gone: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE name IN ('spans', 'spans_start')",
+                [],
+                |r| r.get(0),
+            )
             .unwrap();
-        assert_eq!(index, 0);
+        assert_eq!(gone, 0);
+        for trace in ["00000000000000000000000000000000", &format!("{:032x}", 699)] {
+            let (mut back, _) = telemetry::trace(&conn, "default", trace).unwrap();
+            let mut expected: Vec<SpanRecord> =
+                sent.iter().filter(|s| s.trace_id == trace).cloned().collect();
+            expected.sort_by_key(|s| s.start_ns);
+            back.sort_by_key(|s| s.start_ns);
+            assert_eq!(back, expected);
+        }
+        // Every span is found through the blocks by its start.
+        let (from, to) = (sent[2999].start_ns, sent[0].start_ns + 1);
+        let ranges = ranges(&conn, from, to).unwrap();
+        let chunks: i64 =
+            conn.query_row("SELECT count(*) FROM span_chunks", [], |r| r.get(0)).unwrap();
+        let covered: i64 = ranges.iter().map(|(a, b)| b - a + 1).sum();
+        assert_eq!((chunks, covered), (700, 700));
+    }
+
+    fn m_ns() -> i64 {
+        BLOCK_SPAN_NS
     }
 }

@@ -6,16 +6,13 @@ use std::collections::HashMap;
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Row, Transaction, params, params_from_iter};
 
+use super::span_chunks::{self, EncodedChunk, SpanMatch};
 use super::{StorageError, span_blocks};
 use crate::model::{LogRecord, SpanRecord, SpanStatus};
 use crate::storage::{
     LogFilter, SessionSummary, SpanTiming, TelemetryScope, TelemetryVisitor, TraceFilter,
     TraceSummary, TraceTiming,
 };
-
-const INSERT_SPAN: &str = "INSERT OR IGNORE INTO spans \
-    (project, trace_id, span_id, start_ns, end_ns, name, service, kind, model, error, record) \
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
 
 /// Adds a new span to its trace's row. In `DO UPDATE`, `traces.*` are the
 /// old values: the root is the parentless span, else the earliest one.
@@ -110,52 +107,64 @@ impl<'a> TraceDelta<'a> {
     }
 }
 
-/// Appends spans (skipping ones already stored, which leave their trace's
-/// totals alone) and log records, each with its record as JSON (`to_json`,
-/// encoded by the caller, off the writer thread).
+/// Appends spans, a chunk per trace (`span_chunks`; spans already stored
+/// are left out and leave their trace's totals alone), and log records with
+/// their JSON (`to_json`). Both were encoded by the caller, off the writer
+/// thread; `chunk_order` is `span_blocks::insert_order`.
 pub fn append(
     tx: &Transaction<'_>,
     spans: &[SpanRecord],
-    span_json: &[String],
-    span_order: &[usize],
+    chunks: &[EncodedChunk],
+    chunk_order: &[usize],
     logs: &[LogRecord],
     log_json: &[String],
 ) -> Result<(), StorageError> {
-    if !spans.is_empty() {
-        let mut insert = tx.prepare_cached(INSERT_SPAN)?;
+    if !chunks.is_empty() {
         // What the new spans add to each trace, summed here so that a trace
         // gets one update per batch rather than one per span.
         let mut deltas: Vec<TraceDelta<'_>> = Vec::new();
         let mut by_trace: HashMap<(&str, &str), usize> = HashMap::new();
-        let mut inserted_seqs = Vec::with_capacity(spans.len());
-        for &i in span_order {
-            let (span, json) = (&spans[i], &span_json[i]);
-            let inserted = insert.execute(params![
-                span.project,
-                span.trace_id,
-                span.span_id,
-                span.start_ns,
-                span.end_ns,
-                span.name,
-                span.service,
-                span.kind.as_str(),
-                span.model,
-                span.status == SpanStatus::Error,
-                json,
-            ])?;
-            if inserted == 0 {
-                continue;
-            }
-            inserted_seqs.push((tx.last_insert_rowid(), span.start_ns));
-            match by_trace.get(&(span.project.as_str(), span.trace_id.as_str())) {
-                Some(&i) => deltas[i].add(span),
-                None => {
-                    by_trace.insert((&span.project, &span.trace_id), deltas.len());
-                    deltas.push(TraceDelta::of(span));
+        let mut inserted = Vec::with_capacity(chunks.len());
+        let mut kept_chunk;
+        for &c in chunk_order {
+            let chunk = &chunks[c];
+            let Some(&first) = chunk.spans.first() else { continue };
+            let (project, trace_id) =
+                (spans[first].project.as_str(), spans[first].trace_id.as_str());
+            let stored = span_chunks::stored_ids(tx, project, trace_id)?;
+            let chunk = if stored.is_empty() {
+                chunk
+            } else {
+                let keep: Vec<bool> =
+                    chunk.spans.iter().map(|&i| !stored.contains(&spans[i].span_id)).collect();
+                if keep.iter().all(|k| *k) {
+                    chunk
+                } else {
+                    match span_chunks::keeping(project, trace_id, chunk, &keep)
+                        .map_err(StorageError::Corrupt)?
+                    {
+                        Some(kept) => {
+                            kept_chunk = kept;
+                            &kept_chunk
+                        }
+                        None => continue,
+                    }
+                }
+            };
+            let seq = span_chunks::insert(tx, project, trace_id, chunk)?;
+            inserted.push((seq, chunk.min_start, chunk.max_start));
+            for &i in &chunk.spans {
+                let span = &spans[i];
+                match by_trace.get(&(project, trace_id)) {
+                    Some(&d) => deltas[d].add(span),
+                    None => {
+                        by_trace.insert((project, trace_id), deltas.len());
+                        deltas.push(TraceDelta::of(span));
+                    }
                 }
             }
         }
-        span_blocks::record(tx, inserted_seqs.into_iter())?;
+        span_blocks::record(tx, inserted.into_iter())?;
         let mut merge = tx.prepare_cached(MERGE_TRACE)?;
         for d in &deltas {
             merge.execute(params![
@@ -216,11 +225,6 @@ fn trace_from_row(row: &Row<'_>) -> Result<TraceSummary, rusqlite::Error> {
     })
 }
 
-/// The JSON path of an attribute key (quoted: keys contain dots).
-fn attribute_path(scope: &str, key: &str) -> String {
-    format!("$.{scope}.\"{}\"", key.replace('"', ""))
-}
-
 pub fn list_traces(
     conn: &rusqlite::Connection,
     filter: &TraceFilter,
@@ -254,39 +258,29 @@ pub fn list_traces(
         add(" AND t.end_ns - t.start_ns <= ?", vec![SqlValue::Integer(max)], &mut sql);
     }
     // Conditions on spans: one span of the trace must meet them all.
-    let mut span_clauses = String::new();
-    let mut span_args = Vec::new();
-    for (column, value) in
-        [("service", &filter.service), ("kind", &filter.kind), ("model", &filter.model)]
-    {
-        if let Some(value) = value {
-            span_clauses.push_str(&format!(" AND s.{column} = ?"));
-            span_args.push(SqlValue::Text(value.clone()));
-        }
-    }
-    for (key, value) in &filter.attributes {
-        // Values compare as text; JSON booleans read back as 1 and 0.
-        let value = match value.as_str() {
-            "true" => "1",
-            "false" => "0",
-            other => other,
-        };
-        span_clauses.push_str(
-            " AND (CAST(json_extract(s.record, ?) AS TEXT) = ? \
-             OR CAST(json_extract(s.record, ?) AS TEXT) = ?)",
-        );
-        for scope in ["attributes", "resource"] {
-            span_args.push(SqlValue::Text(attribute_path(scope, key)));
-            span_args.push(SqlValue::Text(value.to_owned()));
-        }
-    }
-    if !span_clauses.is_empty() {
+    let span_match = SpanMatch {
+        service: filter.service.clone(),
+        kind: filter.kind.clone(),
+        model: filter.model.clone(),
+        attributes: filter
+            .attributes
+            .iter()
+            .map(|(key, value)| {
+                // Values compare as text, booleans as 1 and 0.
+                let value = match value.as_str() {
+                    "true" => "1",
+                    "false" => "0",
+                    other => other,
+                };
+                (key.clone(), value.to_owned())
+            })
+            .collect(),
+    };
+    if !span_match.is_empty() {
         add(
-            &format!(
-                " AND EXISTS (SELECT 1 FROM spans s WHERE s.project = t.project \
-                 AND s.trace_id = t.trace_id{span_clauses})"
-            ),
-            span_args,
+            " AND EXISTS (SELECT 1 FROM span_chunks s WHERE s.project = t.project \
+             AND s.trace_id = t.trace_id AND span_chunk_match(s.head, s.body, ?))",
+            vec![SqlValue::Text(to_json(&span_match))],
             &mut sql,
         );
     }
@@ -311,15 +305,22 @@ pub fn trace(
     trace_id: &str,
 ) -> Result<(Vec<SpanRecord>, Vec<LogRecord>), StorageError> {
     let mut stmt = conn.prepare_cached(
-        // Named: without statistics SQLite would rather walk the time index.
-        "SELECT record FROM spans INDEXED BY spans_id WHERE project = ?1 AND trace_id = ?2 \
-         ORDER BY start_ns, seq",
+        "SELECT seq, head, body FROM span_chunks INDEXED BY span_chunks_trace \
+         WHERE project = ?1 AND trace_id = ?2",
     )?;
-    let texts = stmt.query_map(params![project, trace_id], |row| row.get::<_, String>(0))?;
-    let mut spans = Vec::new();
-    for text in texts {
-        spans.push(from_json(&text?)?);
+    let mut rows = stmt.query(params![project, trace_id])?;
+    let mut placed = Vec::new();
+    while let Some(row) = rows.next()? {
+        let seq: i64 = row.get(0)?;
+        let head = row.get_ref(1)?.as_blob().map_err(rusqlite::Error::from)?;
+        let body = row.get_ref(2)?.as_blob().map_err(rusqlite::Error::from)?;
+        let chunk =
+            span_chunks::decode(project, trace_id, head, body).map_err(StorageError::Corrupt)?;
+        placed
+            .extend(chunk.into_iter().enumerate().map(|(i, span)| ((span.start_ns, seq, i), span)));
     }
+    placed.sort_by_key(|(order, _)| *order);
+    let spans = placed.into_iter().map(|(_, span)| span).collect();
     let mut stmt = conn.prepare_cached(
         "SELECT record FROM logs INDEXED BY logs_trace WHERE project = ?1 AND trace_id = ?2 \
          ORDER BY time_ns, seq",
@@ -383,30 +384,28 @@ pub fn scan_spans(
     visitor: &mut dyn TelemetryVisitor,
 ) -> Result<(), StorageError> {
     let mut stmt = conn.prepare_cached(
-        "SELECT kind, name, model, end_ns - start_ns, error FROM spans \
-         WHERE seq BETWEEN ?5 AND ?6 AND project = ?1 AND start_ns >= ?2 AND start_ns < ?3 \
-         AND (?4 IS NULL OR service = ?4)",
+        "SELECT head FROM span_chunks WHERE seq BETWEEN ?4 AND ?5 AND project = ?1 \
+         AND max_start >= ?2 AND min_start < ?3",
     )?;
     for (first, last) in span_blocks::ranges(conn, scope.from_ns, scope.to_ns)? {
-        let mut rows = stmt.query(params![
-            scope.project,
-            scope.from_ns,
-            scope.to_ns,
-            scope.service,
-            first,
-            last
-        ])?;
+        let mut rows =
+            stmt.query(params![scope.project, scope.from_ns, scope.to_ns, first, last])?;
         while let Some(row) = rows.next()? {
-            let kind = row.get_ref(0)?.as_str().map_err(rusqlite::Error::from)?;
-            let name = row.get_ref(1)?.as_str().map_err(rusqlite::Error::from)?;
-            let model = row.get_ref(2)?.as_str_or_null().map_err(rusqlite::Error::from)?;
-            visitor.span(SpanTiming {
-                kind,
-                name,
-                model,
-                duration_ns: row.get(3)?,
-                error: row.get(4)?,
-            });
+            let head = row.get_ref(0)?.as_blob().map_err(rusqlite::Error::from)?;
+            for h in span_chunks::heads(head).map_err(StorageError::Corrupt)? {
+                let in_scope = h.start_ns >= scope.from_ns
+                    && h.start_ns < scope.to_ns
+                    && scope.service.as_deref().is_none_or(|s| s == h.service);
+                if in_scope {
+                    visitor.span(SpanTiming {
+                        kind: h.kind.as_str(),
+                        name: h.name,
+                        model: h.model,
+                        duration_ns: h.end_ns - h.start_ns,
+                        error: h.status == SpanStatus::Error,
+                    });
+                }
+            }
         }
     }
     Ok(())

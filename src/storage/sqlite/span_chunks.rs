@@ -1,0 +1,482 @@
+//! Spans as stored: one `span_chunks` row per trace per append, holding the
+//! new spans of that trace in two encodings: `head`, the fields that trace
+//! lists, filters and statistics read (postcard), and `body`, everything
+//! else, with each distinct resource once (MessagePack, then LZ4). A row per
+//! span, with an id index entry each and the ids and resource repeated as
+//! JSON, made the writer's B-trees and the WAL the cost of span ingest.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+use rusqlite::functions::FunctionFlags;
+use rusqlite::{Connection, Transaction, params};
+use rustc_hash::FxHashSet;
+use serde::{Deserialize, Serialize};
+
+use crate::model::{Attributes, SpanEvent, SpanKind, SpanRecord, SpanStatus};
+
+/// What lists, filters and statistics read of a span.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Head<'a> {
+    pub span_id: &'a str,
+    #[serde(borrow)]
+    pub parent_span_id: Option<&'a str>,
+    pub name: &'a str,
+    pub kind: SpanKind,
+    pub service: &'a str,
+    pub start_ns: i64,
+    pub end_ns: i64,
+    pub status: SpanStatus,
+    #[serde(borrow)]
+    pub model: Option<&'a str>,
+}
+
+impl<'a> Head<'a> {
+    fn of(span: &'a SpanRecord) -> Self {
+        Head {
+            span_id: &span.span_id,
+            parent_span_id: span.parent_span_id.as_deref(),
+            name: &span.name,
+            kind: span.kind,
+            service: &span.service,
+            start_ns: span.start_ns,
+            end_ns: span.end_ns,
+            status: span.status,
+            model: span.model.as_deref(),
+        }
+    }
+}
+
+/// The rest of a span; `resource` indexes its chunk's resources.
+#[derive(Serialize, Deserialize)]
+struct Rest<'a> {
+    status_message: Option<Cow<'a, str>>,
+    attributes: Cow<'a, Attributes>,
+    events: Cow<'a, [SpanEvent]>,
+    resource: u32,
+    provider: Option<Cow<'a, str>>,
+    user: Option<Cow<'a, str>>,
+    session: Option<Cow<'a, str>>,
+    input_tokens: u64,
+    output_tokens: u64,
+    cache_read_tokens: u64,
+    cost_usd: f64,
+    llm_call: bool,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Body<'a> {
+    resources: Vec<Cow<'a, Attributes>>,
+    spans: Vec<Rest<'a>>,
+}
+
+/// Spans of one trace encoded for one row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EncodedChunk {
+    /// The spans it holds, as indices into the records it was made from.
+    pub spans: Vec<usize>,
+    pub min_start: i64,
+    pub max_start: i64,
+    pub head: Vec<u8>,
+    pub body: Vec<u8>,
+}
+
+/// Encodes `spans[i]` for each of `picked` (spans of one trace) as a chunk.
+fn encode(spans: &[SpanRecord], picked: Vec<usize>) -> EncodedChunk {
+    let heads: Vec<Head<'_>> = picked.iter().map(|&i| Head::of(&spans[i])).collect();
+    let mut resources: Vec<Cow<'_, Attributes>> = Vec::new();
+    let rests = picked
+        .iter()
+        .map(|&i| {
+            let span = &spans[i];
+            let resource = match resources.iter().position(|r| **r == span.resource) {
+                Some(at) => at,
+                None => {
+                    resources.push(Cow::Borrowed(&span.resource));
+                    resources.len() - 1
+                }
+            };
+            Rest {
+                status_message: span.status_message.as_deref().map(Cow::Borrowed),
+                attributes: Cow::Borrowed(&span.attributes),
+                events: Cow::Borrowed(&span.events),
+                resource: resource as u32,
+                provider: span.provider.as_deref().map(Cow::Borrowed),
+                user: span.user.as_deref().map(Cow::Borrowed),
+                session: span.session.as_deref().map(Cow::Borrowed),
+                input_tokens: span.input_tokens,
+                output_tokens: span.output_tokens,
+                cache_read_tokens: span.cache_read_tokens,
+                cost_usd: span.cost_usd,
+                llm_call: span.llm_call,
+            }
+        })
+        .collect();
+    let body = rmp_serde::to_vec(&Body { resources, spans: rests })
+        .expect("span bodies serialize to MessagePack");
+    let starts = picked.iter().map(|&i| spans[i].start_ns);
+    EncodedChunk {
+        min_start: starts.clone().min().unwrap_or(0),
+        max_start: starts.max().unwrap_or(0),
+        head: postcard::to_allocvec(&heads).expect("writing to a Vec cannot fail"),
+        body: lz4_flex::compress_prepend_size(&body),
+        spans: picked,
+    }
+}
+
+/// The spans in chunks, one per trace in order of first appearance; a span
+/// sent twice (same trace and span id) is kept once, as first sent.
+pub fn chunks_of(spans: &[SpanRecord]) -> Vec<EncodedChunk> {
+    let mut traces: HashMap<(&str, &str), usize> = HashMap::new();
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    for (i, span) in spans.iter().enumerate() {
+        let at = *traces.entry((&span.project, &span.trace_id)).or_insert_with(|| {
+            groups.push(Vec::new());
+            groups.len() - 1
+        });
+        let group = &mut groups[at];
+        if !group.iter().any(|&j| spans[j].span_id == span.span_id) {
+            group.push(i);
+        }
+    }
+    groups.into_iter().map(|picked| encode(spans, picked)).collect()
+}
+
+fn corrupt(what: &str, err: impl std::fmt::Display) -> String {
+    format!("stored span chunk {what}: {err}")
+}
+
+/// The heads of a chunk.
+pub fn heads(head: &[u8]) -> Result<Vec<Head<'_>>, String> {
+    postcard::from_bytes(head).map_err(|e| corrupt("head", e))
+}
+
+/// The spans of a chunk of trace `trace_id` in `project`, as they were sent.
+pub fn decode(
+    project: &str,
+    trace_id: &str,
+    head: &[u8],
+    body: &[u8],
+) -> Result<Vec<SpanRecord>, String> {
+    let heads = heads(head)?;
+    let body = lz4_flex::decompress_size_prepended(body).map_err(|e| corrupt("body", e))?;
+    let Body { resources, spans } = rmp_serde::from_slice(&body).map_err(|e| corrupt("body", e))?;
+    if spans.len() != heads.len() {
+        return Err(corrupt("", format!("{} heads but {} bodies", heads.len(), spans.len())));
+    }
+    let owned = |s: Option<Cow<'_, str>>| s.map(Cow::into_owned);
+    heads
+        .into_iter()
+        .zip(spans)
+        .map(|(h, r)| {
+            let resource = resources
+                .get(r.resource as usize)
+                .ok_or_else(|| corrupt("body", format!("no resource {}", r.resource)))?;
+            Ok(SpanRecord {
+                project: project.to_owned(),
+                trace_id: trace_id.to_owned(),
+                span_id: h.span_id.to_owned(),
+                parent_span_id: h.parent_span_id.map(str::to_owned),
+                name: h.name.to_owned(),
+                kind: h.kind,
+                service: h.service.to_owned(),
+                start_ns: h.start_ns,
+                end_ns: h.end_ns,
+                status: h.status,
+                status_message: owned(r.status_message),
+                attributes: r.attributes.into_owned(),
+                events: r.events.into_owned(),
+                resource: resource.clone().into_owned(),
+                model: h.model.map(str::to_owned),
+                provider: owned(r.provider),
+                user: owned(r.user),
+                session: owned(r.session),
+                input_tokens: r.input_tokens,
+                output_tokens: r.output_tokens,
+                cache_read_tokens: r.cache_read_tokens,
+                cost_usd: r.cost_usd,
+                llm_call: r.llm_call,
+            })
+        })
+        .collect()
+}
+
+/// `chunk` without the spans `keep` says no to (spans re-sent after they
+/// were stored), re-encoded; `None` when none is kept.
+pub fn keeping(
+    project: &str,
+    trace_id: &str,
+    chunk: &EncodedChunk,
+    keep: &[bool],
+) -> Result<Option<EncodedChunk>, String> {
+    let spans = decode(project, trace_id, &chunk.head, &chunk.body)?;
+    let picked: Vec<usize> = (0..spans.len()).filter(|&i| keep[i]).collect();
+    if picked.is_empty() {
+        return Ok(None);
+    }
+    let mut kept = encode(&spans, picked);
+    kept.spans = kept.spans.iter().map(|&i| chunk.spans[i]).collect();
+    Ok(Some(kept))
+}
+
+/// Inserts a chunk; returns its seq.
+pub fn insert(
+    tx: &Transaction<'_>,
+    project: &str,
+    trace_id: &str,
+    chunk: &EncodedChunk,
+) -> Result<i64, rusqlite::Error> {
+    tx.prepare_cached(
+        "INSERT INTO span_chunks (project, trace_id, min_start, max_start, spans, head, body) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?
+    .execute(params![
+        project,
+        trace_id,
+        chunk.min_start,
+        chunk.max_start,
+        chunk.spans.len() as i64,
+        chunk.head,
+        chunk.body
+    ])?;
+    Ok(tx.last_insert_rowid())
+}
+
+/// The ids of the spans of a trace already stored.
+pub fn stored_ids(
+    tx: &Transaction<'_>,
+    project: &str,
+    trace_id: &str,
+) -> Result<FxHashSet<String>, super::StorageError> {
+    let mut stmt = tx.prepare_cached(
+        "SELECT head FROM span_chunks INDEXED BY span_chunks_trace \
+         WHERE project = ?1 AND trace_id = ?2",
+    )?;
+    let mut rows = stmt.query(params![project, trace_id])?;
+    let mut ids = FxHashSet::default();
+    while let Some(row) = rows.next()? {
+        let head = row.get_ref(0)?.as_blob().map_err(rusqlite::Error::from)?;
+        ids.extend(
+            heads(head).map_err(super::StorageError::Corrupt)?.iter().map(|h| h.span_id.to_owned()),
+        );
+    }
+    Ok(ids)
+}
+
+/// Conditions one span of a trace must meet together (trace list filters).
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct SpanMatch {
+    pub service: Option<String>,
+    pub kind: Option<String>,
+    pub model: Option<String>,
+    /// (key, value): a span or resource attribute of that key whose value,
+    /// as text, is `value` (booleans as `1` and `0`).
+    pub attributes: Vec<(String, String)>,
+}
+
+impl SpanMatch {
+    pub fn is_empty(&self) -> bool {
+        self.service.is_none()
+            && self.kind.is_none()
+            && self.model.is_none()
+            && self.attributes.is_empty()
+    }
+
+    fn head_matches(&self, h: &Head<'_>) -> bool {
+        self.service.as_deref().is_none_or(|s| s == h.service)
+            && self.kind.as_deref().is_none_or(|k| k == h.kind.as_str())
+            && self.model.as_deref().is_none_or(|m| h.model == Some(m))
+    }
+
+    /// Whether one span of the chunk meets every condition.
+    fn matches(&self, head: &[u8], body: &[u8]) -> Result<bool, String> {
+        let heads = heads(head)?;
+        if self.attributes.is_empty() {
+            return Ok(heads.iter().any(|h| self.head_matches(h)));
+        }
+        if !heads.iter().any(|h| self.head_matches(h)) {
+            return Ok(false);
+        }
+        let spans = decode("", "", head, body)?;
+        Ok(heads.iter().zip(&spans).any(|(h, span)| {
+            self.head_matches(h)
+                && self.attributes.iter().all(|(key, value)| {
+                    [&span.attributes, &span.resource]
+                        .iter()
+                        .any(|map| map.get(key).and_then(as_text).as_deref() == Some(value))
+                })
+        }))
+    }
+}
+
+/// An attribute value as SQLite's `CAST(json_extract(..) AS TEXT)` gave it
+/// when spans were stored as JSON (booleans as 1 and 0, null as nothing).
+fn as_text(value: &serde_json::Value) -> Option<Cow<'_, str>> {
+    use serde_json::Value;
+    match value {
+        Value::Null => None,
+        Value::Bool(b) => Some(Cow::Borrowed(if *b { "1" } else { "0" })),
+        Value::String(s) => Some(Cow::Borrowed(s)),
+        other => Some(Cow::Owned(other.to_string())),
+    }
+}
+
+/// Registers `span_chunk_match(head, body, spec)`: whether one span of the
+/// chunk meets the `SpanMatch` given as JSON in `spec`.
+pub fn register_functions(conn: &Connection) -> Result<(), rusqlite::Error> {
+    conn.create_scalar_function(
+        "span_chunk_match",
+        3,
+        FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
+        |ctx| {
+            let user = |e: String| rusqlite::Error::UserFunctionError(e.into());
+            let spec = ctx.get_or_create_aux(2, |value| -> Result<SpanMatch, String> {
+                let text = value.as_str().map_err(|e| e.to_string())?;
+                serde_json::from_str(text).map_err(|e| e.to_string())
+            })?;
+            let head = ctx.get_raw(0).as_blob().map_err(|e| user(e.to_string()))?;
+            let body = ctx.get_raw(1).as_blob().map_err(|e| user(e.to_string()))?;
+            spec.matches(head, body).map_err(user)
+        },
+    )
+}
+
+/// Moves the spans of a schema 7 store (a row each, as JSON) into chunks,
+/// one per trace, written in order of their traces' first start, and
+/// rebuilds the time blocks over them. Runs once the schema is applied.
+pub fn migrate_from_7(tx: &Transaction<'_>) -> Result<(), super::StorageError> {
+    let traces: Vec<(String, String)> = tx
+        .prepare(
+            "SELECT project, trace_id FROM spans GROUP BY project, trace_id \
+             ORDER BY min(start_ns), project, trace_id",
+        )?
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    let mut records = tx.prepare(
+        "SELECT record FROM spans INDEXED BY spans_id WHERE project = ?1 AND trace_id = ?2 \
+         ORDER BY start_ns, seq",
+    )?;
+    let mut inserted = Vec::with_capacity(traces.len());
+    for (project, trace_id) in &traces {
+        let spans = records
+            .query_map(params![project, trace_id], |row| row.get::<_, String>(0))?
+            .map(|text| {
+                let text = text?;
+                serde_json::from_str::<SpanRecord>(&text).map_err(|e| {
+                    super::StorageError::Corrupt(format!("stored span of trace {trace_id}: {e}"))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        for chunk in chunks_of(&spans) {
+            let seq = insert(tx, project, trace_id, &chunk)?;
+            inserted.push((seq, chunk.min_start, chunk.max_start));
+        }
+    }
+    drop(records);
+    tx.execute("DELETE FROM span_blocks", [])?;
+    super::span_blocks::record(tx, inserted.into_iter())?;
+    tx.execute_batch("DROP TABLE spans;")?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn span(trace: &str, id: &str, start_ns: i64) -> SpanRecord {
+        SpanRecord {
+            trace_id: trace.to_owned(),
+            span_id: id.to_owned(),
+            start_ns,
+            end_ns: start_ns + 5,
+            ..SpanRecord::example()
+        }
+    }
+
+    fn rich(trace: &str, id: &str, start_ns: i64) -> SpanRecord {
+        let mut s = span(trace, id, start_ns);
+        s.parent_span_id = Some("00000000000000aa".into());
+        s.kind = SpanKind::Llm;
+        s.status = SpanStatus::Error;
+        s.status_message = Some("boom".into());
+        s.model = Some("gpt-4o".into());
+        s.provider = Some("openai".into());
+        s.user = Some("u1".into());
+        s.session = Some("s1".into());
+        s.input_tokens = 10;
+        s.output_tokens = 3;
+        s.cache_read_tokens = 2;
+        s.cost_usd = 0.25;
+        s.llm_call = true;
+        s.attributes = json!({"gen_ai.request.temperature": 0.5, "stream": true, "n": 2})
+            .as_object()
+            .unwrap()
+            .clone();
+        s.resource = json!({"service.name": "svc", "host": "h"}).as_object().unwrap().clone();
+        s.events = vec![SpanEvent {
+            time_ns: start_ns + 1,
+            name: "first_token".into(),
+            attributes: json!({"k": [1, "x"]}).as_object().unwrap().clone(),
+        }];
+        s
+    }
+
+    #[test]
+    fn chunks_round_trip_by_trace_keeping_the_first_of_repeats() {
+        let spans = vec![
+            rich("t1", "a", 30),
+            span("t2", "a", 10),
+            span("t1", "b", 20),
+            rich("t1", "a", 99),
+        ];
+        let chunks = chunks_of(&spans);
+        assert_eq!(chunks.len(), 2);
+        assert_eq!(chunks[0].spans, vec![0, 2]);
+        assert_eq!((chunks[0].min_start, chunks[0].max_start), (20, 30));
+        assert_eq!(chunks[1].spans, vec![1]);
+        let back = decode("default", "t1", &chunks[0].head, &chunks[0].body).unwrap();
+        assert_eq!(back, vec![spans[0].clone(), spans[2].clone()]);
+    }
+
+    #[test]
+    fn a_chunk_keeps_the_spans_asked_for_with_their_indices() {
+        let spans = vec![rich("t", "a", 5), span("t", "b", 7), span("t", "c", 9)];
+        let chunk = chunks_of(&spans).remove(0);
+        let kept = keeping("default", "t", &chunk, &[false, true, true]).unwrap().unwrap();
+        assert_eq!(kept.spans, vec![1, 2]);
+        assert_eq!((kept.min_start, kept.max_start), (7, 9));
+        let back = decode("default", "t", &kept.head, &kept.body).unwrap();
+        assert_eq!(back, vec![spans[1].clone(), spans[2].clone()]);
+        assert_eq!(keeping("default", "t", &chunk, &[false; 3]).unwrap(), None);
+    }
+
+    #[test]
+    fn a_match_needs_one_span_meeting_every_condition() {
+        let mut other = span("t", "b", 1);
+        other.attributes = json!({"stream": false}).as_object().unwrap().clone();
+        let chunk = chunks_of(&[rich("t", "a", 0), other]).remove(0);
+        let check = |m: SpanMatch| m.matches(&chunk.head, &chunk.body).unwrap();
+        let attrs = |pairs: &[(&str, &str)]| {
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>()
+        };
+        assert!(check(SpanMatch { kind: Some("llm".into()), ..SpanMatch::default() }));
+        assert!(check(SpanMatch { attributes: attrs(&[("stream", "0")]), ..SpanMatch::default() }));
+        assert!(check(SpanMatch {
+            model: Some("gpt-4o".into()),
+            attributes: attrs(&[
+                ("stream", "1"),
+                ("host", "h"),
+                ("gen_ai.request.temperature", "0.5")
+            ]),
+            ..SpanMatch::default()
+        }));
+        // Each condition is met by some span, but not by one span.
+        assert!(!check(SpanMatch {
+            kind: Some("chain".into()),
+            attributes: attrs(&[("stream", "1")]),
+            ..SpanMatch::default()
+        }));
+        assert!(!check(SpanMatch { attributes: attrs(&[("n", "3")]), ..SpanMatch::default() }));
+    }
+}
