@@ -75,6 +75,8 @@ pub fn trace_records(
 ) -> (Records, Problems) {
     let accounting = ingest.context();
     let mut records = Records::default();
+    let spans = request.resource_spans.iter().flat_map(|r| &r.scope_spans);
+    records.spans.reserve(spans.map(|s| s.spans.len()).sum());
     let mut problems = Problems::default();
     let mut index = 0usize;
     for resource_spans in &request.resource_spans {

@@ -261,7 +261,10 @@ pub(super) fn id_hex(bytes: &[u8], len: usize) -> Result<Option<String>, String>
     if bytes.iter().all(|byte| *byte == 0) {
         return Ok(None);
     }
-    Ok(Some(hex::encode(bytes)))
+    // Through a slice: `hex::encode` builds its string a char at a time.
+    let mut text = vec![0; 2 * len];
+    hex::encode_to_slice(bytes, &mut text).expect("the slice is twice the id's length");
+    Ok(Some(String::from_utf8(text).expect("hex digits are ASCII")))
 }
 
 /// Unix nanoseconds as the record model stores them.

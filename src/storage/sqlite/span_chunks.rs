@@ -6,11 +6,10 @@
 //! JSON, made the writer's B-trees and the WAL the cost of span ingest.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 
 use rusqlite::functions::FunctionFlags;
 use rusqlite::{Connection, Transaction, params};
-use rustc_hash::FxHashSet;
+use rustc_hash::{FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize};
 
 use crate::model::{Attributes, SpanEvent, SpanKind, SpanRecord, SpanStatus};
@@ -112,7 +111,8 @@ fn encode(spans: &[SpanRecord], picked: Vec<usize>) -> EncodedChunk {
             }
         })
         .collect();
-    let body = rmp_serde::to_vec(&Body { resources, spans: rests })
+    let mut body = Vec::with_capacity(512 * picked.len());
+    rmp_serde::encode::write(&mut body, &Body { resources, spans: rests })
         .expect("span bodies serialize to MessagePack");
     let starts = picked.iter().map(|&i| spans[i].start_ns);
     EncodedChunk {
@@ -127,7 +127,7 @@ fn encode(spans: &[SpanRecord], picked: Vec<usize>) -> EncodedChunk {
 /// The spans in chunks, one per trace in order of first appearance; a span
 /// sent twice (same trace and span id) is kept once, as first sent.
 pub fn chunks_of(spans: &[SpanRecord]) -> Vec<EncodedChunk> {
-    let mut traces: HashMap<(&str, &str), usize> = HashMap::new();
+    let mut traces: FxHashMap<(&str, &str), usize> = FxHashMap::default();
     let mut groups: Vec<Vec<usize>> = Vec::new();
     for (i, span) in spans.iter().enumerate() {
         let at = *traces.entry((&span.project, &span.trace_id)).or_insert_with(|| {

@@ -1,10 +1,9 @@
 //! Spans, trace summaries and log records in SQLite: appending them and the
 //! trace and session queries.
 
-use std::collections::HashMap;
-
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Row, Transaction, params, params_from_iter};
+use rustc_hash::FxHashMap;
 
 use super::span_chunks::{self, EncodedChunk, SpanMatch};
 use super::{StorageError, span_blocks};
@@ -123,7 +122,7 @@ pub fn append(
         // What the new spans add to each trace, summed here so that a trace
         // gets one update per batch rather than one per span.
         let mut deltas: Vec<TraceDelta<'_>> = Vec::new();
-        let mut by_trace: HashMap<(&str, &str), usize> = HashMap::new();
+        let mut by_trace: FxHashMap<(&str, &str), usize> = FxHashMap::default();
         let mut inserted = Vec::with_capacity(chunks.len());
         let mut kept_chunk;
         for &c in chunk_order {
