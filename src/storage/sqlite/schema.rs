@@ -91,7 +91,8 @@ CREATE TABLE IF NOT EXISTS span_chunks (
     head      BLOB NOT NULL,
     body      BLOB NOT NULL
 );
-CREATE INDEX IF NOT EXISTS span_chunks_trace ON span_chunks (project, trace_id);
+-- `spans` too, so that counting the spans stored reads the index
+CREATE INDEX IF NOT EXISTS span_chunks_trace ON span_chunks (project, trace_id, spans);
 
 -- span chunks are found by start time through blocks of consecutive seqs
 -- (span_blocks.rs), not through an index entry per chunk
