@@ -19,6 +19,12 @@ pub const BLOCK_CALLS: i64 = 4096;
 /// the blocks of its first moments only, however many calls arrive at once
 /// or however late they are stamped.
 pub const BLOCK_SPAN_MS: i64 = 1000;
+/// A block holding fewer calls than this takes calls of later slices too:
+/// calls stamped far apart (those of spans, which start all over the last
+/// hour) would otherwise get a block each, and a block row and its time
+/// index entry cost about as much to write as the call. Reading a few more
+/// calls than a window needs costs little.
+pub const SPARSE_CALLS: i64 = 64;
 
 /// One block as read back for a query.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +48,12 @@ fn slice(time_ms: i64) -> i64 {
     time_ms.div_euclid(BLOCK_SPAN_MS)
 }
 
+/// Whether a call at `time` may join a block of `calls` calls whose least
+/// time is `min`.
+fn joins(min: i64, calls: i64, time: i64) -> bool {
+    slice(min) == slice(time) || calls < SPARSE_CALLS
+}
+
 /// The order to insert an append's calls in: by time, except that a call
 /// sharing an id or span with an earlier call of the append goes after all
 /// the others, in arrival order, so that of two calls with one key the
@@ -62,12 +74,13 @@ pub fn insert_order(calls: &[LlmCall], span_refs: &[Option<&str>]) -> Vec<usize>
 }
 
 /// Splits calls just inserted, as (seq, time_ms) in insertion order, into
-/// runs of consecutive seqs within one time slice.
+/// runs of consecutive seqs within one time slice (or of fewer than
+/// `SPARSE_CALLS` calls).
 fn runs(inserted: impl Iterator<Item = (i64, i64)>) -> Vec<Run> {
     let mut runs: Vec<Run> = Vec::new();
     for (seq, time) in inserted {
         match runs.last_mut() {
-            Some(run) if slice(run.min) == slice(time) && run.last < seq => {
+            Some(run) if joins(run.min, run.count, time) && run.last < seq => {
                 run.last = seq;
                 run.min = run.min.min(time);
                 run.max = run.max.max(time);
@@ -95,7 +108,7 @@ pub fn record(
         .query_row([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)))
         .optional()?;
     let extends = matches!(newest, Some((_, last, calls, min_time))
-        if calls < BLOCK_CALLS && last < head.first && slice(min_time) == slice(head.min));
+        if calls < BLOCK_CALLS && last < head.first && joins(min_time, calls, head.min));
     let mut insert = tx.prepare_cached(
         "INSERT INTO call_blocks (first_seq, last_seq, calls, min_time, max_time) \
          VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -356,16 +369,20 @@ mod tests {
     }
 
     #[test]
-    fn runs_break_at_time_slices_and_gaps_in_order() {
-        let inserted = [(1, 100), (2, 900), (3, 1_000), (4, 1_500), (5, 200), (7, 300)];
+    fn full_runs_break_at_time_slices_and_sparse_runs_span_them() {
+        // Dense: the run breaks at the slice once it holds SPARSE_CALLS calls.
+        let mut inserted: Vec<(i64, i64)> = (1..=SPARSE_CALLS).map(|s| (s, 10 + s)).collect();
+        inserted.extend([(65, 1_000), (67, 1_500), (68, 200), (69, 90_000)]);
         assert_eq!(
             runs(inserted.into_iter()),
             vec![
-                Run { first: 1, last: 2, min: 100, max: 900, count: 2 },
-                Run { first: 3, last: 4, min: 1_000, max: 1_500, count: 2 },
-                Run { first: 5, last: 7, min: 200, max: 300, count: 2 },
+                Run { first: 1, last: 64, min: 11, max: 74, count: 64 },
+                Run { first: 65, last: 69, min: 200, max: 90_000, count: 4 },
             ]
         );
+        // A run breaks at a gap the other way (seqs going back) too.
+        let back = [(5, 100), (3, 100)];
+        assert_eq!(runs(back.into_iter()).len(), 2);
     }
 
     #[test]
