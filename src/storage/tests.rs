@@ -260,6 +260,17 @@ pub async fn windows_over_many_appends(storage: Arc<dyn Storage>) {
         append(&*storage, &engine, calls.clone()).await;
         all.extend(calls);
     }
+    // Sparse appends (as the calls of spans are): a few calls far apart in
+    // time, whose blocks span many seconds.
+    for batch in 0..2 {
+        let calls: Vec<LlmCall> = (0..150)
+            .map(|i| {
+                call(Some(&format!("sparse{batch}-{i}")), (i * 1_333 + batch * 500) % 200_000, 1)
+            })
+            .collect();
+        append(&*storage, &engine, calls.clone()).await;
+        all.extend(calls);
+    }
     let order = |from: i64, to: i64| -> Vec<String> {
         let mut chosen: Vec<(i64, usize, String)> = all
             .iter()
