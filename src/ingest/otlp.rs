@@ -2,6 +2,8 @@
 //! become spans, the model calls they describe, and log records, which the
 //! transports then commit together.
 
+use std::sync::Arc;
+
 use base64::Engine as _;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
@@ -80,7 +82,7 @@ pub fn trace_records(
     let mut problems = Problems::default();
     let mut index = 0usize;
     for resource_spans in &request.resource_spans {
-        let resource = resource_attributes(resource_spans.resource.as_ref());
+        let resource = Arc::new(resource_attributes(resource_spans.resource.as_ref()));
         let context = SpanContext { resource: &resource, project_hint: hint };
         for scope_spans in &resource_spans.scope_spans {
             for span in &scope_spans.spans {
@@ -149,7 +151,7 @@ pub fn log_records(request: &ExportLogsServiceRequest, hint: Option<&str>) -> (R
     let mut problems = Problems::default();
     let mut index = 0usize;
     for resource_logs in &request.resource_logs {
-        let resource = resource_attributes(resource_logs.resource.as_ref());
+        let resource = Arc::new(resource_attributes(resource_logs.resource.as_ref()));
         let context = SpanContext { resource: &resource, project_hint: hint };
         for scope_logs in &resource_logs.scope_logs {
             for log in &scope_logs.log_records {

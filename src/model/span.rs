@@ -2,6 +2,7 @@
 //! normalization, with the LLM facts a span carried.
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -128,7 +129,8 @@ pub struct SpanRecord {
     pub status_message: Option<String>,
     pub attributes: Attributes,
     pub events: Vec<SpanEvent>,
-    pub resource: Attributes,
+    /// Shared by the spans of one export that came with it.
+    pub resource: Arc<Attributes>,
     pub model: Option<String>,
     pub provider: Option<String>,
     pub user: Option<String>,
@@ -163,7 +165,7 @@ impl SpanRecord {
             status_message: None,
             attributes: Attributes::new(),
             events: Vec::new(),
-            resource: Attributes::new(),
+            resource: Arc::default(),
             model: None,
             provider: None,
             user: None,

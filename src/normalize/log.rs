@@ -114,10 +114,10 @@ mod tests {
     }
 
     fn normalize(record: &otlp::LogRecord) -> Result<LogRecord, LogError> {
-        let resource = crate::normalize::attributes_to_json(&[
+        let resource = std::sync::Arc::new(crate::normalize::attributes_to_json(&[
             kv("service.name", "gateway"),
             kv("openinference.project.name", "phoenix-proj"),
-        ]);
+        ]));
         normalize_log(record, &SpanContext { resource: &resource, project_hint: Some("hint") })
     }
 
@@ -197,7 +197,7 @@ mod tests {
 
     #[test]
     fn project_falls_back_like_spans() {
-        let resource = Attributes::new();
+        let resource = std::sync::Arc::new(Attributes::new());
         let ctx = SpanContext { resource: &resource, project_hint: None };
         let log = normalize_log(&record(), &ctx).unwrap();
         assert_eq!((log.project.as_str(), log.service.as_str()), ("default", "unknown_service"));

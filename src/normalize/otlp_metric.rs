@@ -301,7 +301,7 @@ pub fn metric_points(
     let mut points = Vec::new();
     let mut rejected = Vec::new();
     for resource_metrics in &request.resource_metrics {
-        let resource = resource_attributes(resource_metrics.resource.as_ref());
+        let resource = std::sync::Arc::new(resource_attributes(resource_metrics.resource.as_ref()));
         let context = SpanContext { resource: &resource, project_hint: hint };
         let project = context.project();
         let service = resource.get("service.name").and_then(|v| v.as_str()).map(str::to_owned);

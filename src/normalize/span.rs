@@ -4,6 +4,8 @@
 //! OpenLLMetry, Langfuse, Vercel AI SDK; see semconv.md) and the caps on
 //! stored attribute sizes. Pure: no I/O, no clock.
 
+use std::sync::Arc;
+
 use rustc_hash::FxHashMap;
 
 use chrono::{DateTime, NaiveDateTime};
@@ -120,8 +122,8 @@ impl SpanError {
 #[derive(Debug, Clone, Copy)]
 pub struct SpanContext<'a> {
     /// The resource's attributes, converted once per `ResourceSpans` (see
-    /// `resource_attributes`).
-    pub resource: &'a Attributes,
+    /// `resource_attributes`) and shared by its spans.
+    pub resource: &'a Arc<Attributes>,
     /// The project named by the request's credentials (a Langfuse public
     /// key, say), if any. Resource attributes that name a project win.
     pub project_hint: Option<&'a str>,
@@ -946,12 +948,12 @@ mod tests {
     }
 
     fn normalize(span: &Span) -> NormalizedSpan {
-        let resource = Attributes::new();
+        let resource = Arc::new(Attributes::new());
         normalize_span(span, &SpanContext { resource: &resource, project_hint: None }).unwrap()
     }
 
     fn error_of(span: &Span) -> SpanError {
-        let resource = Attributes::new();
+        let resource = Arc::new(Attributes::new());
         normalize_span(span, &SpanContext { resource: &resource, project_hint: None }).unwrap_err()
     }
 
@@ -1454,7 +1456,7 @@ mod tests {
     #[test]
     fn project_and_service_precedence() {
         let project_of = |resource: &[KeyValue], hint: Option<&str>| {
-            let resource = attributes_to_json(resource);
+            let resource = Arc::new(attributes_to_json(resource));
             let span = span_with(vec![
                 kv("gen_ai.request.model", "gpt-4o"),
                 kv("gen_ai.usage.input_tokens", 1),

@@ -709,7 +709,7 @@ mod tests {
             name: "first_token".to_owned(),
             attributes: Attributes::new(),
         });
-        root.resource.insert("host.name".to_owned(), json!("box"));
+        std::sync::Arc::make_mut(&mut root.resource).insert("host.name".to_owned(), json!("box"));
 
         let value = serde_json::to_value(build(vec![root])).unwrap();
 

@@ -250,12 +250,12 @@ impl EncodedRecords {
 
     /// Encodes records, then drops from the spans and logs what is written
     /// only encoded and never read from the records again: their attribute
-    /// maps, events and bodies, freed here on the request's thread.
+    /// maps, events and bodies, freed here on the request's thread (a span's
+    /// resource is shared by its export's spans, so it stays).
     fn of_taking(calls: &[LlmCall], spans: &mut [SpanRecord], logs: &mut [LogRecord]) -> Self {
         let encoded = Self::of(calls, spans, logs);
         for span in spans {
             drop(std::mem::take(&mut span.attributes));
-            drop(std::mem::take(&mut span.resource));
             drop(std::mem::take(&mut span.events));
         }
         for log in logs {

@@ -6,6 +6,7 @@
 //! JSON, made the writer's B-trees and the WAL the cost of span ingest.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use rusqlite::functions::FunctionFlags;
 use rusqlite::{Connection, Transaction, params};
@@ -83,18 +84,20 @@ pub struct EncodedChunk {
 /// Encodes `spans[i]` for each of `picked` (spans of one trace) as a chunk.
 fn encode(spans: &[SpanRecord], picked: Vec<usize>) -> EncodedChunk {
     let heads: Vec<Head<'_>> = picked.iter().map(|&i| Head::of(&spans[i])).collect();
-    let mut resources: Vec<Cow<'_, Attributes>> = Vec::new();
+    // The spans of one export share their resource; others may carry an
+    // equal one.
+    let mut resources: Vec<&Arc<Attributes>> = Vec::new();
     let rests = picked
         .iter()
         .map(|&i| {
             let span = &spans[i];
-            let resource = match resources.iter().position(|r| **r == span.resource) {
-                Some(at) => at,
-                None => {
-                    resources.push(Cow::Borrowed(&span.resource));
-                    resources.len() - 1
-                }
-            };
+            let known = resources
+                .iter()
+                .position(|r| Arc::ptr_eq(r, &span.resource) || **r == span.resource);
+            let resource = known.unwrap_or_else(|| {
+                resources.push(&span.resource);
+                resources.len() - 1
+            });
             Rest {
                 status_message: span.status_message.as_deref().map(Cow::Borrowed),
                 attributes: Cow::Borrowed(&span.attributes),
@@ -112,6 +115,7 @@ fn encode(spans: &[SpanRecord], picked: Vec<usize>) -> EncodedChunk {
         })
         .collect();
     let mut body = Vec::with_capacity(512 * picked.len());
+    let resources = resources.into_iter().map(|r| Cow::Borrowed(&**r)).collect();
     rmp_serde::encode::write(&mut body, &Body { resources, spans: rests })
         .expect("span bodies serialize to MessagePack");
     let starts = picked.iter().map(|&i| spans[i].start_ns);
@@ -165,6 +169,8 @@ pub fn decode(
         return Err(corrupt("", format!("{} heads but {} bodies", heads.len(), spans.len())));
     }
     let owned = |s: Option<Cow<'_, str>>| s.map(Cow::into_owned);
+    let resources: Vec<Arc<Attributes>> =
+        resources.into_iter().map(|r| Arc::new(r.into_owned())).collect();
     heads
         .into_iter()
         .zip(spans)
@@ -186,7 +192,7 @@ pub fn decode(
                 status_message: owned(r.status_message),
                 attributes: r.attributes.into_owned(),
                 events: r.events.into_owned(),
-                resource: resource.clone().into_owned(),
+                resource: resource.clone(),
                 model: h.model.map(str::to_owned),
                 provider: owned(r.provider),
                 user: owned(r.user),
@@ -413,7 +419,8 @@ mod tests {
             .as_object()
             .unwrap()
             .clone();
-        s.resource = json!({"service.name": "svc", "host": "h"}).as_object().unwrap().clone();
+        s.resource =
+            Arc::new(json!({"service.name": "svc", "host": "h"}).as_object().unwrap().clone());
         s.events = vec![SpanEvent {
             time_ns: start_ns + 1,
             name: "first_token".into(),
@@ -437,6 +444,21 @@ mod tests {
         assert_eq!(chunks[1].spans, vec![1]);
         let back = decode("default", "t1", &chunks[0].head, &chunks[0].body).unwrap();
         assert_eq!(back, vec![spans[0].clone(), spans[2].clone()]);
+    }
+
+    #[test]
+    fn a_resource_is_stored_once_per_row_and_shared_when_read() {
+        let resource =
+            Arc::new(json!({"service.name": "svc", "k": "v"}).as_object().unwrap().clone());
+        let mut spans: Vec<SpanRecord> = (0..3).map(|i| span("t", &i.to_string(), i)).collect();
+        spans[0].resource = resource.clone();
+        spans[1].resource = resource.clone();
+        // Equal, though not shared (as from another export).
+        spans[2].resource = Arc::new((*resource).clone());
+        let chunk = chunks_of(&spans).remove(0);
+        let back = decode("default", "t", &chunk.head, &chunk.body).unwrap();
+        assert_eq!(back, spans);
+        assert!(back.windows(2).all(|w| Arc::ptr_eq(&w[0].resource, &w[1].resource)));
     }
 
     #[test]
