@@ -1,7 +1,8 @@
 //! `tally bench spans`: OTLP/HTTP protobuf exports of realistic agent traces
 //! from concurrent clients; prints spans/s until every span is queryable,
 //! export latency, the server's peak RSS, and then the latency of the trace
-//! detail and trace list queries over what was stored.
+//! detail and trace list queries over what was stored, right after the load
+//! and once the server has settled.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,7 +31,8 @@ pub struct SpansArgs {
     /// Concurrent clients.
     #[arg(long, default_value_t = 16)]
     concurrency: u64,
-    /// Trace-detail and trace-list queries timed after the load.
+    /// Trace-detail and trace-list queries timed after the load (twice: at
+    /// once, and once the server has settled).
     #[arg(long, default_value_t = 200)]
     queries: usize,
     /// Stop sending after this many seconds.
@@ -149,6 +151,66 @@ fn export_body(run: u64, first_trace: u64, traces: u64, now_ns: u64) -> Vec<u8> 
     .encode_to_vec()
 }
 
+/// How long the bench lets the server settle before timing queries again:
+/// past the default rollup flush interval (5 s).
+const SETTLE: Duration = Duration::from_secs(6);
+
+/// Times trace-detail and trace-list queries over the traces a run stored.
+struct Queries<'a> {
+    client: &'a reqwest::Client,
+    url: &'a str,
+    run: u64,
+    sent: u64,
+    count: usize,
+}
+
+impl Queries<'_> {
+    async fn time(&self, when: &str) -> anyhow::Result<()> {
+        let stored_traces = self.sent / SPANS_PER_TRACE;
+        let mut rng = Rng(self.run | 1);
+        let mut detail = Vec::new();
+        for _ in 0..self.count {
+            let id = hex::encode(trace_id(self.run, rng.below(stored_traces.max(1))));
+            let t0 = Instant::now();
+            let response =
+                self.client.get(format!("{}/api/v1/traces/{id}", self.url)).send().await?;
+            let status = response.status();
+            let _ = response.bytes().await?;
+            detail.push(t0.elapsed().as_secs_f64() * 1000.0);
+            if !status.is_success() {
+                bail!("trace {id}: {status}");
+            }
+        }
+        let mut list = Vec::new();
+        for i in 0..self.count.min(100) {
+            let query = if i % 2 == 0 {
+                "since=3h&limit=50"
+            } else {
+                "since=3h&limit=50&model=gpt-4o&status=error"
+            };
+            let t0 = Instant::now();
+            let response =
+                self.client.get(format!("{}/api/v1/traces?{query}", self.url)).send().await?;
+            let _ = response.bytes().await?;
+            list.push(t0.elapsed().as_secs_f64() * 1000.0);
+        }
+        detail.sort_by(f64::total_cmp);
+        list.sort_by(f64::total_cmp);
+        println!(
+            "  trace detail    over {} stored spans, {when}: p50 {:.2} ms  p99 {:.2} ms",
+            self.sent,
+            percentile(&detail, 0.5),
+            percentile(&detail, 0.99)
+        );
+        println!(
+            "  trace list      (50 newest; and filtered by model and errors), {when}: p50 {:.2} ms  p99 {:.2} ms",
+            percentile(&list, 0.5),
+            percentile(&list, 0.99)
+        );
+        Ok(())
+    }
+}
+
 pub async fn spans(args: SpansArgs) -> anyhow::Result<()> {
     let server = Server::start(&args.target).await?;
     let client =
@@ -222,45 +284,15 @@ pub async fn spans(args: SpansArgs) -> anyhow::Result<()> {
         latencies.last().copied().unwrap_or(f64::NAN)
     );
 
-    // Query latency over what is stored.
-    let stored_traces = sent / SPANS_PER_TRACE;
-    let mut rng = Rng(run | 1);
-    let mut detail = Vec::new();
-    for _ in 0..args.queries {
-        let id = hex::encode(trace_id(run, rng.below(stored_traces.max(1))));
-        let t0 = Instant::now();
-        let response = client.get(format!("{}/api/v1/traces/{id}", server.url)).send().await?;
-        let status = response.status();
-        let _ = response.bytes().await?;
-        detail.push(t0.elapsed().as_secs_f64() * 1000.0);
-        if !status.is_success() {
-            bail!("trace {id}: {status}");
-        }
+    // Query latency over what is stored: right after the load, while the
+    // server still flushes rollups and checkpoints the WAL, and again once
+    // it has settled (a rollup flush interval later).
+    let queries = Queries { client: &client, url: &server.url, run, sent, count: args.queries };
+    if args.queries > 0 {
+        queries.time("right after the load").await?;
+        tokio::time::sleep(SETTLE).await;
+        queries.time("settled").await?;
     }
-    let mut list = Vec::new();
-    for i in 0..args.queries.min(100) {
-        let query = if i % 2 == 0 {
-            "since=3h&limit=50"
-        } else {
-            "since=3h&limit=50&model=gpt-4o&status=error"
-        };
-        let t0 = Instant::now();
-        let response = client.get(format!("{}/api/v1/traces?{query}", server.url)).send().await?;
-        let _ = response.bytes().await?;
-        list.push(t0.elapsed().as_secs_f64() * 1000.0);
-    }
-    detail.sort_by(f64::total_cmp);
-    list.sort_by(f64::total_cmp);
-    println!(
-        "  trace detail    over {sent} stored spans: p50 {:.2} ms  p99 {:.2} ms",
-        percentile(&detail, 0.5),
-        percentile(&detail, 0.99)
-    );
-    println!(
-        "  trace list      (50 newest; and filtered by model and errors): p50 {:.2} ms  p99 {:.2} ms",
-        percentile(&list, 0.5),
-        percentile(&list, 0.99)
-    );
     match server.peak_rss_mib() {
         Some(mib) => println!("  server peak RSS {mib:.0} MiB"),
         None => println!("  server peak RSS unknown (external server)"),
