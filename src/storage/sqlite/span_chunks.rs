@@ -209,7 +209,7 @@ pub fn decode(
 
 /// `chunk` without the spans `keep` says no to (spans re-sent after they
 /// were stored), re-encoded; `None` when none is kept.
-pub fn keeping(
+fn keeping(
     project: &str,
     trace_id: &str,
     chunk: &EncodedChunk,
@@ -248,8 +248,27 @@ pub fn insert(
     Ok(tx.last_insert_rowid())
 }
 
+/// `chunk` (of spans of `spans`) without those its trace already has stored
+/// (sent again): itself when none were, `None` when all were.
+pub fn unstored<'c>(
+    tx: &Transaction<'_>,
+    project: &str,
+    trace_id: &str,
+    chunk: &'c EncodedChunk,
+    spans: &[SpanRecord],
+) -> Result<Option<Cow<'c, EncodedChunk>>, super::StorageError> {
+    let stored = stored_ids(tx, project, trace_id)?;
+    let keep: Vec<bool> =
+        chunk.spans.iter().map(|&i| !stored.contains(&spans[i].span_id)).collect();
+    if keep.iter().all(|k| *k) {
+        return Ok(Some(Cow::Borrowed(chunk)));
+    }
+    let kept = keeping(project, trace_id, chunk, &keep).map_err(super::StorageError::Corrupt)?;
+    Ok(kept.map(Cow::Owned))
+}
+
 /// The ids of the spans of a trace already stored.
-pub fn stored_ids(
+fn stored_ids(
     tx: &Transaction<'_>,
     project: &str,
     trace_id: &str,

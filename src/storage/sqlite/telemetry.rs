@@ -124,33 +124,15 @@ pub fn append(
         let mut deltas: Vec<TraceDelta<'_>> = Vec::new();
         let mut by_trace: FxHashMap<(&str, &str), usize> = FxHashMap::default();
         let mut inserted = Vec::with_capacity(chunks.len());
-        let mut kept_chunk;
         for &c in chunk_order {
-            let chunk = &chunks[c];
-            let Some(&first) = chunk.spans.first() else { continue };
+            let Some(&first) = chunks[c].spans.first() else { continue };
             let (project, trace_id) =
                 (spans[first].project.as_str(), spans[first].trace_id.as_str());
-            let stored = span_chunks::stored_ids(tx, project, trace_id)?;
-            let chunk = if stored.is_empty() {
-                chunk
-            } else {
-                let keep: Vec<bool> =
-                    chunk.spans.iter().map(|&i| !stored.contains(&spans[i].span_id)).collect();
-                if keep.iter().all(|k| *k) {
-                    chunk
-                } else {
-                    match span_chunks::keeping(project, trace_id, chunk, &keep)
-                        .map_err(StorageError::Corrupt)?
-                    {
-                        Some(kept) => {
-                            kept_chunk = kept;
-                            &kept_chunk
-                        }
-                        None => continue,
-                    }
-                }
+            let Some(chunk) = span_chunks::unstored(tx, project, trace_id, &chunks[c], spans)?
+            else {
+                continue;
             };
-            let seq = span_chunks::insert(tx, project, trace_id, chunk)?;
+            let seq = span_chunks::insert(tx, project, trace_id, &chunk)?;
             inserted.push((seq, chunk.min_start, chunk.max_start));
             for &i in &chunk.spans {
                 let span = &spans[i];
