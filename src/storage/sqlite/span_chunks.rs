@@ -258,6 +258,9 @@ pub fn unstored<'c>(
     spans: &[SpanRecord],
 ) -> Result<Option<Cow<'c, EncodedChunk>>, super::StorageError> {
     let stored = stored_ids(tx, project, trace_id)?;
+    if stored.is_empty() {
+        return Ok(Some(Cow::Borrowed(chunk)));
+    }
     let keep: Vec<bool> =
         chunk.spans.iter().map(|&i| !stored.contains(&spans[i].span_id)).collect();
     if keep.iter().all(|k| *k) {
