@@ -6,6 +6,8 @@
 //! row, `logs` keeps log records whole (as JSON), each with the columns they
 //! are found by; `traces` sums each trace.
 
+use rusqlite::OptionalExtension;
+
 pub const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
@@ -108,6 +110,7 @@ CREATE INDEX IF NOT EXISTS span_blocks_max_start ON span_blocks (max_start);
 -- One row per trace, kept up to date as its spans arrive, so that listing
 -- traces reads one row each.
 CREATE TABLE IF NOT EXISTS traces (
+    id           INTEGER PRIMARY KEY,
     project      TEXT NOT NULL,
     trace_id     TEXT NOT NULL,
     -- the root span (no parent) if it arrived, else the earliest span
@@ -124,9 +127,13 @@ CREATE TABLE IF NOT EXISTS traces (
     cache_read_tokens INTEGER NOT NULL,
     cost_usd     REAL NOT NULL,
     user         TEXT,
-    session      TEXT,
-    PRIMARY KEY (project, trace_id)
-) WITHOUT ROWID;
+    session      TEXT
+);
+-- a rowid table, so that the time and session indexes hold a rowid rather
+-- than the (project, trace id) key: trace starts come in any order, so
+-- each commit dirties most pages of the time index, and smaller entries
+-- mean fewer pages
+CREATE UNIQUE INDEX IF NOT EXISTS traces_id ON traces (project, trace_id);
 CREATE INDEX IF NOT EXISTS traces_start ON traces (project, start_ns);
 CREATE INDEX IF NOT EXISTS traces_session ON traces (project, session) WHERE session IS NOT NULL;
 
@@ -232,13 +239,48 @@ pub fn create_or_check(conn: &rusqlite::Connection) -> Result<(), super::Storage
     if migrating && version <= 6 {
         super::span_blocks::migrate_from_6(&tx)?;
     }
+    let old_traces = migrating && set_traces_aside(&tx)?;
     tx.execute_batch(SCHEMA)?;
     if migrating {
         super::span_chunks::migrate_from_7(&tx)?;
     }
+    if old_traces {
+        tx.execute_batch(&format!(
+            "INSERT INTO traces ({TRACE_COLUMNS}) SELECT {TRACE_COLUMNS} FROM traces_v7;
+             DROP TABLE traces_v7;"
+        ))?;
+    }
     tx.pragma_update(None, "user_version", VERSION)?;
     tx.commit()?;
     Ok(())
+}
+
+/// The columns `traces` has had since schema 5.
+const TRACE_COLUMNS: &str = "project, trace_id, has_root, root_name, root_service, start_ns, \
+    end_ns, span_count, error_count, llm_calls, input_tokens, output_tokens, \
+    cache_read_tokens, cost_usd, user, session";
+
+/// Renames a `traces` table keyed by (project, trace id) (before schema 8)
+/// to `traces_v7` and drops its indexes, so that the schema makes the rowid
+/// table its rows are then copied into. Returns whether it did.
+fn set_traces_aside(tx: &rusqlite::Transaction<'_>) -> Result<bool, rusqlite::Error> {
+    let sql: Option<String> = tx
+        .query_row(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'traces'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if !sql.is_some_and(|sql| sql.contains("WITHOUT ROWID")) {
+        return Ok(false);
+    }
+    tx.execute_batch(
+        "ALTER TABLE traces RENAME TO traces_v7;
+         DROP INDEX IF EXISTS traces_start;
+         DROP INDEX IF EXISTS traces_session;
+         DROP INDEX IF EXISTS traces_id;",
+    )?;
+    Ok(true)
 }
 
 /// The spans table and its index as schema 7 had them (for tests that
@@ -257,3 +299,62 @@ pub const WATERMARK_KEY: &str = "rollup_watermark";
 pub const CALL_SEQ_FLOOR_KEY: &str = "call_seq_floor";
 /// The meta key of the last logged metric commit in `metric_bins`.
 pub const METRIC_WATERMARK_KEY: &str = "metric_watermark";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rusqlite::Connection;
+
+    #[test]
+    fn a_schema_7_store_gets_its_traces_in_a_rowid_table() {
+        let conn = Connection::open_in_memory().unwrap();
+        create_or_check(&conn).unwrap();
+        // Back to schema 7: a row per span, traces keyed by (project, trace id).
+        conn.execute_batch(&format!(
+            "DROP TABLE span_chunks; DROP TABLE traces; {SPANS_V7}
+             CREATE TABLE traces (project TEXT NOT NULL, trace_id TEXT NOT NULL,
+                 has_root INTEGER NOT NULL, root_name TEXT NOT NULL,
+                 root_service TEXT NOT NULL, start_ns INTEGER NOT NULL,
+                 end_ns INTEGER NOT NULL, span_count INTEGER NOT NULL,
+                 error_count INTEGER NOT NULL, llm_calls INTEGER NOT NULL,
+                 input_tokens INTEGER NOT NULL, output_tokens INTEGER NOT NULL,
+                 cache_read_tokens INTEGER NOT NULL, cost_usd REAL NOT NULL, user TEXT,
+                 session TEXT, PRIMARY KEY (project, trace_id)) WITHOUT ROWID;
+             CREATE INDEX traces_start ON traces (project, start_ns);
+             CREATE INDEX traces_session ON traces (project, session) WHERE session IS NOT NULL;
+             INSERT INTO traces VALUES ('default', 'a1', 1, 'root', 'svc', 10, 20, 3, 1, 1, 5, 6,
+                 2, 0.5, 'alice', 'chat-1');
+             PRAGMA user_version = 7;"
+        ))
+        .unwrap();
+        create_or_check(&conn).unwrap();
+        let sql: String = conn
+            .query_row("SELECT sql FROM sqlite_master WHERE name = 'traces'", [], |r| r.get(0))
+            .unwrap();
+        assert!(!sql.contains("WITHOUT ROWID"), "{sql}");
+        let row: (String, i64, f64, String) = conn
+            .query_row(
+                "SELECT root_name, span_count, cost_usd, session FROM traces \
+                 WHERE project = 'default' AND trace_id = 'a1'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .unwrap();
+        assert_eq!(row, ("root".to_owned(), 3, 0.5, "chat-1".to_owned()));
+        let indexes: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND tbl_name = 'traces' \
+                 AND name IN ('traces_id', 'traces_start', 'traces_session')",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(indexes, 3);
+        let old: i64 = conn
+            .query_row("SELECT count(*) FROM sqlite_master WHERE name = 'traces_v7'", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(old, 0);
+    }
+}
