@@ -35,6 +35,12 @@ pub struct SpansArgs {
     /// once, and once the server has settled).
     #[arg(long, default_value_t = 200)]
     queries: usize,
+    /// Trace starts are spread over this many seconds before the last
+    /// minute (3600, the default, lands them all over the time indexes;
+    /// live traffic, whose exports carry spans that just ended, is closer to
+    /// 60).
+    #[arg(long, default_value_t = 3600)]
+    spread_s: u64,
     /// Stop sending after this many seconds.
     #[arg(long, default_value_t = 900)]
     max_seconds: u64,
@@ -69,9 +75,9 @@ fn trace_id(run: u64, n: u64) -> Vec<u8> {
 /// One agent run: an agent span, three LLM calls, three tool calls, two
 /// retrievals and an embedding, with GenAI attributes as instrumented apps
 /// send them.
-fn agent_trace(run: u64, n: u64, now_ns: u64, rng: &mut Rng) -> Vec<Span> {
+fn agent_trace(run: u64, n: u64, now_ns: u64, spread_ms: u64, rng: &mut Rng) -> Vec<Span> {
     let trace = trace_id(run, n);
-    let t0 = now_ns - rng.below(3_600_000) * MS - 60_000 * MS;
+    let t0 = now_ns - rng.below(spread_ms.max(1)) * MS - 60_000 * MS;
     let user = format!("user-{}", rng.below(500));
     let session = format!("session-{}", n / 4);
     let span = |id: u8, parent: Option<u8>, name: String, start: u64, len: u64| Span {
@@ -132,11 +138,11 @@ fn agent_trace(run: u64, n: u64, now_ns: u64, rng: &mut Rng) -> Vec<Span> {
     spans
 }
 
-fn export_body(run: u64, first_trace: u64, traces: u64, now_ns: u64) -> Vec<u8> {
+fn export_body(run: u64, first_trace: u64, traces: u64, now_ns: u64, spread_ms: u64) -> Vec<u8> {
     let mut rng =
         Rng(0x9E37_79B9_7F4A_7C15 ^ (first_trace + 1).wrapping_mul(0x2545_F491_4F6C_DD1D));
     let spans: Vec<Span> = (first_trace..first_trace + traces)
-        .flat_map(|n| agent_trace(run, n, now_ns, &mut rng))
+        .flat_map(|n| agent_trace(run, n, now_ns, spread_ms, &mut rng))
         .collect();
     ExportTraceServiceRequest {
         resource_spans: vec![ResourceSpans {
@@ -221,10 +227,11 @@ pub async fn spans(args: SpansArgs) -> anyhow::Result<()> {
     let batches = traces.div_ceil(args.traces_per_batch);
     let deadline = Instant::now() + Duration::from_secs(args.max_seconds);
     println!(
-        "spans: {} spans ({traces} agent traces of {SPANS_PER_TRACE}) in OTLP/HTTP protobuf exports of {} spans, {} concurrent clients",
+        "spans: {} spans ({traces} agent traces of {SPANS_PER_TRACE}) in OTLP/HTTP protobuf exports of {} spans, {} concurrent clients, trace starts spread over {} s",
         traces * SPANS_PER_TRACE,
         args.traces_per_batch * SPANS_PER_TRACE,
-        args.concurrency
+        args.concurrency,
+        args.spread_s
     );
     let next = Arc::new(AtomicU64::new(0));
     let sent = Arc::new(AtomicU64::new(0));
@@ -234,6 +241,7 @@ pub async fn spans(args: SpansArgs) -> anyhow::Result<()> {
         let (client, next, sent) = (client.clone(), next.clone(), sent.clone());
         let endpoint = format!("{}/v1/traces", server.url);
         let per_batch = args.traces_per_batch;
+        let spread_ms = args.spread_s.saturating_mul(1000);
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             loop {
@@ -243,7 +251,7 @@ pub async fn spans(args: SpansArgs) -> anyhow::Result<()> {
                 }
                 let first = n * per_batch;
                 let count = per_batch.min(traces - first);
-                let body = export_body(run, first, count, now_ns);
+                let body = export_body(run, first, count, now_ns, spread_ms);
                 let t0 = Instant::now();
                 let (status, bytes) =
                     post_until_taken(&client, &endpoint, "application/x-protobuf", body).await?;
