@@ -380,6 +380,47 @@ async fn append_telemetry(storage: &dyn Storage, spans: Vec<SpanRecord>, logs: V
     storage.append(batch).await.unwrap();
 }
 
+/// Two requests of one append carry spans of one trace, one span in both:
+/// the trace gets each span once, the first sent, and totals over both.
+pub async fn one_trace_from_two_requests_of_one_append(storage: Arc<dyn Storage>) {
+    let mut first =
+        vec![span("c", "1", None, 2_000, 2_100), span("c", "2", Some("1"), 2_010, 2_020)];
+    first[1].input_tokens = 7;
+    let mut again = first[1].clone();
+    again.name = "sent again".into();
+    again.input_tokens = 1_000;
+    let mut second = vec![again, span("c", "3", Some("1"), 2_030, 2_040)];
+    second[1].input_tokens = 5;
+    let spans: Vec<SpanRecord> = first.iter().chain(&second).cloned().collect();
+    let encoded =
+        vec![storage.encode(&[], &mut first, &mut []), storage.encode(&[], &mut second, &mut [])];
+    let batch = AppendBatch {
+        calls: vec![],
+        series_ids: vec![],
+        new_series: vec![],
+        spans,
+        logs: vec![],
+        metric_log: None,
+        new_metric_series: vec![],
+        encoded,
+    };
+    storage.append(batch).await.unwrap();
+    let filter = TraceFilter {
+        project: "default".into(),
+        from_ns: 0,
+        to_ns: i64::MAX,
+        limit: 10,
+        ..TraceFilter::default()
+    };
+    let traces = storage.list_traces(filter).await.unwrap();
+    assert_eq!(traces.len(), 1);
+    assert_eq!((traces[0].span_count, traces[0].input_tokens), (3, 12));
+    assert_eq!(traces[0].root_name, "op-1");
+    let (stored, _) = storage.trace("default", &"c".repeat(32)).await.unwrap();
+    let names: Vec<&str> = stored.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["op-1", "op-2", "op-3"]);
+}
+
 pub async fn spans_sum_into_traces_once(storage: Arc<dyn Storage>) {
     // The child arrives before its root; then the same child again.
     let mut llm = span("a", "2", Some("1"), 1_010, 1_050);
@@ -490,6 +531,12 @@ macro_rules! backend_suite {
     ($module:ident, $open:expr) => {
         mod $module {
             use super::*;
+
+            #[tokio::test]
+            async fn one_trace_from_two_requests_of_one_append() {
+                let (_dir, storage) = $open;
+                super::one_trace_from_two_requests_of_one_append(storage).await;
+            }
 
             #[tokio::test]
             async fn spans_sum_into_traces_once() {

@@ -104,9 +104,6 @@ impl SqliteStorage {
         // on their own thread so that commits never wait for them.
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         conn.pragma_update(None, "journal_size_limit", 256 * 1024 * 1024)?;
-        // Room for every statement appends and flushes prepare (about 16,
-        // rusqlite's default), so that none is prepared again after a flush.
-        conn.set_prepared_statement_cache_capacity(64);
         let writer = Arc::new(Mutex::new(conn));
         let wal_frames = Arc::new(AtomicU64::new(0));
         spawn_checkpointer(

@@ -105,25 +105,6 @@ pub fn delete_before(tx: &Transaction<'_>, cutoff_ns: i64) -> Result<usize, rusq
     Ok(deleted as usize)
 }
 
-/// Builds blocks for a store written before they existed (schema 6) from
-/// its spans, and drops the per-span time index they replace. Runs before
-/// the schema is applied, which creates the blocks' own index.
-pub fn migrate_from_6(tx: &Transaction<'_>) -> Result<(), rusqlite::Error> {
-    tx.execute_batch(
-        "CREATE TABLE span_blocks (
-             id        INTEGER PRIMARY KEY,
-             first_seq INTEGER NOT NULL,
-             last_seq  INTEGER NOT NULL,
-             min_start INTEGER NOT NULL,
-             max_start INTEGER NOT NULL
-         );
-         INSERT INTO span_blocks (first_seq, last_seq, min_start, max_start)
-             SELECT min(seq), max(seq), min(start_ns), max(start_ns) FROM spans
-             GROUP BY seq / 4096;
-         DROP INDEX IF EXISTS spans_start;",
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -132,16 +132,17 @@ fn encode(spans: &[SpanRecord], picked: Vec<usize>) -> EncodedChunk {
 /// sent twice (same trace and span id) is kept once, as first sent.
 pub fn chunks_of(spans: &[SpanRecord]) -> Vec<EncodedChunk> {
     let mut traces: FxHashMap<(&str, &str), usize> = FxHashMap::default();
+    let mut seen: FxHashSet<(&str, &str, &str)> = FxHashSet::default();
     let mut groups: Vec<Vec<usize>> = Vec::new();
     for (i, span) in spans.iter().enumerate() {
+        if !seen.insert((&span.project, &span.trace_id, &span.span_id)) {
+            continue;
+        }
         let at = *traces.entry((&span.project, &span.trace_id)).or_insert_with(|| {
             groups.push(Vec::new());
             groups.len() - 1
         });
-        let group = &mut groups[at];
-        if !group.iter().any(|&j| spans[j].span_id == span.span_id) {
-            group.push(i);
-        }
+        groups[at].push(i);
     }
     groups.into_iter().map(|picked| encode(spans, picked)).collect()
 }
@@ -337,8 +338,9 @@ impl SpanMatch {
     }
 }
 
-/// An attribute value as SQLite's `CAST(json_extract(..) AS TEXT)` gave it
-/// when spans were stored as JSON (booleans as 1 and 0, null as nothing).
+/// An attribute value as text, as filters compare it: strings as they are,
+/// booleans as 1 and 0 (as SQLite read them when spans were stored as
+/// JSON), other values as JSON, null as nothing.
 fn as_text(value: &serde_json::Value) -> Option<Cow<'_, str>> {
     use serde_json::Value;
     match value {

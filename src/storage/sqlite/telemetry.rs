@@ -68,8 +68,9 @@ struct TraceDelta<'a> {
 }
 
 impl<'a> TraceDelta<'a> {
-    fn of(span: &'a SpanRecord) -> Self {
-        let mut delta = TraceDelta {
+    /// Nothing added yet; `span` is the root until a better one is added.
+    fn new(span: &'a SpanRecord) -> Self {
+        TraceDelta {
             root: span,
             start_ns: span.start_ns,
             end_ns: span.end_ns,
@@ -82,9 +83,7 @@ impl<'a> TraceDelta<'a> {
             cost_usd: 0.0,
             user: None,
             session: None,
-        };
-        delta.add(span);
-        delta
+        }
     }
 
     fn add(&mut self, span: &'a SpanRecord) {
@@ -134,15 +133,12 @@ pub fn append(
             };
             let seq = span_chunks::insert(tx, project, trace_id, &chunk)?;
             inserted.push((seq, chunk.min_start, chunk.max_start));
+            let d = *by_trace.entry((project, trace_id)).or_insert_with(|| {
+                deltas.push(TraceDelta::new(&spans[chunk.spans[0]]));
+                deltas.len() - 1
+            });
             for &i in &chunk.spans {
-                let span = &spans[i];
-                match by_trace.get(&(project, trace_id)) {
-                    Some(&d) => deltas[d].add(span),
-                    None => {
-                        by_trace.insert((project, trace_id), deltas.len());
-                        deltas.push(TraceDelta::of(span));
-                    }
-                }
+                deltas[d].add(&spans[i]);
             }
         }
         span_blocks::record(tx, inserted.into_iter())?;
