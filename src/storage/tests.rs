@@ -366,8 +366,14 @@ fn span(trace: &str, id: &str, parent: Option<&str>, start_ms: i64, end_ms: i64)
     }
 }
 
-async fn append_telemetry(storage: &dyn Storage, spans: Vec<SpanRecord>, logs: Vec<LogRecord>) {
-    let batch = AppendBatch {
+/// An append of spans and logs only, with the parts `Storage::encode` made
+/// for them (none: the store encodes them itself).
+fn telemetry_batch(
+    spans: Vec<SpanRecord>,
+    logs: Vec<LogRecord>,
+    encoded: Vec<super::EncodedPart>,
+) -> AppendBatch {
+    AppendBatch {
         calls: vec![],
         series_ids: vec![],
         new_series: vec![],
@@ -375,9 +381,23 @@ async fn append_telemetry(storage: &dyn Storage, spans: Vec<SpanRecord>, logs: V
         logs,
         metric_log: None,
         new_metric_series: vec![],
-        encoded: vec![],
-    };
-    storage.append(batch).await.unwrap();
+        encoded,
+    }
+}
+
+async fn append_telemetry(storage: &dyn Storage, spans: Vec<SpanRecord>, logs: Vec<LogRecord>) {
+    storage.append(telemetry_batch(spans, logs, vec![])).await.unwrap();
+}
+
+/// Every trace of the default project, ten to a page.
+fn all_traces() -> TraceFilter {
+    TraceFilter {
+        project: "default".into(),
+        from_ns: 0,
+        to_ns: i64::MAX,
+        limit: 10,
+        ..TraceFilter::default()
+    }
 }
 
 /// Two requests of one append carry spans of one trace, one span in both:
@@ -394,25 +414,8 @@ pub async fn one_trace_from_two_requests_of_one_append(storage: Arc<dyn Storage>
     let spans: Vec<SpanRecord> = first.iter().chain(&second).cloned().collect();
     let encoded =
         vec![storage.encode(&[], &mut first, &mut []), storage.encode(&[], &mut second, &mut [])];
-    let batch = AppendBatch {
-        calls: vec![],
-        series_ids: vec![],
-        new_series: vec![],
-        spans,
-        logs: vec![],
-        metric_log: None,
-        new_metric_series: vec![],
-        encoded,
-    };
-    storage.append(batch).await.unwrap();
-    let filter = TraceFilter {
-        project: "default".into(),
-        from_ns: 0,
-        to_ns: i64::MAX,
-        limit: 10,
-        ..TraceFilter::default()
-    };
-    let traces = storage.list_traces(filter).await.unwrap();
+    storage.append(telemetry_batch(spans, vec![], encoded)).await.unwrap();
+    let traces = storage.list_traces(all_traces()).await.unwrap();
     assert_eq!(traces.len(), 1);
     assert_eq!((traces[0].span_count, traces[0].input_tokens), (3, 12));
     assert_eq!(traces[0].root_name, "op-1");
@@ -449,13 +452,7 @@ pub async fn spans_sum_into_traces_once(storage: Arc<dyn Storage>) {
     append_telemetry(&*storage, vec![root.clone(), llm.clone()], vec![]).await;
     append_telemetry(&*storage, vec![span("b", "3", None, 5_000, 5_001)], vec![]).await;
 
-    let all = TraceFilter {
-        project: "default".into(),
-        from_ns: 0,
-        to_ns: i64::MAX,
-        limit: 10,
-        ..TraceFilter::default()
-    };
+    let all = all_traces();
     let traces = storage.list_traces(all.clone()).await.unwrap();
     assert_eq!(traces.len(), 2);
     assert_eq!(traces[0].trace_id, "b".repeat(32), "newest first");
