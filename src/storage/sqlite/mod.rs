@@ -7,7 +7,7 @@
 //! also survives power loss.
 
 mod budgets;
-mod call_blocks;
+mod call_chunks;
 mod metrics;
 mod rows;
 mod schema;
@@ -217,16 +217,6 @@ fn spawn_checkpointer(
     Ok(())
 }
 
-fn collect_calls(
-    conn: &Connection,
-    sql: &str,
-    params: impl rusqlite::Params,
-) -> Result<Vec<SequencedCall>, StorageError> {
-    let mut stmt = conn.prepare_cached(sql)?;
-    let rows = stmt.query_map(params, rows::call_from_row)?;
-    Ok(rows.collect::<Result<Vec<_>, _>>()?)
-}
-
 /// Records encoded for a write, one part per request (`Storage::encode`).
 #[derive(Default)]
 struct EncodedRecords {
@@ -300,7 +290,7 @@ impl EncodedRecords {
 /// The encoded form of what an append writes, made before the write.
 struct Encoded {
     records: EncodedRecords,
-    /// The order to insert the calls in (`call_blocks::insert_order`).
+    /// The order to insert the calls in (`call_chunks::insert_order`).
     call_order: Vec<usize>,
     /// The order to insert the span chunks in (`span_blocks::insert_order`).
     chunk_order: Vec<usize>,
@@ -312,25 +302,10 @@ impl Encoded {
     fn of(batch: &mut AppendBatch) -> Result<Self, StorageError> {
         let parts = std::mem::take(&mut batch.encoded);
         let records = EncodedRecords::joined(parts, batch)?;
-        let span_refs: Vec<Option<&str>> =
-            records.calls.iter().map(rows::EncodedCall::span_ref).collect();
-        let call_order = call_blocks::insert_order(&batch.calls, &span_refs);
+        let call_order = call_chunks::insert_order(&batch.calls);
         let chunk_order = span_blocks::insert_order(&batch.spans, &records.chunks);
         Ok(Self { records, call_order, chunk_order })
     }
-}
-
-/// The highest call seq stored.
-fn stored_seq(conn: &Connection) -> Result<i64, StorageError> {
-    Ok(conn.query_row("SELECT coalesce(max(seq), 0) FROM calls", [], |r| r.get(0))?)
-}
-
-/// The seq the next call must take when SQLite's choice (the stored
-/// maximum plus one) would repeat one that retention deleted: seqs never
-/// repeat, as the rollup watermark and the replay after a crash count on.
-fn floor_seq(conn: &Connection) -> Result<Option<i64>, StorageError> {
-    let floor = meta_value(conn, schema::CALL_SEQ_FLOOR_KEY)?;
-    Ok((stored_seq(conn)? < floor).then_some(floor + 1))
 }
 
 /// Keeps a number in `meta`.
@@ -396,8 +371,7 @@ impl Storage for SqliteStorage {
         limit: usize,
     ) -> Result<Vec<SequencedCall>, StorageError> {
         self.read(move |conn| {
-            let sql = format!("{} WHERE c.seq > ?1 ORDER BY c.seq LIMIT ?2", rows::SELECT_CALL);
-            collect_calls(conn, &sql, params![seq, limit as i64])
+            call_chunks::after(conn, seq, limit)
         })
         .await
     }
@@ -428,30 +402,21 @@ impl Storage for SqliteStorage {
                     encoded: _,
                 } = batch;
                 let tx = conn.transaction()?;
-                let mut seqs = vec![None; calls.len()];
                 {
                     let mut insert_series = tx.prepare_cached(rows::INSERT_SERIES)?;
                     for (id, key) in &new_series {
                         rows::insert_series(&mut insert_series, *id, key)?;
                     }
-                    let mut insert = tx.prepare_cached(rows::INSERT_CALL)?;
-                    // SQLite picks the stored maximum plus one, which is past
-                    // every seq used unless retention emptied the top of the
-                    // table; then the first call is placed past the floor.
-                    let mut placed = floor_seq(&tx)?;
-                    for &i in &encoded.call_order {
-                        let (call, encoded) = (&calls[i], &encoded.records.calls[i]);
-                        if rows::insert_call(&mut insert, call, series_ids[i], encoded, placed)? {
-                            seqs[i] = Some(tx.last_insert_rowid());
-                            placed = None;
-                        }
-                    }
                 }
-                let inserted = encoded
-                    .call_order
-                    .iter()
-                    .filter_map(|&i| seqs[i].map(|seq| (seq, calls[i].time_ms)));
-                call_blocks::record(&tx, inserted)?;
+                let floor = meta_value(&tx, schema::CALL_SEQ_FLOOR_KEY)?;
+                let seqs = call_chunks::append(
+                    &tx,
+                    &calls,
+                    &series_ids,
+                    &encoded.records.calls,
+                    &encoded.call_order,
+                    floor,
+                )?;
                 telemetry::append(
                     &tx,
                     &spans,
@@ -546,7 +511,7 @@ impl Storage for SqliteStorage {
     }
 
     async fn list_calls(&self, filter: CallFilter) -> Result<Vec<SequencedCall>, StorageError> {
-        self.read(move |conn| call_blocks::list(conn, &filter)).await
+        self.read(move |conn| call_chunks::list(conn, &filter)).await
     }
 
     async fn calls_between(
@@ -556,7 +521,7 @@ impl Storage for SqliteStorage {
         after_seq: i64,
         limit: usize,
     ) -> Result<Vec<SequencedCall>, StorageError> {
-        self.read(move |conn| call_blocks::between(conn, from, to, after_seq, limit)).await
+        self.read(move |conn| call_chunks::between(conn, from, to, after_seq, limit)).await
     }
 
     async fn replace_window(
@@ -570,15 +535,7 @@ impl Storage for SqliteStorage {
         self.write(move |conn| {
             let tx = conn.transaction()?;
             write_series(&tx, &new_series)?;
-            {
-                let mut update =
-                    tx.prepare_cached("UPDATE calls SET payload = ?2 WHERE seq = ?1")?;
-                let mut scratch = Vec::with_capacity(256);
-                for (seq, call) in &repriced {
-                    rows::encode_payload(call, &mut scratch);
-                    update.execute(params![seq, &scratch[..]])?;
-                }
-            }
+            call_chunks::replace_payloads(&tx, &repriced)?;
             tx.execute(
                 "DELETE FROM rollups WHERE bucket >= ?1 AND bucket < ?2",
                 params![from, to],
@@ -596,9 +553,10 @@ impl Storage for SqliteStorage {
             let mut deleted = 0;
             if let Some(cutoff) = cutoffs.raw {
                 // Deleted seqs are never handed out again.
-                let floor = stored_seq(&tx)?.max(meta_value(&tx, schema::CALL_SEQ_FLOOR_KEY)?);
+                let stored = call_chunks::stored_seq(&tx)?;
+                let floor = stored.max(meta_value(&tx, schema::CALL_SEQ_FLOOR_KEY)?);
                 set_meta(&tx, schema::CALL_SEQ_FLOOR_KEY, floor)?;
-                deleted += call_blocks::delete_before(&tx, cutoff)?;
+                deleted += call_chunks::delete_before(&tx, cutoff)?;
                 deleted += telemetry::apply_retention(&tx, cutoff.saturating_mul(1_000_000))?;
             }
             deleted += metrics::apply_retention(&tx, &cutoffs.metric)?;
@@ -626,7 +584,7 @@ impl Storage for SqliteStorage {
                 conn.query_row(sql, [], |row| row.get::<_, i64>(0)).map(|n| n as u64)
             };
             Ok(StoreStats {
-                calls: count("SELECT COUNT(*) FROM calls")?,
+                calls: count("SELECT coalesce(sum(calls), 0) FROM call_chunks")?,
                 series: count("SELECT COUNT(*) FROM series")?,
                 rollup_rows: count("SELECT COUNT(*) FROM rollups")?,
                 spans: count("SELECT coalesce(sum(spans), 0) FROM span_chunks")?,

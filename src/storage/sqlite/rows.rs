@@ -5,12 +5,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::aggregate::rollup::SequencedCall;
 use crate::aggregate::{Cell, CellKey, SeriesKey, Sketch, Tier};
-use crate::model::{LlmCall, Operation, Source, Status, Tags};
+use crate::model::{LlmCall, Operation, Source, Status};
 use crate::storage::StorageError;
-
-pub const INSERT_CALL: &str = "INSERT OR IGNORE INTO calls \
-    (project, id, series, time_ms, session, span_ref, payload, seq) \
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
 
 /// The columns of a call that are not looked up by, in encoding order. Kept
 /// as a borrowed view for writing and an owned one for reading; the
@@ -102,55 +98,30 @@ pub fn encode_payload(call: &LlmCall, out: &mut Vec<u8>) {
     postcard::to_io(&payload, &mut *out).expect("writing to a Vec cannot fail");
 }
 
-/// The encoded columns of a call that `insert_call` binds.
+/// A call's payload, encoded by the request handlers (`Storage::encode`).
 pub struct EncodedCall {
-    payload: Vec<u8>,
-    span_ref: Option<String>,
+    pub payload: Vec<u8>,
 }
 
 impl EncodedCall {
     pub fn of(call: &LlmCall) -> Self {
         let mut payload = Vec::with_capacity(96);
         encode_payload(call, &mut payload);
-        let span_ref = match (&call.trace_id, &call.span_id) {
-            (Some(trace), Some(span)) => Some(format!("{trace}{span}")),
-            _ => None,
-        };
-        Self { payload, span_ref }
-    }
-
-    /// The call's span key (trace id and span id), when it has one.
-    pub fn span_ref(&self) -> Option<&str> {
-        self.span_ref.as_deref()
+        Self { payload }
     }
 }
 
-/// Inserts one call (as `seq`, else as the next seq SQLite picks); returns
-/// false when its id was already stored.
-pub fn insert_call(
-    stmt: &mut Statement<'_>,
-    call: &LlmCall,
-    series: i64,
-    encoded: &EncodedCall,
-    seq: Option<i64>,
-) -> Result<bool, rusqlite::Error> {
-    let changed = stmt.execute(params![
-        call.project,
-        call.id,
-        series,
-        call.time_ms,
-        call.session,
-        encoded.span_ref,
-        encoded.payload,
-        seq,
-    ])?;
-    Ok(changed == 1)
+/// A stored call's own fields as a chunk holds them; the rest comes from
+/// its series.
+pub struct StoredCall<'a> {
+    pub seq: i64,
+    pub series: i64,
+    pub project: &'a str,
+    pub id: Option<&'a str>,
+    pub time_ms: i64,
+    pub session: Option<&'a str>,
+    pub payload: &'a [u8],
 }
-
-/// Columns read back by `call_from_row`, with the series joined in.
-pub const SELECT_CALL: &str = "SELECT c.seq, c.series, c.project, c.id, c.time_ms, c.session, \
-    c.payload, s.model, s.provider, s.operation, s.user, s.api_key, s.route, s.status, \
-    s.cluster, s.tags FROM calls c JOIN series s ON s.id = c.series";
 
 fn corrupt(what: String) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(
@@ -160,29 +131,38 @@ fn corrupt(what: String) -> rusqlite::Error {
     )
 }
 
-pub fn call_from_row(row: &Row<'_>) -> Result<SequencedCall, rusqlite::Error> {
-    let operation: String = row.get(9)?;
-    let status: String = row.get(13)?;
-    let tags: String = row.get(15)?;
-    let p: Payload = postcard::from_bytes(row.get_ref(6)?.as_blob()?)
-        .map_err(|e| corrupt(format!("call payload: {e}")))?;
+fn decode_payload(bytes: &[u8]) -> Result<Payload, StorageError> {
+    postcard::from_bytes(bytes).map_err(|e| StorageError::Corrupt(format!("call payload: {e}")))
+}
+
+/// The trace id and span id a stored payload names, when it names both.
+pub fn span_of(payload: &[u8]) -> Result<Option<(String, String)>, StorageError> {
+    let p = decode_payload(payload)?;
+    Ok(p.trace_id.zip(p.span_id))
+}
+
+/// A stored call put back together with its series' dimensions.
+pub fn decode_call(
+    stored: &StoredCall<'_>,
+    key: &SeriesKey,
+) -> Result<SequencedCall, StorageError> {
+    let p = decode_payload(stored.payload)?;
     let call = LlmCall {
-        id: row.get(3)?,
-        project: row.get(2)?,
-        time_ms: row.get(4)?,
+        id: stored.id.map(str::to_owned),
+        project: stored.project.to_owned(),
+        time_ms: stored.time_ms,
         started_at_ms: p.started_at_ms,
         completed_at_ms: p.completed_at_ms,
-        model: row.get(7)?,
+        model: key.model.clone(),
         response_model: p.response_model,
-        provider: row.get(8)?,
-        operation: Operation::parse(&operation)
-            .ok_or_else(|| corrupt(format!("operation {operation:?}")))?,
-        user: row.get(10)?,
-        api_key: row.get(11)?,
-        session: row.get(5)?,
-        route: row.get(12)?,
-        cluster: row.get(14)?,
-        tags: serde_json::from_str::<Tags>(&tags).map_err(|e| corrupt(format!("tags: {e}")))?,
+        provider: key.provider.clone(),
+        operation: key.operation,
+        user: key.user.clone(),
+        api_key: key.api_key.clone(),
+        session: stored.session.map(str::to_owned),
+        route: key.route.clone(),
+        cluster: key.cluster.clone(),
+        tags: key.tags.clone(),
         requests: p.requests,
         input_tokens: p.input_tokens,
         output_tokens: p.output_tokens,
@@ -197,17 +177,17 @@ pub fn call_from_row(row: &Row<'_>) -> Result<SequencedCall, rusqlite::Error> {
         output_chunks: p.output_chunks,
         ttft_ms: p.ttft_ms,
         duration_ms: p.duration_ms,
-        status: Status::parse(&status).ok_or_else(|| corrupt(format!("status {status:?}")))?,
+        status: key.status,
         error_type: p.error_type,
         cost_usd: p.cost_usd,
         price_id: p.price_id,
         reported_cost_usd: p.reported_cost_usd,
         source: Source::parse(&p.source)
-            .ok_or_else(|| corrupt(format!("source {:?}", p.source)))?,
+            .ok_or_else(|| StorageError::Corrupt(format!("source {:?}", p.source)))?,
         trace_id: p.trace_id,
         span_id: p.span_id,
     };
-    Ok(SequencedCall { seq: row.get(0)?, series: row.get(1)?, call })
+    Ok(SequencedCall { seq: stored.seq, series: stored.series, call })
 }
 
 pub const INSERT_SERIES: &str = "INSERT OR IGNORE INTO series (id, project, model, provider, \

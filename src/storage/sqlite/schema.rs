@@ -1,8 +1,6 @@
-//! The SQLite schema. `calls` is the audit trail and the idempotency truth
-//! (its partial unique index on (project, id)); only what calls are looked
-//! up by has a column, the rest is one compact payload, so that an insert
-//! binds few values. `series` names the rollup keys; `rollups` holds flushed
-//! buckets of every tier. `span_chunks` keeps spans a trace's batch to a
+//! The SQLite schema. `call_chunks` is the audit trail, a run of calls to a
+//! row, and `call_keys` the idempotency truth. `series` names the rollup
+//! keys; `rollups` holds flushed buckets of every tier. `span_chunks` keeps spans a trace's batch to a
 //! row, `logs` keeps log records whole (as JSON), each with the columns they
 //! are found by; `traces` sums each trace.
 
@@ -30,33 +28,28 @@ CREATE TABLE IF NOT EXISTS series (
     projection TEXT
 );
 
-CREATE TABLE IF NOT EXISTS calls (
-    seq     INTEGER PRIMARY KEY,
-    project TEXT NOT NULL,
-    id      TEXT,
-    series  INTEGER NOT NULL,
-    time_ms INTEGER NOT NULL,
-    session TEXT,
-    -- trace id and span id (hex, concatenated) of the span the call is
-    -- described by, when known: a second idempotency key
-    span_ref TEXT,
-    -- everything else about the call, compactly encoded (rows.rs)
-    payload BLOB NOT NULL
-);
-CREATE UNIQUE INDEX IF NOT EXISTS calls_project_id ON calls (project, id) WHERE id IS NOT NULL;
-CREATE UNIQUE INDEX IF NOT EXISTS calls_project_span
-    ON calls (project, span_ref) WHERE span_ref IS NOT NULL;
-
--- calls are found by time through blocks of consecutive seqs
--- (call_blocks.rs), not through an index entry per call
-CREATE TABLE IF NOT EXISTS call_blocks (
+-- calls, a run of an append's calls to a row (call_chunks.rs): one
+-- project, consecutive seqs, times within one second unless the run is
+-- sparse; found by time through the (max_time) index
+CREATE TABLE IF NOT EXISTS call_chunks (
     first_seq INTEGER PRIMARY KEY,
     last_seq  INTEGER NOT NULL,
+    project   TEXT NOT NULL,
     calls     INTEGER NOT NULL,
     min_time  INTEGER NOT NULL,
-    max_time  INTEGER NOT NULL
+    max_time  INTEGER NOT NULL,
+    -- each call's seq and time offsets, series, id, session and payload
+    body      BLOB NOT NULL
 );
-CREATE INDEX IF NOT EXISTS call_blocks_max_time ON call_blocks (max_time);
+CREATE INDEX IF NOT EXISTS call_chunks_max_time ON call_chunks (max_time);
+
+-- the idempotency truth: 'i' || id and 's' || trace id || span id of every
+-- stored call that has them
+CREATE TABLE IF NOT EXISTS call_keys (
+    project TEXT NOT NULL,
+    key     TEXT NOT NULL,
+    PRIMARY KEY (project, key)
+) WITHOUT ROWID;
 
 CREATE TABLE IF NOT EXISTS rollups (
     tier               INTEGER NOT NULL,
@@ -218,10 +211,10 @@ CREATE INDEX IF NOT EXISTS deliveries_alert ON deliveries (alert_id);
 
 /// Bumped on every incompatible change; a store of another version is
 /// refused rather than misread.
-pub const VERSION: i64 = 8;
+pub const VERSION: i64 = 9;
 
 /// Creates the schema in a new database, checks an existing one's version,
-/// or migrates a store of schema 5, 6 or 7 (in one transaction).
+/// or migrates a store of schema 5 to 8 (in one transaction).
 pub fn create_or_check(conn: &rusqlite::Connection) -> Result<(), super::StorageError> {
     let version: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
     let tables: i64 =
@@ -229,18 +222,18 @@ pub fn create_or_check(conn: &rusqlite::Connection) -> Result<(), super::Storage
             row.get(0)
         })?;
     let migrating = tables > 0 && version != VERSION;
-    if migrating && !(5..=7).contains(&version) {
+    if migrating && !(5..=8).contains(&version) {
         return Err(super::StorageError::SchemaVersion { found: version, needed: VERSION });
     }
     let tx = conn.unchecked_transaction()?;
-    if migrating && version == 5 {
-        super::call_blocks::migrate_from_5(&tx)?;
-    }
     // Schema 6 added span blocks over the rows of `spans`; the move into
     // chunks below rebuilds them for 5 and 6 alike.
     let old_traces = migrating && set_traces_aside(&tx)?;
     tx.execute_batch(SCHEMA)?;
     if migrating {
+        super::call_chunks::migrate_rows(&tx)?;
+    }
+    if migrating && version <= 7 {
         super::span_chunks::migrate_from_7(&tx)?;
     }
     if old_traces {
@@ -291,6 +284,18 @@ pub const SPANS_V7: &str = "CREATE TABLE spans (
         name TEXT NOT NULL, service TEXT NOT NULL, kind TEXT NOT NULL, model TEXT,
         error INTEGER NOT NULL, record TEXT NOT NULL);
     CREATE UNIQUE INDEX spans_id ON spans (project, trace_id, span_id);";
+
+/// The calls table and its blocks as schema 8 had them (for tests that
+/// build older stores).
+#[cfg(test)]
+pub const CALLS_V8: &str = "CREATE TABLE calls (
+        seq INTEGER PRIMARY KEY, project TEXT NOT NULL, id TEXT, series INTEGER NOT NULL,
+        time_ms INTEGER NOT NULL, session TEXT, span_ref TEXT, payload BLOB NOT NULL);
+    CREATE UNIQUE INDEX calls_project_id ON calls (project, id) WHERE id IS NOT NULL;
+    CREATE UNIQUE INDEX calls_project_span ON calls (project, span_ref)
+        WHERE span_ref IS NOT NULL;
+    CREATE TABLE call_blocks (first_seq INTEGER PRIMARY KEY, last_seq INTEGER NOT NULL,
+        calls INTEGER NOT NULL, min_time INTEGER NOT NULL, max_time INTEGER NOT NULL);";
 
 pub const WATERMARK_KEY: &str = "rollup_watermark";
 /// The meta key of the highest call seq ever used (kept when retention

@@ -7,7 +7,6 @@
 use rusqlite::{Connection, Transaction, params};
 use rustc_hash::FxHashSet;
 
-use super::call_blocks;
 use super::span_chunks::EncodedChunk;
 use crate::model::SpanRecord;
 
@@ -79,7 +78,22 @@ pub fn ranges(
         "SELECT first_seq, last_seq FROM span_blocks WHERE max_start >= ?1 AND min_start < ?2",
     )?;
     let rows = stmt.query_map(params![from_ns, to_ns], |row| Ok((row.get(0)?, row.get(1)?)))?;
-    Ok(call_blocks::merge_ranges(rows.collect::<Result<_, _>>()?))
+    Ok(merge_ranges(rows.collect::<Result<_, _>>()?))
+}
+
+/// Seq ranges (first, last) merged into disjoint ones, in seq order (a
+/// block's range can overlap a later one's when retention emptied the top
+/// of the table and SQLite handed its seqs out again).
+fn merge_ranges(mut ranges: Vec<(i64, i64)>) -> Vec<(i64, i64)> {
+    ranges.sort_unstable();
+    let mut merged: Vec<(i64, i64)> = Vec::with_capacity(ranges.len());
+    for (first, last) in ranges {
+        match merged.last_mut() {
+            Some((_, end)) if first <= *end + 1 => *end = (*end).max(last),
+            _ => merged.push((first, last)),
+        }
+    }
+    merged
 }
 
 /// Deletes the chunks of every block that ends before `cutoff_ns` (those
@@ -109,6 +123,15 @@ pub fn delete_before(tx: &Transaction<'_>, cutoff_ns: i64) -> Result<usize, rusq
 mod tests {
     use super::*;
     use crate::storage::sqlite::{schema, span_chunks, telemetry};
+
+    #[test]
+    fn overlapping_ranges_merge_into_disjoint_ones() {
+        assert_eq!(
+            merge_ranges(vec![(10, 20), (1, 5), (15, 30), (6, 8), (40, 41)]),
+            vec![(1, 8), (10, 30), (40, 41)]
+        );
+        assert!(merge_ranges(Vec::new()).is_empty());
+    }
 
     fn span(trace_id: &str, span_id: &str, start_ns: i64) -> SpanRecord {
         SpanRecord {

@@ -1,0 +1,735 @@
+//! Calls, stored a run of an append's calls to a row. A `call_chunks` row
+//! holds calls of one project with consecutive seqs whose times lie in one
+//! second (or further apart, for sparse runs); `call_keys` holds every
+//! stored call's id and span key, the idempotency truth. A row per call,
+//! with its index entries, cost more to write than the call's own bytes;
+//! queries by time read a chunk whole, as they read a block of rows before.
+
+use rusqlite::{CachedStatement, Connection, OptionalExtension, Transaction, params};
+use rustc_hash::{FxHashMap, FxHashSet};
+use serde::{Deserialize, Serialize, Serializer};
+
+use super::rows::{self, EncodedCall, StoredCall};
+use crate::aggregate::SeriesKey;
+use crate::aggregate::rollup::SequencedCall;
+use crate::model::LlmCall;
+use crate::storage::{CallFilter, StorageError};
+
+/// Calls a chunk holds at most.
+pub const CHUNK_CALLS: usize = 4096;
+/// A chunk's calls lie in one such slice of time: an append writes its
+/// calls in time order (`insert_order`), so that a window's first page reads
+/// the chunks of its first moments only, however many calls arrive at once
+/// or however late they are stamped.
+pub const CHUNK_SPAN_MS: i64 = 1000;
+/// A chunk holding fewer calls than this takes calls of later slices too:
+/// calls stamped far apart (those of spans, which start all over the last
+/// hour) would otherwise get a row each. Reading a few more calls than a
+/// window needs costs little.
+pub const SPARSE_CALLS: usize = 64;
+
+/// One call in a chunk's body, its seq and time as offsets from the chunk's
+/// first seq and least time. Borrowed both ways: from the records when
+/// written, from the row when read.
+#[derive(Serialize, Deserialize)]
+struct Entry<'a> {
+    seq: u64,
+    time: u64,
+    series: i64,
+    #[serde(borrow)]
+    id: Option<&'a str>,
+    #[serde(borrow)]
+    session: Option<&'a str>,
+    #[serde(borrow, serialize_with = "as_bytes")]
+    payload: &'a [u8],
+}
+
+/// Writes a payload as one run of bytes (not byte by byte, as a slice
+/// serializes by default); `&[u8]` deserializes from either.
+fn as_bytes<S: Serializer>(bytes: &&[u8], serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_bytes(bytes)
+}
+
+fn encode(entries: &[Entry<'_>], out: &mut Vec<u8>) {
+    out.clear();
+    postcard::to_io(entries, &mut *out).expect("writing to a Vec cannot fail");
+}
+
+fn entries(body: &[u8]) -> Result<Vec<Entry<'_>>, StorageError> {
+    postcard::from_bytes(body).map_err(|e| StorageError::Corrupt(format!("call chunk: {e}")))
+}
+
+fn slice(time_ms: i64) -> i64 {
+    time_ms.div_euclid(CHUNK_SPAN_MS)
+}
+
+/// Whether a call at `time` may join a chunk of `calls` calls whose least
+/// time is `min`.
+fn joins(min: i64, calls: usize, time: i64) -> bool {
+    slice(min) == slice(time) || calls < SPARSE_CALLS
+}
+
+/// A call's span key (trace id, span id), when it has one.
+fn span_key(call: &LlmCall) -> Option<(&str, &str)> {
+    call.trace_id.as_deref().zip(call.span_id.as_deref())
+}
+
+/// The order to insert an append's calls in: by project and time, except
+/// that a call sharing an id or span with an earlier call of the append
+/// goes after all the others, in arrival order, so that of two calls with
+/// one key the earlier one is still the one kept.
+pub fn insert_order(calls: &[LlmCall]) -> Vec<usize> {
+    let mut ids: FxHashSet<(&str, &str)> = FxHashSet::default();
+    let mut spans: FxHashSet<(&str, &str, &str)> = FxHashSet::default();
+    let (mut first, mut repeated) = (Vec::with_capacity(calls.len()), Vec::new());
+    for (i, call) in calls.iter().enumerate() {
+        let project = call.project.as_str();
+        let id_seen = call.id.as_deref().is_some_and(|id| !ids.insert((project, id)));
+        let span_seen = span_key(call).is_some_and(|(t, s)| !spans.insert((project, t, s)));
+        if id_seen || span_seen { repeated.push(i) } else { first.push(i) }
+    }
+    first.sort_by(|&a, &b| {
+        let (a_call, b_call) = (&calls[a], &calls[b]);
+        (&a_call.project, a_call.time_ms, a).cmp(&(&b_call.project, b_call.time_ms, b))
+    });
+    first.extend(repeated);
+    first
+}
+
+/// Splits calls (indices into `calls`, in insertion order) into the runs
+/// that become chunks: one project, at most `CHUNK_CALLS`, within one time
+/// slice unless sparse.
+fn runs<'k>(calls: &[LlmCall], kept: &'k [usize]) -> Vec<&'k [usize]> {
+    let mut runs = Vec::new();
+    let (mut start, mut min) = (0, i64::MAX);
+    for (k, &i) in kept.iter().enumerate() {
+        let call = &calls[i];
+        let len = k - start;
+        if len > 0
+            && (len >= CHUNK_CALLS
+                || call.project != calls[kept[start]].project
+                || !joins(min, len, call.time_ms))
+        {
+            runs.push(&kept[start..k]);
+            (start, min) = (k, i64::MAX);
+        }
+        min = min.min(call.time_ms);
+    }
+    if start < kept.len() {
+        runs.push(&kept[start..]);
+    }
+    runs
+}
+
+/// The statements that claim calls' keys in `call_keys`.
+struct Claims<'t> {
+    id: CachedStatement<'t>,
+    span: CachedStatement<'t>,
+    release_id: CachedStatement<'t>,
+}
+
+impl<'t> Claims<'t> {
+    fn new(tx: &'t Transaction<'_>) -> Result<Self, rusqlite::Error> {
+        Ok(Self {
+            id: tx.prepare_cached(
+                "INSERT OR IGNORE INTO call_keys (project, key) VALUES (?1, 'i' || ?2)",
+            )?,
+            span: tx.prepare_cached(
+                "INSERT OR IGNORE INTO call_keys (project, key) VALUES (?1, 's' || ?2 || ?3)",
+            )?,
+            release_id: tx
+                .prepare_cached("DELETE FROM call_keys WHERE project = ?1 AND key = 'i' || ?2")?,
+        })
+    }
+
+    /// Claims a call's id and span key; false, claiming neither, when
+    /// either is stored already. A call without keys is always new.
+    fn claim(&mut self, call: &LlmCall) -> Result<bool, rusqlite::Error> {
+        let span = span_key(call);
+        if let Some(id) = &call.id {
+            if self.id.execute(params![call.project, id])? == 0 {
+                return Ok(false);
+            }
+            if let Some((trace, span)) = span
+                && self.span.execute(params![call.project, trace, span])? == 0
+            {
+                self.release_id.execute(params![call.project, id])?;
+                return Ok(false);
+            }
+            return Ok(true);
+        }
+        match span {
+            Some((trace, span)) => Ok(self.span.execute(params![call.project, trace, span])? == 1),
+            None => Ok(true),
+        }
+    }
+}
+
+/// The seq the next call takes: past every stored one and past `floor`,
+/// the highest seq ever used (retention deletes calls, and seqs never
+/// repeat, as the rollup watermark and the replay after a crash count on).
+fn next_seq(tx: &Transaction<'_>, floor: i64) -> Result<i64, rusqlite::Error> {
+    let last: Option<i64> = tx
+        .prepare_cached("SELECT last_seq FROM call_chunks ORDER BY first_seq DESC LIMIT 1")?
+        .query_row([], |row| row.get(0))
+        .optional()?;
+    Ok(last.unwrap_or(0).max(floor) + 1)
+}
+
+/// The highest call seq stored (0 when none).
+pub fn stored_seq(conn: &Connection) -> Result<i64, rusqlite::Error> {
+    conn.query_row("SELECT coalesce(max(last_seq), 0) FROM call_chunks", [], |r| r.get(0))
+}
+
+/// Stores an append's calls in `order` (`insert_order`), skipping those
+/// whose id or span key is stored already; returns each call's seq (None
+/// when skipped). `series` and `encoded` go with `calls` by index; `floor`
+/// is the highest seq ever used.
+pub fn append(
+    tx: &Transaction<'_>,
+    calls: &[LlmCall],
+    series: &[i64],
+    encoded: &[EncodedCall],
+    order: &[usize],
+    floor: i64,
+) -> Result<Vec<Option<i64>>, rusqlite::Error> {
+    let mut kept = Vec::with_capacity(order.len());
+    {
+        let mut claims = Claims::new(tx)?;
+        for &i in order {
+            if claims.claim(&calls[i])? {
+                kept.push(i);
+            }
+        }
+    }
+    let mut seqs = vec![None; calls.len()];
+    let mut next = next_seq(tx, floor)?;
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO call_chunks (first_seq, last_seq, project, calls, min_time, max_time, body) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?;
+    let (mut body, mut chunk) = (Vec::new(), Vec::new());
+    for run in runs(calls, &kept) {
+        let min = run.iter().map(|&i| calls[i].time_ms).min().unwrap_or(0);
+        let max = run.iter().map(|&i| calls[i].time_ms).max().unwrap_or(0);
+        chunk.clear();
+        for (k, &i) in run.iter().enumerate() {
+            let call = &calls[i];
+            seqs[i] = Some(next + k as i64);
+            chunk.push(Entry {
+                seq: k as u64,
+                time: (call.time_ms - min) as u64,
+                series: series[i],
+                id: call.id.as_deref(),
+                session: call.session.as_deref(),
+                payload: &encoded[i].payload,
+            });
+        }
+        encode(&chunk, &mut body);
+        let last = next + run.len() as i64 - 1;
+        let project = &calls[run[0]].project;
+        insert.execute(params![next, last, project, run.len() as i64, min, max, body])?;
+        next = last + 1;
+    }
+    Ok(seqs)
+}
+
+/// Where a chunk is, as read back for a query.
+struct Head {
+    first_seq: i64,
+    last_seq: i64,
+    project: String,
+    min_time: i64,
+}
+
+/// Series keys by id, read from `series` as calls name them.
+struct SeriesKeys<'c> {
+    stmt: CachedStatement<'c>,
+    keys: FxHashMap<i64, SeriesKey>,
+}
+
+impl<'c> SeriesKeys<'c> {
+    fn new(conn: &'c Connection) -> Result<Self, rusqlite::Error> {
+        let stmt = conn.prepare_cached(&format!("{} WHERE id = ?1", rows::SELECT_SERIES))?;
+        Ok(Self { stmt, keys: FxHashMap::default() })
+    }
+
+    /// The call `entry` of the chunk at `head`, put back together.
+    fn call(&mut self, head: &Head, entry: &Entry<'_>) -> Result<SequencedCall, StorageError> {
+        if !self.keys.contains_key(&entry.series) {
+            let (_, key) = self
+                .stmt
+                .query_row([entry.series], rows::series_from_row)
+                .optional()?
+                .ok_or_else(|| {
+                    StorageError::Corrupt(format!("call of unknown series {}", entry.series))
+                })?;
+            self.keys.insert(entry.series, key);
+        }
+        let stored = StoredCall {
+            seq: head.first_seq + entry.seq as i64,
+            series: entry.series,
+            project: &head.project,
+            id: entry.id,
+            time_ms: head.min_time + entry.time as i64,
+            session: entry.session,
+            payload: entry.payload,
+        };
+        rows::decode_call(&stored, &self.keys[&entry.series])
+    }
+}
+
+fn head_from_row(row: &rusqlite::Row<'_>) -> Result<Head, rusqlite::Error> {
+    Ok(Head {
+        first_seq: row.get(0)?,
+        last_seq: row.get(1)?,
+        project: row.get(2)?,
+        min_time: row.get(3)?,
+    })
+}
+
+/// Chunks that may hold calls of `project` (any, when None) with time in
+/// `[from, to)`, least time first.
+fn overlapping(
+    conn: &Connection,
+    project: Option<&str>,
+    from: i64,
+    to: i64,
+) -> Result<Vec<Head>, rusqlite::Error> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT first_seq, last_seq, project, min_time FROM call_chunks \
+         WHERE max_time >= ?1 AND min_time < ?2 AND (?3 IS NULL OR project = ?3) \
+         ORDER BY min_time, first_seq",
+    )?;
+    let rows = stmt.query_map(params![from, to, project], head_from_row)?;
+    rows.collect()
+}
+
+fn body(conn: &Connection, first_seq: i64) -> Result<Vec<u8>, rusqlite::Error> {
+    conn.prepare_cached("SELECT body FROM call_chunks WHERE first_seq = ?1")?
+        .query_row([first_seq], |row| row.get(0))
+}
+
+/// Sorts calls by (time, seq) and keeps the first `limit`.
+fn settle_page(found: &mut Vec<SequencedCall>, limit: usize) {
+    found.sort_unstable_by_key(|c| (c.call.time_ms, c.seq));
+    found.truncate(limit);
+}
+
+/// A page of calls in (time, seq) order. Chunks are read least time first,
+/// and reading stops once `limit` calls are found that no later chunk can
+/// come before.
+pub fn list(conn: &Connection, filter: &CallFilter) -> Result<Vec<SequencedCall>, StorageError> {
+    let series: Option<FxHashSet<i64>> =
+        filter.series.as_ref().map(|series| series.iter().copied().collect());
+    if series.as_ref().is_some_and(FxHashSet::is_empty) {
+        return Ok(Vec::new());
+    }
+    let after = filter.after.unwrap_or((i64::MIN, i64::MIN));
+    let heads = overlapping(conn, Some(&filter.project), filter.from_ms.max(after.0), filter.to_ms)?;
+    let mut keys = SeriesKeys::new(conn)?;
+    let mut found: Vec<SequencedCall> = Vec::new();
+    // Once a page is full, only calls before its last can still enter it.
+    let mut before = (i64::MAX, i64::MAX);
+    for head in &heads {
+        if found.len() >= filter.limit {
+            settle_page(&mut found, filter.limit);
+            let last = &found[filter.limit - 1];
+            before = (last.call.time_ms, last.seq);
+            if head.min_time > before.0 {
+                break;
+            }
+        }
+        let body = body(conn, head.first_seq)?;
+        for entry in entries(&body)? {
+            let at = (head.min_time + entry.time as i64, head.first_seq + entry.seq as i64);
+            let wanted = at.0 >= filter.from_ms
+                && at.0 < filter.to_ms
+                && at > after
+                && at < before
+                && filter.session.as_ref().is_none_or(|s| entry.session == Some(s.as_str()))
+                && series.as_ref().is_none_or(|set| set.contains(&entry.series));
+            if wanted {
+                found.push(keys.call(head, &entry)?);
+            }
+        }
+    }
+    settle_page(&mut found, filter.limit);
+    Ok(found)
+}
+
+/// Calls with time in `[from, to)` and seq above `after_seq`, in seq order,
+/// at most `limit`.
+pub fn between(
+    conn: &Connection,
+    from: i64,
+    to: i64,
+    after_seq: i64,
+    limit: usize,
+) -> Result<Vec<SequencedCall>, StorageError> {
+    let mut heads = overlapping(conn, None, from, to)?;
+    heads.sort_unstable_by_key(|head| head.first_seq);
+    let mut keys = SeriesKeys::new(conn)?;
+    let mut found = Vec::new();
+    for head in heads.iter().filter(|head| head.last_seq > after_seq) {
+        let body = body(conn, head.first_seq)?;
+        for entry in entries(&body)? {
+            if found.len() >= limit {
+                return Ok(found);
+            }
+            let time = head.min_time + entry.time as i64;
+            if head.first_seq + entry.seq as i64 > after_seq && time >= from && time < to {
+                found.push(keys.call(head, &entry)?);
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// Calls with seq above `seq`, in seq order, at most `limit`.
+pub fn after(conn: &Connection, seq: i64, limit: usize) -> Result<Vec<SequencedCall>, StorageError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT first_seq, last_seq, project, min_time, body FROM call_chunks \
+         WHERE first_seq >= coalesce( \
+             (SELECT max(first_seq) FROM call_chunks WHERE first_seq <= ?1), 0) \
+         ORDER BY first_seq",
+    )?;
+    let mut rows = stmt.query([seq])?;
+    let mut keys = SeriesKeys::new(conn)?;
+    let mut found = Vec::new();
+    while let Some(row) = rows.next()?
+        && found.len() < limit
+    {
+        let head = head_from_row(row)?;
+        let body = row.get_ref(4)?.as_blob().map_err(rusqlite::Error::from)?;
+        for entry in entries(body)? {
+            if head.first_seq + entry.seq as i64 > seq && found.len() < limit {
+                found.push(keys.call(&head, &entry)?);
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// Writes the payloads of calls whose cost changed, (seq, call) each.
+pub fn replace_payloads(
+    tx: &Transaction<'_>,
+    repriced: &[(i64, LlmCall)],
+) -> Result<(), StorageError> {
+    let mut order: Vec<&(i64, LlmCall)> = repriced.iter().collect();
+    order.sort_unstable_by_key(|(seq, _)| *seq);
+    let mut find = tx.prepare_cached(
+        "SELECT first_seq, last_seq, body FROM call_chunks WHERE first_seq <= ?1 \
+         ORDER BY first_seq DESC LIMIT 1",
+    )?;
+    let mut update = tx.prepare_cached("UPDATE call_chunks SET body = ?2 WHERE first_seq = ?1")?;
+    let mut out = Vec::new();
+    let mut k = 0;
+    while k < order.len() {
+        let found: Option<(i64, i64, Vec<u8>)> = find
+            .query_row([order[k].0], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+            .optional()?;
+        let Some((first, last, body)) = found else {
+            k += 1;
+            continue;
+        };
+        let end = k + order[k..].iter().take_while(|(seq, _)| *seq <= last).count();
+        let payloads: FxHashMap<u64, Vec<u8>> = order[k..end]
+            .iter()
+            .map(|(seq, call)| {
+                let mut payload = Vec::with_capacity(96);
+                rows::encode_payload(call, &mut payload);
+                ((seq - first) as u64, payload)
+            })
+            .collect();
+        let mut chunk = entries(&body)?;
+        for entry in &mut chunk {
+            if let Some(payload) = payloads.get(&entry.seq) {
+                entry.payload = payload;
+            }
+        }
+        encode(&chunk, &mut out);
+        update.execute(params![first, out])?;
+        k = end.max(k + 1);
+    }
+    Ok(())
+}
+
+/// Deletes calls with time before `cutoff` and their keys; a chunk left
+/// with calls keeps them. Returns the calls deleted.
+pub fn delete_before(tx: &Transaction<'_>, cutoff: i64) -> Result<usize, StorageError> {
+    let firsts: Vec<i64> = {
+        let mut stmt = tx.prepare("SELECT first_seq FROM call_chunks WHERE min_time < ?1")?;
+        let rows = stmt.query_map([cutoff], |row| row.get(0))?;
+        rows.collect::<Result<_, _>>()?
+    };
+    let mut read = tx.prepare("SELECT project, min_time, body FROM call_chunks WHERE first_seq = ?1")?;
+    let mut release =
+        tx.prepare_cached("DELETE FROM call_keys WHERE project = ?1 AND key = ?2 || ?3 || ?4")?;
+    let mut delete = tx.prepare("DELETE FROM call_chunks WHERE first_seq = ?1")?;
+    let mut update = tx.prepare(
+        "UPDATE call_chunks SET calls = ?2, min_time = ?3, body = ?4 WHERE first_seq = ?1",
+    )?;
+    let (mut deleted, mut out) = (0, Vec::new());
+    for first in firsts {
+        let (project, min, body): (String, i64, Vec<u8>) =
+            read.query_row([first], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
+        let (old, mut kept): (Vec<Entry<'_>>, Vec<Entry<'_>>) =
+            entries(&body)?.into_iter().partition(|e| min + (e.time as i64) < cutoff);
+        for entry in &old {
+            if let Some(id) = entry.id {
+                release.execute(params![project, "i", id, ""])?;
+            }
+            if let Some((trace, span)) = rows::span_of(entry.payload)? {
+                release.execute(params![project, "s", trace, span])?;
+            }
+        }
+        deleted += old.len();
+        let Some(new_min) = kept.iter().map(|e| min + e.time as i64).min() else {
+            delete.execute([first])?;
+            continue;
+        };
+        for entry in &mut kept {
+            entry.time = (min + entry.time as i64 - new_min) as u64;
+        }
+        encode(&kept, &mut out);
+        update.execute(params![first, kept.len() as i64, new_min, out])?;
+    }
+    Ok(deleted)
+}
+
+/// One call of a row-per-call store, read for the move into chunks.
+struct OldCall {
+    seq: i64,
+    project: String,
+    id: Option<String>,
+    series: i64,
+    time_ms: i64,
+    session: Option<String>,
+    payload: Vec<u8>,
+}
+
+/// Writes moved calls as one chunk.
+fn write_moved(tx: &Transaction<'_>, calls: &[OldCall]) -> Result<(), rusqlite::Error> {
+    let (Some(first), Some(last)) = (calls.first(), calls.last()) else { return Ok(()) };
+    let min = calls.iter().map(|c| c.time_ms).min().unwrap_or(0);
+    let max = calls.iter().map(|c| c.time_ms).max().unwrap_or(0);
+    let chunk: Vec<Entry<'_>> = calls
+        .iter()
+        .map(|c| Entry {
+            seq: (c.seq - first.seq) as u64,
+            time: (c.time_ms - min) as u64,
+            series: c.series,
+            id: c.id.as_deref(),
+            session: c.session.as_deref(),
+            payload: &c.payload,
+        })
+        .collect();
+    let mut body = Vec::new();
+    encode(&chunk, &mut body);
+    tx.prepare_cached(
+        "INSERT INTO call_chunks (first_seq, last_seq, project, calls, min_time, max_time, body) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?
+    .execute(params![first.seq, last.seq, first.project, calls.len() as i64, min, max, body])?;
+    Ok(())
+}
+
+/// Moves the calls of a store that kept a row per call (schema 8 and
+/// before) into chunks, and their ids and span keys into `call_keys`, then
+/// drops the old tables. Does nothing for a store without them.
+pub fn migrate_rows(tx: &Transaction<'_>) -> Result<(), rusqlite::Error> {
+    let old: i64 = tx.query_row(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'calls'",
+        [],
+        |row| row.get(0),
+    )?;
+    if old == 0 {
+        return Ok(());
+    }
+    tx.execute_batch(
+        "INSERT OR IGNORE INTO call_keys (project, key)
+             SELECT project, 'i' || id FROM calls WHERE id IS NOT NULL;
+         INSERT OR IGNORE INTO call_keys (project, key)
+             SELECT project, 's' || span_ref FROM calls WHERE span_ref IS NOT NULL;",
+    )?;
+    let mut stmt = tx.prepare(
+        "SELECT seq, project, id, series, time_ms, session, payload FROM calls ORDER BY seq",
+    )?;
+    let mut rows = stmt.query([])?;
+    let (mut pending, mut min): (Vec<OldCall>, i64) = (Vec::new(), i64::MAX);
+    while let Some(row) = rows.next()? {
+        let call = OldCall {
+            seq: row.get(0)?,
+            project: row.get(1)?,
+            id: row.get(2)?,
+            series: row.get(3)?,
+            time_ms: row.get(4)?,
+            session: row.get(5)?,
+            payload: row.get(6)?,
+        };
+        let breaks = pending.first().is_some_and(|first| {
+            pending.len() >= CHUNK_CALLS
+                || first.project != call.project
+                || !joins(min, pending.len(), call.time_ms)
+        });
+        if breaks {
+            write_moved(tx, &pending)?;
+            (pending, min) = (Vec::new(), i64::MAX);
+        }
+        min = min.min(call.time_ms);
+        pending.push(call);
+    }
+    write_moved(tx, &pending)?;
+    drop(rows);
+    drop(stmt);
+    tx.execute_batch("DROP TABLE calls; DROP TABLE IF EXISTS call_blocks;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::sqlite::schema;
+
+    fn call(id: Option<&str>, time_ms: i64) -> LlmCall {
+        LlmCall { id: id.map(str::to_owned), time_ms, ..LlmCall::example() }
+    }
+
+    #[test]
+    fn calls_insert_by_time_with_repeated_keys_last_in_arrival_order() {
+        let span = |c: LlmCall| LlmCall { trace_id: Some("t1".into()), span_id: Some("s1".into()), ..c };
+        let calls = [
+            call(Some("a"), 30),
+            call(None, 10),
+            call(Some("b"), 20),
+            call(Some("a"), 5),
+            span(call(Some("c"), 1)),
+            call(None, 10),
+        ];
+        assert_eq!(insert_order(&calls), vec![4, 1, 5, 2, 0, 3]);
+        // A span key shared with an earlier call repeats too, and a key of a
+        // repeated call still counts as seen for the calls after it.
+        let calls = [span(call(Some("a"), 30)), span(call(Some("b"), 20)), call(Some("b"), 10)];
+        assert_eq!(insert_order(&calls), vec![0, 1, 2]);
+        // Projects apart, each in time order.
+        let other = LlmCall { project: "a-first".into(), ..call(None, 50) };
+        assert_eq!(insert_order(&[call(None, 10), other]), vec![1, 0]);
+    }
+
+    #[test]
+    fn full_runs_break_at_time_slices_projects_and_size_and_sparse_runs_span_slices() {
+        // Dense: the run breaks at the slice once it holds SPARSE_CALLS calls.
+        let mut calls: Vec<LlmCall> =
+            (0..SPARSE_CALLS as i64).map(|s| call(None, 10 + s)).collect();
+        calls.extend([call(None, 1_000), call(None, 1_500), call(None, 200), call(None, 90_000)]);
+        let kept: Vec<usize> = (0..calls.len()).collect();
+        let lengths = |runs: Vec<&[usize]>| runs.iter().map(|r| r.len()).collect::<Vec<_>>();
+        assert_eq!(lengths(runs(&calls, &kept)), vec![SPARSE_CALLS, 4]);
+        // Another project starts a run; so does a full chunk.
+        calls[2].project = "other".into();
+        assert_eq!(lengths(runs(&calls, &kept)), vec![2, 1, SPARSE_CALLS - 3, 4]);
+        let many: Vec<LlmCall> = (0..CHUNK_CALLS + 1).map(|_| call(None, 5)).collect();
+        let kept: Vec<usize> = (0..many.len()).collect();
+        assert_eq!(lengths(runs(&many, &kept)), vec![CHUNK_CALLS, 1]);
+    }
+
+    fn store() -> Connection {
+        let conn = Connection::open_in_memory().unwrap();
+        schema::create_or_check(&conn).unwrap();
+        conn.execute(
+            "INSERT INTO series (id, project, model, operation, status, tags) \
+             VALUES (1, 'default', 'gpt-4o', 'chat', 'ok', '{}')",
+            [],
+        )
+        .unwrap();
+        conn
+    }
+
+    fn append_calls(conn: &mut Connection, calls: &[LlmCall]) -> Vec<Option<i64>> {
+        let tx = conn.transaction().unwrap();
+        let encoded: Vec<EncodedCall> = calls.iter().map(EncodedCall::of).collect();
+        let series = vec![1; calls.len()];
+        let seqs = append(&tx, calls, &series, &encoded, &insert_order(calls), 0).unwrap();
+        tx.commit().unwrap();
+        seqs
+    }
+
+    #[test]
+    fn a_call_whose_span_is_stored_claims_no_id() {
+        let mut conn = store();
+        let spanned = |id: &str, span: &str| LlmCall {
+            trace_id: Some("t".into()),
+            span_id: Some(span.into()),
+            ..call(Some(id), 5)
+        };
+        assert_eq!(append_calls(&mut conn, &[spanned("a", "s1")]), vec![Some(1)]);
+        // Same span, new id: a repeat, and its id stays free.
+        assert_eq!(append_calls(&mut conn, &[spanned("b", "s1")]), vec![None]);
+        assert_eq!(append_calls(&mut conn, &[call(Some("b"), 5)]), vec![Some(2)]);
+        let keys: i64 = conn.query_row("SELECT count(*) FROM call_keys", [], |r| r.get(0)).unwrap();
+        assert_eq!(keys, 3);
+    }
+
+    #[test]
+    fn a_store_with_a_row_per_call_moves_its_calls_into_chunks() {
+        let conn = Connection::open_in_memory().unwrap();
+        schema::create_or_check(&conn).unwrap();
+        // Back to schema 8: a row per call, its blocks, its unique indexes.
+        conn.execute_batch(&format!(
+            "DROP TABLE call_chunks; DROP TABLE call_keys; {}
+             INSERT INTO series (id, project, model, operation, status, tags)
+                 VALUES (1, 'default', 'gpt-4o', 'chat', 'ok', '{{}}');
+             PRAGMA user_version = 8;",
+            schema::CALLS_V8
+        ))
+        .unwrap();
+        let mut payload = Vec::new();
+        for seq in 1..=10_000_i64 {
+            let mut c = call(Some(&format!("r{seq}")), 50_000 - seq);
+            c.input_tokens = seq as u64;
+            let span_ref = (seq % 10 == 0).then(|| format!("t{seq}s{seq}"));
+            if span_ref.is_some() {
+                (c.trace_id, c.span_id) = (Some(format!("t{seq}")), Some(format!("s{seq}")));
+            }
+            rows::encode_payload(&c, &mut payload);
+            conn.execute(
+                "INSERT INTO calls (seq, project, id, series, time_ms, session, span_ref, payload) \
+                 VALUES (?1, 'default', ?2, 1, ?3, ?4, ?5, ?6)",
+                params![seq, c.id, c.time_ms, (seq == 7).then_some("chat-7"), span_ref, payload],
+            )
+            .unwrap();
+        }
+        schema::create_or_check(&conn).unwrap();
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+        assert_eq!(version, schema::VERSION);
+        let gone: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE name IN ('calls', 'call_blocks')",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(gone, 0);
+        // Every call, in seq order, with its fields.
+        let all = after(&conn, 0, 20_000).unwrap();
+        assert_eq!(all.len(), 10_000);
+        assert!(all.iter().enumerate().all(|(i, c)| c.seq == i as i64 + 1
+            && c.call.input_tokens == c.seq as u64
+            && c.call.time_ms == 50_000 - c.seq
+            && c.call.id.as_deref() == Some(format!("r{}", c.seq).as_str())));
+        assert_eq!(all[6].call.session.as_deref(), Some("chat-7"));
+        assert_eq!(all[9].call.span_id.as_deref(), Some("s10"));
+        assert_eq!(after(&conn, 9_990, 5).unwrap().iter().map(|c| c.seq).collect::<Vec<_>>(), vec![
+            9_991, 9_992, 9_993, 9_994, 9_995
+        ]);
+        // Their ids and span keys are claimed: each repeats.
+        let mut conn = conn;
+        let tx = conn.transaction().unwrap();
+        let mut claims = Claims::new(&tx).unwrap();
+        assert!(!claims.claim(&call(Some("r5"), 1)).unwrap());
+        let spanned =
+            LlmCall { trace_id: Some("t20".into()), span_id: Some("s20".into()), ..call(None, 1) };
+        assert!(!claims.claim(&spanned).unwrap());
+        assert!(claims.claim(&call(Some("r10001"), 1)).unwrap());
+    }
+}
