@@ -78,7 +78,13 @@ fn span_key(call: &LlmCall) -> Option<(&str, &str)> {
 /// that a call sharing an id or span with an earlier call of the append
 /// goes after all the others, in arrival order, so that of two calls with
 /// one key the earlier one is still the one kept.
-pub fn insert_order(calls: &[LlmCall]) -> Vec<usize> {
+pub struct InsertOrder {
+    pub calls: Vec<usize>,
+    /// Where the calls that repeat a key of an earlier one start.
+    pub repeats_from: usize,
+}
+
+pub fn insert_order(calls: &[LlmCall]) -> InsertOrder {
     let mut ids: FxHashSet<(&str, &str)> = FxHashSet::default();
     let mut spans: FxHashSet<(&str, &str, &str)> = FxHashSet::default();
     let (mut first, mut repeated) = (Vec::with_capacity(calls.len()), Vec::new());
@@ -92,8 +98,9 @@ pub fn insert_order(calls: &[LlmCall]) -> Vec<usize> {
         let (a_call, b_call) = (&calls[a], &calls[b]);
         (&a_call.project, a_call.time_ms, a).cmp(&(&b_call.project, b_call.time_ms, b))
     });
+    let repeats_from = first.len();
     first.extend(repeated);
-    first
+    InsertOrder { calls: first, repeats_from }
 }
 
 /// Splits calls (indices into `calls`, in insertion order) into the runs
@@ -165,6 +172,48 @@ impl<'t> Claims<'t> {
     }
 }
 
+/// Claims the keys of an append's calls; returns the calls that are new, in
+/// insertion order. The calls before `repeats_from` share no key, so which
+/// of them are new does not depend on the order they are claimed in: they
+/// are claimed by key (ids, then span keys), so that consecutive claims
+/// land on the same pages of `call_keys`. The others go one by one, after.
+fn claim_all(
+    tx: &Transaction<'_>,
+    calls: &[LlmCall],
+    order: &InsertOrder,
+) -> Result<Vec<usize>, rusqlite::Error> {
+    let (fresh, repeated) = order.calls.split_at(order.repeats_from);
+    let mut claims = Claims::new(tx)?;
+    let mut new = vec![false; calls.len()];
+    let mut by_id: Vec<usize> = Vec::with_capacity(fresh.len());
+    for &i in fresh {
+        if calls[i].id.is_some() { by_id.push(i) } else { new[i] = true }
+    }
+    by_id.sort_unstable_by_key(|&i| (&calls[i].project, &calls[i].id));
+    for &i in &by_id {
+        new[i] = claims.id.execute(params![calls[i].project, calls[i].id])? == 1;
+    }
+    let mut by_span: Vec<(usize, (&str, &str))> = fresh
+        .iter()
+        .filter(|&&i| new[i])
+        .filter_map(|&i| span_key(&calls[i]).map(|key| (i, key)))
+        .collect();
+    by_span.sort_unstable_by_key(|&(i, key)| (&calls[i].project, key));
+    for (i, (trace, span)) in by_span {
+        let call = &calls[i];
+        if claims.span.execute(params![call.project, trace, span])? == 0 {
+            new[i] = false;
+            if let Some(id) = &call.id {
+                claims.release_id.execute(params![call.project, id])?;
+            }
+        }
+    }
+    for &i in repeated {
+        new[i] = claims.claim(&calls[i])?;
+    }
+    Ok(order.calls.iter().copied().filter(|&i| new[i]).collect())
+}
+
 /// The seq the next call takes: past every stored one and past `floor`,
 /// the highest seq ever used (retention deletes calls, and seqs never
 /// repeat, as the rollup watermark and the replay after a crash count on).
@@ -190,18 +239,10 @@ pub fn append(
     calls: &[LlmCall],
     series: &[i64],
     encoded: &[EncodedCall],
-    order: &[usize],
+    order: &InsertOrder,
     floor: i64,
 ) -> Result<Vec<Option<i64>>, rusqlite::Error> {
-    let mut kept = Vec::with_capacity(order.len());
-    {
-        let mut claims = Claims::new(tx)?;
-        for &i in order {
-            if claims.claim(&calls[i])? {
-                kept.push(i);
-            }
-        }
-    }
+    let kept = claim_all(tx, calls, order)?;
     let mut seqs = vec![None; calls.len()];
     let mut next = next_seq(tx, floor)?;
     let mut insert = tx.prepare_cached(
@@ -606,14 +647,15 @@ mod tests {
             span(call(Some("c"), 1)),
             call(None, 10),
         ];
-        assert_eq!(insert_order(&calls), vec![4, 1, 5, 2, 0, 3]);
+        assert_eq!(insert_order(&calls).calls, vec![4, 1, 5, 2, 0, 3]);
+        assert_eq!(insert_order(&calls).repeats_from, 4);
         // A span key shared with an earlier call repeats too, and a key of a
         // repeated call still counts as seen for the calls after it.
         let calls = [span(call(Some("a"), 30)), span(call(Some("b"), 20)), call(Some("b"), 10)];
-        assert_eq!(insert_order(&calls), vec![0, 1, 2]);
+        assert_eq!(insert_order(&calls).calls, vec![0, 1, 2]);
         // Projects apart, each in time order.
         let other = LlmCall { project: "a-first".into(), ..call(None, 50) };
-        assert_eq!(insert_order(&[call(None, 10), other]), vec![1, 0]);
+        assert_eq!(insert_order(&[call(None, 10), other]).calls, vec![1, 0]);
     }
 
     #[test]

@@ -291,7 +291,7 @@ impl EncodedRecords {
 struct Encoded {
     records: EncodedRecords,
     /// The order to insert the calls in (`call_chunks::insert_order`).
-    call_order: Vec<usize>,
+    call_order: call_chunks::InsertOrder,
     /// The order to insert the span chunks in (`span_blocks::insert_order`).
     chunk_order: Vec<usize>,
 }
