@@ -5,6 +5,9 @@
 //! with its index entries, cost more to write than the call's own bytes;
 //! queries by time read a chunk whole, as they read a block of rows before.
 
+use std::rc::Rc;
+
+use rusqlite::types::Value;
 use rusqlite::{CachedStatement, Connection, OptionalExtension, Transaction, params};
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize, Serializer};
@@ -128,6 +131,12 @@ fn runs<'k>(calls: &[LlmCall], kept: &'k [usize]) -> Vec<&'k [usize]> {
     runs
 }
 
+/// Registers what appends use on the write connection: `rarray`, the
+/// table of a bound array, through which keys are claimed a run at a time.
+pub fn register_modules(conn: &Connection) -> Result<(), rusqlite::Error> {
+    rusqlite::vtab::array::load_module(conn)
+}
+
 /// The statements that claim calls' keys in `call_keys`.
 struct Claims<'t> {
     id: CachedStatement<'t>,
@@ -139,10 +148,10 @@ impl<'t> Claims<'t> {
     fn new(tx: &'t Transaction<'_>) -> Result<Self, rusqlite::Error> {
         Ok(Self {
             id: tx.prepare_cached(
-                "INSERT OR IGNORE INTO call_keys (project, key) VALUES (?1, 'i' || ?2)",
+                "INSERT OR IGNORE INTO call_keys (project, key, tag) VALUES (?1, 'i' || ?2, 0)",
             )?,
             span: tx.prepare_cached(
-                "INSERT OR IGNORE INTO call_keys (project, key) VALUES (?1, 's' || ?2 || ?3)",
+                "INSERT OR IGNORE INTO call_keys (project, key, tag) VALUES (?1, 's' || ?2 || ?3, 0)",
             )?,
             release_id: tx
                 .prepare_cached("DELETE FROM call_keys WHERE project = ?1 AND key = 'i' || ?2")?,
@@ -173,35 +182,43 @@ impl<'t> Claims<'t> {
 }
 
 /// Claims the keys of an append's calls; returns the calls that are new, in
-/// insertion order. The calls before `repeats_from` share no key, so which
-/// of them are new does not depend on the order they are claimed in: they
-/// are claimed by key (ids, then span keys), so that consecutive claims
-/// land on the same pages of `call_keys`. The others go one by one, after.
+/// insertion order. The calls before `repeats_from` share no key, so their
+/// keys are claimed a statement per project and kind (ids, then span keys),
+/// marked with `tag` (unique to this append) so that the few a statement
+/// finds stored already can be told from the rest. The others go one by
+/// one, after.
 fn claim_all(
     tx: &Transaction<'_>,
     calls: &[LlmCall],
     order: &InsertOrder,
+    tag: i64,
 ) -> Result<Vec<usize>, rusqlite::Error> {
     let (fresh, repeated) = order.calls.split_at(order.repeats_from);
-    let mut claims = Claims::new(tx)?;
-    let mut new = vec![false; calls.len()];
-    let mut by_id: Vec<usize> = Vec::with_capacity(fresh.len());
-    for &i in fresh {
-        if calls[i].id.is_some() { by_id.push(i) } else { new[i] = true }
+    let mut new = vec![true; calls.len()];
+    // `fresh` is in project order, so a project's calls are consecutive.
+    let by_id: Vec<(&str, Value, usize)> = fresh
+        .iter()
+        .filter_map(|&i| {
+            let call = &calls[i];
+            call.id.as_ref().map(|id| (call.project.as_str(), Value::Text(id.clone()), i))
+        })
+        .collect();
+    for (i, taken) in claim_keys(tx, "i", by_id, tag)? {
+        new[i] = !taken;
     }
-    by_id.sort_unstable_by_key(|&i| (&calls[i].project, &calls[i].id));
-    for &i in &by_id {
-        new[i] = claims.id.execute(params![calls[i].project, calls[i].id])? == 1;
-    }
-    let mut by_span: Vec<(usize, (&str, &str))> = fresh
+    let by_span: Vec<(&str, Value, usize)> = fresh
         .iter()
         .filter(|&&i| new[i])
-        .filter_map(|&i| span_key(&calls[i]).map(|key| (i, key)))
+        .filter_map(|&i| {
+            let call = &calls[i];
+            let key = span_key(call).map(|(trace, span)| Value::Text(format!("{trace}{span}")));
+            key.map(|key| (call.project.as_str(), key, i))
+        })
         .collect();
-    by_span.sort_unstable_by_key(|&(i, key)| (&calls[i].project, key));
-    for (i, (trace, span)) in by_span {
+    let mut claims = Claims::new(tx)?;
+    for (i, taken) in claim_keys(tx, "s", by_span, tag)? {
         let call = &calls[i];
-        if claims.span.execute(params![call.project, trace, span])? == 0 {
+        if taken {
             new[i] = false;
             if let Some(id) = &call.id {
                 claims.release_id.execute(params![call.project, id])?;
@@ -212,6 +229,44 @@ fn claim_all(
         new[i] = claims.claim(&calls[i])?;
     }
     Ok(order.calls.iter().copied().filter(|&i| new[i]).collect())
+}
+
+/// Claims keys of one kind ('i' or 's'), as (project, key, call), a
+/// statement per run of one project; returns each call with whether its key
+/// was taken already.
+fn claim_keys(
+    tx: &Transaction<'_>,
+    kind: &str,
+    keys: Vec<(&str, Value, usize)>,
+    tag: i64,
+) -> Result<Vec<(usize, bool)>, rusqlite::Error> {
+    let mut insert = tx.prepare_cached(
+        "INSERT OR IGNORE INTO call_keys (project, key, tag) \
+         SELECT ?1, ?2 || value, ?4 FROM rarray(?3)",
+    )?;
+    let mut outcome = Vec::with_capacity(keys.len());
+    for run in keys.chunk_by(|a, b| a.0 == b.0) {
+        let project = run[0].0;
+        let values = Rc::new(run.iter().map(|(_, key, _)| key.clone()).collect::<Vec<Value>>());
+        let inserted = insert.execute(params![project, kind, values.clone(), tag])?;
+        if inserted == run.len() {
+            outcome.extend(run.iter().map(|&(_, _, i)| (i, false)));
+            continue;
+        }
+        // Some were stored already: those the statement inserted carry the tag.
+        let ours: FxHashSet<String> = tx
+            .prepare_cached(
+                "SELECT substr(key, 2) FROM call_keys WHERE project = ?1 \
+                 AND key IN (SELECT ?2 || value FROM rarray(?3)) AND tag = ?4",
+            )?
+            .query_map(params![project, kind, values, tag], |row| row.get(0))?
+            .collect::<Result<_, _>>()?;
+        outcome.extend(run.iter().map(|(_, key, i)| {
+            let taken = !matches!(key, Value::Text(key) if ours.contains(key));
+            (*i, taken)
+        }));
+    }
+    Ok(outcome)
 }
 
 /// The seq the next call takes: past every stored one and past `floor`,
@@ -242,9 +297,10 @@ pub fn append(
     order: &InsertOrder,
     floor: i64,
 ) -> Result<Vec<Option<i64>>, rusqlite::Error> {
-    let kept = claim_all(tx, calls, order)?;
-    let mut seqs = vec![None; calls.len()];
     let mut next = next_seq(tx, floor)?;
+    // The next seq is unique to this append, so it serves as the claims' tag.
+    let kept = claim_all(tx, calls, order, next)?;
+    let mut seqs = vec![None; calls.len()];
     let mut insert = tx.prepare_cached(
         "INSERT INTO call_chunks (first_seq, last_seq, project, calls, min_time, max_time, body) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -298,13 +354,10 @@ impl<'c> SeriesKeys<'c> {
     /// The call `entry` of the chunk at `head`, put back together.
     fn call(&mut self, head: &Head, entry: &Entry<'_>) -> Result<SequencedCall, StorageError> {
         if !self.keys.contains_key(&entry.series) {
-            let (_, key) = self
-                .stmt
-                .query_row([entry.series], rows::series_from_row)
-                .optional()?
-                .ok_or_else(|| {
-                    StorageError::Corrupt(format!("call of unknown series {}", entry.series))
-                })?;
+            let (_, key) =
+                self.stmt.query_row([entry.series], rows::series_from_row).optional()?.ok_or_else(
+                    || StorageError::Corrupt(format!("call of unknown series {}", entry.series)),
+                )?;
             self.keys.insert(entry.series, key);
         }
         let stored = StoredCall {
@@ -367,7 +420,8 @@ pub fn list(conn: &Connection, filter: &CallFilter) -> Result<Vec<SequencedCall>
         return Ok(Vec::new());
     }
     let after = filter.after.unwrap_or((i64::MIN, i64::MIN));
-    let heads = overlapping(conn, Some(&filter.project), filter.from_ms.max(after.0), filter.to_ms)?;
+    let heads =
+        overlapping(conn, Some(&filter.project), filter.from_ms.max(after.0), filter.to_ms)?;
     let mut keys = SeriesKeys::new(conn)?;
     let mut found: Vec<SequencedCall> = Vec::new();
     // Once a page is full, only calls before its last can still enter it.
@@ -428,7 +482,11 @@ pub fn between(
 }
 
 /// Calls with seq above `seq`, in seq order, at most `limit`.
-pub fn after(conn: &Connection, seq: i64, limit: usize) -> Result<Vec<SequencedCall>, StorageError> {
+pub fn after(
+    conn: &Connection,
+    seq: i64,
+    limit: usize,
+) -> Result<Vec<SequencedCall>, StorageError> {
     let mut stmt = conn.prepare_cached(
         "SELECT first_seq, last_seq, project, min_time, body FROM call_chunks \
          WHERE first_seq >= coalesce( \
@@ -504,7 +562,8 @@ pub fn delete_before(tx: &Transaction<'_>, cutoff: i64) -> Result<usize, Storage
         let rows = stmt.query_map([cutoff], |row| row.get(0))?;
         rows.collect::<Result<_, _>>()?
     };
-    let mut read = tx.prepare("SELECT project, min_time, body FROM call_chunks WHERE first_seq = ?1")?;
+    let mut read =
+        tx.prepare("SELECT project, min_time, body FROM call_chunks WHERE first_seq = ?1")?;
     let mut release =
         tx.prepare_cached("DELETE FROM call_keys WHERE project = ?1 AND key = ?2 || ?3 || ?4")?;
     let mut delete = tx.prepare("DELETE FROM call_chunks WHERE first_seq = ?1")?;
@@ -572,7 +631,15 @@ fn write_moved(tx: &Transaction<'_>, calls: &[OldCall]) -> Result<(), rusqlite::
         "INSERT INTO call_chunks (first_seq, last_seq, project, calls, min_time, max_time, body) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?
-    .execute(params![first.seq, last.seq, first.project, calls.len() as i64, min, max, body])?;
+    .execute(params![
+        first.seq,
+        last.seq,
+        first.project,
+        calls.len() as i64,
+        min,
+        max,
+        body
+    ])?;
     Ok(())
 }
 
@@ -589,10 +656,10 @@ pub fn migrate_rows(tx: &Transaction<'_>) -> Result<(), rusqlite::Error> {
         return Ok(());
     }
     tx.execute_batch(
-        "INSERT OR IGNORE INTO call_keys (project, key)
-             SELECT project, 'i' || id FROM calls WHERE id IS NOT NULL;
-         INSERT OR IGNORE INTO call_keys (project, key)
-             SELECT project, 's' || span_ref FROM calls WHERE span_ref IS NOT NULL;",
+        "INSERT OR IGNORE INTO call_keys (project, key, tag)
+             SELECT project, 'i' || id, 0 FROM calls WHERE id IS NOT NULL;
+         INSERT OR IGNORE INTO call_keys (project, key, tag)
+             SELECT project, 's' || span_ref, 0 FROM calls WHERE span_ref IS NOT NULL;",
     )?;
     let mut stmt = tx.prepare(
         "SELECT seq, project, id, series, time_ms, session, payload FROM calls ORDER BY seq",
@@ -638,7 +705,8 @@ mod tests {
 
     #[test]
     fn calls_insert_by_time_with_repeated_keys_last_in_arrival_order() {
-        let span = |c: LlmCall| LlmCall { trace_id: Some("t1".into()), span_id: Some("s1".into()), ..c };
+        let span =
+            |c: LlmCall| LlmCall { trace_id: Some("t1".into()), span_id: Some("s1".into()), ..c };
         let calls = [
             call(Some("a"), 30),
             call(None, 10),
@@ -648,7 +716,7 @@ mod tests {
             call(None, 10),
         ];
         assert_eq!(insert_order(&calls).calls, vec![4, 1, 5, 2, 0, 3]);
-        assert_eq!(insert_order(&calls).repeats_from, 4);
+        assert_eq!(insert_order(&calls).repeats_from, 5);
         // A span key shared with an earlier call repeats too, and a key of a
         // repeated call still counts as seen for the calls after it.
         let calls = [span(call(Some("a"), 30)), span(call(Some("b"), 20)), call(Some("b"), 10)];
@@ -669,7 +737,8 @@ mod tests {
         assert_eq!(lengths(runs(&calls, &kept)), vec![SPARSE_CALLS, 4]);
         // Another project starts a run; so does a full chunk.
         calls[2].project = "other".into();
-        assert_eq!(lengths(runs(&calls, &kept)), vec![2, 1, SPARSE_CALLS - 3, 4]);
+        // (the run after it is sparse until it holds SPARSE_CALLS calls)
+        assert_eq!(lengths(runs(&calls, &kept)), vec![2, 1, SPARSE_CALLS, 1]);
         let many: Vec<LlmCall> = (0..CHUNK_CALLS + 1).map(|_| call(None, 5)).collect();
         let kept: Vec<usize> = (0..many.len()).collect();
         assert_eq!(lengths(runs(&many, &kept)), vec![CHUNK_CALLS, 1]);
@@ -678,6 +747,7 @@ mod tests {
     fn store() -> Connection {
         let conn = Connection::open_in_memory().unwrap();
         schema::create_or_check(&conn).unwrap();
+        register_modules(&conn).unwrap();
         conn.execute(
             "INSERT INTO series (id, project, model, operation, status, tags) \
              VALUES (1, 'default', 'gpt-4o', 'chat', 'ok', '{}')",
@@ -694,6 +764,20 @@ mod tests {
         let seqs = append(&tx, calls, &series, &encoded, &insert_order(calls), 0).unwrap();
         tx.commit().unwrap();
         seqs
+    }
+
+    #[test]
+    fn a_run_of_claims_tells_stored_keys_from_new_ones() {
+        let mut conn = store();
+        let ids = |ids: &[&str]| ids.iter().map(|id| call(Some(id), 5)).collect::<Vec<_>>();
+        assert_eq!(append_calls(&mut conn, &ids(&["b", "d"])), vec![Some(1), Some(2)]);
+        // Two of five stored already, and a repeat within the append.
+        assert_eq!(
+            append_calls(&mut conn, &ids(&["a", "b", "c", "d", "e", "a"])),
+            vec![Some(3), None, Some(4), None, Some(5), None]
+        );
+        let other = LlmCall { project: "other".into(), ..call(Some("a"), 5) };
+        assert_eq!(append_calls(&mut conn, &[other, call(Some("f"), 5)]), vec![Some(7), Some(6)]);
     }
 
     #[test]
@@ -761,9 +845,10 @@ mod tests {
             && c.call.id.as_deref() == Some(format!("r{}", c.seq).as_str())));
         assert_eq!(all[6].call.session.as_deref(), Some("chat-7"));
         assert_eq!(all[9].call.span_id.as_deref(), Some("s10"));
-        assert_eq!(after(&conn, 9_990, 5).unwrap().iter().map(|c| c.seq).collect::<Vec<_>>(), vec![
-            9_991, 9_992, 9_993, 9_994, 9_995
-        ]);
+        assert_eq!(
+            after(&conn, 9_990, 5).unwrap().iter().map(|c| c.seq).collect::<Vec<_>>(),
+            vec![9_991, 9_992, 9_993, 9_994, 9_995]
+        );
         // Their ids and span keys are claimed: each repeats.
         let mut conn = conn;
         let tx = conn.transaction().unwrap();

@@ -100,6 +100,7 @@ impl SqliteStorage {
         configure(&conn, options)?;
         schema::create_or_check(&conn)?;
         rows::register_functions(&conn)?;
+        call_chunks::register_modules(&conn)?;
         // Checkpoints (copying the WAL into the database, with an fsync) run
         // on their own thread so that commits never wait for them.
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
@@ -370,10 +371,7 @@ impl Storage for SqliteStorage {
         seq: i64,
         limit: usize,
     ) -> Result<Vec<SequencedCall>, StorageError> {
-        self.read(move |conn| {
-            call_chunks::after(conn, seq, limit)
-        })
-        .await
+        self.read(move |conn| call_chunks::after(conn, seq, limit)).await
     }
 
     fn encode(

@@ -44,10 +44,12 @@ CREATE TABLE IF NOT EXISTS call_chunks (
 CREATE INDEX IF NOT EXISTS call_chunks_max_time ON call_chunks (max_time);
 
 -- the idempotency truth: 'i' || id and 's' || trace id || span id of every
--- stored call that has them
+-- stored call that has them; `tag` tells the keys an append claimed from
+-- those stored before (call_chunks.rs)
 CREATE TABLE IF NOT EXISTS call_keys (
     project TEXT NOT NULL,
     key     TEXT NOT NULL,
+    tag     INTEGER NOT NULL,
     PRIMARY KEY (project, key)
 ) WITHOUT ROWID;
 
