@@ -12,7 +12,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use hashbrown::HashTable;
-use rustc_hash::FxHasher;
+use rustc_hash::{FxHashMap, FxHasher};
 
 use crate::model::{LlmCall, Operation, Status, Tags};
 
@@ -221,9 +221,10 @@ fn hash_call(call: &LlmCall) -> u64 {
 /// the calls that introduced them.
 #[derive(Default)]
 pub struct SeriesRegistry {
-    /// Series ids, hashed by their dimensions.
-    table: HashTable<i64>,
-    by_id: HashMap<i64, Arc<SeriesKey>>,
+    /// Series ids with their keys, hashed by their dimensions (the key
+    /// kept here too, so that a lookup compares without a second one).
+    table: HashTable<(i64, Arc<SeriesKey>)>,
+    by_id: FxHashMap<i64, Arc<SeriesKey>>,
     next_id: i64,
     pending: Vec<i64>,
     /// The projection series of each series, found once.
@@ -283,8 +284,7 @@ impl SeriesRegistry {
     }
 
     fn insert(&mut self, id: i64, key: Arc<SeriesKey>) {
-        let by_id = &self.by_id;
-        self.table.insert_unique(hash_key(&key), id, |id| hash_key(&by_id[id]));
+        self.table.insert_unique(hash_key(&key), (id, key.clone()), |(_, key)| hash_key(key));
         self.by_id.insert(id, key);
     }
 
@@ -293,8 +293,7 @@ impl SeriesRegistry {
         let mut ids = Vec::with_capacity(calls.len());
         for call in calls {
             let hash = hash_call(call);
-            let by_id = &self.by_id;
-            let found = self.table.find(hash, |id| by_id[id].matches(call)).copied();
+            let found = self.table.find(hash, |(_, key)| key.matches(call)).map(|(id, _)| *id);
             let id = match found {
                 Some(id) => id,
                 None => {
@@ -315,8 +314,7 @@ impl SeriesRegistry {
 
     /// The id of `key`, registering it as pending when new.
     fn assign_key(&mut self, key: SeriesKey) -> i64 {
-        let by_id = &self.by_id;
-        if let Some(id) = self.table.find(hash_key(&key), |id| *by_id[id] == key) {
+        if let Some((id, _)) = self.table.find(hash_key(&key), |(_, stored)| **stored == key) {
             return *id;
         }
         let id = match &key.projection {

@@ -12,7 +12,7 @@ use rusqlite::{CachedStatement, Connection, OptionalExtension, Transaction, para
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize, Serializer};
 
-use super::rows::{self, EncodedCall, StoredCall};
+use super::rows::{self, EncodedCalls, StoredCall};
 use crate::aggregate::SeriesKey;
 use crate::aggregate::rollup::SequencedCall;
 use crate::model::LlmCall;
@@ -90,20 +90,30 @@ pub struct InsertOrder {
 pub fn insert_order(calls: &[LlmCall]) -> InsertOrder {
     let mut ids: FxHashSet<(&str, &str)> = FxHashSet::default();
     let mut spans: FxHashSet<(&str, &str, &str)> = FxHashSet::default();
+    ids.reserve(calls.len());
+    // Projects ranked in name order, so that the sort compares numbers.
+    let mut projects: Vec<&str> = calls.iter().map(|c| c.project.as_str()).collect();
+    projects.sort_unstable();
+    projects.dedup();
+    let rank = |project: &str| projects.binary_search(&project).unwrap_or(0);
     let (mut first, mut repeated) = (Vec::with_capacity(calls.len()), Vec::new());
     for (i, call) in calls.iter().enumerate() {
         let project = call.project.as_str();
         let id_seen = call.id.as_deref().is_some_and(|id| !ids.insert((project, id)));
         let span_seen = span_key(call).is_some_and(|(t, s)| !spans.insert((project, t, s)));
-        if id_seen || span_seen { repeated.push(i) } else { first.push(i) }
+        if id_seen || span_seen {
+            repeated.push(i);
+        } else {
+            let rank = if projects.len() == 1 { 0 } else { rank(project) };
+            first.push((rank, call.time_ms, i));
+        }
     }
-    first.sort_by(|&a, &b| {
-        let (a_call, b_call) = (&calls[a], &calls[b]);
-        (&a_call.project, a_call.time_ms, a).cmp(&(&b_call.project, b_call.time_ms, b))
-    });
-    let repeats_from = first.len();
-    first.extend(repeated);
-    InsertOrder { calls: first, repeats_from }
+    first.sort_unstable();
+    let mut order: Vec<usize> = Vec::with_capacity(calls.len());
+    order.extend(first.iter().map(|&(_, _, i)| i));
+    let repeats_from = order.len();
+    order.extend(repeated);
+    InsertOrder { calls: order, repeats_from }
 }
 
 /// Splits calls (indices into `calls`, in insertion order) into the runs
@@ -293,7 +303,7 @@ pub fn append(
     tx: &Transaction<'_>,
     calls: &[LlmCall],
     series: &[i64],
-    encoded: &[EncodedCall],
+    encoded: &EncodedCalls,
     order: &InsertOrder,
     floor: i64,
 ) -> Result<Vec<Option<i64>>, rusqlite::Error> {
@@ -319,7 +329,7 @@ pub fn append(
                 series: series[i],
                 id: call.id.as_deref(),
                 session: call.session.as_deref(),
-                payload: &encoded[i].payload,
+                payload: encoded.payload(i),
             });
         }
         encode(&chunk, &mut body);
@@ -759,7 +769,7 @@ mod tests {
 
     fn append_calls(conn: &mut Connection, calls: &[LlmCall]) -> Vec<Option<i64>> {
         let tx = conn.transaction().unwrap();
-        let encoded: Vec<EncodedCall> = calls.iter().map(EncodedCall::of).collect();
+        let encoded = EncodedCalls::of(calls);
         let series = vec![1; calls.len()];
         let seqs = append(&tx, calls, &series, &encoded, &insert_order(calls), 0).unwrap();
         tx.commit().unwrap();

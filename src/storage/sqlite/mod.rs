@@ -221,7 +221,7 @@ fn spawn_checkpointer(
 /// Records encoded for a write, one part per request (`Storage::encode`).
 #[derive(Default)]
 struct EncodedRecords {
-    calls: Vec<rows::EncodedCall>,
+    calls: rows::EncodedCalls,
     /// The spans' chunks (indices into the append's spans once joined).
     chunks: Vec<span_chunks::EncodedChunk>,
     /// How many spans the chunks were made from.
@@ -232,7 +232,7 @@ struct EncodedRecords {
 impl EncodedRecords {
     fn of(calls: &[LlmCall], spans: &[SpanRecord], logs: &[LogRecord]) -> Self {
         Self {
-            calls: calls.iter().map(rows::EncodedCall::of).collect(),
+            calls: rows::EncodedCalls::of(calls),
             chunks: span_chunks::chunks_of(spans),
             spans: spans.len(),
             logs: logs.iter().map(telemetry::to_json).collect(),
@@ -262,12 +262,24 @@ impl EncodedRecords {
         if parts.is_empty() {
             return Ok(Self::of(&batch.calls, &batch.spans, &batch.logs));
         }
-        let mut all = EncodedRecords::default();
-        for part in parts {
-            let mut part = part.downcast::<EncodedRecords>().map_err(|_| {
+        let parts = parts
+            .into_iter()
+            .map(|part| part.downcast::<EncodedRecords>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| {
                 StorageError::Corrupt("an append part was not encoded by this store".into())
             })?;
-            all.calls.append(&mut part.calls);
+        let mut all = EncodedRecords {
+            calls: rows::EncodedCalls::default(),
+            chunks: Vec::with_capacity(parts.iter().map(|p| p.chunks.len()).sum()),
+            spans: 0,
+            logs: Vec::with_capacity(parts.iter().map(|p| p.logs.len()).sum()),
+        };
+        let calls = parts.iter().map(|p| p.calls.len()).sum();
+        let bytes = parts.iter().map(|p| p.calls.byte_len()).sum();
+        let mut call_parts = Vec::with_capacity(parts.len());
+        for mut part in parts {
+            call_parts.push(std::mem::take(&mut part.calls));
             for mut chunk in part.chunks {
                 chunk.spans.iter_mut().for_each(|i| *i += all.spans);
                 all.chunks.push(chunk);
@@ -275,6 +287,7 @@ impl EncodedRecords {
             all.spans += part.spans;
             all.logs.append(&mut part.logs);
         }
+        all.calls = rows::EncodedCalls::joined(call_parts.into_iter(), calls, bytes);
         let lengths = (all.calls.len(), all.spans, all.logs.len());
         if lengths != (batch.calls.len(), batch.spans.len(), batch.logs.len()) {
             return Err(StorageError::Corrupt(format!(

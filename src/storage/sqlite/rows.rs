@@ -98,16 +98,55 @@ pub fn encode_payload(call: &LlmCall, out: &mut Vec<u8>) {
     postcard::to_io(&payload, &mut *out).expect("writing to a Vec cannot fail");
 }
 
-/// A call's payload, encoded by the request handlers (`Storage::encode`).
-pub struct EncodedCall {
-    pub payload: Vec<u8>,
+/// Calls' payloads, encoded by the request handlers (`Storage::encode`),
+/// one after the other in one buffer: an allocation per request, not per
+/// call.
+#[derive(Default)]
+pub struct EncodedCalls {
+    bytes: Vec<u8>,
+    /// Where each payload ends in `bytes`.
+    ends: Vec<usize>,
 }
 
-impl EncodedCall {
-    pub fn of(call: &LlmCall) -> Self {
-        let mut payload = Vec::with_capacity(96);
-        encode_payload(call, &mut payload);
-        Self { payload }
+impl EncodedCalls {
+    pub fn of(calls: &[LlmCall]) -> Self {
+        let mut encoded = Self {
+            bytes: Vec::with_capacity(calls.len() * 96),
+            ends: Vec::with_capacity(calls.len()),
+        };
+        let mut scratch = Vec::with_capacity(128);
+        for call in calls {
+            encode_payload(call, &mut scratch);
+            encoded.bytes.extend_from_slice(&scratch);
+            encoded.ends.push(encoded.bytes.len());
+        }
+        encoded
+    }
+
+    /// Encoded calls joined in order.
+    pub fn joined(parts: impl Iterator<Item = Self>, calls: usize, bytes: usize) -> Self {
+        let mut all = Self { bytes: Vec::with_capacity(bytes), ends: Vec::with_capacity(calls) };
+        for part in parts {
+            let offset = all.bytes.len();
+            all.bytes.extend_from_slice(&part.bytes);
+            all.ends.extend(part.ends.iter().map(|end| end + offset));
+        }
+        all
+    }
+
+    #[allow(clippy::len_without_is_empty)]
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn byte_len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// The payload of the `i`th call.
+    pub fn payload(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.bytes[start..self.ends[i]]
     }
 }
 
