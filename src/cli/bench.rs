@@ -71,6 +71,9 @@ struct IngestArgs {
     /// keys and models), to measure what evaluating them costs.
     #[arg(long, default_value_t = 0)]
     budgets: u64,
+    /// Random report ids (as UUIDs are) instead of ids numbered by batch.
+    #[arg(long)]
+    random_ids: bool,
 }
 
 #[derive(Args)]
@@ -192,7 +195,13 @@ impl Rng {
 
 /// One batch of realistic reports as a JSON array; ids unique per
 /// (run, batch, index); times spread over `spread_ms` before `now`.
-fn batch_body(run: u64, batch: u64, size: u64, now: i64, spread_ms: i64) -> String {
+fn batch_body(
+    run: u64,
+    batch: u64,
+    size: u64,
+    (now, spread_ms): (i64, i64),
+    random_ids: bool,
+) -> String {
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (batch.wrapping_mul(0x2545_F491_4F6C_DD1D) + 1));
     let mut out = String::with_capacity(size as usize * 330);
     out.push('[');
@@ -209,9 +218,16 @@ fn batch_body(run: u64, batch: u64, size: u64, now: i64, spread_ms: i64) -> Stri
         let output = 1 + rng.below(800);
         let completed = now - rng.below(spread_ms.max(1) as u64) as i64;
         let duration = 200 + rng.below(5000);
+        // Ids a gateway numbers (close together in key order) or random
+        // ones, as UUIDs are (each lands anywhere in the id index).
+        let id = if random_ids {
+            format!("{:016x}{:016x}", rng.next(), rng.next())
+        } else {
+            format!("b{run}-{batch}-{i}")
+        };
         let _ = write!(
             out,
-            r#"{{"id":"b{run}-{batch}-{i}","model":"{model}","provider":"openai","operation":"chat","user":"user-{}","api_key":"sk-test-{}","route":"/v1/chat/completions","tags":{{"team":"team-{}"}},"input_tokens":{input},"output_tokens":{output},"cache_read_tokens":{cached},"started_at":{},"completed_at":{completed},"ttft_ms":{},"streaming":true,"status":"{}"}}"#,
+            r#"{{"id":"{id}","model":"{model}","provider":"openai","operation":"chat","user":"user-{}","api_key":"sk-test-{}","route":"/v1/chat/completions","tags":{{"team":"team-{}"}},"input_tokens":{input},"output_tokens":{output},"cache_read_tokens":{cached},"started_at":{},"completed_at":{completed},"ttft_ms":{},"streaming":true,"status":"{}"}}"#,
             user,
             user % 50,
             user % 5,
@@ -241,12 +257,14 @@ struct LoadPlan {
     concurrency: u64,
     /// Report times are spread over this long before now.
     spread_ms: i64,
+    random_ids: bool,
     deadline: Instant,
 }
 
 /// Sends the plan's reports in batches from concurrent clients.
 async fn load(url: &str, plan: LoadPlan) -> anyhow::Result<LoadResult> {
-    let LoadPlan { run, first_batch, records, batch, concurrency, spread_ms, deadline } = plan;
+    let LoadPlan { run, first_batch, records, batch, concurrency, spread_ms, random_ids, deadline } =
+        plan;
     let client = reqwest::Client::builder().pool_max_idle_per_host(concurrency as usize).build()?;
     let batches = records.div_ceil(batch);
     let next = Arc::new(AtomicU64::new(0));
@@ -265,7 +283,8 @@ async fn load(url: &str, plan: LoadPlan) -> anyhow::Result<LoadResult> {
                     break;
                 }
                 let size = batch.min(records - n * batch);
-                let body = batch_body(run, first_batch + n, size, now, spread_ms);
+                let body =
+                    batch_body(run, first_batch + n, size, (now, spread_ms), random_ids);
                 let t0 = Instant::now();
                 let (status, answer) =
                     post_until_taken(&client, &endpoint, "application/json", body).await?;
@@ -333,13 +352,18 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
         batch: args.batch,
         concurrency: args.concurrency,
         spread_ms: 60_000,
+        random_ids: args.random_ids,
         deadline: Instant::now() + Duration::from_secs(args.max_seconds),
     };
     let mut result = load(&server.url, plan).await?;
     result.latencies_ms.sort_by(f64::total_cmp);
     println!(
-        "ingest: {} reports in batches of {}, {} concurrent clients, {} budgets",
-        result.records, args.batch, args.concurrency, args.budgets
+        "ingest: {} reports in batches of {}, {} concurrent clients, {} budgets{}",
+        result.records,
+        args.batch,
+        args.concurrency,
+        args.budgets,
+        if args.random_ids { ", random ids" } else { "" }
     );
     println!(
         "  throughput      {:.0} reports/s (durably acknowledged)",
@@ -374,6 +398,7 @@ async fn query(args: QueryArgs) -> anyhow::Result<()> {
                 batch: 1000,
                 concurrency: 16,
                 spread_ms: 23 * 3_600_000,
+                random_ids: false,
                 deadline: Instant::now() + Duration::from_secs(3600),
             };
             let result = load(&server.url, plan).await?;
