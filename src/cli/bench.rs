@@ -283,8 +283,7 @@ async fn load(url: &str, plan: LoadPlan) -> anyhow::Result<LoadResult> {
                     break;
                 }
                 let size = batch.min(records - n * batch);
-                let body =
-                    batch_body(run, first_batch + n, size, (now, spread_ms), random_ids);
+                let body = batch_body(run, first_batch + n, size, (now, spread_ms), random_ids);
                 let t0 = Instant::now();
                 let (status, answer) =
                     post_until_taken(&client, &endpoint, "application/json", body).await?;
