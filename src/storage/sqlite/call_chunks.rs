@@ -791,6 +791,39 @@ mod tests {
     }
 
     #[test]
+    fn retention_rewrites_a_straddling_row_and_frees_the_ids_it_deletes() {
+        let mut conn = store();
+        let spanned =
+            LlmCall { trace_id: Some("t".into()), span_id: Some("s".into()), ..call(None, 500) };
+        // Sparse, so one row from 500 to 9,000 ms.
+        let calls = [spanned.clone(), call(Some("old"), 900), call(Some("kept"), 9_000)];
+        assert_eq!(append_calls(&mut conn, &calls), vec![Some(1), Some(2), Some(3)]);
+        let tx = conn.transaction().unwrap();
+        assert_eq!(delete_before(&tx, 5_000).unwrap(), 2);
+        tx.commit().unwrap();
+        let left = after(&conn, 0, 10).unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!((left[0].seq, left[0].call.time_ms), (3, 9_000));
+        assert_eq!(left[0].call.id.as_deref(), Some("kept"));
+        let row: (i64, i64, i64) = conn
+            .query_row("SELECT calls, min_time, max_time FROM call_chunks", [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .unwrap();
+        assert_eq!(row, (1, 9_000, 9_000));
+        // The deleted calls' id and span key are free again; the kept one's is not.
+        let again = [spanned, call(Some("old"), 9_500), call(Some("kept"), 9_500)];
+        assert_eq!(append_calls(&mut conn, &again), vec![Some(4), Some(5), None]);
+        // A row left without calls goes.
+        let tx = conn.transaction().unwrap();
+        assert_eq!(delete_before(&tx, 20_000).unwrap(), 3);
+        tx.commit().unwrap();
+        let rows: i64 =
+            conn.query_row("SELECT count(*) FROM call_chunks", [], |r| r.get(0)).unwrap();
+        assert_eq!(rows, 0);
+    }
+
+    #[test]
     fn a_call_whose_span_is_stored_claims_no_id() {
         let mut conn = store();
         let spanned = |id: &str, span: &str| LlmCall {
