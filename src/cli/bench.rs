@@ -199,7 +199,8 @@ fn batch_body(
     run: u64,
     batch: u64,
     size: u64,
-    (now, spread_ms): (i64, i64),
+    now: i64,
+    spread_ms: i64,
     random_ids: bool,
 ) -> String {
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (batch.wrapping_mul(0x2545_F491_4F6C_DD1D) + 1));
@@ -283,7 +284,7 @@ async fn load(url: &str, plan: LoadPlan) -> anyhow::Result<LoadResult> {
                     break;
                 }
                 let size = batch.min(records - n * batch);
-                let body = batch_body(run, first_batch + n, size, (now, spread_ms), random_ids);
+                let body = batch_body(run, first_batch + n, size, now, spread_ms, random_ids);
                 let t0 = Instant::now();
                 let (status, answer) =
                     post_until_taken(&client, &endpoint, "application/json", body).await?;

@@ -147,48 +147,33 @@ pub fn register_modules(conn: &Connection) -> Result<(), rusqlite::Error> {
     rusqlite::vtab::array::load_module(conn)
 }
 
-/// The statements that claim calls' keys in `call_keys`.
-struct Claims<'t> {
-    id: CachedStatement<'t>,
-    span: CachedStatement<'t>,
-    release_id: CachedStatement<'t>,
+/// Gives back an id claimed earlier in the same append.
+fn release_id(tx: &Transaction<'_>, project: &str, id: &str) -> Result<(), rusqlite::Error> {
+    tx.prepare_cached("DELETE FROM call_keys WHERE project = ?1 AND key = 'i' || ?2")?
+        .execute(params![project, id])?;
+    Ok(())
 }
 
-impl<'t> Claims<'t> {
-    fn new(tx: &'t Transaction<'_>) -> Result<Self, rusqlite::Error> {
-        Ok(Self {
-            id: tx.prepare_cached(
-                "INSERT OR IGNORE INTO call_keys (project, key, tag) VALUES (?1, 'i' || ?2, 0)",
-            )?,
-            span: tx.prepare_cached(
-                "INSERT OR IGNORE INTO call_keys (project, key, tag) VALUES (?1, 's' || ?2 || ?3, 0)",
-            )?,
-            release_id: tx
-                .prepare_cached("DELETE FROM call_keys WHERE project = ?1 AND key = 'i' || ?2")?,
-        })
-    }
-
-    /// Claims a call's id and span key; false, claiming neither, when
-    /// either is stored already. A call without keys is always new.
-    fn claim(&mut self, call: &LlmCall) -> Result<bool, rusqlite::Error> {
-        let span = span_key(call);
-        if let Some(id) = &call.id {
-            if self.id.execute(params![call.project, id])? == 0 {
-                return Ok(false);
-            }
-            if let Some((trace, span)) = span
-                && self.span.execute(params![call.project, trace, span])? == 0
-            {
-                self.release_id.execute(params![call.project, id])?;
-                return Ok(false);
-            }
-            return Ok(true);
-        }
-        match span {
-            Some((trace, span)) => Ok(self.span.execute(params![call.project, trace, span])? == 1),
-            None => Ok(true),
+/// Claims one call's id and span key; false, claiming neither, when either
+/// is stored already. A call without keys is always new.
+fn claim_one(tx: &Transaction<'_>, call: &LlmCall) -> Result<bool, rusqlite::Error> {
+    let project = call.project.as_str();
+    if let Some(id) = &call.id {
+        let id_key = vec![(project, Value::Text(id.clone()), 0)];
+        if claim_keys(tx, "i", id_key, 0)?[0].1 {
+            return Ok(false);
         }
     }
+    if let Some((trace, span)) = span_key(call) {
+        let span_key = vec![(project, Value::Text(format!("{trace}{span}")), 0)];
+        if claim_keys(tx, "s", span_key, 0)?[0].1 {
+            if let Some(id) = &call.id {
+                release_id(tx, project, id)?;
+            }
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// Claims the keys of an append's calls; returns the calls that are new, in
@@ -225,25 +210,25 @@ fn claim_all(
             key.map(|key| (call.project.as_str(), key, i))
         })
         .collect();
-    let mut claims = Claims::new(tx)?;
     for (i, taken) in claim_keys(tx, "s", by_span, tag)? {
         let call = &calls[i];
         if taken {
             new[i] = false;
             if let Some(id) = &call.id {
-                claims.release_id.execute(params![call.project, id])?;
+                release_id(tx, &call.project, id)?;
             }
         }
     }
     for &i in repeated {
-        new[i] = claims.claim(&calls[i])?;
+        new[i] = claim_one(tx, &calls[i])?;
     }
     Ok(order.calls.iter().copied().filter(|&i| new[i]).collect())
 }
 
 /// Claims keys of one kind ('i' or 's'), as (project, key, call), a
 /// statement per run of one project; returns each call with whether its key
-/// was taken already.
+/// was taken already. Within a run, keys must be distinct; a run of one
+/// needs no tag (its statement either inserted the key or did not).
 fn claim_keys(
     tx: &Transaction<'_>,
     kind: &str,
@@ -259,8 +244,8 @@ fn claim_keys(
         let project = run[0].0;
         let values = Rc::new(run.iter().map(|(_, key, _)| key.clone()).collect::<Vec<Value>>());
         let inserted = insert.execute(params![project, kind, values.clone(), tag])?;
-        if inserted == run.len() {
-            outcome.extend(run.iter().map(|&(_, _, i)| (i, false)));
+        if inserted == run.len() || run.len() == 1 {
+            outcome.extend(run.iter().map(|&(_, _, i)| (i, inserted < run.len())));
             continue;
         }
         // Some were stored already: those the statement inserted carry the tag.
@@ -283,16 +268,17 @@ fn claim_keys(
 /// the highest seq ever used (retention deletes calls, and seqs never
 /// repeat, as the rollup watermark and the replay after a crash count on).
 fn next_seq(tx: &Transaction<'_>, floor: i64) -> Result<i64, rusqlite::Error> {
-    let last: Option<i64> = tx
+    Ok(stored_seq(tx)?.max(floor) + 1)
+}
+
+/// The highest call seq stored (0 when none): the last seq of the newest
+/// chunk, as seqs grow with chunks.
+pub fn stored_seq(conn: &Connection) -> Result<i64, rusqlite::Error> {
+    let last: Option<i64> = conn
         .prepare_cached("SELECT last_seq FROM call_chunks ORDER BY first_seq DESC LIMIT 1")?
         .query_row([], |row| row.get(0))
         .optional()?;
-    Ok(last.unwrap_or(0).max(floor) + 1)
-}
-
-/// The highest call seq stored (0 when none).
-pub fn stored_seq(conn: &Connection) -> Result<i64, rusqlite::Error> {
-    conn.query_row("SELECT coalesce(max(last_seq), 0) FROM call_chunks", [], |r| r.get(0))
+    Ok(last.unwrap_or(0))
 }
 
 /// Stores an append's calls in `order` (`insert_order`), skipping those
@@ -894,12 +880,12 @@ mod tests {
         );
         // Their ids and span keys are claimed: each repeats.
         let mut conn = conn;
+        register_modules(&conn).unwrap();
         let tx = conn.transaction().unwrap();
-        let mut claims = Claims::new(&tx).unwrap();
-        assert!(!claims.claim(&call(Some("r5"), 1)).unwrap());
+        assert!(!claim_one(&tx, &call(Some("r5"), 1)).unwrap());
         let spanned =
             LlmCall { trace_id: Some("t20".into()), span_id: Some("s20".into()), ..call(None, 1) };
-        assert!(!claims.claim(&spanned).unwrap());
-        assert!(claims.claim(&call(Some("r10001"), 1)).unwrap());
+        assert!(!claim_one(&tx, &spanned).unwrap());
+        assert!(claim_one(&tx, &call(Some("r10001"), 1)).unwrap());
     }
 }
