@@ -6,7 +6,11 @@ use std::io::Read;
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, StatusCode, header};
 use flate2::read::GzDecoder;
-use serde::de::{MapAccess, Visitor, value::MapAccessDeserializer};
+use std::marker::PhantomData;
+
+use serde::de::{
+    self, DeserializeSeed, MapAccess, SeqAccess, Visitor, value::MapAccessDeserializer,
+};
 use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 
@@ -99,31 +103,102 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ParsedEnvelope<T> {
-    records: Vec<Object<T>>,
+/// Hands each record of an array to `each` as soon as it is parsed.
+struct EachInArray<'f, T, F> {
+    each: &'f mut F,
+    record: PhantomData<T>,
 }
 
-/// The records of a batch (the forms of `split_records`). A JSON array or
-/// `{"records": [...]}` whose records all parse is parsed in one pass; any
-/// other body is split, and its records are left as text.
-pub fn records<'a, T: Deserialize<'a>>(
-    body: &'a [u8],
-    ndjson: bool,
-) -> Result<Vec<Record<'a, T>>, ApiError> {
-    let text = utf8(body)?;
-    if !ndjson {
-        let parsed = match text.trim_start().as_bytes().first() {
-            Some(b'[') => serde_json::from_str::<Vec<Object<T>>>(text).ok(),
-            Some(b'{') => serde_json::from_str::<ParsedEnvelope<T>>(text).ok().map(|e| e.records),
-            _ => None,
-        };
-        if let Some(parsed) = parsed {
-            return Ok(parsed.into_iter().map(|Object(record)| Record::Parsed(record)).collect());
+impl<'de, T, U, F> DeserializeSeed<'de> for EachInArray<'_, T, F>
+where
+    T: Deserialize<'de>,
+    F: FnMut(Record<'de, T>) -> U,
+{
+    type Value = Vec<U>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Vec<U>, D::Error> {
+        deserializer.deserialize_seq(self)
+    }
+}
+
+impl<'de, T, U, F> Visitor<'de> for EachInArray<'_, T, F>
+where
+    T: Deserialize<'de>,
+    F: FnMut(Record<'de, T>) -> U,
+{
+    type Value = Vec<U>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an array of records")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<U>, A::Error> {
+        let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+        while let Some(Object(record)) = seq.next_element::<Object<T>>()? {
+            out.push((self.each)(Record::Parsed(record)));
+        }
+        Ok(out)
+    }
+}
+
+/// `{"records": [...]}` with nothing else in it, through `EachInArray`.
+struct EachInEnvelope<'f, T, F>(EachInArray<'f, T, F>);
+
+impl<'de, T, U, F> Visitor<'de> for EachInEnvelope<'_, T, F>
+where
+    T: Deserialize<'de>,
+    F: FnMut(Record<'de, T>) -> U,
+{
+    type Value = Vec<U>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an object with only \"records\"")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Vec<U>, A::Error> {
+        match map.next_key::<String>()? {
+            Some(key) if key == "records" => {}
+            _ => return Err(de::Error::custom("expected \"records\"")),
+        }
+        let out = map.next_value_seed(self.0)?;
+        match map.next_key::<String>()? {
+            None => Ok(out),
+            Some(_) => Err(de::Error::custom("expected only \"records\"")),
         }
     }
-    Ok(split_records(body, ndjson)?.into_iter().map(Record::Text).collect())
+}
+
+/// Each record of a batch (the forms of `split_records`) through `each`, in
+/// order. A JSON array or `{"records": [...]}` whose records all parse is
+/// parsed in one pass, each record handed over as soon as it is parsed. Any
+/// other body, or one with a record that does not parse, is split and its
+/// records handed over as JSON text, to be parsed (and named in an error)
+/// alone; so `each` may see a record twice, and its results from the first
+/// pass are then dropped.
+pub fn each_record<'a, T, U>(
+    body: &'a [u8],
+    ndjson: bool,
+    mut each: impl FnMut(Record<'a, T>) -> U,
+) -> Result<Vec<U>, ApiError>
+where
+    T: Deserialize<'a>,
+{
+    let text = utf8(body)?;
+    if !ndjson {
+        let mut deserializer = serde_json::Deserializer::from_str(text);
+        let array = EachInArray { each: &mut each, record: PhantomData };
+        let parsed = match text.trim_start().as_bytes().first() {
+            Some(b'[') => array.deserialize(&mut deserializer).ok(),
+            Some(b'{') => deserializer.deserialize_map(EachInEnvelope(array)).ok(),
+            _ => None,
+        };
+        if let Some(parsed) = parsed
+            && deserializer.end().is_ok()
+        {
+            return Ok(parsed);
+        }
+    }
+    Ok(split_records(body, ndjson)?.into_iter().map(|json| each(Record::Text(json))).collect())
 }
 
 fn utf8(body: &[u8]) -> Result<&str, ApiError> {
@@ -188,14 +263,11 @@ mod tests {
     }
 
     fn forms(body: &[u8]) -> Vec<Result<Option<u32>, String>> {
-        records::<Rec>(body, false)
-            .unwrap()
-            .into_iter()
-            .map(|r| match r {
-                Record::Parsed(rec) => Ok(rec.a),
-                Record::Text(text) => Err(text.to_owned()),
-            })
-            .collect()
+        each_record::<Rec, _>(body, false, |r| match r {
+            Record::Parsed(rec) => Ok(rec.a),
+            Record::Text(text) => Err(text.to_owned()),
+        })
+        .unwrap()
     }
 
     #[test]
@@ -210,6 +282,8 @@ mod tests {
         );
         assert_eq!(forms(br#"[[1]]"#), vec![Err("[1]".into())]);
         assert_eq!(forms(br#"{"a":1}"#), vec![Err(r#"{"a":1}"#.into())]);
-        assert!(records::<Rec>(b"[{", false).is_err());
+        assert_eq!(forms(br#"{"records":[{"a":1}],"b":2}"#), vec![Err(r#"{"a":1}"#.into())]);
+        assert!(each_record::<Rec, _>(br#"{"records":[{"a":1}]} x"#, false, |_| ()).is_err());
+        assert!(each_record::<Rec, _>(b"[{", false, |_| ()).is_err());
     }
 }

@@ -14,7 +14,7 @@ use super::body;
 use super::usage::{Rejection, UsageIngest};
 use crate::durability::Records;
 use crate::error::ApiError;
-use crate::normalize::point::{PointKeys, RawPoint, normalize_point, validate_point};
+use crate::normalize::point::{PointKeys, normalize_point, validate_point};
 
 #[derive(Debug, Serialize)]
 pub struct PointsResponse {
@@ -31,17 +31,16 @@ pub async fn post_points(
         return Err(ApiError::overloaded("too many ingest requests in flight; retry later"));
     };
     let bytes = body::read(&headers, request, ingest.max_body_bytes).await?;
-    let records = body::records::<RawPoint>(&bytes, body::is_ndjson(&headers))?;
     let now = crate::time::now_ms();
     let oldest = ingest.metric_horizon_ms.map_or(i64::MIN, |keep| now - keep);
-    let mut points = Vec::with_capacity(records.len());
-    let mut rejected = Vec::new();
     let mut keys = PointKeys::default();
-    for (index, record) in records.into_iter().enumerate() {
-        let point = match record {
-            body::Record::Parsed(raw) => validate_point(raw, now, oldest, &mut keys),
-            body::Record::Text(json) => normalize_point(json, now, oldest, &mut keys),
-        };
+    let results = body::each_record(&bytes, body::is_ndjson(&headers), |record| match record {
+        body::Record::Parsed(raw) => validate_point(raw, now, oldest, &mut keys),
+        body::Record::Text(json) => normalize_point(json, now, oldest, &mut keys),
+    })?;
+    let mut points = Vec::with_capacity(results.len());
+    let mut rejected = Vec::new();
+    for (index, point) in results.into_iter().enumerate() {
         match point {
             Ok(point) => points.push(point),
             Err(err) => rejected.push(Rejection { index, error: err.to_string() }),

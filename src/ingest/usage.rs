@@ -11,7 +11,7 @@ use serde::Serialize;
 use super::body;
 use crate::durability::{Committer, Outcome};
 use crate::error::ApiError;
-use crate::normalize::usage_report::{NormalizeContext, RawReport, normalize_report};
+use crate::normalize::usage_report::{NormalizeContext, normalize_report};
 use crate::normalize::{AccountingRules, KeyFingerprinter, normalize_json};
 use crate::pricing::PriceTable;
 
@@ -68,16 +68,15 @@ pub async fn post_usage(
         return Err(ApiError::overloaded("too many ingest requests in flight; retry later"));
     };
     let bytes = body::read(&headers, request, ingest.max_body_bytes).await?;
-    let records = body::records::<RawReport>(&bytes, body::is_ndjson(&headers))?;
-    let count = records.len();
     let context = ingest.context();
+    let results = body::each_record(&bytes, body::is_ndjson(&headers), |record| match record {
+        body::Record::Parsed(raw) => normalize_report(raw, &context),
+        body::Record::Text(json) => normalize_json(json, &context),
+    })?;
+    let count = results.len();
     let mut calls = Vec::with_capacity(count);
     let mut rejected = Vec::new();
-    for (index, record) in records.into_iter().enumerate() {
-        let call = match record {
-            body::Record::Parsed(raw) => normalize_report(raw, &context),
-            body::Record::Text(json) => normalize_json(json, &context),
-        };
+    for (index, call) in results.into_iter().enumerate() {
         match call {
             Ok(call) => calls.push(call),
             Err(err) => rejected.push(Rejection { index, error: err.to_string() }),

@@ -8,6 +8,17 @@ use serde::Serialize;
 /// A small string map; sorted so that equal tag sets serialize identically.
 pub type Tags = BTreeMap<String, String>;
 
+/// Parses `text` trimmed, ignoring ASCII case; lowercases a copy only when
+/// there are capitals.
+fn lowercase_then<T>(text: &str, parse: impl Fn(&str) -> Option<T>) -> Option<T> {
+    let text = text.trim();
+    if text.bytes().any(|b| b.is_ascii_uppercase()) {
+        parse(&text.to_ascii_lowercase())
+    } else {
+        parse(text)
+    }
+}
+
 /// What kind of model request a call was.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -38,7 +49,11 @@ impl Operation {
     /// (seed 003's `chat_completion`, OpenAI's `embeddings`, GenAI's
     /// `text_completion`, …).
     pub fn parse(text: &str) -> Option<Operation> {
-        let op = match text.trim().to_ascii_lowercase().as_str() {
+        lowercase_then(text, Operation::parse_lowercase)
+    }
+
+    fn parse_lowercase(text: &str) -> Option<Operation> {
+        let op = match text {
             "chat" | "chat_completion" | "chat_completions" | "chat.completions"
             | "generate_content" | "responses" | "messages" => Operation::Chat,
             "completion" | "completions" | "text_completion" => Operation::Completion,
@@ -85,7 +100,11 @@ impl Status {
     }
 
     pub fn parse(text: &str) -> Option<Status> {
-        match text.trim().to_ascii_lowercase().as_str() {
+        lowercase_then(text, Status::parse_lowercase)
+    }
+
+    fn parse_lowercase(text: &str) -> Option<Status> {
+        match text {
             "ok" | "success" | "unset" => Some(Status::Ok),
             "error" | "failed" | "failure" => Some(Status::Error),
             "cancelled" | "canceled" | "aborted" => Some(Status::Cancelled),

@@ -4,6 +4,7 @@
 //! OpenLLMetry, Langfuse, Vercel AI SDK; see semconv.md) and the caps on
 //! stored attribute sizes. Pure: no I/O, no clock.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
@@ -15,7 +16,7 @@ use opentelemetry_proto::tonic::trace::v1::{Span, status::StatusCode};
 use serde_json::{Map, Number, Value};
 
 use super::usage_report::RawReport;
-use super::values::{Amount, Count, Instant, MAX_COUNT, Text};
+use super::values::{Amount, Count, Instant, MAX_COUNT, TextRef};
 use crate::model::{Attributes, Operation, SpanEvent, SpanKind, SpanRecord, SpanStatus};
 
 /// Longest string value an attribute map stores whole; prompts and
@@ -157,7 +158,7 @@ pub struct NormalizedSpan {
     /// from the `LlmCall` that `call` becomes after the accounting rules.
     pub span: SpanRecord,
     /// In Tally's canonical (inclusive) token form, not yet validated.
-    pub call: Option<RawReport>,
+    pub call: Option<RawReport<'static>>,
 }
 
 /// A resource's attributes, converted as `attributes_to_json` does.
@@ -806,7 +807,7 @@ fn parse_instant_ns(text: &str) -> Option<i64> {
 /// carry their children's usage summed (GenAI `invoke_agent`, the Vercel AI
 /// SDK's outer spans), which would count it twice. A token count that is
 /// not a non-negative integer keeps the span but drops the call.
-fn model_call(facts: &Facts<'_>, span: &Span, record: &SpanRecord) -> Option<RawReport> {
+fn model_call(facts: &Facts<'_>, span: &Span, record: &SpanRecord) -> Option<RawReport<'static>> {
     if matches!(record.kind, SpanKind::Agent | SpanKind::Chain | SpanKind::Workflow) {
         return None;
     }
@@ -835,15 +836,16 @@ fn model_call(facts: &Facts<'_>, span: &Span, record: &SpanRecord) -> Option<Raw
         .or_else(|| (is_vercel_stream || first_token_event_ns(span).is_some()).then_some(true));
     let started_ms = record.start_ns / 1_000_000;
     let completed_ms = record.end_ns / 1_000_000;
-    let text = |value: Option<String>| value.map(Text);
+    let owned = |value: String| TextRef(Cow::Owned(value));
+    let text = |value: Option<String>| value.map(owned);
 
     Some(RawReport {
         id: text(facts.text("gen_ai.response.id")),
-        project: Some(Text(record.project.clone())),
-        model: Some(Text(model)),
+        project: Some(owned(record.project.clone())),
+        model: Some(owned(model)),
         response_model: text(facts.first_text(RESPONSE_MODEL_KEYS)),
         provider: text(record.provider.clone()),
-        operation: Some(Text(operation.as_str().to_owned())),
+        operation: Some(owned(operation.as_str().to_owned())),
         user: text(record.user.clone()),
         session: text(record.session.clone()),
         input_tokens: usage.input.map(Count),
@@ -857,11 +859,11 @@ fn model_call(facts: &Facts<'_>, span: &Span, record: &SpanRecord) -> Option<Raw
         duration_ms: Some(Amount(record.duration_ms())),
         ttft_ms: time_to_first_token_ms(facts, span, record.start_ns).map(Amount),
         streaming,
-        status: failed.then(|| Text("error".to_owned())),
+        status: failed.then(|| owned("error".to_owned())),
         error_type: text(facts.text("error.type")),
         cost_usd: reported_cost(facts).map(Amount),
-        trace_id: Some(Text(record.trace_id.clone())),
-        span_id: Some(Text(record.span_id.clone())),
+        trace_id: Some(owned(record.trace_id.clone())),
+        span_id: Some(owned(record.span_id.clone())),
         ..RawReport::default()
     })
 }
@@ -1464,7 +1466,7 @@ mod tests {
             let normalized =
                 normalize_span(&span, &SpanContext { resource: &resource, project_hint: hint })
                     .unwrap();
-            let call_project = normalized.call.unwrap().project.unwrap().0;
+            let call_project = normalized.call.unwrap().project.unwrap().0.into_owned();
             assert_eq!(normalized.span.project, call_project);
             (call_project, normalized.span.service)
         };

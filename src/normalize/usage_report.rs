@@ -2,10 +2,12 @@
 //! seed 003, validation, and the accounting rules of DESIGN.md (inclusive
 //! cached tokens, stream estimation, embedding totals, time anchoring, cost).
 
+use std::borrow::Cow;
+
 use serde::Deserialize;
 
 use super::fingerprint::KeyFingerprinter;
-use super::values::{Amount, Count, Instant, TagMap, Text};
+use super::values::{Amount, Count, Instant, TagMap, TextRef};
 use crate::model::{LlmCall, Operation, Source, Status};
 use crate::pricing::{PriceTable, TokenCounts, cost};
 
@@ -18,29 +20,40 @@ const MAX_TAGS: usize = 32;
 
 /// One report as sent. Every field is optional here so that one bad field
 /// yields an error naming it rather than a generic parse failure.
+/// Text fields borrow from the request body where they need no unescaping.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
-pub struct RawReport {
-    pub id: Option<Text>,
-    pub project: Option<Text>,
-    pub model: Option<Text>,
-    pub model_id: Option<Text>,
-    pub response_model: Option<Text>,
-    pub provider: Option<Text>,
-    pub provider_name: Option<Text>,
-    pub provider_type: Option<Text>,
-    pub provider_id: Option<Text>,
-    pub operation: Option<Text>,
-    #[serde(alias = "user_id")]
-    pub user: Option<Text>,
-    #[serde(alias = "access_key")]
-    pub api_key: Option<Text>,
-    #[serde(alias = "session_id")]
-    pub session: Option<Text>,
-    #[serde(alias = "model_route_id")]
-    pub route: Option<Text>,
-    #[serde(alias = "cluster_id")]
-    pub cluster: Option<Text>,
+pub struct RawReport<'a> {
+    #[serde(borrow)]
+    pub id: Option<TextRef<'a>>,
+    #[serde(borrow)]
+    pub project: Option<TextRef<'a>>,
+    #[serde(borrow)]
+    pub model: Option<TextRef<'a>>,
+    #[serde(borrow)]
+    pub model_id: Option<TextRef<'a>>,
+    #[serde(borrow)]
+    pub response_model: Option<TextRef<'a>>,
+    #[serde(borrow)]
+    pub provider: Option<TextRef<'a>>,
+    #[serde(borrow)]
+    pub provider_name: Option<TextRef<'a>>,
+    #[serde(borrow)]
+    pub provider_type: Option<TextRef<'a>>,
+    #[serde(borrow)]
+    pub provider_id: Option<TextRef<'a>>,
+    #[serde(borrow)]
+    pub operation: Option<TextRef<'a>>,
+    #[serde(borrow, alias = "user_id")]
+    pub user: Option<TextRef<'a>>,
+    #[serde(borrow, alias = "access_key")]
+    pub api_key: Option<TextRef<'a>>,
+    #[serde(borrow, alias = "session_id")]
+    pub session: Option<TextRef<'a>>,
+    #[serde(borrow, alias = "model_route_id")]
+    pub route: Option<TextRef<'a>>,
+    #[serde(borrow, alias = "cluster_id")]
+    pub cluster: Option<TextRef<'a>>,
     pub tags: Option<TagMap>,
     #[serde(alias = "request_count")]
     pub requests: Option<Count>,
@@ -64,11 +77,15 @@ pub struct RawReport {
     pub duration_ms: Option<Amount>,
     pub ttft_ms: Option<Amount>,
     pub streaming: Option<bool>,
-    pub status: Option<Text>,
-    pub error_type: Option<Text>,
+    #[serde(borrow)]
+    pub status: Option<TextRef<'a>>,
+    #[serde(borrow)]
+    pub error_type: Option<TextRef<'a>>,
     pub cost_usd: Option<Amount>,
-    pub trace_id: Option<Text>,
-    pub span_id: Option<Text>,
+    #[serde(borrow)]
+    pub trace_id: Option<TextRef<'a>>,
+    #[serde(borrow)]
+    pub span_id: Option<TextRef<'a>>,
 }
 
 /// Why one report was rejected; `Display` gives "field: what is wrong".
@@ -103,7 +120,7 @@ impl Default for AccountingRules {
 /// Parses one report's JSON text. On failure the error names the field (the
 /// fast path parses directly; only a failing report is parsed again with path
 /// tracking to find where it went wrong).
-pub fn parse_report(json: &str) -> Result<RawReport, ReportError> {
+pub fn parse_report(json: &str) -> Result<RawReport<'_>, ReportError> {
     // The derived deserializer would also read an array as the fields in
     // order; a record is an object.
     if !json.trim_start().starts_with('{') {
@@ -157,19 +174,43 @@ pub struct NormalizeContext<'a> {
     pub fingerprinter: &'a KeyFingerprinter,
 }
 
-fn text(field: &str, value: Option<Text>) -> Result<Option<String>, ReportError> {
-    let Some(Text(value)) = value else {
+/// `text.trim()`, without walking the characters when the ends are plain
+/// ASCII (as nearly every value is).
+fn trim(text: &str) -> &str {
+    let plain = |b: u8| b > b' ' && b.is_ascii();
+    match text.as_bytes() {
+        [first, .., last] if plain(*first) && plain(*last) => text,
+        [only] if plain(*only) => text,
+        _ => text.trim(),
+    }
+}
+
+/// A text field trimmed, borrowed; `None` when absent or blank.
+fn text_ref<'r>(
+    field: &str,
+    value: &'r Option<TextRef<'_>>,
+) -> Result<Option<&'r str>, ReportError> {
+    let Some(TextRef(value)) = value else {
         return Ok(None);
     };
-    let trimmed = value.trim();
+    let trimmed = trim(value);
     if trimmed.is_empty() {
         return Ok(None);
     }
     if trimmed.len() > MAX_TEXT_LEN {
         return Err(ReportError::new(field, format!("longer than {MAX_TEXT_LEN} bytes")));
     }
-    // Keep the parsed string (no copy) unless there was something to trim.
-    if trimmed.len() == value.len() { Ok(Some(value)) } else { Ok(Some(trimmed.to_owned())) }
+    Ok(Some(trimmed))
+}
+
+/// A text field trimmed, owned; `None` when absent or blank.
+fn text(field: &str, value: Option<TextRef<'_>>) -> Result<Option<String>, ReportError> {
+    let trimmed_len = text_ref(field, &value)?.map(str::len);
+    match (trimmed_len, value) {
+        (Some(len), Some(TextRef(Cow::Owned(value)))) if len == value.len() => Ok(Some(value)),
+        (Some(_), Some(value)) => Ok(Some(trim(&value.0).to_owned())),
+        _ => Ok(None),
+    }
 }
 
 fn count(value: Option<Count>) -> Option<u64> {
@@ -183,7 +224,7 @@ pub fn normalize_json(json: &str, ctx: &NormalizeContext<'_>) -> Result<LlmCall,
 
 /// Applies validation and the accounting rules to one parsed report.
 pub fn normalize_report(
-    raw: RawReport,
+    raw: RawReport<'_>,
     ctx: &NormalizeContext<'_>,
 ) -> Result<LlmCall, ReportError> {
     let model =
@@ -199,9 +240,9 @@ pub fn normalize_report(
             },
         },
     };
-    let operation = match text("operation", raw.operation)? {
+    let operation = match text_ref("operation", &raw.operation)? {
         None => Operation::Chat,
-        Some(op) => Operation::parse(&op).ok_or_else(|| {
+        Some(op) => Operation::parse(op).ok_or_else(|| {
             ReportError::new(
                 "operation",
                 format!(
@@ -210,9 +251,9 @@ pub fn normalize_report(
             )
         })?,
     };
-    let status = match text("status", raw.status)? {
+    let status = match text_ref("status", &raw.status)? {
         None => Status::Ok,
-        Some(s) => Status::parse(&s).ok_or_else(|| {
+        Some(s) => Status::parse(s).ok_or_else(|| {
             ReportError::new(
                 "status",
                 format!("unknown status {s:?} (expected ok, error or cancelled)"),
@@ -336,7 +377,7 @@ pub fn normalize_report(
         provider: provider.or(matched_provider),
         operation,
         user: text("user", raw.user)?,
-        api_key: text("api_key", raw.api_key)?.map(|key| ctx.fingerprinter.fingerprint(&key)),
+        api_key: text_ref("api_key", &raw.api_key)?.map(|key| ctx.fingerprinter.fingerprint(key)),
         session: text("session", raw.session)?,
         route: text("route", raw.route)?,
         cluster: text("cluster", raw.cluster)?,
