@@ -145,74 +145,90 @@ impl SeriesKey {
             _ => name.strip_prefix("tag.").and_then(|tag| self.tags.get(tag)).map(String::as_str),
         }
     }
+}
 
-    /// Does the call belong to this series?
-    fn matches(&self, call: &LlmCall) -> bool {
-        self.projection.is_none()
-            && self.model == call.model
-            && self.project == call.project
-            && self.user == call.user
-            && self.api_key == call.api_key
-            && self.operation == call.operation
-            && self.status == call.status
-            && self.provider == call.provider
-            && self.route == call.route
-            && self.cluster == call.cluster
-            && self.tags == call.tags
+/// The dimensions of a series or of a call, borrowed.
+struct Dimensions<'a> {
+    project: &'a str,
+    model: &'a str,
+    provider: Option<&'a str>,
+    operation: Operation,
+    user: Option<&'a str>,
+    api_key: Option<&'a str>,
+    route: Option<&'a str>,
+    status: Status,
+    cluster: Option<&'a str>,
+    tags: &'a Tags,
+    projection: Option<&'a str>,
+}
+
+impl<'a> Dimensions<'a> {
+    fn of_key(key: &'a SeriesKey) -> Self {
+        Dimensions {
+            project: &key.project,
+            model: &key.model,
+            provider: key.provider.as_deref(),
+            operation: key.operation,
+            user: key.user.as_deref(),
+            api_key: key.api_key.as_deref(),
+            route: key.route.as_deref(),
+            status: key.status,
+            cluster: key.cluster.as_deref(),
+            tags: &key.tags,
+            projection: key.projection.as_deref(),
+        }
+    }
+
+    fn of_call(call: &'a LlmCall) -> Self {
+        Dimensions {
+            project: &call.project,
+            model: &call.model,
+            provider: call.provider.as_deref(),
+            operation: call.operation,
+            user: call.user.as_deref(),
+            api_key: call.api_key.as_deref(),
+            route: call.route.as_deref(),
+            status: call.status,
+            cluster: call.cluster.as_deref(),
+            tags: &call.tags,
+            projection: None,
+        }
+    }
+
+    /// Writes the dimensions as one byte string, equal for equal
+    /// dimensions only (each text is length-prefixed, absence marked), so
+    /// that a lookup compares one contiguous run of memory instead of
+    /// following a pointer per field.
+    fn flatten(&self, out: &mut Vec<u8>) {
+        fn text(out: &mut Vec<u8>, text: Option<&str>) {
+            match text {
+                None => out.extend_from_slice(&u32::MAX.to_le_bytes()),
+                Some(text) => {
+                    out.extend_from_slice(&(text.len() as u32).to_le_bytes());
+                    out.extend_from_slice(text.as_bytes());
+                }
+            }
+        }
+        out.clear();
+        out.extend_from_slice(&[self.operation as u8, self.status as u8]);
+        for field in [Some(self.project), Some(self.model), self.provider, self.user] {
+            text(out, field);
+        }
+        for field in [self.api_key, self.route, self.cluster, self.projection] {
+            text(out, field);
+        }
+        out.extend_from_slice(&(self.tags.len() as u32).to_le_bytes());
+        for (name, value) in self.tags {
+            text(out, Some(name));
+            text(out, Some(value));
+        }
     }
 }
 
-/// Hashes the dimensions of a series, from a key or from a call alike.
-#[allow(clippy::too_many_arguments)]
-fn hash_dimensions(
-    project: &str,
-    model: &str,
-    provider: Option<&str>,
-    operation: Operation,
-    user: Option<&str>,
-    api_key: Option<&str>,
-    route: Option<&str>,
-    status: Status,
-    cluster: Option<&str>,
-    tags: &Tags,
-    projection: Option<&str>,
-) -> u64 {
+fn hash_flat(flat: &[u8]) -> u64 {
     let mut h = FxHasher::default();
-    (project, model, provider, operation, user, api_key).hash(&mut h);
-    (route, status, cluster, tags, projection).hash(&mut h);
+    h.write(flat);
     h.finish()
-}
-
-fn hash_key(key: &SeriesKey) -> u64 {
-    hash_dimensions(
-        &key.project,
-        &key.model,
-        key.provider.as_deref(),
-        key.operation,
-        key.user.as_deref(),
-        key.api_key.as_deref(),
-        key.route.as_deref(),
-        key.status,
-        key.cluster.as_deref(),
-        &key.tags,
-        key.projection.as_deref(),
-    )
-}
-
-fn hash_call(call: &LlmCall) -> u64 {
-    hash_dimensions(
-        &call.project,
-        &call.model,
-        call.provider.as_deref(),
-        call.operation,
-        call.user.as_deref(),
-        call.api_key.as_deref(),
-        call.route.as_deref(),
-        call.status,
-        call.cluster.as_deref(),
-        &call.tags,
-        None,
-    )
 }
 
 /// Every series known, by key and by id. Calls are looked up by their
@@ -221,9 +237,10 @@ fn hash_call(call: &LlmCall) -> u64 {
 /// the calls that introduced them.
 #[derive(Default)]
 pub struct SeriesRegistry {
-    /// Series ids with their keys, hashed by their dimensions (the key
-    /// kept here too, so that a lookup compares without a second one).
-    table: HashTable<(i64, Arc<SeriesKey>)>,
+    /// Series ids by their dimensions flattened (`Dimensions::flatten`).
+    table: HashTable<(i64, Box<[u8]>)>,
+    /// The flattened dimensions being looked up.
+    scratch: Vec<u8>,
     by_id: FxHashMap<i64, Arc<SeriesKey>>,
     next_id: i64,
     pending: Vec<i64>,
@@ -284,17 +301,24 @@ impl SeriesRegistry {
     }
 
     fn insert(&mut self, id: i64, key: Arc<SeriesKey>) {
-        self.table.insert_unique(hash_key(&key), (id, key.clone()), |(_, key)| hash_key(key));
+        Dimensions::of_key(&key).flatten(&mut self.scratch);
+        let flat = Box::<[u8]>::from(self.scratch.as_slice());
+        self.table.insert_unique(hash_flat(&flat), (id, flat), |(_, flat)| hash_flat(flat));
         self.by_id.insert(id, key);
+    }
+
+    /// The id of the series with the dimensions in `scratch`.
+    fn find_scratch(&self) -> Option<i64> {
+        let flat = self.scratch.as_slice();
+        self.table.find(hash_flat(flat), |(_, stored)| **stored == *flat).map(|(id, _)| *id)
     }
 
     /// The series id of each call, registering new series as pending.
     pub fn assign(&mut self, calls: &[LlmCall]) -> Vec<i64> {
         let mut ids = Vec::with_capacity(calls.len());
         for call in calls {
-            let hash = hash_call(call);
-            let found = self.table.find(hash, |(_, key)| key.matches(call)).map(|(id, _)| *id);
-            let id = match found {
+            Dimensions::of_call(call).flatten(&mut self.scratch);
+            let id = match self.find_scratch() {
                 Some(id) => id,
                 None => {
                     let id = self.next_id;
@@ -314,8 +338,9 @@ impl SeriesRegistry {
 
     /// The id of `key`, registering it as pending when new.
     fn assign_key(&mut self, key: SeriesKey) -> i64 {
-        if let Some((id, _)) = self.table.find(hash_key(&key), |(_, stored)| **stored == key) {
-            return *id;
+        Dimensions::of_key(&key).flatten(&mut self.scratch);
+        if let Some(id) = self.find_scratch() {
+            return id;
         }
         let id = match &key.projection {
             Some(dimension) => self.projection_id(&dimension.clone()),

@@ -193,8 +193,18 @@ impl Rng {
     }
 }
 
-/// One batch of realistic reports as a JSON array; ids unique per
-/// (run, batch, index); times spread over `spread_ms` before `now`.
+/// Digits of the batch number in a numbered report id.
+const BATCH_DIGITS: usize = 12;
+/// Hex digits of a random report id.
+const RANDOM_ID_DIGITS: usize = 32;
+/// Distinct batch bodies the load generator makes up front; batches reuse
+/// them with their own ids stamped in.
+const TEMPLATES: u64 = 64;
+
+/// One batch of realistic reports as a JSON array, and where each report's
+/// id value starts. Ids are `b{run}-{batch}-{i}` (the batch number
+/// zero-padded to `BATCH_DIGITS`) or random hex; times are spread over
+/// `spread_ms` before `now`.
 fn batch_body(
     run: u64,
     batch: u64,
@@ -202,9 +212,10 @@ fn batch_body(
     now: i64,
     spread_ms: i64,
     random_ids: bool,
-) -> String {
+) -> (String, Vec<usize>) {
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (batch.wrapping_mul(0x2545_F491_4F6C_DD1D) + 1));
     let mut out = String::with_capacity(size as usize * 330);
+    let mut ids = Vec::with_capacity(size as usize);
     out.push('[');
     for i in 0..size {
         if i > 0 {
@@ -219,16 +230,18 @@ fn batch_body(
         let output = 1 + rng.below(800);
         let completed = now - rng.below(spread_ms.max(1) as u64) as i64;
         let duration = 200 + rng.below(5000);
+        out.push_str(r#"{"id":""#);
+        ids.push(out.len());
         // Ids a gateway numbers (close together in key order) or random
         // ones, as UUIDs are (each lands anywhere in the id index).
-        let id = if random_ids {
-            format!("{:016x}{:016x}", rng.next(), rng.next())
+        if random_ids {
+            let _ = write!(out, "{:016x}{:016x}", rng.next(), rng.next());
         } else {
-            format!("b{run}-{batch}-{i}")
-        };
+            let _ = write!(out, "b{run}-{batch:0BATCH_DIGITS$}-{i}");
+        }
         let _ = write!(
             out,
-            r#"{{"id":"{id}","model":"{model}","provider":"openai","operation":"chat","user":"user-{}","api_key":"sk-test-{}","route":"/v1/chat/completions","tags":{{"team":"team-{}"}},"input_tokens":{input},"output_tokens":{output},"cache_read_tokens":{cached},"started_at":{},"completed_at":{completed},"ttft_ms":{},"streaming":true,"status":"{}"}}"#,
+            r#"","model":"{model}","provider":"openai","operation":"chat","user":"user-{}","api_key":"sk-test-{}","route":"/v1/chat/completions","tags":{{"team":"team-{}"}},"input_tokens":{input},"output_tokens":{output},"cache_read_tokens":{cached},"started_at":{},"completed_at":{completed},"ttft_ms":{},"streaming":true,"status":"{}"}}"#,
             user,
             user % 50,
             user % 5,
@@ -238,7 +251,53 @@ fn batch_body(
         );
     }
     out.push(']');
-    out
+    (out, ids)
+}
+
+/// Batch bodies made once, so that the load generator's CPU (on the same
+/// machine as the server) goes to sending rather than to formatting JSON.
+/// Each batch is a copy of one with its own ids written over the template's.
+struct Batches {
+    run: u64,
+    random_ids: bool,
+    templates: Vec<(String, Vec<usize>)>,
+}
+
+impl Batches {
+    fn new(run: u64, batch: u64, now: i64, spread_ms: i64, random_ids: bool) -> Self {
+        let templates =
+            (0..TEMPLATES).map(|t| batch_body(run, t, batch, now, spread_ms, random_ids)).collect();
+        Self { run, random_ids, templates }
+    }
+
+    /// Batch `n` of `size` reports (the template's first `size`).
+    fn body(&self, n: u64, size: u64) -> String {
+        let (template, ids) = &self.templates[(n % TEMPLATES) as usize];
+        let size = size as usize;
+        let end = ids.get(size).map_or(template.len(), |next| next - r#",{"id":""#.len());
+        let mut body = String::with_capacity(end + 1);
+        body.push_str(&template[..end]);
+        if size < ids.len() {
+            body.push(']');
+        }
+        let mut bytes = body.into_bytes();
+        if self.random_ids {
+            let mut rng = Rng(0x2545_F491_4F6C_DD1D ^ n.wrapping_add(1));
+            for &at in &ids[..size] {
+                let id = &mut bytes[at..at + RANDOM_ID_DIGITS];
+                for half in id.chunks_mut(RANDOM_ID_DIGITS / 2) {
+                    half.copy_from_slice(format!("{:016x}", rng.next()).as_bytes());
+                }
+            }
+        } else {
+            let digits = format!("{n:0BATCH_DIGITS$}");
+            let skip = format!("b{}-", self.run).len();
+            for &at in &ids[..size] {
+                bytes[at + skip..at + skip + BATCH_DIGITS].copy_from_slice(digits.as_bytes());
+            }
+        }
+        String::from_utf8(bytes).expect("ids are ASCII")
+    }
 }
 
 struct LoadResult {
@@ -270,11 +329,13 @@ async fn load(url: &str, plan: LoadPlan) -> anyhow::Result<LoadResult> {
     let batches = records.div_ceil(batch);
     let next = Arc::new(AtomicU64::new(0));
     let sent = Arc::new(AtomicU64::new(0));
-    let started = Instant::now();
     let now = crate::time::now_ms();
+    let bodies = Arc::new(Batches::new(run, batch, now, spread_ms, random_ids));
+    let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..concurrency {
         let (client, next, sent) = (client.clone(), next.clone(), sent.clone());
+        let bodies = bodies.clone();
         let endpoint = format!("{url}/api/v1/usage");
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
@@ -284,7 +345,7 @@ async fn load(url: &str, plan: LoadPlan) -> anyhow::Result<LoadResult> {
                     break;
                 }
                 let size = batch.min(records - n * batch);
-                let body = batch_body(run, first_batch + n, size, now, spread_ms, random_ids);
+                let body = bodies.body(first_batch + n, size);
                 let t0 = Instant::now();
                 let (status, answer) =
                     post_until_taken(&client, &endpoint, "application/json", body).await?;
@@ -442,4 +503,37 @@ async fn query(args: QueryArgs) -> anyhow::Result<()> {
     }
     server.stop().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids_of(body: &str) -> Vec<String> {
+        let reports: Vec<serde_json::Value> = serde_json::from_str(body).unwrap();
+        reports.iter().map(|r| r["id"].as_str().unwrap().to_owned()).collect()
+    }
+
+    #[test]
+    fn stamped_batches_are_json_with_ids_of_their_own() {
+        for random_ids in [false, true] {
+            let batches = Batches::new(7, 100, 1_800_000_000_000, 60_000, random_ids);
+            let mut seen = std::collections::HashSet::new();
+            // Batches 3 and 3 + TEMPLATES share a template.
+            for n in [3, 3 + TEMPLATES, 12_345_678] {
+                let ids = ids_of(&batches.body(n, 100));
+                assert_eq!(ids.len(), 100);
+                for id in ids {
+                    if !random_ids {
+                        assert!(id.starts_with(&format!("b7-{n:0BATCH_DIGITS$}-")), "{id}");
+                    }
+                    assert!(seen.insert(id), "an id repeats");
+                }
+            }
+            // A last batch smaller than the rest.
+            let ids = ids_of(&batches.body(99, 37));
+            assert_eq!(ids.len(), 37);
+            assert!(ids.iter().all(|id| seen.insert(id.clone())));
+        }
+    }
 }

@@ -1,9 +1,9 @@
 //! Keyed fingerprints of API keys, so raw keys are never stored or shown.
 
-use std::collections::HashMap;
 use std::sync::Mutex;
 
 use hmac::{Hmac, Mac};
+use rustc_hash::FxHashMap;
 use sha2::Sha256;
 
 /// Hex characters kept from the HMAC: 48 bits, enough that distinct keys of
@@ -17,7 +17,7 @@ pub struct KeyFingerprinter {
     mac: Hmac<Sha256>,
     /// Recent fingerprints: a deployment has few keys and each report carries
     /// one, so most HMACs need not be computed again. Cleared when full.
-    recent: Mutex<HashMap<String, String>>,
+    recent: Mutex<FxHashMap<String, String>>,
 }
 
 /// Most API keys whose fingerprints are remembered.
@@ -26,7 +26,7 @@ const RECENT_KEYS: usize = 10_000;
 impl KeyFingerprinter {
     pub fn new(secret: &[u8]) -> Self {
         let mac = Hmac::<Sha256>::new_from_slice(secret).expect("hmac accepts keys of any length");
-        Self { mac, recent: Mutex::new(HashMap::new()) }
+        Self { mac, recent: Mutex::new(FxHashMap::default()) }
     }
 
     pub fn fingerprint(&self, api_key: &str) -> String {

@@ -10,6 +10,8 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+
+use rustc_hash::FxHashMap;
 use std::sync::LazyLock;
 
 use super::cost::Price;
@@ -48,10 +50,10 @@ impl CatalogEntry {
 pub(super) struct Catalog {
     entries: Vec<CatalogEntry>,
     /// Catalog key → index into `entries`.
-    by_name: HashMap<&'static str, usize>,
+    by_name: FxHashMap<&'static str, usize>,
     /// Lowercased key → index, only for keys that are not lowercase already
     /// (the others are found in `by_name`).
-    by_lowercase_name: HashMap<String, usize>,
+    by_lowercase_name: FxHashMap<String, usize>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -107,9 +109,9 @@ impl Catalog {
             return Err(CatalogParseError::MissingHeader { line: source.lines().count() + 1 });
         }
 
-        let by_name: HashMap<&'static str, usize> =
+        let by_name: FxHashMap<&'static str, usize> =
             entries.iter().enumerate().map(|(index, entry)| (entry.model, index)).collect();
-        let mut by_lowercase_name = HashMap::new();
+        let mut by_lowercase_name = FxHashMap::default();
         for (index, entry) in entries.iter().enumerate() {
             if let Cow::Owned(lowercase) = lowercased(entry.model) {
                 // A lowercase key that exists as such is found in `by_name`

@@ -3,7 +3,7 @@
 //! runs on the ingest hot path, so exact names cost a hash lookup and no
 //! allocation, and pattern results are cached per model name.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::fmt;
 use std::sync::{PoisonError, RwLock};
 
@@ -39,10 +39,10 @@ pub struct PriceTable {
     /// Validated user entries in config order (index = config index).
     user: Vec<UserEntry>,
     /// Exact `model` → indices into `user`.
-    user_by_model: HashMap<String, Vec<usize>>,
+    user_by_model: FxHashMap<String, Vec<usize>>,
     /// Lowercased `model` → indices into `user`, for names that differ only
     /// in case.
-    user_by_lowercase_model: HashMap<String, Vec<usize>>,
+    user_by_lowercase_model: FxHashMap<String, Vec<usize>>,
     /// Indices into `user` of the pattern entries in config order; the i-th
     /// pattern of `pattern_set` belongs to `pattern_entries[i]`.
     pattern_entries: Vec<usize>,
@@ -51,7 +51,7 @@ pub struct PriceTable {
     pattern_set: Option<RegexSet>,
     /// Model name → positions in `pattern_set` that match it (often none).
     /// Read-mostly, emptied when it reaches `PATTERN_CACHE_CAPACITY`.
-    pattern_cache: RwLock<HashMap<Box<str>, Box<[u32]>>>,
+    pattern_cache: RwLock<FxHashMap<Box<str>, Box<[u32]>>>,
 }
 
 impl PriceTable {
@@ -60,11 +60,11 @@ impl PriceTable {
         PriceTable {
             catalog: Catalog::builtin(),
             user: Vec::new(),
-            user_by_model: HashMap::new(),
-            user_by_lowercase_model: HashMap::new(),
+            user_by_model: FxHashMap::default(),
+            user_by_lowercase_model: FxHashMap::default(),
             pattern_entries: Vec::new(),
             pattern_set: None,
-            pattern_cache: RwLock::new(HashMap::new()),
+            pattern_cache: RwLock::new(FxHashMap::default()),
         }
     }
 
@@ -72,8 +72,8 @@ impl PriceTable {
     /// first (see [`PricingError`]).
     pub fn new(user: &[UserPrice]) -> Result<PriceTable, PricingError> {
         let user = validate(user)?;
-        let mut user_by_model: HashMap<String, Vec<usize>> = HashMap::new();
-        let mut user_by_lowercase_model: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut user_by_model: FxHashMap<String, Vec<usize>> = FxHashMap::default();
+        let mut user_by_lowercase_model: FxHashMap<String, Vec<usize>> = FxHashMap::default();
         let mut pattern_entries = Vec::new();
         let mut anchored_patterns = Vec::new();
         for (position, entry) in user.iter().enumerate() {
@@ -106,7 +106,7 @@ impl PriceTable {
             user_by_lowercase_model,
             pattern_entries,
             pattern_set,
-            pattern_cache: RwLock::new(HashMap::new()),
+            pattern_cache: RwLock::new(FxHashMap::default()),
         })
     }
 
