@@ -120,7 +120,8 @@ pub enum DeliveryUpdate {
 /// to `calls`), the series the store does not have yet, and spans and log
 /// records (a span already stored is skipped).
 pub struct AppendBatch {
-    pub calls: Vec<LlmCall>,
+    /// The calls, a part per request in the order they were gathered.
+    pub calls: Vec<Vec<LlmCall>>,
     pub series_ids: Vec<i64>,
     pub new_series: Vec<(i64, Arc<SeriesKey>)>,
     pub spans: Vec<SpanRecord>,
@@ -136,13 +137,25 @@ pub struct AppendBatch {
     pub encoded: Vec<EncodedPart>,
 }
 
+impl AppendBatch {
+    pub fn call_count(&self) -> usize {
+        self.calls.iter().map(Vec::len).sum()
+    }
+
+    /// Every call, in order, across the parts.
+    pub fn flat_calls(&self) -> Vec<&LlmCall> {
+        self.calls.iter().flatten().collect()
+    }
+}
+
 /// Records encoded for the store by `Storage::encode`, in its own form.
 pub type EncodedPart = Box<dyn std::any::Any + Send>;
 
 /// The outcome of an append: per call, its sequence number, or None when its
 /// id was already stored (a duplicate). The calls are handed back.
 pub struct Appended {
-    pub calls: Vec<LlmCall>,
+    /// The calls as they came, a part per request.
+    pub calls: Vec<Vec<LlmCall>>,
     pub series_ids: Vec<i64>,
     pub seqs: Vec<Option<i64>>,
     /// The sequence number of the logged metric bins, if any.

@@ -40,7 +40,7 @@ async fn append(
     let (series_ids, new_series) = (engine.assign(&calls), engine.pending_series());
     let ids: Vec<i64> = new_series.iter().map(|(id, _)| *id).collect();
     let batch = AppendBatch {
-        calls,
+        calls: vec![calls],
         series_ids,
         new_series,
         spans: vec![],

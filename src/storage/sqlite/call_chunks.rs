@@ -87,7 +87,7 @@ pub struct InsertOrder {
     pub repeats_from: usize,
 }
 
-pub fn insert_order(calls: &[LlmCall]) -> InsertOrder {
+pub fn insert_order(calls: &[&LlmCall]) -> InsertOrder {
     let mut ids: FxHashSet<(&str, &str)> = FxHashSet::default();
     let mut spans: FxHashSet<(&str, &str, &str)> = FxHashSet::default();
     ids.reserve(calls.len());
@@ -119,7 +119,7 @@ pub fn insert_order(calls: &[LlmCall]) -> InsertOrder {
 /// Splits calls (indices into `calls`, in insertion order) into the runs
 /// that become chunks: one project, at most `CHUNK_CALLS`, within one time
 /// slice unless sparse.
-fn runs<'k>(calls: &[LlmCall], kept: &'k [usize]) -> Vec<&'k [usize]> {
+fn runs<'k>(calls: &[&LlmCall], kept: &'k [usize]) -> Vec<&'k [usize]> {
     let mut runs = Vec::new();
     let (mut start, mut min) = (0, i64::MAX);
     for (k, &i) in kept.iter().enumerate() {
@@ -184,7 +184,7 @@ fn claim_one(tx: &Transaction<'_>, call: &LlmCall) -> Result<bool, rusqlite::Err
 /// one, after.
 fn claim_all(
     tx: &Transaction<'_>,
-    calls: &[LlmCall],
+    calls: &[&LlmCall],
     order: &InsertOrder,
     tag: i64,
 ) -> Result<Vec<usize>, rusqlite::Error> {
@@ -287,7 +287,7 @@ pub fn stored_seq(conn: &Connection) -> Result<i64, rusqlite::Error> {
 /// is the highest seq ever used.
 pub fn append(
     tx: &Transaction<'_>,
-    calls: &[LlmCall],
+    calls: &[&LlmCall],
     series: &[i64],
     encoded: &EncodedCalls,
     order: &InsertOrder,
@@ -711,15 +711,15 @@ mod tests {
             span(call(Some("c"), 1)),
             call(None, 10),
         ];
-        assert_eq!(insert_order(&calls).calls, vec![4, 1, 5, 2, 0, 3]);
-        assert_eq!(insert_order(&calls).repeats_from, 5);
+        assert_eq!(insert_order(&refs(&calls)).calls, vec![4, 1, 5, 2, 0, 3]);
+        assert_eq!(insert_order(&refs(&calls)).repeats_from, 5);
         // A span key shared with an earlier call repeats too, and a key of a
         // repeated call still counts as seen for the calls after it.
         let calls = [span(call(Some("a"), 30)), span(call(Some("b"), 20)), call(Some("b"), 10)];
-        assert_eq!(insert_order(&calls).calls, vec![0, 1, 2]);
+        assert_eq!(insert_order(&refs(&calls)).calls, vec![0, 1, 2]);
         // Projects apart, each in time order.
         let other = LlmCall { project: "a-first".into(), ..call(None, 50) };
-        assert_eq!(insert_order(&[call(None, 10), other]).calls, vec![1, 0]);
+        assert_eq!(insert_order(&[&call(None, 10), &other]).calls, vec![1, 0]);
     }
 
     #[test]
@@ -730,14 +730,14 @@ mod tests {
         calls.extend([call(None, 1_000), call(None, 1_500), call(None, 200), call(None, 90_000)]);
         let kept: Vec<usize> = (0..calls.len()).collect();
         let lengths = |runs: Vec<&[usize]>| runs.iter().map(|r| r.len()).collect::<Vec<_>>();
-        assert_eq!(lengths(runs(&calls, &kept)), vec![SPARSE_CALLS, 4]);
+        assert_eq!(lengths(runs(&refs(&calls), &kept)), vec![SPARSE_CALLS, 4]);
         // Another project starts a run; so does a full chunk.
         calls[2].project = "other".into();
         // (the run after it is sparse until it holds SPARSE_CALLS calls)
-        assert_eq!(lengths(runs(&calls, &kept)), vec![2, 1, SPARSE_CALLS, 1]);
+        assert_eq!(lengths(runs(&refs(&calls), &kept)), vec![2, 1, SPARSE_CALLS, 1]);
         let many: Vec<LlmCall> = (0..CHUNK_CALLS + 1).map(|_| call(None, 5)).collect();
         let kept: Vec<usize> = (0..many.len()).collect();
-        assert_eq!(lengths(runs(&many, &kept)), vec![CHUNK_CALLS, 1]);
+        assert_eq!(lengths(runs(&refs(&many), &kept)), vec![CHUNK_CALLS, 1]);
     }
 
     fn store() -> Connection {
@@ -753,11 +753,16 @@ mod tests {
         conn
     }
 
+    fn refs(calls: &[LlmCall]) -> Vec<&LlmCall> {
+        calls.iter().collect()
+    }
+
     fn append_calls(conn: &mut Connection, calls: &[LlmCall]) -> Vec<Option<i64>> {
         let tx = conn.transaction().unwrap();
         let encoded = EncodedCalls::of(calls);
         let series = vec![1; calls.len()];
-        let seqs = append(&tx, calls, &series, &encoded, &insert_order(calls), 0).unwrap();
+        let calls = refs(calls);
+        let seqs = append(&tx, &calls, &series, &encoded, &insert_order(&calls), 0).unwrap();
         tx.commit().unwrap();
         seqs
     }

@@ -260,7 +260,10 @@ impl EncodedRecords {
     /// none (a caller that did not encode), else exactly as the parts say.
     fn joined(parts: Vec<EncodedPart>, batch: &AppendBatch) -> Result<Self, StorageError> {
         if parts.is_empty() {
-            return Ok(Self::of(&batch.calls, &batch.spans, &batch.logs));
+            let mut all = Self::of(&[], &batch.spans, &batch.logs);
+            let calls = batch.calls.iter().map(|part| rows::EncodedCalls::of(part));
+            all.calls = rows::EncodedCalls::joined(calls, batch.call_count(), 0);
+            return Ok(all);
         }
         let parts = parts
             .into_iter()
@@ -289,10 +292,10 @@ impl EncodedRecords {
         }
         all.calls = rows::EncodedCalls::joined(call_parts.into_iter(), calls, bytes);
         let lengths = (all.calls.len(), all.spans, all.logs.len());
-        if lengths != (batch.calls.len(), batch.spans.len(), batch.logs.len()) {
+        if lengths != (batch.call_count(), batch.spans.len(), batch.logs.len()) {
             return Err(StorageError::Corrupt(format!(
                 "encoded records {lengths:?} do not match the append's ({}, {}, {})",
-                batch.calls.len(),
+                batch.call_count(),
                 batch.spans.len(),
                 batch.logs.len()
             )));
@@ -316,7 +319,7 @@ impl Encoded {
     fn of(batch: &mut AppendBatch) -> Result<Self, StorageError> {
         let parts = std::mem::take(&mut batch.encoded);
         let records = EncodedRecords::joined(parts, batch)?;
-        let call_order = call_chunks::insert_order(&batch.calls);
+        let call_order = call_chunks::insert_order(&batch.flat_calls());
         let chunk_order = span_blocks::insert_order(&batch.spans, &records.chunks);
         Ok(Self { records, call_order, chunk_order })
     }
@@ -422,7 +425,7 @@ impl Storage for SqliteStorage {
                 let floor = meta_value(&tx, schema::CALL_SEQ_FLOOR_KEY)?;
                 let seqs = call_chunks::append(
                     &tx,
-                    &calls,
+                    &calls.iter().flatten().collect::<Vec<_>>(),
                     &series_ids,
                     &encoded.records.calls,
                     &encoded.call_order,
