@@ -220,7 +220,7 @@ fn claim_all(
         }
     }
     for &i in repeated {
-        new[i] = claim_one(tx, &calls[i])?;
+        new[i] = claim_one(tx, calls[i])?;
     }
     Ok(order.calls.iter().copied().filter(|&i| new[i]).collect())
 }
