@@ -205,8 +205,9 @@ impl Committer {
             self.queued.fetch_sub(n, Ordering::AcqRel);
             return Err(CommitError::Stopped);
         }
-        let Committed { outcomes, calls } = answer.await.unwrap_or(Err(CommitError::Stopped))?;
-        drop(calls);
+        let Committed { outcomes, calls, spans } =
+            answer.await.unwrap_or(Err(CommitError::Stopped))?;
+        drop((calls, spans));
         Ok(outcomes)
     }
 
@@ -282,23 +283,26 @@ struct Pending {
     reply: Reply<Committed>,
 }
 
-/// A request's answer: the outcome of each of its calls, and the calls
-/// themselves, handed back so that they are freed on the request's thread
-/// (where they were made, which costs the allocator least) rather than on
-/// the committer's.
+/// A request's answer: the outcome of each of its calls, and its calls and
+/// spans themselves, handed back so that they are freed on the request's
+/// thread (where they were made, which costs the allocator least) rather
+/// than on the committer's.
 struct Committed {
     outcomes: Vec<Outcome>,
     calls: Vec<LlmCall>,
+    spans: Vec<SpanRecord>,
 }
 
 /// Records gathered for the next append, with the requests they came from.
 #[derive(Default)]
 struct Group {
-    /// The calls, a part per request (kept apart, not moved into one).
+    /// The calls and spans, a part per request (kept apart rather than
+    /// moved into one, which would copy them into fresh memory).
     calls: Vec<Vec<LlmCall>>,
-    call_count: usize,
-    /// Spans and logs (calls are in `calls`, points in `points`).
-    records: Records,
+    spans: Vec<Vec<SpanRecord>>,
+    /// Calls, spans and logs in all.
+    records: usize,
+    logs: Vec<LogRecord>,
     points: Vec<SeriesPoint>,
     /// The calls' series ids.
     series_ids: Vec<i64>,
@@ -313,7 +317,7 @@ impl Group {
     }
 
     fn len(&self) -> usize {
-        self.call_count + self.records.len() + self.points.len()
+        self.records + self.points.len()
     }
 }
 
@@ -366,11 +370,10 @@ impl CommitterTask {
                             next.pending.push(Pending { calls: records.calls.len(), reply });
                             next.series_ids.append(&mut series_ids);
                             next.encoded.push(encoded);
-                            next.call_count += records.calls.len();
+                            next.records += records.len();
                             next.calls.push(std::mem::take(&mut records.calls));
-                            let into = &mut next.records;
-                            into.spans.append(&mut records.spans);
-                            into.logs.append(&mut records.logs);
+                            next.spans.push(std::mem::take(&mut records.spans));
+                            next.logs.append(&mut records.logs);
                             next.points.append(&mut points);
                         }
                         Some(job) => exclusive.push(job),
@@ -413,8 +416,7 @@ impl CommitterTask {
     fn start_append(&mut self, group: Group) -> InFlight {
         self.last_start = Instant::now();
         let total = group.len();
-        let calls = group.calls;
-        let Records { spans, logs, .. } = group.records;
+        let (calls, spans, logs) = (group.calls, group.spans, group.logs);
         let (points, encoded) = (group.points, group.encoded);
         // Every series not yet confirmed is written (those of this group's
         // calls were assigned before the calls were queued).
@@ -499,9 +501,10 @@ impl CommitterTask {
             Some(_) => Outcome::Accepted,
             None => Outcome::Duplicate,
         });
-        for (p, calls) in group.pending.into_iter().zip(appended.calls) {
-            let answer = Committed { outcomes: outcomes.by_ref().take(p.calls).collect(), calls };
-            let _ = p.reply.send(Ok(answer));
+        let parts = appended.calls.into_iter().zip(appended.spans);
+        for (p, (calls, spans)) in group.pending.into_iter().zip(parts) {
+            let outcomes = outcomes.by_ref().take(p.calls).collect();
+            let _ = p.reply.send(Ok(Committed { outcomes, calls, spans }));
         }
     }
 

@@ -124,7 +124,8 @@ pub struct AppendBatch {
     pub calls: Vec<Vec<LlmCall>>,
     pub series_ids: Vec<i64>,
     pub new_series: Vec<(i64, Arc<SeriesKey>)>,
-    pub spans: Vec<SpanRecord>,
+    /// The spans, a part per request in the order they were gathered.
+    pub spans: Vec<Vec<SpanRecord>>,
     pub logs: Vec<LogRecord>,
     /// The group's 10 s metric bins as logged (`aggregate::metric::
     /// encode_log`), if it has points, and the metric series they need that
@@ -142,9 +143,18 @@ impl AppendBatch {
         self.calls.iter().map(Vec::len).sum()
     }
 
+    pub fn span_count(&self) -> usize {
+        self.spans.iter().map(Vec::len).sum()
+    }
+
     /// Every call, in order, across the parts.
     pub fn flat_calls(&self) -> Vec<&LlmCall> {
         self.calls.iter().flatten().collect()
+    }
+
+    /// Every span, in order, across the parts.
+    pub fn flat_spans(&self) -> Vec<&SpanRecord> {
+        self.spans.iter().flatten().collect()
     }
 }
 
@@ -154,8 +164,9 @@ pub type EncodedPart = Box<dyn std::any::Any + Send>;
 /// The outcome of an append: per call, its sequence number, or None when its
 /// id was already stored (a duplicate). The calls are handed back.
 pub struct Appended {
-    /// The calls as they came, a part per request.
+    /// The calls and spans as they came, a part per request.
     pub calls: Vec<Vec<LlmCall>>,
+    pub spans: Vec<Vec<SpanRecord>>,
     pub series_ids: Vec<i64>,
     pub seqs: Vec<Option<i64>>,
     /// The sequence number of the logged metric bins, if any.

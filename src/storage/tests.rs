@@ -377,7 +377,7 @@ fn telemetry_batch(
         calls: vec![],
         series_ids: vec![],
         new_series: vec![],
-        spans,
+        spans: vec![spans],
         logs,
         metric_log: None,
         new_metric_series: vec![],

@@ -258,12 +258,13 @@ impl EncodedRecords {
 
     /// The parts joined: every record of `batch` encoded when there are
     /// none (a caller that did not encode), else exactly as the parts say.
-    fn joined(parts: Vec<EncodedPart>, batch: &AppendBatch) -> Result<Self, StorageError> {
+    fn joined(mut parts: Vec<EncodedPart>, batch: &AppendBatch) -> Result<Self, StorageError> {
         if parts.is_empty() {
-            let mut all = Self::of(&[], &batch.spans, &batch.logs);
-            let calls = batch.calls.iter().map(|part| rows::EncodedCalls::of(part));
-            all.calls = rows::EncodedCalls::joined(calls, batch.call_count(), 0);
-            return Ok(all);
+            // Each kind's records join in order, whatever parts they are in.
+            let calls = batch.calls.iter().map(|calls| Self::of(calls, &[], &[]));
+            let spans = batch.spans.iter().map(|spans| Self::of(&[], spans, &[]));
+            let logs = std::iter::once(Self::of(&[], &[], &batch.logs));
+            parts = calls.chain(spans).chain(logs).map(|p| Box::new(p) as EncodedPart).collect();
         }
         let parts = parts
             .into_iter()
@@ -292,11 +293,11 @@ impl EncodedRecords {
         }
         all.calls = rows::EncodedCalls::joined(call_parts.into_iter(), calls, bytes);
         let lengths = (all.calls.len(), all.spans, all.logs.len());
-        if lengths != (batch.call_count(), batch.spans.len(), batch.logs.len()) {
+        if lengths != (batch.call_count(), batch.span_count(), batch.logs.len()) {
             return Err(StorageError::Corrupt(format!(
                 "encoded records {lengths:?} do not match the append's ({}, {}, {})",
                 batch.call_count(),
-                batch.spans.len(),
+                batch.span_count(),
                 batch.logs.len()
             )));
         }
@@ -320,7 +321,7 @@ impl Encoded {
         let parts = std::mem::take(&mut batch.encoded);
         let records = EncodedRecords::joined(parts, batch)?;
         let call_order = call_chunks::insert_order(&batch.flat_calls());
-        let chunk_order = span_blocks::insert_order(&batch.spans, &records.chunks);
+        let chunk_order = span_blocks::insert_order(&batch.flat_spans(), &records.chunks);
         Ok(Self { records, call_order, chunk_order })
     }
 }
@@ -433,7 +434,7 @@ impl Storage for SqliteStorage {
                 )?;
                 telemetry::append(
                     &tx,
-                    &spans,
+                    &spans.iter().flatten().collect::<Vec<_>>(),
                     &encoded.records.chunks,
                     &encoded.chunk_order,
                     &logs,
@@ -441,8 +442,8 @@ impl Storage for SqliteStorage {
                 )?;
                 let metric_seq = metrics::append(&tx, &new_metric_series, metric_log.as_deref())?;
                 tx.commit()?;
-                let spent = (spans, logs, metric_log, new_series, new_metric_series, encoded);
-                Ok((Appended { calls, series_ids, seqs, metric_seq }, spent))
+                let spent = (logs, metric_log, new_series, new_metric_series, encoded);
+                Ok((Appended { calls, spans, series_ids, seqs, metric_seq }, spent))
             })
             .await?;
         drop(spent);

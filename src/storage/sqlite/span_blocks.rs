@@ -21,7 +21,7 @@ fn slice(start_ns: i64) -> i64 {
 /// first start, except that a chunk of a trace an earlier chunk of the
 /// append also holds goes after all the others, in arrival order, so that
 /// of a span sent twice the first sent is still the one kept.
-pub fn insert_order(spans: &[SpanRecord], chunks: &[EncodedChunk]) -> Vec<usize> {
+pub fn insert_order(spans: &[&SpanRecord], chunks: &[EncodedChunk]) -> Vec<usize> {
     let mut seen: FxHashSet<(&str, &str)> = FxHashSet::default();
     let (mut first, mut repeated) = (Vec::with_capacity(chunks.len()), Vec::new());
     for (i, chunk) in chunks.iter().enumerate() {
@@ -154,7 +154,7 @@ mod tests {
             chunks.push(chunk);
         }
         spans.extend(later);
-        assert_eq!(insert_order(&spans, &chunks), vec![4, 1, 3, 0, 2]);
+        assert_eq!(insert_order(&spans.iter().collect::<Vec<_>>(), &chunks), vec![4, 1, 3, 0, 2]);
     }
 
     fn blocks(conn: &Connection) -> Vec<(i64, i64, i64, i64)> {

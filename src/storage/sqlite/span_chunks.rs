@@ -256,7 +256,7 @@ pub fn unstored<'c>(
     project: &str,
     trace_id: &str,
     chunk: &'c EncodedChunk,
-    spans: &[SpanRecord],
+    spans: &[&SpanRecord],
 ) -> Result<Option<Cow<'c, EncodedChunk>>, super::StorageError> {
     let stored = stored_ids(tx, project, trace_id)?;
     if stored.is_empty() {

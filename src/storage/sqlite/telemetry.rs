@@ -111,7 +111,7 @@ impl<'a> TraceDelta<'a> {
 /// thread; `chunk_order` is `span_blocks::insert_order`.
 pub fn append(
     tx: &Transaction<'_>,
-    spans: &[SpanRecord],
+    spans: &[&SpanRecord],
     chunks: &[EncodedChunk],
     chunk_order: &[usize],
     logs: &[LogRecord],
