@@ -134,11 +134,11 @@ pub fn append(
             let seq = span_chunks::insert(tx, project, trace_id, &chunk)?;
             inserted.push((seq, chunk.min_start, chunk.max_start));
             let d = *by_trace.entry((project, trace_id)).or_insert_with(|| {
-                deltas.push(TraceDelta::new(&spans[chunk.spans[0]]));
+                deltas.push(TraceDelta::new(spans[chunk.spans[0]]));
                 deltas.len() - 1
             });
             for &i in &chunk.spans {
-                deltas[d].add(&spans[i]);
+                deltas[d].add(spans[i]);
             }
         }
         span_blocks::record(tx, inserted.into_iter())?;
