@@ -47,6 +47,12 @@ pub struct SpansArgs {
 }
 
 const SPANS_PER_TRACE: u64 = 10;
+/// Digits of the trace (and session) numbers in response ids and sessions,
+/// fixed so that `Exports` can write new ones over a template's.
+const NUMBER_DIGITS: usize = 12;
+/// Distinct exports made up front; batches reuse them with their own trace
+/// numbers stamped in.
+const TEMPLATES: u64 = 32;
 const MS: u64 = 1_000_000;
 
 fn kv(key: &str, value: any_value::Value) -> KeyValue {
@@ -79,7 +85,7 @@ fn agent_trace(run: u64, n: u64, now_ns: u64, spread_ms: u64, rng: &mut Rng) -> 
     let trace = trace_id(run, n);
     let t0 = now_ns - rng.below(spread_ms.max(1)) * MS - 60_000 * MS;
     let user = format!("user-{}", rng.below(500));
-    let session = format!("session-{}", n / 4);
+    let session = format!("session-{:0NUMBER_DIGITS$}", n / 4);
     let span = |id: u8, parent: Option<u8>, name: String, start: u64, len: u64| Span {
         trace_id: trace.clone(),
         span_id: vec![id; 8],
@@ -108,7 +114,7 @@ fn agent_trace(run: u64, n: u64, now_ns: u64, spread_ms: u64, rng: &mut Rng) -> 
             text("gen_ai.operation.name", "chat"),
             text("gen_ai.provider.name", "openai"),
             text("gen_ai.request.model", model),
-            text("gen_ai.response.id", &format!("chatcmpl-{run}-{n}-{i}")),
+            text("gen_ai.response.id", &format!("chatcmpl-{run}-{n:0NUMBER_DIGITS$}-{i}")),
             int("gen_ai.usage.input_tokens", input),
             int("gen_ai.usage.cache_read.input_tokens", input / 4),
             int("gen_ai.usage.output_tokens", 20 + rng.below(400) as i64),
@@ -155,6 +161,83 @@ fn export_body(run: u64, first_trace: u64, traces: u64, now_ns: u64, spread_ms: 
         }],
     }
     .encode_to_vec()
+}
+
+/// A number in a template export to write over: a trace number (the last 8
+/// bytes of a trace id), or the digits of one in a response id or of a
+/// session number (a quarter of it).
+#[derive(Clone, Copy)]
+enum Stamp {
+    TraceId { at: usize, n: u64 },
+    Digits { at: usize, n: u64, per: u64 },
+}
+
+/// Every place in `body` where `pattern` ends.
+fn ends_of(body: &[u8], pattern: &[u8]) -> Vec<usize> {
+    (0..body.len().saturating_sub(pattern.len()))
+        .filter(|&i| body[i..].starts_with(pattern))
+        .map(|i| i + pattern.len())
+        .collect()
+}
+
+fn digits_at(body: &[u8], at: usize) -> u64 {
+    let digits = std::str::from_utf8(&body[at..at + NUMBER_DIGITS]).expect("ASCII digits");
+    digits.parse().expect("a number")
+}
+
+/// Export bodies made once, so that the load generator's CPU (on the same
+/// machine as the server) goes to sending rather than to building and
+/// encoding spans. A batch is a copy of a template with its own trace
+/// numbers written over the template's: trace ids, response ids and
+/// sessions are the batch's, the rest (times, users, models, token counts)
+/// repeats every `TEMPLATES` batches.
+struct Exports {
+    per_batch: u64,
+    templates: Vec<(Vec<u8>, Vec<Stamp>)>,
+}
+
+impl Exports {
+    fn new(run: u64, per_batch: u64, now_ns: u64, spread_ms: u64) -> Self {
+        let templates = (0..TEMPLATES)
+            .map(|t| {
+                let body = export_body(run, t * per_batch, per_batch, now_ns, spread_ms);
+                let mut stamps = Vec::new();
+                // A trace id field: tag 1, length 16, then the run's 8 bytes.
+                let trace_id = [&[0x0a, 0x10][..], &run.to_be_bytes()].concat();
+                for at in ends_of(&body, &trace_id) {
+                    let n = u64::from_be_bytes(body[at..at + 8].try_into().expect("8 bytes"));
+                    stamps.push(Stamp::TraceId { at, n });
+                }
+                for (pattern, per) in [(format!("chatcmpl-{run}-"), 1), ("session-".into(), 4)] {
+                    for at in ends_of(&body, pattern.as_bytes()) {
+                        stamps.push(Stamp::Digits { at, n: digits_at(&body, at), per });
+                    }
+                }
+                (body, stamps)
+            })
+            .collect();
+        Self { per_batch, templates }
+    }
+
+    /// Export `n` (its traces start at `n * per_batch`), of `per_batch`
+    /// traces.
+    fn body(&self, n: u64) -> Vec<u8> {
+        let (template, stamps) = &self.templates[(n % TEMPLATES) as usize];
+        let shift = (n - n % TEMPLATES) * self.per_batch;
+        let mut body = template.clone();
+        for stamp in stamps {
+            match *stamp {
+                Stamp::TraceId { at, n } => {
+                    body[at..at + 8].copy_from_slice(&(n + shift).to_be_bytes());
+                }
+                Stamp::Digits { at, n, per } => {
+                    let digits = format!("{:0NUMBER_DIGITS$}", n + shift / per);
+                    body[at..at + NUMBER_DIGITS].copy_from_slice(digits.as_bytes());
+                }
+            }
+        }
+        body
+    }
 }
 
 /// How long the bench lets the server settle before timing queries again:
@@ -235,13 +318,15 @@ pub async fn spans(args: SpansArgs) -> anyhow::Result<()> {
     );
     let next = Arc::new(AtomicU64::new(0));
     let sent = Arc::new(AtomicU64::new(0));
+    let spread_ms = args.spread_s.saturating_mul(1000);
+    let exports = Arc::new(Exports::new(run, args.traces_per_batch, now_ns, spread_ms));
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..args.concurrency {
         let (client, next, sent) = (client.clone(), next.clone(), sent.clone());
+        let exports = exports.clone();
         let endpoint = format!("{}/v1/traces", server.url);
         let per_batch = args.traces_per_batch;
-        let spread_ms = args.spread_s.saturating_mul(1000);
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             loop {
@@ -251,7 +336,11 @@ pub async fn spans(args: SpansArgs) -> anyhow::Result<()> {
                 }
                 let first = n * per_batch;
                 let count = per_batch.min(traces - first);
-                let body = export_body(run, first, count, now_ns, spread_ms);
+                let body = if count == per_batch {
+                    exports.body(n)
+                } else {
+                    export_body(run, first, count, now_ns, spread_ms)
+                };
                 let t0 = Instant::now();
                 let (status, bytes) =
                     post_until_taken(&client, &endpoint, "application/x-protobuf", body).await?;
@@ -306,4 +395,55 @@ pub async fn spans(args: SpansArgs) -> anyhow::Result<()> {
         None => println!("  server peak RSS unknown (external server)"),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// (trace id, response ids, sessions) of each span of an export.
+    fn numbers(body: &[u8]) -> Vec<(Vec<u8>, Vec<String>)> {
+        let request = ExportTraceServiceRequest::decode(body).unwrap();
+        let spans = &request.resource_spans[0].scope_spans[0].spans;
+        spans
+            .iter()
+            .map(|span| {
+                let texts = span
+                    .attributes
+                    .iter()
+                    .filter(|kv| {
+                        kv.key == "gen_ai.response.id" || kv.key == "gen_ai.conversation.id"
+                    })
+                    .map(|kv| match &kv.value.as_ref().unwrap().value {
+                        Some(any_value::Value::StringValue(text)) => text.clone(),
+                        other => panic!("{other:?}"),
+                    })
+                    .collect();
+                (span.trace_id.clone(), texts)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn stamped_exports_are_the_exports_of_their_own_traces() {
+        let (run, per_batch, now_ns) = (1_800_000_000_000, 6, 1_800_000_000_000 * MS);
+        let exports = Exports::new(run, per_batch, now_ns, 60_000);
+        for n in [0, 5, TEMPLATES + 5, 3 * TEMPLATES + 1] {
+            let stamped = numbers(&exports.body(n));
+            let fresh = numbers(&export_body(run, n * per_batch, per_batch, now_ns, 60_000));
+            assert_eq!(stamped.len(), (per_batch * SPANS_PER_TRACE) as usize);
+            // The same ids as a batch built afresh (sessions are numbered
+            // from the template's, shifted by a quarter of the traces).
+            for ((trace, texts), (fresh_trace, fresh_texts)) in stamped.iter().zip(&fresh) {
+                assert_eq!(trace, fresh_trace);
+                for (text, fresh_text) in texts.iter().zip(fresh_texts) {
+                    if text.starts_with("chatcmpl-") {
+                        assert_eq!(text, fresh_text);
+                    } else {
+                        assert!(text.starts_with("session-"), "{text}");
+                    }
+                }
+            }
+        }
+    }
 }
