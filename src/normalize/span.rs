@@ -361,10 +361,10 @@ struct Facts<'a> {
 
 impl<'a> Facts<'a> {
     fn new(kvs: &'a [KeyValue]) -> Self {
-        let by_key = kvs
-            .iter()
-            .filter_map(|kv| Some((kv.key.as_str(), kv.value.as_ref()?.value.as_ref()?)))
-            .collect();
+        let mut by_key = FxHashMap::with_capacity_and_hasher(kvs.len(), Default::default());
+        by_key.extend(
+            kvs.iter().filter_map(|kv| Some((kv.key.as_str(), kv.value.as_ref()?.value.as_ref()?))),
+        );
         Self { by_key }
     }
 
@@ -388,9 +388,23 @@ impl<'a> Facts<'a> {
         keys.iter().find_map(|key| self.text(key))
     }
 
-    /// An enumerated value, compared case-insensitively.
-    fn lowercase(&self, key: &str) -> Option<String> {
-        self.text(key).map(|text| text.to_ascii_lowercase())
+    /// An enumerated value, compared case-insensitively (borrowed when it
+    /// is lowercase already, as nearly every one is).
+    fn lowercase(&self, key: &str) -> Option<Cow<'a, str>> {
+        match self.get(key)? {
+            any_value::Value::StringValue(text) => {
+                let text = text.trim();
+                if text.is_empty() {
+                    None
+                } else if text.bytes().any(|b| b.is_ascii_uppercase()) {
+                    Some(Cow::Owned(text.to_ascii_lowercase()))
+                } else {
+                    Some(Cow::Borrowed(text))
+                }
+            }
+            any_value::Value::IntValue(int) => Some(Cow::Owned(int.to_string())),
+            _ => None,
+        }
     }
 
     fn flag(&self, key: &str) -> Option<bool> {
