@@ -107,12 +107,14 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
 struct EachInArray<'f, T, F> {
     each: &'f mut F,
     record: PhantomData<T>,
+    /// At most this many records (to size the results once).
+    records: usize,
 }
 
 impl<'de, T, U, F> DeserializeSeed<'de> for EachInArray<'_, T, F>
 where
     T: Deserialize<'de>,
-    F: FnMut(Record<'de, T>) -> U,
+    F: FnMut(usize, Record<'de, T>) -> U,
 {
     type Value = Vec<U>;
 
@@ -124,7 +126,7 @@ where
 impl<'de, T, U, F> Visitor<'de> for EachInArray<'_, T, F>
 where
     T: Deserialize<'de>,
-    F: FnMut(Record<'de, T>) -> U,
+    F: FnMut(usize, Record<'de, T>) -> U,
 {
     type Value = Vec<U>;
 
@@ -133,9 +135,9 @@ where
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<U>, A::Error> {
-        let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+        let mut out = Vec::with_capacity(self.records);
         while let Some(Object(record)) = seq.next_element::<Object<T>>()? {
-            out.push((self.each)(Record::Parsed(record)));
+            out.push((self.each)(out.len(), Record::Parsed(record)));
         }
         Ok(out)
     }
@@ -147,7 +149,7 @@ struct EachInEnvelope<'f, T, F>(EachInArray<'f, T, F>);
 impl<'de, T, U, F> Visitor<'de> for EachInEnvelope<'_, T, F>
 where
     T: Deserialize<'de>,
-    F: FnMut(Record<'de, T>) -> U,
+    F: FnMut(usize, Record<'de, T>) -> U,
 {
     type Value = Vec<U>;
 
@@ -168,17 +170,23 @@ where
     }
 }
 
-/// Each record of a batch (the forms of `split_records`) through `each`, in
-/// order. A JSON array or `{"records": [...]}` whose records all parse is
-/// parsed in one pass, each record handed over as soon as it is parsed. Any
-/// other body, or one with a record that does not parse, is split and its
-/// records handed over as JSON text, to be parsed (and named in an error)
-/// alone; so `each` may see a record twice, and its results from the first
-/// pass are then dropped.
+/// The most records a batch body can hold: each is an object, so it has a
+/// `{` of its own (a cheap count that sizes the results once).
+pub fn max_records(body: &[u8]) -> usize {
+    body.iter().filter(|&&b| b == b'{').count()
+}
+
+/// Each record of a batch (the forms of `split_records`) through `each`,
+/// with its index, in order. A JSON array or `{"records": [...]}` whose
+/// records all parse is parsed in one pass, each record handed over as soon
+/// as it is parsed. Any other body, or one with a record that does not
+/// parse, is split and its records handed over as JSON text, to be parsed
+/// (and named in an error) alone. So `each` may see records twice: a second
+/// pass starts at index 0 again, and the results of the first are dropped.
 pub fn each_record<'a, T, U>(
     body: &'a [u8],
     ndjson: bool,
-    mut each: impl FnMut(Record<'a, T>) -> U,
+    mut each: impl FnMut(usize, Record<'a, T>) -> U,
 ) -> Result<Vec<U>, ApiError>
 where
     T: Deserialize<'a>,
@@ -186,7 +194,8 @@ where
     let text = utf8(body)?;
     if !ndjson {
         let mut deserializer = serde_json::Deserializer::from_str(text);
-        let array = EachInArray { each: &mut each, record: PhantomData };
+        let records = max_records(body);
+        let array = EachInArray { each: &mut each, record: PhantomData, records };
         let parsed = match text.trim_start().as_bytes().first() {
             Some(b'[') => array.deserialize(&mut deserializer).ok(),
             Some(b'{') => deserializer.deserialize_map(EachInEnvelope(array)).ok(),
@@ -198,7 +207,8 @@ where
             return Ok(parsed);
         }
     }
-    Ok(split_records(body, ndjson)?.into_iter().map(|json| each(Record::Text(json))).collect())
+    let records = split_records(body, ndjson)?.into_iter().map(Record::Text);
+    Ok(records.enumerate().map(|(index, record)| each(index, record)).collect())
 }
 
 fn utf8(body: &[u8]) -> Result<&str, ApiError> {
@@ -263,7 +273,7 @@ mod tests {
     }
 
     fn forms(body: &[u8]) -> Vec<Result<Option<u32>, String>> {
-        each_record::<Rec, _>(body, false, |r| match r {
+        each_record::<Rec, _>(body, false, |_, r| match r {
             Record::Parsed(rec) => Ok(rec.a),
             Record::Text(text) => Err(text.to_owned()),
         })
@@ -283,7 +293,14 @@ mod tests {
         assert_eq!(forms(br#"[[1]]"#), vec![Err("[1]".into())]);
         assert_eq!(forms(br#"{"a":1}"#), vec![Err(r#"{"a":1}"#.into())]);
         assert_eq!(forms(br#"{"records":[{"a":1}],"b":2}"#), vec![Err(r#"{"a":1}"#.into())]);
-        assert!(each_record::<Rec, _>(br#"{"records":[{"a":1}]} x"#, false, |_| ()).is_err());
-        assert!(each_record::<Rec, _>(b"[{", false, |_| ()).is_err());
+        assert!(each_record::<Rec, _>(br#"{"records":[{"a":1}]} x"#, false, |_, _| ()).is_err());
+        assert!(each_record::<Rec, _>(b"[{", false, |_, _| ()).is_err());
+        // The second record fails the one pass after the first was handed
+        // over; the second pass starts at index 0 again.
+        let mut seen = Vec::new();
+        let body = br#"[{"a":1}, {"a":"x"}]"#;
+        each_record::<Rec, _>(body, false, |index, _| seen.push(index)).unwrap();
+        assert_eq!(seen, vec![0, 0, 1]);
+        assert_eq!(max_records(body), 2);
     }
 }

@@ -34,18 +34,23 @@ pub async fn post_points(
     let now = crate::time::now_ms();
     let oldest = ingest.metric_horizon_ms.map_or(i64::MIN, |keep| now - keep);
     let mut keys = PointKeys::default();
-    let results = body::each_record(&bytes, body::is_ndjson(&headers), |record| match record {
-        body::Record::Parsed(raw) => validate_point(raw, now, oldest, &mut keys),
-        body::Record::Text(json) => normalize_point(json, now, oldest, &mut keys),
-    })?;
-    let mut points = Vec::with_capacity(results.len());
+    let mut points = Vec::with_capacity(body::max_records(&bytes));
     let mut rejected = Vec::new();
-    for (index, point) in results.into_iter().enumerate() {
+    body::each_record(&bytes, body::is_ndjson(&headers), |index, record| {
+        if index == 0 {
+            // A second pass over the same records (see `each_record`).
+            points.clear();
+            rejected.clear();
+        }
+        let point = match record {
+            body::Record::Parsed(raw) => validate_point(raw, now, oldest, &mut keys),
+            body::Record::Text(json) => normalize_point(json, now, oldest, &mut keys),
+        };
         match point {
             Ok(point) => points.push(point),
             Err(err) => rejected.push(Rejection { index, error: err.to_string() }),
         }
-    }
+    })?;
     let accepted = points.len();
     ingest.committer.submit_records(Records { points, ..Records::default() }).await?;
     ingest.metrics.ingested("points", accepted as u64, 0, rejected.len() as u64);

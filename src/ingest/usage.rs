@@ -69,19 +69,24 @@ pub async fn post_usage(
     };
     let bytes = body::read(&headers, request, ingest.max_body_bytes).await?;
     let context = ingest.context();
-    let results = body::each_record(&bytes, body::is_ndjson(&headers), |record| match record {
-        body::Record::Parsed(raw) => normalize_report(raw, &context),
-        body::Record::Text(json) => normalize_json(json, &context),
-    })?;
-    let count = results.len();
-    let mut calls = Vec::with_capacity(count);
+    let mut calls = Vec::with_capacity(body::max_records(&bytes));
     let mut rejected = Vec::new();
-    for (index, call) in results.into_iter().enumerate() {
+    let results = body::each_record(&bytes, body::is_ndjson(&headers), |index, record| {
+        if index == 0 {
+            // A second pass over the same records (see `each_record`).
+            calls.clear();
+            rejected.clear();
+        }
+        let call = match record {
+            body::Record::Parsed(raw) => normalize_report(raw, &context),
+            body::Record::Text(json) => normalize_json(json, &context),
+        };
         match call {
             Ok(call) => calls.push(call),
             Err(err) => rejected.push(Rejection { index, error: err.to_string() }),
         }
-    }
+    })?;
+    let count = results.len();
     let parsed = std::time::Instant::now();
     let outcomes = ingest.committer.submit(calls).await?;
     tracing::debug!(
