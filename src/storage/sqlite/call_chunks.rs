@@ -159,14 +159,14 @@ fn release_id(tx: &Transaction<'_>, project: &str, id: &str) -> Result<(), rusql
 fn claim_one(tx: &Transaction<'_>, call: &LlmCall) -> Result<bool, rusqlite::Error> {
     let project = call.project.as_str();
     if let Some(id) = &call.id {
-        let id_key = vec![(project, Value::Text(id.clone()), 0)];
-        if claim_keys(tx, "i", id_key, 0)?[0].1 {
+        let id_key = vec![(project, id_key(id), 0)];
+        if claim_keys(tx, id_key, 0)?[0].1 {
             return Ok(false);
         }
     }
     if let Some((trace, span)) = span_key(call) {
-        let span_key = vec![(project, Value::Text(format!("{trace}{span}")), 0)];
-        if claim_keys(tx, "s", span_key, 0)?[0].1 {
+        let span_key = vec![(project, span_key_text(trace, span), 0)];
+        if claim_keys(tx, span_key, 0)?[0].1 {
             if let Some(id) = &call.id {
                 release_id(tx, project, id)?;
             }
@@ -195,10 +195,10 @@ fn claim_all(
         .iter()
         .filter_map(|&i| {
             let call = &calls[i];
-            call.id.as_ref().map(|id| (call.project.as_str(), Value::Text(id.clone()), i))
+            call.id.as_ref().map(|id| (call.project.as_str(), id_key(id), i))
         })
         .collect();
-    for (i, taken) in claim_keys(tx, "i", by_id, tag)? {
+    for (i, taken) in claim_keys(tx, by_id, tag)? {
         new[i] = !taken;
     }
     let by_span: Vec<(&str, Value, usize)> = fresh
@@ -206,11 +206,11 @@ fn claim_all(
         .filter(|&&i| new[i])
         .filter_map(|&i| {
             let call = &calls[i];
-            let key = span_key(call).map(|(trace, span)| Value::Text(format!("{trace}{span}")));
+            let key = span_key(call).map(|(trace, span)| span_key_text(trace, span));
             key.map(|key| (call.project.as_str(), key, i))
         })
         .collect();
-    for (i, taken) in claim_keys(tx, "s", by_span, tag)? {
+    for (i, taken) in claim_keys(tx, by_span, tag)? {
         let call = &calls[i];
         if taken {
             new[i] = false;
@@ -225,40 +225,55 @@ fn claim_all(
     Ok(order.calls.iter().copied().filter(|&i| new[i]).collect())
 }
 
-/// Claims keys of one kind ('i' or 's'), as (project, key, call), a
+/// A call id as a key of `call_keys`.
+fn id_key(id: &str) -> Value {
+    Value::Text(format!("i{id}"))
+}
+
+/// A span (trace id, span id) as a key of `call_keys`.
+fn span_key_text(trace: &str, span: &str) -> Value {
+    Value::Text(format!("s{trace}{span}"))
+}
+
+/// Claims keys (`id_key`, `span_key_text`), as (project, key, call), a
 /// statement per run of one project; returns each call with whether its key
 /// was taken already. Within a run, keys must be distinct; a run of one
 /// needs no tag (its statement either inserted the key or did not).
 fn claim_keys(
     tx: &Transaction<'_>,
-    kind: &str,
     keys: Vec<(&str, Value, usize)>,
     tag: i64,
 ) -> Result<Vec<(usize, bool)>, rusqlite::Error> {
     let mut insert = tx.prepare_cached(
         "INSERT OR IGNORE INTO call_keys (project, key, tag) \
-         SELECT ?1, ?2 || value, ?4 FROM rarray(?3)",
+         SELECT ?1, value, ?3 FROM rarray(?2)",
     )?;
     let mut outcome = Vec::with_capacity(keys.len());
-    for run in keys.chunk_by(|a, b| a.0 == b.0) {
-        let project = run[0].0;
-        let values = Rc::new(run.iter().map(|(_, key, _)| key.clone()).collect::<Vec<Value>>());
-        let inserted = insert.execute(params![project, kind, values.clone(), tag])?;
-        if inserted == run.len() || run.len() == 1 {
-            outcome.extend(run.iter().map(|&(_, _, i)| (i, inserted < run.len())));
+    let mut keys = keys.into_iter().peekable();
+    while let Some((project, key, i)) = keys.next() {
+        // The run's keys, moved (not copied) into the bound array.
+        let (mut values, mut calls) = (vec![key], vec![i]);
+        while let Some((_, key, i)) = keys.next_if(|next| next.0 == project) {
+            values.push(key);
+            calls.push(i);
+        }
+        let values = Rc::new(values);
+        let inserted = insert.execute(params![project, values.clone(), tag])?;
+        if inserted == calls.len() || calls.len() == 1 {
+            outcome.extend(calls.iter().map(|&i| (i, inserted < calls.len())));
             continue;
         }
         // Some were stored already: those the statement inserted carry the tag.
         let ours: FxHashSet<String> = tx
             .prepare_cached(
-                "SELECT substr(key, 2) FROM call_keys WHERE project = ?1 \
-                 AND key IN (SELECT ?2 || value FROM rarray(?3)) AND tag = ?4",
+                "SELECT key FROM call_keys WHERE project = ?1 \
+                 AND key IN rarray(?2) AND tag = ?3",
             )?
-            .query_map(params![project, kind, values, tag], |row| row.get(0))?
+            .query_map(params![project, values.clone(), tag], |row| row.get(0))?
             .collect::<Result<_, _>>()?;
-        outcome.extend(run.iter().map(|(_, key, i)| {
+        outcome.extend(values.iter().zip(calls).map(|(key, i)| {
             let taken = !matches!(key, Value::Text(key) if ours.contains(key));
-            (*i, taken)
+            (i, taken)
         }));
     }
     Ok(outcome)
