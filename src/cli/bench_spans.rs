@@ -164,13 +164,19 @@ fn export_body(run: u64, first_trace: u64, traces: u64, now_ns: u64, spread_ms: 
 }
 
 /// A number in a template export to write over: a trace number (the last 8
-/// bytes of a trace id), or the digits of one in a response id or of a
-/// session number (a quarter of it).
+/// bytes of a trace id), the digits of one in a response id or of a session
+/// number (a quarter of it), or a span's start or end time.
 #[derive(Clone, Copy)]
 enum Stamp {
     TraceId { at: usize, n: u64 },
     Digits { at: usize, n: u64, per: u64 },
+    Time { at: usize, ns: u64 },
 }
+
+/// Each batch's times move back by up to this much, so that copies of one
+/// template do not start at the same instants (the time fields stay within
+/// the spread, which ends a minute before now).
+const TIME_SHIFT_MS: u64 = 60_000;
 
 /// Every place in `body` where `pattern` ends.
 fn ends_of(body: &[u8], pattern: &[u8]) -> Vec<usize> {
@@ -213,6 +219,16 @@ impl Exports {
                         stamps.push(Stamp::Digits { at, n: digits_at(&body, at), per });
                     }
                 }
+                // Start and end times: fields 7 and 8, fixed64, whose value
+                // falls in the hours before now (nothing else does).
+                let earliest = now_ns - (spread_ms + 2 * 3_600_000) * MS;
+                for at in ends_of(&body, &[0x39]).into_iter().chain(ends_of(&body, &[0x41])) {
+                    let Some(bytes) = body.get(at..at + 8) else { continue };
+                    let ns = u64::from_le_bytes(bytes.try_into().expect("8 bytes"));
+                    if (earliest..=now_ns).contains(&ns) {
+                        stamps.push(Stamp::Time { at, ns });
+                    }
+                }
                 (body, stamps)
             })
             .collect();
@@ -224,6 +240,8 @@ impl Exports {
     fn body(&self, n: u64) -> Vec<u8> {
         let (template, stamps) = &self.templates[(n % TEMPLATES) as usize];
         let shift = (n - n % TEMPLATES) * self.per_batch;
+        let time_shift =
+            Rng(n.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15)).next() % TIME_SHIFT_MS * MS;
         let mut body = template.clone();
         for stamp in stamps {
             match *stamp {
@@ -233,6 +251,9 @@ impl Exports {
                 Stamp::Digits { at, n, per } => {
                     let digits = format!("{:0NUMBER_DIGITS$}", n + shift / per);
                     body[at..at + NUMBER_DIGITS].copy_from_slice(digits.as_bytes());
+                }
+                Stamp::Time { at, ns } => {
+                    body[at..at + 8].copy_from_slice(&(ns - time_shift).to_le_bytes());
                 }
             }
         }
@@ -401,8 +422,11 @@ pub async fn spans(args: SpansArgs) -> anyhow::Result<()> {
 mod tests {
     use super::*;
 
-    /// (trace id, response ids, sessions) of each span of an export.
-    fn numbers(body: &[u8]) -> Vec<(Vec<u8>, Vec<String>)> {
+    /// A span's trace id, response ids and sessions, and start and end.
+    type Numbers = (Vec<u8>, Vec<String>, (u64, u64));
+
+    /// The numbers of each span of an export.
+    fn numbers(body: &[u8]) -> Vec<Numbers> {
         let request = ExportTraceServiceRequest::decode(body).unwrap();
         let spans = &request.resource_spans[0].scope_spans[0].spans;
         spans
@@ -419,7 +443,8 @@ mod tests {
                         other => panic!("{other:?}"),
                     })
                     .collect();
-                (span.trace_id.clone(), texts)
+                let times = (span.start_time_unix_nano, span.end_time_unix_nano);
+                (span.trace_id.clone(), texts, times)
             })
             .collect()
     }
@@ -433,9 +458,17 @@ mod tests {
             let fresh = numbers(&export_body(run, n * per_batch, per_batch, now_ns, 60_000));
             assert_eq!(stamped.len(), (per_batch * SPANS_PER_TRACE) as usize);
             // The same ids as a batch built afresh (sessions are numbered
-            // from the template's, shifted by a quarter of the traces).
-            for ((trace, texts), (fresh_trace, fresh_texts)) in stamped.iter().zip(&fresh) {
+            // from the template's, shifted by a quarter of the traces), and
+            // the template's times all moved back by one shift of under
+            // TIME_SHIFT_MS.
+            let template = numbers(&exports.templates[(n % TEMPLATES) as usize].0);
+            let shift = template[0].2.0 - stamped[0].2.0;
+            assert!(shift < TIME_SHIFT_MS * MS);
+            for (((trace, texts, times), (fresh_trace, fresh_texts, _)), (_, _, template_times)) in
+                stamped.iter().zip(&fresh).zip(&template)
+            {
                 assert_eq!(trace, fresh_trace);
+                assert_eq!((times.0 + shift, times.1 + shift), *template_times);
                 for (text, fresh_text) in texts.iter().zip(fresh_texts) {
                     if text.starts_with("chatcmpl-") {
                         assert_eq!(text, fresh_text);
