@@ -69,10 +69,11 @@ pub fn project_hint(public_key: Option<&str>, authorization: Option<&str>) -> Op
 }
 
 /// Spans of a trace export, and the calls of those describing model calls.
-/// Spans are numbered across the whole request in rejection messages.
+/// Spans are numbered across the whole request in rejection messages. Span
+/// attributes are moved out of the request.
 pub fn trace_records(
     ingest: &UsageIngest,
-    request: &ExportTraceServiceRequest,
+    request: &mut ExportTraceServiceRequest,
     hint: Option<&str>,
 ) -> (Records, Problems) {
     let accounting = ingest.context();
@@ -81,11 +82,11 @@ pub fn trace_records(
     records.spans.reserve(spans.map(|s| s.spans.len()).sum());
     let mut problems = Problems::default();
     let mut index = 0usize;
-    for resource_spans in &request.resource_spans {
+    for resource_spans in &mut request.resource_spans {
         let resource = Arc::new(resource_attributes(resource_spans.resource.as_ref()));
         let context = SpanContext { resource: &resource, project_hint: hint };
-        for scope_spans in &resource_spans.scope_spans {
-            for span in &scope_spans.spans {
+        for scope_spans in &mut resource_spans.scope_spans {
+            for span in &mut scope_spans.spans {
                 let at = index;
                 index += 1;
                 let normalized = match normalize_span(span, &context) {

@@ -208,9 +208,10 @@ trait Signal: Message + Default + DeserializeOwned {
     /// Spans, log records or metrics in the request.
     fn items(&self) -> usize;
     /// The records to commit, what was wrong, and cumulative metric samples
-    /// to keep once the records are committed.
+    /// to keep once the records are committed. Parts of the request may be
+    /// moved into the records.
     fn records(
-        &self,
+        &mut self,
         ingest: &UsageIngest,
         hint: Option<&str>,
     ) -> (Records, Problems, Option<Staged>);
@@ -225,7 +226,7 @@ impl Signal for ExportTraceServiceRequest {
         self.resource_spans.iter().flat_map(|r| &r.scope_spans).map(|s| s.spans.len()).sum()
     }
     fn records(
-        &self,
+        &mut self,
         ingest: &UsageIngest,
         hint: Option<&str>,
     ) -> (Records, Problems, Option<Staged>) {
@@ -247,7 +248,11 @@ impl Signal for ExportLogsServiceRequest {
     fn items(&self) -> usize {
         self.resource_logs.iter().flat_map(|r| &r.scope_logs).map(|s| s.log_records.len()).sum()
     }
-    fn records(&self, _: &UsageIngest, hint: Option<&str>) -> (Records, Problems, Option<Staged>) {
+    fn records(
+        &mut self,
+        _: &UsageIngest,
+        hint: Option<&str>,
+    ) -> (Records, Problems, Option<Staged>) {
         let (records, problems) = otlp::log_records(self, hint);
         (records, problems, None)
     }
@@ -267,7 +272,7 @@ impl Signal for ExportMetricsServiceRequest {
         self.resource_metrics.iter().flat_map(|r| &r.scope_metrics).map(|s| s.metrics.len()).sum()
     }
     fn records(
-        &self,
+        &mut self,
         ingest: &UsageIngest,
         hint: Option<&str>,
     ) -> (Records, Problems, Option<Staged>) {
@@ -288,7 +293,8 @@ async fn export<S: Signal>(ingest: &UsageIngest, headers: &HeaderMap, request: B
         let err = ApiError::overloaded("too many ingest requests in flight; retry later");
         return error_response(err, Encoding::of(headers).unwrap_or(Encoding::Json));
     };
-    let (message, encoding, bytes) = match receive::<S>(ingest, headers, request, S::NAME).await {
+    let (mut message, encoding, bytes) = match receive::<S>(ingest, headers, request, S::NAME).await
+    {
         Ok(received) => received,
         Err((err, encoding)) => return error_response(err, encoding),
     };

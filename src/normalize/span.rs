@@ -177,6 +177,32 @@ pub fn attributes_to_json(kvs: &[KeyValue]) -> Attributes {
     key_values_to_json(kvs, &mut budget)
 }
 
+/// `attributes_to_json`, moving the keys and string values instead of
+/// copying them.
+fn attributes_into_json(kvs: Vec<KeyValue>) -> Attributes {
+    let mut budget = StringBudget::new(MAX_VALUE_BYTES, MAX_MAP_BYTES);
+    let mut map = Map::new();
+    for kv in kvs {
+        if is_dropped(&kv.key) {
+            continue;
+        }
+        let value = match kv.value.and_then(|value| value.value) {
+            None => Value::Null,
+            Some(any_value::Value::StringValue(text)) => Value::String(budget.keep_owned(text)),
+            Some(other) => any_value_to_json(&AnyValue { value: Some(other) }, &mut budget),
+        };
+        map.insert(kv.key, value);
+    }
+    map
+}
+
+/// OpenInference sends whole embedding vectors as attributes
+/// (`embedding.embeddings.N.embedding.vector`): thousands of doubles per
+/// input that nobody reads from a trace view.
+fn is_dropped(key: &str) -> bool {
+    key.starts_with("embedding.embeddings.") && key.contains(".vector")
+}
+
 /// One OTLP value as JSON, its strings capped by `budget`.
 pub(super) fn any_value_to_json(value: &AnyValue, budget: &mut StringBudget) -> Value {
     let Some(value) = &value.value else {
@@ -214,10 +240,7 @@ pub(super) fn any_value_to_json(value: &AnyValue, budget: &mut StringBudget) -> 
 fn key_values_to_json(kvs: &[KeyValue], budget: &mut StringBudget) -> Map<String, Value> {
     let mut map = Map::new();
     for kv in kvs {
-        // OpenInference sends whole embedding vectors as attributes
-        // (`embedding.embeddings.N.embedding.vector`): thousands of doubles
-        // per input that nobody reads from a trace view.
-        if kv.key.starts_with("embedding.embeddings.") && kv.key.contains(".vector") {
+        if is_dropped(&kv.key) {
             continue;
         }
         let value = kv.value.as_ref().map_or(Value::Null, |value| any_value_to_json(value, budget));
@@ -237,22 +260,36 @@ impl StringBudget {
         Self { per_value, remaining: total }
     }
 
-    fn keep(&mut self, text: &str) -> String {
-        let limit = if text.len() <= SHORT_STRING_BYTES {
-            text.len()
+    /// How much of a text of `len` bytes to keep, charged to the budget.
+    fn take(&mut self, len: usize) -> usize {
+        let limit = if len <= SHORT_STRING_BYTES {
+            len
         } else {
             self.per_value.min(self.remaining.max(SHORT_STRING_BYTES))
         };
-        self.remaining = self.remaining.saturating_sub(text.len().min(limit));
-        if text.len() <= limit {
-            return text.to_owned();
-        }
-        let mut cut = limit;
-        while !text.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        format!("{}…[truncated {} bytes]", &text[..cut], text.len() - cut)
+        self.remaining = self.remaining.saturating_sub(len.min(limit));
+        limit
     }
+
+    fn keep(&mut self, text: &str) -> String {
+        let limit = self.take(text.len());
+        if text.len() <= limit { text.to_owned() } else { truncated(text, limit) }
+    }
+
+    fn keep_owned(&mut self, text: String) -> String {
+        let limit = self.take(text.len());
+        if text.len() <= limit { text } else { truncated(&text, limit) }
+    }
+}
+
+/// The first `limit` bytes of `text` (back to a character boundary), and
+/// how much was cut.
+fn truncated(text: &str, limit: usize) -> String {
+    let mut cut = limit;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}…[truncated {} bytes]", &text[..cut], text.len() - cut)
 }
 
 /// Lowercase hex of an id of `len` bytes; `None` when all zeros, which OTLP
@@ -276,7 +313,8 @@ pub(super) fn unix_nanos(field: &'static str, nanos: u64) -> Result<i64, SpanErr
 }
 
 /// Validates one span and maps it onto the record model.
-pub fn normalize_span(span: &Span, ctx: &SpanContext<'_>) -> Result<NormalizedSpan, SpanError> {
+/// The span's attributes are moved out of it (into the record).
+pub fn normalize_span(span: &mut Span, ctx: &SpanContext<'_>) -> Result<NormalizedSpan, SpanError> {
     let trace_id = id_hex(&span.trace_id, 16)
         .map_err(|message| SpanError::new("trace_id", message))?
         .ok_or_else(|| SpanError::new("trace_id", "must not be all zeros"))?;
@@ -320,7 +358,7 @@ pub fn normalize_span(span: &Span, ctx: &SpanContext<'_>) -> Result<NormalizedSp
         })
         .collect();
 
-    let record = SpanRecord {
+    let mut record = SpanRecord {
         project: ctx.project(),
         trace_id,
         span_id,
@@ -332,7 +370,7 @@ pub fn normalize_span(span: &Span, ctx: &SpanContext<'_>) -> Result<NormalizedSp
         end_ns,
         status,
         status_message,
-        attributes: attributes_to_json(&span.attributes),
+        attributes: Attributes::new(),
         events,
         resource: ctx.resource.clone(),
         // The requested model, as the call is priced; the response model
@@ -350,6 +388,7 @@ pub fn normalize_span(span: &Span, ctx: &SpanContext<'_>) -> Result<NormalizedSp
         llm_call: false,
     };
     let call = model_call(&facts, span, &record);
+    record.attributes = attributes_into_json(std::mem::take(&mut span.attributes));
     Ok(NormalizedSpan { span: record, call })
 }
 
@@ -965,12 +1004,37 @@ mod tests {
 
     fn normalize(span: &Span) -> NormalizedSpan {
         let resource = Arc::new(Attributes::new());
-        normalize_span(span, &SpanContext { resource: &resource, project_hint: None }).unwrap()
+        let context = SpanContext { resource: &resource, project_hint: None };
+        normalize_span(&mut span.clone(), &context).unwrap()
     }
 
     fn error_of(span: &Span) -> SpanError {
         let resource = Arc::new(Attributes::new());
-        normalize_span(span, &SpanContext { resource: &resource, project_hint: None }).unwrap_err()
+        let context = SpanContext { resource: &resource, project_hint: None };
+        normalize_span(&mut span.clone(), &context).unwrap_err()
+    }
+
+    #[test]
+    fn attributes_moved_out_convert_as_copied_ones_do() {
+        let long = "é".repeat(MAX_VALUE_BYTES);
+        let kvs = vec![
+            kv("gen_ai.request.model", "gpt-4o"),
+            kv("count", 3),
+            kv("long", long.as_str()),
+            kv("embedding.embeddings.0.embedding.vector", "dropped"),
+            KeyValue { key: "empty".into(), value: None, ..Default::default() },
+            kv("count", 4),
+        ];
+        let moved = attributes_into_json(kvs.clone());
+        assert_eq!(moved, attributes_to_json(&kvs));
+        assert_eq!(moved["count"], 4);
+        assert!(
+            moved["long"]
+                .as_str()
+                .unwrap()
+                .ends_with(&format!("[truncated {} bytes]", long.len() - MAX_VALUE_BYTES))
+        );
+        assert!(!moved.contains_key("embedding.embeddings.0.embedding.vector"));
     }
 
     /// The report through the accounting rules, as the ingest path does.
@@ -1477,9 +1541,11 @@ mod tests {
                 kv("gen_ai.request.model", "gpt-4o"),
                 kv("gen_ai.usage.input_tokens", 1),
             ]);
-            let normalized =
-                normalize_span(&span, &SpanContext { resource: &resource, project_hint: hint })
-                    .unwrap();
+            let normalized = normalize_span(
+                &mut span.clone(),
+                &SpanContext { resource: &resource, project_hint: hint },
+            )
+            .unwrap();
             let call_project = normalized.call.unwrap().project.unwrap().0.into_owned();
             assert_eq!(normalized.span.project, call_project);
             (call_project, normalized.span.service)
