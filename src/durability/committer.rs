@@ -300,8 +300,6 @@ struct Group {
     /// moved into one, which would copy them into fresh memory).
     calls: Vec<Vec<LlmCall>>,
     spans: Vec<Vec<SpanRecord>>,
-    /// Calls, spans and logs in all.
-    records: usize,
     logs: Vec<LogRecord>,
     points: Vec<SeriesPoint>,
     /// The calls' series ids.
@@ -317,7 +315,8 @@ impl Group {
     }
 
     fn len(&self) -> usize {
-        self.records + self.points.len()
+        let parts = self.calls.iter().map(Vec::len).chain(self.spans.iter().map(Vec::len));
+        parts.sum::<usize>() + self.logs.len() + self.points.len()
     }
 }
 
@@ -370,7 +369,6 @@ impl CommitterTask {
                             next.pending.push(Pending { calls: records.calls.len(), reply });
                             next.series_ids.append(&mut series_ids);
                             next.encoded.push(encoded);
-                            next.records += records.len();
                             next.calls.push(std::mem::take(&mut records.calls));
                             next.spans.push(std::mem::take(&mut records.spans));
                             next.logs.append(&mut records.logs);

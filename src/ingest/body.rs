@@ -2,12 +2,11 @@
 //! bomb is refused), gzip, and parsing a batch into its records.
 
 use std::io::Read;
+use std::marker::PhantomData;
 
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, StatusCode, header};
 use flate2::read::GzDecoder;
-use std::marker::PhantomData;
-
 use serde::de::{
     self, DeserializeSeed, MapAccess, SeqAccess, Visitor, value::MapAccessDeserializer,
 };
@@ -103,99 +102,99 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
     }
 }
 
-/// Hands each record of an array to `each` as soon as it is parsed.
+/// Hands each record of an array to `each` as soon as it is parsed;
+/// yields how many there were.
 struct EachInArray<'f, T, F> {
     each: &'f mut F,
     record: PhantomData<T>,
-    /// At most this many records (to size the results once).
-    records: usize,
 }
 
-impl<'de, T, U, F> DeserializeSeed<'de> for EachInArray<'_, T, F>
+impl<'de, T, F> DeserializeSeed<'de> for EachInArray<'_, T, F>
 where
     T: Deserialize<'de>,
-    F: FnMut(usize, Record<'de, T>) -> U,
+    F: FnMut(usize, Record<'de, T>),
 {
-    type Value = Vec<U>;
+    type Value = usize;
 
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Vec<U>, D::Error> {
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<usize, D::Error> {
         deserializer.deserialize_seq(self)
     }
 }
 
-impl<'de, T, U, F> Visitor<'de> for EachInArray<'_, T, F>
+impl<'de, T, F> Visitor<'de> for EachInArray<'_, T, F>
 where
     T: Deserialize<'de>,
-    F: FnMut(usize, Record<'de, T>) -> U,
+    F: FnMut(usize, Record<'de, T>),
 {
-    type Value = Vec<U>;
+    type Value = usize;
 
     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("an array of records")
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<U>, A::Error> {
-        let mut out = Vec::with_capacity(self.records);
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<usize, A::Error> {
+        let mut count = 0;
         while let Some(Object(record)) = seq.next_element::<Object<T>>()? {
-            out.push((self.each)(out.len(), Record::Parsed(record)));
+            (self.each)(count, Record::Parsed(record));
+            count += 1;
         }
-        Ok(out)
+        Ok(count)
     }
 }
 
 /// `{"records": [...]}` with nothing else in it, through `EachInArray`.
 struct EachInEnvelope<'f, T, F>(EachInArray<'f, T, F>);
 
-impl<'de, T, U, F> Visitor<'de> for EachInEnvelope<'_, T, F>
+impl<'de, T, F> Visitor<'de> for EachInEnvelope<'_, T, F>
 where
     T: Deserialize<'de>,
-    F: FnMut(usize, Record<'de, T>) -> U,
+    F: FnMut(usize, Record<'de, T>),
 {
-    type Value = Vec<U>;
+    type Value = usize;
 
     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("an object with only \"records\"")
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Vec<U>, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<usize, A::Error> {
         match map.next_key::<String>()? {
             Some(key) if key == "records" => {}
             _ => return Err(de::Error::custom("expected \"records\"")),
         }
-        let out = map.next_value_seed(self.0)?;
+        let count = map.next_value_seed(self.0)?;
         match map.next_key::<String>()? {
-            None => Ok(out),
+            None => Ok(count),
             Some(_) => Err(de::Error::custom("expected only \"records\"")),
         }
     }
 }
 
 /// The most records a batch body can hold: each is an object, so it has a
-/// `{` of its own (a cheap count that sizes the results once).
+/// `{` of its own (a cheap count that sizes a request's vectors once).
 pub fn max_records(body: &[u8]) -> usize {
     memchr::memchr_iter(b'{', body).count()
 }
 
 /// Each record of a batch (the forms of `split_records`) through `each`,
-/// with its index, in order. A JSON array or `{"records": [...]}` whose
-/// records all parse is parsed in one pass, each record handed over as soon
-/// as it is parsed. Any other body, or one with a record that does not
-/// parse, is split and its records handed over as JSON text, to be parsed
-/// (and named in an error) alone. So `each` may see records twice: a second
-/// pass starts at index 0 again, and the results of the first are dropped.
-pub fn each_record<'a, T, U>(
+/// with its index, in order; returns how many there were. A JSON array or
+/// `{"records": [...]}` whose records all parse is parsed in one pass, each
+/// record handed over as soon as it is parsed. Any other body, or one with a
+/// record that does not parse, is split and its records handed over as JSON
+/// text, to be parsed (and named in an error) alone. So `each` may see
+/// records twice: a second pass starts at index 0 again, and what the first
+/// gave must then be dropped.
+pub fn each_record<'a, T>(
     body: &'a [u8],
     ndjson: bool,
-    mut each: impl FnMut(usize, Record<'a, T>) -> U,
-) -> Result<Vec<U>, ApiError>
+    mut each: impl FnMut(usize, Record<'a, T>),
+) -> Result<usize, ApiError>
 where
     T: Deserialize<'a>,
 {
     let text = utf8(body)?;
     if !ndjson {
         let mut deserializer = serde_json::Deserializer::from_str(text);
-        let records = max_records(body);
-        let array = EachInArray { each: &mut each, record: PhantomData, records };
+        let array = EachInArray { each: &mut each, record: PhantomData };
         let parsed = match text.trim_start().as_bytes().first() {
             Some(b'[') => array.deserialize(&mut deserializer).ok(),
             Some(b'{') => deserializer.deserialize_map(EachInEnvelope(array)).ok(),
@@ -207,8 +206,11 @@ where
             return Ok(parsed);
         }
     }
-    let records = split_records(body, ndjson)?.into_iter().map(Record::Text);
-    Ok(records.enumerate().map(|(index, record)| each(index, record)).collect())
+    let records = split_records(body, ndjson)?;
+    for (index, &json) in records.iter().enumerate() {
+        each(index, Record::Text(json));
+    }
+    Ok(records.len())
 }
 
 fn utf8(body: &[u8]) -> Result<&str, ApiError> {
@@ -273,11 +275,17 @@ mod tests {
     }
 
     fn forms(body: &[u8]) -> Vec<Result<Option<u32>, String>> {
-        each_record::<Rec, _>(body, false, |_, r| match r {
-            Record::Parsed(rec) => Ok(rec.a),
-            Record::Text(text) => Err(text.to_owned()),
+        let mut forms = Vec::new();
+        let count = each_record::<Rec>(body, false, |index, r| {
+            forms.truncate(index);
+            forms.push(match r {
+                Record::Parsed(rec) => Ok(rec.a),
+                Record::Text(text) => Err(text.to_owned()),
+            });
         })
-        .unwrap()
+        .unwrap();
+        assert_eq!(count, forms.len());
+        forms
     }
 
     #[test]
@@ -293,13 +301,13 @@ mod tests {
         assert_eq!(forms(br#"[[1]]"#), vec![Err("[1]".into())]);
         assert_eq!(forms(br#"{"a":1}"#), vec![Err(r#"{"a":1}"#.into())]);
         assert_eq!(forms(br#"{"records":[{"a":1}],"b":2}"#), vec![Err(r#"{"a":1}"#.into())]);
-        assert!(each_record::<Rec, _>(br#"{"records":[{"a":1}]} x"#, false, |_, _| ()).is_err());
-        assert!(each_record::<Rec, _>(b"[{", false, |_, _| ()).is_err());
+        assert!(each_record::<Rec>(br#"{"records":[{"a":1}]} x"#, false, |_, _| ()).is_err());
+        assert!(each_record::<Rec>(b"[{", false, |_, _| ()).is_err());
         // The second record fails the one pass after the first was handed
         // over; the second pass starts at index 0 again.
         let mut seen = Vec::new();
         let body = br#"[{"a":1}, {"a":"x"}]"#;
-        each_record::<Rec, _>(body, false, |index, _| seen.push(index)).unwrap();
+        each_record::<Rec>(body, false, |index, _| seen.push(index)).unwrap();
         assert_eq!(seen, vec![0, 0, 1]);
         assert_eq!(max_records(body), 2);
     }

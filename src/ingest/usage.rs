@@ -71,7 +71,7 @@ pub async fn post_usage(
     let context = ingest.context();
     let mut calls = Vec::with_capacity(body::max_records(&bytes));
     let mut rejected = Vec::new();
-    let results = body::each_record(&bytes, body::is_ndjson(&headers), |index, record| {
+    let count = body::each_record(&bytes, body::is_ndjson(&headers), |index, record| {
         if index == 0 {
             // A second pass over the same records (see `each_record`).
             calls.clear();
@@ -86,7 +86,6 @@ pub async fn post_usage(
             Err(err) => rejected.push(Rejection { index, error: err.to_string() }),
         }
     })?;
-    let count = results.len();
     let parsed = std::time::Instant::now();
     let outcomes = ingest.committer.submit(calls).await?;
     tracing::debug!(

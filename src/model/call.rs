@@ -1,5 +1,6 @@
 //! `LlmCall`: one model request, after normalization and accounting.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -8,15 +9,19 @@ use serde::Serialize;
 /// A small string map; sorted so that equal tag sets serialize identically.
 pub type Tags = BTreeMap<String, String>;
 
-/// Parses `text` trimmed, ignoring ASCII case; lowercases a copy only when
-/// there are capitals.
-fn lowercase_then<T>(text: &str, parse: impl Fn(&str) -> Option<T>) -> Option<T> {
-    let text = text.trim();
+/// `text` in ASCII lowercase, borrowed when it has no capitals (as nearly
+/// every enumerated value sent is).
+pub fn ascii_lowercase(text: &str) -> Cow<'_, str> {
     if text.bytes().any(|b| b.is_ascii_uppercase()) {
-        parse(&text.to_ascii_lowercase())
+        Cow::Owned(text.to_ascii_lowercase())
     } else {
-        parse(text)
+        Cow::Borrowed(text)
     }
+}
+
+/// Parses `text` trimmed, ignoring ASCII case.
+fn lowercase_then<T>(text: &str, parse: impl Fn(&str) -> Option<T>) -> Option<T> {
+    parse(&ascii_lowercase(text.trim()))
 }
 
 /// What kind of model request a call was.

@@ -17,7 +17,9 @@ use serde_json::{Map, Number, Value};
 
 use super::usage_report::RawReport;
 use super::values::{Amount, Count, Instant, MAX_COUNT, TextRef};
-use crate::model::{Attributes, Operation, SpanEvent, SpanKind, SpanRecord, SpanStatus};
+use crate::model::{
+    Attributes, Operation, SpanEvent, SpanKind, SpanRecord, SpanStatus, ascii_lowercase,
+};
 
 /// Longest string value an attribute map stores whole; prompts and
 /// completions can be megabytes.
@@ -432,14 +434,7 @@ impl<'a> Facts<'a> {
     fn lowercase(&self, key: &str) -> Option<Cow<'a, str>> {
         match self.get(key)? {
             any_value::Value::StringValue(text) => {
-                let text = text.trim();
-                if text.is_empty() {
-                    None
-                } else if text.bytes().any(|b| b.is_ascii_uppercase()) {
-                    Some(Cow::Owned(text.to_ascii_lowercase()))
-                } else {
-                    Some(Cow::Borrowed(text))
-                }
+                Some(ascii_lowercase(text.trim())).filter(|text| !text.is_empty())
             }
             any_value::Value::IntValue(int) => Some(Cow::Owned(int.to_string())),
             _ => None,
@@ -890,6 +885,7 @@ fn model_call(facts: &Facts<'_>, span: &Span, record: &SpanRecord) -> Option<Raw
     let started_ms = record.start_ns / 1_000_000;
     let completed_ms = record.end_ns / 1_000_000;
     let owned = |value: String| TextRef(Cow::Owned(value));
+    let fixed = |value: &'static str| TextRef(Cow::Borrowed(value));
     let text = |value: Option<String>| value.map(owned);
 
     Some(RawReport {
@@ -898,7 +894,7 @@ fn model_call(facts: &Facts<'_>, span: &Span, record: &SpanRecord) -> Option<Raw
         model: Some(owned(model)),
         response_model: text(facts.first_text(RESPONSE_MODEL_KEYS)),
         provider: text(record.provider.clone()),
-        operation: Some(owned(operation.as_str().to_owned())),
+        operation: Some(fixed(operation.as_str())),
         user: text(record.user.clone()),
         session: text(record.session.clone()),
         input_tokens: usage.input.map(Count),
@@ -912,7 +908,7 @@ fn model_call(facts: &Facts<'_>, span: &Span, record: &SpanRecord) -> Option<Raw
         duration_ms: Some(Amount(record.duration_ms())),
         ttft_ms: time_to_first_token_ms(facts, span, record.start_ns).map(Amount),
         streaming,
-        status: failed.then(|| owned("error".to_owned())),
+        status: failed.then(|| fixed("error")),
         error_type: text(facts.text("error.type")),
         cost_usd: reported_cost(facts).map(Amount),
         trace_id: Some(owned(record.trace_id.clone())),

@@ -3,11 +3,11 @@
 //! runs on the ingest hot path, so exact names cost a hash lookup and no
 //! allocation, and pattern results are cached per model name.
 
-use rustc_hash::FxHashMap;
 use std::fmt;
 use std::sync::{PoisonError, RwLock};
 
 use regex::RegexSet;
+use rustc_hash::FxHashMap;
 
 use super::catalog::{Catalog, CatalogEntry, lowercased};
 use super::cost::Price;

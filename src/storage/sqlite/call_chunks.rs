@@ -149,10 +149,11 @@ pub fn register_modules(conn: &Connection) -> Result<(), rusqlite::Error> {
 
 /// Gives back an id claimed earlier in the same append.
 fn release_id(tx: &Transaction<'_>, project: &str, id: &str) -> Result<(), rusqlite::Error> {
-    tx.prepare_cached("DELETE FROM call_keys WHERE project = ?1 AND key = 'i' || ?2")?
-        .execute(params![project, id])?;
+    tx.prepare_cached(RELEASE_KEY)?.execute(params![project, id_key(id)])?;
     Ok(())
 }
+
+const RELEASE_KEY: &str = "DELETE FROM call_keys WHERE project = ?1 AND key = ?2";
 
 /// Claims one call's id and span key; false, claiming neither, when either
 /// is stored already. A call without keys is always new.
@@ -225,7 +226,8 @@ fn claim_all(
     Ok(order.calls.iter().copied().filter(|&i| new[i]).collect())
 }
 
-/// A call id as a key of `call_keys`.
+/// A call id as a key of `call_keys` (`migrate_rows` writes the same form
+/// in SQL).
 fn id_key(id: &str) -> Value {
     Value::Text(format!("i{id}"))
 }
@@ -575,8 +577,7 @@ pub fn delete_before(tx: &Transaction<'_>, cutoff: i64) -> Result<usize, Storage
     };
     let mut read =
         tx.prepare("SELECT project, min_time, body FROM call_chunks WHERE first_seq = ?1")?;
-    let mut release =
-        tx.prepare_cached("DELETE FROM call_keys WHERE project = ?1 AND key = ?2 || ?3 || ?4")?;
+    let mut release = tx.prepare_cached(RELEASE_KEY)?;
     let mut delete = tx.prepare("DELETE FROM call_chunks WHERE first_seq = ?1")?;
     let mut update = tx.prepare(
         "UPDATE call_chunks SET calls = ?2, min_time = ?3, body = ?4 WHERE first_seq = ?1",
@@ -589,10 +590,10 @@ pub fn delete_before(tx: &Transaction<'_>, cutoff: i64) -> Result<usize, Storage
             entries(&body)?.into_iter().partition(|e| min + (e.time as i64) < cutoff);
         for entry in &old {
             if let Some(id) = entry.id {
-                release.execute(params![project, "i", id, ""])?;
+                release.execute(params![project, id_key(id)])?;
             }
             if let Some((trace, span)) = rows::span_of(entry.payload)? {
-                release.execute(params![project, "s", trace, span])?;
+                release.execute(params![project, span_key_text(&trace, &span)])?;
             }
         }
         deleted += old.len();
