@@ -55,6 +55,7 @@ pub struct Config {
     pub retention: RetentionConfig,
     pub metrics: MetricsConfig,
     pub budgets: BudgetsConfig,
+    pub query: crate::query::limits::QueryConfig,
     /// Price overrides and additions, matched before (exact model) or after
     /// (patterns) the built-in catalog.
     pub prices: Vec<UserPrice>,
@@ -74,6 +75,7 @@ impl Default for Config {
             retention: RetentionConfig::default(),
             metrics: MetricsConfig::default(),
             budgets: BudgetsConfig::default(),
+            query: Default::default(),
             prices: Vec::new(),
         }
     }
@@ -227,11 +229,14 @@ pub struct SqliteConfig {
     pub synchronous: Synchronous,
     /// Page cache per connection, in MiB.
     pub cache_mib: u32,
+    /// Most read connections open at once (each with its own page cache);
+    /// further queries wait for one, within their deadline.
+    pub max_readers: usize,
 }
 
 impl Default for SqliteConfig {
     fn default() -> Self {
-        Self { synchronous: Synchronous::Normal, cache_mib: 64 }
+        Self { synchronous: Synchronous::Normal, cache_mib: 64, max_readers: 8 }
     }
 }
 
@@ -344,6 +349,9 @@ impl Config {
         if self.accounting.bytes_per_input_token == 0 {
             return Err(invalid("accounting.bytes_per_input_token", "must be at least 1"));
         }
+        if self.sqlite.max_readers == 0 {
+            return Err(invalid("sqlite.max_readers", "must be at least 1"));
+        }
         if self.ingest.max_body_bytes < 1024 {
             return Err(invalid("ingest.max_body_bytes", "must be at least 1024"));
         }
@@ -376,6 +384,7 @@ impl Config {
             }
         }
         self.budgets.settings()?;
+        self.query.limits()?;
         crate::pricing::PriceTable::new(&self.prices)
             .map_err(|e| ConfigError::Value { key: "prices".into(), message: e.to_string() })?;
         Ok(())

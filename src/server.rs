@@ -113,6 +113,7 @@ impl App {
         let options = SqliteOptions {
             synchronous: config.sqlite.synchronous,
             cache_mib: config.sqlite.cache_mib,
+            max_readers: config.sqlite.max_readers,
         };
         let storage = storage::open(&config.storage, &config.data_dir, &options)?;
         let (engine, replayed) = durability::recover(&*storage).await?;
@@ -203,10 +204,12 @@ impl App {
 
     pub fn router(&self) -> Result<Router, StartError> {
         let usage = self.ingest()?;
+        let query_limits = self.config.query.limits()?;
         let queries = Arc::new(QueryState::new(
             self.storage.clone(),
             self.engine.clone(),
             self.metric_registry.clone(),
+            query_limits,
         ));
         let ingest_routes = Router::new()
             .route("/api/v1/usage", post(ingest::usage::post_usage))
@@ -233,7 +236,11 @@ impl App {
             .route("/api/v1/traces/{trace_id}", get(query::traces::detail))
             .route("/api/v1/sessions", get(query::traces::sessions))
             .route("/api/v1/sessions/{session_id}", get(query::traces::session))
-            .with_state(queries);
+            .with_state(queries)
+            .layer(axum::middleware::from_fn_with_state(
+                Arc::new(query_limits),
+                query::limits::bound,
+            ));
         let budget_api = Arc::new(crate::budgets::api::BudgetApi {
             budgets: self.budgets.clone(),
             usage: usage.clone(),

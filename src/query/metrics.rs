@@ -6,10 +6,11 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{RawQuery, State};
+use axum::extract::{Extension, RawQuery, State};
 use serde_json::{Map, Value, json};
 
 use super::QueryState;
+use super::limits::{Poll, Watch, check_step};
 use super::params::{Params, ceil, floor};
 use crate::aggregate::metric::{Bin, BinKey, MetricTier};
 use crate::error::ApiError;
@@ -50,10 +51,13 @@ struct Grouper {
     step: i64,
     /// Per group, bins by step start.
     groups: Vec<BTreeMap<i64, Bin>>,
+    /// Stops the scan when the query does.
+    poll: Poll,
 }
 
 impl MetricBinVisitor for Grouper {
     fn visit(&mut self, key: BinKey, counters: Bin, sketch: &[u8]) -> Result<(), StorageError> {
+        self.poll.check()?;
         let Some(&group) = self.group_of.get(&key.series) else { return Ok(()) };
         let bin = self.groups[group].entry(floor(key.bucket, self.step)).or_default();
         bin.merge(&counters);
@@ -80,6 +84,7 @@ fn tag_filters(params: &Params) -> Result<BTreeMap<String, Vec<String>>, ApiErro
 /// `GET /api/v1/metrics/query`
 pub async fn query(
     State(state): State<Arc<QueryState>>,
+    Extension(watch): Extension<Watch>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
     let params = Params::parse(query.as_deref());
@@ -91,6 +96,7 @@ pub async fn query(
     let step_text = params.get("step").unwrap_or("1m");
     let step = crate::time::parse_duration(step_text)
         .map_err(|e| ApiError::bad_request(format!("step: {e}")))?;
+    check_step(step, step_text)?;
     let tier = MetricTier::for_step(step).ok_or_else(|| {
         ApiError::bad_request(format!("step: {step_text:?} must be a multiple of 10s"))
     })?;
@@ -140,34 +146,63 @@ pub async fn query(
     let mut ids: Vec<i64> = series.keys().copied().collect();
     ids.sort_unstable();
     let signature = format!("{project}\u{1}{name}\u{1}{filters:?}\u{1}{group_by:?}\u{1}{step}");
-    let question =
-        Question { signature: signature.into(), tier, step, from, to, keys: &keys, group_of, ids };
+    let limit = params.limit(state.limits.max_groups, state.limits.max_groups)?;
+    let question = Question {
+        signature: signature.into(),
+        tier,
+        step,
+        from,
+        to,
+        keys: &keys,
+        group_of,
+        ids,
+        watch,
+    };
     let groups = grouped_bins(&state, question).await?;
-    let groups: Vec<Value> = keys
+    // The groups with the most samples keep their own series; the rest are
+    // merged per step into `other`.
+    let mut ranked: Vec<(u64, &Group, BTreeMap<i64, Bin>)> = keys
         .iter()
-        .zip(&groups)
+        .zip(groups)
         .filter(|(_, points)| !points.is_empty())
-        .map(|(group, points)| {
+        .map(|(group, points)| (points.values().map(|b| b.count).sum(), group, points))
+        .collect();
+    ranked.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1)));
+    let groups_total = ranked.len();
+    let mut other: Option<BTreeMap<i64, Bin>> = None;
+    if ranked.len() > limit {
+        let sums = other.get_or_insert_default();
+        for (_, _, points) in ranked.drain(limit..) {
+            for (t, bin) in points {
+                sums.entry(t).or_default().merge(&bin);
+            }
+        }
+    }
+    let points_json = |points: &BTreeMap<i64, Bin>| -> Vec<Value> {
+        points
+            .iter()
+            .map(|(t, bin)| {
+                if agg == "all" {
+                    let mut point = json!({"t": t});
+                    for stat in AGGREGATES.iter().filter(|a| **a != "all") {
+                        point[*stat] = statistic(bin, stat, step);
+                    }
+                    point
+                } else {
+                    json!({"t": t, "value": statistic(bin, agg, step)})
+                }
+            })
+            .collect()
+    };
+    let groups: Vec<Value> = ranked
+        .iter()
+        .map(|(_, group, points)| {
             let key: Map<String, Value> = group_by
                 .iter()
-                .zip(group)
+                .zip(group.iter())
                 .map(|(t, v)| (t.clone(), v.clone().map(Value::String).unwrap_or(Value::Null)))
                 .collect();
-            let points: Vec<Value> = points
-                .iter()
-                .map(|(t, bin)| {
-                    if agg == "all" {
-                        let mut point = json!({"t": t});
-                        for stat in AGGREGATES.iter().filter(|a| **a != "all") {
-                            point[*stat] = statistic(bin, stat, step);
-                        }
-                        point
-                    } else {
-                        json!({"t": t, "value": statistic(bin, agg, step)})
-                    }
-                })
-                .collect();
-            json!({"key": key, "points": points})
+            json!({"key": key, "points": points_json(points)})
         })
         .collect();
     Ok(Json(json!({
@@ -179,6 +214,9 @@ pub async fn query(
         "tier": tier.name(),
         "agg": agg,
         "groups": groups,
+        "groups_total": groups_total,
+        "truncated": other.is_some(),
+        "other": other.map(|points| json!({"points": points_json(&points)})),
     })))
 }
 
@@ -197,6 +235,7 @@ struct Question<'a> {
     keys: &'a [Group],
     group_of: Arc<HashMap<i64, usize>>,
     ids: Vec<i64>,
+    watch: Watch,
 }
 
 /// Per group, the bins of the question's series merged per step: stored
@@ -206,7 +245,7 @@ async fn grouped_bins(
     state: &QueryState,
     q: Question<'_>,
 ) -> Result<Vec<BTreeMap<i64, Bin>>, ApiError> {
-    let Question { signature, tier, step, from, to, keys, group_of, ids } = q;
+    let Question { signature, tier, step, from, to, keys, group_of, ids, watch } = q;
     // The bins in memory are taken first, then the steps' versions; each
     // part's scan says which flushes its snapshot of the store holds, so
     // that a flush finishing meanwhile is counted once (queries never wait
@@ -238,7 +277,8 @@ async fn grouped_bins(
         for chunk in ids.chunks(ids.len().div_ceil(parts)) {
             let storage = state.storage.clone();
             let groups = vec![BTreeMap::new(); keys.len()];
-            let grouper = Grouper { group_of: group_of.clone(), step, groups };
+            let grouper =
+                Grouper { group_of: group_of.clone(), step, groups, poll: Poll::new(watch.clone()) };
             let chunk = chunk.to_vec();
             scans.spawn(async move {
                 let (visitor, watermark) = storage
@@ -252,7 +292,7 @@ async fn grouped_bins(
         while let Some(part) = scans.join_next().await {
             let (part, chunk, watermark) = part
                 .map_err(|e| ApiError::internal("a metric scan stopped", &e))?
-                .map_err(|e| ApiError::internal("reading metric bins failed", &e))?;
+                .map_err(|e| state.failure("reading metric bins failed", &e))?;
             for (into, points) in groups.iter_mut().zip(part) {
                 for (t, bin) in points {
                     into.entry(t).or_default().merge(&bin);

@@ -1,6 +1,7 @@
 //! The HTTP query API. It talks only to storage and the rollup engine.
 
 mod cache;
+pub mod limits;
 pub mod metrics;
 pub mod params;
 pub mod trace_stats;
@@ -19,6 +20,7 @@ pub struct QueryState {
     pub storage: Arc<dyn Storage>,
     pub engine: Arc<RollupEngine>,
     pub metrics: Arc<MetricRegistry>,
+    pub limits: limits::QueryLimits,
     pub cache: cache::BucketCache,
     /// Metric query results per step (`metrics::grouped_bins`).
     pub metric_cache: cache::BucketCache<MetricTier, metrics::StepGroups>,
@@ -29,13 +31,20 @@ impl QueryState {
         storage: Arc<dyn Storage>,
         engine: Arc<RollupEngine>,
         metrics: Arc<MetricRegistry>,
+        limits: limits::QueryLimits,
     ) -> Self {
         Self {
             storage,
             engine,
             metrics,
+            limits,
             cache: cache::BucketCache::default(),
             metric_cache: cache::BucketCache::default(),
         }
+    }
+
+    /// A storage error as the client sees it (`limits::storage_failure`).
+    pub fn failure(&self, context: &str, err: &crate::storage::StorageError) -> crate::error::ApiError {
+        limits::storage_failure(&self.limits, context, err)
     }
 }

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use super::limits::clamp_window;
 use crate::aggregate::SeriesKey;
 use crate::error::ApiError;
 use crate::time::{DAY_MS, MINUTE_MS, now_ms, parse_duration, parse_instant};
@@ -41,28 +42,30 @@ impl Params {
     }
 
     /// `[from, to)` in unix ms: `from`/`to` (RFC 3339 or unix ms), or
-    /// `since=24h` (relative to now); default the last 24 hours.
+    /// `since=24h` (relative to now); default the last 24 hours. Cut to where
+    /// data can be (`limits::clamp_window`), so that no window costs more
+    /// than the data it can hold.
     pub fn window(&self) -> Result<(i64, i64), ApiError> {
         let instant = |key: &str| -> Result<Option<i64>, ApiError> {
             self.get(key)
                 .map(|v| parse_instant(v).map_err(|e| ApiError::bad_request(format!("{key}: {e}"))))
                 .transpose()
         };
+        let now = now_ms();
         // `to` is exclusive; by default the window reaches the present
         // millisecond, so that what was stamped just now is in it.
-        let to = instant("to")?.unwrap_or_else(|| now_ms() + 1);
+        let to = instant("to")?.unwrap_or(now + 1);
         let from = match (instant("from")?, self.get("since")) {
             (Some(from), _) => from,
-            (None, Some(since)) => {
-                to - parse_duration(since)
-                    .map_err(|e| ApiError::bad_request(format!("since: {e}")))?
-            }
-            (None, None) => to - DAY_MS,
+            (None, Some(since)) => to.saturating_sub(
+                parse_duration(since).map_err(|e| ApiError::bad_request(format!("since: {e}")))?,
+            ),
+            (None, None) => to.saturating_sub(DAY_MS),
         };
         if from >= to {
             return Err(ApiError::bad_request(format!("from ({from}) must be before to ({to})")));
         }
-        Ok((from, to))
+        clamp_window(from, to, now)
     }
 
     /// The window widened to whole minutes, the finest rollup: `from` rounds

@@ -5,6 +5,8 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Path, RawQuery, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::QueryState;
@@ -12,7 +14,9 @@ use super::params::{Params, parse_cursor};
 use super::trace_tree;
 use crate::error::ApiError;
 use crate::model::{LogRecord, SpanKind};
-use crate::storage::{LogFilter, SessionSummary, TraceFilter, TraceSummary};
+use crate::storage::{
+    LogFilter, SessionSummary, StoredTrace, TraceBounds, TraceFilter, TraceSummary,
+};
 use crate::time::{format_instant, now_ms};
 
 const NS_PER_MS: i64 = 1_000_000;
@@ -162,14 +166,53 @@ pub async fn detail(
     State(state): State<Arc<QueryState>>,
     Path(trace_id): Path<String>,
     RawQuery(query): RawQuery,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let params = Params::parse(query.as_deref());
     let trace_id = trace_id_param(&trace_id)?;
     let project = params.project();
-    let (spans, logs) = state.storage.trace(&project, &trace_id).await.map_err(storage_error)?;
-    if spans.is_empty() {
+    let bounds = TraceBounds {
+        max_spans: state.limits.max_trace_spans,
+        max_logs: state.limits.max_trace_logs,
+    };
+    let stored = state
+        .storage
+        .trace(&project, &trace_id, bounds)
+        .await
+        .map_err(|e| state.failure("reading traces failed", &e))?;
+    if stored.spans.is_empty() {
         return Err(ApiError::not_found(format!("no trace {trace_id} in project {project:?}")));
     }
+    // Building the tree and its JSON is CPU work in proportion to the spans:
+    // off the async threads.
+    let body = tokio::task::spawn_blocking(move || detail_body(&trace_id, &project, stored))
+        .await
+        .map_err(|e| ApiError::internal("building a trace failed", &e))??;
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+/// One trace's detail as served, written straight to JSON (the span tree is
+/// not copied into a JSON value first).
+#[derive(serde::Serialize)]
+struct TraceDetail<'a> {
+    trace_id: &'a str,
+    project: &'a str,
+    start_ms: f64,
+    duration_ms: f64,
+    span_count: usize,
+    error_count: usize,
+    totals: Value,
+    spans_returned: usize,
+    spans_left_out: u64,
+    truncated: bool,
+    spans: &'a [trace_tree::SpanNode],
+    logs: Vec<Value>,
+    logs_truncated: bool,
+}
+
+/// The JSON of one trace's detail.
+fn detail_body(trace_id: &str, project: &str, stored: StoredTrace) -> Result<Vec<u8>, ApiError> {
+    let StoredTrace { spans, spans_left_out, summary, logs, logs_cut } = stored;
+    let spans_returned = spans.len();
     let start_ns = spans.iter().map(|s| s.start_ns).min().unwrap_or(0);
     let tree = trace_tree::build(spans);
     // Nested objects are serialized recursively: a pathological chain of
@@ -184,17 +227,47 @@ pub async fn detail(
             ),
         ));
     }
-    Ok(Json(json!({
-        "trace_id": trace_id,
-        "project": project,
-        "start_ms": tree.start_ms,
-        "duration_ms": tree.duration_ms,
-        "span_count": tree.span_count,
-        "error_count": tree.error_count,
-        "totals": tree.totals,
-        "spans": tree.roots,
-        "logs": logs.iter().map(|log| log_json(log, start_ns)).collect::<Vec<_>>(),
-    })))
+    // When spans were left out, the trace's stored totals count them all.
+    let (start_ms, duration_ms, span_count, error_count, totals) = match &summary {
+        Some(t) => (
+            ms(t.start_ns),
+            ms(t.end_ns - t.start_ns),
+            t.span_count as usize,
+            t.error_count as usize,
+            json!({
+                "spans": t.span_count,
+                "llm_calls": t.llm_calls,
+                "errors": t.error_count,
+                "input_tokens": t.input_tokens,
+                "output_tokens": t.output_tokens,
+                "cache_read_tokens": t.cache_read_tokens,
+                "cost_usd": t.cost_usd,
+            }),
+        ),
+        None => (
+            tree.start_ms,
+            tree.duration_ms,
+            tree.span_count,
+            tree.error_count,
+            serde_json::to_value(tree.totals).expect("totals serialize"),
+        ),
+    };
+    let body = TraceDetail {
+        trace_id,
+        project,
+        start_ms,
+        duration_ms,
+        span_count,
+        error_count,
+        totals,
+        spans_returned,
+        spans_left_out,
+        truncated: spans_left_out > 0,
+        spans: &tree.roots,
+        logs: logs.iter().map(|log| log_json(log, start_ns)).collect(),
+        logs_truncated: logs_cut,
+    };
+    serde_json::to_vec(&body).map_err(|e| ApiError::internal("serializing a trace failed", &e))
 }
 
 fn session_json(s: &SessionSummary) -> Value {

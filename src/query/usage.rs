@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{RawQuery, State};
+use axum::extract::{Extension, RawQuery, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -17,6 +17,7 @@ use serde_json::{Map, Value, json};
 
 use super::QueryState;
 use super::cache::{GroupKey, Grouped};
+use super::limits::{Poll, Watch, check_step};
 use super::params::{Filters, Params, ceil, floor, parse_cursor};
 use crate::aggregate::series::{ORDINARY_IDS, PROJECTED};
 use crate::aggregate::tier::cover;
@@ -146,7 +147,7 @@ async fn cells(
             .storage
             .read_rollups(tier, from, to)
             .await
-            .map_err(|e| ApiError::internal("reading rollups failed", &e))?;
+            .map_err(|e| state.failure("reading rollups failed", &e))?;
         out.extend(stored.into_iter().filter(|(k, _)| wanted.contains(&k.series)));
         out.extend(state.engine.open_cells(tier, from, to, &wanted));
     }
@@ -163,6 +164,7 @@ async fn grouped(
     (series, id_range): &(HashMap<i64, Arc<SeriesKey>>, (i64, i64)),
     dims: &[String],
     signature: &Arc<str>,
+    watch: &Watch,
 ) -> Result<Vec<(i64, Grouped)>, ApiError> {
     let wanted: HashSet<i64> = series.keys().copied().collect();
     let mut out = Vec::new();
@@ -189,6 +191,9 @@ async fn grouped(
         let mut versions: HashMap<i64, (u64, u64)> = HashMap::new();
         let mut bucket = from;
         while bucket < to {
+            if watch.stopped() {
+                return Err(state.failure("reading rollups failed", &StorageError::Stopped));
+            }
             let version = state.engine.bucket_version(tier, bucket);
             match state.cache.get(signature, tier, bucket, version) {
                 Some(groups) => out.push((bucket, groups)),
@@ -203,12 +208,16 @@ async fn grouped(
             bucket += width;
         }
         for (start, end) in missing {
-            let grouper = Grouper { group_of: group_of.clone(), out: BTreeMap::new() };
+            let grouper = Grouper {
+                group_of: group_of.clone(),
+                out: BTreeMap::new(),
+                poll: Poll::new(watch.clone()),
+            };
             let visitor = state
                 .storage
                 .scan_rollups(tier, start, end, *id_range, Box::new(grouper))
                 .await
-                .map_err(|e| ApiError::internal("reading rollups failed", &e))?;
+                .map_err(|e| state.failure("reading rollups failed", &e))?;
             let visitor: Box<dyn std::any::Any> = visitor;
             let mut by_bucket =
                 visitor.downcast::<Grouper>().expect("the store hands back our visitor").out;
@@ -235,6 +244,8 @@ struct Grouper {
     /// The group of every selected series; rows of other series are skipped.
     group_of: Arc<HashMap<i64, GroupKey>>,
     out: BTreeMap<i64, BTreeMap<GroupKey, Cell>>,
+    /// Stops the scan when the query does.
+    poll: Poll,
 }
 
 impl RollupVisitor for Grouper {
@@ -245,6 +256,7 @@ impl RollupVisitor for Grouper {
         latency: &[u8],
         ttft: &[u8],
     ) -> Result<(), StorageError> {
+        self.poll.check()?;
         let Some(group) = self.group_of.get(&key.series) else { return Ok(()) };
         let groups = self.out.entry(key.bucket).or_default();
         if !groups.contains_key(group) {
@@ -282,16 +294,19 @@ fn key_json(dims: &[String], values: &[Option<String>]) -> Value {
 /// `GET /api/v1/usage/summary`
 pub async fn summary(
     State(state): State<Arc<QueryState>>,
+    Extension(watch): Extension<Watch>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let params = Params::parse(query.as_deref());
     let (from, to) = params.minute_window()?;
     let dims = params.group_by(false)?;
     let filters = params.filters(false)?;
+    let limit = params.limit(state.limits.max_groups, state.limits.max_groups)?;
+    let csv = params.csv()?;
     let project = params.project();
     let selected = select_grouped(&state, &project, &dims, &filters);
     let signature = signature(&project, &dims, &filters);
-    let buckets = grouped(&state, &cover(from, to), &selected, &dims, &signature).await?;
+    let buckets = grouped(&state, &cover(from, to), &selected, &dims, &signature, &watch).await?;
 
     let mut groups: BTreeMap<GroupKey, Cell> = BTreeMap::new();
     let mut total = Cell::default();
@@ -306,17 +321,22 @@ pub async fn summary(
             }
         }
     }
+    drop(buckets);
     let mut groups: Vec<(Vec<Option<String>>, Cell)> = groups.into_iter().collect();
     groups.sort_by(|a, b| {
         b.1.cost_usd.total_cmp(&a.1.cost_usd).then(b.1.requests.cmp(&a.1.requests))
     });
+    let groups_total = groups.len();
+    let other = fold_rest(&mut groups, limit, |(_, cell)| cell);
 
-    if params.csv()? {
+    if csv {
         let mut out = String::new();
         let header: Vec<String> =
             dims.iter().cloned().chain(CSV_FIELDS.iter().map(|f| f.to_string())).collect();
         out.push_str(&csv_line(header.iter().map(String::as_str)));
-        for (key, cell) in &groups {
+        let other_key = vec![Some(OTHER.to_owned()); dims.len()];
+        let other_row = other.as_ref().map(|cell| (&other_key, cell));
+        for (key, cell) in groups.iter().map(|(k, c)| (k, c)).chain(other_row) {
             let mut fields: Vec<String> =
                 key.iter().map(|v| v.clone().unwrap_or_default()).collect();
             fields.extend(csv_cell_fields(cell));
@@ -327,14 +347,38 @@ pub async fn summary(
 
     let groups: Vec<Value> =
         groups.iter().map(|(key, cell)| with_key(key_json(&dims, key), cell)).collect();
+    let other = other.map(|cell| {
+        let mut value = with_key(Value::Null, &cell);
+        value.as_object_mut().expect("object").remove("key");
+        value
+    });
     Ok(Json(json!({
         "project": params.project(),
         "from": from,
         "to": to,
         "groups": groups,
+        "groups_total": groups_total,
+        "truncated": other.is_some(),
+        "other": other,
         "total": Totals::from(&total),
     }))
     .into_response())
+}
+
+/// The key value a CSV row of the summed remainder carries.
+const OTHER: &str = "__other__";
+
+/// Keeps the first `limit` groups and sums the rest into one cell (None when
+/// nothing was cut).
+fn fold_rest<T>(groups: &mut Vec<T>, limit: usize, cell: impl Fn(&T) -> &Cell) -> Option<Cell> {
+    if groups.len() <= limit {
+        return None;
+    }
+    let mut other = Cell::default();
+    for rest in groups.drain(limit..) {
+        other.merge(cell(&rest));
+    }
+    Some(other)
 }
 
 fn with_key(key: Value, cell: &Cell) -> Value {
@@ -346,12 +390,14 @@ fn with_key(key: Value, cell: &Cell) -> Value {
 /// `GET /api/v1/usage/series`
 pub async fn series(
     State(state): State<Arc<QueryState>>,
+    Extension(watch): Extension<Watch>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let params = Params::parse(query.as_deref());
     let step_text = params.get("step").unwrap_or("1h");
     let step = crate::time::parse_duration(step_text)
         .map_err(|e| ApiError::bad_request(format!("step: {e}")))?;
+    check_step(step, step_text)?;
     let tier = Tier::coarsest_fitting(step).ok_or_else(|| {
         ApiError::bad_request(format!(
             "step: {step_text:?} must be a whole number of minutes (at least 1m)"
@@ -366,10 +412,12 @@ pub async fn series(
     }
     let dims = params.group_by(false)?;
     let filters = params.filters(false)?;
+    let limit = params.limit(state.limits.max_groups, state.limits.max_groups)?;
     let project = params.project();
     let selected = select_grouped(&state, &project, &dims, &filters);
     let signature = signature(&project, &dims, &filters);
-    let buckets = grouped(&state, &[(tier, from, to)], &selected, &dims, &signature).await?;
+    let buckets =
+        grouped(&state, &[(tier, from, to)], &selected, &dims, &signature, &watch).await?;
 
     let mut groups: BTreeMap<GroupKey, BTreeMap<i64, Cell>> = BTreeMap::new();
     for (bucket, bucket_groups) in &buckets {
@@ -378,19 +426,41 @@ pub async fn series(
             groups.entry(key.clone()).or_default().entry(point).or_default().merge(cell);
         }
     }
-    let groups: Vec<Value> = groups
-        .iter()
+    drop(buckets);
+    // The groups that cost most over the window keep their series; the
+    // rest are summed per point into `other`.
+    let mut ranked: Vec<(f64, u64, GroupKey, BTreeMap<i64, Cell>)> = groups
+        .into_iter()
         .map(|(key, points)| {
-            let points: Vec<Value> = points
-                .iter()
-                .map(|(t, cell)| {
-                    let mut v = serde_json::to_value(Totals::from(cell)).expect("totals serialize");
-                    v.as_object_mut().expect("object").insert("t".into(), json!(t));
-                    v
-                })
-                .collect();
-            json!({"key": key_json(&dims, key), "points": points})
+            let cost = points.values().map(|c| c.cost_usd).sum();
+            let requests = points.values().map(|c| c.requests).sum();
+            (cost, requests, key, points)
         })
+        .collect();
+    ranked.sort_by(|a, b| b.0.total_cmp(&a.0).then(b.1.cmp(&a.1)).then_with(|| a.2.cmp(&b.2)));
+    let groups_total = ranked.len();
+    let mut other: Option<BTreeMap<i64, Cell>> = None;
+    if ranked.len() > limit {
+        let sums = other.get_or_insert_default();
+        for (_, _, _, points) in ranked.drain(limit..) {
+            for (t, cell) in points {
+                sums.entry(t).or_default().merge(&cell);
+            }
+        }
+    }
+    let points_json = |points: &BTreeMap<i64, Cell>| -> Vec<Value> {
+        points
+            .iter()
+            .map(|(t, cell)| {
+                let mut v = serde_json::to_value(Totals::from(cell)).expect("totals serialize");
+                v.as_object_mut().expect("object").insert("t".into(), json!(t));
+                v
+            })
+            .collect()
+    };
+    let groups: Vec<Value> = ranked
+        .iter()
+        .map(|(_, _, key, points)| json!({"key": key_json(&dims, key), "points": points_json(points)}))
         .collect();
     Ok(Json(json!({
         "project": params.project(),
@@ -399,6 +469,9 @@ pub async fn series(
         "step_ms": step,
         "tier": tier.name(),
         "groups": groups,
+        "groups_total": groups_total,
+        "truncated": other.is_some(),
+        "other": other.map(|points| json!({"points": points_json(&points)})),
     }))
     .into_response())
 }
@@ -434,7 +507,7 @@ pub async fn records(
             limit,
         })
         .await
-        .map_err(|e| ApiError::internal("listing records failed", &e))?;
+        .map_err(|e| state.failure("listing records failed", &e))?;
     let next_cursor = (rows.len() == limit)
         .then(|| rows.last().map(|r| format!("{}.{}", r.call.time_ms, r.seq)))
         .flatten();

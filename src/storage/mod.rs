@@ -34,6 +34,10 @@ pub enum StorageError {
     SchemaVersion { found: i64, needed: i64 },
     #[error("storage worker stopped")]
     WorkerGone,
+    /// A scan given up because the query behind it passed its deadline or
+    /// lost its client.
+    #[error("scan stopped: the query passed its deadline or its client went away")]
+    Stopped,
 }
 
 /// A budget as stored: its checked definition as JSON.
@@ -226,6 +230,28 @@ pub struct TraceSummary {
     pub cost_usd: f64,
     pub user: Option<String>,
     pub session: Option<String>,
+}
+
+/// How much of one trace a read may hold.
+#[derive(Debug, Clone, Copy)]
+pub struct TraceBounds {
+    pub max_spans: usize,
+    pub max_logs: usize,
+}
+
+/// One trace as read within its bounds.
+#[derive(Debug)]
+pub struct StoredTrace {
+    /// The earliest spans by start, in order of start.
+    pub spans: Vec<SpanRecord>,
+    /// Stored spans beyond `max_spans`, not read into `spans`.
+    pub spans_left_out: u64,
+    /// The trace's totals over every stored span, read when spans were left
+    /// out.
+    pub summary: Option<TraceSummary>,
+    pub logs: Vec<LogRecord>,
+    /// More log records are linked than `max_logs`.
+    pub logs_cut: bool,
 }
 
 /// Which spans or traces a statistics scan reads: those starting in
@@ -439,12 +465,14 @@ pub trait Storage: Send + Sync {
     ) -> Result<(Box<dyn MetricBinVisitor>, i64), StorageError>;
     /// Trace summaries passing `filter`, newest first.
     async fn list_traces(&self, filter: TraceFilter) -> Result<Vec<TraceSummary>, StorageError>;
-    /// Every span of a trace and the log records linked to it (by time).
+    /// A trace's spans (the earliest `bounds.max_spans` by start) and the log
+    /// records linked to it (the first `bounds.max_logs` by time).
     async fn trace(
         &self,
         project: &str,
         trace_id: &str,
-    ) -> Result<(Vec<SpanRecord>, Vec<LogRecord>), StorageError>;
+        bounds: TraceBounds,
+    ) -> Result<StoredTrace, StorageError>;
     /// Hands every span of `scope` to `visitor`, and gives it back.
     async fn scan_spans(
         &self,

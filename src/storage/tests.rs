@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use super::{AppendBatch, CallFilter, RetentionCutoffs, RollupVisitor, Storage, TraceFilter};
+use super::{
+    AppendBatch, CallFilter, RetentionCutoffs, RollupVisitor, Storage, TraceBounds, TraceFilter,
+};
 use crate::aggregate::rollup::SequencedCall;
 use crate::aggregate::{Cell, CellKey, RollupEngine, SeriesKey, Tier};
 use crate::model::{
@@ -419,10 +421,24 @@ pub async fn one_trace_from_two_requests_of_one_append(storage: Arc<dyn Storage>
     assert_eq!(traces.len(), 1);
     assert_eq!((traces[0].span_count, traces[0].input_tokens), (3, 12));
     assert_eq!(traces[0].root_name, "op-1");
-    let (stored, _) = storage.trace("default", &"c".repeat(32)).await.unwrap();
-    let names: Vec<&str> = stored.iter().map(|s| s.name.as_str()).collect();
+    let stored = storage.trace("default", &"c".repeat(32), WHOLE).await.unwrap();
+    let names: Vec<&str> = stored.spans.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(names, ["op-1", "op-2", "op-3"]);
+    assert_eq!((stored.spans_left_out, stored.summary.is_some()), (0, false));
+
+    // Cut to the earliest two: the third is counted, and the trace's totals
+    // still hold every span.
+    let bounded = TraceBounds { max_spans: 2, max_logs: 1 };
+    let stored = storage.trace("default", &"c".repeat(32), bounded).await.unwrap();
+    let names: Vec<&str> = stored.spans.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["op-1", "op-2"]);
+    assert_eq!(stored.spans_left_out, 1);
+    let summary = stored.summary.expect("totals when spans are left out");
+    assert_eq!((summary.span_count, summary.input_tokens), (3, 12));
 }
+
+/// A trace read with no practical bound.
+const WHOLE: TraceBounds = TraceBounds { max_spans: usize::MAX, max_logs: usize::MAX };
 
 pub async fn spans_sum_into_traces_once(storage: Arc<dyn Storage>) {
     // The child arrives before its root; then the same child again.
@@ -488,9 +504,12 @@ pub async fn spans_sum_into_traces_once(storage: Arc<dyn Storage>) {
     assert_eq!(with(|f| f.before = Some((5_000_000_000, "b".repeat(32)))).await, only_a);
     assert!(with(|f| f.project = "other".into()).await.is_empty());
 
-    let (spans, logs) = storage.trace("default", &"a".repeat(32)).await.unwrap();
-    assert_eq!(spans, vec![root, llm], "in start order, the re-sent span once");
-    assert_eq!(logs, vec![log]);
+    let stored = storage.trace("default", &"a".repeat(32), WHOLE).await.unwrap();
+    assert_eq!(stored.spans, vec![root, llm], "in start order, the re-sent span once");
+    assert_eq!(stored.logs, vec![log.clone()]);
+    let no_logs = TraceBounds { max_spans: 10, max_logs: 0 };
+    let stored = storage.trace("default", &"a".repeat(32), no_logs).await.unwrap();
+    assert!(stored.logs.is_empty() && stored.logs_cut);
 
     let sessions = storage.list_sessions("default", 0, i64::MAX, 10).await.unwrap();
     assert_eq!(sessions.len(), 1);
@@ -503,7 +522,7 @@ pub async fn spans_sum_into_traces_once(storage: Arc<dyn Storage>) {
         .unwrap();
     let traces = storage.list_traces(all).await.unwrap();
     assert_eq!(traces.len(), 1);
-    assert!(storage.trace("default", &"a".repeat(32)).await.unwrap().0.is_empty());
+    assert!(storage.trace("default", &"a".repeat(32), WHOLE).await.unwrap().spans.is_empty());
     assert_eq!(storage.stats().await.unwrap().logs, 0);
 }
 

@@ -28,8 +28,8 @@ use tracing::warn;
 use super::{
     AlertFilter, AlertRecord, AppendBatch, Appended, CallFilter, DeliveryUpdate, DueDelivery,
     EncodedPart, LogFilter, MetricBinVisitor, NewAlert, RetentionCutoffs, RollupVisitor,
-    SessionSummary, Storage, StorageError, StoreStats, StoredBudget, TelemetryScope,
-    TelemetryVisitor, TraceFilter, TraceSummary,
+    SessionSummary, Storage, StorageError, StoreStats, StoredBudget, StoredTrace, TelemetryScope,
+    TelemetryVisitor, TraceBounds, TraceFilter, TraceSummary,
 };
 use crate::aggregate::metric::{Bin, BinKey, MetricKey, MetricTier};
 use crate::aggregate::rollup::SequencedCall;
@@ -54,11 +54,13 @@ pub struct SqliteOptions {
     pub synchronous: Synchronous,
     /// Page cache per connection, in MiB.
     pub cache_mib: u32,
+    /// Most read connections open at once; further reads wait for one.
+    pub max_readers: usize,
 }
 
 impl Default for SqliteOptions {
     fn default() -> Self {
-        Self { synchronous: Synchronous::Normal, cache_mib: 64 }
+        Self { synchronous: Synchronous::Normal, cache_mib: 64, max_readers: 8 }
     }
 }
 
@@ -67,6 +69,9 @@ pub struct SqliteStorage {
     options: SqliteOptions,
     writer: Arc<Mutex<Connection>>,
     readers: Arc<Mutex<Vec<Connection>>>,
+    /// One permit per read connection there may be: each connection holds
+    /// its own page cache, so their number is bounded and reads queue.
+    reader_slots: Arc<tokio::sync::Semaphore>,
     /// Frames in the WAL as last seen by the background checkpointer.
     wal_frames: Arc<AtomicU64>,
 }
@@ -118,6 +123,7 @@ impl SqliteStorage {
             options: options.clone(),
             writer,
             readers: Arc::new(Mutex::new(Vec::new())),
+            reader_slots: Arc::new(tokio::sync::Semaphore::new(options.max_readers.max(1))),
             wal_frames,
         })
     }
@@ -159,7 +165,9 @@ impl SqliteStorage {
         let readers = self.readers.clone();
         let path = self.path.clone();
         let options = self.options.clone();
+        let slot = self.reader_slots.clone().acquire_owned().await.expect("never closed");
         tokio::task::spawn_blocking(move || {
+            let _slot = slot;
             let pooled = readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
             let conn = match pooled {
                 Some(conn) => conn,
@@ -678,9 +686,10 @@ impl Storage for SqliteStorage {
         &self,
         project: &str,
         trace_id: &str,
-    ) -> Result<(Vec<SpanRecord>, Vec<LogRecord>), StorageError> {
+        bounds: TraceBounds,
+    ) -> Result<StoredTrace, StorageError> {
         let (project, trace_id) = (project.to_owned(), trace_id.to_owned());
-        self.read(move |conn| telemetry::trace(conn, &project, &trace_id)).await
+        self.read(move |conn| telemetry::trace(conn, &project, &trace_id, bounds)).await
     }
 
     async fn scan_spans(

@@ -241,7 +241,8 @@ mod tests {
             .unwrap();
         assert_eq!(gone, 0);
         for trace in ["00000000000000000000000000000000", &format!("{:032x}", 699)] {
-            let (mut back, _) = telemetry::trace(&conn, "default", trace).unwrap();
+            let whole = crate::storage::TraceBounds { max_spans: usize::MAX, max_logs: 0 };
+            let mut back = telemetry::trace(&conn, "default", trace, whole).unwrap().spans;
             let mut expected: Vec<SpanRecord> =
                 sent.iter().filter(|s| s.trace_id == trace).cloned().collect();
             expected.sort_by_key(|s| s.start_ns);

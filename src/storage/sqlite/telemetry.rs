@@ -2,15 +2,15 @@
 //! trace and session queries.
 
 use rusqlite::types::Value as SqlValue;
-use rusqlite::{Row, Transaction, params, params_from_iter};
+use rusqlite::{OptionalExtension, Row, Transaction, params, params_from_iter};
 use rustc_hash::FxHashMap;
 
 use super::span_chunks::{self, EncodedChunk, SpanMatch};
 use super::{StorageError, span_blocks};
 use crate::model::{LogRecord, SpanRecord, SpanStatus};
 use crate::storage::{
-    LogFilter, SessionSummary, SpanTiming, TelemetryScope, TelemetryVisitor, TraceFilter,
-    TraceSummary, TraceTiming,
+    LogFilter, SessionSummary, SpanTiming, StoredTrace, TelemetryScope, TelemetryVisitor,
+    TraceBounds, TraceFilter, TraceSummary, TraceTiming,
 };
 
 /// Adds a new span to its trace's row. In `DO UPDATE`, `traces.*` are the
@@ -280,34 +280,65 @@ pub fn trace(
     conn: &rusqlite::Connection,
     project: &str,
     trace_id: &str,
-) -> Result<(Vec<SpanRecord>, Vec<LogRecord>), StorageError> {
+    bounds: TraceBounds,
+) -> Result<StoredTrace, StorageError> {
     let mut stmt = conn.prepare_cached(
         "SELECT seq, head, body FROM span_chunks INDEXED BY span_chunks_trace \
          WHERE project = ?1 AND trace_id = ?2",
     )?;
     let mut rows = stmt.query(params![project, trace_id])?;
+    // The earliest `max_spans` by start are kept; the set is cut back
+    // whenever it holds twice that, so at most two caps' worth of spans and
+    // one chunk are decoded at once, whatever the trace's size.
+    let keep = bounds.max_spans;
     let mut placed = Vec::new();
+    let mut seen = 0u64;
+    let cut = |placed: &mut Vec<((i64, i64, usize), SpanRecord)>| {
+        if placed.len() > keep {
+            placed.select_nth_unstable_by_key(keep, |(order, _)| *order);
+            placed.truncate(keep);
+        }
+    };
     while let Some(row) = rows.next()? {
         let seq: i64 = row.get(0)?;
         let head = row.get_ref(1)?.as_blob().map_err(rusqlite::Error::from)?;
         let body = row.get_ref(2)?.as_blob().map_err(rusqlite::Error::from)?;
         let chunk =
             span_chunks::decode(project, trace_id, head, body).map_err(StorageError::Corrupt)?;
+        seen += chunk.len() as u64;
         placed
             .extend(chunk.into_iter().enumerate().map(|(i, span)| ((span.start_ns, seq, i), span)));
+        if placed.len() >= keep.saturating_mul(2) {
+            cut(&mut placed);
+        }
     }
+    cut(&mut placed);
     placed.sort_by_key(|(order, _)| *order);
-    let spans = placed.into_iter().map(|(_, span)| span).collect();
+    let spans: Vec<SpanRecord> = placed.into_iter().map(|(_, span)| span).collect();
+    let spans_left_out = seen - spans.len() as u64;
+    let summary = if spans_left_out > 0 {
+        let sql = format!("SELECT {TRACE_COLUMNS} FROM traces t WHERE project = ?1 AND trace_id = ?2");
+        conn.prepare_cached(&sql)?
+            .query_row(params![project, trace_id], trace_from_row)
+            .optional()?
+    } else {
+        None
+    };
     let mut stmt = conn.prepare_cached(
         "SELECT record FROM logs INDEXED BY logs_trace WHERE project = ?1 AND trace_id = ?2 \
-         ORDER BY time_ns, seq",
+         ORDER BY time_ns, seq LIMIT ?3",
     )?;
-    let texts = stmt.query_map(params![project, trace_id], |row| row.get::<_, String>(0))?;
+    let texts = stmt.query_map(
+        params![project, trace_id, bounds.max_logs.saturating_add(1) as i64],
+        |row| row.get::<_, String>(0),
+    )?;
     let mut logs = Vec::new();
     for text in texts {
         logs.push(from_json(&text?)?);
     }
-    Ok((spans, logs))
+    let logs_cut = logs.len() > bounds.max_logs;
+    logs.truncate(bounds.max_logs);
+    Ok(StoredTrace { spans, spans_left_out, summary, logs, logs_cut })
 }
 
 pub fn list_sessions(
