@@ -277,8 +277,12 @@ async fn grouped_bins(
         for chunk in ids.chunks(ids.len().div_ceil(parts)) {
             let storage = state.storage.clone();
             let groups = vec![BTreeMap::new(); keys.len()];
-            let grouper =
-                Grouper { group_of: group_of.clone(), step, groups, poll: Poll::new(watch.clone()) };
+            let grouper = Grouper {
+                group_of: group_of.clone(),
+                step,
+                groups,
+                poll: Poll::new(watch.clone()),
+            };
             let chunk = chunk.to_vec();
             scans.spawn(async move {
                 let (visitor, watermark) = storage

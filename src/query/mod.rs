@@ -44,7 +44,11 @@ impl QueryState {
     }
 
     /// A storage error as the client sees it (`limits::storage_failure`).
-    pub fn failure(&self, context: &str, err: &crate::storage::StorageError) -> crate::error::ApiError {
+    pub fn failure(
+        &self,
+        context: &str,
+        err: &crate::storage::StorageError,
+    ) -> crate::error::ApiError {
         limits::storage_failure(&self.limits, context, err)
     }
 }

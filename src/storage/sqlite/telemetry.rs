@@ -317,7 +317,8 @@ pub fn trace(
     let spans: Vec<SpanRecord> = placed.into_iter().map(|(_, span)| span).collect();
     let spans_left_out = seen - spans.len() as u64;
     let summary = if spans_left_out > 0 {
-        let sql = format!("SELECT {TRACE_COLUMNS} FROM traces t WHERE project = ?1 AND trace_id = ?2");
+        let sql =
+            format!("SELECT {TRACE_COLUMNS} FROM traces t WHERE project = ?1 AND trace_id = ?2");
         conn.prepare_cached(&sql)?
             .query_row(params![project, trace_id], trace_from_row)
             .optional()?
@@ -328,10 +329,10 @@ pub fn trace(
         "SELECT record FROM logs INDEXED BY logs_trace WHERE project = ?1 AND trace_id = ?2 \
          ORDER BY time_ns, seq LIMIT ?3",
     )?;
-    let texts = stmt.query_map(
-        params![project, trace_id, bounds.max_logs.saturating_add(1) as i64],
-        |row| row.get::<_, String>(0),
-    )?;
+    let texts = stmt
+        .query_map(params![project, trace_id, bounds.max_logs.saturating_add(1) as i64], |row| {
+            row.get::<_, String>(0)
+        })?;
     let mut logs = Vec::new();
     for text in texts {
         logs.push(from_json(&text?)?);
