@@ -56,6 +56,7 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub budgets: BudgetsConfig,
     pub query: crate::query::limits::QueryConfig,
+    pub rollups: crate::aggregate::series::SeriesLimits,
     /// Price overrides and additions, matched before (exact model) or after
     /// (patterns) the built-in catalog.
     pub prices: Vec<UserPrice>,
@@ -76,6 +77,7 @@ impl Default for Config {
             metrics: MetricsConfig::default(),
             budgets: BudgetsConfig::default(),
             query: Default::default(),
+            rollups: Default::default(),
             prices: Vec::new(),
         }
     }

@@ -127,6 +127,7 @@ impl App {
             synchronous = ?config.sqlite.synchronous,
             "store opened"
         );
+        engine.set_series_limits(config.rollups);
         let engine = Arc::new(engine);
         let flush_interval = crate::time::parse_duration(&config.ingest.rollup_flush_interval)
             .map_err(|message| crate::config::ConfigError::Value {

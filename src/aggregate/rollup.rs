@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use serde::Serialize;
 use tokio::sync::RwLock;
 
-use super::series::{SeriesKey, SeriesRegistry};
+use super::series::{Assigned, SeriesKey, SeriesLimits, SeriesRegistry};
 use super::sketch::Sketch;
 use super::tier::Tier;
 use crate::model::LlmCall;
@@ -147,8 +147,18 @@ impl RollupEngine {
 
     /// Each call's series id, registering new series (pending until the
     /// store confirms them).
-    pub fn assign(&self, calls: &[LlmCall]) -> Vec<i64> {
+    pub fn assign(&self, calls: &[LlmCall]) -> Assigned {
         self.lock().series.assign(calls)
+    }
+
+    /// Caps on the series the registry keeps (`SeriesLimits`).
+    pub fn set_series_limits(&self, limits: SeriesLimits) {
+        self.lock().series.set_limits(limits);
+    }
+
+    /// Calls counted under the overflow value, by `series::OVERFLOW_KINDS`.
+    pub fn overflowed(&self) -> [u64; super::series::OVERFLOW_KINDS.len()] {
+        self.lock().series.overflowed()
     }
 
     /// Series the store may not have yet: every append writes them.

@@ -12,7 +12,8 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use hashbrown::HashTable;
-use rustc_hash::{FxHashMap, FxHasher};
+use rustc_hash::{FxHashMap, FxHashSet, FxHasher};
+use tracing::warn;
 
 use crate::model::{LlmCall, Operation, Status, Tags};
 
@@ -225,6 +226,71 @@ impl<'a> Dimensions<'a> {
     }
 }
 
+/// The value rollups count a dimension under once it has as many distinct
+/// values as its cap allows (the call's own record keeps its real values).
+pub const OVERFLOW: &str = "__other__";
+
+/// The `[rollups]` section: how many series and distinct values the
+/// registry keeps. Each is memory for as long as the server runs, and every
+/// one of them comes from clients; a call that would pass a cap is counted
+/// under `__other__` in place of the values beyond it (its own record keeps
+/// them).
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SeriesLimits {
+    /// Rollup series (not counting per-dimension totals) in the whole server.
+    pub max_series: usize,
+    /// Rollup series in one project.
+    pub max_series_per_project: usize,
+    /// Projects with rollups of their own.
+    pub max_projects: usize,
+    /// Distinct values of one dimension (model, provider, user, api_key,
+    /// route, cluster, each tag) in one project.
+    pub max_values_per_dimension: usize,
+    /// Distinct tag names in one project.
+    pub max_tag_names: usize,
+}
+
+impl Default for SeriesLimits {
+    fn default() -> Self {
+        Self {
+            max_series: 2_000_000,
+            max_series_per_project: 1_000_000,
+            max_projects: 1_000,
+            max_values_per_dimension: 100_000,
+            max_tag_names: 100,
+        }
+    }
+}
+
+/// What a capped call was counted under `OVERFLOW` for.
+pub const OVERFLOW_KINDS: [&str; 9] =
+    ["project", "model", "provider", "user", "api_key", "route", "cluster", "tag", "series"];
+
+/// The dimensions whose values are capped, besides tags.
+const CAPPED: [&str; 6] = ["model", "provider", "user", "api_key", "route", "cluster"];
+
+/// Series and distinct values of one project.
+#[derive(Default)]
+struct ProjectCounts {
+    series: usize,
+    /// Distinct values (projection series) by dimension.
+    values: FxHashMap<Box<str>, usize>,
+    tag_names: usize,
+    /// Dimensions whose cap was reported in the log (once each).
+    logged: FxHashSet<Box<str>>,
+}
+
+/// The series of calls in one `assign`, and which of them carry dimensions
+/// their series does not (some were counted under `OVERFLOW`): those calls
+/// keep their own values in their records.
+#[derive(Debug, Default, PartialEq)]
+pub struct Assigned {
+    pub ids: Vec<i64>,
+    /// Indices into the calls, ascending.
+    pub own_dimensions: Vec<usize>,
+}
+
 fn hash_flat(flat: &[u8]) -> u64 {
     let mut h = FxHasher::default();
     h.write(flat);
@@ -249,12 +315,19 @@ pub struct SeriesRegistry {
     /// Projection id codes by dimension, and the next number per code.
     codes: HashMap<String, i64>,
     next_in_code: HashMap<i64, i64>,
+    limits: SeriesLimits,
+    projects: FxHashMap<Box<str>, ProjectCounts>,
+    /// Series that are not projections, in every project.
+    ordinary: usize,
+    /// Calls counted under `OVERFLOW`, by `OVERFLOW_KINDS`.
+    overflowed: [u64; OVERFLOW_KINDS.len()],
 }
 
 impl SeriesRegistry {
     /// Loads series the store already has.
     pub fn from_stored(series: Vec<(i64, SeriesKey)>) -> Self {
         let mut registry = SeriesRegistry { next_id: 1, ..Default::default() };
+        registry.limits = SeriesLimits::default();
         for (id, key) in series {
             match &key.projection {
                 None => registry.next_id = registry.next_id.max(id + 1),
@@ -301,6 +374,20 @@ impl SeriesRegistry {
     }
 
     fn insert(&mut self, id: i64, key: Arc<SeriesKey>) {
+        let counts = self.projects.entry(Box::from(key.project.as_str())).or_default();
+        match &key.projection {
+            None => {
+                counts.series += 1;
+                self.ordinary += 1;
+            }
+            Some(dimension) => {
+                let values = counts.values.entry(Box::from(dimension.as_str())).or_default();
+                *values += 1;
+                if *values == 1 && dimension.starts_with("tag.") {
+                    counts.tag_names += 1;
+                }
+            }
+        }
         Dimensions::of_key(&key).flatten(&mut self.scratch);
         let flat = Box::<[u8]>::from(self.scratch.as_slice());
         self.table.insert_unique(hash_flat(&flat), (id, flat), |(_, flat)| hash_flat(flat));
@@ -313,27 +400,166 @@ impl SeriesRegistry {
         self.table.find(hash_flat(flat), |(_, stored)| **stored == *flat).map(|(id, _)| *id)
     }
 
-    /// The series id of each call, registering new series as pending.
-    pub fn assign(&mut self, calls: &[LlmCall]) -> Vec<i64> {
-        let mut ids = Vec::with_capacity(calls.len());
-        for call in calls {
+    /// The series id of each call, registering new series as pending; a
+    /// call whose series would pass a cap goes to one with `OVERFLOW` in
+    /// place of the values beyond it.
+    pub fn assign(&mut self, calls: &[LlmCall]) -> Assigned {
+        let mut assigned =
+            Assigned { ids: Vec::with_capacity(calls.len()), own_dimensions: Vec::new() };
+        for (index, call) in calls.iter().enumerate() {
             Dimensions::of_call(call).flatten(&mut self.scratch);
             let id = match self.find_scratch() {
                 Some(id) => id,
                 None => {
-                    let id = self.next_id;
-                    self.next_id += 1;
-                    self.insert(id, Arc::new(SeriesKey::of(call)));
-                    self.pending.push(id);
-                    // Its projections exist (and are stored) with it, so a
-                    // projection query finds the series' open cells too.
-                    self.projections_of(id);
-                    id
+                    let mut key = SeriesKey::of(call);
+                    let capped = self.cap(&mut key);
+                    if capped {
+                        assigned.own_dimensions.push(index);
+                    }
+                    Dimensions::of_key(&key).flatten(&mut self.scratch);
+                    match self.find_scratch() {
+                        Some(id) => id,
+                        None => {
+                            let id = self.next_id;
+                            self.next_id += 1;
+                            self.insert(id, Arc::new(key));
+                            self.pending.push(id);
+                            // Its projections exist (and are stored) with
+                            // it, so a projection query finds the series'
+                            // open cells too.
+                            self.projections_of(id);
+                            id
+                        }
+                    }
                 }
             };
-            ids.push(id);
+            assigned.ids.push(id);
         }
-        ids
+        assigned
+    }
+
+    /// Puts `OVERFLOW` in place of each value of `key` (a series not yet
+    /// known) that would pass a cap; true when any was.
+    fn cap(&mut self, key: &mut SeriesKey) -> bool {
+        let limits = self.limits;
+        let mut capped = [false; OVERFLOW_KINDS.len()];
+        let kind = |name: &str| OVERFLOW_KINDS.iter().position(|k| *k == name).expect("a kind");
+        if !self.projects.contains_key(key.project.as_str())
+            && self.projects.len() >= limits.max_projects
+        {
+            key.project = OVERFLOW.to_owned();
+            capped[kind("project")] = true;
+        }
+        let values = |registry: &Self, project: &str, dimension: &str| {
+            registry
+                .projects
+                .get(project)
+                .and_then(|c| c.values.get(dimension).copied())
+                .unwrap_or(0)
+        };
+        for dimension in CAPPED {
+            let Some(value) = key.dimension(dimension) else { continue };
+            if value == OVERFLOW
+                || self.has_projection(key, dimension)
+                || values(self, &key.project, dimension) < limits.max_values_per_dimension
+            {
+                continue;
+            }
+            match dimension {
+                "model" => key.model = OVERFLOW.to_owned(),
+                "provider" => key.provider = Some(OVERFLOW.to_owned()),
+                "user" => key.user = Some(OVERFLOW.to_owned()),
+                "api_key" => key.api_key = Some(OVERFLOW.to_owned()),
+                "route" => key.route = Some(OVERFLOW.to_owned()),
+                _ => key.cluster = Some(OVERFLOW.to_owned()),
+            }
+            capped[kind(dimension)] = true;
+            self.log_cap(&key.project, dimension, limits.max_values_per_dimension);
+        }
+        let tag_names = self.projects.get(key.project.as_str()).map_or(0, |c| c.tag_names);
+        let mut tags = crate::model::Tags::new();
+        for (name, value) in std::mem::take(&mut key.tags) {
+            let dimension = format!("tag.{name}");
+            let known_name = values(self, &key.project, &dimension) > 0;
+            if !known_name && name != OVERFLOW && tag_names >= limits.max_tag_names {
+                tags.insert(OVERFLOW.to_owned(), OVERFLOW.to_owned());
+                capped[kind("tag")] = true;
+                self.log_cap(&key.project, "tag names", limits.max_tag_names);
+                continue;
+            }
+            let probe = SeriesKey {
+                tags: crate::model::Tags::from([(name.clone(), value.clone())]),
+                ..key.projection("")
+            };
+            if value != OVERFLOW
+                && !self.has_projection(&probe, &dimension)
+                && values(self, &key.project, &dimension) >= limits.max_values_per_dimension
+            {
+                tags.insert(name, OVERFLOW.to_owned());
+                capped[kind("tag")] = true;
+                self.log_cap(&key.project, &dimension, limits.max_values_per_dimension);
+                continue;
+            }
+            tags.insert(name, value);
+        }
+        key.tags = tags;
+        // A series beyond the series caps counts under every dimension's
+        // overflow value at once, so that such series stay a handful.
+        Dimensions::of_key(key).flatten(&mut self.scratch);
+        let project_series = self.projects.get(key.project.as_str()).map_or(0, |c| c.series);
+        if self.find_scratch().is_none()
+            && (project_series >= limits.max_series_per_project
+                || self.ordinary >= limits.max_series)
+        {
+            let other = || Some(OVERFLOW.to_owned());
+            key.model = OVERFLOW.to_owned();
+            key.provider = key.provider.as_ref().and(other());
+            key.user = key.user.as_ref().and(other());
+            key.api_key = key.api_key.as_ref().and(other());
+            key.route = key.route.as_ref().and(other());
+            key.cluster = key.cluster.as_ref().and(other());
+            if !key.tags.is_empty() {
+                key.tags = crate::model::Tags::from([(OVERFLOW.to_owned(), OVERFLOW.to_owned())]);
+            }
+            capped[kind("series")] = true;
+            let cap = limits.max_series_per_project.min(limits.max_series);
+            self.log_cap(&key.project.clone(), "series", cap);
+        }
+        for (count, hit) in self.overflowed.iter_mut().zip(capped) {
+            *count += u64::from(hit);
+        }
+        capped.contains(&true)
+    }
+
+    /// Is there a projection of `key`'s value of `dimension` (has that value
+    /// been seen in the project)?
+    fn has_projection(&mut self, key: &SeriesKey, dimension: &str) -> bool {
+        let projection = key.projection(dimension);
+        Dimensions::of_key(&projection).flatten(&mut self.scratch);
+        self.find_scratch().is_some()
+    }
+
+    /// Says once per project and dimension that its cap was reached.
+    fn log_cap(&mut self, project: &str, dimension: &str, cap: usize) {
+        let counts = self.projects.entry(Box::from(project)).or_default();
+        if counts.logged.insert(Box::from(dimension)) {
+            warn!(
+                project,
+                dimension,
+                cap,
+                "rollup cap reached: calls with new values are counted as __other__ \
+                 (their records keep the values)"
+            );
+        }
+    }
+
+    /// Calls counted under `OVERFLOW`, by `OVERFLOW_KINDS`.
+    pub fn overflowed(&self) -> [u64; OVERFLOW_KINDS.len()] {
+        self.overflowed
+    }
+
+    pub fn set_limits(&mut self, limits: SeriesLimits) {
+        self.limits = limits;
     }
 
     /// The id of `key`, registering it as pending when new.
@@ -414,6 +640,62 @@ mod tests {
     }
 
     #[test]
+    fn values_beyond_a_cap_are_counted_as_other_and_keep_their_own() {
+        let mut registry = SeriesRegistry::from_stored(Vec::new());
+        registry.set_limits(SeriesLimits {
+            max_values_per_dimension: 2,
+            max_tag_names: 1,
+            ..SeriesLimits::default()
+        });
+        let users = ["u1", "u2", "u3", "u4"];
+        let calls: Vec<LlmCall> = users.iter().map(|u| call("a", Some(u), "t1")).collect();
+        let assigned = registry.assign(&calls);
+        // Two users keep their own series; the third and fourth share the
+        // overflow one, and keep their values in their records.
+        assert_eq!(assigned.own_dimensions, vec![2, 3]);
+        assert_eq!(assigned.ids[2], assigned.ids[3]);
+        let other = registry.get(assigned.ids[2]).unwrap().clone();
+        assert_eq!(other.user.as_deref(), Some(OVERFLOW));
+        assert_eq!(registry.overflowed()[3], 2, "counted under user");
+        // Known values stay their own, also after a reload.
+        let again = registry.assign(&[call("a", Some("u2"), "t1"), call("a", Some("u9"), "t1")]);
+        assert_eq!((again.ids[0], again.ids[1]), (assigned.ids[1], assigned.ids[2]));
+        // A second tag name is past its cap: counted under the overflow tag.
+        let mut tagged = call("a", Some("u1"), "t1");
+        tagged.tags.insert("region".into(), "eu".into());
+        let [id] = registry.assign(&[tagged]).ids[..] else { panic!() };
+        let key = registry.get(id).unwrap();
+        assert_eq!(key.tags.get(OVERFLOW).map(String::as_str), Some(OVERFLOW));
+        assert_eq!(key.tags.get("team").map(String::as_str), Some("t1"));
+        let stored: Vec<(i64, SeriesKey)> =
+            registry.iter().map(|(id, key)| (id, (**key).clone())).collect();
+        let mut reloaded = SeriesRegistry::from_stored(stored);
+        reloaded.set_limits(registry.limits);
+        let after = reloaded.assign(&[call("a", Some("u5"), "t1"), call("a", Some("u1"), "t1")]);
+        assert_eq!(after.ids, vec![assigned.ids[2], assigned.ids[0]]);
+        assert_eq!(after.own_dimensions, vec![0]);
+    }
+
+    #[test]
+    fn series_beyond_the_cap_share_one_overflow_series() {
+        let mut registry = SeriesRegistry::from_stored(Vec::new());
+        registry.set_limits(SeriesLimits { max_series_per_project: 3, ..SeriesLimits::default() });
+        let calls: Vec<LlmCall> =
+            (0..10).map(|i| call(&format!("m{i}"), Some(&format!("u{i}")), "t")).collect();
+        let assigned = registry.assign(&calls);
+        let distinct: std::collections::BTreeSet<i64> = assigned.ids.iter().copied().collect();
+        assert_eq!(distinct.len(), 4, "three series and the overflow one");
+        assert_eq!(assigned.own_dimensions, (3..10).collect::<Vec<_>>());
+        let other = registry.get(assigned.ids[9]).unwrap();
+        assert_eq!((other.model.as_str(), other.user.as_deref()), (OVERFLOW, Some(OVERFLOW)));
+        assert_eq!(registry.overflowed()[8], 7, "counted under series");
+        // A second project has room of its own.
+        let mut elsewhere = call("m0", Some("u0"), "t");
+        elsewhere.project = "q".into();
+        assert!(registry.assign(&[elsewhere]).own_dimensions.is_empty());
+    }
+
+    #[test]
     fn same_dimensions_same_series_across_reloads() {
         let mut registry = SeriesRegistry::from_stored(Vec::new());
         let calls = [
@@ -422,7 +704,7 @@ mod tests {
             call("a", None, "t1"),
             call("a", Some("u"), "t1"),
         ];
-        let ids = registry.assign(&calls);
+        let ids = registry.assign(&calls).ids;
         assert_eq!(ids[0], ids[3]);
         assert!(ids[0] != ids[1] && ids[1] != ids[2] && ids[0] != ids[2]);
         // The three series and their projections await the store.
@@ -433,16 +715,16 @@ mod tests {
         let stored: Vec<(i64, SeriesKey)> =
             registry.iter().map(|(id, key)| (id, (**key).clone())).collect();
         let mut reloaded = SeriesRegistry::from_stored(stored);
-        assert_eq!(reloaded.assign(&calls), ids);
+        assert_eq!(reloaded.assign(&calls).ids, ids);
         assert!(reloaded.pending().is_empty(), "projections were stored with their series");
-        let [new] = reloaded.assign(&[call("b", None, "t1")])[..] else { panic!() };
+        let [new] = reloaded.assign(&[call("b", None, "t1")]).ids[..] else { panic!() };
         assert!(!ids.contains(&new));
     }
 
     #[test]
     fn projections_are_shared_by_the_series_with_that_value() {
         let mut registry = SeriesRegistry::from_stored(Vec::new());
-        let ids = registry.assign(&[call("a", Some("u"), "t1"), call("a", Some("v"), "t1")]);
+        let ids = registry.assign(&[call("a", Some("u"), "t1"), call("a", Some("v"), "t1")]).ids;
         // Both series and their 11 distinct projections.
         assert_eq!(registry.pending().len(), 13);
         let pending: Vec<i64> = registry.pending().iter().map(|(id, _)| *id).collect();
@@ -489,7 +771,7 @@ mod tests {
             operation: projected_model.operation,
             ..LlmCall::example()
         };
-        let [id] = registry.assign(&[lookalike])[..] else { panic!() };
+        let [id] = registry.assign(&[lookalike]).ids[..] else { panic!() };
         assert!(!registry.by_id[&id].is_projection());
         assert!(registry.pending().iter().any(|(pending, _)| *pending == id));
     }

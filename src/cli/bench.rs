@@ -4,6 +4,7 @@
 //! clients and prints records/s (end to end, each batch durably
 //! acknowledged), client-observed batch latency and the server's peak RSS.
 //! `tally bench quota` (bench_quota.rs) times gateways' reserve + settle.
+//! `tally bench series` (bench_series.rs) measures memory per rollup series.
 //! `tally bench query` loads a server step by step (e.g. to 1 M then 10 M
 //! calls over 24 h) and times the 24 h summary grouped by model at each step.
 //! Without `--server`, both start their own `tally serve` on a temporary data
@@ -39,16 +40,18 @@ enum BenchKind {
     Points(super::bench_points::PointsArgs),
     /// Quota reserve + settle round trips with budgets defined.
     Quota(super::bench_quota::QuotaArgs),
+    /// Memory per rollup series, with reports from many distinct users.
+    Series(super::bench_series::SeriesArgs),
 }
 
 #[derive(Args, Clone)]
 pub(super) struct Target {
     /// Use this running server instead of starting one.
     #[arg(long)]
-    server: Option<String>,
+    pub(super) server: Option<String>,
     /// Data dir for the server the bench starts [default: a new temp dir].
     #[arg(long)]
-    data_dir: Option<PathBuf>,
+    pub(super) data_dir: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -95,6 +98,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchKind::Spans(args) => super::bench_spans::spans(args).await,
         BenchKind::Points(args) => super::bench_points::points(args).await,
         BenchKind::Quota(args) => super::bench_quota::quota(args).await,
+        BenchKind::Series(args) => super::bench_series::series(args).await,
     }
 }
 
@@ -145,6 +149,11 @@ impl Server {
             }
         };
         Ok(Server { url, child: Some(child), _temp: temp })
+    }
+
+    /// The process id of a server we started.
+    pub(super) fn pid(&self) -> Option<u32> {
+        self.child.as_ref()?.id()
     }
 
     /// Peak resident memory of a server we started, in MiB.

@@ -197,8 +197,14 @@ impl Committer {
         // Series are resolved and records encoded here, on the request's
         // thread, rather than on the committer's.
         let points = self.metric_registry.resolve(std::mem::take(&mut records.points));
-        let series_ids = self.engine.assign(&records.calls);
-        let encoded = self.storage.encode(&records.calls, &mut records.spans, &mut records.logs);
+        let assigned = self.engine.assign(&records.calls);
+        let encoded = self.storage.encode(
+            &records.calls,
+            &assigned.own_dimensions,
+            &mut records.spans,
+            &mut records.logs,
+        );
+        let series_ids = assigned.ids;
         let (reply, answer) = oneshot::channel();
         let job = Job::Append { records, points, series_ids, encoded, reply };
         if self.jobs.send(job).is_err() {

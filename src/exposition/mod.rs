@@ -182,6 +182,16 @@ pub async fn handler(State(state): State<Arc<MetricsState>>) -> Response {
     e.sample("tally_rollup_lag_seconds", &[], lag);
     e.family("tally_series", Kind::Gauge, "Rollup series known (projections included).");
     e.sample("tally_series", &[], state.engine.series_count() as f64);
+    e.family(
+        "tally_rollup_overflow_calls_total",
+        Kind::Counter,
+        "Calls whose rollup series would have passed a [rollups] cap, counted under __other__, \
+         by what was capped.",
+    );
+    let overflowed = state.engine.overflowed();
+    for (kind, count) in crate::aggregate::series::OVERFLOW_KINDS.iter().zip(overflowed) {
+        e.sample("tally_rollup_overflow_calls_total", &[("dimension", kind)], count as f64);
+    }
     let (overflow_points, overflow_series) = state.metric_registry.overflow();
     e.family(
         "tally_metric_series",

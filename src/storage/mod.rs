@@ -374,9 +374,13 @@ pub trait Storage: Send + Sync {
     /// store may take from the spans and logs what it has encoded and does
     /// not read again (their attribute maps, say), so that they are freed
     /// on the request's thread; `append` must then be given this part.
+    /// `own_dimensions` (ascending indices into `calls`) are the calls whose
+    /// series does not hold their dimensions (`series::OVERFLOW`): their
+    /// records keep their own.
     fn encode(
         &self,
         _calls: &[LlmCall],
+        _own_dimensions: &[usize],
         _spans: &mut [SpanRecord],
         _logs: &mut [LogRecord],
     ) -> EncodedPart {

@@ -39,7 +39,7 @@ async fn append(
     engine: &RollupEngine,
     calls: Vec<LlmCall>,
 ) -> Vec<Option<i64>> {
-    let (series_ids, new_series) = (engine.assign(&calls), engine.pending_series());
+    let (series_ids, new_series) = (engine.assign(&calls).ids, engine.pending_series());
     let ids: Vec<i64> = new_series.iter().map(|(id, _)| *id).collect();
     let batch = AppendBatch {
         calls: vec![calls],
@@ -414,8 +414,10 @@ pub async fn one_trace_from_two_requests_of_one_append(storage: Arc<dyn Storage>
     let mut second = vec![again, span("c", "3", Some("1"), 2_030, 2_040)];
     second[1].input_tokens = 5;
     let spans: Vec<SpanRecord> = first.iter().chain(&second).cloned().collect();
-    let encoded =
-        vec![storage.encode(&[], &mut first, &mut []), storage.encode(&[], &mut second, &mut [])];
+    let encoded = vec![
+        storage.encode(&[], &[], &mut first, &mut []),
+        storage.encode(&[], &[], &mut second, &mut []),
+    ];
     storage.append(telemetry_batch(spans, vec![], encoded)).await.unwrap();
     let traces = storage.list_traces(all_traces()).await.unwrap();
     assert_eq!(traces.len(), 1);

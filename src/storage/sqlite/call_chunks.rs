@@ -546,19 +546,22 @@ pub fn replace_payloads(
             continue;
         };
         let end = k + order[k..].iter().take_while(|(seq, _)| *seq <= last).count();
-        let payloads: FxHashMap<u64, Vec<u8>> = order[k..end]
-            .iter()
-            .map(|(seq, call)| {
+        let calls: FxHashMap<u64, &LlmCall> =
+            order[k..end].iter().map(|(seq, call)| ((seq - first) as u64, call)).collect();
+        let mut chunk = entries(&body)?;
+        // New payloads keep what followed the old ones (a call's own
+        // dimensions), which re-pricing does not change.
+        let mut payloads: Vec<(usize, Vec<u8>)> = Vec::with_capacity(calls.len());
+        for (index, entry) in chunk.iter().enumerate() {
+            if let Some(call) = calls.get(&entry.seq) {
                 let mut payload = Vec::with_capacity(96);
                 rows::encode_payload(call, &mut payload);
-                ((seq - first) as u64, payload)
-            })
-            .collect();
-        let mut chunk = entries(&body)?;
-        for entry in &mut chunk {
-            if let Some(payload) = payloads.get(&entry.seq) {
-                entry.payload = payload;
+                payload.extend_from_slice(rows::own_dimensions_of(entry.payload)?);
+                payloads.push((index, payload));
             }
+        }
+        for (index, payload) in &payloads {
+            chunk[*index].payload = payload;
         }
         encode(&chunk, &mut out);
         update.execute(params![first, out])?;
@@ -775,7 +778,7 @@ mod tests {
 
     fn append_calls(conn: &mut Connection, calls: &[LlmCall]) -> Vec<Option<i64>> {
         let tx = conn.transaction().unwrap();
-        let encoded = EncodedCalls::of(calls);
+        let encoded = EncodedCalls::of(calls, &[]);
         let series = vec![1; calls.len()];
         let calls = refs(calls);
         let seqs = append(&tx, &calls, &series, &encoded, &insert_order(&calls), 0).unwrap();

@@ -238,9 +238,14 @@ struct EncodedRecords {
 }
 
 impl EncodedRecords {
-    fn of(calls: &[LlmCall], spans: &[SpanRecord], logs: &[LogRecord]) -> Self {
+    fn of(
+        calls: &[LlmCall],
+        own_dimensions: &[usize],
+        spans: &[SpanRecord],
+        logs: &[LogRecord],
+    ) -> Self {
         Self {
-            calls: rows::EncodedCalls::of(calls),
+            calls: rows::EncodedCalls::of(calls, own_dimensions),
             chunks: span_chunks::chunks_of(spans),
             spans: spans.len(),
             logs: logs.iter().map(telemetry::to_json).collect(),
@@ -251,8 +256,13 @@ impl EncodedRecords {
     /// only encoded and never read from the records again: their attribute
     /// maps, events and bodies, freed here on the request's thread (a span's
     /// resource is shared by its export's spans, so it stays).
-    fn of_taking(calls: &[LlmCall], spans: &mut [SpanRecord], logs: &mut [LogRecord]) -> Self {
-        let encoded = Self::of(calls, spans, logs);
+    fn of_taking(
+        calls: &[LlmCall],
+        own_dimensions: &[usize],
+        spans: &mut [SpanRecord],
+        logs: &mut [LogRecord],
+    ) -> Self {
+        let encoded = Self::of(calls, own_dimensions, spans, logs);
         for span in spans {
             drop(std::mem::take(&mut span.attributes));
             drop(std::mem::take(&mut span.events));
@@ -269,9 +279,9 @@ impl EncodedRecords {
     fn joined(mut parts: Vec<EncodedPart>, batch: &AppendBatch) -> Result<Self, StorageError> {
         if parts.is_empty() {
             // Each kind's records join in order, whatever parts they are in.
-            let calls = batch.calls.iter().map(|calls| Self::of(calls, &[], &[]));
-            let spans = batch.spans.iter().map(|spans| Self::of(&[], spans, &[]));
-            let logs = std::iter::once(Self::of(&[], &[], &batch.logs));
+            let calls = batch.calls.iter().map(|calls| Self::of(calls, &[], &[], &[]));
+            let spans = batch.spans.iter().map(|spans| Self::of(&[], &[], spans, &[]));
+            let logs = std::iter::once(Self::of(&[], &[], &[], &batch.logs));
             parts = calls.chain(spans).chain(logs).map(|p| Box::new(p) as EncodedPart).collect();
         }
         let parts = parts
@@ -402,10 +412,11 @@ impl Storage for SqliteStorage {
     fn encode(
         &self,
         calls: &[LlmCall],
+        own_dimensions: &[usize],
         spans: &mut [SpanRecord],
         logs: &mut [LogRecord],
     ) -> EncodedPart {
-        Box::new(EncodedRecords::of_taking(calls, spans, logs))
+        Box::new(EncodedRecords::of_taking(calls, own_dimensions, spans, logs))
     }
 
     async fn append(&self, mut batch: AppendBatch) -> Result<Appended, StorageError> {

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::aggregate::rollup::SequencedCall;
 use crate::aggregate::{Cell, CellKey, SeriesKey, Sketch, Tier};
-use crate::model::{LlmCall, Operation, Source, Status};
+use crate::model::{LlmCall, Operation, Source, Status, Tags};
 use crate::storage::StorageError;
 
 /// The columns of a call that are not looked up by, in encoding order. Kept
@@ -98,6 +98,52 @@ pub fn encode_payload(call: &LlmCall, out: &mut Vec<u8>) {
     postcard::to_io(&payload, &mut *out).expect("writing to a Vec cannot fail");
 }
 
+/// The dimensions a call keeps in its own record when its series holds
+/// `OVERFLOW` in their place; written after the payload.
+#[derive(Serialize)]
+struct OwnDimensionsRef<'a> {
+    model: &'a str,
+    provider: Option<&'a str>,
+    user: Option<&'a str>,
+    api_key: Option<&'a str>,
+    route: Option<&'a str>,
+    cluster: Option<&'a str>,
+    tags: &'a Tags,
+}
+
+#[derive(Deserialize)]
+struct OwnDimensions {
+    model: String,
+    provider: Option<String>,
+    user: Option<String>,
+    api_key: Option<String>,
+    route: Option<String>,
+    cluster: Option<String>,
+    tags: Tags,
+}
+
+/// Appends `call`'s dimensions to its encoded payload.
+pub fn encode_own_dimensions(call: &LlmCall, out: &mut Vec<u8>) {
+    let own = OwnDimensionsRef {
+        model: &call.model,
+        provider: call.provider.as_deref(),
+        user: call.user.as_deref(),
+        api_key: call.api_key.as_deref(),
+        route: call.route.as_deref(),
+        cluster: call.cluster.as_deref(),
+        tags: &call.tags,
+    };
+    postcard::to_io(&own, &mut *out).expect("writing to a Vec cannot fail");
+}
+
+/// What follows the payload proper in a stored payload: the call's own
+/// dimensions, or nothing.
+pub fn own_dimensions_of(payload: &[u8]) -> Result<&[u8], StorageError> {
+    postcard::take_from_bytes::<Payload>(payload)
+        .map(|(_, rest)| rest)
+        .map_err(|e| StorageError::Corrupt(format!("call payload: {e}")))
+}
+
 /// Calls' payloads, encoded by the request handlers (`Storage::encode`),
 /// one after the other in one buffer: an allocation per request, not per
 /// call.
@@ -109,14 +155,20 @@ pub struct EncodedCalls {
 }
 
 impl EncodedCalls {
-    pub fn of(calls: &[LlmCall]) -> Self {
+    /// The payloads of `calls`, those at `own_dimensions` (ascending
+    /// indices) with their dimensions.
+    pub fn of(calls: &[LlmCall], own_dimensions: &[usize]) -> Self {
         let mut encoded = Self {
             bytes: Vec::with_capacity(calls.len() * 96),
             ends: Vec::with_capacity(calls.len()),
         };
         let mut scratch = Vec::with_capacity(128);
-        for call in calls {
+        let mut own = own_dimensions.iter().peekable();
+        for (index, call) in calls.iter().enumerate() {
             encode_payload(call, &mut scratch);
+            if own.next_if_eq(&&index).is_some() {
+                encode_own_dimensions(call, &mut scratch);
+            }
             encoded.bytes.extend_from_slice(&scratch);
             encoded.ends.push(encoded.bytes.len());
         }
@@ -171,7 +223,16 @@ fn corrupt(what: String) -> rusqlite::Error {
 }
 
 fn decode_payload(bytes: &[u8]) -> Result<Payload, StorageError> {
-    postcard::from_bytes(bytes).map_err(|e| StorageError::Corrupt(format!("call payload: {e}")))
+    decode_with_own(bytes).map(|(payload, _)| payload)
+}
+
+/// A payload, and the dimensions the call keeps itself when it does.
+fn decode_with_own(bytes: &[u8]) -> Result<(Payload, Option<OwnDimensions>), StorageError> {
+    let corrupt = |e: postcard::Error| StorageError::Corrupt(format!("call payload: {e}"));
+    let (payload, rest) = postcard::take_from_bytes::<Payload>(bytes).map_err(corrupt)?;
+    let own =
+        if rest.is_empty() { None } else { Some(postcard::from_bytes(rest).map_err(corrupt)?) };
+    Ok((payload, own))
 }
 
 /// The trace id and span id a stored payload names, when it names both.
@@ -185,8 +246,8 @@ pub fn decode_call(
     stored: &StoredCall<'_>,
     key: &SeriesKey,
 ) -> Result<SequencedCall, StorageError> {
-    let p = decode_payload(stored.payload)?;
-    let call = LlmCall {
+    let (p, own) = decode_with_own(stored.payload)?;
+    let mut call = LlmCall {
         id: stored.id.map(str::to_owned),
         project: stored.project.to_owned(),
         time_ms: stored.time_ms,
@@ -226,6 +287,15 @@ pub fn decode_call(
         trace_id: p.trace_id,
         span_id: p.span_id,
     };
+    if let Some(own) = own {
+        call.model = own.model;
+        call.provider = own.provider;
+        call.user = own.user;
+        call.api_key = own.api_key;
+        call.route = own.route;
+        call.cluster = own.cluster;
+        call.tags = own.tags;
+    }
     Ok(SequencedCall { seq: stored.seq, series: stored.series, call })
 }
 
