@@ -184,7 +184,7 @@ impl Poll {
     #[inline]
     pub fn check(&mut self) -> Result<(), StorageError> {
         self.calls = self.calls.wrapping_add(1);
-        if self.calls % Self::EVERY == 0 { self.watch.check() } else { Ok(()) }
+        if self.calls.is_multiple_of(Self::EVERY) { self.watch.check() } else { Ok(()) }
     }
 }
 
