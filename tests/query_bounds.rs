@@ -34,6 +34,9 @@ fn honest_client(base: String, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle
     })
 }
 
+/// A request: path, query and the status it must get.
+type Case = (&'static str, Vec<(&'static str, &'static str)>, u16);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn huge_windows_and_steps_are_cut_or_refused_at_once() {
     let dir = tempfile::tempdir().unwrap();
@@ -50,8 +53,7 @@ async fn huge_windows_and_steps_are_cut_or_refused_at_once() {
     let honest = honest_client(base.clone(), stop.clone());
     let hwm_before = proc_kib(server.pid(), "VmHWM");
 
-    // (path, query, expected status)
-    let cases: Vec<(&str, Vec<(&str, &str)>, u16)> = vec![
+    let cases: Vec<Case> = vec![
         ("/api/v1/usage/summary", vec![("from", "0"), ("to", "9000000000000000000")], 200),
         (
             "/api/v1/usage/summary",
