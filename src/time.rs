@@ -30,7 +30,12 @@ pub fn parse_instant(text: &str) -> Result<i64, String> {
     }
     DateTime::parse_from_rfc3339(text)
         .map(|t| t.timestamp_millis())
-        .map_err(|e| format!("{text:?} is neither unix milliseconds nor RFC 3339 ({e})"))
+        .map_err(|e| {
+            format!(
+                "{:?} is neither unix milliseconds nor RFC 3339 ({e})",
+                crate::normalize::limits::clip(text)
+            )
+        })
 }
 
 /// Parses `<n><unit>` with unit ms, s, m, h, d or w, into milliseconds.
