@@ -11,8 +11,8 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 
 use super::UsageIngest;
 use crate::durability::Records;
-use crate::normalize::limits::Truncation;
 use crate::model::Source;
+use crate::normalize::limits::Truncation;
 use crate::normalize::{
     SpanContext, normalize_log, normalize_report, normalize_span, resource_attributes,
 };
@@ -86,7 +86,8 @@ pub fn trace_records(
     let mut problems = Problems::default();
     let mut index = 0usize;
     for resource_spans in &mut request.resource_spans {
-        let resource = resource_attributes(resource_spans.resource.as_ref(), &mut problems.truncated);
+        let resource =
+            resource_attributes(resource_spans.resource.as_ref(), &mut problems.truncated);
         let resource = Arc::new(resource);
         let context =
             SpanContext { resource: &resource, project_hint: hint, now_ms: accounting.now_ms };
@@ -159,7 +160,8 @@ pub fn log_records(request: &ExportLogsServiceRequest, hint: Option<&str>) -> (R
     let mut index = 0usize;
     let now_ms = crate::time::now_ms();
     for resource_logs in &request.resource_logs {
-        let resource = resource_attributes(resource_logs.resource.as_ref(), &mut problems.truncated);
+        let resource =
+            resource_attributes(resource_logs.resource.as_ref(), &mut problems.truncated);
         let resource = Arc::new(resource);
         let context = SpanContext { resource: &resource, project_hint: hint, now_ms };
         for scope_logs in &resource_logs.scope_logs {

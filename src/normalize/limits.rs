@@ -98,11 +98,7 @@ pub fn clip(text: &str) -> Cow<'_, str> {
 /// A client's number as an error shows it: plain when short, else in
 /// scientific notation (`1e300`, not 301 digits).
 pub fn shown(value: f64) -> String {
-    if value.is_finite() && value.abs() < 1e15 {
-        value.to_string()
-    } else {
-        format!("{value:e}")
-    }
+    if value.is_finite() && value.abs() < 1e15 { value.to_string() } else { format!("{value:e}") }
 }
 
 /// A serde error message with every quoted part (between `"` or backticks)

@@ -190,8 +190,8 @@ mod tests {
         let resource = std::sync::Arc::new(Attributes::new());
         let ctx = SpanContext { resource: &resource, project_hint: None, now_ms: NOW_MS };
         let mut cut = Truncation::default();
-        let log = normalize_log(&otlp::LogRecord { attributes, ..record() }, &ctx, &mut cut)
-            .unwrap();
+        let log =
+            normalize_log(&otlp::LogRecord { attributes, ..record() }, &ctx, &mut cut).unwrap();
         assert_eq!(cut.attributes, 172);
         assert_eq!(log.attributes["tally.dropped_attributes_count"], 172);
         assert_eq!(log.attributes["tally.truncated"], true);

@@ -1146,7 +1146,7 @@ mod tests {
             KeyValue { key: "empty".into(), value: None, ..Default::default() },
             kv("count", 4),
         ];
-        let moved = attributes_into_json(kvs.clone());
+        let moved = attributes_into_json(kvs.clone(), &mut StringBudget::for_attributes());
         assert_eq!(moved, attributes_to_json(&kvs));
         assert_eq!(moved["count"], 4);
         assert!(
@@ -1634,7 +1634,7 @@ mod tests {
         );
         check(
             Span { start_time_unix_nano: u64::MAX, ..span_with(vec![]) },
-            &format!("start_time_unix_nano: {} is out of range", u64::MAX),
+            "start_time_unix_nano: is more than 1 day in the future",
         );
         let err = error_of(&Span { trace_id: vec![], ..span_with(vec![]) });
         assert_eq!(err.field, "trace_id");
@@ -1685,8 +1685,11 @@ mod tests {
         );
         assert_eq!(project_of(&[], None).0, "default");
         let resource = Resource { attributes: vec![tally], ..Default::default() };
-        assert_eq!(resource_attributes(Some(&resource))["tally.project"], "billing");
-        assert!(resource_attributes(None).is_empty());
+        assert_eq!(
+            resource_attributes(Some(&resource), &mut Truncation::default())["tally.project"],
+            "billing"
+        );
+        assert!(resource_attributes(None, &mut Truncation::default()).is_empty());
     }
 
     #[test]
@@ -1721,8 +1724,9 @@ mod tests {
         let kept = attributes["prompt"].as_str().unwrap();
         assert_eq!(kept, format!("{}…[truncated 810 bytes]", "€".repeat(2730)));
 
-        // Nine long values: eight fill the 64 KiB, the ninth keeps a short
-        // prefix, and short values after it stay whole.
+        // Nine long values: seven fill the 64 KiB but for the reserve of
+        // short values, the others keep a short prefix, and short values
+        // after them stay whole.
         let mut kvs: Vec<KeyValue> =
             (0..9).map(|i| kv(&format!("p{i}"), "x".repeat(10_000))).collect();
         kvs.push(kv("gen_ai.request.model", "gpt-4o"));
@@ -1732,7 +1736,9 @@ mod tests {
             text.find('…').unwrap_or(text.len())
         };
         assert_eq!(truncated_at("p0"), 8192);
-        assert_eq!(truncated_at("p7"), 8192);
+        assert_eq!(truncated_at("p5"), 8192);
+        assert_eq!(truncated_at("p6"), 8178, "stops at the reserve for short values");
+        assert_eq!(truncated_at("p7"), 256);
         assert_eq!(truncated_at("p8"), 256);
         assert_eq!(attributes["gen_ai.request.model"], "gpt-4o");
 
@@ -1745,6 +1751,79 @@ mod tests {
         let mut span = span_with(vec![]);
         span.events = (0..200).map(|i| event("gen_ai.content.completion.chunk", i)).collect();
         assert_eq!(normalize(&span).span.events.len(), MAX_EVENTS);
+    }
+
+    /// The text a stored map holds: keys and strings, nested ones included.
+    fn text_bytes(value: &Value) -> usize {
+        match value {
+            Value::String(text) => text.len(),
+            Value::Array(items) => items.iter().map(text_bytes).sum(),
+            Value::Object(map) => map.iter().map(|(k, v)| k.len() + text_bytes(v)).sum(),
+            _ => 0,
+        }
+    }
+
+    #[test]
+    fn attribute_counts_keys_and_text_are_capped_and_marked() {
+        // Hardening: 200,000 attributes and a 1 MB key were stored whole.
+        let mut kvs: Vec<KeyValue> =
+            (0..200_000).map(|i| kv(&format!("attr.{i}"), "value")).collect();
+        kvs.insert(0, kv(&"k".repeat(1 << 20), "big key"));
+        let mut span = span_with(kvs);
+        span.dropped_attributes_count = 3;
+        span.events = (0..200).map(|i| event("chunk", i)).collect();
+        let normalized = normalize(&span);
+        let attributes = &normalized.span.attributes;
+        assert!(attributes.keys().all(|k| k.len() <= MAX_KEY_BYTES));
+        // 128 kept, plus the marks.
+        assert_eq!(attributes.len(), MAX_ATTRIBUTES + 3);
+        assert_eq!(attributes["tally.truncated"], true);
+        assert_eq!(attributes["tally.dropped_attributes_count"], 200_001 - 128 + 3);
+        assert_eq!(attributes["tally.dropped_events_count"], 72);
+        assert_eq!(
+            normalized.truncation,
+            Truncation { attributes: 200_001 - 128, values: 0, events: 72 }
+        );
+
+        // Short values under long keys after long values: the text budget
+        // drops what no longer fits, so the map stays within 64 KiB.
+        let mut kvs: Vec<KeyValue> =
+            (0..5).map(|i| kv(&format!("p{i}"), "x".repeat(10_000))).collect();
+        kvs.extend((0..120).map(|i| kv(&format!("{i:0>250}"), "v".repeat(250).as_str())));
+        let attributes = attributes_to_json(&kvs);
+        // 64 KiB, plus the marks of what was cut.
+        assert!(text_bytes(&Value::Object(attributes.clone())) <= MAX_MAP_BYTES + 200);
+        assert!(attributes.len() < 125);
+        assert!(attributes.get("tally.truncated").is_none(), "marked only by its callers");
+
+        // Nested arrays and lists are charged too.
+        let array = || {
+            any_value::Value::ArrayValue(ArrayValue {
+                values: (0..1024).map(|_| any("x".repeat(200).as_str())).collect(),
+            })
+        };
+        let kvs: Vec<KeyValue> = (0..100).map(|i| kv(&format!("a{i}"), array())).collect();
+        let attributes = attributes_to_json(&kvs);
+        let stored = serde_json::to_string(&attributes).unwrap();
+        assert!(stored.len() < 2 * MAX_MAP_BYTES, "{} bytes stored", stored.len());
+    }
+
+    #[test]
+    fn span_times_are_bounded() {
+        let at = |start: u64, end: u64| {
+            let mut span = span_with(vec![]);
+            (span.start_time_unix_nano, span.end_time_unix_nano) = (start, end);
+            error_of(&span)
+        };
+        assert_eq!(at(1, 2).to_string(), "start_time_unix_nano: is before 2000-01-01T00:00:00Z");
+        assert_eq!(at(0, START).field, "start_time_unix_nano");
+        let ahead = (NOW_MS as u64 + 86_400_000 + 60_000) * 1_000_000;
+        assert_eq!(
+            at(START, ahead).to_string(),
+            "end_time_unix_nano: is more than 1 day in the future"
+        );
+        assert_eq!(at(ahead, ahead).field, "start_time_unix_nano");
+        assert_eq!(at(START, 0).field, "end_time_unix_nano");
     }
 
     #[test]

@@ -7,9 +7,7 @@ use std::borrow::Cow;
 use serde::Deserialize;
 
 use super::fingerprint::KeyFingerprinter;
-use super::limits::{
-    MAX_COST_USD, MAX_DURATION_MS, check_time_ms, clip, clip_quoted, shown,
-};
+use super::limits::{MAX_COST_USD, MAX_DURATION_MS, check_time_ms, clip, clip_quoted, shown};
 use super::values::{Amount, Count, Instant, TagMap, TextRef};
 use crate::model::{LlmCall, Operation, Source, Status};
 use crate::pricing::{PriceTable, TokenCounts, cost};
@@ -535,12 +533,15 @@ mod tests {
 
     #[test]
     fn time_anchors_on_completion_then_start_then_arrival() {
+        // 1_700_000_001_000 is 2023-11-14T22:13:21Z.
+        let call = normalize(
+            r#"{"model":"m","started_at":1700000001000,"completed_at":"2023-11-14T22:13:25Z"}"#,
+        )
+        .unwrap();
+        assert_eq!((call.time_ms, call.duration_ms), (1_700_000_005_000, Some(4000.0)));
         let call =
-            normalize(r#"{"model":"m","started_at":1000,"completed_at":"1970-01-01T00:00:05Z"}"#)
-                .unwrap();
-        assert_eq!((call.time_ms, call.duration_ms), (5000, Some(4000.0)));
-        let call = normalize(r#"{"model":"m","started_at":1000,"completed_at":0}"#).unwrap();
-        assert_eq!(call.time_ms, 1000);
+            normalize(r#"{"model":"m","started_at":1700000001000,"completed_at":0}"#).unwrap();
+        assert_eq!(call.time_ms, 1_700_000_001_000);
         let call = normalize(r#"{"model":"m","started_at":0}"#).unwrap();
         assert_eq!(call.time_ms, NOW);
     }
@@ -590,6 +591,57 @@ mod tests {
         assert_eq!(field_of(r#"{"model":"m","tags":{"team":[1]}}"#), "tags.team");
         assert_eq!(field_of("42"), "record");
         assert_eq!(field_of("{"), "record");
+    }
+
+    #[test]
+    fn numbers_and_instants_out_of_bounds_name_their_field() {
+        let error = |json: &str| normalize(json).unwrap_err().to_string();
+        assert_eq!(
+            error(r#"{"model":"m","cost_usd":1e308}"#),
+            "cost_usd: is too large: 1e308 (at most 1000000)"
+        );
+        assert_eq!(field_of(r#"{"model":"m","cost_usd":1000000.5}"#), "cost_usd");
+        assert!(normalize(r#"{"model":"m","cost_usd":1000000}"#).is_ok());
+        assert_eq!(field_of(r#"{"model":"m","duration_ms":1e300}"#), "duration_ms");
+        assert_eq!(field_of(r#"{"model":"m","ttft_ms":2592000001}"#), "ttft_ms");
+        assert_eq!(
+            field_of(r#"{"model":"m","started_at":1700000000000,"completed_at":1800000000000}"#),
+            "completed_at"
+        );
+        for instant in ["1", "-1", "\"0001-01-01T00:00:00Z\"", "-9223372036854775808"] {
+            assert_eq!(
+                error(&format!(r#"{{"model":"m","started_at":{instant}}}"#)),
+                "started_at: is before 2000-01-01T00:00:00Z"
+            );
+        }
+        let ahead = NOW + 86_400_000 + 60_000;
+        assert_eq!(
+            error(&format!(r#"{{"model":"m","completed_at":{ahead}}}"#)),
+            "completed_at: is more than 1 day in the future"
+        );
+        assert_eq!(field_of(r#"{"model":"m","started_at":18446744073709551615}"#), "started_at");
+        // Numbers no f64 holds, and 300 digits: too large, not echoed.
+        let oversized = error(r#"{"model":"m","input_tokens":1e1000}"#);
+        assert!(oversized.starts_with("input_tokens: is too large"), "{oversized}");
+        let digits = "9".repeat(300);
+        for field in ["input_tokens", "cost_usd", "duration_ms"] {
+            let message = error(&format!(r#"{{"model":"m","{field}":{digits}}}"#));
+            assert!(message.starts_with(&format!("{field}: is too large")), "{message}");
+            assert!(message.len() < 120, "{message}");
+        }
+        let message = error(&format!(r#"{{"model":"m","input_tokens":"{digits}"}}"#));
+        assert!(message.starts_with("input_tokens: is too large") && message.len() < 120);
+        let long = "x".repeat(10_000);
+        for json in [
+            format!(r#"{{"model":"m","operation":"{long}"}}"#),
+            format!(r#"{{"model":"m","started_at":"{long}"}}"#),
+            format!(r#"{{"model":"m","tags":{{"{long}":"v"}}}}"#),
+            format!(r#"{{"model":"m","tags":{{"k{long}":[1]}}}}"#),
+            format!(r#"{{"model":"m","input_tokens":"{long}"}}"#),
+        ] {
+            let message = error(&json);
+            assert!(message.len() < 300, "{message}");
+        }
     }
 
     #[test]
