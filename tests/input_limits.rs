@@ -81,7 +81,11 @@ async fn usage_numbers_and_instants_out_of_bounds_are_refused_by_field() {
     assert!(error.starts_with("duration_ms: is too large: 1e300"), "{error}");
     let reply = post_usage(base, &json!({"model": "m", "ttft_ms": 31.0 * 86_400_000.0})).await;
     assert!(reply.json["rejected"][0]["error"].as_str().unwrap().starts_with("ttft_ms:"));
-    let reply = post_usage(base, &json!({"model": "m", "duration_ms": 1200, "cost_usd": 2})).await;
+    let reply = post_usage(
+        base,
+        &json!({"model": "m", "duration_ms": 1200, "ttft_ms": 100, "cost_usd": 2}),
+    )
+    .await;
     assert_eq!(reply.json["accepted"], 1, "{}", reply.text);
 
     // Instants before 2000 or more than a day ahead.
@@ -127,7 +131,7 @@ async fn usage_numbers_and_instants_out_of_bounds_are_refused_by_field() {
         assert!(!error.contains(&"9".repeat(41)), "echoes the number: {error}");
     }
     // Long client text is quoted clipped, with an ellipsis.
-    let long = "x".repeat(5000);
+    let long = "x".repeat(300);
     for body in [
         json!({"model": "m", "operation": long}),
         json!({"model": "m", "status": long}),
