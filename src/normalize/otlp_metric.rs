@@ -361,7 +361,10 @@ pub fn metric_points(
                         return;
                     }
                     let sum = distribution.as_ref().map_or(0.0, |d| d.sum);
-                    if value.abs() > MAX_POINT_VALUE || !(sum.abs() <= MAX_POINT_VALUE) {
+                    if value.abs() > MAX_POINT_VALUE
+                        || !sum.is_finite()
+                        || sum.abs() > MAX_POINT_VALUE
+                    {
                         rejected.push(format!(
                             "{name} data point {index}: value is too large: {} (at most ±{})",
                             shown(if value.abs() > MAX_POINT_VALUE { value } else { sum }),
