@@ -28,9 +28,12 @@ pub fn parse_instant(text: &str) -> Result<i64, String> {
     if let Ok(ms) = text.parse::<i64>() {
         return Ok(ms);
     }
-    DateTime::parse_from_rfc3339(text)
-        .map(|t| t.timestamp_millis())
-        .map_err(|e| format!("{text:?} is neither unix milliseconds nor RFC 3339 ({e})"))
+    DateTime::parse_from_rfc3339(text).map(|t| t.timestamp_millis()).map_err(|e| {
+        format!(
+            "{:?} is neither unix milliseconds nor RFC 3339 ({e})",
+            crate::normalize::limits::clip(text)
+        )
+    })
 }
 
 /// Parses `<n><unit>` with unit ms, s, m, h, d or w, into milliseconds.

@@ -103,7 +103,7 @@ impl Bin {
             (self.last, self.last_ms) = (value, time_ms);
         }
         self.count += 1;
-        self.sum += value;
+        self.sum = super::saturating_add(self.sum, value);
         self.sketch.add(value);
     }
 
@@ -142,8 +142,8 @@ impl Bin {
         if other.last_ms >= self.last_ms {
             (self.last, self.last_ms) = (other.last, other.last_ms);
         }
-        self.count += other.count;
-        self.sum += other.sum;
+        self.count = self.count.saturating_add(other.count);
+        self.sum = super::saturating_add(self.sum, other.sum);
         self.sketch.merge(&other.sketch);
     }
 }

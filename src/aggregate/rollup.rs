@@ -68,8 +68,9 @@ impl Cell {
         if call.is_unpriced() {
             self.unpriced = self.unpriced.saturating_add(call.requests);
         }
-        self.cost_usd += call.cost_usd;
-        self.reported_cost_usd += call.reported_cost_usd.unwrap_or(0.0);
+        self.cost_usd = super::saturating_add(self.cost_usd, call.cost_usd);
+        self.reported_cost_usd =
+            super::saturating_add(self.reported_cost_usd, call.reported_cost_usd.unwrap_or(0.0));
         if let Some(ms) = call.duration_ms {
             self.latency_ms.add(ms);
         }
@@ -89,8 +90,9 @@ impl Cell {
         self.errors = self.errors.saturating_add(other.errors);
         self.estimated = self.estimated.saturating_add(other.estimated);
         self.unpriced = self.unpriced.saturating_add(other.unpriced);
-        self.cost_usd += other.cost_usd;
-        self.reported_cost_usd += other.reported_cost_usd;
+        self.cost_usd = super::saturating_add(self.cost_usd, other.cost_usd);
+        self.reported_cost_usd =
+            super::saturating_add(self.reported_cost_usd, other.reported_cost_usd);
         self.latency_ms.merge(&other.latency_ms);
         self.ttft_ms.merge(&other.ttft_ms);
     }

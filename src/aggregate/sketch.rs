@@ -100,7 +100,7 @@ impl Sketch {
         // order in which zeros of either sign arrive.
         let value = value + 0.0;
         self.count = self.count.saturating_add(n);
-        self.sum += value * n as f64;
+        self.sum = super::saturating_add(self.sum, value * n as f64);
         self.min = Some(self.min.map_or(value, |m| m.min(value)));
         self.max = Some(self.max.map_or(value, |m| m.max(value)));
         let magnitude = value.abs();
@@ -133,7 +133,7 @@ impl Sketch {
     ) {
         self.zero_count = self.zero_count.saturating_add(zero_count);
         self.count = self.count.saturating_add(count);
-        self.sum += sum;
+        self.sum = super::saturating_add(self.sum, sum);
         self.min = combine(self.min, min, f64::min);
         self.max = combine(self.max, max, f64::max);
     }

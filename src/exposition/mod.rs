@@ -16,6 +16,7 @@ use axum::response::{IntoResponse, Response};
 
 use crate::aggregate::RollupEngine;
 use crate::durability::Committer;
+use crate::normalize::limits::Truncation;
 use crate::storage::{Storage, StoreStats};
 use ledger::LedgerMetrics;
 use text::{Exposition, Histogram, Kind};
@@ -37,6 +38,8 @@ pub struct Metrics {
     ledger: Mutex<LedgerMetrics>,
     /// (endpoint, outcome) → records.
     ingest: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+    /// What the attribute caps cut from accepted records.
+    truncated: Mutex<Truncation>,
     append: Mutex<Histogram>,
     flush: Mutex<Histogram>,
     /// Unix ms of the last rollup flush (0: none yet).
@@ -50,6 +53,7 @@ impl Metrics {
         Self {
             ledger: Mutex::new(LedgerMetrics::new(top_n)),
             ingest: Mutex::new(BTreeMap::new()),
+            truncated: Mutex::new(Truncation::default()),
             append: Mutex::new(Histogram::new(&LATENCY_BUCKETS)),
             flush: Mutex::new(Histogram::new(&LATENCY_BUCKETS)),
             last_flush_ms: AtomicI64::new(0),
@@ -64,6 +68,13 @@ impl Metrics {
             [("accepted", accepted), ("duplicate", duplicates), ("rejected", rejected)]
         {
             *ingest.entry((endpoint, outcome)).or_default() += n;
+        }
+    }
+
+    /// What the caps cut from one request's records.
+    pub fn truncated(&self, cut: &Truncation) {
+        if !cut.is_empty() {
+            lock(&self.truncated).add(*cut);
         }
     }
 
@@ -151,6 +162,20 @@ pub async fn handler(State(state): State<Arc<MetricsState>>) -> Response {
             &[("endpoint", endpoint), ("outcome", outcome)],
             *n as f64,
         );
+    }
+    e.family(
+        "tally_ingest_truncated_total",
+        Kind::Counter,
+        "What the attribute caps cut from accepted spans and logs: attributes dropped, \
+         values (strings, arrays) cut short, span events dropped.",
+    );
+    let truncated = *lock(&m.truncated);
+    for (what, n) in [
+        ("attributes", truncated.attributes),
+        ("values", truncated.values),
+        ("events", truncated.events),
+    ] {
+        e.sample("tally_ingest_truncated_total", &[("what", what)], n as f64);
     }
     e.family(
         "tally_durable_append_seconds",

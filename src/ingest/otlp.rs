@@ -12,6 +12,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use super::UsageIngest;
 use crate::durability::Records;
 use crate::model::Source;
+use crate::normalize::limits::Truncation;
 use crate::normalize::{
     SpanContext, normalize_log, normalize_report, normalize_span, resource_attributes,
 };
@@ -24,6 +25,8 @@ const MAX_QUOTED: usize = 10;
 #[derive(Debug, Default)]
 pub struct Problems {
     pub rejected: i64,
+    /// What the attribute caps cut from the accepted items.
+    pub truncated: Truncation,
     quoted: Vec<String>,
     unquoted: usize,
 }
@@ -83,8 +86,11 @@ pub fn trace_records(
     let mut problems = Problems::default();
     let mut index = 0usize;
     for resource_spans in &mut request.resource_spans {
-        let resource = Arc::new(resource_attributes(resource_spans.resource.as_ref()));
-        let context = SpanContext { resource: &resource, project_hint: hint };
+        let resource =
+            resource_attributes(resource_spans.resource.as_ref(), &mut problems.truncated);
+        let resource = Arc::new(resource);
+        let context =
+            SpanContext { resource: &resource, project_hint: hint, now_ms: accounting.now_ms };
         for scope_spans in &mut resource_spans.scope_spans {
             for span in &mut scope_spans.spans {
                 let at = index;
@@ -96,6 +102,7 @@ pub fn trace_records(
                         continue;
                     }
                 };
+                problems.truncated.add(normalized.truncation);
                 let mut record = normalized.span;
                 if let Some(raw) = normalized.call {
                     match normalize_report(raw, &accounting) {
@@ -151,14 +158,17 @@ pub fn log_records(request: &ExportLogsServiceRequest, hint: Option<&str>) -> (R
     let mut records = Records::default();
     let mut problems = Problems::default();
     let mut index = 0usize;
+    let now_ms = crate::time::now_ms();
     for resource_logs in &request.resource_logs {
-        let resource = Arc::new(resource_attributes(resource_logs.resource.as_ref()));
-        let context = SpanContext { resource: &resource, project_hint: hint };
+        let resource =
+            resource_attributes(resource_logs.resource.as_ref(), &mut problems.truncated);
+        let resource = Arc::new(resource);
+        let context = SpanContext { resource: &resource, project_hint: hint, now_ms };
         for scope_logs in &resource_logs.scope_logs {
             for log in &scope_logs.log_records {
                 let at = index;
                 index += 1;
-                match normalize_log(log, &context) {
+                match normalize_log(log, &context, &mut problems.truncated) {
                     Ok(record) => records.logs.push(record),
                     Err(err) => {
                         problems.reject(format!("log record {at} ({}): {}", err.field, err.message))

@@ -66,6 +66,7 @@ impl Otlp {
         let accepted = (records.spans.len() + records.logs.len() + records.points.len()) as u64;
         self.ingest.committer.submit_records(records).await.map_err(commit_status)?;
         self.ingest.metrics.ingested(endpoint, accepted, 0, problems.rejected as u64);
+        self.ingest.metrics.truncated(&problems.truncated);
         Ok(())
     }
 

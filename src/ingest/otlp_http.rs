@@ -195,6 +195,7 @@ async fn commit(
     let accepted = (records.spans.len() + records.logs.len() + records.points.len()) as u64;
     ingest.committer.submit_records(records).await?;
     ingest.metrics.ingested(endpoint, accepted, 0, problems.rejected as u64);
+    ingest.metrics.truncated(&problems.truncated);
     Ok(())
 }
 

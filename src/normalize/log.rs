@@ -5,8 +5,10 @@
 use opentelemetry_proto::tonic::logs::v1 as otlp;
 use serde_json::Value;
 
+use super::limits::Truncation;
 use super::span::{
-    SpanContext, StringBudget, any_value_to_json, attributes_to_json, id_hex, unix_nanos,
+    SpanContext, StringBudget, any_value_to_json, id_hex, key_values_to_json, mark_truncated,
+    span_time,
 };
 use crate::model::LogRecord;
 
@@ -30,27 +32,34 @@ impl LogError {
     }
 }
 
-/// Validates one log record and maps it onto the record model.
+/// Validates one log record and maps it onto the record model; what the
+/// caps cut is added to `cut` (and marked in the record's attributes).
 pub fn normalize_log(
     record: &otlp::LogRecord,
     ctx: &SpanContext<'_>,
+    cut: &mut Truncation,
 ) -> Result<LogRecord, LogError> {
+    // OTLP's 0 is "unset": the observed time stands in for an unknown one.
     let time_ns = match (record.time_unix_nano, record.observed_time_unix_nano) {
         (0, 0) => return Err(LogError::new("time_unix_nano", "missing")),
-        (0, observed) => unix_nanos("observed_time_unix_nano", observed),
-        (time, _) => unix_nanos("time_unix_nano", time),
+        (0, observed) => span_time("observed_time_unix_nano", observed, ctx.now_ms),
+        (time, _) => span_time("time_unix_nano", time, ctx.now_ms),
     }
     .map_err(|err| LogError::new(err.field, err.message))?;
     let trace_id = optional_id("trace_id", &record.trace_id, 16)?;
     let span_id = optional_id("span_id", &record.span_id, 8)?;
 
+    let mut body_budget = StringBudget::new(MAX_BODY_BYTES, MAX_BODY_BYTES);
     let body = match &record.body {
-        Some(body) => {
-            any_value_to_json(body, &mut StringBudget::new(MAX_BODY_BYTES, MAX_BODY_BYTES))
-        }
+        Some(body) => any_value_to_json(body, &mut body_budget),
         None => Value::Null,
     };
-    let mut attributes = attributes_to_json(&record.attributes);
+    let mut budget = StringBudget::for_attributes();
+    let mut attributes = key_values_to_json(&record.attributes, &mut budget);
+    let mut truncation = budget.cut;
+    truncation.add(body_budget.cut);
+    mark_truncated(&mut attributes, truncation, record.dropped_attributes_count);
+    cut.add(truncation);
     // OTLP moved an event's name from the `event.name` attribute to a field
     // of its own; the record model keeps it where readers looked before.
     if !record.event_name.is_empty() {
@@ -90,6 +99,7 @@ mod tests {
     use crate::model::Attributes;
 
     const TIME: u64 = 1_760_000_000_000_000_000;
+    const NOW_MS: i64 = 1_800_000_000_000;
 
     fn string(text: &str) -> AnyValue {
         AnyValue { value: Some(any_value::Value::StringValue(text.to_owned())) }
@@ -118,7 +128,8 @@ mod tests {
             kv("service.name", "gateway"),
             kv("openinference.project.name", "phoenix-proj"),
         ]));
-        normalize_log(record, &SpanContext { resource: &resource, project_hint: Some("hint") })
+        let ctx = SpanContext { resource: &resource, project_hint: Some("hint"), now_ms: NOW_MS };
+        normalize_log(record, &ctx, &mut Truncation::default())
     }
 
     #[test]
@@ -155,6 +166,36 @@ mod tests {
         assert_eq!(err.to_string(), "time_unix_nano: missing");
         let err = normalize(&otlp::LogRecord { time_unix_nano: u64::MAX, ..record() }).unwrap_err();
         assert_eq!(err.field, "time_unix_nano");
+    }
+
+    #[test]
+    fn times_before_2000_or_a_day_ahead_are_refused() {
+        let err = normalize(&otlp::LogRecord { time_unix_nano: 1, ..record() }).unwrap_err();
+        assert_eq!(err.to_string(), "time_unix_nano: is before 2000-01-01T00:00:00Z");
+        let ahead = (NOW_MS as u64 + 86_400_000 + 60_000) * 1_000_000;
+        let err = normalize(&otlp::LogRecord { time_unix_nano: ahead, ..record() }).unwrap_err();
+        assert_eq!(err.to_string(), "time_unix_nano: is more than 1 day in the future");
+        let err = normalize(&otlp::LogRecord {
+            time_unix_nano: 0,
+            observed_time_unix_nano: 5,
+            ..record()
+        })
+        .unwrap_err();
+        assert_eq!(err.field, "observed_time_unix_nano");
+    }
+
+    #[test]
+    fn attribute_caps_are_marked_and_counted() {
+        let attributes = (0..300).map(|i| kv(&format!("k{i}"), "v")).collect();
+        let resource = std::sync::Arc::new(Attributes::new());
+        let ctx = SpanContext { resource: &resource, project_hint: None, now_ms: NOW_MS };
+        let mut cut = Truncation::default();
+        let log =
+            normalize_log(&otlp::LogRecord { attributes, ..record() }, &ctx, &mut cut).unwrap();
+        assert_eq!(cut.attributes, 172);
+        assert_eq!(log.attributes["tally.dropped_attributes_count"], 172);
+        assert_eq!(log.attributes["tally.truncated"], true);
+        assert_eq!(log.attributes.len(), 128 + 2);
     }
 
     #[test]
@@ -198,8 +239,8 @@ mod tests {
     #[test]
     fn project_falls_back_like_spans() {
         let resource = std::sync::Arc::new(Attributes::new());
-        let ctx = SpanContext { resource: &resource, project_hint: None };
-        let log = normalize_log(&record(), &ctx).unwrap();
+        let ctx = SpanContext { resource: &resource, project_hint: None, now_ms: NOW_MS };
+        let log = normalize_log(&record(), &ctx, &mut Truncation::default()).unwrap();
         assert_eq!((log.project.as_str(), log.service.as_str()), ("default", "unknown_service"));
     }
 }

@@ -4,6 +4,7 @@
 //! hand back records or errors that name the offending field.
 
 pub mod fingerprint;
+pub mod limits;
 pub mod log;
 pub mod otlp_metric;
 pub mod point;

@@ -14,7 +14,8 @@ use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value};
 use opentelemetry_proto::tonic::metrics::v1::exponential_histogram_data_point::Buckets as ExponentialBuckets;
 use opentelemetry_proto::tonic::metrics::v1::{metric, number_data_point};
 
-use super::point::{MAX_TAG_VALUE, MAX_TAGS, valid_name};
+use super::limits::{MAX_POINT_VALUE, check_time_ns, clip, shown};
+use super::point::{MAX_TAG_NAME, MAX_TAG_VALUE, MAX_TAGS, valid_name};
 use super::span::{SpanContext, attributes_to_json, resource_attributes};
 use crate::model::{Distribution, MetricKey, MetricPoint, PointKind, Tags};
 
@@ -131,13 +132,18 @@ fn tags_of(attributes: &[KeyValue], service: Option<&str>) -> Result<Tags, Strin
         return Err(format!("{} attributes, at most {MAX_TAGS}", tags.len()));
     }
     for (key, value) in &tags {
-        if key.is_empty() || key.len() > 64 || key.starts_with("__") {
+        if key.is_empty() || key.len() > MAX_TAG_NAME || key.starts_with("__") {
             return Err(format!(
-                "attribute name {key:?} must be 1 to 64 bytes, not starting with __"
+                "attribute name {:?} must be 1 to {MAX_TAG_NAME} bytes, not starting with __",
+                clip(key)
             ));
         }
         if value.len() > MAX_TAG_VALUE {
-            return Err(format!("attribute {key}: {} bytes, at most {MAX_TAG_VALUE}", value.len()));
+            return Err(format!(
+                "attribute {}: {} bytes, at most {MAX_TAG_VALUE}",
+                clip(key),
+                value.len()
+            ));
         }
     }
     Ok(tags)
@@ -301,15 +307,21 @@ pub fn metric_points(
     let mut points = Vec::new();
     let mut rejected = Vec::new();
     for resource_metrics in &request.resource_metrics {
-        let resource = std::sync::Arc::new(resource_attributes(resource_metrics.resource.as_ref()));
-        let context = SpanContext { resource: &resource, project_hint: hint };
+        // Resource truncation is marked on the resource; metric tags have
+        // caps of their own, so it is not counted here.
+        let resource = resource_attributes(
+            resource_metrics.resource.as_ref(),
+            &mut super::limits::Truncation::default(),
+        );
+        let resource = std::sync::Arc::new(resource);
+        let context = SpanContext { resource: &resource, project_hint: hint, now_ms };
         let project = context.project();
         let service = resource.get("service.name").and_then(|v| v.as_str()).map(str::to_owned);
         for scope in &resource_metrics.scope_metrics {
             for metric in &scope.metrics {
                 let name = metric.name.trim();
                 if name.is_empty() || name.len() > 200 || !valid_name(name) {
-                    rejected.push(format!("metric {name:?}: not a valid metric name"));
+                    rejected.push(format!("metric {:?}: not a valid metric name", clip(name)));
                     continue;
                 }
                 let mut at = 0usize;
@@ -324,15 +336,40 @@ pub fn metric_points(
                                 rejected: &mut Vec<String>| {
                     let index = at;
                     at += 1;
-                    let time_ms = if time_ns == 0 { now_ms } else { (time_ns / 1_000_000) as i64 };
-                    if time_ms > now_ms + 86_400_000 || time_ms < oldest_ms {
+                    // OTLP leaves a point's time unset (0) when it has none.
+                    let time_ms = if time_ns == 0 {
+                        now_ms
+                    } else {
+                        match check_time_ns(time_ns, now_ms) {
+                            Ok(ns) => ns / 1_000_000,
+                            Err(bound) => {
+                                rejected.push(format!(
+                                    "{name} data point {index} (time_unix_nano): {bound}"
+                                ));
+                                return;
+                            }
+                        }
+                    };
+                    if time_ms < oldest_ms {
                         rejected.push(format!(
-                            "{name} data point {index}: time_unix_nano out of range"
+                            "{name} data point {index} (time_unix_nano): is older than the longest metric retention"
                         ));
                         return;
                     }
                     if !value.is_finite() {
                         rejected.push(format!("{name} data point {index}: value is not finite"));
+                        return;
+                    }
+                    let sum = distribution.as_ref().map_or(0.0, |d| d.sum);
+                    if value.abs() > MAX_POINT_VALUE
+                        || !sum.is_finite()
+                        || sum.abs() > MAX_POINT_VALUE
+                    {
+                        rejected.push(format!(
+                            "{name} data point {index}: value is too large: {} (at most ±{})",
+                            shown(if value.abs() > MAX_POINT_VALUE { value } else { sum }),
+                            shown(MAX_POINT_VALUE)
+                        ));
                         return;
                     }
                     let hash = attributes_hash(attributes);

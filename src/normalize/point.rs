@@ -8,6 +8,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
+use super::limits::{MAX_POINT_VALUE, check_time_ms, clip, clip_quoted, shown};
 use super::values::{Instant, TagMap, TextRef};
 use crate::model::{MetricKey, MetricPoint, PointKind, Tags};
 
@@ -15,9 +16,9 @@ use crate::model::{MetricKey, MetricPoint, PointKind, Tags};
 pub const MAX_TAGS: usize = 16;
 /// Longest tag value.
 pub const MAX_TAG_VALUE: usize = 256;
+/// Longest tag name.
+pub const MAX_TAG_NAME: usize = 64;
 const MAX_NAME: usize = 200;
-/// Points may be stamped at most this far ahead of the server's clock.
-const MAX_FUTURE_MS: i64 = 24 * 3600 * 1000;
 
 /// One point as sent; every field optional so that errors name it. Text
 /// is borrowed from the body where it can be, and tags are kept as their
@@ -53,8 +54,9 @@ pub struct PointError {
     pub message: String,
 }
 
+/// `field` may come from the client (an unknown field, a tag): clipped.
 fn error(field: &str, message: impl Into<String>) -> PointError {
-    PointError { field: field.to_owned(), message: message.into() }
+    PointError { field: clip(field).into_owned(), message: message.into() }
 }
 
 /// Metric names: a letter, `_` or `:` first, then letters, digits and
@@ -89,7 +91,14 @@ pub fn parse_point(json: &str) -> Result<RawPoint<'_>, PointError> {
             let mut deserializer = serde_json::Deserializer::from_str(json);
             serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
                 let path = e.path().to_string();
-                let message = e.into_inner().to_string();
+                let inner = e.into_inner();
+                if inner.to_string().starts_with("number out of range") {
+                    return error(
+                        "value",
+                        "is too large (a number beyond the range of a 64-bit float)",
+                    );
+                }
+                let message = clip_quoted(&inner.to_string()).into_owned();
                 // An unknown field is reported at the record; name it instead.
                 let unknown = message
                     .strip_prefix("unknown field `")
@@ -118,25 +127,39 @@ pub fn validate_point<'a>(
     let value = match raw.value {
         None => return Err(error("value", "is required")),
         Some(Value::Number(n)) => n.as_f64().unwrap_or(f64::NAN),
-        Some(Value::String(s)) => {
-            s.trim().parse::<f64>().map_err(|_| error("value", format!("{s:?} is not a number")))?
+        Some(Value::String(s)) => s
+            .trim()
+            .parse::<f64>()
+            .map_err(|_| error("value", format!("{:?} is not a number", clip(&s))))?,
+        Some(other) => {
+            let shown = clip(&other.to_string()).into_owned();
+            return Err(error("value", format!("must be a number, got {shown}")));
         }
-        Some(other) => return Err(error("value", format!("must be a number, got {other}"))),
     };
     if !value.is_finite() {
         return Err(error("value", "must be a finite number (not NaN or infinity)"));
     }
-    let time_ms = raw.timestamp.and_then(|t| t.0).unwrap_or(now_ms);
-    if time_ms > now_ms + MAX_FUTURE_MS {
-        return Err(error("timestamp", "is more than 1 day in the future"));
+    if value.abs() > MAX_POINT_VALUE {
+        return Err(error(
+            "value",
+            format!("is too large: {} (at most ±{})", shown(value), shown(MAX_POINT_VALUE)),
+        ));
     }
+    let time_ms = raw.timestamp.and_then(|t| t.0).unwrap_or(now_ms);
+    check_time_ms(time_ms, now_ms).map_err(|bound| error("timestamp", bound.to_string()))?;
     if time_ms < oldest_ms {
         return Err(error("timestamp", "is older than the longest metric retention"));
     }
     let kind = match raw.kind {
         None => PointKind::Gauge,
         Some(k) => PointKind::parse(k.0.trim()).ok_or_else(|| {
-            error("type", format!("unknown type {:?} (expected gauge, counter or histogram)", k.0))
+            error(
+                "type",
+                format!(
+                    "unknown type {:?} (expected gauge, counter or histogram)",
+                    clip(k.0.trim())
+                ),
+            )
         })?,
     };
     Ok(MetricPoint { key, value, time_ms, kind, distribution: None })
@@ -173,7 +196,8 @@ fn series_key(raw: &RawPoint<'_>) -> Result<MetricKey, PointError> {
         return Err(error(
             "name",
             format!(
-                "{name:?} is not a metric name (a letter, _ or : first, then letters, digits, _ : . - /; at most {MAX_NAME} bytes)"
+                "{:?} is not a metric name (a letter, _ or : first, then letters, digits, _ : . - /; at most {MAX_NAME} bytes)",
+                clip(name)
             ),
         ));
     }
@@ -185,10 +209,13 @@ fn series_key(raw: &RawPoint<'_>) -> Result<MetricKey, PointError> {
         return Err(error("tags", format!("{} tags, at most {MAX_TAGS}", tags.len())));
     }
     for (key, value) in &tags {
-        if key.is_empty() || key.len() > 64 || key.starts_with("__") {
+        if key.is_empty() || key.len() > MAX_TAG_NAME || key.starts_with("__") {
             return Err(error(
                 "tags",
-                format!("tag name {key:?} must be 1 to 64 bytes and not start with __"),
+                format!(
+                    "tag name {:?} must be 1 to {MAX_TAG_NAME} bytes and not start with __",
+                    clip(key)
+                ),
             ));
         }
         if value.len() > MAX_TAG_VALUE {
@@ -208,7 +235,7 @@ fn parse_tags(json: &str) -> Result<Tags, PointError> {
     serde_path_to_error::deserialize::<_, TagMap>(&mut deserializer).map(|t| t.0).map_err(|e| {
         let path = e.path().to_string();
         let field = if path == "." { "tags".to_owned() } else { format!("tags.{path}") };
-        error(&field, e.into_inner().to_string())
+        error(&field, clip_quoted(&e.into_inner().to_string()))
     })
 }
 

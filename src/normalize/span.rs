@@ -15,6 +15,7 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{Span, status::StatusCode};
 use serde_json::{Map, Number, Value};
 
+use super::limits::{Truncation, check_time_ns};
 use super::usage_report::RawReport;
 use super::values::{Amount, Count, Instant, MAX_COUNT, TextRef};
 use crate::model::{
@@ -29,10 +30,23 @@ const MAX_MAP_BYTES: usize = 64 * 1024;
 /// Strings up to this length are never cut by the map's total, so that ids
 /// and model names survive in a map whose prompts used up the budget.
 const SHORT_STRING_BYTES: usize = 256;
+/// What long strings leave of a map's text for short strings and keys.
+const SHORT_RESERVE_BYTES: usize = 8 * 1024;
 /// Longest array an attribute value keeps.
 const MAX_ARRAY_ITEMS: usize = 1024;
 /// Most events stored per span: OpenLLMetry sends one per streamed chunk.
-const MAX_EVENTS: usize = 128;
+pub const MAX_EVENTS: usize = 128;
+/// Most attributes one map keeps (a span's, a resource's, an event's, a log
+/// record's, and each nested key-value list), as the OpenTelemetry SDKs'
+/// default span limits.
+pub const MAX_ATTRIBUTES: usize = 128;
+/// Longest attribute key kept; an attribute with a longer key is dropped
+/// (a cut key could collide with another).
+pub const MAX_KEY_BYTES: usize = 256;
+/// What a value that is not a string (a number, a boolean, null, an array
+/// or list itself) costs of the map's text budget, so that the budget
+/// bounds every map, not only its strings.
+const SCALAR_BYTES: usize = 8;
 
 /// Event names that mark the first streamed token: OpenInference's, the
 /// per-chunk event of OpenLLMetry (its first one) and the Vercel AI SDK's.
@@ -130,6 +144,8 @@ pub struct SpanContext<'a> {
     /// The project named by the request's credentials (a Langfuse public
     /// key, say), if any. Resource attributes that name a project win.
     pub project_hint: Option<&'a str>,
+    /// The server's clock (unix ms), which bounds how far ahead times may be.
+    pub now_ms: i64,
 }
 
 impl SpanContext<'_> {
@@ -161,37 +177,66 @@ pub struct NormalizedSpan {
     pub span: SpanRecord,
     /// In Tally's canonical (inclusive) token form, not yet validated.
     pub call: Option<RawReport<'static>>,
+    /// What the caps cut from the span (also marked in its attributes).
+    pub truncation: Truncation,
 }
 
-/// A resource's attributes, converted as `attributes_to_json` does.
-pub fn resource_attributes(resource: Option<&Resource>) -> Attributes {
-    resource.map_or_else(Attributes::new, |resource| attributes_to_json(&resource.attributes))
+/// A resource's attributes, converted as `attributes_to_json` does and
+/// marked (`mark_truncated`) when cut; what was cut is added to `cut`.
+pub fn resource_attributes(resource: Option<&Resource>, cut: &mut Truncation) -> Attributes {
+    let Some(resource) = resource else {
+        return Attributes::new();
+    };
+    let mut budget = StringBudget::for_attributes();
+    let mut attributes = key_values_to_json(&resource.attributes, &mut budget);
+    mark_truncated(&mut attributes, budget.cut, resource.dropped_attributes_count);
+    cut.add(budget.cut);
+    attributes
 }
 
 /// OTLP attributes as stored: ints stay JSON integers, non-finite doubles
 /// become strings, bytes lowercase hex, arrays arrays and key-value lists
-/// objects. Strings longer than 8 KiB are cut, and once the map holds 64 KiB
-/// of text, strings longer than 256 bytes keep only their first 256; a cut
-/// string ends in `…[truncated N bytes]`. Arrays keep 1024 items. Embedding
-/// vectors are dropped.
+/// objects. A map keeps 128 attributes and 64 KiB of text (keys and
+/// strings, nested ones included; other values count 8 bytes each); an
+/// attribute whose key is over 256 bytes, or that finds no budget left for
+/// its key, is dropped. Strings longer than 8 KiB are cut, and long strings
+/// stop 8 KiB short of the map's budget, keeping at least their first 256
+/// bytes while it lasts, so that short values after them survive; a cut
+/// string ends in `…[truncated N bytes]`. Arrays keep 1024 items (fewer once
+/// the budget is spent). Embedding vectors are dropped.
 pub fn attributes_to_json(kvs: &[KeyValue]) -> Attributes {
-    let mut budget = StringBudget::new(MAX_VALUE_BYTES, MAX_MAP_BYTES);
-    key_values_to_json(kvs, &mut budget)
+    key_values_to_json(kvs, &mut StringBudget::for_attributes())
+}
+
+/// Marks a map that lost something to the caps: `tally.truncated` when Tally
+/// cut anything, `tally.dropped_attributes_count` counting the attributes
+/// dropped here and those the sender dropped (`dropped_by_sender`).
+pub(super) fn mark_truncated(attributes: &mut Attributes, cut: Truncation, dropped_by_sender: u32) {
+    let dropped = cut.attributes + u64::from(dropped_by_sender);
+    if dropped > 0 {
+        attributes.insert("tally.dropped_attributes_count".to_owned(), Value::from(dropped));
+    }
+    if !cut.is_empty() {
+        attributes.insert("tally.truncated".to_owned(), Value::Bool(true));
+    }
 }
 
 /// `attributes_to_json`, moving the keys and string values instead of
 /// copying them.
-fn attributes_into_json(kvs: Vec<KeyValue>) -> Attributes {
-    let mut budget = StringBudget::new(MAX_VALUE_BYTES, MAX_MAP_BYTES);
+fn attributes_into_json(kvs: Vec<KeyValue>, budget: &mut StringBudget) -> Attributes {
     let mut map = Map::new();
     for kv in kvs {
         if is_dropped(&kv.key) {
             continue;
         }
+        if map.len() >= MAX_ATTRIBUTES || !budget.admit(&kv.key) {
+            budget.cut.attributes += 1;
+            continue;
+        }
         let value = match kv.value.and_then(|value| value.value) {
             None => Value::Null,
             Some(any_value::Value::StringValue(text)) => Value::String(budget.keep_owned(text)),
-            Some(other) => any_value_to_json(&AnyValue { value: Some(other) }, &mut budget),
+            Some(other) => any_value_to_json(&AnyValue { value: Some(other) }, budget),
         };
         map.insert(kv.key, value);
     }
@@ -208,29 +253,43 @@ fn is_dropped(key: &str) -> bool {
 /// One OTLP value as JSON, its strings capped by `budget`.
 pub(super) fn any_value_to_json(value: &AnyValue, budget: &mut StringBudget) -> Value {
     let Some(value) = &value.value else {
+        budget.charge(SCALAR_BYTES);
         return Value::Null;
     };
     match value {
         any_value::Value::StringValue(text) => Value::String(budget.keep(text)),
-        any_value::Value::BoolValue(flag) => Value::Bool(*flag),
-        any_value::Value::IntValue(int) => Value::from(*int),
-        any_value::Value::DoubleValue(double) => Number::from_f64(*double)
-            .map_or_else(|| Value::String(double.to_string()), Value::Number),
+        any_value::Value::BoolValue(flag) => {
+            budget.charge(SCALAR_BYTES);
+            Value::Bool(*flag)
+        }
+        any_value::Value::IntValue(int) => {
+            budget.charge(SCALAR_BYTES);
+            Value::from(*int)
+        }
+        any_value::Value::DoubleValue(double) => {
+            budget.charge(SCALAR_BYTES);
+            Number::from_f64(*double)
+                .map_or_else(|| Value::String(double.to_string()), Value::Number)
+        }
         any_value::Value::BytesValue(bytes) => Value::String(budget.keep(&hex::encode(bytes))),
         any_value::Value::ArrayValue(array) => {
-            let mut items: Vec<Value> = array
-                .values
-                .iter()
-                .take(MAX_ARRAY_ITEMS)
-                .map(|item| any_value_to_json(item, budget))
-                .collect();
-            if array.values.len() > MAX_ARRAY_ITEMS {
-                let dropped = array.values.len() - MAX_ARRAY_ITEMS;
+            budget.charge(SCALAR_BYTES);
+            let mut items = Vec::with_capacity(array.values.len().min(MAX_ARRAY_ITEMS));
+            for item in &array.values {
+                if items.len() == MAX_ARRAY_ITEMS || budget.is_spent() {
+                    break;
+                }
+                items.push(any_value_to_json(item, budget));
+            }
+            let dropped = array.values.len() - items.len();
+            if dropped > 0 {
+                budget.cut.values += 1;
                 items.push(Value::String(format!("…[truncated {dropped} items]")));
             }
             Value::Array(items)
         }
         any_value::Value::KvlistValue(list) => {
+            budget.charge(SCALAR_BYTES);
             Value::Object(key_values_to_json(&list.values, budget))
         }
         // Meaningful only in the profiles signal, which says to treat it as
@@ -239,10 +298,17 @@ pub(super) fn any_value_to_json(value: &AnyValue, budget: &mut StringBudget) -> 
     }
 }
 
-fn key_values_to_json(kvs: &[KeyValue], budget: &mut StringBudget) -> Map<String, Value> {
+pub(super) fn key_values_to_json(
+    kvs: &[KeyValue],
+    budget: &mut StringBudget,
+) -> Map<String, Value> {
     let mut map = Map::new();
     for kv in kvs {
         if is_dropped(&kv.key) {
+            continue;
+        }
+        if map.len() >= MAX_ATTRIBUTES || !budget.admit(&kv.key) {
+            budget.cut.attributes += 1;
             continue;
         }
         let value = kv.value.as_ref().map_or(Value::Null, |value| any_value_to_json(value, budget));
@@ -251,25 +317,56 @@ fn key_values_to_json(kvs: &[KeyValue], budget: &mut StringBudget) -> Map<String
     map
 }
 
-/// How much string content a conversion may still store.
+/// How much text a conversion may still store, and what it cut.
 pub(super) struct StringBudget {
     per_value: usize,
     remaining: usize,
+    /// Left to short strings and keys: long strings stop this far short.
+    reserve: usize,
+    pub(super) cut: Truncation,
 }
 
 impl StringBudget {
     pub(super) fn new(per_value: usize, total: usize) -> Self {
-        Self { per_value, remaining: total }
+        Self { per_value, remaining: total, reserve: 0, cut: Truncation::default() }
+    }
+
+    /// The budget of one attribute map (or of all the events of a span).
+    pub(super) fn for_attributes() -> Self {
+        Self { reserve: SHORT_RESERVE_BYTES, ..Self::new(MAX_VALUE_BYTES, MAX_MAP_BYTES) }
+    }
+
+    /// Charges an attribute's key; false when the attribute must be dropped
+    /// (the key is too long, or no budget is left for it).
+    fn admit(&mut self, key: &str) -> bool {
+        if key.len() > MAX_KEY_BYTES || key.len() >= self.remaining {
+            return false;
+        }
+        self.remaining -= key.len();
+        true
+    }
+
+    fn charge(&mut self, bytes: usize) {
+        self.remaining = self.remaining.saturating_sub(bytes);
+    }
+
+    fn is_spent(&self) -> bool {
+        self.remaining == 0
     }
 
     /// How much of a text of `len` bytes to keep, charged to the budget.
     fn take(&mut self, len: usize) -> usize {
         let limit = if len <= SHORT_STRING_BYTES {
-            len
+            len.min(self.remaining)
         } else {
-            self.per_value.min(self.remaining.max(SHORT_STRING_BYTES))
+            let beyond_reserve = self.remaining.saturating_sub(self.reserve);
+            self.per_value.min(beyond_reserve.max(SHORT_STRING_BYTES.min(self.remaining)))
         };
-        self.remaining = self.remaining.saturating_sub(len.min(limit));
+        let kept = len.min(limit);
+        if kept < len {
+            self.cut.values += 1;
+        }
+        self.remaining -= kept;
         limit
     }
 
@@ -309,11 +406,6 @@ pub(super) fn id_hex(bytes: &[u8], len: usize) -> Result<Option<String>, String>
     Ok(Some(String::from_utf8(text).expect("hex digits are ASCII")))
 }
 
-/// Unix nanoseconds as the record model stores them.
-pub(super) fn unix_nanos(field: &'static str, nanos: u64) -> Result<i64, SpanError> {
-    i64::try_from(nanos).map_err(|_| SpanError::new(field, format!("{nanos} is out of range")))
-}
-
 /// Validates one span and maps it onto the record model.
 /// The span's attributes are moved out of it (into the record).
 pub fn normalize_span(span: &mut Span, ctx: &SpanContext<'_>) -> Result<NormalizedSpan, SpanError> {
@@ -333,11 +425,16 @@ pub fn normalize_span(span: &mut Span, ctx: &SpanContext<'_>) -> Result<Normaliz
             )
         })?
     };
-    let start_ns = unix_nanos("start_time_unix_nano", span.start_time_unix_nano)?;
-    if start_ns == 0 {
+    // OTLP's 0 is "unset"; a span must have started.
+    if span.start_time_unix_nano == 0 {
         return Err(SpanError::new("start_time_unix_nano", "must be set"));
     }
-    let end_ns = unix_nanos("end_time_unix_nano", span.end_time_unix_nano)?;
+    let start_ns = span_time("start_time_unix_nano", span.start_time_unix_nano, ctx.now_ms)?;
+    let end_ns = match span.end_time_unix_nano {
+        // An unset end is before any start: the error below says so.
+        0 => 0,
+        end => span_time("end_time_unix_nano", end, ctx.now_ms)?,
+    };
     if end_ns < start_ns {
         return Err(SpanError::new(
             "end_time_unix_nano",
@@ -348,17 +445,30 @@ pub fn normalize_span(span: &mut Span, ctx: &SpanContext<'_>) -> Result<Normaliz
     let facts = Facts::new(&span.attributes);
     let kind = classify(&facts);
     let (status, status_message) = span_status(span, &facts);
+    // The events of a span share one map's text budget.
+    let mut event_budget = StringBudget::for_attributes();
     let events = span
         .events
         .iter()
         .take(MAX_EVENTS)
-        .map(|event| SpanEvent {
-            // Past the year 2262: clamped rather than failing the span.
-            time_ns: i64::try_from(event.time_unix_nano).unwrap_or(i64::MAX),
-            name: event.name.clone(),
-            attributes: attributes_to_json(&event.attributes),
+        .map(|event| {
+            let dropped_before = event_budget.cut.attributes;
+            let mut attributes = key_values_to_json(&event.attributes, &mut event_budget);
+            let dropped = event_budget.cut.attributes - dropped_before;
+            if dropped > 0 || event.dropped_attributes_count > 0 {
+                let cut = Truncation { attributes: dropped, ..Truncation::default() };
+                mark_truncated(&mut attributes, cut, event.dropped_attributes_count);
+            }
+            SpanEvent {
+                // Past the year 2262: clamped rather than failing the span.
+                time_ns: i64::try_from(event.time_unix_nano).unwrap_or(i64::MAX),
+                name: event.name.clone(),
+                attributes,
+            }
         })
         .collect();
+    let mut truncation = event_budget.cut;
+    truncation.events = span.events.len().saturating_sub(MAX_EVENTS) as u64;
 
     let mut record = SpanRecord {
         project: ctx.project(),
@@ -390,8 +500,23 @@ pub fn normalize_span(span: &mut Span, ctx: &SpanContext<'_>) -> Result<Normaliz
         llm_call: false,
     };
     let call = model_call(&facts, span, &record);
-    record.attributes = attributes_into_json(std::mem::take(&mut span.attributes));
-    Ok(NormalizedSpan { span: record, call })
+    let mut budget = StringBudget::for_attributes();
+    record.attributes = attributes_into_json(std::mem::take(&mut span.attributes), &mut budget);
+    truncation.add(budget.cut);
+    mark_truncated(&mut record.attributes, truncation, span.dropped_attributes_count);
+    let dropped_events = truncation.events + u64::from(span.dropped_events_count);
+    if dropped_events > 0 {
+        record
+            .attributes
+            .insert("tally.dropped_events_count".to_owned(), Value::from(dropped_events));
+    }
+    Ok(NormalizedSpan { span: record, call, truncation })
+}
+
+/// A span's time as the record model stores it, within the bounds of
+/// `limits::check_time_ns`.
+pub(super) fn span_time(field: &'static str, nanos: u64, now_ms: i64) -> Result<i64, SpanError> {
+    check_time_ns(nanos, now_ms).map_err(|bound| SpanError::new(field, bound.to_string()))
 }
 
 /// The span's attributes by key, as sent. Facts are read from here, not
@@ -1000,13 +1125,13 @@ mod tests {
 
     fn normalize(span: &Span) -> NormalizedSpan {
         let resource = Arc::new(Attributes::new());
-        let context = SpanContext { resource: &resource, project_hint: None };
+        let context = SpanContext { resource: &resource, project_hint: None, now_ms: NOW_MS };
         normalize_span(&mut span.clone(), &context).unwrap()
     }
 
     fn error_of(span: &Span) -> SpanError {
         let resource = Arc::new(Attributes::new());
-        let context = SpanContext { resource: &resource, project_hint: None };
+        let context = SpanContext { resource: &resource, project_hint: None, now_ms: NOW_MS };
         normalize_span(&mut span.clone(), &context).unwrap_err()
     }
 
@@ -1021,7 +1146,7 @@ mod tests {
             KeyValue { key: "empty".into(), value: None, ..Default::default() },
             kv("count", 4),
         ];
-        let moved = attributes_into_json(kvs.clone());
+        let moved = attributes_into_json(kvs.clone(), &mut StringBudget::for_attributes());
         assert_eq!(moved, attributes_to_json(&kvs));
         assert_eq!(moved["count"], 4);
         assert!(
@@ -1509,7 +1634,7 @@ mod tests {
         );
         check(
             Span { start_time_unix_nano: u64::MAX, ..span_with(vec![]) },
-            &format!("start_time_unix_nano: {} is out of range", u64::MAX),
+            "start_time_unix_nano: is more than 1 day in the future",
         );
         let err = error_of(&Span { trace_id: vec![], ..span_with(vec![]) });
         assert_eq!(err.field, "trace_id");
@@ -1539,7 +1664,7 @@ mod tests {
             ]);
             let normalized = normalize_span(
                 &mut span.clone(),
-                &SpanContext { resource: &resource, project_hint: hint },
+                &SpanContext { resource: &resource, project_hint: hint, now_ms: NOW_MS },
             )
             .unwrap();
             let call_project = normalized.call.unwrap().project.unwrap().0.into_owned();
@@ -1560,8 +1685,11 @@ mod tests {
         );
         assert_eq!(project_of(&[], None).0, "default");
         let resource = Resource { attributes: vec![tally], ..Default::default() };
-        assert_eq!(resource_attributes(Some(&resource))["tally.project"], "billing");
-        assert!(resource_attributes(None).is_empty());
+        assert_eq!(
+            resource_attributes(Some(&resource), &mut Truncation::default())["tally.project"],
+            "billing"
+        );
+        assert!(resource_attributes(None, &mut Truncation::default()).is_empty());
     }
 
     #[test]
@@ -1596,8 +1724,9 @@ mod tests {
         let kept = attributes["prompt"].as_str().unwrap();
         assert_eq!(kept, format!("{}…[truncated 810 bytes]", "€".repeat(2730)));
 
-        // Nine long values: eight fill the 64 KiB, the ninth keeps a short
-        // prefix, and short values after it stay whole.
+        // Nine long values: seven fill the 64 KiB but for the reserve of
+        // short values, the others keep a short prefix, and short values
+        // after them stay whole.
         let mut kvs: Vec<KeyValue> =
             (0..9).map(|i| kv(&format!("p{i}"), "x".repeat(10_000))).collect();
         kvs.push(kv("gen_ai.request.model", "gpt-4o"));
@@ -1607,7 +1736,9 @@ mod tests {
             text.find('…').unwrap_or(text.len())
         };
         assert_eq!(truncated_at("p0"), 8192);
-        assert_eq!(truncated_at("p7"), 8192);
+        assert_eq!(truncated_at("p5"), 8192);
+        assert_eq!(truncated_at("p6"), 8178, "stops at the reserve for short values");
+        assert_eq!(truncated_at("p7"), 256);
         assert_eq!(truncated_at("p8"), 256);
         assert_eq!(attributes["gen_ai.request.model"], "gpt-4o");
 
@@ -1620,6 +1751,79 @@ mod tests {
         let mut span = span_with(vec![]);
         span.events = (0..200).map(|i| event("gen_ai.content.completion.chunk", i)).collect();
         assert_eq!(normalize(&span).span.events.len(), MAX_EVENTS);
+    }
+
+    /// The text a stored map holds: keys and strings, nested ones included.
+    fn text_bytes(value: &Value) -> usize {
+        match value {
+            Value::String(text) => text.len(),
+            Value::Array(items) => items.iter().map(text_bytes).sum(),
+            Value::Object(map) => map.iter().map(|(k, v)| k.len() + text_bytes(v)).sum(),
+            _ => 0,
+        }
+    }
+
+    #[test]
+    fn attribute_counts_keys_and_text_are_capped_and_marked() {
+        // Hardening: 200,000 attributes and a 1 MB key were stored whole.
+        let mut kvs: Vec<KeyValue> =
+            (0..200_000).map(|i| kv(&format!("attr.{i}"), "value")).collect();
+        kvs.insert(0, kv(&"k".repeat(1 << 20), "big key"));
+        let mut span = span_with(kvs);
+        span.dropped_attributes_count = 3;
+        span.events = (0..200).map(|i| event("chunk", i)).collect();
+        let normalized = normalize(&span);
+        let attributes = &normalized.span.attributes;
+        assert!(attributes.keys().all(|k| k.len() <= MAX_KEY_BYTES));
+        // 128 kept, plus the marks.
+        assert_eq!(attributes.len(), MAX_ATTRIBUTES + 3);
+        assert_eq!(attributes["tally.truncated"], true);
+        assert_eq!(attributes["tally.dropped_attributes_count"], 200_001 - 128 + 3);
+        assert_eq!(attributes["tally.dropped_events_count"], 72);
+        assert_eq!(
+            normalized.truncation,
+            Truncation { attributes: 200_001 - 128, values: 0, events: 72 }
+        );
+
+        // Short values under long keys after long values: the text budget
+        // drops what no longer fits, so the map stays within 64 KiB.
+        let mut kvs: Vec<KeyValue> =
+            (0..5).map(|i| kv(&format!("p{i}"), "x".repeat(10_000))).collect();
+        kvs.extend((0..120).map(|i| kv(&format!("{i:0>250}"), "v".repeat(250).as_str())));
+        let attributes = attributes_to_json(&kvs);
+        // 64 KiB, plus the marks of what was cut.
+        assert!(text_bytes(&Value::Object(attributes.clone())) <= MAX_MAP_BYTES + 200);
+        assert!(attributes.len() < 125);
+        assert!(attributes.get("tally.truncated").is_none(), "marked only by its callers");
+
+        // Nested arrays and lists are charged too.
+        let array = || {
+            any_value::Value::ArrayValue(ArrayValue {
+                values: (0..1024).map(|_| any("x".repeat(200).as_str())).collect(),
+            })
+        };
+        let kvs: Vec<KeyValue> = (0..100).map(|i| kv(&format!("a{i}"), array())).collect();
+        let attributes = attributes_to_json(&kvs);
+        let stored = serde_json::to_string(&attributes).unwrap();
+        assert!(stored.len() < 2 * MAX_MAP_BYTES, "{} bytes stored", stored.len());
+    }
+
+    #[test]
+    fn span_times_are_bounded() {
+        let at = |start: u64, end: u64| {
+            let mut span = span_with(vec![]);
+            (span.start_time_unix_nano, span.end_time_unix_nano) = (start, end);
+            error_of(&span)
+        };
+        assert_eq!(at(1, 2).to_string(), "start_time_unix_nano: is before 2000-01-01T00:00:00Z");
+        assert_eq!(at(0, START).field, "start_time_unix_nano");
+        let ahead = (NOW_MS as u64 + 86_400_000 + 60_000) * 1_000_000;
+        assert_eq!(
+            at(START, ahead).to_string(),
+            "end_time_unix_nano: is more than 1 day in the future"
+        );
+        assert_eq!(at(ahead, ahead).field, "start_time_unix_nano");
+        assert_eq!(at(START, 0).field, "end_time_unix_nano");
     }
 
     #[test]

@@ -7,16 +7,17 @@ use std::borrow::Cow;
 use serde::Deserialize;
 
 use super::fingerprint::KeyFingerprinter;
+use super::limits::{MAX_COST_USD, MAX_DURATION_MS, check_time_ms, clip, clip_quoted, shown};
 use super::values::{Amount, Count, Instant, TagMap, TextRef};
 use crate::model::{LlmCall, Operation, Source, Status};
 use crate::pricing::{PriceTable, TokenCounts, cost};
 
-/// Reports may be stamped at most this far ahead of the server's clock.
-const MAX_FUTURE_MS: i64 = 24 * 3600 * 1000;
 /// Longest accepted identifier-like string (model, user, tag values, …).
 const MAX_TEXT_LEN: usize = 512;
 /// Most tags one report may carry; rollups are keyed by the tag set.
-const MAX_TAGS: usize = 32;
+pub const MAX_TAGS: usize = 32;
+/// Longest tag name.
+pub const MAX_TAG_NAME: usize = 64;
 
 /// One report as sent. Every field is optional here so that one bad field
 /// yields an error naming it rather than a generic parse failure.
@@ -97,8 +98,9 @@ pub struct ReportError {
 }
 
 impl ReportError {
+    /// `field` may come from the client (a tag's name): it is clipped.
     fn new(field: &str, message: impl Into<String>) -> Self {
-        Self { field: field.to_owned(), message: message.into() }
+        Self { field: clip(field).into_owned(), message: message.into() }
     }
 }
 
@@ -135,8 +137,16 @@ pub fn parse_report(json: &str) -> Result<RawReport<'_>, ReportError> {
         Err(err) => {
             let path = err.path().to_string();
             let inner = err.into_inner();
+            if inner.to_string().starts_with("number out of range") {
+                let field = oversized_number_field(json);
+                return Err(ReportError::new(
+                    field.as_deref().unwrap_or("record"),
+                    "is too large (a number beyond the range of a 64-bit float)",
+                ));
+            }
             if inner.is_syntax() || inner.is_eof() {
-                return Err(ReportError::new("record", format!("invalid JSON: {inner}")));
+                let message = clip_quoted(&inner.to_string()).into_owned();
+                return Err(ReportError::new("record", format!("invalid JSON: {message}")));
             }
             if path == "." {
                 let message = inner.to_string();
@@ -151,11 +161,24 @@ pub fn parse_report(json: &str) -> Result<RawReport<'_>, ReportError> {
                 if inner.is_data() {
                     return Err(ReportError::new("record", "must be a JSON object"));
                 }
-                return Err(ReportError::new("record", format!("invalid JSON: {inner}")));
+                let message = clip_quoted(&inner.to_string()).into_owned();
+                return Err(ReportError::new("record", format!("invalid JSON: {message}")));
             }
-            Err(ReportError::new(&path, strip_position(&inner.to_string())))
+            Err(ReportError::new(&path, clip_quoted(&strip_position(&inner.to_string()))))
         }
     }
+}
+
+/// The top-level field of a record whose value is a number no `f64` holds
+/// (`1e1000`): serde_json refuses it before any field is known, so the
+/// record is read again with its values left as text.
+fn oversized_number_field(json: &str) -> Option<String> {
+    use serde_json::value::RawValue;
+    let fields: std::collections::HashMap<String, &RawValue> = serde_json::from_str(json).ok()?;
+    fields.into_iter().find_map(|(key, value)| {
+        let parsed = serde_json::from_str::<serde_json::Value>(value.get());
+        parsed.is_err_and(|e| e.to_string().starts_with("number out of range")).then_some(key)
+    })
 }
 
 /// serde_json appends " at line 1 column 42"; the field name already says where.
@@ -217,6 +240,17 @@ fn count(value: Option<Count>) -> Option<u64> {
     value.map(|Count(n)| n)
 }
 
+/// `value` when at most `max` (already known to be finite and not negative).
+fn bounded(field: &str, value: f64, max: f64) -> Result<f64, ReportError> {
+    if value > max {
+        return Err(ReportError::new(
+            field,
+            format!("is too large: {} (at most {})", shown(value), shown(max)),
+        ));
+    }
+    Ok(value)
+}
+
 /// Parses one report's JSON and normalizes it.
 pub fn normalize_json(json: &str, ctx: &NormalizeContext<'_>) -> Result<LlmCall, ReportError> {
     normalize_report(parse_report(json)?, ctx)
@@ -246,7 +280,8 @@ pub fn normalize_report(
             ReportError::new(
                 "operation",
                 format!(
-                    "unknown operation {op:?} (expected chat, completion, embedding, rerank, image, audio or other)"
+                    "unknown operation {:?} (expected chat, completion, embedding, rerank, image, audio or other)",
+                    clip(op)
                 ),
             )
         })?,
@@ -256,7 +291,7 @@ pub fn normalize_report(
         Some(s) => Status::parse(s).ok_or_else(|| {
             ReportError::new(
                 "status",
-                format!("unknown status {s:?} (expected ok, error or cancelled)"),
+                format!("unknown status {:?} (expected ok, error or cancelled)", clip(s)),
             )
         })?,
     };
@@ -269,10 +304,10 @@ pub fn normalize_report(
         return Err(ReportError::new("tags", format!("more than {MAX_TAGS} tags")));
     }
     for (key, value) in &tags {
-        if key.is_empty() || key.len() > 64 {
+        if key.is_empty() || key.len() > MAX_TAG_NAME {
             return Err(ReportError::new(
                 "tags",
-                format!("tag name {key:?} must be 1 to 64 bytes"),
+                format!("tag name {:?} must be 1 to {MAX_TAG_NAME} bytes", clip(key)),
             ));
         }
         if value.len() > MAX_TEXT_LEN {
@@ -286,12 +321,33 @@ pub fn normalize_report(
     let started_at_ms = raw.started_at.and_then(|i| i.0);
     let completed_at_ms = raw.completed_at.and_then(|i| i.0);
     for (field, value) in [("started_at", started_at_ms), ("completed_at", completed_at_ms)] {
-        if let Some(ms) = value
-            && ms > ctx.now_ms + MAX_FUTURE_MS
-        {
-            return Err(ReportError::new(field, "is more than 1 day in the future"));
+        if let Some(ms) = value {
+            check_time_ms(ms, ctx.now_ms)
+                .map_err(|bound| ReportError::new(field, bound.to_string()))?;
         }
     }
+    let duration_ms = match (raw.duration_ms, started_at_ms, completed_at_ms) {
+        (Some(Amount(ms)), _, _) => Some(bounded("duration_ms", ms, MAX_DURATION_MS)?),
+        (None, Some(start), Some(end)) if end >= start => {
+            let ms = (end - start) as f64;
+            if ms > MAX_DURATION_MS {
+                return Err(ReportError::new(
+                    "completed_at",
+                    format!("is more than {} ms after started_at", shown(MAX_DURATION_MS)),
+                ));
+            }
+            Some(ms)
+        }
+        _ => None,
+    };
+    let ttft_ms = match raw.ttft_ms {
+        Some(Amount(ms)) => Some(bounded("ttft_ms", ms, MAX_DURATION_MS)?),
+        None => None,
+    };
+    let reported_cost_usd = match raw.cost_usd {
+        Some(Amount(usd)) => Some(bounded("cost_usd", usd, MAX_COST_USD)?),
+        None => None,
+    };
     let time_ms = completed_at_ms.or(started_at_ms).unwrap_or(ctx.now_ms);
 
     let completed = raw.completed.unwrap_or(true);
@@ -394,18 +450,13 @@ pub fn normalize_report(
         request_bytes,
         output_chunks,
         streaming: raw.streaming,
-        ttft_ms: raw.ttft_ms.map(|a| a.0),
-        duration_ms: raw.duration_ms.map(|a| a.0).or_else(|| {
-            match (started_at_ms, completed_at_ms) {
-                (Some(start), Some(end)) if end >= start => Some((end - start) as f64),
-                _ => None,
-            }
-        }),
+        ttft_ms,
+        duration_ms,
         status,
         error_type: text("error_type", raw.error_type)?,
         cost_usd,
         price_id,
-        reported_cost_usd: raw.cost_usd.map(|a| a.0),
+        reported_cost_usd,
         source: Source::UsageReport,
         trace_id: text("trace_id", raw.trace_id)?,
         span_id: text("span_id", raw.span_id)?,
@@ -482,12 +533,15 @@ mod tests {
 
     #[test]
     fn time_anchors_on_completion_then_start_then_arrival() {
+        // 1_700_000_001_000 is 2023-11-14T22:13:21Z.
+        let call = normalize(
+            r#"{"model":"m","started_at":1700000001000,"completed_at":"2023-11-14T22:13:25Z"}"#,
+        )
+        .unwrap();
+        assert_eq!((call.time_ms, call.duration_ms), (1_700_000_005_000, Some(4000.0)));
         let call =
-            normalize(r#"{"model":"m","started_at":1000,"completed_at":"1970-01-01T00:00:05Z"}"#)
-                .unwrap();
-        assert_eq!((call.time_ms, call.duration_ms), (5000, Some(4000.0)));
-        let call = normalize(r#"{"model":"m","started_at":1000,"completed_at":0}"#).unwrap();
-        assert_eq!(call.time_ms, 1000);
+            normalize(r#"{"model":"m","started_at":1700000001000,"completed_at":0}"#).unwrap();
+        assert_eq!(call.time_ms, 1_700_000_001_000);
         let call = normalize(r#"{"model":"m","started_at":0}"#).unwrap();
         assert_eq!(call.time_ms, NOW);
     }
@@ -537,6 +591,57 @@ mod tests {
         assert_eq!(field_of(r#"{"model":"m","tags":{"team":[1]}}"#), "tags.team");
         assert_eq!(field_of("42"), "record");
         assert_eq!(field_of("{"), "record");
+    }
+
+    #[test]
+    fn numbers_and_instants_out_of_bounds_name_their_field() {
+        let error = |json: &str| normalize(json).unwrap_err().to_string();
+        assert_eq!(
+            error(r#"{"model":"m","cost_usd":1e308}"#),
+            "cost_usd: is too large: 1e308 (at most 1000000)"
+        );
+        assert_eq!(field_of(r#"{"model":"m","cost_usd":1000000.5}"#), "cost_usd");
+        assert!(normalize(r#"{"model":"m","cost_usd":1000000}"#).is_ok());
+        assert_eq!(field_of(r#"{"model":"m","duration_ms":1e300}"#), "duration_ms");
+        assert_eq!(field_of(r#"{"model":"m","ttft_ms":2592000001}"#), "ttft_ms");
+        assert_eq!(
+            field_of(r#"{"model":"m","started_at":1700000000000,"completed_at":1800000000000}"#),
+            "completed_at"
+        );
+        for instant in ["1", "-1", "\"0001-01-01T00:00:00Z\"", "-9223372036854775808"] {
+            assert_eq!(
+                error(&format!(r#"{{"model":"m","started_at":{instant}}}"#)),
+                "started_at: is before 2000-01-01T00:00:00Z"
+            );
+        }
+        let ahead = NOW + 86_400_000 + 60_000;
+        assert_eq!(
+            error(&format!(r#"{{"model":"m","completed_at":{ahead}}}"#)),
+            "completed_at: is more than 1 day in the future"
+        );
+        assert_eq!(field_of(r#"{"model":"m","started_at":18446744073709551615}"#), "started_at");
+        // Numbers no f64 holds, and 300 digits: too large, not echoed.
+        let oversized = error(r#"{"model":"m","input_tokens":1e1000}"#);
+        assert!(oversized.starts_with("input_tokens: is too large"), "{oversized}");
+        let digits = "9".repeat(300);
+        for field in ["input_tokens", "cost_usd", "duration_ms"] {
+            let message = error(&format!(r#"{{"model":"m","{field}":{digits}}}"#));
+            assert!(message.starts_with(&format!("{field}: is too large")), "{message}");
+            assert!(message.len() < 120, "{message}");
+        }
+        let message = error(&format!(r#"{{"model":"m","input_tokens":"{digits}"}}"#));
+        assert!(message.starts_with("input_tokens: is too large") && message.len() < 120);
+        let long = "x".repeat(10_000);
+        for json in [
+            format!(r#"{{"model":"m","operation":"{long}"}}"#),
+            format!(r#"{{"model":"m","started_at":"{long}"}}"#),
+            format!(r#"{{"model":"m","tags":{{"{long}":"v"}}}}"#),
+            format!(r#"{{"model":"m","tags":{{"k{long}":[1]}}}}"#),
+            format!(r#"{{"model":"m","input_tokens":"{long}"}}"#),
+        ] {
+            let message = error(&json);
+            assert!(message.len() < 300, "{message}");
+        }
     }
 
     #[test]

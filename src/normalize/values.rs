@@ -8,6 +8,7 @@ use std::fmt;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 
+use super::limits::{clip, shown};
 use crate::time::parse_instant;
 
 /// A string field that also accepts numbers (seed 003 sends integer ids for
@@ -82,7 +83,7 @@ pub struct Count(pub u64);
 
 fn checked_count<E: de::Error>(v: u64) -> Result<Count, E> {
     if v > MAX_COUNT {
-        return Err(E::custom(format_args!("{v} is larger than the maximum of {MAX_COUNT}")));
+        return Err(E::custom(format_args!("is too large: {v} (at most {MAX_COUNT})")));
     }
     Ok(Count(v))
 }
@@ -109,16 +110,22 @@ impl<'de> Deserialize<'de> for Count {
             fn visit_f64<E: de::Error>(self, v: f64) -> Result<Count, E> {
                 if v.fract() == 0.0 && v >= 0.0 && v < u64::MAX as f64 {
                     checked_count(v as u64)
+                } else if v >= u64::MAX as f64 {
+                    Err(E::custom(format_args!("is too large: {} (at most {MAX_COUNT})", shown(v))))
                 } else {
-                    Err(E::custom(format_args!("must be a non-negative integer, got {v}")))
+                    Err(E::custom(format_args!("must be a non-negative integer, got {}", shown(v))))
                 }
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Count, E> {
                 match v.parse::<u64>() {
                     Ok(n) => checked_count(n),
-                    Err(_) => {
-                        Err(E::custom(format_args!("must be a non-negative integer, got {v:?}")))
-                    }
+                    Err(_) if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) => Err(
+                        E::custom(format_args!("is too large: {} (at most {MAX_COUNT})", clip(v))),
+                    ),
+                    Err(_) => Err(E::custom(format_args!(
+                        "must be a non-negative integer, got {:?}",
+                        clip(v)
+                    ))),
                 }
             }
         }
@@ -148,15 +155,16 @@ impl<'de> Deserialize<'de> for Amount {
                 if v.is_finite() && v >= 0.0 {
                     Ok(Amount(v))
                 } else {
-                    Err(E::custom(format_args!("must be a non-negative number, got {v}")))
+                    Err(E::custom(format_args!("must be a non-negative number, got {}", shown(v))))
                 }
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Amount, E> {
                 match v.parse::<f64>() {
                     Ok(n) => self.visit_f64(n),
-                    Err(_) => {
-                        Err(E::custom(format_args!("must be a non-negative number, got {v:?}")))
-                    }
+                    Err(_) => Err(E::custom(format_args!(
+                        "must be a non-negative number, got {:?}",
+                        clip(v)
+                    ))),
                 }
             }
         }
@@ -164,8 +172,9 @@ impl<'de> Deserialize<'de> for Amount {
     }
 }
 
-/// An instant: unix milliseconds or an RFC 3339 string. Zero and negative
-/// milliseconds mean "absent", as seed 003's legacy gateways send them.
+/// An instant: unix milliseconds or an RFC 3339 string. Zero milliseconds
+/// mean "absent", as seed 003's legacy gateways send it; a negative instant
+/// is kept, for the caller's bounds (`limits::check_time_ms`) to refuse.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Instant(pub Option<i64>);
 
@@ -178,18 +187,18 @@ impl<'de> Deserialize<'de> for Instant {
                 f.write_str("unix milliseconds or an RFC 3339 timestamp")
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<Instant, E> {
-                i64::try_from(v)
-                    .map(|ms| Instant((ms > 0).then_some(ms)))
-                    .map_err(|_| E::custom(format_args!("timestamp {v} is out of range")))
+                // Past i64::MAX saturates, for the caller's bounds to refuse.
+                let ms = i64::try_from(v).unwrap_or(i64::MAX);
+                Ok(Instant((ms != 0).then_some(ms)))
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<Instant, E> {
-                Ok(Instant((v > 0).then_some(v)))
+                Ok(Instant((v != 0).then_some(v)))
             }
             fn visit_f64<E: de::Error>(self, v: f64) -> Result<Instant, E> {
-                if !v.is_finite() || v > i64::MAX as f64 {
-                    return Err(E::custom(format_args!("timestamp {v} is out of range")));
+                if v.is_nan() {
+                    return Err(E::custom("must be unix milliseconds or an RFC 3339 timestamp"));
                 }
-                Ok(Instant((v > 0.0).then_some(v as i64)))
+                Ok(Instant((v != 0.0).then_some(v as i64)))
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Instant, E> {
                 parse_instant(v).map(|ms| Instant(Some(ms))).map_err(E::custom)

@@ -16,6 +16,14 @@ use serde_json::{Value, json};
 
 /// The binary under test.
 pub const TALLY: &str = env!("CARGO_BIN_EXE_tally");
+/// Names another binary to test instead of `TALLY`: builds that share a
+/// target directory overwrite the one at `TALLY`'s path.
+pub const TALLY_BINARY_ENV: &str = "TALLY_TEST_BINARY";
+
+/// The binary the tests run: `TALLY_TEST_BINARY` when set, else `TALLY`.
+pub fn tally_binary() -> String {
+    std::env::var(TALLY_BINARY_ENV).unwrap_or_else(|_| TALLY.to_owned())
+}
 
 pub const MINUTE_MS: i64 = 60_000;
 pub const HOUR_MS: i64 = 60 * MINUTE_MS;
@@ -70,7 +78,7 @@ impl TestServer {
             .append(true)
             .open(&self.log_path)
             .expect("open server log");
-        let mut command = Command::new(TALLY);
+        let mut command = Command::new(tally_binary());
         command
             .arg("serve")
             .arg("--http")
@@ -698,7 +706,7 @@ pub struct CliOutput {
 
 /// Runs `tally ARGS` (60 s at most), with no TALLY_* environment but `env`.
 pub async fn run_tally(args: &[&str], env: &[(&str, &str)]) -> CliOutput {
-    let mut command = tokio::process::Command::new(TALLY);
+    let mut command = tokio::process::Command::new(tally_binary());
     command.args(args).kill_on_drop(true);
     for (name, _) in std::env::vars() {
         if name.starts_with("TALLY_") {
