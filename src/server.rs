@@ -139,6 +139,7 @@ impl App {
             storage.clone(),
             engine.clone(),
             &config.budgets,
+            &config.alerts,
             fingerprinter.clone(),
         )
         .await?;
