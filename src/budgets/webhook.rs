@@ -92,8 +92,8 @@ async fn send(
     let mut client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
+        // The attempt's deadline (`post`) bounds the rest.
         .connect_timeout(config.connect_timeout)
-        .timeout(config.timeout)
         .user_agent(concat!("tally/", env!("CARGO_PKG_VERSION")))
         .dns_resolver(Arc::new(NoLookups));
     if let Destination::Name { host, port } = &target.destination {
