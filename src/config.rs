@@ -57,6 +57,7 @@ pub struct Config {
     pub budgets: BudgetsConfig,
     pub query: crate::query::limits::QueryConfig,
     pub rollups: crate::aggregate::series::SeriesLimits,
+    pub alerts: AlertsConfig,
     /// Price overrides and additions, matched before (exact model) or after
     /// (patterns) the built-in catalog.
     pub prices: Vec<UserPrice>,
@@ -78,6 +79,7 @@ impl Default for Config {
             budgets: BudgetsConfig::default(),
             query: Default::default(),
             rollups: Default::default(),
+            alerts: AlertsConfig::default(),
             prices: Vec::new(),
         }
     }
@@ -153,8 +155,11 @@ pub struct BudgetsConfig {
     /// A delivery still failing this long after the threshold was crossed is
     /// marked failed.
     pub webhook_retry_for: String,
-    /// Time allowed for one webhook POST.
+    /// Time allowed for one webhook attempt: resolving the host,
+    /// connecting, sending the alert and receiving the answer's status.
     pub webhook_timeout: String,
+    /// Time allowed to open the connection of a webhook attempt.
+    pub webhook_connect_timeout: String,
     /// Budgets defined in the config file (`[[budgets.define]]`, the same
     /// fields as `POST /api/v1/budgets`); the API cannot change or delete
     /// them, and they are kept in step with the file at every start.
@@ -166,6 +171,8 @@ pub struct BudgetsConfig {
 pub struct BudgetSettings {
     pub timezone: chrono_tz::Tz,
     pub retry: crate::budgets::alerts::RetryPolicy,
+    pub webhook_timeout: std::time::Duration,
+    pub webhook_connect_timeout: std::time::Duration,
 }
 
 impl BudgetsConfig {
@@ -185,11 +192,15 @@ impl BudgetsConfig {
                 initial_ms: ms("budgets.webhook_retry_initial", &self.webhook_retry_initial)?,
                 max_ms: ms("budgets.webhook_retry_max", &self.webhook_retry_max)?,
                 give_up_after_ms: ms("budgets.webhook_retry_for", &self.webhook_retry_for)?,
-                timeout: std::time::Duration::from_millis(ms(
-                    "budgets.webhook_timeout",
-                    &self.webhook_timeout,
-                )? as u64),
             },
+            webhook_timeout: std::time::Duration::from_millis(ms(
+                "budgets.webhook_timeout",
+                &self.webhook_timeout,
+            )? as u64),
+            webhook_connect_timeout: std::time::Duration::from_millis(ms(
+                "budgets.webhook_connect_timeout",
+                &self.webhook_connect_timeout,
+            )? as u64),
         })
     }
 }
@@ -202,9 +213,23 @@ impl Default for BudgetsConfig {
             webhook_retry_max: "1h".to_owned(),
             webhook_retry_for: "25h".to_owned(),
             webhook_timeout: "10s".to_owned(),
+            webhook_connect_timeout: "5s".to_owned(),
             define: Vec::new(),
         }
     }
+}
+
+/// Where alert webhooks may be delivered. Loopback and private networks are
+/// refused unless allowed here; link-local addresses (169.254.0.0/16,
+/// fe80::/10), cloud metadata services, unspecified, multicast, broadcast
+/// and reserved addresses are refused always.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsConfig {
+    /// Let webhooks reach loopback (127.0.0.0/8, ::1) and private networks
+    /// (10/8, 172.16/12, 192.168/16, 100.64/10, fc00::/7, fec0::/10), for
+    /// receivers on the same host or network as Tally.
+    pub allow_private_targets: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -493,6 +518,7 @@ mod tests {
         let context = crate::budgets::rule::RuleContext {
             default_timezone: chrono_tz::Tz::UTC,
             fingerprinter: &f,
+            allow_private_targets: false,
             now_ms: 0,
         };
         let budget =

@@ -141,6 +141,7 @@ impl App {
             storage.clone(),
             engine.clone(),
             &config.budgets,
+            &config.alerts,
             fingerprinter.clone(),
         )
         .await?;

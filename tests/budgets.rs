@@ -19,9 +19,14 @@ use tempfile::TempDir;
 
 const SECRET: &str = "test-secret-0123456789";
 
-/// Fast retries, so that tests see several attempts in seconds.
-const FAST_RETRY: [(&str, &str); 2] =
-    [("TALLY_BUDGETS__WEBHOOK_RETRY_INITIAL", "200ms"), ("TALLY_BUDGETS__WEBHOOK_RETRY_MAX", "1s")];
+/// For servers that deliver to the receivers here: fast retries, so that
+/// tests see several attempts in seconds, and webhooks allowed to reach
+/// 127.0.0.1 (refused by default).
+const HOOKS_ENV: [(&str, &str); 3] = [
+    ("TALLY_BUDGETS__WEBHOOK_RETRY_INITIAL", "200ms"),
+    ("TALLY_BUDGETS__WEBHOOK_RETRY_MAX", "1s"),
+    ("TALLY_ALERTS__ALLOW_PRIVATE_TARGETS", "true"),
+];
 
 fn server(env: &[(&str, &str)]) -> (TempDir, TestServer) {
     let dir = tempfile::tempdir().unwrap();
@@ -245,7 +250,7 @@ async fn futures_join<T>(handles: Vec<tokio::task::JoinHandle<T>>) -> Vec<Result
 #[tokio::test]
 async fn thresholds_fire_once_each_per_period_signed_and_retried() {
     let receiver = Receiver::start(2, true).await;
-    let (_dir, server) = server(&FAST_RETRY);
+    let (_dir, server) = server(&HOOKS_ENV);
     let base = server.url();
     let budget = create(
         base,
@@ -305,7 +310,7 @@ async fn thresholds_fire_once_each_per_period_signed_and_retried() {
 #[tokio::test]
 async fn rolling_windows_age_spend_out_and_fire_again() {
     let receiver = Receiver::start(0, true).await;
-    let (_dir, mut server) = server(&FAST_RETRY);
+    let (_dir, mut server) = server(&HOOKS_ENV);
     let base = server.url().to_owned();
     let budget = create(
         &base,
@@ -362,7 +367,7 @@ async fn rolling_windows_age_spend_out_and_fire_again() {
 async fn an_alert_crossed_before_a_sigkill_arrives_exactly_once_after_restart() {
     // The receiver refuses everything until the server has been killed.
     let receiver = Receiver::start(0, false).await;
-    let (_dir, mut server) = server(&FAST_RETRY);
+    let (_dir, mut server) = server(&HOOKS_ENV);
     let base = server.url().to_owned();
     let budget = create(
         &base,
@@ -655,7 +660,7 @@ async fn a_new_day_starts_from_zero_and_fires_its_thresholds_again() {
     let midnight = (now / DAY_MS + 1) * DAY_MS;
     let offset = (midnight - 12_000 - now).to_string();
     let receiver = Receiver::start(0, true).await;
-    let mut env = FAST_RETRY.to_vec();
+    let mut env = HOOKS_ENV.to_vec();
     env.push(("TALLY_CLOCK_OFFSET_MS", &offset));
     let (_dir, server) = server(&env);
     let base = server.url();

@@ -1,7 +1,9 @@
 //! Alerts: each crossed threshold is recorded once in the store, then POSTed
 //! to the budget's webhooks with an HMAC-SHA256 signature, and retried with
-//! exponential backoff until delivered or given up on. One background task
-//! does both; because it works from the store, a restart resumes it.
+//! exponential backoff until delivered or given up on; a webhook whose
+//! target may not be reached (`target`) is marked refused at once. One
+//! background task does both; because it works from the store, a restart
+//! resumes it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,6 +16,7 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use super::book::Crossing;
+use super::webhook::{self, DeliveryConfig, Outcome};
 use crate::storage::{DeliveryUpdate, DueDelivery, NewAlert, Storage, StorageError};
 use crate::time::now_ms;
 
@@ -31,8 +34,6 @@ pub struct RetryPolicy {
     pub max_ms: i64,
     /// A delivery still failing this long after the crossing is given up.
     pub give_up_after_ms: i64,
-    /// Time allowed for one POST.
-    pub timeout: Duration,
 }
 
 impl RetryPolicy {
@@ -50,6 +51,8 @@ pub struct AlertStats {
     pub delivered: AtomicU64,
     pub attempts_failed: AtomicU64,
     pub given_up: AtomicU64,
+    /// Deliveries not attempted: their target may not be reached.
+    pub refused: AtomicU64,
 }
 
 /// `sha256=<hex>`: the HMAC-SHA256 of `body` under `secret`.
@@ -115,15 +118,14 @@ impl AlertSender {
 }
 
 /// Starts the alert task.
-pub fn start(storage: Arc<dyn Storage>, policy: RetryPolicy) -> AlertSender {
+pub fn start(
+    storage: Arc<dyn Storage>,
+    policy: RetryPolicy,
+    delivery: DeliveryConfig,
+) -> AlertSender {
     let (tx, rx) = mpsc::unbounded_channel();
     let stats = Arc::new(AlertStats::default());
-    let client = reqwest::Client::builder()
-        .timeout(policy.timeout)
-        .user_agent(concat!("tally/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .expect("a plain HTTP client builds");
-    tokio::spawn(run(storage, policy, client, rx, stats.clone()));
+    tokio::spawn(run(storage, policy, delivery, rx, stats.clone()));
     AlertSender { crossings: tx, stats }
 }
 
@@ -135,7 +137,7 @@ const IDLE: Duration = Duration::from_secs(30);
 async fn run(
     storage: Arc<dyn Storage>,
     policy: RetryPolicy,
-    client: reqwest::Client,
+    delivery: DeliveryConfig,
     mut crossings: mpsc::UnboundedReceiver<Crossing>,
     stats: Arc<AlertStats>,
 ) {
@@ -144,7 +146,7 @@ async fn run(
         while let Ok(c) = crossings.try_recv() {
             record(&*storage, &c, &stats).await;
         }
-        deliver_due(&storage, &policy, &client, &stats).await;
+        deliver_due(&storage, &policy, &delivery, &stats).await;
         let wait = match storage.next_delivery_ms().await {
             Ok(Some(next)) => Duration::from_millis((next - now_ms()).clamp(0, 30_000) as u64),
             Ok(None) => IDLE,
@@ -191,7 +193,7 @@ async fn record(storage: &dyn Storage, c: &Crossing, stats: &AlertStats) {
 async fn deliver_due(
     storage: &Arc<dyn Storage>,
     policy: &RetryPolicy,
-    client: &reqwest::Client,
+    delivery: &DeliveryConfig,
     stats: &Arc<AlertStats>,
 ) {
     let due = match storage.due_deliveries(now_ms(), PARALLEL).await {
@@ -204,10 +206,10 @@ async fn deliver_due(
     };
     let mut attempts = tokio::task::JoinSet::new();
     for d in due {
-        let (storage, policy, client, stats) =
-            (storage.clone(), policy.clone(), client.clone(), stats.clone());
+        let (storage, policy, delivery, stats) =
+            (storage.clone(), policy.clone(), delivery.clone(), stats.clone());
         attempts.spawn(async move {
-            let update = attempt(&client, &policy, &d, &stats).await;
+            let update = attempt(&delivery, &policy, &d, &stats).await;
             if let Err(err) = storage.update_delivery(d.id, update).await {
                 warn!(%err, delivery = d.id, "cannot record webhook delivery outcome");
             }
@@ -217,28 +219,28 @@ async fn deliver_due(
 }
 
 async fn attempt(
-    client: &reqwest::Client,
+    delivery: &DeliveryConfig,
     policy: &RetryPolicy,
     d: &DueDelivery,
     stats: &AlertStats,
 ) -> DeliveryUpdate {
-    let alert_id = alert_key(&d.budget_id, d.period_start, d.threshold);
-    let sent = client
-        .post(&d.url)
-        .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .header(SIGNATURE_HEADER, &d.signature)
-        .header(ALERT_ID_HEADER, alert_id)
-        .body(d.body.clone())
-        .send()
-        .await;
-    let error = match sent {
-        Ok(response) if response.status().is_success() => {
+    let headers = [
+        (SIGNATURE_HEADER, d.signature.clone()),
+        (ALERT_ID_HEADER, alert_key(&d.budget_id, d.period_start, d.threshold)),
+    ];
+    let error = match webhook::post(delivery, &d.url, &headers, d.body.clone()).await {
+        Outcome::Delivered => {
             stats.delivered.fetch_add(1, Ordering::Relaxed);
             info!(url = %d.url, alert = d.alert_id, "alert delivered");
             return DeliveryUpdate::Delivered { at_ms: now_ms() };
         }
-        Ok(response) => format!("HTTP {}", response.status()),
-        Err(err) => format!("{err}"),
+        Outcome::Refused(why) => {
+            stats.refused.fetch_add(1, Ordering::Relaxed);
+            let error = format!("refused: {why}");
+            warn!(url = %d.url, alert = d.alert_id, %error, "alert delivery refused");
+            return DeliveryUpdate::Refused { error };
+        }
+        Outcome::Failed(error) => error,
     };
     stats.attempts_failed.fetch_add(1, Ordering::Relaxed);
     let now = now_ms();
@@ -268,12 +270,8 @@ mod tests {
 
     #[test]
     fn backoff_doubles_up_to_the_cap() {
-        let policy = RetryPolicy {
-            initial_ms: 1_000,
-            max_ms: 3_600_000,
-            give_up_after_ms: 86_400_000,
-            timeout: Duration::from_secs(1),
-        };
+        let policy =
+            RetryPolicy { initial_ms: 1_000, max_ms: 3_600_000, give_up_after_ms: 86_400_000 };
         let waits: Vec<i64> = (1..=5).map(|n| policy.backoff_ms(n)).collect();
         assert_eq!(waits, [1_000, 2_000, 4_000, 8_000, 16_000]);
         assert_eq!(policy.backoff_ms(30), 3_600_000);

@@ -295,7 +295,7 @@ pub async fn settle(
     })))
 }
 
-/// `GET /api/v1/alerts?budget_id=&status=pending|delivered|failed&limit=`
+/// `GET /api/v1/alerts?budget_id=&status=pending|delivered|failed|refused&limit=`
 pub async fn alerts(
     State(api): Shared,
     RawQuery(query): RawQuery,
@@ -303,10 +303,10 @@ pub async fn alerts(
     let params = Params::parse(query.as_deref());
     let status = params.get("status").map(str::to_owned);
     if let Some(s) = &status
-        && !matches!(s.as_str(), "pending" | "delivered" | "failed")
+        && !matches!(s.as_str(), "pending" | "delivered" | "failed" | "refused")
     {
         return Err(ApiError::bad_request(format!(
-            "status: {s:?} is not pending, delivered or failed"
+            "status: {s:?} is not pending, delivered, failed or refused"
         )));
     }
     let filter = AlertFilter {

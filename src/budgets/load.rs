@@ -155,6 +155,7 @@ mod tests {
         let context = super::super::rule::RuleContext {
             default_timezone: chrono_tz::Tz::UTC,
             fingerprinter: &f,
+            allow_private_targets: false,
             now_ms: 0,
         };
         Budget::from_spec(spec, super::super::rule::Origin::Api, &context).unwrap()

@@ -4,7 +4,8 @@
 //! `rule` says what a budget is and `period` where an instant falls; `book`
 //! holds the live state, counted as calls commit (this service is the
 //! committer's `CommitObserver`); `load` reads spend so far from the rollups;
-//! `alerts` records crossings and delivers them; `api` is the HTTP surface.
+//! `alerts` records crossings and delivers them through `webhook`, which
+//! reaches only the targets `target` allows; `api` is the HTTP surface.
 
 pub mod alerts;
 pub mod api;
@@ -12,6 +13,8 @@ mod book;
 mod load;
 pub mod period;
 pub mod rule;
+pub mod target;
+pub mod webhook;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,7 +32,7 @@ use book::{Book, Fired};
 use rule::RuleContext;
 
 use crate::aggregate::RollupEngine;
-use crate::config::{BudgetSettings, BudgetsConfig, ConfigError};
+use crate::config::{AlertsConfig, BudgetSettings, BudgetsConfig, ConfigError};
 use crate::durability::{CommitError, CommitObserver, Committer};
 use crate::model::LlmCall;
 use crate::normalize::KeyFingerprinter;
@@ -64,6 +67,8 @@ pub struct Budgets {
     pub alerts: AlertSender,
     pub fingerprinter: Arc<KeyFingerprinter>,
     pub default_timezone: Tz,
+    /// Whether webhooks may target loopback and private networks.
+    allow_private_targets: bool,
     /// Whether any budget exists: commits skip the lock when none does.
     active: AtomicBool,
 }
@@ -90,9 +95,21 @@ impl Budgets {
         storage: Arc<dyn Storage>,
         engine: Arc<RollupEngine>,
         config: &BudgetsConfig,
+        alerts_config: &AlertsConfig,
         fingerprinter: Arc<KeyFingerprinter>,
     ) -> Result<Arc<Budgets>, BudgetError> {
-        let BudgetSettings { timezone: default_timezone, retry } = config.settings()?;
+        let BudgetSettings {
+            timezone: default_timezone,
+            retry,
+            webhook_timeout,
+            webhook_connect_timeout,
+        } = config.settings()?;
+        let allow_private_targets = alerts_config.allow_private_targets;
+        let delivery = webhook::DeliveryConfig {
+            connect_timeout: webhook_connect_timeout,
+            timeout: webhook_timeout,
+            allow_private_targets,
+        };
         let now = now_ms();
         let mut by_id: HashMap<String, Budget> = HashMap::new();
         for s in storage.load_budgets().await? {
@@ -100,7 +117,12 @@ impl Budgets {
                 .map_err(|e| BudgetError::Stored { id: s.id.clone(), message: e.to_string() })?;
             by_id.insert(s.id, budget);
         }
-        let context = RuleContext { default_timezone, fingerprinter: &fingerprinter, now_ms: now };
+        let context = RuleContext {
+            default_timezone,
+            fingerprinter: &fingerprinter,
+            allow_private_targets,
+            now_ms: now,
+        };
         let mut from_config: HashSet<String> = HashSet::new();
         let mut names: HashSet<(String, String)> = HashSet::new();
         for (index, spec) in config.define.iter().enumerate() {
@@ -157,11 +179,12 @@ impl Budgets {
         let service = Arc::new(Budgets {
             active: AtomicBool::new(!book.is_empty()),
             book: Mutex::new(book),
-            alerts: alerts::start(storage.clone(), retry),
+            alerts: alerts::start(storage.clone(), retry, delivery),
             storage,
             engine,
             fingerprinter,
             default_timezone,
+            allow_private_targets,
         });
         service.load(&all, now).await?;
         info!(budgets = all.len(), "budgets loaded");
@@ -177,6 +200,7 @@ impl Budgets {
         RuleContext {
             default_timezone: self.default_timezone,
             fingerprinter: &self.fingerprinter,
+            allow_private_targets: self.allow_private_targets,
             now_ms: now_ms(),
         }
     }

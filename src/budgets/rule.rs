@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::period::{Period, parse_tz};
+use super::target;
 use crate::aggregate::SeriesKey;
 use crate::model::{LlmCall, Tags};
 use crate::normalize::KeyFingerprinter;
@@ -40,6 +41,8 @@ pub struct BudgetSpec {
     /// Percentages of the limit that raise an alert (default 50, 80, 100).
     #[serde(default)]
     pub thresholds: Option<Vec<f64>>,
+    /// http(s) URLs that receive each alert: no user name or password, and
+    /// no literal address webhooks may not reach (see `target`).
     #[serde(default)]
     pub webhooks: Vec<String>,
     /// Key for the webhook signature; generated when absent.
@@ -254,6 +257,8 @@ fn invalid(field: impl Into<String>, message: impl Into<String>) -> RuleError {
 pub struct RuleContext<'a> {
     pub default_timezone: Tz,
     pub fingerprinter: &'a KeyFingerprinter,
+    /// Whether webhooks may target loopback and private networks.
+    pub allow_private_targets: bool,
     pub now_ms: i64,
 }
 
@@ -321,12 +326,11 @@ impl Budget {
         if spec.webhooks.len() > MAX_WEBHOOKS {
             return Err(invalid("webhooks", format!("at most {MAX_WEBHOOKS} URLs")));
         }
+        // What a name resolves to is known only when an alert is delivered;
+        // `webhook` checks it then.
         for (i, url) in spec.webhooks.iter().enumerate() {
-            match reqwest::Url::parse(url) {
-                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
-                Ok(_) => return Err(invalid(format!("webhooks[{i}]"), "must be an http(s) URL")),
-                Err(e) => return Err(invalid(format!("webhooks[{i}]"), format!("{url:?}: {e}"))),
-            }
+            target::check_url(url, context.allow_private_targets)
+                .map_err(|e| invalid(format!("webhooks[{i}]"), e.to_string()))?;
         }
         let secret = match spec.secret {
             Some(s) if s.len() >= 16 => s,
@@ -470,7 +474,12 @@ mod tests {
     use super::*;
 
     fn context(f: &KeyFingerprinter) -> RuleContext<'_> {
-        RuleContext { default_timezone: Tz::UTC, fingerprinter: f, now_ms: 1 }
+        RuleContext {
+            default_timezone: Tz::UTC,
+            fingerprinter: f,
+            allow_private_targets: false,
+            now_ms: 1,
+        }
     }
 
     fn spec(json: Value) -> BudgetSpec {
@@ -483,7 +492,7 @@ mod tests {
         let b = Budget::from_spec(
             spec(json!({"name": "alice-monthly", "scope": {"user": "alice", "tag.team": "search"},
                 "metric": "cost_usd", "limit": 20.0, "period": "month",
-                "thresholds": [50, 80, 100], "webhooks": ["http://127.0.0.1:9000/hook"],
+                "thresholds": [50, 80, 100], "webhooks": ["http://hooks.example.com:9000/hook"],
                 "mode": "enforce", "fail": "closed"})),
             Origin::Api,
             &context(&f),
@@ -522,7 +531,19 @@ mod tests {
             (json!({"period": "fortnight"}), "period: \"fortnight\" is not a period"),
             (json!({"metric": "dollars"}), "metric: \"dollars\""),
             (json!({"mode": "strict"}), "mode: \"strict\""),
-            (json!({"webhooks": ["ftp://x/y"]}), "webhooks[0]: must be an http(s) URL"),
+            (json!({"webhooks": ["ftp://x/y"]}), "webhooks[0]: scheme \"ftp\" is not allowed"),
+            (
+                json!({"webhooks": ["http://a.example/", "http://u:p@b.example/"]}),
+                "webhooks[1]: must not carry a user name or password",
+            ),
+            (
+                json!({"webhooks": ["http://169.254.169.254/latest"]}),
+                "webhooks[0]: 169.254.169.254 is a cloud metadata address",
+            ),
+            (
+                json!({"webhooks": ["http://127.0.0.1:9000/hook"]}),
+                "webhooks[0]: 127.0.0.1 is a loopback address",
+            ),
             (json!({"timezone": "Mars/Base"}), "timezone: \"Mars/Base\""),
             (json!({"scope": {"user": 7}}), "scope.user: must be a string"),
         ];

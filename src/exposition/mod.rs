@@ -311,12 +311,13 @@ fn budget_families(e: &mut Exposition, budgets: &crate::budgets::Budgets) {
     e.family(
         "tally_budget_webhook_deliveries_total",
         Kind::Counter,
-        "Alert webhook attempts by outcome (delivered, error, given_up).",
+        "Alert webhook attempts by outcome (delivered, error, given_up, refused).",
     );
     for (outcome, n) in [
         ("delivered", &stats.delivered),
         ("error", &stats.attempts_failed),
         ("given_up", &stats.given_up),
+        ("refused", &stats.refused),
     ] {
         e.sample(
             "tally_budget_webhook_deliveries_total",

@@ -80,7 +80,8 @@ pub struct AlertRecord {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct DeliveryRecord {
     pub url: String,
-    /// `pending`, `delivered` or `failed`.
+    /// `pending`, `delivered`, `failed` (given up after retries) or
+    /// `refused` (the target may not be reached; never attempted).
     pub status: String,
     pub attempts: u32,
     pub next_attempt_at: Option<i64>,
@@ -115,9 +116,20 @@ pub struct DueDelivery {
 /// The outcome of one delivery attempt.
 #[derive(Debug, Clone)]
 pub enum DeliveryUpdate {
-    Delivered { at_ms: i64 },
-    Retry { next_ms: i64, error: String },
-    Failed { error: String },
+    Delivered {
+        at_ms: i64,
+    },
+    Retry {
+        next_ms: i64,
+        error: String,
+    },
+    Failed {
+        error: String,
+    },
+    /// The target may not be reached: final, and not counted as an attempt.
+    Refused {
+        error: String,
+    },
 }
 
 /// What to append in one transaction: the calls, their series ids (parallel

@@ -684,6 +684,27 @@ pub async fn budgets_alerts_and_deliveries(storage: Arc<dyn Storage>) {
     assert_eq!(storage.list_alerts(failed_only).await.unwrap().len(), 1);
     let other = AlertFilter { budget_id: Some("b9".into()), limit: 10, ..AlertFilter::default() };
     assert!(storage.list_alerts(other).await.unwrap().is_empty());
+
+    // A refused delivery is final and was never attempted.
+    storage
+        .insert_alert(alert(100.0, 10_000, &["http://169.254.169.254/"]))
+        .await
+        .unwrap()
+        .unwrap();
+    let due = storage.due_deliveries(10_000, 10).await.unwrap();
+    assert_eq!(due.len(), 1);
+    let refused = DeliveryUpdate::Refused { error: "refused: metadata".into() };
+    storage.update_delivery(due[0].id, refused).await.unwrap();
+    assert_eq!(storage.next_delivery_ms().await.unwrap(), None);
+    let refused_only =
+        AlertFilter { status: Some("refused".into()), limit: 10, ..AlertFilter::default() };
+    let refused = storage.list_alerts(refused_only).await.unwrap();
+    assert_eq!(refused.len(), 1);
+    let d = &refused[0].deliveries[0];
+    assert_eq!(
+        (d.status.as_str(), d.attempts, d.last_error.as_deref()),
+        ("refused", 0, Some("refused: metadata"))
+    );
 }
 
 fn open_sqlite() -> (tempfile::TempDir, Arc<dyn Storage>) {

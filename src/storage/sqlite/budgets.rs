@@ -169,6 +169,11 @@ pub fn update_delivery(
              last_error = ?2 WHERE id = ?1",
             params![id, error],
         )?,
+        DeliveryUpdate::Refused { error } => conn.execute(
+            "UPDATE deliveries SET status = 'refused', next_ms = NULL, last_error = ?2 \
+             WHERE id = ?1",
+            params![id, error],
+        )?,
     };
     Ok(())
 }
