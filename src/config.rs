@@ -55,6 +55,8 @@ pub struct Config {
     pub retention: RetentionConfig,
     pub metrics: MetricsConfig,
     pub budgets: BudgetsConfig,
+    /// Connection limits of both listeners.
+    pub server: crate::listener::ServerConfig,
     /// Price overrides and additions, matched before (exact model) or after
     /// (patterns) the built-in catalog.
     pub prices: Vec<UserPrice>,
@@ -74,6 +76,7 @@ impl Default for Config {
             retention: RetentionConfig::default(),
             metrics: MetricsConfig::default(),
             budgets: BudgetsConfig::default(),
+            server: crate::listener::ServerConfig::default(),
             prices: Vec::new(),
         }
     }
@@ -88,8 +91,10 @@ pub struct IngestConfig {
     pub max_queued_records: usize,
     /// Most records committed in one store transaction.
     pub max_group_records: usize,
-    /// Most ingest requests read and parsed at once; more get 429. With
-    /// `max_body_bytes` this bounds the memory bodies in flight can take.
+    /// Most ingest requests parsed and committed at once, counted from the
+    /// moment a body has arrived in full (a slow upload holds none); more
+    /// get 429. With `max_body_bytes` this bounds the memory parsed bodies
+    /// take.
     pub max_concurrent_requests: usize,
     /// How often open rollup buckets are written to the store.
     pub rollup_flush_interval: String,
@@ -376,6 +381,7 @@ impl Config {
             }
         }
         self.budgets.settings()?;
+        self.server.validate()?;
         crate::pricing::PriceTable::new(&self.prices)
             .map_err(|e| ConfigError::Value { key: "prices".into(), message: e.to_string() })?;
         Ok(())
