@@ -462,10 +462,7 @@ mod tests {
         let grpc = config.grpc_limits().unwrap();
         assert!(grpc.http2_only);
         assert_eq!(grpc.idle_timeout, Duration::from_secs(300));
-        assert_eq!(
-            grpc.http2_keepalive,
-            Some((Duration::from_secs(30), Duration::from_secs(10)))
-        );
+        assert_eq!(grpc.http2_keepalive, Some((Duration::from_secs(30), Duration::from_secs(10))));
         assert_eq!(grpc.max_concurrent_streams, Some(100));
         assert_eq!(config.grpc_request_timeout().unwrap(), Duration::from_secs(60));
     }
