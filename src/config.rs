@@ -463,6 +463,26 @@ mod tests {
     }
 
     #[test]
+    fn server_limits_come_from_the_environment() {
+        let env = env(&[
+            ("TALLY_SERVER__HEADER_READ_TIMEOUT", "5s"),
+            ("TALLY_SERVER__GRPC_MAX_CONNECTIONS", "64"),
+        ]);
+        let config = Config::load(None, &env, &Overrides::default()).unwrap();
+        let http = config.server.http_limits().unwrap();
+        assert_eq!(http.header_read_timeout, Some(std::time::Duration::from_secs(5)));
+        assert_eq!(config.server.grpc_limits().unwrap().max_connections, 64);
+        let err = Config::load(
+            None,
+            &[("TALLY_SERVER__BODY_READ_TIMEOUT".to_owned(), "0s".to_owned())].into(),
+            &Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("server.body_read_timeout"), "{err}");
+    }
+
+    #[test]
     fn example_config_loads() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tally.example.toml");
         Config::load(Some(&path), &HashMap::new(), &Overrides::default()).unwrap();

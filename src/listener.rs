@@ -39,9 +39,9 @@ use crate::time::parse_duration;
 pub struct ServerConfig {
     /// Most HTTP connections open at once; further clients wait in the
     /// listen backlog until one closes. With `grpc_max_connections` it must
-    /// stay below the process's open-file limit (`ulimit -n`; the server
-    /// raises its soft limit to the hard one at start, and warns if the two
-    /// caps do not fit).
+    /// stay below the process's open-file limit (`ulimit -n`): at start the
+    /// server raises its soft limit as far as the hard one allows, and warns
+    /// if the two caps still do not fit.
     pub max_connections: usize,
     /// Time allowed for an HTTP/1 request head (request line and headers),
     /// and for a new HTTP connection's first request; a client slower than
@@ -164,6 +164,43 @@ impl ServerConfig {
         self.grpc_request_timeout()?;
         Ok(())
     }
+}
+
+/// Descriptors kept for what is not a client connection: the store, the
+/// listeners, webhook deliveries, logs.
+const OTHER_FILES: u64 = 256;
+
+/// Makes room for `connections` open connections under the open-file limit:
+/// raises the soft limit towards the hard one when it is too low, and warns
+/// when even that is not enough (accepting would then fail with "too many
+/// open files" before the connection caps are reached).
+pub fn reserve_open_files(connections: usize) {
+    let needed = connections as u64 + OTHER_FILES;
+    #[cfg(unix)]
+    {
+        use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+        let limit = getrlimit(Resource::Nofile);
+        let soft = limit.current.unwrap_or(u64::MAX);
+        if soft >= needed {
+            return;
+        }
+        let hard = limit.maximum.unwrap_or(u64::MAX);
+        let raised = needed.min(hard);
+        let current = match setrlimit(Resource::Nofile, Rlimit { current: Some(raised), ..limit }) {
+            Ok(()) => raised,
+            Err(_) => soft,
+        };
+        if current < needed {
+            warn!(
+                open_file_limit = current,
+                needed,
+                "the open-file limit is below server.max_connections + \
+                 server.grpc_max_connections + {OTHER_FILES}; raise it (ulimit -n) or lower the caps"
+            );
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = needed;
 }
 
 /// What one listener allows its connections, parsed from [`ServerConfig`].

@@ -40,6 +40,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
     let config = Config::load(args.config.as_deref(), &env, &overrides)?;
     let (http_addr, grpc_addr) = (config.http, config.grpc);
+    crate::listener::reserve_open_files(
+        config.server.max_connections + config.server.grpc_max_connections,
+    );
     let app = App::start(config).await?;
     let router = app.router()?;
     let retention = app.spawn_retention()?;
