@@ -58,6 +58,8 @@ pub struct Config {
     pub query: crate::query::limits::QueryConfig,
     pub rollups: crate::aggregate::series::SeriesLimits,
     pub alerts: AlertsConfig,
+    /// Connection limits of both listeners.
+    pub server: crate::listener::ServerConfig,
     /// Price overrides and additions, matched before (exact model) or after
     /// (patterns) the built-in catalog.
     pub prices: Vec<UserPrice>,
@@ -80,6 +82,7 @@ impl Default for Config {
             query: Default::default(),
             rollups: Default::default(),
             alerts: AlertsConfig::default(),
+            server: crate::listener::ServerConfig::default(),
             prices: Vec::new(),
         }
     }
@@ -94,8 +97,10 @@ pub struct IngestConfig {
     pub max_queued_records: usize,
     /// Most records committed in one store transaction.
     pub max_group_records: usize,
-    /// Most ingest requests read and parsed at once; more get 429. With
-    /// `max_body_bytes` this bounds the memory bodies in flight can take.
+    /// Most ingest requests parsed and committed at once, counted from the
+    /// moment a body has arrived in full (a slow upload holds none); more
+    /// get 429. With `max_body_bytes` this bounds the memory parsed bodies
+    /// take.
     pub max_concurrent_requests: usize,
     /// How often open rollup buckets are written to the store.
     pub rollup_flush_interval: String,
@@ -412,6 +417,7 @@ impl Config {
         }
         self.budgets.settings()?;
         self.query.limits()?;
+        self.server.validate()?;
         crate::pricing::PriceTable::new(&self.prices)
             .map_err(|e| ConfigError::Value { key: "prices".into(), message: e.to_string() })?;
         Ok(())
@@ -490,6 +496,26 @@ mod tests {
                 .unwrap_err()
                 .to_string();
         assert!(err.contains("retention.raw"), "{err}");
+    }
+
+    #[test]
+    fn server_limits_come_from_the_environment() {
+        let env = env(&[
+            ("TALLY_SERVER__HEADER_READ_TIMEOUT", "5s"),
+            ("TALLY_SERVER__GRPC_MAX_CONNECTIONS", "64"),
+        ]);
+        let config = Config::load(None, &env, &Overrides::default()).unwrap();
+        let http = config.server.http_limits().unwrap();
+        assert_eq!(http.header_read_timeout, Some(std::time::Duration::from_secs(5)));
+        assert_eq!(config.server.grpc_limits().unwrap().max_connections, 64);
+        let err = Config::load(
+            None,
+            &[("TALLY_SERVER__BODY_READ_TIMEOUT".to_owned(), "0s".to_owned())].into(),
+            &Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("server.body_read_timeout"), "{err}");
     }
 
     #[test]

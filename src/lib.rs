@@ -9,6 +9,7 @@ pub mod durability;
 pub mod error;
 pub mod exposition;
 pub mod ingest;
+pub mod listener;
 pub mod model;
 pub mod normalize;
 pub mod pricing;

@@ -1,6 +1,6 @@
 //! Assembles the server: `start` opens the store, recovers the rollups and
 //! starts the committer; `router` wires the endpoints; `run` serves a bound
-//! listener until shutdown.
+//! listener under its connection limits until shutdown.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -334,11 +334,13 @@ impl App {
     }
 }
 
-/// Serves `router` on `listener` until `shutdown` resolves.
+/// Serves `router` on `listener` under the connection limits of `limits`
+/// until `shutdown` resolves.
 pub async fn run(
     listener: TcpListener,
     router: Router,
+    limits: crate::listener::Limits,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router).with_graceful_shutdown(shutdown).await
+    crate::listener::serve(listener, router, limits, shutdown).await
 }

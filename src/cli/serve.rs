@@ -40,6 +40,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
     let config = Config::load(args.config.as_deref(), &env, &overrides)?;
     let (http_addr, grpc_addr) = (config.http, config.grpc);
+    crate::listener::reserve_open_files(
+        config.server.max_connections + config.server.grpc_max_connections,
+    );
     let app = App::start(config).await?;
     let router = app.router()?;
     let retention = app.spawn_retention()?;
@@ -56,10 +59,17 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     println!("tally listening on grpc://{grpc_bound}");
     println!("tally listening on http://{bound}");
     let (stop_grpc, grpc_stopped) = tokio::sync::oneshot::channel::<()>();
-    let grpc = tokio::spawn(crate::ingest::otlp_grpc::serve(grpc_listener, app.ingest()?, async {
-        let _ = grpc_stopped.await;
-    }));
-    server::run(listener, router, shutdown_signal()).await?;
+    let limits = &app.config.server;
+    let grpc = tokio::spawn(crate::ingest::otlp_grpc::serve(
+        grpc_listener,
+        app.ingest()?,
+        limits.grpc_limits()?,
+        limits.grpc_request_timeout()?,
+        async {
+            let _ = grpc_stopped.await;
+        },
+    ));
+    server::run(listener, router, limits.http_limits()?, shutdown_signal()).await?;
     let _ = stop_grpc.send(());
     if let Ok(Err(err)) = grpc.await {
         tracing::warn!(%err, "OTLP/gRPC server stopped with an error");

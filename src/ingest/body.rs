@@ -23,10 +23,21 @@ fn too_large(limit: usize) -> ApiError {
     )
 }
 
+/// Why a body could not be read: too large, or the client stopped sending
+/// (the listener answers 408 in place of this when the body read deadline
+/// passed).
+fn unreadable(err: axum::Error, limit: usize) -> ApiError {
+    let err = err.into_inner();
+    if err.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+        return too_large(limit);
+    }
+    ApiError::bad_request(format!("the request body could not be read: {err}"))
+}
+
 /// Reads the whole body, decompressing gzip, refusing more than `limit` bytes
 /// either way.
 pub async fn read(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
-    let raw = axum::body::to_bytes(body, limit).await.map_err(|_| too_large(limit))?;
+    let raw = axum::body::to_bytes(body, limit).await.map_err(|err| unreadable(err, limit))?;
     let encoding = headers
         .get(header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())

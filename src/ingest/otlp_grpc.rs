@@ -4,6 +4,9 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
 
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
     LogsService, LogsServiceServer,
@@ -139,12 +142,16 @@ impl MetricsService for Otlp {
     }
 }
 
-/// Serves OTLP/gRPC on `listener` until `shutdown` resolves.
+/// Serves OTLP/gRPC on `listener` under `limits` until `shutdown` resolves;
+/// a call taking longer than `request_timeout` (receiving the request
+/// included) ends with DEADLINE_EXCEEDED.
 pub async fn serve(
     listener: TcpListener,
     ingest: Arc<UsageIngest>,
+    limits: crate::listener::Limits,
+    request_timeout: Duration,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), tonic::transport::Error> {
+) -> std::io::Result<()> {
     let limit = ingest.max_body_bytes;
     let otlp = Otlp { ingest };
     let traces = TraceServiceServer::new(otlp.clone())
@@ -159,13 +166,27 @@ pub async fn serve(
         .accept_compressed(CompressionEncoding::Gzip)
         .send_compressed(CompressionEncoding::Gzip)
         .max_decoding_message_size(limit);
-    tonic::transport::Server::builder()
-        .add_service(traces)
+    let router = tonic::service::Routes::new(traces)
         .add_service(logs)
         .add_service(metrics)
-        .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(listener),
-            shutdown,
-        )
-        .await
+        .prepare()
+        .into_axum_router()
+        .layer(axum::middleware::from_fn_with_state(request_timeout, deadline));
+    crate::listener::serve(listener, router, limits, shutdown).await
+}
+
+/// Ends a call that outlives `limit` with DEADLINE_EXCEEDED.
+async fn deadline(
+    State(limit): State<Duration>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => Status::deadline_exceeded(format!(
+            "the call took longer than {}s (server.grpc_request_timeout)",
+            limit.as_secs_f64()
+        ))
+        .into_http(),
+    }
 }

@@ -290,14 +290,14 @@ impl Signal for ExportMetricsServiceRequest {
 
 /// One export: read, decode, normalize, commit, answer.
 async fn export<S: Signal>(ingest: &UsageIngest, headers: &HeaderMap, request: Body) -> Response {
-    let Ok(_permit) = ingest.in_flight.try_acquire() else {
-        let err = ApiError::overloaded("too many ingest requests in flight; retry later");
-        return error_response(err, Encoding::of(headers).unwrap_or(Encoding::Json));
-    };
     let (mut message, encoding, bytes) = match receive::<S>(ingest, headers, request, S::NAME).await
     {
         Ok(received) => received,
         Err((err, encoding)) => return error_response(err, encoding),
+    };
+    let Ok(_permit) = ingest.in_flight.try_acquire() else {
+        let err = ApiError::overloaded("too many ingest requests in flight; retry later");
+        return error_response(err, encoding);
     };
     if let Err(err) = check_not_snake_case(&bytes, message.items(), encoding) {
         return error_response(err, encoding);

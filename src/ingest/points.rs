@@ -27,10 +27,10 @@ pub async fn post_points(
     headers: HeaderMap,
     request: Body,
 ) -> Result<(StatusCode, Json<PointsResponse>), ApiError> {
+    let bytes = body::read(&headers, request, ingest.max_body_bytes).await?;
     let Ok(_permit) = ingest.in_flight.try_acquire() else {
         return Err(ApiError::overloaded("too many ingest requests in flight; retry later"));
     };
-    let bytes = body::read(&headers, request, ingest.max_body_bytes).await?;
     let now = crate::time::now_ms();
     let oldest = ingest.metric_horizon_ms.map_or(i64::MIN, |keep| now - keep);
     let mut keys = PointKeys::default();

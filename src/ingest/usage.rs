@@ -24,8 +24,11 @@ pub struct UsageIngest {
     pub max_body_bytes: usize,
     /// Raw retention, which bounds how far back re-pricing can reach.
     pub raw_retention_ms: Option<i64>,
-    /// Requests being read and parsed; bounds the memory that bodies in
-    /// flight can take (each up to `max_body_bytes`).
+    /// Requests being parsed and committed, taken once a body has arrived
+    /// in full so that a slow upload never holds one; bounds the memory that
+    /// parsed bodies take (each up to `max_body_bytes`). Bodies still
+    /// arriving are bounded by the listener's connection cap and body read
+    /// timeout instead.
     pub in_flight: tokio::sync::Semaphore,
     pub metrics: Arc<crate::exposition::Metrics>,
     /// How far back metric points are kept (the coarsest tier's retention).
@@ -64,10 +67,10 @@ pub async fn post_usage(
     headers: HeaderMap,
     request: Body,
 ) -> Result<(StatusCode, Json<UsageResponse>), ApiError> {
+    let bytes = body::read(&headers, request, ingest.max_body_bytes).await?;
     let Ok(_permit) = ingest.in_flight.try_acquire() else {
         return Err(ApiError::overloaded("too many ingest requests in flight; retry later"));
     };
-    let bytes = body::read(&headers, request, ingest.max_body_bytes).await?;
     let context = ingest.context();
     let mut calls = Vec::with_capacity(body::max_records(&bytes));
     let mut rejected = Vec::new();
