@@ -1095,17 +1095,21 @@ async fn time_anchoring_completed_then_started_then_arrival() {
         // completed_at 0 is absent: started_at applies.
         {"id": "zero", "model": "gpt-4o", "input_tokens": 16, "completed_at": 0,
          "started_at": t_zero},
-        // Negative is absent too: arrival.
-        {"id": "negative", "model": "gpt-4o", "input_tokens": 32, "completed_at": -5},
         // Two days back: outside the default 24 h window.
         {"id": "old", "model": "gpt-4o", "input_tokens": 64, "completed_at": old},
+        // Negative is before 2000-01-01: refused, the field named.
+        {"id": "negative", "model": "gpt-4o", "input_tokens": 32, "completed_at": -5},
     ]);
-    ingest(server.url(), &reports).await;
+    let reply = post_usage(server.url(), &reports).await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_eq!(reply.json["accepted"], 6);
+    assert_eq!(reply.json["rejected"][0]["index"], 6);
+    assert!(reply.json["rejected"][0]["error"].as_str().unwrap().starts_with("completed_at:"));
     let after = now_ms();
 
     let since = (old - HOUR_MS).to_string();
     let records = all_records(server.url(), &[("from", &since)], 100).await;
-    assert_eq!(records.len(), 7);
+    assert_eq!(records.len(), 6);
     let time =
         |id: &str| records.iter().find(|r| r["id"] == id).unwrap()["time_ms"].as_i64().unwrap();
     assert_eq!(time("both"), t_completed);
@@ -1113,7 +1117,7 @@ async fn time_anchoring_completed_then_started_then_arrival() {
     assert_eq!(time("offset"), t_offset);
     assert_eq!(time("zero"), t_zero);
     assert_eq!(time("old"), old);
-    for id in ["none", "negative"] {
+    for id in ["none"] {
         assert!(
             (before..=after).contains(&time(id)),
             "{id}: arrival time {} not in [{before}, {after}]",
@@ -1144,7 +1148,7 @@ async fn time_anchoring_completed_then_started_then_arrival() {
     assert_eq!(points, want);
 
     // Default window: everything but the old one.
-    assert_eq!(summary(server.url(), &[]).await["total"]["input_tokens"], 1 + 2 + 4 + 8 + 16 + 32);
+    assert_eq!(summary(server.url(), &[]).await["total"]["input_tokens"], 1 + 2 + 4 + 8 + 16);
     // A window around the old one.
     let from = (old - MINUTE_MS).to_string();
     let to = (old + MINUTE_MS).to_string();
@@ -1152,5 +1156,5 @@ async fn time_anchoring_completed_then_started_then_arrival() {
         summary(server.url(), &[("from", &from), ("to", &to)]).await["total"]["input_tokens"],
         64
     );
-    assert_eq!(summary(server.url(), &[("since", "3d")]).await["total"]["input_tokens"], 127);
+    assert_eq!(summary(server.url(), &[("since", "3d")]).await["total"]["input_tokens"], 95);
 }

@@ -178,6 +178,8 @@ pub async fn query(
             }
         }
     }
+    // The groups kept are listed in key order.
+    ranked.sort_by(|a, b| a.1.cmp(b.1));
     let points_json = |points: &BTreeMap<i64, Bin>| -> Vec<Value> {
         points
             .iter()
