@@ -97,6 +97,10 @@ pub struct IngestConfig {
     pub max_queued_records: usize,
     /// Most records committed in one store transaction.
     pub max_group_records: usize,
+    /// Most bytes of request bodies held at once while they arrive and are
+    /// parsed (counted as they arrive, compressed as sent); a body that
+    /// would pass it gets 429. Bounds the memory slow or many uploads take.
+    pub max_receiving_bytes: usize,
     /// Most ingest requests parsed and committed at once, counted from the
     /// moment a body has arrived in full (a slow upload holds none); more
     /// get 429. With `max_body_bytes` this bounds the memory parsed bodies
@@ -112,6 +116,7 @@ impl Default for IngestConfig {
             max_body_bytes: 64 * 1024 * 1024,
             max_queued_records: 400_000,
             max_group_records: 50_000,
+            max_receiving_bytes: 512 * 1024 * 1024,
             max_concurrent_requests: 128,
             rollup_flush_interval: "5s".to_owned(),
         }
@@ -383,6 +388,14 @@ impl Config {
         }
         if self.sqlite.max_readers == 0 {
             return Err(invalid("sqlite.max_readers", "must be at least 1"));
+        }
+        if self.ingest.max_receiving_bytes < self.ingest.max_body_bytes
+            || self.ingest.max_receiving_bytes > u32::MAX as usize
+        {
+            return Err(invalid(
+                "ingest.max_receiving_bytes",
+                "must be at least ingest.max_body_bytes and at most 4 GiB",
+            ));
         }
         if self.ingest.max_body_bytes < 1024 {
             return Err(invalid("ingest.max_body_bytes", "must be at least 1024"));

@@ -192,6 +192,9 @@ impl App {
             max_body_bytes: self.config.ingest.max_body_bytes,
             raw_retention_ms: retention_ms("retention.raw", &self.config.retention.raw)?,
             in_flight: tokio::sync::Semaphore::new(self.config.ingest.max_concurrent_requests),
+            receiving: Arc::new(tokio::sync::Semaphore::new(
+                self.config.ingest.max_receiving_bytes,
+            )),
             metrics: self.metrics.clone(),
             metric_horizon_ms: retention_ms(
                 "metrics.retention_1h",

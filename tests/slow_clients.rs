@@ -150,6 +150,58 @@ async fn trickling_uploads_neither_block_honest_reports_nor_stay() {
     honest_usage(&base, "honest-after").await;
 }
 
+/// Bodies still arriving hold their bytes, never more than
+/// `ingest.max_receiving_bytes` in all: uploads that have sent much and
+/// stall take the budget, the next large body gets 429 (not memory), and
+/// once they are cut off the budget is free again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bytes_being_received_are_bounded() {
+    const MIB: usize = 1024 * 1024;
+    let dir = tempfile::tempdir().unwrap();
+    let receiving = (3 * MIB).to_string();
+    let server = TestServer::start(
+        dir.path(),
+        &[
+            ("TALLY_SERVER__BODY_READ_TIMEOUT", "3s"),
+            ("TALLY_INGEST__MAX_BODY_BYTES", "2097152"),
+            ("TALLY_INGEST__MAX_RECEIVING_BYTES", &receiving),
+        ],
+    );
+    let base = server.url().to_owned();
+    // Two uploads send 1.4 MiB of a 2 MiB body each, then stall.
+    let head = format!(
+        "POST /api/v1/usage HTTP/1.1\r\nHost: tally\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n[{}",
+        2 * MIB,
+        " ".repeat(1400 * 1024)
+    );
+    let stalled = open_many(authority(&base), 2, head.as_bytes()).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // A third large body would pass the budget: 429, told why.
+    let big = format!("[{}]", " ".repeat(MIB));
+    let reply =
+        common::post_usage_bytes(&base, big.into_bytes(), &[("content-type", "application/json")])
+            .await;
+    reply.assert_error(429, Some("overloaded"));
+    assert!(reply.text.contains("max_receiving_bytes"), "{}", reply.text);
+    // Once the stalled uploads are cut off (408), the budget is free again.
+    let stalled = trickle(stalled, None, Duration::from_secs(10));
+    for upload in ended(stalled).await {
+        assert!(upload.closed_after.is_some(), "a stalled upload stayed open");
+    }
+    honest_usage(&base, "after-the-stall").await;
+    let big = format!("[{}]", " ".repeat(MIB));
+    let reply =
+        common::post_usage_bytes(&base, big.into_bytes(), &[("content-type", "application/json")])
+            .await;
+    assert!(
+        reply.status != 429 && reply.status != 413,
+        "a MiB body is taken again once the budget is free: {} {}",
+        reply.status,
+        reply.text
+    );
+}
+
 /// Regression: connections sending their request head a byte a second were
 /// held indefinitely, until the server ran out of file descriptors.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

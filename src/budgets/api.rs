@@ -48,8 +48,13 @@ fn conflict(message: impl Into<String>) -> ApiError {
 }
 
 /// Parses a JSON body; errors name the field.
-async fn json_body<T: DeserializeOwned>(headers: &HeaderMap, request: Body) -> Result<T, ApiError> {
-    let bytes = body::read(headers, request, MAX_BODY).await?;
+async fn json_body<T: DeserializeOwned>(
+    api: &BudgetApi,
+    headers: &HeaderMap,
+    request: Body,
+) -> Result<T, ApiError> {
+    let received = body::read(headers, request, MAX_BODY, &api.usage.receiving).await?;
+    let bytes = body::inflate(headers, &received.bytes, MAX_BODY)?;
     let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
     serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
         let path = e.path().to_string();
@@ -79,7 +84,7 @@ pub async fn create(
     headers: HeaderMap,
     request: Body,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let spec: BudgetSpec = json_body(&headers, request).await?;
+    let spec: BudgetSpec = json_body(&api, &headers, request).await?;
     let budget = Budget::from_spec(spec, Origin::Api, &api.budgets.rule_context())
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let budget = api.budgets.install(&api.usage.committer, budget, false).await?;
@@ -94,7 +99,7 @@ pub async fn replace(
     headers: HeaderMap,
     request: Body,
 ) -> Result<Json<Value>, ApiError> {
-    let mut spec: BudgetSpec = json_body(&headers, request).await?;
+    let mut spec: BudgetSpec = json_body(&api, &headers, request).await?;
     let old = api.budgets.lock().get(&id).cloned();
     let Some(old) = old else { return Err(ApiError::not_found(format!("no budget {id}"))) };
     if old.origin == Origin::Config {
@@ -211,7 +216,7 @@ pub async fn reserve(
     headers: HeaderMap,
     request: Body,
 ) -> Result<Json<Decision>, ApiError> {
-    let r: ReserveRequest = json_body(&headers, request).await?;
+    let r: ReserveRequest = json_body(&api, &headers, request).await?;
     let estimate = Estimate {
         cost_usd: estimate_field("estimated_cost_usd", r.estimated_cost_usd)?,
         tokens: estimate_field("estimated_tokens", r.estimated_tokens)?,
@@ -263,7 +268,7 @@ pub async fn settle(
     headers: HeaderMap,
     request: Body,
 ) -> Result<Json<Value>, ApiError> {
-    let s: SettleRequest = json_body(&headers, request).await?;
+    let s: SettleRequest = json_body(&api, &headers, request).await?;
     let usage = &api.usage;
     // The usage is checked before the reservation is claimed, so that a bad
     // report leaves the reservation as it was.

@@ -4,14 +4,19 @@
 use std::io::Read;
 use std::marker::PhantomData;
 
+use std::sync::Arc;
+
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, StatusCode, header};
+use bytes::BytesMut;
 use flate2::read::GzDecoder;
+use http_body_util::BodyExt;
 use serde::de::{
     self, DeserializeSeed, MapAccess, SeqAccess, Visitor, value::MapAccessDeserializer,
 };
 use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::ApiError;
 
@@ -23,21 +28,65 @@ fn too_large(limit: usize) -> ApiError {
     )
 }
 
-/// Why a body could not be read: too large, or the client stopped sending
-/// (the listener answers 408 in place of this when the body read deadline
-/// passed).
-fn unreadable(err: axum::Error, limit: usize) -> ApiError {
-    let err = err.into_inner();
-    if err.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
-        return too_large(limit);
-    }
-    ApiError::bad_request(format!("the request body could not be read: {err}"))
+/// Why a body could not be read: the client stopped sending (the listener
+/// answers 408 in place of this when the body read deadline passed).
+fn unreadable(err: axum::Error) -> ApiError {
+    ApiError::bad_request(format!("the request body could not be read: {}", err.into_inner()))
 }
 
-/// Reads the whole body, decompressing gzip, refusing more than `limit` bytes
-/// either way.
-pub async fn read(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
-    let raw = axum::body::to_bytes(body, limit).await.map_err(|err| unreadable(err, limit))?;
+/// A request body as it arrived, and its share of the bytes the server lets
+/// all bodies being received and processed hold at once (given back when
+/// this is dropped).
+pub struct Received {
+    pub bytes: Bytes,
+    _held: Option<OwnedSemaphorePermit>,
+}
+
+/// Reads the whole body as sent (still compressed), refusing more than
+/// `limit` bytes, and taking its bytes from `budget` as they arrive: when
+/// bodies in flight hold the whole budget, further ones get 429 rather
+/// than memory. Decompress it with `inflate`, off the async threads.
+pub async fn read(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+    budget: &Arc<Semaphore>,
+) -> Result<Received, ApiError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large(limit));
+    }
+    let mut body = body;
+    let mut held: Option<OwnedSemaphorePermit> = None;
+    let mut bytes = BytesMut::with_capacity(declared.unwrap_or(0).min(limit as u64) as usize);
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame.map_err(unreadable)?.into_data() else { continue };
+        if bytes.len() + data.len() > limit {
+            return Err(too_large(limit));
+        }
+        let share = u32::try_from(data.len()).map_err(|_| too_large(limit))?;
+        let permit = budget.clone().try_acquire_many_owned(share).map_err(|_| {
+            ApiError::overloaded(
+                "the server holds as many request bytes as ingest.max_receiving_bytes allows; \
+                 retry later",
+            )
+        })?;
+        match &mut held {
+            Some(all) => all.merge(permit),
+            None => held = Some(permit),
+        }
+        bytes.extend_from_slice(&data);
+    }
+    Ok(Received { bytes: bytes.freeze(), _held: held })
+}
+
+/// The body decompressed as its `Content-Encoding` says (gzip or none),
+/// refusing more than `limit` bytes after decompression, so a gzip bomb is
+/// refused. CPU work: call it off the async threads.
+pub fn inflate(headers: &HeaderMap, raw: &Bytes, limit: usize) -> Result<Bytes, ApiError> {
     let encoding = headers
         .get(header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
@@ -45,7 +94,7 @@ pub async fn read(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes
         .trim()
         .to_ascii_lowercase();
     match encoding.as_str() {
-        "identity" | "" => Ok(raw),
+        "identity" | "" => Ok(raw.clone()),
         "gzip" | "x-gzip" => {
             let mut out = Vec::with_capacity(raw.len().saturating_mul(4).min(limit));
             GzDecoder::new(&raw[..])
@@ -63,6 +112,16 @@ pub async fn read(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes
             format!("Content-Encoding {other:?} is not supported (use gzip or none)"),
         )),
     }
+}
+
+/// Runs CPU work of a request (decompression, parsing, normalization) on
+/// the blocking pool, so that it never holds an async worker thread.
+pub async fn off_async<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| ApiError::internal("request processing stopped", &e))?
 }
 
 /// Is the body newline-delimited JSON (by Content-Type)?

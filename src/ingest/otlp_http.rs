@@ -171,20 +171,6 @@ fn hint(headers: &HeaderMap) -> Option<String> {
     otlp::project_hint(text("x-langfuse-public-key"), text("authorization"))
 }
 
-/// Reads and decodes a request, or says why not.
-async fn receive<M: Message + Default + DeserializeOwned>(
-    ingest: &UsageIngest,
-    headers: &HeaderMap,
-    request: Body,
-    what: &str,
-) -> Result<(M, Encoding, Vec<u8>), (ApiError, Encoding)> {
-    let encoding = Encoding::of(headers).map_err(|e| (e, Encoding::Json))?;
-    let bytes =
-        body::read(headers, request, ingest.max_body_bytes).await.map_err(|e| (e, encoding))?;
-    let message = decode(&bytes, encoding, what).map_err(|e| (e, encoding))?;
-    Ok((message, encoding, bytes.to_vec()))
-}
-
 /// Commits the records of one request and counts them for `/metrics`.
 async fn commit(
     ingest: &UsageIngest,
@@ -288,23 +274,41 @@ impl Signal for ExportMetricsServiceRequest {
     }
 }
 
-/// One export: read, decode, normalize, commit, answer.
-async fn export<S: Signal>(ingest: &UsageIngest, headers: &HeaderMap, request: Body) -> Response {
-    let (mut message, encoding, bytes) = match receive::<S>(ingest, headers, request, S::NAME).await
-    {
-        Ok(received) => received,
-        Err((err, encoding)) => return error_response(err, encoding),
+/// One export: read, decode, normalize, commit, answer. Decompression,
+/// decoding and normalization run off the async threads.
+async fn export<S: Signal + Send + 'static>(
+    ingest: &Arc<UsageIngest>,
+    headers: HeaderMap,
+    request: Body,
+) -> Response {
+    let encoding = match Encoding::of(&headers) {
+        Ok(encoding) => encoding,
+        Err(err) => return error_response(err, Encoding::Json),
     };
+    let received =
+        match body::read(&headers, request, ingest.max_body_bytes, &ingest.receiving).await {
+            Ok(received) => received,
+            Err(err) => return error_response(err, encoding),
+        };
     let Ok(_permit) = ingest.in_flight.try_acquire() else {
         let err = ApiError::overloaded("too many ingest requests in flight; retry later");
         return error_response(err, encoding);
     };
-    if let Err(err) = check_not_snake_case(&bytes, message.items(), encoding) {
-        return error_response(err, encoding);
-    }
-    drop(bytes);
-    let (records, problems, staged) = message.records(ingest, hint(headers).as_deref());
-    drop(message);
+    let work = {
+        let ingest = ingest.clone();
+        move || {
+            let bytes = body::inflate(&headers, &received.bytes, ingest.max_body_bytes)?;
+            drop(received);
+            let mut message: S = decode(&bytes, encoding, S::NAME)?;
+            check_not_snake_case(&bytes, message.items(), encoding)?;
+            drop(bytes);
+            Ok(message.records(&ingest, hint(&headers).as_deref()))
+        }
+    };
+    let (records, problems, staged) = match body::off_async(work).await {
+        Ok(normalized) => normalized,
+        Err(err) => return error_response(err, encoding),
+    };
     if let Err(err) = commit(ingest, records, S::ENDPOINT, &problems).await {
         return error_response(err, encoding);
     }
@@ -320,7 +324,7 @@ pub async fn post_traces(
     headers: HeaderMap,
     request: Body,
 ) -> Response {
-    export::<ExportTraceServiceRequest>(&ingest, &headers, request).await
+    export::<ExportTraceServiceRequest>(&ingest, headers, request).await
 }
 
 /// `POST /v1/logs`
@@ -329,7 +333,7 @@ pub async fn post_logs(
     headers: HeaderMap,
     request: Body,
 ) -> Response {
-    export::<ExportLogsServiceRequest>(&ingest, &headers, request).await
+    export::<ExportLogsServiceRequest>(&ingest, headers, request).await
 }
 
 /// `POST /v1/metrics`
@@ -338,7 +342,7 @@ pub async fn post_metrics(
     headers: HeaderMap,
     request: Body,
 ) -> Response {
-    export::<ExportMetricsServiceRequest>(&ingest, &headers, request).await
+    export::<ExportMetricsServiceRequest>(&ingest, headers, request).await
 }
 
 /// The partial-success fields, when there is anything to say.

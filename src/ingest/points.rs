@@ -22,21 +22,20 @@ pub struct PointsResponse {
     pub rejected: Vec<Rejection>,
 }
 
-pub async fn post_points(
-    State(ingest): State<Arc<UsageIngest>>,
-    headers: HeaderMap,
-    request: Body,
-) -> Result<(StatusCode, Json<PointsResponse>), ApiError> {
-    let bytes = body::read(&headers, request, ingest.max_body_bytes).await?;
-    let Ok(_permit) = ingest.in_flight.try_acquire() else {
-        return Err(ApiError::overloaded("too many ingest requests in flight; retry later"));
-    };
+/// Decompresses and parses a body of metric points: the points and those
+/// refused.
+fn parse_points(
+    ingest: &UsageIngest,
+    headers: &HeaderMap,
+    raw: &axum::body::Bytes,
+) -> Result<(Vec<crate::model::MetricPoint>, Vec<Rejection>), ApiError> {
+    let bytes = body::inflate(headers, raw, ingest.max_body_bytes)?;
     let now = crate::time::now_ms();
     let oldest = ingest.metric_horizon_ms.map_or(i64::MIN, |keep| now - keep);
     let mut keys = PointKeys::default();
     let mut points = Vec::with_capacity(body::max_records(&bytes));
     let mut rejected = Vec::new();
-    body::each_record(&bytes, body::is_ndjson(&headers), |index, record| {
+    body::each_record(&bytes, body::is_ndjson(headers), |index, record| {
         if index == 0 {
             // A second pass over the same records (see `each_record`).
             points.clear();
@@ -51,6 +50,23 @@ pub async fn post_points(
             Err(err) => rejected.push(Rejection { index, error: err.to_string() }),
         }
     })?;
+    Ok((points, rejected))
+}
+
+pub async fn post_points(
+    State(ingest): State<Arc<UsageIngest>>,
+    headers: HeaderMap,
+    request: Body,
+) -> Result<(StatusCode, Json<PointsResponse>), ApiError> {
+    let received = body::read(&headers, request, ingest.max_body_bytes, &ingest.receiving).await?;
+    let Ok(_permit) = ingest.in_flight.try_acquire() else {
+        return Err(ApiError::overloaded("too many ingest requests in flight; retry later"));
+    };
+    let parse = {
+        let ingest = ingest.clone();
+        move || parse_points(&ingest, &headers, &received.bytes)
+    };
+    let (points, rejected) = body::off_async(parse).await?;
     let accepted = points.len();
     ingest.committer.submit_records(Records { points, ..Records::default() }).await?;
     ingest.metrics.ingested("points", accepted as u64, 0, rejected.len() as u64);

@@ -30,6 +30,9 @@ pub struct UsageIngest {
     /// arriving are bounded by the listener's connection cap and body read
     /// timeout instead.
     pub in_flight: tokio::sync::Semaphore,
+    /// Bytes of request bodies being received and processed, a permit per
+    /// byte taken as it arrives (`ingest.max_receiving_bytes`).
+    pub receiving: Arc<tokio::sync::Semaphore>,
     pub metrics: Arc<crate::exposition::Metrics>,
     /// How far back metric points are kept (the coarsest tier's retention).
     pub metric_horizon_ms: Option<i64>,
@@ -67,28 +70,15 @@ pub async fn post_usage(
     headers: HeaderMap,
     request: Body,
 ) -> Result<(StatusCode, Json<UsageResponse>), ApiError> {
-    let bytes = body::read(&headers, request, ingest.max_body_bytes).await?;
+    let received = body::read(&headers, request, ingest.max_body_bytes, &ingest.receiving).await?;
     let Ok(_permit) = ingest.in_flight.try_acquire() else {
         return Err(ApiError::overloaded("too many ingest requests in flight; retry later"));
     };
-    let context = ingest.context();
-    let mut calls = Vec::with_capacity(body::max_records(&bytes));
-    let mut rejected = Vec::new();
-    let count = body::each_record(&bytes, body::is_ndjson(&headers), |index, record| {
-        if index == 0 {
-            // A second pass over the same records (see `each_record`).
-            calls.clear();
-            rejected.clear();
-        }
-        let call = match record {
-            body::Record::Parsed(raw) => normalize_report(raw, &context),
-            body::Record::Text(json) => normalize_json(json, &context),
-        };
-        match call {
-            Ok(call) => calls.push(call),
-            Err(err) => rejected.push(Rejection { index, error: err.to_string() }),
-        }
-    })?;
+    let parse = {
+        let ingest = ingest.clone();
+        move || parse_reports(&ingest, &headers, &received.bytes)
+    };
+    let (calls, rejected, count) = body::off_async(parse).await?;
     let parsed = std::time::Instant::now();
     let outcomes = ingest.committer.submit(calls).await?;
     tracing::debug!(
@@ -110,6 +100,35 @@ pub async fn post_usage(
         StatusCode::OK
     };
     Ok((status, Json(response)))
+}
+
+/// Decompresses, parses and normalizes a body of usage reports: the calls,
+/// the reports refused, and how many reports there were.
+fn parse_reports(
+    ingest: &UsageIngest,
+    headers: &HeaderMap,
+    raw: &axum::body::Bytes,
+) -> Result<(Vec<crate::model::LlmCall>, Vec<Rejection>, usize), ApiError> {
+    let bytes = body::inflate(headers, raw, ingest.max_body_bytes)?;
+    let context = ingest.context();
+    let mut calls = Vec::with_capacity(body::max_records(&bytes));
+    let mut rejected = Vec::new();
+    let count = body::each_record(&bytes, body::is_ndjson(headers), |index, record| {
+        if index == 0 {
+            // A second pass over the same records (see `each_record`).
+            calls.clear();
+            rejected.clear();
+        }
+        let call = match record {
+            body::Record::Parsed(raw) => normalize_report(raw, &context),
+            body::Record::Text(json) => normalize_json(json, &context),
+        };
+        match call {
+            Ok(call) => calls.push(call),
+            Err(err) => rejected.push(Rejection { index, error: err.to_string() }),
+        }
+    })?;
+    Ok((calls, rejected, count))
 }
 
 #[derive(Debug, serde::Deserialize)]
