@@ -746,3 +746,59 @@ async fn otlp_metrics_over_json_and_grpc() {
     .await;
     assert_eq!(jobs["groups"][0]["points"][0]["value"], 7.0);
 }
+
+/// Regression: samples of a cumulative series left the shared state while
+/// their commit was pending, so a concurrent export of the same series took
+/// its delta from an older sample and counted an increase twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_cumulative_exports_count_the_true_increase() {
+    const EXPORTS: u64 = 60;
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), &[]);
+    let base = server.url().to_owned();
+    // The series starts after the server, so it counts from zero: the true
+    // increase is the last value.
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let start_ns = now_ms() as u64 * MS;
+    let export = |i: u64| {
+        json!({"resourceMetrics": [{"scopeMetrics": [{"metrics": [
+            {"name": "tokens_total", "sum": {"aggregationTemporality": 2, "isMonotonic": true,
+             "dataPoints": [{"asInt": (10 * i).to_string(),
+                             "startTimeUnixNano": start_ns.to_string(),
+                             "timeUnixNano": (start_ns + i * 1_000 * MS).to_string(),
+                             "attributes": [{"key": "model", "value": {"stringValue": "gpt-4o"}}]}]}}
+        ]}]}]})
+    };
+    let mut rounds = Vec::new();
+    for round in 0..3u64 {
+        // Each round's exports go out at once, in no particular order.
+        let sends: Vec<_> = (1..=EXPORTS / 3)
+            .map(|n| {
+                let (base, body) = (base.clone(), export(round * EXPORTS / 3 + n));
+                tokio::spawn(async move {
+                    let bytes = serde_json::to_vec(&body).unwrap();
+                    post(&base, "/v1/metrics", bytes, &[("content-type", "application/json")])
+                        .await
+                        .status
+                })
+            })
+            .collect();
+        for send in sends {
+            rounds.push(send.await.unwrap());
+        }
+    }
+    assert!(rounds.iter().all(|status| *status == 200), "{rounds:?}");
+    let total = get_ok(
+        &base,
+        "/api/v1/metrics/query",
+        &[("name", "tokens_total"), ("since", "1h"), ("step", "1h"), ("agg", "sum")],
+    )
+    .await;
+    let stored: f64 = total["groups"][0]["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["value"].as_f64().unwrap())
+        .sum();
+    assert_eq!(stored, (10 * EXPORTS) as f64, "{total}");
+}

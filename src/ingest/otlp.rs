@@ -126,8 +126,9 @@ pub fn trace_records(
     (records, problems)
 }
 
-/// Metric points of a metrics export, and the cumulative samples to keep
-/// once they are committed (`keep_cumulative`).
+/// Metric points of a metrics export, and what its cumulative samples
+/// changed (`forget_cumulative` takes it back if the points are not
+/// committed).
 pub fn metric_records(
     ingest: &UsageIngest,
     request: &ExportMetricsServiceRequest,
@@ -148,9 +149,10 @@ pub fn metric_records(
     (records, problems, staged)
 }
 
-/// Keeps the cumulative samples of a committed metrics export.
-pub fn keep_cumulative(ingest: &UsageIngest, staged: crate::normalize::otlp_metric::Staged) {
-    ingest.cumulative.lock().unwrap_or_else(|p| p.into_inner()).commit(staged);
+/// Takes back the cumulative samples of a metrics export whose points were
+/// not committed.
+pub fn forget_cumulative(ingest: &UsageIngest, staged: crate::normalize::otlp_metric::Staged) {
+    ingest.cumulative.lock().unwrap_or_else(|p| p.into_inner()).forget(staged);
 }
 
 /// Log records of a logs export.

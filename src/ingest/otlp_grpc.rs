@@ -133,8 +133,10 @@ impl MetricsService for Otlp {
         let (records, problems, staged) =
             otlp::metric_records(&self.ingest, request.get_ref(), hint.as_deref());
         drop(request);
-        self.commit(records, "otlp_grpc_metrics", &problems).await?;
-        otlp::keep_cumulative(&self.ingest, staged);
+        if let Err(status) = self.commit(records, "otlp_grpc_metrics", &problems).await {
+            otlp::forget_cumulative(&self.ingest, staged);
+            return Err(status);
+        }
         let partial_success = partial(&problems).map(|(rejected_data_points, error_message)| {
             ExportMetricsPartialSuccess { rejected_data_points, error_message }
         });

@@ -310,10 +310,10 @@ async fn export<S: Signal + Send + 'static>(
         Err(err) => return error_response(err, encoding),
     };
     if let Err(err) = commit(ingest, records, S::ENDPOINT, &problems).await {
+        if let Some(staged) = staged {
+            otlp::forget_cumulative(ingest, staged);
+        }
         return error_response(err, encoding);
-    }
-    if let Some(staged) = staged {
-        otlp::keep_cumulative(ingest, staged);
     }
     ok_response(&S::response(partial(&problems)), encoding)
 }

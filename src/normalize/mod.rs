@@ -3,6 +3,7 @@
 //! Nothing here does I/O: transports hand in parsed bytes, these functions
 //! hand back records or errors that name the offending field.
 
+pub mod cumulative;
 pub mod fingerprint;
 pub mod limits;
 pub mod log;

@@ -3,7 +3,6 @@
 //! pre-aggregated points — cumulative series turned into deltas per series,
 //! with resets (a new start time, or a value going down) starting over.
 
-use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
@@ -14,72 +13,14 @@ use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value};
 use opentelemetry_proto::tonic::metrics::v1::exponential_histogram_data_point::Buckets as ExponentialBuckets;
 use opentelemetry_proto::tonic::metrics::v1::{metric, number_data_point};
 
+pub use super::cumulative::{CumulativeState, Staged};
+use super::cumulative::{Increment, Previous, SeriesKey, distribution_delta, sum_delta};
 use super::limits::{MAX_POINT_VALUE, check_time_ns, clip, shown};
 use super::point::{MAX_TAG_NAME, MAX_TAG_VALUE, MAX_TAGS, valid_name};
 use super::span::{SpanContext, attributes_to_json, resource_attributes};
 use crate::model::{Distribution, MetricKey, MetricPoint, PointKind, Tags};
 
 const CUMULATIVE: i32 = 2;
-
-/// What the previous sample of a cumulative series was.
-#[derive(Debug, Clone)]
-pub enum Previous {
-    Sum { start_ns: u64, value: f64 },
-    Distribution { start_ns: u64, count: u64, sum: f64, buckets: Vec<(f64, u64)> },
-}
-
-/// The last sample of every cumulative series, to turn the next one into a
-/// delta. A series first seen with a start time before this server started
-/// only sets the baseline (its earlier total may have been counted by a
-/// previous run); one that started later counts from zero.
-pub struct CumulativeState {
-    started_ns: u64,
-    series: HashMap<SeriesKey, Previous>,
-    /// Samples of the request being converted, kept apart until its points
-    /// are committed (`commit`), so a refused request changes nothing.
-    staged: HashMap<SeriesKey, Previous>,
-}
-
-type SeriesKey = (String, String, Tags);
-
-/// Samples staged by one conversion.
-pub type Staged = HashMap<SeriesKey, Previous>;
-
-impl CumulativeState {
-    pub fn new(started_ns: u64) -> Self {
-        Self { started_ns, series: HashMap::new(), staged: HashMap::new() }
-    }
-
-    fn get(&self, key: &SeriesKey) -> Option<&Previous> {
-        self.staged.get(key).or_else(|| self.series.get(key))
-    }
-
-    /// Records a sample, returning the one before it.
-    fn replace(&mut self, key: SeriesKey, sample: Previous) -> Option<Previous> {
-        let previous = self.get(&key).cloned();
-        self.staged.insert(key, sample);
-        previous
-    }
-
-    /// Takes the staged samples out, to keep once their points are durable.
-    pub fn take_staged(&mut self) -> Staged {
-        std::mem::take(&mut self.staged)
-    }
-
-    /// The points of these samples were committed.
-    pub fn commit(&mut self, staged: Staged) {
-        self.series.extend(staged);
-    }
-
-    /// Series tracked (bounded by the metric series limits upstream).
-    pub fn len(&self) -> usize {
-        self.series.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.series.is_empty()
-    }
-}
 
 fn tag_value(value: &serde_json::Value) -> String {
     match value {
@@ -221,45 +162,6 @@ fn summary_buckets(count: u64, quantiles: &[(f64, f64)]) -> Vec<(f64, u64)> {
     out
 }
 
-/// Count, sum and bucket counts of a distribution's new observations.
-type Delta = (u64, f64, Vec<(f64, u64)>);
-
-/// The delta of a cumulative distribution against the previous sample
-/// (None: a baseline, nothing to record yet).
-fn distribution_delta(
-    state: &mut CumulativeState,
-    key: SeriesKey,
-    start_ns: u64,
-    count: u64,
-    sum: f64,
-    buckets: Vec<(f64, u64)>,
-) -> Option<Delta> {
-    let previous = state
-        .replace(key, Previous::Distribution { start_ns, count, sum, buckets: buckets.clone() });
-    match previous {
-        Some(Previous::Distribution { start_ns: s, count: c, sum: su, buckets: b })
-            if s == start_ns && count >= c =>
-        {
-            let before: HashMap<u64, u64> = b.iter().map(|(v, n)| (v.to_bits(), *n)).collect();
-            let mut reset = false;
-            let delta: Vec<(f64, u64)> = buckets
-                .iter()
-                .map(|(v, n)| {
-                    let old = before.get(&v.to_bits()).copied().unwrap_or(0);
-                    if *n < old {
-                        reset = true;
-                    }
-                    (*v, n.saturating_sub(old))
-                })
-                .collect();
-            if reset { Some((count, sum, buckets)) } else { Some((count - c, sum - su, delta)) }
-        }
-        Some(_) => Some((count, sum, buckets)),
-        None if start_ns >= state.started_ns => Some((count, sum, buckets)),
-        None => None,
-    }
-}
-
 /// One side of an exponential histogram as (offset, counts).
 fn side(buckets: &Option<ExponentialBuckets>) -> Option<(i32, &[u64])> {
     buckets.as_ref().map(|b| (b.offset, b.bucket_counts.as_slice()))
@@ -283,12 +185,17 @@ fn distribution(
     cumulative: bool,
     key: impl FnOnce() -> SeriesKey,
     sample: Sample,
+    time_ns: u64,
 ) -> Option<Distribution> {
     let Sample { start_ns, count, sum, min, max, buckets } = sample;
     let d = if cumulative {
-        let (count, sum, buckets) =
-            distribution_delta(state, key(), start_ns, count, sum, buckets)?;
-        Distribution { count, sum, min: None, max: None, buckets }
+        let sample = Previous::Distribution { start_ns, count, sum, buckets };
+        match state.step(key(), sample, time_ns, distribution_delta)? {
+            Increment::Distribution { count, sum, buckets } => {
+                Distribution { count, sum, min: None, max: None, buckets }
+            }
+            Increment::Sum(_) => return None,
+        }
     } else {
         Distribution { count, sum, min, max, buckets }
     };
@@ -448,16 +355,11 @@ pub fn metric_points(
                             }
                             let delta = if sum.aggregation_temporality == CUMULATIVE {
                                 let key = series_key(&p.attributes);
-                                let start_ns = p.start_time_unix_nano;
-                                match state.replace(key, Previous::Sum { start_ns, value }) {
-                                    Some(Previous::Sum { start_ns: s, value: v })
-                                        if s == start_ns && value >= v =>
-                                    {
-                                        Some(value - v)
-                                    }
-                                    Some(_) => Some(value),
-                                    None if start_ns >= state.started_ns => Some(value),
-                                    None => None,
+                                let sample =
+                                    Previous::Sum { start_ns: p.start_time_unix_nano, value };
+                                match state.step(key, sample, p.time_unix_nano, sum_delta) {
+                                    Some(Increment::Sum(delta)) => Some(delta),
+                                    _ => None,
                                 }
                             } else {
                                 Some(value)
@@ -495,7 +397,8 @@ pub fn metric_points(
                                 ),
                             };
                             let key = || series_key(&p.attributes);
-                            if let Some(d) = distribution(state, cumulative, key, sample) {
+                            let time = p.time_unix_nano;
+                            if let Some(d) = distribution(state, cumulative, key, sample, time) {
                                 let mean = d.sum / d.count as f64;
                                 let (attributes, time) = (&p.attributes, p.time_unix_nano);
                                 let kind = PointKind::Histogram;
@@ -528,7 +431,8 @@ pub fn metric_points(
                                 ),
                             };
                             let key = || series_key(&p.attributes);
-                            if let Some(d) = distribution(state, cumulative, key, sample) {
+                            let time = p.time_unix_nano;
+                            if let Some(d) = distribution(state, cumulative, key, sample, time) {
                                 let mean = d.sum / d.count as f64;
                                 let (attributes, time) = (&p.attributes, p.time_unix_nano);
                                 let kind = PointKind::Histogram;
@@ -548,15 +452,18 @@ pub fn metric_points(
                         for p in &summary.data_points {
                             let quantiles: Vec<(f64, f64)> =
                                 p.quantile_values.iter().map(|q| (q.quantile, q.value)).collect();
-                            let previous = distribution_delta(
-                                state,
-                                series_key(&p.attributes),
-                                p.start_time_unix_nano,
-                                p.count,
-                                p.sum,
-                                Vec::new(),
-                            );
-                            let Some((count, sum, _)) = previous else { continue };
+                            let sample = Previous::Distribution {
+                                start_ns: p.start_time_unix_nano,
+                                count: p.count,
+                                sum: p.sum,
+                                buckets: Vec::new(),
+                            };
+                            let key = series_key(&p.attributes);
+                            let recorded =
+                                state.step(key, sample, p.time_unix_nano, distribution_delta);
+                            let Some(Increment::Distribution { count, sum, .. }) = recorded else {
+                                continue;
+                            };
                             if count == 0 {
                                 continue;
                             }
@@ -614,14 +521,15 @@ mod tests {
         }
     }
 
-    fn cumulative_sum(value: i64, start_ns: u64) -> Metric {
+    /// A cumulative counter sample taken `seconds` after the series' first.
+    fn cumulative_sum(value: i64, start_ns: u64, seconds: u64) -> Metric {
         Metric {
             name: "request_total".into(),
             data: Some(metric::Data::Sum(Sum {
                 data_points: vec![NumberDataPoint {
                     attributes: vec![attr("status", "success")],
                     start_time_unix_nano: start_ns,
-                    time_unix_nano: (NOW_MS as u64) * 1_000_000,
+                    time_unix_nano: (NOW_MS as u64 - 60_000 + seconds * 1000) * 1_000_000,
                     value: Some(number_data_point::Value::AsInt(value)),
                     ..NumberDataPoint::default()
                 }],
@@ -639,34 +547,33 @@ mod tests {
         let mut deltas = Vec::new();
         // Started after the server: counts from zero; then +3; then a reset
         // (new start time) counts its value; then going down is a reset too.
-        for (value, start) in [(5, 2_000), (8, 2_000), (2, 9_000), (4, 9_000), (1, 9_000)] {
+        let samples = [(5, 2_000), (8, 2_000), (2, 9_000), (4, 9_000), (1, 9_000)];
+        for (seconds, (value, start)) in samples.into_iter().enumerate() {
             let (points, rejected) = metric_points(
-                &request(vec![cumulative_sum(value, start)]),
+                &request(vec![cumulative_sum(value, start, seconds as u64)]),
                 None,
                 NOW_MS,
                 0,
                 &mut state,
             );
             assert!(rejected.is_empty());
-            let staged = state.take_staged();
-            state.commit(staged);
+            drop(state.take_staged());
             deltas.extend(points.iter().map(|p| p.value));
         }
         assert_eq!(deltas, vec![5.0, 3.0, 2.0, 2.0, 1.0]);
         // A series that started before the server: its first sample is a baseline.
         let mut state = CumulativeState::new(started);
-        let (points, _) =
-            metric_points(&request(vec![cumulative_sum(100, 10)]), None, NOW_MS, 0, &mut state);
-        assert!(points.is_empty());
-        let staged = state.take_staged();
-        state.commit(staged);
-        // A request that was not committed leaves no trace.
-        let (points, _) =
-            metric_points(&request(vec![cumulative_sum(103, 10)]), None, NOW_MS, 0, &mut state);
-        assert_eq!(points[0].value, 3.0);
+        let convert = |state: &mut CumulativeState, value: i64, seconds: u64| {
+            let sample = request(vec![cumulative_sum(value, 10, seconds)]);
+            metric_points(&sample, None, NOW_MS, 0, state).0
+        };
+        assert!(convert(&mut state, 100, 0).is_empty());
         drop(state.take_staged());
-        let (points, _) =
-            metric_points(&request(vec![cumulative_sum(107, 10)]), None, NOW_MS, 0, &mut state);
+        // A request that was not committed leaves no trace.
+        assert_eq!(convert(&mut state, 103, 1)[0].value, 3.0);
+        let staged = state.take_staged();
+        state.forget(staged);
+        let points = convert(&mut state, 107, 2);
         assert_eq!(points[0].value, 7.0);
         assert_eq!(points[0].key.tags["status"], "success");
     }
@@ -700,9 +607,9 @@ mod tests {
 
     #[test]
     fn bad_names_and_attributes_are_rejected_by_position() {
-        let mut bad = cumulative_sum(1, 5);
+        let mut bad = cumulative_sum(1, 5, 0);
         bad.name = "9bad".into();
-        let mut many = cumulative_sum(1, 5);
+        let mut many = cumulative_sum(1, 5, 0);
         if let Some(metric::Data::Sum(sum)) = &mut many.data {
             sum.data_points[0].attributes = (0..20).map(|i| attr(&format!("a{i}"), "v")).collect();
         }
