@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use serde::Serialize;
 use tokio::sync::RwLock;
 
-use super::series::{Assigned, SeriesKey, SeriesLimits, SeriesRegistry};
+use super::series::{Assigned, FlatSeries, SeriesKey, SeriesLimits, SeriesRegistry, SeriesView};
 use super::sketch::Sketch;
 use super::tier::Tier;
 use crate::model::LlmCall;
@@ -130,7 +130,7 @@ pub struct RollupEngine {
 }
 
 impl RollupEngine {
-    pub fn new(series: Vec<(i64, SeriesKey)>, watermark: i64) -> Self {
+    pub fn new(series: Vec<(i64, FlatSeries)>, watermark: i64) -> Self {
         Self {
             state: Mutex::new(EngineState {
                 series: SeriesRegistry::from_stored(series),
@@ -285,7 +285,10 @@ impl RollupEngine {
     }
 
     /// Series (not projections) whose key passes `keep`, with their keys.
-    pub fn select_series(&self, keep: impl Fn(&SeriesKey) -> bool) -> HashMap<i64, Arc<SeriesKey>> {
+    pub fn select_series(
+        &self,
+        keep: impl Fn(&SeriesView<'_>) -> bool,
+    ) -> HashMap<i64, Arc<SeriesKey>> {
         self.select(|key| !key.is_projection() && keep(key))
     }
 
@@ -293,25 +296,25 @@ impl RollupEngine {
     pub fn select_projections(
         &self,
         dimension: &str,
-        keep: impl Fn(&SeriesKey) -> bool,
+        keep: impl Fn(&SeriesView<'_>) -> bool,
     ) -> HashMap<i64, Arc<SeriesKey>> {
-        self.select(|key| key.projection.as_deref() == Some(dimension) && keep(key))
+        self.select(|key| key.projection == Some(dimension) && keep(key))
     }
 
-    fn select(&self, keep: impl Fn(&SeriesKey) -> bool) -> HashMap<i64, Arc<SeriesKey>> {
+    fn select(&self, keep: impl Fn(&SeriesView<'_>) -> bool) -> HashMap<i64, Arc<SeriesKey>> {
         let state = self.lock();
         state
             .series
             .iter()
             .filter(|(_, key)| keep(key))
-            .map(|(id, key)| (id, key.clone()))
+            .map(|(id, key)| (id, Arc::new(key.to_key())))
             .collect()
     }
 
     /// The keys of the series `ids` (unknown ids are left out).
     pub fn series_keys(&self, ids: &[i64]) -> HashMap<i64, Arc<SeriesKey>> {
         let state = self.lock();
-        ids.iter().filter_map(|id| Some((*id, state.series.get(*id)?.clone()))).collect()
+        ids.iter().filter_map(|id| Some((*id, Arc::new(state.series.get(*id)?)))).collect()
     }
 
     /// The id range of the projections by `dimension` (None: there are none).
@@ -355,7 +358,7 @@ impl Flush<'_> {
         let mut state = self.engine.lock();
         let state = &mut *state;
         for (key, cell) in cells.into_iter().filter(|(key, _)| key.tier == Tier::Minute) {
-            if state.series.get(key.series).is_some_and(|s| !s.is_projection()) {
+            if state.series.view(key.series).is_some_and(|s| !s.is_projection()) {
                 state.open.entry(key).or_default().merge(&cell);
             }
         }

@@ -197,31 +197,186 @@ impl<'a> Dimensions<'a> {
     }
 
     /// Writes the dimensions as one byte string, equal for equal
-    /// dimensions only (each text is length-prefixed, absence marked), so
-    /// that a lookup compares one contiguous run of memory instead of
-    /// following a pointer per field.
+    /// dimensions only (each text is length-prefixed, absence marked). It is
+    /// how the registry keeps a series (`SeriesView` reads it back): one
+    /// small allocation per series, and a lookup compares one contiguous run
+    /// of memory instead of following a pointer per field.
     fn flatten(&self, out: &mut Vec<u8>) {
-        fn text(out: &mut Vec<u8>, text: Option<&str>) {
-            match text {
-                None => out.extend_from_slice(&u32::MAX.to_le_bytes()),
-                Some(text) => {
-                    out.extend_from_slice(&(text.len() as u32).to_le_bytes());
-                    out.extend_from_slice(text.as_bytes());
+        fn text(out: &mut Vec<u8>, text: &str) {
+            varint(out, text.len() as u64);
+            out.extend_from_slice(text.as_bytes());
+        }
+        fn optional(out: &mut Vec<u8>, value: Option<&str>) {
+            match value {
+                None => out.push(0),
+                Some(value) => {
+                    varint(out, value.len() as u64 + 1);
+                    out.extend_from_slice(value.as_bytes());
                 }
             }
         }
         out.clear();
         out.extend_from_slice(&[self.operation as u8, self.status as u8]);
-        for field in [Some(self.project), Some(self.model), self.provider, self.user] {
-            text(out, field);
+        text(out, self.project);
+        text(out, self.model);
+        for field in [self.provider, self.user, self.api_key, self.route, self.cluster] {
+            optional(out, field);
         }
-        for field in [self.api_key, self.route, self.cluster, self.projection] {
-            text(out, field);
-        }
-        out.extend_from_slice(&(self.tags.len() as u32).to_le_bytes());
+        optional(out, self.projection);
+        varint(out, self.tags.len() as u64);
         for (name, value) in self.tags {
-            text(out, Some(name));
-            text(out, Some(value));
+            text(out, name);
+            text(out, value);
+        }
+    }
+}
+
+/// Appends `n` in LEB128 (7 bits a byte, low first).
+fn varint(out: &mut Vec<u8>, mut n: u64) {
+    while n >= 0x80 {
+        out.push((n as u8) | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
+}
+
+/// A series as the registry keeps it: its dimensions flattened.
+pub type FlatSeries = Box<[u8]>;
+
+/// `key` flattened, as the registry keeps it.
+pub fn flat_of(key: &SeriesKey) -> FlatSeries {
+    let mut out = Vec::with_capacity(64);
+    Dimensions::of_key(key).flatten(&mut out);
+    out.into_boxed_slice()
+}
+
+/// A series' dimensions read from their flattened form, borrowed from it.
+#[derive(Debug, Clone, Copy)]
+pub struct SeriesView<'a> {
+    pub project: &'a str,
+    pub model: &'a str,
+    pub provider: Option<&'a str>,
+    pub operation: Operation,
+    pub user: Option<&'a str>,
+    pub api_key: Option<&'a str>,
+    pub route: Option<&'a str>,
+    pub status: Status,
+    pub cluster: Option<&'a str>,
+    pub projection: Option<&'a str>,
+    /// The tags, still flattened: (name, value) texts, `tag_count` of them.
+    tags: &'a [u8],
+    tag_count: usize,
+}
+
+/// Reads flattened dimensions in order.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn varint(&mut self) -> u64 {
+        let (mut n, mut shift) = (0u64, 0);
+        while let Some((&byte, rest)) = self.0.split_first() {
+            self.0 = rest;
+            n |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                break;
+            }
+            shift += 7;
+        }
+        n
+    }
+
+    fn bytes(&mut self, len: usize) -> &'a str {
+        let (text, rest) = self.0.split_at(len.min(self.0.len()));
+        self.0 = rest;
+        // Written from strings by `flatten`, so always UTF-8.
+        std::str::from_utf8(text).unwrap_or_default()
+    }
+
+    fn text(&mut self) -> &'a str {
+        let len = self.varint() as usize;
+        self.bytes(len)
+    }
+
+    fn optional(&mut self) -> Option<&'a str> {
+        match self.varint() {
+            0 => None,
+            n => Some(self.bytes(n as usize - 1)),
+        }
+    }
+}
+
+impl<'a> SeriesView<'a> {
+    pub fn of(flat: &'a [u8]) -> SeriesView<'a> {
+        let (operation, status) = match flat {
+            [o, s, ..] => (Operation::from_code(*o), Status::from_code(*s)),
+            _ => (Operation::Other, Status::Ok),
+        };
+        let mut r = Reader(flat.get(2..).unwrap_or_default());
+        let project = r.text();
+        let model = r.text();
+        let [provider, user, api_key, route, cluster, projection] =
+            std::array::from_fn(|_| r.optional());
+        let tag_count = r.varint() as usize;
+        SeriesView {
+            project,
+            model,
+            provider,
+            operation,
+            user,
+            api_key,
+            route,
+            status,
+            cluster,
+            projection,
+            tags: r.0,
+            tag_count,
+        }
+    }
+
+    /// The tags, (name, value), in name order.
+    pub fn tags(&self) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
+        let mut r = Reader(self.tags);
+        (0..self.tag_count).map(move |_| (r.text(), r.text()))
+    }
+
+    pub fn is_projection(&self) -> bool {
+        self.projection.is_some()
+    }
+
+    /// Value of a dimension by its query name (`model`, `tag.team`, …).
+    pub fn dimension(&self, name: &str) -> Option<&'a str> {
+        match name {
+            "project" => Some(self.project),
+            "model" => Some(self.model),
+            "provider" => self.provider,
+            "operation" => Some(self.operation.as_str()),
+            "user" => self.user,
+            "api_key" => self.api_key,
+            "route" => self.route,
+            "status" => Some(self.status.as_str()),
+            "cluster" => self.cluster,
+            _ => {
+                let tag = name.strip_prefix("tag.")?;
+                self.tags().find(|(n, _)| *n == tag).map(|(_, v)| v)
+            }
+        }
+    }
+
+    /// The series as an owned key.
+    pub fn to_key(&self) -> SeriesKey {
+        let owned = |v: Option<&str>| v.map(str::to_owned);
+        SeriesKey {
+            project: self.project.to_owned(),
+            model: self.model.to_owned(),
+            provider: owned(self.provider),
+            operation: self.operation,
+            user: owned(self.user),
+            api_key: owned(self.api_key),
+            route: owned(self.route),
+            status: self.status,
+            cluster: owned(self.cluster),
+            tags: self.tags().map(|(n, v)| (n.to_owned(), v.to_owned())).collect(),
+            projection: owned(self.projection),
         }
     }
 }
@@ -297,21 +452,70 @@ fn hash_flat(flat: &[u8]) -> u64 {
     h.finish()
 }
 
+/// The flattened keys of the series, by id: ordinary ids are dense from 1,
+/// projection ids dense from 1 within their dimension's code.
+#[derive(Default)]
+struct Keys {
+    /// Ordinary series `id` at `id - 1` (empty: no such series).
+    ordinary: Vec<FlatSeries>,
+    /// Projections by dimension code, the n-th at `n - 1`.
+    projections: FxHashMap<i64, Vec<FlatSeries>>,
+}
+
+impl Keys {
+    fn flat(&self, id: i64) -> Option<&[u8]> {
+        let flat = if id > 0 {
+            self.ordinary.get(id as usize - 1)?
+        } else {
+            let (code, n) = ((-id) >> CODE_SHIFT, (-id) & N_MASK);
+            self.projections.get(&code)?.get((n as usize).checked_sub(1)?)?
+        };
+        (!flat.is_empty()).then_some(&**flat)
+    }
+
+    fn slot(&mut self, id: i64) -> &mut FlatSeries {
+        let (slots, index) = if id > 0 {
+            (&mut self.ordinary, id as usize - 1)
+        } else {
+            let (code, n) = ((-id) >> CODE_SHIFT, (-id) & N_MASK);
+            (self.projections.entry(code).or_default(), n as usize - 1)
+        };
+        if slots.len() <= index {
+            slots.resize_with(index + 1, FlatSeries::default);
+        }
+        &mut slots[index]
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (i64, &[u8])> {
+        let ordinary = self.ordinary.iter().enumerate().map(|(i, f)| (i as i64 + 1, &**f));
+        let projections = self.projections.iter().flat_map(|(code, slots)| {
+            slots
+                .iter()
+                .enumerate()
+                .map(move |(i, f)| (-((code << CODE_SHIFT) + i as i64 + 1), &**f))
+        });
+        ordinary.chain(projections).filter(|(_, f)| !f.is_empty())
+    }
+}
+
 /// Every series known, by key and by id. Calls are looked up by their
-/// fields directly, so a known series costs no allocation. New series are
-/// pending until the store confirms it has them, and are written along with
-/// the calls that introduced them.
+/// fields directly, so a known series costs no allocation; each series is
+/// kept as its flattened dimensions only (`SeriesView` reads them), a few
+/// dozen bytes. New series are pending until the store confirms it has
+/// them, and are written along with the calls that introduced them.
 #[derive(Default)]
 pub struct SeriesRegistry {
-    /// Series ids by their dimensions flattened (`Dimensions::flatten`).
-    table: HashTable<(i64, Box<[u8]>)>,
+    keys: Keys,
+    /// Series ids, found by their flattened dimensions.
+    table: HashTable<i64>,
     /// The flattened dimensions being looked up.
     scratch: Vec<u8>,
-    by_id: FxHashMap<i64, Arc<SeriesKey>>,
+    count: usize,
     next_id: i64,
     pending: Vec<i64>,
-    /// The projection series of each series, found once.
-    projections: HashMap<i64, Arc<[i64]>>,
+    /// The projection series of each ordinary series (at `id - 1`), found
+    /// once.
+    projections: Vec<Option<Box<[i64]>>>,
     /// Projection id codes by dimension, and the next number per code.
     codes: HashMap<String, i64>,
     next_in_code: HashMap<i64, i64>,
@@ -325,20 +529,23 @@ pub struct SeriesRegistry {
 
 impl SeriesRegistry {
     /// Loads series the store already has.
-    pub fn from_stored(series: Vec<(i64, SeriesKey)>) -> Self {
+    pub fn from_stored(series: Vec<(i64, FlatSeries)>) -> Self {
         let mut registry = SeriesRegistry { next_id: 1, ..Default::default() };
         registry.limits = SeriesLimits::default();
-        for (id, key) in series {
-            match &key.projection {
-                None => registry.next_id = registry.next_id.max(id + 1),
-                Some(dimension) => {
-                    let (code, n) = ((-id) >> CODE_SHIFT, (-id) & N_MASK);
-                    registry.codes.insert(dimension.clone(), code);
-                    let next = registry.next_in_code.entry(code).or_insert(1);
-                    *next = (*next).max(n + 1);
+        for (id, flat) in series {
+            if id > 0 {
+                registry.next_id = registry.next_id.max(id + 1);
+            } else {
+                let view = SeriesView::of(&flat);
+                let dimension = view.projection.unwrap_or_default();
+                let (code, n) = ((-id) >> CODE_SHIFT, (-id) & N_MASK);
+                if !registry.codes.contains_key(dimension) {
+                    registry.codes.insert(dimension.to_owned(), code);
                 }
+                let next = registry.next_in_code.entry(code).or_insert(1);
+                *next = (*next).max(n + 1);
             }
-            registry.insert(id, Arc::new(key));
+            registry.insert(id, flat);
         }
         registry
     }
@@ -373,31 +580,33 @@ impl SeriesRegistry {
         self.codes.get(dimension).map(|code| code_range(*code))
     }
 
-    fn insert(&mut self, id: i64, key: Arc<SeriesKey>) {
-        let counts = self.projects.entry(Box::from(key.project.as_str())).or_default();
-        match &key.projection {
+    fn insert(&mut self, id: i64, flat: FlatSeries) {
+        let view = SeriesView::of(&flat);
+        let counts = self.projects.entry(Box::from(view.project)).or_default();
+        match view.projection {
             None => {
                 counts.series += 1;
                 self.ordinary += 1;
             }
             Some(dimension) => {
-                let values = counts.values.entry(Box::from(dimension.as_str())).or_default();
+                let values = counts.values.entry(Box::from(dimension)).or_default();
                 *values += 1;
                 if *values == 1 && dimension.starts_with("tag.") {
                     counts.tag_names += 1;
                 }
             }
         }
-        Dimensions::of_key(&key).flatten(&mut self.scratch);
-        let flat = Box::<[u8]>::from(self.scratch.as_slice());
-        self.table.insert_unique(hash_flat(&flat), (id, flat), |(_, flat)| hash_flat(flat));
-        self.by_id.insert(id, key);
+        let hash = hash_flat(&flat);
+        *self.keys.slot(id) = flat;
+        let keys = &self.keys;
+        self.table.insert_unique(hash, id, |id| hash_flat(keys.flat(*id).unwrap_or_default()));
+        self.count += 1;
     }
 
     /// The id of the series with the dimensions in `scratch`.
     fn find_scratch(&self) -> Option<i64> {
         let flat = self.scratch.as_slice();
-        self.table.find(hash_flat(flat), |(_, stored)| **stored == *flat).map(|(id, _)| *id)
+        self.table.find(hash_flat(flat), |id| self.keys.flat(*id) == Some(flat)).copied()
     }
 
     /// The series id of each call, registering new series as pending; a
@@ -422,7 +631,7 @@ impl SeriesRegistry {
                         None => {
                             let id = self.next_id;
                             self.next_id += 1;
-                            self.insert(id, Arc::new(key));
+                            self.insert(id, self.scratch.clone().into_boxed_slice());
                             self.pending.push(id);
                             // Its projections exist (and are stored) with
                             // it, so a projection query finds the series'
@@ -569,59 +778,71 @@ impl SeriesRegistry {
             return id;
         }
         let id = match &key.projection {
-            Some(dimension) => self.projection_id(&dimension.clone()),
+            Some(dimension) => self.projection_id(dimension),
             None => {
                 self.next_id += 1;
                 self.next_id - 1
             }
         };
-        self.insert(id, Arc::new(key));
+        self.insert(id, self.scratch.clone().into_boxed_slice());
         self.pending.push(id);
         id
     }
 
     /// The projection series `series` contributes to (registering new ones
     /// as pending); empty for a projection itself.
-    pub fn projections_of(&mut self, series: i64) -> Arc<[i64]> {
-        if let Some(ids) = self.projections.get(&series) {
-            return ids.clone();
+    pub fn projections_of(&mut self, series: i64) -> &[i64] {
+        if series <= 0 {
+            return &[];
         }
-        let Some(key) = self.by_id.get(&series).cloned() else { return Arc::from([]) };
-        let ids: Arc<[i64]> = if key.is_projection() {
-            Arc::from([])
-        } else {
-            key.projections().into_iter().map(|p| self.assign_key(p)).collect()
-        };
-        self.projections.insert(series, ids.clone());
-        ids
+        let index = series as usize - 1;
+        if self.projections.get(index).is_none_or(Option::is_none) {
+            let Some(flat) = self.keys.flat(series) else { return &[] };
+            let key = SeriesView::of(flat).to_key();
+            let ids: Box<[i64]> =
+                key.projections().into_iter().map(|p| self.assign_key(p)).collect();
+            if self.projections.len() <= index {
+                self.projections.resize_with(index + 1, || None);
+            }
+            self.projections[index] = Some(ids);
+        }
+        self.projections[index].as_deref().unwrap_or_default()
     }
 
     /// Series registered but not yet confirmed stored.
     pub fn pending(&self) -> Vec<(i64, Arc<SeriesKey>)> {
-        self.pending.iter().map(|id| (*id, self.by_id[id].clone())).collect()
+        self.pending.iter().filter_map(|id| Some((*id, Arc::new(self.get(*id)?)))).collect()
     }
 
     /// The store now has these series.
     pub fn confirm(&mut self, stored: &[i64]) {
         if !stored.is_empty() {
+            let stored: FxHashSet<i64> = stored.iter().copied().collect();
             self.pending.retain(|id| !stored.contains(id));
         }
     }
 
-    pub fn get(&self, id: i64) -> Option<&Arc<SeriesKey>> {
-        self.by_id.get(&id)
+    /// The key of series `id`, decoded.
+    pub fn get(&self, id: i64) -> Option<SeriesKey> {
+        self.view(id).map(|view| view.to_key())
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (i64, &Arc<SeriesKey>)> {
-        self.by_id.iter().map(|(id, key)| (*id, key))
+    /// The dimensions of series `id`, borrowed.
+    pub fn view(&self, id: i64) -> Option<SeriesView<'_>> {
+        self.keys.flat(id).map(SeriesView::of)
+    }
+
+    /// Every series, borrowed.
+    pub fn iter(&self) -> impl Iterator<Item = (i64, SeriesView<'_>)> {
+        self.keys.iter().map(|(id, flat)| (id, SeriesView::of(flat)))
     }
 
     pub fn len(&self) -> usize {
-        self.by_id.len()
+        self.count
     }
 
     pub fn is_empty(&self) -> bool {
-        self.by_id.is_empty()
+        self.count == 0
     }
 }
 
@@ -637,6 +858,33 @@ mod tests {
             tags: Tags::from([("team".to_owned(), team.to_owned())]),
             ..LlmCall::example()
         }
+    }
+
+    #[test]
+    fn flattened_keys_read_back_whole() {
+        let long = "r".repeat(300);
+        let keys = [
+            SeriesKey {
+                route: Some(long.clone()),
+                cluster: Some(String::new()),
+                tags: Tags::from([("team".into(), "é".into()), ("x".into(), String::new())]),
+                status: Status::Cancelled,
+                operation: Operation::Embedding,
+                ..SeriesKey::of(&call("gpt-4o", Some("u"), "t"))
+            },
+            SeriesKey::of(&call("m", None, "t")).projection("tag.team"),
+            SeriesKey::of(&call("m", None, "t")).projection(""),
+        ];
+        for key in keys {
+            let flat = flat_of(&key);
+            let view = SeriesView::of(&flat);
+            assert_eq!(view.to_key(), key);
+            assert_eq!(view.dimension("tag.team"), key.dimension("tag.team"));
+            assert_eq!(view.dimension("route"), key.dimension("route"));
+        }
+        // None and "" are told apart.
+        let empty = SeriesKey { user: Some(String::new()), ..SeriesKey::of(&call("m", None, "t")) };
+        assert_ne!(flat_of(&empty), flat_of(&SeriesKey::of(&call("m", None, "t"))));
     }
 
     #[test]
@@ -667,8 +915,8 @@ mod tests {
         let key = registry.get(id).unwrap();
         assert_eq!(key.tags.get(OVERFLOW).map(String::as_str), Some(OVERFLOW));
         assert_eq!(key.tags.get("team").map(String::as_str), Some("t1"));
-        let stored: Vec<(i64, SeriesKey)> =
-            registry.iter().map(|(id, key)| (id, (**key).clone())).collect();
+        let stored: Vec<(i64, FlatSeries)> =
+            registry.iter().map(|(id, key)| (id, flat_of(&key.to_key()))).collect();
         let mut reloaded = SeriesRegistry::from_stored(stored);
         reloaded.set_limits(registry.limits);
         let after = reloaded.assign(&[call("a", Some("u5"), "t1"), call("a", Some("u1"), "t1")]);
@@ -712,8 +960,8 @@ mod tests {
         assert!(ids.iter().all(|id| pending.contains(id)));
         registry.confirm(&ids[..2]);
         assert_eq!(registry.pending().len(), pending.len() - 2);
-        let stored: Vec<(i64, SeriesKey)> =
-            registry.iter().map(|(id, key)| (id, (**key).clone())).collect();
+        let stored: Vec<(i64, FlatSeries)> =
+            registry.iter().map(|(id, key)| (id, flat_of(&key.to_key()))).collect();
         let mut reloaded = SeriesRegistry::from_stored(stored);
         assert_eq!(reloaded.assign(&calls).ids, ids);
         assert!(reloaded.pending().is_empty(), "projections were stored with their series");
@@ -729,14 +977,14 @@ mod tests {
         assert_eq!(registry.pending().len(), 13);
         let pending: Vec<i64> = registry.pending().iter().map(|(id, _)| *id).collect();
         registry.confirm(&pending);
-        let first = registry.projections_of(ids[0]);
-        let second = registry.projections_of(ids[1]);
+        let first = registry.projections_of(ids[0]).to_vec();
+        let second = registry.projections_of(ids[1]).to_vec();
         // total, 8 dimensions, tag.team
         assert_eq!(first.len(), 10);
         let by_dimension = |ids: &[i64], registry: &SeriesRegistry, dimension: &str| {
             ids.iter()
                 .copied()
-                .find(|id| registry.by_id[id].projection.as_deref() == Some(dimension))
+                .find(|id| registry.view(*id).unwrap().projection == Some(dimension))
                 .unwrap()
         };
         for shared in ["", "model", "tag.team", "route"] {
@@ -750,21 +998,21 @@ mod tests {
             by_dimension(&second, &registry, "user")
         );
         let user = by_dimension(&second, &registry, "user");
-        assert_eq!(registry.by_id[&user].dimension("user"), Some("v"));
+        assert_eq!(registry.view(user).unwrap().dimension("user"), Some("v"));
         // Each dimension's projections have ids in their own range.
         for dimension in ["", "model", "user", "tag.team"] {
             let (lo, hi) = registry.projection_range(dimension).unwrap();
             let inside: Vec<i64> =
                 registry.iter().map(|(id, _)| id).filter(|id| (lo..hi).contains(id)).collect();
             assert!(
-                inside.iter().all(|id| registry.by_id[id].projection.as_deref() == Some(dimension))
+                inside.iter().all(|id| registry.view(*id).unwrap().projection == Some(dimension))
             );
             assert_eq!(inside.len(), if dimension == "user" { 2 } else { 1 }, "{dimension}");
         }
         assert_eq!(registry.projection_range("tag.other"), None);
         assert_eq!(registry.projections_of(user).len(), 0);
         // A call never lands in a projection series, even one with its values.
-        let projected_model = registry.by_id[&by_dimension(&first, &registry, "model")].clone();
+        let projected_model = registry.get(by_dimension(&first, &registry, "model")).unwrap();
         let lookalike = LlmCall {
             project: "p".into(),
             model: "a".into(),
@@ -772,7 +1020,7 @@ mod tests {
             ..LlmCall::example()
         };
         let [id] = registry.assign(&[lookalike]).ids[..] else { panic!() };
-        assert!(!registry.by_id[&id].is_projection());
+        assert!(!registry.view(id).unwrap().is_projection());
         assert!(registry.pending().iter().any(|(pending, _)| *pending == id));
     }
 }

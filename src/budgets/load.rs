@@ -86,8 +86,9 @@ pub async fn spend(
 ) -> Result<Vec<Spend>, StorageError> {
     let mut spends: Vec<Spend> = budgets.iter().map(|b| Spend::new(b)).collect();
     // Which budgets each series counts for.
-    let series = engine.select_series(|key| {
-        let subject = Subject::from(key);
+    let series = engine.select_series(|view| {
+        let key = view.to_key();
+        let subject = Subject::from(&key);
         budgets.iter().any(|b| b.covers(&subject))
     });
     let mut budgets_of: HashMap<i64, Vec<usize>> = HashMap::new();

@@ -38,6 +38,21 @@ pub enum Operation {
 }
 
 impl Operation {
+    const ALL: [Operation; 7] = [
+        Operation::Chat,
+        Operation::Completion,
+        Operation::Embedding,
+        Operation::Rerank,
+        Operation::Image,
+        Operation::Audio,
+        Operation::Other,
+    ];
+
+    /// The operation whose `as u8` is `code` (`Other` for an unknown one).
+    pub fn from_code(code: u8) -> Operation {
+        Self::ALL.into_iter().find(|o| *o as u8 == code).unwrap_or(Operation::Other)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Operation::Chat => "chat",
@@ -96,6 +111,14 @@ pub enum Status {
 }
 
 impl Status {
+    /// The status whose `as u8` is `code` (`Ok` for an unknown one).
+    pub fn from_code(code: u8) -> Status {
+        [Status::Ok, Status::Error, Status::Cancelled]
+            .into_iter()
+            .find(|s| *s as u8 == code)
+            .unwrap_or(Status::Ok)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Status::Ok => "ok",

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use super::limits::clamp_window;
-use crate::aggregate::SeriesKey;
+use crate::aggregate::series::SeriesView;
 use crate::error::ApiError;
 use crate::time::{DAY_MS, MINUTE_MS, now_ms, parse_duration, parse_instant};
 
@@ -148,7 +148,7 @@ pub struct Filters(pub BTreeMap<String, Vec<String>>);
 impl Filters {
     /// Does the series pass every filter except `session` (not a series
     /// dimension)?
-    pub fn matches(&self, key: &SeriesKey) -> bool {
+    pub fn matches(&self, key: &SeriesView<'_>) -> bool {
         self.0.iter().filter(|(dim, _)| *dim != "session").all(|(dim, wanted)| {
             let value = key.dimension(dim).unwrap_or("");
             wanted.iter().any(|w| w == value)

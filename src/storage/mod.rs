@@ -14,6 +14,7 @@ use async_trait::async_trait;
 
 use crate::aggregate::metric::{Bin, BinKey, MetricKey, MetricTier};
 use crate::aggregate::rollup::SequencedCall;
+use crate::aggregate::series::FlatSeries;
 use crate::aggregate::{Cell, CellKey, SeriesKey, Tier};
 use crate::model::{LlmCall, LogRecord, SpanRecord};
 
@@ -375,7 +376,8 @@ pub trait MetricBinVisitor: std::any::Any + Send {
 #[async_trait]
 pub trait Storage: Send + Sync {
     /// Every stored series.
-    async fn load_series(&self) -> Result<Vec<(i64, SeriesKey)>, StorageError>;
+    /// Every rollup series, flattened as the registry keeps them.
+    async fn load_series(&self) -> Result<Vec<(i64, FlatSeries)>, StorageError>;
     /// Sequence number of the last call folded into stored rollups.
     async fn rollup_watermark(&self) -> Result<i64, StorageError>;
     /// Calls with sequence numbers above `seq`, in order, at most `limit`.

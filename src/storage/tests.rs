@@ -7,6 +7,7 @@ use super::{
     AppendBatch, CallFilter, RetentionCutoffs, RollupVisitor, Storage, TraceBounds, TraceFilter,
 };
 use crate::aggregate::rollup::SequencedCall;
+use crate::aggregate::series::SeriesView;
 use crate::aggregate::{Cell, CellKey, RollupEngine, SeriesKey, Tier};
 use crate::model::{
     Attributes, LlmCall, LogRecord, SpanEvent, SpanKind, SpanRecord, SpanStatus, Tags,
@@ -154,7 +155,10 @@ pub async fn rollups_merge_and_record_the_watermark(storage: Arc<dyn Storage>) {
     assert_eq!(storage.rollup_watermark().await.unwrap(), watermark);
     // The projection series are stored with the cells.
     let stored = storage.load_series().await.unwrap();
-    let total = stored.iter().find(|(_, key)| key.projection.as_deref() == Some(""));
+    let total = stored
+        .iter()
+        .map(|(id, flat)| (id, SeriesView::of(flat).to_key()))
+        .find(|(_, key)| key.projection.as_deref() == Some(""));
     let (total_id, _) = total.expect("the project-total projection is stored");
     let minutes = storage.read_rollups(Tier::Minute, 0, 600_000).await.unwrap();
     let total_cell = &minutes.iter().find(|(key, _)| key.series == *total_id).unwrap().1;
@@ -343,6 +347,8 @@ pub async fn series_survive_reopen(storage: Arc<dyn Storage>) -> Vec<(i64, Serie
     other.model = "claude".into();
     append(&*storage, &engine, vec![call(None, 1, 1), other, call(None, 2, 2)]).await;
     let series = storage.load_series().await.unwrap();
+    let series: Vec<(i64, SeriesKey)> =
+        series.iter().map(|(id, flat)| (*id, SeriesView::of(flat).to_key())).collect();
     let ordinary = series.iter().filter(|(_, key)| !key.is_projection()).count();
     assert_eq!(ordinary, 2);
     // Total, 8 dimensions and tag.team, shared but for the two models.

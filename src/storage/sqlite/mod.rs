@@ -33,6 +33,7 @@ use super::{
 };
 use crate::aggregate::metric::{Bin, BinKey, MetricKey, MetricTier};
 use crate::aggregate::rollup::SequencedCall;
+use crate::aggregate::series::{self, FlatSeries};
 use crate::aggregate::{Cell, CellKey, SeriesKey, Tier};
 use crate::model::LlmCall;
 use crate::model::{LogRecord, SpanRecord};
@@ -388,10 +389,13 @@ fn write_cells(
 
 #[async_trait]
 impl Storage for SqliteStorage {
-    async fn load_series(&self) -> Result<Vec<(i64, SeriesKey)>, StorageError> {
+    async fn load_series(&self) -> Result<Vec<(i64, FlatSeries)>, StorageError> {
         self.read(|conn| {
             let mut stmt = conn.prepare(rows::SELECT_SERIES)?;
-            let rows = stmt.query_map([], rows::series_from_row)?;
+            // Flattened row by row, so that loading holds one key at a time.
+            let rows = stmt.query_map([], |row| {
+                rows::series_from_row(row).map(|(id, key)| (id, series::flat_of(&key)))
+            })?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
         .await
