@@ -131,15 +131,25 @@ pub async fn series(args: SeriesArgs) -> anyhow::Result<()> {
     );
     server.stop().await;
 
+    // After a restart the series are all that was loaded: resident memory
+    // then, less an empty server's, is what the series cost (the growth
+    // above also holds the store's page caches and what the allocator kept
+    // of the ingest's transient memory).
     let started = Instant::now();
     let server = Server::start(&target).await?;
     let listening = started.elapsed().as_secs_f64();
     let pid = server.pid().context("own server")?;
     tokio::time::sleep(Duration::from_secs(1)).await;
+    let loaded = gauge(&client, &server.url, "tally_series").await?;
+    let rss = proc_kib(pid, "VmRSS:")?;
     println!(
-        "restart                listening after {listening:.2} s, resident {:.1} MiB, series {:.0}",
-        proc_kib(pid, "VmRSS:")? as f64 / 1024.0,
-        gauge(&client, &server.url, "tally_series").await?
+        "restart                listening after {listening:.2} s, resident {:.1} MiB, peak {:.1} MiB, series {loaded:.0}",
+        rss as f64 / 1024.0,
+        proc_kib(pid, "VmHWM:")? as f64 / 1024.0,
+    );
+    println!(
+        "bytes per series kept  {:.0} (resident after restart less an empty server's, per series)",
+        (rss.saturating_sub(rss_before) as f64 * 1024.0) / loaded.max(1.0)
     );
     server.stop().await;
     Ok(())
