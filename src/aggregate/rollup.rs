@@ -14,7 +14,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use serde::Serialize;
 use tokio::sync::RwLock;
 
-use super::series::{Assigned, FlatSeries, SeriesKey, SeriesLimits, SeriesRegistry, SeriesView};
+use super::series::{
+    Assigned, FlatSeries, Part, SeriesKey, SeriesLimits, SeriesRegistry, SeriesView,
+};
 use super::sketch::Sketch;
 use super::tier::Tier;
 use crate::model::LlmCall;
@@ -289,7 +291,7 @@ impl RollupEngine {
         &self,
         keep: impl Fn(&SeriesView<'_>) -> bool,
     ) -> HashMap<i64, Arc<SeriesKey>> {
-        self.select(|key| !key.is_projection() && keep(key))
+        self.select(Part::Ordinary, keep)
     }
 
     /// Projection series by `dimension` whose key passes `keep`.
@@ -298,17 +300,28 @@ impl RollupEngine {
         dimension: &str,
         keep: impl Fn(&SeriesView<'_>) -> bool,
     ) -> HashMap<i64, Arc<SeriesKey>> {
-        self.select(|key| key.projection == Some(dimension) && keep(key))
+        self.select(Part::Projections(dimension), keep)
     }
 
-    fn select(&self, keep: impl Fn(&SeriesView<'_>) -> bool) -> HashMap<i64, Arc<SeriesKey>> {
-        let state = self.lock();
-        state
-            .series
-            .iter()
-            .filter(|(_, key)| keep(key))
-            .map(|(id, key)| (id, Arc::new(key.to_key())))
-            .collect()
+    /// The series of `part` passing `keep`, read a chunk at a time so that
+    /// ingest (which takes the same lock) never waits for a whole scan.
+    fn select(
+        &self,
+        part: Part<'_>,
+        keep: impl Fn(&SeriesView<'_>) -> bool,
+    ) -> HashMap<i64, Arc<SeriesKey>> {
+        const CHUNK: usize = 16_384;
+        let mut selected = HashMap::new();
+        let mut from = Some(0);
+        while let Some(start) = from {
+            let state = self.lock();
+            from = state.series.scan(part, start, CHUNK, |id, view| {
+                if keep(&view) {
+                    selected.insert(id, Arc::new(view.to_key()));
+                }
+            });
+        }
+        selected
     }
 
     /// The keys of the series `ids` (unknown ids are left out).

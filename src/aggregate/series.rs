@@ -498,6 +498,15 @@ impl Keys {
     }
 }
 
+/// Which series `SeriesRegistry::scan` reads.
+#[derive(Debug, Clone, Copy)]
+pub enum Part<'a> {
+    /// The series calls land in.
+    Ordinary,
+    /// The per-value totals of one dimension (`""` for the project total).
+    Projections(&'a str),
+}
+
 /// Every series known, by key and by id. Calls are looked up by their
 /// fields directly, so a known series costs no allocation; each series is
 /// kept as its flattened dimensions only (`SeriesView` reads them), a few
@@ -830,6 +839,34 @@ impl SeriesRegistry {
     /// The dimensions of series `id`, borrowed.
     pub fn view(&self, id: i64) -> Option<SeriesView<'_>> {
         self.keys.flat(id).map(SeriesView::of)
+    }
+
+    /// Hands `visit` the series of `part` from slot `from` on, at most
+    /// `limit` slots; returns the slot to go on from, None at the end. A
+    /// caller can so read every series in chunks, letting others at the
+    /// registry in between (slots never move, so none is seen twice).
+    pub fn scan(
+        &self,
+        part: Part<'_>,
+        from: usize,
+        limit: usize,
+        mut visit: impl FnMut(i64, SeriesView<'_>),
+    ) -> Option<usize> {
+        let (slots, id_of): (&[FlatSeries], Box<dyn Fn(usize) -> i64>) = match part {
+            Part::Ordinary => (&self.keys.ordinary, Box::new(|slot| slot as i64 + 1)),
+            Part::Projections(dimension) => {
+                let code = *self.codes.get(dimension)?;
+                let slots = self.keys.projections.get(&code)?;
+                (slots, Box::new(move |slot| -((code << CODE_SHIFT) + slot as i64 + 1)))
+            }
+        };
+        let end = slots.len().min(from.saturating_add(limit));
+        for (slot, flat) in slots.iter().enumerate().take(end).skip(from) {
+            if !flat.is_empty() {
+                visit(id_of(slot), SeriesView::of(flat));
+            }
+        }
+        (end < slots.len()).then_some(end)
     }
 
     /// Every series, borrowed.
