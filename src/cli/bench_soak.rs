@@ -117,6 +117,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 const HEAD_BOUND: Duration = Duration::from_secs(10);
 const BODY_BOUND: Duration = Duration::from_secs(60);
 const SLOW_SLACK: Duration = Duration::from_secs(5);
+/// Slow answers this soon after a restart are told apart in the figures.
+const RECOVERY: Duration = Duration::from_secs(10);
 
 /// What every client task reads: where the server is now, and when to stop.
 struct Shared {
@@ -136,8 +138,9 @@ impl Shared {
 /// A client's own record of what it sent and what the server acknowledged.
 #[derive(Default)]
 struct Log {
-    /// Answered requests: sent, answered.
-    answered: Vec<(Instant, Instant)>,
+    /// Answered requests: what was asked (method and path, without the
+    /// query or a trace id), sent, answered.
+    answered: Vec<(String, Instant, Instant)>,
     /// Requests without an answer: sent, failed, what happened.
     unanswered: Vec<(Instant, Instant, String)>,
     /// Answers a well-behaved request should never get.
@@ -231,7 +234,7 @@ async fn send(
                 let status = response.status().as_u16();
                 match response.bytes().await {
                     Ok(answer) => {
-                        log.answered.push((sent, Instant::now()));
+                        log.answered.push((endpoint(body.is_some(), path), sent, Instant::now()));
                         if status == 429 || status == 503 {
                             log.backpressure += 1;
                             sleep(BACKOFF).await;
@@ -250,6 +253,16 @@ async fn send(
         }
         sleep(RETRY_PAUSE).await;
     }
+}
+
+/// A request's method and path without its query, trace ids as `{id}`.
+fn endpoint(post: bool, path: &str) -> String {
+    let path = path.split('?').next().unwrap_or(path);
+    let path = match path.strip_prefix("/api/v1/traces/") {
+        Some(rest) if rest.len() == 32 => "/api/v1/traces/{id}",
+        _ => path,
+    };
+    format!("{} {path}", if post { "POST" } else { "GET" })
 }
 
 fn paced(rate: u64) -> tokio::time::Interval {
@@ -960,21 +973,17 @@ async fn listed_traces(
     to_ms: i64,
 ) -> anyhow::Result<HashMap<String, u64>> {
     let mut traces = HashMap::new();
-    let mut cursor = String::new();
+    let first =
+        format!("{url}/api/v1/traces?project={TRACE_PROJECT}&from={EPOCH}&to={to_ms}&limit=1000");
+    let mut page_url = first.clone();
     loop {
-        let page = get_json(
-            client,
-            &format!(
-                "{url}/api/v1/traces?project={TRACE_PROJECT}&from={EPOCH}&to={to_ms}&limit=1000&cursor={cursor}"
-            ),
-        )
-        .await?;
+        let page = get_json(client, &page_url).await?;
         for trace in page["traces"].as_array().into_iter().flatten() {
             let id = trace["trace_id"].as_str().unwrap_or_default().to_owned();
             traces.insert(id, trace["span_count"].as_u64().unwrap_or(0));
         }
         match page["next_cursor"].as_str() {
-            Some(next) => cursor = next.to_owned(),
+            Some(next) => page_url = format!("{first}&cursor={next}"),
             None => return Ok(traces),
         }
     }
@@ -1155,23 +1164,46 @@ pub async fn soak(args: SoakArgs) -> anyhow::Result<()> {
         restart_s.last().copied().unwrap_or(f64::NAN),
         supervision.crashes.len()
     );
-    let mut latencies: Vec<f64> = log
-        .answered
-        .iter()
-        .filter(|&&(sent, answered)| !in_outage(&outages, sent, answered))
-        .map(|&(sent, answered)| (answered - sent).as_secs_f64() * 1000.0)
-        .collect();
-    latencies.sort_by(f64::total_cmp);
     let limit_ms = args.latency_limit.as_secs_f64() * 1000.0;
+    let mut by_endpoint: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    let mut latencies = Vec::new();
+    // Slow answers in the first 10 s after a restart listened: a server
+    // recovering, rather than one under steady load.
+    let mut slow_after_restart = 0;
+    for (endpoint, sent, answered) in &log.answered {
+        if in_outage(&outages, *sent, *answered) {
+            continue;
+        }
+        let ms = (*answered - *sent).as_secs_f64() * 1000.0;
+        let recovering = outages.iter().any(|&(_, up)| *sent >= up && *sent < up + RECOVERY);
+        if ms > limit_ms && recovering {
+            slow_after_restart += 1;
+        }
+        latencies.push(ms);
+        by_endpoint.entry(endpoint).or_default().push(ms);
+    }
+    latencies.sort_by(f64::total_cmp);
     let slow_answers = latencies.iter().filter(|&&ms| ms > limit_ms).count();
     println!(
-        "  latency         {} well-behaved requests answered outside restarts ({} during): p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms; {slow_answers} over {limit_ms:.0} ms",
+        "  latency         {} well-behaved requests answered outside restarts ({} during): p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms; {slow_answers} over {limit_ms:.0} ms ({slow_after_restart} of them sent in the {} s after a restart listened)",
         latencies.len(),
         log.answered.len() - latencies.len(),
         percentile(&latencies, 0.5),
         percentile(&latencies, 0.99),
         latencies.last().copied().unwrap_or(f64::NAN),
+        RECOVERY.as_secs(),
     );
+    for (endpoint, times) in &mut by_endpoint {
+        times.sort_by(f64::total_cmp);
+        println!(
+            "    {endpoint:<34} {:>6} requests  p50 {:7.1} ms  p99 {:7.1} ms  max {:7.1} ms  over {limit_ms:.0} ms: {}",
+            times.len(),
+            percentile(times, 0.5),
+            percentile(times, 0.99),
+            times.last().copied().unwrap_or(f64::NAN),
+            times.iter().filter(|&&ms| ms > limit_ms).count()
+        );
+    }
     let unanswered_outside: Vec<&String> = log
         .unanswered
         .iter()
