@@ -11,7 +11,7 @@
 //! dir, so the server's memory can be read from /proc.
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -42,6 +42,9 @@ enum BenchKind {
     Quota(super::bench_quota::QuotaArgs),
     /// Memory per rollup series, with reports from many distinct users.
     Series(super::bench_series::SeriesArgs),
+    /// A reliability run: mixed load, hostile clients and SIGKILL restarts,
+    /// then every acknowledged record checked against the server.
+    Soak(super::bench_soak::SoakArgs),
 }
 
 #[derive(Args, Clone)]
@@ -99,6 +102,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchKind::Points(args) => super::bench_points::points(args).await,
         BenchKind::Quota(args) => super::bench_quota::quota(args).await,
         BenchKind::Series(args) => super::bench_series::series(args).await,
+        BenchKind::Soak(args) => super::bench_soak::soak(args).await,
     }
 }
 
@@ -125,29 +129,7 @@ impl Server {
                 (temp.path().to_path_buf(), Some(temp))
             }
         };
-        let exe = std::env::current_exe()?;
-        let mut child = Command::new(exe)
-            .args(["serve", "--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0", "--data-dir"])
-            .arg(&dir)
-            .env("TALLY_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .context("cannot start tally serve")?;
-        let stdout = child.stdout.take().context("no stdout")?;
-        let mut lines = BufReader::new(stdout).lines();
-        let url = loop {
-            match lines.next_line().await? {
-                Some(line) => {
-                    if let Some(url) = line.strip_prefix("tally listening on http://") {
-                        let url = format!("http://{url}");
-                        break url;
-                    }
-                }
-                None => bail!("tally serve exited before listening"),
-            }
-        };
+        let (child, url) = spawn_serve(&dir, &[]).await?;
         Ok(Server { url, child: Some(child), _temp: temp })
     }
 
@@ -167,13 +149,53 @@ impl Server {
 
     pub(super) async fn stop(mut self) {
         if let Some(child) = &mut self.child {
-            if let Some(pid) = child.id() {
-                let _ =
-                    std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
-            }
-            let _ = tokio::time::timeout(Duration::from_secs(30), child.wait()).await;
+            terminate(child).await;
         }
     }
+}
+
+/// Sends SIGTERM to a server we started and waits (up to 30 s) for it to
+/// exit.
+pub(super) async fn terminate(child: &mut Child) {
+    if let Some(pid) = child.id() {
+        let _ = std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(30), child.wait()).await;
+}
+
+/// Starts `tally serve` on `dir` (both listeners on port 0) with extra
+/// environment, and returns it with its HTTP URL once it listens. Its
+/// stdout is read to the end in the background, so that nothing it prints
+/// later meets a closed pipe.
+pub(super) async fn spawn_serve(
+    dir: &Path,
+    env: &[(String, String)],
+) -> anyhow::Result<(Child, String)> {
+    let exe = std::env::current_exe()?;
+    let mut child = Command::new(exe)
+        .args(["serve", "--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0", "--data-dir"])
+        .arg(dir)
+        .env("TALLY_LOG", "warn")
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .context("cannot start tally serve")?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
+    let url = loop {
+        match lines.next_line().await? {
+            Some(line) => {
+                if let Some(url) = line.strip_prefix("tally listening on http://") {
+                    break format!("http://{url}");
+                }
+            }
+            None => bail!("tally serve exited before listening"),
+        }
+    };
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Ok((child, url))
 }
 
 pub(super) const MODELS: [&str; 8] = [
@@ -266,21 +288,21 @@ fn batch_body(
 /// Batch bodies made once, so that the load generator's CPU (on the same
 /// machine as the server) goes to sending rather than to formatting JSON.
 /// Each batch is a copy of one with its own ids written over the template's.
-struct Batches {
+pub(super) struct Batches {
     run: u64,
     random_ids: bool,
     templates: Vec<(String, Vec<usize>)>,
 }
 
 impl Batches {
-    fn new(run: u64, batch: u64, now: i64, spread_ms: i64, random_ids: bool) -> Self {
+    pub(super) fn new(run: u64, batch: u64, now: i64, spread_ms: i64, random_ids: bool) -> Self {
         let templates =
             (0..TEMPLATES).map(|t| batch_body(run, t, batch, now, spread_ms, random_ids)).collect();
         Self { run, random_ids, templates }
     }
 
     /// Batch `n` of `size` reports (the template's first `size`).
-    fn body(&self, n: u64, size: u64) -> String {
+    pub(super) fn body(&self, n: u64, size: u64) -> String {
         let (template, ids) = &self.templates[(n % TEMPLATES) as usize];
         let size = size as usize;
         let end = ids.get(size).map_or(template.len(), |next| next - r#",{"id":""#.len());

@@ -83,7 +83,7 @@ fn text_attribute(key: &str, value: String) -> KeyValue {
 }
 
 /// The same points as `batch_body`, as one OTLP gauge of a `bench` service.
-fn otlp_body(batch: u64, size: u64, now: i64, spread_ms: u64) -> Vec<u8> {
+pub(super) fn otlp_body(batch: u64, size: u64, now: i64, spread_ms: u64) -> Vec<u8> {
     let mut rng = batch_rng(batch);
     let data_points = (0..size)
         .map(|_| {
@@ -121,7 +121,7 @@ fn otlp_body(batch: u64, size: u64, now: i64, spread_ms: u64) -> Vec<u8> {
 
 /// 1,000 series of one name (100 workers × 10 shards); times spread over
 /// `spread_ms` before `now`.
-fn batch_body(batch: u64, size: u64, now: i64, spread_ms: u64) -> String {
+pub(super) fn batch_body(batch: u64, size: u64, now: i64, spread_ms: u64) -> String {
     let mut rng = batch_rng(batch);
     let mut out = String::with_capacity(size as usize * 110);
     out.push('[');

@@ -46,7 +46,7 @@ pub struct SpansArgs {
     max_seconds: u64,
 }
 
-const SPANS_PER_TRACE: u64 = 10;
+pub(super) const SPANS_PER_TRACE: u64 = 10;
 /// Digits of the trace (and session) numbers in response ids and sessions,
 /// fixed so that `Exports` can write new ones over a template's.
 const NUMBER_DIGITS: usize = 12;
@@ -72,7 +72,7 @@ fn int(key: &str, value: i64) -> KeyValue {
 }
 
 /// The trace id of trace `n` of a run.
-fn trace_id(run: u64, n: u64) -> Vec<u8> {
+pub(super) fn trace_id(run: u64, n: u64) -> Vec<u8> {
     let mut id = run.to_be_bytes().to_vec();
     id.extend(n.to_be_bytes());
     id
@@ -144,7 +144,15 @@ fn agent_trace(run: u64, n: u64, now_ns: u64, spread_ms: u64, rng: &mut Rng) -> 
     spans
 }
 
-fn export_body(run: u64, first_trace: u64, traces: u64, now_ns: u64, spread_ms: u64) -> Vec<u8> {
+/// `project`, if given, is named on the resource (`tally.project`).
+fn export_body(
+    run: u64,
+    first_trace: u64,
+    traces: u64,
+    now_ns: u64,
+    spread_ms: u64,
+    project: Option<&str>,
+) -> Vec<u8> {
     let mut rng =
         Rng(0x9E37_79B9_7F4A_7C15 ^ (first_trace + 1).wrapping_mul(0x2545_F491_4F6C_DD1D));
     let spans: Vec<Span> = (first_trace..first_trace + traces)
@@ -153,7 +161,9 @@ fn export_body(run: u64, first_trace: u64, traces: u64, now_ns: u64, spread_ms: 
     ExportTraceServiceRequest {
         resource_spans: vec![ResourceSpans {
             resource: Some(Resource {
-                attributes: vec![text("service.name", "support-agent")],
+                attributes: std::iter::once(text("service.name", "support-agent"))
+                    .chain(project.map(|p| text("tally.project", p)))
+                    .collect(),
                 ..Resource::default()
             }),
             scope_spans: vec![ScopeSpans { spans, ..ScopeSpans::default() }],
@@ -197,16 +207,22 @@ fn digits_at(body: &[u8], at: usize) -> u64 {
 /// numbers written over the template's: trace ids, response ids and
 /// sessions are the batch's, the rest (times, users, models, token counts)
 /// repeats every `TEMPLATES` batches.
-struct Exports {
+pub(super) struct Exports {
     per_batch: u64,
     templates: Vec<(Vec<u8>, Vec<Stamp>)>,
 }
 
 impl Exports {
-    fn new(run: u64, per_batch: u64, now_ns: u64, spread_ms: u64) -> Self {
+    pub(super) fn new(
+        run: u64,
+        per_batch: u64,
+        now_ns: u64,
+        spread_ms: u64,
+        project: Option<&str>,
+    ) -> Self {
         let templates = (0..TEMPLATES)
             .map(|t| {
-                let body = export_body(run, t * per_batch, per_batch, now_ns, spread_ms);
+                let body = export_body(run, t * per_batch, per_batch, now_ns, spread_ms, project);
                 let mut stamps = Vec::new();
                 // A trace id field: tag 1, length 16, then the run's 8 bytes.
                 let trace_id = [&[0x0a, 0x10][..], &run.to_be_bytes()].concat();
@@ -237,7 +253,7 @@ impl Exports {
 
     /// Export `n` (its traces start at `n * per_batch`), of `per_batch`
     /// traces.
-    fn body(&self, n: u64) -> Vec<u8> {
+    pub(super) fn body(&self, n: u64) -> Vec<u8> {
         let (template, stamps) = &self.templates[(n % TEMPLATES) as usize];
         let shift = (n - n % TEMPLATES) * self.per_batch;
         let time_shift =
@@ -340,7 +356,7 @@ pub async fn spans(args: SpansArgs) -> anyhow::Result<()> {
     let next = Arc::new(AtomicU64::new(0));
     let sent = Arc::new(AtomicU64::new(0));
     let spread_ms = args.spread_s.saturating_mul(1000);
-    let exports = Arc::new(Exports::new(run, args.traces_per_batch, now_ns, spread_ms));
+    let exports = Arc::new(Exports::new(run, args.traces_per_batch, now_ns, spread_ms, None));
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..args.concurrency {
@@ -360,7 +376,7 @@ pub async fn spans(args: SpansArgs) -> anyhow::Result<()> {
                 let body = if count == per_batch {
                     exports.body(n)
                 } else {
-                    export_body(run, first, count, now_ns, spread_ms)
+                    export_body(run, first, count, now_ns, spread_ms, None)
                 };
                 let t0 = Instant::now();
                 let (status, bytes) =
@@ -452,10 +468,10 @@ mod tests {
     #[test]
     fn stamped_exports_are_the_exports_of_their_own_traces() {
         let (run, per_batch, now_ns) = (1_800_000_000_000, 6, 1_800_000_000_000 * MS);
-        let exports = Exports::new(run, per_batch, now_ns, 60_000);
+        let exports = Exports::new(run, per_batch, now_ns, 60_000, None);
         for n in [0, 5, TEMPLATES + 5, 3 * TEMPLATES + 1] {
             let stamped = numbers(&exports.body(n));
-            let fresh = numbers(&export_body(run, n * per_batch, per_batch, now_ns, 60_000));
+            let fresh = numbers(&export_body(run, n * per_batch, per_batch, now_ns, 60_000, None));
             assert_eq!(stamped.len(), (per_batch * SPANS_PER_TRACE) as usize);
             // The same ids as a batch built afresh (sessions are numbered
             // from the template's, shifted by a quarter of the traces), and

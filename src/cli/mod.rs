@@ -5,6 +5,7 @@ mod bench;
 mod bench_points;
 mod bench_quota;
 mod bench_series;
+mod bench_soak;
 mod bench_spans;
 mod budgets;
 mod prices;
