@@ -79,6 +79,20 @@ impl From<BudgetError> for ApiError {
 }
 
 /// `POST /api/v1/budgets` → 201 with the budget, its id and webhook secret.
+#[utoipa::path(
+    post, path = "/api/v1/budgets", tag = "budgets",
+    request_body(content = BudgetSpec, content_type = "application/json"),
+    responses(
+        (status = 201, description = "The budget, with its id and webhook secret (shown only here)", body = crate::openapi::BudgetView),
+        (status = 400, description = "A parameter or the body is invalid; the message names it", body = crate::openapi::ErrorBody),
+        (status = 408, description = "The body did not arrive within server.body_read_timeout", body = crate::openapi::ErrorBody),
+        (status = 409, description = "A budget of that name or id exists", body = crate::openapi::ErrorBody),
+        (status = 413, description = "The body is over its limit (ingest.max_body_bytes for ingest, 1 MiB for budgets), also after decompression", body = crate::openapi::ErrorBody),
+        (status = 415, description = "Unsupported Content-Type or Content-Encoding", body = crate::openapi::ErrorBody),
+        (status = 429, description = "Overloaded: too many records queued, requests parsed or bytes received at once", body = crate::openapi::ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait before sending the same request again"))),
+        (status = 503, description = "The store could not commit; nothing was acknowledged", body = crate::openapi::ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait before sending the same request again"))),
+    )
+)]
 pub async fn create(
     State(api): Shared,
     headers: HeaderMap,
@@ -93,6 +107,22 @@ pub async fn create(
 
 /// `PUT /api/v1/budgets/{id}`: replaces a budget's definition (its spend is
 /// read again; the secret stays unless a new one is given).
+#[utoipa::path(
+    put, path = "/api/v1/budgets/{id}", tag = "budgets",
+    params(("id" = String, Path, description = "The budget id")),
+    request_body(content = BudgetSpec, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The budget as replaced", body = crate::openapi::BudgetView),
+        (status = 400, description = "A parameter or the body is invalid; the message names it", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such budget", body = crate::openapi::ErrorBody),
+        (status = 408, description = "The body did not arrive within server.body_read_timeout", body = crate::openapi::ErrorBody),
+        (status = 409, description = "The budget is defined in the config file, or the name is taken", body = crate::openapi::ErrorBody),
+        (status = 413, description = "The body is over its limit (ingest.max_body_bytes for ingest, 1 MiB for budgets), also after decompression", body = crate::openapi::ErrorBody),
+        (status = 415, description = "Unsupported Content-Type or Content-Encoding", body = crate::openapi::ErrorBody),
+        (status = 429, description = "Overloaded: too many records queued, requests parsed or bytes received at once", body = crate::openapi::ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait before sending the same request again"))),
+        (status = 503, description = "The store could not commit; nothing was acknowledged", body = crate::openapi::ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait before sending the same request again"))),
+    )
+)]
 pub async fn replace(
     State(api): Shared,
     Path(id): Path<String>,
@@ -123,6 +153,15 @@ pub async fn replace(
 }
 
 /// `DELETE /api/v1/budgets/{id}` → 204.
+#[utoipa::path(
+    delete, path = "/api/v1/budgets/{id}", tag = "budgets",
+    params(("id" = String, Path, description = "The budget id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "No such budget", body = crate::openapi::ErrorBody),
+        (status = 409, description = "The budget is defined in the config file", body = crate::openapi::ErrorBody),
+    )
+)]
 pub async fn delete(State(api): Shared, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
     let origin = api.budgets.lock().get(&id).map(|b| b.origin);
     match origin {
@@ -141,6 +180,13 @@ pub async fn delete(State(api): Shared, Path(id): Path<String>) -> Result<Status
 }
 
 /// `GET /api/v1/budgets?project=`
+#[utoipa::path(
+    get, path = "/api/v1/budgets", tag = "budgets",
+    params(("project" = Option<String>, Query, description = "The project (default `default`)")),
+    responses(
+        (status = 200, description = "Every budget (of the project, when given)", body = crate::openapi::BudgetList),
+    )
+)]
 pub async fn list(State(api): Shared, RawQuery(query): RawQuery) -> Json<Value> {
     let params = Params::parse(query.as_deref());
     let project = params.get("project");
@@ -152,6 +198,14 @@ pub async fn list(State(api): Shared, RawQuery(query): RawQuery) -> Json<Value> 
 }
 
 /// `GET /api/v1/budgets/{id}`
+#[utoipa::path(
+    get, path = "/api/v1/budgets/{id}", tag = "budgets",
+    params(("id" = String, Path, description = "The budget id")),
+    responses(
+        (status = 200, description = "The budget", body = crate::openapi::BudgetView),
+        (status = 404, description = "No such budget", body = crate::openapi::ErrorBody),
+    )
+)]
 pub async fn get(State(api): Shared, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     let book = api.budgets.lock();
     let budget = book.get(&id).ok_or_else(|| ApiError::not_found(format!("no budget {id}")))?;
@@ -159,6 +213,14 @@ pub async fn get(State(api): Shared, Path(id): Path<String>) -> Result<Json<Valu
 }
 
 /// `GET /api/v1/budgets/{id}/status`
+#[utoipa::path(
+    get, path = "/api/v1/budgets/{id}/status", tag = "budgets",
+    params(("id" = String, Path, description = "The budget id")),
+    responses(
+        (status = 200, description = "The budget's current period", body = BudgetStatus),
+        (status = 404, description = "No such budget", body = crate::openapi::ErrorBody),
+    )
+)]
 pub async fn status(
     State(api): Shared,
     Path(id): Path<String>,
@@ -168,6 +230,13 @@ pub async fn status(
 }
 
 /// `GET /api/v1/budgets/status?project=`
+#[utoipa::path(
+    get, path = "/api/v1/budgets/status", tag = "budgets",
+    params(("project" = Option<String>, Query, description = "The project (default `default`)")),
+    responses(
+        (status = 200, description = "Every budget's current period", body = crate::openapi::BudgetStatuses),
+    )
+)]
 pub async fn statuses(State(api): Shared, RawQuery(query): RawQuery) -> Json<Value> {
     let params = Params::parse(query.as_deref());
     let statuses = api.budgets.lock().statuses(params.get("project"), now_ms());
@@ -211,6 +280,18 @@ fn estimate_field(name: &str, value: Option<f64>) -> Result<Option<f64>, ApiErro
 
 /// `POST /api/v1/quota/reserve`: may this call proceed? If so its estimate
 /// is held on every budget covering it until settled or expired.
+#[utoipa::path(
+    post, path = "/api/v1/quota/reserve", tag = "budgets",
+    request_body(content = crate::openapi::ReserveBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Allowed (the estimate is held) or denied, with the budgets checked", body = Decision),
+        (status = 400, description = "A parameter or the body is invalid; the message names it", body = crate::openapi::ErrorBody),
+        (status = 408, description = "The body did not arrive within server.body_read_timeout", body = crate::openapi::ErrorBody),
+        (status = 413, description = "The body is over its limit (ingest.max_body_bytes for ingest, 1 MiB for budgets), also after decompression", body = crate::openapi::ErrorBody),
+        (status = 415, description = "Unsupported Content-Type or Content-Encoding", body = crate::openapi::ErrorBody),
+        (status = 429, description = "Overloaded: too many records queued, requests parsed or bytes received at once", body = crate::openapi::ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait before sending the same request again"))),
+    )
+)]
 pub async fn reserve(
     State(api): Shared,
     headers: HeaderMap,
@@ -263,6 +344,21 @@ pub struct SettleRequest {
 
 /// `POST /api/v1/quota/settle`: records the call's actual usage (as
 /// `/api/v1/usage` does) and then releases the reservation.
+#[utoipa::path(
+    post, path = "/api/v1/quota/settle", tag = "budgets",
+    request_body(content = crate::openapi::SettleBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The usage is recorded and the hold released", body = crate::openapi::Settled),
+        (status = 400, description = "A parameter or the body is invalid; the message names it", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such reservation (nothing recorded)", body = crate::openapi::ErrorBody),
+        (status = 408, description = "The body did not arrive within server.body_read_timeout", body = crate::openapi::ErrorBody),
+        (status = 409, description = "The reservation is settled already", body = crate::openapi::ErrorBody),
+        (status = 413, description = "The body is over its limit (ingest.max_body_bytes for ingest, 1 MiB for budgets), also after decompression", body = crate::openapi::ErrorBody),
+        (status = 415, description = "Unsupported Content-Type or Content-Encoding", body = crate::openapi::ErrorBody),
+        (status = 429, description = "Overloaded: too many records queued, requests parsed or bytes received at once", body = crate::openapi::ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait before sending the same request again"))),
+        (status = 503, description = "The store could not commit; nothing was acknowledged", body = crate::openapi::ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait before sending the same request again"))),
+    )
+)]
 pub async fn settle(
     State(api): Shared,
     headers: HeaderMap,
@@ -301,6 +397,14 @@ pub async fn settle(
 }
 
 /// `GET /api/v1/alerts?budget_id=&status=pending|delivered|failed|refused&limit=`
+#[utoipa::path(
+    get, path = "/api/v1/alerts", tag = "budgets",
+    params(("budget_id" = Option<String>, Query, description = "Only this budget's alerts"), ("status" = Option<String>, Query, description = "`pending`, `delivered`, `failed` or `refused`"), ("limit" = Option<u32>, Query, minimum = 1, maximum = 10000, description = "Most items per page (default 100)")),
+    responses(
+        (status = 200, description = "Alerts, each with its payload and deliveries", body = crate::openapi::AlertList),
+        (status = 400, description = "A parameter or the body is invalid; the message names it", body = crate::openapi::ErrorBody),
+    )
+)]
 pub async fn alerts(
     State(api): Shared,
     RawQuery(query): RawQuery,

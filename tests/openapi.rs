@@ -1,0 +1,127 @@
+//! The OpenAPI description served at `/api/v1/openapi.json`, and the API
+//! held to it: Schemathesis (installed from tests/python/requirements.txt
+//! into `.venv` by scripts/test) generates requests from the description
+//! for every operation, side effects included, against a throwaway server,
+//! and fails on any 5xx or any answer the description does not allow
+//! (status, content type, headers, body schema).
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn schemathesis() -> PathBuf {
+    let bin = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/schemathesis");
+    assert!(
+        bin.exists(),
+        "{} is missing: run ./scripts/test, which installs tests/python/requirements.txt",
+        bin.display()
+    );
+    bin
+}
+
+#[tokio::test]
+async fn the_description_is_served_as_openapi_3_1() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = TestServer::start(dir.path(), &[]);
+    let response = client()
+        .get(format!("{}/api/v1/openapi.json", server.url()))
+        .send()
+        .await
+        .expect("openapi.json");
+    assert_eq!(response.status(), 200);
+    let content_type = response.headers()["content-type"].to_str().expect("ascii").to_owned();
+    assert!(content_type.starts_with("application/json"), "content type {content_type}");
+    let doc: serde_json::Value = response.json().await.expect("JSON");
+    assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.1")), "{}", doc["openapi"]);
+    for path in ["/api/v1/usage", "/v1/traces", "/api/v1/budgets/{id}", "/metrics", "/healthz"] {
+        assert!(doc["paths"][path].is_object(), "{path} is not described");
+    }
+    // Repeatable parameters are described as such.
+    let params = doc["paths"]["/api/v1/usage/summary"]["get"]["parameters"]
+        .as_array()
+        .expect("summary parameters");
+    let filter = params.iter().find(|p| p["name"] == "filter").expect("filter parameter");
+    assert_eq!(filter["explode"], true);
+    assert_eq!(
+        filter["schema"]["type"].as_array().map(|t| t.contains(&"array".into())),
+        Some(true)
+    );
+    assert!(doc["components"]["schemas"]["ErrorBody"].is_object());
+}
+
+/// Bounded: a fixed number of examples per operation and a time budget for
+/// the whole run, well under the two minutes this test may take.
+#[test]
+fn schemathesis_finds_no_server_error_and_no_answer_outside_the_description() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // Private webhook targets are refused either way; no alert is sent
+    // anywhere while the run lasts (deliveries are retried later).
+    let server = TestServer::start(dir.path(), &[]);
+    // Some data, so that queries have something to group and page through.
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let reports: Vec<_> = (0..20)
+            .map(|i| json_with_user(chat(&format!("r{i}"), "gpt-4o", tokens(100, 20), now_ms()), i))
+            .collect();
+        let status = client()
+            .post(format!("{}/api/v1/usage", server.url()))
+            .json(&reports)
+            .send()
+            .await
+            .expect("usage")
+            .status();
+        assert_eq!(status, 200);
+    });
+    let report = dir.path().join("schemathesis.ndjson");
+    let started = Instant::now();
+    let output = Command::new(schemathesis())
+        .current_dir(dir.path())
+        .args([
+            "run",
+            &format!("{}/api/v1/openapi.json", server.url()),
+            "--checks",
+            "not_a_server_error,status_code_conformance,content_type_conformance,\
+             response_headers_conformance,response_schema_conformance",
+            "--phases",
+            "examples,coverage,fuzzing",
+            "--max-examples",
+            "25",
+            "--max-time",
+            "90",
+            "--request-timeout",
+            "10",
+            "--workers",
+            "2",
+            "--seed",
+            "20261204",
+            "--generation-database",
+            "none",
+            "--no-color",
+            "--report",
+            "ndjson",
+            "--report-ndjson-path",
+        ])
+        .arg(&report)
+        .output()
+        .expect("run schemathesis");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "schemathesis found problems (exit {:?}, after {:?}):\n{stdout}\n{stderr}\nserver log:\n{}",
+        output.status.code(),
+        started.elapsed(),
+        server.log()
+    );
+    assert!(started.elapsed() < Duration::from_secs(150), "the run took {:?}", started.elapsed());
+    // The run really exercised the API.
+    assert!(stdout.contains("/api/v1/usage/summary"), "{stdout}");
+}
+
+fn json_with_user(report: serde_json::Value, i: usize) -> serde_json::Value {
+    with(report, "user", serde_json::json!(format!("user-{}", i % 4)))
+}
