@@ -77,7 +77,58 @@ struct ApiDoc;
 /// The description, built once.
 pub fn document() -> &'static Document {
     static DOCUMENT: OnceLock<Document> = OnceLock::new();
-    DOCUMENT.get_or_init(ApiDoc::openapi)
+    DOCUMENT.get_or_init(|| {
+        let mut doc = ApiDoc::openapi();
+        name_operations(&mut doc);
+        doc
+    })
+}
+
+/// Operation ids from method and path (`get_api_v1_usage_summary`): unique,
+/// where handler names are not (`summary` answers two paths).
+fn name_operations(doc: &mut Document) {
+    for (path, item) in doc.paths.paths.iter_mut() {
+        let operations = [
+            ("get", &mut item.get),
+            ("post", &mut item.post),
+            ("put", &mut item.put),
+            ("delete", &mut item.delete),
+        ];
+        for (method, operation) in operations {
+            if let Some(operation) = operation {
+                let words: Vec<&str> = path
+                    .split(|c: char| !c.is_ascii_alphanumeric())
+                    .filter(|w| !w.is_empty())
+                    .collect();
+                operation.operation_id = Some(format!("{method}_{}", words.join("_")));
+            }
+        }
+    }
+}
+
+/// A created budget's id feeds the operations on `/api/v1/budgets/{id}`, so
+/// that clients (and stateful testing) can follow them. Written into the
+/// JSON: utoipa 5 spells a link's `operationId` in snake case.
+fn link_budget_operations(doc: &mut Value) {
+    let Some(created) = doc.pointer_mut("/paths/~1api~1v1~1budgets/post/responses/201") else {
+        return;
+    };
+    let links: serde_json::Map<String, Value> = [
+        "get_api_v1_budgets_id",
+        "put_api_v1_budgets_id",
+        "delete_api_v1_budgets_id",
+        "get_api_v1_budgets_id_status",
+    ]
+    .into_iter()
+    .map(|operation| {
+        let link = serde_json::json!({
+            "operationId": operation,
+            "parameters": {"id": "$response.body#/id"},
+        });
+        (operation.to_owned(), link)
+    })
+    .collect();
+    created["links"] = Value::Object(links);
 }
 
 /// `GET /api/v1/openapi.json`
@@ -87,7 +138,11 @@ pub fn document() -> &'static Document {
 )]
 pub async fn openapi_json() -> Response {
     static JSON: OnceLock<String> = OnceLock::new();
-    let body = JSON.get_or_init(|| document().to_json().expect("the description serializes"));
+    let body = JSON.get_or_init(|| {
+        let mut doc = serde_json::to_value(document()).expect("the description serializes");
+        link_budget_operations(&mut doc);
+        doc.to_string()
+    });
     ([(header::CONTENT_TYPE, "application/json")], body.as_str()).into_response()
 }
 
@@ -104,6 +159,24 @@ pub async fn healthz() -> axum::Json<Value> {
 // Schemas of answers built as JSON values. Fields are never read: they only
 // describe what the handlers write.
 // ---------------------------------------------------------------------------
+
+/// A usage batch refused: every report rejected (listed), or an error.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+#[serde(untagged)]
+pub enum UsageRefused {
+    Rejected(crate::ingest::usage::UsageResponse),
+    Error(ErrorBody),
+}
+
+/// A points batch refused: every point rejected (listed), or an error.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+#[serde(untagged)]
+pub enum PointsRefused {
+    Rejected(crate::ingest::points::PointsResponse),
+    Error(ErrorBody),
+}
 
 /// Every error answer (`src/error.rs`).
 #[derive(ToSchema)]

@@ -58,7 +58,7 @@ fn parse_points(
     request_body(description = "Metric points: a JSON array, `{\"records\": [...]}`, one point, or NDJSON; `Content-Encoding: gzip` accepted", content((crate::openapi::PointsBody = "application/json"), ("application/x-ndjson"))),
     responses(
         (status = 200, description = "Durable: some points were accepted; the rest are listed in `rejected`", body = PointsResponse),
-        (status = 400, description = "The body is not JSON, or every point was rejected", content((PointsResponse = "application/json"), (crate::openapi::ErrorBody = "application/json"))),
+        (status = 400, description = "Every point was rejected (the answer lists them), or the body is not JSON (an error)", body = crate::openapi::PointsRefused),
         (status = 408, description = "The body did not arrive within server.body_read_timeout", body = crate::openapi::ErrorBody),
         (status = 413, description = "The body is over its limit (ingest.max_body_bytes for ingest, 1 MiB for budgets), also after decompression", body = crate::openapi::ErrorBody),
         (status = 415, description = "Unsupported Content-Type or Content-Encoding", body = crate::openapi::ErrorBody),

@@ -71,7 +71,7 @@ pub struct UsageResponse {
     request_body(description = "Usage reports: a JSON array, `{\"records\": [...]}`, one report, or NDJSON (one report per line); `Content-Encoding: gzip` accepted", content((crate::openapi::UsageBody = "application/json"), ("application/x-ndjson"))),
     responses(
         (status = 200, description = "Durable: some reports were accepted or were duplicates; the rest are listed in `rejected`", body = UsageResponse),
-        (status = 400, description = "The body is not JSON, or every report was rejected", content((UsageResponse = "application/json"), (crate::openapi::ErrorBody = "application/json"))),
+        (status = 400, description = "Every report was rejected (the answer lists them), or the body is not JSON (an error)", body = crate::openapi::UsageRefused),
         (status = 408, description = "The body did not arrive within server.body_read_timeout", body = crate::openapi::ErrorBody),
         (status = 413, description = "The body is over its limit (ingest.max_body_bytes for ingest, 1 MiB for budgets), also after decompression", body = crate::openapi::ErrorBody),
         (status = 415, description = "Unsupported Content-Type or Content-Encoding", body = crate::openapi::ErrorBody),

@@ -294,7 +294,7 @@ fn key_json(dims: &[String], values: &[Option<String>]) -> Value {
 /// `GET /api/v1/usage/summary`
 #[utoipa::path(
     get, path = "/api/v1/usage/summary", tag = "usage",
-    params(crate::query::params::WindowParams, crate::query::params::SliceParams, ("limit" = Option<u32>, Query, minimum = 1, description = "Most groups listed (default and largest: query.max_groups)"), ("format" = Option<crate::query::params::Format>, Query, description = "`json` (default) or `csv`")),
+    params(crate::query::params::WindowParams, crate::query::params::SliceParams, ("limit" = Option<u32>, Query, minimum = 1, description = "Most groups listed (default and largest: query.max_groups)"), ("format" = inline(Option<crate::query::params::Format>), Query, description = "`json` (default) or `csv`")),
     responses(
         (status = 200, description = "Totals by group, ordered by cost then requests", content((crate::openapi::UsageSummary = "application/json"), (String = "text/csv"))),
         (status = 400, description = "A parameter is invalid (or the window lies wholly outside 2000-01-01 .. now + 1 day); the message names it", body = crate::openapi::ErrorBody),
@@ -497,7 +497,7 @@ pub async fn series(
 /// `GET /api/v1/usage/records`
 #[utoipa::path(
     get, path = "/api/v1/usage/records", tag = "usage",
-    params(crate::query::params::WindowParams, ("filter" = Option<Vec<String>>, Query, style = Form, explode, description = "`DIMENSION:VALUE`, repeatable (`session` too, at most once)"), ("limit" = Option<u32>, Query, minimum = 1, maximum = 10000, description = "Most items per page (default 100)"), ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"), ("format" = Option<crate::query::params::Format>, Query, description = "`json` (default) or `csv`")),
+    params(crate::query::params::WindowParams, ("filter" = Option<Vec<String>>, Query, style = Form, explode, description = "`DIMENSION:VALUE`, repeatable (`session` too, at most once)"), ("limit" = Option<u32>, Query, minimum = 1, maximum = 10000, description = "Most items per page (default 100)"), ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"), ("format" = inline(Option<crate::query::params::Format>), Query, description = "`json` (default) or `csv`")),
     responses(
         (status = 200, description = "The raw calls, oldest first (CSV: the cursor in `X-Next-Cursor`)", content((crate::openapi::UsageRecords = "application/json"), (String = "text/csv")), headers(("X-Next-Cursor" = String, description = "CSV only: the next page's cursor"))),
         (status = 400, description = "A parameter is invalid (or the window lies wholly outside 2000-01-01 .. now + 1 day); the message names it", body = crate::openapi::ErrorBody),
