@@ -657,7 +657,7 @@ pub struct UsageRecordsBody {
 pub enum UsageBody {
     Many(Vec<UsageReport>),
     Records(UsageRecordsBody),
-    One(UsageReport),
+    One(Box<UsageReport>),
 }
 
 /// One metric point (README, "Metric points").

@@ -54,6 +54,26 @@ async fn the_description_is_served_as_openapi_3_1() {
     assert!(doc["components"]["schemas"]["ErrorBody"].is_object());
 }
 
+/// A path segment that is not UTF-8 once percent-decoded is answered in
+/// the API's error shape, as described, not as axum's plain text.
+#[tokio::test]
+async fn a_path_parameter_that_is_not_utf8_is_answered_in_the_error_shape() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = TestServer::start(dir.path(), &[]);
+    for path in [
+        "/api/v1/budgets/%FF",
+        "/api/v1/budgets/%FF/status",
+        "/api/v1/traces/%FF",
+        "/api/v1/sessions/%FF",
+    ] {
+        let response =
+            client().get(format!("{}{path}", server.url())).send().await.expect("request");
+        assert_eq!(response.status(), 400, "{path}");
+        let body: serde_json::Value = response.json().await.expect("a JSON body");
+        assert_eq!(body["error"]["code"], "bad_request", "{path}: {body}");
+    }
+}
+
 /// Bounded: a fixed number of examples per operation and a time budget for
 /// the whole run, well under the two minutes this test may take.
 #[test]

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -16,7 +16,7 @@ use super::book::{BudgetStatus, Decision, Estimate, SettleError, Ticket};
 use super::rule::{Budget, BudgetSpec, Origin, Subject};
 use super::{BudgetError, Budgets};
 use crate::durability::Outcome;
-use crate::error::ApiError;
+use crate::error::{ApiError, PathParam};
 use crate::ingest::{UsageIngest, body};
 use crate::model::Tags;
 use crate::normalize::normalize_json;
@@ -125,7 +125,7 @@ pub async fn create(
 )]
 pub async fn replace(
     State(api): Shared,
-    Path(id): Path<String>,
+    PathParam(id): PathParam,
     headers: HeaderMap,
     request: Body,
 ) -> Result<Json<Value>, ApiError> {
@@ -158,11 +158,12 @@ pub async fn replace(
     params(("id" = String, Path, description = "The budget id")),
     responses(
         (status = 204, description = "Deleted"),
+        (status = 400, description = "The id is not UTF-8 once percent-decoded", body = crate::openapi::ErrorBody),
         (status = 404, description = "No such budget", body = crate::openapi::ErrorBody),
         (status = 409, description = "The budget is defined in the config file", body = crate::openapi::ErrorBody),
     )
 )]
-pub async fn delete(State(api): Shared, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+pub async fn delete(State(api): Shared, PathParam(id): PathParam) -> Result<StatusCode, ApiError> {
     let origin = api.budgets.lock().get(&id).map(|b| b.origin);
     match origin {
         None => Err(ApiError::not_found(format!("no budget {id}"))),
@@ -203,10 +204,11 @@ pub async fn list(State(api): Shared, RawQuery(query): RawQuery) -> Json<Value> 
     params(("id" = String, Path, description = "The budget id")),
     responses(
         (status = 200, description = "The budget", body = crate::openapi::BudgetView),
+        (status = 400, description = "The id is not UTF-8 once percent-decoded", body = crate::openapi::ErrorBody),
         (status = 404, description = "No such budget", body = crate::openapi::ErrorBody),
     )
 )]
-pub async fn get(State(api): Shared, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn get(State(api): Shared, PathParam(id): PathParam) -> Result<Json<Value>, ApiError> {
     let book = api.budgets.lock();
     let budget = book.get(&id).ok_or_else(|| ApiError::not_found(format!("no budget {id}")))?;
     Ok(Json(budget.to_json(false)))
@@ -218,12 +220,13 @@ pub async fn get(State(api): Shared, Path(id): Path<String>) -> Result<Json<Valu
     params(("id" = String, Path, description = "The budget id")),
     responses(
         (status = 200, description = "The budget's current period", body = BudgetStatus),
+        (status = 400, description = "The id is not UTF-8 once percent-decoded", body = crate::openapi::ErrorBody),
         (status = 404, description = "No such budget", body = crate::openapi::ErrorBody),
     )
 )]
 pub async fn status(
     State(api): Shared,
-    Path(id): Path<String>,
+    PathParam(id): PathParam,
 ) -> Result<Json<BudgetStatus>, ApiError> {
     let status = api.budgets.lock().status(&id, now_ms());
     status.map(Json).ok_or_else(|| ApiError::not_found(format!("no budget {id}")))

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use super::QueryState;
 use super::params::{Params, parse_cursor};
 use super::trace_tree;
-use crate::error::ApiError;
+use crate::error::{ApiError, PathParam};
 use crate::model::{LogRecord, SpanKind};
 use crate::storage::{
     LogFilter, SessionSummary, StoredTrace, TraceBounds, TraceFilter, TraceSummary,
@@ -185,7 +185,7 @@ fn log_json(log: &LogRecord, trace_start_ns: i64) -> Value {
 )]
 pub async fn detail(
     State(state): State<Arc<QueryState>>,
-    Path(trace_id): Path<String>,
+    PathParam(trace_id): PathParam,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let params = Params::parse(query.as_deref());
@@ -359,7 +359,7 @@ pub async fn sessions(
 )]
 pub async fn session(
     State(state): State<Arc<QueryState>>,
-    Path(session): Path<String>,
+    PathParam(session): PathParam,
     RawQuery(query): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
     let params = Params::parse(query.as_deref());
