@@ -325,7 +325,7 @@ async fn export<S: Signal + Send + 'static>(
     responses(
         (status = 200, description = "Durable. An empty Export…ServiceResponse, or a partial success naming each rejected span", content(("application/x-protobuf"), (Object = "application/json"))),
         (status = 400, description = "The body does not decode", content(("application/x-protobuf"), (crate::openapi::OtlpJsonError = "application/json"))),
-        (status = 408, description = "The body did not arrive within server.body_read_timeout", content(("application/x-protobuf"), (crate::openapi::OtlpJsonError = "application/json"))),
+        (status = 408, description = "The body did not arrive within server.body_read_timeout (answered by the listener, always as JSON)", body = crate::openapi::ErrorBody),
         (status = 413, description = "The body is over ingest.max_body_bytes (also after decompression)", content(("application/x-protobuf"), (crate::openapi::OtlpJsonError = "application/json"))),
         (status = 415, description = "Content-Type is neither application/x-protobuf nor application/json, or the Content-Encoding is unsupported", content(("application/x-protobuf"), (crate::openapi::OtlpJsonError = "application/json"))),
         (status = 429, description = "Overloaded", content(("application/x-protobuf"), (crate::openapi::OtlpJsonError = "application/json")), headers(("Retry-After" = u32, description = "Seconds to wait before sending the same request again"))),
@@ -347,7 +347,7 @@ pub async fn post_traces(
     responses(
         (status = 200, description = "Durable. An empty Export…ServiceResponse, or a partial success naming each rejected span", content(("application/x-protobuf"), (Object = "application/json"))),
         (status = 400, description = "The body does not decode", content(("application/x-protobuf"), (crate::openapi::OtlpJsonError = "application/json"))),
-        (status = 408, description = "The body did not arrive within server.body_read_timeout", content(("application/x-protobuf"), (crate::openapi::OtlpJsonError = "application/json"))),
+        (status = 408, description = "The body did not arrive within server.body_read_timeout (answered by the listener, always as JSON)", body = crate::openapi::ErrorBody),
         (status = 413, description = "The body is over ingest.max_body_bytes (also after decompression)", content(("application/x-protobuf"), (crate::openapi::OtlpJsonError = "application/json"))),
         (status = 415, description = "Content-Type is neither application/x-protobuf nor application/json, or the Content-Encoding is unsupported", content(("application/x-protobuf"), (crate::openapi::OtlpJsonError = "application/json"))),
         (status = 429, description = "Overloaded", content(("application/x-protobuf"), (crate::openapi::OtlpJsonError = "application/json")), headers(("Retry-After" = u32, description = "Seconds to wait before sending the same request again"))),
@@ -369,7 +369,7 @@ pub async fn post_langfuse_traces(
     responses(
         (status = 200, description = "Durable. An empty Export…ServiceResponse, or a partial success naming each rejected log record", content(("application/x-protobuf"), (Object = "application/json"))),
         (status = 400, description = "The body does not decode", content(("application/x-protobuf"), (crate::openapi::OtlpJsonError = "application/json"))),
-        (status = 408, description = "The body did not arrive within server.body_read_timeout", content(("application/x-protobuf"), (crate::openapi::OtlpJsonError = "application/json"))),
+        (status = 408, description = "The body did not arrive within server.body_read_timeout (answered by the listener, always as JSON)", body = crate::openapi::ErrorBody),
         (status = 413, description = "The body is over ingest.max_body_bytes (also after decompression)", content(("application/x-protobuf"), (crate::openapi::OtlpJsonError = "application/json"))),
         (status = 415, description = "Content-Type is neither application/x-protobuf nor application/json, or the Content-Encoding is unsupported", content(("application/x-protobuf"), (crate::openapi::OtlpJsonError = "application/json"))),
         (status = 429, description = "Overloaded", content(("application/x-protobuf"), (crate::openapi::OtlpJsonError = "application/json")), headers(("Retry-After" = u32, description = "Seconds to wait before sending the same request again"))),
@@ -391,7 +391,7 @@ pub async fn post_logs(
     responses(
         (status = 200, description = "Durable. An empty Export…ServiceResponse, or a partial success naming each rejected data point", content(("application/x-protobuf"), (Object = "application/json"))),
         (status = 400, description = "The body does not decode", content(("application/x-protobuf"), (crate::openapi::OtlpJsonError = "application/json"))),
-        (status = 408, description = "The body did not arrive within server.body_read_timeout", content(("application/x-protobuf"), (crate::openapi::OtlpJsonError = "application/json"))),
+        (status = 408, description = "The body did not arrive within server.body_read_timeout (answered by the listener, always as JSON)", body = crate::openapi::ErrorBody),
         (status = 413, description = "The body is over ingest.max_body_bytes (also after decompression)", content(("application/x-protobuf"), (crate::openapi::OtlpJsonError = "application/json"))),
         (status = 415, description = "Content-Type is neither application/x-protobuf nor application/json, or the Content-Encoding is unsupported", content(("application/x-protobuf"), (crate::openapi::OtlpJsonError = "application/json"))),
         (status = 429, description = "Overloaded", content(("application/x-protobuf"), (crate::openapi::OtlpJsonError = "application/json")), headers(("Retry-After" = u32, description = "Seconds to wait before sending the same request again"))),
