@@ -12,6 +12,7 @@ pub mod ingest;
 pub mod listener;
 pub mod model;
 pub mod normalize;
+pub mod openapi;
 pub mod pricing;
 pub mod query;
 pub mod server;

@@ -222,7 +222,7 @@ impl App {
             .route("/api/v1/admin/flush", post(ingest::usage::post_flush))
             .route("/api/v1/points", post(ingest::points::post_points))
             .route("/v1/traces", post(ingest::otlp_http::post_traces))
-            .route("/api/public/otel/v1/traces", post(ingest::otlp_http::post_traces))
+            .route("/api/public/otel/v1/traces", post(ingest::otlp_http::post_langfuse_traces))
             .route("/v1/logs", post(ingest::otlp_http::post_logs))
             .route("/v1/metrics", post(ingest::otlp_http::post_metrics))
             .with_state(usage.clone());
@@ -274,7 +274,8 @@ impl App {
             .route("/metrics", get(crate::exposition::handler))
             .with_state(metrics_state);
         Ok(Router::new()
-            .route("/healthz", get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }))
+            .route("/healthz", get(crate::openapi::healthz))
+            .route("/api/v1/openapi.json", get(crate::openapi::openapi_json))
             .merge(ingest_routes)
             .merge(query_routes)
             .merge(budget_routes)
@@ -346,4 +347,142 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     crate::listener::serve(listener, router, limits, shutdown).await
+}
+
+#[cfg(test)]
+mod tests {
+    //! The router and the OpenAPI description name the same routes: each
+    //! (method, path) the router serves is described, and each described
+    //! one is served. README's endpoints are described too.
+
+    use std::collections::BTreeSet;
+
+    use axum::body::Body;
+    use axum::http::{Method, Request, StatusCode};
+    use tower::ServiceExt;
+
+    use super::*;
+
+    /// A route with its path parameters unnamed: `/api/v1/budgets/{}`.
+    type Route = (String, String);
+
+    fn unnamed(path: &str) -> String {
+        regex::Regex::new(r"\{[^}]*\}").expect("valid regex").replace_all(path, "{}").into_owned()
+    }
+
+    /// Methods a route may be given; HEAD comes with GET.
+    const METHODS: [Method; 7] = [
+        Method::GET,
+        Method::POST,
+        Method::PUT,
+        Method::DELETE,
+        Method::PATCH,
+        Method::OPTIONS,
+        Method::TRACE,
+    ];
+
+    /// Every (method, path) the router serves: the paths from its debug form
+    /// (axum keeps no other list of them), the methods by asking each path
+    /// with each method — a method the path lacks is answered 405.
+    async fn served(router: &Router) -> BTreeSet<Route> {
+        let debug = format!("{router:?}");
+        let routed = debug.split("fallback_router").next().expect("split yields one part");
+        let path_re = regex::Regex::new(r#"RouteId\(\d+\): "([^"]+)""#).expect("valid regex");
+        let paths: BTreeSet<String> = path_re
+            .captures_iter(routed)
+            .map(|c| c[1].to_owned())
+            .filter(|p| !p.contains("__private__"))
+            .collect();
+        assert!(
+            paths.len() >= 10,
+            "found only {paths:?} in the router's debug form; has axum changed it? {debug}"
+        );
+        let mut routes = BTreeSet::new();
+        let param = regex::Regex::new(r"\{[^}]*\}").expect("valid regex");
+        for path in paths {
+            let uri = param.replace_all(&path, "0");
+            for method in METHODS {
+                let request = Request::builder()
+                    .method(method.clone())
+                    .uri(uri.as_ref())
+                    .body(Body::empty())
+                    .expect("valid request");
+                let response =
+                    tokio::time::timeout(Duration::from_secs(10), router.clone().oneshot(request))
+                        .await
+                        .unwrap_or_else(|_| panic!("{method} {uri} did not answer within 10 s"))
+                        .expect("infallible");
+                if response.status() != StatusCode::METHOD_NOT_ALLOWED {
+                    routes.insert((method.to_string(), unnamed(&path)));
+                }
+            }
+        }
+        routes
+    }
+
+    fn described() -> BTreeSet<Route> {
+        let mut routes = BTreeSet::new();
+        for (path, item) in &crate::openapi::document().paths.paths {
+            let operations = [
+                ("GET", &item.get),
+                ("POST", &item.post),
+                ("PUT", &item.put),
+                ("DELETE", &item.delete),
+                ("PATCH", &item.patch),
+                ("OPTIONS", &item.options),
+                ("TRACE", &item.trace),
+                ("HEAD", &item.head),
+            ];
+            for (method, operation) in operations {
+                if operation.is_some() {
+                    routes.insert((method.to_owned(), unnamed(path)));
+                }
+            }
+        }
+        routes
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_route_is_described_and_every_description_is_routed() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = Config { data_dir: dir.path().to_path_buf(), ..Config::default() };
+        let app = App::start(config).await.expect("app starts");
+        let router = app.router().expect("router");
+        let served = served(&router).await;
+        let described = described();
+        let undescribed: Vec<_> = served.difference(&described).collect();
+        let unserved: Vec<_> = described.difference(&served).collect();
+        assert!(
+            undescribed.is_empty() && unserved.is_empty(),
+            "routes without a description: {undescribed:?}; described but not routed: {unserved:?}"
+        );
+        // The router holds committer handles; shutdown waits for them all.
+        drop(router);
+        app.shutdown().await;
+    }
+
+    /// Each `METHOD /path` README names (`GET|PUT /path` for several) is
+    /// described.
+    #[test]
+    fn readme_endpoints_are_described() {
+        let readme = include_str!("../README.md");
+        let endpoint = regex::Regex::new(
+            r"\b((?:GET|POST|PUT|DELETE|PATCH)(?:\|(?:GET|POST|PUT|DELETE|PATCH))*) (/[A-Za-z0-9_./{}-]*)",
+        )
+        .expect("valid regex");
+        let described = described();
+        let mut named = 0;
+        let mut missing = Vec::new();
+        for found in endpoint.captures_iter(readme) {
+            for method in found[1].split('|') {
+                named += 1;
+                let route = (method.to_owned(), unnamed(&found[2]));
+                if !described.contains(&route) {
+                    missing.push(route);
+                }
+            }
+        }
+        assert!(named >= 20, "README names only {named} endpoints; is the pattern still right?");
+        assert!(missing.is_empty(), "README names endpoints the description lacks: {missing:?}");
+    }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -16,7 +16,7 @@ use super::book::{BudgetStatus, Decision, Estimate, SettleError, Ticket};
 use super::rule::{Budget, BudgetSpec, Origin, Subject};
 use super::{BudgetError, Budgets};
 use crate::durability::Outcome;
-use crate::error::ApiError;
+use crate::error::{ApiError, PathParam};
 use crate::ingest::{UsageIngest, body};
 use crate::model::Tags;
 use crate::normalize::normalize_json;
@@ -79,6 +79,20 @@ impl From<BudgetError> for ApiError {
 }
 
 /// `POST /api/v1/budgets` → 201 with the budget, its id and webhook secret.
+#[utoipa::path(
+    post, path = "/api/v1/budgets", tag = "budgets",
+    request_body(content = BudgetSpec, content_type = "application/json"),
+    responses(
+        (status = 201, description = "The budget, with its id and webhook secret (shown only here)", body = crate::openapi::BudgetView),
+        (status = 400, description = "A parameter or the body is invalid; the message names it", body = crate::openapi::ErrorBody),
+        (status = 408, description = "The body did not arrive within server.body_read_timeout", body = crate::openapi::ErrorBody),
+        (status = 409, description = "A budget of that name or id exists", body = crate::openapi::ErrorBody),
+        (status = 413, description = "The body is over its limit (ingest.max_body_bytes for ingest, 1 MiB for budgets), also after decompression", body = crate::openapi::ErrorBody),
+        (status = 415, description = "Unsupported Content-Type or Content-Encoding", body = crate::openapi::ErrorBody),
+        (status = 429, description = "Overloaded: too many records queued, requests parsed or bytes received at once", body = crate::openapi::ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait before sending the same request again"))),
+        (status = 503, description = "The store could not commit; nothing was acknowledged", body = crate::openapi::ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait before sending the same request again"))),
+    )
+)]
 pub async fn create(
     State(api): Shared,
     headers: HeaderMap,
@@ -93,9 +107,25 @@ pub async fn create(
 
 /// `PUT /api/v1/budgets/{id}`: replaces a budget's definition (its spend is
 /// read again; the secret stays unless a new one is given).
+#[utoipa::path(
+    put, path = "/api/v1/budgets/{id}", tag = "budgets",
+    params(("id" = String, Path, description = "The budget id")),
+    request_body(content = BudgetSpec, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The budget as replaced", body = crate::openapi::BudgetView),
+        (status = 400, description = "A parameter or the body is invalid; the message names it", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such budget", body = crate::openapi::ErrorBody),
+        (status = 408, description = "The body did not arrive within server.body_read_timeout", body = crate::openapi::ErrorBody),
+        (status = 409, description = "The budget is defined in the config file, or the name is taken", body = crate::openapi::ErrorBody),
+        (status = 413, description = "The body is over its limit (ingest.max_body_bytes for ingest, 1 MiB for budgets), also after decompression", body = crate::openapi::ErrorBody),
+        (status = 415, description = "Unsupported Content-Type or Content-Encoding", body = crate::openapi::ErrorBody),
+        (status = 429, description = "Overloaded: too many records queued, requests parsed or bytes received at once", body = crate::openapi::ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait before sending the same request again"))),
+        (status = 503, description = "The store could not commit; nothing was acknowledged", body = crate::openapi::ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait before sending the same request again"))),
+    )
+)]
 pub async fn replace(
     State(api): Shared,
-    Path(id): Path<String>,
+    PathParam(id): PathParam,
     headers: HeaderMap,
     request: Body,
 ) -> Result<Json<Value>, ApiError> {
@@ -123,7 +153,17 @@ pub async fn replace(
 }
 
 /// `DELETE /api/v1/budgets/{id}` → 204.
-pub async fn delete(State(api): Shared, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+#[utoipa::path(
+    delete, path = "/api/v1/budgets/{id}", tag = "budgets",
+    params(("id" = String, Path, description = "The budget id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 400, description = "The id is not UTF-8 once percent-decoded", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such budget", body = crate::openapi::ErrorBody),
+        (status = 409, description = "The budget is defined in the config file", body = crate::openapi::ErrorBody),
+    )
+)]
+pub async fn delete(State(api): Shared, PathParam(id): PathParam) -> Result<StatusCode, ApiError> {
     let origin = api.budgets.lock().get(&id).map(|b| b.origin);
     match origin {
         None => Err(ApiError::not_found(format!("no budget {id}"))),
@@ -141,6 +181,13 @@ pub async fn delete(State(api): Shared, Path(id): Path<String>) -> Result<Status
 }
 
 /// `GET /api/v1/budgets?project=`
+#[utoipa::path(
+    get, path = "/api/v1/budgets", tag = "budgets",
+    params(("project" = Option<String>, Query, description = "The project (default `default`)")),
+    responses(
+        (status = 200, description = "Every budget (of the project, when given)", body = crate::openapi::BudgetList),
+    )
+)]
 pub async fn list(State(api): Shared, RawQuery(query): RawQuery) -> Json<Value> {
     let params = Params::parse(query.as_deref());
     let project = params.get("project");
@@ -152,22 +199,47 @@ pub async fn list(State(api): Shared, RawQuery(query): RawQuery) -> Json<Value> 
 }
 
 /// `GET /api/v1/budgets/{id}`
-pub async fn get(State(api): Shared, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(
+    get, path = "/api/v1/budgets/{id}", tag = "budgets",
+    params(("id" = String, Path, description = "The budget id")),
+    responses(
+        (status = 200, description = "The budget", body = crate::openapi::BudgetView),
+        (status = 400, description = "The id is not UTF-8 once percent-decoded", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such budget", body = crate::openapi::ErrorBody),
+    )
+)]
+pub async fn get(State(api): Shared, PathParam(id): PathParam) -> Result<Json<Value>, ApiError> {
     let book = api.budgets.lock();
     let budget = book.get(&id).ok_or_else(|| ApiError::not_found(format!("no budget {id}")))?;
     Ok(Json(budget.to_json(false)))
 }
 
 /// `GET /api/v1/budgets/{id}/status`
+#[utoipa::path(
+    get, path = "/api/v1/budgets/{id}/status", tag = "budgets",
+    params(("id" = String, Path, description = "The budget id")),
+    responses(
+        (status = 200, description = "The budget's current period", body = BudgetStatus),
+        (status = 400, description = "The id is not UTF-8 once percent-decoded", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such budget", body = crate::openapi::ErrorBody),
+    )
+)]
 pub async fn status(
     State(api): Shared,
-    Path(id): Path<String>,
+    PathParam(id): PathParam,
 ) -> Result<Json<BudgetStatus>, ApiError> {
     let status = api.budgets.lock().status(&id, now_ms());
     status.map(Json).ok_or_else(|| ApiError::not_found(format!("no budget {id}")))
 }
 
 /// `GET /api/v1/budgets/status?project=`
+#[utoipa::path(
+    get, path = "/api/v1/budgets/status", tag = "budgets",
+    params(("project" = Option<String>, Query, description = "The project (default `default`)")),
+    responses(
+        (status = 200, description = "Every budget's current period", body = crate::openapi::BudgetStatuses),
+    )
+)]
 pub async fn statuses(State(api): Shared, RawQuery(query): RawQuery) -> Json<Value> {
     let params = Params::parse(query.as_deref());
     let statuses = api.budgets.lock().statuses(params.get("project"), now_ms());
@@ -211,6 +283,18 @@ fn estimate_field(name: &str, value: Option<f64>) -> Result<Option<f64>, ApiErro
 
 /// `POST /api/v1/quota/reserve`: may this call proceed? If so its estimate
 /// is held on every budget covering it until settled or expired.
+#[utoipa::path(
+    post, path = "/api/v1/quota/reserve", tag = "budgets",
+    request_body(content = crate::openapi::ReserveBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Allowed (the estimate is held) or denied, with the budgets checked", body = Decision),
+        (status = 400, description = "A parameter or the body is invalid; the message names it", body = crate::openapi::ErrorBody),
+        (status = 408, description = "The body did not arrive within server.body_read_timeout", body = crate::openapi::ErrorBody),
+        (status = 413, description = "The body is over its limit (ingest.max_body_bytes for ingest, 1 MiB for budgets), also after decompression", body = crate::openapi::ErrorBody),
+        (status = 415, description = "Unsupported Content-Type or Content-Encoding", body = crate::openapi::ErrorBody),
+        (status = 429, description = "Overloaded: too many records queued, requests parsed or bytes received at once", body = crate::openapi::ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait before sending the same request again"))),
+    )
+)]
 pub async fn reserve(
     State(api): Shared,
     headers: HeaderMap,
@@ -263,6 +347,21 @@ pub struct SettleRequest {
 
 /// `POST /api/v1/quota/settle`: records the call's actual usage (as
 /// `/api/v1/usage` does) and then releases the reservation.
+#[utoipa::path(
+    post, path = "/api/v1/quota/settle", tag = "budgets",
+    request_body(content = crate::openapi::SettleBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The usage is recorded and the hold released", body = crate::openapi::Settled),
+        (status = 400, description = "A parameter or the body is invalid; the message names it", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such reservation (nothing recorded)", body = crate::openapi::ErrorBody),
+        (status = 408, description = "The body did not arrive within server.body_read_timeout", body = crate::openapi::ErrorBody),
+        (status = 409, description = "The reservation is settled already", body = crate::openapi::ErrorBody),
+        (status = 413, description = "The body is over its limit (ingest.max_body_bytes for ingest, 1 MiB for budgets), also after decompression", body = crate::openapi::ErrorBody),
+        (status = 415, description = "Unsupported Content-Type or Content-Encoding", body = crate::openapi::ErrorBody),
+        (status = 429, description = "Overloaded: too many records queued, requests parsed or bytes received at once", body = crate::openapi::ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait before sending the same request again"))),
+        (status = 503, description = "The store could not commit; nothing was acknowledged", body = crate::openapi::ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait before sending the same request again"))),
+    )
+)]
 pub async fn settle(
     State(api): Shared,
     headers: HeaderMap,
@@ -301,6 +400,14 @@ pub async fn settle(
 }
 
 /// `GET /api/v1/alerts?budget_id=&status=pending|delivered|failed|refused&limit=`
+#[utoipa::path(
+    get, path = "/api/v1/alerts", tag = "budgets",
+    params(("budget_id" = Option<String>, Query, description = "Only this budget's alerts"), ("status" = Option<String>, Query, description = "`pending`, `delivered`, `failed` or `refused`"), ("limit" = Option<u32>, Query, minimum = 1, maximum = 10000, description = "Most items per page (default 100)")),
+    responses(
+        (status = 200, description = "Alerts, each with its payload and deliveries", body = crate::openapi::AlertList),
+        (status = 400, description = "A parameter or the body is invalid; the message names it", body = crate::openapi::ErrorBody),
+    )
+)]
 pub async fn alerts(
     State(api): Shared,
     RawQuery(query): RawQuery,

@@ -228,7 +228,7 @@ fn reached(budget: &Budget, spend: f64, threshold: f64) -> bool {
 }
 
 /// What `GET /api/v1/budgets/status` shows for one budget.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct BudgetStatus {
     pub id: String,
     pub name: String,
@@ -265,7 +265,7 @@ impl Estimate {
 }
 
 /// One budget a quota decision looked at.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Checked {
     pub id: String,
     pub name: String,
@@ -275,7 +275,7 @@ pub struct Checked {
     pub remaining: f64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Decision {
     pub allowed: bool,
     pub reservation_id: Option<String>,

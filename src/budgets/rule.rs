@@ -15,7 +15,7 @@ use crate::model::{LlmCall, Tags};
 use crate::normalize::KeyFingerprinter;
 
 /// A budget as the API and the config file give it, before checking.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BudgetSpec {
     /// Stable id; generated when absent.
@@ -56,7 +56,7 @@ pub struct BudgetSpec {
     pub fail: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Metric {
     CostUsd,
@@ -80,7 +80,7 @@ impl Metric {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
     Enforce,

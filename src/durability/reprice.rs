@@ -12,7 +12,7 @@ use crate::storage::{Storage, StorageError};
 
 const PAGE: usize = 100_000;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RepriceReport {
     pub from_ms: i64,
     pub to_ms: i64,

@@ -143,6 +143,12 @@ impl crate::durability::CommitObserver for Metrics {
 }
 
 /// `GET /metrics`
+#[utoipa::path(
+    get, path = "/metrics", tag = "admin",
+    responses(
+        (status = 200, description = "Prometheus text format 0.0.4", content(("text/plain; version=0.0.4"))),
+    )
+)]
 pub async fn handler(State(state): State<Arc<MetricsState>>) -> Response {
     let stats = state.store_stats().await;
     let m = &state.metrics;

@@ -318,7 +318,20 @@ async fn export<S: Signal + Send + 'static>(
     ok_response(&S::response(partial(&problems)), encoding)
 }
 
-/// `POST /v1/traces` (and the Langfuse path).
+/// `POST /v1/traces`
+#[utoipa::path(
+    post, path = "/v1/traces", tag = "ingest",
+    request_body(description = "An OTLP Export…ServiceRequest, protobuf or OTLP/JSON; `Content-Encoding: gzip` accepted", content(("application/x-protobuf"), (Object = "application/json"))),
+    responses(
+        (status = 200, description = "Durable. An empty Export…ServiceResponse, or a partial success naming each rejected span", content(("application/x-protobuf"), (Object = "application/json"))),
+        (status = 400, description = "The body does not decode", content(("application/x-protobuf"), (crate::openapi::OtlpJsonError = "application/json"))),
+        (status = 408, description = "The body did not arrive within server.body_read_timeout (answered by the listener, always as JSON)", body = crate::openapi::ErrorBody),
+        (status = 413, description = "The body is over ingest.max_body_bytes (also after decompression)", content(("application/x-protobuf"), (crate::openapi::OtlpJsonError = "application/json"))),
+        (status = 415, description = "Content-Type is neither application/x-protobuf nor application/json, or the Content-Encoding is unsupported", content(("application/x-protobuf"), (crate::openapi::OtlpJsonError = "application/json"))),
+        (status = 429, description = "Overloaded", content(("application/x-protobuf"), (crate::openapi::OtlpJsonError = "application/json")), headers(("Retry-After" = u32, description = "Seconds to wait before sending the same request again"))),
+        (status = 503, description = "The store could not commit", content(("application/x-protobuf"), (crate::openapi::OtlpJsonError = "application/json")), headers(("Retry-After" = u32, description = "Seconds to wait before sending the same request again"))),
+    )
+)]
 pub async fn post_traces(
     State(ingest): State<Arc<UsageIngest>>,
     headers: HeaderMap,
@@ -327,7 +340,42 @@ pub async fn post_traces(
     export::<ExportTraceServiceRequest>(&ingest, headers, request).await
 }
 
+/// `POST /api/public/otel/v1/traces`: the Langfuse SDK's path for traces.
+#[utoipa::path(
+    post, path = "/api/public/otel/v1/traces", tag = "ingest",
+    request_body(description = "An OTLP Export…ServiceRequest, protobuf or OTLP/JSON; `Content-Encoding: gzip` accepted", content(("application/x-protobuf"), (Object = "application/json"))),
+    responses(
+        (status = 200, description = "Durable. An empty Export…ServiceResponse, or a partial success naming each rejected span", content(("application/x-protobuf"), (Object = "application/json"))),
+        (status = 400, description = "The body does not decode", content(("application/x-protobuf"), (crate::openapi::OtlpJsonError = "application/json"))),
+        (status = 408, description = "The body did not arrive within server.body_read_timeout (answered by the listener, always as JSON)", body = crate::openapi::ErrorBody),
+        (status = 413, description = "The body is over ingest.max_body_bytes (also after decompression)", content(("application/x-protobuf"), (crate::openapi::OtlpJsonError = "application/json"))),
+        (status = 415, description = "Content-Type is neither application/x-protobuf nor application/json, or the Content-Encoding is unsupported", content(("application/x-protobuf"), (crate::openapi::OtlpJsonError = "application/json"))),
+        (status = 429, description = "Overloaded", content(("application/x-protobuf"), (crate::openapi::OtlpJsonError = "application/json")), headers(("Retry-After" = u32, description = "Seconds to wait before sending the same request again"))),
+        (status = 503, description = "The store could not commit", content(("application/x-protobuf"), (crate::openapi::OtlpJsonError = "application/json")), headers(("Retry-After" = u32, description = "Seconds to wait before sending the same request again"))),
+    )
+)]
+pub async fn post_langfuse_traces(
+    State(ingest): State<Arc<UsageIngest>>,
+    headers: HeaderMap,
+    request: Body,
+) -> Response {
+    export::<ExportTraceServiceRequest>(&ingest, headers, request).await
+}
+
 /// `POST /v1/logs`
+#[utoipa::path(
+    post, path = "/v1/logs", tag = "ingest",
+    request_body(description = "An OTLP Export…ServiceRequest, protobuf or OTLP/JSON; `Content-Encoding: gzip` accepted", content(("application/x-protobuf"), (Object = "application/json"))),
+    responses(
+        (status = 200, description = "Durable. An empty Export…ServiceResponse, or a partial success naming each rejected log record", content(("application/x-protobuf"), (Object = "application/json"))),
+        (status = 400, description = "The body does not decode", content(("application/x-protobuf"), (crate::openapi::OtlpJsonError = "application/json"))),
+        (status = 408, description = "The body did not arrive within server.body_read_timeout (answered by the listener, always as JSON)", body = crate::openapi::ErrorBody),
+        (status = 413, description = "The body is over ingest.max_body_bytes (also after decompression)", content(("application/x-protobuf"), (crate::openapi::OtlpJsonError = "application/json"))),
+        (status = 415, description = "Content-Type is neither application/x-protobuf nor application/json, or the Content-Encoding is unsupported", content(("application/x-protobuf"), (crate::openapi::OtlpJsonError = "application/json"))),
+        (status = 429, description = "Overloaded", content(("application/x-protobuf"), (crate::openapi::OtlpJsonError = "application/json")), headers(("Retry-After" = u32, description = "Seconds to wait before sending the same request again"))),
+        (status = 503, description = "The store could not commit", content(("application/x-protobuf"), (crate::openapi::OtlpJsonError = "application/json")), headers(("Retry-After" = u32, description = "Seconds to wait before sending the same request again"))),
+    )
+)]
 pub async fn post_logs(
     State(ingest): State<Arc<UsageIngest>>,
     headers: HeaderMap,
@@ -337,6 +385,19 @@ pub async fn post_logs(
 }
 
 /// `POST /v1/metrics`
+#[utoipa::path(
+    post, path = "/v1/metrics", tag = "ingest",
+    request_body(description = "An OTLP Export…ServiceRequest, protobuf or OTLP/JSON; `Content-Encoding: gzip` accepted", content(("application/x-protobuf"), (Object = "application/json"))),
+    responses(
+        (status = 200, description = "Durable. An empty Export…ServiceResponse, or a partial success naming each rejected data point", content(("application/x-protobuf"), (Object = "application/json"))),
+        (status = 400, description = "The body does not decode", content(("application/x-protobuf"), (crate::openapi::OtlpJsonError = "application/json"))),
+        (status = 408, description = "The body did not arrive within server.body_read_timeout (answered by the listener, always as JSON)", body = crate::openapi::ErrorBody),
+        (status = 413, description = "The body is over ingest.max_body_bytes (also after decompression)", content(("application/x-protobuf"), (crate::openapi::OtlpJsonError = "application/json"))),
+        (status = 415, description = "Content-Type is neither application/x-protobuf nor application/json, or the Content-Encoding is unsupported", content(("application/x-protobuf"), (crate::openapi::OtlpJsonError = "application/json"))),
+        (status = 429, description = "Overloaded", content(("application/x-protobuf"), (crate::openapi::OtlpJsonError = "application/json")), headers(("Retry-After" = u32, description = "Seconds to wait before sending the same request again"))),
+        (status = 503, description = "The store could not commit", content(("application/x-protobuf"), (crate::openapi::OtlpJsonError = "application/json")), headers(("Retry-After" = u32, description = "Seconds to wait before sending the same request again"))),
+    )
+)]
 pub async fn post_metrics(
     State(ingest): State<Arc<UsageIngest>>,
     headers: HeaderMap,

@@ -16,7 +16,7 @@ use crate::durability::Records;
 use crate::error::ApiError;
 use crate::normalize::point::{PointKeys, normalize_point, validate_point};
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct PointsResponse {
     pub accepted: usize,
     pub rejected: Vec<Rejection>,
@@ -53,6 +53,19 @@ fn parse_points(
     Ok((points, rejected))
 }
 
+#[utoipa::path(
+    post, path = "/api/v1/points", tag = "ingest",
+    request_body(description = "Metric points: a JSON array, `{\"records\": [...]}`, one point, or NDJSON; `Content-Encoding: gzip` accepted", content((crate::openapi::PointsBody = "application/json"), ("application/x-ndjson"))),
+    responses(
+        (status = 200, description = "Durable: some points were accepted; the rest are listed in `rejected`", body = PointsResponse),
+        (status = 400, description = "Every point was rejected (the answer lists them), or the body is not JSON (an error)", body = crate::openapi::PointsRefused),
+        (status = 408, description = "The body did not arrive within server.body_read_timeout", body = crate::openapi::ErrorBody),
+        (status = 413, description = "The body is over its limit (ingest.max_body_bytes for ingest, 1 MiB for budgets), also after decompression", body = crate::openapi::ErrorBody),
+        (status = 415, description = "Unsupported Content-Type or Content-Encoding", body = crate::openapi::ErrorBody),
+        (status = 429, description = "Overloaded: too many records queued, requests parsed or bytes received at once", body = crate::openapi::ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait before sending the same request again"))),
+        (status = 503, description = "The store could not commit; nothing was acknowledged", body = crate::openapi::ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait before sending the same request again"))),
+    )
+)]
 pub async fn post_points(
     State(ingest): State<Arc<UsageIngest>>,
     headers: HeaderMap,

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
+use axum::extract::rejection::JsonRejection;
 use axum::http::{HeaderMap, StatusCode};
 use serde::Serialize;
 
@@ -52,19 +53,32 @@ impl UsageIngest {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Rejection {
     pub index: usize,
     pub error: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct UsageResponse {
     pub accepted: usize,
     pub duplicates: usize,
     pub rejected: Vec<Rejection>,
 }
 
+#[utoipa::path(
+    post, path = "/api/v1/usage", tag = "ingest",
+    request_body(description = "Usage reports: a JSON array, `{\"records\": [...]}`, one report, or NDJSON (one report per line); `Content-Encoding: gzip` accepted", content((crate::openapi::UsageBody = "application/json"), ("application/x-ndjson"))),
+    responses(
+        (status = 200, description = "Durable: some reports were accepted or were duplicates; the rest are listed in `rejected`", body = UsageResponse),
+        (status = 400, description = "Every report was rejected (the answer lists them), or the body is not JSON (an error)", body = crate::openapi::UsageRefused),
+        (status = 408, description = "The body did not arrive within server.body_read_timeout", body = crate::openapi::ErrorBody),
+        (status = 413, description = "The body is over its limit (ingest.max_body_bytes for ingest, 1 MiB for budgets), also after decompression", body = crate::openapi::ErrorBody),
+        (status = 415, description = "Unsupported Content-Type or Content-Encoding", body = crate::openapi::ErrorBody),
+        (status = 429, description = "Overloaded: too many records queued, requests parsed or bytes received at once", body = crate::openapi::ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait before sending the same request again"))),
+        (status = 503, description = "The store could not commit; nothing was acknowledged", body = crate::openapi::ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait before sending the same request again"))),
+    )
+)]
 pub async fn post_usage(
     State(ingest): State<Arc<UsageIngest>>,
     headers: HeaderMap,
@@ -151,6 +165,13 @@ fn instant_field(name: &str, value: &serde_json::Value) -> Result<i64, ApiError>
 
 /// `POST /api/v1/admin/flush`: write the open rollup buckets to the store
 /// now (benchmarks and tests use it to reach a settled store).
+#[utoipa::path(
+    post, path = "/api/v1/admin/flush", tag = "admin",
+    responses(
+        (status = 200, description = "The open rollup buckets are written to the store", body = crate::openapi::Flushed),
+        (status = 503, description = "The store could not commit; nothing was acknowledged", body = crate::openapi::ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait before sending the same request again"))),
+    )
+)]
 pub async fn post_flush(
     State(ingest): State<Arc<UsageIngest>>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
@@ -160,10 +181,33 @@ pub async fn post_flush(
 
 /// `POST /api/v1/usage/reprice` `{"from": ..., "to": ...}`: recompute stored
 /// costs in the window with the server's current prices, and the rollups.
+#[utoipa::path(
+    post, path = "/api/v1/usage/reprice", tag = "usage",
+    request_body(content = crate::openapi::RepriceBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "What changed", body = crate::durability::RepriceReport),
+        (status = 400, description = "A parameter or the body is invalid; the message names it", body = crate::openapi::ErrorBody),
+        (status = 408, description = "The body did not arrive within server.body_read_timeout", body = crate::openapi::ErrorBody),
+        (status = 413, description = "The body is over its limit (ingest.max_body_bytes for ingest, 1 MiB for budgets), also after decompression", body = crate::openapi::ErrorBody),
+        (status = 415, description = "Unsupported Content-Type or Content-Encoding", body = crate::openapi::ErrorBody),
+        (status = 429, description = "Overloaded: too many records queued, requests parsed or bytes received at once", body = crate::openapi::ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait before sending the same request again"))),
+        (status = 503, description = "The store could not commit; nothing was acknowledged", body = crate::openapi::ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait before sending the same request again"))),
+    )
+)]
 pub async fn post_reprice(
     State(ingest): State<Arc<UsageIngest>>,
-    Json(request): Json<RepriceRequest>,
+    request: Result<Json<RepriceRequest>, JsonRejection>,
 ) -> Result<Json<crate::durability::RepriceReport>, ApiError> {
+    // axum's own rejection is plain text; every answer here is the API's
+    // error shape.
+    let Json(request) = request.map_err(|rejection| match rejection {
+        JsonRejection::MissingJsonContentType(_) => ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "Content-Type must be application/json",
+        ),
+        other => ApiError::bad_request(other.body_text()),
+    })?;
     let from = instant_field("from", &request.from)?;
     let to = instant_field("to", &request.to)?;
     if from >= to {

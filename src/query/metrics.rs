@@ -82,6 +82,15 @@ fn tag_filters(params: &Params) -> Result<BTreeMap<String, Vec<String>>, ApiErro
 }
 
 /// `GET /api/v1/metrics/query`
+#[utoipa::path(
+    get, path = "/api/v1/metrics/query", tag = "metrics",
+    params(("name" = String, Query, description = "The metric"), crate::query::params::WindowParams, ("step" = Option<String>, Query, description = "A multiple of 10s (default `1m`)"), ("agg" = Option<String>, Query, description = "`avg` (default), `sum`, `min`, `max`, `count`, `last`, `p50`, `p90`, `p95`, `p99`, `rate` or `all`"), ("group_by" = Option<Vec<String>>, Query, style = Form, explode, description = "Tags to group by, comma-separated and/or repeated"), ("filter" = Option<Vec<String>>, Query, style = Form, explode, description = "`TAG:VALUE`, repeatable"), ("limit" = Option<u32>, Query, minimum = 1, description = "Most groups listed (default and largest: query.max_groups)")),
+    responses(
+        (status = 200, description = "Points per group", body = crate::openapi::MetricQuery),
+        (status = 400, description = "A parameter is invalid (or the window lies wholly outside 2000-01-01 .. now + 1 day); the message names it", body = crate::openapi::ErrorBody),
+        (status = 503, description = "The query did not finish within query.timeout (`query_timeout`)", body = crate::openapi::ErrorBody),
+    )
+)]
 pub async fn query(
     State(state): State<Arc<QueryState>>,
     Extension(watch): Extension<Watch>,
@@ -351,6 +360,13 @@ async fn grouped_bins(
 }
 
 /// `GET /api/v1/metrics/names` → names with their series counts.
+#[utoipa::path(
+    get, path = "/api/v1/metrics/names", tag = "metrics",
+    params(("project" = Option<String>, Query, description = "The project (default `default`)")),
+    responses(
+        (status = 200, description = "Metric names with their series counts", body = crate::openapi::MetricNames),
+    )
+)]
 pub async fn names(State(state): State<Arc<QueryState>>, RawQuery(query): RawQuery) -> Json<Value> {
     let params = Params::parse(query.as_deref());
     let project = params.project();
@@ -367,6 +383,14 @@ pub async fn names(State(state): State<Arc<QueryState>>, RawQuery(query): RawQue
 const MAX_TAG_VALUES: usize = 1_000;
 
 /// `GET /api/v1/metrics/tags?name=` → each tag of the metric with its values.
+#[utoipa::path(
+    get, path = "/api/v1/metrics/tags", tag = "metrics",
+    params(("name" = String, Query, description = "The metric"), ("project" = Option<String>, Query, description = "The project (default `default`)")),
+    responses(
+        (status = 200, description = "Each tag of the metric with its values", body = crate::openapi::MetricTags),
+        (status = 400, description = "A parameter or the body is invalid; the message names it", body = crate::openapi::ErrorBody),
+    )
+)]
 pub async fn tags(
     State(state): State<Arc<QueryState>>,
     RawQuery(query): RawQuery,

@@ -179,3 +179,46 @@ pub fn parse_cursor(text: &str) -> Result<(i64, i64), ApiError> {
         || ApiError::bad_request(format!("cursor: {text:?} is not a cursor from a previous page")),
     )
 }
+
+/// `project=` and the window, as `Params::project` and `Params::window` read
+/// them: the API description's shared query parameters.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct WindowParams {
+    /// The project (default `default`).
+    project: Option<String>,
+    /// Start of the window: RFC 3339 or unix ms.
+    from: Option<String>,
+    /// End of the window (exclusive): RFC 3339 or unix ms; default now.
+    to: Option<String>,
+    /// A duration ending at `to` (e.g. `1h`, `24h`, `7d`) when `from` is not
+    /// given; default `24h`.
+    since: Option<String>,
+}
+
+/// `group_by` and `filter`, as `Params::group_by` and `Params::filters`
+/// read them.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct SliceParams {
+    /// Dimensions to group by, comma-separated and/or repeated: `model`,
+    /// `provider`, `operation`, `user`, `api_key`, `route`, `status`,
+    /// `cluster`, `tag.NAME`.
+    #[param(style = Form, explode)]
+    group_by: Option<Vec<String>>,
+    /// `DIMENSION:VALUE`, repeatable; values of one dimension are OR-ed,
+    /// different dimensions AND-ed.
+    #[param(style = Form, explode)]
+    filter: Option<Vec<String>>,
+}
+
+/// `format=json|csv`, as `Params::csv` reads it.
+#[derive(utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum Format {
+    Json,
+    Csv,
+}

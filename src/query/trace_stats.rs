@@ -87,6 +87,15 @@ fn downcast<T: 'static>(visitor: Box<dyn TelemetryVisitor>) -> Box<T> {
 }
 
 /// `GET /api/v1/traces/summary`
+#[utoipa::path(
+    get, path = "/api/v1/traces/summary", tag = "traces",
+    params(crate::query::params::WindowParams, ("service" = Option<String>, Query, description = "Only spans of this service")),
+    responses(
+        (status = 200, description = "Statistics over every trace of the window", body = crate::openapi::TraceStats),
+        (status = 400, description = "A parameter is invalid (or the window lies wholly outside 2000-01-01 .. now + 1 day); the message names it", body = crate::openapi::ErrorBody),
+        (status = 503, description = "The query did not finish within query.timeout (`query_timeout`)", body = crate::openapi::ErrorBody),
+    )
+)]
 pub async fn summary(
     State(state): State<Arc<QueryState>>,
     RawQuery(query): RawQuery,
@@ -157,6 +166,15 @@ impl TelemetryVisitor for Latency {
 
 /// `GET /api/v1/traces/latency?by=kind|name|model`: where time goes, stage
 /// by stage, the stage with the most total time first.
+#[utoipa::path(
+    get, path = "/api/v1/traces/latency", tag = "traces",
+    params(crate::query::params::WindowParams, ("by" = Option<String>, Query, description = "`kind` (default), `name` or `model`"), ("service" = Option<String>, Query, description = "Only spans of this service")),
+    responses(
+        (status = 200, description = "Where time goes, the stage with the most total time first", body = crate::openapi::TraceLatency),
+        (status = 400, description = "A parameter is invalid (or the window lies wholly outside 2000-01-01 .. now + 1 day); the message names it", body = crate::openapi::ErrorBody),
+        (status = 503, description = "The query did not finish within query.timeout (`query_timeout`)", body = crate::openapi::ErrorBody),
+    )
+)]
 pub async fn latency(
     State(state): State<Arc<QueryState>>,
     RawQuery(query): RawQuery,

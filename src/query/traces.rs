@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use super::QueryState;
 use super::params::{Params, parse_cursor};
 use super::trace_tree;
-use crate::error::ApiError;
+use crate::error::{ApiError, PathParam};
 use crate::model::{LogRecord, SpanKind};
 use crate::storage::{
     LogFilter, SessionSummary, StoredTrace, TraceBounds, TraceFilter, TraceSummary,
@@ -87,6 +87,16 @@ fn is_hex_id(text: &str, len: usize) -> bool {
 }
 
 /// `GET /api/v1/traces`
+#[utoipa::path(
+    get, path = "/api/v1/traces", tag = "traces",
+    description = "Also takes `attr.KEY=VALUE` conditions (span or resource attributes, compared as text; `true`/`false` match booleans); `service`, `kind`, `model` and the `attr.` conditions must all hold for one span of the trace.",
+    params(crate::query::params::WindowParams, ("service" = Option<String>, Query, description = "A span of the trace has this service"), ("kind" = Option<String>, Query, description = "A span of the trace has this kind (`agent`, `llm`, `tool`, …)"), ("status" = Option<String>, Query, description = "`error`: traces with a failed span"), ("model" = Option<String>, Query, description = "A span of the trace names this model"), ("user" = Option<String>, Query, description = "The trace's user"), ("session" = Option<String>, Query, description = "The trace's session"), ("min_duration_ms" = Option<f64>, Query, description = "Shortest trace listed"), ("max_duration_ms" = Option<f64>, Query, description = "Longest trace listed"), ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Most items per page (default 50)"), ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page")),
+    responses(
+        (status = 200, description = "Traces, newest first", body = crate::openapi::TraceList),
+        (status = 400, description = "A parameter is invalid (or the window lies wholly outside 2000-01-01 .. now + 1 day); the message names it", body = crate::openapi::ErrorBody),
+        (status = 503, description = "The query did not finish within query.timeout (`query_timeout`)", body = crate::openapi::ErrorBody),
+    )
+)]
 pub async fn list(
     State(state): State<Arc<QueryState>>,
     RawQuery(query): RawQuery,
@@ -162,9 +172,20 @@ fn log_json(log: &LogRecord, trace_start_ns: i64) -> Value {
 }
 
 /// `GET /api/v1/traces/{trace_id}`
+#[utoipa::path(
+    get, path = "/api/v1/traces/{trace_id}", tag = "traces",
+    params(("trace_id" = String, Path, description = "32 hex digits"), ("project" = Option<String>, Query, description = "The project (default `default`)")),
+    responses(
+        (status = 200, description = "The trace as a tree of spans, with its logs", body = crate::openapi::TraceDetail),
+        (status = 400, description = "A parameter or the body is invalid; the message names it", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such trace in the project", body = crate::openapi::ErrorBody),
+        (status = 422, description = "The trace nests too deep to be served as a tree", body = crate::openapi::ErrorBody),
+        (status = 503, description = "The query did not finish within query.timeout (`query_timeout`)", body = crate::openapi::ErrorBody),
+    )
+)]
 pub async fn detail(
     State(state): State<Arc<QueryState>>,
-    Path(trace_id): Path<String>,
+    PathParam(trace_id): PathParam,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let params = Params::parse(query.as_deref());
@@ -289,6 +310,15 @@ fn session_json(s: &SessionSummary) -> Value {
 }
 
 /// `GET /api/v1/sessions`
+#[utoipa::path(
+    get, path = "/api/v1/sessions", tag = "traces",
+    params(crate::query::params::WindowParams, ("limit" = Option<u32>, Query, minimum = 1, maximum = 10000, description = "Most items per page (default 100)")),
+    responses(
+        (status = 200, description = "Sessions with a trace in the window, most recently active first", body = crate::openapi::SessionList),
+        (status = 400, description = "A parameter is invalid (or the window lies wholly outside 2000-01-01 .. now + 1 day); the message names it", body = crate::openapi::ErrorBody),
+        (status = 503, description = "The query did not finish within query.timeout (`query_timeout`)", body = crate::openapi::ErrorBody),
+    )
+)]
 pub async fn sessions(
     State(state): State<Arc<QueryState>>,
     RawQuery(query): RawQuery,
@@ -317,9 +347,19 @@ pub async fn sessions(
 
 /// `GET /api/v1/sessions/{id}`: the session's traces, oldest first, and
 /// their totals (over all time unless `from`/`to`/`since` say otherwise).
+#[utoipa::path(
+    get, path = "/api/v1/sessions/{session_id}", tag = "traces",
+    params(("session_id" = String, Path, description = "The session id"), crate::query::params::WindowParams),
+    responses(
+        (status = 200, description = "The session's traces, oldest first, and totals (all time unless a window is given)", body = crate::openapi::SessionDetail),
+        (status = 400, description = "A parameter is invalid (or the window lies wholly outside 2000-01-01 .. now + 1 day); the message names it", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such session in the project", body = crate::openapi::ErrorBody),
+        (status = 503, description = "The query did not finish within query.timeout (`query_timeout`)", body = crate::openapi::ErrorBody),
+    )
+)]
 pub async fn session(
     State(state): State<Arc<QueryState>>,
-    Path(session): Path<String>,
+    PathParam(session): PathParam,
     RawQuery(query): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
     let params = Params::parse(query.as_deref());
@@ -386,6 +426,15 @@ fn min_severity(text: &str) -> Result<i32, ApiError> {
 
 /// `GET /api/v1/logs?from=&to=&trace_id=&severity=&q=`: newest first;
 /// `severity` is the lowest level listed, `q` text the body must contain.
+#[utoipa::path(
+    get, path = "/api/v1/logs", tag = "traces",
+    params(crate::query::params::WindowParams, ("trace_id" = Option<String>, Query, description = "32 hex digits"), ("severity" = Option<String>, Query, description = "Lowest level listed: `trace`, `debug`, `info`, `warn`, `error`, `fatal` or 1 to 24"), ("q" = Option<String>, Query, description = "Text the body contains (ASCII case-insensitive)"), ("limit" = Option<u32>, Query, minimum = 1, maximum = 10000, description = "Most items per page (default 100)"), ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page")),
+    responses(
+        (status = 200, description = "Log records, newest first", body = crate::openapi::LogList),
+        (status = 400, description = "A parameter is invalid (or the window lies wholly outside 2000-01-01 .. now + 1 day); the message names it", body = crate::openapi::ErrorBody),
+        (status = 503, description = "The query did not finish within query.timeout (`query_timeout`)", body = crate::openapi::ErrorBody),
+    )
+)]
 pub async fn logs(
     State(state): State<Arc<QueryState>>,
     RawQuery(query): RawQuery,

@@ -26,7 +26,7 @@ use crate::error::ApiError;
 use crate::storage::{CallFilter, RollupVisitor, StorageError};
 
 /// Quantiles of a sketch, in milliseconds.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Quantiles {
     pub p50: Option<f64>,
     pub p95: Option<f64>,
@@ -44,7 +44,7 @@ impl Quantiles {
 }
 
 /// The fields every summary group, total and series point carries.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Totals {
     pub requests: u64,
     pub input_tokens: u64,
@@ -292,6 +292,15 @@ fn key_json(dims: &[String], values: &[Option<String>]) -> Value {
 }
 
 /// `GET /api/v1/usage/summary`
+#[utoipa::path(
+    get, path = "/api/v1/usage/summary", tag = "usage",
+    params(crate::query::params::WindowParams, crate::query::params::SliceParams, ("limit" = Option<u32>, Query, minimum = 1, description = "Most groups listed (default and largest: query.max_groups)"), ("format" = inline(Option<crate::query::params::Format>), Query, description = "`json` (default) or `csv`")),
+    responses(
+        (status = 200, description = "Totals by group, ordered by cost then requests", content((crate::openapi::UsageSummary = "application/json"), (String = "text/csv"))),
+        (status = 400, description = "A parameter is invalid (or the window lies wholly outside 2000-01-01 .. now + 1 day); the message names it", body = crate::openapi::ErrorBody),
+        (status = 503, description = "The query did not finish within query.timeout (`query_timeout`)", body = crate::openapi::ErrorBody),
+    )
+)]
 pub async fn summary(
     State(state): State<Arc<QueryState>>,
     Extension(watch): Extension<Watch>,
@@ -388,6 +397,15 @@ fn with_key(key: Value, cell: &Cell) -> Value {
 }
 
 /// `GET /api/v1/usage/series`
+#[utoipa::path(
+    get, path = "/api/v1/usage/series", tag = "usage",
+    params(crate::query::params::WindowParams, crate::query::params::SliceParams, ("step" = Option<String>, Query, description = "A whole number of minutes (default `1h`, at most `366d`, at most 10,000 points in the window)"), ("limit" = Option<u32>, Query, minimum = 1, description = "Most groups listed (default and largest: query.max_groups)")),
+    responses(
+        (status = 200, description = "Points per group, aligned to multiples of the step", body = crate::openapi::UsageSeries),
+        (status = 400, description = "A parameter is invalid (or the window lies wholly outside 2000-01-01 .. now + 1 day); the message names it", body = crate::openapi::ErrorBody),
+        (status = 503, description = "The query did not finish within query.timeout (`query_timeout`)", body = crate::openapi::ErrorBody),
+    )
+)]
 pub async fn series(
     State(state): State<Arc<QueryState>>,
     Extension(watch): Extension<Watch>,
@@ -477,6 +495,15 @@ pub async fn series(
 }
 
 /// `GET /api/v1/usage/records`
+#[utoipa::path(
+    get, path = "/api/v1/usage/records", tag = "usage",
+    params(crate::query::params::WindowParams, ("filter" = Option<Vec<String>>, Query, style = Form, explode, description = "`DIMENSION:VALUE`, repeatable (`session` too, at most once)"), ("limit" = Option<u32>, Query, minimum = 1, maximum = 10000, description = "Most items per page (default 100)"), ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"), ("format" = inline(Option<crate::query::params::Format>), Query, description = "`json` (default) or `csv`")),
+    responses(
+        (status = 200, description = "The raw calls, oldest first (CSV: the cursor in `X-Next-Cursor`)", content((crate::openapi::UsageRecords = "application/json"), (String = "text/csv")), headers(("X-Next-Cursor" = String, description = "CSV only: the next page's cursor"))),
+        (status = 400, description = "A parameter is invalid (or the window lies wholly outside 2000-01-01 .. now + 1 day); the message names it", body = crate::openapi::ErrorBody),
+        (status = 503, description = "The query did not finish within query.timeout (`query_timeout`)", body = crate::openapi::ErrorBody),
+    )
+)]
 pub async fn records(
     State(state): State<Arc<QueryState>>,
     RawQuery(query): RawQuery,
@@ -541,6 +568,15 @@ pub async fn records(
 
 /// `GET /api/v1/usage/unpriced`: models counted with cost 0 because no price
 /// matched them.
+#[utoipa::path(
+    get, path = "/api/v1/usage/unpriced", tag = "usage",
+    params(crate::query::params::WindowParams),
+    responses(
+        (status = 200, description = "Models counted with cost 0 because no price matched them", body = crate::openapi::Unpriced),
+        (status = 400, description = "A parameter is invalid (or the window lies wholly outside 2000-01-01 .. now + 1 day); the message names it", body = crate::openapi::ErrorBody),
+        (status = 503, description = "The query did not finish within query.timeout (`query_timeout`)", body = crate::openapi::ErrorBody),
+    )
+)]
 pub async fn unpriced(
     State(state): State<Arc<QueryState>>,
     RawQuery(query): RawQuery,
