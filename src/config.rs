@@ -328,15 +328,33 @@ impl Config {
         env: &HashMap<String, String>,
         overrides: &Overrides,
     ) -> Result<Config, ConfigError> {
-        let mut tree = toml::Table::new();
-        if let Some(path) = file {
-            let text = std::fs::read_to_string(path)
-                .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
-            tree = toml::from_str(&text).map_err(|source| ConfigError::Parse {
-                path: path.display().to_string(),
-                source,
-            })?;
-        }
+        let Some(path) = file else {
+            return Config::layered(toml::Table::new(), env, overrides);
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+        Config::from_toml_str(&path.display().to_string(), &text, env, overrides)
+    }
+
+    /// Loads the layers with the config file's text given in place of the
+    /// file; `path` names it in errors.
+    pub fn from_toml_str(
+        path: &str,
+        text: &str,
+        env: &HashMap<String, String>,
+        overrides: &Overrides,
+    ) -> Result<Config, ConfigError> {
+        let tree = toml::from_str(text)
+            .map_err(|source| ConfigError::Parse { path: path.to_owned(), source })?;
+        Config::layered(tree, env, overrides)
+    }
+
+    /// The environment and `overrides` over the file's `tree`, validated.
+    fn layered(
+        mut tree: toml::Table,
+        env: &HashMap<String, String>,
+        overrides: &Overrides,
+    ) -> Result<Config, ConfigError> {
         let mut names: Vec<&String> = env
             .keys()
             .filter(|k| {

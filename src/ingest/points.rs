@@ -14,12 +14,44 @@ use super::body;
 use super::usage::{Rejection, UsageIngest};
 use crate::durability::Records;
 use crate::error::ApiError;
+use crate::model::MetricPoint;
 use crate::normalize::point::{PointKeys, normalize_point, validate_point};
 
 #[derive(Debug, Serialize)]
 pub struct PointsResponse {
     pub accepted: usize,
     pub rejected: Vec<Rejection>,
+}
+
+/// Parses and validates a points batch body (any form `body::each_record`
+/// reads) as of `now_ms`, refusing points older than `oldest_ms`: the
+/// points and the records rejected. An error only when the body as a whole
+/// is not a batch.
+pub fn points_batch(
+    bytes: &[u8],
+    ndjson: bool,
+    now_ms: i64,
+    oldest_ms: i64,
+) -> Result<(Vec<MetricPoint>, Vec<Rejection>), ApiError> {
+    let mut keys = PointKeys::default();
+    let mut points = Vec::with_capacity(body::max_records(bytes));
+    let mut rejected = Vec::new();
+    body::each_record(bytes, ndjson, |index, record| {
+        if index == 0 {
+            // A second pass over the same records (see `each_record`).
+            points.clear();
+            rejected.clear();
+        }
+        let point = match record {
+            body::Record::Parsed(raw) => validate_point(raw, now_ms, oldest_ms, &mut keys),
+            body::Record::Text(json) => normalize_point(json, now_ms, oldest_ms, &mut keys),
+        };
+        match point {
+            Ok(point) => points.push(point),
+            Err(err) => rejected.push(Rejection { index, error: err.to_string() }),
+        }
+    })?;
+    Ok((points, rejected))
 }
 
 pub async fn post_points(
@@ -33,24 +65,7 @@ pub async fn post_points(
     };
     let now = crate::time::now_ms();
     let oldest = ingest.metric_horizon_ms.map_or(i64::MIN, |keep| now - keep);
-    let mut keys = PointKeys::default();
-    let mut points = Vec::with_capacity(body::max_records(&bytes));
-    let mut rejected = Vec::new();
-    body::each_record(&bytes, body::is_ndjson(&headers), |index, record| {
-        if index == 0 {
-            // A second pass over the same records (see `each_record`).
-            points.clear();
-            rejected.clear();
-        }
-        let point = match record {
-            body::Record::Parsed(raw) => validate_point(raw, now, oldest, &mut keys),
-            body::Record::Text(json) => normalize_point(json, now, oldest, &mut keys),
-        };
-        match point {
-            Ok(point) => points.push(point),
-            Err(err) => rejected.push(Rejection { index, error: err.to_string() }),
-        }
-    })?;
+    let (points, rejected) = points_batch(&bytes, body::is_ndjson(&headers), now, oldest)?;
     let accepted = points.len();
     ingest.committer.submit_records(Records { points, ..Records::default() }).await?;
     ingest.metrics.ingested("points", accepted as u64, 0, rejected.len() as u64);

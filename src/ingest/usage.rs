@@ -11,6 +11,7 @@ use serde::Serialize;
 use super::body;
 use crate::durability::{Committer, Outcome};
 use crate::error::ApiError;
+use crate::model::LlmCall;
 use crate::normalize::usage_report::{NormalizeContext, normalize_report};
 use crate::normalize::{AccountingRules, KeyFingerprinter, normalize_json};
 use crate::pricing::PriceTable;
@@ -62,6 +63,42 @@ pub struct UsageResponse {
     pub rejected: Vec<Rejection>,
 }
 
+/// A usage batch body read into calls, and the records rejected.
+#[derive(Debug)]
+pub struct UsageBatch {
+    pub calls: Vec<LlmCall>,
+    pub rejected: Vec<Rejection>,
+    /// Records in the body, accepted or not.
+    pub records: usize,
+}
+
+/// Parses and normalizes a usage batch body (any form `body::each_record`
+/// reads); an error only when the body as a whole is not a batch.
+pub fn usage_batch(
+    bytes: &[u8],
+    ndjson: bool,
+    context: &NormalizeContext<'_>,
+) -> Result<UsageBatch, ApiError> {
+    let mut calls = Vec::with_capacity(body::max_records(bytes));
+    let mut rejected = Vec::new();
+    let records = body::each_record(bytes, ndjson, |index, record| {
+        if index == 0 {
+            // A second pass over the same records (see `each_record`).
+            calls.clear();
+            rejected.clear();
+        }
+        let call = match record {
+            body::Record::Parsed(raw) => normalize_report(raw, context),
+            body::Record::Text(json) => normalize_json(json, context),
+        };
+        match call {
+            Ok(call) => calls.push(call),
+            Err(err) => rejected.push(Rejection { index, error: err.to_string() }),
+        }
+    })?;
+    Ok(UsageBatch { calls, rejected, records })
+}
+
 pub async fn post_usage(
     State(ingest): State<Arc<UsageIngest>>,
     headers: HeaderMap,
@@ -71,24 +108,8 @@ pub async fn post_usage(
     let Ok(_permit) = ingest.in_flight.try_acquire() else {
         return Err(ApiError::overloaded("too many ingest requests in flight; retry later"));
     };
-    let context = ingest.context();
-    let mut calls = Vec::with_capacity(body::max_records(&bytes));
-    let mut rejected = Vec::new();
-    let count = body::each_record(&bytes, body::is_ndjson(&headers), |index, record| {
-        if index == 0 {
-            // A second pass over the same records (see `each_record`).
-            calls.clear();
-            rejected.clear();
-        }
-        let call = match record {
-            body::Record::Parsed(raw) => normalize_report(raw, &context),
-            body::Record::Text(json) => normalize_json(json, &context),
-        };
-        match call {
-            Ok(call) => calls.push(call),
-            Err(err) => rejected.push(Rejection { index, error: err.to_string() }),
-        }
-    })?;
+    let UsageBatch { calls, rejected, records: count } =
+        usage_batch(&bytes, body::is_ndjson(&headers), &ingest.context())?;
     let parsed = std::time::Instant::now();
     let outcomes = ingest.committer.submit(calls).await?;
     tracing::debug!(
