@@ -154,7 +154,11 @@ pub fn decode<M: Message + Default + DeserializeOwned>(
 /// Refuses a JSON body that decoded to nothing (`items` spans, log records
 /// or metrics) because its keys are snake_case (OTLP/JSON keys are
 /// lowerCamelCase: `resourceSpans`).
-pub fn check_not_snake_case(bytes: &[u8], items: usize, encoding: Encoding) -> Result<(), ApiError> {
+pub fn check_not_snake_case(
+    bytes: &[u8],
+    items: usize,
+    encoding: Encoding,
+) -> Result<(), ApiError> {
     if encoding != Encoding::Json || items > 0 {
         return Ok(());
     }
