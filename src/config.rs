@@ -504,6 +504,20 @@ mod tests {
     }
 
     #[test]
+    fn config_text_loads_like_a_file_and_errors_name_it() {
+        let env = env(&[("TALLY_INGEST__MAX_QUEUED_RECORDS", "77")]);
+        let text = "[ingest]\nmax_body_bytes = 2048\n";
+        let config =
+            Config::from_toml_str("inline.toml", text, &env, &Overrides::default()).unwrap();
+        assert_eq!(config.ingest.max_body_bytes, 2048);
+        assert_eq!(config.ingest.max_queued_records, 77);
+        let err = Config::from_toml_str("inline.toml", "http = ", &env, &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("config file inline.toml:"), "{err}");
+    }
+
+    #[test]
     fn unknown_keys_and_bad_values_are_named() {
         let err = Config::load(None, &env(&[("TALLY_INGEST__NOPE", "1")]), &Overrides::default())
             .unwrap_err()
