@@ -1,6 +1,7 @@
 //! OTLP export requests: decoding from protobuf and from OTLP/JSON
 //! (`tally::ingest::otlp_http::decode`), then span, log and metric
-//! normalization as the OTLP transports run it.
+//! normalization as the OTLP transports run it; metric points then go into
+//! a metric bin and its sketch, as the rollup puts them.
 //!
 //! Input: the first byte picks the signal (traces, logs, metrics: bits 0-1),
 //! whether the body is JSON (bit 2) and whether a project hint is given
@@ -14,6 +15,7 @@ use libfuzzer_sys::fuzz_target;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use tally::aggregate::metric::Bin;
 use tally::ingest::otlp;
 use tally::ingest::otlp_http::{Encoding, check_not_snake_case, decode};
 use tally::normalize::otlp_metric::{CumulativeState, metric_points};
@@ -82,8 +84,22 @@ fn metrics(body: &[u8], encoding: Encoding, hint: Option<&str>) {
     let oldest = NOW_MS - 30 * 86_400_000;
     for _ in 0..2 {
         let (points, _rejected) = metric_points(&request, hint, NOW_MS, oldest, &mut state);
+        // Into one metric bin, as the rollup would (sketch included).
+        let mut bin = Bin::default();
         for point in &points {
             assert!(point.value.is_finite(), "value {}", point.value);
+            match &point.distribution {
+                Some(d) => {
+                    let finite = |v: &Option<f64>| v.is_none_or(f64::is_finite);
+                    assert!(finite(&d.min) && finite(&d.max), "{d:?}");
+                    assert!(d.buckets.iter().all(|(v, _)| v.is_finite()), "{d:?}");
+                    bin.merge(&Bin::of_distribution(d, point.value, point.time_ms));
+                }
+                None => bin.add(point.value, point.time_ms),
+            }
+        }
+        for q in [0.0, 0.5, 0.99, 1.0] {
+            let _ = bin.sketch.quantile(q);
         }
         let staged = state.take_staged();
         state.commit(staged);
