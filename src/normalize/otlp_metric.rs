@@ -762,14 +762,14 @@ mod tests {
         );
     }
 
-    /// Fuzzing: bucket counts summing past u64::MAX overflowed (a panic in
+    /// Found while writing the OTLP fuzz target: bucket counts summing past u64::MAX overflowed (a panic in
     /// debug builds, a wrapped count in release).
     #[test]
     fn bucket_counts_beyond_u64_saturate() {
         assert_eq!(explicit_buckets(&[], &[u64::MAX, 2], None, None, 0.5), vec![(0.5, u64::MAX)]);
     }
 
-    /// Fuzzing: bounds, min and max are the client's: a midpoint of two
+    /// Found while writing the OTLP fuzz target: bounds, min and max are the client's: a midpoint of two
     /// large bounds overflowed to infinity, and infinite or NaN bounds, min
     /// or max went into the metric bins.
     #[test]
@@ -804,7 +804,7 @@ mod tests {
         assert!(rejected[0].contains("latency data point 0: bucket bounds"), "{rejected:?}");
     }
 
-    /// Fuzzing: a scale of i32::MIN overflowed `-scale` (a panic in debug
+    /// Found while writing the OTLP fuzz target: a scale of i32::MIN overflowed `-scale` (a panic in debug
     /// builds, every bucket at 1.0 in release); a scale outside OTLP's range
     /// is rejected, and at scale -10, whose base is beyond f64, buckets have
     /// finite midpoints.
