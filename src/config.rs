@@ -333,15 +333,33 @@ impl Config {
         env: &HashMap<String, String>,
         overrides: &Overrides,
     ) -> Result<Config, ConfigError> {
-        let mut tree = toml::Table::new();
-        if let Some(path) = file {
-            let text = std::fs::read_to_string(path)
-                .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
-            tree = toml::from_str(&text).map_err(|source| ConfigError::Parse {
-                path: path.display().to_string(),
-                source,
-            })?;
-        }
+        let Some(path) = file else {
+            return Config::layered(toml::Table::new(), env, overrides);
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+        Config::from_toml_str(&path.display().to_string(), &text, env, overrides)
+    }
+
+    /// Loads the layers with the config file's text given in place of the
+    /// file; `path` names it in errors.
+    pub fn from_toml_str(
+        path: &str,
+        text: &str,
+        env: &HashMap<String, String>,
+        overrides: &Overrides,
+    ) -> Result<Config, ConfigError> {
+        let tree = toml::from_str(text)
+            .map_err(|source| ConfigError::Parse { path: path.to_owned(), source })?;
+        Config::layered(tree, env, overrides)
+    }
+
+    /// The environment and `overrides` over the file's `tree`, validated.
+    fn layered(
+        mut tree: toml::Table,
+        env: &HashMap<String, String>,
+        overrides: &Overrides,
+    ) -> Result<Config, ConfigError> {
         let mut names: Vec<&String> = env
             .keys()
             .filter(|k| {
@@ -496,6 +514,20 @@ mod tests {
         assert_eq!(config.ingest.max_body_bytes, 2048);
         assert_eq!(config.ingest.max_queued_records, 77);
         assert_eq!(config.retention.raw, "30d");
+    }
+
+    #[test]
+    fn config_text_loads_like_a_file_and_errors_name_it() {
+        let env = env(&[("TALLY_INGEST__MAX_QUEUED_RECORDS", "77")]);
+        let text = "[ingest]\nmax_body_bytes = 2048\n";
+        let config =
+            Config::from_toml_str("inline.toml", text, &env, &Overrides::default()).unwrap();
+        assert_eq!(config.ingest.max_body_bytes, 2048);
+        assert_eq!(config.ingest.max_queued_records, 77);
+        let err = Config::from_toml_str("inline.toml", "http = ", &env, &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("config file inline.toml:"), "{err}");
     }
 
     #[test]

@@ -13,6 +13,7 @@ use super::UsageIngest;
 use crate::durability::Records;
 use crate::model::Source;
 use crate::normalize::limits::Truncation;
+use crate::normalize::usage_report::NormalizeContext;
 use crate::normalize::{
     SpanContext, normalize_log, normalize_report, normalize_span, resource_attributes,
 };
@@ -71,15 +72,15 @@ pub fn project_hint(public_key: Option<&str>, authorization: Option<&str>) -> Op
     (!user.is_empty()).then(|| user.to_owned())
 }
 
-/// Spans of a trace export, and the calls of those describing model calls.
-/// Spans are numbered across the whole request in rejection messages. Span
+/// Spans of a trace export, and the calls of those describing model calls
+/// (accounted by `accounting`, as `UsageIngest::context` gives). Spans are
+/// numbered across the whole request in rejection messages. Span
 /// attributes are moved out of the request.
 pub fn trace_records(
-    ingest: &UsageIngest,
+    accounting: &NormalizeContext<'_>,
     request: &mut ExportTraceServiceRequest,
     hint: Option<&str>,
 ) -> (Records, Problems) {
-    let accounting = ingest.context();
     let mut records = Records::default();
     let spans = request.resource_spans.iter().flat_map(|r| &r.scope_spans);
     records.spans.reserve(spans.map(|s| s.spans.len()).sum());
@@ -105,7 +106,7 @@ pub fn trace_records(
                 problems.truncated.add(normalized.truncation);
                 let mut record = normalized.span;
                 if let Some(raw) = normalized.call {
-                    match normalize_report(raw, &accounting) {
+                    match normalize_report(raw, accounting) {
                         Ok(mut call) => {
                             call.source = Source::Span;
                             record.llm_call = true;

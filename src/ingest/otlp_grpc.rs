@@ -94,7 +94,7 @@ impl TraceService for Otlp {
         let hint = hint(request.metadata());
         let mut request = request;
         let (records, problems) =
-            otlp::trace_records(&self.ingest, request.get_mut(), hint.as_deref());
+            otlp::trace_records(&self.ingest.context(), request.get_mut(), hint.as_deref());
         drop(request);
         self.commit(records, "otlp_grpc_traces", &problems).await?;
         let partial_success = partial(&problems).map(|(rejected_spans, error_message)| {

@@ -29,7 +29,7 @@ use crate::normalize::otlp_metric::Staged;
 
 /// The two encodings OTLP/HTTP speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Encoding {
+pub enum Encoding {
     Protobuf,
     Json,
 }
@@ -135,7 +135,8 @@ const SNAKE_CASE_KEYS: [&str; 9] = [
     "\"span_id\"",
 ];
 
-fn decode<M: Message + Default + DeserializeOwned>(
+/// Decodes an export request (`what` names its message in errors).
+pub fn decode<M: Message + Default + DeserializeOwned>(
     bytes: &[u8],
     encoding: Encoding,
     what: &str,
@@ -150,9 +151,14 @@ fn decode<M: Message + Default + DeserializeOwned>(
     }
 }
 
-/// Refuses a JSON body that decoded to nothing because its keys are
-/// snake_case (OTLP/JSON keys are lowerCamelCase: `resourceSpans`).
-fn check_not_snake_case(bytes: &[u8], items: usize, encoding: Encoding) -> Result<(), ApiError> {
+/// Refuses a JSON body that decoded to nothing (`items` spans, log records
+/// or metrics) because its keys are snake_case (OTLP/JSON keys are
+/// lowerCamelCase: `resourceSpans`).
+pub fn check_not_snake_case(
+    bytes: &[u8],
+    items: usize,
+    encoding: Encoding,
+) -> Result<(), ApiError> {
     if encoding != Encoding::Json || items > 0 {
         return Ok(());
     }
@@ -217,7 +223,7 @@ impl Signal for ExportTraceServiceRequest {
         ingest: &UsageIngest,
         hint: Option<&str>,
     ) -> (Records, Problems, Option<Staged>) {
-        let (records, problems) = otlp::trace_records(ingest, self, hint);
+        let (records, problems) = otlp::trace_records(&ingest.context(), self, hint);
         (records, problems, None)
     }
     fn response(partial: Option<(i64, String)>) -> Self::Response {

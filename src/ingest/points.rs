@@ -14,6 +14,7 @@ use super::body;
 use super::usage::{Rejection, UsageIngest};
 use crate::durability::Records;
 use crate::error::ApiError;
+use crate::model::MetricPoint;
 use crate::normalize::point::{PointKeys, normalize_point, validate_point};
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -22,28 +23,28 @@ pub struct PointsResponse {
     pub rejected: Vec<Rejection>,
 }
 
-/// Decompresses and parses a body of metric points: the points and those
-/// refused.
-fn parse_points(
-    ingest: &UsageIngest,
-    headers: &HeaderMap,
-    raw: &axum::body::Bytes,
-) -> Result<(Vec<crate::model::MetricPoint>, Vec<Rejection>), ApiError> {
-    let bytes = body::inflate(headers, raw, ingest.max_body_bytes)?;
-    let now = crate::time::now_ms();
-    let oldest = ingest.metric_horizon_ms.map_or(i64::MIN, |keep| now - keep);
+/// Parses and validates a points batch body (any form `body::each_record`
+/// reads) as of `now_ms`, refusing points older than `oldest_ms`: the
+/// points and the records rejected. An error only when the body as a whole
+/// is not a batch.
+pub fn points_batch(
+    bytes: &[u8],
+    ndjson: bool,
+    now_ms: i64,
+    oldest_ms: i64,
+) -> Result<(Vec<MetricPoint>, Vec<Rejection>), ApiError> {
     let mut keys = PointKeys::default();
-    let mut points = Vec::with_capacity(body::max_records(&bytes));
+    let mut points = Vec::with_capacity(body::max_records(bytes));
     let mut rejected = Vec::new();
-    body::each_record(&bytes, body::is_ndjson(headers), |index, record| {
+    body::each_record(bytes, ndjson, |index, record| {
         if index == 0 {
             // A second pass over the same records (see `each_record`).
             points.clear();
             rejected.clear();
         }
         let point = match record {
-            body::Record::Parsed(raw) => validate_point(raw, now, oldest, &mut keys),
-            body::Record::Text(json) => normalize_point(json, now, oldest, &mut keys),
+            body::Record::Parsed(raw) => validate_point(raw, now_ms, oldest_ms, &mut keys),
+            body::Record::Text(json) => normalize_point(json, now_ms, oldest_ms, &mut keys),
         };
         match point {
             Ok(point) => points.push(point),
@@ -51,6 +52,19 @@ fn parse_points(
         }
     })?;
     Ok((points, rejected))
+}
+
+/// Decompresses and parses a body of metric points (`points_batch`) as of
+/// now: the points and those refused.
+fn parse_points(
+    ingest: &UsageIngest,
+    headers: &HeaderMap,
+    raw: &axum::body::Bytes,
+) -> Result<(Vec<MetricPoint>, Vec<Rejection>), ApiError> {
+    let bytes = body::inflate(headers, raw, ingest.max_body_bytes)?;
+    let now = crate::time::now_ms();
+    let oldest = ingest.metric_horizon_ms.map_or(i64::MIN, |keep| now - keep);
+    points_batch(&bytes, body::is_ndjson(headers), now, oldest)
 }
 
 #[utoipa::path(

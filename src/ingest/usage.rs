@@ -12,6 +12,7 @@ use serde::Serialize;
 use super::body;
 use crate::durability::{Committer, Outcome};
 use crate::error::ApiError;
+use crate::model::LlmCall;
 use crate::normalize::usage_report::{NormalizeContext, normalize_report};
 use crate::normalize::{AccountingRules, KeyFingerprinter, normalize_json};
 use crate::pricing::PriceTable;
@@ -66,6 +67,42 @@ pub struct UsageResponse {
     pub rejected: Vec<Rejection>,
 }
 
+/// A usage batch body read into calls, and the records rejected.
+#[derive(Debug)]
+pub struct UsageBatch {
+    pub calls: Vec<LlmCall>,
+    pub rejected: Vec<Rejection>,
+    /// Records in the body, accepted or not.
+    pub records: usize,
+}
+
+/// Parses and normalizes a usage batch body (any form `body::each_record`
+/// reads); an error only when the body as a whole is not a batch.
+pub fn usage_batch(
+    bytes: &[u8],
+    ndjson: bool,
+    context: &NormalizeContext<'_>,
+) -> Result<UsageBatch, ApiError> {
+    let mut calls = Vec::with_capacity(body::max_records(bytes));
+    let mut rejected = Vec::new();
+    let records = body::each_record(bytes, ndjson, |index, record| {
+        if index == 0 {
+            // A second pass over the same records (see `each_record`).
+            calls.clear();
+            rejected.clear();
+        }
+        let call = match record {
+            body::Record::Parsed(raw) => normalize_report(raw, context),
+            body::Record::Text(json) => normalize_json(json, context),
+        };
+        match call {
+            Ok(call) => calls.push(call),
+            Err(err) => rejected.push(Rejection { index, error: err.to_string() }),
+        }
+    })?;
+    Ok(UsageBatch { calls, rejected, records })
+}
+
 #[utoipa::path(
     post, path = "/api/v1/usage", tag = "ingest",
     request_body(description = "Usage reports: a JSON array, `{\"records\": [...]}`, one report, or NDJSON (one report per line); `Content-Encoding: gzip` accepted", content((crate::openapi::UsageBody = "application/json"), ("application/x-ndjson"))),
@@ -92,7 +129,7 @@ pub async fn post_usage(
         let ingest = ingest.clone();
         move || parse_reports(&ingest, &headers, &received.bytes)
     };
-    let (calls, rejected, count) = body::off_async(parse).await?;
+    let UsageBatch { calls, rejected, records: count } = body::off_async(parse).await?;
     let parsed = std::time::Instant::now();
     let outcomes = ingest.committer.submit(calls).await?;
     tracing::debug!(
@@ -116,33 +153,15 @@ pub async fn post_usage(
     Ok((status, Json(response)))
 }
 
-/// Decompresses, parses and normalizes a body of usage reports: the calls,
-/// the reports refused, and how many reports there were.
+/// Decompresses a body of usage reports and reads it (`usage_batch`) as of
+/// now.
 fn parse_reports(
     ingest: &UsageIngest,
     headers: &HeaderMap,
     raw: &axum::body::Bytes,
-) -> Result<(Vec<crate::model::LlmCall>, Vec<Rejection>, usize), ApiError> {
+) -> Result<UsageBatch, ApiError> {
     let bytes = body::inflate(headers, raw, ingest.max_body_bytes)?;
-    let context = ingest.context();
-    let mut calls = Vec::with_capacity(body::max_records(&bytes));
-    let mut rejected = Vec::new();
-    let count = body::each_record(&bytes, body::is_ndjson(headers), |index, record| {
-        if index == 0 {
-            // A second pass over the same records (see `each_record`).
-            calls.clear();
-            rejected.clear();
-        }
-        let call = match record {
-            body::Record::Parsed(raw) => normalize_report(raw, &context),
-            body::Record::Text(json) => normalize_json(json, &context),
-        };
-        match call {
-            Ok(call) => calls.push(call),
-            Err(err) => rejected.push(Rejection { index, error: err.to_string() }),
-        }
-    })?;
-    Ok((calls, rejected, count))
+    usage_batch(&bytes, body::is_ndjson(headers), &ingest.context())
 }
 
 #[derive(Debug, serde::Deserialize)]

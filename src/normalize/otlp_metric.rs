@@ -22,6 +22,10 @@ use crate::model::{Distribution, MetricKey, MetricPoint, PointKind, Tags};
 
 const CUMULATIVE: i32 = 2;
 
+/// The exponential-histogram scales OTLP allows: finer ones have no
+/// representable bucket base, and `-scale` must not overflow.
+const SCALES: std::ops::RangeInclusive<i32> = -10..=20;
+
 fn tag_value(value: &serde_json::Value) -> String {
     match value {
         serde_json::Value::String(s) => s.clone(),
@@ -100,7 +104,9 @@ fn explicit_buckets(
     mean: f64,
 ) -> Vec<(f64, u64)> {
     if bounds.is_empty() {
-        return vec![(mean, counts.iter().sum())];
+        // Counts are the client's: their sum may not fit.
+        let total = counts.iter().fold(0u64, |total, n| total.saturating_add(*n));
+        return vec![(mean, total)];
     }
     counts
         .iter()
@@ -111,21 +117,33 @@ fn explicit_buckets(
             } else if i >= bounds.len() {
                 max.map_or(bounds[bounds.len() - 1], |m| m.max(bounds[bounds.len() - 1]))
             } else {
-                (bounds[i - 1] + bounds[i]) / 2.0
+                // Halved first: the sum of two large bounds is beyond f64.
+                bounds[i - 1] / 2.0 + bounds[i] / 2.0
             };
             (value, *count)
         })
         .collect()
 }
 
-/// Exponential-histogram buckets at their geometric midpoints.
+/// Are a distribution's bucket values, min and max finite numbers (as the
+/// client's bounds, quantile values, min and max may not be)?
+fn finite(d: &Distribution) -> bool {
+    d.min.is_none_or(f64::is_finite)
+        && d.max.is_none_or(f64::is_finite)
+        && d.buckets.iter().all(|(value, _)| value.is_finite())
+}
+
+/// Exponential-histogram buckets at their geometric midpoints (`scale`
+/// within `SCALES`).
 fn exponential_buckets(
     scale: i32,
     zero_count: u64,
     positive: Option<(i32, &[u64])>,
     negative: Option<(i32, &[u64])>,
 ) -> Vec<(f64, u64)> {
-    let base = 2f64.powf(2f64.powi(-scale));
+    // A bucket's midpoint is base^(index + 0.5) with base = 2^(2^-scale),
+    // taken as one power of 2: at scale -10 the base alone is beyond f64.
+    let log2_base = 2f64.powi(-scale);
     let mut out = Vec::new();
     if zero_count > 0 {
         out.push((0.0, zero_count));
@@ -134,7 +152,10 @@ fn exponential_buckets(
         if let Some((offset, counts)) = side {
             for (k, count) in counts.iter().enumerate() {
                 let index = f64::from(offset) + k as f64;
-                out.push((sign * base.powf(index + 0.5), *count));
+                // Buckets past f64's range hold no f64 observation; their
+                // counts are kept at its largest value.
+                let midpoint = 2f64.powf((index + 0.5) * log2_base).min(f64::MAX);
+                out.push((sign * midpoint, *count));
             }
         }
     }
@@ -265,6 +286,12 @@ pub fn metric_points(
                     }
                     if !value.is_finite() {
                         rejected.push(format!("{name} data point {index}: value is not finite"));
+                        return;
+                    }
+                    if distribution.as_ref().is_some_and(|d| !finite(d)) {
+                        rejected.push(format!(
+                            "{name} data point {index}: bucket bounds, quantile values, min and max must be finite"
+                        ));
                         return;
                     }
                     let sum = distribution.as_ref().map_or(0.0, |d| d.sum);
@@ -417,6 +444,15 @@ pub fn metric_points(
                     Some(metric::Data::ExponentialHistogram(histogram)) => {
                         let cumulative = histogram.aggregation_temporality == CUMULATIVE;
                         for p in &histogram.data_points {
+                            if !SCALES.contains(&p.scale) {
+                                rejected.push(format!(
+                                    "{name} data point: scale {} is outside {} to {}",
+                                    p.scale,
+                                    SCALES.start(),
+                                    SCALES.end()
+                                ));
+                                continue;
+                            }
                             let sample = Sample {
                                 start_ns: p.start_time_unix_nano,
                                 count: p.count,
@@ -631,5 +667,86 @@ mod tests {
             summary_buckets(10, &[(0.5, 1.0), (0.9, 2.0), (1.0, 3.0)]),
             vec![(1.0, 5), (2.0, 4), (3.0, 1)]
         );
+    }
+
+    /// Found while writing the OTLP fuzz target: bucket counts summing past u64::MAX overflowed (a panic in
+    /// debug builds, a wrapped count in release).
+    #[test]
+    fn bucket_counts_beyond_u64_saturate() {
+        assert_eq!(explicit_buckets(&[], &[u64::MAX, 2], None, None, 0.5), vec![(0.5, u64::MAX)]);
+    }
+
+    /// Found while writing the OTLP fuzz target: bounds, min and max are the client's: a midpoint of two
+    /// large bounds overflowed to infinity, and infinite or NaN bounds, min
+    /// or max went into the metric bins.
+    #[test]
+    fn histograms_with_values_beyond_f64_are_rejected() {
+        let big = explicit_buckets(&[-f64::MAX, f64::MAX], &[0, 1, 0], None, None, 0.0);
+        assert_eq!(big[1], (0.0, 1));
+        let point = |bounds: Vec<f64>, max: Option<f64>| HistogramDataPoint {
+            count: 2,
+            sum: Some(3.0),
+            bucket_counts: vec![1, 1],
+            explicit_bounds: bounds,
+            max,
+            time_unix_nano: (NOW_MS as u64 - 1_000) * 1_000_000,
+            ..Default::default()
+        };
+        let metric = Metric {
+            name: "latency".into(),
+            data: Some(metric::Data::Histogram(Histogram {
+                data_points: vec![
+                    point(vec![f64::INFINITY], None),
+                    point(vec![f64::NAN], None),
+                    point(vec![1.0], Some(f64::INFINITY)),
+                    point(vec![1.0], Some(2.0)),
+                ],
+                aggregation_temporality: 1,
+            })),
+            ..Default::default()
+        };
+        let mut state = CumulativeState::new(0);
+        let (points, rejected) = metric_points(&request(vec![metric]), None, NOW_MS, 0, &mut state);
+        assert_eq!((points.len(), rejected.len()), (1, 3), "{rejected:?}");
+        assert!(rejected[0].contains("latency data point 0: bucket bounds"), "{rejected:?}");
+    }
+
+    /// Found while writing the OTLP fuzz target: a scale of i32::MIN overflowed `-scale` (a panic in debug
+    /// builds, every bucket at 1.0 in release); a scale outside OTLP's range
+    /// is rejected, and at scale -10, whose base is beyond f64, buckets have
+    /// finite midpoints.
+    #[test]
+    fn exponential_scale_outside_the_otlp_range_is_rejected() {
+        use opentelemetry_proto::tonic::metrics::v1::{
+            ExponentialHistogram, ExponentialHistogramDataPoint, exponential_histogram_data_point,
+        };
+        let point = |scale| ExponentialHistogramDataPoint {
+            scale,
+            count: 2,
+            sum: Some(3.0),
+            time_unix_nano: (NOW_MS as u64 - 1_000) * 1_000_000,
+            positive: Some(exponential_histogram_data_point::Buckets {
+                offset: 0,
+                bucket_counts: vec![1, 1],
+            }),
+            ..Default::default()
+        };
+        let metric = Metric {
+            name: "size".into(),
+            data: Some(metric::Data::ExponentialHistogram(ExponentialHistogram {
+                data_points: vec![point(i32::MIN), point(21), point(20), point(-10)],
+                aggregation_temporality: 1,
+            })),
+            ..Default::default()
+        };
+        let mut state = CumulativeState::new(0);
+        let (points, rejected) = metric_points(&request(vec![metric]), None, NOW_MS, 0, &mut state);
+        assert_eq!(points.len(), 2);
+        assert_eq!(rejected.len(), 2, "{rejected:?}");
+        assert!(rejected[0].contains("scale -2147483648 is outside -10 to 20"), "{rejected:?}");
+        for point in &points {
+            let d = point.distribution.as_ref().unwrap();
+            assert!(d.buckets.iter().all(|(v, _)| v.is_finite() && *v > 0.0), "{d:?}");
+        }
     }
 }
