@@ -1057,7 +1057,14 @@ pub async fn soak(args: SoakArgs) -> anyhow::Result<()> {
         args.max_body_bytes,
     );
     let (child, url) = spawn_serve(&dir, &env).await?;
-    let client = reqwest::Client::builder().timeout(REQUEST_TIMEOUT).build()?;
+    // Pooled connections are dropped before the server would close them
+    // (it closes an HTTP/1 connection idle for `server.header_read_timeout`,
+    // 10 s): a request sent on one it is closing at that moment fails with
+    // a broken pipe, which no server can prevent.
+    let client = reqwest::Client::builder()
+        .timeout(REQUEST_TIMEOUT)
+        .pool_idle_timeout(Duration::from_secs(5))
+        .build()?;
     let start_ms = crate::time::now_ms();
     let end_ms = start_ms + args.duration.as_millis() as i64 + 3_600_000;
     let points_window = (start_ms - 2 * 3_600_000, end_ms);
