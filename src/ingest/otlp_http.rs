@@ -280,8 +280,7 @@ impl Signal for ExportMetricsServiceRequest {
     }
 }
 
-/// One export: read, decode, normalize, commit, answer. Decompression,
-/// decoding and normalization run off the async threads.
+/// One export: read, decode, normalize, commit, answer.
 async fn export<S: Signal + Send + 'static>(
     ingest: &Arc<UsageIngest>,
     headers: HeaderMap,
@@ -311,7 +310,11 @@ async fn export<S: Signal + Send + 'static>(
             Ok(message.records(&ingest, hint(&headers).as_deref()))
         }
     };
-    let (records, problems, staged) = match body::off_async(work).await {
+    // Run on this thread, not the blocking pool: span records are freed on
+    // the request's thread after the commit, and made on a pool thread they
+    // were freed across threads, which cost a fifth of span throughput
+    // (BENCHMARKS.md). A bounded pool that also frees them is the way off.
+    let (records, problems, staged) = match work() {
         Ok(normalized) => normalized,
         Err(err) => return error_response(err, encoding),
     };
