@@ -18,7 +18,7 @@ pub const DURATION_BUCKETS: [f64; 14] =
 /// GenAI `gen_ai.server.time_to_first_token` bucket boundaries (seconds).
 pub const TTFT_BUCKETS: [f64; 16] =
     [0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0];
-/// Seed 000's `streaming_request_duration_seconds` buckets.
+/// The Aether gateway's `streaming_request_duration_seconds` buckets.
 pub const STREAMING_BUCKETS: [f64; 9] = [1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0];
 
 /// The label a folded-in user or key gets.
@@ -83,7 +83,7 @@ struct SeriesStats {
     usage: Usage,
     duration: Histogram,
     ttft: Histogram,
-    /// Seed 000's streaming-duration buckets (streaming calls only).
+    /// The Aether gateway's streaming-duration buckets (streaming calls only).
     streaming: Histogram,
 }
 
@@ -316,7 +316,7 @@ impl LedgerMetrics {
                 e.sample(&name, &[("project", project), (dimension, n)], usage.cost_usd);
             }
         }
-        e.family("tally_gateway_request_total", Kind::Counter, "Requests by type (streaming, non-streaming) and status (success, error), as seed 000's request_total.");
+        e.family("tally_gateway_request_total", Kind::Counter, "Requests by type (streaming, non-streaming) and status (success, error), as the Aether gateway's request_total.");
         let mut requests: Vec<_> = gateway.into_iter().collect();
         requests.sort();
         for ((kind, status), n) in requests {

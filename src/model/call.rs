@@ -66,7 +66,7 @@ impl Operation {
     }
 
     /// Parses the canonical names and the spellings gateways commonly send
-    /// (seed 003's `chat_completion`, OpenAI's `embeddings`, GenAI's
+    /// (GPUStack's `chat_completion`, OpenAI's `embeddings`, GenAI's
     /// `text_completion`, …).
     pub fn parse(text: &str) -> Option<Operation> {
         lowercase_then(text, Operation::parse_lowercase)
@@ -196,7 +196,7 @@ pub struct LlmCall {
     pub route: Option<String>,
     pub cluster: Option<String>,
     pub tags: Tags,
-    /// How many requests this record stands for (seed 003's `request_count`).
+    /// How many requests this record stands for (GPUStack's `request_count`).
     pub requests: u64,
     pub input_tokens: u64,
     pub output_tokens: u64,

@@ -1,5 +1,5 @@
 //! Usage reports (`POST /api/v1/usage`) into `LlmCall`s: field aliases of
-//! seed 003, validation, and the accounting rules of DESIGN.md (inclusive
+//! GPUStack-style reports, validation, and the accounting rules of DESIGN.md (inclusive
 //! cached tokens, stream estimation, embedding totals, time anchoring, cost).
 
 use std::borrow::Cow;
@@ -155,7 +155,7 @@ pub fn parse_report(json: &str) -> Result<RawReport<'_>, ReportError> {
                 {
                     return Err(ReportError::new(
                         field,
-                        "given more than once (directly or through a seed-003 alias)",
+                        "given more than once (directly or through a GPUStack-style alias)",
                     ));
                 }
                 if inner.is_data() {

@@ -11,7 +11,7 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use super::limits::{clip, shown};
 use crate::time::parse_instant;
 
-/// A string field that also accepts numbers (seed 003 sends integer ids for
+/// A string field that also accepts numbers (GPUStack's collector sends integer ids for
 /// users, routes and clusters).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Text(pub String);
@@ -173,7 +173,7 @@ impl<'de> Deserialize<'de> for Amount {
 }
 
 /// An instant: unix milliseconds or an RFC 3339 string. Zero milliseconds
-/// mean "absent", as seed 003's legacy gateways send it; a negative instant
+/// mean "absent", as GPUStack-style legacy gateways send it; a negative instant
 /// is kept, for the caller's bounds (`limits::check_time_ms`) to refuse.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Instant(pub Option<i64>);
