@@ -299,22 +299,11 @@ async fn export<S: Signal + Send + 'static>(
         let err = ApiError::overloaded("too many ingest requests in flight; retry later");
         return error_response(err, encoding);
     };
-    let work = {
-        let ingest = ingest.clone();
-        move || {
-            let bytes = body::inflate(&headers, &received.bytes, ingest.max_body_bytes)?;
-            drop(received);
-            let mut message: S = decode(&bytes, encoding, S::NAME)?;
-            check_not_snake_case(&bytes, message.items(), encoding)?;
-            drop(bytes);
-            Ok(message.records(&ingest, hint(&headers).as_deref()))
-        }
-    };
-    // Run on this thread, not the blocking pool: span records are freed on
-    // the request's thread after the commit, and made on a pool thread they
+    // On this thread, not the blocking pool: span records are freed on the
+    // request's thread after the commit, and made on a pool thread they
     // were freed across threads, which cost a fifth of span throughput
     // (BENCHMARKS.md). A bounded pool that also frees them is the way off.
-    let (records, problems, staged) = match work() {
+    let (records, problems, staged) = match normalize::<S>(ingest, &headers, received, encoding) {
         Ok(normalized) => normalized,
         Err(err) => return error_response(err, encoding),
     };
@@ -413,6 +402,21 @@ pub async fn post_metrics(
     request: Body,
 ) -> Response {
     export::<ExportMetricsServiceRequest>(&ingest, headers, request).await
+}
+
+/// Decompresses, decodes and normalizes one export.
+fn normalize<S: Signal>(
+    ingest: &UsageIngest,
+    headers: &HeaderMap,
+    received: body::Received,
+    encoding: Encoding,
+) -> Result<(Records, Problems, Option<Staged>), ApiError> {
+    let bytes = body::inflate(headers, &received.bytes, ingest.max_body_bytes)?;
+    drop(received);
+    let mut message: S = decode(&bytes, encoding, S::NAME)?;
+    check_not_snake_case(&bytes, message.items(), encoding)?;
+    drop(bytes);
+    Ok(message.records(ingest, hint(headers).as_deref()))
 }
 
 /// The partial-success fields, when there is anything to say.
