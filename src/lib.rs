@@ -2,6 +2,7 @@
 //! pipelines and LLM gateways. See DESIGN.md for the data flow.
 
 pub mod aggregate;
+pub mod blocking;
 pub mod budgets;
 pub mod cli;
 pub mod config;

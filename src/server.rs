@@ -52,6 +52,8 @@ pub enum StartError {
     Storage(#[from] storage::StorageError),
     #[error("cannot start the committer: {0}")]
     Committer(std::io::Error),
+    #[error("cannot start the ingest threads: {0}")]
+    Lanes(std::io::Error),
     #[error("prices: {0}")]
     Prices(#[from] crate::pricing::PricingError),
     #[error(transparent)]
@@ -203,6 +205,10 @@ impl App {
             cumulative: std::sync::Mutex::new(crate::normalize::otlp_metric::CumulativeState::new(
                 now_ms() as u64 * 1_000_000,
             )),
+            lanes: crate::blocking::Lanes::start(
+                std::thread::available_parallelism().map_or(2, usize::from),
+            )
+            .map_err(StartError::Lanes)?,
         });
         Ok(self.ingest.get_or_init(|| ingest).clone())
     }

@@ -77,6 +77,34 @@ pub trait CommitObserver: Send + Sync {
     fn committed(&self, calls: &mut dyn Iterator<Item = (&LlmCall, i64)>);
 }
 
+/// Records resolved and encoded for the committer ([`Committer::prepare`]).
+pub struct Prepared {
+    /// Its points are in `points`, with their series resolved.
+    records: Records,
+    points: Vec<SeriesPoint>,
+    series_ids: Vec<i64>,
+    encoded: EncodedPart,
+}
+
+impl Prepared {
+    /// Spans, log records and points (calls count apart, by outcome).
+    pub fn len(&self) -> usize {
+        self.records.spans.len() + self.records.logs.len() + self.points.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0 && self.records.calls.is_empty()
+    }
+}
+
+/// A request's committed calls and spans, handed back to be freed on the
+/// thread that made them.
+#[derive(Default)]
+pub struct Made {
+    _calls: Vec<LlmCall>,
+    _spans: Vec<SpanRecord>,
+}
+
 /// Records one request hands in to be made durable together.
 #[derive(Debug, Default)]
 pub struct Records {
@@ -184,18 +212,15 @@ impl Committer {
     /// Commits calls, spans and logs in one store transaction; resolves once
     /// they are durable and queryable, with the outcome of each call.
     pub async fn submit_records(&self, records: Records) -> Result<Vec<Outcome>, CommitError> {
-        let n = records.len();
-        if n == 0 {
-            return Ok(Vec::new());
-        }
-        let before = self.queued.fetch_add(n, Ordering::AcqRel);
-        if before > 0 && before + n > self.max_queued {
-            self.queued.fetch_sub(n, Ordering::AcqRel);
-            return Err(CommitError::Overloaded { queued: before });
-        }
+        let (outcomes, made) = self.commit_prepared(self.prepare(records)).await?;
+        drop(made);
+        Ok(outcomes)
+    }
+
+    /// The CPU part of a commit, on the caller's thread rather than the
+    /// committer's: series resolved and assigned, records encoded.
+    pub fn prepare(&self, records: Records) -> Prepared {
         let mut records = records;
-        // Series are resolved and records encoded here, on the request's
-        // thread, rather than on the committer's.
         let points = self.metric_registry.resolve(std::mem::take(&mut records.points));
         let assigned = self.engine.assign(&records.calls);
         let encoded = self.storage.encode(
@@ -204,7 +229,26 @@ impl Committer {
             &mut records.spans,
             &mut records.logs,
         );
-        let series_ids = assigned.ids;
+        Prepared { records, points, series_ids: assigned.ids, encoded }
+    }
+
+    /// Commits prepared records; resolves once they are durable and
+    /// queryable, with the outcome of each call and the records themselves,
+    /// for the caller to free where it made them.
+    pub async fn commit_prepared(
+        &self,
+        prepared: Prepared,
+    ) -> Result<(Vec<Outcome>, Made), CommitError> {
+        let Prepared { records, points, series_ids, encoded } = prepared;
+        let n = records.len() + points.len();
+        if n == 0 {
+            return Ok((Vec::new(), Made::default()));
+        }
+        let before = self.queued.fetch_add(n, Ordering::AcqRel);
+        if before > 0 && before + n > self.max_queued {
+            self.queued.fetch_sub(n, Ordering::AcqRel);
+            return Err(CommitError::Overloaded { queued: before });
+        }
         let (reply, answer) = oneshot::channel();
         let job = Job::Append { records, points, series_ids, encoded, reply };
         if self.jobs.send(job).is_err() {
@@ -213,8 +257,7 @@ impl Committer {
         }
         let Committed { outcomes, calls, spans } =
             answer.await.unwrap_or(Err(CommitError::Stopped))?;
-        drop((calls, spans));
-        Ok(outcomes)
+        Ok((outcomes, Made { _calls: calls, _spans: spans }))
     }
 
     /// Records waiting for a commit.

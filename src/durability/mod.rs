@@ -11,7 +11,9 @@
 mod committer;
 mod reprice;
 
-pub use committer::{CommitError, CommitObserver, Committer, CommitterConfig, Outcome, Records};
+pub use committer::{
+    CommitError, CommitObserver, Committer, CommitterConfig, Made, Outcome, Prepared, Records,
+};
 pub use reprice::RepriceReport;
 
 use crate::aggregate::RollupEngine;

@@ -114,16 +114,6 @@ pub fn inflate(headers: &HeaderMap, raw: &Bytes, limit: usize) -> Result<Bytes, 
     }
 }
 
-/// Runs CPU work of a request (decompression, parsing, normalization) on
-/// the blocking pool, so that it never holds an async worker thread.
-pub async fn off_async<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| ApiError::internal("request processing stopped", &e))?
-}
-
 /// Is the body newline-delimited JSON (by Content-Type)?
 pub fn is_ndjson(headers: &HeaderMap) -> bool {
     headers

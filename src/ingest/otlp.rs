@@ -10,9 +10,11 @@ use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequ
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 
 use super::UsageIngest;
-use crate::durability::Records;
+use crate::durability::{CommitError, Records};
+use crate::error::ApiError;
 use crate::model::Source;
 use crate::normalize::limits::Truncation;
+use crate::normalize::otlp_metric::Staged;
 use crate::normalize::usage_report::NormalizeContext;
 use crate::normalize::{
     SpanContext, normalize_log, normalize_report, normalize_span, resource_attributes,
@@ -152,8 +154,51 @@ pub fn metric_records(
 
 /// Takes back the cumulative samples of a metrics export whose points were
 /// not committed.
-pub fn forget_cumulative(ingest: &UsageIngest, staged: crate::normalize::otlp_metric::Staged) {
+fn forget_cumulative(ingest: &UsageIngest, staged: Staged) {
     ingest.cumulative.lock().unwrap_or_else(|p| p.into_inner()).forget(staged);
+}
+
+/// Why an export was not committed.
+pub enum Failure {
+    /// The export could not be read or normalized.
+    Request(ApiError),
+    Commit(CommitError),
+}
+
+/// Normalizes one export with `normalize` on a lane of its own, commits
+/// the records, frees them on that lane, and counts them for `/metrics`.
+/// Cumulative metric samples staged by `normalize` are taken back when the
+/// commit fails.
+pub async fn normalize_and_commit(
+    ingest: &Arc<UsageIngest>,
+    endpoint: &'static str,
+    normalize: impl FnOnce(&UsageIngest) -> Result<(Records, Problems, Option<Staged>), ApiError>
+    + Send
+    + 'static,
+) -> Result<Problems, Failure> {
+    let lane = ingest.lanes.lane();
+    let normalized = {
+        let ingest = Arc::clone(ingest);
+        lane.run(move || {
+            let (records, problems, staged) = normalize(&ingest)?;
+            Ok((ingest.committer.prepare(records), problems, staged))
+        })
+        .await
+    };
+    let (prepared, problems, staged) = normalized.map_err(Failure::Request)?;
+    let accepted = prepared.len() as u64;
+    match ingest.committer.commit_prepared(prepared).await {
+        Ok((_, made)) => lane.free(made),
+        Err(err) => {
+            if let Some(staged) = staged {
+                forget_cumulative(ingest, staged);
+            }
+            return Err(Failure::Commit(err));
+        }
+    }
+    ingest.metrics.ingested(endpoint, accepted, 0, problems.rejected as u64);
+    ingest.metrics.truncated(&problems.truncated);
+    Ok(problems)
 }
 
 /// Log records of a logs export.

@@ -32,8 +32,9 @@ use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
 
 use super::UsageIngest;
-use super::otlp::{self, Problems};
+use super::otlp::{self, Failure, Problems};
 use crate::durability::{CommitError, Records};
+use crate::normalize::otlp_metric::Staged;
 
 /// Both services share the ingest state.
 #[derive(Clone)]
@@ -59,18 +60,19 @@ fn commit_status(err: CommitError) -> Status {
 }
 
 impl Otlp {
-    /// Commits the records of one request and counts them for `/metrics`.
-    async fn commit(
+    /// Normalizes and commits one export ([`otlp::normalize_and_commit`]).
+    async fn ingest(
         &self,
-        records: Records,
         endpoint: &'static str,
-        problems: &Problems,
-    ) -> Result<(), Status> {
-        let accepted = (records.spans.len() + records.logs.len() + records.points.len()) as u64;
-        self.ingest.committer.submit_records(records).await.map_err(commit_status)?;
-        self.ingest.metrics.ingested(endpoint, accepted, 0, problems.rejected as u64);
-        self.ingest.metrics.truncated(&problems.truncated);
-        Ok(())
+        normalize: impl FnOnce(&UsageIngest) -> (Records, Problems, Option<Staged>) + Send + 'static,
+    ) -> Result<Problems, Status> {
+        let normalize = move |ingest: &UsageIngest| Ok(normalize(ingest));
+        otlp::normalize_and_commit(&self.ingest, endpoint, normalize).await.map_err(|failure| {
+            match failure {
+                Failure::Commit(err) => commit_status(err),
+                Failure::Request(err) => Status::internal(err.message),
+            }
+        })
     }
 
     fn permit(&self) -> Result<tokio::sync::SemaphorePermit<'_>, Status> {
@@ -92,11 +94,14 @@ impl TraceService for Otlp {
     ) -> Result<Response<ExportTraceServiceResponse>, Status> {
         let _permit = self.permit()?;
         let hint = hint(request.metadata());
-        let mut request = request;
-        let (records, problems) =
-            otlp::trace_records(&self.ingest.context(), request.get_mut(), hint.as_deref());
-        drop(request);
-        self.commit(records, "otlp_grpc_traces", &problems).await?;
+        let mut request = request.into_inner();
+        let problems = self
+            .ingest("otlp_grpc_traces", move |ingest| {
+                let (records, problems) =
+                    otlp::trace_records(&ingest.context(), &mut request, hint.as_deref());
+                (records, problems, None)
+            })
+            .await?;
         let partial_success = partial(&problems).map(|(rejected_spans, error_message)| {
             ExportTracePartialSuccess { rejected_spans, error_message }
         });
@@ -112,9 +117,13 @@ impl LogsService for Otlp {
     ) -> Result<Response<ExportLogsServiceResponse>, Status> {
         let _permit = self.permit()?;
         let hint = hint(request.metadata());
-        let (records, problems) = otlp::log_records(request.get_ref(), hint.as_deref());
-        drop(request);
-        self.commit(records, "otlp_grpc_logs", &problems).await?;
+        let request = request.into_inner();
+        let problems = self
+            .ingest("otlp_grpc_logs", move |_| {
+                let (records, problems) = otlp::log_records(&request, hint.as_deref());
+                (records, problems, None)
+            })
+            .await?;
         let partial_success = partial(&problems).map(|(rejected_log_records, error_message)| {
             ExportLogsPartialSuccess { rejected_log_records, error_message }
         });
@@ -130,13 +139,14 @@ impl MetricsService for Otlp {
     ) -> Result<Response<ExportMetricsServiceResponse>, Status> {
         let _permit = self.permit()?;
         let hint = hint(request.metadata());
-        let (records, problems, staged) =
-            otlp::metric_records(&self.ingest, request.get_ref(), hint.as_deref());
-        drop(request);
-        if let Err(status) = self.commit(records, "otlp_grpc_metrics", &problems).await {
-            otlp::forget_cumulative(&self.ingest, staged);
-            return Err(status);
-        }
+        let request = request.into_inner();
+        let problems = self
+            .ingest("otlp_grpc_metrics", move |ingest| {
+                let (records, problems, staged) =
+                    otlp::metric_records(ingest, &request, hint.as_deref());
+                (records, problems, Some(staged))
+            })
+            .await?;
         let partial_success = partial(&problems).map(|(rejected_data_points, error_message)| {
             ExportMetricsPartialSuccess { rejected_data_points, error_message }
         });

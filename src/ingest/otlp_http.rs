@@ -21,7 +21,7 @@ use prost::Message;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::otlp::{self, Problems};
+use super::otlp::{self, Failure, Problems};
 use super::{UsageIngest, body};
 use crate::durability::Records;
 use crate::error::ApiError;
@@ -177,20 +177,6 @@ fn hint(headers: &HeaderMap) -> Option<String> {
     otlp::project_hint(text("x-langfuse-public-key"), text("authorization"))
 }
 
-/// Commits the records of one request and counts them for `/metrics`.
-async fn commit(
-    ingest: &UsageIngest,
-    records: Records,
-    endpoint: &'static str,
-    problems: &Problems,
-) -> Result<(), ApiError> {
-    let accepted = (records.spans.len() + records.logs.len() + records.points.len()) as u64;
-    ingest.committer.submit_records(records).await?;
-    ingest.metrics.ingested(endpoint, accepted, 0, problems.rejected as u64);
-    ingest.metrics.truncated(&problems.truncated);
-    Ok(())
-}
-
 /// What differs between the three OTLP signals.
 trait Signal: Message + Default + DeserializeOwned {
     /// The protobuf message name, for errors.
@@ -299,20 +285,13 @@ async fn export<S: Signal + Send + 'static>(
         let err = ApiError::overloaded("too many ingest requests in flight; retry later");
         return error_response(err, encoding);
     };
-    // On this thread, not the blocking pool: span records are freed on the
-    // request's thread after the commit, and made on a pool thread they
-    // were freed across threads, which cost a fifth of span throughput
-    // (BENCHMARKS.md). A bounded pool that also frees them is the way off.
-    let (records, problems, staged) = match normalize::<S>(ingest, &headers, received, encoding) {
-        Ok(normalized) => normalized,
-        Err(err) => return error_response(err, encoding),
+    let normalize =
+        move |ingest: &UsageIngest| normalize::<S>(ingest, &headers, received, encoding);
+    let problems = match otlp::normalize_and_commit(ingest, S::ENDPOINT, normalize).await {
+        Ok(problems) => problems,
+        Err(Failure::Request(err)) => return error_response(err, encoding),
+        Err(Failure::Commit(err)) => return error_response(err.into(), encoding),
     };
-    if let Err(err) = commit(ingest, records, S::ENDPOINT, &problems).await {
-        if let Some(staged) = staged {
-            otlp::forget_cumulative(ingest, staged);
-        }
-        return error_response(err, encoding);
-    }
     ok_response(&S::response(partial(&problems)), encoding)
 }
 

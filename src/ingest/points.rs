@@ -89,13 +89,19 @@ pub async fn post_points(
     let Ok(_permit) = ingest.in_flight.try_acquire() else {
         return Err(ApiError::overloaded("too many ingest requests in flight; retry later"));
     };
+    let lane = ingest.lanes.lane();
     let parse = {
         let ingest = ingest.clone();
-        move || parse_points(&ingest, &headers, &received.bytes)
+        move || {
+            let (points, rejected) = parse_points(&ingest, &headers, &received.bytes)?;
+            let accepted = points.len();
+            let prepared = ingest.committer.prepare(Records { points, ..Records::default() });
+            Ok((prepared, accepted, rejected))
+        }
     };
-    let (points, rejected) = body::off_async(parse).await?;
-    let accepted = points.len();
-    ingest.committer.submit_records(Records { points, ..Records::default() }).await?;
+    let (prepared, accepted, rejected) = lane.run(parse).await?;
+    let (_, made) = ingest.committer.commit_prepared(prepared).await?;
+    lane.free(made);
     ingest.metrics.ingested("points", accepted as u64, 0, rejected.len() as u64);
     let status = if accepted == 0 && !rejected.is_empty() {
         StatusCode::BAD_REQUEST

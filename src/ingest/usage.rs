@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, StatusCode};
 use serde::Serialize;
 
 use super::body;
-use crate::durability::{Committer, Outcome};
+use crate::durability::{Committer, Outcome, Records};
 use crate::error::ApiError;
 use crate::model::LlmCall;
 use crate::normalize::usage_report::{NormalizeContext, normalize_report};
@@ -40,6 +40,8 @@ pub struct UsageIngest {
     pub metric_horizon_ms: Option<i64>,
     /// The last sample of each cumulative OTLP metric series.
     pub cumulative: std::sync::Mutex<crate::normalize::otlp_metric::CumulativeState>,
+    /// Where OTLP exports are decoded, normalized and freed.
+    pub lanes: crate::blocking::Lanes,
 }
 
 impl UsageIngest {
@@ -125,13 +127,21 @@ pub async fn post_usage(
     let Ok(_permit) = ingest.in_flight.try_acquire() else {
         return Err(ApiError::overloaded("too many ingest requests in flight; retry later"));
     };
+    // Parsed and prepared on a lane, and freed there after the commit.
+    let lane = ingest.lanes.lane();
     let parse = {
         let ingest = ingest.clone();
-        move || parse_reports(&ingest, &headers, &received.bytes)
+        move || {
+            let UsageBatch { calls, rejected, records } =
+                parse_reports(&ingest, &headers, &received.bytes)?;
+            let prepared = ingest.committer.prepare(Records { calls, ..Records::default() });
+            Ok((prepared, rejected, records))
+        }
     };
-    let UsageBatch { calls, rejected, records: count } = body::off_async(parse).await?;
+    let (prepared, rejected, count) = lane.run(parse).await?;
     let parsed = std::time::Instant::now();
-    let outcomes = ingest.committer.submit(calls).await?;
+    let (outcomes, made) = ingest.committer.commit_prepared(prepared).await?;
+    lane.free(made);
     tracing::debug!(
         records = count,
         commit_ms = parsed.elapsed().as_millis() as u64,
