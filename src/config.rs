@@ -101,6 +101,10 @@ pub struct IngestConfig {
     /// parsed (counted as they arrive, compressed as sent); a body that
     /// would pass it gets 429. Bounds the memory slow or many uploads take.
     pub max_receiving_bytes: usize,
+    /// Spans one trace keeps; spans arriving once it holds this many are
+    /// counted (`tally_ingest_truncated_total{what="spans"}` and the trace's
+    /// `spans_dropped`), not stored.
+    pub max_spans_per_trace: usize,
     /// Most ingest requests parsed and committed at once, counted from the
     /// moment a body has arrived in full (a slow upload holds none); more
     /// get 429. With `max_body_bytes` this bounds the memory parsed bodies
@@ -117,6 +121,7 @@ impl Default for IngestConfig {
             max_queued_records: 400_000,
             max_group_records: 50_000,
             max_receiving_bytes: 512 * 1024 * 1024,
+            max_spans_per_trace: 10_000,
             max_concurrent_requests: 128,
             rollup_flush_interval: "5s".to_owned(),
         }
@@ -406,6 +411,9 @@ impl Config {
         }
         if self.sqlite.max_readers == 0 {
             return Err(invalid("sqlite.max_readers", "must be at least 1"));
+        }
+        if self.ingest.max_spans_per_trace == 0 {
+            return Err(invalid("ingest.max_spans_per_trace", "must be at least 1"));
         }
         if self.ingest.max_receiving_bytes < self.ingest.max_body_bytes
             || self.ingest.max_receiving_bytes > u32::MAX as usize

@@ -359,6 +359,9 @@ pub struct TraceDetail {
     totals: Object,
     spans_returned: u64,
     spans_left_out: u64,
+    /// Spans that arrived once the trace held `ingest.max_spans_per_trace`,
+    /// not kept.
+    spans_dropped: u64,
     truncated: bool,
     /// The root spans, each with its `children`.
     spans: Vec<Object>,

@@ -116,6 +116,7 @@ impl App {
             synchronous: config.sqlite.synchronous,
             cache_mib: config.sqlite.cache_mib,
             max_readers: config.sqlite.max_readers,
+            max_spans_per_trace: config.ingest.max_spans_per_trace,
         };
         let storage = storage::open(&config.storage, &config.data_dir, &options)?;
         let (engine, replayed) = durability::recover(&*storage).await?;

@@ -310,3 +310,63 @@ async fn span_attribute_caps_are_enforced_marked_and_counted() {
     let counted: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
     assert_eq!(counted, (200_001 - 128) as f64);
 }
+
+/// A trace keeps its first `ingest.max_spans_per_trace` spans; later ones
+/// are counted on the trace and on /metrics, and a re-sent kept span is
+/// still a duplicate.
+#[tokio::test]
+async fn a_trace_keeps_its_first_spans_up_to_the_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), &[("TALLY_INGEST__MAX_SPANS_PER_TRACE", "50")]);
+    let base = server.url();
+    let now = now_ms();
+    let ns = |ms: i64| (ms * 1_000_000).to_string();
+    let export = |trace_id: &str, spans: std::ops::Range<usize>| {
+        let spans: Vec<Value> = spans
+            .map(|i| {
+                json!({"traceId": trace_id, "spanId": format!("{:016x}", i + 1), "name": format!("step {i}"),
+                       "startTimeUnixNano": ns(now - 10_000 + i as i64), "endTimeUnixNano": ns(now)})
+            })
+            .collect();
+        json!({"resourceSpans": [{"scopeSpans": [{"spans": spans}]}]})
+    };
+    let big = "cd".repeat(16);
+    let small = "ef".repeat(16);
+    // 40 kept; then 10 of 40 kept and 30 not; then 11 kept spans sent
+    // again (duplicates, not counted) and 29 more not kept.
+    for (trace_id, spans) in [(&big, 0..40), (&big, 40..80), (&big, 39..79), (&small, 0..5)] {
+        let reply = post_json_to(base, "/v1/traces", &export(trace_id, spans)).await;
+        assert_eq!(reply.status, 200, "{}", reply.text);
+    }
+
+    let detail = get_ok(base, &format!("/api/v1/traces/{big}"), &[]).await;
+    assert_eq!(detail["span_count"], 50, "{}", detail["span_count"]);
+    assert_eq!(detail["spans_returned"], 50);
+    assert_eq!(detail["spans_dropped"], 30 + 29);
+    assert_eq!(detail["truncated"], true);
+    let mut kept: Vec<String> = Vec::new();
+    fn walk(nodes: &Value, out: &mut Vec<String>) {
+        for node in nodes.as_array().unwrap() {
+            out.push(node["name"].as_str().unwrap().to_owned());
+            walk(&node["children"], out);
+        }
+    }
+    walk(&detail["spans"], &mut kept);
+    kept.sort_by_key(|name| name[5..].parse::<usize>().unwrap());
+    let first: Vec<String> = (0..50).map(|i| format!("step {i}")).collect();
+    assert_eq!(kept, first, "the first spans are the ones kept");
+
+    let other = get_ok(base, &format!("/api/v1/traces/{small}"), &[]).await;
+    assert_eq!((other["span_count"].as_u64(), other["spans_dropped"].as_u64()), (Some(5), Some(0)));
+    assert_eq!(other["truncated"], false);
+    let list = get_ok(base, "/api/v1/traces", &[]).await;
+    let listed = list["traces"].as_array().unwrap().iter().find(|t| t["trace_id"] == big.as_str());
+    assert_eq!(listed.expect("listed")["spans_dropped"], 59, "{list}");
+
+    let text = client().get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("tally_ingest_truncated_total{what=\"spans\"}"))
+        .unwrap_or_else(|| panic!("no span cap counter in\n{text}"));
+    assert_eq!(line.rsplit(' ').next().unwrap(), "59", "{line}");
+}

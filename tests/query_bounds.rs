@@ -260,7 +260,9 @@ fn tree_span(i: u64, t0_ns: u64) -> Span {
 async fn a_huge_trace_is_served_bounded_with_exact_totals() {
     const SPANS: u64 = 200_000;
     let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(dir.path(), &[]);
+    // The whole trace is kept (ingest.max_spans_per_trace is 10,000 by
+    // default), so that reads are what is bounded here.
+    let server = TestServer::start(dir.path(), &[("TALLY_INGEST__MAX_SPANS_PER_TRACE", "200000")]);
     let base = server.url().to_owned();
     let t0_ns = (now_ms() as u64 - 60_000) * 1_000_000;
     let client = common::client();

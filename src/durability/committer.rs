@@ -531,6 +531,13 @@ impl CommitterTask {
         if let Some(seq) = appended.metric_seq {
             self.metric_registry.apply(&group.metric_bins, seq);
         }
+        if appended.spans_dropped > 0 {
+            let cut = crate::normalize::limits::Truncation {
+                spans: appended.spans_dropped,
+                ..Default::default()
+            };
+            self.metrics.truncated(&cut);
+        }
         let accepted = || {
             appended
                 .calls

@@ -172,14 +172,16 @@ pub async fn handler(State(state): State<Arc<MetricsState>>) -> Response {
     e.family(
         "tally_ingest_truncated_total",
         Kind::Counter,
-        "What the attribute caps cut from accepted spans and logs: attributes dropped, \
-         values (strings, arrays) cut short, span events dropped.",
+        "What the input caps cut from accepted spans and logs: attributes dropped, \
+         values (strings, arrays) cut short, span events dropped, spans not kept \
+         because their trace held ingest.max_spans_per_trace.",
     );
     let truncated = *lock(&m.truncated);
     for (what, n) in [
         ("attributes", truncated.attributes),
         ("values", truncated.values),
         ("events", truncated.events),
+        ("spans", truncated.spans),
     ] {
         e.sample("tally_ingest_truncated_total", &[("what", what)], n as f64);
     }

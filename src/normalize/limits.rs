@@ -38,6 +38,8 @@ pub struct Truncation {
     pub values: u64,
     /// Span events past the cap.
     pub events: u64,
+    /// Spans past their trace's cap (`ingest.max_spans_per_trace`).
+    pub spans: u64,
 }
 
 impl Truncation {
@@ -49,6 +51,7 @@ impl Truncation {
         self.attributes += other.attributes;
         self.values += other.values;
         self.events += other.events;
+        self.spans += other.spans;
     }
 }
 

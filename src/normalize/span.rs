@@ -1782,7 +1782,7 @@ mod tests {
         assert_eq!(attributes["tally.dropped_events_count"], 72);
         assert_eq!(
             normalized.truncation,
-            Truncation { attributes: 200_001 - 128, values: 0, events: 72 }
+            Truncation { attributes: 200_001 - 128, values: 0, events: 72, spans: 0 }
         );
 
         // Short values under long keys after long values: the text budget

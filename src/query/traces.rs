@@ -44,6 +44,7 @@ fn trace_json(t: &TraceSummary) -> Value {
         "cost_usd": t.cost_usd,
         "user": t.user,
         "session": t.session,
+        "spans_dropped": t.dropped_spans,
     })
 }
 
@@ -224,6 +225,7 @@ struct TraceDetail<'a> {
     totals: Value,
     spans_returned: usize,
     spans_left_out: u64,
+    spans_dropped: u64,
     truncated: bool,
     spans: &'a [trace_tree::SpanNode],
     logs: Vec<Value>,
@@ -234,6 +236,7 @@ struct TraceDetail<'a> {
 fn detail_body(trace_id: &str, project: &str, stored: StoredTrace) -> Result<Vec<u8>, ApiError> {
     let StoredTrace { spans, spans_left_out, summary, logs, logs_cut } = stored;
     let spans_returned = spans.len();
+    let spans_dropped = summary.as_ref().map_or(0, |t| t.dropped_spans);
     let start_ns = spans.iter().map(|s| s.start_ns).min().unwrap_or(0);
     let tree = trace_tree::build(spans);
     // Nested objects are serialized recursively: a pathological chain of
@@ -250,7 +253,7 @@ fn detail_body(trace_id: &str, project: &str, stored: StoredTrace) -> Result<Vec
     }
     // When spans were left out, the trace's stored totals count them all.
     let (start_ms, duration_ms, span_count, error_count, totals) = match &summary {
-        Some(t) => (
+        Some(t) if spans_left_out > 0 => (
             ms(t.start_ns),
             ms(t.end_ns - t.start_ns),
             t.span_count as usize,
@@ -265,7 +268,7 @@ fn detail_body(trace_id: &str, project: &str, stored: StoredTrace) -> Result<Vec
                 "cost_usd": t.cost_usd,
             }),
         ),
-        None => (
+        _ => (
             tree.start_ms,
             tree.duration_ms,
             tree.span_count,
@@ -283,7 +286,8 @@ fn detail_body(trace_id: &str, project: &str, stored: StoredTrace) -> Result<Vec
         totals,
         spans_returned,
         spans_left_out,
-        truncated: spans_left_out > 0,
+        spans_dropped,
+        truncated: spans_left_out > 0 || spans_dropped > 0,
         spans: &tree.roots,
         logs: logs.iter().map(|log| log_json(log, start_ns)).collect(),
         logs_truncated: logs_cut,

@@ -188,6 +188,8 @@ pub struct Appended {
     pub seqs: Vec<Option<i64>>,
     /// The sequence number of the logged metric bins, if any.
     pub metric_seq: Option<i64>,
+    /// New spans not kept: their trace already held its cap.
+    pub spans_dropped: u64,
 }
 
 /// Which raw calls to list.
@@ -243,6 +245,9 @@ pub struct TraceSummary {
     pub cost_usd: f64,
     pub user: Option<String>,
     pub session: Option<String>,
+    /// Spans that arrived once the trace held `ingest.max_spans_per_trace`
+    /// and were not kept (counted at each arrival).
+    pub dropped_spans: u64,
 }
 
 /// How much of one trace a read may hold.
@@ -259,8 +264,8 @@ pub struct StoredTrace {
     pub spans: Vec<SpanRecord>,
     /// Stored spans beyond `max_spans`, not read into `spans`.
     pub spans_left_out: u64,
-    /// The trace's totals over every stored span, read when spans were left
-    /// out.
+    /// The trace's row: totals over every stored span, and the spans it did
+    /// not keep.
     pub summary: Option<TraceSummary>,
     pub logs: Vec<LogRecord>,
     /// More log records are linked than `max_logs`.

@@ -57,11 +57,18 @@ pub struct SqliteOptions {
     pub cache_mib: u32,
     /// Most read connections open at once; further reads wait for one.
     pub max_readers: usize,
+    /// Spans a trace keeps; later ones are counted, not stored.
+    pub max_spans_per_trace: usize,
 }
 
 impl Default for SqliteOptions {
     fn default() -> Self {
-        Self { synchronous: Synchronous::Normal, cache_mib: 64, max_readers: 8 }
+        Self {
+            synchronous: Synchronous::Normal,
+            cache_mib: 64,
+            max_readers: 8,
+            max_spans_per_trace: 10_000,
+        }
     }
 }
 
@@ -427,6 +434,7 @@ impl Storage for SqliteStorage {
         // Records come encoded (by the request handlers) and are dropped
         // here after the write: the writer thread only binds and inserts.
         let encoded = Encoded::of(&mut batch)?;
+        let max_spans_per_trace = self.options.max_spans_per_trace;
         let (appended, spent) = self
             .write(move |conn| {
                 let AppendBatch {
@@ -455,18 +463,21 @@ impl Storage for SqliteStorage {
                     &encoded.call_order,
                     floor,
                 )?;
-                telemetry::append(
+                let spans_dropped = telemetry::append(
                     &tx,
                     &spans.iter().flatten().collect::<Vec<_>>(),
                     &encoded.records.chunks,
                     &encoded.chunk_order,
                     &logs,
                     &encoded.records.logs,
+                    max_spans_per_trace,
                 )?;
                 let metric_seq = metrics::append(&tx, &new_metric_series, metric_log.as_deref())?;
                 tx.commit()?;
                 let spent = (logs, metric_log, new_series, new_metric_series, encoded);
-                Ok((Appended { calls, spans, series_ids, seqs, metric_seq }, spent))
+                let appended =
+                    Appended { calls, spans, series_ids, seqs, metric_seq, spans_dropped };
+                Ok((appended, spent))
             })
             .await?;
         drop(spent);

@@ -122,7 +122,9 @@ CREATE TABLE IF NOT EXISTS traces (
     cache_read_tokens INTEGER NOT NULL,
     cost_usd     REAL NOT NULL,
     user         TEXT,
-    session      TEXT
+    session      TEXT,
+    -- spans that arrived once the trace held its cap, not kept
+    dropped_spans INTEGER NOT NULL DEFAULT 0
 );
 -- a rowid table, so that the time and session indexes hold a rowid rather
 -- than the (project, trace id) key: trace starts come in any order, so
@@ -213,10 +215,10 @@ CREATE INDEX IF NOT EXISTS deliveries_alert ON deliveries (alert_id);
 
 /// Bumped on every incompatible change; a store of another version is
 /// refused rather than misread.
-pub const VERSION: i64 = 9;
+pub const VERSION: i64 = 10;
 
 /// Creates the schema in a new database, checks an existing one's version,
-/// or migrates a store of schema 5 to 8 (in one transaction).
+/// or migrates a store of schema 5 to 9 (in one transaction).
 pub fn create_or_check(conn: &rusqlite::Connection) -> Result<(), super::StorageError> {
     let version: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
     let tables: i64 =
@@ -224,7 +226,7 @@ pub fn create_or_check(conn: &rusqlite::Connection) -> Result<(), super::Storage
             row.get(0)
         })?;
     let migrating = tables > 0 && version != VERSION;
-    if migrating && !(5..=8).contains(&version) {
+    if migrating && !(5..=9).contains(&version) {
         return Err(super::StorageError::SchemaVersion { found: version, needed: VERSION });
     }
     let tx = conn.unchecked_transaction()?;
@@ -232,6 +234,10 @@ pub fn create_or_check(conn: &rusqlite::Connection) -> Result<(), super::Storage
     // chunks below rebuilds them for 5 and 6 alike.
     let old_traces = migrating && set_traces_aside(&tx)?;
     tx.execute_batch(SCHEMA)?;
+    if migrating && !has_column(&tx, "traces", "dropped_spans")? {
+        // Schema 10 counts the spans a trace did not keep.
+        tx.execute_batch("ALTER TABLE traces ADD COLUMN dropped_spans INTEGER NOT NULL DEFAULT 0")?;
+    }
     if migrating {
         super::call_chunks::migrate_rows(&tx)?;
     }
@@ -247,6 +253,19 @@ pub fn create_or_check(conn: &rusqlite::Connection) -> Result<(), super::Storage
     tx.pragma_update(None, "user_version", VERSION)?;
     tx.commit()?;
     Ok(())
+}
+
+fn has_column(
+    tx: &rusqlite::Transaction<'_>,
+    table: &str,
+    column: &str,
+) -> Result<bool, rusqlite::Error> {
+    tx.query_row(
+        "SELECT count(*) FROM pragma_table_info(?1) WHERE name = ?2",
+        [table, column],
+        |row| row.get::<_, i64>(0),
+    )
+    .map(|n| n > 0)
 }
 
 /// The columns `traces` has had since schema 5.
@@ -362,5 +381,31 @@ mod tests {
             })
             .unwrap();
         assert_eq!(old, 0);
+    }
+
+    #[test]
+    fn a_schema_9_store_gets_the_dropped_spans_column() {
+        let conn = Connection::open_in_memory().unwrap();
+        create_or_check(&conn).unwrap();
+        conn.execute_batch(
+            "INSERT INTO traces (project, trace_id, has_root, root_name, root_service, start_ns,
+                 end_ns, span_count, error_count, llm_calls, input_tokens, output_tokens,
+                 cache_read_tokens, cost_usd) VALUES ('default', 'a1', 1, 'root', 'svc', 10, 20,
+                 3, 0, 1, 5, 6, 0, 0.5);
+             ALTER TABLE traces DROP COLUMN dropped_spans;
+             PRAGMA user_version = 9;",
+        )
+        .unwrap();
+        create_or_check(&conn).unwrap();
+        let row: (i64, i64) = conn
+            .query_row(
+                "SELECT span_count, dropped_spans FROM traces WHERE trace_id = 'a1'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!(row, (3, 0));
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+        assert_eq!(version, VERSION);
     }
 }

@@ -250,25 +250,37 @@ pub fn insert(
 }
 
 /// `chunk` (of spans of `spans`) without those its trace already has stored
-/// (sent again): itself when none were, `None` when all were.
+/// (sent again): itself when none were, `None` when all were; and how many
+/// spans the trace has stored.
 pub fn unstored<'c>(
     tx: &Transaction<'_>,
     project: &str,
     trace_id: &str,
     chunk: &'c EncodedChunk,
     spans: &[&SpanRecord],
-) -> Result<Option<Cow<'c, EncodedChunk>>, super::StorageError> {
+) -> Result<(Option<Cow<'c, EncodedChunk>>, usize), super::StorageError> {
     let stored = stored_ids(tx, project, trace_id)?;
     if stored.is_empty() {
-        return Ok(Some(Cow::Borrowed(chunk)));
+        return Ok((Some(Cow::Borrowed(chunk)), 0));
     }
     let keep: Vec<bool> =
         chunk.spans.iter().map(|&i| !stored.contains(&spans[i].span_id)).collect();
     if keep.iter().all(|k| *k) {
-        return Ok(Some(Cow::Borrowed(chunk)));
+        return Ok((Some(Cow::Borrowed(chunk)), stored.len()));
     }
     let kept = keeping(project, trace_id, chunk, &keep).map_err(super::StorageError::Corrupt)?;
-    Ok(kept.map(Cow::Owned))
+    Ok((kept.map(Cow::Owned), stored.len()))
+}
+
+/// The first `n` spans of `chunk` (fewer than it holds).
+pub fn first(
+    project: &str,
+    trace_id: &str,
+    chunk: &EncodedChunk,
+    n: usize,
+) -> Result<Option<EncodedChunk>, super::StorageError> {
+    let keep: Vec<bool> = (0..chunk.spans.len()).map(|i| i < n).collect();
+    keeping(project, trace_id, chunk, &keep).map_err(super::StorageError::Corrupt)
 }
 
 /// The ids of the spans of a trace already stored.

@@ -1,6 +1,8 @@
 //! Spans, trace summaries and log records in SQLite: appending them and the
 //! trace and session queries.
 
+use std::borrow::Cow;
+
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{OptionalExtension, Row, Transaction, params, params_from_iter};
 use rustc_hash::FxHashMap;
@@ -108,7 +110,9 @@ impl<'a> TraceDelta<'a> {
 /// Appends spans, a chunk per trace (`span_chunks`; spans already stored
 /// are left out and leave their trace's totals alone), and log records with
 /// their JSON (`to_json`). Both were encoded by the caller, off the writer
-/// thread; `chunk_order` is `span_blocks::insert_order`.
+/// thread; `chunk_order` is `span_blocks::insert_order`. A trace keeps its
+/// first `max_spans_per_trace` spans; returns how many new spans it did not
+/// keep (each trace row counts its own in `dropped_spans`).
 pub fn append(
     tx: &Transaction<'_>,
     spans: &[&SpanRecord],
@@ -116,21 +120,32 @@ pub fn append(
     chunk_order: &[usize],
     logs: &[LogRecord],
     log_json: &[String],
-) -> Result<(), StorageError> {
+    max_spans_per_trace: usize,
+) -> Result<u64, StorageError> {
+    let mut dropped_spans = 0;
     if !chunks.is_empty() {
         // What the new spans add to each trace, summed here so that a trace
         // gets one update per batch rather than one per span.
         let mut deltas: Vec<TraceDelta<'_>> = Vec::new();
         let mut by_trace: FxHashMap<(&str, &str), usize> = FxHashMap::default();
         let mut inserted = Vec::with_capacity(chunks.len());
+        let mut dropped: FxHashMap<(&str, &str), u64> = FxHashMap::default();
         for &c in chunk_order {
             let Some(&first) = chunks[c].spans.first() else { continue };
             let (project, trace_id) =
                 (spans[first].project.as_str(), spans[first].trace_id.as_str());
-            let Some(chunk) = span_chunks::unstored(tx, project, trace_id, &chunks[c], spans)?
-            else {
-                continue;
-            };
+            let (chunk, stored) = span_chunks::unstored(tx, project, trace_id, &chunks[c], spans)?;
+            let Some(mut chunk) = chunk else { continue };
+            // A trace keeps its first `max_spans_per_trace` spans.
+            let room = max_spans_per_trace.saturating_sub(stored);
+            if chunk.spans.len() > room {
+                let cut = (chunk.spans.len() - room) as u64;
+                *dropped.entry((project, trace_id)).or_default() += cut;
+                match span_chunks::first(project, trace_id, &chunk, room)? {
+                    Some(first) => chunk = Cow::Owned(first),
+                    None => continue,
+                }
+            }
             let seq = span_chunks::insert(tx, project, trace_id, &chunk)?;
             inserted.push((seq, chunk.min_start, chunk.max_start));
             let d = *by_trace.entry((project, trace_id)).or_insert_with(|| {
@@ -163,6 +178,14 @@ pub fn append(
                 d.session,
             ])?;
         }
+        let mut mark = tx.prepare_cached(
+            "UPDATE traces SET dropped_spans = dropped_spans + ?3 \
+             WHERE project = ?1 AND trace_id = ?2",
+        )?;
+        for ((project, trace_id), n) in &dropped {
+            mark.execute(params![project, trace_id, *n as i64])?;
+            dropped_spans += n;
+        }
     }
     if !logs.is_empty() {
         let mut insert = tx.prepare_cached(INSERT_LOG)?;
@@ -176,12 +199,12 @@ pub fn append(
             ])?;
         }
     }
-    Ok(())
+    Ok(dropped_spans)
 }
 
 const TRACE_COLUMNS: &str = "t.trace_id, t.root_name, t.root_service, t.start_ns, t.end_ns, \
     t.span_count, t.error_count, t.llm_calls, t.input_tokens, t.output_tokens, \
-    t.cache_read_tokens, t.cost_usd, t.user, t.session";
+    t.cache_read_tokens, t.cost_usd, t.user, t.session, t.dropped_spans";
 
 fn trace_from_row(row: &Row<'_>) -> Result<TraceSummary, rusqlite::Error> {
     Ok(TraceSummary {
@@ -199,6 +222,7 @@ fn trace_from_row(row: &Row<'_>) -> Result<TraceSummary, rusqlite::Error> {
         cost_usd: row.get(11)?,
         user: row.get(12)?,
         session: row.get(13)?,
+        dropped_spans: row.get::<_, i64>(14)? as u64,
     })
 }
 
@@ -316,15 +340,11 @@ pub fn trace(
     placed.sort_by_key(|(order, _)| *order);
     let spans: Vec<SpanRecord> = placed.into_iter().map(|(_, span)| span).collect();
     let spans_left_out = seen - spans.len() as u64;
-    let summary = if spans_left_out > 0 {
-        let sql =
-            format!("SELECT {TRACE_COLUMNS} FROM traces t WHERE project = ?1 AND trace_id = ?2");
-        conn.prepare_cached(&sql)?
-            .query_row(params![project, trace_id], trace_from_row)
-            .optional()?
-    } else {
-        None
-    };
+    let sql = format!("SELECT {TRACE_COLUMNS} FROM traces t WHERE project = ?1 AND trace_id = ?2");
+    let summary = conn
+        .prepare_cached(&sql)?
+        .query_row(params![project, trace_id], trace_from_row)
+        .optional()?;
     let mut stmt = conn.prepare_cached(
         "SELECT record FROM logs INDEXED BY logs_trace WHERE project = ?1 AND trace_id = ?2 \
          ORDER BY time_ns, seq LIMIT ?3",
