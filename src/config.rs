@@ -137,6 +137,16 @@ pub struct MetricsConfig {
     /// Most series (tag sets) per metric name; points of further series go
     /// to the name's overflow series.
     pub max_series_per_name: usize,
+    /// Most metric names per project; points of further names go to the
+    /// project's `__overflow__` metric.
+    pub max_names_per_project: usize,
+    /// Most metric series in all; past it, points of new series go to an
+    /// overflow series.
+    pub max_series: usize,
+    /// Most cumulative OTLP series whose last sample is kept (to turn the
+    /// next into a delta); past it, samples of new cumulative series are
+    /// rejected, once series silent for an hour have been let go.
+    pub max_cumulative_series: usize,
     /// How long each metric tier's bins are kept (a duration or "forever").
     pub retention_10s: String,
     pub retention_1m: String,
@@ -144,11 +154,24 @@ pub struct MetricsConfig {
     pub retention_1h: String,
 }
 
+impl MetricsConfig {
+    pub fn limits(&self) -> crate::aggregate::metric::MetricLimits {
+        crate::aggregate::metric::MetricLimits {
+            max_series_per_name: self.max_series_per_name,
+            max_names_per_project: self.max_names_per_project,
+            max_series: self.max_series,
+        }
+    }
+}
+
 impl Default for MetricsConfig {
     fn default() -> Self {
         Self {
             top_n: 20,
             max_series_per_name: 10_000,
+            max_names_per_project: 10_000,
+            max_series: 1_000_000,
+            max_cumulative_series: 100_000,
             retention_10s: "6h".to_owned(),
             retention_1m: "7d".to_owned(),
             retention_15m: "90d".to_owned(),
@@ -411,6 +434,16 @@ impl Config {
         }
         if self.sqlite.max_readers == 0 {
             return Err(invalid("sqlite.max_readers", "must be at least 1"));
+        }
+        for (key, value) in [
+            ("metrics.max_series_per_name", self.metrics.max_series_per_name),
+            ("metrics.max_names_per_project", self.metrics.max_names_per_project),
+            ("metrics.max_series", self.metrics.max_series),
+            ("metrics.max_cumulative_series", self.metrics.max_cumulative_series),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be at least 1"));
+            }
         }
         if self.ingest.max_spans_per_trace == 0 {
             return Err(invalid("ingest.max_spans_per_trace", "must be at least 1"));

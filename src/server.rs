@@ -121,7 +121,7 @@ impl App {
         let storage = storage::open(&config.storage, &config.data_dir, &options)?;
         let (engine, replayed) = durability::recover(&*storage).await?;
         let (metric_registry, metric_commits_replayed) =
-            durability::recover_metrics(&*storage, config.metrics.max_series_per_name).await?;
+            durability::recover_metrics(&*storage, config.metrics.limits()).await?;
         let metric_registry = Arc::new(metric_registry);
         info!(
             replayed,
@@ -205,6 +205,7 @@ impl App {
             )?,
             cumulative: std::sync::Mutex::new(crate::normalize::otlp_metric::CumulativeState::new(
                 now_ms() as u64 * 1_000_000,
+                self.config.metrics.max_cumulative_series,
             )),
             lanes: crate::blocking::Lanes::start(
                 std::thread::available_parallelism().map_or(2, usize::from),

@@ -370,3 +370,51 @@ async fn a_trace_keeps_its_first_spans_up_to_the_cap() {
         .unwrap_or_else(|| panic!("no span cap counter in\n{text}"));
     assert_eq!(line.rsplit(' ').next().unwrap(), "59", "{line}");
 }
+
+/// Metric names past the project's cap go to its `__overflow__` metric, and
+/// cumulative series past the tracked cap are refused by name.
+#[tokio::test]
+async fn metric_names_and_cumulative_series_are_capped() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("TALLY_METRICS__MAX_NAMES_PER_PROJECT", "3"),
+        ("TALLY_METRICS__MAX_CUMULATIVE_SERIES", "2"),
+    ];
+    let server = TestServer::start(dir.path(), &env);
+    let base = server.url();
+    let now_ns = (now_ms() as u64 * 1_000_000).to_string();
+    let gauge = |name: String| json!({"name": name, "gauge": {"dataPoints": [{"asDouble": 1.0, "timeUnixNano": now_ns}]}});
+    let metrics: Vec<Value> = (0..10).map(|i| gauge(format!("name_{i}"))).collect();
+    let body = json!({"resourceMetrics": [{"scopeMetrics": [{"metrics": metrics}]}]});
+    let reply = post_json_to(base, "/v1/metrics", &body).await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    let names = get_ok(base, "/api/v1/metrics/names", &[]).await;
+    let listed: Vec<&str> =
+        names["names"].as_array().unwrap().iter().map(|n| n["name"].as_str().unwrap()).collect();
+    assert_eq!(listed.len(), 4, "three names and the overflow metric: {names}");
+    assert!(listed.contains(&"__overflow__"), "{names}");
+    let overflowed = get_ok(
+        base,
+        "/api/v1/metrics/query",
+        &[("name", "__overflow__"), ("since", "1h"), ("step", "1h"), ("agg", "count")],
+    )
+    .await;
+    let points = overflowed["groups"][0]["points"].as_array().expect("points");
+    let count: f64 = points.iter().map(|p| p["value"].as_f64().unwrap()).sum();
+    assert_eq!(count, 7.0, "{overflowed}");
+
+    // Three cumulative series: the third is refused, by name.
+    let cumulative = |model: &str| {
+        json!({"name": "tokens_total", "sum": {"aggregationTemporality": 2, "isMonotonic": true,
+               "dataPoints": [{"asInt": "5", "startTimeUnixNano": now_ns, "timeUnixNano": now_ns,
+                 "attributes": [{"key": "model", "value": {"stringValue": model}}]}]}})
+    };
+    let metrics: Vec<Value> = ["a", "b", "c"].map(cumulative).to_vec();
+    let body = json!({"resourceMetrics": [{"scopeMetrics": [{"metrics": metrics}]}]});
+    let reply = post_json_to(base, "/v1/metrics", &body).await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    let partial = &reply.json["partialSuccess"];
+    assert_eq!(partial["rejectedDataPoints"], json!(1), "{partial}");
+    let message = partial["errorMessage"].as_str().unwrap();
+    assert!(message.contains("metrics.max_cumulative_series"), "{message}");
+}

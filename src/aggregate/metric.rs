@@ -173,6 +173,8 @@ struct Registry {
     by_key: FxHashMap<Arc<MetricKey>, i64>,
     by_id: FxHashMap<i64, Arc<MetricKey>>,
     per_name: FxHashMap<(String, String), usize>,
+    /// Names with series of their own, per project.
+    names: FxHashMap<String, usize>,
     next_id: i64,
     pending: Vec<i64>,
     overflow_points: u64,
@@ -211,24 +213,49 @@ pub type Bins = Vec<(BinKey, Bin)>;
 /// query API, and the open bins.
 pub struct MetricRegistry {
     state: Mutex<Registry>,
-    max_series_per_name: usize,
+    limits: MetricLimits,
 }
+
+/// How many series client data may make (`[metrics]`).
+#[derive(Debug, Clone, Copy)]
+pub struct MetricLimits {
+    /// Tag sets per metric name; further ones go to the name's overflow
+    /// series.
+    pub max_series_per_name: usize,
+    /// Names per project; points of further names go to the project's
+    /// `__overflow__` metric.
+    pub max_names_per_project: usize,
+    /// Series in all; past it a new series' points go to the first overflow
+    /// series that exists: its name's, its project's, or the store-wide one
+    /// (project `__other__`).
+    pub max_series: usize,
+}
+
+impl Default for MetricLimits {
+    fn default() -> Self {
+        Self { max_series_per_name: 10_000, max_names_per_project: 10_000, max_series: 1_000_000 }
+    }
+}
+
+/// The name of a project's metric that points of names past
+/// `max_names_per_project` go to, and of the store-wide overflow series.
+pub const OVERFLOW_NAME: &str = "__overflow__";
 
 impl MetricRegistry {
     /// The registry of `stored` series, with nothing open; `watermark` is
     /// the last logged commit whose bins the store holds.
-    pub fn new(stored: Vec<(i64, MetricKey)>, max_series_per_name: usize, watermark: i64) -> Self {
+    pub fn new(stored: Vec<(i64, MetricKey)>, limits: MetricLimits, watermark: i64) -> Self {
         let mut registry = Registry { next_id: 1, applied: watermark, ..Registry::default() };
         for (id, key) in stored {
             registry.next_id = registry.next_id.max(id + 1);
             if !key.tags.contains_key(OVERFLOW_TAG) {
-                *registry.per_name.entry((key.project.clone(), key.name.clone())).or_default() += 1;
+                registry.count(&key);
             }
             let key = Arc::new(key);
             registry.by_key.insert(key.clone(), id);
             registry.by_id.insert(id, key);
         }
-        Self { state: Mutex::new(registry), max_series_per_name }
+        Self { state: Mutex::new(registry), limits }
     }
 
     fn lock(&self) -> MutexGuard<'_, Registry> {
@@ -256,7 +283,7 @@ impl MetricRegistry {
                         id
                     }
                     None => {
-                        let (id, overflowed) = state.assign(&point.key, self.max_series_per_name);
+                        let (id, overflowed) = state.assign(&point.key, &self.limits);
                         // A key no other point holds is not listed.
                         if Arc::strong_count(&point.key) > 1 {
                             seen.insert(
@@ -550,35 +577,57 @@ pub fn decode_log(bytes: &[u8]) -> Result<Vec<(BinKey, Bin)>, String> {
 }
 
 impl Registry {
+    /// Counts a series of `key`'s own.
+    fn count(&mut self, key: &MetricKey) {
+        let count = self.per_name.entry((key.project.clone(), key.name.clone())).or_default();
+        if *count == 0 {
+            *self.names.entry(key.project.clone()).or_default() += 1;
+        }
+        *count += 1;
+    }
+
     /// The series id of `key`, registering it if new, and whether the point
-    /// went to its name's overflow series instead (counted here).
-    fn assign(&mut self, key: &Arc<MetricKey>, cap: usize) -> (i64, bool) {
+    /// went to an overflow series instead (counted here).
+    fn assign(&mut self, key: &Arc<MetricKey>, limits: &MetricLimits) -> (i64, bool) {
         if let Some(id) = self.by_key.get(key) {
             return (*id, false);
         }
-        let count = self.per_name.entry((key.project.clone(), key.name.clone())).or_default();
-        let overflowed = *count >= cap;
-        let key = if overflowed {
-            self.overflow_points += 1;
-            let overflow = MetricKey {
-                project: key.project.clone(),
-                name: key.name.clone(),
-                tags: Tags::from([(OVERFLOW_TAG.to_owned(), "true".to_owned())]),
-            };
-            if let Some(id) = self.by_key.get(&overflow) {
-                return (*id, true);
-            }
-            Arc::new(overflow)
-        } else {
-            *count += 1;
-            key.clone()
+        let overflow = |project: &str, name: &str| MetricKey {
+            project: project.to_owned(),
+            name: name.to_owned(),
+            tags: Tags::from([(OVERFLOW_TAG.to_owned(), "true".to_owned())]),
         };
+        let own = self.per_name.get(&(key.project.clone(), key.name.clone())).copied();
+        let names = self.names.get(&key.project).copied().unwrap_or(0);
+        let target = if self.by_key.len() >= limits.max_series {
+            let of_name = overflow(&key.project, &key.name);
+            let of_project = overflow(&key.project, OVERFLOW_NAME);
+            [of_name, of_project]
+                .into_iter()
+                .find(|k| self.by_key.contains_key(k))
+                .unwrap_or_else(|| overflow("__other__", OVERFLOW_NAME))
+        } else if own.is_none() && names >= limits.max_names_per_project {
+            overflow(&key.project, OVERFLOW_NAME)
+        } else if own.unwrap_or(0) >= limits.max_series_per_name {
+            overflow(&key.project, &key.name)
+        } else {
+            self.count(key);
+            return (self.register(key.clone()), false);
+        };
+        self.overflow_points += 1;
+        if let Some(id) = self.by_key.get(&target) {
+            return (*id, true);
+        }
+        (self.register(Arc::new(target)), true)
+    }
+
+    fn register(&mut self, key: Arc<MetricKey>) -> i64 {
         let id = self.next_id;
         self.next_id += 1;
         self.by_key.insert(key.clone(), id);
         self.by_id.insert(id, key);
         self.pending.push(id);
-        (id, overflowed)
+        id
     }
 }
 
@@ -587,6 +636,10 @@ mod tests {
     use super::*;
     use crate::model::PointKind;
     use proptest::prelude::*;
+
+    fn limits(max_series_per_name: usize) -> MetricLimits {
+        MetricLimits { max_series_per_name, ..MetricLimits::default() }
+    }
 
     fn point(name: &str, tag: &str, value: f64, time_ms: i64) -> MetricPoint {
         MetricPoint {
@@ -614,7 +667,7 @@ mod tests {
 
     #[test]
     fn series_beyond_the_cap_overflow() {
-        let registry = MetricRegistry::new(Vec::new(), 3, 0);
+        let registry = MetricRegistry::new(Vec::new(), limits(3), 0);
         let points: Vec<MetricPoint> =
             (0..10).map(|i| point("m", &i.to_string(), 1.0, 0)).collect();
         let (bins, new) = registry.bin(registry.resolve(points));
@@ -631,6 +684,52 @@ mod tests {
         assert_eq!(new.len(), 5);
     }
 
+    #[test]
+    fn names_past_the_project_cap_and_series_past_the_total_cap_overflow() {
+        let limits =
+            MetricLimits { max_series_per_name: 2, max_names_per_project: 2, max_series: 8 };
+        let registry = MetricRegistry::new(Vec::new(), limits, 0);
+        let names = |registry: &MetricRegistry, points: Vec<MetricPoint>| {
+            let (_, new) = registry.bin(registry.resolve(points));
+            let mut keys: Vec<String> =
+                new.iter().map(|(_, k)| format!("{}/{}/{:?}", k.project, k.name, k.tags)).collect();
+            keys.sort();
+            keys
+        };
+        // Names a and b have series of their own; c and d go to the
+        // project's __overflow__ metric.
+        let points = ["a", "b", "c", "d"].map(|name| point(name, "0", 1.0, 0)).to_vec();
+        let keys = names(&registry, points);
+        assert_eq!(keys.len(), 3, "{keys:?}");
+        assert!(keys[0].starts_with("default/__overflow__/"), "{keys:?}");
+        assert_eq!(registry.overflow().0, 2);
+        // Up to 8 series in all (a's own overflow series among them); past
+        // that, new series go to an existing overflow series of their own
+        // name or project, or the store-wide one.
+        let more: Vec<MetricPoint> = (1..4).map(|i| point("a", &i.to_string(), 1.0, 0)).collect();
+        names(&registry, more);
+        let elsewhere: Vec<MetricPoint> = (0..50)
+            .map(|i| {
+                let mut p = point("x", "0", 1.0, 0);
+                p.key = Arc::new(MetricKey {
+                    project: format!("p{i}"),
+                    name: format!("n{i}"),
+                    tags: Tags::new(),
+                });
+                p
+            })
+            .collect();
+        names(&registry, elsewhere);
+        let total = registry.lock().by_key.len();
+        assert!(total <= 8 + 1, "{total} series");
+        let store_wide = MetricKey {
+            project: "__other__".into(),
+            name: OVERFLOW_NAME.into(),
+            tags: Tags::from([(OVERFLOW_TAG.to_owned(), "true".to_owned())]),
+        };
+        assert!(registry.lock().by_key.contains_key(&store_wide));
+    }
+
     /// Every bin in memory of `tier`, whatever layer holds it.
     fn in_memory(registry: &MetricRegistry, tier: MetricTier) -> Vec<(BinKey, Bin)> {
         let layers = registry.memory_bins(tier, i64::MIN, i64::MAX, |_| true);
@@ -640,7 +739,7 @@ mod tests {
 
     #[test]
     fn an_aborted_flush_leaves_its_bins_open() {
-        let registry = MetricRegistry::new(Vec::new(), 10, 0);
+        let registry = MetricRegistry::new(Vec::new(), limits(10), 0);
         let points = vec![point("m", "a", 1.0, 5_000), point("m", "a", 3.0, 65_000)];
         let (bins, _) = registry.bin(registry.resolve(points));
         registry.apply(&bins, 7);
@@ -673,7 +772,7 @@ mod tests {
     proptest! {
         #[test]
         fn fine_bins_merged_equal_coarse_bins(values in prop::collection::vec((-1e6f64..1e6, 0i64..3_600_000), 1..200), split in 0usize..200) {
-            let registry = MetricRegistry::new(Vec::new(), 100, 0);
+            let registry = MetricRegistry::new(Vec::new(), limits(100), 0);
             let points: Vec<MetricPoint> = values.iter().map(|(v, t)| point("m", "a", *v, *t)).collect();
             // Points binned at 10 s, applied (merged up to 1 min, 15 min and
             // 1 h), the 10 s bins logged and read back.

@@ -46,12 +46,12 @@ pub async fn recover(storage: &dyn Storage) -> Result<(RollupEngine, u64), Stora
 /// every metric commit logged after the last flush, open again.
 pub async fn recover_metrics(
     storage: &dyn Storage,
-    max_series_per_name: usize,
+    limits: crate::aggregate::metric::MetricLimits,
 ) -> Result<(MetricRegistry, u64), StorageError> {
     const REPLAY_PAGE: usize = 256;
     let watermark = storage.metric_watermark().await?;
     let series = storage.load_metric_series().await?;
-    let registry = MetricRegistry::new(series, max_series_per_name, watermark);
+    let registry = MetricRegistry::new(series, limits, watermark);
     let mut after = watermark;
     let mut replayed = 0u64;
     loop {

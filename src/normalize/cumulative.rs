@@ -14,6 +14,11 @@
 //! A series first seen with a start time before this server started only
 //! sets the baseline (its earlier total may have been counted by a previous
 //! run); one that started later counts from zero.
+//!
+//! At most `max_series` series are kept. When a new one would pass it,
+//! series silent for an hour (by their samples' times) are let go, and the
+//! start that counts from zero moves to now, as if the server had
+//! restarted; if none can go, the new series' sample is refused.
 
 use std::collections::HashMap;
 
@@ -90,13 +95,56 @@ pub type Staged = Vec<Change>;
 pub struct CumulativeState {
     started_ns: u64,
     series: HashMap<SeriesKey, Tracked>,
+    max_series: usize,
+    /// When silent series were last looked for, at most once a minute.
+    swept_ns: u64,
+    /// Samples refused because `max_series` series are kept.
+    refused: u64,
     /// Changes of the conversion in progress (`take_staged`).
     staged: Staged,
 }
 
+/// A series silent this long may be let go when the state is full.
+const SILENT_NS: u64 = 3_600 * 1_000_000_000;
+/// Silent series are looked for at most this often.
+const SWEEP_EVERY_NS: u64 = 60 * 1_000_000_000;
+
 impl CumulativeState {
-    pub fn new(started_ns: u64) -> Self {
-        Self { started_ns, series: HashMap::new(), staged: Vec::new() }
+    pub fn new(started_ns: u64, max_series: usize) -> Self {
+        Self {
+            started_ns,
+            series: HashMap::new(),
+            max_series,
+            swept_ns: 0,
+            refused: 0,
+            staged: Vec::new(),
+        }
+    }
+
+    /// Samples refused so far because the state was full.
+    pub fn refused(&self) -> u64 {
+        self.refused
+    }
+
+    /// Room for one more series, letting silent ones go if need be.
+    fn has_room(&mut self, now_ns: u64) -> bool {
+        if self.series.len() < self.max_series {
+            return true;
+        }
+        if now_ns.saturating_sub(self.swept_ns) >= SWEEP_EVERY_NS {
+            self.swept_ns = now_ns;
+            let before = self.series.len();
+            let cutoff = now_ns.saturating_sub(SILENT_NS);
+            self.series.retain(|_, t| {
+                t.owed.is_some() || t.latest.as_ref().is_some_and(|(_, time)| *time >= cutoff)
+            });
+            if self.series.len() < before {
+                // A series first seen from now on may have been let go: its
+                // earlier increase may be counted already.
+                self.started_ns = self.started_ns.max(now_ns);
+            }
+        }
+        self.series.len() < self.max_series
     }
 
     /// Advances `key` to `sample` (taken at `time_ns`) and returns what to
@@ -110,6 +158,11 @@ impl CumulativeState {
         time_ns: u64,
         delta: impl FnOnce(Option<&Previous>, &Previous, u64) -> Option<Increment>,
     ) -> Option<Increment> {
+        let tracked = self.series.get(&key);
+        if tracked.is_none() && !self.has_room(crate::time::now_ms() as u64 * 1_000_000) {
+            self.refused += 1;
+            return None;
+        }
         let tracked = self.series.get(&key);
         let before = tracked.and_then(|t| t.latest.clone());
         if before.as_ref().is_some_and(|(_, t)| *t >= time_ns) {
@@ -159,7 +212,7 @@ impl CumulativeState {
         }
     }
 
-    /// Series tracked (bounded by the metric series limits upstream).
+    /// Series tracked (at most `max_series`).
     pub fn len(&self) -> usize {
         self.series.len()
     }
@@ -251,7 +304,7 @@ mod tests {
     fn concurrent_samples_count_each_increase_once() {
         // Committed baseline 100; two exports (110, then 125) converted
         // before either commits: 10 and 15, not 10 and 25.
-        let mut state = CumulativeState::new(0);
+        let mut state = CumulativeState::new(0, 1_000);
         assert_eq!(step(&mut state, 100.0, 1).0, Some(100.0));
         let (a, _) = step(&mut state, 110.0, 2);
         let (b, _) = step(&mut state, 125.0, 3);
@@ -263,7 +316,7 @@ mod tests {
 
     #[test]
     fn a_request_not_committed_is_taken_back_or_owed() {
-        let mut state = CumulativeState::new(0);
+        let mut state = CumulativeState::new(0, 1_000);
         step(&mut state, 100.0, 1);
         // Not committed, nothing newer: the series goes back to 100, and the
         // retry records the same 10.
@@ -300,6 +353,29 @@ mod tests {
         assert_eq!(
             new.plus(Some(owed)),
             Increment::Distribution { count: 3, sum: 5.0, buckets: vec![(1.0, 1), (2.0, 2)] }
+        );
+    }
+
+    #[test]
+    fn a_full_state_lets_silent_series_go_or_refuses_new_ones() {
+        let sample = |start_ns: u64, value: f64| Previous::Sum { start_ns, value };
+        let key = |name: &str| (name.to_owned(), String::new(), Tags::new());
+        let now_ns = crate::time::now_ms() as u64 * 1_000_000;
+        let mut state = CumulativeState::new(0, 2);
+        state.step(key("a"), sample(1, 1.0), 1_000, sum_delta);
+        state.step(key("b"), sample(1, 1.0), now_ns, sum_delta);
+        // Full: a has been silent for more than an hour and goes; c, which
+        // started after the server, counts from zero.
+        let c = state.step(key("c"), sample(now_ns, 5.0), now_ns, sum_delta);
+        assert_eq!(c, Some(Increment::Sum(5.0)));
+        assert_eq!((state.len(), state.refused()), (2, 0));
+        // a, back, finds the state full of series that are not silent.
+        assert_eq!(state.step(key("a"), sample(1, 9.0), now_ns + 1, sum_delta), None);
+        assert_eq!(state.refused(), 1);
+        // Known series go on.
+        assert_eq!(
+            state.step(key("b"), sample(1, 3.0), now_ns + 2, sum_delta),
+            Some(Increment::Sum(2.0))
         );
     }
 }

@@ -252,6 +252,7 @@ pub fn metric_points(
                     rejected.push(format!("metric {:?}: not a valid metric name", clip(name)));
                     continue;
                 }
+                let refused = state.refused();
                 let mut at = 0usize;
                 // The data points of one attribute set share one series key.
                 let mut keys: FxHashMap<u64, Vec<KnownKey>> = FxHashMap::default();
@@ -523,6 +524,13 @@ pub fn metric_points(
                     }
                     None => rejected.push(format!("metric {name}: no data")),
                 }
+                for _ in refused..state.refused() {
+                    rejected.push(format!(
+                        "{name} data point: more cumulative series than \
+                         metrics.max_cumulative_series are tracked; send delta temporality \
+                         or fewer series"
+                    ));
+                }
             }
         }
     }
@@ -579,7 +587,7 @@ mod tests {
     #[test]
     fn cumulative_sums_become_deltas_and_resets_start_over() {
         let started = 1_000;
-        let mut state = CumulativeState::new(started);
+        let mut state = CumulativeState::new(started, 1_000);
         let mut deltas = Vec::new();
         // Started after the server: counts from zero; then +3; then a reset
         // (new start time) counts its value; then going down is a reset too.
@@ -598,7 +606,7 @@ mod tests {
         }
         assert_eq!(deltas, vec![5.0, 3.0, 2.0, 2.0, 1.0]);
         // A series that started before the server: its first sample is a baseline.
-        let mut state = CumulativeState::new(started);
+        let mut state = CumulativeState::new(started, 1_000);
         let convert = |state: &mut CumulativeState, value: i64, seconds: u64| {
             let sample = request(vec![cumulative_sum(value, 10, seconds)]);
             metric_points(&sample, None, NOW_MS, 0, state).0
@@ -633,7 +641,7 @@ mod tests {
             })),
             ..Metric::default()
         };
-        let mut state = CumulativeState::new(0);
+        let mut state = CumulativeState::new(0, 1_000);
         let (points, rejected) = metric_points(&request(vec![metric]), None, NOW_MS, 0, &mut state);
         assert!(rejected.is_empty());
         let d = points[0].distribution.as_ref().unwrap();
@@ -649,7 +657,7 @@ mod tests {
         if let Some(metric::Data::Sum(sum)) = &mut many.data {
             sum.data_points[0].attributes = (0..20).map(|i| attr(&format!("a{i}"), "v")).collect();
         }
-        let mut state = CumulativeState::new(0);
+        let mut state = CumulativeState::new(0, 1_000);
         let (points, rejected) =
             metric_points(&request(vec![bad, many]), None, NOW_MS, 0, &mut state);
         assert!(points.is_empty());
@@ -705,7 +713,7 @@ mod tests {
             })),
             ..Default::default()
         };
-        let mut state = CumulativeState::new(0);
+        let mut state = CumulativeState::new(0, 1_000);
         let (points, rejected) = metric_points(&request(vec![metric]), None, NOW_MS, 0, &mut state);
         assert_eq!((points.len(), rejected.len()), (1, 3), "{rejected:?}");
         assert!(rejected[0].contains("latency data point 0: bucket bounds"), "{rejected:?}");
@@ -739,7 +747,7 @@ mod tests {
             })),
             ..Default::default()
         };
-        let mut state = CumulativeState::new(0);
+        let mut state = CumulativeState::new(0, 1_000);
         let (points, rejected) = metric_points(&request(vec![metric]), None, NOW_MS, 0, &mut state);
         assert_eq!(points.len(), 2);
         assert_eq!(rejected.len(), 2, "{rejected:?}");
