@@ -170,6 +170,12 @@ impl RollupEngine {
         self.lock().series.pending()
     }
 
+    /// Lets go of the series whose newest call is from before `before_ms`
+    /// (`SeriesRegistry::evict`); returns their ids.
+    pub fn evict_series(&self, before_ms: i64) -> Vec<i64> {
+        self.lock().series.evict(before_ms)
+    }
+
     pub fn confirm_series(&self, stored: &[i64]) {
         self.lock().series.confirm(stored);
     }

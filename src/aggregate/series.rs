@@ -534,6 +534,15 @@ pub struct SeriesRegistry {
     ordinary: usize,
     /// Calls counted under `OVERFLOW`, by `OVERFLOW_KINDS`.
     overflowed: [u64; OVERFLOW_KINDS.len()],
+    /// The day (since the epoch) of the newest call of each ordinary series
+    /// (at `id - 1`), or of its loading: series whose newest call is older
+    /// than every retention are let go (`evict`).
+    last_day: Vec<u16>,
+}
+
+/// Days since the epoch of `time_ms`, as kept in `last_day`.
+fn day_of(time_ms: i64) -> u16 {
+    (time_ms.max(0) / 86_400_000).min(u16::MAX as i64) as u16
 }
 
 impl SeriesRegistry {
@@ -556,6 +565,8 @@ impl SeriesRegistry {
             }
             registry.insert(id, flat);
         }
+        let today = day_of(crate::time::now_ms());
+        registry.last_day = vec![today; registry.keys.ordinary.len()];
         registry
     }
 
@@ -651,9 +662,97 @@ impl SeriesRegistry {
                     }
                 }
             };
+            if id > 0 {
+                let index = id as usize - 1;
+                if self.last_day.len() <= index {
+                    self.last_day.resize(index + 1, 0);
+                }
+                self.last_day[index] = self.last_day[index].max(day_of(call.time_ms));
+            }
             assigned.ids.push(id);
         }
         assigned
+    }
+
+    /// Lets go of the series whose newest call is from before `before_ms`
+    /// (every retention has deleted their data), and of the projections
+    /// only they contributed to; returns their ids, for the store to forget.
+    /// Pending series are kept. An evicted series seen again gets a new id.
+    pub fn evict(&mut self, before_ms: i64) -> Vec<i64> {
+        let before = day_of(before_ms);
+        let pending: FxHashSet<i64> = self.pending.iter().copied().collect();
+        let mut evicted = Vec::new();
+        for (index, day) in self.last_day.iter().enumerate() {
+            let id = index as i64 + 1;
+            if *day < before && !pending.contains(&id) && self.keys.flat(id).is_some() {
+                evicted.push(id);
+            }
+        }
+        if evicted.is_empty() {
+            return evicted;
+        }
+        for &id in &evicted {
+            self.remove(id);
+            if let Some(projections) = self.projections.get_mut(id as usize - 1) {
+                *projections = None;
+            }
+        }
+        // Projections no remaining series contributes to go too.
+        let mut live: FxHashSet<i64> = FxHashSet::default();
+        for id in 1..=self.keys.ordinary.len() as i64 {
+            match self.projections.get(id as usize - 1) {
+                Some(Some(known)) => live.extend(known.iter().copied()),
+                _ => {
+                    let Some(key) = self.get(id) else { continue };
+                    for projection in key.projections() {
+                        Dimensions::of_key(&projection).flatten(&mut self.scratch);
+                        live.extend(self.find_scratch());
+                    }
+                }
+            }
+        }
+        let orphans: Vec<i64> = self
+            .keys
+            .iter()
+            .map(|(id, _)| id)
+            .filter(|id| *id <= 0 && !live.contains(id) && !pending.contains(id))
+            .collect();
+        for &id in &orphans {
+            self.remove(id);
+        }
+        self.projects
+            .retain(|_, counts| counts.series > 0 || counts.values.values().any(|n| *n > 0));
+        evicted.extend(orphans);
+        evicted
+    }
+
+    /// Removes series `id` (known) from the keys, the table and the counts.
+    fn remove(&mut self, id: i64) {
+        let flat = std::mem::take(self.keys.slot(id));
+        let view = SeriesView::of(&flat);
+        if let Some(counts) = self.projects.get_mut(view.project) {
+            match view.projection {
+                None => {
+                    counts.series -= 1;
+                    self.ordinary -= 1;
+                }
+                Some(dimension) => {
+                    if let Some(values) = counts.values.get_mut(dimension) {
+                        *values -= 1;
+                        if *values == 0 {
+                            counts.values.remove(dimension);
+                            if dimension.starts_with("tag.") {
+                                counts.tag_names -= 1;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if let Ok(entry) = self.table.find_entry(hash_flat(&flat), |found| *found == id) {
+            entry.remove();
+        }
+        self.count -= 1;
     }
 
     /// Puts `OVERFLOW` in place of each value of `key` (a series not yet
@@ -959,6 +1058,46 @@ mod tests {
         let after = reloaded.assign(&[call("a", Some("u5"), "t1"), call("a", Some("u1"), "t1")]);
         assert_eq!(after.ids, vec![assigned.ids[2], assigned.ids[0]]);
         assert_eq!(after.own_dimensions, vec![0]);
+    }
+
+    #[test]
+    fn series_with_no_recent_calls_are_let_go_with_their_own_projections() {
+        const DAY: i64 = 86_400_000;
+        let mut registry = SeriesRegistry::from_stored(Vec::new());
+        registry
+            .set_limits(SeriesLimits { max_values_per_dimension: 2, ..SeriesLimits::default() });
+        let at = |mut c: LlmCall, day: i64| {
+            c.time_ms = day * DAY + 1_000;
+            c
+        };
+        let old = registry.assign(&[at(call("a", Some("gone"), "t"), 100)]).ids[0];
+        let kept = registry.assign(&[at(call("a", Some("stays"), "t"), 100)]).ids[0];
+        registry.assign(&[at(call("a", Some("stays"), "t"), 120)]);
+        registry.confirm(&registry.pending().iter().map(|(id, _)| *id).collect::<Vec<_>>());
+        // Users are at their cap of 2: a third is counted under OVERFLOW.
+        let mut probe = SeriesRegistry::from_stored(
+            registry.iter().map(|(id, key)| (id, flat_of(&key.to_key()))).collect(),
+        );
+        probe.set_limits(registry.limits);
+        assert_eq!(probe.assign(&[call("a", Some("third"), "t")]).own_dimensions, vec![0]);
+        let before = registry.len();
+        let evicted = registry.evict(110 * DAY);
+        let user_of = |registry: &SeriesRegistry, id: i64| {
+            registry.get(id).and_then(|k| k.projection.is_some().then(|| k.user.clone()).flatten())
+        };
+        assert!(evicted.contains(&old), "{evicted:?}");
+        assert!(registry.get(old).is_none() && registry.get(kept).is_some());
+        // Its user's projection went with it; shared ones (model, team,
+        // project) stay.
+        assert_eq!(evicted.len(), 2, "the series and its user projection: {evicted:?}");
+        assert!(evicted.iter().filter(|id| **id < 0).all(|id| user_of(&registry, *id).is_none()));
+        assert_eq!(registry.len(), before - 2);
+        // The user value freed a place under the cap, and the same
+        // dimensions seen again get a new series.
+        let back = registry.assign(&[at(call("a", Some("gone"), "t"), 121)]);
+        assert!(back.own_dimensions.is_empty());
+        assert!(back.ids[0] > kept && back.ids[0] != old);
+        assert!(registry.evict(110 * DAY).is_empty(), "pending series are kept");
     }
 
     #[test]

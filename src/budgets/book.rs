@@ -431,6 +431,13 @@ impl Book {
         entry.evaluate(now, out);
     }
 
+    /// Forgets the budgets matched by rollup series let go.
+    pub fn forget_series(&mut self, series: &[i64]) {
+        for id in series {
+            self.by_series.remove(id);
+        }
+    }
+
     /// Counts committed calls (with their series ids) against the budgets
     /// that cover them; returns the thresholds this crossed.
     pub fn observe<'a>(

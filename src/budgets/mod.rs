@@ -317,6 +317,10 @@ impl CommitObserver for Budgets {
         let crossings = self.lock().observe(calls, now_ms());
         self.alerts.send(crossings);
     }
+
+    fn forget_series(&self, series: &[i64]) {
+        self.lock().forget_series(series);
+    }
 }
 
 /// Once a second: expire reservations, roll periods over, re-arm rolling

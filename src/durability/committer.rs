@@ -75,6 +75,8 @@ type Reply<T> = oneshot::Sender<Result<T, CommitError>>;
 pub trait CommitObserver: Send + Sync {
     /// Accepted calls with their series ids (duplicates are left out).
     fn committed(&self, calls: &mut dyn Iterator<Item = (&LlmCall, i64)>);
+    /// Rollup series let go: their ids are not used again.
+    fn forget_series(&self, _series: &[i64]) {}
 }
 
 /// Records resolved and encoded for the committer ([`Committer::prepare`]).
@@ -382,6 +384,28 @@ struct InFlight {
 }
 
 impl CommitterTask {
+    /// Lets go of the rollup series whose newest call is older than every
+    /// retention (raw calls and each rollup tier), in memory and in the
+    /// store; none while anything is kept forever.
+    async fn evict_series(&self, cutoffs: &RetentionCutoffs) -> Result<(), CommitError> {
+        let all = [cutoffs.raw, cutoffs.minute, cutoffs.hour, cutoffs.day];
+        let Some(before_ms) = all.into_iter().try_fold(i64::MAX, |min, c| c.map(|c| min.min(c)))
+        else {
+            return Ok(());
+        };
+        // A day's margin: series are dated by day.
+        let evicted = self.engine.evict_series(before_ms.saturating_sub(86_400_000));
+        if evicted.is_empty() {
+            return Ok(());
+        }
+        info!(series = evicted.len(), "rollup series with no data left let go");
+        for observer in &self.observers {
+            observer.forget_series(&evicted);
+        }
+        self.storage.forget_series(evicted).await?;
+        Ok(())
+    }
+
     /// The loop: while one group is being appended, the next one gathers;
     /// when an append finishes, the next append starts at once and the
     /// finished group is applied to the rollups and answered meanwhile, so
@@ -630,7 +654,10 @@ impl CommitterTask {
                         let _exclusive = self.engine.exclusive().await;
                         let deleted = self.storage.apply_retention(cutoffs).await;
                         self.metric_registry.forget_flushes();
-                        deleted.map_err(CommitError::from)
+                        match deleted {
+                            Ok(deleted) => self.evict_series(&cutoffs).await.map(|()| deleted),
+                            Err(err) => Err(err.into()),
+                        }
                     }
                     Err(err) => Err(err.into()),
                 };

@@ -187,6 +187,12 @@ impl LedgerMetrics {
         }
     }
 
+    /// Drops the counters of rollup series let go.
+    pub fn forget(&mut self, series: &[i64]) {
+        let gone: rustc_hash::FxHashSet<i64> = series.iter().copied().collect();
+        self.by_series.retain(|(id, _), _| !gone.contains(id));
+    }
+
     /// The rollup series whose keys `render` needs.
     pub fn series_ids(&self) -> Vec<i64> {
         let mut ids: Vec<i64> = self.by_series.keys().map(|(id, _)| *id).collect();

@@ -140,6 +140,10 @@ impl crate::durability::CommitObserver for Metrics {
             ledger.record(call, series);
         }
     }
+
+    fn forget_series(&self, series: &[i64]) {
+        lock(&self.ledger).forget(series);
+    }
 }
 
 /// `GET /metrics`

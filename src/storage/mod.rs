@@ -380,9 +380,11 @@ pub trait MetricBinVisitor: std::any::Any + Send {
 
 #[async_trait]
 pub trait Storage: Send + Sync {
-    /// Every stored series.
     /// Every rollup series, flattened as the registry keeps them.
     async fn load_series(&self) -> Result<Vec<(i64, FlatSeries)>, StorageError>;
+    /// Deletes rollup series the registry let go (no data of theirs is
+    /// left), so that start-up does not load them again.
+    async fn forget_series(&self, ids: Vec<i64>) -> Result<(), StorageError>;
     /// Sequence number of the last call folded into stored rollups.
     async fn rollup_watermark(&self) -> Result<i64, StorageError>;
     /// Calls with sequence numbers above `seq`, in order, at most `limit`.

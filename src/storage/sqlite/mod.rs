@@ -396,6 +396,21 @@ fn write_cells(
 
 #[async_trait]
 impl Storage for SqliteStorage {
+    async fn forget_series(&self, ids: Vec<i64>) -> Result<(), StorageError> {
+        self.write(move |conn| {
+            let tx = conn.transaction()?;
+            {
+                let mut delete = tx.prepare_cached("DELETE FROM series WHERE id = ?1")?;
+                for id in ids {
+                    delete.execute([id])?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
     async fn load_series(&self) -> Result<Vec<(i64, FlatSeries)>, StorageError> {
         self.read(|conn| {
             let mut stmt = conn.prepare(rows::SELECT_SERIES)?;
