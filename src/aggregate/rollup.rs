@@ -109,6 +109,34 @@ pub struct SequencedCall {
     pub call: LlmCall,
 }
 
+/// Open minute cells, by minute and then series, so that a query reads
+/// only the minutes of its window, one at a time.
+#[derive(Default)]
+struct OpenCells {
+    minutes: std::collections::BTreeMap<i64, FxHashMap<i64, Cell>>,
+    len: usize,
+}
+
+impl OpenCells {
+    fn entry(&mut self, minute: i64, series: i64) -> &mut Cell {
+        let cells = self.minutes.entry(minute).or_default();
+        cells.entry(series).or_insert_with(|| {
+            self.len += 1;
+            Cell::default()
+        })
+    }
+
+    fn drain(&mut self) -> Vec<(CellKey, Cell)> {
+        self.len = 0;
+        let minutes = std::mem::take(&mut self.minutes);
+        let tier = Tier::Minute;
+        let cells = minutes.into_iter().flat_map(|(bucket, cells)| {
+            cells.into_iter().map(move |(series, cell)| (CellKey { tier, bucket, series }, cell))
+        });
+        cells.collect()
+    }
+}
+
 struct EngineState {
     series: SeriesRegistry,
     /// Bumped for a (tier, bucket) each time a flush changes its stored rows,
@@ -116,7 +144,7 @@ struct EngineState {
     bucket_versions: FxHashMap<(Tier, i64), u64>,
     /// Bumped when stored rollups change wholesale (re-pricing, retention).
     epoch: u64,
-    open: FxHashMap<CellKey, Cell>,
+    open: OpenCells,
     /// Highest sequence number applied to `open` (or flushed before it).
     applied_seq: i64,
 }
@@ -138,7 +166,7 @@ impl RollupEngine {
                 series: SeriesRegistry::from_stored(series),
                 bucket_versions: FxHashMap::default(),
                 epoch: 0,
-                open: FxHashMap::default(),
+                open: OpenCells::default(),
                 applied_seq: watermark,
             }),
             flush_gate: RwLock::new(()),
@@ -187,16 +215,14 @@ impl RollupEngine {
         let mut state = self.lock();
         let mut max_seq = state.applied_seq;
         for (seq, series, call) in calls {
-            let key =
-                CellKey { tier: Tier::Minute, bucket: Tier::Minute.bucket(call.time_ms), series };
-            state.open.entry(key).or_default().add_call(call);
+            state.open.entry(Tier::Minute.bucket(call.time_ms), series).add_call(call);
             max_seq = max_seq.max(seq);
         }
         state.applied_seq = max_seq;
     }
 
     pub fn open_cell_count(&self) -> usize {
-        self.lock().open.len()
+        self.lock().open.len
     }
 
     /// Starts a flush: waits out running queries, then hands over the open
@@ -204,7 +230,7 @@ impl RollupEngine {
     pub async fn begin_flush(&self) -> Flush<'_> {
         let gate = self.flush_gate.write().await;
         let mut state = self.lock();
-        let mut minutes: Vec<(CellKey, Cell)> = state.open.drain().collect();
+        let mut minutes: Vec<(CellKey, Cell)> = state.open.drain();
         let watermark = state.applied_seq;
         add_projections(&mut state.series, &mut minutes);
         let new_series = state.series.pending();
@@ -263,7 +289,9 @@ impl RollupEngine {
 
     /// Open cells of `tier` with buckets in `[from, to)` whose series, or one
     /// of whose projections, is in `keep` (for hour and day, one per open
-    /// minute: callers merge); call while holding `read_gate`.
+    /// minute: callers merge); call while holding `read_gate`. Reads a
+    /// minute at a time, letting ingest (which takes the same lock) in
+    /// between.
     pub fn open_cells(
         &self,
         tier: Tier,
@@ -271,23 +299,29 @@ impl RollupEngine {
         to: i64,
         keep: &HashSet<i64>,
     ) -> Vec<(CellKey, Cell)> {
-        let mut state = self.lock();
-        let state = &mut *state;
+        let in_window = |minute: i64| (from..to).contains(&tier.bucket(minute));
+        let minutes: Vec<i64> = {
+            let state = self.lock();
+            // A window's minutes start at its first bucket's first minute.
+            state.open.minutes.range(from..).map(|(m, _)| *m).filter(|m| in_window(*m)).collect()
+        };
         let mut out = Vec::new();
-        for (key, cell) in &state.open {
-            let bucket = tier.bucket(key.bucket);
-            if bucket < from || bucket >= to {
-                continue;
+        for minute in minutes {
+            let mut state = self.lock();
+            let state = &mut *state;
+            let Some(cells) = state.open.minutes.get(&minute) else { continue };
+            let bucket = tier.bucket(minute);
+            for (&series, cell) in cells {
+                let series = if keep.contains(&series) {
+                    series
+                } else {
+                    match state.series.projections_of(series).iter().find(|p| keep.contains(p)) {
+                        Some(projection) => *projection,
+                        None => continue,
+                    }
+                };
+                out.push((CellKey { tier, bucket, series }, cell.clone()));
             }
-            let series = if keep.contains(&key.series) {
-                key.series
-            } else {
-                match state.series.projections_of(key.series).iter().find(|p| keep.contains(p)) {
-                    Some(projection) => *projection,
-                    None => continue,
-                }
-            };
-            out.push((CellKey { tier, bucket, series }, cell.clone()));
         }
         out
     }
@@ -378,7 +412,7 @@ impl Flush<'_> {
         let state = &mut *state;
         for (key, cell) in cells.into_iter().filter(|(key, _)| key.tier == Tier::Minute) {
             if state.series.view(key.series).is_some_and(|s| !s.is_projection()) {
-                state.open.entry(key).or_default().merge(&cell);
+                state.open.entry(key.bucket, key.series).merge(&cell);
             }
         }
     }
