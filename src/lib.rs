@@ -5,6 +5,7 @@ pub mod aggregate;
 pub mod budgets;
 pub mod cli;
 pub mod config;
+pub mod dashboard;
 pub mod durability;
 pub mod error;
 pub mod exposition;

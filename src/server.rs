@@ -280,6 +280,8 @@ impl App {
             .merge(query_routes)
             .merge(budget_routes)
             .merge(metrics_routes)
+            // Every other path: the web dashboard (unknown API paths: 404 JSON).
+            .fallback(crate::dashboard::fallback)
             // Bodies are limited by the handlers themselves, after decompression.
             .layer(DefaultBodyLimit::disable()))
     }

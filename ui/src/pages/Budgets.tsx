@@ -1,0 +1,1 @@
+export function Budgets(_props: Record<string, unknown>) { return <p>Budgets</p>; }

@@ -1,0 +1,1 @@
+export function Logs(_props: Record<string, unknown>) { return <p>Logs</p>; }

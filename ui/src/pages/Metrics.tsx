@@ -1,0 +1,1 @@
+export function Metrics(_props: Record<string, unknown>) { return <p>Metrics</p>; }

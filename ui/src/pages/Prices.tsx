@@ -1,0 +1,1 @@
+export function Prices(_props: Record<string, unknown>) { return <p>Prices</p>; }

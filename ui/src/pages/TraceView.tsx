@@ -1,0 +1,1 @@
+export function TraceView(_props: Record<string, unknown>) { return <p>TraceView</p>; }

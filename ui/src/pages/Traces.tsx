@@ -1,0 +1,1 @@
+export function Traces(_props: Record<string, unknown>) { return <p>Traces</p>; }
