@@ -103,6 +103,10 @@ function message(raw: unknown, direction: Message['direction'], defaultRole: str
   const m = o as Attrs;
   // OpenAI choices wrap the message.
   if (m.message && typeof m.message === 'object') return message(m.message, direction, defaultRole);
+  // Not a message at all (a function's arguments, say): shown as JSON.
+  if (m.role === undefined && m.content === undefined && m.parts === undefined && m.tool_calls === undefined) {
+    return { role: defaultRole, parts: [{ kind: 'text', text: text(m) }], direction };
+  }
   const parts = m.parts !== undefined ? genAiParts(m.parts) : contentParts(m.content);
   parts.push(...toolCalls(m.tool_calls));
   if (m.role === 'tool' && parts.length && parts.every((p) => p.kind === 'text')) {
