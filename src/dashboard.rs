@@ -34,9 +34,16 @@ pub fn embedded() -> bool {
     BUILT.is_ok()
 }
 
-/// Path prefixes that belong to the API and the protocols, never to the
-/// dashboard: an unknown path under them is a client error, not a page.
-const API_PREFIXES: [&str; 4] = ["/api/", "/v1/", "/metrics", "/healthz"];
+/// Paths that belong to the API and the protocols, never to the dashboard
+/// (each with everything under it): an unknown one is a client error, not a
+/// page.
+const API_PATHS: [&str; 4] = ["/api", "/v1", "/metrics", "/healthz"];
+
+fn is_api_path(path: &str) -> bool {
+    API_PATHS
+        .iter()
+        .any(|p| path.strip_prefix(p).is_some_and(|rest| rest.is_empty() || rest.starts_with('/')))
+}
 
 /// The policy the dashboard's pages run under: only its own scripts, styles
 /// and API; inline style attributes are allowed for the charts' layout.
@@ -47,7 +54,7 @@ const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self' 'unsa
 /// The router's fallback.
 pub async fn fallback(method: Method, uri: Uri, headers: HeaderMap) -> Response {
     let path = uri.path();
-    if path == "/api" || API_PREFIXES.iter().any(|p| path.starts_with(p)) {
+    if is_api_path(path) {
         return ApiError::not_found(format!("no endpoint {method} {path}")).into_response();
     }
     if method != Method::GET && method != Method::HEAD {
@@ -193,7 +200,7 @@ mod tests {
 
     #[tokio::test]
     async fn api_prefixes_answer_404_in_the_error_shape() {
-        for path in ["/api/v1/nope", "/api", "/v1/nope", "/metrics/x", "/healthz/x"] {
+        for path in ["/api/v1/nope", "/api", "/api/", "/v1/nope", "/metrics/x", "/healthz/x"] {
             let response = get(path).await;
             assert_eq!(response.status(), StatusCode::NOT_FOUND, "{path}");
             assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json", "{path}");
@@ -214,6 +221,10 @@ mod tests {
         assert_eq!(root.status(), StatusCode::OK);
         assert_eq!(root.headers()[header::CONTENT_TYPE], "text/html; charset=utf-8");
         assert_eq!(root.headers()[header::CACHE_CONTROL], "no-cache");
+        // Pages whose names only begin like an API path are pages.
+        for page in ["/metrics-charts", "/apis", "/v1x"] {
+            assert_eq!(get(page).await.headers()[header::CONTENT_TYPE], "text/html; charset=utf-8");
+        }
         let deep = get("/traces/5b8efff798038103d269b633813fc60c").await;
         assert_eq!(deep.status(), StatusCode::OK);
         assert_eq!(deep.headers()[header::CONTENT_TYPE], "text/html; charset=utf-8");

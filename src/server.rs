@@ -231,6 +231,10 @@ impl App {
             .route("/api/v1/usage/series", get(query::usage::series))
             .route("/api/v1/usage/records", get(query::usage::records))
             .route("/api/v1/usage/unpriced", get(query::usage::unpriced))
+            .route(
+                "/api/v1/usage/prices",
+                get(query::usage::prices).layer(axum::Extension(self.prices.clone())),
+            )
             .route("/api/v1/traces", get(query::traces::list))
             .route("/api/v1/traces/summary", get(query::trace_stats::summary))
             .route("/api/v1/traces/latency", get(query::trace_stats::latency))

@@ -29,7 +29,7 @@ const PAGES: [string, string][] = [
   ['/traces', 'Traces'],
   ['/sessions', 'Sessions'],
   ['/latency', 'Latency'],
-  ['/metrics', 'Metrics'],
+  ['/charts', 'Metrics'],
   ['/budgets', 'Budgets'],
   ['/logs', 'Logs'],
   ['/prices', 'Prices'],
@@ -51,7 +51,7 @@ function page(path: string): { title: string; body: ComponentChildren } {
       return { title: 'Sessions', body: <Sessions /> };
     case '/latency':
       return { title: 'Latency', body: <Latency /> };
-    case '/metrics':
+    case '/charts':
       return { title: 'Metrics', body: <Metrics /> };
     case '/budgets':
       return { title: 'Budgets', body: <Budgets /> };
