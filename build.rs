@@ -6,8 +6,10 @@
 //! installed; `npm run build` only when Cargo sees a UI source change. When
 //! npm is missing or the build fails, the binary still builds: the manifest
 //! is then empty and says why, and `/` serves a page saying how to get the
-//! dashboard. `TALLY_UI_REQUIRED=1` turns that into a build error (the test
-//! command sets it, so a broken UI build fails the tests instead of hiding).
+//! dashboard. `DASHBOARD_BUILD=required` turns that into a build error (the
+//! test command sets it, so a broken UI build fails the tests instead of
+//! hiding); `DASHBOARD_BUILD=skip` builds without the dashboard. (Not
+//! `TALLY_*`: those name config keys of `tally serve`.)
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -27,8 +29,8 @@ const UI_INPUTS: [&str; 7] = [
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
-    println!("cargo:rerun-if-env-changed=TALLY_UI_REQUIRED");
-    println!("cargo:rerun-if-env-changed=TALLY_UI_SKIP");
+    println!("cargo:rerun-if-env-changed=DASHBOARD_BUILD");
+    let mode = std::env::var("DASHBOARD_BUILD").unwrap_or_default();
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo"));
     let out_dir = PathBuf::from(std::env::var("OUT_DIR").expect("set by cargo"));
     let ui = manifest_dir.join("ui");
@@ -39,15 +41,15 @@ fn main() {
         }
     }
     let dist = out_dir.join("dashboard");
-    let built = if std::env::var_os("TALLY_UI_SKIP").is_some() {
-        Err("it was built with TALLY_UI_SKIP set".to_owned())
+    let built = if mode == "skip" {
+        Err("it was built with DASHBOARD_BUILD=skip".to_owned())
     } else {
         build_ui(&ui, &dist)
     };
     let manifest = match built {
         Ok(()) => manifest(&dist).unwrap_or_else(|err| panic!("dashboard manifest: {err}")),
         Err(reason) => {
-            if std::env::var_os("TALLY_UI_REQUIRED").is_some_and(|v| v == "1") {
+            if mode == "required" {
                 panic!("the dashboard could not be built: {reason}");
             }
             println!("cargo:warning=building without the web dashboard: {reason}");

@@ -14,7 +14,14 @@ use common::tally_binary;
 /// Starts `tally serve` with `cwd` as its working directory; returns the
 /// child and its base URL.
 fn serve_in(cwd: &std::path::Path, data: &std::path::Path) -> (std::process::Child, String) {
-    let mut child = Command::new(tally_binary())
+    let mut command = Command::new(tally_binary());
+    // Only the defaults: `TALLY_*` variables are config keys.
+    for (name, _) in std::env::vars() {
+        if name.starts_with("TALLY_") {
+            command.env_remove(name);
+        }
+    }
+    let mut child = command
         .args(["serve", "--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0", "--data-dir"])
         .arg(data)
         .current_dir(cwd)

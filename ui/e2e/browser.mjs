@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
 
-export const CHROMIUM = process.env.TALLY_CHROMIUM ?? '/usr/bin/chromium';
+export const CHROMIUM = process.env.DASHBOARD_CHROMIUM ?? '/usr/bin/chromium';
 
 const FLAGS = [
   '--no-sandbox',

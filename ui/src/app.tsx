@@ -104,10 +104,11 @@ export function App() {
   return (
     <ViewContext.Provider value={view}>
       <div class="shell" onClick={onLinkClick as unknown as (e: Event) => void}>
+        <header>
         <a class="skip" href="#main">
           Skip to content
         </a>
-        <header class="top">
+        <div class="top">
           <a class="brand" href={href('/', shared(params))}>
             Tally
           </a>
@@ -122,7 +123,7 @@ export function App() {
               ))}
             </ul>
           </nav>
-        </header>
+        </div>
         <div class="toolbar" role="toolbar" aria-label="Time window and refresh">
           <WindowPicker spec={spec} onChange={setSpec} />
           <span class="zone" title="Times are shown in this time zone">
@@ -145,6 +146,7 @@ export function App() {
             {live ? 'Pause auto-refresh' : 'Resume auto-refresh'}
           </button>
         </div>
+        </header>
         <main id="main" tabIndex={-1}>
           <h1 class="page-title">{title}</h1>
           {body}
