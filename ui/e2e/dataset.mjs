@@ -72,7 +72,11 @@ export const TRACES = {
   research: '6c9f00a8a9149214e37ac744924ad71d',
   coding: '7da011b9ba25a325f48bd855a35be82e',
   workflow: '8eb122cacb36b436a59ce966b46cf93f',
+  batch: '9fc233dbdc47c547b6adf077c57d0a40',
 };
+
+/** Spans in the batch run: a root, 30 steps, 9 tool calls under each. */
+export const BATCH_SPANS = 1 + 30 + 30 * 9;
 
 /** Four agent runs, one per convention, as OTLP/JSON. */
 export function traces(base) {
@@ -129,6 +133,17 @@ export function traces(base) {
       str('traceloop.entity.output', JSON.stringify({ outputs: 'Most tickets were about password resets.' })),
     ]),
   ];
+  const t4 = base - 80 * 60_000;
+  const hex = (n) => n.toString(16).padStart(16, '0');
+  const batch = [span(TRACES.batch, hex(0xe000), null, 'reindex batch', t4, t4 + 60_000, [str('gen_ai.operation.name', 'invoke_agent'), str('gen_ai.agent.name', 'indexer')])];
+  for (let i = 0; i < 30; i++) {
+    const step = hex(0xe100 + i);
+    const start = t4 + i * 2000;
+    batch.push(span(TRACES.batch, step, hex(0xe000), `step ${i}`, start, start + 1900, [str('tally.span.kind', 'chain')]));
+    for (let j = 0; j < 9; j++) {
+      batch.push(span(TRACES.batch, hex(0xf000 + i * 16 + j), step, `fetch page ${i}.${j}`, start + j * 200, start + j * 200 + 180, [str('gen_ai.operation.name', 'execute_tool'), str('gen_ai.tool.name', 'fetch')]));
+    }
+  }
   const resource = (service) => ({ attributes: [str('service.name', service)] });
   return {
     resourceSpans: [
@@ -136,6 +151,7 @@ export function traces(base) {
       { resource: resource('research-agent'), scopeSpans: [{ spans: research }] },
       { resource: resource('coding-agent'), scopeSpans: [{ spans: coding }] },
       { resource: resource('digest-worker'), scopeSpans: [{ spans: workflow }] },
+      { resource: resource('indexer'), scopeSpans: [{ spans: batch }] },
     ],
   };
 }

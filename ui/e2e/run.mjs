@@ -13,7 +13,7 @@ import { mkdirSync, copyFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { AxeBuilder } from '@axe-core/playwright';
 import { launch } from './browser.mjs';
-import { ANSWER, BUDGET, PROMPT, RESEARCH_PROMPT, TRACES, feed } from './dataset.mjs';
+import { ANSWER, BATCH_SPANS, BUDGET, PROMPT, RESEARCH_PROMPT, TRACES, feed } from './dataset.mjs';
 
 function arg(name, fallback) {
   const i = process.argv.indexOf(name);
@@ -194,8 +194,13 @@ await check('Traces: the list equals the API, a filter narrows it, the waterfall
   const detail = await apiGet(`/api/v1/traces/${TRACES.support}`);
   assertEqual(await page.locator('[data-testid=waterfall] [role=treeitem]').count(), detail.span_count, 'one row per span');
   assertEqual(Number(await page.getByTestId('trace-cost').getAttribute('data-value')), detail.totals.cost_usd, 'trace cost');
+  const all = [];
+  const walk = (spans) => spans.forEach((s) => (all.push(s), walk(s.children)));
+  walk(detail.spans);
+  const slowest = all.reduce((a, b) => (b.self_ms > a.self_ms ? b : a));
+  assertEqual(await page.getByTestId('slowest-step').textContent(), slowest.name, 'the slowest step by its own time');
 
-  await page.getByRole('button', { name: 'chat gpt-4o', exact: true }).click();
+  await page.getByTestId('waterfall').getByRole('button', { name: 'chat gpt-4o', exact: true }).click();
   const panel = page.getByTestId('span-panel');
   await panel.getByRole('tab', { name: 'Transcript' }).click();
   const transcript = panel.getByTestId('transcript');
@@ -216,6 +221,13 @@ await check('Traces: the list equals the API, a filter narrows it, the waterfall
   await page.goto(url(`/traces/${TRACES.research}`, 'span=b000000000000003'));
   await settled(page);
   await page.getByTestId('transcript').getByText(RESEARCH_PROMPT).waitFor();
+
+  // A run of hundreds of spans: every one gets its row, and collapsing works.
+  await page.goto(url(`/traces/${TRACES.batch}`));
+  await settled(page);
+  assertEqual(await page.locator('[data-testid=waterfall] [role=treeitem]').count(), BATCH_SPANS, 'rows of the batch run');
+  await page.getByRole('button', { name: 'Collapse step 3', exact: true }).click();
+  assertEqual(await page.locator('[data-testid=waterfall] [role=treeitem]').count(), BATCH_SPANS - 9, 'a step collapsed');
 });
 
 await check('Sessions equal the API and open a session\'s traces', async () => {

@@ -59,13 +59,14 @@ export function Budgets() {
     statuses.reload();
     alerts.reload();
   };
-  const list = budgets.data?.budgets ?? [];
   const byId = new Map((statuses.data?.budgets ?? []).map((s) => [s.id, s]));
+  // Closest to its limit first.
+  const list = [...(budgets.data?.budgets ?? [])].sort((a, b) => (byId.get(b.id)?.percent ?? -1) - (byId.get(a.id)?.percent ?? -1));
   const names = new Map(list.map((b) => [b.id, b.name]));
   return (
     <>
       <Panel
-        title="Budgets"
+        title="Budgets, closest to their limit first"
         loading={budgets.loading}
         error={budgets.error ?? statuses.error}
         empty={!list.length}

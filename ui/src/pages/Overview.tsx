@@ -125,6 +125,14 @@ function TopBy({ dimension, title }: { dimension: string; title: string }) {
   const w = windowParams(view);
   const top = useData((signal) => api.get<UsageSummary>(SUMMARY, { ...w, group_by: dimension, limit: 5 }, signal), [w, dimension]);
   const groups = top.data?.groups ?? [];
+  // The same groups over the previous window, for the change column.
+  const prev = previous(view.window);
+  const keys = groups.map((g) => `${dimension}:${g.key[dimension] ?? ''}`);
+  const before = useData(
+    (signal) => (keys.length ? api.get<UsageSummary>(SUMMARY, { project: w.project, from: Math.floor(prev.from), to: Math.ceil(prev.to), group_by: dimension, filter: keys }, signal) : Promise.resolve(null)),
+    [w, keys],
+  );
+  const beforeCost = new Map((before.data?.groups ?? []).map((g) => [g.key[dimension] ?? '', g.cost_usd]));
   return (
     <Panel title={title} loading={top.loading} error={top.error} empty={!groups.length} testId={`top-${dimension}`}>
       <div class="table-wrap">
@@ -133,6 +141,9 @@ function TopBy({ dimension, title }: { dimension: string; title: string }) {
             <tr>
               <th scope="col">{dimension === 'api_key' ? 'API key' : dimension[0].toUpperCase() + dimension.slice(1)}</th>
               <th scope="col" class="n">Cost</th>
+              <th scope="col" class="n">
+                <abbr title="Cost against the previous window of the same length">vs prev</abbr>
+              </th>
               <th scope="col" class="n">Requests</th>
               <th scope="col" class="n">Tokens</th>
             </tr>
@@ -148,6 +159,9 @@ function TopBy({ dimension, title }: { dimension: string; title: string }) {
                   </td>
                   <td class="n">
                     <Num value={g.cost_usd} kind="cost" />
+                  </td>
+                  <td class="n" title={before.data ? `previous window: ${fmt.cost(beforeCost.get(value ?? '') ?? 0)}` : undefined}>
+                    {before.data ? fmt.change(g.cost_usd, beforeCost.get(value ?? '') ?? 0).text : '…'}
                   </td>
                   <td class="n">
                     <Num value={g.requests} kind="count" />

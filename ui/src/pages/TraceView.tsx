@@ -9,6 +9,7 @@ import { api, type LogRecord, type SpanNode, type TraceDetail } from '../api';
 import { Num, Panel, Time } from '../components/ui';
 import * as fmt from '../lib/format';
 import { extractTranscript, type Message } from '../lib/transcript';
+import { type Row, slowestStep, visibleRows } from '../lib/tree';
 import { href, withParam } from '../lib/url';
 import { navigate, useLocation } from '../router';
 import { useData } from '../view';
@@ -27,25 +28,6 @@ export const KIND_COLORS: Record<string, string> = {
   evaluator: '#bab0ac',
   unknown: '#999999',
 };
-
-interface Row {
-  span: SpanNode;
-  depth: number;
-}
-
-/** The spans in display order, skipping the children of collapsed spans. */
-export function visibleRows(roots: SpanNode[], collapsed: Set<string>): Row[] {
-  const out: Row[] = [];
-  // An explicit stack: traces may nest hundreds of levels deep.
-  const stack: Row[] = roots.map((span) => ({ span, depth: 0 })).reverse();
-  while (stack.length) {
-    const row = stack.pop()!;
-    out.push(row);
-    if (collapsed.has(row.span.span_id)) continue;
-    for (let i = row.span.children.length - 1; i >= 0; i--) stack.push({ span: row.span.children[i], depth: row.depth + 1 });
-  }
-  return out;
-}
 
 function findSpan(roots: SpanNode[], id: string | null): SpanNode | null {
   if (!id) return null;
@@ -66,6 +48,7 @@ export function TraceView({ traceId }: { traceId: string }) {
   const rows = useMemo(() => (t ? visibleRows(t.spans, collapsed) : []), [t, collapsed]);
   const selectedId = params.get('span') ?? t?.spans[0]?.span_id ?? null;
   const selected = t ? findSpan(t.spans, selectedId) : null;
+  const slowest = useMemo(() => (t ? slowestStep(t.spans) : null), [t]);
   const select = (id: string) => navigate(href(path, withParam(params, 'span', id)), true);
   const toggle = (id: string) => {
     const next = new Set(collapsed);
@@ -97,6 +80,15 @@ export function TraceView({ traceId }: { traceId: string }) {
                 <Num value={t.duration_ms} kind="ms" testId="trace-duration" />
               </div>
             </div>
+            {slowest && (
+              <div class="stat">
+                <div class="stat-label">Slowest step (own time)</div>
+                <button type="button" class="link" onClick={() => select(slowest.span_id)} data-testid="slowest-step">
+                  {slowest.name}
+                </button>{' '}
+                <Num value={slowest.self_ms} kind="ms" />
+              </div>
+            )}
             <div class="stat">
               <div class="stat-label">Spans / errors</div>
               <div class="stat-value">

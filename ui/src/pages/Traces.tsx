@@ -50,7 +50,10 @@ export function Traces() {
     setMore([]);
     setCursor(null);
   }, [JSON.stringify(q)]);
-  const rows = [...(list.data?.traces ?? []), ...more];
+  const loaded = [...(list.data?.traces ?? []), ...more];
+  const order = get('order');
+  const by: Record<string, (t: TraceRow) => number> = { slowest: (t) => t.duration_ms, costliest: (t) => t.cost_usd, errors: (t) => t.error_count };
+  const rows = by[order] ? [...loaded].sort((a, b) => by[order](b) - by[order](a)) : loaded;
   const next = more.length ? cursor : (list.data?.next_cursor ?? null);
   return (
     <>
@@ -63,10 +66,17 @@ export function Traces() {
         <Select id="f-status" label="Status" value={get('status')} options={[['', 'any'], ['error', 'with errors']]} onChange={(v) => set('status', v)} />
         <TextInput id="f-min" label="Min duration (ms)" value={get('min_ms')} onCommit={(v) => set('min_ms', v)} />
         <TextInput id="f-max" label="Max duration (ms)" value={get('max_ms')} onCommit={(v) => set('max_ms', v)} />
+        <Select
+          id="f-order"
+          label="Order (of the traces loaded)"
+          value={order}
+          options={[['', 'newest first'], ['slowest', 'slowest first'], ['costliest', 'costliest first'], ['errors', 'most errors first']]}
+          onChange={(v) => set('order', v)}
+        />
         <TextInput id="f-attr" label="Attribute (key=value)" value={attr} placeholder="gen_ai.agent.name=support" onCommit={(v) => set('attr', v)} />
       </div>
       <Panel
-        title="Traces (newest first)"
+        title={`Traces (${loaded.length} loaded${next ? ', more below' : ''})`}
         loading={list.loading}
         error={list.error}
         empty={!rows.length}
