@@ -42,7 +42,7 @@ fn main() {
     }
     let dist = out_dir.join("dashboard");
     let built = if mode == "skip" {
-        Err("it was built with DASHBOARD_BUILD=skip".to_owned())
+        Err("DASHBOARD_BUILD=skip was set".to_owned())
     } else {
         build_ui(&ui, &dist)
     };
@@ -53,6 +53,14 @@ fn main() {
                 panic!("the dashboard could not be built: {reason}");
             }
             println!("cargo:warning=building without the web dashboard: {reason}");
+            if mode != "skip" {
+                // Try again at the next build even when no UI source changed
+                // (npm may have been installed since): Cargo reruns a build
+                // script whose watched file does not exist.
+                let retry = out_dir.join("dashboard-retry");
+                let _ = std::fs::remove_file(&retry);
+                println!("cargo:rerun-if-changed={}", retry.display());
+            }
             empty_manifest(&reason)
         }
     };
@@ -62,12 +70,12 @@ fn main() {
 /// `npm ci` (when the lock changed) and `npm run build` into `dist`.
 fn build_ui(ui: &Path, dist: &Path) -> Result<(), String> {
     if !ui.join("package.json").exists() {
-        return Err("its sources (ui/) were not present".to_owned());
+        return Err("its sources (ui/) were missing".to_owned());
     }
     let npm = if cfg!(windows) { "npm.cmd" } else { "npm" };
     match Command::new(npm).arg("--version").output() {
         Ok(out) if out.status.success() => {}
-        _ => return Err("npm was not found (install Node.js 20 or newer with npm)".to_owned()),
+        _ => return Err("npm was not found".to_owned()),
     }
     let lock = std::fs::read(ui.join("package-lock.json"))
         .map_err(|err| format!("ui/package-lock.json: {err}"))?;
