@@ -6,6 +6,7 @@ pub mod blocking;
 pub mod budgets;
 pub mod cli;
 pub mod config;
+pub mod dashboard;
 pub mod durability;
 pub mod error;
 pub mod exposition;

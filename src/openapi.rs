@@ -41,6 +41,7 @@ use utoipa::{OpenApi, ToSchema};
         crate::query::usage::series,
         crate::query::usage::records,
         crate::query::usage::unpriced,
+        crate::query::usage::prices,
         crate::query::traces::list,
         crate::query::traces::detail,
         crate::query::trace_stats::summary,
@@ -313,6 +314,44 @@ pub struct Unpriced {
     from: i64,
     to: i64,
     models: Vec<UnpricedModel>,
+}
+
+/// The price a model matches (USD per token); `source` is `catalog` or
+/// `config` (a `[[prices]]` entry).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct MatchedPrice {
+    price_id: String,
+    source: String,
+    provider: Option<String>,
+    input_per_token: f64,
+    output_per_token: f64,
+    cache_read_per_token: Option<f64>,
+    cache_write_per_token: Option<f64>,
+    reasoning_per_token: Option<f64>,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct ModelPrice {
+    model: String,
+    provider: Option<String>,
+    requests: u64,
+    /// Requests counted with cost 0 because no price matched when they arrived.
+    unpriced_requests: u64,
+    input_tokens: u64,
+    output_tokens: u64,
+    cost_usd: f64,
+    /// The price a call matches at the window's end; `null`: none does.
+    price: Option<MatchedPrice>,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct ModelPrices {
+    from: i64,
+    to: i64,
+    models: Vec<ModelPrice>,
 }
 
 #[derive(ToSchema)]

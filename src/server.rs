@@ -239,6 +239,10 @@ impl App {
             .route("/api/v1/usage/series", get(query::usage::series))
             .route("/api/v1/usage/records", get(query::usage::records))
             .route("/api/v1/usage/unpriced", get(query::usage::unpriced))
+            .route(
+                "/api/v1/usage/prices",
+                get(query::usage::prices).layer(axum::Extension(self.prices.clone())),
+            )
             .route("/api/v1/traces", get(query::traces::list))
             .route("/api/v1/traces/summary", get(query::trace_stats::summary))
             .route("/api/v1/traces/latency", get(query::trace_stats::latency))
@@ -288,6 +292,8 @@ impl App {
             .merge(query_routes)
             .merge(budget_routes)
             .merge(metrics_routes)
+            // Every other path: the web dashboard (unknown API paths: 404 JSON).
+            .fallback(crate::dashboard::fallback)
             // Bodies are limited by the handlers themselves, after decompression.
             .layer(DefaultBodyLimit::disable()))
     }

@@ -605,6 +605,64 @@ pub async fn unpriced(
     Ok(Json(json!({"from": from, "to": to, "models": models})).into_response())
 }
 
+/// `GET /api/v1/usage/prices`: each model in use in the window (by model and
+/// provider, from the rollups) with its usage and the price a call to it
+/// matches at the window's end, or `null` when none does.
+#[utoipa::path(
+    get, path = "/api/v1/usage/prices", tag = "usage",
+    params(crate::query::params::WindowParams),
+    responses(
+        (status = 200, description = "The models in use with the price each matches", body = crate::openapi::ModelPrices),
+        (status = 400, description = "A parameter is invalid (or the window lies wholly outside 2000-01-01 .. now + 1 day); the message names it", body = crate::openapi::ErrorBody),
+        (status = 503, description = "The query did not finish within query.timeout (`query_timeout`)", body = crate::openapi::ErrorBody),
+    )
+)]
+pub async fn prices(
+    State(state): State<Arc<QueryState>>,
+    Extension(table): Extension<Arc<crate::pricing::PriceTable>>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let params = Params::parse(query.as_deref());
+    let (from, to) = params.minute_window()?;
+    let series = select(&state, &params.project(), &Filters::default());
+    let cells = cells(&state, &cover(from, to), &series).await?;
+    let mut by_model: BTreeMap<(String, Option<String>), Cell> = BTreeMap::new();
+    for (key, cell) in cells.iter() {
+        let s = &series[&key.series];
+        by_model.entry((s.model.clone(), s.provider.clone())).or_default().merge(cell);
+    }
+    // A bounded answer: the rollups cap distinct models and providers per project.
+    let models: Vec<Value> = by_model
+        .iter()
+        .map(|((model, provider), cell)| {
+            let price = table.lookup(model, provider.as_deref(), to).map(|found| {
+                let source = found.price_id.split(':').next().unwrap_or("catalog");
+                json!({
+                    "price_id": found.price_id,
+                    "source": source,
+                    "provider": found.provider,
+                    "input_per_token": found.price.input,
+                    "output_per_token": found.price.output,
+                    "cache_read_per_token": found.price.cache_read,
+                    "cache_write_per_token": found.price.cache_write,
+                    "reasoning_per_token": found.price.reasoning,
+                })
+            });
+            json!({
+                "model": model,
+                "provider": provider,
+                "requests": cell.requests,
+                "unpriced_requests": cell.unpriced,
+                "input_tokens": cell.input_tokens,
+                "output_tokens": cell.output_tokens,
+                "cost_usd": cell.cost_usd,
+                "price": price,
+            })
+        })
+        .collect();
+    Ok(Json(json!({"from": from, "to": to, "models": models})).into_response())
+}
+
 const CSV_FIELDS: [&str; 14] = [
     "requests",
     "input_tokens",

@@ -1,0 +1,127 @@
+// Sessions: conversations with a trace in the window, most recently active
+// first; a session's traces in order.
+
+import { api, type TraceRow } from '../api';
+import { Num, Panel, Time } from '../components/ui';
+import { href, shared } from '../lib/url';
+import { useLocation } from '../router';
+import { useData, useView, windowParams } from '../view';
+
+interface SessionRow {
+  session: string;
+  user: string | null;
+  traces: number;
+  span_count: number;
+  error_count: number;
+  llm_calls: number;
+  input_tokens: number;
+  output_tokens: number;
+  cost_usd: number;
+  start_ms: number;
+  end_ms: number;
+  duration_ms: number;
+}
+
+export function Sessions() {
+  const view = useView();
+  const { params } = useLocation();
+  const w = windowParams(view);
+  const list = useData((signal) => api.get<{ sessions: SessionRow[] }>('/api/v1/sessions', { ...w, limit: 100 }, signal), [w]);
+  const rows = list.data?.sessions ?? [];
+  return (
+    <Panel title="Sessions (most recently active first)" loading={list.loading} error={list.error} empty={!rows.length} emptyText="No session has a trace in this window." testId="session-list">
+      <div class="table-wrap">
+        <table>
+          <thead>
+            <tr>
+              <th scope="col">Session</th>
+              <th scope="col">User</th>
+              <th scope="col">Last active</th>
+              <th scope="col" class="n">Traces</th>
+              <th scope="col" class="n">LLM calls</th>
+              <th scope="col" class="n">Errors</th>
+              <th scope="col" class="n">Tokens in/out</th>
+              <th scope="col" class="n">Cost</th>
+            </tr>
+          </thead>
+          <tbody>
+            {rows.map((s) => (
+              <tr key={s.session}>
+                <td class="mono">
+                  <a href={href(`/sessions/${encodeURIComponent(s.session)}`, shared(params))}>{s.session}</a>
+                </td>
+                <td>{s.user ?? '—'}</td>
+                <td>
+                  <Time ms={s.end_ms} />
+                </td>
+                <td class="n">
+                  <Num value={s.traces} kind="count" />
+                </td>
+                <td class="n">
+                  <Num value={s.llm_calls} kind="count" />
+                </td>
+                <td class="n">{s.error_count}</td>
+                <td class="n">
+                  <Num value={s.input_tokens} kind="count" /> / <Num value={s.output_tokens} kind="count" />
+                </td>
+                <td class="n">
+                  <Num value={s.cost_usd} kind="cost" />
+                </td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      </div>
+    </Panel>
+  );
+}
+
+export function SessionView({ session }: { session: string }) {
+  const { params } = useLocation();
+  const detail = useData(
+    (signal) => api.get<{ traces: TraceRow[]; totals: { traces: number; llm_calls: number; cost_usd: number; input_tokens: number; output_tokens: number } }>(`/api/v1/sessions/${encodeURIComponent(session)}`, {}, signal),
+    [session],
+  );
+  const d = detail.data;
+  return (
+    <>
+      <p>
+        <a href={href('/sessions', shared(params))}>← All sessions</a> · <span class="mono">{session}</span>
+      </p>
+      {d && (
+        <div class="stats">
+          <div class="stat">
+            <div class="stat-label">Traces</div>
+            <div class="stat-value">{d.totals.traces}</div>
+          </div>
+          <div class="stat">
+            <div class="stat-label">LLM calls</div>
+            <div class="stat-value">{d.totals.llm_calls}</div>
+          </div>
+          <div class="stat">
+            <div class="stat-label">Tokens in / out</div>
+            <div class="stat-value">
+              <Num value={d.totals.input_tokens} kind="count" /> / <Num value={d.totals.output_tokens} kind="count" />
+            </div>
+          </div>
+          <div class="stat">
+            <div class="stat-label">Cost</div>
+            <div class="stat-value">
+              <Num value={d.totals.cost_usd} kind="cost" testId="session-cost" />
+            </div>
+          </div>
+        </div>
+      )}
+      <Panel title="Traces, oldest first" loading={detail.loading} error={detail.error} empty={!d?.traces.length} testId="session-traces">
+        <ol>
+          {d?.traces.map((t) => (
+            <li key={t.trace_id}>
+              <Time ms={t.start_ms} /> — <a href={href(`/traces/${t.trace_id}`, shared(params))}>{t.root_name}</a> · <Num value={t.duration_ms} kind="ms" /> · {t.llm_calls} LLM calls · <Num value={t.cost_usd} kind="cost" />
+              {t.error_count ? <span class="pill error"> {t.error_count} errors</span> : null}
+            </li>
+          ))}
+        </ol>
+      </Panel>
+    </>
+  );
+}
