@@ -123,7 +123,8 @@ async fn missing(base: &str, demo: &Demo) -> Option<String> {
     if days_with_traffic < 7 {
         return Some(format!("usage on {days_with_traffic} of the last 7 days: {series}"));
     }
-    let earlier = get_ok(base, "/api/v1/usage/summary", &[("from", &week), ("to", &today_text)]).await;
+    let earlier =
+        get_ok(base, "/api/v1/usage/summary", &[("from", &week), ("to", &today_text)]).await;
     if earlier["total"]["requests"].as_u64().unwrap_or(0) == 0 {
         return Some("no usage before today".into());
     }
@@ -133,14 +134,17 @@ async fn missing(base: &str, demo: &Demo) -> Option<String> {
         [("model", 6), ("provider", 3), ("user", 20), ("api_key", 5), ("tag.team", 3), ("route", 2)]
     {
         let grouped =
-            get_ok(base, "/api/v1/usage/summary", &[("from", &week), ("group_by", dimension)]).await;
+            get_ok(base, "/api/v1/usage/summary", &[("from", &week), ("group_by", dimension)])
+                .await;
         let groups = grouped["groups"].as_array().map_or(0, Vec::len);
         if groups < at_least {
             return Some(format!("{groups} values of {dimension}, want {at_least}"));
         }
     }
     let totals = &earlier["total"];
-    for field in ["cache_read_tokens", "cache_write_tokens", "reasoning_tokens", "errors", "estimated"] {
+    for field in
+        ["cache_read_tokens", "cache_write_tokens", "reasoning_tokens", "errors", "estimated"]
+    {
         if totals[field].as_f64().unwrap_or(0.0) <= 0.0 {
             return Some(format!("no {field} in the week's totals: {totals}"));
         }
@@ -156,7 +160,8 @@ async fn missing(base: &str, demo: &Demo) -> Option<String> {
     for agent in AGENTS {
         let filter = format!("attr.gen_ai.agent.name={agent}");
         let (key, value) = filter.split_once('=').unwrap();
-        let list = get_ok(base, "/api/v1/traces", &[("since", "24h"), (key, value), ("limit", "5")]).await;
+        let list =
+            get_ok(base, "/api/v1/traces", &[("since", "24h"), (key, value), ("limit", "5")]).await;
         let Some(id) = list["traces"][0]["trace_id"].as_str() else {
             return Some(format!("no {agent} trace"));
         };
@@ -171,7 +176,9 @@ async fn missing(base: &str, demo: &Demo) -> Option<String> {
             .collect::<Vec<_>>();
         assert!(!answered.is_empty(), "{agent} trace {id} has no answered LLM span: {trace}");
         assert!(
-            spans.iter().any(|s| s["kind"] == "agent" && s["attributes"]["gen_ai.agent.name"] == agent),
+            spans
+                .iter()
+                .any(|s| s["kind"] == "agent" && s["attributes"]["gen_ai.agent.name"] == agent),
             "{agent} trace {id} has no agent span"
         );
     }
@@ -181,10 +188,18 @@ async fn missing(base: &str, demo: &Demo) -> Option<String> {
 
     // The gateway's metrics and the retrieval service's points.
     let names = get_ok(base, "/api/v1/metrics/names", &[]).await;
-    let names: BTreeSet<&str> =
-        names["names"].as_array().into_iter().flatten().filter_map(|n| n["name"].as_str()).collect();
-    for name in ["request_total", "streaming_request_duration_seconds", "concurrency_slots_in_use", "processing_time"]
-    {
+    let names: BTreeSet<&str> = names["names"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|n| n["name"].as_str())
+        .collect();
+    for name in [
+        "request_total",
+        "streaming_request_duration_seconds",
+        "concurrency_slots_in_use",
+        "processing_time",
+    ] {
         if !names.contains(name) {
             return Some(format!("no metric {name}: {names:?}"));
         }
@@ -192,7 +207,8 @@ async fn missing(base: &str, demo: &Demo) -> Option<String> {
 
     // The eval budget crossed 80 %, and the alert reached the receiver.
     let budgets = get_ok(base, "/api/v1/budgets", &[]).await;
-    let Some(budget) = budgets["budgets"].as_array().into_iter().flatten().find(|b| b["name"] == EVALS_BUDGET)
+    let Some(budget) =
+        budgets["budgets"].as_array().into_iter().flatten().find(|b| b["name"] == EVALS_BUDGET)
     else {
         return Some("no eval budget yet".into());
     };
@@ -234,12 +250,18 @@ fn collect(spans: &Value, out: &mut Vec<Value>) {
 fn check_messages(agent: &str, span: &Value) {
     let attributes = &span["attributes"];
     for key in ["gen_ai.input.messages", "gen_ai.output.messages"] {
-        let text = attributes[key].as_str().unwrap_or_else(|| panic!("{agent}: {key} missing: {span}"));
-        let messages: Value = serde_json::from_str(text).unwrap_or_else(|e| panic!("{agent}: {key}: {e}"));
-        let messages = messages.as_array().unwrap_or_else(|| panic!("{agent}: {key} is not a list"));
+        let text =
+            attributes[key].as_str().unwrap_or_else(|| panic!("{agent}: {key} missing: {span}"));
+        let messages: Value =
+            serde_json::from_str(text).unwrap_or_else(|e| panic!("{agent}: {key}: {e}"));
+        let messages =
+            messages.as_array().unwrap_or_else(|| panic!("{agent}: {key} is not a list"));
         assert!(!messages.is_empty(), "{agent}: {key} is empty");
         for message in messages {
-            assert!(message["role"].is_string(), "{agent}: {key}: a message without a role: {message}");
+            assert!(
+                message["role"].is_string(),
+                "{agent}: {key}: a message without a role: {message}"
+            );
             let parts = message["parts"].as_array().expect("parts");
             let words: Vec<&str> = parts
                 .iter()
@@ -255,7 +277,10 @@ fn check_messages(agent: &str, span: &Value) {
             }
         }
     }
-    assert!(span["input_tokens"].as_u64().unwrap_or(0) > 0, "{agent}: an LLM span without tokens: {span}");
+    assert!(
+        span["input_tokens"].as_u64().unwrap_or(0) > 0,
+        "{agent}: an LLM span without tokens: {span}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -266,14 +291,22 @@ async fn the_demo_shows_history_live_traces_and_a_budget_alert() {
         if let Some(url) = demo.line("tally listening on http://") {
             break format!("http://{url}");
         }
-        assert!(started.elapsed() < Duration::from_secs(60), "the demo did not start:\n{}", demo.report());
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the demo did not start:\n{}",
+            demo.report()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let data_dir = loop {
         if let Some(dir) = demo.data_dir() {
             break dir;
         }
-        assert!(started.elapsed() < Duration::from_secs(60), "no data dir printed:\n{}", demo.report());
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no data dir printed:\n{}",
+            demo.report()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(data_dir.is_dir(), "the printed data dir {} does not exist", data_dir.display());

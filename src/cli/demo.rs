@@ -86,7 +86,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         (None, None) => unreachable!("a temporary dir is made when none is given"),
     };
     let env: HashMap<String, String> = std::env::vars().collect();
-    let overrides = Overrides { http: args.http, grpc: args.grpc, data_dir: Some(data_dir.clone()), storage: None };
+    let overrides = Overrides {
+        http: args.http,
+        grpc: args.grpc,
+        data_dir: Some(data_dir.clone()),
+        storage: None,
+    };
     let mut config = Config::load(None, &env, &overrides)?;
     // The demo's budgets alert a receiver the demo runs on loopback; only
     // this server, for the demo, may deliver there.
@@ -172,7 +177,13 @@ fn flatten(joined: Result<anyhow::Result<()>, tokio::task::JoinError>) -> anyhow
 }
 
 /// History, budgets, the tour, then live traffic until stopped.
-async fn drive(feed: Feed, rate: f64, hook: String, secret: String, url: String) -> anyhow::Result<()> {
+async fn drive(
+    feed: Feed,
+    rate: f64,
+    hook: String,
+    secret: String,
+    url: String,
+) -> anyhow::Result<()> {
     let started = now_ms();
     let world = World::new(started);
     let seed = started as u64;
@@ -243,7 +254,8 @@ async fn backfill(feed: &Feed, generator: Generator, now: i64) -> anyhow::Result
     let (mut calls, mut runs, mut traced) = (0, 0, 0);
     let semaphore = std::sync::Arc::new(senders);
     while let Some(bodies) = rx.recv().await {
-        (calls, runs, traced) = (calls + bodies.calls, runs + bodies.runs, traced + bodies.traced_runs);
+        (calls, runs, traced) =
+            (calls + bodies.calls, runs + bodies.runs, traced + bodies.traced_runs);
         let permit = semaphore.clone().acquire_owned().await.context("sender slots")?;
         let feed = feed.clone();
         sending.spawn(async move {
@@ -305,11 +317,17 @@ async fn print_tour(feed: &Feed, url: &str) {
         .await
         .ok()
         .and_then(|s| s["groups"][0]["key"]["model"].as_str().map(str::to_owned));
-    let top = top.map(|m| format!("{m} costs the most today")).unwrap_or_else(|| "today's top model".to_owned());
+    let top = top
+        .map(|m| format!("{m} costs the most today"))
+        .unwrap_or_else(|| "today's top model".to_owned());
     println!();
     println!("Open {url} and take the tour:");
-    println!("  1. Overview: {top}; compare it with yesterday, and see the error spike a few hours ago.");
-    println!("  2. Traces: the slowest agent run of the last hour, its slowest step, and that step's prompt.");
+    println!(
+        "  1. Overview: {top}; compare it with yesterday, and see the error spike a few hours ago."
+    );
+    println!(
+        "  2. Traces: the slowest agent run of the last hour, its slowest step, and that step's prompt."
+    );
     println!(
         "  3. Budgets: \"{}\" nears its limit; its 80 % alert comes to this demo's webhook (the lines below).",
         budgets::EVALS_BUDGET
@@ -322,7 +340,7 @@ fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);

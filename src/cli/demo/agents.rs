@@ -99,7 +99,11 @@ struct Builder<'w> {
 }
 
 fn kv(key: &str, value: any_value::Value) -> KeyValue {
-    KeyValue { key: key.into(), value: Some(AnyValue { value: Some(value) }), ..KeyValue::default() }
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue { value: Some(value) }),
+        ..KeyValue::default()
+    }
 }
 
 fn text(key: &str, value: &str) -> KeyValue {
@@ -208,7 +212,10 @@ impl Builder<'_> {
             span.events.push(Event {
                 time_unix_nano: (end_ms * MS) as u64,
                 name: "exception".into(),
-                attributes: vec![text("exception.type", error_type), text("exception.message", message)],
+                attributes: vec![
+                    text("exception.type", error_type),
+                    text("exception.message", message),
+                ],
                 ..Event::default()
             });
         }
@@ -270,15 +277,8 @@ impl Builder<'_> {
             streaming: exchange.streaming,
         };
         let slowdown = self.world.slowdown(model, self.at as i64);
-        let mut call = Call::new(
-            model,
-            self.caller,
-            shape,
-            self.at as i64,
-            outcome,
-            slowdown,
-            self.rng,
-        );
+        let mut call =
+            Call::new(model, self.caller, shape, self.at as i64, outcome, slowdown, self.rng);
         call.session = Some(self.session.clone());
         let id = self.span_id();
         call.span = Some((hex::encode(self.trace_id), hex::encode(id)));
@@ -387,7 +387,12 @@ impl Builder<'_> {
             failure,
         );
         if let Some((kind, message)) = failure {
-            self.log(start + duration, (17, "ERROR"), format!("tool {name} failed: {kind}: {message}"), Some(id));
+            self.log(
+                start + duration,
+                (17, "ERROR"),
+                format!("tool {name} failed: {kind}: {message}"),
+                Some(id),
+            );
         }
         self.at = start + duration;
         duration
@@ -469,16 +474,32 @@ impl Builder<'_> {
             None,
         );
         let status = if failure.is_some() { "error" } else { "success" };
-        self.observe("processing_time", end, (end - start) / 1000.0, [("operation", "search"), ("status", status)]);
-        self.observe("processing_time", embed_end, embed_ms / 1000.0, [("operation", "embed"), ("status", status)]);
-        self.observe("vector_operation_time", end, search_ms / 1000.0, [("operation", "query"), ("index", "hnsw")]);
+        self.observe(
+            "processing_time",
+            end,
+            (end - start) / 1000.0,
+            [("operation", "search"), ("status", status)],
+        );
+        self.observe(
+            "processing_time",
+            embed_end,
+            embed_ms / 1000.0,
+            [("operation", "embed"), ("status", status)],
+        );
+        self.observe(
+            "vector_operation_time",
+            end,
+            search_ms / 1000.0,
+            [("operation", "query"), ("index", "hnsw")],
+        );
         self.at = end;
     }
 
     /// A read or write of the agent's memory store.
     fn memory(&mut self, parent: SpanId, operation: &'static str, store: &str, records: u64) {
         let id = self.span_id();
-        let duration = long_tail(if operation == "search_memory" { 25.0 } else { 40.0 }, 0.4, self.rng);
+        let duration =
+            long_tail(if operation == "search_memory" { 25.0 } else { 40.0 }, 0.4, self.rng);
         let start = self.at;
         let verb = if operation == "search_memory" { "load" } else { "save" };
         self.push_span(
@@ -496,11 +517,22 @@ impl Builder<'_> {
             ],
             None,
         );
-        self.observe("processing_time", start + duration, duration / 1000.0, [("operation", "memory"), ("status", "success")]);
+        self.observe(
+            "processing_time",
+            start + duration,
+            duration / 1000.0,
+            [("operation", "memory"), ("status", "success")],
+        );
         self.at = start + duration;
     }
 
-    fn observe(&mut self, name: &'static str, at_ms: f64, value: f64, tags: [(&'static str, &'static str); 2]) {
+    fn observe(
+        &mut self,
+        name: &'static str,
+        at_ms: f64,
+        value: f64,
+        tags: [(&'static str, &'static str); 2],
+    ) {
         if self.traced {
             self.run.observations.push(Observation { name, at_ms: at_ms as i64, value, tags });
         }
@@ -555,7 +587,12 @@ pub fn run(
         run: Run::default(),
     };
     let root = builder.span_id();
-    builder.log(builder.at, (9, "INFO"), format!("{} agent run started for {user}", agent.name()), Some(root));
+    builder.log(
+        builder.at,
+        (9, "INFO"),
+        format!("{} agent run started for {user}", agent.name()),
+        Some(root),
+    );
     let failed_step = match agent {
         Agent::Support => support(&mut builder, root, &slots),
         Agent::Research => research(&mut builder, root),
@@ -566,7 +603,11 @@ pub fn run(
     builder.log(
         end,
         (9, "INFO"),
-        format!("{} agent run finished in {:.1} s with {llm_calls} model calls", agent.name(), (end - provisional) / 1000.0),
+        format!(
+            "{} agent run finished in {:.1} s with {llm_calls} model calls",
+            agent.name(),
+            (end - provisional) / 1000.0
+        ),
         Some(root),
     );
     let failure = failed_step.map(|step| ("AgentStepFailed", step));
@@ -631,7 +672,11 @@ fn support(b: &mut Builder<'_>, root: SpanId, slots: &Slots) -> Option<&'static 
             &Exchange {
                 system: system.clone(),
                 input: input.clone(),
-                output: Reply::Tool { id: call_id.clone(), name: tool, arguments: arguments.clone() },
+                output: Reply::Tool {
+                    id: call_id.clone(),
+                    name: tool,
+                    arguments: arguments.clone(),
+                },
                 hidden_input: 600,
                 cached_share: 0.5,
                 cache_write: false,
@@ -690,7 +735,10 @@ fn research(b: &mut Builder<'_>, root: SpanId) -> Option<&'static str> {
     for query in case.searches {
         // Search is the slow step: usually a second or two, sometimes far more.
         let typical = if b.rng.random_bool(0.1) { 14_000.0 } else { 1_300.0 };
-        let failure = b.rng.random_bool(0.03).then_some(("TimeoutError", "search provider did not answer within 30 s"));
+        let failure = b
+            .rng
+            .random_bool(0.03)
+            .then_some(("TimeoutError", "search provider did not answer within 30 s"));
         let result = format!("10 results for \"{query}\"; top sources fetched");
         let arguments = json!({"query": query, "max_results": 10}).to_string();
         b.tool(root, "web_search", &arguments, &result, typical, failure);
@@ -698,7 +746,14 @@ fn research(b: &mut Builder<'_>, root: SpanId) -> Option<&'static str> {
             // One retry, which works.
             b.tool(root, "web_search", &arguments, &result, 1_300.0, None);
         }
-        b.tool(root, "fetch_page", &json!({"url_count": 3}).to_string(), "3 pages fetched, 14,200 words", 700.0, None);
+        b.tool(
+            root,
+            "fetch_page",
+            &json!({"url_count": 3}).to_string(),
+            "3 pages fetched, 14,200 words",
+            700.0,
+            None,
+        );
     }
     b.retrieval(root, "research-notes", case.question, &["note-2231", "note-1987"]);
     let notes = format!("Findings from the sources:\n{}", case.finding);
@@ -767,9 +822,23 @@ fn coding(b: &mut Builder<'_>, root: SpanId, slots: &Slots) -> Option<&'static s
         },
     );
     for file in case.files {
-        b.tool(root, "read_file", &json!({"path": file}).to_string(), &format!("{file}: 184 lines"), 35.0, None);
+        b.tool(
+            root,
+            "read_file",
+            &json!({"path": file}).to_string(),
+            &format!("{file}: 184 lines"),
+            35.0,
+            None,
+        );
     }
-    b.tool(root, "search_code", &json!({"pattern": slots.test}).to_string(), "4 matches in 2 files", 240.0, None);
+    b.tool(
+        root,
+        "search_code",
+        &json!({"pattern": slots.test}).to_string(),
+        "4 matches in 2 files",
+        240.0,
+        None,
+    );
     let diagnosis = message("assistant", case.diagnosis);
     let tool_id = b.call_id("toolu");
     b.llm(
@@ -789,11 +858,25 @@ fn coding(b: &mut Builder<'_>, root: SpanId, slots: &Slots) -> Option<&'static s
             streaming: true,
         },
     );
-    b.tool(root, "apply_patch", &json!({"files": case.files.len()}).to_string(), "patch applied", 60.0, None);
+    b.tool(
+        root,
+        "apply_patch",
+        &json!({"files": case.files.len()}).to_string(),
+        "patch applied",
+        60.0,
+        None,
+    );
     // The test suite is the slow step.
     let flaky = b.rng.random_bool(0.15);
     let failure = flaky.then_some(("TestsFailed", "1 failed, 211 passed"));
-    b.tool(root, "run_tests", &json!({"path": "tests/"}).to_string(), "212 passed", 9_000.0, failure);
+    b.tool(
+        root,
+        "run_tests",
+        &json!({"path": "tests/"}).to_string(),
+        "212 passed",
+        9_000.0,
+        failure,
+    );
     if flaky {
         let tool_id = b.call_id("toolu");
         b.llm(
@@ -801,7 +884,11 @@ fn coding(b: &mut Builder<'_>, root: SpanId, slots: &Slots) -> Option<&'static s
             &cast::CLAUDE_SONNET,
             &Exchange {
                 system: prose::CODING_SYSTEM.to_owned(),
-                input: vec![task.clone(), diagnosis, message("user", "The test run failed: 1 failed, 211 passed. Fix the failure.")],
+                input: vec![
+                    task.clone(),
+                    diagnosis,
+                    message("user", "The test run failed: 1 failed, 211 passed. Fix the failure."),
+                ],
                 output: Reply::Tool {
                     id: tool_id,
                     name: "apply_patch",
@@ -813,7 +900,14 @@ fn coding(b: &mut Builder<'_>, root: SpanId, slots: &Slots) -> Option<&'static s
                 streaming: true,
             },
         );
-        b.tool(root, "run_tests", &json!({"path": "tests/"}).to_string(), "212 passed", 9_000.0, None);
+        b.tool(
+            root,
+            "run_tests",
+            &json!({"path": "tests/"}).to_string(),
+            "212 passed",
+            9_000.0,
+            None,
+        );
     }
     b.llm(
         root,

@@ -224,8 +224,9 @@ pub async fn create(feed: &Feed, hook: &str, secret: &str) -> anyhow::Result<(Ev
     });
     // Spend s, pace r: s + r·CROSSING_AFTER = 0.8·limit, and r·FULL_AFTER
     // = 0.2·limit, so limit = s / (0.8 − 0.2·CROSSING_AFTER/FULL_AFTER).
-    let limit_of =
-        |s: f64| round_up_3(s / (0.8 - 0.2 * CROSSING_AFTER_S / FULL_AFTER_S)).max(MIN_EVAL_LIMIT_USD);
+    let limit_of = |s: f64| {
+        round_up_3(s / (0.8 - 0.2 * CROSSING_AFTER_S / FULL_AFTER_S)).max(MIN_EVAL_LIMIT_USD)
+    };
     let (spent, limit) = set_up(feed, evals, limit_of).await?;
     let usd_per_s = ((0.8 * limit - spent) / CROSSING_AFTER_S).max(0.2 * limit / FULL_AFTER_S);
     let evals = EvalBudget {
@@ -237,7 +238,12 @@ pub async fn create(feed: &Feed, hook: &str, secret: &str) -> anyhow::Result<(Ev
 
 /// The eval job: spends at `budget.usd_per_s` from now on, asking Tally
 /// before every call; when Tally denies, it waits and asks again later.
-pub async fn run_evals(feed: Feed, budget: EvalBudget, world: World, seed: u64) -> Result<(), FeedError> {
+pub async fn run_evals(
+    feed: Feed,
+    budget: EvalBudget,
+    world: World,
+    seed: u64,
+) -> Result<(), FeedError> {
     let mut rng = StdRng::seed_from_u64(seed);
     let started = Instant::now();
     let mut spent = 0.0;
@@ -259,10 +265,11 @@ pub async fn run_evals(feed: Feed, budget: EvalBudget, world: World, seed: u64) 
                 "estimated_cost_usd": cost_per_call,
                 "ttl_s": 120,
             });
-            let decision = match feed.json(Method::POST, "/api/v1/quota/reserve", Some(&reserve)).await {
-                Ok(decision) => decision,
-                Err(err) => return Err(stopped_or(err)),
-            };
+            let decision =
+                match feed.json(Method::POST, "/api/v1/quota/reserve", Some(&reserve)).await {
+                    Ok(decision) => decision,
+                    Err(err) => return Err(stopped_or(err)),
+                };
             if decision["allowed"] != true {
                 if !denied_before {
                     println!(
@@ -285,7 +292,8 @@ pub async fn run_evals(feed: Feed, budget: EvalBudget, world: World, seed: u64) 
                 "reservation_id": decision["reservation_id"],
                 "usage": call.report(),
             });
-            let settled = match feed.json(Method::POST, "/api/v1/quota/settle", Some(&settle)).await {
+            let settled = match feed.json(Method::POST, "/api/v1/quota/settle", Some(&settle)).await
+            {
                 Ok(settled) => settled,
                 Err(err) => return Err(stopped_or(err)),
             };

@@ -166,7 +166,8 @@ impl Call {
             }
             Outcome::CutOff => {
                 // The stream stopped part way; the gateway relayed some chunks.
-                call.output_chunks = (call.output_chunks as f64 * rng.random_range(0.1..0.7)) as u64;
+                call.output_chunks =
+                    (call.output_chunks as f64 * rng.random_range(0.1..0.7)) as u64;
                 call.duration_ms = first
                     + call.output_chunks as f64 * 3.5 / model.tokens_per_s * 1000.0 * slowdown;
             }
@@ -303,7 +304,10 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(2);
         let failed = Outcome::Failed("RateLimitError", "429");
         let report = Call::new(&O4_MINI, CALLER, SHAPE, 0, failed, 1.0, &mut rng).report();
-        assert_eq!((&report["status"], &report["error_type"]), (&json!("error"), &json!("RateLimitError")));
+        assert_eq!(
+            (&report["status"], &report["error_type"]),
+            (&json!("error"), &json!("RateLimitError"))
+        );
         assert!(report.get("output_tokens").is_none());
 
         let report = Call::new(&O4_MINI, CALLER, SHAPE, 0, Outcome::CutOff, 1.0, &mut rng).report();

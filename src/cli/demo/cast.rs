@@ -51,10 +51,8 @@ pub static GEMINI_PRO: Model = chat("gemini-2.5-pro", "gemini", 72.0, 750.0);
 pub static GEMINI_FLASH: Model =
     Model { reasoning: true, ..chat("gemini-2.5-flash", "gemini", 160.0, 300.0) };
 pub static DEEPSEEK: Model = chat("deepseek-chat", "deepseek", 38.0, 700.0);
-pub static EMBEDDING: Model = Model {
-    embedding: true,
-    ..chat("text-embedding-3-small", "openai", f64::INFINITY, 0.0)
-};
+pub static EMBEDDING: Model =
+    Model { embedding: true, ..chat("text-embedding-3-small", "openai", f64::INFINITY, 0.0) };
 
 /// A team and its people.
 pub struct Team {
@@ -89,7 +87,14 @@ pub static TEAMS: [Team; 3] = [
     },
     Team {
         name: "engineering",
-        users: &["omar.farouk", "priya.nair", "quinn.baker", "rosa.martins", "sven.olsen", "tara.singh"],
+        users: &[
+            "omar.farouk",
+            "priya.nair",
+            "quinn.baker",
+            "rosa.martins",
+            "sven.olsen",
+            "tara.singh",
+        ],
     },
 ];
 

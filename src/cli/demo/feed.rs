@@ -48,6 +48,8 @@ impl Feed {
             // Below the server's idle timeout, so that a pooled connection is
             // never reused just as the server closes it.
             .pool_idle_timeout(Duration::from_secs(5))
+            // The demo's server is its own, on this host.
+            .no_proxy()
             .build()
             .context("cannot build the HTTP client")?;
         Ok(Feed { client, base, stop })
@@ -128,7 +130,12 @@ impl Feed {
 
     /// Sends a JSON body with `method` and reads the answer as JSON, failing
     /// on anything but a 2xx.
-    pub async fn json(&self, method: reqwest::Method, path: &str, body: Option<&Value>) -> anyhow::Result<Value> {
+    pub async fn json(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> anyhow::Result<Value> {
         let bytes = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
         let (status, answer) = self.send(method.clone(), path, JSON, bytes).await?;
         let value: Value = serde_json::from_slice(&answer).unwrap_or(Value::Null);
@@ -167,9 +174,12 @@ impl Feed {
         }
         for body in bodies.metrics {
             let (status, answer) = self.post("/v1/metrics", PROTOBUF, body.into()).await?;
-            check_otlp::<ExportMetricsServiceResponse>("metric data points", status, &answer, |r| {
-                r.partial_success.map(|p| (p.rejected_data_points, p.error_message))
-            });
+            check_otlp::<ExportMetricsServiceResponse>(
+                "metric data points",
+                status,
+                &answer,
+                |r| r.partial_success.map(|p| (p.rejected_data_points, p.error_message)),
+            );
         }
         for body in bodies.points {
             let (status, answer) = self.post("/api/v1/points", JSON, body.into()).await?;

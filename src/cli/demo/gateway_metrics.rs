@@ -115,8 +115,11 @@ impl GatewayMetrics {
             _ => "not_found",
         };
         let cache_hit = if rng.random_bool(0.9) { "true" } else { "false" };
-        let resolve_s =
-            if cache_hit == "true" { rng.random_range(0.0002..0.002) } else { rng.random_range(0.004..0.06) };
+        let resolve_s = if cache_hit == "true" {
+            rng.random_range(0.0002..0.002)
+        } else {
+            rng.random_range(0.004..0.06)
+        };
         let conflict = rng.random_bool(0.0005);
         let interval = self.interval(call.end_ms());
         *interval.requests.entry((kind, status)).or_default() += 1;
@@ -128,10 +131,18 @@ impl GatewayMetrics {
                 .observe(seconds);
         }
         let exception = if matches!(call.outcome, Outcome::Failed(..)) { "true" } else { "false" };
-        interval.slots.entry((key, exception)).or_insert_with(|| Hist::new(SLOT_BUCKETS)).observe(seconds);
+        interval
+            .slots
+            .entry((key, exception))
+            .or_insert_with(|| Hist::new(SLOT_BUCKETS))
+            .observe(seconds);
         *interval.busy_ms.entry(key).or_default() += call.duration_ms;
         *interval.aliases.entry((method, cache_hit)).or_default() += 1;
-        interval.alias_time.entry(method).or_insert_with(|| Hist::new(ALIAS_BUCKETS)).observe(resolve_s);
+        interval
+            .alias_time
+            .entry(method)
+            .or_insert_with(|| Hist::new(ALIAS_BUCKETS))
+            .observe(resolve_s);
         interval.conflicts += u64::from(conflict);
     }
 
@@ -252,14 +263,22 @@ impl GatewayMetrics {
                 "Duration of concurrency slot occupation in seconds",
                 slots,
             ),
-            sum("concurrency_slot_release_total", "Total number of concurrency slot releases", releases),
+            sum(
+                "concurrency_slot_release_total",
+                "Total number of concurrency slot releases",
+                releases,
+            ),
             gauge("concurrency_slots_in_use", "Current number of concurrency slots in use", in_use),
             gauge(
                 "health_open_circuits",
                 "Number of provider keys currently in circuit breaker open state",
                 circuits,
             ),
-            sum("model_alias_resolution_total", "Total number of model alias resolutions", resolutions),
+            sum(
+                "model_alias_resolution_total",
+                "Total number of model alias resolutions",
+                resolutions,
+            ),
             histogram(
                 "model_alias_resolution_duration_seconds",
                 "Duration of model alias resolution in seconds",
@@ -327,11 +346,17 @@ mod tests {
             route: "interactive",
             agent: None,
         };
-        let shape =
-            Shape { input: 500, cached_share: 0.0, cache_write: false, output: 100, streaming: true };
+        let shape = Shape {
+            input: 500,
+            cached_share: 0.0,
+            cache_write: false,
+            output: 100,
+            streaming: true,
+        };
         let mut metrics = GatewayMetrics::new(60_000);
         for i in 0..90 {
-            let call = Call::new(&GPT_41_MINI, caller, shape, i * 1_000, Outcome::Ok, 1.0, &mut rng);
+            let call =
+                Call::new(&GPT_41_MINI, caller, shape, i * 1_000, Outcome::Ok, 1.0, &mut rng);
             metrics.record(&call, &mut rng);
         }
         metrics.cover(0, 180_000);

@@ -187,7 +187,12 @@ impl Generator {
 
     /// The gateway's metrics and the retrieval service's points over
     /// [`from_ms`, `to_ms`), from what `telemetry` gathered.
-    pub fn telemetry_bodies(&mut self, mut telemetry: Telemetry, from_ms: i64, to_ms: i64) -> Bodies {
+    pub fn telemetry_bodies(
+        &mut self,
+        mut telemetry: Telemetry,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Bodies {
         let mut bodies = Bodies::default();
         telemetry.gateway.cover(from_ms, to_ms);
         let interval_ms = telemetry.gateway.interval_ms();
@@ -222,7 +227,8 @@ impl Generator {
         }
         let prompt = super::prose::pick(super::prose::CHAT_PROMPTS, rng);
         let shape = Shape {
-            input: (cast::long_tail(900.0, 0.8, rng) as u64).clamp(40, 60_000) + prompt.len() as u64 / 4,
+            input: (cast::long_tail(900.0, 0.8, rng) as u64).clamp(40, 60_000)
+                + prompt.len() as u64 / 4,
             cached_share: if rng.random_bool(0.4) { rng.random_range(0.2..0.7) } else { 0.0 },
             cache_write: rng.random_bool(0.1),
             output: (cast::long_tail(260.0, 0.7, rng) as u64).clamp(8, 8_000),
@@ -368,7 +374,11 @@ fn resource(agent: Agent) -> Resource {
 }
 
 fn scope() -> InstrumentationScope {
-    InstrumentationScope { name: "acme.agents".into(), version: "1.14.2".into(), ..InstrumentationScope::default() }
+    InstrumentationScope {
+        name: "acme.agents".into(),
+        version: "1.14.2".into(),
+        ..InstrumentationScope::default()
+    }
 }
 
 /// The OTLP trace export of `runs`, one resource per agent service.
@@ -383,7 +393,11 @@ fn trace_export(runs: &[(Agent, agents::Run)]) -> Vec<u8> {
                 .collect();
             (!spans.is_empty()).then(|| ResourceSpans {
                 resource: Some(resource(agent)),
-                scope_spans: vec![ScopeSpans { scope: Some(scope()), spans, ..ScopeSpans::default() }],
+                scope_spans: vec![ScopeSpans {
+                    scope: Some(scope()),
+                    spans,
+                    ..ScopeSpans::default()
+                }],
                 ..ResourceSpans::default()
             })
         })
@@ -403,7 +417,11 @@ fn log_export(runs: &[(Agent, agents::Run)]) -> Option<Vec<u8>> {
                 .collect();
             (!log_records.is_empty()).then(|| ResourceLogs {
                 resource: Some(resource(agent)),
-                scope_logs: vec![ScopeLogs { scope: Some(scope()), log_records, ..ScopeLogs::default() }],
+                scope_logs: vec![ScopeLogs {
+                    scope: Some(scope()),
+                    log_records,
+                    ..ScopeLogs::default()
+                }],
                 ..ResourceLogs::default()
             })
         })
@@ -456,7 +474,9 @@ mod tests {
         let mut llm_spans = 0;
         for body in &bodies.traces {
             let export = ExportTraceServiceRequest::decode(body.as_slice()).unwrap();
-            for span in export.resource_spans.iter().flat_map(|r| &r.scope_spans).flat_map(|s| &s.spans) {
+            for span in
+                export.resource_spans.iter().flat_map(|r| &r.scope_spans).flat_map(|s| &s.spans)
+            {
                 if !span.name.starts_with("chat ") {
                     continue;
                 }
