@@ -71,19 +71,15 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     if !(args.rate > 0.0 && args.rate <= MAX_RATE) {
         bail!("--rate: must be above 0 and at most {MAX_RATE}, got {}", args.rate);
     }
-    let temporary = match &args.data_dir {
-        Some(_) => None,
-        None => Some(
-            tempfile::Builder::new()
+    let (data_dir, temporary) = match args.data_dir {
+        Some(dir) => (dir, None),
+        None => {
+            let temporary = tempfile::Builder::new()
                 .prefix("tally-demo-")
                 .tempdir()
-                .context("cannot make a temporary data dir")?,
-        ),
-    };
-    let data_dir = match (&args.data_dir, &temporary) {
-        (Some(dir), _) => dir.clone(),
-        (None, Some(temp)) => temp.path().to_path_buf(),
-        (None, None) => unreachable!("a temporary dir is made when none is given"),
+                .context("cannot make a temporary data dir")?;
+            (temporary.path().to_path_buf(), Some(temporary))
+        }
     };
     let env: HashMap<String, String> = std::env::vars().collect();
     let overrides = Overrides {
@@ -249,14 +245,13 @@ async fn backfill(feed: &Feed, generator: Generator, now: i64) -> anyhow::Result
         }
         generator
     });
-    let senders = tokio::sync::Semaphore::new(HISTORY_SENDERS);
+    let senders = std::sync::Arc::new(tokio::sync::Semaphore::new(HISTORY_SENDERS));
     let mut sending = tokio::task::JoinSet::new();
     let (mut calls, mut runs, mut traced) = (0, 0, 0);
-    let semaphore = std::sync::Arc::new(senders);
     while let Some(bodies) = rx.recv().await {
         (calls, runs, traced) =
             (calls + bodies.calls, runs + bodies.runs, traced + bodies.traced_runs);
-        let permit = semaphore.clone().acquire_owned().await.context("sender slots")?;
+        let permit = senders.clone().acquire_owned().await.context("sender slots")?;
         let feed = feed.clone();
         sending.spawn(async move {
             let _permit = permit;
