@@ -204,7 +204,14 @@ async fn drive(
         budgets::CROSSING_AFTER_S,
     );
     print_tour(&feed, &url).await;
-    let evals_job = tokio::spawn(budgets::run_evals(feed.clone(), evals, world, seed ^ 0xE7A1));
+    let evals_feed = feed.clone();
+    let evals_job = tokio::spawn(async move {
+        if let Err(err) = budgets::run_evals(evals_feed, evals, world, seed ^ 0xE7A1).await
+            && !matches!(err.downcast_ref::<FeedError>(), Some(FeedError::Stopped))
+        {
+            tracing::warn!("the eval job stopped: {err:#}");
+        }
+    });
     let live = live(&feed, &mut generator, started).await;
     evals_job.abort();
     live.map_err(anyhow::Error::from)

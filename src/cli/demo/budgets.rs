@@ -25,7 +25,7 @@ use sha2::Sha256;
 use tokio::sync::watch;
 
 use super::cast;
-use super::feed::{Feed, FeedError};
+use super::feed::Feed;
 use super::traffic::eval_call;
 use super::world::World;
 use crate::time::now_ms;
@@ -243,7 +243,7 @@ pub async fn run_evals(
     budget: EvalBudget,
     world: World,
     seed: u64,
-) -> Result<(), FeedError> {
+) -> anyhow::Result<()> {
     let mut rng = StdRng::seed_from_u64(seed);
     let started = Instant::now();
     let mut spent = 0.0;
@@ -265,11 +265,7 @@ pub async fn run_evals(
                 "estimated_cost_usd": cost_per_call,
                 "ttl_s": 120,
             });
-            let decision =
-                match feed.json(Method::POST, "/api/v1/quota/reserve", Some(&reserve)).await {
-                    Ok(decision) => decision,
-                    Err(err) => return Err(stopped_or(err)),
-                };
+            let decision = feed.json(Method::POST, "/api/v1/quota/reserve", Some(&reserve)).await?;
             if decision["allowed"] != true {
                 if !denied_before {
                     println!(
@@ -292,24 +288,13 @@ pub async fn run_evals(
                 "reservation_id": decision["reservation_id"],
                 "usage": call.report(),
             });
-            let settled = match feed.json(Method::POST, "/api/v1/quota/settle", Some(&settle)).await
-            {
-                Ok(settled) => settled,
-                Err(err) => return Err(stopped_or(err)),
-            };
+            let settled = feed.json(Method::POST, "/api/v1/quota/settle", Some(&settle)).await?;
             let cost = settled["cost_usd"].as_f64().unwrap_or(0.0);
             if cost > 0.0 {
                 cost_per_call = 0.8 * cost_per_call + 0.2 * cost;
             }
             spent += cost.max(cost_per_call * 0.1);
         }
-    }
-}
-
-fn stopped_or(err: anyhow::Error) -> FeedError {
-    match err.downcast::<FeedError>() {
-        Ok(err) => err,
-        Err(err) => FeedError::Failed(format!("{err:#}")),
     }
 }
 

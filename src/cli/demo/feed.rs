@@ -30,8 +30,8 @@ const MAX_WAIT: Duration = Duration::from_secs(10);
 pub enum FeedError {
     #[error("the demo is stopping")]
     Stopped,
-    #[error("{0}")]
-    Failed(String),
+    #[error("{request}: gave up after {ATTEMPTS} attempts; the last: {last}")]
+    GaveUp { request: String, last: String },
 }
 
 #[derive(Clone)]
@@ -125,7 +125,7 @@ impl Feed {
             };
             self.pause(wait).await?;
         }
-        Err(FeedError::Failed(format!("{method} {path}: {last}")))
+        Err(FeedError::GaveUp { request: format!("{method} {path}"), last })
     }
 
     /// Sends a JSON body with `method` and reads the answer as JSON, failing
