@@ -1,5 +1,5 @@
 //! The command line: `tally serve`, `tally usage`, `tally prices`,
-//! `tally reprice`, `tally budgets`, `tally bench`.
+//! `tally reprice`, `tally budgets`, `tally bench`, `tally demo`.
 
 mod bench;
 mod bench_points;
@@ -8,6 +8,7 @@ mod bench_series;
 mod bench_soak;
 mod bench_spans;
 mod budgets;
+mod demo;
 mod prices;
 mod reprice;
 mod serve;
@@ -40,6 +41,9 @@ enum Command {
     Budgets(budgets::BudgetsArgs),
     /// Load a running server and print what it sustains.
     Bench(bench::BenchArgs),
+    /// Run a server fed with a week of realistic traffic and more arriving
+    /// live, to explore the dashboard and the API.
+    Demo(demo::DemoArgs),
 }
 
 /// Default server for client subcommands.
@@ -69,6 +73,7 @@ pub fn main() -> ExitCode {
             Command::Reprice(args) => reprice::run(args).await,
             Command::Budgets(args) => budgets::run(args).await,
             Command::Bench(args) => bench::run(args).await,
+            Command::Demo(args) => demo::run(args).await,
         }
     });
     match result {

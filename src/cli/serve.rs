@@ -39,6 +39,26 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         storage: args.storage,
     };
     let config = Config::load(args.config.as_deref(), &env, &overrides)?;
+    serve(config, shutdown_signal(), |_| {}).await
+}
+
+/// The addresses a started server listens on (ports chosen for `:0`
+/// included).
+#[derive(Debug, Clone, Copy)]
+pub struct Bound {
+    pub http: SocketAddr,
+    pub grpc: SocketAddr,
+}
+
+/// Runs the server of `config` until `shutdown` resolves: opens the store,
+/// binds both listeners, prints their addresses, calls `ready` with them,
+/// serves, and then stops in order (listeners, committer with its final
+/// flush). `tally serve` and `tally demo` both run through here.
+pub async fn serve(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    ready: impl FnOnce(Bound),
+) -> anyhow::Result<()> {
     let (http_addr, grpc_addr) = (config.http, config.grpc);
     crate::listener::reserve_open_files(
         config.server.max_connections + config.server.grpc_max_connections,
@@ -58,6 +78,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // Tests and scripts read these lines to find ports chosen with :0.
     println!("tally listening on grpc://{grpc_bound}");
     println!("tally listening on http://{bound}");
+    ready(Bound { http: bound, grpc: grpc_bound });
     let (stop_grpc, grpc_stopped) = tokio::sync::oneshot::channel::<()>();
     let limits = &app.config.server;
     let grpc = tokio::spawn(crate::ingest::otlp_grpc::serve(
@@ -69,7 +90,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             let _ = grpc_stopped.await;
         },
     ));
-    server::run(listener, router, limits.http_limits()?, shutdown_signal()).await?;
+    server::run(listener, router, limits.http_limits()?, shutdown).await?;
     let _ = stop_grpc.send(());
     if let Ok(Err(err)) = grpc.await {
         tracing::warn!(%err, "OTLP/gRPC server stopped with an error");
@@ -79,7 +100,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn shutdown_signal() {
+/// Resolves on Ctrl-C (SIGINT) or SIGTERM.
+pub async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
