@@ -28,6 +28,8 @@ export async function launch({ colorScheme = 'light', viewport = { width: 1280, 
     colorScheme,
     viewport,
   });
+  // The test shares two cores with the rest of the suite: waits get room.
+  context.setDefaultTimeout(60_000);
   return {
     context,
     async close() {

@@ -104,7 +104,7 @@ function watch(page) {
 /** Waits until no panel is loading and the network is quiet. */
 async function settled(page) {
   await page.waitForLoadState('networkidle');
-  await page.waitForFunction(() => !document.querySelector('[aria-busy="true"]') && !document.querySelector('.state.loading'), null, { timeout: 15_000 });
+  await page.waitForFunction(() => !document.querySelector('[aria-busy="true"]') && !document.querySelector('.state.loading'), null, { timeout: 60_000 });
 }
 
 const browser = await launch();
