@@ -146,3 +146,18 @@ export function TextInput({ label, value, onCommit, id, placeholder }: { label: 
     </label>
   );
 }
+
+/** Back and forward through cursor-paged results: `cursors` are the pages
+ *  opened so far (the last is shown), `next` the cursor of the page after. */
+export function Pager({ cursors, next, onChange, back, forward }: { cursors: string[]; next: string | null | undefined; onChange: (cursors: string[]) => void; back: string; forward: string }) {
+  return (
+    <>
+      <button type="button" disabled={!cursors.length} onClick={() => onChange(cursors.slice(0, -1))}>
+        {back}
+      </button>
+      <button type="button" disabled={!next} onClick={() => next && onChange([...cursors, next])}>
+        {forward}
+      </button>
+    </>
+  );
+}

@@ -3,7 +3,7 @@
 
 import { useEffect, useState } from 'preact/hooks';
 import { api, type LogRecord } from '../api';
-import { Panel, Select, TextInput, Time } from '../components/ui';
+import { Pager, Panel, Select, TextInput, Time } from '../components/ui';
 import { href, shared, withParam } from '../lib/url';
 import { navigate, useLocation } from '../router';
 import { useData, useView, windowParams } from '../view';
@@ -37,16 +37,7 @@ export function Logs() {
         empty={!logs.length}
         emptyText="No log record in this window matches."
         testId="log-list"
-        actions={
-          <>
-            <button type="button" disabled={!cursors.length} onClick={() => setCursors(cursors.slice(0, -1))}>
-              Newer
-            </button>
-            <button type="button" disabled={!page.data?.next_cursor} onClick={() => setCursors([...cursors, page.data!.next_cursor!])}>
-              Older
-            </button>
-          </>
-        }
+        actions={<Pager cursors={cursors} next={page.data?.next_cursor} onChange={setCursors} back="Newer" forward="Older" />}
       >
         <div class="table-wrap">
           <table>

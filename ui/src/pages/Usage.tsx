@@ -6,7 +6,7 @@ import { useEffect, useMemo, useState } from 'preact/hooks';
 import { api, headers, query, type UsageGroup, type UsagePoint, type UsageRecord, type UsageSeries, type UsageSummary } from '../api';
 import { Chart } from '../components/Chart';
 import { DIMENSIONS, UsageFilters } from '../components/Filters';
-import { Num, Panel, Select, Time } from '../components/ui';
+import { Num, Pager, Panel, Select, Time } from '../components/ui';
 import * as fmt from '../lib/format';
 import { align } from '../lib/series';
 import { stepFor } from '../lib/time';
@@ -255,12 +255,7 @@ function Records({ filters }: { filters: string[] }) {
       actions={
         <>
           <span class="muted">Page {cursors.length + 1}</span>
-          <button type="button" disabled={!cursors.length} onClick={() => setCursors(cursors.slice(0, -1))}>
-            Previous
-          </button>
-          <button type="button" disabled={!page.data?.next_cursor} onClick={() => setCursors([...cursors, page.data!.next_cursor!])}>
-            Next
-          </button>
+          <Pager cursors={cursors} next={page.data?.next_cursor} onChange={setCursors} back="Previous" forward="Next" />
         </>
       }
     >
