@@ -5,9 +5,18 @@
 use std::sync::Arc;
 
 use base64::Engine as _;
-use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
-use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use prost::Message;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 use super::UsageIngest;
 use crate::durability::{CommitError, Records};
@@ -50,6 +59,12 @@ impl Problems {
 
     pub fn is_empty(&self) -> bool {
         self.rejected == 0 && self.quoted.is_empty()
+    }
+
+    /// The partial-success fields (rejected count, message), when there is
+    /// anything to say.
+    pub fn partial(&self) -> Option<(i64, String)> {
+        (!self.is_empty()).then(|| (self.rejected, self.message()))
     }
 
     pub fn message(&self) -> String {
@@ -156,6 +171,106 @@ pub fn metric_records(
 /// not committed.
 fn forget_cumulative(ingest: &UsageIngest, staged: Staged) {
     ingest.cumulative.lock().unwrap_or_else(|p| p.into_inner()).forget(staged);
+}
+
+/// What differs between the three OTLP signals.
+pub trait Signal: Message + Default + DeserializeOwned + Send + 'static {
+    /// The protobuf message name, for errors.
+    const NAME: &'static str;
+    /// The `endpoint` label of `tally_ingest_records_total`, over HTTP and
+    /// over gRPC.
+    const HTTP_ENDPOINT: &'static str;
+    const GRPC_ENDPOINT: &'static str;
+    /// The gRPC method.
+    const GRPC_PATH: &'static str;
+    type Response: Message + Serialize;
+    /// Spans, log records or metrics in the request.
+    fn items(&self) -> usize;
+    /// The records to commit, what was wrong, and cumulative metric samples
+    /// to keep once the records are committed. Parts of the request may be
+    /// moved into the records.
+    fn records(
+        &mut self,
+        ingest: &UsageIngest,
+        hint: Option<&str>,
+    ) -> (Records, Problems, Option<Staged>);
+    fn response(partial: Option<(i64, String)>) -> Self::Response;
+}
+
+impl Signal for ExportTraceServiceRequest {
+    const NAME: &'static str = "ExportTraceServiceRequest";
+    const HTTP_ENDPOINT: &'static str = "otlp_http_traces";
+    const GRPC_ENDPOINT: &'static str = "otlp_grpc_traces";
+    const GRPC_PATH: &'static str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+    type Response = ExportTraceServiceResponse;
+    fn items(&self) -> usize {
+        self.resource_spans.iter().flat_map(|r| &r.scope_spans).map(|s| s.spans.len()).sum()
+    }
+    fn records(
+        &mut self,
+        ingest: &UsageIngest,
+        hint: Option<&str>,
+    ) -> (Records, Problems, Option<Staged>) {
+        let (records, problems) = trace_records(&ingest.context(), self, hint);
+        (records, problems, None)
+    }
+    fn response(partial: Option<(i64, String)>) -> Self::Response {
+        let partial_success = partial.map(|(rejected_spans, error_message)| {
+            ExportTracePartialSuccess { rejected_spans, error_message }
+        });
+        ExportTraceServiceResponse { partial_success }
+    }
+}
+
+impl Signal for ExportLogsServiceRequest {
+    const NAME: &'static str = "ExportLogsServiceRequest";
+    const HTTP_ENDPOINT: &'static str = "otlp_http_logs";
+    const GRPC_ENDPOINT: &'static str = "otlp_grpc_logs";
+    const GRPC_PATH: &'static str = "/opentelemetry.proto.collector.logs.v1.LogsService/Export";
+    type Response = ExportLogsServiceResponse;
+    fn items(&self) -> usize {
+        self.resource_logs.iter().flat_map(|r| &r.scope_logs).map(|s| s.log_records.len()).sum()
+    }
+    fn records(
+        &mut self,
+        _: &UsageIngest,
+        hint: Option<&str>,
+    ) -> (Records, Problems, Option<Staged>) {
+        let (records, problems) = log_records(self, hint);
+        (records, problems, None)
+    }
+    fn response(partial: Option<(i64, String)>) -> Self::Response {
+        let partial_success = partial.map(|(rejected_log_records, error_message)| {
+            ExportLogsPartialSuccess { rejected_log_records, error_message }
+        });
+        ExportLogsServiceResponse { partial_success }
+    }
+}
+
+impl Signal for ExportMetricsServiceRequest {
+    const NAME: &'static str = "ExportMetricsServiceRequest";
+    const HTTP_ENDPOINT: &'static str = "otlp_http_metrics";
+    const GRPC_ENDPOINT: &'static str = "otlp_grpc_metrics";
+    const GRPC_PATH: &'static str =
+        "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export";
+    type Response = ExportMetricsServiceResponse;
+    fn items(&self) -> usize {
+        self.resource_metrics.iter().flat_map(|r| &r.scope_metrics).map(|s| s.metrics.len()).sum()
+    }
+    fn records(
+        &mut self,
+        ingest: &UsageIngest,
+        hint: Option<&str>,
+    ) -> (Records, Problems, Option<Staged>) {
+        let (records, problems, staged) = metric_records(ingest, self, hint);
+        (records, problems, Some(staged))
+    }
+    fn response(partial: Option<(i64, String)>) -> Self::Response {
+        let partial_success = partial.map(|(rejected_data_points, error_message)| {
+            ExportMetricsPartialSuccess { rejected_data_points, error_message }
+        });
+        ExportMetricsServiceResponse { partial_success }
+    }
 }
 
 /// Why an export was not committed.

@@ -1,46 +1,33 @@
-//! OTLP over gRPC (TraceService and LogsService, gzip accepted): the same
-//! validation and partial success as over HTTP, with RESOURCE_EXHAUSTED or
-//! UNAVAILABLE when the server cannot take more.
+//! OTLP over gRPC (TraceService, LogsService and MetricsService, gzip
+//! accepted): the same validation and partial success as over HTTP, with
+//! RESOURCE_EXHAUSTED or UNAVAILABLE when the server cannot take more. The
+//! gRPC layer hands over each message's bytes; they are decoded with the
+//! rest of the request's CPU work, on its lane.
 
 use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
-
-use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
-    LogsService, LogsServiceServer,
-};
-use opentelemetry_proto::tonic::collector::logs::v1::{
-    ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
-};
-use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
-    MetricsService, MetricsServiceServer,
-};
-use opentelemetry_proto::tonic::collector::metrics::v1::{
-    ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
-    TraceService, TraceServiceServer,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
+use axum::routing::post;
+use bytes::{Buf, BufMut, Bytes};
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use prost::Message;
 use tokio::net::TcpListener;
-use tonic::codec::CompressionEncoding;
+use tonic::codec::{
+    Codec, CompressionEncoding, DecodeBuf, Decoder, EnabledCompressionEncodings, EncodeBuf, Encoder,
+};
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
 
 use super::UsageIngest;
-use super::otlp::{self, Failure, Problems};
-use crate::durability::{CommitError, Records};
-use crate::normalize::otlp_metric::Staged;
-
-/// Both services share the ingest state.
-#[derive(Clone)]
-struct Otlp {
-    ingest: Arc<UsageIngest>,
-}
+use super::otlp::{self, Failure, Signal};
+use crate::durability::CommitError;
+use crate::error::ApiError;
 
 fn hint(metadata: &MetadataMap) -> Option<String> {
     let text = |name: &str| metadata.get(name).and_then(|v| v.to_str().ok());
@@ -59,99 +46,107 @@ fn commit_status(err: CommitError) -> Status {
     }
 }
 
-impl Otlp {
-    /// Normalizes and commits one export ([`otlp::normalize_and_commit`]).
-    async fn ingest(
-        &self,
-        endpoint: &'static str,
-        normalize: impl FnOnce(&UsageIngest) -> (Records, Problems, Option<Staged>) + Send + 'static,
-    ) -> Result<Problems, Status> {
-        let normalize = move |ingest: &UsageIngest| Ok(normalize(ingest));
-        otlp::normalize_and_commit(&self.ingest, endpoint, normalize).await.map_err(|failure| {
-            match failure {
+/// A request that could not be read or normalized, as gRPC says it.
+fn request_status(err: ApiError) -> Status {
+    if err.status.is_client_error() {
+        Status::invalid_argument(err.message)
+    } else {
+        Status::internal(err.message)
+    }
+}
+
+/// Messages as bytes: requests are decoded on their lane, and answers come
+/// encoded.
+#[derive(Clone, Copy, Default)]
+struct RawCodec;
+
+impl Codec for RawCodec {
+    type Encode = Bytes;
+    type Decode = Bytes;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+
+    fn encoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+
+    fn decoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+}
+
+impl Encoder for RawCodec {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        dst.put(item);
+        Ok(())
+    }
+}
+
+impl Decoder for RawCodec {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
+        Ok(Some(src.copy_to_bytes(src.remaining())))
+    }
+}
+
+/// One export method: decode, normalize and commit on a lane, answer.
+struct ExportCall<S> {
+    ingest: Arc<UsageIngest>,
+    signal: PhantomData<fn() -> S>,
+}
+
+impl<S: Signal> tonic::server::UnaryService<Bytes> for ExportCall<S> {
+    type Response = Bytes;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Bytes>, Status>> + Send>>;
+
+    fn call(&mut self, request: Request<Bytes>) -> Self::Future {
+        let ingest = Arc::clone(&self.ingest);
+        Box::pin(async move {
+            let _permit = ingest.in_flight.try_acquire().map_err(|_| {
+                Status::resource_exhausted("too many ingest requests in flight; retry later")
+            })?;
+            let hint = hint(request.metadata());
+            let bytes = request.into_inner();
+            let normalize = move |ingest: &UsageIngest| {
+                let mut message = S::decode(bytes).map_err(|e| {
+                    ApiError::bad_request(format!("not a valid protobuf {}: {e}", S::NAME))
+                })?;
+                Ok(message.records(ingest, hint.as_deref()))
+            };
+            let problems = otlp::normalize_and_commit(&ingest, S::GRPC_ENDPOINT, normalize)
+                .await
+                .map_err(|failure| match failure {
                 Failure::Commit(err) => commit_status(err),
-                Failure::Request(err) => Status::internal(err.message),
-            }
-        })
-    }
-
-    fn permit(&self) -> Result<tokio::sync::SemaphorePermit<'_>, Status> {
-        self.ingest.in_flight.try_acquire().map_err(|_| {
-            Status::resource_exhausted("too many ingest requests in flight; retry later")
+                Failure::Request(err) => request_status(err),
+            })?;
+            Ok(Response::new(Bytes::from(S::response(problems.partial()).encode_to_vec())))
         })
     }
 }
 
-fn partial(problems: &Problems) -> Option<(i64, String)> {
-    (!problems.is_empty()).then(|| (problems.rejected, problems.message()))
+/// The gRPC handling of one export method.
+async fn export<S: Signal>(
+    State(ingest): State<Arc<UsageIngest>>,
+    request: axum::extract::Request,
+) -> axum::response::Response {
+    let mut gzip = EnabledCompressionEncodings::default();
+    gzip.enable(CompressionEncoding::Gzip);
+    let mut grpc = tonic::server::Grpc::new(RawCodec)
+        .apply_compression_config(gzip, gzip)
+        .apply_max_message_size_config(Some(ingest.max_body_bytes), None);
+    let call = ExportCall::<S> { ingest, signal: PhantomData };
+    grpc.unary(call, request).await.map(axum::body::Body::new)
 }
 
-#[tonic::async_trait]
-impl TraceService for Otlp {
-    async fn export(
-        &self,
-        request: Request<ExportTraceServiceRequest>,
-    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
-        let _permit = self.permit()?;
-        let hint = hint(request.metadata());
-        let mut request = request.into_inner();
-        let problems = self
-            .ingest("otlp_grpc_traces", move |ingest| {
-                let (records, problems) =
-                    otlp::trace_records(&ingest.context(), &mut request, hint.as_deref());
-                (records, problems, None)
-            })
-            .await?;
-        let partial_success = partial(&problems).map(|(rejected_spans, error_message)| {
-            ExportTracePartialSuccess { rejected_spans, error_message }
-        });
-        Ok(Response::new(ExportTraceServiceResponse { partial_success }))
-    }
-}
-
-#[tonic::async_trait]
-impl LogsService for Otlp {
-    async fn export(
-        &self,
-        request: Request<ExportLogsServiceRequest>,
-    ) -> Result<Response<ExportLogsServiceResponse>, Status> {
-        let _permit = self.permit()?;
-        let hint = hint(request.metadata());
-        let request = request.into_inner();
-        let problems = self
-            .ingest("otlp_grpc_logs", move |_| {
-                let (records, problems) = otlp::log_records(&request, hint.as_deref());
-                (records, problems, None)
-            })
-            .await?;
-        let partial_success = partial(&problems).map(|(rejected_log_records, error_message)| {
-            ExportLogsPartialSuccess { rejected_log_records, error_message }
-        });
-        Ok(Response::new(ExportLogsServiceResponse { partial_success }))
-    }
-}
-
-#[tonic::async_trait]
-impl MetricsService for Otlp {
-    async fn export(
-        &self,
-        request: Request<ExportMetricsServiceRequest>,
-    ) -> Result<Response<ExportMetricsServiceResponse>, Status> {
-        let _permit = self.permit()?;
-        let hint = hint(request.metadata());
-        let request = request.into_inner();
-        let problems = self
-            .ingest("otlp_grpc_metrics", move |ingest| {
-                let (records, problems, staged) =
-                    otlp::metric_records(ingest, &request, hint.as_deref());
-                (records, problems, Some(staged))
-            })
-            .await?;
-        let partial_success = partial(&problems).map(|(rejected_data_points, error_message)| {
-            ExportMetricsPartialSuccess { rejected_data_points, error_message }
-        });
-        Ok(Response::new(ExportMetricsServiceResponse { partial_success }))
-    }
+/// Any other method.
+async fn unimplemented(request: axum::extract::Request) -> axum::response::Response {
+    Status::unimplemented(format!("{} is not a method this server has", request.uri().path()))
+        .into_http()
 }
 
 /// Serves OTLP/gRPC on `listener` under `limits` until `shutdown` resolves;
@@ -164,25 +159,12 @@ pub async fn serve(
     request_timeout: Duration,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let limit = ingest.max_body_bytes;
-    let otlp = Otlp { ingest };
-    let traces = TraceServiceServer::new(otlp.clone())
-        .accept_compressed(CompressionEncoding::Gzip)
-        .send_compressed(CompressionEncoding::Gzip)
-        .max_decoding_message_size(limit);
-    let metrics = MetricsServiceServer::new(otlp.clone())
-        .accept_compressed(CompressionEncoding::Gzip)
-        .send_compressed(CompressionEncoding::Gzip)
-        .max_decoding_message_size(limit);
-    let logs = LogsServiceServer::new(otlp)
-        .accept_compressed(CompressionEncoding::Gzip)
-        .send_compressed(CompressionEncoding::Gzip)
-        .max_decoding_message_size(limit);
-    let router = tonic::service::Routes::new(traces)
-        .add_service(logs)
-        .add_service(metrics)
-        .prepare()
-        .into_axum_router()
+    let router = axum::Router::new()
+        .route(ExportTraceServiceRequest::GRPC_PATH, post(export::<ExportTraceServiceRequest>))
+        .route(ExportLogsServiceRequest::GRPC_PATH, post(export::<ExportLogsServiceRequest>))
+        .route(ExportMetricsServiceRequest::GRPC_PATH, post(export::<ExportMetricsServiceRequest>))
+        .fallback(unimplemented)
+        .with_state(ingest)
         .layer(axum::middleware::from_fn_with_state(request_timeout, deadline));
     crate::listener::serve(listener, router, limits, shutdown).await
 }

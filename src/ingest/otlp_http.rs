@@ -8,20 +8,14 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use opentelemetry_proto::tonic::collector::logs::v1::{
-    ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
-};
-use opentelemetry_proto::tonic::collector::metrics::v1::{
-    ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::otlp::{self, Failure, Problems};
+use super::otlp::{self, Failure, Problems, Signal};
 use super::{UsageIngest, body};
 use crate::durability::Records;
 use crate::error::ApiError;
@@ -177,95 +171,6 @@ fn hint(headers: &HeaderMap) -> Option<String> {
     otlp::project_hint(text("x-langfuse-public-key"), text("authorization"))
 }
 
-/// What differs between the three OTLP signals.
-trait Signal: Message + Default + DeserializeOwned {
-    /// The protobuf message name, for errors.
-    const NAME: &'static str;
-    /// The `endpoint` label of `tally_ingest_records_total`.
-    const ENDPOINT: &'static str;
-    type Response: Message + Serialize;
-    /// Spans, log records or metrics in the request.
-    fn items(&self) -> usize;
-    /// The records to commit, what was wrong, and cumulative metric samples
-    /// to keep once the records are committed. Parts of the request may be
-    /// moved into the records.
-    fn records(
-        &mut self,
-        ingest: &UsageIngest,
-        hint: Option<&str>,
-    ) -> (Records, Problems, Option<Staged>);
-    fn response(partial: Option<(i64, String)>) -> Self::Response;
-}
-
-impl Signal for ExportTraceServiceRequest {
-    const NAME: &'static str = "ExportTraceServiceRequest";
-    const ENDPOINT: &'static str = "otlp_http_traces";
-    type Response = ExportTraceServiceResponse;
-    fn items(&self) -> usize {
-        self.resource_spans.iter().flat_map(|r| &r.scope_spans).map(|s| s.spans.len()).sum()
-    }
-    fn records(
-        &mut self,
-        ingest: &UsageIngest,
-        hint: Option<&str>,
-    ) -> (Records, Problems, Option<Staged>) {
-        let (records, problems) = otlp::trace_records(&ingest.context(), self, hint);
-        (records, problems, None)
-    }
-    fn response(partial: Option<(i64, String)>) -> Self::Response {
-        let partial_success = partial.map(|(rejected_spans, error_message)| {
-            ExportTracePartialSuccess { rejected_spans, error_message }
-        });
-        ExportTraceServiceResponse { partial_success }
-    }
-}
-
-impl Signal for ExportLogsServiceRequest {
-    const NAME: &'static str = "ExportLogsServiceRequest";
-    const ENDPOINT: &'static str = "otlp_http_logs";
-    type Response = ExportLogsServiceResponse;
-    fn items(&self) -> usize {
-        self.resource_logs.iter().flat_map(|r| &r.scope_logs).map(|s| s.log_records.len()).sum()
-    }
-    fn records(
-        &mut self,
-        _: &UsageIngest,
-        hint: Option<&str>,
-    ) -> (Records, Problems, Option<Staged>) {
-        let (records, problems) = otlp::log_records(self, hint);
-        (records, problems, None)
-    }
-    fn response(partial: Option<(i64, String)>) -> Self::Response {
-        let partial_success = partial.map(|(rejected_log_records, error_message)| {
-            ExportLogsPartialSuccess { rejected_log_records, error_message }
-        });
-        ExportLogsServiceResponse { partial_success }
-    }
-}
-
-impl Signal for ExportMetricsServiceRequest {
-    const NAME: &'static str = "ExportMetricsServiceRequest";
-    const ENDPOINT: &'static str = "otlp_http_metrics";
-    type Response = ExportMetricsServiceResponse;
-    fn items(&self) -> usize {
-        self.resource_metrics.iter().flat_map(|r| &r.scope_metrics).map(|s| s.metrics.len()).sum()
-    }
-    fn records(
-        &mut self,
-        ingest: &UsageIngest,
-        hint: Option<&str>,
-    ) -> (Records, Problems, Option<Staged>) {
-        let (records, problems, staged) = otlp::metric_records(ingest, self, hint);
-        (records, problems, Some(staged))
-    }
-    fn response(partial: Option<(i64, String)>) -> Self::Response {
-        let partial_success = partial.map(|(rejected_data_points, error_message)| {
-            ExportMetricsPartialSuccess { rejected_data_points, error_message }
-        });
-        ExportMetricsServiceResponse { partial_success }
-    }
-}
-
 /// One export: read, decode, normalize, commit, answer.
 async fn export<S: Signal + Send + 'static>(
     ingest: &Arc<UsageIngest>,
@@ -287,12 +192,12 @@ async fn export<S: Signal + Send + 'static>(
     };
     let normalize =
         move |ingest: &UsageIngest| normalize::<S>(ingest, &headers, received, encoding);
-    let problems = match otlp::normalize_and_commit(ingest, S::ENDPOINT, normalize).await {
+    let problems = match otlp::normalize_and_commit(ingest, S::HTTP_ENDPOINT, normalize).await {
         Ok(problems) => problems,
         Err(Failure::Request(err)) => return error_response(err, encoding),
         Err(Failure::Commit(err)) => return error_response(err.into(), encoding),
     };
-    ok_response(&S::response(partial(&problems)), encoding)
+    ok_response(&S::response(problems.partial()), encoding)
 }
 
 /// `POST /v1/traces`
@@ -396,9 +301,4 @@ fn normalize<S: Signal>(
     check_not_snake_case(&bytes, message.items(), encoding)?;
     drop(bytes);
     Ok(message.records(ingest, hint(headers).as_deref()))
-}
-
-/// The partial-success fields, when there is anything to say.
-fn partial(problems: &Problems) -> Option<(i64, String)> {
-    (!problems.is_empty()).then(|| (problems.rejected, problems.message()))
 }
