@@ -469,7 +469,14 @@ pub struct TraceLatency {
     to: i64,
     /// `kind`, `name` or `model`.
     by: String,
+    /// At most `query.max_groups`, the most total time first.
     groups: Vec<LatencyGroup>,
+    /// The stages past `query.max_groups`, summed; null when none.
+    other: Option<LatencyGroup>,
+    truncated: bool,
+    /// Stages told apart (at most ten times `query.max_groups`; spans of
+    /// further stages are counted in `other`).
+    groups_total: u64,
 }
 
 #[derive(ToSchema)]

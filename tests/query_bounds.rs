@@ -232,6 +232,34 @@ async fn groups_beyond_the_cap_are_summed_into_other() {
     };
     let kept: u64 = metrics["groups"].as_array().unwrap().iter().map(|g| count(&g["points"])).sum();
     assert_eq!(kept + count(&metrics["other"]["points"]), (1..=8).sum::<u64>());
+
+    // Latency by span name: 60 names (past even the 50 told apart): five
+    // listed, the rest summed into other.
+    let ns = |ms: i64| (ms * 1_000_000).to_string();
+    let spans: Vec<Value> = (0..60i64)
+        .map(|i| {
+            json!({"traceId": format!("{:032x}", i + 1), "spanId": format!("{:016x}", i + 1),
+                   "name": format!("step-{i:02}"), "startTimeUnixNano": ns(now - 10_000),
+                   "endTimeUnixNano": ns(now - 10_000 + 10 * (i + 1))})
+        })
+        .collect();
+    let body = json!({"resourceSpans": [{"scopeSpans": [{"spans": spans}]}]});
+    assert_eq!(common::post_json_to(&base, "/v1/traces", &body).await.status, 200);
+    let latency = get_ok(&base, "/api/v1/traces/latency", &[("since", "1h"), ("by", "name")]).await;
+    // (Which 50 are told apart depends on the order spans are read in.)
+    let totals: Vec<f64> = latency["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["total_ms"].as_f64().unwrap())
+        .collect();
+    assert_eq!(totals.len(), 5, "{latency}");
+    assert!(totals.windows(2).all(|w| w[0] >= w[1]), "most total time first: {totals:?}");
+    assert_eq!(latency["truncated"], true);
+    assert_eq!(latency["groups_total"], 50, "ten times query.max_groups are told apart");
+    let kept: u64 =
+        latency["groups"].as_array().unwrap().iter().map(|g| g["count"].as_u64().unwrap()).sum();
+    assert_eq!(kept + latency["other"]["count"].as_u64().unwrap(), 60);
 }
 
 fn text_kv(key: &str, value: &str) -> KeyValue {

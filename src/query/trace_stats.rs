@@ -36,6 +36,12 @@ struct Durations {
 }
 
 impl Durations {
+    fn merge(&mut self, other: &Durations) {
+        self.sketch.merge(&other.sketch);
+        self.sum_ms += other.sum_ms;
+        self.errors += other.errors;
+    }
+
     fn add(&mut self, duration_ns: i64, error: bool) {
         let ms = duration_ns.max(0) as f64 / NS_PER_MS;
         self.sketch.add(ms);
@@ -145,7 +151,26 @@ enum Stage {
 
 struct Latency {
     by: Stage,
-    groups: HashMap<Option<String>, Durations>,
+    groups: rustc_hash::FxHashMap<Box<str>, Durations>,
+    /// Most distinct stages tracked; spans of further ones are summed into
+    /// `other` (a span name is client data).
+    max_tracked: usize,
+    other: Durations,
+}
+
+/// A stage's statistics as the answer lists them.
+fn latency_json(key: Option<&str>, d: &Durations) -> Value {
+    let stats = d.json();
+    json!({
+        "key": key,
+        "count": d.sketch.count(),
+        "errors": d.errors,
+        "total_ms": d.sum_ms,
+        "avg_ms": stats["avg"],
+        "p50_ms": stats["p50"],
+        "p95_ms": stats["p95"],
+        "p99_ms": stats["p99"],
+    })
 }
 
 impl TelemetryVisitor for Latency {
@@ -159,8 +184,15 @@ impl TelemetryVisitor for Latency {
                 None => return,
             },
         };
-        let key = key.map(str::to_owned);
-        self.groups.entry(key).or_default().add(timing.duration_ns, timing.error);
+        let Some(key) = key else { return };
+        if let Some(group) = self.groups.get_mut(key) {
+            group.add(timing.duration_ns, timing.error);
+        } else if self.groups.len() < self.max_tracked {
+            let group = self.groups.entry(Box::from(key)).or_default();
+            group.add(timing.duration_ns, timing.error);
+        } else {
+            self.other.add(timing.duration_ns, timing.error);
+        }
     }
 }
 
@@ -191,35 +223,33 @@ pub async fn latency(
             )));
         }
     };
-    let visitor = state
-        .storage
-        .scan_spans(scope.clone(), Box::new(Latency { by, groups: HashMap::new() }))
-        .await
-        .map_err(scan_error)?;
-    let latency = downcast::<Latency>(visitor);
-    let mut groups: Vec<(Option<String>, Durations)> = latency.groups.into_iter().collect();
+    let max_groups = state.limits.max_groups;
+    let latency = Latency {
+        by,
+        groups: Default::default(),
+        max_tracked: max_groups.saturating_mul(10),
+        other: Durations::default(),
+    };
+    let visitor =
+        state.storage.scan_spans(scope.clone(), Box::new(latency)).await.map_err(scan_error)?;
+    let Latency { groups, mut other, .. } = *downcast::<Latency>(visitor);
+    let groups_total = groups.len();
+    let mut groups: Vec<(Box<str>, Durations)> = groups.into_iter().collect();
     groups.sort_by(|a, b| b.1.sum_ms.total_cmp(&a.1.sum_ms).then(a.0.cmp(&b.0)));
-    let groups: Vec<Value> = groups
-        .iter()
-        .map(|(key, d)| {
-            let stats = d.json();
-            json!({
-                "key": key,
-                "count": d.sketch.count(),
-                "errors": d.errors,
-                "total_ms": d.sum_ms,
-                "avg_ms": stats["avg"],
-                "p50_ms": stats["p50"],
-                "p95_ms": stats["p95"],
-                "p99_ms": stats["p99"],
-            })
-        })
-        .collect();
+    // The stages past `query.max_groups` are summed into `other`.
+    for (_, rest) in groups.drain(groups.len().min(max_groups)..) {
+        other.merge(&rest);
+    }
+    let truncated = other.sketch.count() > 0;
+    let groups: Vec<Value> = groups.iter().map(|(key, d)| latency_json(Some(key), d)).collect();
     Ok(Json(json!({
         "project": scope.project,
         "from": scope.from_ns / 1_000_000,
         "to": scope.to_ns / 1_000_000,
         "by": by_name,
         "groups": groups,
+        "other": truncated.then(|| latency_json(None, &other)),
+        "truncated": truncated,
+        "groups_total": groups_total,
     })))
 }
