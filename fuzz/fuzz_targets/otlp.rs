@@ -81,7 +81,7 @@ fn metrics(body: &[u8], encoding: Encoding, hint: Option<&str>) {
     // client re-sending the same cumulative series would; the second is then
     // taken back, as when its commit fails.
     let started_ns = (NOW_MS - 3_600_000) as u64 * 1_000_000;
-    let mut state = CumulativeState::new(started_ns);
+    let mut state = CumulativeState::new(started_ns, 10_000);
     let oldest = NOW_MS - 30 * 86_400_000;
     for pass in 0..2 {
         let (points, _rejected) = metric_points(&request, hint, NOW_MS, oldest, &mut state);
