@@ -330,10 +330,7 @@ impl Builder<'_> {
                     attributes.push(float("gen_ai.response.time_to_first_chunk", ttft / 1000.0));
                 }
             }
-            let failure = match outcome {
-                Outcome::Failed(kind, message) => Some((kind, message)),
-                _ => None,
-            };
+            let failure = outcome.failure();
             self.push_span(
                 id,
                 Some(parent),
@@ -434,10 +431,7 @@ impl Builder<'_> {
             attributes.push(text("gen_ai.response.model", cast::EMBEDDING.name));
             attributes.push(int("gen_ai.usage.input_tokens", embed.input));
         }
-        let failure = match outcome {
-            Outcome::Failed(kind, message) => Some((kind, message)),
-            _ => None,
-        };
+        let failure = outcome.failure();
         self.push_span(
             embed_id,
             Some(id),

@@ -19,6 +19,16 @@ pub enum Outcome {
     CutOff,
 }
 
+impl Outcome {
+    /// The error type and message of a failed call.
+    pub fn failure(self) -> Option<(&'static str, &'static str)> {
+        match self {
+            Outcome::Failed(kind, message) => Some((kind, message)),
+            _ => None,
+        }
+    }
+}
+
 /// The errors providers answer, with how often each comes up.
 const ERRORS: &[(&str, &str, u32)] = &[
     ("RateLimitError", "429 Too Many Requests: rate limit reached for requests per minute", 40),
