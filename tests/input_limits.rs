@@ -302,12 +302,8 @@ async fn span_attribute_caps_are_enforced_marked_and_counted() {
     assert_eq!(map["tally.dropped_attributes_count"], 200_001 - 128);
     assert_eq!(map["attr.0"], "v", "the first attributes are kept");
 
-    let text = client().get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
-    let line = text
-        .lines()
-        .find(|l| l.starts_with("tally_ingest_truncated_total{what=\"attributes\"}"))
-        .unwrap_or_else(|| panic!("no truncation counter in\n{text}"));
-    let counted: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    let counted =
+        common::metric_sample(base, "tally_ingest_truncated_total{what=\"attributes\"}").await;
     assert_eq!(counted, (200_001 - 128) as f64);
 }
 
@@ -363,12 +359,8 @@ async fn a_trace_keeps_its_first_spans_up_to_the_cap() {
     let listed = list["traces"].as_array().unwrap().iter().find(|t| t["trace_id"] == big.as_str());
     assert_eq!(listed.expect("listed")["spans_dropped"], 59, "{list}");
 
-    let text = client().get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
-    let line = text
-        .lines()
-        .find(|l| l.starts_with("tally_ingest_truncated_total{what=\"spans\"}"))
-        .unwrap_or_else(|| panic!("no span cap counter in\n{text}"));
-    assert_eq!(line.rsplit(' ').next().unwrap(), "59", "{line}");
+    let spans = common::metric_sample(base, "tally_ingest_truncated_total{what=\"spans\"}").await;
+    assert_eq!(spans, 59.0);
 }
 
 /// Metric names past the project's cap go to its `__overflow__` metric, and

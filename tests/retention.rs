@@ -117,17 +117,6 @@ async fn metric_bins_expire_per_tier_past_cached_answers() {
     assert_eq!(count("1m").await, 1, "the minute bin is kept 7 days");
 }
 
-/// The value of an unlabelled sample on `/metrics`.
-async fn metric_value(base: &str, name: &str) -> f64 {
-    let text =
-        common::client().get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
-    let line = text
-        .lines()
-        .find(|l| l.starts_with(&format!("{name} ")))
-        .unwrap_or_else(|| panic!("no {name} in\n{text}"));
-    line.rsplit(' ').next().unwrap().parse().unwrap()
-}
-
 /// Rollup series whose data every retention has deleted are let go, in
 /// memory and in the store (a restart does not load them), and their
 /// dimensions seen again count afresh.
@@ -156,13 +145,17 @@ async fn series_with_no_data_left_are_let_go_and_not_reloaded() {
     let fresh = common::with(chat("fresh", "gpt-4o", tokens(100, 1), now), "user", json!("fresh"));
     ingest(&base, &json!([fresh])).await;
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    let left = metric_value(&base, "tally_series").await;
+    let left = common::metric_sample(&base, "tally_series ").await;
     // One call's series and its projections (model, user, …): far fewer
     // than the 30 old users' series with a user projection each.
     assert!(left < 30.0, "{left} series left");
     server.restart();
     let base = server.url().to_owned();
-    assert_eq!(metric_value(&base, "tally_series").await, left, "the store forgot them too");
+    assert_eq!(
+        common::metric_sample(&base, "tally_series ").await,
+        left,
+        "the store forgot them too"
+    );
     // An old user seen again counts from its new call.
     let back = common::with(chat("back", "gpt-4o", tokens(7, 1), now), "user", json!("user-0"));
     ingest(&base, &json!([back])).await;

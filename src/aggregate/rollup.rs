@@ -200,8 +200,29 @@ impl RollupEngine {
 
     /// Lets go of the series whose newest call is from before `before_ms`
     /// (`SeriesRegistry::evict`); returns their ids.
+    /// The scan for projections still fed goes a chunk at a time, letting
+    /// ingest at the registry in between: series made meanwhile have higher
+    /// ids and are read at the end, and existing series never change their
+    /// projections.
     pub fn evict_series(&self, before_ms: i64) -> Vec<i64> {
-        self.lock().series.evict(before_ms)
+        const CHUNK: i64 = 16_384;
+        let (mut evicted, candidates) = self.lock().series.evict_ordinary(before_ms);
+        if candidates.is_empty() {
+            return evicted;
+        }
+        let mut live = rustc_hash::FxHashSet::default();
+        let end = self.lock().series.ordinary_end();
+        let mut from = 1;
+        while from < end {
+            let to = (from + CHUNK).min(end);
+            self.lock().series.live_projections(from..to, &mut live);
+            from = to;
+        }
+        let mut state = self.lock();
+        let now_end = state.series.ordinary_end();
+        state.series.live_projections(end..now_end, &mut live);
+        evicted.extend(state.series.remove_orphans(&candidates, &live));
+        evicted
     }
 
     pub fn confirm_series(&self, stored: &[i64]) {

@@ -678,28 +678,42 @@ impl SeriesRegistry {
     /// (every retention has deleted their data), and of the projections
     /// only they contributed to; returns their ids, for the store to forget.
     /// Pending series are kept. An evicted series seen again gets a new id.
+    /// (`RollupEngine::evict_series` runs the same steps, letting ingest at
+    /// the registry between chunks of the scan for live projections.)
     pub fn evict(&mut self, before_ms: i64) -> Vec<i64> {
+        let (mut evicted, candidates) = self.evict_ordinary(before_ms);
+        let mut live = FxHashSet::default();
+        self.live_projections(1..self.ordinary_end(), &mut live);
+        evicted.extend(self.remove_orphans(&candidates, &live));
+        evicted
+    }
+
+    /// The first step of `evict`: removes the ordinary series; returns them
+    /// and their projections, which may now be orphans.
+    pub fn evict_ordinary(&mut self, before_ms: i64) -> (Vec<i64>, FxHashSet<i64>) {
         let before = day_of(before_ms);
         let pending: FxHashSet<i64> = self.pending.iter().copied().collect();
-        let mut evicted = Vec::new();
-        for (index, day) in self.last_day.iter().enumerate() {
-            let id = index as i64 + 1;
-            if *day < before && !pending.contains(&id) && self.keys.flat(id).is_some() {
-                evicted.push(id);
-            }
-        }
-        if evicted.is_empty() {
-            return evicted;
-        }
+        let evicted: Vec<i64> = (1..=self.last_day.len() as i64)
+            .filter(|&id| self.last_day[id as usize - 1] < before && !pending.contains(&id))
+            .filter(|&id| self.keys.flat(id).is_some())
+            .collect();
+        let mut candidates = FxHashSet::default();
         for &id in &evicted {
+            candidates.extend(self.projections_of(id).iter().copied());
             self.remove(id);
-            if let Some(projections) = self.projections.get_mut(id as usize - 1) {
-                *projections = None;
-            }
+            self.projections[id as usize - 1] = None;
         }
-        // Projections no remaining series contributes to go too.
-        let mut live: FxHashSet<i64> = FxHashSet::default();
-        for id in 1..=self.keys.ordinary.len() as i64 {
+        (evicted, candidates)
+    }
+
+    /// One past the highest ordinary series id.
+    pub fn ordinary_end(&self) -> i64 {
+        self.keys.ordinary.len() as i64 + 1
+    }
+
+    /// Adds to `live` the projections the ordinary series `ids` feed.
+    pub fn live_projections(&mut self, ids: std::ops::Range<i64>, live: &mut FxHashSet<i64>) {
+        for id in ids {
             match self.projections.get(id as usize - 1) {
                 Some(Some(known)) => live.extend(known.iter().copied()),
                 _ => {
@@ -711,19 +725,29 @@ impl SeriesRegistry {
                 }
             }
         }
-        let orphans: Vec<i64> = self
-            .keys
+    }
+
+    /// The last step of `evict`: removes the `candidates` not in `live`
+    /// (nor pending); returns them.
+    pub fn remove_orphans(
+        &mut self,
+        candidates: &FxHashSet<i64>,
+        live: &FxHashSet<i64>,
+    ) -> Vec<i64> {
+        let pending: FxHashSet<i64> = self.pending.iter().copied().collect();
+        let orphans: Vec<i64> = candidates
             .iter()
-            .map(|(id, _)| id)
-            .filter(|id| *id <= 0 && !live.contains(id) && !pending.contains(id))
+            .copied()
+            .filter(|id| {
+                !live.contains(id) && !pending.contains(id) && self.keys.flat(*id).is_some()
+            })
             .collect();
         for &id in &orphans {
             self.remove(id);
         }
         self.projects
             .retain(|_, counts| counts.series > 0 || counts.values.values().any(|n| *n > 0));
-        evicted.extend(orphans);
-        evicted
+        orphans
     }
 
     /// Removes series `id` (known) from the keys, the table and the counts.

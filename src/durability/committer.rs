@@ -90,12 +90,8 @@ pub struct Prepared {
 
 impl Prepared {
     /// Spans, log records and points (calls count apart, by outcome).
-    pub fn len(&self) -> usize {
+    pub fn telemetry_records(&self) -> usize {
         self.records.spans.len() + self.records.logs.len() + self.points.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0 && self.records.calls.is_empty()
     }
 }
 

@@ -301,7 +301,7 @@ pub async fn normalize_and_commit(
         .await
     };
     let (prepared, problems, staged) = normalized.map_err(Failure::Request)?;
-    let accepted = prepared.len() as u64;
+    let accepted = prepared.telemetry_records() as u64;
     match ingest.committer.commit_prepared(prepared).await {
         Ok((_, made)) => lane.free(made),
         Err(err) => {

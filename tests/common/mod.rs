@@ -737,6 +737,22 @@ pub fn write_file(dir: &Path, name: &str, text: &str) -> String {
 }
 
 /// Asserts that `promtool check metrics` accepts `text`.
+/// The value of the sample whose line in `/metrics` text starts with
+/// `line_start` (a name, with its labels if any).
+pub fn sample_in(text: &str, line_start: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {line_start} in /metrics:\n{text}"))
+}
+
+/// The value of one sample of the server's `/metrics` (see `sample_in`).
+pub async fn metric_sample(base: &str, line_start: &str) -> f64 {
+    let text = client().get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+    sample_in(&text, line_start)
+}
+
 pub fn promtool_check(text: &str) {
     let mut child = Command::new("promtool")
         .args(["check", "metrics"])
