@@ -256,10 +256,15 @@ await check('Metrics: grouping draws one series per tag value', async () => {
   await page.goto(url('/charts', 'name=processing_time&agg=p95&step=5m'));
   await settled(page);
   await page.locator('#metric-group').selectOption('operation');
+  // The new query may not have started when the page first looks settled:
+  // wait for the URL, then for the chart to be redrawn with its groups.
+  await page.waitForURL(/group_by=operation/);
   await settled(page);
-  const labels = await page.locator('[data-testid=metric-chart] .u-legend .u-series:not(:first-child) .u-label').allTextContents();
-  assertEqual(labels.sort(), api.groups.map((g) => `operation=${g.key.operation}`).sort(), 'one series per operation');
-  assert(page.url().includes('group_by=operation'), 'group-by in the URL');
+  const expected = api.groups.map((g) => `operation=${g.key.operation}`).sort();
+  const legend = '[data-testid=metric-chart] .u-legend .u-series:not(:first-child) .u-label';
+  await page.waitForFunction(([sel, n]) => document.querySelectorAll(sel).length === n, [legend, expected.length]);
+  const labels = await page.locator(legend).allTextContents();
+  assertEqual(labels.sort(), expected, 'one series per operation');
 });
 
 await check('Budgets: spend equals the API; the form shows errors by field and creates a budget', async () => {

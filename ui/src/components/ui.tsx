@@ -28,6 +28,15 @@ export function Num({ value, kind, testId }: { value: number | null | undefined;
   );
 }
 
+/** A table cell holding a number, right-aligned. */
+export function NumCell(props: { value: number | null | undefined; kind: NumKind; testId?: string }) {
+  return (
+    <td class="n">
+      <Num {...props} />
+    </td>
+  );
+}
+
 export function Time({ ms }: { ms: number | null | undefined }) {
   return (
     <time dateTime={ms != null ? new Date(ms).toISOString() : undefined} title={fmt.timeExact(ms)}>

@@ -2,7 +2,7 @@
 // `/api/v1/traces/latency`: total time as a bar, p50/p95/p99 side by side.
 
 import { api } from '../api';
-import { Bar, Num, Panel, Select, TextInput } from '../components/ui';
+import { Bar, NumCell, Panel, Select, TextInput } from '../components/ui';
 import * as fmt from '../lib/format';
 import { href, withParam } from '../lib/url';
 import { navigate, useLocation } from '../router';
@@ -58,28 +58,16 @@ export function Latency() {
                   <th scope="row" class="mono">
                     {g.key ?? '(none)'}
                   </th>
-                  <td class="n">
-                    <Num value={g.count} kind="count" />
-                  </td>
+                  <NumCell value={g.count} kind="count" />
                   <td class="n">{g.errors}</td>
-                  <td class="n">
-                    <Num value={g.total_ms} kind="ms" />
-                  </td>
+                  <NumCell value={g.total_ms} kind="ms" />
                   <td>
                     <Bar share={g.total_ms / maxTotal} label={`${fmt.ms(g.total_ms)} in all`} />
                   </td>
-                  <td class="n">
-                    <Num value={g.avg_ms} kind="ms" />
-                  </td>
-                  <td class="n">
-                    <Num value={g.p50_ms} kind="ms" testId="latency-p50" />
-                  </td>
-                  <td class="n">
-                    <Num value={g.p95_ms} kind="ms" />
-                  </td>
-                  <td class="n">
-                    <Num value={g.p99_ms} kind="ms" />
-                  </td>
+                  <NumCell value={g.avg_ms} kind="ms" />
+                  <NumCell value={g.p50_ms} kind="ms" testId="latency-p50" />
+                  <NumCell value={g.p95_ms} kind="ms" />
+                  <NumCell value={g.p99_ms} kind="ms" />
                   <td style={{ minWidth: '140px' }}>
                     <div class="quantile-bars" aria-label={`p50 ${fmt.ms(g.p50_ms)}, p95 ${fmt.ms(g.p95_ms)}, p99 ${fmt.ms(g.p99_ms)}`} role="img">
                       {(['p50_ms', 'p95_ms', 'p99_ms'] as const).map((q) => (

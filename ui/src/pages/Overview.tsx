@@ -3,7 +3,7 @@
 
 import { api, type UsageSeries, type UsageSummary, type UsageTotals } from '../api';
 import { Chart } from '../components/Chart';
-import { Num, Panel, Stat } from '../components/ui';
+import { NumCell, Panel, Stat } from '../components/ui';
 import * as fmt from '../lib/format';
 import { align, grid } from '../lib/series';
 import { parseDuration, previous, stepFor } from '../lib/time';
@@ -157,18 +157,12 @@ function TopBy({ dimension, title }: { dimension: string; title: string }) {
                   <td class="mono">
                     <a href={link}>{value ?? '(none)'}</a>
                   </td>
-                  <td class="n">
-                    <Num value={g.cost_usd} kind="cost" />
-                  </td>
+                  <NumCell value={g.cost_usd} kind="cost" />
                   <td class="n" title={before.data ? `previous window: ${fmt.cost(beforeCost.get(value ?? '') ?? 0)}` : undefined}>
                     {before.data ? fmt.change(g.cost_usd, beforeCost.get(value ?? '') ?? 0).text : '…'}
                   </td>
-                  <td class="n">
-                    <Num value={g.requests} kind="count" />
-                  </td>
-                  <td class="n">
-                    <Num value={g.total_tokens} kind="count" />
-                  </td>
+                  <NumCell value={g.requests} kind="count" />
+                  <NumCell value={g.total_tokens} kind="count" />
                 </tr>
               );
             })}

@@ -3,7 +3,7 @@
 // no price matched, with their request counts.
 
 import { api } from '../api';
-import { Num, Panel } from '../components/ui';
+import { NumCell, Panel } from '../components/ui';
 import { useData, useView, windowParams } from '../view';
 
 interface ModelPrice {
@@ -77,12 +77,8 @@ export function Prices() {
                   <td class="n">{perMillion(m.price!.output_per_token)}</td>
                   <td class="n">{perMillion(m.price!.cache_read_per_token)}</td>
                   <td class="n">{perMillion(m.price!.cache_write_per_token)}</td>
-                  <td class="n">
-                    <Num value={m.requests} kind="count" />
-                  </td>
-                  <td class="n">
-                    <Num value={m.cost_usd} kind="cost" />
-                  </td>
+                  <NumCell value={m.requests} kind="count" />
+                  <NumCell value={m.cost_usd} kind="cost" />
                 </tr>
               ))}
             </tbody>
@@ -109,15 +105,9 @@ export function Prices() {
                     {m.model}
                   </th>
                   <td>{m.provider ?? '—'}</td>
-                  <td class="n">
-                    <Num value={m.unpriced_requests} kind="count" testId="unpriced-requests" />
-                  </td>
-                  <td class="n">
-                    <Num value={m.input_tokens} kind="count" />
-                  </td>
-                  <td class="n">
-                    <Num value={m.output_tokens} kind="count" />
-                  </td>
+                  <NumCell value={m.unpriced_requests} kind="count" testId="unpriced-requests" />
+                  <NumCell value={m.input_tokens} kind="count" />
+                  <NumCell value={m.output_tokens} kind="count" />
                 </tr>
               ))}
             </tbody>

@@ -2,7 +2,7 @@
 // first; a session's traces in order.
 
 import { api, type TraceRow } from '../api';
-import { Num, Panel, Time } from '../components/ui';
+import { Num, NumCell, Panel, Time } from '../components/ui';
 import { href, shared } from '../lib/url';
 import { useLocation } from '../router';
 import { useData, useView, windowParams } from '../view';
@@ -54,19 +54,13 @@ export function Sessions() {
                 <td>
                   <Time ms={s.end_ms} />
                 </td>
-                <td class="n">
-                  <Num value={s.traces} kind="count" />
-                </td>
-                <td class="n">
-                  <Num value={s.llm_calls} kind="count" />
-                </td>
+                <NumCell value={s.traces} kind="count" />
+                <NumCell value={s.llm_calls} kind="count" />
                 <td class="n">{s.error_count}</td>
                 <td class="n">
                   <Num value={s.input_tokens} kind="count" /> / <Num value={s.output_tokens} kind="count" />
                 </td>
-                <td class="n">
-                  <Num value={s.cost_usd} kind="cost" />
-                </td>
+                <NumCell value={s.cost_usd} kind="cost" />
               </tr>
             ))}
           </tbody>

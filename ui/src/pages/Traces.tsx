@@ -4,7 +4,7 @@
 
 import { useEffect, useState } from 'preact/hooks';
 import { api, type TraceRow } from '../api';
-import { Num, Panel, Select, TextInput, Time } from '../components/ui';
+import { Num, NumCell, Panel, Select, TextInput, Time } from '../components/ui';
 import { href, shared as shareWindow, withParam } from '../lib/url';
 import { navigate, useLocation } from '../router';
 import { useData, useView, windowParams } from '../view';
@@ -111,22 +111,14 @@ export function Traces() {
                     <a href={href(`/traces/${t.trace_id}`, shareWindow(params))}>{t.root_name || t.trace_id}</a>
                   </td>
                   <td>{t.service ?? '—'}</td>
-                  <td class="n">
-                    <Num value={t.duration_ms} kind="ms" />
-                  </td>
-                  <td class="n">
-                    <Num value={t.span_count} kind="count" />
-                  </td>
+                  <NumCell value={t.duration_ms} kind="ms" />
+                  <NumCell value={t.span_count} kind="count" />
                   <td class="n">{t.error_count ? <span class="pill error">{t.error_count}</span> : '0'}</td>
-                  <td class="n">
-                    <Num value={t.llm_calls} kind="count" />
-                  </td>
+                  <NumCell value={t.llm_calls} kind="count" />
                   <td class="n">
                     <Num value={t.input_tokens} kind="count" /> / <Num value={t.output_tokens} kind="count" />
                   </td>
-                  <td class="n">
-                    <Num value={t.cost_usd} kind="cost" />
-                  </td>
+                  <NumCell value={t.cost_usd} kind="cost" />
                   <td>{t.user ?? '—'}</td>
                   <td>{t.session ? <a href={href(`/sessions/${encodeURIComponent(t.session)}`, shareWindow(params))}>{t.session}</a> : '—'}</td>
                 </tr>

@@ -6,7 +6,7 @@ import { useEffect, useMemo, useState } from 'preact/hooks';
 import { api, headers, query, type UsageGroup, type UsagePoint, type UsageRecord, type UsageSeries, type UsageSummary } from '../api';
 import { Chart } from '../components/Chart';
 import { DIMENSIONS, UsageFilters } from '../components/Filters';
-import { Num, Pager, Panel, Select, Time } from '../components/ui';
+import { Num, NumCell, Pager, Panel, Select, Time } from '../components/ui';
 import * as fmt from '../lib/format';
 import { align } from '../lib/series';
 import { stepFor } from '../lib/time';
@@ -290,18 +290,10 @@ function Records({ filters }: { filters: string[] }) {
                   <span class={`pill ${r.status}`}>{r.status}</span>
                   {r.estimated ? ' est.' : ''}
                 </td>
-                <td class="n">
-                  <Num value={r.input_tokens} kind="count" />
-                </td>
-                <td class="n">
-                  <Num value={r.output_tokens} kind="count" />
-                </td>
-                <td class="n">
-                  <Num value={r.cost_usd} kind="cost" />
-                </td>
-                <td class="n">
-                  <Num value={r.duration_ms} kind="ms" />
-                </td>
+                <NumCell value={r.input_tokens} kind="count" />
+                <NumCell value={r.output_tokens} kind="count" />
+                <NumCell value={r.cost_usd} kind="cost" />
+                <NumCell value={r.duration_ms} kind="ms" />
                 <td class="mono">{r.trace_id ? <a href={`/traces/${r.trace_id}${r.span_id ? `?span=${r.span_id}` : ''}`}>{r.trace_id.slice(0, 8)}…</a> : '—'}</td>
               </tr>
             ))}
