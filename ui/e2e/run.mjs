@@ -103,6 +103,11 @@ function watch(page) {
 
 /** Waits until no panel is loading and the network is quiet. */
 async function settled(page) {
+  // After a click or a selection the app re-renders and starts its queries
+  // in effects: let two frames pass (and a little time) so that panels are
+  // marked busy before they are waited for.
+  await page.evaluate(() => new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(done))));
+  await page.waitForTimeout(50);
   await page.waitForLoadState('networkidle');
   await page.waitForFunction(() => !document.querySelector('[aria-busy="true"]') && !document.querySelector('.state.loading'), null, { timeout: 60_000 });
 }
