@@ -365,8 +365,10 @@ mod tests {
         state.step(key("a"), sample(1, 1.0), 1_000, sum_delta);
         state.step(key("b"), sample(1, 1.0), now_ns, sum_delta);
         // Full: a has been silent for more than an hour and goes; c, which
-        // started after the server, counts from zero.
-        let c = state.step(key("c"), sample(now_ns, 5.0), now_ns, sum_delta);
+        // started after the letting go (a minute ahead, clear of the clock
+        // reading taken inside), counts from zero.
+        let later = now_ns + 60_000_000_000;
+        let c = state.step(key("c"), sample(later, 5.0), later, sum_delta);
         assert_eq!(c, Some(Increment::Sum(5.0)));
         assert_eq!((state.len(), state.refused()), (2, 0));
         // a, back, finds the state full of series that are not silent.
