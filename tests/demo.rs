@@ -4,8 +4,10 @@
 //! trace of each agent opens with its LLM spans carrying their messages,
 //! the gateway's metrics and the retrieval service's points arrived, the
 //! eval budget crossed 80 % and its alert was delivered to the demo's own
-//! webhook receiver (which printed it); Ctrl-C then stops the demo cleanly
-//! and removes its data dir.
+//! webhook receiver (which printed it). Then in headless Chromium
+//! (`ui/e2e/demo.mjs`): the Overview shows the traffic and a trace of each
+//! agent opens with its LLM span's messages. Ctrl-C then stops the demo
+//! cleanly and removes its data dir.
 
 mod common;
 
@@ -237,6 +239,29 @@ async fn missing(base: &str, demo: &Demo) -> Option<String> {
     None
 }
 
+/// The Overview and each agent's trace in headless Chromium.
+fn in_the_browser(base: &str) {
+    let ui = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("ui");
+    assert!(
+        ui.join("node_modules/playwright-core").exists(),
+        "ui/node_modules lacks playwright-core: run `npm ci` in ui/ (./scripts/test does)"
+    );
+    let output = Command::new("node")
+        .current_dir(&ui)
+        .args(["e2e/demo.mjs", "--url", base, "--agents", &AGENTS.join(",")])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run node (Node.js 20 or newer)");
+    let out = String::from_utf8_lossy(&output.stdout);
+    println!("{out}");
+    assert!(
+        output.status.success(),
+        "the demo in Chromium failed ({}):\n{out}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 /// Every span of a trace detail's tree, depth first.
 fn collect(spans: &Value, out: &mut Vec<Value>) {
     for span in spans.as_array().into_iter().flatten() {
@@ -332,6 +357,7 @@ async fn the_demo_shows_history_live_traces_and_a_budget_alert() {
         }
         tokio::time::sleep(Duration::from_millis(1_000)).await;
     }
+    in_the_browser(&base);
     let tour: Vec<String> =
         demo.stdout().into_iter().filter(|l| l.trim_start().starts_with(['1', '2', '3'])).collect();
     assert_eq!(tour.len(), 3, "a three-line tour:\n{}", demo.report());

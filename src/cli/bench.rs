@@ -232,10 +232,22 @@ const RANDOM_ID_DIGITS: usize = 32;
 /// them with their own ids stamped in.
 const TEMPLATES: u64 = 64;
 
-/// One batch of realistic reports as a JSON array, and where each report's
-/// id value starts. Ids are `b{run}-{batch}-{i}` (the batch number
-/// zero-padded to `BATCH_DIGITS`) or random hex; times are spread over
-/// `spread_ms` before `now`.
+/// One batch of realistic reports as a JSON array.
+struct Template {
+    json: String,
+    /// Where each report's id value starts.
+    ids: Vec<usize>,
+    /// Where each report's `started_at` and `completed_at` values start
+    /// (two per report, each `TIME_DIGITS` long).
+    times: Vec<usize>,
+}
+
+/// Digits of a time in ms since the epoch (until the year 2286).
+const TIME_DIGITS: usize = 13;
+
+/// Ids are `b{run}-{batch}-{i}` (the batch number zero-padded to
+/// `BATCH_DIGITS`) or random hex; times are spread over `spread_ms` before
+/// `now`.
 fn batch_body(
     run: u64,
     batch: u64,
@@ -243,10 +255,11 @@ fn batch_body(
     now: i64,
     spread_ms: i64,
     random_ids: bool,
-) -> (String, Vec<usize>) {
+) -> Template {
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (batch.wrapping_mul(0x2545_F491_4F6C_DD1D) + 1));
     let mut out = String::with_capacity(size as usize * 330);
     let mut ids = Vec::with_capacity(size as usize);
+    let mut times = Vec::with_capacity(2 * size as usize);
     out.push('[');
     for i in 0..size {
         if i > 0 {
@@ -272,17 +285,23 @@ fn batch_body(
         }
         let _ = write!(
             out,
-            r#"","model":"{model}","provider":"openai","operation":"chat","user":"user-{}","api_key":"sk-test-{}","route":"/v1/chat/completions","tags":{{"team":"team-{}"}},"input_tokens":{input},"output_tokens":{output},"cache_read_tokens":{cached},"started_at":{},"completed_at":{completed},"ttft_ms":{},"streaming":true,"status":"{}"}}"#,
+            r#"","model":"{model}","provider":"openai","operation":"chat","user":"user-{}","api_key":"sk-test-{}","route":"/v1/chat/completions","tags":{{"team":"team-{}"}},"input_tokens":{input},"output_tokens":{output},"cache_read_tokens":{cached},"started_at":"#,
             user,
             user % 50,
             user % 5,
-            completed - duration as i64,
+        );
+        times.push(out.len());
+        let _ = write!(out, r#"{},"completed_at":"#, completed - duration as i64);
+        times.push(out.len());
+        let _ = write!(
+            out,
+            r#"{completed},"ttft_ms":{},"streaming":true,"status":"{}"}}"#,
             rng.below(duration),
             if rng.below(50) == 0 { "error" } else { "ok" },
         );
     }
     out.push(']');
-    (out, ids)
+    Template { json: out, ids, times }
 }
 
 /// Batch bodies made once, so that the load generator's CPU (on the same
@@ -291,19 +310,40 @@ fn batch_body(
 pub(super) struct Batches {
     run: u64,
     random_ids: bool,
-    templates: Vec<(String, Vec<usize>)>,
+    times: Times,
+    /// The `now` the templates' times were made from.
+    made_at: i64,
+    templates: Vec<Template>,
+}
+
+/// When a batch's reports happened.
+#[derive(Clone, Copy)]
+pub(super) enum Times {
+    /// Spread over the same span before the moment the load began, for
+    /// every batch (to fill a query window ahead of the queries).
+    Fixed,
+    /// Spread over the span before the batch is sent, as a gateway reports
+    /// calls shortly after they complete.
+    Live,
 }
 
 impl Batches {
-    pub(super) fn new(run: u64, batch: u64, now: i64, spread_ms: i64, random_ids: bool) -> Self {
+    pub(super) fn new(
+        run: u64,
+        batch: u64,
+        now: i64,
+        spread_ms: i64,
+        random_ids: bool,
+        times: Times,
+    ) -> Self {
         let templates =
             (0..TEMPLATES).map(|t| batch_body(run, t, batch, now, spread_ms, random_ids)).collect();
-        Self { run, random_ids, templates }
+        Self { run, random_ids, times, made_at: now, templates }
     }
 
     /// Batch `n` of `size` reports (the template's first `size`).
     pub(super) fn body(&self, n: u64, size: u64) -> String {
-        let (template, ids) = &self.templates[(n % TEMPLATES) as usize];
+        let Template { json: template, ids, times } = &self.templates[(n % TEMPLATES) as usize];
         let size = size as usize;
         let end = ids.get(size).map_or(template.len(), |next| next - r#",{"id":""#.len());
         let mut body = String::with_capacity(end + 1);
@@ -327,7 +367,16 @@ impl Batches {
                 bytes[at + skip..at + skip + BATCH_DIGITS].copy_from_slice(digits.as_bytes());
             }
         }
-        String::from_utf8(bytes).expect("ids are ASCII")
+        if let Times::Live = self.times {
+            let shift_ms = crate::time::now_ms() - self.made_at;
+            for &at in &times[..2 * size] {
+                let time = &mut bytes[at..at + TIME_DIGITS];
+                let was: i64 =
+                    std::str::from_utf8(time).ok().and_then(|t| t.parse().ok()).unwrap_or(0);
+                time.copy_from_slice(format!("{:0TIME_DIGITS$}", was + shift_ms).as_bytes());
+            }
+        }
+        String::from_utf8(bytes).expect("ids and times are ASCII")
     }
 }
 
@@ -348,20 +397,30 @@ struct LoadPlan {
     concurrency: u64,
     /// Report times are spread over this long before now.
     spread_ms: i64,
+    times: Times,
     random_ids: bool,
     deadline: Instant,
 }
 
 /// Sends the plan's reports in batches from concurrent clients.
 async fn load(url: &str, plan: LoadPlan) -> anyhow::Result<LoadResult> {
-    let LoadPlan { run, first_batch, records, batch, concurrency, spread_ms, random_ids, deadline } =
-        plan;
+    let LoadPlan {
+        run,
+        first_batch,
+        records,
+        batch,
+        concurrency,
+        spread_ms,
+        times,
+        random_ids,
+        deadline,
+    } = plan;
     let client = reqwest::Client::builder().pool_max_idle_per_host(concurrency as usize).build()?;
     let batches = records.div_ceil(batch);
     let next = Arc::new(AtomicU64::new(0));
     let sent = Arc::new(AtomicU64::new(0));
     let now = crate::time::now_ms();
-    let bodies = Arc::new(Batches::new(run, batch, now, spread_ms, random_ids));
+    let bodies = Arc::new(Batches::new(run, batch, now, spread_ms, random_ids, times));
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..concurrency {
@@ -443,7 +502,9 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
         records: args.records,
         batch: args.batch,
         concurrency: args.concurrency,
-        spread_ms: 60_000,
+        // A gateway reports calls in the seconds after they complete.
+        spread_ms: 10_000,
+        times: Times::Live,
         random_ids: args.random_ids,
         deadline: Instant::now() + Duration::from_secs(args.max_seconds),
     };
@@ -490,6 +551,7 @@ async fn query(args: QueryArgs) -> anyhow::Result<()> {
                 batch: 1000,
                 concurrency: 16,
                 spread_ms: 23 * 3_600_000,
+                times: Times::Fixed,
                 random_ids: false,
                 deadline: Instant::now() + Duration::from_secs(3600),
             };
@@ -548,7 +610,7 @@ mod tests {
     #[test]
     fn stamped_batches_are_json_with_ids_of_their_own() {
         for random_ids in [false, true] {
-            let batches = Batches::new(7, 100, 1_800_000_000_000, 60_000, random_ids);
+            let batches = Batches::new(7, 100, 1_800_000_000_000, 60_000, random_ids, Times::Fixed);
             let mut seen = std::collections::HashSet::new();
             // Batches 3 and 3 + TEMPLATES share a template.
             for n in [3, 3 + TEMPLATES, 12_345_678] {
@@ -566,5 +628,23 @@ mod tests {
             assert_eq!(ids.len(), 37);
             assert!(ids.iter().all(|id| seen.insert(id.clone())));
         }
+    }
+
+    #[test]
+    fn live_batches_carry_the_time_they_are_sent() {
+        let made = 1_800_000_000_000;
+        let live = Batches::new(7, 50, made, 10_000, true, Times::Live);
+        let fixed = Batches::new(7, 50, made, 10_000, true, Times::Fixed);
+        let now = crate::time::now_ms();
+        let completed = |body: &str| -> Vec<i64> {
+            let reports: Vec<serde_json::Value> = serde_json::from_str(body).unwrap();
+            reports.iter().map(|r| r["completed_at"].as_i64().unwrap()).collect()
+        };
+        let (live, fixed) = (completed(&live.body(5, 50)), completed(&fixed.body(5, 50)));
+        assert!(fixed.iter().all(|t| (made - 10_000..=made).contains(t)), "{fixed:?}");
+        // The same spread, moved to the moment of sending.
+        let shift = live[0] - fixed[0];
+        assert!(shift >= now - made && shift <= crate::time::now_ms() - made, "{shift}");
+        assert!(live.iter().zip(&fixed).all(|(l, f)| l - f == shift));
     }
 }

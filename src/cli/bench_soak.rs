@@ -26,7 +26,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::Child;
 use tokio::time::{MissedTickBehavior, sleep};
 
-use super::bench::{Batches, Rng, percentile, spawn_serve, terminate};
+use super::bench::{Batches, Rng, Times, percentile, spawn_serve, terminate};
 use super::bench_spans::{Exports, SPANS_PER_TRACE, trace_id};
 
 #[derive(Args)]
@@ -1084,7 +1084,7 @@ pub async fn soak(args: SoakArgs) -> anyhow::Result<()> {
     // Ids of batches from other runs on the same data dir never meet: the
     // batch numbers (the seeds of the random ids) start at the run's.
     let first_batch = run << 20;
-    let batches = Arc::new(Batches::new(run, USAGE_BATCH, start_ms, 60_000, true));
+    let batches = Arc::new(Batches::new(run, USAGE_BATCH, start_ms, 60_000, true, Times::Fixed));
     let exports =
         Arc::new(Exports::new(run, TRACES_PER_EXPORT, now_ns, 60_000, Some(TRACE_PROJECT)));
     let mut clients = Vec::new();
