@@ -109,14 +109,18 @@ export interface Quantiles {
   p99: number | null;
 }
 
-export interface UsageTotals {
-  requests: number;
+/** The token counts of the ledger: one call's, or a sum. */
+export interface LedgerTokens {
   input_tokens: number;
   output_tokens: number;
   cache_read_tokens: number;
   cache_write_tokens: number;
   reasoning_tokens: number;
   total_tokens: number;
+}
+
+export interface UsageTotals extends LedgerTokens {
+  requests: number;
   errors: number;
   estimated: number;
   unpriced: number;
@@ -153,7 +157,7 @@ export interface UsageSeries {
   truncated: boolean;
 }
 
-export interface UsageRecord {
+export interface UsageRecord extends LedgerTokens {
   id: string | null;
   time_ms: number;
   model: string;
@@ -167,12 +171,6 @@ export interface UsageRecord {
   status: string;
   error_type: string | null;
   tags: Record<string, string>;
-  input_tokens: number;
-  output_tokens: number;
-  cache_read_tokens: number;
-  cache_write_tokens: number;
-  reasoning_tokens: number;
-  total_tokens: number;
   requests: number;
   cost_usd: number;
   price_id: string | null;

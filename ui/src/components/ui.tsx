@@ -1,5 +1,5 @@
 // Small building blocks: numbers with exact tooltips, panels with their
-// loading, empty and error states, and the stat tile.
+// loading, empty and error states, the stat tile and the data table.
 
 import type { ComponentChildren } from 'preact';
 import * as fmt from '../lib/format';
@@ -88,22 +88,30 @@ export function Panel({ title, loading, error, empty, emptyText, actions, childr
   );
 }
 
+/** A stat tile: its label over a large value, and a note under it when there is one. */
+export function Tile({ label, note, children }: { label: string; note?: ComponentChildren; children: ComponentChildren }) {
+  return (
+    <div class="stat">
+      <div class="stat-label">{label}</div>
+      <div class="stat-value">{children}</div>
+      {note}
+    </div>
+  );
+}
+
 /** A headline number with its change against the previous window. */
 export function Stat({ label, value, kind, before, testId, upIsGood = false }: { label: string; value: number | null | undefined; kind: NumKind; before?: number | null; testId?: string; upIsGood?: boolean }) {
   const delta = before != null && value != null ? fmt.change(value, before) : null;
   const good = delta && delta.direction !== 'flat' ? (delta.direction === 'up') === upIsGood : null;
-  return (
-    <div class="stat">
-      <div class="stat-label">{label}</div>
-      <div class="stat-value">
-        <Num value={value} kind={kind} testId={testId} />
-      </div>
-      {delta && (
-        <div class={`stat-change ${good === null ? '' : good ? 'good' : 'bad'}`} title={`previous window: ${human[kind](before)}`}>
-          {delta.text} <span class="muted">vs previous</span>
-        </div>
-      )}
+  const note = delta && (
+    <div class={`stat-change ${good === null ? '' : good ? 'good' : 'bad'}`} title={`previous window: ${human[kind](before)}`}>
+      {delta.text} <span class="muted">vs previous</span>
     </div>
+  );
+  return (
+    <Tile label={label} note={note}>
+      <Num value={value} kind={kind} testId={testId} />
+    </Tile>
   );
 }
 
@@ -170,3 +178,45 @@ export function Pager({ cursors, next, onChange, back, forward }: { cursors: str
     </>
   );
 }
+
+/** A column heading: plain text, or a label (text or a node) that may be a number column (right-aligned). */
+export type Column = string | { label: ComponentChildren; numeric?: boolean };
+
+type TableProps = {
+  children: ComponentChildren;
+  foot?: ComponentChildren;
+  testId?: string;
+} & ({ columns: Column[] } | { head: ComponentChildren });
+
+/**
+ * A scrolling data table: its column headings (or, as `head`, heading cells
+ * of its own, such as sort buttons), the rows as children, and an optional
+ * footer of rows.
+ */
+export function Table(props: TableProps) {
+  const head =
+    'head' in props
+      ? props.head
+      : props.columns.map((c, i) => {
+          const { label, numeric } = typeof c === 'string' ? { label: c, numeric: false } : c;
+          return (
+            <th key={i} scope="col" class={numeric ? 'n' : undefined}>
+              {label}
+            </th>
+          );
+        });
+  return (
+    <div class="table-wrap">
+      <table data-testid={props.testId}>
+        <thead>
+          <tr>{head}</tr>
+        </thead>
+        <tbody>{props.children}</tbody>
+        {props.foot && <tfoot>{props.foot}</tfoot>}
+      </table>
+    </div>
+  );
+}
+
+/** A number column's heading. */
+export const numCol = (label: ComponentChildren): Column => ({ label, numeric: true });

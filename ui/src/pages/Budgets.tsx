@@ -5,7 +5,7 @@
 
 import { useState } from 'preact/hooks';
 import { ApiError, api } from '../api';
-import { Num, Panel, Time } from '../components/ui';
+import { Num, numCol, Panel, Table, Time } from '../components/ui';
 import { EMPTY_FORM, errorField, fromBudget, toBody, type BudgetForm } from '../lib/budget';
 import * as fmt from '../lib/format';
 import { useData } from '../view';
@@ -83,85 +83,66 @@ export function Budgets() {
             {notice}
           </p>
         )}
-        <div class="table-wrap">
-          <table>
-            <thead>
-              <tr>
-                <th scope="col">Budget</th>
-                <th scope="col">Scope</th>
-                <th scope="col">Period</th>
-                <th scope="col">Spend of limit</th>
-                <th scope="col" class="n">Used</th>
-                <th scope="col" class="n">Forecast</th>
-                <th scope="col" class="n">Reserved</th>
-                <th scope="col">Mode</th>
-                <th scope="col">
-                  <span class="sr-only">Actions</span>
-                </th>
+        <Table columns={['Budget', 'Scope', 'Period', 'Spend of limit', numCol('Used'), numCol('Forecast'), numCol('Reserved'), 'Mode', { label: <span class="sr-only">Actions</span> }]}>
+          {list.map((b) => {
+            const s = byId.get(b.id);
+            const kind = b.metric === 'cost_usd' ? 'cost' : 'count';
+            return (
+              <tr key={b.id} data-budget={b.name}>
+                <th scope="row">{b.name}</th>
+                <td class="mono">{Object.entries(b.scope).map(([k, v]) => `${k}=${v}`).join(', ') || 'whole project'}</td>
+                <td>
+                  {b.period}
+                  {s && (
+                    <div class="muted" style={{ fontSize: '.8rem' }}>
+                      <Time ms={s.period_start} /> – <Time ms={s.period_end} />
+                    </div>
+                  )}
+                </td>
+                <td style={{ minWidth: '200px' }}>
+                  {s ? <Progress status={s} thresholds={b.thresholds} /> : '—'}
+                  {s && (
+                    <div style={{ fontSize: '.8rem' }}>
+                      <Num value={s.spend} kind={kind} testId="budget-spend" /> of <Num value={b.limit} kind={kind} />
+                    </div>
+                  )}
+                </td>
+                <td class="n">{s ? `${fmt.percent(s.percent / 100)}` : '—'}</td>
+                <td class="n">{s ? <Num value={s.forecast} kind={kind} /> : '—'}</td>
+                <td class="n">{s ? <Num value={s.reserved} kind={kind} /> : '—'}</td>
+                <td>{b.mode}</td>
+                <td>
+                  {b.source === 'config' ? (
+                    <span class="muted" title="Defined in the config file: change it there">config</span>
+                  ) : (
+                    <span class="row">
+                      <button type="button" onClick={() => setEditing(b)} aria-label={`Edit ${b.name}`}>
+                        Edit
+                      </button>
+                      <button
+                        type="button"
+                        class="danger"
+                        aria-label={`Delete ${b.name}`}
+                        onClick={async () => {
+                          if (!window.confirm(`Delete the budget "${b.name}"? Its alert history stays.`)) return;
+                          try {
+                            await api.del(`/api/v1/budgets/${encodeURIComponent(b.id)}`);
+                            setNotice(`Deleted ${b.name}.`);
+                          } catch (err) {
+                            setNotice((err as Error).message);
+                          }
+                          reload();
+                        }}
+                      >
+                        Delete
+                      </button>
+                    </span>
+                  )}
+                </td>
               </tr>
-            </thead>
-            <tbody>
-              {list.map((b) => {
-                const s = byId.get(b.id);
-                const kind = b.metric === 'cost_usd' ? 'cost' : 'count';
-                return (
-                  <tr key={b.id} data-budget={b.name}>
-                    <th scope="row">{b.name}</th>
-                    <td class="mono">{Object.entries(b.scope).map(([k, v]) => `${k}=${v}`).join(', ') || 'whole project'}</td>
-                    <td>
-                      {b.period}
-                      {s && (
-                        <div class="muted" style={{ fontSize: '.8rem' }}>
-                          <Time ms={s.period_start} /> – <Time ms={s.period_end} />
-                        </div>
-                      )}
-                    </td>
-                    <td style={{ minWidth: '200px' }}>
-                      {s ? <Progress status={s} thresholds={b.thresholds} /> : '—'}
-                      {s && (
-                        <div style={{ fontSize: '.8rem' }}>
-                          <Num value={s.spend} kind={kind} testId="budget-spend" /> of <Num value={b.limit} kind={kind} />
-                        </div>
-                      )}
-                    </td>
-                    <td class="n">{s ? `${fmt.percent(s.percent / 100)}` : '—'}</td>
-                    <td class="n">{s ? <Num value={s.forecast} kind={kind} /> : '—'}</td>
-                    <td class="n">{s ? <Num value={s.reserved} kind={kind} /> : '—'}</td>
-                    <td>{b.mode}</td>
-                    <td>
-                      {b.source === 'config' ? (
-                        <span class="muted" title="Defined in the config file: change it there">config</span>
-                      ) : (
-                        <span class="row">
-                          <button type="button" onClick={() => setEditing(b)} aria-label={`Edit ${b.name}`}>
-                            Edit
-                          </button>
-                          <button
-                            type="button"
-                            class="danger"
-                            aria-label={`Delete ${b.name}`}
-                            onClick={async () => {
-                              if (!window.confirm(`Delete the budget "${b.name}"? Its alert history stays.`)) return;
-                              try {
-                                await api.del(`/api/v1/budgets/${encodeURIComponent(b.id)}`);
-                                setNotice(`Deleted ${b.name}.`);
-                              } catch (err) {
-                                setNotice((err as Error).message);
-                              }
-                              reload();
-                            }}
-                          >
-                            Delete
-                          </button>
-                        </span>
-                      )}
-                    </td>
-                  </tr>
-                );
-              })}
-            </tbody>
-          </table>
-        </div>
+            );
+          })}
+        </Table>
       </Panel>
       {editing && (
         <BudgetEditor
@@ -175,40 +156,27 @@ export function Budgets() {
         />
       )}
       <Panel title="Alert history" loading={alerts.loading} error={alerts.error} empty={!alerts.data?.alerts.length} emptyText="No threshold has been crossed." testId="alert-history">
-        <div class="table-wrap">
-          <table>
-            <thead>
-              <tr>
-                <th scope="col">Crossed</th>
-                <th scope="col">Budget</th>
-                <th scope="col" class="n">Threshold</th>
-                <th scope="col" class="n">Spend</th>
-                <th scope="col">Deliveries</th>
-              </tr>
-            </thead>
-            <tbody>
-              {alerts.data?.alerts.map((a) => (
-                <tr key={a.id}>
-                  <td>
-                    <Time ms={a.crossed_at} />
-                  </td>
-                  <td>{a.payload.budget_name ?? names.get(a.budget_id) ?? a.budget_id}</td>
-                  <td class="n">{a.threshold} %</td>
-                  <td class="n">{a.payload.spend != null ? <Num value={a.payload.spend} kind={a.payload.metric === 'tokens' ? 'count' : 'cost'} /> : '—'}</td>
-                  <td>
-                    {a.deliveries.length === 0 && <span class="muted">no webhooks</span>}
-                    {a.deliveries.map((d) => (
-                      <div key={d.url}>
-                        <span class={`pill ${d.status}`}>{d.status}</span> <span class="mono">{d.url}</span> <span class="muted">({d.attempts} attempts)</span>
-                        {d.last_error && <div class="muted">{d.last_error}</div>}
-                      </div>
-                    ))}
-                  </td>
-                </tr>
-              ))}
-            </tbody>
-          </table>
-        </div>
+        <Table columns={['Crossed', 'Budget', numCol('Threshold'), numCol('Spend'), 'Deliveries']}>
+          {alerts.data?.alerts.map((a) => (
+            <tr key={a.id}>
+              <td>
+                <Time ms={a.crossed_at} />
+              </td>
+              <td>{a.payload.budget_name ?? names.get(a.budget_id) ?? a.budget_id}</td>
+              <td class="n">{a.threshold} %</td>
+              <td class="n">{a.payload.spend != null ? <Num value={a.payload.spend} kind={a.payload.metric === 'tokens' ? 'count' : 'cost'} /> : '—'}</td>
+              <td>
+                {a.deliveries.length === 0 && <span class="muted">no webhooks</span>}
+                {a.deliveries.map((d) => (
+                  <div key={d.url}>
+                    <span class={`pill ${d.status}`}>{d.status}</span> <span class="mono">{d.url}</span> <span class="muted">({d.attempts} attempts)</span>
+                    {d.last_error && <div class="muted">{d.last_error}</div>}
+                  </div>
+                ))}
+              </td>
+            </tr>
+          ))}
+        </Table>
       </Panel>
     </>
   );

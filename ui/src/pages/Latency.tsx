@@ -2,7 +2,7 @@
 // `/api/v1/traces/latency`: total time as a bar, p50/p95/p99 side by side.
 
 import { api } from '../api';
-import { Bar, NumCell, Panel, Select, TextInput } from '../components/ui';
+import { Bar, NumCell, numCol, Panel, Select, Table, TextInput } from '../components/ui';
 import * as fmt from '../lib/format';
 import { href, withParam } from '../lib/url';
 import { navigate, useLocation } from '../router';
@@ -36,50 +36,32 @@ export function Latency() {
         <TextInput id="latency-service" label="Service" value={service} onCommit={(v) => navigate(href(path, withParam(params, 'service', v)))} />
       </div>
       <Panel title={`Time by ${by}, most total time first`} loading={data.loading} error={data.error} empty={!groups.length} emptyText="No spans in this window." testId="latency-table">
-        <div class="table-wrap">
-          <table>
-            <thead>
-              <tr>
-                <th scope="col">{by}</th>
-                <th scope="col" class="n">Spans</th>
-                <th scope="col" class="n">Errors</th>
-                <th scope="col" class="n">Total time</th>
-                <th scope="col">Share of time</th>
-                <th scope="col" class="n">Avg</th>
-                <th scope="col" class="n">p50</th>
-                <th scope="col" class="n">p95</th>
-                <th scope="col" class="n">p99</th>
-                <th scope="col">p50 · p95 · p99</th>
-              </tr>
-            </thead>
-            <tbody>
-              {groups.map((g) => (
-                <tr key={g.key ?? ''} data-key={g.key ?? ''}>
-                  <th scope="row" class="mono">
-                    {g.key ?? '(none)'}
-                  </th>
-                  <NumCell value={g.count} kind="count" />
-                  <td class="n">{g.errors}</td>
-                  <NumCell value={g.total_ms} kind="ms" />
-                  <td>
-                    <Bar share={g.total_ms / maxTotal} label={`${fmt.ms(g.total_ms)} in all`} />
-                  </td>
-                  <NumCell value={g.avg_ms} kind="ms" />
-                  <NumCell value={g.p50_ms} kind="ms" testId="latency-p50" />
-                  <NumCell value={g.p95_ms} kind="ms" />
-                  <NumCell value={g.p99_ms} kind="ms" />
-                  <td style={{ minWidth: '140px' }}>
-                    <div class="quantile-bars" aria-label={`p50 ${fmt.ms(g.p50_ms)}, p95 ${fmt.ms(g.p95_ms)}, p99 ${fmt.ms(g.p99_ms)}`} role="img">
-                      {(['p50_ms', 'p95_ms', 'p99_ms'] as const).map((q) => (
-                        <div key={q} class={`qbar ${q}`} style={{ width: `${((g[q] ?? 0) / maxP99) * 100}%` }} />
-                      ))}
-                    </div>
-                  </td>
-                </tr>
-              ))}
-            </tbody>
-          </table>
-        </div>
+        <Table columns={[by, numCol('Spans'), numCol('Errors'), numCol('Total time'), 'Share of time', numCol('Avg'), numCol('p50'), numCol('p95'), numCol('p99'), 'p50 · p95 · p99']}>
+          {groups.map((g) => (
+            <tr key={g.key ?? ''} data-key={g.key ?? ''}>
+              <th scope="row" class="mono">
+                {g.key ?? '(none)'}
+              </th>
+              <NumCell value={g.count} kind="count" />
+              <td class="n">{g.errors}</td>
+              <NumCell value={g.total_ms} kind="ms" />
+              <td>
+                <Bar share={g.total_ms / maxTotal} label={`${fmt.ms(g.total_ms)} in all`} />
+              </td>
+              <NumCell value={g.avg_ms} kind="ms" />
+              <NumCell value={g.p50_ms} kind="ms" testId="latency-p50" />
+              <NumCell value={g.p95_ms} kind="ms" />
+              <NumCell value={g.p99_ms} kind="ms" />
+              <td style={{ minWidth: '140px' }}>
+                <div class="quantile-bars" aria-label={`p50 ${fmt.ms(g.p50_ms)}, p95 ${fmt.ms(g.p95_ms)}, p99 ${fmt.ms(g.p99_ms)}`} role="img">
+                  {(['p50_ms', 'p95_ms', 'p99_ms'] as const).map((q) => (
+                    <div key={q} class={`qbar ${q}`} style={{ width: `${((g[q] ?? 0) / maxP99) * 100}%` }} />
+                  ))}
+                </div>
+              </td>
+            </tr>
+          ))}
+        </Table>
       </Panel>
     </>
   );

@@ -3,7 +3,7 @@
 
 import { useEffect, useState } from 'preact/hooks';
 import { api, type LogRecord } from '../api';
-import { Pager, Panel, Select, TextInput, Time } from '../components/ui';
+import { Pager, Panel, Select, Table, TextInput, Time } from '../components/ui';
 import { href, shared, withParam } from '../lib/url';
 import { navigate, useLocation } from '../router';
 import { useData, useView, windowParams } from '../view';
@@ -39,36 +39,23 @@ export function Logs() {
         testId="log-list"
         actions={<Pager cursors={cursors} next={page.data?.next_cursor} onChange={setCursors} back="Newer" forward="Older" />}
       >
-        <div class="table-wrap">
-          <table>
-            <thead>
-              <tr>
-                <th scope="col">Time</th>
-                <th scope="col">Severity</th>
-                <th scope="col">Service</th>
-                <th scope="col">Message</th>
-                <th scope="col">Trace</th>
-              </tr>
-            </thead>
-            <tbody>
-              {logs.map((l, i) => (
-                <tr key={`${l.time_ms}-${i}`}>
-                  <td>
-                    <Time ms={l.time_ms} />
-                  </td>
-                  <td>
-                    <span class={`pill ${severityClass(l)}`}>{l.severity_text || String(l.severity_number ?? '')}</span>
-                  </td>
-                  <td>{l.service ?? '—'}</td>
-                  <td style={{ whiteSpace: 'pre-wrap', minWidth: '16rem' }}>{typeof l.body === 'string' ? l.body : JSON.stringify(l.body)}</td>
-                  <td class="mono">
-                    {l.trace_id ? <a href={href(`/traces/${l.trace_id}`, l.span_id ? withParam(shared(params), 'span', l.span_id) : shared(params))}>{l.trace_id.slice(0, 12)}…</a> : '—'}
-                  </td>
-                </tr>
-              ))}
-            </tbody>
-          </table>
-        </div>
+        <Table columns={['Time', 'Severity', 'Service', 'Message', 'Trace']}>
+          {logs.map((l, i) => (
+            <tr key={`${l.time_ms}-${i}`}>
+              <td>
+                <Time ms={l.time_ms} />
+              </td>
+              <td>
+                <span class={`pill ${severityClass(l)}`}>{l.severity_text || String(l.severity_number ?? '')}</span>
+              </td>
+              <td>{l.service ?? '—'}</td>
+              <td style={{ whiteSpace: 'pre-wrap', minWidth: '16rem' }}>{typeof l.body === 'string' ? l.body : JSON.stringify(l.body)}</td>
+              <td class="mono">
+                {l.trace_id ? <a href={href(`/traces/${l.trace_id}`, l.span_id ? withParam(shared(params), 'span', l.span_id) : shared(params))}>{l.trace_id.slice(0, 12)}…</a> : '—'}
+              </td>
+            </tr>
+          ))}
+        </Table>
       </Panel>
     </>
   );

@@ -1,9 +1,9 @@
 // Overview: the window's totals against the previous window, cost by model,
 // requests and errors, latency quantiles over time, and the top spenders.
 
-import { api, type UsageSeries, type UsageSummary, type UsageTotals } from '../api';
+import { api, type UsagePoint, type UsageSeries, type UsageSummary, type UsageTotals } from '../api';
 import { Chart } from '../components/Chart';
-import { NumCell, Panel, Stat } from '../components/ui';
+import { NumCell, numCol, Panel, Stat, Table } from '../components/ui';
 import * as fmt from '../lib/format';
 import { align, grid } from '../lib/series';
 import { parseDuration, previous, stepFor } from '../lib/time';
@@ -59,10 +59,10 @@ export function Overview() {
           {byModel.data && <CostByModel series={byModel.data} step={step} />}
         </Panel>
         <Panel title={`Requests and errors (per ${step})`} loading={overall.loading} error={overall.error} empty={!overall.data?.groups.length}>
-          {overall.data && <RequestsChart series={overall.data} step={step} />}
+          {overall.data && <OverallChart series={overall.data} step={step} lines={REQUEST_LINES} missing={0} format={fmt.count} label="Requests and errors over time" />}
         </Panel>
         <Panel title="Latency quantiles" loading={overall.loading} error={overall.error} empty={!overall.data?.groups.length}>
-          {overall.data && <LatencyChart series={overall.data} step={step} />}
+          {overall.data && <OverallChart series={overall.data} step={step} lines={LATENCY_LINES} missing={null} format={fmt.ms} label="Latency quantiles over time" />}
         </Panel>
       </div>
       <div class="grid">
@@ -86,37 +86,29 @@ function CostByModel({ series, step }: { series: UsageSeries; step: string }) {
   return <Chart times={times} series={lines} stacked format={fmt.cost} label="Cost over time, stacked by model" />;
 }
 
-function RequestsChart({ series, step }: { series: UsageSeries; step: string }) {
-  const points = series.groups[0]?.points ?? [];
-  const times = seriesTimes(series, step);
-  return (
-    <Chart
-      times={times}
-      series={[
-        { label: 'Requests', values: align(times, points, (p) => p.requests, 0), color: '#4e79a7' },
-        { label: 'Errors', values: align(times, points, (p) => p.errors, 0), color: '#e15759' },
-      ]}
-      format={fmt.count}
-      label="Requests and errors over time"
-    />
-  );
+/** A line of the window's one ungrouped series: a field of its points. */
+interface OverallLine {
+  label: string;
+  get: (p: UsagePoint) => number | null;
+  color: string;
 }
 
-function LatencyChart({ series, step }: { series: UsageSeries; step: string }) {
+const REQUEST_LINES: OverallLine[] = [
+  { label: 'Requests', get: (p) => p.requests, color: '#4e79a7' },
+  { label: 'Errors', get: (p) => p.errors, color: '#e15759' },
+];
+
+const LATENCY_LINES: OverallLine[] = [
+  { label: 'p50', get: (p) => p.latency_ms.p50, color: '#59a14f' },
+  { label: 'p95', get: (p) => p.latency_ms.p95, color: '#f28e2b' },
+  { label: 'p99', get: (p) => p.latency_ms.p99, color: '#e15759' },
+];
+
+/** Lines of the ungrouped series; `missing` fills the buckets without a point (0 for counts, null for quantiles). */
+function OverallChart({ series, step, lines, missing, format, label }: { series: UsageSeries; step: string; lines: OverallLine[]; missing: number | null; format: (v: number | null) => string; label: string }) {
   const points = series.groups[0]?.points ?? [];
   const times = seriesTimes(series, step);
-  return (
-    <Chart
-      times={times}
-      series={[
-        { label: 'p50', values: align(times, points, (p) => p.latency_ms.p50, null), color: '#59a14f' },
-        { label: 'p95', values: align(times, points, (p) => p.latency_ms.p95, null), color: '#f28e2b' },
-        { label: 'p99', values: align(times, points, (p) => p.latency_ms.p99, null), color: '#e15759' },
-      ]}
-      format={fmt.ms}
-      label="Latency quantiles over time"
-    />
-  );
+  return <Chart times={times} series={lines.map((l) => ({ label: l.label, values: align(times, points, l.get, missing), color: l.color }))} format={format} label={label} />;
 }
 
 function TopBy({ dimension, title }: { dimension: string; title: string }) {
@@ -132,43 +124,29 @@ function TopBy({ dimension, title }: { dimension: string; title: string }) {
     (signal) => (keys.length ? api.get<UsageSummary>(SUMMARY, { project: w.project, from: Math.floor(prev.from), to: Math.ceil(prev.to), group_by: dimension, filter: keys }, signal) : Promise.resolve(null)),
     [w, keys],
   );
+  const heading = dimension === 'api_key' ? 'API key' : dimension[0].toUpperCase() + dimension.slice(1);
   const beforeCost = new Map((before.data?.groups ?? []).map((g) => [g.key[dimension] ?? '', g.cost_usd]));
   return (
     <Panel title={title} loading={top.loading} error={top.error} empty={!groups.length} testId={`top-${dimension}`}>
-      <div class="table-wrap">
-        <table>
-          <thead>
-            <tr>
-              <th scope="col">{dimension === 'api_key' ? 'API key' : dimension[0].toUpperCase() + dimension.slice(1)}</th>
-              <th scope="col" class="n">Cost</th>
-              <th scope="col" class="n">
-                <abbr title="Cost against the previous window of the same length">vs prev</abbr>
-              </th>
-              <th scope="col" class="n">Requests</th>
-              <th scope="col" class="n">Tokens</th>
+      <Table columns={[heading, numCol('Cost'), numCol(<abbr title="Cost against the previous window of the same length">vs prev</abbr>), numCol('Requests'), numCol('Tokens')]}>
+        {groups.map((g) => {
+          const value = g.key[dimension];
+          const link = href('/usage', withParams(withParams(shared(params), 'group_by', [dimension === 'model' ? 'user' : 'model']), 'filter', [`${dimension}:${value ?? ''}`]));
+          return (
+            <tr key={value}>
+              <td class="mono">
+                <a href={link}>{value ?? '(none)'}</a>
+              </td>
+              <NumCell value={g.cost_usd} kind="cost" />
+              <td class="n" title={before.data ? `previous window: ${fmt.cost(beforeCost.get(value ?? '') ?? 0)}` : undefined}>
+                {before.data ? fmt.change(g.cost_usd, beforeCost.get(value ?? '') ?? 0).text : '…'}
+              </td>
+              <NumCell value={g.requests} kind="count" />
+              <NumCell value={g.total_tokens} kind="count" />
             </tr>
-          </thead>
-          <tbody>
-            {groups.map((g) => {
-              const value = g.key[dimension];
-              const link = href('/usage', withParams(withParams(shared(params), 'group_by', [dimension === 'model' ? 'user' : 'model']), 'filter', [`${dimension}:${value ?? ''}`]));
-              return (
-                <tr key={value}>
-                  <td class="mono">
-                    <a href={link}>{value ?? '(none)'}</a>
-                  </td>
-                  <NumCell value={g.cost_usd} kind="cost" />
-                  <td class="n" title={before.data ? `previous window: ${fmt.cost(beforeCost.get(value ?? '') ?? 0)}` : undefined}>
-                    {before.data ? fmt.change(g.cost_usd, beforeCost.get(value ?? '') ?? 0).text : '…'}
-                  </td>
-                  <NumCell value={g.requests} kind="count" />
-                  <NumCell value={g.total_tokens} kind="count" />
-                </tr>
-              );
-            })}
-          </tbody>
-        </table>
-      </div>
+          );
+        })}
+      </Table>
     </Panel>
   );
 }

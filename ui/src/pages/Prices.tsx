@@ -2,8 +2,9 @@
 // built-in catalog or a `[[prices]]` entry of the config), and the models
 // no price matched, with their request counts.
 
+import type { ComponentChildren } from 'preact';
 import { api } from '../api';
-import { NumCell, Panel } from '../components/ui';
+import { NumCell, numCol, Panel, Table } from '../components/ui';
 import { useData, useView, windowParams } from '../view';
 
 interface ModelPrice {
@@ -37,6 +38,19 @@ function perMillion(perToken: number | null | undefined) {
   );
 }
 
+/** A model's row: the model and its provider, then the cells given. */
+function ModelRow({ m, children }: { m: ModelPrice; children: ComponentChildren }) {
+  return (
+    <tr data-model={m.model}>
+      <th scope="row" class="mono">
+        {m.model}
+      </th>
+      <td>{m.provider ?? '—'}</td>
+      {children}
+    </tr>
+  );
+}
+
 export function Prices() {
   const view = useView();
   const w = windowParams(view);
@@ -48,71 +62,32 @@ export function Prices() {
     <>
       <Panel title="Models in use and the price each matched" loading={data.loading} error={data.error} empty={!priced.length} emptyText="No priced model was used in this window." testId="priced-models">
         <p class="muted">USD per million tokens, as in effect at the window's end.</p>
-        <div class="table-wrap">
-          <table>
-            <thead>
-              <tr>
-                <th scope="col">Model</th>
-                <th scope="col">Provider</th>
-                <th scope="col">Price</th>
-                <th scope="col">From</th>
-                <th scope="col" class="n">Input</th>
-                <th scope="col" class="n">Output</th>
-                <th scope="col" class="n">Cache read</th>
-                <th scope="col" class="n">Cache write</th>
-                <th scope="col" class="n">Requests</th>
-                <th scope="col" class="n">Cost</th>
-              </tr>
-            </thead>
-            <tbody>
-              {priced.map((m) => (
-                <tr key={`${m.model}/${m.provider ?? ''}`} data-model={m.model}>
-                  <th scope="row" class="mono">
-                    {m.model}
-                  </th>
-                  <td>{m.provider ?? '—'}</td>
-                  <td class="mono">{m.price!.price_id}</td>
-                  <td>{m.price!.source === 'config' ? 'your config' : 'built-in catalog'}</td>
-                  <td class="n">{perMillion(m.price!.input_per_token)}</td>
-                  <td class="n">{perMillion(m.price!.output_per_token)}</td>
-                  <td class="n">{perMillion(m.price!.cache_read_per_token)}</td>
-                  <td class="n">{perMillion(m.price!.cache_write_per_token)}</td>
-                  <NumCell value={m.requests} kind="count" />
-                  <NumCell value={m.cost_usd} kind="cost" />
-                </tr>
-              ))}
-            </tbody>
-          </table>
-        </div>
+        <Table columns={['Model', 'Provider', 'Price', 'From', numCol('Input'), numCol('Output'), numCol('Cache read'), numCol('Cache write'), numCol('Requests'), numCol('Cost')]}>
+          {priced.map((m) => (
+            <ModelRow key={`${m.model}/${m.provider ?? ''}`} m={m}>
+              <td class="mono">{m.price!.price_id}</td>
+              <td>{m.price!.source === 'config' ? 'your config' : 'built-in catalog'}</td>
+              <td class="n">{perMillion(m.price!.input_per_token)}</td>
+              <td class="n">{perMillion(m.price!.output_per_token)}</td>
+              <td class="n">{perMillion(m.price!.cache_read_per_token)}</td>
+              <td class="n">{perMillion(m.price!.cache_write_per_token)}</td>
+              <NumCell value={m.requests} kind="count" />
+              <NumCell value={m.cost_usd} kind="cost" />
+            </ModelRow>
+          ))}
+        </Table>
       </Panel>
       <Panel title="Unpriced models (counted with cost 0)" loading={data.loading} error={data.error} empty={!unpriced.length} emptyText="Every model used in this window has a price." testId="unpriced-models">
         <p class="muted">Add a <code>[[prices]]</code> entry to the config for these, then re-price the window.</p>
-        <div class="table-wrap">
-          <table>
-            <thead>
-              <tr>
-                <th scope="col">Model</th>
-                <th scope="col">Provider</th>
-                <th scope="col" class="n">Unpriced requests</th>
-                <th scope="col" class="n">Input tokens</th>
-                <th scope="col" class="n">Output tokens</th>
-              </tr>
-            </thead>
-            <tbody>
-              {unpriced.map((m) => (
-                <tr key={`${m.model}/${m.provider ?? ''}`} data-model={m.model}>
-                  <th scope="row" class="mono">
-                    {m.model}
-                  </th>
-                  <td>{m.provider ?? '—'}</td>
-                  <NumCell value={m.unpriced_requests} kind="count" testId="unpriced-requests" />
-                  <NumCell value={m.input_tokens} kind="count" />
-                  <NumCell value={m.output_tokens} kind="count" />
-                </tr>
-              ))}
-            </tbody>
-          </table>
-        </div>
+        <Table columns={['Model', 'Provider', numCol('Unpriced requests'), numCol('Input tokens'), numCol('Output tokens')]}>
+          {unpriced.map((m) => (
+            <ModelRow key={`${m.model}/${m.provider ?? ''}`} m={m}>
+              <NumCell value={m.unpriced_requests} kind="count" testId="unpriced-requests" />
+              <NumCell value={m.input_tokens} kind="count" />
+              <NumCell value={m.output_tokens} kind="count" />
+            </ModelRow>
+          ))}
+        </Table>
       </Panel>
     </>
   );

@@ -2,7 +2,7 @@
 // first; a session's traces in order.
 
 import { api, type TraceRow } from '../api';
-import { Num, NumCell, Panel, Time } from '../components/ui';
+import { Num, NumCell, numCol, Panel, Table, Tile, Time } from '../components/ui';
 import { href, shared } from '../lib/url';
 import { useLocation } from '../router';
 import { useData, useView, windowParams } from '../view';
@@ -30,42 +30,26 @@ export function Sessions() {
   const rows = list.data?.sessions ?? [];
   return (
     <Panel title="Sessions (most recently active first)" loading={list.loading} error={list.error} empty={!rows.length} emptyText="No session has a trace in this window." testId="session-list">
-      <div class="table-wrap">
-        <table>
-          <thead>
-            <tr>
-              <th scope="col">Session</th>
-              <th scope="col">User</th>
-              <th scope="col">Last active</th>
-              <th scope="col" class="n">Traces</th>
-              <th scope="col" class="n">LLM calls</th>
-              <th scope="col" class="n">Errors</th>
-              <th scope="col" class="n">Tokens in/out</th>
-              <th scope="col" class="n">Cost</th>
-            </tr>
-          </thead>
-          <tbody>
-            {rows.map((s) => (
-              <tr key={s.session}>
-                <td class="mono">
-                  <a href={href(`/sessions/${encodeURIComponent(s.session)}`, shared(params))}>{s.session}</a>
-                </td>
-                <td>{s.user ?? '—'}</td>
-                <td>
-                  <Time ms={s.end_ms} />
-                </td>
-                <NumCell value={s.traces} kind="count" />
-                <NumCell value={s.llm_calls} kind="count" />
-                <td class="n">{s.error_count}</td>
-                <td class="n">
-                  <Num value={s.input_tokens} kind="count" /> / <Num value={s.output_tokens} kind="count" />
-                </td>
-                <NumCell value={s.cost_usd} kind="cost" />
-              </tr>
-            ))}
-          </tbody>
-        </table>
-      </div>
+      <Table columns={['Session', 'User', 'Last active', numCol('Traces'), numCol('LLM calls'), numCol('Errors'), numCol('Tokens in/out'), numCol('Cost')]}>
+        {rows.map((s) => (
+          <tr key={s.session}>
+            <td class="mono">
+              <a href={href(`/sessions/${encodeURIComponent(s.session)}`, shared(params))}>{s.session}</a>
+            </td>
+            <td>{s.user ?? '—'}</td>
+            <td>
+              <Time ms={s.end_ms} />
+            </td>
+            <NumCell value={s.traces} kind="count" />
+            <NumCell value={s.llm_calls} kind="count" />
+            <td class="n">{s.error_count}</td>
+            <td class="n">
+              <Num value={s.input_tokens} kind="count" /> / <Num value={s.output_tokens} kind="count" />
+            </td>
+            <NumCell value={s.cost_usd} kind="cost" />
+          </tr>
+        ))}
+      </Table>
     </Panel>
   );
 }
@@ -84,26 +68,14 @@ export function SessionView({ session }: { session: string }) {
       </p>
       {d && (
         <div class="stats">
-          <div class="stat">
-            <div class="stat-label">Traces</div>
-            <div class="stat-value">{d.totals.traces}</div>
-          </div>
-          <div class="stat">
-            <div class="stat-label">LLM calls</div>
-            <div class="stat-value">{d.totals.llm_calls}</div>
-          </div>
-          <div class="stat">
-            <div class="stat-label">Tokens in / out</div>
-            <div class="stat-value">
-              <Num value={d.totals.input_tokens} kind="count" /> / <Num value={d.totals.output_tokens} kind="count" />
-            </div>
-          </div>
-          <div class="stat">
-            <div class="stat-label">Cost</div>
-            <div class="stat-value">
-              <Num value={d.totals.cost_usd} kind="cost" testId="session-cost" />
-            </div>
-          </div>
+          <Tile label="Traces">{d.totals.traces}</Tile>
+          <Tile label="LLM calls">{d.totals.llm_calls}</Tile>
+          <Tile label="Tokens in / out">
+            <Num value={d.totals.input_tokens} kind="count" /> / <Num value={d.totals.output_tokens} kind="count" />
+          </Tile>
+          <Tile label="Cost">
+            <Num value={d.totals.cost_usd} kind="cost" testId="session-cost" />
+          </Tile>
         </div>
       )}
       <Panel title="Traces, oldest first" loading={detail.loading} error={detail.error} empty={!d?.traces.length} testId="session-traces">

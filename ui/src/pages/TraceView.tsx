@@ -6,7 +6,7 @@
 import { Fragment } from 'preact';
 import { useMemo, useState } from 'preact/hooks';
 import { api, type LogRecord, type SpanNode, type TraceDetail } from '../api';
-import { Num, Panel, Time } from '../components/ui';
+import { Num, Panel, Tile, Time } from '../components/ui';
 import * as fmt from '../lib/format';
 import { extractTranscript, type Message } from '../lib/transcript';
 import { type Row, slowestStep, visibleRows } from '../lib/tree';
@@ -74,12 +74,9 @@ export function TraceView({ traceId }: { traceId: string }) {
               <div class="stat-label">Started</div>
               <Time ms={t.start_ms} />
             </div>
-            <div class="stat">
-              <div class="stat-label">Duration</div>
-              <div class="stat-value">
-                <Num value={t.duration_ms} kind="ms" testId="trace-duration" />
-              </div>
-            </div>
+            <Tile label="Duration">
+              <Num value={t.duration_ms} kind="ms" testId="trace-duration" />
+            </Tile>
             {slowest && (
               <div class="stat">
                 <div class="stat-label">Slowest step (own time)</div>
@@ -89,24 +86,15 @@ export function TraceView({ traceId }: { traceId: string }) {
                 <Num value={slowest.self_ms} kind="ms" />
               </div>
             )}
-            <div class="stat">
-              <div class="stat-label">Spans / errors</div>
-              <div class="stat-value">
-                {t.span_count} / {t.error_count}
-              </div>
-            </div>
-            <div class="stat">
-              <div class="stat-label">Tokens in / out</div>
-              <div class="stat-value">
-                <Num value={t.totals.input_tokens} kind="count" /> / <Num value={t.totals.output_tokens} kind="count" />
-              </div>
-            </div>
-            <div class="stat">
-              <div class="stat-label">Cost</div>
-              <div class="stat-value">
-                <Num value={t.totals.cost_usd} kind="cost" testId="trace-cost" />
-              </div>
-            </div>
+            <Tile label="Spans / errors">
+              {t.span_count} / {t.error_count}
+            </Tile>
+            <Tile label="Tokens in / out">
+              <Num value={t.totals.input_tokens} kind="count" /> / <Num value={t.totals.output_tokens} kind="count" />
+            </Tile>
+            <Tile label="Cost">
+              <Num value={t.totals.cost_usd} kind="cost" testId="trace-cost" />
+            </Tile>
           </div>
         )}
         {t?.truncated && <p class="state">Only the first {t.span_count - t.spans_left_out} spans are shown; {t.spans_left_out} were left out.</p>}

@@ -4,7 +4,7 @@
 
 import { useEffect, useState } from 'preact/hooks';
 import { api, type TraceRow } from '../api';
-import { Num, NumCell, Panel, Select, TextInput, Time } from '../components/ui';
+import { Num, NumCell, numCol, Panel, Select, Table, TextInput, Time } from '../components/ui';
 import { href, shared as shareWindow, withParam } from '../lib/url';
 import { navigate, useLocation } from '../router';
 import { useData, useView, windowParams } from '../view';
@@ -84,48 +84,29 @@ export function Traces() {
         testId="trace-list"
         actions={view.live ? <span class="muted">live, every {LIVE_S} s</span> : <span class="muted">paused</span>}
       >
-        <div class="table-wrap">
-          <table>
-            <thead>
-              <tr>
-                <th scope="col">Start</th>
-                <th scope="col">Root span</th>
-                <th scope="col">Service</th>
-                <th scope="col" class="n">Duration</th>
-                <th scope="col" class="n">Spans</th>
-                <th scope="col" class="n">Errors</th>
-                <th scope="col" class="n">LLM calls</th>
-                <th scope="col" class="n">Tokens in/out</th>
-                <th scope="col" class="n">Cost</th>
-                <th scope="col">User</th>
-                <th scope="col">Session</th>
-              </tr>
-            </thead>
-            <tbody>
-              {rows.map((t) => (
-                <tr key={t.trace_id} data-trace-id={t.trace_id}>
-                  <td>
-                    <Time ms={t.start_ms} />
-                  </td>
-                  <td>
-                    <a href={href(`/traces/${t.trace_id}`, shareWindow(params))}>{t.root_name || t.trace_id}</a>
-                  </td>
-                  <td>{t.service ?? '—'}</td>
-                  <NumCell value={t.duration_ms} kind="ms" />
-                  <NumCell value={t.span_count} kind="count" />
-                  <td class="n">{t.error_count ? <span class="pill error">{t.error_count}</span> : '0'}</td>
-                  <NumCell value={t.llm_calls} kind="count" />
-                  <td class="n">
-                    <Num value={t.input_tokens} kind="count" /> / <Num value={t.output_tokens} kind="count" />
-                  </td>
-                  <NumCell value={t.cost_usd} kind="cost" />
-                  <td>{t.user ?? '—'}</td>
-                  <td>{t.session ? <a href={href(`/sessions/${encodeURIComponent(t.session)}`, shareWindow(params))}>{t.session}</a> : '—'}</td>
-                </tr>
-              ))}
-            </tbody>
-          </table>
-        </div>
+        <Table columns={['Start', 'Root span', 'Service', numCol('Duration'), numCol('Spans'), numCol('Errors'), numCol('LLM calls'), numCol('Tokens in/out'), numCol('Cost'), 'User', 'Session']}>
+          {rows.map((t) => (
+            <tr key={t.trace_id} data-trace-id={t.trace_id}>
+              <td>
+                <Time ms={t.start_ms} />
+              </td>
+              <td>
+                <a href={href(`/traces/${t.trace_id}`, shareWindow(params))}>{t.root_name || t.trace_id}</a>
+              </td>
+              <td>{t.service ?? '—'}</td>
+              <NumCell value={t.duration_ms} kind="ms" />
+              <NumCell value={t.span_count} kind="count" />
+              <td class="n">{t.error_count ? <span class="pill error">{t.error_count}</span> : '0'}</td>
+              <NumCell value={t.llm_calls} kind="count" />
+              <td class="n">
+                <Num value={t.input_tokens} kind="count" /> / <Num value={t.output_tokens} kind="count" />
+              </td>
+              <NumCell value={t.cost_usd} kind="cost" />
+              <td>{t.user ?? '—'}</td>
+              <td>{t.session ? <a href={href(`/sessions/${encodeURIComponent(t.session)}`, shareWindow(params))}>{t.session}</a> : '—'}</td>
+            </tr>
+          ))}
+        </Table>
         {next && (
           <button
             type="button"

@@ -6,7 +6,7 @@ import { useEffect, useMemo, useState } from 'preact/hooks';
 import { api, headers, query, type UsageGroup, type UsagePoint, type UsageRecord, type UsageSeries, type UsageSummary } from '../api';
 import { Chart } from '../components/Chart';
 import { DIMENSIONS, UsageFilters } from '../components/Filters';
-import { Num, NumCell, Pager, Panel, Select, Time } from '../components/ui';
+import { Num, NumCell, numCol, Pager, Panel, Select, Table, Time } from '../components/ui';
 import * as fmt from '../lib/format';
 import { align } from '../lib/series';
 import { stepFor } from '../lib/time';
@@ -142,34 +142,16 @@ function UsageTable({ summary, groupBy, onFilter }: { summary: UsageSummary; gro
     </th>
   );
   return (
-    <div class="table-wrap">
-      <table data-testid="usage-groups">
-        <thead>
-          <tr>
-            {header('key', groupBy, false)}
-            {COLUMNS.map((c) => header(c.key, c.label, true))}
-          </tr>
-        </thead>
-        <tbody>
-          {rows.map((g) => {
-            const v = g.key[groupBy];
-            return (
-              <tr key={v}>
-                <th scope="row" class="mono">
-                  <button type="button" class="link" title={`Filter on ${groupBy} ${v}`} onClick={() => onFilter(v ?? '')}>
-                    {v ?? '(none)'}
-                  </button>
-                </th>
-                {COLUMNS.map((c) => (
-                  <td class="n" key={c.key}>
-                    <Num value={c.get(g)} kind={c.kind} />
-                  </td>
-                ))}
-              </tr>
-            );
-          })}
-        </tbody>
-        <tfoot>
+    <Table
+      testId="usage-groups"
+      head={
+        <>
+          {header('key', groupBy, false)}
+          {COLUMNS.map((c) => header(c.key, c.label, true))}
+        </>
+      }
+      foot={
+        <>
           {summary.other && (
             <tr>
               <th scope="row">other ({summary.groups_total - summary.groups.length} groups)</th>
@@ -188,9 +170,27 @@ function UsageTable({ summary, groupBy, onFilter }: { summary: UsageSummary; gro
               </td>
             ))}
           </tr>
-        </tfoot>
-      </table>
-    </div>
+        </>
+      }
+    >
+      {rows.map((g) => {
+        const v = g.key[groupBy];
+        return (
+          <tr key={v}>
+            <th scope="row" class="mono">
+              <button type="button" class="link" title={`Filter on ${groupBy} ${v}`} onClick={() => onFilter(v ?? '')}>
+                {v ?? '(none)'}
+              </button>
+            </th>
+            {COLUMNS.map((c) => (
+              <td class="n" key={c.key}>
+                <Num value={c.get(g)} kind={c.kind} />
+              </td>
+            ))}
+          </tr>
+        );
+      })}
+    </Table>
   );
 }
 
@@ -259,47 +259,28 @@ function Records({ filters }: { filters: string[] }) {
         </>
       }
     >
-      <div class="table-wrap">
-        <table>
-          <thead>
-            <tr>
-              <th scope="col">Time</th>
-              <th scope="col">Model</th>
-              <th scope="col">Provider</th>
-              <th scope="col">User</th>
-              <th scope="col">API key</th>
-              <th scope="col">Status</th>
-              <th scope="col" class="n">Input</th>
-              <th scope="col" class="n">Output</th>
-              <th scope="col" class="n">Cost</th>
-              <th scope="col" class="n">Duration</th>
-              <th scope="col">Trace</th>
-            </tr>
-          </thead>
-          <tbody>
-            {records.map((r, i) => (
-              <tr key={`${r.id ?? ''}-${i}`}>
-                <td>
-                  <Time ms={r.time_ms} />
-                </td>
-                <td class="mono">{r.model}</td>
-                <td>{r.provider ?? '—'}</td>
-                <td>{r.user ?? '—'}</td>
-                <td class="mono">{r.api_key ?? '—'}</td>
-                <td>
-                  <span class={`pill ${r.status}`}>{r.status}</span>
-                  {r.estimated ? ' est.' : ''}
-                </td>
-                <NumCell value={r.input_tokens} kind="count" />
-                <NumCell value={r.output_tokens} kind="count" />
-                <NumCell value={r.cost_usd} kind="cost" />
-                <NumCell value={r.duration_ms} kind="ms" />
-                <td class="mono">{r.trace_id ? <a href={`/traces/${r.trace_id}${r.span_id ? `?span=${r.span_id}` : ''}`}>{r.trace_id.slice(0, 8)}…</a> : '—'}</td>
-              </tr>
-            ))}
-          </tbody>
-        </table>
-      </div>
+      <Table columns={['Time', 'Model', 'Provider', 'User', 'API key', 'Status', numCol('Input'), numCol('Output'), numCol('Cost'), numCol('Duration'), 'Trace']}>
+        {records.map((r, i) => (
+          <tr key={`${r.id ?? ''}-${i}`}>
+            <td>
+              <Time ms={r.time_ms} />
+            </td>
+            <td class="mono">{r.model}</td>
+            <td>{r.provider ?? '—'}</td>
+            <td>{r.user ?? '—'}</td>
+            <td class="mono">{r.api_key ?? '—'}</td>
+            <td>
+              <span class={`pill ${r.status}`}>{r.status}</span>
+              {r.estimated ? ' est.' : ''}
+            </td>
+            <NumCell value={r.input_tokens} kind="count" />
+            <NumCell value={r.output_tokens} kind="count" />
+            <NumCell value={r.cost_usd} kind="cost" />
+            <NumCell value={r.duration_ms} kind="ms" />
+            <td class="mono">{r.trace_id ? <a href={`/traces/${r.trace_id}${r.span_id ? `?span=${r.span_id}` : ''}`}>{r.trace_id.slice(0, 8)}…</a> : '—'}</td>
+          </tr>
+        ))}
+      </Table>
     </Panel>
   );
 }
