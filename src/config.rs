@@ -60,6 +60,8 @@ pub struct Config {
     pub alerts: AlertsConfig,
     /// Connection limits of both listeners.
     pub server: crate::listener::ServerConfig,
+    /// API keys: when they are asked for, and each key's rate limits.
+    pub auth: crate::access::AuthConfig,
     /// Price overrides and additions, matched before (exact model) or after
     /// (patterns) the built-in catalog.
     pub prices: Vec<UserPrice>,
@@ -83,6 +85,7 @@ impl Default for Config {
             rollups: Default::default(),
             alerts: AlertsConfig::default(),
             server: crate::listener::ServerConfig::default(),
+            auth: crate::access::AuthConfig::default(),
             prices: Vec::new(),
         }
     }

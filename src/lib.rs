@@ -1,6 +1,7 @@
 //! Tally: observability and usage metering for LLM applications, agent
 //! pipelines and LLM gateways. See DESIGN.md for the data flow.
 
+pub mod access;
 pub mod aggregate;
 pub mod blocking;
 pub mod budgets;

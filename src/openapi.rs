@@ -63,6 +63,13 @@ use utoipa::{OpenApi, ToSchema};
         crate::budgets::api::settle,
         crate::budgets::api::alerts,
         crate::exposition::handler,
+        crate::access::api::create_key,
+        crate::access::api::list_keys,
+        crate::access::api::revoke_key,
+        crate::access::api::list_projects,
+        crate::access::api::create_project,
+        crate::access::api::audit,
+        crate::access::api::whoami,
     ),
     tags(
         (name = "ingest", description = "Usage reports, metric points, OTLP/HTTP"),
@@ -70,7 +77,7 @@ use utoipa::{OpenApi, ToSchema};
         (name = "traces", description = "Traces, sessions and logs"),
         (name = "metrics", description = "Metric point queries"),
         (name = "budgets", description = "Budgets, quota checks and alerts"),
-        (name = "admin", description = "Health, flush, the description itself, Prometheus"),
+        (name = "admin", description = "Health, flush, the description itself, Prometheus, API keys, projects and the audit log"),
     )
 )]
 struct ApiDoc;
@@ -588,6 +595,49 @@ pub struct BudgetView {
     /// Only in the answer to its creation.
     #[schema(required = false)]
     secret: String,
+}
+
+/// A key as made: its fields, and its text (shown only here).
+#[derive(ToSchema, serde::Serialize)]
+#[allow(dead_code)]
+pub struct CreatedKey {
+    #[serde(flatten)]
+    view: crate::access::api::KeyView,
+    /// The key itself, `tally_<scope>_<id>_<secret>`.
+    key: String,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct KeyList {
+    project: String,
+    keys: Vec<crate::access::api::KeyView>,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct ProjectList {
+    projects: Vec<crate::access::Project>,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct AuditList {
+    project: String,
+    entries: Vec<crate::access::AuditEntry>,
+    /// The `before` of the next page; null on the last.
+    next_before: Option<i64>,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct WhoAmI {
+    /// `on` or `off`.
+    auth: String,
+    key_id: Option<String>,
+    project: Option<String>,
+    scope: Option<crate::access::Scope>,
+    name: Option<String>,
 }
 
 #[derive(ToSchema)]

@@ -34,6 +34,8 @@ pub struct App {
     pub metrics: Arc<crate::exposition::Metrics>,
     pub metric_registry: Arc<crate::aggregate::metric::MetricRegistry>,
     pub budgets: Arc<crate::budgets::Budgets>,
+    /// API keys, projects and the audit log.
+    pub access: Arc<crate::access::Access>,
     fingerprinter: Arc<KeyFingerprinter>,
     /// What the ingest endpoints (HTTP and gRPC) share, made once.
     ingest: std::sync::OnceLock<Arc<UsageIngest>>,
@@ -60,6 +62,8 @@ pub enum StartError {
     Config(#[from] crate::config::ConfigError),
     #[error(transparent)]
     Budgets(#[from] crate::budgets::BudgetError),
+    #[error(transparent)]
+    Access(#[from] crate::access::AccessError),
 }
 
 /// The secret behind API-key fingerprints: from config, else the one kept in
@@ -112,6 +116,11 @@ impl App {
         if lock.try_lock().is_err() {
             return Err(StartError::DataDirInUse(config.data_dir.display().to_string()));
         }
+        let access = Arc::new(crate::access::Access::open(
+            &config.data_dir,
+            config.auth.clone(),
+            &[config.http, config.grpc],
+        )?);
         let options = SqliteOptions {
             synchronous: config.sqlite.synchronous,
             cache_mib: config.sqlite.cache_mib,
@@ -173,6 +182,7 @@ impl App {
             metrics,
             metric_registry,
             budgets,
+            access,
             fingerprinter,
             ingest: std::sync::OnceLock::new(),
             _data_dir_lock: lock,
@@ -211,6 +221,7 @@ impl App {
                 std::thread::available_parallelism().map_or(2, usize::from),
             )
             .map_err(StartError::Lanes)?,
+            access: self.access.clone(),
         });
         Ok(self.ingest.get_or_init(|| ingest).clone())
     }
@@ -285,6 +296,16 @@ impl App {
         let metrics_routes = Router::new()
             .route("/metrics", get(crate::exposition::handler))
             .with_state(metrics_state);
+        let access_routes = {
+            use crate::access::api;
+            Router::new()
+                .route("/api/v1/admin/keys", get(api::list_keys).post(api::create_key))
+                .route("/api/v1/admin/keys/{id}", axum::routing::delete(api::revoke_key))
+                .route("/api/v1/admin/projects", get(api::list_projects).post(api::create_project))
+                .route("/api/v1/admin/audit", get(api::audit))
+                .route("/api/v1/auth/whoami", get(api::whoami))
+                .with_state(self.access.clone())
+        };
         Ok(Router::new()
             .route("/healthz", get(crate::openapi::healthz))
             .route("/api/v1/openapi.json", get(crate::openapi::openapi_json))
@@ -292,8 +313,13 @@ impl App {
             .merge(query_routes)
             .merge(budget_routes)
             .merge(metrics_routes)
+            .merge(access_routes)
             // Every other path: the web dashboard (unknown API paths: 404 JSON).
             .fallback(crate::dashboard::fallback)
+            .layer(axum::middleware::from_fn_with_state(
+                self.access.clone(),
+                crate::access::guard::guard,
+            ))
             // Bodies are limited by the handlers themselves, after decompression.
             .layer(DefaultBodyLimit::disable()))
     }

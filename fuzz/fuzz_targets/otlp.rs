@@ -47,6 +47,7 @@ fn traces(body: &[u8], encoding: Encoding, hint: Option<&str>) {
         rules: AccountingRules::default(),
         prices: prices(),
         fingerprinter: &fingerprinter,
+        default_project: "default",
     };
     let (records, problems) = otlp::trace_records(&context, &mut request, hint);
     assert_eq!(records.spans.len() + problems.rejected as usize, items);

@@ -31,6 +31,7 @@ fuzz_target!(|data: &[u8]| {
         rules: AccountingRules::default(),
         prices: prices(),
         fingerprinter: &fingerprinter,
+        default_project: "default",
     };
     let Ok(batch) = usage_batch(body, flags & 1 == 1, &context) else {
         return;

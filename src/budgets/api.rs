@@ -8,6 +8,7 @@ use axum::Json;
 use axum::body::Body;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -78,6 +79,41 @@ impl From<BudgetError> for ApiError {
     }
 }
 
+type Caller = Option<axum::Extension<crate::access::Principal>>;
+
+/// The project a key binds a request to (none while auth is off).
+fn bound(caller: &Caller) -> Option<&str> {
+    caller.as_ref().map(|axum::Extension(p)| p.project.as_str())
+}
+
+/// A project named in a body: the key's when none is named; another one
+/// is refused.
+fn named_project(caller: &Caller, named: &mut Option<String>) -> Result<(), ApiError> {
+    let Some(own) = bound(caller) else { return Ok(()) };
+    match named.as_deref() {
+        Some(other) if other != own => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("project: this key belongs to project {own:?}, not {other:?}"),
+        )),
+        _ => {
+            *named = Some(own.to_owned());
+            Ok(())
+        }
+    }
+}
+
+/// 404 for a budget the caller's key may not see.
+fn visible(caller: &Caller, id: &str, project: Option<&str>) -> Result<(), ApiError> {
+    match (bound(caller), project) {
+        (_, None) => Err(ApiError::not_found(format!("no budget {id}"))),
+        (Some(own), Some(project)) if own != project => {
+            Err(ApiError::not_found(format!("no budget {id}")))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// `POST /api/v1/budgets` → 201 with the budget, its id and webhook secret.
 #[utoipa::path(
     post, path = "/api/v1/budgets", tag = "budgets",
@@ -95,14 +131,18 @@ impl From<BudgetError> for ApiError {
 )]
 pub async fn create(
     State(api): Shared,
+    caller: Caller,
     headers: HeaderMap,
     request: Body,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let spec: BudgetSpec = json_body(&api, &headers, request).await?;
+) -> Result<axum::response::Response, ApiError> {
+    let mut spec: BudgetSpec = json_body(&api, &headers, request).await?;
+    named_project(&caller, &mut spec.project)?;
     let budget = Budget::from_spec(spec, Origin::Api, &api.budgets.rule_context())
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let budget = api.budgets.install(&api.usage.committer, budget, false).await?;
-    Ok((StatusCode::CREATED, Json(budget.to_json(true))))
+    let mut response = (StatusCode::CREATED, Json(budget.to_json(true))).into_response();
+    response.extensions_mut().insert(crate::access::guard::AuditTarget(budget.id.clone()));
+    Ok(response)
 }
 
 /// `PUT /api/v1/budgets/{id}`: replaces a budget's definition (its spend is
@@ -125,13 +165,16 @@ pub async fn create(
 )]
 pub async fn replace(
     State(api): Shared,
+    caller: Caller,
     PathParam(id): PathParam,
     headers: HeaderMap,
     request: Body,
 ) -> Result<Json<Value>, ApiError> {
     let mut spec: BudgetSpec = json_body(&api, &headers, request).await?;
     let old = api.budgets.lock().get(&id).cloned();
+    visible(&caller, &id, old.as_ref().map(|b| b.project.as_str()))?;
     let Some(old) = old else { return Err(ApiError::not_found(format!("no budget {id}"))) };
+    named_project(&caller, &mut spec.project)?;
     if old.origin == Origin::Config {
         return Err(conflict(format!(
             "budget {id} is defined in the config file; change it there"
@@ -163,8 +206,14 @@ pub async fn replace(
         (status = 409, description = "The budget is defined in the config file", body = crate::openapi::ErrorBody),
     )
 )]
-pub async fn delete(State(api): Shared, PathParam(id): PathParam) -> Result<StatusCode, ApiError> {
-    let origin = api.budgets.lock().get(&id).map(|b| b.origin);
+pub async fn delete(
+    State(api): Shared,
+    caller: Caller,
+    PathParam(id): PathParam,
+) -> Result<StatusCode, ApiError> {
+    let found = api.budgets.lock().get(&id).map(|b| (b.origin, b.project.clone()));
+    visible(&caller, &id, found.as_ref().map(|(_, p)| p.as_str()))?;
+    let origin = found.map(|(origin, _)| origin);
     match origin {
         None => Err(ApiError::not_found(format!("no budget {id}"))),
         Some(Origin::Config) => {
@@ -208,9 +257,14 @@ pub async fn list(State(api): Shared, RawQuery(query): RawQuery) -> Json<Value> 
         (status = 404, description = "No such budget", body = crate::openapi::ErrorBody),
     )
 )]
-pub async fn get(State(api): Shared, PathParam(id): PathParam) -> Result<Json<Value>, ApiError> {
+pub async fn get(
+    State(api): Shared,
+    caller: Caller,
+    PathParam(id): PathParam,
+) -> Result<Json<Value>, ApiError> {
     let book = api.budgets.lock();
     let budget = book.get(&id).ok_or_else(|| ApiError::not_found(format!("no budget {id}")))?;
+    visible(&caller, &id, Some(&budget.project))?;
     Ok(Json(budget.to_json(false)))
 }
 
@@ -226,8 +280,11 @@ pub async fn get(State(api): Shared, PathParam(id): PathParam) -> Result<Json<Va
 )]
 pub async fn status(
     State(api): Shared,
+    caller: Caller,
     PathParam(id): PathParam,
 ) -> Result<Json<BudgetStatus>, ApiError> {
+    let project = api.budgets.lock().get(&id).map(|b| b.project.clone());
+    visible(&caller, &id, project.as_deref())?;
     let status = api.budgets.lock().status(&id, now_ms());
     status.map(Json).ok_or_else(|| ApiError::not_found(format!("no budget {id}")))
 }
@@ -297,10 +354,12 @@ fn estimate_field(name: &str, value: Option<f64>) -> Result<Option<f64>, ApiErro
 )]
 pub async fn reserve(
     State(api): Shared,
+    caller: Caller,
     headers: HeaderMap,
     request: Body,
 ) -> Result<Json<Decision>, ApiError> {
-    let r: ReserveRequest = json_body(&api, &headers, request).await?;
+    let mut r: ReserveRequest = json_body(&api, &headers, request).await?;
+    named_project(&caller, &mut r.project)?;
     let estimate = Estimate {
         cost_usd: estimate_field("estimated_cost_usd", r.estimated_cost_usd)?,
         tokens: estimate_field("estimated_tokens", r.estimated_tokens)?,
@@ -364,6 +423,7 @@ pub struct SettleRequest {
 )]
 pub async fn settle(
     State(api): Shared,
+    caller: Caller,
     headers: HeaderMap,
     request: Body,
 ) -> Result<Json<Value>, ApiError> {
@@ -371,10 +431,18 @@ pub async fn settle(
     let usage = &api.usage;
     // The usage is checked before the reservation is claimed, so that a bad
     // report leaves the reservation as it was.
-    let call = normalize_json(s.usage.get(), &usage.context()).map_err(|err| {
+    let mut context = usage.context();
+    if let Some(own) = bound(&caller) {
+        context.default_project = own;
+    }
+    let call = normalize_json(s.usage.get(), &context).map_err(|err| {
         usage.metrics.ingested("settle", 0, 0, 1);
         ApiError::bad_request(format!("usage.{err}"))
     })?;
+    let records = crate::durability::Records { calls: vec![call], ..Default::default() };
+    let principal = caller.as_ref().map(|axum::Extension(p)| p);
+    usage.access.bind_records(principal, &records)?;
+    let call = records.calls.into_iter().next().expect("one call");
     let id = s.reservation_id;
     let ticket = api.budgets.lock().begin_settle(&id, now_ms()).map_err(|e| match e {
         SettleError::Unknown(_) => ApiError::not_found(e.to_string()),
@@ -410,6 +478,7 @@ pub async fn settle(
 )]
 pub async fn alerts(
     State(api): Shared,
+    caller: Caller,
     RawQuery(query): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
     let params = Params::parse(query.as_deref());
@@ -423,6 +492,7 @@ pub async fn alerts(
     }
     let filter = AlertFilter {
         budget_id: params.get("budget_id").map(str::to_owned),
+        project: bound(&caller).map(str::to_owned),
         status,
         limit: params.limit(100, 10_000)?,
     };

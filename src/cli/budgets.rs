@@ -20,7 +20,7 @@ pub struct BudgetsArgs {
 
 pub async fn run(args: BudgetsArgs) -> anyhow::Result<()> {
     let url = format!("{}/api/v1/budgets/status", args.server.trim_end_matches('/'));
-    let mut request = reqwest::Client::new().get(url);
+    let mut request = super::api_client(None)?.get(url);
     if let Some(project) = &args.project {
         request = request.query(&[("project", project)]);
     }

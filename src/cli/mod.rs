@@ -1,5 +1,6 @@
 //! The command line: `tally serve`, `tally usage`, `tally prices`,
-//! `tally reprice`, `tally budgets`, `tally bench`, `tally demo`.
+//! `tally reprice`, `tally budgets`, `tally keys`, `tally audit`,
+//! `tally bench`, `tally demo`.
 
 mod bench;
 mod bench_points;
@@ -9,6 +10,7 @@ mod bench_soak;
 mod bench_spans;
 mod budgets;
 mod demo;
+mod keys;
 mod prices;
 mod reprice;
 mod serve;
@@ -39,6 +41,11 @@ enum Command {
     /// Print every budget's spend, limit, reservations and forecast from a
     /// running server.
     Budgets(budgets::BudgetsArgs),
+    /// Create, list and revoke API keys (on a data dir, or through a
+    /// running server with an admin key).
+    Keys(keys::KeysArgs),
+    /// Show the audit log of admin actions.
+    Audit(keys::AuditArgs),
     /// Load a running server and print what it sustains.
     Bench(bench::BenchArgs),
     /// Run a server fed with a week of realistic traffic and more arriving
@@ -72,6 +79,8 @@ pub fn main() -> ExitCode {
             Command::Prices(args) => prices::run(args),
             Command::Reprice(args) => reprice::run(args).await,
             Command::Budgets(args) => budgets::run(args).await,
+            Command::Keys(args) => keys::run(args).await,
+            Command::Audit(args) => keys::audit(args).await,
             Command::Bench(args) => bench::run(args).await,
             Command::Demo(args) => demo::run(args).await,
         }
@@ -83,6 +92,21 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// An HTTP client that sends `key` (else `TALLY_API_KEY`, when set) as a
+/// bearer token with every request.
+pub fn api_client(key: Option<&str>) -> anyhow::Result<reqwest::Client> {
+    let from_env = std::env::var("TALLY_API_KEY").ok();
+    let key = key.or(from_env.as_deref()).map(str::trim).filter(|k| !k.is_empty());
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(key) = key {
+        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {key}"))
+            .map_err(|_| anyhow::anyhow!("the API key has characters a header cannot carry"))?;
+        value.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
+    Ok(reqwest::Client::builder().default_headers(headers).build()?)
 }
 
 /// Turns an HTTP error response into a readable error.

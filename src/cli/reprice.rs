@@ -22,7 +22,7 @@ pub async fn run(args: RepriceArgs) -> anyhow::Result<()> {
     let to = crate::time::parse_instant(&args.to).map_err(anyhow::Error::msg)?;
     let url = format!("{}/api/v1/usage/reprice", args.server.trim_end_matches('/'));
     let response =
-        reqwest::Client::new().post(url).json(&json!({"from": from, "to": to})).send().await?;
+        super::api_client(None)?.post(url).json(&json!({"from": from, "to": to})).send().await?;
     let report: serde_json::Value = check(response).await?.json().await?;
     println!(
         "repriced {} calls ({} changed): ${:.6} -> ${:.6}",

@@ -28,6 +28,10 @@ pub struct ServeArgs {
     /// Storage URL: sqlite://PATH [default: SQLite in the data dir].
     #[arg(long)]
     storage: Option<String>,
+    /// Serve a non-loopback address although no API key exists: anyone who
+    /// can reach it reads and writes every project.
+    #[arg(long)]
+    insecure_no_auth: bool,
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -38,7 +42,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         data_dir: args.data_dir,
         storage: args.storage,
     };
-    let config = Config::load(args.config.as_deref(), &env, &overrides)?;
+    let mut config = Config::load(args.config.as_deref(), &env, &overrides)?;
+    config.auth.insecure_no_auth |= args.insecure_no_auth;
     serve(config, shutdown_signal(), |_| {}).await
 }
 
@@ -81,9 +86,11 @@ pub async fn serve(
     ready(Bound { http: bound, grpc: grpc_bound });
     let (stop_grpc, grpc_stopped) = tokio::sync::oneshot::channel::<()>();
     let limits = &app.config.server;
+    let upkeep = app.access.spawn_upkeep();
     let grpc = tokio::spawn(crate::ingest::otlp_grpc::serve(
         grpc_listener,
         app.ingest()?,
+        app.access.clone(),
         limits.grpc_limits()?,
         limits.grpc_request_timeout()?,
         async {
@@ -96,6 +103,8 @@ pub async fn serve(
         tracing::warn!(%err, "OTLP/gRPC server stopped with an error");
     }
     retention.abort();
+    upkeep.abort();
+    app.access.write_last_use();
     app.shutdown().await;
     Ok(())
 }

@@ -57,7 +57,7 @@ pub async fn run(args: UsageArgs) -> anyhow::Result<()> {
         query.push(("format", "csv".into()));
     }
     let url = format!("{}/api/v1/usage/summary", args.server.trim_end_matches('/'));
-    let response = check(reqwest::Client::new().get(url).query(&query).send().await?).await?;
+    let response = check(super::api_client(None)?.get(url).query(&query).send().await?).await?;
     match args.format {
         Format::Csv => print!("{}", response.text().await?),
         Format::Json => {

@@ -113,8 +113,21 @@ pub struct Records {
 }
 
 impl Records {
-    fn len(&self) -> usize {
+    pub fn len(&self) -> usize {
         self.calls.len() + self.spans.len() + self.logs.len() + self.points.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// A project some record names other than `project`.
+    pub fn project_other_than(&self, project: &str) -> Option<&str> {
+        let calls = self.calls.iter().map(|c| c.project.as_str());
+        let spans = self.spans.iter().map(|s| s.project.as_str());
+        let logs = self.logs.iter().map(|l| l.project.as_str());
+        let points = self.points.iter().map(|p| p.key.project.as_str());
+        calls.chain(spans).chain(logs).chain(points).find(|p| *p != project)
     }
 }
 
@@ -132,6 +145,7 @@ enum Job {
     Reprice {
         from: i64,
         to: i64,
+        project: Option<String>,
         prices: Arc<PriceTable>,
         reply: Reply<RepriceReport>,
     },
@@ -271,13 +285,15 @@ impl Committer {
 
     /// Recomputes costs of calls in `[from, to)` with `prices`, and the
     /// rollups that contain them.
+    /// Re-prices the calls of `[from, to)` (of `project` only, when given).
     pub async fn reprice(
         &self,
         from: i64,
         to: i64,
+        project: Option<String>,
         prices: Arc<PriceTable>,
     ) -> Result<RepriceReport, CommitError> {
-        self.ask(|reply| Job::Reprice { from, to, prices, reply }).await
+        self.ask(|reply| Job::Reprice { from, to, project, prices, reply }).await
     }
 
     pub async fn retention(&self, cutoffs: RetentionCutoffs) -> Result<u64, CommitError> {
@@ -659,9 +675,10 @@ impl CommitterTask {
                 };
                 let _ = reply.send(result);
             }
-            Job::Reprice { from, to, prices, reply } => {
+            Job::Reprice { from, to, project, prices, reply } => {
+                let window = reprice::Window { from, to, project: project.as_deref() };
                 let result = match self.flush().await {
-                    Ok(()) => reprice::run(&*self.storage, &self.engine, from, to, &prices)
+                    Ok(()) => reprice::run(&*self.storage, &self.engine, window, &prices)
                         .await
                         .map_err(CommitError::from),
                     Err(err) => Err(err.into()),

@@ -41,16 +41,24 @@ fn price(call: &LlmCall, prices: &PriceTable) -> (f64, Option<String>) {
     }
 }
 
+/// The calls to re-price: those of `[from, to)`, of `project` only when
+/// given.
+pub struct Window<'a> {
+    pub from: i64,
+    pub to: i64,
+    pub project: Option<&'a str>,
+}
+
 /// Must run on the committer, right after a flush, so no write interleaves.
 /// Rollups are rebuilt for whole days, the widest bucket, so every tier's
 /// buckets are rebuilt whole.
 pub async fn run(
     storage: &dyn Storage,
     engine: &RollupEngine,
-    from: i64,
-    to: i64,
+    window: Window<'_>,
     prices: &PriceTable,
 ) -> Result<RepriceReport, StorageError> {
+    let Window { from, to, project } = window;
     let _exclusive = engine.exclusive().await;
     let day = Tier::Day.width_ms();
     let rebuilt_from = Tier::Day.bucket(from);
@@ -75,7 +83,10 @@ pub async fn run(
         let full_page = page.len() == PAGE;
         for mut stored in page {
             let call = &mut stored.call;
-            if call.time_ms >= from && call.time_ms < to {
+            if call.time_ms >= from
+                && call.time_ms < to
+                && project.is_none_or(|p| call.project == p)
+            {
                 report.calls += 1;
                 report.cost_before_usd += call.cost_usd;
                 let (new_cost, new_price) = price(call, prices);

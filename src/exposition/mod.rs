@@ -146,6 +146,26 @@ impl crate::durability::CommitObserver for Metrics {
     }
 }
 
+/// The exposition without the samples of other projects than `project`
+/// (a key sees its own project's series, and the server's own).
+fn own_project_only(text: &str, project: &str) -> String {
+    let mut own = String::with_capacity(8);
+    own.push_str("project=\"");
+    text::escape_label(project, &mut own);
+    own.push('"');
+    let mut out = String::with_capacity(text.len());
+    for line in text.split_inclusive('\n') {
+        let foreign = !line.starts_with('#')
+            && line.contains("project=\"")
+            && !line.contains(&format!("{{{own}"))
+            && !line.contains(&format!(",{own}"));
+        if !foreign {
+            out.push_str(line);
+        }
+    }
+    out
+}
+
 /// `GET /metrics`
 #[utoipa::path(
     get, path = "/metrics", tag = "admin",
@@ -153,7 +173,10 @@ impl crate::durability::CommitObserver for Metrics {
         (status = 200, description = "Prometheus text format 0.0.4", content(("text/plain; version=0.0.4"))),
     )
 )]
-pub async fn handler(State(state): State<Arc<MetricsState>>) -> Response {
+pub async fn handler(
+    State(state): State<Arc<MetricsState>>,
+    caller: Option<axum::Extension<crate::access::Principal>>,
+) -> Response {
     let stats = state.store_stats().await;
     let m = &state.metrics;
     let mut e = Exposition::default();
@@ -268,8 +291,11 @@ pub async fn handler(State(state): State<Arc<MetricsState>>) -> Response {
     let ids = lock(&m.ledger).series_ids();
     let keys = state.engine.series_keys(&ids);
     lock(&m.ledger).render(&mut e, &keys);
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], e.finish())
-        .into_response()
+    let mut text = e.finish();
+    if let Some(axum::Extension(principal)) = caller {
+        text = own_project_only(&text, &principal.project);
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
 }
 
 /// `tally_budget_*`: each budget's spend, limit, reservations and remaining

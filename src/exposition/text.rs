@@ -89,7 +89,7 @@ pub struct Exposition {
     out: String,
 }
 
-fn escape_label(value: &str, out: &mut String) {
+pub fn escape_label(value: &str, out: &mut String) {
     for c in value.chars() {
         match c {
             '\\' => out.push_str("\\\\"),

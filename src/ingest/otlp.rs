@@ -19,6 +19,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::UsageIngest;
+use crate::access::Principal;
 use crate::durability::{CommitError, Records};
 use crate::error::ApiError;
 use crate::model::Source;
@@ -73,6 +74,19 @@ impl Problems {
             message.push_str(&format!("; and {} more", self.unquoted));
         }
         message
+    }
+}
+
+/// The project of records that name none: the key's, else the one the
+/// request's credentials name (`project_hint`).
+pub fn default_project(
+    principal: Option<&Principal>,
+    public_key: Option<&str>,
+    authorization: Option<&str>,
+) -> Option<String> {
+    match principal {
+        Some(principal) => Some(principal.project.clone()),
+        None => project_hint(public_key, authorization),
     }
 }
 
@@ -287,6 +301,7 @@ pub enum Failure {
 pub async fn normalize_and_commit(
     ingest: &Arc<UsageIngest>,
     endpoint: &'static str,
+    principal: Option<Principal>,
     normalize: impl FnOnce(&UsageIngest) -> Result<(Records, Problems, Option<Staged>), ApiError>
     + Send
     + 'static,
@@ -296,6 +311,12 @@ pub async fn normalize_and_commit(
         let ingest = Arc::clone(ingest);
         lane.run(move || {
             let (records, problems, staged) = normalize(&ingest)?;
+            if let Err(err) = ingest.access.bind_records(principal.as_ref(), &records) {
+                if let Some(staged) = staged {
+                    forget_cumulative(&ingest, staged);
+                }
+                return Err(err);
+            }
             Ok((ingest.committer.prepare(records), problems, staged))
         })
         .await

@@ -26,12 +26,13 @@ use tonic::{Request, Response, Status};
 
 use super::UsageIngest;
 use super::otlp::{self, Failure, Signal};
+use crate::access::Principal;
 use crate::durability::CommitError;
 use crate::error::ApiError;
 
-fn hint(metadata: &MetadataMap) -> Option<String> {
+fn hint(metadata: &MetadataMap, principal: Option<&Principal>) -> Option<String> {
     let text = |name: &str| metadata.get(name).and_then(|v| v.to_str().ok());
-    otlp::project_hint(text("x-langfuse-public-key"), text("authorization"))
+    otlp::default_project(principal, text("x-langfuse-public-key"), text("authorization"))
 }
 
 fn commit_status(err: CommitError) -> Status {
@@ -48,7 +49,11 @@ fn commit_status(err: CommitError) -> Status {
 
 /// A request that could not be read or normalized, as gRPC says it.
 fn request_status(err: ApiError) -> Status {
-    if err.status.is_client_error() {
+    if err.status == axum::http::StatusCode::FORBIDDEN {
+        Status::permission_denied(err.message)
+    } else if err.status == axum::http::StatusCode::TOO_MANY_REQUESTS {
+        Status::resource_exhausted(err.message)
+    } else if err.status.is_client_error() {
         Status::invalid_argument(err.message)
     } else {
         Status::internal(err.message)
@@ -110,7 +115,8 @@ impl<S: Signal> tonic::server::UnaryService<Bytes> for ExportCall<S> {
             let _permit = ingest.in_flight.try_acquire().map_err(|_| {
                 Status::resource_exhausted("too many ingest requests in flight; retry later")
             })?;
-            let hint = hint(request.metadata());
+            let principal = request.extensions().get::<Principal>().cloned();
+            let hint = hint(request.metadata(), principal.as_ref());
             let bytes = request.into_inner();
             let normalize = move |ingest: &UsageIngest| {
                 let mut message = S::decode(bytes).map_err(|e| {
@@ -118,12 +124,13 @@ impl<S: Signal> tonic::server::UnaryService<Bytes> for ExportCall<S> {
                 })?;
                 Ok(message.records(ingest, hint.as_deref()))
             };
-            let problems = otlp::normalize_and_commit(&ingest, S::GRPC_ENDPOINT, normalize)
-                .await
-                .map_err(|failure| match failure {
-                Failure::Commit(err) => commit_status(err),
-                Failure::Request(err) => request_status(err),
-            })?;
+            let problems =
+                otlp::normalize_and_commit(&ingest, S::GRPC_ENDPOINT, principal, normalize)
+                    .await
+                    .map_err(|failure| match failure {
+                    Failure::Commit(err) => commit_status(err),
+                    Failure::Request(err) => request_status(err),
+                })?;
             Ok(Response::new(Bytes::from(S::response(problems.partial()).encode_to_vec())))
         })
     }
@@ -155,6 +162,7 @@ async fn unimplemented(request: axum::extract::Request) -> axum::response::Respo
 pub async fn serve(
     listener: TcpListener,
     ingest: Arc<UsageIngest>,
+    access: Arc<crate::access::Access>,
     limits: crate::listener::Limits,
     request_timeout: Duration,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -165,6 +173,7 @@ pub async fn serve(
         .route(ExportMetricsServiceRequest::GRPC_PATH, post(export::<ExportMetricsServiceRequest>))
         .fallback(unimplemented)
         .with_state(ingest)
+        .layer(axum::middleware::from_fn_with_state(access, crate::access::guard::guard))
         .layer(axum::middleware::from_fn_with_state(request_timeout, deadline));
     crate::listener::serve(listener, router, limits, shutdown).await
 }

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -17,6 +18,7 @@ use serde::de::DeserializeOwned;
 
 use super::otlp::{self, Failure, Problems, Signal};
 use super::{UsageIngest, body};
+use crate::access::Principal;
 use crate::durability::Records;
 use crate::error::ApiError;
 use crate::normalize::otlp_metric::Staged;
@@ -166,14 +168,15 @@ pub fn check_not_snake_case(
     }
 }
 
-fn hint(headers: &HeaderMap) -> Option<String> {
+fn hint(headers: &HeaderMap, principal: Option<&Principal>) -> Option<String> {
     let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    otlp::project_hint(text("x-langfuse-public-key"), text("authorization"))
+    otlp::default_project(principal, text("x-langfuse-public-key"), text("authorization"))
 }
 
 /// One export: read, decode, normalize, commit, answer.
 async fn export<S: Signal + Send + 'static>(
     ingest: &Arc<UsageIngest>,
+    principal: Option<Principal>,
     headers: HeaderMap,
     request: Body,
 ) -> Response {
@@ -190,9 +193,11 @@ async fn export<S: Signal + Send + 'static>(
         let err = ApiError::overloaded("too many ingest requests in flight; retry later");
         return error_response(err, encoding);
     };
+    let hint = hint(&headers, principal.as_ref());
     let normalize =
-        move |ingest: &UsageIngest| normalize::<S>(ingest, &headers, received, encoding);
-    let problems = match otlp::normalize_and_commit(ingest, S::HTTP_ENDPOINT, normalize).await {
+        move |ingest: &UsageIngest| normalize::<S>(ingest, &headers, received, encoding, hint);
+    let committed = otlp::normalize_and_commit(ingest, S::HTTP_ENDPOINT, principal, normalize);
+    let problems = match committed.await {
         Ok(problems) => problems,
         Err(Failure::Request(err)) => return error_response(err, encoding),
         Err(Failure::Commit(err)) => return error_response(err.into(), encoding),
@@ -216,10 +221,12 @@ async fn export<S: Signal + Send + 'static>(
 )]
 pub async fn post_traces(
     State(ingest): State<Arc<UsageIngest>>,
+    principal: Option<Extension<Principal>>,
     headers: HeaderMap,
     request: Body,
 ) -> Response {
-    export::<ExportTraceServiceRequest>(&ingest, headers, request).await
+    let principal = principal.map(|Extension(p)| p);
+    export::<ExportTraceServiceRequest>(&ingest, principal, headers, request).await
 }
 
 /// `POST /api/public/otel/v1/traces`: the Langfuse SDK's path for traces.
@@ -238,10 +245,12 @@ pub async fn post_traces(
 )]
 pub async fn post_langfuse_traces(
     State(ingest): State<Arc<UsageIngest>>,
+    principal: Option<Extension<Principal>>,
     headers: HeaderMap,
     request: Body,
 ) -> Response {
-    export::<ExportTraceServiceRequest>(&ingest, headers, request).await
+    let principal = principal.map(|Extension(p)| p);
+    export::<ExportTraceServiceRequest>(&ingest, principal, headers, request).await
 }
 
 /// `POST /v1/logs`
@@ -260,10 +269,12 @@ pub async fn post_langfuse_traces(
 )]
 pub async fn post_logs(
     State(ingest): State<Arc<UsageIngest>>,
+    principal: Option<Extension<Principal>>,
     headers: HeaderMap,
     request: Body,
 ) -> Response {
-    export::<ExportLogsServiceRequest>(&ingest, headers, request).await
+    let principal = principal.map(|Extension(p)| p);
+    export::<ExportLogsServiceRequest>(&ingest, principal, headers, request).await
 }
 
 /// `POST /v1/metrics`
@@ -282,10 +293,12 @@ pub async fn post_logs(
 )]
 pub async fn post_metrics(
     State(ingest): State<Arc<UsageIngest>>,
+    principal: Option<Extension<Principal>>,
     headers: HeaderMap,
     request: Body,
 ) -> Response {
-    export::<ExportMetricsServiceRequest>(&ingest, headers, request).await
+    let principal = principal.map(|Extension(p)| p);
+    export::<ExportMetricsServiceRequest>(&ingest, principal, headers, request).await
 }
 
 /// Decompresses, decodes and normalizes one export.
@@ -294,11 +307,12 @@ fn normalize<S: Signal>(
     headers: &HeaderMap,
     received: body::Received,
     encoding: Encoding,
+    hint: Option<String>,
 ) -> Result<(Records, Problems, Option<Staged>), ApiError> {
     let bytes = body::inflate(headers, &received.bytes, ingest.max_body_bytes)?;
     drop(received);
     let mut message: S = decode(&bytes, encoding, S::NAME)?;
     check_not_snake_case(&bytes, message.items(), encoding)?;
     drop(bytes);
-    Ok(message.records(ingest, hint(headers).as_deref()))
+    Ok(message.records(ingest, hint.as_deref()))
 }

@@ -32,8 +32,9 @@ pub fn points_batch(
     ndjson: bool,
     now_ms: i64,
     oldest_ms: i64,
+    default_project: &str,
 ) -> Result<(Vec<MetricPoint>, Vec<Rejection>), ApiError> {
-    let mut keys = PointKeys::default();
+    let mut keys = PointKeys::with_default_project(default_project);
     let mut points = Vec::with_capacity(body::max_records(bytes));
     let mut rejected = Vec::new();
     body::each_record(bytes, ndjson, |index, record| {
@@ -60,11 +61,12 @@ fn parse_points(
     ingest: &UsageIngest,
     headers: &HeaderMap,
     raw: &axum::body::Bytes,
+    default_project: &str,
 ) -> Result<(Vec<MetricPoint>, Vec<Rejection>), ApiError> {
     let bytes = body::inflate(headers, raw, ingest.max_body_bytes)?;
     let now = crate::time::now_ms();
     let oldest = ingest.metric_horizon_ms.map_or(i64::MIN, |keep| now - keep);
-    points_batch(&bytes, body::is_ndjson(headers), now, oldest)
+    points_batch(&bytes, body::is_ndjson(headers), now, oldest, default_project)
 }
 
 #[utoipa::path(
@@ -82,9 +84,11 @@ fn parse_points(
 )]
 pub async fn post_points(
     State(ingest): State<Arc<UsageIngest>>,
+    principal: Option<axum::Extension<crate::access::Principal>>,
     headers: HeaderMap,
     request: Body,
 ) -> Result<(StatusCode, Json<PointsResponse>), ApiError> {
+    let principal = principal.map(|axum::Extension(p)| p);
     let received = body::read(&headers, request, ingest.max_body_bytes, &ingest.receiving).await?;
     let Ok(_permit) = ingest.in_flight.try_acquire() else {
         return Err(ApiError::overloaded("too many ingest requests in flight; retry later"));
@@ -93,9 +97,12 @@ pub async fn post_points(
     let parse = {
         let ingest = ingest.clone();
         move || {
-            let (points, rejected) = parse_points(&ingest, &headers, &received.bytes)?;
+            let project = principal.as_ref().map_or("", |p| p.project.as_str());
+            let (points, rejected) = parse_points(&ingest, &headers, &received.bytes, project)?;
             let accepted = points.len();
-            let prepared = ingest.committer.prepare(Records { points, ..Records::default() });
+            let points = Records { points, ..Records::default() };
+            ingest.access.bind_records(principal.as_ref(), &points)?;
+            let prepared = ingest.committer.prepare(points);
             Ok((prepared, accepted, rejected))
         }
     };

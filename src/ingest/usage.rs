@@ -2,14 +2,15 @@
 
 use std::sync::Arc;
 
-use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
 use axum::http::{HeaderMap, StatusCode};
+use axum::{Extension, Json};
 use serde::Serialize;
 
 use super::body;
+use crate::access::Principal;
 use crate::durability::{Committer, Outcome, Records};
 use crate::error::ApiError;
 use crate::model::LlmCall;
@@ -42,6 +43,8 @@ pub struct UsageIngest {
     pub cumulative: std::sync::Mutex<crate::normalize::otlp_metric::CumulativeState>,
     /// Where OTLP exports are decoded, normalized and freed.
     pub lanes: crate::blocking::Lanes,
+    /// Keys: the project and rate of each request's records.
+    pub access: Arc<crate::access::Access>,
 }
 
 impl UsageIngest {
@@ -52,6 +55,7 @@ impl UsageIngest {
             rules: self.rules,
             prices: &self.prices,
             fingerprinter: &self.fingerprinter,
+            default_project: "default",
         }
     }
 }
@@ -120,9 +124,11 @@ pub fn usage_batch(
 )]
 pub async fn post_usage(
     State(ingest): State<Arc<UsageIngest>>,
+    principal: Option<Extension<Principal>>,
     headers: HeaderMap,
     request: Body,
 ) -> Result<(StatusCode, Json<UsageResponse>), ApiError> {
+    let principal = principal.map(|Extension(p)| p);
     let received = body::read(&headers, request, ingest.max_body_bytes, &ingest.receiving).await?;
     let Ok(_permit) = ingest.in_flight.try_acquire() else {
         return Err(ApiError::overloaded("too many ingest requests in flight; retry later"));
@@ -133,8 +139,10 @@ pub async fn post_usage(
         let ingest = ingest.clone();
         move || {
             let UsageBatch { calls, rejected, records } =
-                parse_reports(&ingest, &headers, &received.bytes)?;
-            let prepared = ingest.committer.prepare(Records { calls, ..Records::default() });
+                parse_reports(&ingest, &headers, &received.bytes, principal.as_ref())?;
+            let calls = Records { calls, ..Records::default() };
+            ingest.access.bind_records(principal.as_ref(), &calls)?;
+            let prepared = ingest.committer.prepare(calls);
             Ok((prepared, rejected, records))
         }
     };
@@ -169,9 +177,14 @@ fn parse_reports(
     ingest: &UsageIngest,
     headers: &HeaderMap,
     raw: &axum::body::Bytes,
+    principal: Option<&Principal>,
 ) -> Result<UsageBatch, ApiError> {
     let bytes = body::inflate(headers, raw, ingest.max_body_bytes)?;
-    usage_batch(&bytes, body::is_ndjson(headers), &ingest.context())
+    let mut context = ingest.context();
+    if let Some(principal) = principal {
+        context.default_project = &principal.project;
+    }
+    usage_batch(&bytes, body::is_ndjson(headers), &context)
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -225,6 +238,7 @@ pub async fn post_flush(
 )]
 pub async fn post_reprice(
     State(ingest): State<Arc<UsageIngest>>,
+    principal: Option<Extension<Principal>>,
     request: Result<Json<RepriceRequest>, JsonRejection>,
 ) -> Result<Json<crate::durability::RepriceReport>, ApiError> {
     // axum's own rejection is plain text; every answer here is the API's
@@ -252,6 +266,8 @@ pub async fn post_reprice(
             )));
         }
     }
-    let report = ingest.committer.reprice(from, to, ingest.prices.clone()).await?;
+    // A key re-prices its own project's calls; with auth off, every call.
+    let project = principal.map(|Extension(p)| p.project);
+    let report = ingest.committer.reprice(from, to, project, ingest.prices.clone()).await?;
     Ok(Json(report))
 }

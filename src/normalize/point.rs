@@ -45,6 +45,15 @@ pub struct RawPoint<'a> {
 #[derive(Default)]
 pub struct PointKeys<'a> {
     keys: FxHashMap<(&'a str, &'a str, &'a str), Arc<MetricKey>>,
+    /// The project of points that name none (`default` when empty).
+    default_project: &'a str,
+}
+
+impl<'a> PointKeys<'a> {
+    /// Keys of a batch whose points default to `project`.
+    pub fn with_default_project(project: &'a str) -> Self {
+        PointKeys { keys: FxHashMap::default(), default_project: project }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -175,19 +184,19 @@ impl<'a> PointKeys<'a> {
         };
         let tags = raw.tags.map_or("", RawValue::get);
         let Some(memo) = text(&raw.project).zip(text(&raw.name)).map(|(p, n)| (p, n, tags)) else {
-            return series_key(raw).map(Arc::new);
+            return series_key(raw, self.default_project).map(Arc::new);
         };
         if let Some(key) = self.keys.get(&memo) {
             return Ok(key.clone());
         }
-        let key = Arc::new(series_key(raw)?);
+        let key = Arc::new(series_key(raw, self.default_project)?);
         self.keys.insert(memo, key.clone());
         Ok(key)
     }
 }
 
 /// Builds and checks the series key a point names.
-fn series_key(raw: &RawPoint<'_>) -> Result<MetricKey, PointError> {
+fn series_key(raw: &RawPoint<'_>, default_project: &str) -> Result<MetricKey, PointError> {
     let name = raw.name.as_ref().map(|t| t.0.trim()).unwrap_or_default();
     if name.is_empty() {
         return Err(error("name", "is required"));
@@ -226,7 +235,9 @@ fn series_key(raw: &RawPoint<'_>) -> Result<MetricKey, PointError> {
         }
     }
     let project = raw.project.as_ref().map(|t| t.0.trim()).filter(|p| !p.is_empty());
-    Ok(MetricKey { project: project.unwrap_or("default").to_owned(), name: name.to_owned(), tags })
+    let project =
+        project.unwrap_or(if default_project.is_empty() { "default" } else { default_project });
+    Ok(MetricKey { project: project.to_owned(), name: name.to_owned(), tags })
 }
 
 /// A point's tags from their JSON text; an error names the tag.

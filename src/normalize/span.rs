@@ -1167,6 +1167,7 @@ mod tests {
             rules: AccountingRules::default(),
             prices: &prices,
             fingerprinter: &fingerprinter,
+            default_project: "default",
         };
         normalize_report(report, &ctx).unwrap()
     }

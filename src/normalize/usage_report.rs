@@ -195,6 +195,8 @@ pub struct NormalizeContext<'a> {
     pub rules: AccountingRules,
     pub prices: &'a PriceTable,
     pub fingerprinter: &'a KeyFingerprinter,
+    /// The project of reports that name none.
+    pub default_project: &'a str,
 }
 
 /// `text.trim()`, without walking the characters when the ends are plain
@@ -424,7 +426,7 @@ pub fn normalize_report(
 
     Ok(LlmCall {
         id: text("id", raw.id)?,
-        project: text("project", raw.project)?.unwrap_or_else(|| "default".to_owned()),
+        project: text("project", raw.project)?.unwrap_or_else(|| ctx.default_project.to_owned()),
         time_ms,
         started_at_ms,
         completed_at_ms,
@@ -477,6 +479,7 @@ mod tests {
             rules: AccountingRules::default(),
             prices: &prices,
             fingerprinter: &fingerprinter,
+            default_project: "default",
         };
         parse_report(json).and_then(|raw| normalize_report(raw, &ctx))
     }

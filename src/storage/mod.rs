@@ -93,6 +93,8 @@ pub struct DeliveryRecord {
 #[derive(Debug, Clone, Default)]
 pub struct AlertFilter {
     pub budget_id: Option<String>,
+    /// Alerts of this project's budgets.
+    pub project: Option<String>,
     /// Alerts with a delivery in this status.
     pub status: Option<String>,
     pub limit: usize,

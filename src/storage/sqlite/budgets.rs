@@ -78,9 +78,10 @@ pub fn list_alerts(conn: &Connection, f: &AlertFilter) -> Result<Vec<AlertRecord
         "SELECT id, budget_id, threshold, period_start, crossed_ms, body FROM alerts a \
          WHERE (?1 IS NULL OR budget_id = ?1) \
            AND (?2 IS NULL OR EXISTS (SELECT 1 FROM deliveries d WHERE d.alert_id = a.id AND d.status = ?2)) \
+           AND (?4 IS NULL OR json_extract(body, '$.project') = ?4) \
          ORDER BY crossed_ms DESC, id DESC LIMIT ?3",
     )?;
-    let rows = stmt.query_map(params![f.budget_id, f.status, f.limit as i64], |r| {
+    let rows = stmt.query_map(params![f.budget_id, f.status, f.limit as i64, f.project], |r| {
         let body: String = r.get(5)?;
         Ok(AlertRecord {
             id: r.get(0)?,
