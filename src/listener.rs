@@ -257,9 +257,9 @@ pub async fn serve(
             slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
             () = &mut shutdown => break,
         };
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(err) => {
                     // Per-connection failures (reset before accept) need no
                     // pause; running out of descriptors or memory does.
@@ -275,6 +275,7 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         tokio::spawn(serve_connection(
             stream,
+            peer,
             builder.clone(),
             router.clone(),
             limits.clone(),
@@ -331,6 +332,7 @@ impl Drop for InFlight {
 /// One connection, from accept to close; `_slot` is its place under the cap.
 async fn serve_connection(
     stream: TcpStream,
+    peer: std::net::SocketAddr,
     builder: auto::Builder<TokioExecutor>,
     router: Router,
     limits: Arc<Limits>,
@@ -342,7 +344,8 @@ async fn serve_connection(
     let body_read_timeout = limits.body_read_timeout;
     let service = {
         let in_flight = in_flight.clone();
-        hyper::service::service_fn(move |request: Request<Incoming>| {
+        hyper::service::service_fn(move |mut request: Request<Incoming>| {
+            request.extensions_mut().insert(crate::access::guard::ClientAddr(peer));
             let busy = InFlight::start(&in_flight);
             let router = router.clone();
             async move {

@@ -1,16 +1,24 @@
 """Sends one agent run through the Langfuse Python SDK pointed at Tally
-(`LANGFUSE_BASE_URL` style). Usage: emit_langfuse.py BASE_URL SESSION
+(`LANGFUSE_BASE_URL` style). Usage: emit_langfuse.py BASE_URL SESSION, with
+LANGFUSE_PUBLIC_KEY and LANGFUSE_SECRET_KEY when the server asks for keys.
 
 Prints the trace id on stdout once the SDK has flushed.
 """
 
 import datetime
+import os
 import sys
 
 from langfuse import Langfuse, propagate_attributes
 
 base_url, session = sys.argv[1], sys.argv[2]
-langfuse = Langfuse(public_key="pk-lf-tally", secret_key="sk-lf-tally", base_url=base_url)
+# The SDK's own variables when set (a Tally key as the secret), else a pair
+# that names the project `pk-lf-tally`.
+langfuse = Langfuse(
+    public_key=os.environ.get("LANGFUSE_PUBLIC_KEY", "pk-lf-tally"),
+    secret_key=os.environ.get("LANGFUSE_SECRET_KEY", "sk-lf-tally"),
+    base_url=base_url,
+)
 
 with langfuse.start_as_current_observation(as_type="agent", name="planner"), propagate_attributes(
     session_id=session, user_id="bob"
