@@ -63,6 +63,8 @@ pub struct Config {
     /// Price overrides and additions, matched before (exact model) or after
     /// (patterns) the built-in catalog.
     pub prices: Vec<UserPrice>,
+    /// Whether prompt and completion content is stored, and what is masked.
+    pub privacy: crate::normalize::privacy::PrivacyConfig,
 }
 
 impl Default for Config {
@@ -84,6 +86,7 @@ impl Default for Config {
             alerts: AlertsConfig::default(),
             server: crate::listener::ServerConfig::default(),
             prices: Vec::new(),
+            privacy: Default::default(),
         }
     }
 }
@@ -490,6 +493,7 @@ impl Config {
         self.budgets.settings()?;
         self.query.limits()?;
         self.server.validate()?;
+        self.privacy.compile()?;
         crate::pricing::PriceTable::new(&self.prices)
             .map_err(|e| ConfigError::Value { key: "prices".into(), message: e.to_string() })?;
         Ok(())

@@ -211,6 +211,7 @@ impl App {
                 std::thread::available_parallelism().map_or(2, usize::from),
             )
             .map_err(StartError::Lanes)?,
+            privacy: self.config.privacy.compile()?,
         });
         Ok(self.ingest.get_or_init(|| ingest).clone())
     }

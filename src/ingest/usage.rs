@@ -42,6 +42,8 @@ pub struct UsageIngest {
     pub cumulative: std::sync::Mutex<crate::normalize::otlp_metric::CumulativeState>,
     /// Where OTLP exports are decoded, normalized and freed.
     pub lanes: crate::blocking::Lanes,
+    /// What of spans' and logs' content is stored (`[privacy]`).
+    pub privacy: crate::normalize::privacy::Privacy,
 }
 
 impl UsageIngest {
