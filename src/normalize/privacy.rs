@@ -662,11 +662,8 @@ mod tests {
         let mut second = span("p", json!({}));
         second.resource = resource.clone();
         let mut spans = [first, second];
-        let mut logs = [log(
-            "p",
-            json!("mail grace@example.com"),
-            json!({"user.email": "heidi@example.com"}),
-        )];
+        let mut logs =
+            [log("p", json!("mail grace@example.com"), json!({"user.email": "heidi@example.com"}))];
         privacy.apply(&mut spans, &mut logs);
         let span = &spans[0];
         assert_eq!(
@@ -732,7 +729,8 @@ mod tests {
              [privacy.projects.strict]\nredact = ['{API_KEY}']\n"
         ));
         let attrs = json!({"input.value": "bob@example.com sk-abcdefghijklmnopqrst"});
-        let mut spans = [span("open", attrs.clone()), span("strict", attrs.clone()), span("other", attrs)];
+        let mut spans =
+            [span("open", attrs.clone()), span("strict", attrs.clone()), span("other", attrs)];
         privacy.apply(&mut spans, &mut []);
         assert_eq!(spans[0].attributes["input.value"], "bob@example.com sk-abcdefghijklmnopqrst");
         assert!(!spans[1].attributes.contains_key("input.value"));
@@ -740,6 +738,63 @@ mod tests {
         let mut kept = [span("strict", json!({"note": "bob@example.com sk-abcdefghijklmnopqrst"}))];
         privacy.apply(&mut kept, &mut []);
         assert_eq!(kept[0].attributes["note"], "bob@example.com [REDACTED]");
+    }
+
+    /// The commented examples of tally.example.toml and the README's
+    /// example load, and mask what they say they mask.
+    #[test]
+    fn documented_examples_are_valid() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let example = std::fs::read_to_string(root.join("tally.example.toml")).unwrap();
+        let section: Vec<&str> = example
+            .lines()
+            .skip_while(|line| *line != "[privacy]")
+            .take_while(|line| !line.starts_with("# Prices"))
+            .collect();
+        let redact: Vec<&str> = section
+            .iter()
+            .filter_map(|line| line.strip_prefix("# "))
+            .filter(|line| line.starts_with("redact = ['[A-Z"))
+            .collect();
+        let project: Vec<String> = section
+            .iter()
+            .skip_while(|line| !line.starts_with("# [privacy.projects."))
+            .filter_map(|line| line.strip_prefix("# "))
+            .map(str::to_owned)
+            .collect();
+        assert_eq!((redact.len(), project.len()), (1, 3), "{section:?}");
+        let text = format!("[privacy]\n{}\n{}\n", redact[0], project.join("\n"));
+        let example = privacy(&text);
+        let mut spans = [
+            span("default", json!({"note": "bob@example.com sk-abcdefghijklmnopqrstuvwx"})),
+            span("support-bot", json!({"note": "card 4111111111111111", "input.value": "x"})),
+        ];
+        example.apply(&mut spans, &mut []);
+        assert_eq!(spans[0].attributes["note"], "[REDACTED] [REDACTED]");
+        assert_eq!(spans[1].attributes["note"], "card [REDACTED]");
+        assert!(!spans[1].attributes.contains_key("input.value"));
+
+        let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+        let block: String = readme
+            .lines()
+            .skip_while(|line| *line != "### Content privacy")
+            .skip_while(|line| *line != "```toml")
+            .skip(1)
+            .take_while(|line| *line != "```")
+            .map(|line| format!("{line}\n"))
+            .collect();
+        let readme = privacy(&block);
+        let mut spans = [
+            span("default", json!({"note": "bob@example.com", "input.value": "x"})),
+            span("support-bot", json!({"note": "bob@example.com", "input.value": "x"})),
+            span("eval-lab", json!({"note": "bob@example.com"})),
+        ];
+        readme.apply(&mut spans, &mut []);
+        assert_eq!(spans[0].attributes["note"], "[REDACTED]");
+        assert!(spans[0].attributes.contains_key("input.value"));
+        assert_eq!(spans[1].attributes["note"], "[REDACTED]");
+        assert!(!spans[1].attributes.contains_key("input.value"));
+        assert_eq!(spans[2].attributes["note"], "bob@example.com");
     }
 
     #[test]
