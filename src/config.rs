@@ -65,6 +65,8 @@ pub struct Config {
     /// Price overrides and additions, matched before (exact model) or after
     /// (patterns) the built-in catalog.
     pub prices: Vec<UserPrice>,
+    /// Whether prompt and completion content is stored, and what is masked.
+    pub privacy: crate::normalize::privacy::PrivacyConfig,
 }
 
 impl Default for Config {
@@ -87,6 +89,7 @@ impl Default for Config {
             server: crate::listener::ServerConfig::default(),
             auth: crate::access::AuthConfig::default(),
             prices: Vec::new(),
+            privacy: Default::default(),
         }
     }
 }
@@ -493,6 +496,7 @@ impl Config {
         self.budgets.settings()?;
         self.query.limits()?;
         self.server.validate()?;
+        self.privacy.compile()?;
         crate::pricing::PriceTable::new(&self.prices)
             .map_err(|e| ConfigError::Value { key: "prices".into(), message: e.to_string() })?;
         Ok(())

@@ -222,6 +222,7 @@ impl App {
             )
             .map_err(StartError::Lanes)?,
             access: self.access.clone(),
+            privacy: self.config.privacy.compile()?,
         });
         Ok(self.ingest.get_or_init(|| ingest).clone())
     }

@@ -225,7 +225,8 @@ impl Signal for ExportTraceServiceRequest {
         ingest: &UsageIngest,
         hint: Option<&str>,
     ) -> (Records, Problems, Option<Staged>) {
-        let (records, problems) = trace_records(&ingest.context(), self, hint);
+        let (mut records, problems) = trace_records(&ingest.context(), self, hint);
+        ingest.privacy.apply(&mut records.spans, &mut records.logs);
         (records, problems, None)
     }
     fn response(partial: Option<(i64, String)>) -> Self::Response {
@@ -247,10 +248,11 @@ impl Signal for ExportLogsServiceRequest {
     }
     fn records(
         &mut self,
-        _: &UsageIngest,
+        ingest: &UsageIngest,
         hint: Option<&str>,
     ) -> (Records, Problems, Option<Staged>) {
-        let (records, problems) = log_records(self, hint);
+        let (mut records, problems) = log_records(self, hint);
+        ingest.privacy.apply(&mut records.spans, &mut records.logs);
         (records, problems, None)
     }
     fn response(partial: Option<(i64, String)>) -> Self::Response {

@@ -45,6 +45,8 @@ pub struct UsageIngest {
     pub lanes: crate::blocking::Lanes,
     /// Keys: the project and rate of each request's records.
     pub access: Arc<crate::access::Access>,
+    /// What of spans' and logs' content is stored (`[privacy]`).
+    pub privacy: crate::normalize::privacy::Privacy,
 }
 
 impl UsageIngest {
