@@ -60,6 +60,8 @@ pub struct Config {
     pub alerts: AlertsConfig,
     /// Connection limits of both listeners.
     pub server: crate::listener::ServerConfig,
+    /// TLS on both listeners.
+    pub tls: crate::tls::TlsConfig,
     /// Price overrides and additions, matched before (exact model) or after
     /// (patterns) the built-in catalog.
     pub prices: Vec<UserPrice>,
@@ -83,6 +85,7 @@ impl Default for Config {
             rollups: Default::default(),
             alerts: AlertsConfig::default(),
             server: crate::listener::ServerConfig::default(),
+            tls: crate::tls::TlsConfig::default(),
             prices: Vec::new(),
         }
     }
@@ -490,6 +493,7 @@ impl Config {
         self.budgets.settings()?;
         self.query.limits()?;
         self.server.validate()?;
+        self.tls.validate()?;
         crate::pricing::PriceTable::new(&self.prices)
             .map_err(|e| ConfigError::Value { key: "prices".into(), message: e.to_string() })?;
         Ok(())

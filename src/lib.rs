@@ -20,3 +20,4 @@ pub mod query;
 pub mod server;
 pub mod storage;
 pub mod time;
+pub mod tls;
