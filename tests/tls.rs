@@ -5,7 +5,8 @@
 //! request to the TLS port is told to use https; SIGHUP puts a new
 //! certificate in front of new connections while open ones keep working; a
 //! handshake that never finishes is dropped within `tls.handshake_timeout`
-//! and holds a connection slot until then. Needs the packages of
+//! and holds a connection slot until then; Tally's CLI reaches it over
+//! https and its budget alerts reach an https webhook. Needs the packages of
 //! tests/python/requirements.txt in `.venv` and curl (scripts/test installs
 //! them).
 
@@ -485,4 +486,92 @@ async fn a_bad_tls_config_stops_the_start_and_names_the_key() {
         out.stderr
     );
     assert!(out.stderr.contains(&files.key.display().to_string()), "{}", out.stderr);
+}
+
+/// An https receiver of budget alerts with a certificate of `ca`: reads
+/// each request whole, answers 200 and counts it.
+async fn https_receiver(ca: &TestCa) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    let (cert, key) = ca.server_cert();
+    let chain = vec![CertificateDer::from_pem_slice(cert.as_bytes()).unwrap()];
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("https://{}/hook", listener.local_addr().unwrap());
+    let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = hits.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else { return };
+            let (acceptor, counted) = (acceptor.clone(), counted.clone());
+            tokio::spawn(async move {
+                let Ok(mut stream) = acceptor.accept(tcp).await else { return };
+                let mut request = Vec::new();
+                let mut buf = [0u8; 4096];
+                loop {
+                    if let Some(end) = request.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&request[..end]).to_ascii_lowercase();
+                        let length: usize = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .map(|v| v.trim().parse().unwrap())
+                            .unwrap_or(0);
+                        if request.len() >= end + 4 + length {
+                            break;
+                        }
+                    }
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").await;
+                let _ = stream.shutdown().await;
+            });
+        }
+    });
+    (url, hits)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn budget_alerts_reach_an_https_webhook_the_server_trusts() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("receiver CA");
+    let ca_file = common::write_file(dir.path(), "receiver-ca.pem", &ca.pem());
+    let (url, hits) = https_receiver(&ca).await;
+    let server = TestServer::start(
+        &dir.path().join("data"),
+        &[("TALLY_ALERTS__ALLOW_PRIVATE_TARGETS", "true"), ("SSL_CERT_FILE", &ca_file)],
+    );
+    let base = server.url();
+    let spec = serde_json::json!({"name": "over-tls", "scope": {"user": "tls-user"},
+        "metric": "tokens", "limit": 10, "period": "day", "thresholds": [100],
+        "webhooks": [url], "secret": "test-secret-0123456789"});
+    let created = common::post_json_to(base, "/api/v1/budgets", &spec).await;
+    assert_eq!(created.status, 201, "{}", created.text);
+    let id = created.json["id"].as_str().unwrap().to_owned();
+    let call = serde_json::json!({"model": "gpt-4o", "user": "tls-user", "input_tokens": 20});
+    common::ingest(base, &serde_json::json!([call])).await;
+
+    let started = Instant::now();
+    loop {
+        let alerts = common::get_ok(base, "/api/v1/alerts", &[("budget_id", &id)]).await;
+        let delivery = &alerts["alerts"][0]["deliveries"][0];
+        if delivery["status"] == "delivered" {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the alert was not delivered over https: {alerts}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
