@@ -62,6 +62,8 @@ pub struct Config {
     pub server: crate::listener::ServerConfig,
     /// API keys: when they are asked for, and each key's rate limits.
     pub auth: crate::access::AuthConfig,
+    /// TLS on both listeners.
+    pub tls: crate::tls::TlsConfig,
     /// Price overrides and additions, matched before (exact model) or after
     /// (patterns) the built-in catalog.
     pub prices: Vec<UserPrice>,
@@ -88,6 +90,7 @@ impl Default for Config {
             alerts: AlertsConfig::default(),
             server: crate::listener::ServerConfig::default(),
             auth: crate::access::AuthConfig::default(),
+            tls: crate::tls::TlsConfig::default(),
             prices: Vec::new(),
             privacy: Default::default(),
         }
@@ -497,6 +500,7 @@ impl Config {
         self.query.limits()?;
         self.server.validate()?;
         self.privacy.compile()?;
+        self.tls.validate()?;
         crate::pricing::PriceTable::new(&self.prices)
             .map_err(|e| ConfigError::Value { key: "prices".into(), message: e.to_string() })?;
         Ok(())

@@ -1,6 +1,7 @@
 //! Serving a listener under limits, for both listeners (HTTP and OTLP/gRPC):
-//! a cap on open connections, deadlines for request heads and bodies, an idle
-//! timeout, HTTP/2 keep-alive, and a graceful stop.
+//! a cap on open connections, TLS when configured, deadlines for the
+//! handshake, request heads and bodies, an idle timeout, HTTP/2 keep-alive,
+//! and a graceful stop.
 //!
 //! A client that connects and then sends slowly, or nothing at all, holds a
 //! connection for a bounded time, and all such clients together hold at most
@@ -123,6 +124,7 @@ impl ServerConfig {
             http2_only: false,
             http2_keepalive: None,
             max_concurrent_streams: None,
+            tls: None,
         })
     }
 
@@ -150,6 +152,7 @@ impl ServerConfig {
                 keepalive_timeout,
             )),
             max_concurrent_streams: Some(self.grpc_max_concurrent_streams),
+            tls: None,
         })
     }
 
@@ -226,6 +229,10 @@ pub struct Limits {
     /// HTTP/2 PING interval and the time its answer may take.
     pub http2_keepalive: Option<(Duration, Duration)>,
     pub max_concurrent_streams: Option<u32>,
+    /// The TLS handshake each connection goes through first, under its own
+    /// deadline and while holding its slot under `max_connections`; None
+    /// for plain TCP.
+    pub tls: Option<crate::tls::Acceptor>,
 }
 
 /// Serves `router` on `listener` under `limits` until `shutdown` resolves,
@@ -273,7 +280,7 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        tokio::spawn(serve_connection(
+        tokio::spawn(accept_connection(
             stream,
             peer,
             builder.clone(),
@@ -329,16 +336,43 @@ impl Drop for InFlight {
     }
 }
 
-/// One connection, from accept to close; `_slot` is its place under the cap.
-async fn serve_connection(
+/// One connection, from accept to close; `slot` is its place under the
+/// cap, held through the TLS handshake too.
+async fn accept_connection(
     stream: TcpStream,
     peer: std::net::SocketAddr,
     builder: auto::Builder<TokioExecutor>,
     router: Router,
     limits: Arc<Limits>,
     mut stopping: watch::Receiver<bool>,
-    _slot: OwnedSemaphorePermit,
+    slot: OwnedSemaphorePermit,
 ) {
+    let Some(tls) = limits.tls.clone() else {
+        return serve_connection(stream, peer, builder, router, limits, stopping, slot).await;
+    };
+    let stream = tokio::select! {
+        accepted = tls.accept(stream) => match accepted {
+            Some(stream) => stream,
+            None => return,
+        },
+        // The server is stopping: a handshake in progress is not waited for.
+        _ = stopping.changed() => return,
+    };
+    serve_connection(stream, peer, builder, router, limits, stopping, slot).await
+}
+
+/// One connection's requests, until it closes.
+async fn serve_connection<S>(
+    stream: S,
+    peer: std::net::SocketAddr,
+    builder: auto::Builder<TokioExecutor>,
+    router: Router,
+    limits: Arc<Limits>,
+    mut stopping: watch::Receiver<bool>,
+    _slot: OwnedSemaphorePermit,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let (in_flight, mut activity) = watch::channel(0usize);
     let in_flight = Arc::new(in_flight);
     let body_read_timeout = limits.body_read_timeout;

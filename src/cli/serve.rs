@@ -55,16 +55,18 @@ pub struct Bound {
     pub grpc: SocketAddr,
 }
 
-/// Runs the server of `config` until `shutdown` resolves: opens the store,
-/// binds both listeners, prints their addresses, calls `ready` with them,
-/// serves, and then stops in order (listeners, committer with its final
-/// flush). `tally serve` and `tally demo` both run through here.
+/// Runs the server of `config` until `shutdown` resolves: reads the TLS
+/// certificate (reloaded on SIGHUP), opens the store, binds both
+/// listeners, prints their addresses, calls `ready` with them, serves, and
+/// then stops in order (listeners, committer with its final flush).
+/// `tally serve` and `tally demo` both run through here.
 pub async fn serve(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
     ready: impl FnOnce(Bound),
 ) -> anyhow::Result<()> {
     let (http_addr, grpc_addr) = (config.http, config.grpc);
+    let tls = crate::tls::Tls::load(&config.tls)?;
     crate::listener::reserve_open_files(
         config.server.max_connections + config.server.grpc_max_connections,
     );
@@ -79,28 +81,42 @@ pub async fn serve(
         .with_context(|| format!("cannot listen on {grpc_addr} (OTLP/gRPC)"))?;
     let bound = listener.local_addr()?;
     let grpc_bound = grpc_listener.local_addr()?;
-    info!(http = %bound, grpc = %grpc_bound, data_dir = %app.config.data_dir.display(), "tally serving");
+    // In place before the listening lines, so a SIGHUP sent once they are
+    // out reloads instead of ending the process.
+    #[cfg(unix)]
+    let reloader = tls.clone().map(crate::tls::reload_on_hangup).transpose()?;
+    let tls_on = tls.is_some();
+    info!(http = %bound, grpc = %grpc_bound, tls = tls_on, data_dir = %app.config.data_dir.display(), "tally serving");
     // Tests and scripts read these lines to find ports chosen with :0.
-    println!("tally listening on grpc://{grpc_bound}");
-    println!("tally listening on http://{bound}");
+    let (grpc_scheme, http_scheme) = if tls_on { ("grpcs", "https") } else { ("grpc", "http") };
+    println!("tally listening on {grpc_scheme}://{grpc_bound}");
+    println!("tally listening on {http_scheme}://{bound}");
     ready(Bound { http: bound, grpc: grpc_bound });
     let (stop_grpc, grpc_stopped) = tokio::sync::oneshot::channel::<()>();
     let limits = &app.config.server;
     let upkeep = app.access.spawn_upkeep();
+    let mut grpc_limits = limits.grpc_limits()?;
+    grpc_limits.tls = tls.as_ref().map(|tls| tls.grpc_acceptor());
+    let mut http_limits = limits.http_limits()?;
+    http_limits.tls = tls.as_ref().map(|tls| tls.http_acceptor());
     let grpc = tokio::spawn(crate::ingest::otlp_grpc::serve(
         grpc_listener,
         app.ingest()?,
         app.access.clone(),
-        limits.grpc_limits()?,
+        grpc_limits,
         limits.grpc_request_timeout()?,
         async {
             let _ = grpc_stopped.await;
         },
     ));
-    server::run(listener, router, limits.http_limits()?, shutdown).await?;
+    server::run(listener, router, http_limits, shutdown).await?;
     let _ = stop_grpc.send(());
     if let Ok(Err(err)) = grpc.await {
         tracing::warn!(%err, "OTLP/gRPC server stopped with an error");
+    }
+    #[cfg(unix)]
+    if let Some(reloader) = reloader {
+        reloader.abort();
     }
     retention.abort();
     upkeep.abort();

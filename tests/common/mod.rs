@@ -120,6 +120,9 @@ impl TestServer {
                         let line = line.trim();
                         if let Some(addr) = line.strip_prefix("tally listening on grpc://") {
                             grpc = format!("http://{addr}");
+                        } else if let Some(addr) = line.strip_prefix("tally listening on grpcs://")
+                        {
+                            grpc = format!("https://{addr}");
                         } else if !sent && let Some(url) = line.strip_prefix("tally listening on ")
                         {
                             let _ = tx.send((url.to_owned(), grpc.clone()));
@@ -146,13 +149,14 @@ impl TestServer {
         }
     }
 
-    /// The OTLP/gRPC endpoint, e.g. `http://127.0.0.1:40124`.
+    /// The OTLP/gRPC endpoint, e.g. `http://127.0.0.1:40124` (`https://`
+    /// with TLS on).
     #[allow(dead_code)]
     pub fn grpc_url(&self) -> &str {
         &self.grpc_url
     }
 
-    /// Base URL, e.g. `http://127.0.0.1:40123`.
+    /// Base URL, e.g. `http://127.0.0.1:40123` (`https://` with TLS on).
     pub fn url(&self) -> &str {
         &self.url
     }

@@ -3,7 +3,9 @@ instrumented app would: spans with GenAI attributes and a log record tied to
 the LLM span. Usage: emit_otel.py http|grpc|json ENDPOINT SESSION
 
 - http: the SDK's OTLP/HTTP protobuf exporters; ENDPOINT is the base URL.
-- grpc: the SDK's OTLP/gRPC exporters; ENDPOINT is the gRPC endpoint.
+- grpc: the SDK's OTLP/gRPC exporters; ENDPOINT is the gRPC endpoint
+  (https:// for TLS, trusting OTEL_EXPORTER_OTLP_CERTIFICATE).
+- http with an https:// ENDPOINT trusts OTEL_EXPORTER_OTLP_CERTIFICATE too.
 - json: OTLP/HTTP with JSON bodies; ENDPOINT is the base URL. The SDK has no
   JSON exporter, so the small exporters below encode with the SDK's own
   protobuf encoders and turn the message into OTLP/JSON (lowerCamelCase keys,
@@ -113,8 +115,10 @@ if protocol == "grpc":
     from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
     from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
 
-    span_exporter = OTLPSpanExporter(endpoint=endpoint, insecure=True)
-    log_exporter = OTLPLogExporter(endpoint=endpoint, insecure=True)
+    # No `insecure`: the exporter takes it from the scheme (http:// plain,
+    # https:// TLS), as it does for OTEL_EXPORTER_OTLP_ENDPOINT.
+    span_exporter = OTLPSpanExporter(endpoint=endpoint)
+    log_exporter = OTLPLogExporter(endpoint=endpoint)
 elif protocol == "json":
     span_exporter = JsonSpanExporter(f"{endpoint}/v1/traces")
     log_exporter = JsonLogExporter(f"{endpoint}/v1/logs")
