@@ -88,8 +88,57 @@ pub fn document() -> &'static Document {
     DOCUMENT.get_or_init(|| {
         let mut doc = ApiDoc::openapi();
         name_operations(&mut doc);
+        describe_access_answers(&mut doc);
         doc
     })
+}
+
+/// The answers of the access guard, which every route but `/healthz` may
+/// give once keys exist: 401, 403 and 429 (where a route does not describe
+/// its own).
+fn describe_access_answers(doc: &mut Document) {
+    use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+    let answer = |description: &str| {
+        RefOr::T(
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build(),
+                )
+                .build(),
+        )
+    };
+    let answers = [
+        (
+            "401",
+            "No API key, or one that is not live (unknown, revoked, expired); the message says what was expected",
+        ),
+        (
+            "403",
+            "The key lacks the scope this needs (the message names it), or names another project than its own",
+        ),
+        (
+            "429",
+            "The key is over its requests or records per second; Retry-After says when to come back",
+        ),
+    ];
+    for (path, item) in doc.paths.paths.iter_mut() {
+        if path == "/healthz" {
+            continue;
+        }
+        let operations =
+            [&mut item.get, &mut item.post, &mut item.put, &mut item.delete, &mut item.patch];
+        for operation in operations.into_iter().flatten() {
+            for (status, description) in answers {
+                operation
+                    .responses
+                    .responses
+                    .entry(status.to_owned())
+                    .or_insert_with(|| answer(description));
+            }
+        }
+    }
 }
 
 /// Operation ids from method and path (`get_api_v1_usage_summary`): unique,
