@@ -123,7 +123,13 @@ async fn the_dashboard_asks_for_a_key_and_shows_only_its_project() {
         let headers = [("content-type", "application/json"), ("authorization", &bearer[..])];
         let reply = post_usage_bytes(base, body.clone(), &headers).await;
         assert_eq!(reply.status, 200, "{} ingest: {}", p.name, reply.text);
-        assert_eq!(reply.json["accepted"], json!(reports.len()), "{} ingest: {}", p.name, reply.text);
+        assert_eq!(
+            reply.json["accepted"],
+            json!(reports.len()),
+            "{} ingest: {}",
+            p.name,
+            reply.text
+        );
         // Without a key the same reports are refused.
         let refused = post_usage_bytes(base, body, &headers[..1]).await;
         refused.assert_error(401, Some("unauthorized"));

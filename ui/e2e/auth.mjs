@@ -251,7 +251,7 @@ await check(`${teamA.project}'s read key: the header names it, the panels load w
   await assertSignedInAs(page, teamA);
   // The page the prompt stood on loaded its panels without a reload.
   assertEqual(Number(await page.getByTestId('total-cost').getAttribute('data-value')), teamA.total.cost_usd, 'Overview cost after signing in');
-  await page.locator('header').screenshot({ path: join(OUT, 'auth-signed-in-header-1280x800-light.png') });
+  await page.locator('.shell > header').screenshot({ path: join(OUT, 'auth-signed-in-header-1280x800-light.png') });
   await page.screenshot({ path: join(OUT, 'auth-signed-in-1280x800-light.png'), fullPage: true });
   await axe(page, 'the Overview signed in');
 });
