@@ -1,9 +1,11 @@
 // The client of Tally's public HTTP API: every request the dashboard makes
 // goes through `api`. It sends `Authorization: Bearer KEY` when the user gave
 // a key (kept in sessionStorage, for this tab only), and reports a 401 so the
-// shell can ask for one.
+// shell can ask for one; `whoami` tries a key before it is kept.
 
 const KEY_STORAGE = 'tally.apiKey';
+/** The key when sessionStorage refuses it (private mode): it lasts until reload. */
+let memoryKey: string | null = null;
 
 export class ApiError extends Error {
   constructor(
@@ -17,9 +19,9 @@ export class ApiError extends Error {
 
 export function apiKey(): string | null {
   try {
-    return sessionStorage.getItem(KEY_STORAGE);
+    return sessionStorage.getItem(KEY_STORAGE) ?? memoryKey;
   } catch {
-    return null;
+    return memoryKey;
   }
 }
 
@@ -33,12 +35,11 @@ export function setApiKey(key: string | null): void {
   memoryKey = key;
 }
 
-let memoryKey: string | null = null;
-
-type Listener = () => void;
+/** The server's reason for a 401, and the key the refused request carried. */
+type Listener = (message: string, key: string | null) => void;
 const unauthorizedListeners = new Set<Listener>();
 
-/** Called whenever the API answers 401. */
+/** Called whenever the API answers 401 to a request made with the kept key. */
 export function onUnauthorized(listener: Listener): () => void {
   unauthorizedListeners.add(listener);
   return () => unauthorizedListeners.delete(listener);
@@ -59,17 +60,28 @@ export function query(params: Params): string {
 
 export function headers(extra: Record<string, string> = {}): Record<string, string> {
   const h: Record<string, string> = { accept: 'application/json', ...extra };
-  const key = apiKey() ?? memoryKey;
+  const key = apiKey();
   if (key) h.authorization = `Bearer ${key}`;
   return h;
 }
 
-async function request<T>(method: string, path: string, params: Params = {}, body?: unknown, signal?: AbortSignal): Promise<T> {
+interface Options {
+  body?: unknown;
+  signal?: AbortSignal;
+  /** Send this key instead of the kept one, and tell no listener of a 401. */
+  trial?: { key: string | null };
+}
+
+async function request<T>(method: string, path: string, params: Params = {}, options: Options = {}): Promise<T> {
+  const { body, signal, trial } = options;
+  const extra: Record<string, string> = body !== undefined ? { 'content-type': 'application/json' } : {};
+  const key = trial ? trial.key : apiKey();
+  const sent = trial ? { ...extra, accept: 'application/json', ...(key ? { authorization: `Bearer ${key}` } : {}) } : headers(extra);
   let response: Response;
   try {
     response = await fetch(`${path}${query(params)}`, {
       method,
-      headers: headers(body !== undefined ? { 'content-type': 'application/json' } : {}),
+      headers: sent,
       body: body !== undefined ? JSON.stringify(body) : undefined,
       signal,
     });
@@ -77,7 +89,6 @@ async function request<T>(method: string, path: string, params: Params = {}, bod
     if ((err as Error).name === 'AbortError') throw err;
     throw new ApiError(0, 'network', `Tally did not answer (${(err as Error).message}); is the server running?`);
   }
-  if (response.status === 401) for (const l of unauthorizedListeners) l();
   const text = await response.text();
   let json: unknown = null;
   if (text) {
@@ -89,17 +100,28 @@ async function request<T>(method: string, path: string, params: Params = {}, bod
   }
   if (!response.ok) {
     const error = (json as { error?: { code?: string; message?: string } } | null)?.error;
-    throw new ApiError(response.status, error?.code ?? `http_${response.status}`, error?.message ?? `${response.status} ${response.statusText}`);
+    const failure = new ApiError(response.status, error?.code ?? `http_${response.status}`, error?.message ?? `${response.status} ${response.statusText}`);
+    if (response.status === 401 && !trial) for (const l of unauthorizedListeners) l(failure.message, key);
+    throw failure;
   }
   return json as T;
 }
 
 export const api = {
-  get: <T>(path: string, params?: Params, signal?: AbortSignal) => request<T>('GET', path, params, undefined, signal),
-  post: <T>(path: string, body: unknown) => request<T>('POST', path, {}, body),
-  put: <T>(path: string, body: unknown) => request<T>('PUT', path, {}, body),
+  get: <T>(path: string, params?: Params, signal?: AbortSignal) => request<T>('GET', path, params, { signal }),
+  post: <T>(path: string, body: unknown) => request<T>('POST', path, {}, { body }),
+  put: <T>(path: string, body: unknown) => request<T>('PUT', path, {}, { body }),
   del: <T>(path: string) => request<T>('DELETE', path),
 };
+
+/**
+ * `GET /api/v1/auth/whoami` with `key` (none: no Authorization header),
+ * whatever key is kept; a 401 is thrown as an `ApiError` and not reported
+ * to the `onUnauthorized` listeners.
+ */
+export function whoami(key: string | null): Promise<unknown> {
+  return request<unknown>('GET', '/api/v1/auth/whoami', {}, { trial: { key } });
+}
 
 // ---- Response shapes (see /api/v1/openapi.json) ----
 

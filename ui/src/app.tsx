@@ -1,9 +1,11 @@
-// The shell: navigation, the window picker, auto-refresh, the API-key
-// prompt, and the page the path names.
+// The shell: navigation, the window picker, auto-refresh, signing in with
+// an API key when the server asks for one, and the page the path names.
 
 import type { ComponentChildren } from 'preact';
-import { useEffect, useMemo, useRef, useState } from 'preact/hooks';
-import { onUnauthorized, setApiKey } from './api';
+import { useEffect, useMemo, useReducer, useState } from 'preact/hooks';
+import { ApiError, apiKey, onUnauthorized, setApiKey, whoami } from './api';
+import { INITIAL_AUTH, authReducer, effectiveProject, keyIdentity, parseWhoAmI } from './lib/auth';
+import { SignIn, SignedInAs } from './components/SignIn';
 import * as fmt from './lib/format';
 import { PRESETS, type WindowSpec, fromLocalInput, resolve, toLocalInput, describe } from './lib/time';
 import { href, readWindow, shared, withParam, writeWindow } from './lib/url';
@@ -70,9 +72,43 @@ export function App() {
   const live = params.get('refresh') !== 'off' && spec.kind === 'preset';
   const [tick, setTick] = useState(0);
   const [now, setNow] = useState(() => Date.now());
-  const [askKey, setAskKey] = useState(false);
+  const [auth, dispatch] = useReducer(authReducer, INITIAL_AUTH);
 
-  useEffect(() => onUnauthorized(() => setAskKey(true)), []);
+  // Who the kept key (or no key) is, before any page asks for data.
+  useEffect(() => {
+    let current = true;
+    const kept = apiKey();
+    whoami(kept).then(
+      (answer) => {
+        if (!current) return;
+        try {
+          dispatch({ type: 'identified', identity: parseWhoAmI(answer) });
+        } catch {
+          dispatch({ type: 'unknown' });
+        }
+      },
+      (err: Error) => {
+        if (!current) return;
+        if (err instanceof ApiError && err.status === 401) {
+          if (kept) setApiKey(null);
+          dispatch({ type: 'refused', message: kept ? `The key kept for this tab was refused: ${err.message}` : null });
+        } else dispatch({ type: 'unknown' });
+      },
+    );
+    return () => {
+      current = false;
+    };
+  }, []);
+  // A panel answered 401: the key in use stopped working (revoked, expired).
+  useEffect(
+    () =>
+      onUnauthorized((message, key) => {
+        if (key !== apiKey()) return;
+        setApiKey(null);
+        dispatch({ type: 'refused', message: key ? `The server refused the key: ${message}` : null });
+      }),
+    [],
+  );
   // Auto-refresh: a new tick moves a preset window to the clock.
   useEffect(() => {
     if (!live) return;
@@ -85,7 +121,10 @@ export function App() {
   }, [live]);
   const specKey = JSON.stringify(spec);
   const window = useMemo(() => resolve(spec, now), [specKey, now]);
-  const view: View = { spec, window, tick, live, project: params.get('project') };
+  const identity = auth.phase === 'in' ? auth.identity : null;
+  const signedIn = keyIdentity(auth);
+  const { project, ignored } = effectiveProject(params.get('project'), identity);
+  const view: View = { spec, window, tick, live, project };
   const { title, body } = page(path);
   useEffect(() => {
     document.title = `${title} · Tally`;
@@ -100,6 +139,51 @@ export function App() {
     navigate(href(path, writeWindow(params, next)));
   };
   const section = '/' + (path.split('/')[1] ?? '');
+  /** Tries `key`; keeps it and shows the pages when the server takes it. */
+  const signIn = async (key: string): Promise<string | null> => {
+    let answer: unknown;
+    try {
+      answer = await whoami(key);
+    } catch (err) {
+      return (err as Error).message;
+    }
+    let who;
+    try {
+      who = parseWhoAmI(answer);
+    } catch (err) {
+      return (err as Error).message;
+    }
+    setApiKey(key);
+    dispatch({ type: 'identified', identity: who });
+    refresh();
+    return null;
+  };
+  const signOut = () => {
+    setApiKey(null);
+    dispatch({ type: 'sign-out' });
+  };
+
+  let content: ComponentChildren;
+  if (auth.phase === 'checking') {
+    content = (
+      <p class="state loading" aria-live="polite">
+        Checking access…
+      </p>
+    );
+  } else if (auth.phase === 'signed-out') {
+    content = <SignIn refused={auth.error} onSubmit={signIn} />;
+  } else {
+    content = (
+      <>
+        {ignored && (
+          <p class="note" role="status" data-testid="project-note">
+            This key reads project <strong>{project}</strong> only: the address's <code>project={ignored}</code> is not used.
+          </p>
+        )}
+        {body}
+      </>
+    );
+  }
 
   return (
     <ViewContext.Provider value={view}>
@@ -123,6 +207,7 @@ export function App() {
               ))}
             </ul>
           </nav>
+          {signedIn && <SignedInAs identity={signedIn} onSignOut={signOut} />}
         </div>
         <div class="toolbar" role="toolbar" aria-label="Time window and refresh">
           <WindowPicker spec={spec} onChange={setSpec} />
@@ -149,9 +234,8 @@ export function App() {
         </header>
         <main id="main" tabIndex={-1}>
           <h1 class="page-title">{title}</h1>
-          {body}
+          {content}
         </main>
-        {askKey && <KeyDialog onDone={() => { setAskKey(false); refresh(); }} />}
       </div>
     </ViewContext.Provider>
   );
@@ -225,37 +309,5 @@ function WindowPicker({ spec, onChange }: { spec: WindowSpec; onChange: (s: Wind
         </>
       )}
     </form>
-  );
-}
-
-function KeyDialog({ onDone }: { onDone: () => void }) {
-  const input = useRef<HTMLInputElement>(null);
-  useEffect(() => input.current?.focus(), []);
-  return (
-    <div class="dialog-backdrop">
-      <div class="dialog" role="dialog" aria-modal="true" aria-labelledby="key-title">
-      <form
-        class="dialog-form"
-        onSubmit={(e) => {
-          e.preventDefault();
-          setApiKey(input.current?.value.trim() || null);
-          onDone();
-        }}
-      >
-        <h2 id="key-title">This Tally asks for an API key</h2>
-        <p>The server answered 401. Enter a key; it is kept for this tab only.</p>
-        <label class="field" for="api-key">
-          <span>API key</span>
-          <input id="api-key" ref={input} type="password" autoComplete="off" />
-        </label>
-        <div class="row">
-          <button type="submit">Use this key</button>
-          <button type="button" onClick={onDone}>
-            Cancel
-          </button>
-        </div>
-      </form>
-      </div>
-    </div>
   );
 }
