@@ -151,6 +151,7 @@ impl App {
         // Budgets read their spend so far before anything commits.
         let budgets = crate::budgets::Budgets::open(
             storage.clone(),
+            storage.clone(),
             engine.clone(),
             &config.budgets,
             &config.alerts,

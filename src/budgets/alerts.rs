@@ -17,7 +17,7 @@ use tracing::{info, warn};
 
 use super::book::Crossing;
 use super::webhook::{self, DeliveryConfig, Outcome};
-use crate::storage::{DeliveryUpdate, DueDelivery, NewAlert, Storage, StorageError};
+use crate::storage::{ControlStore, DeliveryUpdate, DueDelivery, NewAlert, StorageError};
 use crate::time::now_ms;
 
 /// The header carrying `sha256=<hex HMAC-SHA256 of the body>`.
@@ -119,7 +119,7 @@ impl AlertSender {
 
 /// Starts the alert task.
 pub fn start(
-    storage: Arc<dyn Storage>,
+    storage: Arc<dyn ControlStore>,
     policy: RetryPolicy,
     delivery: DeliveryConfig,
 ) -> AlertSender {
@@ -135,7 +135,7 @@ const PARALLEL: usize = 16;
 const IDLE: Duration = Duration::from_secs(30);
 
 async fn run(
-    storage: Arc<dyn Storage>,
+    storage: Arc<dyn ControlStore>,
     policy: RetryPolicy,
     delivery: DeliveryConfig,
     mut crossings: mpsc::UnboundedReceiver<Crossing>,
@@ -173,7 +173,7 @@ async fn run(
 
 /// Records a crossing, retrying while the store refuses (a crossing must not
 /// be lost while the server runs).
-async fn record(storage: &dyn Storage, c: &Crossing, stats: &AlertStats) {
+async fn record(storage: &dyn ControlStore, c: &Crossing, stats: &AlertStats) {
     let alert = new_alert(c);
     loop {
         match storage.insert_alert(alert.clone()).await {
@@ -191,7 +191,7 @@ async fn record(storage: &dyn Storage, c: &Crossing, stats: &AlertStats) {
 }
 
 async fn deliver_due(
-    storage: &Arc<dyn Storage>,
+    storage: &Arc<dyn ControlStore>,
     policy: &RetryPolicy,
     delivery: &DeliveryConfig,
     stats: &Arc<AlertStats>,

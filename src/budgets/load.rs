@@ -13,7 +13,7 @@ use super::rule::{Budget, Metric, Subject};
 use crate::aggregate::series::ORDINARY_IDS;
 use crate::aggregate::tier::cover;
 use crate::aggregate::{Cell, CellKey, RollupEngine, Tier};
-use crate::storage::{RollupVisitor, Storage, StorageError};
+use crate::storage::{RollupStore, RollupVisitor, StorageError};
 use crate::time::{DAY_MS, MINUTE_MS};
 
 /// How far ahead calls can be stamped (reports more than a day in the future
@@ -79,7 +79,7 @@ impl RollupVisitor for Collect {
 
 /// The spend of each of `budgets` at `now`, in order.
 pub async fn spend(
-    storage: &dyn Storage,
+    storage: &dyn RollupStore,
     engine: &RollupEngine,
     budgets: &[Arc<Budget>],
     now: i64,

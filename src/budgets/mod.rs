@@ -36,7 +36,7 @@ use crate::config::{AlertsConfig, BudgetSettings, BudgetsConfig, ConfigError};
 use crate::durability::{CommitError, CommitObserver, Committer};
 use crate::model::LlmCall;
 use crate::normalize::KeyFingerprinter;
-use crate::storage::{Storage, StorageError, StoredBudget};
+use crate::storage::{ControlStore, RollupStore, StorageError, StoredBudget};
 use crate::time::now_ms;
 
 #[derive(Debug, thiserror::Error)]
@@ -62,7 +62,10 @@ pub enum BudgetError {
 /// Every budget, live.
 pub struct Budgets {
     book: Mutex<Book>,
-    storage: Arc<dyn Storage>,
+    /// Budgets, alerts and deliveries.
+    storage: Arc<dyn ControlStore>,
+    /// Stored rollups, which spend so far is read from at start.
+    rollups: Arc<dyn RollupStore>,
     engine: Arc<RollupEngine>,
     pub alerts: AlertSender,
     pub fingerprinter: Arc<KeyFingerprinter>,
@@ -92,7 +95,8 @@ impl Budgets {
     /// stored ones of the same id), reads their spend so far and starts the
     /// alert task. Call before the committer starts.
     pub async fn open(
-        storage: Arc<dyn Storage>,
+        storage: Arc<dyn ControlStore>,
+        rollups: Arc<dyn RollupStore>,
         engine: Arc<RollupEngine>,
         config: &BudgetsConfig,
         alerts_config: &AlertsConfig,
@@ -181,6 +185,7 @@ impl Budgets {
             book: Mutex::new(book),
             alerts: alerts::start(storage.clone(), retry, delivery),
             storage,
+            rollups,
             engine,
             fingerprinter,
             default_timezone,
@@ -208,7 +213,7 @@ impl Budgets {
     /// Reads `budgets`' spend so far and the alerts already recorded, and
     /// makes them ready. Nothing may commit meanwhile.
     async fn load(&self, budgets: &[Arc<Budget>], now: i64) -> Result<(), StorageError> {
-        let spends = load::spend(&*self.storage, &self.engine, budgets, now).await?;
+        let spends = load::spend(&*self.rollups, &self.engine, budgets, now).await?;
         let mut loaded = Vec::with_capacity(budgets.len());
         for (b, spend) in budgets.iter().zip(spends) {
             let (period_start, since) = match b.period {
@@ -304,7 +309,7 @@ impl Budgets {
         Ok(removed)
     }
 
-    pub fn storage(&self) -> &Arc<dyn Storage> {
+    pub fn storage(&self) -> &Arc<dyn ControlStore> {
         &self.storage
     }
 }

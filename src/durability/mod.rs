@@ -18,11 +18,13 @@ pub use reprice::RepriceReport;
 
 use crate::aggregate::RollupEngine;
 use crate::aggregate::metric::{MetricRegistry, decode_log};
-use crate::storage::{Storage, StorageError};
+use crate::storage::{LedgerStore, MetricStore, RollupStore, StorageError};
 
 /// Rebuilds the rollup engine from the store: the series registry, and every
 /// call past the rollup watermark applied to the open buckets again.
-pub async fn recover(storage: &dyn Storage) -> Result<(RollupEngine, u64), StorageError> {
+pub async fn recover<S: RollupStore + LedgerStore + ?Sized>(
+    storage: &S,
+) -> Result<(RollupEngine, u64), StorageError> {
     const REPLAY_PAGE: usize = 50_000;
     let series = storage.load_series().await?;
     let watermark = storage.rollup_watermark().await?;
@@ -45,7 +47,7 @@ pub async fn recover(storage: &dyn Storage) -> Result<(RollupEngine, u64), Stora
 /// Rebuilds the metric registry from the store: its series, and the bins of
 /// every metric commit logged after the last flush, open again.
 pub async fn recover_metrics(
-    storage: &dyn Storage,
+    storage: &dyn MetricStore,
     limits: crate::aggregate::metric::MetricLimits,
 ) -> Result<(MetricRegistry, u64), StorageError> {
     const REPLAY_PAGE: usize = 256;

@@ -8,7 +8,7 @@ use serde::Serialize;
 use crate::aggregate::{Cell, CellKey, RollupEngine, Tier};
 use crate::model::LlmCall;
 use crate::pricing::{PriceTable, TokenCounts, cost};
-use crate::storage::{Storage, StorageError};
+use crate::storage::{LedgerStore, StorageError};
 
 const PAGE: usize = 100_000;
 
@@ -53,7 +53,7 @@ pub struct Window<'a> {
 /// Rollups are rebuilt for whole days, the widest bucket, so every tier's
 /// buckets are rebuilt whole.
 pub async fn run(
-    storage: &dyn Storage,
+    storage: &dyn LedgerStore,
     engine: &RollupEngine,
     window: Window<'_>,
     prices: &PriceTable,

@@ -17,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 use crate::aggregate::RollupEngine;
 use crate::durability::Committer;
 use crate::normalize::limits::Truncation;
-use crate::storage::{Storage, StoreStats};
+use crate::storage::{StoreStats, UpkeepStore};
 use ledger::LedgerMetrics;
 use text::{Exposition, Histogram, Kind};
 
@@ -93,7 +93,7 @@ pub struct MetricsState {
     pub metrics: Arc<Metrics>,
     pub committer: Committer,
     pub engine: Arc<RollupEngine>,
-    pub storage: Arc<dyn Storage>,
+    pub storage: Arc<dyn UpkeepStore>,
     pub metric_registry: Arc<crate::aggregate::metric::MetricRegistry>,
     pub budgets: Arc<crate::budgets::Budgets>,
     stats: tokio::sync::Mutex<Option<(Instant, StoreStats)>>,
@@ -104,7 +104,7 @@ impl MetricsState {
         metrics: Arc<Metrics>,
         committer: Committer,
         engine: Arc<RollupEngine>,
-        storage: Arc<dyn Storage>,
+        storage: Arc<dyn UpkeepStore>,
         metric_registry: Arc<crate::aggregate::metric::MetricRegistry>,
         budgets: Arc<crate::budgets::Budgets>,
     ) -> Self {

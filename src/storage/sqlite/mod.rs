@@ -28,15 +28,22 @@ use tracing::warn;
 use super::{
     AlertFilter, AlertRecord, AppendBatch, Appended, CallFilter, DeliveryUpdate, DueDelivery,
     EncodedPart, LogFilter, MetricBinVisitor, NewAlert, RetentionCutoffs, RollupVisitor,
-    SessionSummary, Storage, StorageError, StoreStats, StoredBudget, StoredTrace, TelemetryScope,
+    SessionSummary, StorageError, StoreStats, StoredBudget, StoredTrace, TelemetryScope,
     TelemetryVisitor, TraceBounds, TraceFilter, TraceSummary,
 };
+use super::{ControlStore, LedgerStore, MetricStore, RollupStore, TelemetryStore, UpkeepStore};
 use crate::aggregate::metric::{Bin, BinKey, MetricKey, MetricTier};
 use crate::aggregate::rollup::SequencedCall;
 use crate::aggregate::series::{self, FlatSeries};
 use crate::aggregate::{Cell, CellKey, SeriesKey, Tier};
 use crate::model::LlmCall;
 use crate::model::{LogRecord, SpanRecord};
+
+impl From<rusqlite::Error> for StorageError {
+    fn from(err: rusqlite::Error) -> Self {
+        StorageError::Backend { backend: "sqlite", message: err.to_string() }
+    }
+}
 
 /// How hard SQLite works to make a commit durable.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -395,38 +402,7 @@ fn write_cells(
 }
 
 #[async_trait]
-impl Storage for SqliteStorage {
-    async fn forget_series(&self, ids: Vec<i64>) -> Result<(), StorageError> {
-        self.write(move |conn| {
-            let tx = conn.transaction()?;
-            {
-                let mut delete = tx.prepare_cached("DELETE FROM series WHERE id = ?1")?;
-                for id in ids {
-                    delete.execute([id])?;
-                }
-            }
-            tx.commit()?;
-            Ok(())
-        })
-        .await
-    }
-
-    async fn load_series(&self) -> Result<Vec<(i64, FlatSeries)>, StorageError> {
-        self.read(|conn| {
-            let mut stmt = conn.prepare(rows::SELECT_SERIES)?;
-            // Flattened row by row, so that loading holds one key at a time.
-            let rows = stmt.query_map([], |row| {
-                rows::series_from_row(row).map(|(id, key)| (id, series::flat_of(&key)))
-            })?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
-        })
-        .await
-    }
-
-    async fn rollup_watermark(&self) -> Result<i64, StorageError> {
-        self.read(|conn| meta_value(conn, schema::WATERMARK_KEY)).await
-    }
-
+impl LedgerStore for SqliteStorage {
     async fn calls_after(
         &self,
         seq: i64,
@@ -497,6 +473,77 @@ impl Storage for SqliteStorage {
             .await?;
         drop(spent);
         Ok(appended)
+    }
+
+    async fn list_calls(&self, filter: CallFilter) -> Result<Vec<SequencedCall>, StorageError> {
+        self.read(move |conn| call_chunks::list(conn, &filter)).await
+    }
+
+    async fn calls_between(
+        &self,
+        from: i64,
+        to: i64,
+        after_seq: i64,
+        limit: usize,
+    ) -> Result<Vec<SequencedCall>, StorageError> {
+        self.read(move |conn| call_chunks::between(conn, from, to, after_seq, limit)).await
+    }
+
+    async fn replace_window(
+        &self,
+        repriced: Vec<(i64, LlmCall)>,
+        from: i64,
+        to: i64,
+        cells: Vec<(CellKey, Cell)>,
+        new_series: Vec<(i64, Arc<SeriesKey>)>,
+    ) -> Result<(), StorageError> {
+        self.write(move |conn| {
+            let tx = conn.transaction()?;
+            write_series(&tx, &new_series)?;
+            call_chunks::replace_payloads(&tx, &repriced)?;
+            tx.execute(
+                "DELETE FROM rollups WHERE bucket >= ?1 AND bucket < ?2",
+                params![from, to],
+            )?;
+            write_cells(&tx, &cells, rows::MERGE_ROLLUP)?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl RollupStore for SqliteStorage {
+    async fn forget_series(&self, ids: Vec<i64>) -> Result<(), StorageError> {
+        self.write(move |conn| {
+            let tx = conn.transaction()?;
+            {
+                let mut delete = tx.prepare_cached("DELETE FROM series WHERE id = ?1")?;
+                for id in ids {
+                    delete.execute([id])?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn load_series(&self) -> Result<Vec<(i64, FlatSeries)>, StorageError> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare(rows::SELECT_SERIES)?;
+            // Flattened row by row, so that loading holds one key at a time.
+            let rows = stmt.query_map([], |row| {
+                rows::series_from_row(row).map(|(id, key)| (id, series::flat_of(&key)))
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    async fn rollup_watermark(&self) -> Result<i64, StorageError> {
+        self.read(|conn| meta_value(conn, schema::WATERMARK_KEY)).await
     }
 
     async fn flush_rollups(
@@ -573,91 +620,66 @@ impl Storage for SqliteStorage {
         })
         .await
     }
+}
 
-    async fn list_calls(&self, filter: CallFilter) -> Result<Vec<SequencedCall>, StorageError> {
-        self.read(move |conn| call_chunks::list(conn, &filter)).await
+#[async_trait]
+impl TelemetryStore for SqliteStorage {
+    async fn list_traces(&self, filter: TraceFilter) -> Result<Vec<TraceSummary>, StorageError> {
+        self.read(move |conn| telemetry::list_traces(conn, &filter)).await
     }
 
-    async fn calls_between(
+    async fn trace(
         &self,
-        from: i64,
-        to: i64,
-        after_seq: i64,
+        project: &str,
+        trace_id: &str,
+        bounds: TraceBounds,
+    ) -> Result<StoredTrace, StorageError> {
+        let (project, trace_id) = (project.to_owned(), trace_id.to_owned());
+        self.read(move |conn| telemetry::trace(conn, &project, &trace_id, bounds)).await
+    }
+
+    async fn scan_spans(
+        &self,
+        scope: TelemetryScope,
+        mut visitor: Box<dyn TelemetryVisitor>,
+    ) -> Result<Box<dyn TelemetryVisitor>, StorageError> {
+        self.read(move |conn| {
+            telemetry::scan_spans(conn, &scope, visitor.as_mut())?;
+            Ok(visitor)
+        })
+        .await
+    }
+
+    async fn scan_traces(
+        &self,
+        scope: TelemetryScope,
+        mut visitor: Box<dyn TelemetryVisitor>,
+    ) -> Result<Box<dyn TelemetryVisitor>, StorageError> {
+        self.read(move |conn| {
+            telemetry::scan_traces(conn, &scope, visitor.as_mut())?;
+            Ok(visitor)
+        })
+        .await
+    }
+
+    async fn list_logs(&self, filter: LogFilter) -> Result<Vec<(i64, LogRecord)>, StorageError> {
+        self.read(move |conn| telemetry::list_logs(conn, &filter)).await
+    }
+
+    async fn list_sessions(
+        &self,
+        project: &str,
+        from_ns: i64,
+        to_ns: i64,
         limit: usize,
-    ) -> Result<Vec<SequencedCall>, StorageError> {
-        self.read(move |conn| call_chunks::between(conn, from, to, after_seq, limit)).await
+    ) -> Result<Vec<SessionSummary>, StorageError> {
+        let project = project.to_owned();
+        self.read(move |conn| telemetry::list_sessions(conn, &project, from_ns, to_ns, limit)).await
     }
+}
 
-    async fn replace_window(
-        &self,
-        repriced: Vec<(i64, LlmCall)>,
-        from: i64,
-        to: i64,
-        cells: Vec<(CellKey, Cell)>,
-        new_series: Vec<(i64, Arc<SeriesKey>)>,
-    ) -> Result<(), StorageError> {
-        self.write(move |conn| {
-            let tx = conn.transaction()?;
-            write_series(&tx, &new_series)?;
-            call_chunks::replace_payloads(&tx, &repriced)?;
-            tx.execute(
-                "DELETE FROM rollups WHERE bucket >= ?1 AND bucket < ?2",
-                params![from, to],
-            )?;
-            write_cells(&tx, &cells, rows::MERGE_ROLLUP)?;
-            tx.commit()?;
-            Ok(())
-        })
-        .await
-    }
-
-    async fn apply_retention(&self, cutoffs: RetentionCutoffs) -> Result<u64, StorageError> {
-        self.write(move |conn| {
-            let tx = conn.transaction()?;
-            let mut deleted = 0;
-            if let Some(cutoff) = cutoffs.raw {
-                // Deleted seqs are never handed out again.
-                let stored = call_chunks::stored_seq(&tx)?;
-                let floor = stored.max(meta_value(&tx, schema::CALL_SEQ_FLOOR_KEY)?);
-                set_meta(&tx, schema::CALL_SEQ_FLOOR_KEY, floor)?;
-                deleted += call_chunks::delete_before(&tx, cutoff)?;
-                deleted += telemetry::apply_retention(&tx, cutoff.saturating_mul(1_000_000))?;
-            }
-            deleted += metrics::apply_retention(&tx, &cutoffs.metric)?;
-            for (tier, cutoff) in [
-                (Tier::Minute, cutoffs.minute),
-                (Tier::Hour, cutoffs.hour),
-                (Tier::Day, cutoffs.day),
-            ] {
-                if let Some(cutoff) = cutoff {
-                    deleted += tx.execute(
-                        "DELETE FROM rollups WHERE tier = ?1 AND bucket < ?2",
-                        params![tier.code(), cutoff],
-                    )?;
-                }
-            }
-            tx.commit()?;
-            Ok(deleted as u64)
-        })
-        .await
-    }
-
-    async fn stats(&self) -> Result<StoreStats, StorageError> {
-        self.read(|conn| {
-            let count = |sql: &str| -> Result<u64, rusqlite::Error> {
-                conn.query_row(sql, [], |row| row.get::<_, i64>(0)).map(|n| n as u64)
-            };
-            Ok(StoreStats {
-                calls: count("SELECT coalesce(sum(calls), 0) FROM call_chunks")?,
-                series: count("SELECT COUNT(*) FROM series")?,
-                rollup_rows: count("SELECT COUNT(*) FROM rollups")?,
-                spans: count("SELECT coalesce(sum(spans), 0) FROM span_chunks")?,
-                logs: count("SELECT COUNT(*) FROM logs")?,
-            })
-        })
-        .await
-    }
-
+#[async_trait]
+impl MetricStore for SqliteStorage {
     async fn load_metric_series(&self) -> Result<Vec<(i64, MetricKey)>, StorageError> {
         self.read(metrics::load_series).await
     }
@@ -718,60 +740,10 @@ impl Storage for SqliteStorage {
         })
         .await
     }
+}
 
-    async fn list_traces(&self, filter: TraceFilter) -> Result<Vec<TraceSummary>, StorageError> {
-        self.read(move |conn| telemetry::list_traces(conn, &filter)).await
-    }
-
-    async fn trace(
-        &self,
-        project: &str,
-        trace_id: &str,
-        bounds: TraceBounds,
-    ) -> Result<StoredTrace, StorageError> {
-        let (project, trace_id) = (project.to_owned(), trace_id.to_owned());
-        self.read(move |conn| telemetry::trace(conn, &project, &trace_id, bounds)).await
-    }
-
-    async fn scan_spans(
-        &self,
-        scope: TelemetryScope,
-        mut visitor: Box<dyn TelemetryVisitor>,
-    ) -> Result<Box<dyn TelemetryVisitor>, StorageError> {
-        self.read(move |conn| {
-            telemetry::scan_spans(conn, &scope, visitor.as_mut())?;
-            Ok(visitor)
-        })
-        .await
-    }
-
-    async fn scan_traces(
-        &self,
-        scope: TelemetryScope,
-        mut visitor: Box<dyn TelemetryVisitor>,
-    ) -> Result<Box<dyn TelemetryVisitor>, StorageError> {
-        self.read(move |conn| {
-            telemetry::scan_traces(conn, &scope, visitor.as_mut())?;
-            Ok(visitor)
-        })
-        .await
-    }
-
-    async fn list_logs(&self, filter: LogFilter) -> Result<Vec<(i64, LogRecord)>, StorageError> {
-        self.read(move |conn| telemetry::list_logs(conn, &filter)).await
-    }
-
-    async fn list_sessions(
-        &self,
-        project: &str,
-        from_ns: i64,
-        to_ns: i64,
-        limit: usize,
-    ) -> Result<Vec<SessionSummary>, StorageError> {
-        let project = project.to_owned();
-        self.read(move |conn| telemetry::list_sessions(conn, &project, from_ns, to_ns, limit)).await
-    }
-
+#[async_trait]
+impl ControlStore for SqliteStorage {
     async fn load_budgets(&self) -> Result<Vec<StoredBudget>, StorageError> {
         self.read(budgets::load_budgets).await
     }
@@ -816,5 +788,55 @@ impl Storage for SqliteStorage {
 
     async fn update_delivery(&self, id: i64, update: DeliveryUpdate) -> Result<(), StorageError> {
         self.write(move |conn| budgets::update_delivery(conn, id, &update)).await
+    }
+}
+
+#[async_trait]
+impl UpkeepStore for SqliteStorage {
+    async fn apply_retention(&self, cutoffs: RetentionCutoffs) -> Result<u64, StorageError> {
+        self.write(move |conn| {
+            let tx = conn.transaction()?;
+            let mut deleted = 0;
+            if let Some(cutoff) = cutoffs.raw {
+                // Deleted seqs are never handed out again.
+                let stored = call_chunks::stored_seq(&tx)?;
+                let floor = stored.max(meta_value(&tx, schema::CALL_SEQ_FLOOR_KEY)?);
+                set_meta(&tx, schema::CALL_SEQ_FLOOR_KEY, floor)?;
+                deleted += call_chunks::delete_before(&tx, cutoff)?;
+                deleted += telemetry::apply_retention(&tx, cutoff.saturating_mul(1_000_000))?;
+            }
+            deleted += metrics::apply_retention(&tx, &cutoffs.metric)?;
+            for (tier, cutoff) in [
+                (Tier::Minute, cutoffs.minute),
+                (Tier::Hour, cutoffs.hour),
+                (Tier::Day, cutoffs.day),
+            ] {
+                if let Some(cutoff) = cutoff {
+                    deleted += tx.execute(
+                        "DELETE FROM rollups WHERE tier = ?1 AND bucket < ?2",
+                        params![tier.code(), cutoff],
+                    )?;
+                }
+            }
+            tx.commit()?;
+            Ok(deleted as u64)
+        })
+        .await
+    }
+
+    async fn stats(&self) -> Result<StoreStats, StorageError> {
+        self.read(|conn| {
+            let count = |sql: &str| -> Result<u64, rusqlite::Error> {
+                conn.query_row(sql, [], |row| row.get::<_, i64>(0)).map(|n| n as u64)
+            };
+            Ok(StoreStats {
+                calls: count("SELECT coalesce(sum(calls), 0) FROM call_chunks")?,
+                series: count("SELECT COUNT(*) FROM series")?,
+                rollup_rows: count("SELECT COUNT(*) FROM rollups")?,
+                spans: count("SELECT coalesce(sum(spans), 0) FROM span_chunks")?,
+                logs: count("SELECT COUNT(*) FROM logs")?,
+            })
+        })
+        .await
     }
 }

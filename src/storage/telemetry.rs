@@ -1,0 +1,175 @@
+//! The telemetry role: traces, spans, sessions and log records as the
+//! query API lists, reads and scans them.
+
+use async_trait::async_trait;
+
+use super::StorageError;
+use crate::model::{LogRecord, SpanRecord};
+
+/// Which traces to list, newest first. Span conditions (service, kind,
+/// model, attributes) must all hold for one span of the trace.
+#[derive(Debug, Clone, Default)]
+pub struct TraceFilter {
+    pub project: String,
+    /// Trace start in `[from_ns, to_ns)`.
+    pub from_ns: i64,
+    pub to_ns: i64,
+    pub service: Option<String>,
+    pub kind: Option<String>,
+    pub model: Option<String>,
+    pub attributes: Vec<(String, String)>,
+    pub errors_only: bool,
+    pub user: Option<String>,
+    pub session: Option<String>,
+    pub min_duration_ns: Option<i64>,
+    pub max_duration_ns: Option<i64>,
+    /// Resume after this (start_ns, trace_id), going back in time.
+    pub before: Option<(i64, String)>,
+    pub limit: usize,
+}
+
+/// One trace's totals, as listed.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct TraceSummary {
+    pub trace_id: String,
+    pub root_name: String,
+    pub service: String,
+    pub start_ns: i64,
+    pub end_ns: i64,
+    pub span_count: u64,
+    pub error_count: u64,
+    pub llm_calls: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cache_read_tokens: u64,
+    pub cost_usd: f64,
+    pub user: Option<String>,
+    pub session: Option<String>,
+    /// Spans that arrived once the trace held `ingest.max_spans_per_trace`
+    /// and were not kept (counted at each arrival).
+    pub dropped_spans: u64,
+}
+
+/// How much of one trace a read may hold.
+#[derive(Debug, Clone, Copy)]
+pub struct TraceBounds {
+    pub max_spans: usize,
+    pub max_logs: usize,
+}
+
+/// One trace as read within its bounds.
+#[derive(Debug)]
+pub struct StoredTrace {
+    /// The earliest spans by start, in order of start.
+    pub spans: Vec<SpanRecord>,
+    /// Stored spans beyond `max_spans`, not read into `spans`.
+    pub spans_left_out: u64,
+    /// The trace's row: totals over every stored span, and the spans it did
+    /// not keep.
+    pub summary: Option<TraceSummary>,
+    pub logs: Vec<LogRecord>,
+    /// More log records are linked than `max_logs`.
+    pub logs_cut: bool,
+}
+
+/// Which spans or traces a statistics scan reads: those starting in
+/// `[from_ns, to_ns)`, of one service (for traces, the root's) if given.
+#[derive(Debug, Clone, Default)]
+pub struct TelemetryScope {
+    pub project: String,
+    pub from_ns: i64,
+    pub to_ns: i64,
+    pub service: Option<String>,
+}
+
+/// One span's timing, as statistics read it.
+pub struct SpanTiming<'a> {
+    pub kind: &'a str,
+    pub name: &'a str,
+    pub model: Option<&'a str>,
+    pub duration_ns: i64,
+    pub error: bool,
+}
+
+/// One trace's timing and cost, as statistics read them.
+pub struct TraceTiming {
+    pub duration_ns: i64,
+    pub errors: u64,
+    pub cost_usd: f64,
+}
+
+/// Receives spans or traces one at a time from a statistics scan.
+pub trait TelemetryVisitor: std::any::Any + Send {
+    fn span(&mut self, _timing: SpanTiming<'_>) {}
+    fn trace(&mut self, _timing: TraceTiming) {}
+}
+
+/// Which log records to list, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct LogFilter {
+    pub project: String,
+    pub from_ns: i64,
+    pub to_ns: i64,
+    pub trace_id: Option<String>,
+    /// Lowest severity number listed (OTLP: 9 INFO, 13 WARN, 17 ERROR).
+    pub min_severity: i32,
+    /// Only records whose body contains this text.
+    pub contains: Option<String>,
+    /// Resume after this (time_ns, seq).
+    pub before: Option<(i64, i64)>,
+    pub limit: usize,
+}
+
+/// One session's totals over its traces.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct SessionSummary {
+    pub session: String,
+    pub traces: u64,
+    pub start_ns: i64,
+    pub end_ns: i64,
+    pub span_count: u64,
+    pub error_count: u64,
+    pub llm_calls: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cache_read_tokens: u64,
+    pub cost_usd: f64,
+    pub user: Option<String>,
+}
+
+#[async_trait]
+pub trait TelemetryStore: Send + Sync {
+    /// Trace summaries passing `filter`, newest first.
+    async fn list_traces(&self, filter: TraceFilter) -> Result<Vec<TraceSummary>, StorageError>;
+    /// A trace's spans (the earliest `bounds.max_spans` by start) and the log
+    /// records linked to it (the first `bounds.max_logs` by time).
+    async fn trace(
+        &self,
+        project: &str,
+        trace_id: &str,
+        bounds: TraceBounds,
+    ) -> Result<StoredTrace, StorageError>;
+    /// Hands every span of `scope` to `visitor`, and gives it back.
+    async fn scan_spans(
+        &self,
+        scope: TelemetryScope,
+        visitor: Box<dyn TelemetryVisitor>,
+    ) -> Result<Box<dyn TelemetryVisitor>, StorageError>;
+    /// Hands every trace of `scope` to `visitor`, and gives it back.
+    async fn scan_traces(
+        &self,
+        scope: TelemetryScope,
+        visitor: Box<dyn TelemetryVisitor>,
+    ) -> Result<Box<dyn TelemetryVisitor>, StorageError>;
+    /// Log records passing `filter` with their sequence numbers (for paging).
+    async fn list_logs(&self, filter: LogFilter) -> Result<Vec<(i64, LogRecord)>, StorageError>;
+    /// Sessions with a trace starting in `[from_ns, to_ns)`, most recently
+    /// active first.
+    async fn list_sessions(
+        &self,
+        project: &str,
+        from_ns: i64,
+        to_ns: i64,
+        limit: usize,
+    ) -> Result<Vec<SessionSummary>, StorageError>;
+}
