@@ -16,31 +16,14 @@ use std::time::{Duration, Instant};
 use common::{TestServer, client, now_ms, tally_binary};
 use serde_json::{Value, json};
 
-#[derive(Clone, Debug)]
-struct Key {
-    id: String,
-    text: String,
-}
+type Key = common::ApiKey;
 
-/// `tally keys create --data-dir`: the key is the last word printed.
+/// A key named after its project (the name is one of the project's markers).
 fn make_key(dir: &Path, project: &str, scope: &str, extra: &[&str]) -> Key {
-    let output = Command::new(tally_binary())
-        .args(["keys", "create", "--data-dir"])
-        .arg(dir)
-        .args(["--project", project, "--scope", scope, "--name", &format!("key-secret-{project}")])
-        .args(extra)
-        .output()
-        .expect("run tally keys create");
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        output.status.success(),
-        "tally keys create failed: {stdout}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let text = stdout.split_whitespace().last().expect("a key printed").to_owned();
-    assert!(text.starts_with(&format!("tally_{scope}_")), "{stdout}");
-    let id = text.split('_').nth(2).expect("an id").to_owned();
-    Key { id, text }
+    let name = format!("key-secret-{project}");
+    let args: Vec<&str> =
+        ["--name", name.as_str()].into_iter().chain(extra.iter().copied()).collect();
+    common::create_key(dir, project, scope, &args)
 }
 
 struct Answer {
@@ -515,15 +498,9 @@ fn a_public_address_with_no_key_refuses_to_start() {
     assert!(stderr.contains("--insecure-no-auth"), "{stderr}");
 }
 
-fn python() -> PathBuf {
-    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
-    assert!(venv.exists(), "{} is missing: run ./scripts/test", venv.display());
-    venv
-}
-
 fn run_python(script: &str, args: &[&str], env: &[(&str, &str)]) -> String {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python").join(script);
-    let output = Command::new(python())
+    let output = Command::new(common::python())
         .arg(path)
         .args(args)
         .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
@@ -591,8 +568,12 @@ async fn real_sdks_send_with_their_own_auth_settings() {
 /// Runs a script whose exports may be refused; its printed trace id.
 fn run_python_status(script: &str, args: &[&str], env: &[(&str, &str)]) -> String {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python").join(script);
-    let output =
-        Command::new(python()).arg(path).args(args).envs(env.iter().copied()).output().unwrap();
+    let output = Command::new(common::python())
+        .arg(path)
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
     String::from_utf8_lossy(&output.stdout).lines().last().unwrap_or("").trim().to_owned()
 }
 

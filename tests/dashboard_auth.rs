@@ -10,10 +10,9 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::Duration;
 
-use common::{TestServer, chat, now_ms, post_usage_bytes, run_tally, tokens, with};
+use common::{TestServer, chat, now_ms, post_usage_bytes, tokens, with};
 use serde_json::{Value, json};
 
 /// Two sign-ins, four pages each, on two shared cores.
@@ -35,28 +34,6 @@ const TEAM_B: &[(&str, &str, usize)] = &[
     ("claude-sonnet-4-5", "dave-b", 2),
     ("acme-b-llm", "bob-b", 1),
 ];
-
-/// `tally keys create` on the data dir; the key is the output's last word.
-async fn create_key(dir: &Path, project: &str, scope: &str, name: &str) -> String {
-    let dir = dir.display().to_string();
-    let args = [
-        "keys",
-        "create",
-        "--data-dir",
-        &dir,
-        "--project",
-        project,
-        "--scope",
-        scope,
-        "--name",
-        name,
-    ];
-    let out = run_tally(&args, &[]).await;
-    assert!(out.success, "tally {args:?} failed:\n{}{}", out.stdout, out.stderr);
-    let key = out.stdout.split_whitespace().last().expect("a key in the output").to_owned();
-    assert!(key.starts_with(&format!("tally_{scope}_")), "not a {scope} key: {}", out.stdout);
-    key
-}
 
 async fn get_with(base: &str, path: &str, key: &str, query: &[(&str, &str)]) -> (u16, Value) {
     let response = common::client()
@@ -83,24 +60,17 @@ fn names(summary: &Value, field: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_dashboard_asks_for_a_key_and_shows_only_its_project() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let ui = root.join("ui");
-    assert!(
-        ui.join("node_modules/playwright-core").exists(),
-        "ui/node_modules lacks playwright-core: run `npm ci` in ui/ (./scripts/test does)"
-    );
-    let chromium =
-        std::env::var("DASHBOARD_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    assert!(
-        Path::new(&chromium).exists(),
-        "{chromium} is missing: apt-get install chromium (./scripts/test does)"
-    );
+    let ui = common::browser_ui_dir();
 
     let dir = tempfile::tempdir().expect("temp dir");
     let mut projects = Vec::new();
     for (name, calls) in [("team-a", TEAM_A), ("team-b", TEAM_B)] {
-        let read_key = create_key(dir.path(), name, "read", &format!("{name}-dashboard")).await;
-        let ingest_key = create_key(dir.path(), name, "ingest", &format!("{name}-gateway")).await;
+        let read_key =
+            common::create_key(dir.path(), name, "read", &["--name", &format!("{name}-dashboard")])
+                .text;
+        let ingest_key =
+            common::create_key(dir.path(), name, "ingest", &["--name", &format!("{name}-gateway")])
+                .text;
         projects.push(Project { name, calls, read_key, ingest_key });
     }
     let server = TestServer::start(dir.path(), &[]);

@@ -11,7 +11,6 @@
 mod common;
 
 use std::io::Read;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -22,18 +21,7 @@ const DEADLINE: Duration = Duration::from_secs(600);
 
 #[test]
 fn every_page_shows_what_the_api_answers_in_a_real_browser() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let ui = root.join("ui");
-    assert!(
-        ui.join("node_modules/playwright-core").exists(),
-        "ui/node_modules lacks playwright-core: run `npm ci` in ui/ (./scripts/test does)"
-    );
-    let chromium =
-        std::env::var("DASHBOARD_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    assert!(
-        Path::new(&chromium).exists(),
-        "{chromium} is missing: apt-get install chromium (./scripts/test does)"
-    );
+    let ui = common::browser_ui_dir();
 
     let dir = tempfile::tempdir().expect("temp dir");
     let server = TestServer::start(dir.path(), &[]);

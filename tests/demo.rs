@@ -241,11 +241,7 @@ async fn missing(base: &str, demo: &Demo) -> Option<String> {
 
 /// The Overview and each agent's trace in headless Chromium.
 fn in_the_browser(base: &str) {
-    let ui = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("ui");
-    assert!(
-        ui.join("node_modules/playwright-core").exists(),
-        "ui/node_modules lacks playwright-core: run `npm ci` in ui/ (./scripts/test does)"
-    );
+    let ui = common::browser_ui_dir();
     let output = Command::new("node")
         .current_dir(&ui)
         .args(["e2e/demo.mjs", "--url", base, "--agents", &AGENTS.join(",")])

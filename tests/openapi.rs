@@ -74,27 +74,18 @@ async fn a_path_parameter_that_is_not_utf8_is_answered_in_the_error_shape() {
     }
 }
 
-/// Bounded: a fixed number of examples per operation and a time budget for
-/// the whole run, well under the two minutes this test may take.
-/// An admin key of project `default` with no rate limit, made on the data
-/// dir before the server starts.
-fn admin_key(dir: &std::path::Path) -> String {
-    let output = Command::new(common::tally_binary())
-        .args(["keys", "create", "--project", "default", "--scope", "admin"])
-        .args(["--requests-per-second", "0", "--records-per-second", "0", "--data-dir"])
-        .arg(dir)
-        .output()
-        .expect("run tally keys create");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    String::from_utf8_lossy(&output.stdout).split_whitespace().last().expect("a key").to_owned()
-}
-
 #[test]
 fn schemathesis_finds_no_server_error_and_no_answer_outside_the_description() {
     let dir = tempfile::tempdir().expect("temp dir");
     // Auth on, as a shared server runs: an admin key without a rate limit
     // (the run sends faster than the scope's default allows).
-    let key = admin_key(dir.path());
+    let key = create_key(
+        dir.path(),
+        "default",
+        "admin",
+        &["--requests-per-second", "0", "--records-per-second", "0"],
+    )
+    .text;
     // Private webhook targets are refused either way; no alert is sent
     // anywhere while the run lasts (deliveries are retried later).
     let server = TestServer::start(dir.path(), &[]);

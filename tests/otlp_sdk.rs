@@ -13,20 +13,10 @@ use std::process::Command;
 use common::{TestServer, Tokens, assert_cost, catalog_price, expected_cost, get, get_ok, summary};
 use serde_json::Value;
 
-fn python() -> PathBuf {
-    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
-    assert!(
-        venv.exists(),
-        "{} is missing: run ./scripts/test, which installs tests/python/requirements.txt",
-        venv.display()
-    );
-    venv
-}
-
 /// Runs a script of tests/python and returns the trace id it printed.
 fn emit(script: &str, args: &[&str]) -> String {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python").join(script);
-    let output = Command::new(python())
+    let output = Command::new(common::python())
         .arg(path)
         .args(args)
         .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
@@ -246,7 +236,7 @@ async fn gateway_metrics_from_the_python_sdk_come_out_right() {
     let base = server.url().to_owned();
     let path =
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/emit_gateway_metrics.py");
-    let output = Command::new(python()).arg(path).arg(&base).output().expect("run python");
+    let output = Command::new(common::python()).arg(path).arg(&base).output().expect("run python");
     assert!(
         output.status.success(),
         "{}\n{}",

@@ -149,21 +149,11 @@ async fn post(url: String, content_type: &str, body: Vec<u8>) {
     }
 }
 
-fn python() -> PathBuf {
-    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
-    assert!(
-        venv.exists(),
-        "{} is missing: run ./scripts/test, which installs tests/python/requirements.txt",
-        venv.display()
-    );
-    venv
-}
-
 /// The Langfuse SDK's run; returns its trace id.
 fn langfuse(base: &str, public_key: &str, prompt: &str, completion: &str) -> String {
     let script =
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/emit_langfuse_content.py");
-    let output = Command::new(python())
+    let output = Command::new(common::python())
         .arg(script)
         .args([base, public_key, prompt, completion])
         .output()

@@ -187,21 +187,11 @@ impl HeldConnection {
 // Real clients: the OpenTelemetry Python SDK and curl
 // ---------------------------------------------------------------------------
 
-fn python() -> PathBuf {
-    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
-    assert!(
-        venv.exists(),
-        "{} is missing: run ./scripts/test, which installs tests/python/requirements.txt",
-        venv.display()
-    );
-    venv
-}
-
 /// Runs tests/python/emit_otel.py trusting `ca` through
 /// OTEL_EXPORTER_OTLP_CERTIFICATE; returns the trace id it printed.
 fn emit_otel(protocol: &str, endpoint: &str, session: &str, ca: &Path) -> String {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/emit_otel.py");
-    let output = Command::new(python())
+    let output = Command::new(common::python())
         .arg(script)
         .args([protocol, endpoint, session])
         .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")

@@ -786,3 +786,64 @@ pub fn proc_kib(pid: u32, field: &str) -> u64 {
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
 }
+
+/// The Python of `.venv`, with the real SDKs of tests/python/requirements.txt.
+#[allow(dead_code)]
+pub fn python() -> PathBuf {
+    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    assert!(
+        venv.exists(),
+        "{} is missing: run ./scripts/test, which installs tests/python/requirements.txt",
+        venv.display()
+    );
+    venv
+}
+
+/// An API key made with `tally keys create --data-dir` (its text is the
+/// last word printed), and its id.
+#[allow(dead_code)]
+pub struct ApiKey {
+    pub id: String,
+    pub text: String,
+}
+
+/// Makes a key of `scope` for `project` on the data dir; `extra` are more
+/// arguments (`--name`, `--expires`, rate limits).
+#[allow(dead_code)]
+pub fn create_key(dir: &Path, project: &str, scope: &str, extra: &[&str]) -> ApiKey {
+    let output = Command::new(tally_binary())
+        .args(["keys", "create", "--data-dir"])
+        .arg(dir)
+        .args(["--project", project, "--scope", scope])
+        .args(extra)
+        .output()
+        .expect("run tally keys create");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "tally keys create failed: {stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = stdout.split_whitespace().last().expect("a key printed").to_owned();
+    assert!(text.starts_with(&format!("tally_{scope}_")), "not a {scope} key: {stdout}");
+    let id = text.split('_').nth(2).expect("an id").to_owned();
+    ApiKey { id, text }
+}
+
+/// `ui/`, once the browser tests' parts are there: `ui/node_modules` with
+/// playwright-core, and Chromium (`DASHBOARD_CHROMIUM`, else Debian's).
+#[allow(dead_code)]
+pub fn browser_ui_dir() -> PathBuf {
+    let ui = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("ui");
+    assert!(
+        ui.join("node_modules/playwright-core").exists(),
+        "ui/node_modules lacks playwright-core: run `npm ci` in ui/ (./scripts/test does)"
+    );
+    let chromium =
+        std::env::var("DASHBOARD_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(
+        Path::new(&chromium).exists(),
+        "{chromium} is missing: apt-get install chromium (./scripts/test does)"
+    );
+    ui
+}

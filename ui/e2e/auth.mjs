@@ -17,11 +17,7 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { AxeBuilder } from '@axe-core/playwright';
 import { launch } from './browser.mjs';
-
-function arg(name) {
-  const i = process.argv.indexOf(name);
-  return i > 0 ? process.argv[i + 1] : undefined;
-}
+import { arg, assert, assertEqual, check, finish, settled, watch as watchPage } from './harness.mjs';
 
 function projectKey(name) {
   const text = arg(name);
@@ -39,33 +35,6 @@ if (!URL_BASE || !A || !B) {
   process.exit(2);
 }
 mkdirSync(OUT, { recursive: true });
-
-let passed = 0;
-let failed = 0;
-const failures = [];
-
-async function check(name, fn) {
-  const started = Date.now();
-  try {
-    await fn();
-    passed++;
-    console.log(`ok   ${name} (${Date.now() - started} ms)`);
-  } catch (err) {
-    failed++;
-    failures.push(name);
-    console.log(`FAIL ${name}: ${err.stack ?? err}`);
-  }
-}
-
-function assert(condition, message) {
-  if (!condition) throw new Error(message);
-}
-
-function assertEqual(actual, expected, what) {
-  const a = JSON.stringify(actual);
-  const e = JSON.stringify(expected);
-  if (a !== e) throw new Error(`${what}: got ${a}, expected ${e}`);
-}
 
 /** GET with a key (or none); the status and the parsed body. */
 async function apiWith(key, path, params = {}) {
@@ -123,25 +92,11 @@ const foreign = (t) => {
 /** Failures other than the 401s of whoami, which stand for a prompt. */
 const problems = [];
 
-function watch(page) {
-  page.on('console', (m) => {
-    if (m.type() !== 'error') return;
-    if (/status of 401/.test(m.text()) && m.location().url.includes('/api/v1/auth/whoami')) return;
-    problems.push(`${page.url()}: console error: ${m.text()} (${m.location().url})`);
-  });
-  page.on('pageerror', (e) => problems.push(`${page.url()}: page error: ${e.message}`));
-  page.on('response', (r) => {
-    if (r.status() === 401 && new URL(r.url()).pathname === '/api/v1/auth/whoami') return;
-    if (r.status() >= 400) problems.push(`${page.url()}: ${r.status()} for ${r.url()}`);
-  });
-}
-
-async function settled(page) {
-  await page.evaluate(() => new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(done))));
-  await page.waitForTimeout(50);
-  await page.waitForLoadState('networkidle');
-  await page.waitForFunction(() => !document.querySelector('[aria-busy="true"]') && !document.querySelector('.state.loading'), null, { timeout: 60_000 });
-}
+const watch = (page) =>
+  watchPage(page, problems, (kind, x) =>
+    kind === 'console'
+      ? /status of 401/.test(x.text()) && x.location().url.includes('/api/v1/auth/whoami')
+      : x.status() === 401 && new URL(x.url()).pathname === '/api/v1/auth/whoami');
 
 async function assertNoForeignText(page, t, where) {
   const text = await page.evaluate(() => document.body.innerText);
@@ -304,8 +259,4 @@ await check('no console errors, page errors or failed requests but the 401s of w
   assert(!problems.length, problems.join('\n'));
 });
 
-console.log(`${passed} passed, ${failed} failed`);
-if (failed) {
-  console.log(`failed: ${failures.join('; ')}`);
-  process.exit(1);
-}
+finish();

@@ -13,12 +13,8 @@ import { mkdirSync, copyFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { AxeBuilder } from '@axe-core/playwright';
 import { launch } from './browser.mjs';
+import { arg, assert, assertEqual, check, finish, settled, watch as watchPage } from './harness.mjs';
 import { ANSWER, BATCH_SPANS, BUDGET, PROMPT, RESEARCH_PROMPT, TRACES, feed } from './dataset.mjs';
-
-function arg(name, fallback) {
-  const i = process.argv.indexOf(name);
-  return i > 0 ? process.argv[i + 1] : fallback;
-}
 
 const URL_BASE = arg('--url');
 const OUT = arg('--out', 'test-output');
@@ -28,33 +24,6 @@ if (!URL_BASE) {
   process.exit(2);
 }
 mkdirSync(OUT, { recursive: true });
-
-let passed = 0;
-let failed = 0;
-const failures = [];
-
-async function check(name, fn) {
-  const started = Date.now();
-  try {
-    await fn();
-    passed++;
-    console.log(`ok   ${name} (${Date.now() - started} ms)`);
-  } catch (err) {
-    failed++;
-    failures.push(name);
-    console.log(`FAIL ${name}: ${err.stack ?? err}`);
-  }
-}
-
-function assert(condition, message) {
-  if (!condition) throw new Error(message);
-}
-
-function assertEqual(actual, expected, what) {
-  const a = JSON.stringify(actual);
-  const e = JSON.stringify(expected);
-  if (a !== e) throw new Error(`${what}: got ${a}, expected ${e}`);
-}
 
 async function apiGet(path, params = {}) {
   const q = new URLSearchParams();
@@ -88,29 +57,8 @@ const url = (path, extra = '') => `${URL_BASE}${path}?${win}${extra ? `&${extra}
 const problems = [];
 /** While set, a 400 answer is what the step expects (form validation). */
 let expectBadRequest = false;
-
-function watch(page) {
-  page.on('console', (m) => {
-    if (m.type() !== 'error') return;
-    if (expectBadRequest && /status of 400/.test(m.text())) return;
-    problems.push(`${page.url()}: console error: ${m.text()}`);
-  });
-  page.on('pageerror', (e) => problems.push(`${page.url()}: page error: ${e.message}`));
-  page.on('response', (r) => {
-    if (r.status() >= 400 && !(expectBadRequest && r.status() === 400)) problems.push(`${page.url()}: ${r.status()} for ${r.url()}`);
-  });
-}
-
-/** Waits until no panel is loading and the network is quiet. */
-async function settled(page) {
-  // After a click or a selection the app re-renders and starts its queries
-  // in effects: let two frames pass (and a little time) so that panels are
-  // marked busy before they are waited for.
-  await page.evaluate(() => new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(done))));
-  await page.waitForTimeout(50);
-  await page.waitForLoadState('networkidle');
-  await page.waitForFunction(() => !document.querySelector('[aria-busy="true"]') && !document.querySelector('.state.loading'), null, { timeout: 60_000 });
-}
+const watch = (page) =>
+  watchPage(page, problems, (kind, x) => expectBadRequest && (kind === 'console' ? /status of 400/.test(x.text()) : x.status() === 400));
 
 const browser = await launch();
 const page = await browser.context.newPage();
@@ -390,8 +338,4 @@ await check('no console errors, page errors or failed requests on any page', asy
   assert(!problems.length, problems.join('\n'));
 });
 
-console.log(`${passed} passed, ${failed} failed`);
-if (failed) {
-  console.log(`failed: ${failures.join('; ')}`);
-  process.exit(1);
-}
+finish();
