@@ -24,6 +24,13 @@ fn store_error(err: impl std::fmt::Display) -> ApiError {
     ApiError::internal("access store", &err)
 }
 
+/// Runs `work` on the blocking pool: the access store is SQLite.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(work).await.map_err(store_error)?
+}
+
 /// The project a request acts in: its key's, else the one it names.
 fn project_of(caller: &Caller, named: Option<&str>) -> Result<String, ApiError> {
     match caller {
@@ -145,9 +152,7 @@ pub async fn create_key(
         requests_per_second: body.requests_per_second,
         records_per_second: body.records_per_second,
     };
-    let (record, text) = tokio::task::spawn_blocking(move || make_key(&access, request))
-        .await
-        .map_err(store_error)??;
+    let (record, text) = blocking(move || make_key(&access, request)).await?;
     Ok(created(&record, text))
 }
 
@@ -190,10 +195,7 @@ pub async fn revoke_key(
     let project = caller.as_ref().map(|Extension(p)| p.project.clone());
     let revoked = {
         let id = id.clone();
-        tokio::task::spawn_blocking(move || access.revoke(&id, project.as_deref()))
-            .await
-            .map_err(store_error)?
-            .map_err(store_error)?
+        blocking(move || access.revoke(&id, project.as_deref()).map_err(store_error)).await?
     };
     if revoked {
         Ok(StatusCode::NO_CONTENT)
@@ -213,10 +215,7 @@ pub async fn revoke_key(
 )]
 pub async fn list_projects(State(access): Shared, caller: Caller) -> Result<Json<Value>, ApiError> {
     let own = caller.map(|Extension(p)| p.project);
-    let projects = tokio::task::spawn_blocking(move || access.store().projects())
-        .await
-        .map_err(store_error)?
-        .map_err(store_error)?;
+    let projects = blocking(move || access.store().projects().map_err(store_error)).await?;
     let projects: Vec<_> =
         projects.into_iter().filter(|p| own.as_ref().is_none_or(|own| &p.name == own)).collect();
     Ok(Json(json!({ "projects": projects })))
@@ -247,7 +246,7 @@ pub async fn create_project(
 ) -> Result<Response, ApiError> {
     let Json(body) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let name = body.name.trim().to_owned();
-    let made = tokio::task::spawn_blocking(move || {
+    let made = blocking(move || {
         if access.store().project_exists(&name).map_err(store_error)? {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
@@ -267,8 +266,7 @@ pub async fn create_project(
             },
         )
     })
-    .await
-    .map_err(store_error)??;
+    .await?;
     let mut response = created(&made.0, made.1);
     response.extensions_mut().insert(AuditTarget(made.0.project.clone()));
     Ok(response)
@@ -311,12 +309,10 @@ pub async fn audit(
     let before = number("before")?;
     let page = {
         let project = project.clone();
-        tokio::task::spawn_blocking(move || {
-            access.store().audit(Some(&project), before, limit as usize)
+        blocking(move || {
+            access.store().audit(Some(&project), before, limit as usize).map_err(store_error)
         })
-        .await
-        .map_err(store_error)?
-        .map_err(store_error)?
+        .await?
     };
     let next_before =
         (page.len() == limit as usize).then(|| page.last().map(|(id, _)| *id)).flatten();
