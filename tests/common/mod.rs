@@ -4,6 +4,10 @@
 //! and running the `tally` CLI.
 #![allow(dead_code)]
 
+pub mod clickhouse;
+pub mod db_server;
+pub mod postgres;
+
 use std::collections::HashMap;
 use std::fs::OpenOptions;
 use std::io::{BufRead, BufReader, Read, Write};
