@@ -18,7 +18,8 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let oldest = if flags & 2 == 0 { i64::MIN } else { NOW_MS - 90 * 86_400_000 };
-    let Ok((points, rejected)) = points_batch(body, flags & 1 == 1, NOW_MS, oldest, "default") else {
+    let Ok((points, rejected)) = points_batch(body, flags & 1 == 1, NOW_MS, oldest, "default")
+    else {
         return;
     };
     let mut last = None;
