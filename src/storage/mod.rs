@@ -7,6 +7,7 @@
 //! Backends keep raw calls (the audit trail and the idempotency truth), the
 //! series registry and flushed rollups. They never see HTTP or protocols.
 
+pub mod clickhouse;
 pub mod control;
 pub mod ledger;
 pub mod metric_bins;
