@@ -19,7 +19,7 @@ use crate::ingest::{self, UsageIngest};
 use crate::normalize::{AccountingRules, KeyFingerprinter};
 use crate::pricing::PriceTable;
 use crate::query::{self, QueryState};
-use crate::storage::{self, RetentionCutoffs, Storage, sqlite::SqliteOptions};
+use crate::storage::{self, RetentionCutoffs, Storage};
 use crate::time::now_ms;
 
 /// The running parts a router serves.
@@ -121,13 +121,12 @@ impl App {
             config.auth.clone(),
             &[config.http, config.grpc],
         )?);
-        let options = SqliteOptions {
-            synchronous: config.sqlite.synchronous,
-            cache_mib: config.sqlite.cache_mib,
-            max_readers: config.sqlite.max_readers,
+        let storage = storage::open(&storage::OpenOptions {
+            url: &config.storage,
+            data_dir: &config.data_dir,
             max_spans_per_trace: config.ingest.max_spans_per_trace,
-        };
-        let storage = storage::open(&config.storage, &config.data_dir, &options)?;
+            sqlite: &config.sqlite,
+        })?;
         let (engine, replayed) = durability::recover(&*storage).await?;
         let (metric_registry, metric_commits_replayed) =
             durability::recover_metrics(&*storage, config.metrics.limits()).await?;

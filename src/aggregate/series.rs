@@ -65,6 +65,40 @@ fn code_range(code: i64) -> (i64, i64) {
 }
 
 impl SeriesKey {
+    /// The series' identity across nodes and releases: the first 8 bytes of
+    /// SHA-256 over its dimensions, each written with its length (absent
+    /// ones marked), so that no two keys write the same bytes. Node-local
+    /// ids are minted per process; a shared store keys series by this.
+    pub fn stable_id(&self) -> u64 {
+        use sha2::{Digest, Sha256};
+        let mut hash = Sha256::new();
+        let mut field = |value: Option<&str>| match value {
+            None => hash.update([0u8]),
+            Some(text) => {
+                hash.update([1u8]);
+                hash.update((text.len() as u64).to_le_bytes());
+                hash.update(text.as_bytes());
+            }
+        };
+        field(Some(&self.project));
+        field(Some(&self.model));
+        field(self.provider.as_deref());
+        field(Some(self.operation.as_str()));
+        field(self.user.as_deref());
+        field(self.api_key.as_deref());
+        field(self.route.as_deref());
+        field(Some(self.status.as_str()));
+        field(self.cluster.as_deref());
+        field(self.projection.as_deref());
+        // Tags last, as many as there are, in key order.
+        for (key, value) in &self.tags {
+            field(Some(key));
+            field(Some(value));
+        }
+        let digest = hash.finalize();
+        u64::from_le_bytes(digest[..8].try_into().expect("SHA-256 has 32 bytes"))
+    }
+
     pub fn of(call: &LlmCall) -> SeriesKey {
         SeriesKey {
             project: call.project.clone(),
@@ -1010,6 +1044,9 @@ impl SeriesRegistry {
 mod tests {
     use super::*;
 
+    /// `stable_id` of the explicit key in its test, as first released.
+    const PINNED: u64 = 6_301_621_714_738_796_330;
+
     fn call(model: &str, user: Option<&str>, team: &str) -> LlmCall {
         LlmCall {
             project: "p".into(),
@@ -1018,6 +1055,48 @@ mod tests {
             tags: Tags::from([("team".to_owned(), team.to_owned())]),
             ..LlmCall::example()
         }
+    }
+
+    #[test]
+    fn stable_ids_tell_every_dimension_apart_and_never_change() {
+        let base = SeriesKey::of(&call("gpt-4o", Some("alice"), "search"));
+        assert_eq!(base.stable_id(), base.clone().stable_id());
+        let variants = [
+            SeriesKey { project: "q".into(), ..base.clone() },
+            SeriesKey { model: "gpt-4o-mini".into(), ..base.clone() },
+            SeriesKey { user: None, ..base.clone() },
+            SeriesKey { user: Some(String::new()), ..base.clone() },
+            SeriesKey { route: Some("/v1".into()), ..base.clone() },
+            SeriesKey { status: Status::Error, ..base.clone() },
+            SeriesKey { operation: Operation::Embedding, ..base.clone() },
+            SeriesKey { tags: Tags::new(), ..base.clone() },
+            SeriesKey { tags: Tags::from([("team".into(), "searc".into())]), ..base.clone() },
+            base.clone().projection("model"),
+            base.clone().projection(""),
+        ];
+        let mut seen = std::collections::HashSet::from([base.stable_id()]);
+        for key in &variants {
+            assert!(seen.insert(key.stable_id()), "{key:?} has the id of another key");
+        }
+        // Moving text between neighbouring fields changes the id.
+        let a = SeriesKey { user: Some("ab".into()), api_key: Some("c".into()), ..base.clone() };
+        let b = SeriesKey { user: Some("a".into()), api_key: Some("bc".into()), ..base.clone() };
+        assert_ne!(a.stable_id(), b.stable_id());
+        // Shared stores keep these ids: a release must not change them.
+        let pinned = SeriesKey {
+            project: "default".into(),
+            model: "gpt-4o".into(),
+            provider: Some("openai".into()),
+            operation: Operation::Chat,
+            user: Some("alice".into()),
+            api_key: None,
+            route: Some("/v1/chat/completions".into()),
+            status: Status::Ok,
+            cluster: None,
+            tags: Tags::from([("team".into(), "search".into())]),
+            projection: None,
+        };
+        assert_eq!(pinned.stable_id(), PINNED);
     }
 
     #[test]

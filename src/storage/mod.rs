@@ -92,21 +92,35 @@ impl<T> Storage for T where
 {
 }
 
-/// Opens the backend named by `url` (`sqlite://PATH`; a relative PATH is
-/// under `data_dir`). Empty means the default: SQLite in the data dir.
-pub fn open(
-    url: &str,
-    data_dir: &Path,
-    options: &sqlite::SqliteOptions,
-) -> Result<Arc<dyn Storage>, StorageError> {
+/// What opening a store needs, whichever backend its URL names.
+pub struct OpenOptions<'a> {
+    /// Empty or `sqlite://PATH` (a relative PATH is under `data_dir`).
+    pub url: &'a str,
+    pub data_dir: &'a Path,
+    /// Spans a trace keeps; later ones are counted, not stored.
+    pub max_spans_per_trace: usize,
+    /// The embedded store's settings, used when it is the one opened.
+    pub sqlite: &'a crate::config::SqliteConfig,
+}
+
+/// Opens the backend `options.url` names. Empty means the default: SQLite
+/// in the data dir.
+pub fn open(options: &OpenOptions<'_>) -> Result<Arc<dyn Storage>, StorageError> {
+    let sqlite = sqlite::SqliteOptions {
+        synchronous: options.sqlite.synchronous,
+        cache_mib: options.sqlite.cache_mib,
+        max_readers: options.sqlite.max_readers,
+        max_spans_per_trace: options.max_spans_per_trace,
+    };
+    let (url, data_dir) = (options.url, options.data_dir);
     if url.is_empty() {
         let path = data_dir.join("tally.db");
-        return Ok(Arc::new(sqlite::SqliteStorage::open(&path, options)?));
+        return Ok(Arc::new(sqlite::SqliteStorage::open(&path, &sqlite)?));
     }
     if let Some(path) = url.strip_prefix("sqlite://") {
         let path = Path::new(path);
         let path = if path.is_absolute() { path.to_path_buf() } else { data_dir.join(path) };
-        return Ok(Arc::new(sqlite::SqliteStorage::open(&path, options)?));
+        return Ok(Arc::new(sqlite::SqliteStorage::open(&path, &sqlite)?));
     }
     Err(StorageError::UnsupportedUrl(url.to_owned()))
 }

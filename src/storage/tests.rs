@@ -716,7 +716,14 @@ pub async fn budgets_alerts_and_deliveries(storage: Arc<dyn Storage>) {
 
 fn open_sqlite() -> (tempfile::TempDir, Arc<dyn Storage>) {
     let dir = tempfile::tempdir().unwrap();
-    let storage = super::open("", dir.path(), &Default::default()).unwrap();
+    let sqlite = crate::config::SqliteConfig::default();
+    let options = super::OpenOptions {
+        url: "",
+        data_dir: dir.path(),
+        max_spans_per_trace: 10_000,
+        sqlite: &sqlite,
+    };
+    let storage = super::open(&options).unwrap();
     (dir, storage)
 }
 
