@@ -1,8 +1,9 @@
 //! The ClickHouse backend's connection: a `clickhouse://` URL read into the
 //! HTTP client, the server's version (18.16 lacks codecs and needs a
-//! setting for LowCardinality), and the schema's versioned migrations
-//! (`schema`).
+//! setting for LowCardinality), the schema's versioned migrations
+//! (`schema`) and the tables (`calls`).
 
+pub mod calls;
 pub mod schema;
 
 use super::StorageError;

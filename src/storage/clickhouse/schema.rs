@@ -35,7 +35,8 @@ impl Ddl<'_> {
 }
 
 /// The schema this Tally writes and reads; later versions append here.
-pub const MIGRATIONS: &[Migration] = &[];
+pub const MIGRATIONS: &[Migration] =
+    &[Migration { version: 1, name: "calls", statements: super::calls::create }];
 
 /// Creates the database and the record of versions, then applies every
 /// migration not yet recorded, in order. Returns the versions applied now.
