@@ -7,6 +7,7 @@ pub mod blocking;
 pub mod budgets;
 pub mod cli;
 pub mod config;
+pub mod coordination;
 pub mod dashboard;
 pub mod durability;
 pub mod error;

@@ -1,0 +1,97 @@
+//! Claims on idempotency keys in a real PostgreSQL (Debian's, started on a
+//! free port by tests/common): nodes claiming overlapping batches at once
+//! each take a key at most once between them; a node that claims again
+//! (a retry after a crash) hears the key is its own; nodes starting at
+//! once create the schema once; a stopped server is an error within the
+//! deadline, never an answer.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use common::postgres::Postgres;
+use tally::coordination::Coordination;
+use tally::coordination::claims::Claim;
+
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+fn keys(range: std::ops::Range<u32>, shuffle: u32) -> Vec<(String, String)> {
+    let mut keys: Vec<(String, String)> =
+        range.map(|i| (format!("p{}", i % 3), format!("id-{i:05}"))).collect();
+    // Each node sends its batch in its own order.
+    let by = shuffle as usize % keys.len().max(1);
+    keys.rotate_left(by);
+    keys
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_nodes_take_each_key_once_and_a_retry_hears_it_is_its_own() {
+    let server = Postgres::start();
+    let url = server.fresh_database();
+    // Four nodes start at once; each batch overlaps the others'.
+    let mut nodes = Vec::new();
+    for n in 0..4 {
+        let url = url.clone();
+        nodes.push(tokio::spawn(async move {
+            Coordination::connect(&url, &format!("node-{n}"), TIMEOUT).await.expect("connect")
+        }));
+    }
+    let mut connected = Vec::new();
+    for node in nodes {
+        connected.push(std::sync::Arc::new(node.await.unwrap()));
+    }
+    let mut claims = Vec::new();
+    for (n, node) in connected.iter().enumerate() {
+        let node = node.clone();
+        let batch = keys(n as u32 * 250..n as u32 * 250 + 1000, n as u32 * 97);
+        claims.push(tokio::spawn(async move {
+            let mut answers = Vec::new();
+            for chunk in batch.chunks(100) {
+                let got = node.claim(chunk).await.expect("claim");
+                answers.extend(chunk.iter().cloned().zip(got));
+            }
+            answers
+        }));
+    }
+    let mut holder: HashMap<(String, String), usize> = HashMap::new();
+    for (n, task) in claims.into_iter().enumerate() {
+        for (key, claim) in task.await.unwrap() {
+            match claim {
+                Claim::Taken => {
+                    assert!(holder.insert(key.clone(), n).is_none(), "{key:?} taken twice");
+                }
+                Claim::Theirs(_) => {}
+                Claim::Ours => panic!("node {n} never claimed {key:?} before"),
+            }
+        }
+    }
+    // Every key of the union is held, by exactly one node.
+    assert_eq!(holder.len(), 1750, "keys 0..1750 each taken once");
+    // A node claiming again hears which keys are its own.
+    let again = keys(0..1750, 0);
+    let answers = connected[1].claim(&again).await.unwrap();
+    for (key, claim) in again.iter().zip(&answers) {
+        let expected = if holder[key] == 1 {
+            Claim::Ours
+        } else {
+            Claim::Theirs(format!("node-{}", holder[key]))
+        };
+        assert_eq!(claim, &expected, "{key:?}");
+    }
+    // A key given twice in one batch gets one answer twice.
+    let twice = vec![("p9".to_owned(), "x".to_owned()), ("p9".to_owned(), "x".to_owned())];
+    assert_eq!(connected[2].claim(&twice).await.unwrap(), vec![Claim::Taken, Claim::Taken]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_coordination_store_is_an_error_not_an_answer() {
+    let mut server = Postgres::start();
+    let url = server.fresh_database();
+    let node = Coordination::connect(&url, "node-a", Duration::from_secs(2)).await.unwrap();
+    server.stop();
+    let started = Instant::now();
+    let answer = node.claim(&[("p".to_owned(), "k".to_owned())]).await;
+    assert!(answer.is_err(), "{answer:?}");
+    assert!(started.elapsed() < Duration::from_secs(4), "took {:?}", started.elapsed());
+}
