@@ -21,3 +21,30 @@ async fn a_second_server_on_the_same_data_dir_refuses_to_start() {
     let stderr = String::from_utf8_lossy(&second.stderr);
     assert!(stderr.contains("in use by another tally process"), "stderr: {stderr}");
 }
+
+/// A clean stop folds the write-ahead log into the database: the data dir
+/// holds no log of any size afterwards, and everything is there at the
+/// next start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_stop_leaves_no_write_ahead_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = TestServer::start(dir.path(), &[]);
+    let reports: Vec<serde_json::Value> = (0..5_000)
+        .map(|i| {
+            common::chat(&format!("wal-{i}"), "gpt-4o", common::tokens(100, 10), common::now_ms())
+        })
+        .collect();
+    for batch in reports.chunks(1_000) {
+        let (accepted, _) = common::ingest(server.url(), &serde_json::json!(batch)).await;
+        assert_eq!(accepted, 1_000);
+    }
+    let wal = dir.path().join("tally.db-wal");
+    let before = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+    assert!(before > 0, "the running server writes through its log");
+    assert!(server.terminate().success());
+    let after = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+    assert_eq!(after, 0, "{before} bytes of log before the stop, {after} after");
+    server.restart();
+    let summary = common::summary(server.url(), &[]).await;
+    assert_eq!(summary["total"]["requests"], 5_000, "{summary}");
+}

@@ -76,6 +76,12 @@ pub struct RetentionCutoffs {
 
 #[async_trait]
 pub trait UpkeepStore: Send + Sync {
+    /// Makes everything written durable in the store's main form (SQLite:
+    /// the write-ahead log folded into the database and truncated); called
+    /// at a clean stop, once nothing writes.
+    async fn checkpoint(&self) -> Result<(), StorageError> {
+        Ok(())
+    }
     /// Deletes data older than the cutoffs; returns rows deleted.
     async fn apply_retention(&self, cutoffs: RetentionCutoffs) -> Result<u64, StorageError>;
     async fn stats(&self) -> Result<StoreStats, StorageError>;
