@@ -2,14 +2,16 @@
 //! ports by tests/common): every field reads back as sent, and a block
 //! shipped twice (a node that crashed between the insert and its own record
 //! of it) counts once, while another node's calls with the same sequence
-//! numbers count as theirs.
+//! numbers count as theirs. The shipper sends a stopped server's committed
+//! calls, after a crash mid-block too, each once, and later only the new.
 
 mod common;
 
 use common::clickhouse::ClickHouse as Server;
 use tally::aggregate::rollup::SequencedCall;
 use tally::model::{LlmCall, Operation, Source, Status, Tags};
-use tally::storage::clickhouse::{ClickHouse, ClickHouseUrl, calls, schema};
+use tally::storage::LedgerStore;
+use tally::storage::clickhouse::{ClickHouse, ClickHouseUrl, calls, schema, ship};
 
 const DAY_MS: i64 = 86_400_000;
 
@@ -104,4 +106,77 @@ async fn shipped_calls_read_back_whole_and_a_block_shipped_twice_counts_once() {
     ch.client().query("OPTIMIZE TABLE tally.calls FINAL").execute().await.unwrap();
     let rows: u64 = ch.client().query("SELECT count() FROM tally.calls").fetch_one().await.unwrap();
     assert_eq!(rows, 800);
+}
+
+/// Opens a stopped server's store, as the shipper reads it.
+fn local_store(dir: &std::path::Path) -> std::sync::Arc<dyn tally::storage::Storage> {
+    let sqlite = tally::config::SqliteConfig::default();
+    tally::storage::open(&tally::storage::OpenOptions {
+        url: "",
+        data_dir: dir,
+        max_spans_per_trace: 10_000,
+        sqlite: &sqlite,
+    })
+    .expect("open the local store")
+}
+
+async fn ingest(base: &str, from: usize, to: usize) {
+    let reports: Vec<serde_json::Value> = (from..to)
+        .map(|i| {
+            common::chat(
+                &format!("ship-{i}"),
+                "gpt-4o",
+                common::tokens(100 + i as u64, 10),
+                common::now_ms(),
+            )
+        })
+        .collect();
+    for batch in reports.chunks(1_000) {
+        let (accepted, _) = common::ingest(base, &serde_json::json!(batch)).await;
+        assert_eq!(accepted as usize, batch.len());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_ships_what_it_committed_once_even_after_a_crash_mid_block() {
+    let clickhouse = Server::start();
+    let url = ClickHouseUrl::parse(&format!(
+        "clickhouse://{}/tally",
+        clickhouse.http_url().trim_start_matches("http://")
+    ))
+    .unwrap();
+    let ch = ClickHouse::connect(&url).await.unwrap();
+    schema::migrate(&ch, schema::MIGRATIONS).await.unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = common::TestServer::start(dir.path(), &[]);
+    ingest(server.url(), 0, 3_000).await;
+    assert!(server.terminate().success());
+
+    let local = local_store(dir.path());
+    // A crash after inserting the first block, before recording it.
+    let first = local.calls_after(0, 1_000).await.unwrap();
+    calls::insert(&ch, "node-a", &first).await.unwrap();
+    let shipped = ship::ship_calls(&*local, &ch, "node-a", 1_000).await.unwrap();
+    assert_eq!(shipped, 3_000);
+    assert_eq!(ship::ship_calls(&*local, &ch, "node-a", 1_000).await.unwrap(), 0, "nothing new");
+    let window = (common::now_ms() - 86_400_000, common::now_ms() + 60_000);
+    let remote = calls::read(&ch, "default", window.0, window.1).await.unwrap();
+    assert_eq!(remote.len(), 3_000, "each call once");
+    let everything = local.calls_after(0, 10_000).await.unwrap();
+    let mut local_calls: Vec<_> = everything.iter().map(|c| (c.seq, c.call.clone())).collect();
+    let mut remote_calls: Vec<_> = remote.into_iter().map(|(_, seq, call)| (seq, call)).collect();
+    local_calls.sort_by_key(|(seq, _)| *seq);
+    remote_calls.sort_by_key(|(seq, _)| *seq);
+    assert_eq!(remote_calls, local_calls, "ClickHouse holds the calls as committed");
+    drop(local);
+
+    // More traffic later: only the new calls go.
+    server.restart();
+    ingest(server.url(), 3_000, 3_500).await;
+    assert!(server.terminate().success());
+    let local = local_store(dir.path());
+    assert_eq!(ship::ship_calls(&*local, &ch, "node-a", 1_000).await.unwrap(), 500);
+    let remote = calls::read(&ch, "default", window.0, window.1).await.unwrap();
+    assert_eq!(remote.len(), 3_500);
 }

@@ -87,6 +87,11 @@ pub struct CallFilter {
 
 #[async_trait]
 pub trait LedgerStore: Send + Sync {
+    /// The sequence number of the last call shipped to `to` (a shared
+    /// store the node copies its calls into), 0 before any.
+    async fn shipped(&self, to: &str) -> Result<i64, StorageError>;
+    /// Records that the calls up to `seq` reached `to`.
+    async fn mark_shipped(&self, to: &str, seq: i64) -> Result<(), StorageError>;
     /// Calls with sequence numbers above `seq`, in order, at most `limit`.
     async fn calls_after(&self, seq: i64, limit: usize)
     -> Result<Vec<SequencedCall>, StorageError>;

@@ -1,10 +1,11 @@
 //! The ClickHouse backend's connection: a `clickhouse://` URL read into the
 //! HTTP client, the server's version (18.16 lacks codecs and needs a
 //! setting for LowCardinality), the schema's versioned migrations
-//! (`schema`) and the tables (`calls`).
+//! (`schema`), the tables (`calls`) and what a node ships to them (`ship`).
 
 pub mod calls;
 pub mod schema;
+pub mod ship;
 
 use super::StorageError;
 
@@ -138,6 +139,11 @@ impl ClickHouse {
 
     pub fn database(&self) -> &str {
         &self.url.database
+    }
+
+    /// What the local store records shipping to: the server and database.
+    pub fn destination(&self) -> String {
+        format!("{}/{}", self.url.http, self.url.database)
     }
 
     /// The client, without a default database (statements name it).

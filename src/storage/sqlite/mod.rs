@@ -403,6 +403,16 @@ fn write_cells(
 
 #[async_trait]
 impl LedgerStore for SqliteStorage {
+    async fn shipped(&self, to: &str) -> Result<i64, StorageError> {
+        let key = format!("shipped_calls:{to}");
+        self.read(move |conn| meta_value(conn, &key)).await
+    }
+
+    async fn mark_shipped(&self, to: &str, seq: i64) -> Result<(), StorageError> {
+        let key = format!("shipped_calls:{to}");
+        self.write(move |conn| set_meta(conn, &key, seq)).await
+    }
+
     async fn calls_after(
         &self,
         seq: i64,
