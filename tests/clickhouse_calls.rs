@@ -10,7 +10,6 @@ mod common;
 use common::clickhouse::ClickHouse as Server;
 use tally::aggregate::rollup::SequencedCall;
 use tally::model::{LlmCall, Operation, Source, Status, Tags};
-use tally::storage::LedgerStore;
 use tally::storage::clickhouse::{ClickHouse, ClickHouseUrl, calls, schema, ship};
 
 const DAY_MS: i64 = 86_400_000;
