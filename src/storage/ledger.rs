@@ -87,11 +87,26 @@ pub struct CallFilter {
 
 #[async_trait]
 pub trait LedgerStore: Send + Sync {
-    /// The sequence number of the last call shipped to `to` (a shared
-    /// store the node copies its calls into), 0 before any.
+    /// The sequence number of the last record of a kind shipped to a
+    /// shared store the node copies its records into (`to` names both, e.g.
+    /// `calls http://ch:8123/tally`), 0 before any.
     async fn shipped(&self, to: &str) -> Result<i64, StorageError>;
-    /// Records that the calls up to `seq` reached `to`.
+    /// Records that the records up to `seq` reached `to`.
     async fn mark_shipped(&self, to: &str, seq: i64) -> Result<(), StorageError>;
+    /// Spans committed after `seq` (the chunk sequence of the append that
+    /// stored them), in order, whole chunks up to about `limit` spans; each
+    /// with its chunk's sequence number.
+    async fn spans_after(
+        &self,
+        seq: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, SpanRecord)>, StorageError>;
+    /// Log records committed after `seq`, in order, at most `limit`.
+    async fn logs_after(
+        &self,
+        seq: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, LogRecord)>, StorageError>;
     /// Calls with sequence numbers above `seq`, in order, at most `limit`.
     async fn calls_after(&self, seq: i64, limit: usize)
     -> Result<Vec<SequencedCall>, StorageError>;

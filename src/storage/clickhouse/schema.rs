@@ -35,8 +35,10 @@ impl Ddl<'_> {
 }
 
 /// The schema this Tally writes and reads; later versions append here.
-pub const MIGRATIONS: &[Migration] =
-    &[Migration { version: 1, name: "calls", statements: super::calls::create }];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration { version: 1, name: "calls", statements: super::calls::create },
+    Migration { version: 2, name: "spans and logs", statements: super::telemetry::create },
+];
 
 /// Creates the database and the record of versions, then applies every
 /// migration not yet recorded, in order. Returns the versions applied now.

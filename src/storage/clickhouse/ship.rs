@@ -1,35 +1,96 @@
-//! What a node sends to ClickHouse: the calls it committed locally, after
-//! the last one recorded as shipped, in blocks. A block is inserted, then
-//! recorded in the local store; a crash between the two sends the block
-//! again, and the calls table (keyed by node and sequence number) reads it
-//! once.
+//! What a node sends to ClickHouse: the calls, spans and log records it
+//! committed locally, each kind after the last one recorded as shipped, in
+//! blocks. A block is inserted, then recorded in the local store; a crash
+//! between the two sends the block again, and the tables (keyed by node and
+//! sequence number) read it once.
 
-use super::{ClickHouse, StorageError, calls};
+use std::future::Future;
+use std::pin::Pin;
+
+use super::{ClickHouse, StorageError, calls, telemetry};
 use crate::storage::LedgerStore;
 
-/// Calls per block, unless the caller says otherwise.
-pub const BLOCK_CALLS: usize = 50_000;
+/// Records per block, unless the caller says otherwise.
+pub const BLOCK_RECORDS: usize = 50_000;
 
-/// Ships every call committed after the last shipped one, `block` calls at
-/// a time, as `node`; returns how many were shipped.
-pub async fn ship_calls(
+/// How many records of each kind a pass shipped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Shipped {
+    pub calls: u64,
+    pub spans: u64,
+    pub logs: u64,
+}
+
+type Step<'a, T> = Pin<Box<dyn Future<Output = Result<T, StorageError>> + Send + 'a>>;
+
+/// Ships the records of one kind after the last shipped, `block` at a time:
+/// `read(after)` gives the next block with each record's sequence number,
+/// `insert` sends it.
+async fn ship_kind<'a, T: 'a>(
+    local: &'a dyn LedgerStore,
+    to: String,
+    block: usize,
+    read: impl Fn(i64) -> Step<'a, Vec<(i64, T)>>,
+    insert: impl Fn(Vec<(i64, T)>) -> Step<'a, ()>,
+) -> Result<u64, StorageError> {
+    let mut after = local.shipped(&to).await?;
+    let mut shipped = 0u64;
+    loop {
+        let page = read(after).await?;
+        let Some(last) = page.last().map(|(seq, _)| *seq) else { return Ok(shipped) };
+        let n = page.len();
+        insert(page).await?;
+        local.mark_shipped(&to, last).await?;
+        shipped += n as u64;
+        after = last;
+        if n < block {
+            return Ok(shipped);
+        }
+    }
+}
+
+/// Ships every call, span and log record committed after the last shipped
+/// ones, `block` records at a time, as `node`.
+pub async fn ship(
     local: &dyn LedgerStore,
     ch: &ClickHouse,
     node: &str,
     block: usize,
-) -> Result<u64, StorageError> {
-    let to = ch.destination();
-    let mut after = local.shipped(&to).await?;
-    let mut shipped = 0u64;
-    loop {
-        let page = local.calls_after(after, block).await?;
-        let Some(last) = page.last().map(|c| c.seq) else { return Ok(shipped) };
-        calls::insert(ch, node, &page).await?;
-        local.mark_shipped(&to, last).await?;
-        shipped += page.len() as u64;
-        after = last;
-        if page.len() < block {
-            return Ok(shipped);
-        }
-    }
+) -> Result<Shipped, StorageError> {
+    let dest = ch.destination();
+    let calls = ship_kind(
+        local,
+        format!("calls {dest}"),
+        block,
+        |after| {
+            Box::pin(async move {
+                let page = local.calls_after(after, block).await?;
+                Ok(page.into_iter().map(|c| (c.seq, c)).collect())
+            })
+        },
+        |page| {
+            Box::pin(async move {
+                let page: Vec<_> = page.into_iter().map(|(_, c)| c).collect();
+                calls::insert(ch, node, &page).await
+            })
+        },
+    )
+    .await?;
+    let spans = ship_kind(
+        local,
+        format!("spans {dest}"),
+        block,
+        |after| local.spans_after(after, block),
+        |page| Box::pin(async move { telemetry::insert_spans(ch, node, &page).await }),
+    )
+    .await?;
+    let logs = ship_kind(
+        local,
+        format!("logs {dest}"),
+        block,
+        |after| local.logs_after(after, block),
+        |page| Box::pin(async move { telemetry::insert_logs(ch, node, &page).await }),
+    )
+    .await?;
+    Ok(Shipped { calls, spans, logs })
 }

@@ -403,13 +403,29 @@ fn write_cells(
 
 #[async_trait]
 impl LedgerStore for SqliteStorage {
+    async fn spans_after(
+        &self,
+        seq: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, SpanRecord)>, StorageError> {
+        self.read(move |conn| telemetry::spans_after(conn, seq, limit)).await
+    }
+
+    async fn logs_after(
+        &self,
+        seq: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, LogRecord)>, StorageError> {
+        self.read(move |conn| telemetry::logs_after(conn, seq, limit)).await
+    }
+
     async fn shipped(&self, to: &str) -> Result<i64, StorageError> {
-        let key = format!("shipped_calls:{to}");
+        let key = format!("shipped:{to}");
         self.read(move |conn| meta_value(conn, &key)).await
     }
 
     async fn mark_shipped(&self, to: &str, seq: i64) -> Result<(), StorageError> {
-        let key = format!("shipped_calls:{to}");
+        let key = format!("shipped:{to}");
         self.write(move |conn| set_meta(conn, &key, seq)).await
     }
 

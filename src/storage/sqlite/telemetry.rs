@@ -506,3 +506,48 @@ pub fn list_logs(
     }
     Ok(out)
 }
+
+/// Spans of the chunks after `seq`, whole chunks until about `limit` spans,
+/// each with its chunk's sequence number.
+pub fn spans_after(
+    conn: &rusqlite::Connection,
+    seq: i64,
+    limit: usize,
+) -> Result<Vec<(i64, SpanRecord)>, StorageError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT seq, project, trace_id, head, body FROM span_chunks WHERE seq > ?1 ORDER BY seq",
+    )?;
+    let mut rows = stmt.query([seq])?;
+    let mut out = Vec::new();
+    while out.len() < limit
+        && let Some(row) = rows.next()?
+    {
+        let (seq, project, trace_id): (i64, String, String) =
+            (row.get(0)?, row.get(1)?, row.get(2)?);
+        let head = row.get_ref(3)?.as_blob().map_err(rusqlite::Error::from)?;
+        let body = row.get_ref(4)?.as_blob().map_err(rusqlite::Error::from)?;
+        let spans =
+            span_chunks::decode(&project, &trace_id, head, body).map_err(StorageError::Corrupt)?;
+        out.extend(spans.into_iter().map(|span| (seq, span)));
+    }
+    Ok(out)
+}
+
+/// Log records after `seq`, in order, at most `limit`.
+pub fn logs_after(
+    conn: &rusqlite::Connection,
+    seq: i64,
+    limit: usize,
+) -> Result<Vec<(i64, LogRecord)>, StorageError> {
+    let mut stmt =
+        conn.prepare_cached("SELECT seq, record FROM logs WHERE seq > ?1 ORDER BY seq LIMIT ?2")?;
+    let rows = stmt.query_map(params![seq, limit as i64], |row| {
+        Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (seq, text) = row?;
+        out.push((seq, from_json(&text)?));
+    }
+    Ok(out)
+}

@@ -1,9 +1,10 @@
-//! Calls shipped into a real ClickHouse (Debian's 18.16, started on free
+//! Records shipped into a real ClickHouse (Debian's 18.16, started on free
 //! ports by tests/common): every field reads back as sent, and a block
 //! shipped twice (a node that crashed between the insert and its own record
 //! of it) counts once, while another node's calls with the same sequence
 //! numbers count as theirs. The shipper sends a stopped server's committed
-//! calls, after a crash mid-block too, each once, and later only the new.
+//! calls, after a crash mid-block too, each once, and later only the new;
+//! its spans and log records the same way, each read back as stored.
 
 mod common;
 
@@ -156,9 +157,9 @@ async fn a_node_ships_what_it_committed_once_even_after_a_crash_mid_block() {
     // A crash after inserting the first block, before recording it.
     let first = local.calls_after(0, 1_000).await.unwrap();
     calls::insert(&ch, "node-a", &first).await.unwrap();
-    let shipped = ship::ship_calls(&*local, &ch, "node-a", 1_000).await.unwrap();
-    assert_eq!(shipped, 3_000);
-    assert_eq!(ship::ship_calls(&*local, &ch, "node-a", 1_000).await.unwrap(), 0, "nothing new");
+    let shipped = ship::ship(&*local, &ch, "node-a", 1_000).await.unwrap();
+    assert_eq!(shipped.calls, 3_000);
+    assert_eq!(ship::ship(&*local, &ch, "node-a", 1_000).await.unwrap(), ship::Shipped::default());
     let window = (common::now_ms() - 86_400_000, common::now_ms() + 60_000);
     let remote = calls::read(&ch, "default", window.0, window.1).await.unwrap();
     assert_eq!(remote.len(), 3_000, "each call once");
@@ -175,7 +176,94 @@ async fn a_node_ships_what_it_committed_once_even_after_a_crash_mid_block() {
     ingest(server.url(), 3_000, 3_500).await;
     assert!(server.terminate().success());
     let local = local_store(dir.path());
-    assert_eq!(ship::ship_calls(&*local, &ch, "node-a", 1_000).await.unwrap(), 500);
+    assert_eq!(ship::ship(&*local, &ch, "node-a", 1_000).await.unwrap().calls, 500);
     let remote = calls::read(&ch, "default", window.0, window.1).await.unwrap();
     assert_eq!(remote.len(), 3_500);
+}
+
+fn attr(key: &str, value: &str) -> serde_json::Value {
+    serde_json::json!({"key": key, "value": {"stringValue": value}})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_and_logs_ship_once_and_read_back_as_stored() {
+    let clickhouse = Server::start();
+    let url = ClickHouseUrl::parse(&format!(
+        "clickhouse://{}/tally",
+        clickhouse.http_url().trim_start_matches("http://")
+    ))
+    .unwrap();
+    let ch = ClickHouse::connect(&url).await.unwrap();
+    schema::migrate(&ch, schema::MIGRATIONS).await.unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = common::TestServer::start(dir.path(), &[]);
+    let t0 = (common::now_ms() - 60_000) * 1_000_000;
+    // 40 traces of 3 spans, one export each, and a log record per trace.
+    for t in 1..=40 {
+        let trace = format!("{t:032x}");
+        let span = |id: u64, parent: Option<u64>, name: &str, extra: Vec<serde_json::Value>| {
+            let mut s = serde_json::json!({
+                "traceId": trace, "spanId": format!("{id:016x}"), "name": name,
+                "startTimeUnixNano": (t0 + id as i64 * 1_000_000).to_string(),
+                "endTimeUnixNano": (t0 + id as i64 * 1_000_000 + 500_000).to_string(),
+                "attributes": extra,
+            });
+            if let Some(p) = parent {
+                s["parentSpanId"] = serde_json::json!(format!("{p:016x}"));
+            }
+            s
+        };
+        let body = serde_json::json!({"resourceSpans": [{
+            "resource": {"attributes": [attr("service.name", "agent")]},
+            "scopeSpans": [{"spans": [
+                span(1, None, "invoke_agent", vec![attr("gen_ai.operation.name", "invoke_agent")]),
+                span(2, Some(1), "chat gpt-4o", vec![
+                    attr("gen_ai.operation.name", "chat"),
+                    attr("gen_ai.request.model", "gpt-4o"),
+                    serde_json::json!({"key": "gen_ai.usage.input_tokens", "value": {"intValue": "120"}}),
+                ]),
+                span(3, Some(1), "execute_tool search", vec![attr("gen_ai.operation.name", "execute_tool")]),
+            ]}],
+        }]});
+        let logs = serde_json::json!({"resourceLogs": [{
+            "resource": {"attributes": [attr("service.name", "agent")]},
+            "scopeLogs": [{"logRecords": [{
+                "timeUnixNano": (t0 + 2_000_000).to_string(), "severityNumber": 9,
+                "body": {"stringValue": format!("answered {t}")}, "traceId": trace,
+                "spanId": format!("{:016x}", 2),
+            }]}],
+        }]});
+        for (path, body) in [("/v1/traces", body), ("/v1/logs", logs)] {
+            let answer = common::client()
+                .post(format!("{}{path}", server.url()))
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(answer.status(), 200, "{path}");
+            let answer: serde_json::Value = answer.json().await.unwrap();
+            assert_eq!(answer.get("partialSuccess"), None, "{path}: {answer}");
+        }
+    }
+    assert!(server.terminate().success());
+
+    let local = local_store(dir.path());
+    // A crash after the first block of spans went, before it was recorded.
+    let first = local.spans_after(0, 30).await.unwrap();
+    tally::storage::clickhouse::telemetry::insert_spans(&ch, "node-a", &first).await.unwrap();
+    let shipped = ship::ship(&*local, &ch, "node-a", 30).await.unwrap();
+    assert_eq!((shipped.spans, shipped.logs), (120, 40), "{shipped:?}");
+    for t in [1, 17, 40] {
+        let trace = format!("{t:032x}");
+        let remote =
+            tally::storage::clickhouse::telemetry::trace(&ch, "default", &trace).await.unwrap();
+        let bounds = tally::storage::TraceBounds { max_spans: 100, max_logs: 100 };
+        let stored = local.trace("default", &trace, bounds).await.unwrap();
+        assert_eq!(remote.len(), 3, "each span once");
+        assert_eq!(remote, stored.spans, "trace {trace} reads back as stored");
+    }
+    let logs = tally::storage::clickhouse::telemetry::logs(&ch, "default").await.unwrap();
+    assert_eq!(logs.len(), 40);
+    assert!(logs.iter().any(|l| l.body == serde_json::json!("answered 17")));
 }
