@@ -267,3 +267,58 @@ async fn spans_and_logs_ship_once_and_read_back_as_stored() {
     assert_eq!(logs.len(), 40);
     assert!(logs.iter().any(|l| l.body == serde_json::json!("answered 17")));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollups_of_two_nodes_add_up_and_a_block_sent_again_replaces_its_rows() {
+    use tally::aggregate::Tier;
+    use tally::storage::clickhouse::rollups;
+    let clickhouse = Server::start();
+    let url = ClickHouseUrl::parse(&format!(
+        "clickhouse://{}/tally",
+        clickhouse.http_url().trim_start_matches("http://")
+    ))
+    .unwrap();
+    let ch = ClickHouse::connect(&url).await.unwrap();
+    schema::migrate(&ch, schema::MIGRATIONS).await.unwrap();
+
+    // Two nodes, each with its own traffic.
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    for (dir, from, to) in [(&dir_a, 0, 2_500), (&dir_b, 2_500, 4_000)] {
+        let mut server = common::TestServer::start(dir.path(), &[]);
+        ingest(server.url(), from, to).await;
+        assert!(server.terminate().success());
+    }
+    let (a, b) = (local_store(dir_a.path()), local_store(dir_b.path()));
+    // Node a crashed after sending the rollup of a smaller first block.
+    let smaller = a.calls_after(0, 400).await.unwrap();
+    calls::insert(&ch, "node-a", &smaller).await.unwrap();
+    rollups::insert_block(&ch, "node-a", &smaller).await.unwrap();
+    assert_eq!(ship::ship(&*a, &ch, "node-a", 1_000).await.unwrap().calls, 2_500);
+    assert_eq!(ship::ship(&*b, &ch, "node-b", 1_000).await.unwrap().calls, 1_500);
+
+    // Exact totals from the two local ledgers.
+    let mut expected = tally::aggregate::Cell::default();
+    for local in [&a, &b] {
+        for stored in local.calls_after(0, 10_000).await.unwrap() {
+            expected.add_call(&stored.call);
+        }
+    }
+    let day = 86_400_000;
+    let now = common::now_ms();
+    for tier in [Tier::Minute, Tier::Hour, Tier::Day] {
+        let cells = rollups::read(&ch, "default", tier, now - 2 * day, now + day).await.unwrap();
+        let mut total = tally::aggregate::Cell::default();
+        for (_, key, cell) in &cells {
+            assert_eq!(key.project, "default");
+            total.merge(cell);
+        }
+        assert_eq!(
+            (total.requests, total.input_tokens, total.output_tokens),
+            (expected.requests, expected.input_tokens, expected.output_tokens),
+            "{tier:?}"
+        );
+        assert!((total.cost_usd - expected.cost_usd).abs() < 1e-6, "{tier:?}");
+        assert_eq!(total.latency_ms.count(), expected.latency_ms.count(), "{tier:?}");
+    }
+    assert_eq!(expected.requests, 4_000);
+}

@@ -38,6 +38,7 @@ impl Ddl<'_> {
 pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 1, name: "calls", statements: super::calls::create },
     Migration { version: 2, name: "spans and logs", statements: super::telemetry::create },
+    Migration { version: 3, name: "rollups", statements: super::rollups::create },
 ];
 
 /// Creates the database and the record of versions, then applies every

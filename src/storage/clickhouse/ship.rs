@@ -1,13 +1,13 @@
-//! What a node sends to ClickHouse: the calls, spans and log records it
-//! committed locally, each kind after the last one recorded as shipped, in
-//! blocks. A block is inserted, then recorded in the local store; a crash
+//! What a node sends to ClickHouse: the calls (and each block's rollup),
+//! spans and log records it committed locally, each kind after the last one
+//! recorded as shipped, in blocks. A block is inserted, then recorded in the local store; a crash
 //! between the two sends the block again, and the tables (keyed by node and
 //! sequence number) read it once.
 
 use std::future::Future;
 use std::pin::Pin;
 
-use super::{ClickHouse, StorageError, calls, telemetry};
+use super::{ClickHouse, StorageError, calls, rollups, telemetry};
 use crate::storage::LedgerStore;
 
 /// Records per block, unless the caller says otherwise.
@@ -71,7 +71,8 @@ pub async fn ship(
         |page| {
             Box::pin(async move {
                 let page: Vec<_> = page.into_iter().map(|(_, c)| c).collect();
-                calls::insert(ch, node, &page).await
+                calls::insert(ch, node, &page).await?;
+                rollups::insert_block(ch, node, &page).await
             })
         },
     )

@@ -1,0 +1,225 @@
+//! The `rollups` table: each shipped block of calls, rolled up in every
+//! tier by bucket and series, as one row per (tier, bucket, series) with
+//! the series' dimensions and Tally's encoded sketches. Rows are keyed by
+//! the node and the block's first sequence number, with the block's last
+//! as their version (ReplacingMergeTree): a block sent again after a crash
+//! starts at the same call and holds at least the calls it held before, so
+//! its rows replace the earlier ones, and blocks of several nodes add up.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::schema::Ddl;
+use super::{ClickHouse, StorageError, backend};
+use crate::aggregate::rollup::SequencedCall;
+use crate::aggregate::sketch::Sketch;
+use crate::aggregate::{Cell, SeriesKey, Tier};
+use crate::model::{Operation, Status};
+
+/// The table's statement (a migration's).
+pub fn create(ddl: &Ddl<'_>) -> Vec<String> {
+    let lc = ddl.low_cardinality("String");
+    let zstd = ddl.codec("ZSTD");
+    vec![format!(
+        "CREATE TABLE IF NOT EXISTS {db}.rollups (
+            project {lc},
+            tier UInt8,
+            bucket Int64,
+            series UInt64,
+            node {lc},
+            block_first Int64,
+            block_last Int64,
+            model {lc},
+            provider Nullable(String),
+            operation {lc},
+            user Nullable(String),
+            api_key Nullable(String),
+            route Nullable(String),
+            status {lc},
+            cluster Nullable(String),
+            tag_keys Array(String),
+            tag_values Array(String),
+            requests UInt64,
+            input_tokens UInt64,
+            output_tokens UInt64,
+            total_tokens UInt64,
+            cache_read_tokens UInt64,
+            cache_write_tokens UInt64,
+            reasoning_tokens UInt64,
+            errors UInt64,
+            estimated UInt64,
+            unpriced UInt64,
+            cost_usd Float64,
+            reported_cost_usd Float64,
+            latency String{zstd},
+            ttft String{zstd}
+        ) ENGINE = ReplacingMergeTree(block_last)
+        PARTITION BY (tier, intDiv(bucket, 2592000000))
+        ORDER BY (project, tier, bucket, series, node, block_first)",
+        db = ddl.database,
+    )]
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, clickhouse::Row)]
+struct RollupRow {
+    project: String,
+    tier: u8,
+    bucket: i64,
+    series: u64,
+    node: String,
+    block_first: i64,
+    block_last: i64,
+    model: String,
+    provider: Option<String>,
+    operation: String,
+    user: Option<String>,
+    api_key: Option<String>,
+    route: Option<String>,
+    status: String,
+    cluster: Option<String>,
+    tag_keys: Vec<String>,
+    tag_values: Vec<String>,
+    requests: u64,
+    input_tokens: u64,
+    output_tokens: u64,
+    total_tokens: u64,
+    cache_read_tokens: u64,
+    cache_write_tokens: u64,
+    reasoning_tokens: u64,
+    errors: u64,
+    estimated: u64,
+    unpriced: u64,
+    cost_usd: f64,
+    reported_cost_usd: f64,
+    latency: Vec<u8>,
+    ttft: Vec<u8>,
+}
+
+/// Inserts the rollup of one block of a node's calls (`calls` in sequence
+/// order, as shipped), every tier.
+pub async fn insert_block(
+    ch: &ClickHouse,
+    node: &str,
+    calls: &[SequencedCall],
+) -> Result<(), StorageError> {
+    let (Some(first), Some(last)) = (calls.first(), calls.last()) else { return Ok(()) };
+    let mut cells: HashMap<(Tier, i64, SeriesKey), Cell> = HashMap::new();
+    for stored in calls {
+        let key = SeriesKey::of(&stored.call);
+        for tier in Tier::ALL {
+            let bucket = tier.bucket(stored.call.time_ms);
+            cells.entry((tier, bucket, key.clone())).or_default().add_call(&stored.call);
+        }
+    }
+    let client = ch.client().clone().with_database(ch.database());
+    let mut insert = client.insert::<RollupRow>("rollups").await.map_err(backend)?;
+    for ((tier, bucket, key), cell) in cells {
+        let row = RollupRow {
+            series: key.stable_id(),
+            project: key.project,
+            tier: tier.code() as u8,
+            bucket,
+            node: node.to_owned(),
+            block_first: first.seq,
+            block_last: last.seq,
+            model: key.model,
+            provider: key.provider,
+            operation: key.operation.as_str().to_owned(),
+            user: key.user,
+            api_key: key.api_key,
+            route: key.route,
+            status: key.status.as_str().to_owned(),
+            cluster: key.cluster,
+            tag_keys: key.tags.keys().cloned().collect(),
+            tag_values: key.tags.into_values().collect(),
+            requests: cell.requests,
+            input_tokens: cell.input_tokens,
+            output_tokens: cell.output_tokens,
+            total_tokens: cell.total_tokens,
+            cache_read_tokens: cell.cache_read_tokens,
+            cache_write_tokens: cell.cache_write_tokens,
+            reasoning_tokens: cell.reasoning_tokens,
+            errors: cell.errors,
+            estimated: cell.estimated,
+            unpriced: cell.unpriced,
+            cost_usd: cell.cost_usd,
+            reported_cost_usd: cell.reported_cost_usd,
+            latency: cell.latency_ms.to_bytes(),
+            ttft: cell.ttft_ms.to_bytes(),
+        };
+        insert.write(&row).await.map_err(backend)?;
+    }
+    insert.end().await.map_err(backend)
+}
+
+/// The rolled-up cells of `project` in `tier` with buckets in `[from, to)`,
+/// every node's blocks added up, by (bucket, series).
+pub async fn read(
+    ch: &ClickHouse,
+    project: &str,
+    tier: Tier,
+    from: i64,
+    to: i64,
+) -> Result<Vec<(i64, SeriesKey, Cell)>, StorageError> {
+    let rows: Vec<RollupRow> = ch
+        .client()
+        .query(&format!(
+            "SELECT ?fields FROM {}.rollups FINAL \
+             WHERE project = ? AND tier = ? AND bucket >= ? AND bucket < ?",
+            ch.database()
+        ))
+        .bind(project)
+        .bind(tier.code() as u8)
+        .bind(from)
+        .bind(to)
+        .fetch_all()
+        .await
+        .map_err(backend)?;
+    let mut cells: HashMap<(i64, u64), (SeriesKey, Cell)> = HashMap::new();
+    for row in rows {
+        let corrupt = |what: &str| {
+            StorageError::Corrupt(format!("rollups row {}/{}: {what}", row.node, row.block_first))
+        };
+        let mut cell = Cell {
+            requests: row.requests,
+            input_tokens: row.input_tokens,
+            output_tokens: row.output_tokens,
+            total_tokens: row.total_tokens,
+            cache_read_tokens: row.cache_read_tokens,
+            cache_write_tokens: row.cache_write_tokens,
+            reasoning_tokens: row.reasoning_tokens,
+            errors: row.errors,
+            estimated: row.estimated,
+            unpriced: row.unpriced,
+            cost_usd: row.cost_usd,
+            reported_cost_usd: row.reported_cost_usd,
+            ..Cell::default()
+        };
+        cell.latency_ms = Sketch::decode(&row.latency).map_err(|_| corrupt("latency"))?;
+        cell.ttft_ms = Sketch::decode(&row.ttft).map_err(|_| corrupt("ttft"))?;
+        let key = SeriesKey {
+            project: row.project.clone(),
+            model: row.model.clone(),
+            provider: row.provider.clone(),
+            operation: Operation::parse(&row.operation).ok_or_else(|| corrupt("operation"))?,
+            user: row.user.clone(),
+            api_key: row.api_key.clone(),
+            route: row.route.clone(),
+            status: Status::parse(&row.status).ok_or_else(|| corrupt("status"))?,
+            cluster: row.cluster.clone(),
+            tags: row.tag_keys.iter().cloned().zip(row.tag_values.iter().cloned()).collect(),
+            projection: None,
+        };
+        match cells.entry((row.bucket, row.series)) {
+            std::collections::hash_map::Entry::Occupied(mut held) => held.get_mut().1.merge(&cell),
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert((key, cell));
+            }
+        }
+    }
+    let mut out: Vec<(i64, SeriesKey, Cell)> =
+        cells.into_iter().map(|((bucket, _), (key, cell))| (bucket, key, cell)).collect();
+    out.sort_by_key(|(bucket, key, _)| (*bucket, key.stable_id()));
+    Ok(out)
+}
