@@ -3,7 +3,8 @@
 //! each take a key at most once between them; a node that claims again
 //! (a retry after a crash) hears the key is its own; nodes starting at
 //! once create the schema once; a stopped server is an error within the
-//! deadline, never an answer.
+//! deadline, never an answer. Budgets, alerts and deliveries pass the
+//! same behaviour suite as the local store.
 
 mod common;
 
@@ -94,4 +95,12 @@ async fn a_stopped_coordination_store_is_an_error_not_an_answer() {
     let answer = node.claim(&[("p".to_owned(), "k".to_owned())]).await;
     assert!(answer.is_err(), "{answer:?}");
     assert!(started.elapsed() < Duration::from_secs(4), "took {:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn budgets_alerts_and_deliveries_behave_as_in_the_local_store() {
+    let server = Postgres::start();
+    let url = server.fresh_database();
+    let node = Coordination::connect(&url, "node-0", TIMEOUT).await.expect("connect");
+    tally::storage::suite::budgets_alerts_and_deliveries(&node).await;
 }

@@ -1,9 +1,11 @@
 //! The coordination store nodes share when they run over ClickHouse: a
 //! PostgreSQL database holding what must be decided once for the whole
-//! cluster. Today: the claims on report ids and span keys (`claims`), so
-//! that a call sent to two nodes counts once.
+//! cluster: the claims on report ids and span keys (`claims`), so that a
+//! call sent to two nodes counts once, and budgets with their alerts and
+//! deliveries (`control`, the control role of the store).
 
 pub mod claims;
+pub mod control;
 
 /// Why the coordination store could not answer.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +46,7 @@ impl Coordination {
         let tx = client.transaction().await?;
         tx.execute("SELECT pg_advisory_xact_lock(hashtext('tally schema'))", &[]).await?;
         tx.batch_execute(claims::SCHEMA).await?;
+        tx.batch_execute(control::SCHEMA).await?;
         tx.commit().await?;
         Ok(Coordination { client, node: node.to_owned(), timeout })
     }

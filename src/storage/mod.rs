@@ -13,6 +13,8 @@ pub mod ledger;
 pub mod metric_bins;
 pub mod rollups;
 pub mod sqlite;
+#[doc(hidden)]
+pub mod suite;
 pub mod telemetry;
 
 pub use control::*;
