@@ -44,8 +44,14 @@ pub struct Config {
     pub grpc: SocketAddr,
     /// Directory for the embedded store and the server's secret.
     pub data_dir: PathBuf,
-    /// Storage URL: empty for SQLite in the data dir, or `sqlite://PATH`.
+    /// Storage URL: empty for SQLite in the data dir, `sqlite://PATH`, or
+    /// `clickhouse://[USER:PASS@]HOST[:PORT]/DATABASE` for a node of a
+    /// cluster (which then needs `coordination`).
     pub storage: String,
+    /// Coordination store of a cluster: `postgres://…`; empty for none.
+    pub coordination: String,
+    /// How the node runs in its cluster (with ClickHouse storage).
+    pub cluster: crate::cluster::ClusterConfig,
     /// Secret for API-key fingerprints; empty: generated once and kept in
     /// `<data_dir>/secret`.
     pub api_key_secret: String,
@@ -78,6 +84,8 @@ impl Default for Config {
             grpc: "127.0.0.1:4317".parse().expect("valid address"),
             data_dir: PathBuf::from("./tally-data"),
             storage: String::new(),
+            coordination: String::new(),
+            cluster: Default::default(),
             api_key_secret: String::new(),
             ingest: IngestConfig::default(),
             accounting: AccountingConfig::default(),
@@ -360,6 +368,7 @@ pub struct Overrides {
     pub grpc: Option<SocketAddr>,
     pub data_dir: Option<PathBuf>,
     pub storage: Option<String>,
+    pub coordination: Option<String>,
 }
 
 impl Config {
@@ -428,6 +437,9 @@ impl Config {
         }
         if let Some(storage) = &overrides.storage {
             config.storage = storage.clone();
+        }
+        if let Some(coordination) = &overrides.coordination {
+            config.coordination = coordination.clone();
         }
         config.validate()?;
         Ok(config)

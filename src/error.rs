@@ -58,6 +58,18 @@ impl From<CommitError> for ApiError {
     fn from(err: CommitError) -> Self {
         match err {
             CommitError::Overloaded { .. } => ApiError::overloaded(err.to_string()),
+            CommitError::Backlog { retry_after_s, .. } => ApiError {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                code: "backlog",
+                message: err.to_string(),
+                retry_after_s: Some(retry_after_s),
+            },
+            CommitError::Pending { .. } => ApiError {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                code: "pending",
+                message: err.to_string(),
+                retry_after_s: Some(1),
+            },
             CommitError::Store(_) | CommitError::Stopped => {
                 error!(%err, "commit failed");
                 ApiError {

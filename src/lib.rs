@@ -6,6 +6,7 @@ pub mod aggregate;
 pub mod blocking;
 pub mod budgets;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod coordination;
 pub mod dashboard;

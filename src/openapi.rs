@@ -206,10 +206,22 @@ pub async fn openapi_json() -> Response {
 /// `GET /healthz`
 #[utoipa::path(
     get, path = "/healthz", tag = "admin",
-    responses((status = 200, description = "The server is up", body = Health))
+    responses((status = 200, description = "The server is up: `ok`, or `degraded` (with the reasons) while a node of a cluster cannot reach ClickHouse or PostgreSQL; it then still takes what its outbox bound allows", body = Health))
 )]
-pub async fn healthz() -> axum::Json<Value> {
-    axum::Json(serde_json::json!({"status": "ok"}))
+pub async fn healthz(
+    axum::Extension(cluster): axum::Extension<Option<std::sync::Arc<crate::cluster::Cluster>>>,
+) -> axum::Json<Value> {
+    let problems = cluster.map(|c| c.health.problems()).unwrap_or_default();
+    if problems.is_empty() {
+        return axum::Json(serde_json::json!({"status": "ok"}));
+    }
+    let reasons: Vec<Value> = problems
+        .into_iter()
+        .map(|(part, reason, since_ms)| {
+            serde_json::json!({"store": part.name(), "reason": reason, "since_ms": since_ms})
+        })
+        .collect();
+    axum::Json(serde_json::json!({"status": "degraded", "reasons": reasons}))
 }
 
 // ---------------------------------------------------------------------------
@@ -267,7 +279,20 @@ pub struct OtlpJsonError {
 #[derive(ToSchema)]
 #[allow(dead_code)]
 pub struct Health {
+    /// `ok` or `degraded`.
     status: String,
+    /// Why it is degraded: one entry per shared store not answering.
+    reasons: Option<Vec<HealthReason>>,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct HealthReason {
+    /// `clickhouse` or `coordination`.
+    store: String,
+    reason: String,
+    /// Since when (ms since the epoch).
+    since_ms: i64,
 }
 
 #[derive(ToSchema)]

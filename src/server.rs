@@ -36,6 +36,8 @@ pub struct App {
     pub budgets: Arc<crate::budgets::Budgets>,
     /// API keys, projects and the audit log.
     pub access: Arc<crate::access::Access>,
+    /// The node's cluster, when its storage is ClickHouse.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
     fingerprinter: Arc<KeyFingerprinter>,
     /// What the ingest endpoints (HTTP and gRPC) share, made once.
     ingest: std::sync::OnceLock<Arc<UsageIngest>>,
@@ -121,12 +123,25 @@ impl App {
             config.auth.clone(),
             &[config.http, config.grpc],
         )?);
+        let cluster = crate::cluster::Cluster::configure(
+            &config.storage,
+            &config.coordination,
+            &config.cluster,
+            &config.data_dir,
+        )?
+        .map(Arc::new);
+        // A node of a cluster commits to SQLite in its data dir, which is
+        // also the queue its records are shipped from.
+        let local_url = if cluster.is_some() { "" } else { config.storage.as_str() };
         let storage = storage::open(&storage::OpenOptions {
-            url: &config.storage,
+            url: local_url,
             data_dir: &config.data_dir,
             max_spans_per_trace: config.ingest.max_spans_per_trace,
             sqlite: &config.sqlite,
         })?;
+        if let Some(claims) = cluster.as_ref().and_then(|c| c.claims.as_ref()) {
+            claims.set_local(storage.clone());
+        }
         let (engine, replayed) = durability::recover(&*storage).await?;
         let (metric_registry, metric_commits_replayed) =
             durability::recover_metrics(&*storage, config.metrics.limits()).await?;
@@ -169,6 +184,7 @@ impl App {
             metrics.clone(),
             metric_registry.clone(),
             vec![metrics.clone(), budgets.clone()],
+            cluster.as_ref().map(|c| c.shared()).unwrap_or_default(),
         )
         .map_err(StartError::Committer)?;
         let prices = Arc::new(PriceTable::new(&config.prices)?);
@@ -183,6 +199,7 @@ impl App {
             metric_registry,
             budgets,
             access,
+            cluster,
             fingerprinter,
             ingest: std::sync::OnceLock::new(),
             _data_dir_lock: lock,
@@ -286,14 +303,16 @@ impl App {
                 .route("/api/v1/alerts", get(api::alerts))
                 .with_state(budget_api)
         };
-        let metrics_state = Arc::new(crate::exposition::MetricsState::new(
+        let mut metrics_state = crate::exposition::MetricsState::new(
             self.metrics.clone(),
             self.committer.clone(),
             self.engine.clone(),
             self.storage.clone(),
             self.metric_registry.clone(),
             self.budgets.clone(),
-        ));
+        );
+        metrics_state.cluster = self.cluster.clone();
+        let metrics_state = Arc::new(metrics_state);
         let metrics_routes = Router::new()
             .route("/metrics", get(crate::exposition::handler))
             .with_state(metrics_state);
@@ -308,7 +327,10 @@ impl App {
                 .with_state(self.access.clone())
         };
         Ok(Router::new()
-            .route("/healthz", get(crate::openapi::healthz))
+            .route(
+                "/healthz",
+                get(crate::openapi::healthz).layer(axum::Extension(self.cluster.clone())),
+            )
             .route("/api/v1/openapi.json", get(crate::openapi::openapi_json))
             .merge(ingest_routes)
             .merge(query_routes)
@@ -364,6 +386,14 @@ impl App {
                 }
             }
         }))
+    }
+
+    /// Ships what the node commits to its cluster's ClickHouse, when it is
+    /// a node of one.
+    pub fn spawn_shipper(&self) -> Option<tokio::task::JoinHandle<()>> {
+        let cluster = self.cluster.clone()?;
+        let local: Arc<dyn storage::LedgerStore> = self.storage.clone();
+        Some(tokio::spawn(crate::cluster::shipper::run(cluster, local, std::future::pending())))
     }
 
     /// Flushes rollups and stops the committer.

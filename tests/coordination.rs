@@ -1,7 +1,8 @@
 //! Claims on idempotency keys in a real PostgreSQL (Debian's, started on a
 //! free port by tests/common): nodes claiming overlapping batches at once
 //! each take a key at most once between them; a node that claims again
-//! (a retry after a crash) hears the key is its own; nodes starting at
+//! (a retry after a crash) hears the key is its own; another node's claim
+//! is undecided until that node confirms it, and can be given back; nodes starting at
 //! once create the schema once; a stopped server is an error within the
 //! deadline, never an answer. Budgets, alerts and deliveries pass the
 //! same behaviour suite as the local store.
@@ -49,7 +50,7 @@ async fn racing_nodes_take_each_key_once_and_a_retry_hears_it_is_its_own() {
         claims.push(tokio::spawn(async move {
             let mut answers = Vec::new();
             for chunk in batch.chunks(100) {
-                let got = node.claim(chunk).await.expect("claim");
+                let got = node.claim(chunk, &[]).await.expect("claim");
                 answers.extend(chunk.iter().cloned().zip(got));
             }
             answers
@@ -62,7 +63,7 @@ async fn racing_nodes_take_each_key_once_and_a_retry_hears_it_is_its_own() {
                 Claim::Taken => {
                     assert!(holder.insert(key.clone(), n).is_none(), "{key:?} taken twice");
                 }
-                Claim::Theirs(_) => {}
+                Claim::Theirs { .. } => {}
                 Claim::Ours => panic!("node {n} never claimed {key:?} before"),
             }
         }
@@ -71,18 +72,47 @@ async fn racing_nodes_take_each_key_once_and_a_retry_hears_it_is_its_own() {
     assert_eq!(holder.len(), 1750, "keys 0..1750 each taken once");
     // A node claiming again hears which keys are its own.
     let again = keys(0..1750, 0);
-    let answers = connected[1].claim(&again).await.unwrap();
+    let answers = connected[1].claim(&again, &[]).await.unwrap();
     for (key, claim) in again.iter().zip(&answers) {
         let expected = if holder[key] == 1 {
             Claim::Ours
         } else {
-            Claim::Theirs(format!("node-{}", holder[key]))
+            Claim::Theirs { node: format!("node-{}", holder[key]), committed: false }
         };
         assert_eq!(claim, &expected, "{key:?}");
     }
     // A key given twice in one batch gets one answer twice.
     let twice = vec![("p9".to_owned(), "x".to_owned()), ("p9".to_owned(), "x".to_owned())];
-    assert_eq!(connected[2].claim(&twice).await.unwrap(), vec![Claim::Taken, Claim::Taken]);
+    assert_eq!(connected[2].claim(&twice, &[]).await.unwrap(), vec![Claim::Taken, Claim::Taken]);
+}
+
+#[tokio::test]
+async fn a_claim_is_undecided_until_its_node_confirms_it_and_given_back_if_never_committed() {
+    let server = Postgres::start();
+    let url = server.fresh_database();
+    let a = Coordination::connect(&url, "node-a", TIMEOUT).await.unwrap();
+    let b = Coordination::connect(&url, "node-b", TIMEOUT).await.unwrap();
+    let key = |k: &str| ("p".to_owned(), k.to_owned());
+    let (one, two, three) = (key("one"), key("two"), key("three"));
+    let claims = [one.clone(), two.clone(), three.clone()];
+    assert_eq!(a.claim(&claims, &[]).await.unwrap(), vec![Claim::Taken; 3]);
+    let undecided = Claim::Theirs { node: "node-a".into(), committed: false };
+    assert_eq!(b.claim(std::slice::from_ref(&one), &[]).await.unwrap(), vec![undecided.clone()]);
+    // Node a confirms "one" with its next claim; node b now hears it is a
+    // duplicate. Node b's own confirmations of keys it does not hold
+    // change nothing.
+    a.claim(&[key("four")], std::slice::from_ref(&one)).await.unwrap();
+    b.claim(&[], std::slice::from_ref(&two)).await.unwrap();
+    let duplicate = Claim::Theirs { node: "node-a".into(), committed: true };
+    assert_eq!(
+        b.claim(&[one.clone(), two.clone()], &[]).await.unwrap(),
+        vec![duplicate, undecided]
+    );
+    // After a crash node a finds what it never confirmed and gives back
+    // "two" (never committed); node b may then take it.
+    assert_eq!(a.unconfirmed(10).await.unwrap(), vec![key("four"), three.clone(), two.clone()]);
+    assert_eq!(a.release(&[two.clone(), one.clone()]).await.unwrap(), 1);
+    assert_eq!(b.claim(&[two], &[]).await.unwrap(), vec![Claim::Taken]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -92,7 +122,7 @@ async fn a_stopped_coordination_store_is_an_error_not_an_answer() {
     let node = Coordination::connect(&url, "node-a", Duration::from_secs(2)).await.unwrap();
     server.stop();
     let started = Instant::now();
-    let answer = node.claim(&[("p".to_owned(), "k".to_owned())]).await;
+    let answer = node.claim(&[("p".to_owned(), "k".to_owned())], &[]).await;
     assert!(answer.is_err(), "{answer:?}");
     assert!(started.elapsed() < Duration::from_secs(4), "took {:?}", started.elapsed());
 }

@@ -86,7 +86,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         http: args.http,
         grpc: args.grpc,
         data_dir: Some(data_dir.clone()),
-        storage: None,
+        ..Overrides::default()
     };
     let mut config = Config::load(None, &env, &overrides)?;
     // The demo's budgets alert a receiver the demo runs on loopback; only

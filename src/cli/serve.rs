@@ -25,9 +25,14 @@ pub struct ServeArgs {
     /// Data directory [default: ./tally-data].
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// Storage URL: sqlite://PATH [default: SQLite in the data dir].
+    /// Storage URL: sqlite://PATH, or clickhouse://[USER:PASS@]HOST[:PORT]/DB
+    /// for a node of a cluster [default: SQLite in the data dir].
     #[arg(long)]
     storage: Option<String>,
+    /// Coordination store of a cluster: postgres://… (with clickhouse://
+    /// storage).
+    #[arg(long)]
+    coordination: Option<String>,
     /// Serve a non-loopback address although no API key exists: anyone who
     /// can reach it reads and writes every project.
     #[arg(long)]
@@ -41,6 +46,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         grpc: args.grpc,
         data_dir: args.data_dir,
         storage: args.storage,
+        coordination: args.coordination,
     };
     let mut config = Config::load(args.config.as_deref(), &env, &overrides)?;
     config.auth.insecure_no_auth |= args.insecure_no_auth;
@@ -73,6 +79,7 @@ pub async fn serve(
     let app = App::start(config).await?;
     let router = app.router()?;
     let retention = app.spawn_retention()?;
+    let shipper = app.spawn_shipper();
     let listener = tokio::net::TcpListener::bind(http_addr)
         .await
         .with_context(|| format!("cannot listen on {http_addr}"))?;
@@ -120,6 +127,9 @@ pub async fn serve(
     }
     retention.abort();
     upkeep.abort();
+    if let Some(shipper) = shipper {
+        shipper.abort();
+    }
     app.access.write_last_use();
     app.shutdown().await;
     Ok(())

@@ -62,7 +62,10 @@ impl Coordination {
 impl ControlStore for Coordination {
     async fn load_budgets(&self) -> Result<Vec<StoredBudget>, StorageError> {
         let rows = self
-            .rows("SELECT id, project, name, origin, definition FROM tally_budgets ORDER BY id", &[])
+            .rows(
+                "SELECT id, project, name, origin, definition FROM tally_budgets ORDER BY id",
+                &[],
+            )
             .await?;
         Ok(rows
             .iter()
@@ -89,7 +92,8 @@ impl ControlStore for Coordination {
     }
 
     async fn delete_budget(&self, id: &str) -> Result<bool, StorageError> {
-        let rows = self.rows("DELETE FROM tally_budgets WHERE id = $1 RETURNING id", &[&id]).await?;
+        let rows =
+            self.rows("DELETE FROM tally_budgets WHERE id = $1 RETURNING id", &[&id]).await?;
         Ok(!rows.is_empty())
     }
 

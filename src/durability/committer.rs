@@ -10,6 +10,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{error, info, warn};
 
 use super::reprice::{self, RepriceReport};
+use super::shared::{Shared, Verdict};
 use crate::aggregate::RollupEngine;
 use crate::aggregate::metric::{Bin, BinKey, MetricRegistry, SeriesPoint, encode_log};
 use crate::exposition::Metrics;
@@ -52,10 +53,19 @@ pub enum Outcome {
     Duplicate,
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum CommitError {
     #[error("ingest queue is full ({queued} records waiting); retry later")]
     Overloaded { queued: usize },
+    /// The outbox to the shared store is past its bound.
+    #[error("{message}")]
+    Backlog { message: String, retry_after_s: u32 },
+    /// Another node claimed a call of the batch and has not yet said it
+    /// committed it.
+    #[error(
+        "node {node} is committing a call of this batch (same id or span); nothing in the batch was acknowledged, retry shortly"
+    )]
+    Pending { node: String },
     #[error("the store could not commit: {0}")]
     Store(Arc<StorageError>),
     #[error("the server is shutting down")]
@@ -171,6 +181,7 @@ pub struct Committer {
     metric_registry: Arc<MetricRegistry>,
     queued: Arc<AtomicUsize>,
     max_queued: usize,
+    shared: Shared,
 }
 
 impl Committer {
@@ -182,6 +193,7 @@ impl Committer {
         metrics: Arc<Metrics>,
         metric_registry: Arc<MetricRegistry>,
         observers: Vec<Arc<dyn CommitObserver>>,
+        shared: Shared,
     ) -> std::io::Result<(Committer, oneshot::Receiver<()>)> {
         let (jobs, receiver) = mpsc::unbounded_channel();
         let queued = Arc::new(AtomicUsize::new(0));
@@ -192,6 +204,7 @@ impl Committer {
             metric_registry: metric_registry.clone(),
             queued: queued.clone(),
             max_queued: config.max_queued_records,
+            shared: shared.clone(),
         };
         let task = CommitterTask {
             storage,
@@ -201,6 +214,7 @@ impl Committer {
             metrics,
             metric_registry,
             observers,
+            shared,
             last_flush: Instant::now(),
             last_start: Instant::now(),
         };
@@ -255,6 +269,9 @@ impl Committer {
         let n = records.len() + points.len();
         if n == 0 {
             return Ok((Vec::new(), Made::default()));
+        }
+        if let Some(outbox) = &self.shared.outbox {
+            outbox.admit()?;
         }
         let before = self.queued.fetch_add(n, Ordering::AcqRel);
         if before > 0 && before + n > self.max_queued {
@@ -329,6 +346,8 @@ struct CommitterTask {
     metric_registry: Arc<MetricRegistry>,
     /// Told about accepted calls (the /metrics ledger, budgets).
     observers: Vec<Arc<dyn CommitObserver>>,
+    /// Claims and the outbox, when the node is one of several.
+    shared: Shared,
     last_flush: Instant,
     /// When the last append started.
     last_start: Instant,
@@ -383,9 +402,13 @@ impl Group {
     }
 }
 
+/// An append's outcome, with which calls the cluster refused (per call;
+/// empty on a node of its own).
+type AppendResult = Result<(Appended, Vec<bool>), CommitError>;
+
 /// A group being appended.
 struct InFlight {
-    append: Pin<Box<dyn Future<Output = Result<Appended, StorageError>> + Send>>,
+    append: Pin<Box<dyn Future<Output = AppendResult> + Send>>,
     pending: Vec<Pending>,
     /// Series first written by this group.
     new_series: Vec<i64>,
@@ -393,6 +416,8 @@ struct InFlight {
     /// The group's 10 s metric bins, opened once it commits.
     metric_bins: Vec<(BinKey, Bin)>,
     total: usize,
+    /// Log records in the group.
+    logs: usize,
 }
 
 impl CommitterTask {
@@ -500,6 +525,7 @@ impl CommitterTask {
         self.last_start = Instant::now();
         let total = group.len();
         let (calls, spans, logs) = (group.calls, group.spans, group.logs);
+        let log_count = logs.len();
         let (points, encoded) = (group.points, group.encoded);
         // Every series not yet confirmed is written (those of this group's
         // calls were assigned before the calls were queued).
@@ -512,8 +538,15 @@ impl CommitterTask {
         let new_ids: Vec<i64> = new_series.iter().map(|(id, _)| *id).collect();
         let storage = self.storage.clone();
         let metrics = self.metrics.clone();
+        let claims = self.shared.claims.clone();
         let started = Instant::now();
         let mut append: Pin<Box<dyn Future<Output = _> + Send>> = Box::pin(async move {
+            // Calls another node counted are refused before the local
+            // commit, as the local dedupe refuses calls already stored.
+            let refused = match &claims {
+                Some(claims) => refused(&**claims, &calls).await?,
+                None => Vec::new(),
+            };
             let result = storage
                 .append(AppendBatch {
                     calls,
@@ -524,12 +557,13 @@ impl CommitterTask {
                     metric_log,
                     new_metric_series,
                     encoded,
+                    refused: refused.clone(),
                 })
                 .await;
             metrics.appended(started.elapsed());
             let ms = started.elapsed().as_millis() as u64;
             tracing::debug!(records = total, ms, "group committed");
-            result
+            Ok((result?, refused))
         });
         // Polled once now, so that the store's writer gets the group before
         // the committer turns to answering the group before it (a later
@@ -545,23 +579,24 @@ impl CommitterTask {
             new_metric_ids,
             metric_bins,
             total,
+            logs: log_count,
         }
     }
 
     /// Applies a committed group to the rollups, then answers its requests.
-    fn finish(&mut self, result: Result<Appended, StorageError>, group: InFlight) {
+    fn finish(&mut self, result: AppendResult, group: InFlight) {
         self.queued.fetch_sub(group.total, Ordering::AcqRel);
-        let appended = match result {
-            Ok(appended) => appended,
+        let (appended, refused) = match result {
+            Ok(done) => done,
             Err(err) => {
                 error!(%err, records = group.total, "commit failed; requests answered with an error");
-                let err = Arc::new(err);
                 for p in group.pending {
-                    let _ = p.reply.send(Err(CommitError::Store(err.clone())));
+                    let _ = p.reply.send(Err(err.clone()));
                 }
                 return;
             }
         };
+        self.tell_shared(&appended, &refused, group.logs);
         self.engine.confirm_series(&group.new_series);
         self.metric_registry.confirm(&group.new_metric_ids);
         if let Some(seq) = appended.metric_seq {
@@ -595,6 +630,26 @@ impl CommitterTask {
         for (p, (calls, spans)) in group.pending.into_iter().zip(parts) {
             let outcomes = outcomes.by_ref().take(p.calls).collect();
             let _ = p.reply.send(Ok(Committed { outcomes, calls, spans }));
+        }
+    }
+
+    /// Tells the cluster's claims which calls are now durable here (every
+    /// call not refused: those the local dedupe found were stored before),
+    /// and the outbox how many records wait to be copied.
+    fn tell_shared(&self, appended: &Appended, refused: &[bool], logs: usize) {
+        if let Some(claims) = &self.shared.claims {
+            let calls = appended.calls.iter().flatten().enumerate();
+            let kept: Vec<&LlmCall> = calls
+                .filter(|(i, _)| !refused.get(*i).copied().unwrap_or(false))
+                .map(|(_, c)| c)
+                .collect();
+            claims.committed(&kept);
+        }
+        if let Some(outbox) = &self.shared.outbox {
+            let calls = appended.seqs.iter().filter(|s| s.is_some()).count();
+            let spans: usize = appended.spans.iter().map(Vec::len).sum();
+            let spans = spans.saturating_sub(appended.spans_dropped as usize);
+            outbox.committed((calls + spans + logs) as u64);
         }
     }
 
@@ -687,4 +742,23 @@ impl CommitterTask {
             }
         }
     }
+}
+
+/// Per call of `calls` (flattened), whether another node counted it; an
+/// error when one is still being committed elsewhere.
+async fn refused(
+    claims: &dyn super::shared::SharedClaims,
+    calls: &[Vec<LlmCall>],
+) -> Result<Vec<bool>, CommitError> {
+    let flat: Vec<&LlmCall> = calls.iter().flatten().collect();
+    let verdicts = claims.claim(&flat).await?;
+    let mut refused = Vec::with_capacity(verdicts.len());
+    for verdict in verdicts {
+        match verdict {
+            Verdict::Count => refused.push(false),
+            Verdict::Duplicate => refused.push(true),
+            Verdict::Pending(node) => return Err(CommitError::Pending { node }),
+        }
+    }
+    Ok(refused)
 }

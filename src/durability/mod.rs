@@ -10,6 +10,7 @@
 
 mod committer;
 mod reprice;
+pub mod shared;
 
 pub use committer::{
     CommitError, CommitObserver, Committer, CommitterConfig, Made, Outcome, Prepared, Records,

@@ -96,6 +96,8 @@ pub struct MetricsState {
     pub storage: Arc<dyn UpkeepStore>,
     pub metric_registry: Arc<crate::aggregate::metric::MetricRegistry>,
     pub budgets: Arc<crate::budgets::Budgets>,
+    /// The node's cluster, if it is a node of one.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
     stats: tokio::sync::Mutex<Option<(Instant, StoreStats)>>,
 }
 
@@ -109,7 +111,8 @@ impl MetricsState {
         budgets: Arc<crate::budgets::Budgets>,
     ) -> Self {
         let stats = tokio::sync::Mutex::new(None);
-        Self { metrics, committer, engine, storage, metric_registry, budgets, stats }
+        let cluster = None;
+        Self { metrics, committer, engine, storage, metric_registry, budgets, cluster, stats }
     }
 
     async fn store_stats(&self) -> Option<StoreStats> {
@@ -288,6 +291,9 @@ pub async fn handler(
         }
     }
     budget_families(&mut e, &state.budgets);
+    if let Some(cluster) = &state.cluster {
+        cluster_families(&mut e, cluster);
+    }
     let ids = lock(&m.ledger).series_ids();
     let keys = state.engine.series_keys(&ids);
     lock(&m.ledger).render(&mut e, &keys);
@@ -362,5 +368,39 @@ fn budget_families(e: &mut Exposition, budgets: &crate::budgets::Budgets) {
             &[("outcome", outcome)],
             n.load(Relaxed) as f64,
         );
+    }
+}
+
+/// The outbox to ClickHouse and the links to the shared stores, on a node
+/// of a cluster.
+fn cluster_families(e: &mut Exposition, cluster: &crate::cluster::Cluster) {
+    let outbox = cluster.outbox.state();
+    e.family(
+        "tally_outbox_records",
+        Kind::Gauge,
+        "Records committed here and not yet shipped to ClickHouse.",
+    );
+    e.sample("tally_outbox_records", &[], outbox.records as f64);
+    e.family(
+        "tally_outbox_age_seconds",
+        Kind::Gauge,
+        "Seconds the oldest record waiting to be shipped to ClickHouse has waited.",
+    );
+    e.sample("tally_outbox_age_seconds", &[], outbox.age_ms as f64 / 1000.0);
+    e.family(
+        "tally_shipped_records_total",
+        Kind::Counter,
+        "Records shipped to ClickHouse since the start (calls, spans, log records).",
+    );
+    e.sample("tally_shipped_records_total", &[], outbox.shipped as f64);
+    e.family(
+        "tally_shared_store_up",
+        Kind::Gauge,
+        "Whether the last round trip to a shared store (clickhouse, coordination) succeeded.",
+    );
+    let problems = cluster.health.problems();
+    for part in [crate::cluster::Part::ClickHouse, crate::cluster::Part::Coordination] {
+        let up = !problems.iter().any(|(p, _, _)| *p == part);
+        e.sample("tally_shared_store_up", &[("store", part.name())], if up { 1.0 } else { 0.0 });
     }
 }

@@ -38,6 +38,9 @@ fn hint(metadata: &MetadataMap, principal: Option<&Principal>) -> Option<String>
 fn commit_status(err: CommitError) -> Status {
     match err {
         CommitError::Overloaded { .. } => Status::resource_exhausted(err.to_string()),
+        CommitError::Backlog { .. } | CommitError::Pending { .. } => {
+            Status::unavailable(err.to_string())
+        }
         CommitError::Store(_) | CommitError::Stopped => {
             tracing::error!(%err, "commit failed");
             Status::unavailable(

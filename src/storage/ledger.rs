@@ -32,6 +32,9 @@ pub struct AppendBatch {
     /// the order their records were gathered; empty when the caller did not
     /// encode (the store then encodes every record itself).
     pub encoded: Vec<EncodedPart>,
+    /// Calls (by index across the parts) another node of the cluster has
+    /// counted: skipped like calls already stored. Empty: none.
+    pub refused: Vec<bool>,
 }
 
 impl AppendBatch {
@@ -51,6 +54,48 @@ impl AppendBatch {
     /// Every span, in order, across the parts.
     pub fn flat_spans(&self) -> Vec<&SpanRecord> {
         self.spans.iter().flatten().collect()
+    }
+}
+
+/// A key by which calls are deduplicated: a call's id, or the span it was
+/// made from (trace id, span id); both under the call's project.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum CallKey {
+    Id(String),
+    Span { trace: String, span: String },
+}
+
+impl CallKey {
+    /// Every key of `call`: its id, then its span, when it has them.
+    pub fn of(call: &LlmCall) -> Vec<CallKey> {
+        let mut keys = Vec::new();
+        if let Some(id) = &call.id {
+            keys.push(CallKey::Id(id.clone()));
+        }
+        if let (Some(trace), Some(span)) = (&call.trace_id, &call.span_id) {
+            keys.push(CallKey::Span { trace: trace.clone(), span: span.clone() });
+        }
+        keys
+    }
+
+    /// The key as text, told apart by its first letter (`i` or `s`).
+    pub fn text(&self) -> String {
+        match self {
+            CallKey::Id(id) => format!("i{id}"),
+            CallKey::Span { trace, span } => format!("s{trace}/{span}"),
+        }
+    }
+
+    /// The key `text` gives back.
+    pub fn parse(text: &str) -> Option<CallKey> {
+        match text.split_at_checked(1)? {
+            ("i", id) => Some(CallKey::Id(id.to_owned())),
+            ("s", rest) => {
+                let (trace, span) = rest.split_once('/')?;
+                Some(CallKey::Span { trace: trace.to_owned(), span: span.to_owned() })
+            }
+            _ => None,
+        }
     }
 }
 
@@ -107,6 +152,8 @@ pub trait LedgerStore: Send + Sync {
         seq: i64,
         limit: usize,
     ) -> Result<Vec<(i64, LogRecord)>, StorageError>;
+    /// Whether a call with each key ((project, key)) is stored.
+    async fn holds(&self, keys: Vec<(String, CallKey)>) -> Result<Vec<bool>, StorageError>;
     /// Calls with sequence numbers above `seq`, in order, at most `limit`.
     async fn calls_after(&self, seq: i64, limit: usize)
     -> Result<Vec<SequencedCall>, StorageError>;

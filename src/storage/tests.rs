@@ -51,6 +51,7 @@ async fn append(
         metric_log: None,
         new_metric_series: vec![],
         encoded: vec![],
+        refused: vec![],
     };
     let appended = storage.append(batch).await.unwrap();
     engine.confirm_series(&ids);
@@ -390,6 +391,7 @@ fn telemetry_batch(
         metric_log: None,
         new_metric_series: vec![],
         encoded,
+        refused: vec![],
     }
 }
 

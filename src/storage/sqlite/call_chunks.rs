@@ -187,10 +187,13 @@ fn claim_all(
     tx: &Transaction<'_>,
     calls: &[&LlmCall],
     order: &InsertOrder,
+    refused: &[bool],
     tag: i64,
 ) -> Result<Vec<usize>, rusqlite::Error> {
     let (fresh, repeated) = order.calls.split_at(order.repeats_from);
-    let mut new = vec![true; calls.len()];
+    let mut new: Vec<bool> =
+        (0..calls.len()).map(|i| !refused.get(i).copied().unwrap_or(false)).collect();
+    let fresh: Vec<usize> = fresh.iter().copied().filter(|&i| new[i]).collect();
     // `fresh` is in project order, so a project's calls are consecutive.
     let by_id: Vec<(&str, Value, usize)> = fresh
         .iter()
@@ -221,7 +224,9 @@ fn claim_all(
         }
     }
     for &i in repeated {
-        new[i] = claim_one(tx, calls[i])?;
+        if new[i] {
+            new[i] = claim_one(tx, calls[i])?;
+        }
     }
     Ok(order.calls.iter().copied().filter(|&i| new[i]).collect())
 }
@@ -230,6 +235,26 @@ fn claim_all(
 /// in SQL).
 fn id_key(id: &str) -> Value {
     Value::Text(format!("i{id}"))
+}
+
+/// Whether `call_keys` holds each key.
+pub fn holds(
+    conn: &Connection,
+    keys: &[(String, crate::storage::CallKey)],
+) -> Result<Vec<bool>, rusqlite::Error> {
+    use crate::storage::CallKey;
+    let mut stmt = conn.prepare_cached(
+        "SELECT EXISTS (SELECT 1 FROM call_keys WHERE project = ?1 AND key = ?2)",
+    )?;
+    keys.iter()
+        .map(|(project, key)| {
+            let key = match key {
+                CallKey::Id(id) => id_key(id),
+                CallKey::Span { trace, span } => span_key_text(trace, span),
+            };
+            stmt.query_row(params![project, key], |row| row.get(0))
+        })
+        .collect()
 }
 
 /// A span (trace id, span id) as a key of `call_keys`.
@@ -308,11 +333,12 @@ pub fn append(
     series: &[i64],
     encoded: &EncodedCalls,
     order: &InsertOrder,
+    refused: &[bool],
     floor: i64,
 ) -> Result<Vec<Option<i64>>, rusqlite::Error> {
     let mut next = next_seq(tx, floor)?;
     // The next seq is unique to this append, so it serves as the claims' tag.
-    let kept = claim_all(tx, calls, order, next)?;
+    let kept = claim_all(tx, calls, order, refused, next)?;
     let mut seqs = vec![None; calls.len()];
     let mut insert = tx.prepare_cached(
         "INSERT INTO call_chunks (first_seq, last_seq, project, calls, min_time, max_time, body) \
@@ -781,7 +807,7 @@ mod tests {
         let encoded = EncodedCalls::of(calls, &[]);
         let series = vec![1; calls.len()];
         let calls = refs(calls);
-        let seqs = append(&tx, &calls, &series, &encoded, &insert_order(&calls), 0).unwrap();
+        let seqs = append(&tx, &calls, &series, &encoded, &insert_order(&calls), &[], 0).unwrap();
         tx.commit().unwrap();
         seqs
     }

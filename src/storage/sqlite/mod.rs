@@ -31,7 +31,9 @@ use super::{
     SessionSummary, StorageError, StoreStats, StoredBudget, StoredTrace, TelemetryScope,
     TelemetryVisitor, TraceBounds, TraceFilter, TraceSummary,
 };
-use super::{ControlStore, LedgerStore, MetricStore, RollupStore, TelemetryStore, UpkeepStore};
+use super::{
+    CallKey, ControlStore, LedgerStore, MetricStore, RollupStore, TelemetryStore, UpkeepStore,
+};
 use crate::aggregate::metric::{Bin, BinKey, MetricKey, MetricTier};
 use crate::aggregate::rollup::SequencedCall;
 use crate::aggregate::series::{self, FlatSeries};
@@ -429,6 +431,10 @@ impl LedgerStore for SqliteStorage {
         self.write(move |conn| set_meta(conn, &key, seq)).await
     }
 
+    async fn holds(&self, keys: Vec<(String, CallKey)>) -> Result<Vec<bool>, StorageError> {
+        self.read(move |conn| Ok(call_chunks::holds(conn, &keys)?)).await
+    }
+
     async fn calls_after(
         &self,
         seq: i64,
@@ -463,6 +469,7 @@ impl LedgerStore for SqliteStorage {
                     metric_log,
                     new_metric_series,
                     encoded: _,
+                    refused,
                 } = batch;
                 let tx = conn.transaction()?;
                 {
@@ -478,6 +485,7 @@ impl LedgerStore for SqliteStorage {
                     &series_ids,
                     &encoded.records.calls,
                     &encoded.call_order,
+                    &refused,
                     floor,
                 )?;
                 let spans_dropped = telemetry::append(

@@ -1,0 +1,73 @@
+//! The shipper: a task that copies what the node committed to ClickHouse,
+//! a pass every `cluster.ship_interval`, connecting (and migrating the
+//! schema) when it has no connection, and sends the claims' waiting
+//! confirmations when ingest is quiet. What fails is retried next pass; the
+//! local store keeps everything until it is shipped.
+
+use std::sync::Arc;
+
+use tracing::{info, warn};
+
+use super::{Cluster, Part};
+use crate::storage::LedgerStore;
+use crate::storage::clickhouse::{ClickHouse, schema, ship};
+use crate::time::now_ms;
+
+/// Connects to ClickHouse and brings its schema up to date.
+async fn connect(cluster: &Cluster) -> Result<ClickHouse, crate::storage::StorageError> {
+    let ch = ClickHouse::connect(&cluster.clickhouse).await?;
+    let applied = schema::migrate(&ch, schema::MIGRATIONS).await?;
+    if !applied.is_empty() {
+        info!(?applied, database = ch.database(), "ClickHouse schema migrated");
+    }
+    Ok(ch)
+}
+
+/// One pass: ships everything committed so far, then confirms claims.
+pub async fn pass(cluster: &Cluster, local: &dyn LedgerStore, ch: &mut Option<ClickHouse>) {
+    if ch.is_none() {
+        match connect(cluster).await {
+            Ok(connected) => *ch = Some(connected),
+            Err(err) => {
+                cluster.health.failing(Part::ClickHouse, &err.to_string());
+                return;
+            }
+        }
+    }
+    let connected = ch.as_ref().expect("connected above");
+    let started = now_ms();
+    match ship::ship(local, connected, &cluster.node, cluster.settings.block_records).await {
+        Ok(shipped) => {
+            cluster.health.ok(Part::ClickHouse);
+            let records = shipped.calls + shipped.spans + shipped.logs;
+            cluster.outbox.shipped(records, true, started);
+        }
+        Err(err) => {
+            warn!(%err, "shipping to ClickHouse failed; retried next pass");
+            cluster.health.failing(Part::ClickHouse, &err.to_string());
+        }
+    }
+    if let Some(claims) = &cluster.claims
+        && let Err(err) = claims.confirm_waiting().await
+    {
+        warn!(%err, "confirming claims failed; retried with the next round trip");
+    }
+}
+
+/// Runs passes until `stop` resolves.
+pub async fn run(
+    cluster: Arc<Cluster>,
+    local: Arc<dyn LedgerStore>,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    let mut ch = None;
+    let mut ticker = tokio::time::interval(cluster.settings.ship_interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = ticker.tick() => pass(&cluster, &*local, &mut ch).await,
+        }
+    }
+}

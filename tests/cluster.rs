@@ -1,0 +1,234 @@
+//! Tally nodes running as a cluster (`tally serve --storage clickhouse://…
+//! --coordination postgres://…`) over a real ClickHouse and a real
+//! PostgreSQL, both started on free ports by tests/common: reports sent to
+//! two nodes, overlapping, reach ClickHouse once each; a node keeps
+//! acknowledging while ClickHouse is down and ships everything once it is
+//! back, also after being SIGKILLed; while PostgreSQL is down a node
+//! acknowledges nothing (it cannot tell a duplicate) and says why; past the
+//! outbox bound it answers 503 and drops nothing; `/healthz` and `/metrics`
+//! say what is wrong.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::clickhouse::ClickHouse;
+use common::postgres::Postgres;
+use common::{TestServer, chat, get, get_ok, now_ms, post_usage, tokens};
+use serde_json::Value;
+
+/// The shared stores of one test, each in a fresh database.
+struct Shared {
+    clickhouse: ClickHouse,
+    postgres: Postgres,
+    database: String,
+    storage: String,
+    coordination: String,
+    dir: tempfile::TempDir,
+}
+
+impl Shared {
+    fn start() -> Shared {
+        let clickhouse = ClickHouse::start();
+        let postgres = Postgres::start();
+        let coordination = postgres.fresh_database();
+        let database = "tally_cluster".to_owned();
+        let host = clickhouse.http_url().trim_start_matches("http://").to_owned();
+        let storage = format!("clickhouse://{host}/{database}");
+        let dir = tempfile::tempdir().unwrap();
+        Shared { clickhouse, postgres, database, storage, coordination, dir }
+    }
+
+    /// A node on its own data dir, shipping every 200 ms.
+    fn node(&self, name: &str, env: &[(&str, &str)]) -> TestServer {
+        let mut env = env.to_vec();
+        env.push(("TALLY_CLUSTER__SHIP_INTERVAL", "200ms"));
+        env.push(("TALLY_CLUSTER__COORDINATION_TIMEOUT", "2s"));
+        env.push(("TALLY_CLUSTER__NODE", name));
+        let args = ["--storage", &self.storage, "--coordination", &self.coordination];
+        TestServer::start_with_args(&self.dir.path().join(name), &env, &args)
+    }
+
+    /// (calls, input tokens) in ClickHouse, each call once.
+    async fn shipped(&self) -> (u64, u64) {
+        let sql = format!("SELECT count(), sum(input_tokens) FROM {}.calls FINAL", self.database);
+        // (0, 0) before the first node created the table.
+        self.clickhouse.client().query(&sql).fetch_one::<(u64, u64)>().await.unwrap_or_default()
+    }
+
+    /// Waits until ClickHouse holds `calls` calls, then checks it holds no
+    /// more and the tokens add up.
+    async fn wait_shipped(&self, calls: u64, input_tokens: u64) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let got = self.shipped().await;
+            if got.0 >= calls || Instant::now() > deadline {
+                assert_eq!(got, (calls, input_tokens), "calls and input tokens in ClickHouse");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// Reports `ids`, each with 10 × its number as input tokens.
+fn reports(ids: std::ops::Range<u64>) -> Value {
+    let t = now_ms() - 60_000;
+    Value::Array(ids.map(|i| chat(&format!("r-{i}"), "gpt-4o", tokens(10 * i, 1), t)).collect())
+}
+
+fn tokens_of(ids: std::ops::Range<u64>) -> u64 {
+    ids.map(|i| 10 * i).sum()
+}
+
+/// Posts `body`, retrying (as a client does) while the node answers 503
+/// because another node has claimed a report and not yet said it committed
+/// it; returns (accepted, duplicates).
+async fn post_retrying(base: &str, body: &Value) -> (u64, u64) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let reply = post_usage(base, body).await;
+        if reply.status == 503 && reply.json["error"]["code"] == "pending" {
+            assert!(Instant::now() < deadline, "still pending: {}", reply.text);
+            assert!(reply.headers.contains_key("retry-after"), "{:?}", reply.headers);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        }
+        assert_eq!(reply.status, 200, "{}", reply.text);
+        let n = |k: &str| reply.json[k].as_u64().unwrap();
+        return (n("accepted"), n("duplicates"));
+    }
+}
+
+/// Waits until `/healthz` of `base` says `status`; returns the answer.
+async fn health(base: &str, status: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let answer = get_ok(base, "/healthz", &[]).await;
+        if answer["status"] == status || Instant::now() > deadline {
+            assert_eq!(answer["status"], status, "{answer}");
+            return answer;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn gauge(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("{name} not in /metrics:\n{metrics}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_sent_to_two_nodes_reach_clickhouse_once_each() {
+    let shared = Shared::start();
+    let a = shared.node("node-a", &[]);
+    let b = shared.node("node-b", &[]);
+    // 0..200 to node a, 100..300 to node b: 100 sent to both.
+    assert_eq!(post_retrying(a.url(), &reports(0..200)).await, (200, 0));
+    assert_eq!(post_retrying(b.url(), &reports(100..300)).await, (100, 100));
+    // The same again, to the other nodes: all duplicates.
+    assert_eq!(post_retrying(b.url(), &reports(0..100)).await, (0, 100));
+    assert_eq!(post_retrying(a.url(), &reports(250..300)).await, (0, 50));
+    shared.wait_shipped(300, tokens_of(0..300)).await;
+    for node in [&a, &b] {
+        health(node.url(), "ok").await;
+        let metrics = get(node.url(), "/metrics", &[]).await.text;
+        assert_eq!(gauge(&metrics, "tally_outbox_records"), 0.0);
+        assert!(metrics.contains("tally_shared_store_up{store=\"clickhouse\"} 1"), "{metrics}");
+    }
+    let metrics = get(a.url(), "/metrics", &[]).await.text;
+    assert_eq!(gauge(&metrics, "tally_shipped_records_total"), 200.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_acknowledges_while_clickhouse_is_down_and_ships_it_all_when_it_is_back() {
+    let mut shared = Shared::start();
+    let mut a = shared.node("node-a", &[]);
+    assert_eq!(post_retrying(a.url(), &reports(0..50)).await, (50, 0));
+    shared.wait_shipped(50, tokens_of(0..50)).await;
+    shared.clickhouse.stop();
+    assert_eq!(post_retrying(a.url(), &reports(50..150)).await, (100, 0));
+    let degraded = health(a.url(), "degraded").await;
+    assert_eq!(degraded["reasons"][0]["store"], "clickhouse", "{degraded}");
+    let metrics = get(a.url(), "/metrics", &[]).await.text;
+    assert_eq!(gauge(&metrics, "tally_outbox_records"), 100.0);
+    assert!(metrics.contains("tally_shared_store_up{store=\"clickhouse\"} 0"), "{metrics}");
+    // SIGKILLed with all of it unshipped, and started again.
+    a.kill_9();
+    a.restart();
+    assert_eq!(post_retrying(a.url(), &reports(150..160)).await, (10, 0));
+    shared.clickhouse.restart();
+    shared.wait_shipped(160, tokens_of(0..160)).await;
+    health(a.url(), "ok").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_postgresql_is_down_a_node_acknowledges_nothing_and_says_why() {
+    let mut shared = Shared::start();
+    let a = shared.node("node-a", &[]);
+    assert_eq!(post_retrying(a.url(), &reports(0..20)).await, (20, 0));
+    shared.postgres.stop();
+    let reply = post_usage(a.url(), &reports(20..40)).await;
+    reply.assert_error(503, Some("unavailable"));
+    assert!(reply.headers.contains_key("retry-after"), "{:?}", reply.headers);
+    let degraded = health(a.url(), "degraded").await;
+    assert_eq!(degraded["reasons"][0]["store"], "coordination", "{degraded}");
+    shared.postgres.restart();
+    // The refused batch, sent again, counts once; the first is duplicates.
+    assert_eq!(post_retrying(a.url(), &reports(0..40)).await, (20, 20));
+    shared.wait_shipped(40, tokens_of(0..40)).await;
+    health(a.url(), "ok").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_outbox_bound_a_node_answers_503_and_drops_nothing() {
+    let mut shared = Shared::start();
+    let a = shared.node("node-a", &[("TALLY_CLUSTER__MAX_OUTBOX_RECORDS", "60")]);
+    assert_eq!(post_retrying(a.url(), &reports(0..10)).await, (10, 0));
+    shared.wait_shipped(10, tokens_of(0..10)).await;
+    shared.clickhouse.stop();
+    assert_eq!(post_retrying(a.url(), &reports(10..70)).await, (60, 0));
+    let reply = post_usage(a.url(), &reports(70..80)).await;
+    reply.assert_error(503, Some("backlog"));
+    assert!(reply.json["error"]["message"].as_str().unwrap().contains("max_outbox_records"));
+    assert!(reply.headers.contains_key("retry-after"), "{:?}", reply.headers);
+    shared.clickhouse.restart();
+    shared.wait_shipped(70, tokens_of(0..70)).await;
+    // Shipped: taken again.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let reply = post_usage(a.url(), &reports(70..80)).await;
+        if reply.status == 200 {
+            assert_eq!(reply.json["accepted"], 10, "{}", reply.text);
+            break;
+        }
+        assert!(Instant::now() < deadline, "still refused: {}", reply.text);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    shared.wait_shipped(80, tokens_of(0..80)).await;
+}
+
+#[test]
+fn clickhouse_storage_needs_a_coordination_store_and_the_other_way_round() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(common::tally_binary())
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(["--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let alone = run(&["--storage", "clickhouse://127.0.0.1:1/tally"]);
+    assert!(alone.contains("coordination") && alone.contains("postgres://"), "{alone}");
+    let without = run(&["--coordination", "postgres://127.0.0.1:1/tally"]);
+    assert!(without.contains("clickhouse://"), "{without}");
+    let bad = run(&["--storage", "clickhouse://h/bad-name", "--coordination", "postgres://h/t"]);
+    assert!(bad.contains("storage"), "{bad}");
+}
