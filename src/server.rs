@@ -247,12 +247,17 @@ impl App {
     pub fn router(&self) -> Result<Router, StartError> {
         let usage = self.ingest()?;
         let query_limits = self.config.query.limits()?;
-        let queries = Arc::new(QueryState::new(
+        let mut queries = QueryState::new(
             self.storage.clone(),
             self.engine.clone(),
             self.metric_registry.clone(),
             query_limits,
-        ));
+        );
+        queries.shared = self
+            .cluster
+            .as_ref()
+            .map(|c| Arc::new(crate::cluster::reads::SharedReads::new(c.clickhouse.clone())));
+        let queries = Arc::new(queries);
         let ingest_routes = Router::new()
             .route("/api/v1/usage", post(ingest::usage::post_usage))
             .route("/api/v1/usage/reprice", post(ingest::usage::post_reprice))

@@ -6,7 +6,8 @@
 //! back, also after being SIGKILLed; while PostgreSQL is down a node
 //! acknowledges nothing (it cannot tell a duplicate) and says why; past the
 //! outbox bound it answers 503 and drops nothing; `/healthz` and `/metrics`
-//! say what is wrong.
+//! say what is wrong; every node answers usage queries as one SQLite node
+//! given the same traffic does.
 
 mod common;
 
@@ -14,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use common::clickhouse::ClickHouse;
 use common::postgres::Postgres;
-use common::{TestServer, chat, get, get_ok, now_ms, post_usage, tokens};
-use serde_json::Value;
+use common::{TestServer, chat, get, get_ok, now_ms, post_usage, tokens, with};
+use serde_json::{Value, json};
 
 /// The shared stores of one test, each in a fresh database.
 struct Shared {
@@ -231,4 +232,86 @@ fn clickhouse_storage_needs_a_coordination_store_and_the_other_way_round() {
     assert!(without.contains("clickhouse://"), "{without}");
     let bad = run(&["--storage", "clickhouse://h/bad-name", "--coordination", "postgres://h/t"]);
     assert!(bad.contains("storage"), "{bad}");
+}
+
+/// Varied reports: three models (one with no price), users, statuses,
+/// latencies, over the last two hours.
+fn varied(ids: std::ops::Range<u64>, t0: i64) -> Value {
+    let models = ["gpt-4o", "claude-3-5-sonnet-20241022", "in-house-model"];
+    Value::Array(
+        ids.map(|i| {
+            let report = chat(
+                &format!("v-{i}"),
+                models[i as usize % 3],
+                tokens(100 + i, 7 * i),
+                t0 - i as i64 * 20_000,
+            );
+            let report = with(report, "user", json!(format!("user-{}", i % 4)));
+            let report = with(report, "duration_ms", json!(100 + (i * 37) % 900));
+            with(report, "status", json!(if i % 10 == 0 { "error" } else { "ok" }))
+        })
+        .collect(),
+    )
+}
+
+/// `a` and `b` equal, numbers within a relative 1e-9 (sums taken in
+/// another order).
+fn assert_close(a: &Value, b: &Value, at: &str) {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => {
+            let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
+            assert!((x - y).abs() <= 1e-9 * x.abs().max(y.abs()).max(1.0), "{at}: {x} != {y}");
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            assert_eq!(x.len(), y.len(), "{at}: lengths");
+            for (i, (x, y)) in x.iter().zip(y).enumerate() {
+                assert_close(x, y, &format!("{at}[{i}]"));
+            }
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            let keys = |o: &serde_json::Map<String, Value>| o.keys().cloned().collect::<Vec<_>>();
+            assert_eq!(keys(x), keys(y), "{at}: keys");
+            for (k, v) in x {
+                assert_close(v, &y[k], &format!("{at}.{k}"));
+            }
+        }
+        _ => assert_eq!(a, b, "{at}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_node_answers_usage_as_one_sqlite_node_does_for_the_same_traffic() {
+    let shared = Shared::start();
+    let a = shared.node("node-a", &[]);
+    let b = shared.node("node-b", &[]);
+    let single = TestServer::start(&shared.dir.path().join("single"), &[]);
+    let t0 = now_ms() - 60_000;
+    // 0..200 to node a and 100..300 to node b; the single node gets both.
+    for (node, ids) in [(&a, 0..200), (&b, 100..300)] {
+        post_retrying(node.url(), &varied(ids.clone(), t0)).await;
+        post_retrying(single.url(), &varied(ids, t0)).await;
+    }
+    let input: u64 = (0..300).map(|i| 100 + i).sum();
+    shared.wait_shipped(300, input).await;
+    let (from, to) = ((t0 - 3 * 3_600_000).to_string(), (t0 + 120_000).to_string());
+    let window = [("from", from.as_str()), ("to", to.as_str())];
+    let queries: Vec<(&str, Vec<(&str, &str)>)> = vec![
+        ("/api/v1/usage/summary", vec![("group_by", "model")]),
+        ("/api/v1/usage/summary", vec![("group_by", "user,status"), ("filter", "model:gpt-4o")]),
+        ("/api/v1/usage/summary", vec![("group_by", "model"), ("limit", "1")]),
+        ("/api/v1/usage/series", vec![("group_by", "model"), ("step", "10m")]),
+        ("/api/v1/usage/series", vec![("step", "1m"), ("filter", "user:user-1")]),
+        ("/api/v1/usage/unpriced", vec![]),
+        ("/api/v1/usage/prices", vec![]),
+    ];
+    for (path, query) in queries {
+        let query: Vec<(&str, &str)> = window.iter().copied().chain(query).collect();
+        let want = get_ok(single.url(), path, &query).await;
+        let rows = ["groups", "models"].iter().find_map(|k| want[k].as_array());
+        assert!(rows.is_some_and(|rows| !rows.is_empty()), "{path} {query:?}: {want}");
+        for node in [&a, &b] {
+            let got = get_ok(node.url(), path, &query).await;
+            assert_close(&got, &want, &format!("{path} {query:?}"));
+        }
+    }
 }

@@ -8,6 +8,7 @@
 
 pub mod claims;
 pub mod outbox;
+pub mod reads;
 pub mod shipper;
 
 use std::collections::BTreeMap;

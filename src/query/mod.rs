@@ -24,6 +24,9 @@ pub struct QueryState {
     pub cache: cache::BucketCache,
     /// Metric query results per step (`metrics::grouped_bins`).
     pub metric_cache: cache::BucketCache<MetricTier, metrics::StepGroups>,
+    /// On a node of a cluster: where usage is read from (ClickHouse), so
+    /// that every node answers alike.
+    pub shared: Option<Arc<crate::cluster::reads::SharedReads>>,
 }
 
 impl QueryState {
@@ -40,6 +43,7 @@ impl QueryState {
             limits,
             cache: cache::BucketCache::default(),
             metric_cache: cache::BucketCache::default(),
+            shared: None,
         }
     }
 

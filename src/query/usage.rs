@@ -238,6 +238,73 @@ async fn grouped(
     Ok(out)
 }
 
+/// Per bucket, the groups by `dims` of the series of `project` passing
+/// `filters` over `pieces`: on a node of a cluster, every node's usage as
+/// shipped to ClickHouse; otherwise stored and open cells (`grouped`). One
+/// bucket may appear twice; callers merge.
+async fn bucket_groups(
+    state: &QueryState,
+    project: &str,
+    dims: &[String],
+    filters: &Filters,
+    pieces: &[(Tier, i64, i64)],
+    watch: &Watch,
+) -> Result<Vec<(i64, Grouped)>, ApiError> {
+    let Some(shared) = &state.shared else {
+        let selected = select_grouped(state, project, dims, filters);
+        let signature = signature(project, dims, filters);
+        return grouped(state, pieces, &selected, dims, &signature, watch).await;
+    };
+    let cells = shared
+        .cells(project, pieces)
+        .await
+        .map_err(|e| state.failure("reading rollups from ClickHouse failed", &e))?;
+    let mut buckets: BTreeMap<i64, BTreeMap<GroupKey, Cell>> = BTreeMap::new();
+    for (bucket, key, cell) in cells {
+        let flat = crate::aggregate::series::flat_of(&key);
+        if !filters.matches(&crate::aggregate::series::SeriesView::of(&flat)) {
+            continue;
+        }
+        let groups = buckets.entry(bucket).or_default();
+        match groups.get_mut(&group_key(&key, dims)) {
+            Some(group) => group.merge(&cell),
+            None => {
+                groups.insert(group_key(&key, dims), cell);
+            }
+        }
+    }
+    Ok(buckets.into_iter().map(|(bucket, groups)| (bucket, Arc::new(groups))).collect())
+}
+
+/// The cells of `project` over `pieces` summed by (model, provider); with
+/// `unpriced_only`, only cells holding unpriced calls.
+async fn by_model(
+    state: &QueryState,
+    project: &str,
+    pieces: &[(Tier, i64, i64)],
+    unpriced_only: bool,
+) -> Result<BTreeMap<(String, Option<String>), Cell>, ApiError> {
+    let mut by_model: BTreeMap<(String, Option<String>), Cell> = BTreeMap::new();
+    let keep = |cell: &Cell| !unpriced_only || cell.unpriced > 0;
+    if let Some(shared) = &state.shared {
+        let cells = shared
+            .cells(project, pieces)
+            .await
+            .map_err(|e| state.failure("reading rollups from ClickHouse failed", &e))?;
+        for (_, key, cell) in cells.iter().filter(|(_, _, c)| keep(c)) {
+            by_model.entry((key.model.clone(), key.provider.clone())).or_default().merge(cell);
+        }
+        return Ok(by_model);
+    }
+    let series = select(state, project, &Filters::default());
+    let cells = cells(state, pieces, &series).await?;
+    for (key, cell) in cells.iter().filter(|(_, c)| keep(c)) {
+        let s = &series[&key.series];
+        by_model.entry((s.model.clone(), s.provider.clone())).or_default().merge(cell);
+    }
+    Ok(by_model)
+}
+
 /// Groups stored rollup rows per bucket as they stream out of the store,
 /// merging their sketches straight from the stored bytes.
 struct Grouper {
@@ -313,9 +380,8 @@ pub async fn summary(
     let limit = params.limit(state.limits.max_groups, state.limits.max_groups)?;
     let csv = params.csv()?;
     let project = params.project();
-    let selected = select_grouped(&state, &project, &dims, &filters);
-    let signature = signature(&project, &dims, &filters);
-    let buckets = grouped(&state, &cover(from, to), &selected, &dims, &signature, &watch).await?;
+    let buckets =
+        bucket_groups(&state, &project, &dims, &filters, &cover(from, to), &watch).await?;
 
     let mut groups: BTreeMap<GroupKey, Cell> = BTreeMap::new();
     let mut total = Cell::default();
@@ -432,10 +498,8 @@ pub async fn series(
     let filters = params.filters(false)?;
     let limit = params.limit(state.limits.max_groups, state.limits.max_groups)?;
     let project = params.project();
-    let selected = select_grouped(&state, &project, &dims, &filters);
-    let signature = signature(&project, &dims, &filters);
-    let buckets =
-        grouped(&state, &[(tier, from, to)], &selected, &dims, &signature, &watch).await?;
+    let pieces = [(tier, from, to)];
+    let buckets = bucket_groups(&state, &project, &dims, &filters, &pieces, &watch).await?;
 
     let mut groups: BTreeMap<GroupKey, BTreeMap<i64, Cell>> = BTreeMap::new();
     for (bucket, bucket_groups) in &buckets {
@@ -583,13 +647,7 @@ pub async fn unpriced(
 ) -> Result<Response, ApiError> {
     let params = Params::parse(query.as_deref());
     let (from, to) = params.minute_window()?;
-    let series = select(&state, &params.project(), &Filters::default());
-    let cells = cells(&state, &cover(from, to), &series).await?;
-    let mut by_model: BTreeMap<(String, Option<String>), Cell> = BTreeMap::new();
-    for (key, cell) in cells.iter().filter(|(_, c)| c.unpriced > 0) {
-        let s = &series[&key.series];
-        by_model.entry((s.model.clone(), s.provider.clone())).or_default().merge(cell);
-    }
+    let by_model = by_model(&state, &params.project(), &cover(from, to), true).await?;
     let models: Vec<Value> = by_model
         .iter()
         .map(|((model, provider), cell)| {
@@ -624,13 +682,7 @@ pub async fn prices(
 ) -> Result<Response, ApiError> {
     let params = Params::parse(query.as_deref());
     let (from, to) = params.minute_window()?;
-    let series = select(&state, &params.project(), &Filters::default());
-    let cells = cells(&state, &cover(from, to), &series).await?;
-    let mut by_model: BTreeMap<(String, Option<String>), Cell> = BTreeMap::new();
-    for (key, cell) in cells.iter() {
-        let s = &series[&key.series];
-        by_model.entry((s.model.clone(), s.provider.clone())).or_default().merge(cell);
-    }
+    let by_model = by_model(&state, &params.project(), &cover(from, to), false).await?;
     // A bounded answer: the rollups cap distinct models and providers per project.
     let models: Vec<Value> = by_model
         .iter()
