@@ -314,4 +314,24 @@ async fn every_node_answers_usage_as_one_sqlite_node_does_for_the_same_traffic()
             assert_close(&got, &want, &format!("{path} {query:?}"));
         }
     }
+    // Raw records, paged (the cursors differ: a cluster's names the node).
+    let filters: [&[(&str, &str)]; 3] = [
+        &[],
+        &[("filter", "model:gpt-4o")],
+        &[("filter", "user:user-2"), ("filter", "status:error")],
+    ];
+    for filter in filters {
+        let query: Vec<(&str, &str)> =
+            window.iter().copied().chain(filter.iter().copied()).collect();
+        let want = common::all_records(single.url(), &query, 40).await;
+        assert!(!want.is_empty(), "{query:?}");
+        for node in [&a, &b] {
+            let got = common::all_records(node.url(), &query, 40).await;
+            assert_close(
+                &Value::Array(got),
+                &Value::Array(want.clone()),
+                &format!("records {query:?}"),
+            );
+        }
+    }
 }

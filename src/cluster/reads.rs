@@ -4,7 +4,9 @@
 //! (within `cluster.ship_interval`, while ClickHouse is reachable).
 
 use crate::aggregate::{Cell, SeriesKey, Tier};
+use crate::model::LlmCall;
 use crate::storage::StorageError;
+use crate::storage::clickhouse::calls::{self, CallPage};
 use crate::storage::clickhouse::{ClickHouse, ClickHouseUrl, rollups};
 
 pub struct SharedReads {
@@ -28,6 +30,29 @@ impl SharedReads {
         Ok(ch)
     }
 
+    /// Runs `read` on the connection; a failed read drops the connection,
+    /// so the next read connects afresh.
+    async fn with<T, F>(&self, read: impl FnOnce(ClickHouse) -> F) -> Result<T, StorageError>
+    where
+        F: std::future::Future<Output = Result<T, StorageError>>,
+    {
+        let ch = self.clickhouse().await?;
+        let result = read(ch).await;
+        if result.is_err() {
+            *self.connection.lock().await = None;
+        }
+        result
+    }
+
+    /// A page of raw calls, every node's, with the node and sequence
+    /// number of each (the page's order after time).
+    pub async fn calls(
+        &self,
+        page: &CallPage,
+    ) -> Result<Vec<(String, i64, LlmCall)>, StorageError> {
+        self.with(|ch| async move { calls::page(&ch, page).await }).await
+    }
+
     /// Every node's rolled-up cells of `project` over `pieces` (tier, from,
     /// to), by bucket and series.
     pub async fn cells(
@@ -35,17 +60,13 @@ impl SharedReads {
         project: &str,
         pieces: &[(Tier, i64, i64)],
     ) -> Result<Vec<(i64, SeriesKey, Cell)>, StorageError> {
-        let ch = self.clickhouse().await?;
-        let mut out = Vec::new();
-        for &(tier, from, to) in pieces {
-            match rollups::read(&ch, project, tier, from, to).await {
-                Ok(cells) => out.extend(cells),
-                Err(err) => {
-                    *self.connection.lock().await = None;
-                    return Err(err);
-                }
+        self.with(|ch| async move {
+            let mut out = Vec::new();
+            for &(tier, from, to) in pieces {
+                out.extend(rollups::read(&ch, project, tier, from, to).await?);
             }
-        }
-        Ok(out)
+            Ok(out)
+        })
+        .await
     }
 }

@@ -582,31 +582,61 @@ pub async fn records(
         Some([one]) => Some(one.clone()),
         Some(_) => return Err(ApiError::bad_request("filter: give at most one session")),
     };
-    let series_ids = filters
-        .has_series_filters()
-        .then(|| select(&state, &project, &filters).into_keys().collect::<Vec<_>>());
-    let after = params.get("cursor").map(parse_cursor).transpose()?;
-    let rows = state
-        .storage
-        .list_calls(CallFilter {
-            project,
-            from_ms: from,
-            to_ms: to,
-            series: series_ids,
-            session,
-            after,
-            limit,
-        })
-        .await
-        .map_err(|e| state.failure("listing records failed", &e))?;
-    let next_cursor = (rows.len() == limit)
-        .then(|| rows.last().map(|r| format!("{}.{}", r.call.time_ms, r.seq)))
-        .flatten();
+    let cursor = params.get("cursor");
+    let (rows, next_cursor) = match &state.shared {
+        None => {
+            let series_ids = filters
+                .has_series_filters()
+                .then(|| select(&state, &project, &filters).into_keys().collect::<Vec<_>>());
+            let after = cursor.map(parse_cursor).transpose()?;
+            let filter = CallFilter {
+                project,
+                from_ms: from,
+                to_ms: to,
+                series: series_ids,
+                session,
+                after,
+                limit,
+            };
+            let rows = state
+                .storage
+                .list_calls(filter)
+                .await
+                .map_err(|e| state.failure("listing records failed", &e))?;
+            let next = rows.last().map(|r| format!("{}.{}", r.call.time_ms, r.seq));
+            let rows: Vec<crate::model::LlmCall> = rows.into_iter().map(|r| r.call).collect();
+            (rows, next)
+        }
+        Some(shared) => {
+            let page = crate::storage::clickhouse::calls::CallPage {
+                project,
+                from_ms: from,
+                to_ms: to,
+                filters: filters
+                    .0
+                    .iter()
+                    .filter(|(dim, _)| *dim != "session")
+                    .map(|(dim, values)| (dim.clone(), values.clone()))
+                    .collect(),
+                session,
+                after: cursor.map(parse_node_cursor).transpose()?,
+                limit,
+            };
+            let rows = shared
+                .calls(&page)
+                .await
+                .map_err(|e| state.failure("listing records from ClickHouse failed", &e))?;
+            let next =
+                rows.last().map(|(node, seq, call)| format!("{}.{node}.{seq}", call.time_ms));
+            (rows.into_iter().map(|(_, _, call)| call).collect(), next)
+        }
+    };
+    let next_cursor = next_cursor.filter(|_| rows.len() == limit);
 
     if params.csv()? {
         let mut out = csv_line(RECORD_FIELDS.iter().copied());
-        for row in &rows {
-            let value = serde_json::to_value(&row.call).expect("calls serialize");
+        for call in &rows {
+            let value = serde_json::to_value(call).expect("calls serialize");
             let fields: Vec<String> = RECORD_FIELDS
                 .iter()
                 .map(|f| match (f, &value[*f]) {
@@ -626,8 +656,19 @@ pub async fn records(
         }
         return Ok(response);
     }
-    let records: Vec<&crate::model::LlmCall> = rows.iter().map(|r| &r.call).collect();
-    Ok(Json(json!({"records": records, "next_cursor": next_cursor})).into_response())
+    Ok(Json(json!({"records": rows, "next_cursor": next_cursor})).into_response())
+}
+
+/// A records cursor of a node of a cluster: `time.node.seq` (a node's
+/// name may hold dots; time and seq do not).
+fn parse_node_cursor(text: &str) -> Result<(i64, String, i64), ApiError> {
+    let parsed = text.split_once('.').and_then(|(time, rest)| {
+        let (node, seq) = rest.rsplit_once('.')?;
+        Some((time.parse().ok()?, node.to_owned(), seq.parse().ok()?))
+    });
+    parsed.ok_or_else(|| {
+        ApiError::bad_request(format!("cursor: {text:?} is not a cursor from a previous page"))
+    })
 }
 
 /// `GET /api/v1/usage/unpriced`: models counted with cost 0 because no price

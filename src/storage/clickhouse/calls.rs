@@ -264,3 +264,95 @@ pub async fn read(
         .map_err(backend)?;
     rows.into_iter().map(CallRow::into_call).collect()
 }
+
+/// Which calls a page of raw records holds.
+#[derive(Debug, Clone, Default)]
+pub struct CallPage {
+    pub project: String,
+    pub from_ms: i64,
+    pub to_ms: i64,
+    /// (dimension, values): a call passes when its value of every
+    /// dimension is one of the values (`""` for a value it lacks).
+    pub filters: Vec<(String, Vec<String>)>,
+    pub session: Option<String>,
+    /// Resume after this (time_ms, node, seq).
+    pub after: Option<(i64, String, i64)>,
+    pub limit: usize,
+}
+
+/// A ledger dimension as a column expression (`""` where the call lacks
+/// it), and the tag name a `tag.NAME` dimension binds.
+fn dimension_sql(dimension: &str) -> Option<(&'static str, Option<&str>)> {
+    let column = match dimension {
+        "model" => "model",
+        "operation" => "operation",
+        "status" => "status",
+        "provider" => "ifNull(provider, '')",
+        "user" => "ifNull(user, '')",
+        "api_key" => "ifNull(api_key, '')",
+        "route" => "ifNull(route, '')",
+        "cluster" => "ifNull(cluster, '')",
+        _ => {
+            let tag = dimension.strip_prefix("tag.")?;
+            // A missing tag reads as element 0: the empty string.
+            return Some(("tag_values[indexOf(tag_keys, ?)]", Some(tag)));
+        }
+    };
+    Some((column, None))
+}
+
+/// A page of `page.project`'s calls in `[from_ms, to_ms)` passing its
+/// filters, each once, in (time, node, seq) order, with the node and
+/// sequence number of each.
+pub async fn page(
+    ch: &ClickHouse,
+    page: &CallPage,
+) -> Result<Vec<(String, i64, LlmCall)>, StorageError> {
+    let mut sql = format!(
+        "SELECT ?fields FROM {}.calls FINAL \
+         WHERE project = ? AND day >= toDate(?) AND day <= toDate(?) \
+         AND time_ms >= ? AND time_ms < ?",
+        ch.database()
+    );
+    let mut filters = Vec::new();
+    for (dimension, values) in &page.filters {
+        let (column, tag) = dimension_sql(dimension)
+            .ok_or_else(|| backend(format!("no such dimension {dimension:?}")))?;
+        let marks = vec!["?"; values.len()].join(", ");
+        sql.push_str(&format!(" AND {column} IN ({marks})"));
+        filters.push((tag, values));
+    }
+    if page.session.is_some() {
+        sql.push_str(" AND session = ?");
+    }
+    if page.after.is_some() {
+        sql.push_str(
+            " AND (time_ms > ? OR (time_ms = ? AND (node > ? OR (node = ? AND seq > ?))))",
+        );
+    }
+    sql.push_str(" ORDER BY time_ms, node, seq LIMIT ?");
+    let mut query = ch
+        .client()
+        .query(&sql)
+        .bind(&page.project)
+        .bind(date(page.from_ms))
+        .bind(date(page.to_ms))
+        .bind(page.from_ms)
+        .bind(page.to_ms);
+    for (tag, values) in filters {
+        if let Some(tag) = tag {
+            query = query.bind(tag);
+        }
+        for value in values {
+            query = query.bind(value);
+        }
+    }
+    if let Some(session) = &page.session {
+        query = query.bind(session);
+    }
+    if let Some((time, node, seq)) = &page.after {
+        query = query.bind(time).bind(time).bind(node).bind(node).bind(seq);
+    }
+    let rows: Vec<CallRow> = query.bind(page.limit as u64).fetch_all().await.map_err(backend)?;
+    rows.into_iter().map(CallRow::into_call).collect()
+}
