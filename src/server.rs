@@ -253,10 +253,12 @@ impl App {
             self.metric_registry.clone(),
             query_limits,
         );
-        queries.shared = self
-            .cluster
-            .as_ref()
-            .map(|c| Arc::new(crate::cluster::reads::SharedReads::new(c.clickhouse.clone())));
+        if let Some(cluster) = &self.cluster {
+            let reads =
+                Arc::new(crate::cluster::reads::SharedReads::new(cluster.clickhouse.clone()));
+            queries.telemetry = reads.clone();
+            queries.shared = Some(reads);
+        }
         let queries = Arc::new(queries);
         let ingest_routes = Router::new()
             .route("/api/v1/usage", post(ingest::usage::post_usage))

@@ -335,3 +335,126 @@ async fn every_node_answers_usage_as_one_sqlite_node_does_for_the_same_traffic()
         }
     }
 }
+
+/// Agent runs in OTLP/JSON: trace `i` has a root agent span and two chat
+/// spans (one failing every fourth trace), with a user and a session, and a
+/// log record linked to the first chat span.
+fn runs(ids: std::ops::Range<u64>, t0: u64) -> (Value, Value) {
+    let ns = |ms: u64| (ms * 1_000_000).to_string();
+    let attr = |k: &str, v: Value| json!({"key": k, "value": v});
+    let text = |k: &str, v: &str| attr(k, json!({"stringValue": v}));
+    let mut spans = Vec::new();
+    let mut logs = Vec::new();
+    for i in ids {
+        let trace = format!("{:032x}", 0xc0ffee_0000 + i);
+        let start = t0 + i * 1_000;
+        let span = |n: u64| format!("{:016x}", i * 16 + n);
+        let common = [
+            text("user.id", &format!("user-{}", i % 3)),
+            text("session.id", &format!("s-{}", i % 5)),
+        ];
+        spans.push(json!({"traceId": trace, "spanId": span(1), "name": "invoke_agent support",
+            "startTimeUnixNano": ns(start), "endTimeUnixNano": ns(start + 900),
+            "attributes": [text("gen_ai.operation.name", "invoke_agent"), common[0].clone(), common[1].clone()]}));
+        for (n, model) in [(2, "gpt-4o"), (3, "claude-3-5-sonnet-20241022")] {
+            let failed = n == 3 && i % 4 == 0;
+            spans.push(json!({"traceId": trace, "spanId": span(n), "parentSpanId": span(1),
+            "name": format!("chat {model}"), "startTimeUnixNano": ns(start + 100 * n),
+            "endTimeUnixNano": ns(start + 100 * n + 50 + i * 20),
+            "status": {"code": if failed { 2 } else { 1 }},
+            "attributes": [
+                text("gen_ai.operation.name", "chat"), text("gen_ai.request.model", model),
+                text("gen_ai.response.id", &format!("resp-{i}-{n}")),
+                attr("gen_ai.usage.input_tokens", json!({"intValue": (100 + i).to_string()})),
+                attr("gen_ai.usage.output_tokens", json!({"intValue": 20 + n})),
+                common[0].clone(), common[1].clone(),
+            ]}));
+        }
+        logs.push(json!({"timeUnixNano": ns(start + 150), "severityNumber": if i % 2 == 0 { 9 } else { 17 },
+            "body": {"stringValue": format!("retrieved {i} documents")}, "traceId": trace, "spanId": span(2)}));
+    }
+    let resource = json!({"attributes": [text("service.name", "support-agent")]});
+    (
+        json!({"resourceSpans": [{"resource": resource, "scopeSpans": [{"spans": spans}]}]}),
+        json!({"resourceLogs": [{"resource": resource, "scopeLogs": [{"logRecords": logs}]}]}),
+    )
+}
+
+/// Posts an OTLP/JSON export to `path`, retrying while a claim is pending.
+async fn post_otlp(base: &str, path: &str, body: &Value) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let reply = common::post_json_to(base, path, body).await;
+        if reply.status == 503 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        }
+        assert_eq!(reply.status, 200, "{path}: {}", reply.text);
+        return;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_node_answers_traces_sessions_and_logs_as_one_sqlite_node_does() {
+    let shared = Shared::start();
+    let a = shared.node("node-a", &[]);
+    let b = shared.node("node-b", &[]);
+    let single = TestServer::start(&shared.dir.path().join("single"), &[]);
+    let t0 = now_ms() as u64 - 120_000;
+    // Traces 0..30 to node a and 20..50 to node b: ten sent to both.
+    for (node, ids) in [(&a, 0..30), (&b, 20..50)] {
+        let (traces, logs) = runs(ids, t0);
+        for base in [node.url(), single.url()] {
+            post_otlp(base, "/v1/traces", &traces).await;
+            post_otlp(base, "/v1/logs", &logs).await;
+        }
+    }
+    // Every chat span is a call: 100, once each.
+    let input: u64 = (0..50).map(|i| 2 * (100 + i)).sum();
+    shared.wait_shipped(100, input).await;
+    let spans = format!(
+        "SELECT count() FROM (SELECT trace_id FROM {}.spans FINAL LIMIT 1 BY trace_id, span_id)",
+        shared.database
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while shared.clickhouse.client().query(&spans).fetch_one::<u64>().await.unwrap_or(0) < 150 {
+        assert!(Instant::now() < deadline, "spans not shipped");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let window = [("since", "1h")];
+    let first = format!("/api/v1/traces/{:032x}", 0xc0ffee_0000u64);
+    let shared_trace = format!("/api/v1/traces/{:032x}", 0xc0ffee_0000u64 + 25);
+    let queries: Vec<(&str, Vec<(&str, &str)>)> = vec![
+        ("/api/v1/traces", vec![]),
+        ("/api/v1/traces", vec![("limit", "7")]),
+        ("/api/v1/traces", vec![("status", "error")]),
+        ("/api/v1/traces", vec![("model", "gpt-4o"), ("user", "user-1")]),
+        ("/api/v1/traces", vec![("session", "s-2"), ("min_duration_ms", "950")]),
+        ("/api/v1/traces/summary", vec![]),
+        ("/api/v1/traces/latency", vec![]),
+        ("/api/v1/sessions", vec![]),
+        ("/api/v1/sessions/s-3", vec![]),
+        ("/api/v1/logs", vec![("limit", "1000")]),
+        ("/api/v1/logs", vec![("severity", "error"), ("q", "DOCUMENTS")]),
+        (first.as_str(), vec![]),
+        (shared_trace.as_str(), vec![]),
+    ];
+    for (path, query) in queries {
+        let query: Vec<(&str, &str)> = window.iter().copied().chain(query).collect();
+        let mut want = get_ok(single.url(), path, &query).await;
+        // Something to compare: a list that is not empty.
+        let lists = want.as_object().unwrap().values().filter_map(Value::as_array);
+        assert!(lists.into_iter().any(|list| !list.is_empty()), "{path} {query:?}: {want}");
+        for node in [&a, &b] {
+            let reply = get(node.url(), path, &query).await;
+            assert_eq!(reply.status, 200, "{path} {query:?}: {}\n{}", reply.text, node.log());
+            let mut got = reply.json;
+            if path == "/api/v1/logs" {
+                // The cursors differ: a cluster's orders records by node too.
+                got["next_cursor"] = Value::Null;
+                want["next_cursor"] = Value::Null;
+            }
+            assert_close(&got, &want, &format!("{path} {query:?}"));
+        }
+    }
+}

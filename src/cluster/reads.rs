@@ -1,13 +1,17 @@
 //! What a node of a cluster reads from ClickHouse rather than its own
 //! store, so that every node answers alike: usage rolled up from every
-//! node's shipped calls. What a node committed shows once it is shipped
+//! node's shipped calls, raw calls, and traces, sessions and log records
+//! (the telemetry role). What a node committed shows once it is shipped
 //! (within `cluster.ship_interval`, while ClickHouse is reachable).
 
 use crate::aggregate::{Cell, SeriesKey, Tier};
-use crate::model::LlmCall;
-use crate::storage::StorageError;
+use crate::model::{LlmCall, LogRecord};
 use crate::storage::clickhouse::calls::{self, CallPage};
 use crate::storage::clickhouse::{ClickHouse, ClickHouseUrl, rollups};
+use crate::storage::{
+    LogFilter, SessionSummary, StorageError, StoredTrace, TelemetryScope, TelemetryStore,
+    TelemetryVisitor, TraceBounds, TraceFilter, TraceSummary,
+};
 
 pub struct SharedReads {
     url: ClickHouseUrl,
@@ -68,5 +72,51 @@ impl SharedReads {
             Ok(out)
         })
         .await
+    }
+}
+
+#[async_trait::async_trait]
+impl TelemetryStore for SharedReads {
+    async fn list_traces(&self, filter: TraceFilter) -> Result<Vec<TraceSummary>, StorageError> {
+        self.with(|ch| async move { ch.list_traces(filter).await }).await
+    }
+
+    async fn trace(
+        &self,
+        project: &str,
+        trace_id: &str,
+        bounds: TraceBounds,
+    ) -> Result<StoredTrace, StorageError> {
+        self.with(|ch| async move { ch.trace(project, trace_id, bounds).await }).await
+    }
+
+    async fn scan_spans(
+        &self,
+        scope: TelemetryScope,
+        visitor: Box<dyn TelemetryVisitor>,
+    ) -> Result<Box<dyn TelemetryVisitor>, StorageError> {
+        self.with(|ch| async move { ch.scan_spans(scope, visitor).await }).await
+    }
+
+    async fn scan_traces(
+        &self,
+        scope: TelemetryScope,
+        visitor: Box<dyn TelemetryVisitor>,
+    ) -> Result<Box<dyn TelemetryVisitor>, StorageError> {
+        self.with(|ch| async move { ch.scan_traces(scope, visitor).await }).await
+    }
+
+    async fn list_logs(&self, filter: LogFilter) -> Result<Vec<(i64, LogRecord)>, StorageError> {
+        self.with(|ch| async move { ch.list_logs(filter).await }).await
+    }
+
+    async fn list_sessions(
+        &self,
+        project: &str,
+        from_ns: i64,
+        to_ns: i64,
+        limit: usize,
+    ) -> Result<Vec<SessionSummary>, StorageError> {
+        self.with(|ch| async move { ch.list_sessions(project, from_ns, to_ns, limit).await }).await
     }
 }

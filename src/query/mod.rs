@@ -18,6 +18,9 @@ use crate::storage::Storage;
 /// What the query endpoints need.
 pub struct QueryState {
     pub storage: Arc<dyn Storage>,
+    /// Where traces, sessions and logs are read: the store, or on a node
+    /// of a cluster, ClickHouse.
+    pub telemetry: Arc<dyn crate::storage::TelemetryStore>,
     pub engine: Arc<RollupEngine>,
     pub metrics: Arc<MetricRegistry>,
     pub limits: limits::QueryLimits,
@@ -37,6 +40,7 @@ impl QueryState {
         limits: limits::QueryLimits,
     ) -> Self {
         Self {
+            telemetry: storage.clone(),
             storage,
             engine,
             metrics,

@@ -109,11 +109,11 @@ pub async fn summary(
     let params = Params::parse(query.as_deref());
     let scope = scope(&params)?;
     let visitor = state
-        .storage
+        .telemetry
         .scan_traces(scope.clone(), Box::new(Summary::default()))
         .await
         .map_err(scan_error)?;
-    let visitor = state.storage.scan_spans(scope.clone(), visitor).await.map_err(scan_error)?;
+    let visitor = state.telemetry.scan_spans(scope.clone(), visitor).await.map_err(scan_error)?;
     let summary = downcast::<Summary>(visitor);
     let traces = summary.traces.sketch.count();
     let spans: u64 = summary.kinds.values().sum();
@@ -231,7 +231,7 @@ pub async fn latency(
         other: Durations::default(),
     };
     let visitor =
-        state.storage.scan_spans(scope.clone(), Box::new(latency)).await.map_err(scan_error)?;
+        state.telemetry.scan_spans(scope.clone(), Box::new(latency)).await.map_err(scan_error)?;
     let Latency { groups, mut other, .. } = *downcast::<Latency>(visitor);
     let groups_total = groups.len();
     let mut groups: Vec<(Box<str>, Durations)> = groups.into_iter().collect();

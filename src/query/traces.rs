@@ -151,7 +151,7 @@ pub async fn list(
         before: params.get("cursor").map(parse_trace_cursor).transpose()?,
         limit,
     };
-    let traces = state.storage.list_traces(filter).await.map_err(storage_error)?;
+    let traces = state.telemetry.list_traces(filter).await.map_err(storage_error)?;
     let next_cursor = (traces.len() == limit)
         .then(|| traces.last().map(|t| format!("{}:{}", t.start_ns, t.trace_id)))
         .flatten();
@@ -197,7 +197,7 @@ pub async fn detail(
         max_logs: state.limits.max_trace_logs,
     };
     let stored = state
-        .storage
+        .telemetry
         .trace(&project, &trace_id, bounds)
         .await
         .map_err(|e| state.failure("reading traces failed", &e))?;
@@ -332,7 +332,7 @@ pub async fn sessions(
     let limit = params.limit(100, 10_000)?;
     let project = params.project();
     let sessions = state
-        .storage
+        .telemetry
         .list_sessions(
             &project,
             from.saturating_mul(NS_PER_MS),
@@ -378,7 +378,7 @@ pub async fn session(
         limit: 10_000,
         ..TraceFilter::default()
     };
-    let mut traces = state.storage.list_traces(filter).await.map_err(storage_error)?;
+    let mut traces = state.telemetry.list_traces(filter).await.map_err(storage_error)?;
     if traces.is_empty() {
         return Err(ApiError::not_found(format!("no session {session:?} in project {project:?}")));
     }
@@ -461,7 +461,7 @@ pub async fn logs(
         before,
         limit,
     };
-    let logs = state.storage.list_logs(filter).await.map_err(storage_error)?;
+    let logs = state.telemetry.list_logs(filter).await.map_err(storage_error)?;
     let next_cursor = (logs.len() == limit)
         .then(|| logs.last().map(|(seq, log)| format!("{}.{seq}", log.time_ns)))
         .flatten();

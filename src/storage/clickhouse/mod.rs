@@ -9,6 +9,7 @@ pub mod rollups;
 pub mod schema;
 pub mod ship;
 pub mod telemetry;
+pub mod traces;
 
 use super::StorageError;
 

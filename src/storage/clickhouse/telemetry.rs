@@ -76,7 +76,7 @@ pub fn create(ddl: &Ddl<'_>) -> Vec<String> {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, clickhouse::Row)]
-struct SpanRow {
+pub(super) struct SpanRow {
     project: String,
     day: u16,
     trace_id: String,
@@ -141,7 +141,7 @@ impl SpanRow {
         }
     }
 
-    fn into_span(self) -> Result<SpanRecord, StorageError> {
+    pub(super) fn into_span(self) -> Result<SpanRecord, StorageError> {
         let corrupt = |what: &str| {
             StorageError::Corrupt(format!("spans row {}/{}: {what}", self.node, self.seq))
         };
@@ -177,7 +177,7 @@ impl SpanRow {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, clickhouse::Row)]
-struct LogRow {
+pub(super) struct LogRow {
     project: String,
     day: u16,
     time_ns: i64,
@@ -210,7 +210,7 @@ impl LogRow {
         }
     }
 
-    fn into_log(self) -> Result<LogRecord, StorageError> {
+    pub(super) fn into_log(self) -> Result<LogRecord, StorageError> {
         let corrupt = |what: &str| {
             StorageError::Corrupt(format!("logs row {}/{}: {what}", self.node, self.seq))
         };
