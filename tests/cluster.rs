@@ -346,7 +346,7 @@ fn runs(ids: std::ops::Range<u64>, t0: u64) -> (Value, Value) {
     let mut spans = Vec::new();
     let mut logs = Vec::new();
     for i in ids {
-        let trace = format!("{:032x}", 0xc0ffee_0000 + i);
+        let trace = format!("{:032x}", 0x00c0_ffee_0000 + i);
         let start = t0 + i * 1_000;
         let span = |n: u64| format!("{:016x}", i * 16 + n);
         let common = [
@@ -422,8 +422,8 @@ async fn every_node_answers_traces_sessions_and_logs_as_one_sqlite_node_does() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let window = [("since", "1h")];
-    let first = format!("/api/v1/traces/{:032x}", 0xc0ffee_0000u64);
-    let shared_trace = format!("/api/v1/traces/{:032x}", 0xc0ffee_0000u64 + 25);
+    let first = format!("/api/v1/traces/{:032x}", 0x00c0_ffee_0000_u64);
+    let shared_trace = format!("/api/v1/traces/{:032x}", 0x00c0_ffee_0000_u64 + 25);
     let queries: Vec<(&str, Vec<(&str, &str)>)> = vec![
         ("/api/v1/traces", vec![]),
         ("/api/v1/traces", vec![("limit", "7")]),
