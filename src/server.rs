@@ -254,10 +254,8 @@ impl App {
             query_limits,
         );
         if let Some(cluster) = &self.cluster {
-            let reads =
-                Arc::new(crate::cluster::reads::SharedReads::new(cluster.clickhouse.clone()));
-            queries.telemetry = reads.clone();
-            queries.shared = Some(reads);
+            queries.telemetry = cluster.reads.clone();
+            queries.shared = Some(cluster.reads.clone());
         }
         let queries = Arc::new(queries);
         let ingest_routes = Router::new()
@@ -374,6 +372,7 @@ impl App {
             retention_ms("metrics.retention_1h", &m.retention_1h)?,
         ];
         let committer = self.committer.clone();
+        let cluster = self.cluster.clone();
         Ok(tokio::spawn(async move {
             let mut ticker = tokio::time::interval(every);
             loop {
@@ -390,6 +389,15 @@ impl App {
                     Ok(0) => {}
                     Ok(deleted) => info!(deleted, "retention applied"),
                     Err(err) => warn!(%err, "retention failed; will retry"),
+                }
+                // Every node drops what is past retention in ClickHouse;
+                // dropping a partition already gone changes nothing.
+                if let Some(cluster) = &cluster {
+                    match cluster.reads.retention(&cutoffs).await {
+                        Ok(0) => {}
+                        Ok(partitions) => info!(partitions, "ClickHouse retention applied"),
+                        Err(err) => warn!(%err, "ClickHouse retention failed; will retry"),
+                    }
                 }
             }
         }))

@@ -322,3 +322,45 @@ async fn rollups_of_two_nodes_add_up_and_a_block_sent_again_replaces_its_rows() 
     }
     assert_eq!(expected.requests, 4_000);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_drops_whole_days_of_calls_and_tiers_of_rollups_past_their_cutoffs() {
+    use tally::aggregate::Tier;
+    use tally::storage::RetentionCutoffs;
+    use tally::storage::clickhouse::{retention, rollups};
+    let server = Server::start();
+    let url = ClickHouseUrl::parse(&format!(
+        "clickhouse://{}/tally",
+        server.http_url().trim_start_matches("http://")
+    ))
+    .unwrap();
+    let ch = ClickHouse::connect(&url).await.unwrap();
+    schema::migrate(&ch, schema::MIGRATIONS).await.unwrap();
+    // Calls over three days from midnight, and their rollups.
+    let t0 = 1_790_035_200_000 - 1_790_035_200_000 % DAY_MS;
+    let calls_sent = batch("a", 300, t0);
+    calls::insert(&ch, "node-a", &calls_sent).await.unwrap();
+    rollups::insert_block(&ch, "node-a", &calls_sent).await.unwrap();
+    let count = |day_from: i64| calls_sent.iter().filter(|c| c.call.time_ms >= day_from).count();
+    // Raw data kept from the second day on; minute rollups for none of
+    // these days' 30-day span; hours and days forever.
+    let cutoffs = RetentionCutoffs {
+        raw: Some(t0 + DAY_MS + 3_600_000),
+        minute: Some(t0 + 3 * DAY_MS + 31 * DAY_MS),
+        hour: None,
+        day: None,
+        metric: [None; 4],
+    };
+    let dropped = retention::apply(&ch, &cutoffs).await.unwrap();
+    assert!(dropped >= 2, "the first day of calls and the minute rollups: {dropped}");
+    let left = calls::read(&ch, "p", t0 - DAY_MS, t0 + 5 * DAY_MS).await.unwrap();
+    assert_eq!(left.len(), count(t0 + DAY_MS), "calls from the second day on");
+    assert!(left.iter().all(|(_, _, c)| c.time_ms >= t0 + DAY_MS));
+    let minute = rollups::read(&ch, "p", Tier::Minute, 0, i64::MAX).await.unwrap();
+    assert!(minute.is_empty(), "minute rollups dropped");
+    let hours = rollups::read(&ch, "p", Tier::Hour, 0, i64::MAX).await.unwrap();
+    let requests: u64 = hours.iter().map(|(_, _, cell)| cell.requests).sum();
+    assert_eq!(requests, 300, "hour rollups kept");
+    // Run again (another node, or after a crash): nothing more to drop.
+    assert_eq!(retention::apply(&ch, &cutoffs).await.unwrap(), 0);
+}

@@ -151,6 +151,8 @@ pub struct Cluster {
     pub health: Arc<Health>,
     pub outbox: Arc<outbox::Outbox>,
     pub claims: Option<Arc<claims::ClusterClaims>>,
+    /// What queries read from ClickHouse.
+    pub reads: Arc<reads::SharedReads>,
 }
 
 impl Cluster {
@@ -201,6 +203,7 @@ impl Cluster {
         let outbox = outbox::Outbox::new(settings.max_outbox_records, settings.max_outbox_age_ms);
         Ok(Some(Cluster {
             node,
+            reads: Arc::new(reads::SharedReads::new(url.clone())),
             clickhouse: url,
             settings,
             health,

@@ -6,8 +6,9 @@
 
 use crate::aggregate::{Cell, SeriesKey, Tier};
 use crate::model::{LlmCall, LogRecord};
+use crate::storage::RetentionCutoffs;
 use crate::storage::clickhouse::calls::{self, CallPage};
-use crate::storage::clickhouse::{ClickHouse, ClickHouseUrl, rollups};
+use crate::storage::clickhouse::{ClickHouse, ClickHouseUrl, retention, rollups};
 use crate::storage::{
     LogFilter, SessionSummary, StorageError, StoredTrace, TelemetryScope, TelemetryStore,
     TelemetryVisitor, TraceBounds, TraceFilter, TraceSummary,
@@ -55,6 +56,11 @@ impl SharedReads {
         page: &CallPage,
     ) -> Result<Vec<(String, i64, LlmCall)>, StorageError> {
         self.with(|ch| async move { calls::page(&ch, page).await }).await
+    }
+
+    /// Drops the partitions past retention (`clickhouse::retention`).
+    pub async fn retention(&self, cutoffs: &RetentionCutoffs) -> Result<u64, StorageError> {
+        self.with(|ch| async move { retention::apply(&ch, cutoffs).await }).await
     }
 
     /// Every node's rolled-up cells of `project` over `pieces` (tier, from,

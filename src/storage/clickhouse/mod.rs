@@ -5,6 +5,7 @@
 //! ships to them (`ship`).
 
 pub mod calls;
+pub mod retention;
 pub mod rollups;
 pub mod schema;
 pub mod ship;
