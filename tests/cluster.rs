@@ -40,12 +40,16 @@ impl Shared {
         Shared { clickhouse, postgres, database, storage, coordination, dir }
     }
 
-    /// A node on its own data dir, shipping every 200 ms.
+    /// A node on its own data dir, shipping every 200 ms unless `env` says
+    /// otherwise.
     fn node(&self, name: &str, env: &[(&str, &str)]) -> TestServer {
-        let mut env = env.to_vec();
-        env.push(("TALLY_CLUSTER__SHIP_INTERVAL", "200ms"));
-        env.push(("TALLY_CLUSTER__COORDINATION_TIMEOUT", "2s"));
-        env.push(("TALLY_CLUSTER__NODE", name));
+        let mut defaults = vec![
+            ("TALLY_CLUSTER__SHIP_INTERVAL", "200ms"),
+            ("TALLY_CLUSTER__COORDINATION_TIMEOUT", "2s"),
+            ("TALLY_CLUSTER__NODE", name),
+        ];
+        defaults.retain(|(k, _)| !env.iter().any(|(given, _)| given == k));
+        let env: Vec<(&str, &str)> = defaults.into_iter().chain(env.iter().copied()).collect();
         let args = ["--storage", &self.storage, "--coordination", &self.coordination];
         TestServer::start_with_args(&self.dir.path().join(name), &env, &args)
     }
@@ -57,13 +61,21 @@ impl Shared {
         self.clickhouse.client().query(&sql).fetch_one::<(u64, u64)>().await.unwrap_or_default()
     }
 
-    /// Waits until ClickHouse holds `calls` calls, then checks it holds no
-    /// more and the tokens add up.
+    /// Requests in the day tier of the rollups (shipped after their calls).
+    async fn rolled_up(&self) -> u64 {
+        let sql =
+            format!("SELECT sum(requests) FROM {}.rollups FINAL WHERE tier = 2", self.database);
+        self.clickhouse.client().query(&sql).fetch_one::<u64>().await.unwrap_or_default()
+    }
+
+    /// Waits until ClickHouse holds `calls` calls and their rollups, then
+    /// checks it holds no more and the tokens add up.
     async fn wait_shipped(&self, calls: u64, input_tokens: u64) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let got = self.shipped().await;
-            if got.0 >= calls || Instant::now() > deadline {
+            let done = got.0 >= calls && self.rolled_up().await >= calls;
+            if done || Instant::now() > deadline {
                 assert_eq!(got, (calls, input_tokens), "calls and input tokens in ClickHouse");
                 return;
             }
@@ -160,6 +172,10 @@ async fn a_node_acknowledges_while_clickhouse_is_down_and_ships_it_all_when_it_i
     a.kill_9();
     a.restart();
     assert_eq!(post_retrying(a.url(), &reports(150..160)).await, (10, 0));
+    // What node a committed before the SIGKILL is settled as its own at
+    // restart: another node hears those reports are duplicates.
+    let b = shared.node("node-b", &[]);
+    assert_eq!(post_retrying(b.url(), &reports(100..160)).await, (0, 60));
     shared.clickhouse.restart();
     shared.wait_shipped(160, tokens_of(0..160)).await;
     health(a.url(), "ok").await;
@@ -421,6 +437,13 @@ async fn every_node_answers_traces_sessions_and_logs_as_one_sqlite_node_does() {
         assert!(Instant::now() < deadline, "spans not shipped");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // Log records are not deduplicated (they carry no id): the ten traces
+    // sent to both nodes have theirs twice, on the single node too.
+    let logs = format!("SELECT count() FROM {}.logs FINAL", shared.database);
+    while shared.clickhouse.client().query(&logs).fetch_one::<u64>().await.unwrap_or(0) < 60 {
+        assert!(Instant::now() < deadline, "log records not shipped");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let window = [("since", "1h")];
     let first = format!("/api/v1/traces/{:032x}", 0x00c0_ffee_0000_u64);
     let shared_trace = format!("/api/v1/traces/{:032x}", 0x00c0_ffee_0000_u64 + 25);
@@ -457,4 +480,24 @@ async fn every_node_answers_traces_sessions_and_logs_as_one_sqlite_node_does() {
             assert_close(&got, &want, &format!("{path} {query:?}"));
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_before_confirming_its_claims_settles_them_when_it_starts_again() {
+    let shared = Shared::start();
+    // Node a confirms its claims only with its next commit or pass: an
+    // hour away, so the SIGKILL finds them unconfirmed.
+    let mut a = shared.node("node-a", &[("TALLY_CLUSTER__SHIP_INTERVAL", "1h")]);
+    let b = shared.node("node-b", &[]);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(post_retrying(a.url(), &reports(0..30)).await, (30, 0));
+    let undecided = post_usage(b.url(), &reports(0..30)).await;
+    undecided.assert_error(503, Some("pending"));
+    assert!(undecided.text.contains("node-a"), "{}", undecided.text);
+    a.kill_9();
+    // Started again, node a settles its claims against its own store
+    // before anything else: node b then hears the reports are duplicates.
+    a.restart();
+    assert_eq!(post_retrying(b.url(), &reports(0..40)).await, (10, 30));
+    shared.wait_shipped(40, tokens_of(0..40)).await;
 }

@@ -50,7 +50,7 @@ async fn racing_nodes_take_each_key_once_and_a_retry_hears_it_is_its_own() {
         claims.push(tokio::spawn(async move {
             let mut answers = Vec::new();
             for chunk in batch.chunks(100) {
-                let got = node.claim(chunk, &[]).await.expect("claim");
+                let got = node.claim(chunk, &[]).await.expect("claim").claims;
                 answers.extend(chunk.iter().cloned().zip(got));
             }
             answers
@@ -72,7 +72,7 @@ async fn racing_nodes_take_each_key_once_and_a_retry_hears_it_is_its_own() {
     assert_eq!(holder.len(), 1750, "keys 0..1750 each taken once");
     // A node claiming again hears which keys are its own.
     let again = keys(0..1750, 0);
-    let answers = connected[1].claim(&again, &[]).await.unwrap();
+    let answers = connected[1].claim(&again, &[]).await.unwrap().claims;
     for (key, claim) in again.iter().zip(&answers) {
         let expected = if holder[key] == 1 {
             Claim::Ours
@@ -83,36 +83,47 @@ async fn racing_nodes_take_each_key_once_and_a_retry_hears_it_is_its_own() {
     }
     // A key given twice in one batch gets one answer twice.
     let twice = vec![("p9".to_owned(), "x".to_owned()), ("p9".to_owned(), "x".to_owned())];
-    assert_eq!(connected[2].claim(&twice, &[]).await.unwrap(), vec![Claim::Taken, Claim::Taken]);
+    assert_eq!(
+        connected[2].claim(&twice, &[]).await.unwrap().claims,
+        vec![Claim::Taken, Claim::Taken]
+    );
 }
 
 #[tokio::test]
-async fn a_claim_is_undecided_until_its_node_confirms_it_and_given_back_if_never_committed() {
+async fn a_claim_is_undecided_until_its_batch_is_confirmed_and_given_back_if_never_committed() {
     let server = Postgres::start();
     let url = server.fresh_database();
     let a = Coordination::connect(&url, "node-a", TIMEOUT).await.unwrap();
     let b = Coordination::connect(&url, "node-b", TIMEOUT).await.unwrap();
     let key = |k: &str| ("p".to_owned(), k.to_owned());
-    let (one, two, three) = (key("one"), key("two"), key("three"));
-    let claims = [one.clone(), two.clone(), three.clone()];
-    assert_eq!(a.claim(&claims, &[]).await.unwrap(), vec![Claim::Taken; 3]);
+    let first = a.claim(&[key("one"), key("two")], &[]).await.unwrap();
+    assert_eq!(first.claims, vec![Claim::Taken; 2]);
+    let third = a.claim(&[key("three")], &[]).await.unwrap();
     let undecided = Claim::Theirs { node: "node-a".into(), committed: false };
-    assert_eq!(b.claim(std::slice::from_ref(&one), &[]).await.unwrap(), vec![undecided.clone()]);
-    // Node a confirms "one" with its next claim; node b now hears it is a
-    // duplicate. Node b's own confirmations of keys it does not hold
-    // change nothing.
-    a.claim(&[key("four")], std::slice::from_ref(&one)).await.unwrap();
-    b.claim(&[], std::slice::from_ref(&two)).await.unwrap();
+    assert_eq!(b.claim(&[key("one")], &[]).await.unwrap().claims, vec![undecided.clone()]);
+    // Node a confirms its first batch with its next claim; node b hears
+    // both its keys are duplicates. Node b confirming a's batch changes
+    // nothing.
+    let fourth = a.claim(&[key("four")], &[first.batch]).await.unwrap();
+    b.confirm(&[third.batch]).await.unwrap();
     let duplicate = Claim::Theirs { node: "node-a".into(), committed: true };
-    assert_eq!(
-        b.claim(&[one.clone(), two.clone()], &[]).await.unwrap(),
-        vec![duplicate, undecided]
-    );
-    // After a crash node a finds what it never confirmed and gives back
-    // "two" (never committed); node b may then take it.
-    assert_eq!(a.unconfirmed(10).await.unwrap(), vec![key("four"), three.clone(), two.clone()]);
-    assert_eq!(a.release(&[two.clone(), one.clone()]).await.unwrap(), 1);
-    assert_eq!(b.claim(&[two], &[]).await.unwrap(), vec![Claim::Taken]);
+    let answer = b.claim(&[key("two"), key("one"), key("three")], &[]).await.unwrap();
+    assert_eq!(answer.claims, vec![duplicate.clone(), duplicate, undecided.clone()]);
+    // Node a claiming "four" again (a retry after a failed commit) hears
+    // it is its own, and the key moves to the new batch.
+    let again = a.claim(&[key("four")], &[]).await.unwrap();
+    assert_eq!(again.claims, vec![Claim::Ours]);
+    // After a crash node a finds what it never confirmed, batch by batch,
+    // and gives back "three" (never committed); node b may then take it.
+    let open = a.unconfirmed(10).await.unwrap();
+    let expected = vec![
+        (third.batch, vec![key("three")]),
+        (fourth.batch, vec![]),
+        (again.batch, vec![key("four")]),
+    ];
+    assert_eq!(open, expected);
+    assert_eq!(a.release(&[third.batch, first.batch]).await.unwrap(), 1);
+    assert_eq!(b.claim(&[key("three")], &[]).await.unwrap().claims, vec![Claim::Taken]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

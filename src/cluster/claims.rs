@@ -1,7 +1,8 @@
-//! The node's side of the cluster's claims: each commit's call keys
-//! claimed in the coordination store before the local commit, the
-//! confirmations of committed calls sent with the next claim, and, at
-//! start, claims a crash left unconfirmed settled against the local store.
+//! The node's side of the cluster's claims: each commit's call keys claimed
+//! in the coordination store as one batch before the local commit, the
+//! batch confirmed with the next round trip once committed (or given back
+//! when the commit failed), and, at start, the batches a crash left
+//! unconfirmed settled against the local store.
 
 use std::sync::{Arc, Mutex};
 
@@ -14,19 +15,20 @@ use crate::durability::shared::{SharedClaims, Verdict};
 use crate::model::LlmCall;
 use crate::storage::{CallKey, LedgerStore, StorageError};
 
-/// Most confirmations sent in one round trip; more wait for the next.
-const CONFIRM_BATCH: usize = 100_000;
-
 pub struct ClusterClaims {
     url: String,
     node: String,
     timeout: std::time::Duration,
     /// The connection, made again after the server went away.
     connection: tokio::sync::Mutex<Option<Arc<Coordination>>>,
-    /// Keys of calls committed here, to confirm with the next round trip.
-    unconfirmed: Mutex<Vec<(String, String)>>,
+    /// The batch of the commit in flight, until it is committed or not.
+    in_flight: Mutex<Option<i64>>,
+    /// Batches committed here, to confirm with the next round trip.
+    committed: Mutex<Vec<i64>>,
+    /// Batches whose commit failed, to give back.
+    failed: Mutex<Vec<i64>>,
     health: Arc<Health>,
-    /// The local store, where claims left unconfirmed are looked up.
+    /// The local store, where batches left unconfirmed are looked up.
     local: std::sync::OnceLock<Arc<dyn LedgerStore>>,
     /// Whether those were settled: before that, nothing is claimed (a
     /// claim of this run could be taken for one a crash left).
@@ -41,6 +43,10 @@ fn keys_of(call: &LlmCall) -> impl Iterator<Item = (String, String)> + '_ {
     CallKey::of(call).into_iter().map(|key| (call.project.clone(), key.text()))
 }
 
+fn take(list: &Mutex<Vec<i64>>) -> Vec<i64> {
+    std::mem::take(&mut *list.lock().expect("unpoisoned"))
+}
+
 impl ClusterClaims {
     pub fn new(url: &str, node: &str, timeout: std::time::Duration, health: Arc<Health>) -> Self {
         Self {
@@ -48,7 +54,9 @@ impl ClusterClaims {
             node: node.to_owned(),
             timeout,
             connection: tokio::sync::Mutex::new(None),
-            unconfirmed: Mutex::new(Vec::new()),
+            in_flight: Mutex::new(None),
+            committed: Mutex::new(Vec::new()),
+            failed: Mutex::new(Vec::new()),
             health,
             local: std::sync::OnceLock::new(),
             settled: tokio::sync::Mutex::new(false),
@@ -60,72 +68,70 @@ impl ClusterClaims {
         let _ = self.local.set(local);
     }
 
-    /// The live connection, connecting (and migrating) when there is none.
+    /// The live connection, connecting (and migrating) when there is none,
+    /// with the batches a crash left settled first.
     async fn coordination(&self) -> Result<Arc<Coordination>, StorageError> {
-        let mut connection = self.connection.lock().await;
-        if let Some(live) = connection.as_ref().filter(|c| !c.is_closed()) {
-            return Ok(live.clone());
-        }
-        *connection = None;
-        match Coordination::connect(&self.url, &self.node, self.timeout).await {
-            Ok(made) => {
-                let made = Arc::new(made);
-                *connection = Some(made.clone());
-                Ok(made)
-            }
-            Err(err) => {
-                self.health.failing(Part::Coordination, &err.to_string());
-                Err(unavailable(err))
-            }
-        }
-    }
-
-    /// Runs one round trip, keeping the health of the store up to date.
-    async fn round_trip(&self, keys: &[(String, String)]) -> Result<Vec<Claim>, StorageError> {
-        let coordination = self.coordination().await?;
-        {
-            let mut settled = self.settled.lock().await;
-            if !*settled {
-                let local = self.local.get().ok_or_else(|| unavailable("no local store"))?;
-                let n = self.settle(&coordination, &**local).await?;
-                if n > 0 {
-                    tracing::info!(claims = n, "claims left unconfirmed by a crash settled");
+        let coordination = {
+            let mut connection = self.connection.lock().await;
+            match connection.as_ref().filter(|c| !c.is_closed()) {
+                Some(live) => live.clone(),
+                None => {
+                    *connection = None;
+                    let made = Coordination::connect(&self.url, &self.node, self.timeout).await;
+                    let made = Arc::new(made.map_err(|err| self.failing(err))?);
+                    *connection = Some(made.clone());
+                    made
                 }
-                *settled = true;
             }
-        }
-        let confirm: Vec<(String, String)> = {
-            let mut waiting = self.unconfirmed.lock().expect("unpoisoned");
-            let n = waiting.len().min(CONFIRM_BATCH);
-            waiting.drain(..n).collect()
         };
-        match coordination.claim(keys, &confirm).await {
-            Ok(claims) => {
-                self.health.ok(Part::Coordination);
-                Ok(claims)
+        let mut settled = self.settled.lock().await;
+        if !*settled {
+            let local = self.local.get().ok_or_else(|| unavailable("no local store"))?;
+            let n = self.settle(&coordination, &**local).await?;
+            if n > 0 {
+                tracing::info!(batches = n, "claims left unconfirmed by a crash settled");
             }
-            Err(err) => {
-                // Sent again with the next round trip.
-                self.unconfirmed.lock().expect("unpoisoned").extend(confirm);
-                self.health.failing(Part::Coordination, &err.to_string());
-                Err(unavailable(err))
-            }
+            *settled = true;
         }
+        Ok(coordination)
     }
 
-    /// Sends the confirmations waiting (the shipper calls this when ingest
-    /// is quiet, so that other nodes need not wait for this node's next
-    /// commit).
+    fn failing(&self, err: impl std::fmt::Display) -> StorageError {
+        self.health.failing(Part::Coordination, &err.to_string());
+        unavailable(err)
+    }
+
+    /// Confirms the batches committed and gives back those that failed;
+    /// the first time, settles what a crash left. (The shipper calls this
+    /// every pass, so that other nodes need not wait for this node's next
+    /// commit to hear of its last.)
     pub async fn confirm_waiting(&self) -> Result<(), StorageError> {
-        if self.unconfirmed.lock().expect("unpoisoned").is_empty() {
+        if !*self.settled.lock().await {
+            // At start: what a crash left is settled before anything else.
+            self.coordination().await?;
+        }
+        let (committed, failed) = (take(&self.committed), take(&self.failed));
+        if committed.is_empty() && failed.is_empty() {
             return Ok(());
         }
-        self.round_trip(&[]).await.map(drop)
+        let result = async {
+            let coordination = self.coordination().await?;
+            coordination.confirm(&committed).await.map_err(|e| self.failing(e))?;
+            coordination.release(&failed).await.map_err(|e| self.failing(e))?;
+            Ok(())
+        }
+        .await;
+        if result.is_err() {
+            self.committed.lock().expect("unpoisoned").extend(committed);
+            self.failed.lock().expect("unpoisoned").extend(failed);
+        }
+        result
     }
 
-    /// Settles the claims this node left unconfirmed (a crash between a
-    /// claim and its confirmation): those of calls in the local store are
-    /// confirmed, the others given back.
+    /// Settles the batches this node left unconfirmed: a batch's calls
+    /// were committed in one local transaction, so a batch whose keys the
+    /// local store holds is confirmed, and one whose keys it lacks is
+    /// given back. Returns how many it settled.
     async fn settle(
         &self,
         coordination: &Coordination,
@@ -133,22 +139,22 @@ impl ClusterClaims {
     ) -> Result<u64, StorageError> {
         let mut settled = 0u64;
         loop {
-            let open = coordination.unconfirmed(10_000).await.map_err(unavailable)?;
+            let open = coordination.unconfirmed(1_000).await.map_err(|e| self.failing(e))?;
             if open.is_empty() {
                 return Ok(settled);
             }
-            let parsed: Vec<(String, CallKey)> = open
-                .iter()
-                .filter_map(|(p, k)| CallKey::parse(k).map(|key| (p.clone(), key)))
-                .collect();
-            let held = local.holds(parsed).await?;
             let (mut confirm, mut give_back) = (Vec::new(), Vec::new());
-            for (key, held) in open.into_iter().zip(held) {
-                if held { confirm.push(key) } else { give_back.push(key) }
+            for (batch, keys) in open {
+                let parsed: Vec<(String, CallKey)> = keys
+                    .iter()
+                    .filter_map(|(p, k)| CallKey::parse(k).map(|key| (p.clone(), key)))
+                    .collect();
+                let held = local.holds(parsed).await?;
+                if held.contains(&true) { confirm.push(batch) } else { give_back.push(batch) }
             }
             settled += (confirm.len() + give_back.len()) as u64;
-            coordination.claim(&[], &confirm).await.map_err(unavailable)?;
-            coordination.release(&give_back).await.map_err(unavailable)?;
+            coordination.confirm(&confirm).await.map_err(|e| self.failing(e))?;
+            coordination.release(&give_back).await.map_err(|e| self.failing(e))?;
         }
     }
 }
@@ -159,11 +165,24 @@ impl SharedClaims for ClusterClaims {
         let per_call: Vec<Vec<(String, String)>> =
             calls.iter().map(|call| keys_of(call).collect()).collect();
         let keys: Vec<(String, String)> = per_call.iter().flatten().cloned().collect();
-        if keys.is_empty() && self.unconfirmed.lock().expect("unpoisoned").is_empty() {
+        if keys.is_empty() {
             return Ok(vec![Verdict::Count; calls.len()]);
         }
-        let claims = self.round_trip(&keys).await?;
-        let mut claims = claims.into_iter();
+        let coordination = self.coordination().await?;
+        let confirm = take(&self.committed);
+        let claimed = match coordination.claim(&keys, &confirm).await {
+            Ok(claimed) => {
+                self.health.ok(Part::Coordination);
+                claimed
+            }
+            Err(err) => {
+                // Sent again with the next round trip.
+                self.committed.lock().expect("unpoisoned").extend(confirm);
+                return Err(self.failing(err));
+            }
+        };
+        *self.in_flight.lock().expect("unpoisoned") = Some(claimed.batch);
+        let mut claims = claimed.claims.into_iter();
         Ok(per_call
             .iter()
             .map(|keys| {
@@ -186,10 +205,15 @@ impl SharedClaims for ClusterClaims {
             .collect())
     }
 
-    fn committed(&self, calls: &[&LlmCall]) {
-        let keys: Vec<(String, String)> = calls.iter().flat_map(|c| keys_of(c)).collect();
-        if !keys.is_empty() {
-            self.unconfirmed.lock().expect("unpoisoned").extend(keys);
+    fn committed(&self) {
+        if let Some(batch) = self.in_flight.lock().expect("unpoisoned").take() {
+            self.committed.lock().expect("unpoisoned").push(batch);
+        }
+    }
+
+    fn abandoned(&self) {
+        if let Some(batch) = self.in_flight.lock().expect("unpoisoned").take() {
+            self.failed.lock().expect("unpoisoned").push(batch);
         }
     }
 }

@@ -23,8 +23,14 @@ async fn connect(cluster: &Cluster) -> Result<ClickHouse, crate::storage::Storag
     Ok(ch)
 }
 
-/// One pass: ships everything committed so far, then confirms claims.
+/// One pass: confirms claims, then ships everything committed so far.
 pub async fn pass(cluster: &Cluster, local: &dyn LedgerStore, ch: &mut Option<ClickHouse>) {
+    // First, whatever ClickHouse's state: other nodes wait on these.
+    if let Some(claims) = &cluster.claims
+        && let Err(err) = claims.confirm_waiting().await
+    {
+        warn!(%err, "confirming claims failed; retried with the next round trip");
+    }
     if ch.is_none() {
         match connect(cluster).await {
             Ok(connected) => *ch = Some(connected),
@@ -46,11 +52,6 @@ pub async fn pass(cluster: &Cluster, local: &dyn LedgerStore, ch: &mut Option<Cl
             warn!(%err, "shipping to ClickHouse failed; retried next pass");
             cluster.health.failing(Part::ClickHouse, &err.to_string());
         }
-    }
-    if let Some(claims) = &cluster.claims
-        && let Err(err) = claims.confirm_waiting().await
-    {
-        warn!(%err, "confirming claims failed; retried with the next round trip");
     }
 }
 

@@ -586,17 +586,20 @@ impl CommitterTask {
     /// Applies a committed group to the rollups, then answers its requests.
     fn finish(&mut self, result: AppendResult, group: InFlight) {
         self.queued.fetch_sub(group.total, Ordering::AcqRel);
-        let (appended, refused) = match result {
+        let (appended, _refused) = match result {
             Ok(done) => done,
             Err(err) => {
                 error!(%err, records = group.total, "commit failed; requests answered with an error");
+                if let Some(claims) = &self.shared.claims {
+                    claims.abandoned();
+                }
                 for p in group.pending {
                     let _ = p.reply.send(Err(err.clone()));
                 }
                 return;
             }
         };
-        self.tell_shared(&appended, &refused, group.logs);
+        self.tell_shared(&appended, group.logs);
         self.engine.confirm_series(&group.new_series);
         self.metric_registry.confirm(&group.new_metric_ids);
         if let Some(seq) = appended.metric_seq {
@@ -636,14 +639,9 @@ impl CommitterTask {
     /// Tells the cluster's claims which calls are now durable here (every
     /// call not refused: those the local dedupe found were stored before),
     /// and the outbox how many records wait to be copied.
-    fn tell_shared(&self, appended: &Appended, refused: &[bool], logs: usize) {
+    fn tell_shared(&self, appended: &Appended, logs: usize) {
         if let Some(claims) = &self.shared.claims {
-            let calls = appended.calls.iter().flatten().enumerate();
-            let kept: Vec<&LlmCall> = calls
-                .filter(|(i, _)| !refused.get(*i).copied().unwrap_or(false))
-                .map(|(_, c)| c)
-                .collect();
-            claims.committed(&kept);
+            claims.committed();
         }
         if let Some(outbox) = &self.shared.outbox {
             let calls = appended.seqs.iter().filter(|s| s.is_some()).count();

@@ -29,9 +29,12 @@ pub trait SharedClaims: Send + Sync {
     /// Claims every key of `calls` for this node, in one round trip; the
     /// answer is per call, in order. An error leaves nothing committed.
     async fn claim(&self, calls: &[&LlmCall]) -> Result<Vec<Verdict>, StorageError>;
-    /// The calls this node counted are now durable here: their claims may
+    /// The calls of the last claim are now durable here: their claims may
     /// be confirmed (lazily, with the next round trip).
-    fn committed(&self, calls: &[&LlmCall]);
+    fn committed(&self);
+    /// The calls of the last claim were not committed: their claims are
+    /// given back (lazily), so that a retry to any node may count them.
+    fn abandoned(&self);
 }
 
 /// The seams a node in a cluster gives its committer; none on its own.
