@@ -64,39 +64,70 @@ fn code_range(code: i64) -> (i64, i64) {
     (-((code << CODE_SHIFT) + N_MASK), -(code << CODE_SHIFT) + 1)
 }
 
+/// `SeriesKey::stable_id` over the fixed dimensions (in order) and the tags.
+fn stable_hash(fixed: [Option<&str>; 10], tags: &crate::model::Tags) -> u64 {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    let mut field = |value: Option<&str>| match value {
+        None => hash.update([0u8]),
+        Some(text) => {
+            hash.update([1u8]);
+            hash.update((text.len() as u64).to_le_bytes());
+            hash.update(text.as_bytes());
+        }
+    };
+    for value in fixed {
+        field(value);
+    }
+    // Tags last, as many as there are, in key order.
+    for (key, value) in tags {
+        field(Some(key));
+        field(Some(value));
+    }
+    let digest = hash.finalize();
+    u64::from_le_bytes(digest[..8].try_into().expect("SHA-256 has 32 bytes"))
+}
+
 impl SeriesKey {
     /// The series' identity across nodes and releases: the first 8 bytes of
     /// SHA-256 over its dimensions, each written with its length (absent
     /// ones marked), so that no two keys write the same bytes. Node-local
     /// ids are minted per process; a shared store keys series by this.
     pub fn stable_id(&self) -> u64 {
-        use sha2::{Digest, Sha256};
-        let mut hash = Sha256::new();
-        let mut field = |value: Option<&str>| match value {
-            None => hash.update([0u8]),
-            Some(text) => {
-                hash.update([1u8]);
-                hash.update((text.len() as u64).to_le_bytes());
-                hash.update(text.as_bytes());
-            }
-        };
-        field(Some(&self.project));
-        field(Some(&self.model));
-        field(self.provider.as_deref());
-        field(Some(self.operation.as_str()));
-        field(self.user.as_deref());
-        field(self.api_key.as_deref());
-        field(self.route.as_deref());
-        field(Some(self.status.as_str()));
-        field(self.cluster.as_deref());
-        field(self.projection.as_deref());
-        // Tags last, as many as there are, in key order.
-        for (key, value) in &self.tags {
-            field(Some(key));
-            field(Some(value));
-        }
-        let digest = hash.finalize();
-        u64::from_le_bytes(digest[..8].try_into().expect("SHA-256 has 32 bytes"))
+        stable_hash(
+            [
+                Some(&self.project),
+                Some(&self.model),
+                self.provider.as_deref(),
+                Some(self.operation.as_str()),
+                self.user.as_deref(),
+                self.api_key.as_deref(),
+                self.route.as_deref(),
+                Some(self.status.as_str()),
+                self.cluster.as_deref(),
+                self.projection.as_deref(),
+            ],
+            &self.tags,
+        )
+    }
+
+    /// `SeriesKey::of(call).stable_id()`, without making the key.
+    pub fn stable_id_of(call: &LlmCall) -> u64 {
+        stable_hash(
+            [
+                Some(&call.project),
+                Some(&call.model),
+                call.provider.as_deref(),
+                Some(call.operation.as_str()),
+                call.user.as_deref(),
+                call.api_key.as_deref(),
+                call.route.as_deref(),
+                Some(call.status.as_str()),
+                call.cluster.as_deref(),
+                None,
+            ],
+            &call.tags,
+        )
     }
 
     pub fn of(call: &LlmCall) -> SeriesKey {
@@ -1074,6 +1105,9 @@ mod tests {
             base.clone().projection("model"),
             base.clone().projection(""),
         ];
+        // The id of a call's key, made without the key, is the key's.
+        let made = call("gpt-4o", Some("alice"), "search");
+        assert_eq!(SeriesKey::stable_id_of(&made), base.stable_id());
         let mut seen = std::collections::HashSet::from([base.stable_id()]);
         for key in &variants {
             assert!(seen.insert(key.stable_id()), "{key:?} has the id of another key");

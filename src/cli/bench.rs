@@ -138,6 +138,12 @@ impl Server {
         self.child.as_ref()?.id()
     }
 
+    /// CPU time a server we started has used so far, in ns (its threads'
+    /// schedstat, which swings less than wall-clock throughput).
+    pub(super) fn cpu_ns(&self) -> Option<u64> {
+        cpu_ns(self.pid()?)
+    }
+
     /// Peak resident memory of a server we started, in MiB.
     pub(super) fn peak_rss_mib(&self) -> Option<f64> {
         let pid = self.child.as_ref()?.id()?;
@@ -508,7 +514,9 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
         random_ids: args.random_ids,
         deadline: Instant::now() + Duration::from_secs(args.max_seconds),
     };
+    let cpu_before = server.cpu_ns();
     let mut result = load(&server.url, plan).await?;
+    let cpu = server.cpu_ns().zip(cpu_before).map(|(after, before)| after - before);
     result.latencies_ms.sort_by(f64::total_cmp);
     println!(
         "ingest: {} reports in batches of {}, {} concurrent clients, {} budgets{}",
@@ -528,12 +536,30 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
         percentile(&result.latencies_ms, 0.99),
         percentile(&result.latencies_ms, 1.0)
     );
+    if let Some(cpu) = cpu {
+        println!(
+            "  server CPU      {:.2} µs per report (schedstat)",
+            cpu as f64 / 1e3 / result.records.max(1) as f64
+        );
+    }
     match server.peak_rss_mib() {
         Some(mib) => println!("  server peak RSS {mib:.0} MiB"),
         None => println!("  server peak RSS unknown (external server)"),
     }
     server.stop().await;
     Ok(())
+}
+
+/// A process's CPU time so far, in ns: the first field of
+/// `/proc/PID/task/*/schedstat`, summed over its threads.
+pub(super) fn cpu_ns(pid: u32) -> Option<u64> {
+    let mut total = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let path = task.ok()?.path().join("schedstat");
+        let Ok(text) = std::fs::read_to_string(path) else { continue };
+        total += text.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(total)
 }
 
 async fn query(args: QueryArgs) -> anyhow::Result<()> {

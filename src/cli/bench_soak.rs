@@ -800,18 +800,6 @@ async fn slow_client(shared: Arc<Shared>, seed: u64) -> Vec<SlowConnection> {
     seen
 }
 
-/// The server's CPU time so far, in ns: the first field of
-/// `/proc/PID/task/*/schedstat`, summed over its threads.
-fn cpu_ns(pid: u32) -> Option<u64> {
-    let mut total = 0;
-    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
-        let path = task.ok()?.path().join("schedstat");
-        let Ok(text) = std::fs::read_to_string(path) else { continue };
-        total += text.split_whitespace().next()?.parse::<u64>().ok()?;
-    }
-    Some(total)
-}
-
 fn rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
@@ -838,7 +826,7 @@ struct Supervision {
 impl Supervision {
     /// CPU of every life, the running one included.
     fn total_cpu_ns(&self) -> u64 {
-        let now = self.child.id().and_then(cpu_ns).unwrap_or(0);
+        let now = self.child.id().and_then(super::bench::cpu_ns).unwrap_or(0);
         self.cpu_ns + now.max(self.running_cpu_ns)
     }
 }
@@ -873,7 +861,7 @@ async fn supervise(
             Some(last_alive)
         } else if kills.peek().is_some_and(|at| Instant::now() >= *at) {
             kills.next();
-            if let Some(cpu) = seen.child.id().and_then(cpu_ns) {
+            if let Some(cpu) = seen.child.id().and_then(super::bench::cpu_ns) {
                 life_cpu = life_cpu.max(cpu);
             }
             let killed = Instant::now();
@@ -898,7 +886,7 @@ async fn supervise(
             if let Some(kib) = rss_kib(pid) {
                 seen.rss.push((started.elapsed().as_secs_f64(), kib));
             }
-            if let Some(cpu) = cpu_ns(pid) {
+            if let Some(cpu) = super::bench::cpu_ns(pid) {
                 life_cpu = life_cpu.max(cpu);
             }
         }

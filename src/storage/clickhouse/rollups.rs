@@ -104,19 +104,23 @@ pub async fn insert_block(
     calls: &[SequencedCall],
 ) -> Result<(), StorageError> {
     let (Some(first), Some(last)) = (calls.first(), calls.last()) else { return Ok(()) };
-    let mut cells: HashMap<(Tier, i64, SeriesKey), Cell> = HashMap::new();
+    // Series by stable id, each key made once.
+    let mut series: HashMap<u64, SeriesKey> = HashMap::new();
+    let mut cells: HashMap<(Tier, i64, u64), Cell> = HashMap::new();
     for stored in calls {
-        let key = SeriesKey::of(&stored.call);
+        let id = SeriesKey::stable_id_of(&stored.call);
+        series.entry(id).or_insert_with(|| SeriesKey::of(&stored.call));
         for tier in Tier::ALL {
             let bucket = tier.bucket(stored.call.time_ms);
-            cells.entry((tier, bucket, key.clone())).or_default().add_call(&stored.call);
+            cells.entry((tier, bucket, id)).or_default().add_call(&stored.call);
         }
     }
     let client = ch.client().clone().with_database(ch.database());
     let mut insert = client.insert::<RollupRow>("rollups").await.map_err(backend)?;
-    for ((tier, bucket, key), cell) in cells {
+    for ((tier, bucket, id), cell) in cells {
+        let key = series[&id].clone();
         let row = RollupRow {
-            series: key.stable_id(),
+            series: id,
             project: key.project,
             tier: tier.code() as u8,
             bucket,
