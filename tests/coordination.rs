@@ -5,7 +5,8 @@
 //! is undecided until that node confirms it, and can be given back; nodes starting at
 //! once create the schema once; a stopped server is an error within the
 //! deadline, never an answer. Budgets, alerts and deliveries pass the
-//! same behaviour suite as the local store.
+//! same behaviour suite as the local store; a due delivery goes to one
+//! node at a time.
 
 mod common;
 
@@ -144,4 +145,40 @@ async fn budgets_alerts_and_deliveries_behave_as_in_the_local_store() {
     let url = server.fresh_database();
     let node = Coordination::connect(&url, "node-0", TIMEOUT).await.expect("connect");
     tally::storage::suite::budgets_alerts_and_deliveries(&node).await;
+}
+
+#[tokio::test]
+async fn a_due_delivery_is_leased_to_one_node_and_taken_over_when_the_lease_runs_out() {
+    use tally::storage::{ControlStore, DeliveryUpdate, NewAlert};
+    let server = Postgres::start();
+    let url = server.fresh_database();
+    let a = Coordination::connect(&url, "node-a", TIMEOUT).await.unwrap();
+    let b = Coordination::connect(&url, "node-b", TIMEOUT).await.unwrap();
+    let alert = || NewAlert {
+        budget_id: "b1".into(),
+        threshold: 80.0,
+        period_start: 0,
+        crossed_ms: 1_000,
+        body: "{}".into(),
+        signature: "sha256=00".into(),
+        urls: vec!["http://one/".into(), "http://two/".into(), "http://three/".into()],
+    };
+    // Both nodes saw the crossing; one records it.
+    let recorded = [a.insert_alert(alert()).await.unwrap(), b.insert_alert(alert()).await.unwrap()];
+    assert_eq!(recorded.iter().filter(|r| r.is_some()).count(), 1);
+    let taken_a = a.due_deliveries(2_000, 2).await.unwrap();
+    let taken_b = b.due_deliveries(2_000, 10).await.unwrap();
+    let urls = |due: &[tally::storage::DueDelivery]| -> Vec<String> {
+        due.iter().map(|d| d.url.clone()).collect()
+    };
+    assert_eq!(urls(&taken_a), ["http://one/", "http://two/"]);
+    assert_eq!(urls(&taken_b), ["http://three/"], "each delivery to one node");
+    assert!(a.due_deliveries(2_000, 10).await.unwrap().is_empty());
+    // Node a delivers one and dies with the other; once its lease runs
+    // out, node b takes that one over.
+    a.update_delivery(taken_a[0].id, DeliveryUpdate::Delivered { at_ms: 2_100 }).await.unwrap();
+    b.update_delivery(taken_b[0].id, DeliveryUpdate::Delivered { at_ms: 2_200 }).await.unwrap();
+    assert!(b.due_deliveries(60_000, 10).await.unwrap().is_empty(), "still leased");
+    let over = b.due_deliveries(2_000 + 600_001, 10).await.unwrap();
+    assert_eq!(urls(&over), ["http://two/"]);
 }

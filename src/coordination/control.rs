@@ -1,7 +1,8 @@
 //! Budgets, their alerts and the alerts' webhook deliveries in PostgreSQL:
 //! the control role shared by every node. An alert is recorded once per
 //! budget, period and threshold in the whole cluster (a unique key), with
-//! its deliveries, in one statement.
+//! its deliveries, in one statement; a due delivery is leased to the node
+//! that takes it, so that one node delivers it.
 
 use async_trait::async_trait;
 use tokio_postgres::Row;
@@ -43,6 +44,11 @@ CREATE TABLE IF NOT EXISTS tally_deliveries (
 CREATE INDEX IF NOT EXISTS tally_deliveries_due ON tally_deliveries (next_ms) WHERE status = 'pending';
 CREATE INDEX IF NOT EXISTS tally_deliveries_alert ON tally_deliveries (alert_id);
 ";
+
+/// How long a node holds the deliveries it took before another may take
+/// them: longer than any attempt (`budgets.webhook_timeout`, at most a
+/// few minutes).
+const DELIVERY_LEASE_MS: i64 = 600_000;
 
 fn backend(err: impl std::fmt::Display) -> StorageError {
     StorageError::Backend { backend: "postgresql", message: err.to_string() }
@@ -196,14 +202,24 @@ impl ControlStore for Coordination {
         now_ms: i64,
         limit: usize,
     ) -> Result<Vec<DueDelivery>, StorageError> {
+        // Leased: taken rows are not due again for DELIVERY_LEASE_MS, so
+        // one node delivers each; if it dies, another takes over then.
         let limit = limit as i64;
         let rows = self
             .rows(
-                "SELECT d.id, d.alert_id, d.url, a.body, a.signature, d.attempts, a.crossed_ms, \
+                "WITH due AS (
+                     SELECT id, next_ms FROM tally_deliveries
+                     WHERE status = 'pending' AND next_ms <= $1
+                     ORDER BY next_ms, id LIMIT $2 FOR UPDATE SKIP LOCKED
+                 ), leased AS (
+                     UPDATE tally_deliveries d SET next_ms = $1 + $3 FROM due
+                     WHERE d.id = due.id
+                     RETURNING d.id, d.alert_id, d.url, d.attempts, due.next_ms AS was
+                 )
+                 SELECT l.id, l.alert_id, l.url, a.body, a.signature, l.attempts, a.crossed_ms, \
                         a.budget_id, a.period_start, a.threshold \
-                 FROM tally_deliveries d JOIN tally_alerts a ON a.id = d.alert_id \
-                 WHERE d.status = 'pending' AND d.next_ms <= $1 ORDER BY d.next_ms, d.id LIMIT $2",
-                &[&now_ms, &limit],
+                 FROM leased l JOIN tally_alerts a ON a.id = l.alert_id ORDER BY l.was, l.id",
+                &[&now_ms, &limit, &DELIVERY_LEASE_MS],
             )
             .await?;
         Ok(rows
