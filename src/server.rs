@@ -139,8 +139,15 @@ impl App {
             max_spans_per_trace: config.ingest.max_spans_per_trace,
             sqlite: &config.sqlite,
         })?;
-        if let Some(claims) = cluster.as_ref().and_then(|c| c.claims.as_ref()) {
-            claims.set_local(storage.clone());
+        if let Some(cluster) = &cluster {
+            if let Some(claims) = &cluster.claims {
+                claims.set_local(storage.clone());
+            }
+            // What an earlier run left unshipped counts against the outbox
+            // bound (its age from now: commit times are not kept).
+            let destination = cluster.clickhouse.destination();
+            let waiting = storage::clickhouse::ship::waiting(&*storage, &destination).await?;
+            cluster.outbox.found(waiting, (waiting > 0).then(now_ms));
         }
         let (engine, replayed) = durability::recover(&*storage).await?;
         let (metric_registry, metric_commits_replayed) =

@@ -171,6 +171,9 @@ async fn a_node_acknowledges_while_clickhouse_is_down_and_ships_it_all_when_it_i
     // SIGKILLed with all of it unshipped, and started again.
     a.kill_9();
     a.restart();
+    // What waits is counted again at start, against the outbox bound.
+    let metrics = get(a.url(), "/metrics", &[]).await.text;
+    assert_eq!(gauge(&metrics, "tally_outbox_records"), 100.0);
     assert_eq!(post_retrying(a.url(), &reports(150..160)).await, (10, 0));
     // What node a committed before the SIGKILL is settled as its own at
     // restart: another node hears those reports are duplicates.

@@ -136,6 +136,11 @@ pub trait LedgerStore: Send + Sync {
     /// shared store the node copies its records into (`to` names both, e.g.
     /// `calls http://ch:8123/tally`), 0 before any.
     async fn shipped(&self, to: &str) -> Result<i64, StorageError>;
+    /// Records of each kind committed after the given sequence numbers
+    /// (calls, spans, log records, as `shipped` records them): what waits
+    /// to be shipped.
+    async fn committed_after(&self, calls: i64, spans: i64, logs: i64)
+    -> Result<u64, StorageError>;
     /// Records that the records up to `seq` reached `to`.
     async fn mark_shipped(&self, to: &str, seq: i64) -> Result<(), StorageError>;
     /// Spans committed after `seq` (the chunk sequence of the append that

@@ -27,6 +27,11 @@ pub struct ClickHouseUrl {
 }
 
 impl ClickHouseUrl {
+    /// What the local store records shipping to: the server and database.
+    pub fn destination(&self) -> String {
+        format!("{}/{}", self.http, self.database)
+    }
+
     pub fn parse(url: &str) -> Result<ClickHouseUrl, String> {
         let rest = url
             .strip_prefix("clickhouse://")
@@ -148,7 +153,7 @@ impl ClickHouse {
 
     /// What the local store records shipping to: the server and database.
     pub fn destination(&self) -> String {
-        format!("{}/{}", self.url.http, self.url.database)
+        self.url.destination()
     }
 
     /// The client, without a default database (statements name it).

@@ -10,6 +10,21 @@ use std::pin::Pin;
 use super::{ClickHouse, StorageError, calls, rollups, telemetry};
 use crate::storage::LedgerStore;
 
+/// What the local store waits to ship to `destination`
+/// (`ClickHouseUrl::destination`), as `ship` keeps its watermarks.
+pub async fn waiting(local: &dyn LedgerStore, destination: &str) -> Result<u64, StorageError> {
+    let mut after = [0i64; 3];
+    for (seq, kind) in after.iter_mut().zip(["calls", "spans", "logs"]) {
+        *seq = local.shipped(&watermark(kind, destination)).await?;
+    }
+    local.committed_after(after[0], after[1], after[2]).await
+}
+
+/// The name the local store keeps a kind's shipping watermark under.
+fn watermark(kind: &str, destination: &str) -> String {
+    format!("{kind} {destination}")
+}
+
 /// Records per block, unless the caller says otherwise.
 pub const BLOCK_RECORDS: usize = 50_000;
 
@@ -60,7 +75,7 @@ pub async fn ship(
     let dest = ch.destination();
     let calls = ship_kind(
         local,
-        format!("calls {dest}"),
+        watermark("calls", &dest),
         block,
         |after| {
             Box::pin(async move {
@@ -79,7 +94,7 @@ pub async fn ship(
     .await?;
     let spans = ship_kind(
         local,
-        format!("spans {dest}"),
+        watermark("spans", &dest),
         block,
         |after| local.spans_after(after, block),
         |page| Box::pin(async move { telemetry::insert_spans(ch, node, &page).await }),
@@ -87,7 +102,7 @@ pub async fn ship(
     .await?;
     let logs = ship_kind(
         local,
-        format!("logs {dest}"),
+        watermark("logs", &dest),
         block,
         |after| local.logs_after(after, block),
         |page| Box::pin(async move { telemetry::insert_logs(ch, node, &page).await }),

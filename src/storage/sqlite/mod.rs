@@ -426,6 +426,25 @@ impl LedgerStore for SqliteStorage {
         self.read(move |conn| meta_value(conn, &key)).await
     }
 
+    async fn committed_after(
+        &self,
+        calls: i64,
+        spans: i64,
+        logs: i64,
+    ) -> Result<u64, StorageError> {
+        self.read(move |conn| {
+            let count = |sql: &str, after: i64| -> Result<i64, rusqlite::Error> {
+                conn.prepare_cached(sql)?.query_row([after], |row| row.get(0))
+            };
+            let calls = (call_chunks::stored_seq(conn)? - calls).max(0);
+            let spans =
+                count("SELECT coalesce(sum(spans), 0) FROM span_chunks WHERE seq > ?1", spans)?;
+            let logs = count("SELECT count(*) FROM logs WHERE seq > ?1", logs)?;
+            Ok((calls + spans + logs) as u64)
+        })
+        .await
+    }
+
     async fn mark_shipped(&self, to: &str, seq: i64) -> Result<(), StorageError> {
         let key = format!("shipped:{to}");
         self.write(move |conn| set_meta(conn, &key, seq)).await
