@@ -39,6 +39,16 @@ impl ApiError {
         }
     }
 
+    /// 503 with Retry-After: a store the answer needs did not answer.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: "unavailable",
+            message: message.into(),
+            retry_after_s: Some(5),
+        }
+    }
+
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", message)
     }

@@ -38,6 +38,9 @@ pub struct App {
     pub access: Arc<crate::access::Access>,
     /// The node's cluster, when its storage is ClickHouse.
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// Budgets shared with the cluster, and the task that keeps them so.
+    shared_budgets: Option<Arc<crate::cluster::budgets::SharedBudgets>>,
+    budget_sync: Option<tokio::task::JoinHandle<()>>,
     fingerprinter: Arc<KeyFingerprinter>,
     /// What the ingest endpoints (HTTP and gRPC) share, made once.
     ingest: std::sync::OnceLock<Arc<UsageIngest>>,
@@ -169,9 +172,17 @@ impl App {
             })?;
         let metrics = Arc::new(crate::exposition::Metrics::new(config.metrics.top_n));
         let fingerprinter = Arc::new(KeyFingerprinter::new(&fingerprint_secret(&config)?));
-        // Budgets read their spend so far before anything commits.
+        // Budgets read their spend so far before anything commits. On a
+        // node of a cluster their definitions, alerts and deliveries are
+        // the cluster's, in the coordination store.
+        let control: Arc<dyn storage::ControlStore> = match &cluster {
+            Some(cluster) => {
+                Arc::new(crate::cluster::control::SharedControl::new(cluster.link.clone()))
+            }
+            None => storage.clone(),
+        };
         let budgets = crate::budgets::Budgets::open(
-            storage.clone(),
+            control.clone(),
             storage.clone(),
             engine.clone(),
             &config.budgets,
@@ -195,7 +206,20 @@ impl App {
         )
         .map_err(StartError::Committer)?;
         let prices = Arc::new(PriceTable::new(&config.prices)?);
+        let shared_budgets = cluster.as_ref().map(|cluster| {
+            Arc::new(crate::cluster::budgets::SharedBudgets::new(
+                budgets.clone(),
+                control.clone(),
+                cluster.link.clone(),
+                cluster.new_link(),
+            ))
+        });
+        let budget_sync = shared_budgets
+            .clone()
+            .map(|shared| crate::cluster::budgets::spawn(shared, committer.clone()));
         Ok(App {
+            shared_budgets,
+            budget_sync,
             config,
             storage,
             engine,
@@ -302,6 +326,7 @@ impl App {
         let budget_api = Arc::new(crate::budgets::api::BudgetApi {
             budgets: self.budgets.clone(),
             usage: usage.clone(),
+            shared: self.shared_budgets.clone(),
         });
         let budget_routes = {
             use crate::budgets::api;
@@ -420,6 +445,10 @@ impl App {
 
     /// Flushes rollups and stops the committer.
     pub async fn shutdown(self) {
+        // The budget sync holds a committer handle: stopped first.
+        if let Some(sync) = &self.budget_sync {
+            sync.abort();
+        }
         if let Err(err) = self.committer.flush().await {
             warn!(%err, "flush at shutdown failed; rollups will be rebuilt at next start");
         }

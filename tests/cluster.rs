@@ -504,3 +504,73 @@ async fn a_node_killed_before_confirming_its_claims_settles_them_when_it_starts_
     assert_eq!(post_retrying(b.url(), &reports(0..40)).await, (10, 30));
     shared.wait_shipped(40, tokens_of(0..40)).await;
 }
+
+/// Polls `check` every 100 ms until it holds (at most 20 s).
+async fn eventually<F, Fut>(what: &str, check: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !check().await {
+        assert!(Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn budgets_are_the_clusters_spend_reservations_and_alerts_alike_on_every_node() {
+    use common::post_json_to;
+    let shared = Shared::start();
+    let a = shared.node("node-a", &[]);
+    let b = shared.node("node-b", &[]);
+    let spec = json!({"name": "alice-daily", "scope": {"user": "alice"}, "metric": "tokens",
+                      "limit": 1000, "period": "day", "thresholds": [50, 100], "mode": "enforce"});
+    let created = post_json_to(a.url(), "/api/v1/budgets", &spec).await;
+    assert_eq!(created.status, 201, "{}", created.text);
+    let id = created.json["id"].as_str().unwrap().to_owned();
+    let status = |node: &TestServer| {
+        let path = format!("/api/v1/budgets/{id}/status");
+        let base = node.url().to_owned();
+        async move { get(&base, &path, &[]).await }
+    };
+    eventually("node b takes on the budget", || async { status(&b).await.status == 200 }).await;
+    // 300 tokens through each node: every node counts 600.
+    let alice =
+        |id: &str| with(chat(id, "gpt-4o", tokens(300, 0), now_ms()), "user", json!("alice"));
+    post_retrying(a.url(), &json!([alice("a-1")])).await;
+    post_retrying(b.url(), &json!([alice("b-1")])).await;
+    for node in [&a, &b] {
+        eventually("both nodes' spend counted on each", || async {
+            status(node).await.json["spend"].as_f64() == Some(600.0)
+        })
+        .await;
+    }
+    // A hold taken on node b is seen on node a at once.
+    let reserve = |node: &TestServer, tokens: u64| {
+        let base = node.url().to_owned();
+        async move {
+            let body = json!({"user": "alice", "estimated_tokens": tokens, "ttl_s": 60});
+            let reply = post_json_to(&base, "/api/v1/quota/reserve", &body).await;
+            assert_eq!(reply.status, 200, "{}", reply.text);
+            reply.json
+        }
+    };
+    assert_eq!(reserve(&b, 300).await["allowed"], true);
+    let denied = reserve(&a, 200).await;
+    assert_eq!(denied["allowed"], false, "{denied}");
+    assert!(denied["reason"].as_str().unwrap().contains("300 reserved"), "{denied}");
+    assert_eq!(reserve(&a, 100).await["allowed"], true, "exactly the rest fits");
+    // The 50 % threshold was crossed on both nodes; the cluster records it once.
+    for node in [&a, &b] {
+        eventually("the alert listed on each node", || async {
+            let alerts = get_ok(node.url(), "/api/v1/alerts", &[]).await;
+            alerts["alerts"].as_array().is_some_and(|list| list.len() == 1)
+        })
+        .await;
+    }
+    // Deleted on node b, gone on node a.
+    let deleted = common::client().delete(format!("{}/api/v1/budgets/{id}", b.url())).send().await;
+    assert!(deleted.unwrap().status().is_success());
+    eventually("node a lets the budget go", || async { status(&a).await.status == 404 }).await;
+}

@@ -31,6 +31,8 @@ pub struct BudgetApi {
     /// The usage path: settled usage is recorded exactly as `/api/v1/usage`
     /// records it.
     pub usage: Arc<UsageIngest>,
+    /// On a node of a cluster: reservations decided for the whole cluster.
+    pub shared: Option<Arc<crate::cluster::budgets::SharedBudgets>>,
 }
 
 type Shared = State<Arc<BudgetApi>>;
@@ -350,6 +352,7 @@ fn estimate_field(name: &str, value: Option<f64>) -> Result<Option<f64>, ApiErro
         (status = 413, description = "The body is over its limit (ingest.max_body_bytes for ingest, 1 MiB for budgets), also after decompression", body = crate::openapi::ErrorBody),
         (status = 415, description = "Unsupported Content-Type or Content-Encoding", body = crate::openapi::ErrorBody),
         (status = 429, description = "Overloaded: too many records queued, requests parsed or bytes received at once", body = crate::openapi::ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait before sending the same request again"))),
+        (status = 503, description = "A node of a cluster could not reach the coordination store to check the cluster's budgets; nothing was reserved", body = crate::openapi::ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait before sending the same request again"))),
     )
 )]
 pub async fn reserve(
@@ -384,14 +387,19 @@ pub async fn reserve(
         route: r.route.as_deref(),
         tags: &r.tags,
     };
-    let decision = {
-        let mut book = api.budgets.lock();
-        if book.open_reservations() >= MAX_OPEN_RESERVATIONS {
-            return Err(ApiError::overloaded(format!(
-                "{MAX_OPEN_RESERVATIONS} reservations are open; settle or let them expire first"
-            )));
-        }
-        book.reserve(&subject, estimate, (ttl_s * 1000.0) as i64, now_ms())
+    if api.budgets.lock().open_reservations() >= MAX_OPEN_RESERVATIONS {
+        return Err(ApiError::overloaded(format!(
+            "{MAX_OPEN_RESERVATIONS} reservations are open; settle or let them expire first"
+        )));
+    }
+    let ttl_ms = (ttl_s * 1000.0) as i64;
+    let decision = match &api.shared {
+        Some(shared) => shared.reserve(&subject, estimate, ttl_ms).await.map_err(|err| {
+            ApiError::unavailable(format!(
+                "the cluster's budgets cannot be checked ({err}); nothing was reserved, retry later"
+            ))
+        })?,
+        None => api.budgets.lock().reserve(&subject, estimate, ttl_ms, now_ms()),
     };
     Ok(Json(decision))
 }

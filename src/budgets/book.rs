@@ -148,13 +148,43 @@ struct Entry {
     fired: Fired,
     /// False until the spend has been read from the store.
     ready: bool,
+    /// The other nodes' spend and reservations, on a node of a cluster.
+    others: Others,
+}
+
+/// What the other nodes of a cluster last said of a budget: their spend
+/// and reservations in the period starting at `period` (0: the rolling
+/// window).
+#[derive(Debug, Clone, Copy, Default)]
+struct Others {
+    period: i64,
+    spend: f64,
+    reserved: f64,
 }
 
 impl Entry {
-    /// Spend now (see `Spend::current`), re-arming the rolling thresholds
-    /// it is below, so that a dip between two evaluations is not missed.
+    /// The key of the period starting at `start`, as nodes share it.
+    fn period_key(&self, start: i64) -> i64 {
+        if self.budget.period.is_rolling() { 0 } else { start }
+    }
+
+    /// Spend now, this node's and the others' (see `Spend::current`), and
+    /// what the others hold reserved.
+    fn current(&mut self, now: i64) -> (f64, f64, i64, i64) {
+        let (spend, start, end) = self.spend.current(&self.budget, now);
+        let others = self.others;
+        if others.period == self.period_key(start) {
+            (spend + others.spend, others.reserved, start, end)
+        } else {
+            (spend, 0.0, start, end)
+        }
+    }
+
+    /// Spend now (all nodes'), re-arming the rolling thresholds it is
+    /// below, so that a dip between two evaluations is not missed.
     fn rearm(&mut self, now: i64) -> (f64, i64, i64) {
-        let current = self.spend.current(&self.budget, now);
+        let (spend, _, start, end) = self.current(now);
+        let current = (spend, start, end);
         if self.fired.period.is_none() {
             for (t, fired) in self.budget.thresholds.iter().zip(self.fired.fired.iter_mut()) {
                 if !reached(&self.budget, current.0, *t) {
@@ -196,6 +226,7 @@ impl Entry {
 
     fn status(&mut self, now: i64) -> BudgetStatus {
         let (spend, start, end) = self.rearm(now);
+        let reserved = self.reserved + self.current(now).1;
         let b = &self.budget;
         let forecast = if b.period.is_rolling() {
             spend
@@ -211,8 +242,8 @@ impl Entry {
             mode: b.mode,
             spend,
             limit: b.limit,
-            reserved: self.reserved,
-            remaining: (b.limit - spend - self.reserved).max(0.0),
+            reserved,
+            remaining: (b.limit - spend - reserved).max(0.0),
             percent: spend / b.limit * 100.0,
             period_start: start,
             period_end: end,
@@ -384,6 +415,7 @@ impl Book {
             reserved: 0.0,
             ready: false,
             pass: 0,
+            others: Others::default(),
         };
         match self.by_id.get(&budget.id) {
             Some(slot) => self.slots[*slot] = Some(entry),
@@ -528,7 +560,8 @@ impl Book {
             };
             let b = entry.budget.clone();
             let amount = estimate.of(b.metric);
-            let (spend, _, _) = entry.spend.current(&b, now);
+            let (spend, others_reserved, _, _) = entry.current(now);
+            let reserved = entry.reserved + others_reserved;
             let enforced = b.mode == Mode::Enforce;
             if !entry.ready {
                 if enforced && b.fail == FailMode::Closed && denial.is_none() {
@@ -538,7 +571,7 @@ impl Book {
                     ));
                 }
             } else {
-                let committed = spend + entry.reserved;
+                let committed = spend + reserved;
                 let over = if amount > 0.0 {
                     committed + amount > b.limit * (1.0 + SLACK)
                 } else {
@@ -552,7 +585,7 @@ impl Book {
                         round(spend),
                         b.limit,
                         b.metric.as_str(),
-                        round(entry.reserved),
+                        round(reserved),
                         round(amount)
                     ));
                 }
@@ -562,7 +595,7 @@ impl Book {
                 name: b.name.clone(),
                 metric: b.metric,
                 mode: b.mode,
-                remaining: (b.limit - spend - entry.reserved).max(0.0),
+                remaining: (b.limit - spend - reserved).max(0.0),
             });
             holds.push((slot, entry.generation, amount));
         }
@@ -673,6 +706,41 @@ impl Book {
 
     pub fn open_reservations(&self) -> usize {
         self.reservations.len()
+    }
+
+    /// The ids of the budgets covering calls of `subject`.
+    pub fn covering(&self, subject: &Subject<'_>) -> Vec<String> {
+        self.budgets().filter(|b| b.covers(subject)).map(|b| b.id.clone()).collect()
+    }
+
+    /// This node's share of each ready budget (of `only`, when given):
+    /// (id, period key, spend, reserved), for the other nodes of a cluster.
+    pub fn shares(&mut self, only: Option<&[String]>, now: i64) -> Vec<(String, i64, f64, f64)> {
+        let mut out = Vec::new();
+        for entry in self.slots.iter_mut().flatten() {
+            if !entry.ready || only.is_some_and(|ids| !ids.contains(&entry.budget.id)) {
+                continue;
+            }
+            let (spend, start, _) = entry.spend.current(&entry.budget, now);
+            out.push((entry.budget.id.clone(), entry.period_key(start), spend, entry.reserved));
+        }
+        out
+    }
+
+    /// What the other nodes of a cluster hold of budget `id`: per period
+    /// key, their spend and reservations summed. The current period's
+    /// counts from now on; none listed: nothing.
+    pub fn set_others(&mut self, id: &str, periods: &[(i64, f64, f64)], now: i64) {
+        let Some(entry) = self.by_id.get(id).and_then(|s| self.slots[*s].as_mut()) else {
+            return;
+        };
+        let (_, start, _) = entry.spend.current(&entry.budget, now);
+        let key = entry.period_key(start);
+        let (spend, reserved) = periods
+            .iter()
+            .filter(|(period, _, _)| *period == key)
+            .fold((0.0, 0.0), |(s, r), (_, spend, reserved)| (s + spend, r + reserved));
+        entry.others = Others { period: key, spend, reserved };
     }
 }
 

@@ -77,7 +77,7 @@ pub struct Budgets {
 }
 
 /// A budget as the store keeps it.
-fn stored(b: &Budget) -> StoredBudget {
+pub fn stored(b: &Budget) -> StoredBudget {
     StoredBudget {
         id: b.id.clone(),
         project: b.project.clone(),
@@ -311,6 +311,30 @@ impl Budgets {
 
     pub fn storage(&self) -> &Arc<dyn ControlStore> {
         &self.storage
+    }
+
+    /// Makes live a budget another node stored (new, or changed there),
+    /// with this node's spend so far, read while no call commits.
+    pub async fn adopt(
+        self: &Arc<Self>,
+        committer: &Committer,
+        budget: Budget,
+    ) -> Result<(), BudgetError> {
+        let budget = Arc::new(budget);
+        self.lock().put(budget.clone());
+        self.active.store(true, Ordering::Release);
+        let this = self.clone();
+        committer
+            .exclusive(async move { this.load(std::slice::from_ref(&budget), now_ms()).await })
+            .await??;
+        Ok(())
+    }
+
+    /// Lets go of a budget another node deleted.
+    pub fn forget(&self, id: &str) {
+        let mut book = self.lock();
+        book.remove(id);
+        self.active.store(!book.is_empty(), Ordering::Release);
     }
 }
 

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 
-use super::{Health, Part};
+use super::Health;
 use crate::coordination::Coordination;
 use crate::coordination::claims::Claim;
 use crate::durability::shared::{SharedClaims, Verdict};
@@ -16,27 +16,18 @@ use crate::model::LlmCall;
 use crate::storage::{CallKey, LedgerStore, StorageError};
 
 pub struct ClusterClaims {
-    url: String,
-    node: String,
-    timeout: std::time::Duration,
-    /// The connection, made again after the server went away.
-    connection: tokio::sync::Mutex<Option<Arc<Coordination>>>,
+    link: super::link::Link,
     /// The batch of the commit in flight, until it is committed or not.
     in_flight: Mutex<Option<i64>>,
     /// Batches committed here, to confirm with the next round trip.
     committed: Mutex<Vec<i64>>,
     /// Batches whose commit failed, to give back.
     failed: Mutex<Vec<i64>>,
-    health: Arc<Health>,
     /// The local store, where batches left unconfirmed are looked up.
     local: std::sync::OnceLock<Arc<dyn LedgerStore>>,
     /// Whether those were settled: before that, nothing is claimed (a
     /// claim of this run could be taken for one a crash left).
     settled: tokio::sync::Mutex<bool>,
-}
-
-fn unavailable(err: impl std::fmt::Display) -> StorageError {
-    StorageError::Backend { backend: "postgresql", message: err.to_string() }
 }
 
 fn keys_of(call: &LlmCall) -> impl Iterator<Item = (String, String)> + '_ {
@@ -50,14 +41,10 @@ fn take(list: &Mutex<Vec<i64>>) -> Vec<i64> {
 impl ClusterClaims {
     pub fn new(url: &str, node: &str, timeout: std::time::Duration, health: Arc<Health>) -> Self {
         Self {
-            url: url.to_owned(),
-            node: node.to_owned(),
-            timeout,
-            connection: tokio::sync::Mutex::new(None),
+            link: super::link::Link::new(url, node, timeout, health),
             in_flight: Mutex::new(None),
             committed: Mutex::new(Vec::new()),
             failed: Mutex::new(Vec::new()),
-            health,
             local: std::sync::OnceLock::new(),
             settled: tokio::sync::Mutex::new(false),
         }
@@ -71,22 +58,10 @@ impl ClusterClaims {
     /// The live connection, connecting (and migrating) when there is none,
     /// with the batches a crash left settled first.
     async fn coordination(&self) -> Result<Arc<Coordination>, StorageError> {
-        let coordination = {
-            let mut connection = self.connection.lock().await;
-            match connection.as_ref().filter(|c| !c.is_closed()) {
-                Some(live) => live.clone(),
-                None => {
-                    *connection = None;
-                    let made = Coordination::connect(&self.url, &self.node, self.timeout).await;
-                    let made = Arc::new(made.map_err(|err| self.failing(err))?);
-                    *connection = Some(made.clone());
-                    made
-                }
-            }
-        };
+        let coordination = self.link.get().await?;
         let mut settled = self.settled.lock().await;
         if !*settled {
-            let local = self.local.get().ok_or_else(|| unavailable("no local store"))?;
+            let local = self.local.get().ok_or_else(|| self.link.failed("no local store"))?;
             let n = self.settle(&coordination, &**local).await?;
             if n > 0 {
                 tracing::info!(batches = n, "claims left unconfirmed by a crash settled");
@@ -94,11 +69,6 @@ impl ClusterClaims {
             *settled = true;
         }
         Ok(coordination)
-    }
-
-    fn failing(&self, err: impl std::fmt::Display) -> StorageError {
-        self.health.failing(Part::Coordination, &err.to_string());
-        unavailable(err)
     }
 
     /// Confirms the batches committed and gives back those that failed;
@@ -116,8 +86,9 @@ impl ClusterClaims {
         }
         let result = async {
             let coordination = self.coordination().await?;
-            coordination.confirm(&committed).await.map_err(|e| self.failing(e))?;
-            coordination.release(&failed).await.map_err(|e| self.failing(e))?;
+            coordination.confirm(&committed).await.map_err(|e| self.link.failed(e))?;
+            coordination.release(&failed).await.map_err(|e| self.link.failed(e))?;
+            self.link.answered();
             Ok(())
         }
         .await;
@@ -139,7 +110,7 @@ impl ClusterClaims {
     ) -> Result<u64, StorageError> {
         let mut settled = 0u64;
         loop {
-            let open = coordination.unconfirmed(1_000).await.map_err(|e| self.failing(e))?;
+            let open = coordination.unconfirmed(1_000).await.map_err(|e| self.link.failed(e))?;
             if open.is_empty() {
                 return Ok(settled);
             }
@@ -153,8 +124,8 @@ impl ClusterClaims {
                 if held.contains(&true) { confirm.push(batch) } else { give_back.push(batch) }
             }
             settled += (confirm.len() + give_back.len()) as u64;
-            coordination.confirm(&confirm).await.map_err(|e| self.failing(e))?;
-            coordination.release(&give_back).await.map_err(|e| self.failing(e))?;
+            coordination.confirm(&confirm).await.map_err(|e| self.link.failed(e))?;
+            coordination.release(&give_back).await.map_err(|e| self.link.failed(e))?;
         }
     }
 }
@@ -172,13 +143,13 @@ impl SharedClaims for ClusterClaims {
         let confirm = take(&self.committed);
         let claimed = match coordination.claim(&keys, &confirm).await {
             Ok(claimed) => {
-                self.health.ok(Part::Coordination);
+                self.link.answered();
                 claimed
             }
             Err(err) => {
                 // Sent again with the next round trip.
                 self.committed.lock().expect("unpoisoned").extend(confirm);
-                return Err(self.failing(err));
+                return Err(self.link.failed(err));
             }
         };
         *self.in_flight.lock().expect("unpoisoned") = Some(claimed.batch);

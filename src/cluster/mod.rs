@@ -6,7 +6,10 @@
 //! committer asks (`claims`), the outbox it fills (`outbox`) and the task
 //! that empties it (`shipper`).
 
+pub mod budgets;
 pub mod claims;
+pub mod control;
+pub mod link;
 pub mod outbox;
 pub mod reads;
 pub mod shipper;
@@ -153,6 +156,10 @@ pub struct Cluster {
     pub claims: Option<Arc<claims::ClusterClaims>>,
     /// What queries read from ClickHouse.
     pub reads: Arc<reads::SharedReads>,
+    /// The coordination store's URL.
+    pub coordination: String,
+    /// The connection budgets and their shares use.
+    pub link: Arc<link::Link>,
 }
 
 impl Cluster {
@@ -201,7 +208,11 @@ impl Cluster {
             health.clone(),
         );
         let outbox = outbox::Outbox::new(settings.max_outbox_records, settings.max_outbox_age_ms);
+        let link =
+            link::Link::new(coordination, &node, settings.coordination_timeout, health.clone());
         Ok(Some(Cluster {
+            link: Arc::new(link),
+            coordination: coordination.to_owned(),
             node,
             reads: Arc::new(reads::SharedReads::new(url.clone())),
             clickhouse: url,
@@ -210,6 +221,16 @@ impl Cluster {
             outbox: Arc::new(outbox),
             claims: Some(Arc::new(claims)),
         }))
+    }
+
+    /// A connection of its own to the coordination store.
+    pub fn new_link(&self) -> link::Link {
+        link::Link::new(
+            &self.coordination,
+            &self.node,
+            self.settings.coordination_timeout,
+            self.health.clone(),
+        )
     }
 
     /// The seams the committer takes.

@@ -1,11 +1,13 @@
 //! The coordination store nodes share when they run over ClickHouse: a
 //! PostgreSQL database holding what must be decided once for the whole
 //! cluster: the claims on report ids and span keys (`claims`), so that a
-//! call sent to two nodes counts once, and budgets with their alerts and
-//! deliveries (`control`, the control role of the store).
+//! call sent to two nodes counts once; budgets with their alerts and
+//! deliveries (`control`, the control role of the store); and each node's
+//! share of every budget's spend (`shares`).
 
 pub mod claims;
 pub mod control;
+pub mod shares;
 
 /// Why the coordination store could not answer.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +49,7 @@ impl Coordination {
         tx.execute("SELECT pg_advisory_xact_lock(hashtext('tally schema'))", &[]).await?;
         tx.batch_execute(claims::SCHEMA).await?;
         tx.batch_execute(control::SCHEMA).await?;
+        tx.batch_execute(shares::SCHEMA).await?;
         tx.commit().await?;
         Ok(Coordination { client, node: node.to_owned(), timeout })
     }
