@@ -574,3 +574,73 @@ async fn budgets_are_the_clusters_spend_reservations_and_alerts_alike_on_every_n
     assert!(deleted.unwrap().status().is_success());
     eventually("node a lets the budget go", || async { status(&a).await.status == 404 }).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reservations_racing_on_two_nodes_take_exactly_the_room_and_one_webhook_is_sent() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    // A webhook receiver counting what reaches it.
+    let received = Arc::new(AtomicUsize::new(0));
+    let counter = received.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move || {
+            let counter = counter.clone();
+            async move {
+                counter.fetch_add(1, Ordering::SeqCst);
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let shared = Shared::start();
+    let env = [("TALLY_ALERTS__ALLOW_PRIVATE_TARGETS", "true")];
+    let a = shared.node("node-a", &env);
+    let b = shared.node("node-b", &env);
+    let spec = json!({"name": "alice-daily", "scope": {"user": "alice"}, "metric": "tokens",
+                      "limit": 1000, "period": "day", "thresholds": [90], "mode": "enforce",
+                      "webhooks": [hook], "secret": "cluster-test-secret-0123456789"});
+    let created = common::post_json_to(a.url(), "/api/v1/budgets", &spec).await;
+    assert_eq!(created.status, 201, "{}", created.text);
+    let id = created.json["id"].as_str().unwrap().to_owned();
+    let path = format!("/api/v1/budgets/{id}/status");
+    eventually("node b takes on the budget", || async {
+        get(b.url(), &path, &[]).await.status == 200
+    })
+    .await;
+    // 64 reservations of 100 tokens, half through each node, at once:
+    // room for exactly 10.
+    let tasks: Vec<_> = (0..64)
+        .map(|i| {
+            let base = if i % 2 == 0 { a.url() } else { b.url() }.to_owned();
+            tokio::spawn(async move {
+                let body = json!({"user": "alice", "estimated_tokens": 100, "ttl_s": 60});
+                let reply = common::post_json_to(&base, "/api/v1/quota/reserve", &body).await;
+                assert_eq!(reply.status, 200, "{}", reply.text);
+                reply.json["allowed"] == true
+            })
+        })
+        .collect();
+    let mut allowed = 0;
+    for task in tasks {
+        allowed += task.await.unwrap() as usize;
+    }
+    assert_eq!(allowed, 10, "reservations allowed across both nodes");
+    // 950 tokens through both nodes cross 90 %: one alert, one webhook.
+    let alice =
+        |id: &str, n: u64| with(chat(id, "gpt-4o", tokens(n, 0), now_ms()), "user", json!("alice"));
+    post_retrying(a.url(), &json!([alice("a-1", 500)])).await;
+    post_retrying(b.url(), &json!([alice("b-1", 450)])).await;
+    eventually("the webhook delivered", || async { received.load(Ordering::SeqCst) >= 1 }).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(received.load(Ordering::SeqCst), 1, "one webhook for the cluster");
+    for node in [&a, &b] {
+        let alerts = get_ok(node.url(), "/api/v1/alerts", &[]).await;
+        let list = alerts["alerts"].as_array().unwrap();
+        assert_eq!(list.len(), 1, "{alerts}");
+        assert_eq!(list[0]["deliveries"][0]["status"], "delivered", "{alerts}");
+    }
+}
