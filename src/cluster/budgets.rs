@@ -146,8 +146,9 @@ pub fn spawn(shared: Arc<SharedBudgets>, committer: Committer) -> tokio::task::J
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticker.tick().await;
+            // (The store's health logs when it fails and when it is back.)
             if let Err(err) = shared.sync(&committer).await {
-                warn!(%err, "sharing budgets with the cluster failed; retried next second");
+                tracing::debug!(%err, "sharing budgets with the cluster failed; retried next second");
             }
         }
     })

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use tracing::{info, warn};
+use tracing::info;
 
 use super::{Cluster, Part};
 use crate::storage::LedgerStore;
@@ -29,7 +29,7 @@ pub async fn pass(cluster: &Cluster, local: &dyn LedgerStore, ch: &mut Option<Cl
     if let Some(claims) = &cluster.claims
         && let Err(err) = claims.confirm_waiting().await
     {
-        warn!(%err, "confirming claims failed; retried with the next round trip");
+        tracing::debug!(%err, "confirming claims failed; retried with the next round trip");
     }
     if ch.is_none() {
         match connect(cluster).await {
@@ -49,7 +49,7 @@ pub async fn pass(cluster: &Cluster, local: &dyn LedgerStore, ch: &mut Option<Cl
             cluster.outbox.shipped(records, true, started);
         }
         Err(err) => {
-            warn!(%err, "shipping to ClickHouse failed; retried next pass");
+            // Logged by the health when it starts failing, not every pass.
             cluster.health.failing(Part::ClickHouse, &err.to_string());
         }
     }
