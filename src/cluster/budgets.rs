@@ -69,15 +69,20 @@ impl SharedBudgets {
     /// shares and reads the others'.
     pub async fn sync(&self, committer: &Committer) -> Result<(), StorageError> {
         let stored = self.control.load_budgets().await?;
-        let live: HashMap<String, String> = {
+        // Per live budget: its definition as stored, and when it changed.
+        let live: HashMap<String, (String, i64)> = {
             let book = self.budgets.lock();
-            book.budgets().map(|b| (b.id.clone(), crate::budgets::stored(b).definition)).collect()
+            book.budgets()
+                .map(|b| (b.id.clone(), (crate::budgets::stored(b).definition, b.updated_ms)))
+                .collect()
         };
         for s in &stored {
-            if live.get(&s.id) == Some(&s.definition) {
+            if live.get(&s.id).is_some_and(|(definition, _)| *definition == s.definition) {
                 continue;
             }
             match serde_json::from_str::<Budget>(&s.definition) {
+                // A change made here, not yet stored, is not undone.
+                Ok(budget) if live.get(&s.id).is_some_and(|(_, at)| *at > budget.updated_ms) => {}
                 Ok(budget) => {
                     if let Err(err) = self.budgets.adopt(committer, budget).await {
                         warn!(%err, budget = %s.id, "a budget another node stored cannot be taken on");
@@ -86,8 +91,13 @@ impl SharedBudgets {
                 Err(err) => warn!(%err, budget = %s.id, "a stored budget cannot be read"),
             }
         }
-        for id in live.keys().filter(|id| !stored.iter().any(|s| &s.id == *id)) {
-            self.budgets.forget(id);
+        // Gone from the store: deleted on another node (a budget made here
+        // in the last seconds may not be stored yet).
+        let settled = now_ms() - 10_000;
+        for (id, (_, at)) in &live {
+            if *at < settled && !stored.iter().any(|s| &s.id == id) {
+                self.budgets.forget(id);
+            }
         }
         let now = now_ms();
         let mine = shares(self.budgets.lock().shares(None, now));
