@@ -425,7 +425,14 @@ impl App {
                 // Every node drops what is past retention in ClickHouse;
                 // dropping a partition already gone changes nothing.
                 if let Some(cluster) = &cluster {
-                    match cluster.reads.retention(&cutoffs).await {
+                    let deadline = Duration::from_secs(300);
+                    let dropped = tokio::time::timeout(deadline, cluster.reads.retention(&cutoffs));
+                    match dropped.await.unwrap_or_else(|_| {
+                        Err(storage::StorageError::Backend {
+                            backend: "clickhouse",
+                            message: format!("no answer within {deadline:?}"),
+                        })
+                    }) {
                         Ok(0) => {}
                         Ok(partitions) => info!(partitions, "ClickHouse retention applied"),
                         Err(err) => warn!(%err, "ClickHouse retention failed; will retry"),

@@ -64,16 +64,19 @@ fn batch(node: &str, n: i64, t0: i64) -> Vec<SequencedCall> {
         .collect()
 }
 
+/// A connection to database `tally` on `server`, its schema made.
+async fn migrated(server: &Server) -> ClickHouse {
+    let host = server.http_url().trim_start_matches("http://").to_owned();
+    let url = ClickHouseUrl::parse(&format!("clickhouse://{host}/tally")).unwrap();
+    let ch = ClickHouse::connect(&url).await.unwrap();
+    schema::migrate(&ch, schema::MIGRATIONS).await.unwrap();
+    ch
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shipped_calls_read_back_whole_and_a_block_shipped_twice_counts_once() {
     let server = Server::start();
-    let url = ClickHouseUrl::parse(&format!(
-        "clickhouse://{}/tally",
-        server.http_url().trim_start_matches("http://")
-    ))
-    .unwrap();
-    let ch = ClickHouse::connect(&url).await.unwrap();
-    schema::migrate(&ch, schema::MIGRATIONS).await.unwrap();
+    let ch = migrated(&server).await;
 
     let t0 = 1_790_000_000_000;
     let a = batch("a", 500, t0);
@@ -140,13 +143,7 @@ async fn ingest(base: &str, from: usize, to: usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_ships_what_it_committed_once_even_after_a_crash_mid_block() {
     let clickhouse = Server::start();
-    let url = ClickHouseUrl::parse(&format!(
-        "clickhouse://{}/tally",
-        clickhouse.http_url().trim_start_matches("http://")
-    ))
-    .unwrap();
-    let ch = ClickHouse::connect(&url).await.unwrap();
-    schema::migrate(&ch, schema::MIGRATIONS).await.unwrap();
+    let ch = migrated(&clickhouse).await;
 
     let dir = tempfile::tempdir().unwrap();
     let mut server = common::TestServer::start(dir.path(), &[]);
@@ -188,13 +185,7 @@ fn attr(key: &str, value: &str) -> serde_json::Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spans_and_logs_ship_once_and_read_back_as_stored() {
     let clickhouse = Server::start();
-    let url = ClickHouseUrl::parse(&format!(
-        "clickhouse://{}/tally",
-        clickhouse.http_url().trim_start_matches("http://")
-    ))
-    .unwrap();
-    let ch = ClickHouse::connect(&url).await.unwrap();
-    schema::migrate(&ch, schema::MIGRATIONS).await.unwrap();
+    let ch = migrated(&clickhouse).await;
 
     let dir = tempfile::tempdir().unwrap();
     let mut server = common::TestServer::start(dir.path(), &[]);
@@ -273,13 +264,7 @@ async fn rollups_of_two_nodes_add_up_and_a_block_sent_again_replaces_its_rows() 
     use tally::aggregate::Tier;
     use tally::storage::clickhouse::rollups;
     let clickhouse = Server::start();
-    let url = ClickHouseUrl::parse(&format!(
-        "clickhouse://{}/tally",
-        clickhouse.http_url().trim_start_matches("http://")
-    ))
-    .unwrap();
-    let ch = ClickHouse::connect(&url).await.unwrap();
-    schema::migrate(&ch, schema::MIGRATIONS).await.unwrap();
+    let ch = migrated(&clickhouse).await;
 
     // Two nodes, each with its own traffic.
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
@@ -329,13 +314,7 @@ async fn retention_drops_whole_days_of_calls_and_tiers_of_rollups_past_their_cut
     use tally::storage::RetentionCutoffs;
     use tally::storage::clickhouse::{retention, rollups};
     let server = Server::start();
-    let url = ClickHouseUrl::parse(&format!(
-        "clickhouse://{}/tally",
-        server.http_url().trim_start_matches("http://")
-    ))
-    .unwrap();
-    let ch = ClickHouse::connect(&url).await.unwrap();
-    schema::migrate(&ch, schema::MIGRATIONS).await.unwrap();
+    let ch = migrated(&server).await;
     // Calls over three days from midnight, and their rollups.
     let t0 = 1_790_035_200_000 - 1_790_035_200_000 % DAY_MS;
     let calls_sent = batch("a", 300, t0);

@@ -5,6 +5,7 @@
 //! local store keeps everything until it is shipped.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tracing::info;
 
@@ -23,6 +24,13 @@ async fn connect(cluster: &Cluster) -> Result<ClickHouse, crate::storage::Storag
     Ok(ch)
 }
 
+/// Longest a connection attempt may take.
+const CONNECT_DEADLINE: Duration = Duration::from_secs(30);
+/// Longest one pass may ship for: a pass cut short keeps the blocks it
+/// recorded as shipped, and the next pass goes on from there, on a new
+/// connection (a server that stopped answering holds none).
+const SHIP_DEADLINE: Duration = Duration::from_secs(120);
+
 /// One pass: confirms claims, then ships everything committed so far.
 pub async fn pass(cluster: &Cluster, local: &dyn LedgerStore, ch: &mut Option<ClickHouse>) {
     // First, whatever ClickHouse's state: other nodes wait on these.
@@ -32,17 +40,28 @@ pub async fn pass(cluster: &Cluster, local: &dyn LedgerStore, ch: &mut Option<Cl
         tracing::debug!(%err, "confirming claims failed; retried with the next round trip");
     }
     if ch.is_none() {
-        match connect(cluster).await {
-            Ok(connected) => *ch = Some(connected),
-            Err(err) => {
+        match tokio::time::timeout(CONNECT_DEADLINE, connect(cluster)).await {
+            Ok(Ok(connected)) => *ch = Some(connected),
+            Ok(Err(err)) => {
                 cluster.health.failing(Part::ClickHouse, &err.to_string());
+                return;
+            }
+            Err(_) => {
+                let reason = format!("no answer within {CONNECT_DEADLINE:?}");
+                cluster.health.failing(Part::ClickHouse, &reason);
                 return;
             }
         }
     }
     let connected = ch.as_ref().expect("connected above");
     let started = now_ms();
-    match ship::ship(local, connected, &cluster.node, cluster.settings.block_records).await {
+    let shipping = ship::ship(local, connected, &cluster.node, cluster.settings.block_records);
+    match tokio::time::timeout(SHIP_DEADLINE, shipping).await.unwrap_or_else(|_| {
+        Err(crate::storage::StorageError::Backend {
+            backend: "clickhouse",
+            message: format!("shipping did not finish within {SHIP_DEADLINE:?}"),
+        })
+    }) {
         Ok(shipped) => {
             cluster.health.ok(Part::ClickHouse);
             let records = shipped.calls + shipped.spans + shipped.logs;
@@ -51,6 +70,7 @@ pub async fn pass(cluster: &Cluster, local: &dyn LedgerStore, ch: &mut Option<Cl
         Err(err) => {
             // Logged by the health when it starts failing, not every pass.
             cluster.health.failing(Part::ClickHouse, &err.to_string());
+            *ch = None;
         }
     }
 }

@@ -193,7 +193,14 @@ fn claim_all(
     let (fresh, repeated) = order.calls.split_at(order.repeats_from);
     let mut new: Vec<bool> =
         (0..calls.len()).map(|i| !refused.get(i).copied().unwrap_or(false)).collect();
-    let fresh: Vec<usize> = fresh.iter().copied().filter(|&i| new[i]).collect();
+    // Calls another node counted are left out (a copy only when there are some).
+    let kept: Vec<usize>;
+    let fresh: &[usize] = if refused.is_empty() {
+        fresh
+    } else {
+        kept = fresh.iter().copied().filter(|&i| new[i]).collect();
+        &kept
+    };
     // `fresh` is in project order, so a project's calls are consecutive.
     let by_id: Vec<(&str, Value, usize)> = fresh
         .iter()
