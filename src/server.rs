@@ -447,7 +447,13 @@ impl App {
     pub fn spawn_shipper(&self) -> Option<tokio::task::JoinHandle<()>> {
         let cluster = self.cluster.clone()?;
         let local: Arc<dyn storage::LedgerStore> = self.storage.clone();
-        Some(tokio::spawn(crate::cluster::shipper::run(cluster, local, std::future::pending())))
+        let engine = self.engine.clone();
+        Some(tokio::spawn(crate::cluster::shipper::run(
+            cluster,
+            local,
+            engine,
+            std::future::pending(),
+        )))
     }
 
     /// Flushes rollups and stops the committer.

@@ -8,12 +8,22 @@
 
 mod common;
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use common::clickhouse::ClickHouse as Server;
+use tally::aggregate::SeriesKey;
 use tally::aggregate::rollup::SequencedCall;
 use tally::model::{LlmCall, Operation, Source, Status, Tags};
 use tally::storage::clickhouse::{ClickHouse, ClickHouseUrl, calls, schema, ship};
 
 const DAY_MS: i64 = 86_400_000;
+
+/// A registry that knows none of the calls' series: each is rolled up
+/// under its own dimensions.
+fn unregistered(_: &[i64]) -> HashMap<i64, Arc<SeriesKey>> {
+    HashMap::new()
+}
 
 /// Calls over three days, with optional fields set on some and not others.
 fn batch(node: &str, n: i64, t0: i64) -> Vec<SequencedCall> {
@@ -154,9 +164,12 @@ async fn a_node_ships_what_it_committed_once_even_after_a_crash_mid_block() {
     // A crash after inserting the first block, before recording it.
     let first = local.calls_after(0, 1_000).await.unwrap();
     calls::insert(&ch, "node-a", &first).await.unwrap();
-    let shipped = ship::ship(&*local, &ch, "node-a", 1_000).await.unwrap();
+    let shipped = ship::ship(&*local, &ch, "node-a", 1_000, &unregistered).await.unwrap();
     assert_eq!(shipped.calls, 3_000);
-    assert_eq!(ship::ship(&*local, &ch, "node-a", 1_000).await.unwrap(), ship::Shipped::default());
+    assert_eq!(
+        ship::ship(&*local, &ch, "node-a", 1_000, &unregistered).await.unwrap(),
+        ship::Shipped::default()
+    );
     let window = (common::now_ms() - 86_400_000, common::now_ms() + 60_000);
     let remote = calls::read(&ch, "default", window.0, window.1).await.unwrap();
     assert_eq!(remote.len(), 3_000, "each call once");
@@ -173,7 +186,7 @@ async fn a_node_ships_what_it_committed_once_even_after_a_crash_mid_block() {
     ingest(server.url(), 3_000, 3_500).await;
     assert!(server.terminate().success());
     let local = local_store(dir.path());
-    assert_eq!(ship::ship(&*local, &ch, "node-a", 1_000).await.unwrap().calls, 500);
+    assert_eq!(ship::ship(&*local, &ch, "node-a", 1_000, &unregistered).await.unwrap().calls, 500);
     let remote = calls::read(&ch, "default", window.0, window.1).await.unwrap();
     assert_eq!(remote.len(), 3_500);
 }
@@ -243,7 +256,7 @@ async fn spans_and_logs_ship_once_and_read_back_as_stored() {
     // A crash after the first block of spans went, before it was recorded.
     let first = local.spans_after(0, 30).await.unwrap();
     tally::storage::clickhouse::telemetry::insert_spans(&ch, "node-a", &first).await.unwrap();
-    let shipped = ship::ship(&*local, &ch, "node-a", 30).await.unwrap();
+    let shipped = ship::ship(&*local, &ch, "node-a", 30, &unregistered).await.unwrap();
     assert_eq!((shipped.spans, shipped.logs), (120, 40), "{shipped:?}");
     for t in [1, 17, 40] {
         let trace = format!("{t:032x}");
@@ -277,9 +290,9 @@ async fn rollups_of_two_nodes_add_up_and_a_block_sent_again_replaces_its_rows() 
     // Node a crashed after sending the rollup of a smaller first block.
     let smaller = a.calls_after(0, 400).await.unwrap();
     calls::insert(&ch, "node-a", &smaller).await.unwrap();
-    rollups::insert_block(&ch, "node-a", &smaller).await.unwrap();
-    assert_eq!(ship::ship(&*a, &ch, "node-a", 1_000).await.unwrap().calls, 2_500);
-    assert_eq!(ship::ship(&*b, &ch, "node-b", 1_000).await.unwrap().calls, 1_500);
+    rollups::insert_block(&ch, "node-a", &smaller, &HashMap::new()).await.unwrap();
+    assert_eq!(ship::ship(&*a, &ch, "node-a", 1_000, &unregistered).await.unwrap().calls, 2_500);
+    assert_eq!(ship::ship(&*b, &ch, "node-b", 1_000, &unregistered).await.unwrap().calls, 1_500);
 
     // Exact totals from the two local ledgers.
     let mut expected = tally::aggregate::Cell::default();
@@ -319,7 +332,7 @@ async fn retention_drops_whole_days_of_calls_and_tiers_of_rollups_past_their_cut
     let t0 = 1_790_035_200_000 - 1_790_035_200_000 % DAY_MS;
     let calls_sent = batch("a", 300, t0);
     calls::insert(&ch, "node-a", &calls_sent).await.unwrap();
-    rollups::insert_block(&ch, "node-a", &calls_sent).await.unwrap();
+    rollups::insert_block(&ch, "node-a", &calls_sent, &HashMap::new()).await.unwrap();
     let count = |day_from: i64| calls_sent.iter().filter(|c| c.call.time_ms >= day_from).count();
     // Raw data kept from the second day on; minute rollups for none of
     // these days' 30-day span; hours and days forever.
@@ -342,4 +355,52 @@ async fn retention_drops_whole_days_of_calls_and_tiers_of_rollups_past_their_cut
     assert_eq!(requests, 300, "hour rollups kept");
     // Run again (another node, or after a crash): nothing more to drop.
     assert_eq!(retention::apply(&ch, &cutoffs).await.unwrap(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_are_rolled_up_under_the_series_the_node_registered_them_in() {
+    use tally::aggregate::Tier;
+    use tally::storage::clickhouse::rollups;
+    let server = Server::start();
+    let ch = migrated(&server).await;
+    let t0 = 1_790_035_200_000 - 1_790_035_200_000 % DAY_MS;
+    // Seven users in two series ids: the node's registry counted users
+    // past its cap under `__other__` (series 2), the rest under user-1.
+    let mut sent = batch("a", 140, t0);
+    for call in &mut sent {
+        call.series = if call.call.user.as_deref() == Some("user-1") { 1 } else { 2 };
+    }
+    let key = |user: &str| {
+        let mut key = SeriesKey::of(&sent[0].call);
+        key.user = Some(user.into());
+        key.model = "m".into();
+        key.operation = Operation::Chat;
+        key.status = Status::Ok;
+        key.tags = Tags::new();
+        Arc::new(key)
+    };
+    let registered = HashMap::from([(1, key("user-1")), (2, key("__other__"))]);
+    rollups::insert_block(&ch, "node-a", &sent, &registered).await.unwrap();
+    let days = rollups::read(&ch, "p", Tier::Day, 0, i64::MAX).await.unwrap();
+    let mut by_user: HashMap<String, u64> = HashMap::new();
+    for (_, key, cell) in &days {
+        *by_user.entry(key.user.clone().unwrap()).or_default() += cell.requests;
+    }
+    let user_1 = sent.iter().filter(|c| c.series == 1).count() as u64;
+    assert!(user_1 > 0 && user_1 < 140);
+    assert_eq!(
+        by_user,
+        HashMap::from([("user-1".to_owned(), user_1), ("__other__".to_owned(), 140 - user_1)])
+    );
+    // A call whose series the registry no longer knows keeps its own.
+    let mut unknown = batch("b", 3, t0);
+    for call in &mut unknown {
+        call.seq += 1_000;
+        call.series = 99;
+    }
+    rollups::insert_block(&ch, "node-a", &unknown, &registered).await.unwrap();
+    let days = rollups::read(&ch, "p", Tier::Day, 0, i64::MAX).await.unwrap();
+    let requests: u64 = days.iter().map(|(_, _, cell)| cell.requests).sum();
+    assert_eq!(requests, 143);
+    assert!(days.iter().any(|(_, key, _)| key.model == "claude-3-5-sonnet"));
 }

@@ -355,6 +355,43 @@ async fn every_node_answers_usage_as_one_sqlite_node_does_for_the_same_traffic()
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_clusters_rollups_keep_each_nodes_caps_on_distinct_values() {
+    let shared = Shared::start();
+    let cap = [("TALLY_ROLLUPS__MAX_VALUES_PER_DIMENSION", "3")];
+    let a = shared.node("node-a", &cap);
+    let single = TestServer::start(&shared.dir.path().join("single"), &cap);
+    // 30 distinct users: past the cap of 3, rollups count them as __other__.
+    let t0 = now_ms() - 60_000;
+    let body = Value::Array(
+        (0..30)
+            .map(|i| {
+                let report = chat(&format!("u-{i}"), "gpt-4o", tokens(100 + i, 1), t0);
+                with(report, "user", json!(format!("user-{i}")))
+            })
+            .collect(),
+    );
+    post_retrying(a.url(), &body).await;
+    post_retrying(single.url(), &body).await;
+    shared.wait_shipped(30, (0..30).map(|i| 100 + i).sum()).await;
+    let (from, to) = ((t0 - 3_600_000).to_string(), (t0 + 120_000).to_string());
+    let query = [("from", from.as_str()), ("to", to.as_str()), ("group_by", "user")];
+    let want = get_ok(single.url(), "/api/v1/usage/summary", &query).await;
+    let got = get_ok(a.url(), "/api/v1/usage/summary", &query).await;
+    let groups = got["groups"].as_array().unwrap();
+    assert!(groups.len() <= 4, "3 users and __other__: {got}");
+    assert!(groups.iter().any(|g| g["key"]["user"] == "__other__"), "{got}");
+    assert_close(&got, &want, "summary by user");
+    // The records keep every user.
+    let users: std::collections::HashSet<String> =
+        common::all_records(a.url(), &[("from", from.as_str()), ("to", to.as_str())], 50)
+            .await
+            .iter()
+            .map(|r| r["user"].as_str().unwrap().to_owned())
+            .collect();
+    assert_eq!(users.len(), 30);
+}
+
 /// Agent runs in OTLP/JSON: trace `i` has a root agent span and two chat
 /// spans (one failing every fourth trace), with a user and a session, and a
 /// log record linked to the first chat span.

@@ -10,6 +10,7 @@ use std::time::Duration;
 use tracing::info;
 
 use super::{Cluster, Part};
+use crate::aggregate::rollup::RollupEngine;
 use crate::storage::LedgerStore;
 use crate::storage::clickhouse::{ClickHouse, schema, ship};
 use crate::time::now_ms;
@@ -31,8 +32,14 @@ const CONNECT_DEADLINE: Duration = Duration::from_secs(30);
 /// connection (a server that stopped answering holds none).
 const SHIP_DEADLINE: Duration = Duration::from_secs(120);
 
-/// One pass: confirms claims, then ships everything committed so far.
-pub async fn pass(cluster: &Cluster, local: &dyn LedgerStore, ch: &mut Option<ClickHouse>) {
+/// One pass: confirms claims, then ships everything committed so far,
+/// calls rolled up under their series in `engine`'s registry.
+pub async fn pass(
+    cluster: &Cluster,
+    local: &dyn LedgerStore,
+    engine: &RollupEngine,
+    ch: &mut Option<ClickHouse>,
+) {
     // First, whatever ClickHouse's state: other nodes wait on these.
     if let Some(claims) = &cluster.claims
         && let Err(err) = claims.confirm_waiting().await
@@ -55,7 +62,9 @@ pub async fn pass(cluster: &Cluster, local: &dyn LedgerStore, ch: &mut Option<Cl
     }
     let connected = ch.as_ref().expect("connected above");
     let started = now_ms();
-    let shipping = ship::ship(local, connected, &cluster.node, cluster.settings.block_records);
+    let registered = |ids: &[i64]| engine.series_keys(ids);
+    let shipping =
+        ship::ship(local, connected, &cluster.node, cluster.settings.block_records, &registered);
     match tokio::time::timeout(SHIP_DEADLINE, shipping).await.unwrap_or_else(|_| {
         Err(crate::storage::StorageError::Backend {
             backend: "clickhouse",
@@ -79,6 +88,7 @@ pub async fn pass(cluster: &Cluster, local: &dyn LedgerStore, ch: &mut Option<Cl
 pub async fn run(
     cluster: Arc<Cluster>,
     local: Arc<dyn LedgerStore>,
+    engine: Arc<RollupEngine>,
     stop: impl std::future::Future<Output = ()>,
 ) {
     let mut ch = None;
@@ -88,7 +98,7 @@ pub async fn run(
     loop {
         tokio::select! {
             _ = &mut stop => return,
-            _ = ticker.tick() => pass(&cluster, &*local, &mut ch).await,
+            _ = ticker.tick() => pass(&cluster, &*local, &engine, &mut ch).await,
         }
     }
 }

@@ -7,6 +7,8 @@
 //! its rows replace the earlier ones, and blocks of several nodes add up.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -97,19 +99,36 @@ struct RollupRow {
 }
 
 /// Inserts the rollup of one block of a node's calls (`calls` in sequence
-/// order, as shipped), every tier.
+/// order, as shipped), every tier. Each call is rolled up under its series
+/// in the node's registry (`registered`, by the call's series id), whose
+/// dimensions are capped (`[rollups]`, values past a cap counted under
+/// `__other__`), so what the cluster's rollups hold is bounded as the
+/// node's own are; a call whose series the registry no longer knows is
+/// rolled up under its own dimensions.
 pub async fn insert_block(
     ch: &ClickHouse,
     node: &str,
     calls: &[SequencedCall],
+    registered: &HashMap<i64, Arc<SeriesKey>>,
 ) -> Result<(), StorageError> {
     let (Some(first), Some(last)) = (calls.first(), calls.last()) else { return Ok(()) };
-    // Series by stable id, each key made once.
+    // Series by stable id, each key made once; stable ids by local id.
     let mut series: HashMap<u64, SeriesKey> = HashMap::new();
+    let mut stable: HashMap<i64, u64> = HashMap::new();
     let mut cells: HashMap<(Tier, i64, u64), Cell> = HashMap::new();
     for stored in calls {
-        let id = SeriesKey::stable_id_of(&stored.call);
-        series.entry(id).or_insert_with(|| SeriesKey::of(&stored.call));
+        let id = match registered.get(&stored.series) {
+            Some(key) => *stable.entry(stored.series).or_insert_with(|| {
+                let id = key.stable_id();
+                series.entry(id).or_insert_with(|| SeriesKey::clone(key));
+                id
+            }),
+            None => {
+                let id = SeriesKey::stable_id_of(&stored.call);
+                series.entry(id).or_insert_with(|| SeriesKey::of(&stored.call));
+                id
+            }
+        };
         for tier in Tier::ALL {
             let bucket = tier.bucket(stored.call.time_ms);
             cells.entry((tier, bucket, id)).or_default().add_call(&stored.call);
@@ -158,7 +177,9 @@ pub async fn insert_block(
 }
 
 /// The rolled-up cells of `project` in `tier` with buckets in `[from, to)`,
-/// every node's blocks added up, by (bucket, series).
+/// every node's blocks added up, by (bucket, series). Rows stream in and
+/// merge as they come: what is held is one cell per (bucket, series), and
+/// the series are the nodes' capped ones (`insert_block`).
 pub async fn read(
     ch: &ClickHouse,
     project: &str,
@@ -166,7 +187,7 @@ pub async fn read(
     from: i64,
     to: i64,
 ) -> Result<Vec<(i64, SeriesKey, Cell)>, StorageError> {
-    let rows: Vec<RollupRow> = ch
+    let mut rows = ch
         .client()
         .query(&format!(
             "SELECT ?fields FROM {}.rollups FINAL \
@@ -177,11 +198,10 @@ pub async fn read(
         .bind(tier.code() as u8)
         .bind(from)
         .bind(to)
-        .fetch_all()
-        .await
+        .fetch::<RollupRow>()
         .map_err(backend)?;
     let mut cells: HashMap<(i64, u64), (SeriesKey, Cell)> = HashMap::new();
-    for row in rows {
+    while let Some(row) = rows.next().await.map_err(backend)? {
         let corrupt = |what: &str| {
             StorageError::Corrupt(format!("rollups row {}/{}: {what}", row.node, row.block_first))
         };
@@ -202,22 +222,23 @@ pub async fn read(
         };
         cell.latency_ms = Sketch::decode(&row.latency).map_err(|_| corrupt("latency"))?;
         cell.ttft_ms = Sketch::decode(&row.ttft).map_err(|_| corrupt("ttft"))?;
-        let key = SeriesKey {
-            project: row.project.clone(),
-            model: row.model.clone(),
-            provider: row.provider.clone(),
-            operation: Operation::parse(&row.operation).ok_or_else(|| corrupt("operation"))?,
-            user: row.user.clone(),
-            api_key: row.api_key.clone(),
-            route: row.route.clone(),
-            status: Status::parse(&row.status).ok_or_else(|| corrupt("status"))?,
-            cluster: row.cluster.clone(),
-            tags: row.tag_keys.iter().cloned().zip(row.tag_values.iter().cloned()).collect(),
-            projection: None,
-        };
         match cells.entry((row.bucket, row.series)) {
-            std::collections::hash_map::Entry::Occupied(mut held) => held.get_mut().1.merge(&cell),
-            std::collections::hash_map::Entry::Vacant(slot) => {
+            Entry::Occupied(mut held) => held.get_mut().1.merge(&cell),
+            Entry::Vacant(slot) => {
+                let key = SeriesKey {
+                    operation: Operation::parse(&row.operation)
+                        .ok_or_else(|| corrupt("operation"))?,
+                    status: Status::parse(&row.status).ok_or_else(|| corrupt("status"))?,
+                    tags: row.tag_keys.into_iter().zip(row.tag_values).collect(),
+                    project: row.project,
+                    model: row.model,
+                    provider: row.provider,
+                    user: row.user,
+                    api_key: row.api_key,
+                    route: row.route,
+                    cluster: row.cluster,
+                    projection: None,
+                };
                 slot.insert((key, cell));
             }
         }

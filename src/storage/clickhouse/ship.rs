@@ -4,10 +4,13 @@
 //! between the two sends the block again, and the tables (keyed by node and
 //! sequence number) read it once.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use super::{ClickHouse, StorageError, calls, rollups, telemetry};
+use crate::aggregate::SeriesKey;
 use crate::storage::LedgerStore;
 
 /// What the local store waits to ship to `destination`
@@ -64,13 +67,19 @@ async fn ship_kind<'a, T: 'a>(
     }
 }
 
+/// The node's series registry as the shipper reads it: the keys of the
+/// series ids given (ids it no longer knows left out).
+pub type Registered<'a> = &'a (dyn Fn(&[i64]) -> HashMap<i64, Arc<SeriesKey>> + Sync);
+
 /// Ships every call, span and log record committed after the last shipped
-/// ones, `block` records at a time, as `node`.
+/// ones, `block` records at a time, as `node`; calls are rolled up under
+/// their series in `registered`.
 pub async fn ship(
     local: &dyn LedgerStore,
     ch: &ClickHouse,
     node: &str,
     block: usize,
+    registered: Registered<'_>,
 ) -> Result<Shipped, StorageError> {
     let dest = ch.destination();
     let calls = ship_kind(
@@ -86,8 +95,12 @@ pub async fn ship(
         |page| {
             Box::pin(async move {
                 let page: Vec<_> = page.into_iter().map(|(_, c)| c).collect();
+                let mut ids: Vec<i64> = page.iter().map(|c| c.series).collect();
+                ids.sort_unstable();
+                ids.dedup();
+                let keys = registered(&ids);
                 calls::insert(ch, node, &page).await?;
-                rollups::insert_block(ch, node, &page).await
+                rollups::insert_block(ch, node, &page, &keys).await
             })
         },
     )
