@@ -152,6 +152,9 @@ impl App {
             let waiting = storage::clickhouse::ship::waiting(&*storage, &destination).await?;
             cluster.outbox.found(waiting, (waiting > 0).then(now_ms));
         }
+        // The metric log waits for shipping on a node of a cluster only.
+        let destination = cluster.as_ref().map(|c| c.clickhouse.destination());
+        storage::clickhouse::ship::keep_metric_log(&*storage, destination.as_deref()).await?;
         let (engine, replayed) = durability::recover(&*storage).await?;
         let (metric_registry, metric_commits_replayed) =
             durability::recover_metrics(&*storage, config.metrics.limits()).await?;
@@ -446,12 +449,15 @@ impl App {
     /// a node of one.
     pub fn spawn_shipper(&self) -> Option<tokio::task::JoinHandle<()>> {
         let cluster = self.cluster.clone()?;
-        let local: Arc<dyn storage::LedgerStore> = self.storage.clone();
-        let engine = self.engine.clone();
+        let local: Arc<dyn storage::Storage> = self.storage.clone();
+        let registries = crate::cluster::shipper::Registries {
+            engine: self.engine.clone(),
+            metrics: self.metric_registry.clone(),
+        };
         Some(tokio::spawn(crate::cluster::shipper::run(
             cluster,
             local,
-            engine,
+            registries,
             std::future::pending(),
         )))
     }

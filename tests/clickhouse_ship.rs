@@ -13,16 +13,25 @@ use std::sync::Arc;
 
 use common::clickhouse::ClickHouse as Server;
 use tally::aggregate::SeriesKey;
+use tally::aggregate::metric::MetricKey;
 use tally::aggregate::rollup::SequencedCall;
 use tally::model::{LlmCall, Operation, Source, Status, Tags};
 use tally::storage::clickhouse::{ClickHouse, ClickHouseUrl, calls, schema, ship};
 
 const DAY_MS: i64 = 86_400_000;
 
-/// A registry that knows none of the calls' series: each is rolled up
+/// Registries that know none of the calls' series: each is rolled up
 /// under its own dimensions.
-fn unregistered(_: &[i64]) -> HashMap<i64, Arc<SeriesKey>> {
-    HashMap::new()
+struct Unregistered;
+
+impl ship::Registered for Unregistered {
+    fn series(&self, _: &[i64]) -> HashMap<i64, Arc<SeriesKey>> {
+        HashMap::new()
+    }
+
+    fn metric_series(&self, _: &[i64]) -> HashMap<i64, Arc<MetricKey>> {
+        HashMap::new()
+    }
 }
 
 /// Calls over three days, with optional fields set on some and not others.
@@ -164,10 +173,10 @@ async fn a_node_ships_what_it_committed_once_even_after_a_crash_mid_block() {
     // A crash after inserting the first block, before recording it.
     let first = local.calls_after(0, 1_000).await.unwrap();
     calls::insert(&ch, "node-a", &first).await.unwrap();
-    let shipped = ship::ship(&*local, &ch, "node-a", 1_000, &unregistered).await.unwrap();
+    let shipped = ship::ship(&*local, &ch, "node-a", 1_000, &Unregistered).await.unwrap();
     assert_eq!(shipped.calls, 3_000);
     assert_eq!(
-        ship::ship(&*local, &ch, "node-a", 1_000, &unregistered).await.unwrap(),
+        ship::ship(&*local, &ch, "node-a", 1_000, &Unregistered).await.unwrap(),
         ship::Shipped::default()
     );
     let window = (common::now_ms() - 86_400_000, common::now_ms() + 60_000);
@@ -186,7 +195,7 @@ async fn a_node_ships_what_it_committed_once_even_after_a_crash_mid_block() {
     ingest(server.url(), 3_000, 3_500).await;
     assert!(server.terminate().success());
     let local = local_store(dir.path());
-    assert_eq!(ship::ship(&*local, &ch, "node-a", 1_000, &unregistered).await.unwrap().calls, 500);
+    assert_eq!(ship::ship(&*local, &ch, "node-a", 1_000, &Unregistered).await.unwrap().calls, 500);
     let remote = calls::read(&ch, "default", window.0, window.1).await.unwrap();
     assert_eq!(remote.len(), 3_500);
 }
@@ -256,7 +265,7 @@ async fn spans_and_logs_ship_once_and_read_back_as_stored() {
     // A crash after the first block of spans went, before it was recorded.
     let first = local.spans_after(0, 30).await.unwrap();
     tally::storage::clickhouse::telemetry::insert_spans(&ch, "node-a", &first).await.unwrap();
-    let shipped = ship::ship(&*local, &ch, "node-a", 30, &unregistered).await.unwrap();
+    let shipped = ship::ship(&*local, &ch, "node-a", 30, &Unregistered).await.unwrap();
     assert_eq!((shipped.spans, shipped.logs), (120, 40), "{shipped:?}");
     for t in [1, 17, 40] {
         let trace = format!("{t:032x}");
@@ -291,8 +300,8 @@ async fn rollups_of_two_nodes_add_up_and_a_block_sent_again_replaces_its_rows() 
     let smaller = a.calls_after(0, 400).await.unwrap();
     calls::insert(&ch, "node-a", &smaller).await.unwrap();
     rollups::insert_block(&ch, "node-a", &smaller, &HashMap::new()).await.unwrap();
-    assert_eq!(ship::ship(&*a, &ch, "node-a", 1_000, &unregistered).await.unwrap().calls, 2_500);
-    assert_eq!(ship::ship(&*b, &ch, "node-b", 1_000, &unregistered).await.unwrap().calls, 1_500);
+    assert_eq!(ship::ship(&*a, &ch, "node-a", 1_000, &Unregistered).await.unwrap().calls, 2_500);
+    assert_eq!(ship::ship(&*b, &ch, "node-b", 1_000, &Unregistered).await.unwrap().calls, 1_500);
 
     // Exact totals from the two local ledgers.
     let mut expected = tally::aggregate::Cell::default();

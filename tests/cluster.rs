@@ -392,6 +392,107 @@ async fn the_clusters_rollups_keep_each_nodes_caps_on_distinct_values() {
     assert_eq!(users.len(), 30);
 }
 
+/// Metric points over three minutes: a histogram-like latency per
+/// operation and status, a gauge and a counter, several per 10 s bin.
+fn points(range: std::ops::Range<i64>, t0: i64) -> Value {
+    let mut body = Vec::new();
+    for i in range {
+        let t = t0 + i * 1_000;
+        let status = if i % 9 == 0 { "error" } else { "ok" };
+        let operation = ["embed", "search", "upsert"][i as usize % 3];
+        body.push(json!({"name": "op_seconds", "value": 0.05 + (i % 17) as f64 * 0.013,
+            "timestamp": t, "tags": {"operation": operation, "status": status}}));
+        body.push(json!({"name": "queue_size", "value": (i % 40) as f64, "timestamp": t}));
+        if i % 4 == 0 {
+            body.push(json!({"name": "errors_total", "value": 1, "timestamp": t,
+                "type": "counter", "tags": {"operation": operation}}));
+        }
+    }
+    Value::Array(body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_node_answers_metric_queries_as_one_sqlite_node_does() {
+    let shared = Shared::start();
+    let a = shared.node("node-a", &[]);
+    // Node b flushes its bins long before it ships them: its metric log
+    // must wait for the shipping.
+    let b = shared.node(
+        "node-b",
+        &[("TALLY_INGEST__ROLLUP_FLUSH_INTERVAL", "50ms"), ("TALLY_CLUSTER__SHIP_INTERVAL", "3s")],
+    );
+    let single = TestServer::start(&shared.dir.path().join("single"), &[]);
+    let t0 = now_ms() - 10 * 60_000;
+    // Interleaved: both nodes have points in the same bins.
+    let all = points(0..180, t0).as_array().unwrap().clone();
+    let half = |parity: usize| {
+        Value::Array(
+            all.iter()
+                .enumerate()
+                .filter(|(i, _)| i % 2 == parity)
+                .map(|(_, p)| p.clone())
+                .collect(),
+        )
+    };
+    let sent = all.len() as u64;
+    for (node, body) in [(&a, half(0)), (&b, half(1))] {
+        for base in [node.url(), single.url()] {
+            let reply = common::post_json_to(base, "/api/v1/points", &body).await;
+            assert_eq!(reply.status, 200, "{}", reply.text);
+        }
+    }
+    // Every point's hour bin in ClickHouse, once.
+    let sql = format!(
+        "SELECT toUInt64(sum(count)) FROM {}.metric_bins FINAL WHERE tier = 3",
+        shared.database
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let got: u64 = shared.clickhouse.client().query(&sql).fetch_one().await.unwrap_or_default();
+        if got >= sent || Instant::now() > deadline {
+            assert_eq!(got, sent, "points in ClickHouse's hour bins");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (from, to) = ((t0 - 60_000).to_string(), (t0 + 240_000).to_string());
+    let window = [("from", from.as_str()), ("to", to.as_str())];
+    let queries: Vec<(&str, Vec<(&str, &str)>)> = vec![
+        ("/api/v1/metrics/query", vec![("name", "op_seconds"), ("agg", "all"), ("step", "10s")]),
+        (
+            "/api/v1/metrics/query",
+            vec![("name", "op_seconds"), ("group_by", "operation,status"), ("step", "1m")],
+        ),
+        (
+            "/api/v1/metrics/query",
+            vec![("name", "op_seconds"), ("filter", "status:error"), ("agg", "p95")],
+        ),
+        ("/api/v1/metrics/query", vec![("name", "queue_size"), ("agg", "last"), ("step", "30s")]),
+        (
+            "/api/v1/metrics/query",
+            vec![
+                ("name", "errors_total"),
+                ("group_by", "operation"),
+                ("agg", "rate"),
+                ("limit", "2"),
+            ],
+        ),
+        ("/api/v1/metrics/names", vec![]),
+        ("/api/v1/metrics/tags", vec![("name", "op_seconds")]),
+    ];
+    for (path, query) in queries {
+        let query: Vec<(&str, &str)> = window.iter().copied().chain(query).collect();
+        let want = get_ok(single.url(), path, &query).await;
+        let rows = ["groups", "names"].iter().find_map(|k| want[k].as_array());
+        assert!(rows.is_none_or(|rows| !rows.is_empty()), "{path} {query:?}: {want}");
+        for node in [&a, &b] {
+            let got = common::get(node.url(), path, &query).await;
+            assert_eq!(got.status, 200, "{path}: {}\n{}", got.text, node.log());
+            assert_close(&got.json, &want, &format!("{path} {query:?}"));
+        }
+    }
+}
+
 /// Agent runs in OTLP/JSON: trace `i` has a root agent span and two chat
 /// spans (one failing every fourth trace), with a user and a session, and a
 /// log record linked to the first chat span.

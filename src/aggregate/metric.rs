@@ -429,6 +429,12 @@ impl MetricRegistry {
             .collect()
     }
 
+    /// The keys of the series `ids` (unknown ids are left out).
+    pub fn keys(&self, ids: &[i64]) -> HashMap<i64, Arc<MetricKey>> {
+        let state = self.lock();
+        ids.iter().filter_map(|id| Some((*id, state.by_id.get(id)?.clone()))).collect()
+    }
+
     /// Every series of a project.
     pub fn all(&self, project: &str) -> Vec<Arc<MetricKey>> {
         let state = self.lock();
@@ -451,8 +457,15 @@ impl MetricRegistry {
     }
 }
 
+/// A metric series' identity across nodes and releases (as
+/// `SeriesKey::stable_id` for usage series): a hash of its project, name
+/// and tags.
+pub fn stable_id(key: &MetricKey) -> u64 {
+    super::series::stable_hash(&[Some("metric"), Some(&key.project), Some(&key.name)], &key.tags)
+}
+
 /// `fine` (10 s) bins merged into their bins at each of `tiers`.
-fn roll_up<'a>(
+pub fn roll_up<'a>(
     fine: impl Iterator<Item = (&'a BinKey, &'a Bin)>,
     tiers: &[MetricTier],
 ) -> FxHashMap<BinKey, Bin> {

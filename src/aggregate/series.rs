@@ -65,7 +65,7 @@ fn code_range(code: i64) -> (i64, i64) {
 }
 
 /// `SeriesKey::stable_id` over the fixed dimensions (in order) and the tags.
-fn stable_hash(fixed: [Option<&str>; 10], tags: &crate::model::Tags) -> u64 {
+pub fn stable_hash(fixed: &[Option<&str>], tags: &crate::model::Tags) -> u64 {
     use sha2::{Digest, Sha256};
     let mut hash = Sha256::new();
     let mut field = |value: Option<&str>| match value {
@@ -77,7 +77,7 @@ fn stable_hash(fixed: [Option<&str>; 10], tags: &crate::model::Tags) -> u64 {
         }
     };
     for value in fixed {
-        field(value);
+        field(*value);
     }
     // Tags last, as many as there are, in key order.
     for (key, value) in tags {
@@ -95,7 +95,7 @@ impl SeriesKey {
     /// ids are minted per process; a shared store keys series by this.
     pub fn stable_id(&self) -> u64 {
         stable_hash(
-            [
+            &[
                 Some(&self.project),
                 Some(&self.model),
                 self.provider.as_deref(),
@@ -114,7 +114,7 @@ impl SeriesKey {
     /// `SeriesKey::of(call).stable_id()`, without making the key.
     pub fn stable_id_of(call: &LlmCall) -> u64 {
         stable_hash(
-            [
+            &[
                 Some(&call.project),
                 Some(&call.model),
                 call.provider.as_deref(),

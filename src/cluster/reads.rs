@@ -1,14 +1,15 @@
 //! What a node of a cluster reads from ClickHouse rather than its own
 //! store, so that every node answers alike: usage rolled up from every
-//! node's shipped calls, raw calls, and traces, sessions and log records
-//! (the telemetry role). What a node committed shows once it is shipped
+//! node's shipped calls, raw calls, metric bins, and traces, sessions and
+//! log records (the telemetry role). What a node committed shows once it is shipped
 //! (within `cluster.ship_interval`, while ClickHouse is reachable).
 
+use crate::aggregate::metric::MetricTier;
 use crate::aggregate::{Cell, SeriesKey, Tier};
 use crate::model::{LlmCall, LogRecord};
 use crate::storage::RetentionCutoffs;
 use crate::storage::clickhouse::calls::{self, CallPage};
-use crate::storage::clickhouse::{ClickHouse, ClickHouseUrl, retention, rollups};
+use crate::storage::clickhouse::{ClickHouse, ClickHouseUrl, metrics, retention, rollups};
 use crate::storage::{
     LogFilter, SessionSummary, StorageError, StoredTrace, TelemetryScope, TelemetryStore,
     TelemetryVisitor, TraceBounds, TraceFilter, TraceSummary,
@@ -61,6 +62,37 @@ impl SharedReads {
     /// Drops the partitions past retention (`clickhouse::retention`).
     pub async fn retention(&self, cutoffs: &RetentionCutoffs) -> Result<u64, StorageError> {
         self.with(|ch| async move { retention::apply(&ch, cutoffs).await }).await
+    }
+
+    /// Streams every node's bins of metric `name` of `project` in `tier`
+    /// over `window` to `visit` (`clickhouse::metrics::scan`).
+    pub async fn metric_bins(
+        &self,
+        key: (&str, &str),
+        tier: MetricTier,
+        window: (i64, i64),
+        visit: impl FnMut(metrics::ReadBin<'_>) -> Result<(), StorageError> + Send,
+    ) -> Result<(), StorageError> {
+        self.with(|ch| async move { metrics::scan(&ch, key, tier, window, visit).await }).await
+    }
+
+    /// Metric names of `project` with their series counts, at most `limit`.
+    pub async fn metric_names(
+        &self,
+        project: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, u64)>, StorageError> {
+        self.with(|ch| async move { metrics::names(&ch, project, limit).await }).await
+    }
+
+    /// The tags of metric `name` of `project`, at most `values` values each.
+    pub async fn metric_tags(
+        &self,
+        key: (&str, &str),
+        tags: usize,
+        values: usize,
+    ) -> Result<Vec<(String, Vec<String>)>, StorageError> {
+        self.with(|ch| async move { metrics::tags(&ch, key, tags, values).await }).await
     }
 
     /// Every node's rolled-up cells of `project` over `pieces` (tier, from,

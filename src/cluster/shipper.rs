@@ -10,8 +10,12 @@ use std::time::Duration;
 use tracing::info;
 
 use super::{Cluster, Part};
+use std::collections::HashMap;
+
+use crate::aggregate::SeriesKey;
+use crate::aggregate::metric::{MetricKey, MetricRegistry};
 use crate::aggregate::rollup::RollupEngine;
-use crate::storage::LedgerStore;
+use crate::storage::Storage;
 use crate::storage::clickhouse::{ClickHouse, schema, ship};
 use crate::time::now_ms;
 
@@ -32,12 +36,29 @@ const CONNECT_DEADLINE: Duration = Duration::from_secs(30);
 /// connection (a server that stopped answering holds none).
 const SHIP_DEADLINE: Duration = Duration::from_secs(120);
 
+/// The node's usage and metric series registries, which the shipper names
+/// shipped rollups and metric bins by.
+pub struct Registries {
+    pub engine: Arc<RollupEngine>,
+    pub metrics: Arc<MetricRegistry>,
+}
+
+impl ship::Registered for Registries {
+    fn series(&self, ids: &[i64]) -> HashMap<i64, Arc<SeriesKey>> {
+        self.engine.series_keys(ids)
+    }
+
+    fn metric_series(&self, ids: &[i64]) -> HashMap<i64, Arc<MetricKey>> {
+        self.metrics.keys(ids)
+    }
+}
+
 /// One pass: confirms claims, then ships everything committed so far,
-/// calls rolled up under their series in `engine`'s registry.
+/// named by the node's `registries`.
 pub async fn pass(
     cluster: &Cluster,
-    local: &dyn LedgerStore,
-    engine: &RollupEngine,
+    local: &dyn Storage,
+    registries: &Registries,
     ch: &mut Option<ClickHouse>,
 ) {
     // First, whatever ClickHouse's state: other nodes wait on these.
@@ -62,9 +83,8 @@ pub async fn pass(
     }
     let connected = ch.as_ref().expect("connected above");
     let started = now_ms();
-    let registered = |ids: &[i64]| engine.series_keys(ids);
     let shipping =
-        ship::ship(local, connected, &cluster.node, cluster.settings.block_records, &registered);
+        ship::ship(local, connected, &cluster.node, cluster.settings.block_records, registries);
     match tokio::time::timeout(SHIP_DEADLINE, shipping).await.unwrap_or_else(|_| {
         Err(crate::storage::StorageError::Backend {
             backend: "clickhouse",
@@ -73,7 +93,7 @@ pub async fn pass(
     }) {
         Ok(shipped) => {
             cluster.health.ok(Part::ClickHouse);
-            let records = shipped.calls + shipped.spans + shipped.logs;
+            let records = shipped.calls + shipped.spans + shipped.logs + shipped.metric_commits;
             cluster.outbox.shipped(records, true, started);
         }
         Err(err) => {
@@ -87,8 +107,8 @@ pub async fn pass(
 /// Runs passes until `stop` resolves.
 pub async fn run(
     cluster: Arc<Cluster>,
-    local: Arc<dyn LedgerStore>,
-    engine: Arc<RollupEngine>,
+    local: Arc<dyn Storage>,
+    registries: Registries,
     stop: impl std::future::Future<Output = ()>,
 ) {
     let mut ch = None;
@@ -98,7 +118,7 @@ pub async fn run(
     loop {
         tokio::select! {
             _ = &mut stop => return,
-            _ = ticker.tick() => pass(&cluster, &*local, &engine, &mut ch).await,
+            _ = ticker.tick() => pass(&cluster, &*local, &registries, &mut ch).await,
         }
     }
 }

@@ -132,42 +132,20 @@ pub async fn query(
         .collect();
     let filters = tag_filters(&params)?;
     let project = params.project();
-    let series = state.metrics.select(&project, &name, |key| {
-        filters.iter().all(|(tag, wanted)| {
-            let value = key.tags.get(tag).map(String::as_str).unwrap_or("");
-            wanted.iter().any(|w| w == value)
-        })
-    });
-    // Groups are numbered (in key order) so that each bin finds its group
-    // by the series id alone.
-    let key_of: HashMap<i64, Group> = series
-        .iter()
-        .map(|(id, key)| (*id, group_by.iter().map(|t| key.tags.get(t).cloned()).collect()))
-        .collect();
-    let keys: Vec<Group> =
-        key_of.values().cloned().collect::<BTreeSet<Group>>().into_iter().collect();
-    let group_of: Arc<HashMap<i64, usize>> = Arc::new(
-        key_of
-            .iter()
-            .map(|(id, key)| (*id, keys.binary_search(key).expect("every key is listed")))
-            .collect(),
-    );
-    let mut ids: Vec<i64> = series.keys().copied().collect();
-    ids.sort_unstable();
-    let signature = format!("{project}\u{1}{name}\u{1}{filters:?}\u{1}{group_by:?}\u{1}{step}");
     let limit = params.limit(state.limits.max_groups, state.limits.max_groups)?;
-    let question = Question {
-        signature: signature.into(),
-        tier,
-        step,
-        from,
-        to,
-        keys: &keys,
-        group_of,
-        ids,
-        watch,
+    let window = Window { tier, step, from, to };
+    let (keys, groups) = match &state.shared {
+        Some(shared) => {
+            let query = (project.as_str(), name.as_str(), &filters, group_by.as_slice());
+            shared_groups(shared, query, window, &watch)
+                .await
+                .map_err(|e| state.failure("reading metric bins from ClickHouse failed", &e))?
+        }
+        None => {
+            let query = (project.as_str(), name.as_str(), &filters, group_by.as_slice());
+            local_groups(&state, query, window, watch).await?
+        }
     };
-    let groups = grouped_bins(&state, question).await?;
     // The groups with the most samples keep their own series; the rest are
     // merged per step into `other`.
     let mut ranked: Vec<(u64, &Group, BTreeMap<i64, Bin>)> = keys
@@ -229,6 +207,99 @@ pub async fn query(
         "truncated": other.is_some(),
         "other": other.map(|points| json!({"points": points_json(&points)})),
     })))
+}
+
+/// A metric query's window: the tier read, the step and `[from, to)`.
+#[derive(Clone, Copy)]
+struct Window {
+    tier: MetricTier,
+    step: i64,
+    from: i64,
+    to: i64,
+}
+
+/// What a metric query reads: project, name, tag filters and `group_by`.
+type Asked<'a> = (&'a str, &'a str, &'a BTreeMap<String, Vec<String>>, &'a [String]);
+
+/// Whether a series' tags pass the query's filters.
+fn passes<'a>(
+    filters: &BTreeMap<String, Vec<String>>,
+    tag: impl Fn(&str) -> Option<&'a str>,
+) -> bool {
+    filters.iter().all(|(name, wanted)| {
+        let value = tag(name).unwrap_or("");
+        wanted.iter().any(|w| w == value)
+    })
+}
+
+/// The groups (in key order) and their bins per step, from this node's
+/// store and open bins.
+async fn local_groups(
+    state: &QueryState,
+    (project, name, filters, group_by): Asked<'_>,
+    Window { tier, step, from, to }: Window,
+    watch: Watch,
+) -> Result<(Vec<Group>, Vec<BTreeMap<i64, Bin>>), ApiError> {
+    let series = state
+        .metrics
+        .select(project, name, |key| passes(filters, |t| key.tags.get(t).map(String::as_str)));
+    // Groups are numbered (in key order) so that each bin finds its group
+    // by the series id alone.
+    let key_of: HashMap<i64, Group> = series
+        .iter()
+        .map(|(id, key)| (*id, group_by.iter().map(|t| key.tags.get(t).cloned()).collect()))
+        .collect();
+    let keys: Vec<Group> =
+        key_of.values().cloned().collect::<BTreeSet<Group>>().into_iter().collect();
+    let group_of: Arc<HashMap<i64, usize>> = Arc::new(
+        key_of
+            .iter()
+            .map(|(id, key)| (*id, keys.binary_search(key).expect("every key is listed")))
+            .collect(),
+    );
+    let mut ids: Vec<i64> = series.keys().copied().collect();
+    ids.sort_unstable();
+    let signature = format!("{project}\u{1}{name}\u{1}{filters:?}\u{1}{group_by:?}\u{1}{step}");
+    let question = Question {
+        signature: signature.into(),
+        tier,
+        step,
+        from,
+        to,
+        keys: &keys,
+        group_of,
+        ids,
+        watch,
+    };
+    let groups = grouped_bins(state, question).await?;
+    Ok((keys, groups))
+}
+
+/// The groups (in key order) and their bins per step, on a node of a
+/// cluster: every node's bins as shipped to ClickHouse, streamed and
+/// merged as they come (what is held is one bin per group and step).
+async fn shared_groups(
+    shared: &crate::cluster::reads::SharedReads,
+    (project, name, filters, group_by): Asked<'_>,
+    Window { tier, step, from, to }: Window,
+    watch: &Watch,
+) -> Result<(Vec<Group>, Vec<BTreeMap<i64, Bin>>), StorageError> {
+    let mut by_group: BTreeMap<Group, BTreeMap<i64, Bin>> = BTreeMap::new();
+    let mut poll = Poll::new(watch.clone());
+    shared
+        .metric_bins((project, name), tier, (from, to), |read| {
+            poll.check()?;
+            let tag = |t: &str| read.tags.iter().find(|(k, _)| k == t).map(|(_, v)| v.as_str());
+            if !passes(filters, tag) {
+                return Ok(());
+            }
+            let group: Group = group_by.iter().map(|t| tag(t).map(str::to_owned)).collect();
+            let steps = by_group.entry(group).or_default();
+            steps.entry(floor(read.bucket, step)).or_default().merge(&read.bin);
+            Ok(())
+        })
+        .await?;
+    Ok(by_group.into_iter().unzip())
 }
 
 /// One step's stored bins by group, and the metric watermark of the store
@@ -365,19 +436,40 @@ async fn grouped_bins(
     params(("project" = Option<String>, Query, description = "The project (default `default`)")),
     responses(
         (status = 200, description = "Metric names with their series counts", body = crate::openapi::MetricNames),
+        (status = 503, description = "On a node of a cluster: ClickHouse did not answer", body = crate::openapi::ErrorBody),
     )
 )]
-pub async fn names(State(state): State<Arc<QueryState>>, RawQuery(query): RawQuery) -> Json<Value> {
+pub async fn names(
+    State(state): State<Arc<QueryState>>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Value>, ApiError> {
     let params = Params::parse(query.as_deref());
     let project = params.project();
-    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
-    for key in state.metrics.all(&project) {
-        *counts.entry(key.name.clone()).or_default() += 1;
+    let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+    match &state.shared {
+        Some(shared) => counts.extend(
+            shared
+                .metric_names(&project, MAX_LISTED_NAMES)
+                .await
+                .map_err(|e| state.failure("listing metric names in ClickHouse failed", &e))?,
+        ),
+        None => {
+            for key in state.metrics.all(&project) {
+                *counts.entry(key.name.clone()).or_default() += 1;
+            }
+        }
     }
     let names: Vec<Value> =
         counts.into_iter().map(|(name, series)| json!({"name": name, "series": series})).collect();
-    Json(json!({"project": project, "names": names}))
+    Ok(Json(json!({"project": project, "names": names})))
 }
+
+/// Most names listed on a node of a cluster (a node lists every name its
+/// registry holds, which `metrics.max_names_per_project` bounds).
+const MAX_LISTED_NAMES: usize = 100_000;
+
+/// Most tags listed per metric on a node of a cluster.
+const MAX_LISTED_TAGS: usize = 1_000;
 
 /// Most values listed per tag.
 const MAX_TAG_VALUES: usize = 1_000;
@@ -389,6 +481,7 @@ const MAX_TAG_VALUES: usize = 1_000;
     responses(
         (status = 200, description = "Each tag of the metric with its values", body = crate::openapi::MetricTags),
         (status = 400, description = "A parameter or the body is invalid; the message names it", body = crate::openapi::ErrorBody),
+        (status = 503, description = "On a node of a cluster: ClickHouse did not answer", body = crate::openapi::ErrorBody),
     )
 )]
 pub async fn tags(
@@ -402,6 +495,15 @@ pub async fn tags(
         .filter(|n| !n.is_empty())
         .ok_or_else(|| ApiError::bad_request("name: required"))?
         .to_owned();
+    if let Some(shared) = &state.shared {
+        let listed = shared
+            .metric_tags((&project, &name), MAX_LISTED_TAGS, MAX_TAG_VALUES)
+            .await
+            .map_err(|e| state.failure("listing metric tags in ClickHouse failed", &e))?;
+        let tags: BTreeMap<String, BTreeSet<String>> =
+            listed.into_iter().map(|(tag, values)| (tag, values.into_iter().collect())).collect();
+        return Ok(Json(json!({"project": project, "name": name, "tags": tags})));
+    }
     let mut tags: HashMap<String, BTreeSet<String>> = HashMap::new();
     for key in state.metrics.select(&project, &name, |_| true).values() {
         for (tag, value) in &key.tags {

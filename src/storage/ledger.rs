@@ -130,6 +130,16 @@ pub struct CallFilter {
     pub limit: usize,
 }
 
+/// The last record of each kind shipped: calls, spans and log records by
+/// their sequence numbers, metric commits by their logged sequence.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ShipWatermarks {
+    pub calls: i64,
+    pub spans: i64,
+    pub logs: i64,
+    pub metric_commits: i64,
+}
+
 #[async_trait]
 pub trait LedgerStore: Send + Sync {
     /// The sequence number of the last record of a kind shipped to a
@@ -137,10 +147,9 @@ pub trait LedgerStore: Send + Sync {
     /// `calls http://ch:8123/tally`), 0 before any.
     async fn shipped(&self, to: &str) -> Result<i64, StorageError>;
     /// Records of each kind committed after the given sequence numbers
-    /// (calls, spans, log records, as `shipped` records them): what waits
-    /// to be shipped.
-    async fn committed_after(&self, calls: i64, spans: i64, logs: i64)
-    -> Result<u64, StorageError>;
+    /// (as `shipped` records them; metric commits count one each): what
+    /// waits to be shipped.
+    async fn committed_after(&self, after: ShipWatermarks) -> Result<u64, StorageError>;
     /// Records that the records up to `seq` reached `to`.
     async fn mark_shipped(&self, to: &str, seq: i64) -> Result<(), StorageError>;
     /// Spans committed after `seq` (the chunk sequence of the append that

@@ -26,8 +26,14 @@ pub trait MetricStore: Send + Sync {
         seq: i64,
         limit: usize,
     ) -> Result<Vec<(i64, Vec<u8>)>, StorageError>;
+    /// Which shipping the metric log waits for: with `Some(to)` (a node of
+    /// a cluster, `to` as `LedgerStore::shipped` names it), logged commits
+    /// are kept until shipped there as well as flushed; with `None`, until
+    /// flushed. Forgets every other destination's shipping of them.
+    async fn keep_metric_log_for(&self, to: Option<String>) -> Result<(), StorageError>;
     /// Merges open bins into the stored ones, records `watermark` and drops
-    /// the logged commits up to it, in one transaction.
+    /// the logged commits up to it (and shipped, `keep_metric_log_for`), in
+    /// one transaction.
     async fn flush_metric_bins(
         &self,
         bins: Arc<Vec<(BinKey, Bin)>>,

@@ -4,7 +4,8 @@
 use std::sync::Arc;
 
 use super::{
-    AppendBatch, CallFilter, RetentionCutoffs, RollupVisitor, Storage, TraceBounds, TraceFilter,
+    AppendBatch, CallFilter, RetentionCutoffs, RollupVisitor, ShipWatermarks, Storage, TraceBounds,
+    TraceFilter,
 };
 use crate::aggregate::rollup::SequencedCall;
 use crate::aggregate::series::SeriesView;
@@ -554,6 +555,52 @@ pub async fn calls_dedupe_by_span(storage: Arc<dyn Storage>) {
     assert_eq!(&seqs[1..], &[None, None]);
 }
 
+/// Logs one metric commit of a point of series 1 at `time_ms`; returns
+/// its logged sequence number.
+async fn log_metric_commit(storage: &dyn Storage, time_ms: i64) -> i64 {
+    use crate::aggregate::metric::{Bin, BinKey, MetricTier, encode_log};
+    let mut bin = Bin::default();
+    bin.add(1.0, time_ms);
+    let key = BinKey { tier: MetricTier::S10, bucket: MetricTier::S10.bucket(time_ms), series: 1 };
+    let batch = AppendBatch {
+        calls: vec![],
+        series_ids: vec![],
+        new_series: vec![],
+        spans: vec![],
+        logs: vec![],
+        metric_log: Some(encode_log(&[(key, bin)])),
+        new_metric_series: vec![],
+        encoded: vec![],
+        refused: vec![],
+    };
+    storage.append(batch).await.unwrap().metric_seq.expect("a metric commit logged")
+}
+
+/// On a node of a cluster the metric log keeps what its flushes took until
+/// it is shipped too; on a single node (or once shipped) a flush drops it.
+pub async fn metric_log_waits_for_shipping(storage: Arc<dyn Storage>) {
+    let logged = |after| {
+        let storage = storage.clone();
+        async move { storage.metric_log_after(after, 100).await.unwrap().len() }
+    };
+    let to = "metrics http://ch:8123/tally".to_owned();
+    storage.keep_metric_log_for(Some(to.clone())).await.unwrap();
+    let first = log_metric_commit(&*storage, 10_000).await;
+    let second = log_metric_commit(&*storage, 20_000).await;
+    storage.flush_metric_bins(Arc::new(vec![]), second).await.unwrap();
+    assert_eq!(logged(0).await, 2, "flushed, not shipped: kept");
+    storage.mark_shipped(&to, first).await.unwrap();
+    storage.flush_metric_bins(Arc::new(vec![]), second).await.unwrap();
+    assert_eq!(logged(0).await, 1, "the first shipped: dropped");
+    let after = ShipWatermarks { metric_commits: first, ..ShipWatermarks::default() };
+    assert_eq!(storage.committed_after(after).await.unwrap(), 1);
+    // Another destination (or none) forgets this one's shipping.
+    storage.keep_metric_log_for(None).await.unwrap();
+    storage.flush_metric_bins(Arc::new(vec![]), second).await.unwrap();
+    assert_eq!(logged(0).await, 0);
+    assert_eq!(storage.shipped(&to).await.unwrap(), 0);
+}
+
 macro_rules! backend_suite {
     ($module:ident, $open:expr) => {
         mod $module {
@@ -611,6 +658,12 @@ macro_rules! backend_suite {
             async fn windows_over_many_appends() {
                 let (_dir, storage) = $open;
                 super::windows_over_many_appends(storage).await;
+            }
+
+            #[tokio::test]
+            async fn metric_log_waits_for_shipping() {
+                let (_dir, storage) = $open;
+                super::metric_log_waits_for_shipping(storage).await;
             }
 
             #[tokio::test]

@@ -2,13 +2,15 @@
 //! them is past its table's retention, found in `system.parts`. Calls,
 //! spans and log records are partitioned by day and kept for
 //! `retention.raw`; rollups by tier and 30-day span of buckets, each tier
-//! kept for its own retention. Dropping a partition already gone changes
+//! kept for its own retention; metric bins by tier and day (10 s, 1 min) or
+//! 30 days (15 min, 1 h), each tier kept for its `metrics.retention_*`. Dropping a partition already gone changes
 //! nothing, so nodes may all run it, and a crash mid-way is repaired by the
 //! next run. (Servers with TTL could expire rows themselves; 18.16 has
 //! none, and dropping partitions is cheaper on any version.)
 
 use super::{ClickHouse, StorageError, backend};
 use crate::aggregate::Tier;
+use crate::aggregate::metric::MetricTier;
 use crate::storage::RetentionCutoffs;
 
 const DAY_MS: i64 = 86_400_000;
@@ -41,6 +43,17 @@ fn expired(table: &str, partition: &str, cutoffs: &RetentionCutoffs) -> bool {
                 None => None,
             };
             cutoff.is_some_and(|cutoff| (span + 1) * ROLLUP_PARTITION_MS <= cutoff)
+        }
+        "metric_bins" => {
+            let mut parts = partition.split(',').map(|p| p.trim().parse::<i64>());
+            let (Some(Ok(tier)), Some(Ok(span)), None) = (parts.next(), parts.next(), parts.next())
+            else {
+                return false;
+            };
+            let Some(tier) = MetricTier::from_code(tier) else { return false };
+            let width = if tier.code() <= 1 { DAY_MS } else { ROLLUP_PARTITION_MS };
+            let cutoff = cutoffs.metric[tier.code() as usize];
+            cutoff.is_some_and(|cutoff| (span + 1) * width <= cutoff)
         }
         _ => false,
     }
@@ -88,7 +101,7 @@ mod tests {
             minute: Some(3 * ROLLUP_PARTITION_MS),
             hour: None,
             day: Some(ROLLUP_PARTITION_MS),
-            metric: [None; 4],
+            metric: [Some(3 * DAY_MS), None, Some(ROLLUP_PARTITION_MS), None],
         };
         assert!(expired("calls", "'2026-11-30'", &cutoffs));
         assert!(expired("spans", "2026-11-30", &cutoffs));
@@ -99,6 +112,11 @@ mod tests {
         assert!(!expired("rollups", "(1,0)", &cutoffs), "hours are kept forever");
         assert!(expired("rollups", "(2,0)", &cutoffs));
         assert!(!expired("rollups", "(2,1)", &cutoffs));
+        assert!(expired("metric_bins", "(0,2)", &cutoffs), "10 s bins of day 2");
+        assert!(!expired("metric_bins", "(0,3)", &cutoffs));
+        assert!(!expired("metric_bins", "(1,0)", &cutoffs), "1 min bins kept forever");
+        assert!(expired("metric_bins", "(2,0)", &cutoffs), "15 min bins of the first 30 days");
+        assert!(!expired("metric_bins", "(2,1)", &cutoffs));
         assert!(!expired("tally_schema", "tuple()", &cutoffs));
         let forever = RetentionCutoffs { raw: None, ..cutoffs };
         assert!(!expired("calls", "'2000-01-01'", &forever));

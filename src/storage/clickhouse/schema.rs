@@ -39,6 +39,7 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 1, name: "calls", statements: super::calls::create },
     Migration { version: 2, name: "spans and logs", statements: super::telemetry::create },
     Migration { version: 3, name: "rollups", statements: super::rollups::create },
+    Migration { version: 4, name: "metric bins", statements: super::metrics::create },
 ];
 
 /// Creates the database and the record of versions, then applies every

@@ -1,26 +1,40 @@
 //! What a node sends to ClickHouse: the calls (and each block's rollup),
-//! spans and log records it committed locally, each kind after the last one
-//! recorded as shipped, in blocks. A block is inserted, then recorded in the local store; a crash
-//! between the two sends the block again, and the tables (keyed by node and
-//! sequence number) read it once.
+//! spans, log records and logged metric commits it committed locally, each
+//! kind after the last one recorded as shipped, in blocks. A block is
+//! inserted, then recorded in the local store; a crash between the two
+//! sends the block again, and the tables (keyed by node and sequence
+//! number) read it once.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use super::{ClickHouse, StorageError, calls, rollups, telemetry};
+use super::{ClickHouse, StorageError, calls, metrics, rollups, telemetry};
 use crate::aggregate::SeriesKey;
-use crate::storage::LedgerStore;
+use crate::aggregate::metric::{MetricKey, decode_log};
+use crate::storage::{ShipWatermarks, Storage};
 
 /// What the local store waits to ship to `destination`
 /// (`ClickHouseUrl::destination`), as `ship` keeps its watermarks.
-pub async fn waiting(local: &dyn LedgerStore, destination: &str) -> Result<u64, StorageError> {
-    let mut after = [0i64; 3];
-    for (seq, kind) in after.iter_mut().zip(["calls", "spans", "logs"]) {
-        *seq = local.shipped(&watermark(kind, destination)).await?;
-    }
-    local.committed_after(after[0], after[1], after[2]).await
+pub async fn waiting(local: &dyn Storage, destination: &str) -> Result<u64, StorageError> {
+    let shipped = |kind: &str| watermark(kind, destination);
+    let after = ShipWatermarks {
+        calls: local.shipped(&shipped("calls")).await?,
+        spans: local.shipped(&shipped("spans")).await?,
+        logs: local.shipped(&shipped("logs")).await?,
+        metric_commits: local.shipped(&shipped("metrics")).await?,
+    };
+    local.committed_after(after).await
+}
+
+/// Tells the local store which destination its metric log waits for
+/// (`None`: a single node, whose log waits for nothing but its flushes).
+pub async fn keep_metric_log(
+    local: &dyn Storage,
+    destination: Option<&str>,
+) -> Result<(), StorageError> {
+    local.keep_metric_log_for(destination.map(|d| watermark("metrics", d))).await
 }
 
 /// The name the local store keeps a kind's shipping watermark under.
@@ -37,6 +51,7 @@ pub struct Shipped {
     pub calls: u64,
     pub spans: u64,
     pub logs: u64,
+    pub metric_commits: u64,
 }
 
 type Step<'a, T> = Pin<Box<dyn Future<Output = Result<T, StorageError>> + Send + 'a>>;
@@ -45,7 +60,7 @@ type Step<'a, T> = Pin<Box<dyn Future<Output = Result<T, StorageError>> + Send +
 /// `read(after)` gives the next block with each record's sequence number,
 /// `insert` sends it.
 async fn ship_kind<'a, T: 'a>(
-    local: &'a dyn LedgerStore,
+    local: &'a dyn Storage,
     to: String,
     block: usize,
     read: impl Fn(i64) -> Step<'a, Vec<(i64, T)>>,
@@ -67,19 +82,25 @@ async fn ship_kind<'a, T: 'a>(
     }
 }
 
-/// The node's series registry as the shipper reads it: the keys of the
-/// series ids given (ids it no longer knows left out).
-pub type Registered<'a> = &'a (dyn Fn(&[i64]) -> HashMap<i64, Arc<SeriesKey>> + Sync);
+/// The node's registries as the shipper reads them: the keys of the usage
+/// and metric series ids given (ids they no longer know left out).
+pub trait Registered: Sync {
+    fn series(&self, ids: &[i64]) -> HashMap<i64, Arc<SeriesKey>>;
+    fn metric_series(&self, ids: &[i64]) -> HashMap<i64, Arc<MetricKey>>;
+}
+
+/// Logged metric commits per block: each holds one commit's bins.
+pub const METRIC_BLOCK_COMMITS: usize = 1_000;
 
 /// Ships every call, span and log record committed after the last shipped
-/// ones, `block` records at a time, as `node`; calls are rolled up under
-/// their series in `registered`.
+/// ones, `block` records at a time, and the logged metric commits, as
+/// `node`; calls and metric bins go under their series in `registered`.
 pub async fn ship(
-    local: &dyn LedgerStore,
+    local: &dyn Storage,
     ch: &ClickHouse,
     node: &str,
     block: usize,
-    registered: Registered<'_>,
+    registered: &dyn Registered,
 ) -> Result<Shipped, StorageError> {
     let dest = ch.destination();
     let calls = ship_kind(
@@ -98,7 +119,7 @@ pub async fn ship(
                 let mut ids: Vec<i64> = page.iter().map(|c| c.series).collect();
                 ids.sort_unstable();
                 ids.dedup();
-                let keys = registered(&ids);
+                let keys = registered.series(&ids);
                 calls::insert(ch, node, &page).await?;
                 rollups::insert_block(ch, node, &page, &keys).await
             })
@@ -121,5 +142,41 @@ pub async fn ship(
         |page| Box::pin(async move { telemetry::insert_logs(ch, node, &page).await }),
     )
     .await?;
-    Ok(Shipped { calls, spans, logs })
+    let metric_commits = ship_kind(
+        local,
+        watermark("metrics", &dest),
+        METRIC_BLOCK_COMMITS,
+        |after| local.metric_log_after(after, METRIC_BLOCK_COMMITS),
+        |page| Box::pin(insert_metric_commits(ch, node, page, registered)),
+    )
+    .await?;
+    Ok(Shipped { calls, spans, logs, metric_commits })
+}
+
+/// Inserts logged metric commits (each its encoded 10 s bins) as one block.
+async fn insert_metric_commits(
+    ch: &ClickHouse,
+    node: &str,
+    page: Vec<(i64, Vec<u8>)>,
+    registered: &dyn Registered,
+) -> Result<(), StorageError> {
+    let (Some(first), Some(last)) = (page.first(), page.last()) else { return Ok(()) };
+    let span = (first.0, last.0);
+    let mut fine = Vec::new();
+    for (seq, bytes) in &page {
+        let bins = decode_log(bytes)
+            .map_err(|e| StorageError::Corrupt(format!("metric log commit {seq}: {e}")))?;
+        fine.extend(bins);
+    }
+    let mut ids: Vec<i64> = fine.iter().map(|(key, _)| key.series).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let keys = registered.metric_series(&ids);
+    let unknown = metrics::insert_block(ch, node, span, &fine, &keys).await?;
+    if unknown > 0 {
+        // Series are stored with the commit that made them and never
+        // forgotten: this is a store that lost its series table.
+        tracing::warn!(unknown, first = span.0, "metric bins of unknown series not shipped");
+    }
+    Ok(())
 }

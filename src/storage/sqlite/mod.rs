@@ -28,8 +28,8 @@ use tracing::warn;
 use super::{
     AlertFilter, AlertRecord, AppendBatch, Appended, CallFilter, DeliveryUpdate, DueDelivery,
     EncodedPart, LogFilter, MetricBinVisitor, NewAlert, RetentionCutoffs, RollupVisitor,
-    SessionSummary, StorageError, StoreStats, StoredBudget, StoredTrace, TelemetryScope,
-    TelemetryVisitor, TraceBounds, TraceFilter, TraceSummary,
+    SessionSummary, ShipWatermarks, StorageError, StoreStats, StoredBudget, StoredTrace,
+    TelemetryScope, TelemetryVisitor, TraceBounds, TraceFilter, TraceSummary,
 };
 use super::{
     CallKey, ControlStore, LedgerStore, MetricStore, RollupStore, TelemetryStore, UpkeepStore,
@@ -426,21 +426,20 @@ impl LedgerStore for SqliteStorage {
         self.read(move |conn| meta_value(conn, &key)).await
     }
 
-    async fn committed_after(
-        &self,
-        calls: i64,
-        spans: i64,
-        logs: i64,
-    ) -> Result<u64, StorageError> {
+    async fn committed_after(&self, after: ShipWatermarks) -> Result<u64, StorageError> {
         self.read(move |conn| {
             let count = |sql: &str, after: i64| -> Result<i64, rusqlite::Error> {
                 conn.prepare_cached(sql)?.query_row([after], |row| row.get(0))
             };
-            let calls = (call_chunks::stored_seq(conn)? - calls).max(0);
-            let spans =
-                count("SELECT coalesce(sum(spans), 0) FROM span_chunks WHERE seq > ?1", spans)?;
-            let logs = count("SELECT count(*) FROM logs WHERE seq > ?1", logs)?;
-            Ok((calls + spans + logs) as u64)
+            let calls = (call_chunks::stored_seq(conn)? - after.calls).max(0);
+            let spans = count(
+                "SELECT coalesce(sum(spans), 0) FROM span_chunks WHERE seq > ?1",
+                after.spans,
+            )?;
+            let logs = count("SELECT count(*) FROM logs WHERE seq > ?1", after.logs)?;
+            let metric_commits =
+                count("SELECT count(*) FROM metric_log WHERE seq > ?1", after.metric_commits)?;
+            Ok((calls + spans + logs + metric_commits) as u64)
         })
         .await
     }
@@ -757,6 +756,23 @@ impl MetricStore for SqliteStorage {
         .await
     }
 
+    async fn keep_metric_log_for(&self, to: Option<String>) -> Result<(), StorageError> {
+        self.write(move |conn| {
+            let key = to.map(|to| format!("shipped:{to}"));
+            let tx = conn.transaction()?;
+            tx.execute(
+                "DELETE FROM meta WHERE key LIKE 'shipped:metrics %' AND key IS NOT ?1",
+                [&key],
+            )?;
+            if let Some(key) = &key {
+                tx.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?1, 0)", [key])?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
     async fn flush_metric_bins(
         &self,
         bins: Arc<Vec<(BinKey, Bin)>>,
@@ -768,7 +784,12 @@ impl MetricStore for SqliteStorage {
             let tx = conn.transaction()?;
             metrics::flush(&tx, &bins, &sketches)?;
             set_meta(&tx, schema::METRIC_WATERMARK_KEY, watermark)?;
-            tx.execute("DELETE FROM metric_log WHERE seq <= ?1", [watermark])?;
+            // Kept until shipped too, on a node of a cluster.
+            tx.execute(
+                "DELETE FROM metric_log WHERE seq <= ?1 AND seq <= (SELECT coalesce(min(value), ?1) \
+                 FROM meta WHERE key LIKE 'shipped:metrics %')",
+                [watermark],
+            )?;
             tx.commit()?;
             Ok(())
         })
