@@ -359,7 +359,9 @@ impl Batches {
         }
         let mut bytes = body.into_bytes();
         if self.random_ids {
-            let mut rng = Rng(0x2545_F491_4F6C_DD1D ^ n.wrapping_add(1));
+            // Seeded by the run too: two runs (or two benches against two
+            // nodes of a cluster) send ids of their own.
+            let mut rng = Rng(0x2545_F491_4F6C_DD1D ^ n.wrapping_add(1) ^ self.run.rotate_left(32));
             for &at in &ids[..size] {
                 let id = &mut bytes[at..at + RANDOM_ID_DIGITS];
                 for half in id.chunks_mut(RANDOM_ID_DIGITS / 2) {
