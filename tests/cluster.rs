@@ -267,6 +267,11 @@ fn varied(ids: std::ops::Range<u64>, t0: i64) -> Value {
             );
             let report = with(report, "user", json!(format!("user-{}", i % 4)));
             let report = with(report, "duration_ms", json!(100 + (i * 37) % 900));
+            let report = if i % 5 == 0 {
+                report
+            } else {
+                with(report, "tags", json!({"team": format!("t{}", i % 3)}))
+            };
             with(report, "status", json!(if i % 10 == 0 { "error" } else { "ok" }))
         })
         .collect(),
@@ -318,6 +323,9 @@ async fn every_node_answers_usage_as_one_sqlite_node_does_for_the_same_traffic()
         ("/api/v1/usage/summary", vec![("group_by", "model")]),
         ("/api/v1/usage/summary", vec![("group_by", "user,status"), ("filter", "model:gpt-4o")]),
         ("/api/v1/usage/summary", vec![("group_by", "model"), ("limit", "1")]),
+        ("/api/v1/usage/summary", vec![("group_by", "tag.team,provider")]),
+        ("/api/v1/usage/summary", vec![("group_by", "model"), ("filter", "tag.team:t1")]),
+        ("/api/v1/usage/summary", vec![("group_by", "route"), ("filter", "tag.team:")]),
         ("/api/v1/usage/series", vec![("group_by", "model"), ("step", "10m")]),
         ("/api/v1/usage/series", vec![("step", "1m"), ("filter", "user:user-1")]),
         ("/api/v1/usage/unpriced", vec![]),

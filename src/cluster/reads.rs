@@ -4,6 +4,8 @@
 //! log records (the telemetry role). What a node committed shows once it is shipped
 //! (within `cluster.ship_interval`, while ClickHouse is reachable).
 
+use std::collections::BTreeMap;
+
 use crate::aggregate::metric::MetricTier;
 use crate::aggregate::{Cell, SeriesKey, Tier};
 use crate::model::{LlmCall, LogRecord};
@@ -93,6 +95,26 @@ impl SharedReads {
         values: usize,
     ) -> Result<Vec<(String, Vec<String>)>, StorageError> {
         self.with(|ch| async move { metrics::tags(&ch, key, tags, values).await }).await
+    }
+
+    /// Every node's rolled-up cells of `project` over `pieces` (tier, from,
+    /// to) passing `filters`, by bucket and the values of `dims`
+    /// (`rollups::grouped`).
+    pub async fn grouped(
+        &self,
+        project: &str,
+        pieces: &[(Tier, i64, i64)],
+        dims: &[String],
+        filters: &BTreeMap<String, Vec<String>>,
+    ) -> Result<Vec<(i64, Vec<Option<String>>, Cell)>, StorageError> {
+        self.with(|ch| async move {
+            let mut out = Vec::new();
+            for &piece in pieces {
+                out.extend(rollups::grouped(&ch, project, piece, dims, filters).await?);
+            }
+            Ok(out)
+        })
+        .await
     }
 
     /// Every node's rolled-up cells of `project` over `pieces` (tier, from,

@@ -255,23 +255,16 @@ async fn bucket_groups(
         let signature = signature(project, dims, filters);
         return grouped(state, pieces, &selected, dims, &signature, watch).await;
     };
+    // Session filters are not series dimensions (as `Filters::matches`).
+    let mut filters = filters.0.clone();
+    filters.remove("session");
     let cells = shared
-        .cells(project, pieces)
+        .grouped(project, pieces, dims, &filters)
         .await
         .map_err(|e| state.failure("reading rollups from ClickHouse failed", &e))?;
     let mut buckets: BTreeMap<i64, BTreeMap<GroupKey, Cell>> = BTreeMap::new();
-    for (bucket, key, cell) in cells {
-        let flat = crate::aggregate::series::flat_of(&key);
-        if !filters.matches(&crate::aggregate::series::SeriesView::of(&flat)) {
-            continue;
-        }
-        let groups = buckets.entry(bucket).or_default();
-        match groups.get_mut(&group_key(&key, dims)) {
-            Some(group) => group.merge(&cell),
-            None => {
-                groups.insert(group_key(&key, dims), cell);
-            }
-        }
+    for (bucket, group, cell) in cells {
+        buckets.entry(bucket).or_default().entry(group).or_default().merge(&cell);
     }
     Ok(buckets.into_iter().map(|(bucket, groups)| (bucket, Arc::new(groups))).collect())
 }

@@ -66,6 +66,7 @@ struct BinRow {
     max: f64,
     last: f64,
     last_ms: i64,
+    #[serde(with = "serde_bytes")]
     sketch: Vec<u8>,
 }
 

@@ -94,7 +94,9 @@ struct RollupRow {
     unpriced: u64,
     cost_usd: f64,
     reported_cost_usd: f64,
+    #[serde(with = "serde_bytes")]
     latency: Vec<u8>,
+    #[serde(with = "serde_bytes")]
     ttft: Vec<u8>,
 }
 
@@ -243,8 +245,134 @@ pub async fn read(
             }
         }
     }
-    let mut out: Vec<(i64, SeriesKey, Cell)> =
-        cells.into_iter().map(|((bucket, _), (key, cell))| (bucket, key, cell)).collect();
-    out.sort_by_key(|(bucket, key, _)| (*bucket, key.stable_id()));
+    // In bucket and series order (the stored series id is the key's
+    // stable id: no key is hashed again).
+    let mut out: Vec<((i64, u64), (SeriesKey, Cell))> = cells.into_iter().collect();
+    out.sort_unstable_by_key(|(at, _)| *at);
+    Ok(out.into_iter().map(|((bucket, _), (key, cell))| (bucket, key, cell)).collect())
+}
+
+/// A dimension's value in a row, by its query name (`model`, `tag.team`,
+/// as `SeriesKey::dimension`), as a `Nullable(String)` expression; `None`
+/// for a name no row has. Tag names are bound (`args`), never spliced.
+fn dimension_sql(name: &str, args: &mut Vec<String>) -> Option<String> {
+    let column = match name {
+        "project" | "model" | "operation" | "status" => {
+            return Some(format!("toNullable(toString({name}))"));
+        }
+        "provider" | "user" | "api_key" | "route" | "cluster" => name,
+        _ => {
+            let tag = name.strip_prefix("tag.")?;
+            args.push(tag.to_owned());
+            args.push(tag.to_owned());
+            return Some(
+                "if(has(tag_keys, ?), toNullable(tag_values[indexOf(tag_keys, ?)]), NULL)".into(),
+            );
+        }
+    };
+    Some(column.to_owned())
+}
+
+#[derive(Deserialize, clickhouse::Row)]
+struct GroupRow<'a> {
+    bucket: i64,
+    group: Vec<Option<String>>,
+    requests: u64,
+    input_tokens: u64,
+    output_tokens: u64,
+    total_tokens: u64,
+    cache_read_tokens: u64,
+    cache_write_tokens: u64,
+    reasoning_tokens: u64,
+    errors: u64,
+    estimated: u64,
+    unpriced: u64,
+    cost_usd: f64,
+    reported_cost_usd: f64,
+    /// Sketches borrowed from the read buffer (a `Vec<u8>` each would be
+    /// read byte by byte, and allocated).
+    #[serde(borrow)]
+    latency: Vec<&'a serde_bytes::Bytes>,
+    #[serde(borrow)]
+    ttft: Vec<&'a serde_bytes::Bytes>,
+}
+
+/// The rolled-up cells of `project` in `tier` with buckets in `[from, to)`
+/// whose dimensions pass `filters` (per dimension one of its values, `""`
+/// for none), summed in ClickHouse by bucket and the values of `dims` (the
+/// sketches merged here): what a query holds is one cell per bucket and
+/// group, whatever the number of series or shipped blocks.
+pub async fn grouped(
+    ch: &ClickHouse,
+    project: &str,
+    (tier, from, to): (Tier, i64, i64),
+    dims: &[String],
+    filters: &std::collections::BTreeMap<String, Vec<String>>,
+) -> Result<Vec<(i64, Vec<Option<String>>, Cell)>, StorageError> {
+    let mut group_args = Vec::new();
+    let mut group = Vec::new();
+    for dim in dims {
+        group.push(dimension_sql(dim, &mut group_args).unwrap_or_else(|| "NULL".into()));
+    }
+    let mut filter_args = Vec::new();
+    let mut conditions = String::new();
+    for (dim, wanted) in filters {
+        let Some(value) = dimension_sql(dim, &mut filter_args) else {
+            // A dimension no row has: only `""` passes.
+            if !wanted.iter().any(String::is_empty) {
+                return Ok(Vec::new());
+            }
+            continue;
+        };
+        let marks = vec!["?"; wanted.len()].join(", ");
+        conditions.push_str(&format!(" AND ifNull({value}, '') IN ({marks})"));
+        filter_args.extend(wanted.iter().cloned());
+    }
+    let sql = format!(
+        "SELECT bucket, [{group}] AS group_key, sum(requests), sum(input_tokens), sum(output_tokens), \
+         sum(total_tokens), sum(cache_read_tokens), sum(cache_write_tokens), \
+         sum(reasoning_tokens), sum(errors), sum(estimated), sum(unpriced), sum(cost_usd), \
+         sum(reported_cost_usd), groupArray(latency), groupArray(ttft) \
+         FROM {db}.rollups FINAL \
+         WHERE project = ? AND tier = ? AND bucket >= ? AND bucket < ?{conditions} \
+         GROUP BY bucket, group_key ORDER BY bucket",
+        group = group.join(", "),
+        db = ch.database(),
+    );
+    let mut query = ch.client().query(&sql);
+    for arg in group_args {
+        query = query.bind(arg);
+    }
+    query = query.bind(project).bind(tier.code() as u8).bind(from).bind(to);
+    for arg in filter_args {
+        query = query.bind(arg);
+    }
+    let mut rows = query.fetch::<GroupRow<'_>>().map_err(backend)?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().await.map_err(backend)? {
+        let mut cell = Cell {
+            requests: row.requests,
+            input_tokens: row.input_tokens,
+            output_tokens: row.output_tokens,
+            total_tokens: row.total_tokens,
+            cache_read_tokens: row.cache_read_tokens,
+            cache_write_tokens: row.cache_write_tokens,
+            reasoning_tokens: row.reasoning_tokens,
+            errors: row.errors,
+            estimated: row.estimated,
+            unpriced: row.unpriced,
+            cost_usd: row.cost_usd,
+            reported_cost_usd: row.reported_cost_usd,
+            ..Cell::default()
+        };
+        let corrupt = |what: &str| StorageError::Corrupt(format!("rollups {what} sketch"));
+        for bytes in row.latency {
+            cell.latency_ms.merge_encoded(bytes).map_err(|_| corrupt("latency"))?;
+        }
+        for bytes in row.ttft {
+            cell.ttft_ms.merge_encoded(bytes).map_err(|_| corrupt("ttft"))?;
+        }
+        out.push((row.bucket, row.group, cell));
+    }
     Ok(out)
 }

@@ -1,8 +1,10 @@
 //! The telemetry role over ClickHouse: traces listed and summed from every
 //! node's spans, one trace read whole, sessions, the spans and traces the
-//! statistics scan, and log records listed. A span shipped by two nodes
-//! (sent to both) reads once: spans are taken `LIMIT 1 BY trace_id,
-//! span_id` after `FINAL`.
+//! statistics scan, and log records listed. A span shipped twice (a block
+//! sent again, or the span sent to two nodes) reads once: spans are taken
+//! `LIMIT 1 BY trace_id, span_id`, which makes `FINAL` (slow, and merging
+//! only one node's copies) needless; and only the columns a query needs are
+//! read, never the attributes unless a filter names one.
 
 use async_trait::async_trait;
 
@@ -14,9 +16,6 @@ use crate::storage::{
 };
 
 const DAY_NS: i64 = 86_400_000_000_000;
-
-/// Far enough below any start that a parentless span ranks first.
-const ROOT_FIRST: i64 = 4_000_000_000_000_000_000;
 
 /// A value bound to a statement, in placeholder order.
 enum Arg {
@@ -36,17 +35,31 @@ fn query(ch: &ClickHouse, sql: &str, args: Vec<Arg>) -> clickhouse::query::Query
     query
 }
 
+/// The columns a trace's totals (`traces_sql`) and span conditions
+/// (`span_match`, but for attributes) read; `root_rank` puts a parentless
+/// span first (4e18 ns below any start).
+const TRACE_COLUMNS: &str = "trace_id, span_id, name, kind, service, start_ns, end_ns, status, \
+    model, user, session, input_tokens, output_tokens, cache_read_tokens, cost_usd, llm_call, \
+    if(isNull(parent_span_id), start_ns - 4000000000000000000, start_ns) AS root_rank";
+
 /// Every span of `project` on the days a window from `from_ns` can reach,
-/// each once, as a subquery (its arguments pushed onto `args`).
-fn spans_once(ch: &ClickHouse, project: &str, from_ns: i64, args: &mut Vec<Arg>) -> String {
+/// each once, as a subquery (its arguments pushed onto `args`); with
+/// `attributes`, their attributes too.
+fn spans_once(
+    ch: &ClickHouse,
+    project: &str,
+    from_ns: i64,
+    attributes: bool,
+    args: &mut Vec<Arg>,
+) -> String {
     args.push(Arg::Text(project.to_owned()));
     // Spans of a trace that started a day before the window count for
     // the trace, not for the window.
     args.push(Arg::Int((from_ns - DAY_NS).div_euclid(DAY_NS)));
+    let attributes = if attributes { ", attributes" } else { "" };
     format!(
-        "(SELECT *, if(isNull(parent_span_id), start_ns - {ROOT_FIRST}, start_ns) AS root_rank \
-         FROM {}.spans FINAL WHERE project = ? AND toUInt16(day) >= ? \
-         LIMIT 1 BY trace_id, span_id)",
+        "(SELECT {TRACE_COLUMNS}{attributes} FROM {}.spans \
+         WHERE project = ? AND toUInt16(day) >= ? LIMIT 1 BY trace_id, span_id)",
         ch.database()
     )
 }
@@ -144,7 +157,8 @@ impl TelemetryStore for ClickHouse {
         // the select list, before the spans it is counted over.
         let mut args = Vec::new();
         let matched = span_match(&filter, &mut args);
-        let spans = spans_once(self, &filter.project, filter.from_ns, &mut args);
+        let attributes = !filter.attributes.is_empty();
+        let spans = spans_once(self, &filter.project, filter.from_ns, attributes, &mut args);
         let mut sql = format!(
             "SELECT {SUMMARY_COLUMNS} FROM ({}) WHERE trace_start >= ? AND trace_start < ?",
             traces_sql(&spans, matched.as_deref())
@@ -189,8 +203,8 @@ impl TelemetryStore for ClickHouse {
     ) -> Result<StoredTrace, StorageError> {
         let db = self.database();
         let spans = format!(
-            "(SELECT *, if(isNull(parent_span_id), start_ns - {ROOT_FIRST}, start_ns) AS root_rank \
-             FROM {db}.spans FINAL WHERE project = ? AND trace_id = ? LIMIT 1 BY span_id)"
+            "(SELECT {TRACE_COLUMNS} FROM {db}.spans WHERE project = ? AND trace_id = ? \
+             LIMIT 1 BY span_id)"
         );
         let args = || vec![Arg::Text(project.to_owned()), Arg::Text(trace_id.to_owned())];
         let sql = format!("SELECT {SUMMARY_COLUMNS} FROM ({})", traces_sql(&spans, None));
@@ -206,7 +220,7 @@ impl TelemetryStore for ClickHouse {
             });
         };
         let sql = format!(
-            "SELECT ?fields FROM {db}.spans FINAL WHERE project = ? AND trace_id = ? \
+            "SELECT ?fields FROM {db}.spans WHERE project = ? AND trace_id = ? \
              ORDER BY start_ns, span_id LIMIT 1 BY span_id LIMIT ?"
         );
         let mut span_args = args();
@@ -238,7 +252,7 @@ impl TelemetryStore for ClickHouse {
         mut visitor: Box<dyn TelemetryVisitor>,
     ) -> Result<Box<dyn TelemetryVisitor>, StorageError> {
         let mut sql = format!(
-            "SELECT kind, name, model, end_ns - start_ns, status = 'error' FROM {}.spans FINAL \
+            "SELECT kind, name, model, end_ns - start_ns, status = 'error' FROM {}.spans \
              WHERE project = ? AND day >= toDate(?) AND start_ns >= ? AND start_ns < ?",
             self.database()
         );
@@ -276,7 +290,7 @@ impl TelemetryStore for ClickHouse {
         mut visitor: Box<dyn TelemetryVisitor>,
     ) -> Result<Box<dyn TelemetryVisitor>, StorageError> {
         let mut args = Vec::new();
-        let spans = spans_once(self, &scope.project, scope.from_ns, &mut args);
+        let spans = spans_once(self, &scope.project, scope.from_ns, false, &mut args);
         let mut sql = format!(
             "SELECT trace_end - trace_start, error_count, cost_sum FROM ({}) \
              WHERE trace_start >= ? AND trace_start < ?",
@@ -339,7 +353,7 @@ impl TelemetryStore for ClickHouse {
         limit: usize,
     ) -> Result<Vec<SessionSummary>, StorageError> {
         let mut args = Vec::new();
-        let spans = spans_once(self, project, from_ns, &mut args);
+        let spans = spans_once(self, project, from_ns, false, &mut args);
         let sql = format!(
             "SELECT trace_session, count(), min(trace_start), max(trace_end), sum(span_count), \
              sum(error_count), sum(llm_calls), sum(input_sum), sum(output_sum), \
