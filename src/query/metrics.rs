@@ -134,17 +134,12 @@ pub async fn query(
     let project = params.project();
     let limit = params.limit(state.limits.max_groups, state.limits.max_groups)?;
     let window = Window { tier, step, from, to };
+    let asked = (project.as_str(), name.as_str(), &filters, group_by.as_slice());
     let (keys, groups) = match &state.shared {
-        Some(shared) => {
-            let query = (project.as_str(), name.as_str(), &filters, group_by.as_slice());
-            shared_groups(shared, query, window, &watch)
-                .await
-                .map_err(|e| state.failure("reading metric bins from ClickHouse failed", &e))?
-        }
-        None => {
-            let query = (project.as_str(), name.as_str(), &filters, group_by.as_slice());
-            local_groups(&state, query, window, watch).await?
-        }
+        Some(shared) => shared_groups(shared, asked, window, &watch)
+            .await
+            .map_err(|e| state.failure("reading metric bins from ClickHouse failed", &e))?,
+        None => local_groups(&state, asked, window, watch).await?,
     };
     // The groups with the most samples keep their own series; the rest are
     // merged per step into `other`.

@@ -100,6 +100,28 @@ struct RollupRow {
     ttft: Vec<u8>,
 }
 
+/// The counters of a read row (`RollupRow`, `GroupRow`: their fields are
+/// named alike) as a cell whose sketches are still empty.
+macro_rules! counters {
+    ($row:expr) => {
+        Cell {
+            requests: $row.requests,
+            input_tokens: $row.input_tokens,
+            output_tokens: $row.output_tokens,
+            total_tokens: $row.total_tokens,
+            cache_read_tokens: $row.cache_read_tokens,
+            cache_write_tokens: $row.cache_write_tokens,
+            reasoning_tokens: $row.reasoning_tokens,
+            errors: $row.errors,
+            estimated: $row.estimated,
+            unpriced: $row.unpriced,
+            cost_usd: $row.cost_usd,
+            reported_cost_usd: $row.reported_cost_usd,
+            ..Cell::default()
+        }
+    };
+}
+
 /// Inserts the rollup of one block of a node's calls (`calls` in sequence
 /// order, as shipped), every tier. Each call is rolled up under its series
 /// in the node's registry (`registered`, by the call's series id), whose
@@ -207,21 +229,7 @@ pub async fn read(
         let corrupt = |what: &str| {
             StorageError::Corrupt(format!("rollups row {}/{}: {what}", row.node, row.block_first))
         };
-        let mut cell = Cell {
-            requests: row.requests,
-            input_tokens: row.input_tokens,
-            output_tokens: row.output_tokens,
-            total_tokens: row.total_tokens,
-            cache_read_tokens: row.cache_read_tokens,
-            cache_write_tokens: row.cache_write_tokens,
-            reasoning_tokens: row.reasoning_tokens,
-            errors: row.errors,
-            estimated: row.estimated,
-            unpriced: row.unpriced,
-            cost_usd: row.cost_usd,
-            reported_cost_usd: row.reported_cost_usd,
-            ..Cell::default()
-        };
+        let mut cell = counters!(row);
         cell.latency_ms = Sketch::decode(&row.latency).map_err(|_| corrupt("latency"))?;
         cell.ttft_ms = Sketch::decode(&row.ttft).map_err(|_| corrupt("ttft"))?;
         match cells.entry((row.bucket, row.series)) {
@@ -350,21 +358,7 @@ pub async fn grouped(
     let mut rows = query.fetch::<GroupRow<'_>>().map_err(backend)?;
     let mut out = Vec::new();
     while let Some(row) = rows.next().await.map_err(backend)? {
-        let mut cell = Cell {
-            requests: row.requests,
-            input_tokens: row.input_tokens,
-            output_tokens: row.output_tokens,
-            total_tokens: row.total_tokens,
-            cache_read_tokens: row.cache_read_tokens,
-            cache_write_tokens: row.cache_write_tokens,
-            reasoning_tokens: row.reasoning_tokens,
-            errors: row.errors,
-            estimated: row.estimated,
-            unpriced: row.unpriced,
-            cost_usd: row.cost_usd,
-            reported_cost_usd: row.reported_cost_usd,
-            ..Cell::default()
-        };
+        let mut cell = counters!(row);
         let corrupt = |what: &str| StorageError::Corrupt(format!("rollups {what} sketch"));
         for bytes in row.latency {
             cell.latency_ms.merge_encoded(bytes).map_err(|_| corrupt("latency"))?;
