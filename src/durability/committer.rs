@@ -638,7 +638,8 @@ impl CommitterTask {
 
     /// Tells the cluster's claims which calls are now durable here (every
     /// call not refused: those the local dedupe found were stored before),
-    /// and the outbox how many records wait to be copied.
+    /// and the outbox how many records wait to be copied (as the shipper
+    /// counts them: calls, spans, log records and metric commits).
     fn tell_shared(&self, appended: &Appended, logs: usize) {
         if let Some(claims) = &self.shared.claims {
             claims.committed();
@@ -647,7 +648,9 @@ impl CommitterTask {
             let calls = appended.seqs.iter().filter(|s| s.is_some()).count();
             let spans: usize = appended.spans.iter().map(Vec::len).sum();
             let spans = spans.saturating_sub(appended.spans_dropped as usize);
-            outbox.committed((calls + spans + logs) as u64);
+            // A logged metric commit is shipped (and counted) as one record.
+            let metric_commits = usize::from(appended.metric_seq.is_some());
+            outbox.committed((calls + spans + logs + metric_commits) as u64);
         }
     }
 
