@@ -221,6 +221,9 @@ async fn send(
         if Instant::now() > shared.load_end + GIVE_UP {
             return Sent::GaveUp;
         }
+        // Timed before the URL is read: a request that read the address of
+        // a server just killed was sent before its successor listened.
+        let sent = Instant::now();
         let url = format!("{}{path}", shared.url());
         let request = match body {
             Some((content_type, body)) => {
@@ -228,7 +231,6 @@ async fn send(
             }
             None => client.get(&url),
         };
-        let sent = Instant::now();
         let (error, refused) = match request.send().await {
             Ok(response) => {
                 let status = response.status().as_u16();
@@ -661,6 +663,7 @@ async fn hostile_client(
             break;
         }
         let hostile = &requests[turn % requests.len()];
+        let sent = Instant::now();
         let url = format!("{}{}", shared.url(), hostile.path);
         let request = match &hostile.body {
             Some((content_type, encoding, body)) => {
@@ -673,7 +676,6 @@ async fn hostile_client(
             }
             None => client.get(&url),
         };
-        let sent = Instant::now();
         let result = match request.send().await {
             Ok(response) => {
                 let status = response.status().as_u16();
@@ -875,8 +877,9 @@ async fn supervise(
             seen.cpu_ns += life_cpu;
             life_cpu = 0;
             let (child, url) = spawn_serve(&dir, &env).await?;
-            let listening = Instant::now();
+            // The outage lasts until clients can know the new address.
             *shared.url.write().expect("url lock") = url;
+            let listening = Instant::now();
             seen.child = child;
             seen.outages.push((down, listening));
             seen.restart_s.push((listening - down).as_secs_f64());
@@ -975,6 +978,20 @@ async fn listed_traces(
             None => return Ok(traces),
         }
     }
+}
+
+/// When a request went out and how long until it failed, beside the
+/// restarts nearest to it: what tells a server's fault from a client's.
+fn when(started: Instant, outages: &[(Instant, Instant)], sent: Instant, failed: Instant) -> String {
+    let s = |a: Instant, b: Instant| a.saturating_duration_since(b).as_secs_f64();
+    let mut text = format!("{:.2} s in, failed {:.2} s later", s(sent, started), s(failed, sent));
+    if let Some(&(_, up)) = outages.iter().rev().find(|&&(_, up)| up <= sent) {
+        text += &format!(", {:.2} s after a restart listened", s(sent, up));
+    }
+    if let Some(&(down, _)) = outages.iter().find(|&&(down, _)| down >= failed) {
+        text += &format!(", {:.2} s before the next kill", s(down, failed));
+    }
+    text
 }
 
 /// Whether `[from, to]` overlaps an outage.
@@ -1199,12 +1216,14 @@ pub async fn soak(args: SoakArgs) -> anyhow::Result<()> {
             times.iter().filter(|&&ms| ms > limit_ms).count()
         );
     }
-    let unanswered_outside: Vec<&String> = log
+    let unanswered_outside: Vec<String> = log
         .unanswered
         .iter()
         .chain(&hostile.unanswered)
         .filter(|(sent, failed, _)| !in_outage(&outages, *sent, *failed))
-        .map(|(_, _, what)| what)
+        .map(|(sent, failed, what)| {
+            format!("{what} (sent {})", when(started, &outages, *sent, *failed))
+        })
         .collect();
     println!(
         "  no answer       {} requests during restarts, {} outside",
