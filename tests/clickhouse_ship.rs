@@ -16,6 +16,7 @@ use tally::aggregate::SeriesKey;
 use tally::aggregate::metric::MetricKey;
 use tally::aggregate::rollup::SequencedCall;
 use tally::model::{LlmCall, Operation, Source, Status, Tags};
+use tally::storage::clickhouse::rollups::NodeRollups;
 use tally::storage::clickhouse::{ClickHouse, ClickHouseUrl, calls, schema, ship};
 
 const DAY_MS: i64 = 86_400_000;
@@ -32,6 +33,11 @@ impl ship::Registered for Unregistered {
     fn metric_series(&self, _: &[i64]) -> HashMap<i64, Arc<MetricKey>> {
         HashMap::new()
     }
+}
+
+/// A node's rollup totals with room for all the tests send.
+fn node(name: &str) -> NodeRollups {
+    NodeRollups::new(name, 1_000_000)
 }
 
 /// Calls over three days, with optional fields set on some and not others.
@@ -173,10 +179,10 @@ async fn a_node_ships_what_it_committed_once_even_after_a_crash_mid_block() {
     // A crash after inserting the first block, before recording it.
     let first = local.calls_after(0, 1_000).await.unwrap();
     calls::insert(&ch, "node-a", &first).await.unwrap();
-    let shipped = ship::ship(&*local, &ch, "node-a", 1_000, &Unregistered).await.unwrap();
+    let shipped = ship::ship(&*local, &ch, &node("node-a"), 1_000, &Unregistered).await.unwrap();
     assert_eq!(shipped.calls, 3_000);
     assert_eq!(
-        ship::ship(&*local, &ch, "node-a", 1_000, &Unregistered).await.unwrap(),
+        ship::ship(&*local, &ch, &node("node-a"), 1_000, &Unregistered).await.unwrap(),
         ship::Shipped::default()
     );
     let window = (common::now_ms() - 86_400_000, common::now_ms() + 60_000);
@@ -195,7 +201,10 @@ async fn a_node_ships_what_it_committed_once_even_after_a_crash_mid_block() {
     ingest(server.url(), 3_000, 3_500).await;
     assert!(server.terminate().success());
     let local = local_store(dir.path());
-    assert_eq!(ship::ship(&*local, &ch, "node-a", 1_000, &Unregistered).await.unwrap().calls, 500);
+    assert_eq!(
+        ship::ship(&*local, &ch, &node("node-a"), 1_000, &Unregistered).await.unwrap().calls,
+        500
+    );
     let remote = calls::read(&ch, "default", window.0, window.1).await.unwrap();
     assert_eq!(remote.len(), 3_500);
 }
@@ -265,7 +274,7 @@ async fn spans_and_logs_ship_once_and_read_back_as_stored() {
     // A crash after the first block of spans went, before it was recorded.
     let first = local.spans_after(0, 30).await.unwrap();
     tally::storage::clickhouse::telemetry::insert_spans(&ch, "node-a", &first).await.unwrap();
-    let shipped = ship::ship(&*local, &ch, "node-a", 30, &Unregistered).await.unwrap();
+    let shipped = ship::ship(&*local, &ch, &node("node-a"), 30, &Unregistered).await.unwrap();
     assert_eq!((shipped.spans, shipped.logs), (120, 40), "{shipped:?}");
     for t in [1, 17, 40] {
         let trace = format!("{t:032x}");
@@ -299,9 +308,15 @@ async fn rollups_of_two_nodes_add_up_and_a_block_sent_again_replaces_its_rows() 
     // Node a crashed after sending the rollup of a smaller first block.
     let smaller = a.calls_after(0, 400).await.unwrap();
     calls::insert(&ch, "node-a", &smaller).await.unwrap();
-    rollups::insert_block(&ch, "node-a", &smaller, &HashMap::new()).await.unwrap();
-    assert_eq!(ship::ship(&*a, &ch, "node-a", 1_000, &Unregistered).await.unwrap().calls, 2_500);
-    assert_eq!(ship::ship(&*b, &ch, "node-b", 1_000, &Unregistered).await.unwrap().calls, 1_500);
+    node("node-a").insert_block(&ch, &smaller, &HashMap::new()).await.unwrap();
+    assert_eq!(
+        ship::ship(&*a, &ch, &node("node-a"), 1_000, &Unregistered).await.unwrap().calls,
+        2_500
+    );
+    assert_eq!(
+        ship::ship(&*b, &ch, &node("node-b"), 1_000, &Unregistered).await.unwrap().calls,
+        1_500
+    );
 
     // Exact totals from the two local ledgers.
     let mut expected = tally::aggregate::Cell::default();
@@ -341,7 +356,7 @@ async fn retention_drops_whole_days_of_calls_and_tiers_of_rollups_past_their_cut
     let t0 = 1_790_035_200_000 - 1_790_035_200_000 % DAY_MS;
     let calls_sent = batch("a", 300, t0);
     calls::insert(&ch, "node-a", &calls_sent).await.unwrap();
-    rollups::insert_block(&ch, "node-a", &calls_sent, &HashMap::new()).await.unwrap();
+    node("node-a").insert_block(&ch, &calls_sent, &HashMap::new()).await.unwrap();
     let count = |day_from: i64| calls_sent.iter().filter(|c| c.call.time_ms >= day_from).count();
     // Raw data kept from the second day on; minute rollups for none of
     // these days' 30-day span; hours and days forever.
@@ -389,7 +404,8 @@ async fn calls_are_rolled_up_under_the_series_the_node_registered_them_in() {
         Arc::new(key)
     };
     let registered = HashMap::from([(1, key("user-1")), (2, key("__other__"))]);
-    rollups::insert_block(&ch, "node-a", &sent, &registered).await.unwrap();
+    let node_a = node("node-a");
+    node_a.insert_block(&ch, &sent, &registered).await.unwrap();
     let days = rollups::read(&ch, "p", Tier::Day, 0, i64::MAX).await.unwrap();
     let mut by_user: HashMap<String, u64> = HashMap::new();
     for (_, key, cell) in &days {
@@ -407,9 +423,71 @@ async fn calls_are_rolled_up_under_the_series_the_node_registered_them_in() {
         call.seq += 1_000;
         call.series = 99;
     }
-    rollups::insert_block(&ch, "node-a", &unknown, &registered).await.unwrap();
+    node_a.insert_block(&ch, &unknown, &registered).await.unwrap();
     let days = rollups::read(&ch, "p", Tier::Day, 0, i64::MAX).await.unwrap();
     let requests: u64 = days.iter().map(|(_, _, cell)| cell.requests).sum();
     assert_eq!(requests, 143);
     assert!(days.iter().any(|(_, key, _)| key.model == "claude-3-5-sonnet"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollup_totals_hold_one_row_per_key_and_node_whatever_the_blocks_and_the_cache_bound() {
+    use tally::aggregate::{Cell, Tier};
+    use tally::storage::clickhouse::rollups;
+    let server = Server::start();
+    let ch = migrated(&server).await;
+    let t0 = 1_790_035_200_000 - 1_790_035_200_000 % DAY_MS;
+    // 600 calls over three days in blocks of 20, through a node holding at
+    // most 40 totals: most blocks touch buckets it dropped, read back.
+    let sent = batch("a", 600, t0);
+    let small = NodeRollups::new("node-a", 40);
+    for block in sent.chunks(20) {
+        small.insert_block(&ch, block, &HashMap::new()).await.unwrap();
+    }
+    let held = small.held_cells();
+    // Late calls into the first day's buckets, dropped from memory long ago,
+    // and a block sent again (a crash before it was recorded).
+    let mut late = batch("late", 30, t0);
+    for (i, call) in late.iter_mut().enumerate() {
+        call.seq = 1_000 + i as i64;
+        call.call.time_ms = t0 + 1_000 * i as i64;
+    }
+    small.insert_block(&ch, &late, &HashMap::new()).await.unwrap();
+    small.insert_block(&ch, &late[..10], &HashMap::new()).await.unwrap();
+    node("node-a").insert_block(&ch, &late, &HashMap::new()).await.unwrap();
+
+    let mut expected = Cell::default();
+    for stored in sent.iter().chain(&late) {
+        expected.add_call(&stored.call);
+    }
+    for tier in Tier::ALL {
+        let cells = rollups::read(&ch, "p", tier, 0, i64::MAX).await.unwrap();
+        let mut total = Cell::default();
+        for (_, _, cell) in &cells {
+            total.merge(cell);
+        }
+        assert_eq!(
+            (total.requests, total.input_tokens, total.output_tokens, total.latency_ms.count()),
+            (
+                expected.requests,
+                expected.input_tokens,
+                expected.output_tokens,
+                expected.latency_ms.count()
+            ),
+            "{tier:?}"
+        );
+    }
+    // Merged, one row per (tier, bucket, series) of the node, however many
+    // blocks wrote to it.
+    let optimize = format!("OPTIMIZE TABLE {}.rollup_totals FINAL", ch.database());
+    ch.client().query(&optimize).execute().await.unwrap();
+    let sql = format!(
+        "SELECT count(), uniqExact(tier, bucket, series) FROM {}.rollup_totals",
+        ch.database()
+    );
+    let (rows, keys) = ch.client().query(&sql).fetch_one::<(u64, u64)>().await.unwrap();
+    assert_eq!(rows, keys);
+    let day_keys = rollups::read(&ch, "p", Tier::Day, 0, i64::MAX).await.unwrap().len() as u64;
+    assert!(day_keys < 600 && rows < 3 * 630, "{day_keys} day keys, {rows} rows");
+    assert!(held < rows as usize / 2, "{held} of {rows} totals held");
 }

@@ -63,8 +63,10 @@ impl Shared {
 
     /// Requests in the day tier of the rollups (shipped after their calls).
     async fn rolled_up(&self) -> u64 {
-        let sql =
-            format!("SELECT sum(requests) FROM {}.rollups FINAL WHERE tier = 2", self.database);
+        let sql = format!(
+            "SELECT sum(requests) FROM {}.rollup_totals FINAL WHERE tier = 2",
+            self.database
+        );
         self.clickhouse.client().query(&sql).fetch_one::<u64>().await.unwrap_or_default()
     }
 

@@ -982,7 +982,12 @@ async fn listed_traces(
 
 /// When a request went out and how long until it failed, beside the
 /// restarts nearest to it: what tells a server's fault from a client's.
-fn when(started: Instant, outages: &[(Instant, Instant)], sent: Instant, failed: Instant) -> String {
+fn when(
+    started: Instant,
+    outages: &[(Instant, Instant)],
+    sent: Instant,
+    failed: Instant,
+) -> String {
     let s = |a: Instant, b: Instant| a.saturating_duration_since(b).as_secs_f64();
     let mut text = format!("{:.2} s in, failed {:.2} s later", s(sent, started), s(failed, sent));
     if let Some(&(_, up)) = outages.iter().rev().find(|&&(_, up)| up <= sent) {

@@ -38,6 +38,11 @@ pub struct ClusterConfig {
     pub ship_interval: String,
     /// Records per shipped block.
     pub ship_block_records: usize,
+    /// Rollup totals (one per tier, bucket and series) the node keeps in
+    /// memory to add shipped calls to; past it, the buckets that closed
+    /// longest ago are dropped and read back from ClickHouse if a late call
+    /// needs them. The buckets one block touches are kept whatever this is.
+    pub rollup_cache_cells: usize,
     /// Records waiting to be shipped past which ingest answers 503.
     pub max_outbox_records: u64,
     /// Age of the oldest record waiting past which ingest answers 503.
@@ -52,6 +57,7 @@ impl Default for ClusterConfig {
             node: String::new(),
             ship_interval: "1s".into(),
             ship_block_records: crate::storage::clickhouse::ship::BLOCK_RECORDS,
+            rollup_cache_cells: 200_000,
             max_outbox_records: 20_000_000,
             max_outbox_age: "6h".into(),
             coordination_timeout: "5s".into(),
@@ -64,6 +70,7 @@ impl Default for ClusterConfig {
 pub struct Settings {
     pub ship_interval: Duration,
     pub block_records: usize,
+    pub rollup_cache_cells: usize,
     pub max_outbox_records: u64,
     pub max_outbox_age_ms: i64,
     pub coordination_timeout: Duration,
@@ -85,6 +92,9 @@ impl ClusterConfig {
         if self.max_outbox_records == 0 {
             return Err(invalid("max_outbox_records"));
         }
+        if self.rollup_cache_cells == 0 {
+            return Err(invalid("rollup_cache_cells"));
+        }
         let interval = duration("ship_interval", &self.ship_interval)?;
         if interval <= 0 {
             return Err(invalid("ship_interval"));
@@ -92,6 +102,7 @@ impl ClusterConfig {
         Ok(Settings {
             ship_interval: Duration::from_millis(interval as u64),
             block_records: self.ship_block_records,
+            rollup_cache_cells: self.rollup_cache_cells,
             max_outbox_records: self.max_outbox_records,
             max_outbox_age_ms: duration("max_outbox_age", &self.max_outbox_age)?,
             coordination_timeout: Duration::from_millis(

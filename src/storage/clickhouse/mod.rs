@@ -1,8 +1,8 @@
 //! The ClickHouse backend's connection: a `clickhouse://` URL read into the
 //! HTTP client, the server's version (18.16 lacks codecs and needs a
 //! setting for LowCardinality), the schema's versioned migrations
-//! (`schema`), the tables (`calls`, `rollups`, `telemetry`, `metrics`) and what a node
-//! ships to them (`ship`).
+//! (`schema`), the tables (`calls`, `rollups`, `telemetry`, `metrics`) and
+//! what a node ships to them (`ship`).
 
 pub mod calls;
 pub mod metrics;

@@ -14,7 +14,7 @@ use crate::aggregate::metric::MetricTier;
 use crate::storage::RetentionCutoffs;
 
 const DAY_MS: i64 = 86_400_000;
-/// The width of a rollups partition's bucket range (`intDiv(bucket, …)`).
+/// The width of a rollup_totals partition's bucket range (`intDiv(bucket, …)`).
 const ROLLUP_PARTITION_MS: i64 = 2_592_000_000;
 
 /// Whether the partition `partition` (as `system.parts` writes it) of
@@ -30,7 +30,7 @@ fn expired(table: &str, partition: &str, cutoffs: &RetentionCutoffs) -> bool {
             let start = day.and_hms_opt(0, 0, 0).expect("midnight").and_utc().timestamp_millis();
             start + DAY_MS <= cutoff
         }
-        "rollups" => {
+        "rollup_totals" => {
             let mut parts = partition.split(',').map(|p| p.trim().parse::<i64>());
             let (Some(Ok(tier)), Some(Ok(span)), None) = (parts.next(), parts.next(), parts.next())
             else {
@@ -107,11 +107,11 @@ mod tests {
         assert!(expired("spans", "2026-11-30", &cutoffs));
         // The cutoff falls within Dec 1: kept until all of it is past.
         assert!(!expired("logs", "'2026-12-01'", &cutoffs));
-        assert!(expired("rollups", "(0,2)", &cutoffs));
-        assert!(!expired("rollups", "(0, 3)", &cutoffs));
-        assert!(!expired("rollups", "(1,0)", &cutoffs), "hours are kept forever");
-        assert!(expired("rollups", "(2,0)", &cutoffs));
-        assert!(!expired("rollups", "(2,1)", &cutoffs));
+        assert!(expired("rollup_totals", "(0,2)", &cutoffs));
+        assert!(!expired("rollup_totals", "(0, 3)", &cutoffs));
+        assert!(!expired("rollup_totals", "(1,0)", &cutoffs), "hours are kept forever");
+        assert!(expired("rollup_totals", "(2,0)", &cutoffs));
+        assert!(!expired("rollup_totals", "(2,1)", &cutoffs));
         assert!(expired("metric_bins", "(0,2)", &cutoffs), "10 s bins of day 2");
         assert!(!expired("metric_bins", "(0,3)", &cutoffs));
         assert!(!expired("metric_bins", "(1,0)", &cutoffs), "1 min bins kept forever");

@@ -1,14 +1,17 @@
-//! The `rollups` table: each shipped block of calls, rolled up in every
-//! tier by bucket and series, as one row per (tier, bucket, series) with
-//! the series' dimensions and Tally's encoded sketches. Rows are keyed by
-//! the node and the block's first sequence number, with the block's last
-//! as their version (ReplacingMergeTree): a block sent again after a crash
-//! starts at the same call and holds at least the calls it held before, so
-//! its rows replace the earlier ones, and blocks of several nodes add up.
+//! The `rollup_totals` table: what each node counted, rolled up in every
+//! tier by bucket and series, as one row per (tier, bucket, series, node)
+//! holding the node's running total with the series' dimensions and
+//! Tally's encoded sketches. Each row's version is the sequence number of
+//! the node's last call in it (ReplacingMergeTree): a node adds a shipped
+//! block's calls to the totals it holds (`NodeRollups`), skipping those a
+//! total already counts, so a block sent again after a crash replaces rows
+//! with equal or larger ones and never counts a call twice. Merges leave one
+//! row per key and node whatever the number of blocks, and the nodes' rows
+//! add up.
 
-use std::collections::HashMap;
 use std::collections::hash_map::Entry;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
@@ -19,20 +22,10 @@ use crate::aggregate::sketch::Sketch;
 use crate::aggregate::{Cell, SeriesKey, Tier};
 use crate::model::{Operation, Status};
 
-/// The table's statement (a migration's).
-pub fn create(ddl: &Ddl<'_>) -> Vec<String> {
-    let lc = ddl.low_cardinality("String");
-    let zstd = ddl.codec("ZSTD");
-    vec![format!(
-        "CREATE TABLE IF NOT EXISTS {db}.rollups (
-            project {lc},
-            tier UInt8,
-            bucket Int64,
-            series UInt64,
-            node {lc},
-            block_first Int64,
-            block_last Int64,
-            model {lc},
+/// The columns naming a series, shared by the tables of migrations 3 and 5.
+fn series_columns(lc: &str) -> String {
+    format!(
+        "model {lc},
             provider Nullable(String),
             operation {lc},
             user Nullable(String),
@@ -41,8 +34,14 @@ pub fn create(ddl: &Ddl<'_>) -> Vec<String> {
             status {lc},
             cluster Nullable(String),
             tag_keys Array(String),
-            tag_values Array(String),
-            requests UInt64,
+            tag_values Array(String)"
+    )
+}
+
+/// The columns of a rolled-up cell, shared by the tables of migrations 3 and 5.
+fn cell_columns(zstd: &str) -> String {
+    format!(
+        "requests UInt64,
             input_tokens UInt64,
             output_tokens UInt64,
             total_tokens UInt64,
@@ -55,12 +54,58 @@ pub fn create(ddl: &Ddl<'_>) -> Vec<String> {
             cost_usd Float64,
             reported_cost_usd Float64,
             latency String{zstd},
-            ttft String{zstd}
+            ttft String{zstd}"
+    )
+}
+
+/// Migration 3: rollups as one row per shipped block and series (replaced
+/// by migration 5: their number grew with the calls shipped).
+pub fn create_blocks(ddl: &Ddl<'_>) -> Vec<String> {
+    let lc = ddl.low_cardinality("String");
+    vec![format!(
+        "CREATE TABLE IF NOT EXISTS {db}.rollups (
+            project {lc},
+            tier UInt8,
+            bucket Int64,
+            series UInt64,
+            node {lc},
+            block_first Int64,
+            block_last Int64,
+            {series},
+            {cells}
         ) ENGINE = ReplacingMergeTree(block_last)
         PARTITION BY (tier, intDiv(bucket, 2592000000))
         ORDER BY (project, tier, bucket, series, node, block_first)",
         db = ddl.database,
+        series = series_columns(&lc),
+        cells = cell_columns(&ddl.codec("ZSTD")),
     )]
+}
+
+/// Migration 5: each node's running totals. The per-block rollups of
+/// migration 3 are dropped (the cluster backend was not released with them).
+pub fn create(ddl: &Ddl<'_>) -> Vec<String> {
+    let lc = ddl.low_cardinality("String");
+    vec![
+        format!("DROP TABLE IF EXISTS {}.rollups", ddl.database),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {db}.rollup_totals (
+            project {lc},
+            tier UInt8,
+            bucket Int64,
+            series UInt64,
+            node {lc},
+            version Int64,
+            {series},
+            {cells}
+        ) ENGINE = ReplacingMergeTree(version)
+        PARTITION BY (tier, intDiv(bucket, 2592000000))
+        ORDER BY (project, tier, bucket, series, node)",
+            db = ddl.database,
+            series = series_columns(&lc),
+            cells = cell_columns(&ddl.codec("ZSTD")),
+        ),
+    ]
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, clickhouse::Row)]
@@ -70,8 +115,7 @@ struct RollupRow {
     bucket: i64,
     series: u64,
     node: String,
-    block_first: i64,
-    block_last: i64,
+    version: i64,
     model: String,
     provider: Option<String>,
     operation: String,
@@ -122,82 +166,280 @@ macro_rules! counters {
     };
 }
 
-/// Inserts the rollup of one block of a node's calls (`calls` in sequence
-/// order, as shipped), every tier. Each call is rolled up under its series
-/// in the node's registry (`registered`, by the call's series id), whose
-/// dimensions are capped (`[rollups]`, values past a cap counted under
-/// `__other__`), so what the cluster's rollups hold is bounded as the
-/// node's own are; a call whose series the registry no longer knows is
-/// rolled up under its own dimensions.
-pub async fn insert_block(
-    ch: &ClickHouse,
-    node: &str,
-    calls: &[SequencedCall],
+/// One bucket of one tier of one project: what a node's totals are loaded
+/// from ClickHouse and evicted by, whole.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct BucketId {
+    project: String,
+    tier: Tier,
+    bucket: i64,
+}
+
+/// A node's total of one series in one bucket and the sequence number of
+/// its last call: calls at or below it are already counted.
+#[derive(Debug, Clone)]
+struct Total {
+    cell: Cell,
+    version: i64,
+}
+
+/// The totals a node has written to `rollup_totals`, for the buckets its
+/// recent blocks touched. A bucket not held is read back whole from
+/// ClickHouse before a block adds to it (after a restart, or once evicted),
+/// so what a block adds is always on top of what ClickHouse holds. At most
+/// `max_cells` totals are held, past the buckets the current block needs:
+/// the buckets that closed longest ago go first.
+pub struct NodeRollups {
+    node: String,
+    max_cells: usize,
+    held: Mutex<HashMap<BucketId, HashMap<u64, Total>>>,
+}
+
+/// A block's calls under their series: stable ids, and the keys by id.
+struct Resolved<'a> {
+    calls: Vec<(u64, &'a SequencedCall)>,
+    keys: HashMap<u64, SeriesKey>,
+}
+
+impl NodeRollups {
+    pub fn new(node: &str, max_cells: usize) -> NodeRollups {
+        NodeRollups { node: node.to_owned(), max_cells, held: Mutex::default() }
+    }
+
+    /// The node whose totals these are.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// Totals held now (for tests and the bound).
+    pub fn held_cells(&self) -> usize {
+        self.held.lock().expect("rollups lock").values().map(HashMap::len).sum()
+    }
+
+    /// Adds one block of the node's calls (`calls` in sequence order, as
+    /// shipped) to its totals in every tier and writes the totals it
+    /// changed. Each call is rolled up under its series in the node's
+    /// registry (`registered`, by the call's series id), whose dimensions
+    /// are capped (`[rollups]`, values past a cap counted under
+    /// `__other__`), so the cluster's rollups are bounded as the node's own
+    /// are; a call whose series the registry no longer knows is rolled up
+    /// under its own dimensions. What is held changes only once ClickHouse
+    /// took the rows: a failed insert is sent again from the same totals.
+    pub async fn insert_block(
+        &self,
+        ch: &ClickHouse,
+        calls: &[SequencedCall],
+        registered: &HashMap<i64, Arc<SeriesKey>>,
+    ) -> Result<(), StorageError> {
+        let resolved = resolve(calls, registered);
+        let mut needed: HashSet<BucketId> = HashSet::new();
+        for (id, stored) in &resolved.calls {
+            let project = &resolved.keys[id].project;
+            for tier in Tier::ALL {
+                let bucket = tier.bucket(stored.call.time_ms);
+                needed.insert(BucketId { project: project.clone(), tier, bucket });
+            }
+        }
+        self.load_missing(ch, &needed).await?;
+        let rows = self.rows(&resolved);
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let client = ch.client().clone().with_database(ch.database());
+        let mut insert = client.insert::<RollupRow>("rollup_totals").await.map_err(backend)?;
+        for (_, _, row) in &rows {
+            insert.write(row).await.map_err(backend)?;
+        }
+        insert.end().await.map_err(backend)?;
+        let mut held = self.held.lock().expect("rollups lock");
+        for (at, total, row) in rows {
+            held.entry(at).or_default().insert(row.series, total);
+        }
+        evict(&mut held, &needed, self.max_cells);
+        Ok(())
+    }
+
+    /// Reads the node's rows of the buckets in `needed` it does not hold.
+    async fn load_missing(
+        &self,
+        ch: &ClickHouse,
+        needed: &HashSet<BucketId>,
+    ) -> Result<(), StorageError> {
+        let mut missing: HashMap<(String, Tier), Vec<i64>> = HashMap::new();
+        {
+            let held = self.held.lock().expect("rollups lock");
+            for at in needed.iter().filter(|at| !held.contains_key(*at)) {
+                missing.entry((at.project.clone(), at.tier)).or_default().push(at.bucket);
+            }
+        }
+        for ((project, tier), buckets) in missing {
+            let list: Vec<String> = buckets.iter().map(i64::to_string).collect();
+            let mut rows = ch
+                .client()
+                .query(&format!(
+                    "SELECT ?fields FROM {}.rollup_totals FINAL \
+                     WHERE project = ? AND tier = ? AND bucket IN ({}) AND node = ?",
+                    ch.database(),
+                    list.join(", ")
+                ))
+                .bind(&project)
+                .bind(tier.code() as u8)
+                .bind(&self.node)
+                .fetch::<RollupRow>()
+                .map_err(backend)?;
+            let mut loaded: HashMap<i64, HashMap<u64, Total>> =
+                buckets.iter().map(|b| (*b, HashMap::new())).collect();
+            while let Some(row) = rows.next().await.map_err(backend)? {
+                let cell = cell_of(&row)?;
+                loaded
+                    .entry(row.bucket)
+                    .or_default()
+                    .insert(row.series, Total { cell, version: row.version });
+            }
+            let mut held = self.held.lock().expect("rollups lock");
+            for (bucket, totals) in loaded {
+                held.insert(BucketId { project: project.clone(), tier, bucket }, totals);
+            }
+        }
+        Ok(())
+    }
+
+    /// The rows a block changes: each touched total with the block's calls
+    /// it does not count yet added, and their last sequence number as its
+    /// version. Every bucket the block touches is held (`load_missing`).
+    fn rows(&self, resolved: &Resolved<'_>) -> Vec<(BucketId, Total, RollupRow)> {
+        let held = self.held.lock().expect("rollups lock");
+        let mut changed: HashMap<(BucketId, u64), Total> = HashMap::new();
+        for (id, stored) in &resolved.calls {
+            let project = &resolved.keys[id].project;
+            for tier in Tier::ALL {
+                let at = BucketId {
+                    project: project.clone(),
+                    tier,
+                    bucket: tier.bucket(stored.call.time_ms),
+                };
+                let before = held.get(&at).and_then(|totals| totals.get(id));
+                if before.is_some_and(|total| total.version >= stored.seq) {
+                    continue; // counted before a crash
+                }
+                let total = changed.entry((at, *id)).or_insert_with(|| {
+                    before.cloned().unwrap_or(Total { cell: Cell::default(), version: 0 })
+                });
+                total.cell.add_call(&stored.call);
+                total.version = total.version.max(stored.seq);
+            }
+        }
+        changed
+            .into_iter()
+            .map(|((at, id), total)| {
+                let row = row(&self.node, &at, id, &resolved.keys[&id], &total);
+                (at, total, row)
+            })
+            .collect()
+    }
+}
+
+fn corrupt_row(row: &RollupRow, what: &str) -> StorageError {
+    StorageError::Corrupt(format!(
+        "rollup_totals row of node {} (tier {}, bucket {}, series {}): {what}",
+        row.node, row.tier, row.bucket, row.series
+    ))
+}
+
+/// A stored row's cell, sketches decoded.
+fn cell_of(row: &RollupRow) -> Result<Cell, StorageError> {
+    let mut cell = counters!(row);
+    cell.latency_ms = Sketch::decode(&row.latency).map_err(|_| corrupt_row(row, "latency"))?;
+    cell.ttft_ms = Sketch::decode(&row.ttft).map_err(|_| corrupt_row(row, "ttft"))?;
+    Ok(cell)
+}
+
+/// Each call's series: its registered one, else its own dimensions.
+fn resolve<'a>(
+    calls: &'a [SequencedCall],
     registered: &HashMap<i64, Arc<SeriesKey>>,
-) -> Result<(), StorageError> {
-    let (Some(first), Some(last)) = (calls.first(), calls.last()) else { return Ok(()) };
-    // Series by stable id, each key made once; stable ids by local id.
-    let mut series: HashMap<u64, SeriesKey> = HashMap::new();
+) -> Resolved<'a> {
+    let mut keys: HashMap<u64, SeriesKey> = HashMap::new();
     let mut stable: HashMap<i64, u64> = HashMap::new();
-    let mut cells: HashMap<(Tier, i64, u64), Cell> = HashMap::new();
+    let mut out = Vec::with_capacity(calls.len());
     for stored in calls {
         let id = match registered.get(&stored.series) {
             Some(key) => *stable.entry(stored.series).or_insert_with(|| {
                 let id = key.stable_id();
-                series.entry(id).or_insert_with(|| SeriesKey::clone(key));
+                keys.entry(id).or_insert_with(|| SeriesKey::clone(key));
                 id
             }),
             None => {
                 let id = SeriesKey::stable_id_of(&stored.call);
-                series.entry(id).or_insert_with(|| SeriesKey::of(&stored.call));
+                keys.entry(id).or_insert_with(|| SeriesKey::of(&stored.call));
                 id
             }
         };
-        for tier in Tier::ALL {
-            let bucket = tier.bucket(stored.call.time_ms);
-            cells.entry((tier, bucket, id)).or_default().add_call(&stored.call);
+        out.push((id, stored));
+    }
+    Resolved { calls: out, keys }
+}
+
+/// Drops whole buckets not in `needed`, those that closed longest ago
+/// first, until at most `max_cells` totals are held.
+fn evict(
+    held: &mut HashMap<BucketId, HashMap<u64, Total>>,
+    needed: &HashSet<BucketId>,
+    max_cells: usize,
+) {
+    let mut cells: usize = held.values().map(HashMap::len).sum();
+    if cells <= max_cells {
+        return;
+    }
+    let mut spare: Vec<(i64, BucketId)> = held
+        .keys()
+        .filter(|at| !needed.contains(*at))
+        .map(|at| (at.bucket + at.tier.width_ms(), at.clone()))
+        .collect();
+    spare.sort_unstable_by_key(|(end, _)| *end);
+    for (_, at) in spare {
+        if cells <= max_cells {
+            break;
         }
+        cells -= held.remove(&at).map_or(0, |totals| totals.len());
     }
-    let client = ch.client().clone().with_database(ch.database());
-    let mut insert = client.insert::<RollupRow>("rollups").await.map_err(backend)?;
-    for ((tier, bucket, id), cell) in cells {
-        let key = series[&id].clone();
-        let row = RollupRow {
-            series: id,
-            project: key.project,
-            tier: tier.code() as u8,
-            bucket,
-            node: node.to_owned(),
-            block_first: first.seq,
-            block_last: last.seq,
-            model: key.model,
-            provider: key.provider,
-            operation: key.operation.as_str().to_owned(),
-            user: key.user,
-            api_key: key.api_key,
-            route: key.route,
-            status: key.status.as_str().to_owned(),
-            cluster: key.cluster,
-            tag_keys: key.tags.keys().cloned().collect(),
-            tag_values: key.tags.into_values().collect(),
-            requests: cell.requests,
-            input_tokens: cell.input_tokens,
-            output_tokens: cell.output_tokens,
-            total_tokens: cell.total_tokens,
-            cache_read_tokens: cell.cache_read_tokens,
-            cache_write_tokens: cell.cache_write_tokens,
-            reasoning_tokens: cell.reasoning_tokens,
-            errors: cell.errors,
-            estimated: cell.estimated,
-            unpriced: cell.unpriced,
-            cost_usd: cell.cost_usd,
-            reported_cost_usd: cell.reported_cost_usd,
-            latency: cell.latency_ms.to_bytes(),
-            ttft: cell.ttft_ms.to_bytes(),
-        };
-        insert.write(&row).await.map_err(backend)?;
+}
+
+/// The row of one total.
+fn row(node: &str, at: &BucketId, series: u64, key: &SeriesKey, total: &Total) -> RollupRow {
+    let cell = &total.cell;
+    RollupRow {
+        project: at.project.clone(),
+        tier: at.tier.code() as u8,
+        bucket: at.bucket,
+        series,
+        node: node.to_owned(),
+        version: total.version,
+        model: key.model.clone(),
+        provider: key.provider.clone(),
+        operation: key.operation.as_str().to_owned(),
+        user: key.user.clone(),
+        api_key: key.api_key.clone(),
+        route: key.route.clone(),
+        status: key.status.as_str().to_owned(),
+        cluster: key.cluster.clone(),
+        tag_keys: key.tags.keys().cloned().collect(),
+        tag_values: key.tags.values().cloned().collect(),
+        requests: cell.requests,
+        input_tokens: cell.input_tokens,
+        output_tokens: cell.output_tokens,
+        total_tokens: cell.total_tokens,
+        cache_read_tokens: cell.cache_read_tokens,
+        cache_write_tokens: cell.cache_write_tokens,
+        reasoning_tokens: cell.reasoning_tokens,
+        errors: cell.errors,
+        estimated: cell.estimated,
+        unpriced: cell.unpriced,
+        cost_usd: cell.cost_usd,
+        reported_cost_usd: cell.reported_cost_usd,
+        latency: cell.latency_ms.to_bytes(),
+        ttft: cell.ttft_ms.to_bytes(),
     }
-    insert.end().await.map_err(backend)
 }
 
 /// The rolled-up cells of `project` in `tier` with buckets in `[from, to)`,
@@ -214,7 +456,7 @@ pub async fn read(
     let mut rows = ch
         .client()
         .query(&format!(
-            "SELECT ?fields FROM {}.rollups FINAL \
+            "SELECT ?fields FROM {}.rollup_totals FINAL \
              WHERE project = ? AND tier = ? AND bucket >= ? AND bucket < ?",
             ch.database()
         ))
@@ -226,12 +468,8 @@ pub async fn read(
         .map_err(backend)?;
     let mut cells: HashMap<(i64, u64), (SeriesKey, Cell)> = HashMap::new();
     while let Some(row) = rows.next().await.map_err(backend)? {
-        let corrupt = |what: &str| {
-            StorageError::Corrupt(format!("rollups row {}/{}: {what}", row.node, row.block_first))
-        };
-        let mut cell = counters!(row);
-        cell.latency_ms = Sketch::decode(&row.latency).map_err(|_| corrupt("latency"))?;
-        cell.ttft_ms = Sketch::decode(&row.ttft).map_err(|_| corrupt("ttft"))?;
+        let corrupt = |what: &str| corrupt_row(&row, what);
+        let cell = cell_of(&row)?;
         match cells.entry((row.bucket, row.series)) {
             Entry::Occupied(mut held) => held.get_mut().1.merge(&cell),
             Entry::Vacant(slot) => {
@@ -341,7 +579,7 @@ pub async fn grouped(
          sum(total_tokens), sum(cache_read_tokens), sum(cache_write_tokens), \
          sum(reasoning_tokens), sum(errors), sum(estimated), sum(unpriced), sum(cost_usd), \
          sum(reported_cost_usd), groupArray(latency), groupArray(ttft) \
-         FROM {db}.rollups FINAL \
+         FROM {db}.rollup_totals FINAL \
          WHERE project = ? AND tier = ? AND bucket >= ? AND bucket < ?{conditions} \
          GROUP BY bucket, group_key ORDER BY bucket",
         group = group.join(", "),
@@ -369,4 +607,43 @@ pub async fn grouped(
         out.push((row.bucket, row.group, cell));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn totals(n: u64) -> HashMap<u64, Total> {
+        (0..n).map(|id| (id, Total { cell: Cell::default(), version: 1 })).collect()
+    }
+
+    fn at(tier: Tier, bucket: i64) -> BucketId {
+        BucketId { project: "p".into(), tier, bucket }
+    }
+
+    #[test]
+    fn eviction_drops_the_buckets_that_closed_first_but_never_those_a_block_needs() {
+        let hour = Tier::Hour.width_ms();
+        let mut held = HashMap::from([
+            (at(Tier::Minute, 10 * hour), totals(5)),
+            (at(Tier::Hour, 0), totals(5)),
+            (at(Tier::Hour, hour), totals(5)),
+            (at(Tier::Day, 0), totals(5)),
+        ]);
+        // The day bucket closes last; the first hour is needed now.
+        let needed = HashSet::from([at(Tier::Hour, 0)]);
+        evict(&mut held, &needed, 15);
+        let mut left: Vec<_> = held.keys().cloned().collect();
+        left.sort_by_key(|b| (b.tier.code(), b.bucket));
+        assert_eq!(left, [at(Tier::Minute, 10 * hour), at(Tier::Hour, 0), at(Tier::Day, 0)]);
+        // Past the bound with only needed buckets left: they stay.
+        evict(
+            &mut held,
+            &HashSet::from([at(Tier::Minute, 10 * hour), at(Tier::Hour, 0), at(Tier::Day, 0)]),
+            1,
+        );
+        assert_eq!(held.len(), 3);
+        evict(&mut held, &needed, 1);
+        assert_eq!(held.keys().collect::<Vec<_>>(), [&at(Tier::Hour, 0)]);
+    }
 }

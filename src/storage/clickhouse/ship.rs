@@ -93,15 +93,17 @@ pub trait Registered: Sync {
 pub const METRIC_BLOCK_COMMITS: usize = 1_000;
 
 /// Ships every call, span and log record committed after the last shipped
-/// ones, `block` records at a time, and the logged metric commits, as
-/// `node`; calls and metric bins go under their series in `registered`.
+/// ones, `block` records at a time, and the logged metric commits, as the
+/// node whose rollup totals `rollups` holds; calls and metric bins go under
+/// their series in `registered`.
 pub async fn ship(
     local: &dyn Storage,
     ch: &ClickHouse,
-    node: &str,
+    rollups: &rollups::NodeRollups,
     block: usize,
     registered: &dyn Registered,
 ) -> Result<Shipped, StorageError> {
+    let node = rollups.node();
     let dest = ch.destination();
     let calls = ship_kind(
         local,
@@ -121,7 +123,7 @@ pub async fn ship(
                 ids.dedup();
                 let keys = registered.series(&ids);
                 calls::insert(ch, node, &page).await?;
-                rollups::insert_block(ch, node, &page, &keys).await
+                rollups.insert_block(ch, &page, &keys).await
             })
         },
     )
