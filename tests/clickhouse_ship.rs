@@ -15,9 +15,9 @@ use common::clickhouse::ClickHouse as Server;
 use tally::aggregate::SeriesKey;
 use tally::aggregate::metric::MetricKey;
 use tally::aggregate::rollup::SequencedCall;
-use tally::model::{LlmCall, Operation, Source, Status, Tags};
+use tally::model::{LlmCall, Operation, Source, SpanKind, SpanRecord, SpanStatus, Status, Tags};
 use tally::storage::clickhouse::rollups::NodeRollups;
-use tally::storage::clickhouse::{ClickHouse, ClickHouseUrl, calls, schema, ship};
+use tally::storage::clickhouse::{ClickHouse, ClickHouseUrl, calls, schema, ship, telemetry};
 
 const DAY_MS: i64 = 86_400_000;
 
@@ -490,4 +490,137 @@ async fn rollup_totals_hold_one_row_per_key_and_node_whatever_the_blocks_and_the
     let day_keys = rollups::read(&ch, "p", Tier::Day, 0, i64::MAX).await.unwrap().len() as u64;
     assert!(day_keys < 600 && rows < 3 * 630, "{day_keys} day keys, {rows} rows");
     assert!(held < rows as usize / 2, "{held} of {rows} totals held");
+}
+
+/// A span of `trace` (a number) as a node would ship it.
+fn span_of(trace: u64, id: u64, parent: Option<u64>, start_ns: i64, error: bool) -> SpanRecord {
+    SpanRecord {
+        project: "p".into(),
+        trace_id: format!("{trace:032x}"),
+        span_id: format!("{id:016x}"),
+        parent_span_id: parent.map(|p| format!("{p:016x}")),
+        name: if parent.is_none() { "invoke_agent".into() } else { "chat".into() },
+        kind: if parent.is_none() { SpanKind::Agent } else { SpanKind::Llm },
+        service: "agent".into(),
+        start_ns,
+        end_ns: start_ns + 5_000_000,
+        status: if error { SpanStatus::Error } else { SpanStatus::Ok },
+        status_message: None,
+        attributes: Default::default(),
+        events: Vec::new(),
+        resource: Arc::default(),
+        model: None,
+        provider: None,
+        user: None,
+        session: None,
+        input_tokens: 10,
+        output_tokens: 1,
+        cache_read_tokens: 0,
+        cost_usd: 0.0,
+        llm_call: false,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_trace_list_pages_newest_first_through_candidates_and_the_rest_of_its_window() {
+    use tally::storage::{TelemetryStore, TraceFilter};
+    let server = Server::start();
+    let ch = migrated(&server).await;
+    let t0: i64 = 1_790_035_200_000_000_000; // midnight
+    let second = 1_000_000_000;
+    // 2,000 traces a second apart, a root and a child 1 ms later; every
+    // 400th has an error. Trace 0 starts a minute before the window with a
+    // child inside it; the newest 200 go to both nodes.
+    let mut spans = Vec::new();
+    for t in 0..2_000u64 {
+        let start = t0 + t as i64 * second;
+        spans.push(span_of(t, 2 * t + 1, None, start, false));
+        spans.push(span_of(t, 2 * t + 2, Some(2 * t + 1), start + 1_000_000, t % 400 == 399));
+    }
+    spans[0].start_ns = t0 - 60 * second;
+    let numbered: Vec<(i64, SpanRecord)> =
+        spans.iter().cloned().enumerate().map(|(i, s)| (i as i64 + 1, s)).collect();
+    telemetry::insert_spans(&ch, "node-a", &numbered).await.unwrap();
+    telemetry::insert_spans(&ch, "node-b", &numbered[3_600..]).await.unwrap();
+
+    let filter = |limit: usize, before: Option<(i64, String)>, errors_only: bool| TraceFilter {
+        project: "p".into(),
+        from_ns: t0,
+        to_ns: t0 + 2_000 * second,
+        service: None,
+        kind: None,
+        model: None,
+        attributes: Vec::new(),
+        errors_only,
+        user: None,
+        session: None,
+        min_duration_ns: None,
+        max_duration_ns: None,
+        before,
+        limit,
+    };
+    // Every page of 70 in turn: traces 1999 down to 1, each once, whole.
+    let mut listed = Vec::new();
+    let mut before = None;
+    loop {
+        let page = ch.list_traces(filter(70, before.clone(), false)).await.unwrap();
+        let Some(last) = page.last() else { break };
+        before = Some((last.start_ns, last.trace_id.clone()));
+        assert!(page.iter().all(|t| t.span_count == 2 && t.input_tokens == 20), "{page:?}");
+        listed.extend(page.iter().map(|t| (t.start_ns, t.trace_id.clone())));
+    }
+    let expected: Vec<(i64, String)> =
+        (1..2_000u64).rev().map(|t| (t0 + t as i64 * second, format!("{t:032x}"))).collect();
+    assert_eq!(listed, expected, "trace 0 starts before the window");
+    // Five errors wanted, the oldest far down the window: the
+    // candidates' rounds run out and the rest of the window is grouped.
+    let errors = ch.list_traces(filter(5, None, true)).await.unwrap();
+    let ids: Vec<&str> = errors.iter().map(|t| t.trace_id.as_str()).collect();
+    let expected: Vec<String> =
+        [1_999u64, 1_599, 1_199, 799, 399].map(|t| format!("{t:032x}")).to_vec();
+    assert_eq!(ids, expected);
+    assert!(errors.iter().all(|t| t.error_count == 1));
+}
+
+/// The telemetry role on ClickHouse: spans and logs appended to a node's
+/// local store, read from ClickHouse once shipped.
+struct ShippedTelemetry {
+    _dir: tempfile::TempDir,
+    local: Arc<dyn tally::storage::Storage>,
+    ch: ClickHouse,
+}
+
+impl ShippedTelemetry {
+    async fn start(server: &Server) -> ShippedTelemetry {
+        let dir = tempfile::tempdir().unwrap();
+        let local = local_store(dir.path());
+        ShippedTelemetry { _dir: dir, local, ch: migrated(server).await }
+    }
+}
+
+#[async_trait::async_trait]
+impl tally::storage::suite::TelemetryUnderTest for ShippedTelemetry {
+    fn writer(&self) -> &dyn tally::storage::Storage {
+        &*self.local
+    }
+    fn reader(&self) -> &dyn tally::storage::TelemetryStore {
+        &self.ch
+    }
+    async fn publish(&self) {
+        ship::ship(&*self.local, &self.ch, &node("node-a"), 1_000, &Unregistered).await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn telemetry_suite_one_trace_from_two_requests_of_one_append() {
+    let server = Server::start();
+    let under_test = ShippedTelemetry::start(&server).await;
+    tally::storage::suite::one_trace_from_two_requests_of_one_append(&under_test).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn telemetry_suite_spans_sum_into_traces_once() {
+    let server = Server::start();
+    let under_test = ShippedTelemetry::start(&server).await;
+    tally::storage::suite::spans_sum_into_traces_once(&under_test).await;
 }

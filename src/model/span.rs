@@ -149,7 +149,6 @@ impl SpanRecord {
     }
 
     /// A plain chain span of service `svc`, for tests to adjust.
-    #[cfg(test)]
     pub fn example() -> SpanRecord {
         SpanRecord {
             project: "default".to_owned(),

@@ -4,15 +4,13 @@
 use std::sync::Arc;
 
 use super::{
-    AppendBatch, CallFilter, RetentionCutoffs, RollupVisitor, ShipWatermarks, Storage, TraceBounds,
-    TraceFilter,
+    AppendBatch, CallFilter, RetentionCutoffs, RollupVisitor, ShipWatermarks, Storage, TraceFilter,
+    suite,
 };
 use crate::aggregate::rollup::SequencedCall;
 use crate::aggregate::series::SeriesView;
 use crate::aggregate::{Cell, CellKey, RollupEngine, SeriesKey, Tier};
-use crate::model::{
-    Attributes, LlmCall, LogRecord, SpanEvent, SpanKind, SpanRecord, SpanStatus, Tags,
-};
+use crate::model::{LlmCall, Tags};
 
 fn call(id: Option<&str>, time_ms: i64, input: u64) -> LlmCall {
     LlmCall {
@@ -358,175 +356,19 @@ pub async fn series_survive_reopen(storage: Arc<dyn Storage>) -> Vec<(i64, Serie
     series
 }
 
-fn span(trace: &str, id: &str, parent: Option<&str>, start_ms: i64, end_ms: i64) -> SpanRecord {
-    SpanRecord {
-        trace_id: trace.repeat(32 / trace.len()),
-        span_id: id.repeat(16 / id.len()),
-        parent_span_id: parent.map(|p| p.repeat(16 / p.len())),
-        name: format!("op-{id}"),
-        start_ns: start_ms * 1_000_000,
-        end_ns: end_ms * 1_000_000,
-        attributes: Attributes::from_iter([("k".to_owned(), serde_json::json!("v"))]),
-        events: vec![SpanEvent {
-            time_ns: start_ms * 1_000_000,
-            name: "e".into(),
-            attributes: Attributes::new(),
-        }],
-        ..SpanRecord::example()
-    }
-}
-
-/// An append of spans and logs only, with the parts `Storage::encode` made
-/// for them (none: the store encodes them itself).
-fn telemetry_batch(
-    spans: Vec<SpanRecord>,
-    logs: Vec<LogRecord>,
-    encoded: Vec<super::EncodedPart>,
-) -> AppendBatch {
-    AppendBatch {
-        calls: vec![],
-        series_ids: vec![],
-        new_series: vec![],
-        spans: vec![spans],
-        logs,
-        metric_log: None,
-        new_metric_series: vec![],
-        encoded,
-        refused: vec![],
-    }
-}
-
-async fn append_telemetry(storage: &dyn Storage, spans: Vec<SpanRecord>, logs: Vec<LogRecord>) {
-    storage.append(telemetry_batch(spans, logs, vec![])).await.unwrap();
-}
-
-/// Every trace of the default project, ten to a page.
-fn all_traces() -> TraceFilter {
-    TraceFilter {
+/// The telemetry suite's spans and logs, then retention: spans, logs and
+/// traces that ended before the cutoff are dropped (ClickHouse drops whole
+/// days, tested with its shipping).
+pub async fn telemetry_retention(storage: Arc<dyn Storage>) {
+    let local = Local(storage.clone());
+    suite::spans_sum_into_traces_once(&local).await;
+    let all = TraceFilter {
         project: "default".into(),
         from_ns: 0,
         to_ns: i64::MAX,
         limit: 10,
         ..TraceFilter::default()
-    }
-}
-
-/// Two requests of one append carry spans of one trace, one span in both:
-/// the trace gets each span once, the first sent, and totals over both.
-pub async fn one_trace_from_two_requests_of_one_append(storage: Arc<dyn Storage>) {
-    let mut first =
-        vec![span("c", "1", None, 2_000, 2_100), span("c", "2", Some("1"), 2_010, 2_020)];
-    first[1].input_tokens = 7;
-    let mut again = first[1].clone();
-    again.name = "sent again".into();
-    again.input_tokens = 1_000;
-    let mut second = vec![again, span("c", "3", Some("1"), 2_030, 2_040)];
-    second[1].input_tokens = 5;
-    let spans: Vec<SpanRecord> = first.iter().chain(&second).cloned().collect();
-    let encoded = vec![
-        storage.encode(&[], &[], &mut first, &mut []),
-        storage.encode(&[], &[], &mut second, &mut []),
-    ];
-    storage.append(telemetry_batch(spans, vec![], encoded)).await.unwrap();
-    let traces = storage.list_traces(all_traces()).await.unwrap();
-    assert_eq!(traces.len(), 1);
-    assert_eq!((traces[0].span_count, traces[0].input_tokens), (3, 12));
-    assert_eq!(traces[0].root_name, "op-1");
-    let stored = storage.trace("default", &"c".repeat(32), WHOLE).await.unwrap();
-    let names: Vec<&str> = stored.spans.iter().map(|s| s.name.as_str()).collect();
-    assert_eq!(names, ["op-1", "op-2", "op-3"]);
-    assert_eq!(stored.spans_left_out, 0);
-    assert_eq!(stored.summary.as_ref().map(|t| (t.span_count, t.dropped_spans)), Some((3, 0)));
-
-    // Cut to the earliest two: the third is counted, and the trace's totals
-    // still hold every span.
-    let bounded = TraceBounds { max_spans: 2, max_logs: 1 };
-    let stored = storage.trace("default", &"c".repeat(32), bounded).await.unwrap();
-    let names: Vec<&str> = stored.spans.iter().map(|s| s.name.as_str()).collect();
-    assert_eq!(names, ["op-1", "op-2"]);
-    assert_eq!(stored.spans_left_out, 1);
-    let summary = stored.summary.expect("totals when spans are left out");
-    assert_eq!((summary.span_count, summary.input_tokens), (3, 12));
-}
-
-/// A trace read with no practical bound.
-const WHOLE: TraceBounds = TraceBounds { max_spans: usize::MAX, max_logs: usize::MAX };
-
-pub async fn spans_sum_into_traces_once(storage: Arc<dyn Storage>) {
-    // The child arrives before its root; then the same child again.
-    let mut llm = span("a", "2", Some("1"), 1_010, 1_050);
-    llm.kind = SpanKind::Llm;
-    llm.model = Some("gpt-4o".into());
-    llm.llm_call = true;
-    llm.input_tokens = 100;
-    llm.output_tokens = 10;
-    llm.cost_usd = 0.25;
-    llm.status = SpanStatus::Error;
-    llm.user = Some("alice".into());
-    let mut root = span("a", "1", None, 1_000, 1_100);
-    root.session = Some("chat-1".into());
-    let log = LogRecord {
-        project: "default".into(),
-        time_ns: 1_020_000_000,
-        severity_number: 9,
-        severity_text: Some("INFO".into()),
-        body: serde_json::json!("hello"),
-        attributes: Attributes::new(),
-        trace_id: Some("a".repeat(32)),
-        span_id: Some("2".repeat(16)),
-        service: "svc".into(),
     };
-    append_telemetry(&*storage, vec![llm.clone()], vec![log.clone()]).await;
-    append_telemetry(&*storage, vec![root.clone(), llm.clone()], vec![]).await;
-    append_telemetry(&*storage, vec![span("b", "3", None, 5_000, 5_001)], vec![]).await;
-
-    let all = all_traces();
-    let traces = storage.list_traces(all.clone()).await.unwrap();
-    assert_eq!(traces.len(), 2);
-    assert_eq!(traces[0].trace_id, "b".repeat(32), "newest first");
-    let a = &traces[1];
-    assert_eq!((a.root_name.as_str(), a.span_count, a.error_count, a.llm_calls), ("op-1", 2, 1, 1));
-    assert_eq!((a.start_ns, a.end_ns), (1_000_000_000, 1_100_000_000));
-    assert_eq!((a.input_tokens, a.output_tokens, a.cost_usd), (100, 10, 0.25));
-    assert_eq!((a.user.as_deref(), a.session.as_deref()), (Some("alice"), Some("chat-1")));
-
-    // Span conditions, trace conditions and paging.
-    let with = |f: fn(&mut TraceFilter)| {
-        let mut filter = all.clone();
-        f(&mut filter);
-        let storage = storage.clone();
-        async move {
-            storage
-                .list_traces(filter)
-                .await
-                .unwrap()
-                .into_iter()
-                .map(|t| t.trace_id)
-                .collect::<Vec<_>>()
-        }
-    };
-    let only_a = vec!["a".repeat(32)];
-    assert_eq!(with(|f| f.model = Some("gpt-4o".into())).await, only_a);
-    assert_eq!(with(|f| f.kind = Some("llm".into())).await, only_a);
-    assert_eq!(with(|f| f.errors_only = true).await, only_a);
-    assert_eq!(with(|f| f.session = Some("chat-1".into())).await, only_a);
-    assert_eq!(with(|f| f.min_duration_ns = Some(50_000_000)).await, only_a);
-    assert_eq!(with(|f| f.attributes = vec![("k".into(), "v".into())]).await.len(), 2);
-    assert!(with(|f| f.attributes = vec![("k".into(), "w".into())]).await.is_empty());
-    assert_eq!(with(|f| f.before = Some((5_000_000_000, "b".repeat(32)))).await, only_a);
-    assert!(with(|f| f.project = "other".into()).await.is_empty());
-
-    let stored = storage.trace("default", &"a".repeat(32), WHOLE).await.unwrap();
-    assert_eq!(stored.spans, vec![root, llm], "in start order, the re-sent span once");
-    assert_eq!(stored.logs, vec![log.clone()]);
-    let no_logs = TraceBounds { max_spans: 10, max_logs: 0 };
-    let stored = storage.trace("default", &"a".repeat(32), no_logs).await.unwrap();
-    assert!(stored.logs.is_empty() && stored.logs_cut);
-
-    let sessions = storage.list_sessions("default", 0, i64::MAX, 10).await.unwrap();
-    assert_eq!(sessions.len(), 1);
-    assert_eq!((sessions[0].session.as_str(), sessions[0].traces), ("chat-1", 1));
-
     // Retention drops spans, logs and traces that ended before the cutoff.
     storage
         .apply_retention(RetentionCutoffs { raw: Some(2_000), ..Default::default() })
@@ -534,8 +376,24 @@ pub async fn spans_sum_into_traces_once(storage: Arc<dyn Storage>) {
         .unwrap();
     let traces = storage.list_traces(all).await.unwrap();
     assert_eq!(traces.len(), 1);
-    assert!(storage.trace("default", &"a".repeat(32), WHOLE).await.unwrap().spans.is_empty());
+    assert!(
+        storage.trace("default", &"a".repeat(32), suite::WHOLE).await.unwrap().spans.is_empty()
+    );
     assert_eq!(storage.stats().await.unwrap().logs, 0);
+}
+
+/// The local store as the telemetry suite's writer and reader.
+struct Local(Arc<dyn Storage>);
+
+#[async_trait::async_trait]
+impl suite::TelemetryUnderTest for Local {
+    fn writer(&self) -> &dyn Storage {
+        &*self.0
+    }
+    fn reader(&self) -> &dyn super::TelemetryStore {
+        &*self.0
+    }
+    async fn publish(&self) {}
 }
 
 pub async fn calls_dedupe_by_span(storage: Arc<dyn Storage>) {
@@ -609,13 +467,13 @@ macro_rules! backend_suite {
             #[tokio::test]
             async fn one_trace_from_two_requests_of_one_append() {
                 let (_dir, storage) = $open;
-                super::one_trace_from_two_requests_of_one_append(storage).await;
+                suite::one_trace_from_two_requests_of_one_append(&Local(storage)).await;
             }
 
             #[tokio::test]
-            async fn spans_sum_into_traces_once() {
+            async fn spans_sum_into_traces_once_and_retention_drops_them() {
                 let (_dir, storage) = $open;
-                super::spans_sum_into_traces_once(storage).await;
+                super::telemetry_retention(storage).await;
             }
 
             #[tokio::test]

@@ -4,7 +4,9 @@
 //! sent again, or the span sent to two nodes) reads once: spans are taken
 //! `LIMIT 1 BY trace_id, span_id`, which makes `FINAL` (slow, and merging
 //! only one node's copies) needless; and only the columns a query needs are
-//! read, never the attributes unless a filter names one.
+//! read, never the attributes unless a filter names one. The trace list
+//! groups only the spans of candidate traces, those with a span starting
+//! in its window, newest first.
 
 use async_trait::async_trait;
 
@@ -21,6 +23,12 @@ const DAY_NS: i64 = 86_400_000_000_000;
 enum Arg {
     Text(String),
     Int(i64),
+}
+
+/// A count bound as a `LIMIT` (a bound past `i64::MAX` is no bound: bound
+/// as a negative number, 18.16 refuses it).
+fn count(n: usize) -> Arg {
+    Arg::Int(i64::try_from(n).unwrap_or(i64::MAX))
 }
 
 /// Runs `sql` with `args` bound in order.
@@ -44,12 +52,14 @@ const TRACE_COLUMNS: &str = "trace_id, span_id, name, kind, service, start_ns, e
 
 /// Every span of `project` on the days a window from `from_ns` can reach,
 /// each once, as a subquery (its arguments pushed onto `args`); with
-/// `attributes`, their attributes too.
+/// `attributes`, their attributes too; with `ids` (not empty), only the
+/// spans of those traces.
 fn spans_once(
     ch: &ClickHouse,
     project: &str,
     from_ns: i64,
     attributes: bool,
+    ids: Option<&[String]>,
     args: &mut Vec<Arg>,
 ) -> String {
     args.push(Arg::Text(project.to_owned()));
@@ -57,9 +67,16 @@ fn spans_once(
     // the trace, not for the window.
     args.push(Arg::Int((from_ns - DAY_NS).div_euclid(DAY_NS)));
     let attributes = if attributes { ", attributes" } else { "" };
+    let only = match ids {
+        Some(ids) => {
+            args.extend(ids.iter().map(|id| Arg::Text(id.clone())));
+            format!(" AND trace_id IN ({})", vec!["?"; ids.len()].join(", "))
+        }
+        None => String::new(),
+    };
     format!(
         "(SELECT {TRACE_COLUMNS}{attributes} FROM {}.spans \
-         WHERE project = ? AND toUInt16(day) >= ? LIMIT 1 BY trace_id, span_id)",
+         WHERE project = ? AND toUInt16(day) >= ?{only} LIMIT 1 BY trace_id, span_id)",
         ch.database()
     )
 }
@@ -150,15 +167,66 @@ impl From<SummaryRow> for TraceSummary {
 /// number, with the node told apart by 16 bits of its name's hash.
 const LOG_ORDER: &str = "bitOr(bitShiftLeft(seq, 16), cityHash64(node) % 65536)";
 
-#[async_trait]
-impl TelemetryStore for ClickHouse {
-    async fn list_traces(&self, filter: TraceFilter) -> Result<Vec<TraceSummary>, StorageError> {
+/// Most candidate traces one round of the trace list reads (their ids are
+/// bound into the next statement, well under ClickHouse's query size).
+const MAX_CANDIDATES: usize = 4_000;
+/// Rounds of candidates before the trace list groups the rest of its
+/// window whole.
+const CANDIDATE_ROUNDS: usize = 3;
+
+#[derive(Debug, serde::Deserialize, clickhouse::Row)]
+struct Candidate {
+    trace_id: String,
+    first_start: i64,
+}
+
+impl ClickHouse {
+    /// Up to `page` traces with a span starting in `filter`'s window, newest
+    /// first by the earliest such span, after `before`: (start, trace id).
+    async fn candidates(
+        &self,
+        filter: &TraceFilter,
+        before: Option<&(i64, String)>,
+        page: usize,
+    ) -> Result<Vec<(i64, String)>, StorageError> {
+        let mut args = vec![
+            Arg::Text(filter.project.clone()),
+            Arg::Int(filter.from_ns.div_euclid(DAY_NS)),
+            Arg::Int(filter.to_ns.div_euclid(DAY_NS)),
+            Arg::Int(filter.from_ns),
+            Arg::Int(filter.to_ns),
+        ];
+        let mut sql = format!(
+            "SELECT trace_id, min(start_ns) AS first_start FROM {}.spans \
+             WHERE project = ? AND toUInt16(day) >= ? AND toUInt16(day) <= ? \
+             AND start_ns >= ? AND start_ns < ? GROUP BY trace_id",
+            self.database()
+        );
+        if let Some((start, trace_id)) = before {
+            sql.push_str(" HAVING first_start < ? OR (first_start = ? AND trace_id < ?)");
+            args.extend([Arg::Int(*start), Arg::Int(*start), Arg::Text(trace_id.clone())]);
+        }
+        sql.push_str(" ORDER BY first_start DESC, trace_id DESC LIMIT ?");
+        args.push(count(page));
+        let rows: Vec<Candidate> = query(self, &sql, args).fetch_all().await.map_err(backend)?;
+        Ok(rows.into_iter().map(|c| (c.first_start, c.trace_id)).collect())
+    }
+
+    /// The `limit` newest traces that pass `filter`, after `before`, among
+    /// `ids` (all the window's traces without).
+    async fn summaries(
+        &self,
+        filter: &TraceFilter,
+        ids: Option<&[String]>,
+        before: Option<&(i64, String)>,
+        limit: usize,
+    ) -> Result<Vec<TraceSummary>, StorageError> {
         // Placeholders in the order of the text: the span condition is in
         // the select list, before the spans it is counted over.
         let mut args = Vec::new();
-        let matched = span_match(&filter, &mut args);
+        let matched = span_match(filter, &mut args);
         let attributes = !filter.attributes.is_empty();
-        let spans = spans_once(self, &filter.project, filter.from_ns, attributes, &mut args);
+        let spans = spans_once(self, &filter.project, filter.from_ns, attributes, ids, &mut args);
         let mut sql = format!(
             "SELECT {SUMMARY_COLUMNS} FROM ({}) WHERE trace_start >= ? AND trace_start < ?",
             traces_sql(&spans, matched.as_deref())
@@ -185,14 +253,45 @@ impl TelemetryStore for ClickHouse {
             sql.push_str(" AND trace_end - trace_start <= ?");
             args.push(Arg::Int(max));
         }
-        if let Some((start, trace_id)) = &filter.before {
+        if let Some((start, trace_id)) = before {
             sql.push_str(" AND (trace_start < ? OR (trace_start = ? AND trace_id < ?))");
             args.extend([Arg::Int(*start), Arg::Int(*start), Arg::Text(trace_id.clone())]);
         }
         sql.push_str(" ORDER BY trace_start DESC, trace_id DESC LIMIT ?");
-        args.push(Arg::Int(filter.limit as i64));
+        args.push(count(limit));
         let rows: Vec<SummaryRow> = query(self, &sql, args).fetch_all().await.map_err(backend)?;
         Ok(rows.into_iter().map(TraceSummary::from).collect())
+    }
+}
+
+#[async_trait]
+impl TelemetryStore for ClickHouse {
+    async fn list_traces(&self, filter: TraceFilter) -> Result<Vec<TraceSummary>, StorageError> {
+        // Newest first, a page of candidates at a time: the traces with a
+        // span starting in the window, by the earliest such span. A trace
+        // that starts in the window is one of them, its earliest span in
+        // the window being its first, so the traces that pass come in the
+        // order the list wants, and only their spans are grouped.
+        let mut out = Vec::new();
+        let mut before = filter.before.clone();
+        let mut page = (filter.limit * 4).clamp(64, MAX_CANDIDATES);
+        for _ in 0..CANDIDATE_ROUNDS {
+            let candidates = self.candidates(&filter, before.as_ref(), page).await?;
+            let Some(last) = candidates.last().cloned() else { return Ok(out) };
+            let ids: Vec<String> = candidates.iter().map(|(_, id)| id.clone()).collect();
+            let wanted = filter.limit - out.len();
+            out.extend(self.summaries(&filter, Some(&ids), before.as_ref(), wanted).await?);
+            if out.len() >= filter.limit || candidates.len() < page {
+                return Ok(out);
+            }
+            before = Some(last);
+            page = (page * 4).min(MAX_CANDIDATES);
+        }
+        // Few traces pass the filter: the rest of the window in one pass
+        // over its days' spans.
+        let wanted = filter.limit - out.len();
+        out.extend(self.summaries(&filter, None, before.as_ref(), wanted).await?);
+        Ok(out)
     }
 
     async fn trace(
@@ -224,7 +323,7 @@ impl TelemetryStore for ClickHouse {
              ORDER BY start_ns, span_id LIMIT 1 BY span_id LIMIT ?"
         );
         let mut span_args = args();
-        span_args.push(Arg::Int(bounds.max_spans as i64));
+        span_args.push(count(bounds.max_spans));
         let rows: Vec<SpanRow> = query(self, &sql, span_args).fetch_all().await.map_err(backend)?;
         let spans = rows.into_iter().map(SpanRow::into_span).collect::<Result<Vec<_>, _>>()?;
         let sql = format!(
@@ -232,7 +331,7 @@ impl TelemetryStore for ClickHouse {
              ORDER BY time_ns, node, seq LIMIT ?"
         );
         let mut log_args = args();
-        log_args.push(Arg::Int(bounds.max_logs as i64 + 1));
+        log_args.push(count(bounds.max_logs.saturating_add(1)));
         let rows: Vec<LogRow> = query(self, &sql, log_args).fetch_all().await.map_err(backend)?;
         let mut logs = rows.into_iter().map(LogRow::into_log).collect::<Result<Vec<_>, _>>()?;
         let logs_cut = logs.len() > bounds.max_logs;
@@ -290,7 +389,7 @@ impl TelemetryStore for ClickHouse {
         mut visitor: Box<dyn TelemetryVisitor>,
     ) -> Result<Box<dyn TelemetryVisitor>, StorageError> {
         let mut args = Vec::new();
-        let spans = spans_once(self, &scope.project, scope.from_ns, false, &mut args);
+        let spans = spans_once(self, &scope.project, scope.from_ns, false, None, &mut args);
         let mut sql = format!(
             "SELECT trace_end - trace_start, error_count, cost_sum FROM ({}) \
              WHERE trace_start >= ? AND trace_start < ?",
@@ -339,7 +438,7 @@ impl TelemetryStore for ClickHouse {
             args.extend([Arg::Int(time), Arg::Int(time), Arg::Int(order)]);
         }
         sql.push_str(" ORDER BY time_ns DESC, log_order DESC LIMIT ?");
-        args.push(Arg::Int(filter.limit as i64));
+        args.push(count(filter.limit));
         let rows: Vec<(LogRow, u64)> =
             query(self, &sql, args).fetch_all().await.map_err(backend)?;
         rows.into_iter().map(|(log, order)| Ok((order as i64, log.into_log()?))).collect()
@@ -353,7 +452,7 @@ impl TelemetryStore for ClickHouse {
         limit: usize,
     ) -> Result<Vec<SessionSummary>, StorageError> {
         let mut args = Vec::new();
-        let spans = spans_once(self, project, from_ns, false, &mut args);
+        let spans = spans_once(self, project, from_ns, false, None, &mut args);
         let sql = format!(
             "SELECT trace_session, count(), min(trace_start), max(trace_end), sum(span_count), \
              sum(error_count), sum(llm_calls), sum(input_sum), sum(output_sum), \
@@ -362,7 +461,7 @@ impl TelemetryStore for ClickHouse {
              GROUP BY trace_session ORDER BY max(trace_end) DESC, trace_session LIMIT ?",
             traces_sql(&spans, None)
         );
-        args.extend([Arg::Int(from_ns), Arg::Int(to_ns), Arg::Int(limit as i64)]);
+        args.extend([Arg::Int(from_ns), Arg::Int(to_ns), count(limit)]);
         let rows: Vec<SessionRow> = query(self, &sql, args).fetch_all().await.map_err(backend)?;
         Ok(rows
             .into_iter()
