@@ -757,7 +757,8 @@ pub struct SettleBody {
 #[allow(dead_code)]
 pub struct Settled {
     reservation_id: String,
-    /// `released`, `expired` or `before_restart`.
+    /// `released`, `expired`, `before_restart`, or on a node of a cluster
+    /// `elsewhere` (made by another node, which releases its hold).
     reservation: String,
     accepted: u32,
     duplicates: u32,

@@ -709,11 +709,28 @@ async fn budgets_are_the_clusters_spend_reservations_and_alerts_alike_on_every_n
             reply.json
         }
     };
-    assert_eq!(reserve(&b, 300).await["allowed"], true);
+    let held = reserve(&b, 300).await;
+    assert_eq!(held["allowed"], true);
     let denied = reserve(&a, 200).await;
     assert_eq!(denied["allowed"], false, "{denied}");
     assert!(denied["reason"].as_str().unwrap().contains("300 reserved"), "{denied}");
     assert_eq!(reserve(&a, 100).await["allowed"], true, "exactly the rest fits");
+    // Node b's reservation settled through node a: the usage (50 tokens)
+    // counts, and node b lets its hold go within its next sync, long
+    // before the reservation's 60 s.
+    let usage = with(chat("settled-1", "gpt-4o", tokens(50, 0), now_ms()), "user", json!("alice"));
+    let settle = json!({"reservation_id": held["reservation_id"], "usage": usage});
+    let settled = post_json_to(a.url(), "/api/v1/quota/settle", &settle).await;
+    assert_eq!(settled.status, 200, "{}", settled.text);
+    assert_eq!(settled.json["reservation"], "elsewhere", "{}", settled.text);
+    let started = Instant::now();
+    eventually("node b releases the hold it made", || async {
+        // 1000 - 650 spent - 100 held by node a.
+        let body = json!({"user": "alice", "estimated_tokens": 250, "ttl_s": 1});
+        post_json_to(b.url(), "/api/v1/quota/reserve", &body).await.json["allowed"] == true
+    })
+    .await;
+    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
     // The 50 % threshold was crossed on both nodes; the cluster records it once.
     for node in [&a, &b] {
         eventually("the alert listed on each node", || async {

@@ -461,10 +461,18 @@ pub async fn settle(
     api.budgets.lock().finish_settle(&id, outcome.is_ok(), now_ms());
     let accepted = outcome?.first() == Some(&Outcome::Accepted);
     usage.metrics.ingested("settle", accepted as u64, !accepted as u64, 0);
-    let reservation = match ticket {
-        Ticket::Open => "released",
-        Ticket::Expired => "expired",
-        Ticket::BeforeRestart => "before_restart",
+    let reservation = match (ticket, &api.shared) {
+        (Ticket::Open, _) => "released",
+        (Ticket::Expired, _) => "expired",
+        (Ticket::BeforeRestart, None) => "before_restart",
+        // Made by another node of the cluster (or this one before a restart).
+        (Ticket::BeforeRestart, Some(shared)) => {
+            if let Err(err) = shared.settled_elsewhere(&id).await {
+                // The usage is recorded; the hold lasts until its ttl_s.
+                tracing::warn!(%err, reservation = %id, "the node holding a settled reservation cannot be told");
+            }
+            "elsewhere"
+        }
     };
     Ok(Json(json!({
         "reservation_id": id,

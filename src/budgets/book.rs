@@ -662,6 +662,26 @@ impl Book {
         self.end(n, Ended::Settled, now);
     }
 
+    /// This book's boot: what its reservation ids carry.
+    pub fn boot(&self) -> &str {
+        &self.boot
+    }
+
+    /// Releases reservation `id` of this book, settled through another node
+    /// (which recorded its usage); false when it is not open here (settled,
+    /// expired, being settled, or of another boot).
+    pub fn release_settled_elsewhere(&mut self, id: &str, now: i64) -> bool {
+        let Some((boot, n)) = parse_reservation_id(id) else { return false };
+        if boot != self.boot || self.reservations.get(&n).is_none_or(|r| r.settling) {
+            return false;
+        }
+        let r = self.reservations.remove(&n).expect("open above");
+        self.expiries.remove(&(r.expires_ms, n));
+        self.release(&r);
+        self.end(n, Ended::Settled, now);
+        true
+    }
+
     fn release(&mut self, r: &Reservation) {
         for (slot, generation, amount) in &r.holds {
             if let Some(entry) = self.slots[*slot].as_mut().filter(|e| e.generation == *generation)
@@ -746,6 +766,11 @@ impl Book {
 
 fn round(x: f64) -> f64 {
     (x * 1e6).round() / 1e6
+}
+
+/// The boot of a reservation id (`r_<boot>_<n>`), if it is one.
+pub fn reservation_boot(id: &str) -> Option<&str> {
+    parse_reservation_id(id).map(|(boot, _)| boot)
 }
 
 /// The boot and number of a reservation id (`r_<boot>_<n>`).
@@ -852,6 +877,22 @@ mod tests {
         assert!(matches!(book.begin_settle("r_00000007_99", now), Err(SettleError::Unknown(_))));
         assert_eq!(book.begin_settle("r_0000abcd_1", now), Ok(Ticket::BeforeRestart));
         assert!(matches!(book.begin_settle("nonsense", now), Err(SettleError::Unknown(_))));
+    }
+
+    #[test]
+    fn a_reservation_settled_elsewhere_releases_its_hold_once() {
+        let now = 1_000_000;
+        let mut book = Book::new(7);
+        let b = budget("b", 10.0, Period::Rolling { window_ms: DAY_MS }, Mode::Enforce);
+        ready(&mut book, &b, now);
+        let est = Estimate { cost_usd: Some(4.0), tokens: None };
+        let id = book.reserve(&alice(), est, 60_000, now).reservation_id.unwrap();
+        assert_eq!(book.status("b", now).unwrap().reserved, 4.0);
+        assert!(!book.release_settled_elsewhere("r_0000abcd_0", now), "another boot's");
+        assert!(book.release_settled_elsewhere(&id, now));
+        assert_eq!(book.status("b", now).unwrap().reserved, 0.0);
+        assert!(!book.release_settled_elsewhere(&id, now), "once");
+        assert!(matches!(book.begin_settle(&id, now), Err(SettleError::AlreadySettled(_))));
     }
 
     #[test]

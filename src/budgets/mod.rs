@@ -10,6 +10,7 @@
 pub mod alerts;
 pub mod api;
 mod book;
+pub use book::reservation_boot;
 mod load;
 pub mod period;
 pub mod rule;

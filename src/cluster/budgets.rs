@@ -4,7 +4,9 @@
 //! (`coordination::shares`), reading the others' every sync. A reservation
 //! runs under the budgets' locks in PostgreSQL, with the other nodes' shares
 //! read fresh and this node's written before the locks go: two
-//! reservations on two nodes cannot both take the last of a limit.
+//! reservations on two nodes cannot both take the last of a limit. A
+//! reservation settled through another node is released by the node that
+//! holds it at its next sync.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -26,6 +28,9 @@ const SYNC_EVERY: Duration = Duration::from_secs(1);
 /// A node whose share is older than this is taken to be gone: its spend
 /// still counts, its reservations no longer do.
 const SHARE_STALE_MS: i64 = 30_000;
+/// Word of a reservation settled elsewhere that no node took for this long
+/// is dropped (the node that made it is gone, and its holds with it).
+const RELEASE_KEEP_MS: i64 = 86_400_000;
 
 pub struct SharedBudgets {
     budgets: Arc<Budgets>,
@@ -100,6 +105,18 @@ impl SharedBudgets {
             }
         }
         let now = now_ms();
+        let boot = self.budgets.lock().boot().to_owned();
+        let boot = &boot;
+        let released = self
+            .link
+            .run(|c| async move { c.take_releases(boot, now - RELEASE_KEEP_MS).await })
+            .await?;
+        if !released.is_empty() {
+            let mut book = self.budgets.lock();
+            for id in &released {
+                book.release_settled_elsewhere(id, now);
+            }
+        }
         let mine = shares(self.budgets.lock().shares(None, now));
         let others = self
             .link
@@ -115,6 +132,15 @@ impl SharedBudgets {
             book.set_others(&id, others.get(&id).map_or(&[][..], Vec::as_slice), now);
         }
         Ok(())
+    }
+
+    /// After a settle of reservation `id` that another node made (or this
+    /// one before a restart) recorded its usage here: leaves word for the
+    /// node that holds it, which releases its hold at its next sync.
+    pub async fn settled_elsewhere(&self, id: &str) -> Result<(), StorageError> {
+        let Some(boot) = crate::budgets::reservation_boot(id) else { return Ok(()) };
+        let now = now_ms();
+        self.link.run(|c| async move { c.release_elsewhere(id, boot, now).await }).await
     }
 
     /// Decides a reservation for the whole cluster (see the module).

@@ -2,7 +2,9 @@
 //! per budget in the budget's current period, written by that node, summed
 //! by the others; and the lock under which a reservation reads the other
 //! nodes' shares and writes its own, so that two reservations on two nodes
-//! cannot both take the last of a limit.
+//! cannot both take the last of a limit. A reservation settled through a
+//! node other than the one that made it is released there: the settling
+//! node leaves word, which the maker takes at its next sync.
 
 use super::{Coordination, CoordinationError};
 
@@ -15,6 +17,11 @@ CREATE TABLE IF NOT EXISTS tally_budget_shares (
     reserved   double precision NOT NULL,
     updated_ms bigint NOT NULL,
     PRIMARY KEY (budget_id, node)
+);
+CREATE TABLE IF NOT EXISTS tally_reservation_releases (
+    reservation_id text PRIMARY KEY,
+    boot           text NOT NULL,
+    released_ms    bigint NOT NULL
 );
 ";
 
@@ -88,6 +95,44 @@ impl Coordination {
                 },
                 updated_ms: r.get(5),
             })
+            .collect())
+    }
+
+    /// Leaves word that reservation `id`, made by the node whose budgets
+    /// boot as `boot`, was settled here (its usage recorded).
+    pub async fn release_elsewhere(
+        &self,
+        id: &str,
+        boot: &str,
+        now_ms: i64,
+    ) -> Result<(), CoordinationError> {
+        self.bounded(self.client.execute(
+            "INSERT INTO tally_reservation_releases (reservation_id, boot, released_ms) \
+             VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+            &[&id, &boot, &now_ms],
+        ))
+        .await
+        .map(drop)
+    }
+
+    /// Takes the word left for reservations of `boot` (and drops what no
+    /// node took since `stale_ms`: a boot that is gone).
+    pub async fn take_releases(
+        &self,
+        boot: &str,
+        stale_ms: i64,
+    ) -> Result<Vec<String>, CoordinationError> {
+        let rows = self
+            .bounded(self.client.query(
+                "DELETE FROM tally_reservation_releases WHERE boot = $1 OR released_ms < $2 \
+                 RETURNING reservation_id, boot",
+                &[&boot, &stale_ms],
+            ))
+            .await?;
+        Ok(rows
+            .iter()
+            .filter(|r| r.get::<_, &str>(1) == boot)
+            .map(|r| r.get::<_, String>(0))
             .collect())
     }
 
