@@ -69,6 +69,8 @@ pub enum StartError {
     Budgets(#[from] crate::budgets::BudgetError),
     #[error(transparent)]
     Access(#[from] crate::access::AccessError),
+    #[error(transparent)]
+    ClusterAccess(#[from] crate::cluster::access::JoinError),
 }
 
 /// The secret behind API-key fingerprints: from config, else the one kept in
@@ -121,11 +123,6 @@ impl App {
         if lock.try_lock().is_err() {
             return Err(StartError::DataDirInUse(config.data_dir.display().to_string()));
         }
-        let access = Arc::new(crate::access::Access::open(
-            &config.data_dir,
-            config.auth.clone(),
-            &[config.http, config.grpc],
-        )?);
         let cluster = crate::cluster::Cluster::configure(
             &config.storage,
             &config.coordination,
@@ -133,6 +130,19 @@ impl App {
             &config.data_dir,
         )?
         .map(Arc::new);
+        // A node of a cluster checks API keys under the cluster's secret,
+        // and keeps its copy of the cluster's keys up to date.
+        if let Some(cluster) = &cluster {
+            crate::cluster::access::join(&cluster.link, &config.data_dir).await?;
+        }
+        let access = Arc::new(crate::access::Access::open(
+            &config.data_dir,
+            config.auth.clone(),
+            &[config.http, config.grpc],
+        )?);
+        if let Some(cluster) = &cluster {
+            crate::cluster::access::spawn(access.clone(), cluster.link.clone());
+        }
         // A node of a cluster commits to SQLite in its data dir, which is
         // also the queue its records are shipped from.
         let local_url = if cluster.is_some() { "" } else { config.storage.as_str() };

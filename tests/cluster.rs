@@ -814,3 +814,67 @@ async fn reservations_racing_on_two_nodes_take_exactly_the_room_and_one_webhook_
         assert_eq!(list[0]["deliveries"][0]["status"], "delivered", "{alerts}");
     }
 }
+
+/// Status of `method path` on `base` with `key` as bearer (and `body`).
+async fn with_key(
+    base: &str,
+    method: &str,
+    path: &str,
+    key: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+    let mut request = common::client().request(method, format!("{base}{path}")).bearer_auth(key);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_keys_made_or_revoked_through_one_node_hold_on_every_node() {
+    let shared = Shared::start();
+    let a = shared.node("node-a", &[]);
+    let b = shared.node("node-b", &[]);
+    // An admin key made in node a's data dir while it runs (the CLI): both
+    // nodes hash keys under the secret the first of them left in
+    // PostgreSQL, so node b takes it on.
+    let admin = common::create_key(&shared.dir.path().join("node-a"), "default", "admin", &[]);
+    let summary = "/api/v1/usage/summary";
+    // (Until a node knows a key, it asks for none.)
+    eventually("node b takes the admin key on", || async {
+        get(b.url(), summary, &[]).await.status == 401
+    })
+    .await;
+    assert_eq!(with_key(b.url(), "GET", summary, &admin.text, None).await.0, 200);
+    assert_eq!(with_key(b.url(), "GET", summary, "tally_read_000000000000_x", None).await.0, 401);
+    // A read key made through node b's API works on node a; revoked through
+    // node a, node b refuses it.
+    let (status, made) = with_key(
+        b.url(),
+        "POST",
+        "/api/v1/admin/keys",
+        &admin.text,
+        Some(json!({"scope": "read", "name": "made-on-b"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{made}");
+    let read = made["key"].as_str().unwrap().to_owned();
+    eventually("node a takes the read key on", || async {
+        with_key(a.url(), "GET", summary, &read, None).await.0 == 200
+    })
+    .await;
+    let listed = with_key(a.url(), "GET", "/api/v1/admin/keys", &admin.text, None).await.1;
+    assert!(listed.to_string().contains("made-on-b"), "{listed}");
+    let path = format!("/api/v1/admin/keys/{}", made["id"].as_str().unwrap());
+    assert_eq!(with_key(a.url(), "DELETE", &path, &admin.text, None).await.0, 204);
+    let started = Instant::now();
+    eventually("node b refuses the revoked key", || async {
+        with_key(b.url(), "GET", summary, &read, None).await.0 == 401
+    })
+    .await;
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    assert_eq!(with_key(b.url(), "GET", summary, &admin.text, None).await.0, 200);
+}

@@ -236,7 +236,7 @@ impl Access {
         let access = Access {
             rates: rate::Limits::default(),
             keys: RwLock::new(Arc::new(HashMap::new())),
-            version: Mutex::new((-1, -1)),
+            version: Mutex::new((-1, -1, -1)),
             used: Mutex::new(HashMap::new()),
             store,
             config,

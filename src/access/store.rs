@@ -8,6 +8,7 @@ use std::sync::Mutex;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{AuditEntry, KeyRecord, Project, Scope};
+use crate::coordination::access::SharedKey;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS projects (
@@ -56,8 +57,9 @@ pub struct AccessStore {
     secret: Vec<u8>,
 }
 
-/// What a change to the keys looks like from outside: reload when it moves.
-pub type KeysVersion = (i64, i64);
+/// What a change to the keys looks like from outside: reload when it moves
+/// (keys, latest change, revoked keys).
+pub type KeysVersion = (i64, i64, i64);
 
 impl AccessStore {
     /// Opens (creating when missing) the access store of `data_dir`.
@@ -85,10 +87,67 @@ impl AccessStore {
 
     pub fn keys_version(&self) -> Result<KeysVersion, AccessStoreError> {
         Ok(self.conn().query_row(
-            "SELECT count(*), coalesce(max(changed_ms), 0) FROM api_keys",
+            "SELECT count(*), coalesce(max(changed_ms), 0), count(revoked_ms) FROM api_keys",
             [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )?)
+    }
+
+    /// The keys changed since `since_ms` (for the cluster), with when.
+    pub fn keys_changed_since(&self, since_ms: i64) -> Result<Vec<SharedKey>, AccessStoreError> {
+        let changed: Vec<(String, i64)> = {
+            let conn = self.conn();
+            let mut stmt =
+                conn.prepare("SELECT id, changed_ms FROM api_keys WHERE changed_ms > ?1")?;
+            let rows = stmt.query_map([since_ms], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        let mut keys: std::collections::HashMap<String, KeyRecord> =
+            self.keys()?.into_iter().map(|k| (k.id.clone(), k)).collect();
+        Ok(changed
+            .into_iter()
+            .filter_map(|(id, changed_ms)| {
+                keys.remove(&id).map(|key| SharedKey { key, changed_ms })
+            })
+            .collect())
+    }
+
+    /// Takes on keys from the cluster: new ones whole (their projects too),
+    /// known ones revoked if either copy is. A key changes only when it
+    /// gains something, so what is taken on is not handed back as new.
+    pub fn merge_keys(&self, keys: &[SharedKey]) -> Result<(), AccessStoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        for SharedKey { key, changed_ms } in keys {
+            tx.execute(
+                "INSERT OR IGNORE INTO projects (name, created_ms) VALUES (?1, ?2)",
+                params![key.project, key.created_ms],
+            )?;
+            tx.execute(
+                "INSERT INTO api_keys (id, project, scope, name, hash, created_ms, expires_ms, \
+                 revoked_ms, last_used_ms, requests_per_second, records_per_second, changed_ms) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, NULL, ?9, ?10, ?11) \
+                 ON CONFLICT (id) DO UPDATE SET \
+                 revoked_ms = coalesce(api_keys.revoked_ms, excluded.revoked_ms), \
+                 changed_ms = max(api_keys.changed_ms, excluded.changed_ms) \
+                 WHERE api_keys.revoked_ms IS NULL AND excluded.revoked_ms IS NOT NULL",
+                params![
+                    key.id,
+                    key.project,
+                    key.scope.as_str(),
+                    key.name,
+                    key.hash,
+                    key.created_ms,
+                    key.expires_ms,
+                    key.revoked_ms,
+                    key.requests_per_second,
+                    key.records_per_second,
+                    changed_ms,
+                ],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
     }
 
     pub fn keys(&self) -> Result<Vec<KeyRecord>, AccessStoreError> {
@@ -254,6 +313,50 @@ impl AccessStore {
     }
 }
 
+/// The access secret of `data_dir` (made when missing).
+pub fn data_dir_secret(data_dir: &Path) -> Result<Vec<u8>, AccessStoreError> {
+    std::fs::create_dir_all(data_dir).map_err(|source| AccessStoreError::Secret {
+        path: data_dir.display().to_string(),
+        source,
+    })?;
+    secret(&data_dir.join("access.secret"))
+}
+
+/// Makes `cluster` the access secret of `data_dir`, as a node joining a
+/// cluster must: refused while the data dir holds keys made under another
+/// secret (they would stop working).
+pub fn adopt_secret(data_dir: &Path, cluster: &[u8]) -> Result<(), AccessStoreError> {
+    let path = data_dir.join("access.secret");
+    if data_dir_secret(data_dir)? == cluster {
+        return Ok(());
+    }
+    let keys = AccessStore::open(data_dir)?.key_count()?;
+    if keys > 0 {
+        return Err(AccessStoreError::Secret {
+            path: path.display().to_string(),
+            source: std::io::Error::other(format!(
+                "this data dir holds {keys} API keys made under another secret than the cluster's (kept in PostgreSQL by the first node): start it with a data dir without keys, or move its access.db aside, and create keys through any node of the cluster"
+            )),
+        });
+    }
+    write_secret(&path, cluster)
+}
+
+/// Writes `secret` to `path` (mode 0600), durably.
+fn write_secret(path: &Path, secret: &[u8]) -> Result<(), AccessStoreError> {
+    use std::io::Write;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt;
+    let io = |source| AccessStoreError::Secret { path: path.display().to_string(), source };
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    let mut file = options.open(path).map_err(io)?;
+    file.write_all(secret).map_err(io)?;
+    file.sync_all().map_err(io)
+}
+
 /// The secret at `path`, made (32 random bytes, mode 0600) when missing.
 fn secret(path: &Path) -> Result<Vec<u8>, AccessStoreError> {
     let io = |source| AccessStoreError::Secret { path: path.display().to_string(), source };
@@ -264,18 +367,66 @@ fn secret(path: &Path) -> Result<Vec<u8>, AccessStoreError> {
         ))),
         Err(err) if err.kind() != std::io::ErrorKind::NotFound => Err(io(err)),
         Err(_) => {
-            use std::io::Write;
-            #[cfg(unix)]
-            use std::os::unix::fs::OpenOptionsExt;
             let secret = rand::random::<[u8; 32]>().to_vec();
-            let mut options = std::fs::OpenOptions::new();
-            options.write(true).create(true).truncate(true);
-            #[cfg(unix)]
-            options.mode(0o600);
-            let mut file = options.open(path).map_err(io)?;
-            file.write_all(&secret).map_err(io)?;
-            file.sync_all().map_err(io)?;
+            write_secret(path, &secret)?;
             Ok(secret)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(id: &str, revoked_ms: Option<i64>, changed_ms: i64) -> SharedKey {
+        SharedKey {
+            key: KeyRecord {
+                id: id.into(),
+                project: "p".into(),
+                scope: Scope::Read,
+                name: String::new(),
+                hash: "00".into(),
+                created_ms: 1,
+                expires_ms: None,
+                revoked_ms,
+                last_used_ms: None,
+                requests_per_second: None,
+                records_per_second: None,
+            },
+            changed_ms,
+        }
+    }
+
+    #[test]
+    fn a_data_dir_takes_the_clusters_secret_unless_it_holds_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let cluster = [7u8; 32];
+        adopt_secret(dir.path(), &cluster).unwrap();
+        assert_eq!(AccessStore::open(dir.path()).unwrap().secret(), &cluster);
+        let store = AccessStore::open(dir.path()).unwrap();
+        store.merge_keys(&[key("a", None, 5)]).unwrap();
+        let err = adopt_secret(dir.path(), &[8u8; 32]).unwrap_err().to_string();
+        assert!(err.contains("1 API keys made under another secret"), "{err}");
+        assert_eq!(data_dir_secret(dir.path()).unwrap(), cluster, "left as it was");
+    }
+
+    #[test]
+    fn merged_keys_gain_revocations_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = AccessStore::open(dir.path()).unwrap();
+        store.merge_keys(&[key("a", None, 5), key("b", Some(9), 9)]).unwrap();
+        let before = store.keys_version().unwrap();
+        assert_eq!(before, (2, 9, 1));
+        // The same again, and an older copy without the revocation: no change.
+        store.merge_keys(&[key("a", None, 5), key("b", None, 3)]).unwrap();
+        assert_eq!(store.keys_version().unwrap(), before);
+        // A revocation from another node moves the version even with an
+        // older change time.
+        store.merge_keys(&[key("a", Some(4), 4)]).unwrap();
+        let keys = store.keys().unwrap();
+        assert_eq!(keys.iter().find(|k| k.id == "a").unwrap().revoked_ms, Some(4));
+        assert_eq!(store.keys_version().unwrap(), (2, 9, 2));
+        assert_eq!(store.keys_changed_since(4).unwrap().len(), 2);
+        assert_eq!(store.keys_changed_since(5).unwrap().len(), 1);
     }
 }

@@ -6,6 +6,7 @@
 //! committer asks (`claims`), the outbox it fills (`outbox`) and the task
 //! that empties it (`shipper`).
 
+pub mod access;
 pub mod budgets;
 pub mod claims;
 pub mod control;

@@ -3,8 +3,9 @@
 //! cluster: the claims on report ids and span keys (`claims`), so that a
 //! call sent to two nodes counts once; budgets with their alerts and
 //! deliveries (`control`, the control role of the store); and each node's
-//! share of every budget's spend (`shares`).
+//! share of every budget's spend (`shares`); and the API keys (`access`).
 
+pub mod access;
 pub mod claims;
 pub mod control;
 pub mod shares;
@@ -50,6 +51,7 @@ impl Coordination {
         tx.batch_execute(claims::SCHEMA).await?;
         tx.batch_execute(control::SCHEMA).await?;
         tx.batch_execute(shares::SCHEMA).await?;
+        tx.batch_execute(access::SCHEMA).await?;
         tx.commit().await?;
         Ok(Coordination { client, node: node.to_owned(), timeout })
     }
