@@ -67,7 +67,7 @@ impl Shared {
     async fn rolled_up(&self) -> u64 {
         let sql = format!(
             "SELECT sumIf(requests, tier = 0), sumIf(requests, tier = 1), sumIf(requests, tier = 2) \
-             FROM {}.rollup_totals FINAL",
+             FROM {}.rollup_totals FINAL WHERE projection = ''",
             self.database
         );
         let tiers: (u64, u64, u64) =

@@ -119,32 +119,7 @@ impl AccessStore {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         for SharedKey { key, changed_ms } in keys {
-            tx.execute(
-                "INSERT OR IGNORE INTO projects (name, created_ms) VALUES (?1, ?2)",
-                params![key.project, key.created_ms],
-            )?;
-            tx.execute(
-                "INSERT INTO api_keys (id, project, scope, name, hash, created_ms, expires_ms, \
-                 revoked_ms, last_used_ms, requests_per_second, records_per_second, changed_ms) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, NULL, ?9, ?10, ?11) \
-                 ON CONFLICT (id) DO UPDATE SET \
-                 revoked_ms = coalesce(api_keys.revoked_ms, excluded.revoked_ms), \
-                 changed_ms = max(api_keys.changed_ms, excluded.changed_ms) \
-                 WHERE api_keys.revoked_ms IS NULL AND excluded.revoked_ms IS NOT NULL",
-                params![
-                    key.id,
-                    key.project,
-                    key.scope.as_str(),
-                    key.name,
-                    key.hash,
-                    key.created_ms,
-                    key.expires_ms,
-                    key.revoked_ms,
-                    key.requests_per_second,
-                    key.records_per_second,
-                    changed_ms,
-                ],
-            )?;
+            write_key(&tx, MERGE_KEY, key, *changed_ms)?;
         }
         tx.commit()?;
         Ok(())
@@ -184,26 +159,7 @@ impl AccessStore {
     pub fn insert_key(&self, key: &KeyRecord) -> Result<(), AccessStoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        tx.execute(
-            "INSERT OR IGNORE INTO projects (name, created_ms) VALUES (?1, ?2)",
-            params![key.project, key.created_ms],
-        )?;
-        tx.execute(
-            "INSERT INTO api_keys (id, project, scope, name, hash, created_ms, expires_ms, \
-             revoked_ms, last_used_ms, requests_per_second, records_per_second, changed_ms) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, NULL, NULL, ?8, ?9, ?6)",
-            params![
-                key.id,
-                key.project,
-                key.scope.as_str(),
-                key.name,
-                key.hash,
-                key.created_ms,
-                key.expires_ms,
-                key.requests_per_second,
-                key.records_per_second,
-            ],
-        )?;
+        write_key(&tx, INSERT_KEY, key, key.created_ms)?;
         tx.commit()?;
         Ok(())
     }
@@ -311,6 +267,50 @@ impl AccessStore {
     pub fn expire_audit(&self, cutoff_ms: i64) -> Result<usize, AccessStoreError> {
         Ok(self.conn().execute("DELETE FROM audit WHERE time_ms < ?1", [cutoff_ms])?)
     }
+}
+
+/// A key's row (its last use left out), changed at `?11`.
+const INSERT_KEY: &str = "INSERT INTO api_keys (id, project, scope, name, hash, created_ms, \
+    expires_ms, revoked_ms, last_used_ms, requests_per_second, records_per_second, changed_ms) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, NULL, ?9, ?10, ?11)";
+
+/// `INSERT_KEY`, or for a key already there, its revocation if it has none.
+const MERGE_KEY: &str = "INSERT INTO api_keys (id, project, scope, name, hash, created_ms, \
+    expires_ms, revoked_ms, last_used_ms, requests_per_second, records_per_second, changed_ms) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, NULL, ?9, ?10, ?11) \
+    ON CONFLICT (id) DO UPDATE SET \
+    revoked_ms = coalesce(api_keys.revoked_ms, excluded.revoked_ms), \
+    changed_ms = max(api_keys.changed_ms, excluded.changed_ms) \
+    WHERE api_keys.revoked_ms IS NULL AND excluded.revoked_ms IS NOT NULL";
+
+/// Writes `key` (and its project, when new) with `statement`.
+fn write_key(
+    tx: &rusqlite::Transaction<'_>,
+    statement: &str,
+    key: &KeyRecord,
+    changed_ms: i64,
+) -> Result<(), AccessStoreError> {
+    tx.execute(
+        "INSERT OR IGNORE INTO projects (name, created_ms) VALUES (?1, ?2)",
+        params![key.project, key.created_ms],
+    )?;
+    tx.execute(
+        statement,
+        params![
+            key.id,
+            key.project,
+            key.scope.as_str(),
+            key.name,
+            key.hash,
+            key.created_ms,
+            key.expires_ms,
+            key.revoked_ms,
+            key.requests_per_second,
+            key.records_per_second,
+            changed_ms,
+        ],
+    )?;
+    Ok(())
 }
 
 /// The access secret of `data_dir` (made when missing).

@@ -41,6 +41,33 @@ pub struct SeriesKey {
 pub const PROJECTED: [&str; 8] =
     ["model", "provider", "operation", "user", "api_key", "route", "status", "cluster"];
 
+/// The projection whose series answer a query grouped by `dims` and
+/// filtered by `filters` (per dimension the values it keeps, `""` for
+/// none): when at most one dimension is involved, that dimension's (`""`
+/// for the project's total), else none (every series is read).
+pub fn serving_projection<'a>(
+    dims: &'a [String],
+    filters: &'a std::collections::BTreeMap<String, Vec<String>>,
+) -> Option<&'a str> {
+    let mut involved: Vec<&str> =
+        dims.iter().map(String::as_str).chain(filters.keys().map(String::as_str)).collect();
+    involved.sort_unstable();
+    involved.dedup();
+    match involved[..] {
+        [] => Some(""),
+        [dim] if PROJECTED.contains(&dim) => Some(dim),
+        // A series lacking a tag has no projection for it, so tag
+        // projections serve only queries that filter to given values.
+        [dim]
+            if dim.starts_with("tag.")
+                && filters.get(dim).is_some_and(|values| values.iter().all(|v| !v.is_empty())) =>
+        {
+            Some(dim)
+        }
+        _ => None,
+    }
+}
+
 /// Ids of ordinary series: positive. Projection ids are negative and grouped
 /// by dimension — the n-th projection of the dimension with code c has id
 /// -(c·2³² + n) — so one dimension's rows sit together in each bucket of the

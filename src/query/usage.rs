@@ -19,7 +19,7 @@ use super::QueryState;
 use super::cache::{GroupKey, Grouped};
 use super::limits::{Poll, Watch, check_step};
 use super::params::{Filters, Params, ceil, floor, parse_cursor};
-use crate::aggregate::series::{ORDINARY_IDS, PROJECTED};
+use crate::aggregate::series::ORDINARY_IDS;
 use crate::aggregate::tier::cover;
 use crate::aggregate::{Cell, CellKey, SeriesKey, Tier};
 use crate::error::ApiError;
@@ -98,26 +98,7 @@ fn select_grouped(
     dims: &[String],
     filters: &Filters,
 ) -> (HashMap<i64, Arc<SeriesKey>>, (i64, i64)) {
-    let mut involved: Vec<&str> =
-        dims.iter().map(String::as_str).chain(filters.0.keys().map(String::as_str)).collect();
-    involved.sort_unstable();
-    involved.dedup();
-    let projection = match involved[..] {
-        [] => Some(""),
-        [dim] if PROJECTED.contains(&dim) => Some(dim),
-        // A series lacking a tag has no projection for it, so tag
-        // projections serve only queries that filter to given values.
-        [dim]
-            if dim.starts_with("tag.")
-                && filters
-                    .0
-                    .get(dim)
-                    .is_some_and(|values| values.iter().all(|v| !v.is_empty())) =>
-        {
-            Some(dim)
-        }
-        _ => None,
-    };
+    let projection = crate::aggregate::series::serving_projection(dims, &filters.0);
     match projection {
         Some(dim) => {
             let selected = state

@@ -7,7 +7,10 @@
 //! total already counts, so a block sent again after a crash replaces rows
 //! with equal or larger ones and never counts a call twice. Merges leave one
 //! row per key and node whatever the number of blocks, and the nodes' rows
-//! add up.
+//! add up. Besides each call's own series, the totals of its projections
+//! are kept (per value of one dimension, and the project's total, as the
+//! node's registry keeps them), marked in `projection`: a query grouped by
+//! one dimension reads a few rows per bucket rather than every series.
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
@@ -94,13 +97,14 @@ pub fn create(ddl: &Ddl<'_>) -> Vec<String> {
             tier UInt8,
             bucket Int64,
             series UInt64,
+            projection String,
             node {lc},
             version Int64,
             {series},
             {cells}
         ) ENGINE = ReplacingMergeTree(version)
         PARTITION BY (tier, intDiv(bucket, 2592000000))
-        ORDER BY (project, tier, bucket, series, node)",
+        ORDER BY (project, tier, bucket, projection, series, node)",
             db = ddl.database,
             series = series_columns(&lc),
             cells = cell_columns(&ddl.codec("ZSTD")),
@@ -114,6 +118,7 @@ struct RollupRow {
     tier: u8,
     bucket: i64,
     series: u64,
+    projection: String,
     node: String,
     version: i64,
     model: String,
@@ -166,6 +171,16 @@ macro_rules! counters {
     };
 }
 
+/// The `projection` column of a series: empty for the series calls land in,
+/// else the dimension its projection totals by (`total` for the project's).
+fn projection_column(key: &SeriesKey) -> String {
+    match key.projection.as_deref() {
+        None => String::new(),
+        Some("") => "total".to_owned(),
+        Some(dimension) => dimension.to_owned(),
+    }
+}
+
 /// One bucket of one tier of one project: what a node's totals are loaded
 /// from ClickHouse and evicted by, whole.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -195,9 +210,10 @@ pub struct NodeRollups {
     held: Mutex<HashMap<BucketId, HashMap<u64, Total>>>,
 }
 
-/// A block's calls under their series: stable ids, and the keys by id.
+/// A block's calls under their series: for each call the stable ids of its
+/// series and of that series' projections, and the keys by id.
 struct Resolved<'a> {
-    calls: Vec<(u64, &'a SequencedCall)>,
+    calls: Vec<(Arc<[u64]>, &'a SequencedCall)>,
     keys: HashMap<u64, SeriesKey>,
 }
 
@@ -233,8 +249,8 @@ impl NodeRollups {
     ) -> Result<(), StorageError> {
         let resolved = resolve(calls, registered);
         let mut needed: HashSet<BucketId> = HashSet::new();
-        for (id, stored) in &resolved.calls {
-            let project = &resolved.keys[id].project;
+        for (ids, stored) in &resolved.calls {
+            let project = &resolved.keys[&ids[0]].project;
             for tier in Tier::ALL {
                 let bucket = tier.bucket(stored.call.time_ms);
                 needed.insert(BucketId { project: project.clone(), tier, bucket });
@@ -310,23 +326,26 @@ impl NodeRollups {
     fn rows(&self, resolved: &Resolved<'_>) -> Vec<(BucketId, Total, RollupRow)> {
         let held = self.held.lock().expect("rollups lock");
         let mut changed: HashMap<(BucketId, u64), Total> = HashMap::new();
-        for (id, stored) in &resolved.calls {
-            let project = &resolved.keys[id].project;
+        for (ids, stored) in &resolved.calls {
+            let project = &resolved.keys[&ids[0]].project;
             for tier in Tier::ALL {
                 let at = BucketId {
                     project: project.clone(),
                     tier,
                     bucket: tier.bucket(stored.call.time_ms),
                 };
-                let before = held.get(&at).and_then(|totals| totals.get(id));
-                if before.is_some_and(|total| total.version >= stored.seq) {
-                    continue; // counted before a crash
+                let held = held.get(&at);
+                for id in ids.iter() {
+                    let before = held.and_then(|totals| totals.get(id));
+                    if before.is_some_and(|total| total.version >= stored.seq) {
+                        continue; // counted before a crash
+                    }
+                    let total = changed.entry((at.clone(), *id)).or_insert_with(|| {
+                        before.cloned().unwrap_or(Total { cell: Cell::default(), version: 0 })
+                    });
+                    total.cell.add_call(&stored.call);
+                    total.version = total.version.max(stored.seq);
                 }
-                let total = changed.entry((at, *id)).or_insert_with(|| {
-                    before.cloned().unwrap_or(Total { cell: Cell::default(), version: 0 })
-                });
-                total.cell.add_call(&stored.call);
-                total.version = total.version.max(stored.seq);
             }
         }
         changed
@@ -354,28 +373,38 @@ fn cell_of(row: &RollupRow) -> Result<Cell, StorageError> {
     Ok(cell)
 }
 
-/// Each call's series: its registered one, else its own dimensions.
+/// Each call's series (its registered one, else its own dimensions) and
+/// that series' projections.
 fn resolve<'a>(
     calls: &'a [SequencedCall],
     registered: &HashMap<i64, Arc<SeriesKey>>,
 ) -> Resolved<'a> {
     let mut keys: HashMap<u64, SeriesKey> = HashMap::new();
-    let mut stable: HashMap<i64, u64> = HashMap::new();
+    let mut with_projections = |key: SeriesKey| -> Arc<[u64]> {
+        let mut ids = vec![key.stable_id()];
+        for projection in key.projections() {
+            let id = projection.stable_id();
+            ids.push(id);
+            keys.entry(id).or_insert(projection);
+        }
+        keys.entry(ids[0]).or_insert(key);
+        ids.into()
+    };
+    let mut by_local: HashMap<i64, Arc<[u64]>> = HashMap::new();
+    let mut by_stable: HashMap<u64, Arc<[u64]>> = HashMap::new();
     let mut out = Vec::with_capacity(calls.len());
     for stored in calls {
-        let id = match registered.get(&stored.series) {
-            Some(key) => *stable.entry(stored.series).or_insert_with(|| {
-                let id = key.stable_id();
-                keys.entry(id).or_insert_with(|| SeriesKey::clone(key));
-                id
-            }),
-            None => {
-                let id = SeriesKey::stable_id_of(&stored.call);
-                keys.entry(id).or_insert_with(|| SeriesKey::of(&stored.call));
-                id
-            }
+        let ids = match registered.get(&stored.series) {
+            Some(key) => by_local
+                .entry(stored.series)
+                .or_insert_with(|| with_projections(SeriesKey::clone(key)))
+                .clone(),
+            None => by_stable
+                .entry(SeriesKey::stable_id_of(&stored.call))
+                .or_insert_with(|| with_projections(SeriesKey::of(&stored.call)))
+                .clone(),
         };
-        out.push((id, stored));
+        out.push((ids, stored));
     }
     Resolved { calls: out, keys }
 }
@@ -413,6 +442,7 @@ fn row(node: &str, at: &BucketId, series: u64, key: &SeriesKey, total: &Total) -
         tier: at.tier.code() as u8,
         bucket: at.bucket,
         series,
+        projection: projection_column(key),
         node: node.to_owned(),
         version: total.version,
         model: key.model.clone(),
@@ -457,7 +487,7 @@ pub async fn read(
         .client()
         .query(&format!(
             "SELECT ?fields FROM {}.rollup_totals FINAL \
-             WHERE project = ? AND tier = ? AND bucket >= ? AND bucket < ?",
+             WHERE project = ? AND tier = ? AND bucket >= ? AND bucket < ? AND projection = ''",
             ch.database()
         ))
         .bind(project)
@@ -546,8 +576,10 @@ struct GroupRow<'a> {
 /// The rolled-up cells of `project` in `tier` with buckets in `[from, to)`
 /// whose dimensions pass `filters` (per dimension one of its values, `""`
 /// for none), summed in ClickHouse by bucket and the values of `dims` (the
-/// sketches merged here): what a query holds is one cell per bucket and
-/// group, whatever the number of series or shipped blocks.
+/// sketches merged here), from the projection rows of the one dimension
+/// involved if there is one (`serving_projection`): what a query holds is
+/// one cell per bucket and group, whatever the number of series or shipped
+/// blocks.
 pub async fn grouped(
     ch: &ClickHouse,
     project: &str,
@@ -574,6 +606,14 @@ pub async fn grouped(
         conditions.push_str(&format!(" AND ifNull({value}, '') IN ({marks})"));
         filter_args.extend(wanted.iter().cloned());
     }
+    // One dimension's projection rows when they answer the query.
+    let projection = match crate::aggregate::series::serving_projection(dims, filters) {
+        Some("") => "total",
+        Some(dimension) => dimension,
+        None => "",
+    };
+    filter_args.push(projection.to_owned());
+    conditions.push_str(" AND projection = ?");
     let sql = format!(
         "SELECT bucket, [{group}] AS group_key, sum(requests), sum(input_tokens), sum(output_tokens), \
          sum(total_tokens), sum(cache_read_tokens), sum(cache_write_tokens), \
