@@ -17,7 +17,7 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { AxeBuilder } from '@axe-core/playwright';
 import { launch } from './browser.mjs';
-import { arg, assert, assertEqual, check, finish, settled, watch as watchPage } from './harness.mjs';
+import { arg, assert, assertCost, assertEqual, check, finish, settled, watch as watchPage } from './harness.mjs';
 
 function projectKey(name) {
   const text = arg(name);
@@ -145,7 +145,7 @@ async function assertShowsOnly(page, t) {
     await settled(page);
     const keys = await page.locator('[data-testid=usage-groups] tbody th').allTextContents();
     assertEqual(keys.filter((k) => k !== '(none)').sort(), names, `Usage groups by ${dim}`);
-    assertEqual(Number(await page.getByTestId('usage-total-cost_usd').getAttribute('data-value')), t.total.cost_usd, `Usage total by ${dim}`);
+    assertCost(Number(await page.getByTestId('usage-total-cost_usd').getAttribute('data-value')), t.total.cost_usd, `Usage total by ${dim}`);
     await assertNoForeignText(page, t, `Usage by ${dim}`);
   }
 

@@ -43,6 +43,16 @@ export function assertEqual(actual, expected, what) {
 }
 
 /**
+ * A sum of dollars, as two answers may round it: the server adds costs in
+ * no fixed order, so the same calls may sum a last bit apart.
+ */
+export function assertCost(actual, expected, what) {
+  if (!(Math.abs(actual - expected) <= 1e-9 * Math.max(1, Math.abs(expected)))) {
+    throw new Error(`${what}: got ${actual}, expected ${expected}`);
+  }
+}
+
+/**
  * Collects console errors, page errors and failed requests of `page` into
  * `problems`, except what `expected(kind, detail)` says a step expects
  * (kind: 'console' with the message and its URL, or 'response' with the

@@ -13,7 +13,7 @@ import { mkdirSync, copyFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { AxeBuilder } from '@axe-core/playwright';
 import { launch } from './browser.mjs';
-import { arg, assert, assertEqual, check, finish, settled, watch as watchPage } from './harness.mjs';
+import { arg, assert, assertCost, assertEqual, check, finish, settled, watch as watchPage } from './harness.mjs';
 import { ANSWER, BATCH_SPANS, BUDGET, PROMPT, RESEARCH_PROMPT, TRACES, feed } from './dataset.mjs';
 
 const URL_BASE = arg('--url');
@@ -89,7 +89,7 @@ await check('Usage: groups equal the API, a filter applies, the CSV is the API\'
   await settled(page);
   const keys = await page.locator('[data-testid=usage-groups] tbody th').allTextContents();
   assertEqual([...keys].sort(), api.groups.map((g) => g.key.user ?? '(none)').sort(), 'user groups');
-  assertEqual(Number(await page.getByTestId('usage-total-cost_usd').getAttribute('data-value')), api.total.cost_usd, 'total cost');
+  assertCost(Number(await page.getByTestId('usage-total-cost_usd').getAttribute('data-value')), api.total.cost_usd, 'total cost');
 
   const [download] = await Promise.all([page.waitForEvent('download'), page.getByRole('button', { name: 'Download CSV' }).click()]);
   const csv = await (await import('node:fs/promises')).readFile(await download.path(), 'utf8');
@@ -100,7 +100,7 @@ await check('Usage: groups equal the API, a filter applies, the CSV is the API\'
   await settled(page);
   assert(page.url().includes('filter=user%3Aalice'), `filter in the URL: ${page.url()}`);
   const alice = await apiGet('/api/v1/usage/summary', { ...W, group_by: 'user', filter: 'user:alice' });
-  assertEqual(Number(await page.getByTestId('usage-total-cost_usd').getAttribute('data-value')), alice.total.cost_usd, 'filtered total');
+  assertCost(Number(await page.getByTestId('usage-total-cost_usd').getAttribute('data-value')), alice.total.cost_usd, 'filtered total');
   const records = await apiGet('/api/v1/usage/records', { ...W, filter: 'user:alice', limit: 50 });
   assertEqual(await page.locator('[data-testid=usage-records] tbody tr').count(), records.records.length, 'records of the selection');
 
@@ -110,7 +110,7 @@ await check('Usage: groups equal the API, a filter applies, the CSV is the API\'
   await page.getByRole('button', { name: 'Add filter' }).click();
   await settled(page);
   const both = await apiGet('/api/v1/usage/summary', { ...W, group_by: 'user', filter: ['user:alice', 'model:gpt-4o'] });
-  assertEqual(Number(await page.getByTestId('usage-total-cost_usd').getAttribute('data-value')), both.total.cost_usd, 'two filters');
+  assertCost(Number(await page.getByTestId('usage-total-cost_usd').getAttribute('data-value')), both.total.cost_usd, 'two filters');
   filteredUrl = page.url();
 });
 
@@ -123,7 +123,7 @@ await check('A copied URL opens the same view', async () => {
   const chips = await other.locator('[aria-label="Active filters"] .pill').allTextContents();
   assertEqual(chips, ['user:alice', 'model:gpt-4o'], 'filters');
   assertEqual(await other.locator('#group-by').inputValue(), 'user', 'group-by');
-  assertEqual(await other.getByTestId('usage-total-cost_usd').getAttribute('data-value'), await page.getByTestId('usage-total-cost_usd').getAttribute('data-value'), 'total');
+  assertCost(Number(await other.getByTestId('usage-total-cost_usd').getAttribute('data-value')), Number(await page.getByTestId('usage-total-cost_usd').getAttribute('data-value')), 'total');
   assertEqual(await other.getByTestId('window').getAttribute('data-from'), String(from), 'window start');
   await other.close();
 });
