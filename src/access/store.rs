@@ -102,6 +102,9 @@ impl AccessStore {
             let rows = stmt.query_map([since_ms], |r| Ok((r.get(0)?, r.get(1)?)))?;
             rows.collect::<Result<_, _>>()?
         };
+        if changed.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut keys: std::collections::HashMap<String, KeyRecord> =
             self.keys()?.into_iter().map(|k| (k.id.clone(), k)).collect();
         Ok(changed

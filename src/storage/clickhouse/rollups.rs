@@ -198,6 +198,9 @@ struct Total {
     version: i64,
 }
 
+/// One bucket's totals, by series.
+type Totals = HashMap<u64, Total>;
+
 /// The totals a node has written to `rollup_totals`, for the buckets its
 /// recent blocks touched. A bucket not held is read back whole from
 /// ClickHouse before a block adds to it (after a restart, or once evicted),
@@ -248,14 +251,17 @@ impl NodeRollups {
         registered: &HashMap<i64, Arc<SeriesKey>>,
     ) -> Result<(), StorageError> {
         let resolved = resolve(calls, registered);
-        let mut needed: HashSet<BucketId> = HashSet::new();
+        let mut touched: HashSet<(&str, Tier, i64)> = HashSet::new();
         for (ids, stored) in &resolved.calls {
-            let project = &resolved.keys[&ids[0]].project;
+            let project = resolved.keys[&ids[0]].project.as_str();
             for tier in Tier::ALL {
-                let bucket = tier.bucket(stored.call.time_ms);
-                needed.insert(BucketId { project: project.clone(), tier, bucket });
+                touched.insert((project, tier, tier.bucket(stored.call.time_ms)));
             }
         }
+        let needed: HashSet<BucketId> = touched
+            .into_iter()
+            .map(|(project, tier, bucket)| BucketId { project: project.to_owned(), tier, bucket })
+            .collect();
         self.load_missing(ch, &needed).await?;
         let rows = self.rows(&resolved);
         if rows.is_empty() {
@@ -325,22 +331,22 @@ impl NodeRollups {
     /// version. Every bucket the block touches is held (`load_missing`).
     fn rows(&self, resolved: &Resolved<'_>) -> Vec<(BucketId, Total, RollupRow)> {
         let held = self.held.lock().expect("rollups lock");
-        let mut changed: HashMap<(BucketId, u64), Total> = HashMap::new();
+        // Keys borrow the calls' projects: nothing is allocated per call.
+        let mut buckets: HashMap<(&str, Tier, i64), Option<&Totals>> = HashMap::new();
+        let mut changed: HashMap<(&str, Tier, i64, u64), Total> = HashMap::new();
         for (ids, stored) in &resolved.calls {
-            let project = &resolved.keys[&ids[0]].project;
+            let project = resolved.keys[&ids[0]].project.as_str();
             for tier in Tier::ALL {
-                let at = BucketId {
-                    project: project.clone(),
-                    tier,
-                    bucket: tier.bucket(stored.call.time_ms),
-                };
-                let held = held.get(&at);
+                let bucket = tier.bucket(stored.call.time_ms);
+                let totals = *buckets.entry((project, tier, bucket)).or_insert_with(|| {
+                    held.get(&BucketId { project: project.to_owned(), tier, bucket })
+                });
                 for id in ids.iter() {
-                    let before = held.and_then(|totals| totals.get(id));
+                    let before = totals.and_then(|totals| totals.get(id));
                     if before.is_some_and(|total| total.version >= stored.seq) {
                         continue; // counted before a crash
                     }
-                    let total = changed.entry((at.clone(), *id)).or_insert_with(|| {
+                    let total = changed.entry((project, tier, bucket, *id)).or_insert_with(|| {
                         before.cloned().unwrap_or(Total { cell: Cell::default(), version: 0 })
                     });
                     total.cell.add_call(&stored.call);
@@ -350,7 +356,8 @@ impl NodeRollups {
         }
         changed
             .into_iter()
-            .map(|((at, id), total)| {
+            .map(|((project, tier, bucket, id), total)| {
+                let at = BucketId { project: project.to_owned(), tier, bucket };
                 let row = row(&self.node, &at, id, &resolved.keys[&id], &total);
                 (at, total, row)
             })
