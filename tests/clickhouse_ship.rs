@@ -13,10 +13,11 @@ use std::sync::Arc;
 
 use common::clickhouse::ClickHouse as Server;
 use tally::aggregate::SeriesKey;
-use tally::aggregate::metric::MetricKey;
+use tally::aggregate::metric::{Bin, BinKey, MetricKey, MetricTier};
 use tally::aggregate::rollup::SequencedCall;
 use tally::model::{LlmCall, Operation, Source, SpanKind, SpanRecord, SpanStatus, Status, Tags};
 use tally::storage::clickhouse::rollups::NodeRollups;
+use tally::storage::clickhouse::ship::NodeTotals;
 use tally::storage::clickhouse::{ClickHouse, ClickHouseUrl, calls, schema, ship, telemetry};
 
 const DAY_MS: i64 = 86_400_000;
@@ -35,9 +36,9 @@ impl ship::Registered for Unregistered {
     }
 }
 
-/// A node's rollup totals with room for all the tests send.
-fn node(name: &str) -> NodeRollups {
-    NodeRollups::new(name, 1_000_000)
+/// A node's running totals with room for all the tests send.
+fn node(name: &str) -> NodeTotals {
+    NodeTotals::new(name, 1_000_000)
 }
 
 /// Calls over three days, with optional fields set on some and not others.
@@ -308,7 +309,7 @@ async fn rollups_of_two_nodes_add_up_and_a_block_sent_again_replaces_its_rows() 
     // Node a crashed after sending the rollup of a smaller first block.
     let smaller = a.calls_after(0, 400).await.unwrap();
     calls::insert(&ch, "node-a", &smaller).await.unwrap();
-    node("node-a").insert_block(&ch, &smaller, &HashMap::new()).await.unwrap();
+    node("node-a").rollups.insert_block(&ch, &smaller, &HashMap::new()).await.unwrap();
     assert_eq!(
         ship::ship(&*a, &ch, &node("node-a"), 1_000, &Unregistered).await.unwrap().calls,
         2_500
@@ -356,7 +357,7 @@ async fn retention_drops_whole_days_of_calls_and_tiers_of_rollups_past_their_cut
     let t0 = 1_790_035_200_000 - 1_790_035_200_000 % DAY_MS;
     let calls_sent = batch("a", 300, t0);
     calls::insert(&ch, "node-a", &calls_sent).await.unwrap();
-    node("node-a").insert_block(&ch, &calls_sent, &HashMap::new()).await.unwrap();
+    node("node-a").rollups.insert_block(&ch, &calls_sent, &HashMap::new()).await.unwrap();
     let count = |day_from: i64| calls_sent.iter().filter(|c| c.call.time_ms >= day_from).count();
     // Raw data kept from the second day on; minute rollups for none of
     // these days' 30-day span; hours and days forever.
@@ -405,7 +406,7 @@ async fn calls_are_rolled_up_under_the_series_the_node_registered_them_in() {
     };
     let registered = HashMap::from([(1, key("user-1")), (2, key("__other__"))]);
     let node_a = node("node-a");
-    node_a.insert_block(&ch, &sent, &registered).await.unwrap();
+    node_a.rollups.insert_block(&ch, &sent, &registered).await.unwrap();
     let days = rollups::read(&ch, "p", Tier::Day, 0, i64::MAX).await.unwrap();
     let mut by_user: HashMap<String, u64> = HashMap::new();
     for (_, key, cell) in &days {
@@ -423,7 +424,7 @@ async fn calls_are_rolled_up_under_the_series_the_node_registered_them_in() {
         call.seq += 1_000;
         call.series = 99;
     }
-    node_a.insert_block(&ch, &unknown, &registered).await.unwrap();
+    node_a.rollups.insert_block(&ch, &unknown, &registered).await.unwrap();
     let days = rollups::read(&ch, "p", Tier::Day, 0, i64::MAX).await.unwrap();
     let requests: u64 = days.iter().map(|(_, _, cell)| cell.requests).sum();
     assert_eq!(requests, 143);
@@ -454,7 +455,7 @@ async fn rollup_totals_hold_one_row_per_key_and_node_whatever_the_blocks_and_the
     }
     small.insert_block(&ch, &late, &HashMap::new()).await.unwrap();
     small.insert_block(&ch, &late[..10], &HashMap::new()).await.unwrap();
-    node("node-a").insert_block(&ch, &late, &HashMap::new()).await.unwrap();
+    node("node-a").rollups.insert_block(&ch, &late, &HashMap::new()).await.unwrap();
 
     let mut expected = Cell::default();
     for stored in sent.iter().chain(&late) {
@@ -491,6 +492,101 @@ async fn rollup_totals_hold_one_row_per_key_and_node_whatever_the_blocks_and_the
     let day_keys = rollups::read(&ch, "p", Tier::Day, 0, i64::MAX).await.unwrap().len() as u64;
     assert!(day_keys < 600 && rows < 3 * 630, "{day_keys} day keys, {rows} rows");
     assert!(held < all as usize / 2, "{held} of {all} totals held");
+}
+
+/// Metric commits as a node logs them: commit `seq` holds one 10 s bin per
+/// series (local ids 1..=3), of point values `seq` and `seq + 0.5`.
+fn metric_commits(seqs: std::ops::Range<i64>, t0: i64) -> Vec<(i64, Vec<(BinKey, Bin)>)> {
+    seqs.map(|seq| {
+        let time_ms = t0 + seq * 7_000;
+        let bins = (1..=3)
+            .map(|series| {
+                let mut bin = Bin::default();
+                bin.add(seq as f64, time_ms);
+                bin.add(seq as f64 + 0.5, time_ms + 1);
+                let at = BinKey {
+                    tier: MetricTier::S10,
+                    bucket: MetricTier::S10.bucket(time_ms),
+                    series,
+                };
+                (at, bin)
+            })
+            .collect();
+        (seq, bins)
+    })
+    .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metric_totals_hold_one_row_per_key_and_node_and_count_a_commit_once() {
+    use tally::storage::clickhouse::metrics::{self, NodeMetricBins};
+    let server = Server::start();
+    let ch = migrated(&server).await;
+    let t0 = 1_790_035_200_000 - 1_790_035_200_000 % DAY_MS;
+    let keys: HashMap<i64, Arc<MetricKey>> = (1..=3)
+        .map(|series| {
+            let tags = Tags::from_iter([("host".to_owned(), format!("h{series}"))]);
+            (series, Arc::new(MetricKey { project: "p".into(), name: "load".into(), tags }))
+        })
+        .collect();
+    // 1,200 commits (2.3 h of 7 s commits) in blocks of 25, through a node
+    // holding at most 30 totals; then late commits into the first buckets,
+    // a block sent again, and the same from a fresh node (a restart).
+    let sent = metric_commits(1..1_201, t0);
+    let small = NodeMetricBins::new("node-a", 30);
+    for block in sent.chunks(25) {
+        assert_eq!(small.insert_block(&ch, block, &keys).await.unwrap(), 0);
+    }
+    let held = small.held_cells();
+    assert!(held <= 30 + 25 * 3 * 4, "{held} totals held past what a block needs");
+    let late: Vec<_> = metric_commits(2_000..2_010, t0 - 2_000 * 7_000);
+    small.insert_block(&ch, &late, &keys).await.unwrap();
+    small.insert_block(&ch, &late[..4], &keys).await.unwrap();
+    NodeMetricBins::new("node-a", 1_000).insert_block(&ch, &late, &keys).await.unwrap();
+    NodeMetricBins::new("node-a", 1_000).insert_block(&ch, &sent[100..150], &keys).await.unwrap();
+    // A series the node does not know is left out, and counted.
+    let unknown = metric_commits(5_000..5_001, t0);
+    let only_known: HashMap<i64, Arc<MetricKey>> =
+        keys.iter().filter(|(id, _)| **id != 3).map(|(id, k)| (*id, k.clone())).collect();
+    assert_eq!(
+        NodeMetricBins::new("node-b", 1_000)
+            .insert_block(&ch, &unknown, &only_known)
+            .await
+            .unwrap(),
+        1
+    );
+
+    let (mut points, mut sum) = (0u64, 0.0);
+    for (seq, _) in sent.iter().chain(&late).chain(&unknown) {
+        let series = if *seq == 5_000 { 2 } else { 3 };
+        points += 2 * series;
+        sum += (2.0 * *seq as f64 + 0.5) * series as f64;
+    }
+    for tier in MetricTier::ALL {
+        let (mut count, mut total, mut last) = (0, 0.0, 0.0f64);
+        metrics::scan(&ch, ("p", "load"), tier, (0, i64::MAX), |read| {
+            count += read.bin.count;
+            total += read.bin.sum;
+            last = last.max(read.bin.last);
+            Ok(())
+        })
+        .await
+        .unwrap();
+        assert_eq!((count, total), (points, sum), "{tier:?}");
+        assert_eq!(last, 5_000.5, "{tier:?}: the latest point's value");
+    }
+    // Merged, one row per (tier, bucket, series, node).
+    let optimize = format!("OPTIMIZE TABLE {}.metric_totals FINAL", ch.database());
+    ch.client().query(&optimize).execute().await.unwrap();
+    let sql = format!(
+        "SELECT count(), uniqExact(tier, bucket, series, node) FROM {}.metric_totals",
+        ch.database()
+    );
+    let (all, keys) = ch.client().query(&sql).fetch_one::<(u64, u64)>().await.unwrap();
+    assert_eq!(all, keys);
+    // 10 s bins: one per commit's bucket and series, far fewer above.
+    assert!(all < 3 * (1_210 + 300), "{all} rows");
+    assert!(held < all as usize / 4, "{held} of {all} totals held");
 }
 
 /// A span of `trace` (a number) as a node would ship it.

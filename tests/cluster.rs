@@ -458,7 +458,7 @@ async fn every_node_answers_metric_queries_as_one_sqlite_node_does() {
     }
     // Every point's hour bin in ClickHouse, once.
     let sql = format!(
-        "SELECT toUInt64(sum(count)) FROM {}.metric_bins FINAL WHERE tier = 3",
+        "SELECT toUInt64(sum(count)) FROM {}.metric_totals FINAL WHERE tier = 3",
         shared.database
     );
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -24,7 +24,7 @@ cat > "$work/ch/config.xml" <<XML
 XML
 cat > "$work/ch/users.xml" <<XML
 <?xml version="1.0"?>
-<yandex><profiles><default/></profiles>
+<yandex><profiles><default>${CH_LOG_QUERIES:+<log_queries>1</log_queries>}</default></profiles>
 <users><default><password></password><networks><ip>127.0.0.1</ip></networks><profile>default</profile><quota>default</quota></default></users>
 <quotas><default/></quotas></yandex>
 XML

@@ -98,21 +98,22 @@ impl SharedReads {
     }
 
     /// Every node's rolled-up cells of `project` over `pieces` (tier, from,
-    /// to) passing `filters`, by bucket and the values of `dims`
-    /// (`rollups::grouped`).
+    /// to) passing `filters`, by bucket (unless `per_bucket` is false: by
+    /// piece) and the values of `dims` (`rollups::grouped`).
     pub async fn grouped(
         &self,
         project: &str,
         pieces: &[(Tier, i64, i64)],
-        dims: &[String],
+        grouping: (&[String], bool),
         filters: &BTreeMap<String, Vec<String>>,
     ) -> Result<Vec<(i64, Vec<Option<String>>, Cell)>, StorageError> {
+        // The pieces at once: ClickHouse reads each on its own threads.
         self.with(|ch| async move {
-            let mut out = Vec::new();
-            for &piece in pieces {
-                out.extend(rollups::grouped(&ch, project, piece, dims, filters).await?);
-            }
-            Ok(out)
+            let ch = &ch;
+            let reads =
+                pieces.iter().map(|&piece| rollups::grouped(ch, project, piece, grouping, filters));
+            let pieces = futures_util::future::try_join_all(reads).await?;
+            Ok(pieces.into_iter().flatten().collect())
         })
         .await
     }

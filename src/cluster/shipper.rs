@@ -16,7 +16,7 @@ use crate::aggregate::SeriesKey;
 use crate::aggregate::metric::{MetricKey, MetricRegistry};
 use crate::aggregate::rollup::RollupEngine;
 use crate::storage::Storage;
-use crate::storage::clickhouse::rollups::NodeRollups;
+use crate::storage::clickhouse::ship::NodeTotals;
 use crate::storage::clickhouse::{ClickHouse, schema, ship};
 use crate::time::now_ms;
 
@@ -55,12 +55,13 @@ impl ship::Registered for Registries {
 }
 
 /// One pass: confirms claims, then ships everything committed so far,
-/// named by the node's `registries`, its calls added to its `rollups`.
+/// named by the node's `registries`, its calls and metric bins added to its
+/// running `totals`.
 pub async fn pass(
     cluster: &Cluster,
     local: &dyn Storage,
     registries: &Registries,
-    rollups: &NodeRollups,
+    totals: &NodeTotals,
     ch: &mut Option<ClickHouse>,
 ) {
     // First, whatever ClickHouse's state: other nodes wait on these.
@@ -85,8 +86,7 @@ pub async fn pass(
     }
     let connected = ch.as_ref().expect("connected above");
     let started = now_ms();
-    let shipping =
-        ship::ship(local, connected, rollups, cluster.settings.block_records, registries);
+    let shipping = ship::ship(local, connected, totals, cluster.settings.block_records, registries);
     match tokio::time::timeout(SHIP_DEADLINE, shipping).await.unwrap_or_else(|_| {
         Err(crate::storage::StorageError::Backend {
             backend: "clickhouse",
@@ -114,14 +114,14 @@ pub async fn run(
     stop: impl std::future::Future<Output = ()>,
 ) {
     let mut ch = None;
-    let rollups = NodeRollups::new(&cluster.node, cluster.settings.rollup_cache_cells);
+    let totals = NodeTotals::new(&cluster.node, cluster.settings.rollup_cache_cells);
     let mut ticker = tokio::time::interval(cluster.settings.ship_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(stop);
     loop {
         tokio::select! {
             _ = &mut stop => return,
-            _ = ticker.tick() => pass(&cluster, &*local, &registries, &rollups, &mut ch).await,
+            _ = ticker.tick() => pass(&cluster, &*local, &registries, &totals, &mut ch).await,
         }
     }
 }

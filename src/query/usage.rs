@@ -221,12 +221,13 @@ async fn grouped(
 
 /// Per bucket, the groups by `dims` of the series of `project` passing
 /// `filters` over `pieces`: on a node of a cluster, every node's usage as
-/// shipped to ClickHouse; otherwise stored and open cells (`grouped`). One
-/// bucket may appear twice; callers merge.
+/// shipped to ClickHouse (by piece rather than bucket unless `per_bucket`);
+/// otherwise stored and open cells (`grouped`). One bucket may appear
+/// twice; callers merge.
 async fn bucket_groups(
     state: &QueryState,
     project: &str,
-    dims: &[String],
+    (dims, per_bucket): (&[String], bool),
     filters: &Filters,
     pieces: &[(Tier, i64, i64)],
     watch: &Watch,
@@ -240,7 +241,7 @@ async fn bucket_groups(
     let mut filters = filters.0.clone();
     filters.remove("session");
     let cells = shared
-        .grouped(project, pieces, dims, &filters)
+        .grouped(project, pieces, (dims, per_bucket), &filters)
         .await
         .map_err(|e| state.failure("reading rollups from ClickHouse failed", &e))?;
     let mut buckets: BTreeMap<i64, BTreeMap<GroupKey, Cell>> = BTreeMap::new();
@@ -355,7 +356,7 @@ pub async fn summary(
     let csv = params.csv()?;
     let project = params.project();
     let buckets =
-        bucket_groups(&state, &project, &dims, &filters, &cover(from, to), &watch).await?;
+        bucket_groups(&state, &project, (&dims, false), &filters, &cover(from, to), &watch).await?;
 
     let mut groups: BTreeMap<GroupKey, Cell> = BTreeMap::new();
     let mut total = Cell::default();
@@ -473,7 +474,7 @@ pub async fn series(
     let limit = params.limit(state.limits.max_groups, state.limits.max_groups)?;
     let project = params.project();
     let pieces = [(tier, from, to)];
-    let buckets = bucket_groups(&state, &project, &dims, &filters, &pieces, &watch).await?;
+    let buckets = bucket_groups(&state, &project, (&dims, true), &filters, &pieces, &watch).await?;
 
     let mut groups: BTreeMap<GroupKey, BTreeMap<i64, Cell>> = BTreeMap::new();
     for (bucket, bucket_groups) in &buckets {

@@ -1,27 +1,43 @@
-//! The `metric_bins` table: each shipped block of a node's metric commits
-//! (its logged 10 s bins) rolled up in every metric tier, one row per
-//! (tier, bucket, series) with the series' name and tags and the bin's
-//! count, sum, min, max, last value and encoded sketch. Keyed like the
-//! usage rollups: by node and the block's first commit, its last as the
-//! version (ReplacingMergeTree), so that a block sent again after a crash
-//! replaces its earlier rows and blocks of several nodes add up.
+//! The `metric_totals` table: what each node's logged metric commits (their
+//! 10 s bins) add up to in every metric tier, one row per (tier, bucket,
+//! series, node) with the series' name and tags and the bin's count, sum,
+//! min, max, last value and encoded sketch: the node's running total
+//! (`totals`), versioned by the last commit counted, so a block sent again
+//! after a crash counts nothing twice and merges leave one row per key and
+//! node, however many blocks added to it; the nodes' rows add up.
 //! Partitioned by tier and day (10 s and 1 min bins, kept for hours and
 //! days) or 30 days (15 min and 1 h bins), for retention to drop.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use super::schema::Ddl;
+use super::totals::{self, Bucket, HeldTotals, Total, Totals};
 use super::{ClickHouse, StorageError, backend};
 use crate::aggregate::metric::{self, Bin, BinKey, MetricKey, MetricTier};
 use crate::aggregate::sketch::Sketch;
 
-/// The table's statement (a migration's).
-pub fn create(ddl: &Ddl<'_>) -> Vec<String> {
+/// The columns of both tables, after their keys.
+fn bin_columns(zstd: &str) -> String {
+    format!(
+        "tag_keys Array(String),
+            tag_values Array(String),
+            count UInt64,
+            sum Float64,
+            min Float64,
+            max Float64,
+            last Float64,
+            last_ms Int64,
+            sketch String{zstd}"
+    )
+}
+
+/// Migration 4: bins as one row per shipped block and series (replaced by
+/// migration 6: their number grew with the blocks shipped).
+pub fn create_blocks(ddl: &Ddl<'_>) -> Vec<String> {
     let lc = ddl.low_cardinality("String");
-    let zstd = ddl.codec("ZSTD");
     vec![format!(
         "CREATE TABLE IF NOT EXISTS {db}.metric_bins (
             project {lc},
@@ -32,20 +48,38 @@ pub fn create(ddl: &Ddl<'_>) -> Vec<String> {
             node {lc},
             block_first Int64,
             block_last Int64,
-            tag_keys Array(String),
-            tag_values Array(String),
-            count UInt64,
-            sum Float64,
-            min Float64,
-            max Float64,
-            last Float64,
-            last_ms Int64,
-            sketch String{zstd}
+            {columns}
         ) ENGINE = ReplacingMergeTree(block_last)
         PARTITION BY (tier, intDiv(bucket, if(tier <= 1, 86400000, 2592000000)))
         ORDER BY (project, name, tier, bucket, series, node, block_first)",
         db = ddl.database,
+        columns = bin_columns(&ddl.codec("ZSTD")),
     )]
+}
+
+/// Migration 6: each node's running totals. The per-block bins of migration
+/// 4 are dropped (the cluster backend was not released with them).
+pub fn create(ddl: &Ddl<'_>) -> Vec<String> {
+    let lc = ddl.low_cardinality("String");
+    vec![
+        format!("DROP TABLE IF EXISTS {}.metric_bins", ddl.database),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {db}.metric_totals (
+            project {lc},
+            name {lc},
+            tier UInt8,
+            bucket Int64,
+            series UInt64,
+            node {lc},
+            version Int64,
+            {columns}
+        ) ENGINE = ReplacingMergeTree(version)
+        PARTITION BY (tier, intDiv(bucket, if(tier <= 1, 86400000, 2592000000)))
+        ORDER BY (project, name, tier, bucket, series, node)",
+            db = ddl.database,
+            columns = bin_columns(&ddl.codec("ZSTD")),
+        ),
+    ]
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, clickhouse::Row)]
@@ -56,8 +90,7 @@ struct BinRow {
     bucket: i64,
     series: u64,
     node: String,
-    block_first: i64,
-    block_last: i64,
+    version: i64,
     tag_keys: Vec<String>,
     tag_values: Vec<String>,
     count: u64,
@@ -70,56 +103,197 @@ struct BinRow {
     sketch: Vec<u8>,
 }
 
-/// Inserts one block of a node's logged metric commits `first..=last`:
-/// their 10 s bins (`fine`, by the node's series ids) rolled up in every
-/// tier, each series named by its key in `keys`. Bins of series `keys`
-/// does not hold are left out and counted in the answer.
-pub async fn insert_block(
-    ch: &ClickHouse,
-    node: &str,
-    (first, last): (i64, i64),
-    fine: &[(BinKey, Bin)],
-    keys: &HashMap<i64, Arc<MetricKey>>,
-) -> Result<usize, StorageError> {
-    let mut merged: HashMap<BinKey, Bin> = HashMap::new();
-    for (key, bin) in fine {
-        merged.entry(*key).or_default().merge(bin);
+impl BinRow {
+    fn bin(&self) -> Result<Bin, StorageError> {
+        let sketch = Sketch::decode(&self.sketch).map_err(|_| {
+            StorageError::Corrupt(format!(
+                "metric_totals row of node {} (tier {}, bucket {}, series {}): sketch",
+                self.node, self.tier, self.bucket, self.series
+            ))
+        })?;
+        Ok(Bin {
+            count: self.count,
+            sum: self.sum,
+            min: self.min,
+            max: self.max,
+            last: self.last,
+            last_ms: self.last_ms,
+            sketch,
+        })
     }
-    let coarse = metric::roll_up(merged.iter(), &MetricTier::ALL[1..]);
-    merged.extend(coarse);
-    let client = ch.client().clone().with_database(ch.database());
-    let mut insert = client.insert::<BinRow>("metric_bins").await.map_err(backend)?;
-    let mut unknown = 0;
-    let mut ids: HashMap<i64, u64> = HashMap::new();
-    for (at, bin) in merged {
-        let Some(key) = keys.get(&at.series) else {
-            unknown += 1;
-            continue;
-        };
-        let series = *ids.entry(at.series).or_insert_with(|| metric::stable_id(key));
-        let row = BinRow {
-            project: key.project.clone(),
-            name: key.name.clone(),
-            tier: at.tier.code() as u8,
-            bucket: at.bucket,
-            series,
-            node: node.to_owned(),
-            block_first: first,
-            block_last: last,
-            tag_keys: key.tags.keys().cloned().collect(),
-            tag_values: key.tags.values().cloned().collect(),
-            count: bin.count,
-            sum: bin.sum,
-            min: bin.min,
-            max: bin.max,
-            last: bin.last,
-            last_ms: bin.last_ms,
-            sketch: bin.sketch.to_bytes(),
-        };
-        insert.write(&row).await.map_err(backend)?;
+}
+
+/// One bucket of one metric tier of one project (all its metrics): what a
+/// node's totals are loaded and evicted by.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct BucketId {
+    project: String,
+    tier: MetricTier,
+    bucket: i64,
+}
+
+impl Bucket for BucketId {
+    fn closes_at(&self) -> i64 {
+        self.bucket + self.tier.width_ms()
     }
-    insert.end().await.map_err(backend)?;
-    Ok(unknown)
+}
+
+/// The metric totals a node has written to `metric_totals`, for the
+/// buckets its recent blocks touched (`HeldTotals`).
+pub struct NodeMetricBins {
+    node: String,
+    held: HeldTotals<BucketId, Bin>,
+}
+
+/// A commit's bin in one tier, under its bucket and its series' stable id.
+type Rolled = (BucketId, u64, Bin);
+
+/// Logged metric commits as shipped: each commit's sequence number and
+/// its 10 s bins.
+pub type Commits = [(i64, Vec<(BinKey, Bin)>)];
+
+impl NodeMetricBins {
+    pub fn new(node: &str, max_cells: usize) -> NodeMetricBins {
+        NodeMetricBins { node: node.to_owned(), held: HeldTotals::new(max_cells) }
+    }
+
+    /// Totals held now (for tests and the bound).
+    pub fn held_cells(&self) -> usize {
+        self.held.cells()
+    }
+
+    /// Adds one block of the node's logged metric commits (in sequence
+    /// order) to its totals in every tier and writes the totals it changed,
+    /// each series named by its key in `keys`. Bins of series `keys` does
+    /// not hold are left out and counted in the answer.
+    pub async fn insert_block(
+        &self,
+        ch: &ClickHouse,
+        commits: &Commits,
+        keys: &HashMap<i64, Arc<MetricKey>>,
+    ) -> Result<usize, StorageError> {
+        let mut unknown = 0;
+        // Each commit's bins in every tier, under the series' stable ids.
+        let mut ids: HashMap<i64, u64> = HashMap::new();
+        let mut rolled: Vec<(i64, Vec<Rolled>)> = Vec::with_capacity(commits.len());
+        for (seq, fine) in commits {
+            let mut known = Vec::with_capacity(fine.len());
+            for (at, bin) in fine {
+                if keys.contains_key(&at.series) {
+                    known.push((*at, bin));
+                } else {
+                    unknown += 1;
+                }
+            }
+            let mut bins =
+                metric::roll_up(known.iter().map(|(k, b)| (k, *b)), &MetricTier::ALL[1..]);
+            for (at, bin) in known {
+                bins.entry(at).or_default().merge(bin);
+            }
+            let bins = bins
+                .into_iter()
+                .map(|(at, bin)| {
+                    let key = &keys[&at.series];
+                    let id = *ids.entry(at.series).or_insert_with(|| metric::stable_id(key));
+                    let bucket =
+                        BucketId { project: key.project.clone(), tier: at.tier, bucket: at.bucket };
+                    (bucket, id, bin)
+                })
+                .collect();
+            rolled.push((*seq, bins));
+        }
+        let needed: HashSet<BucketId> =
+            rolled.iter().flat_map(|(_, bins)| bins.iter().map(|(at, _, _)| at.clone())).collect();
+        self.load_missing(ch, &needed).await?;
+        let changed = self.held.with(|held| {
+            let mut buckets: HashMap<&BucketId, Totals<Bin>> = HashMap::new();
+            for (seq, bins) in &rolled {
+                for (at, id, bin) in bins {
+                    let changed = buckets.entry(at).or_default();
+                    totals::add(changed, held.get(at), *id, *seq, |total| total.merge(bin));
+                }
+            }
+            let mut out = Vec::new();
+            for (at, changed) in buckets {
+                out.extend(changed.into_iter().map(|(id, total)| (at.clone(), id, total)));
+            }
+            out
+        });
+        if changed.is_empty() {
+            return Ok(unknown);
+        }
+        let by_id: HashMap<u64, &MetricKey> =
+            keys.iter().filter_map(|(local, key)| Some((*ids.get(local)?, &**key))).collect();
+        let client = ch.client().clone().with_database(ch.database());
+        let mut insert = client.insert::<BinRow>("metric_totals").await.map_err(backend)?;
+        for (at, id, total) in &changed {
+            let key = by_id[id];
+            let bin = &total.value;
+            let row = BinRow {
+                project: key.project.clone(),
+                name: key.name.clone(),
+                tier: at.tier.code() as u8,
+                bucket: at.bucket,
+                series: *id,
+                node: self.node.clone(),
+                version: total.version,
+                tag_keys: key.tags.keys().cloned().collect(),
+                tag_values: key.tags.values().cloned().collect(),
+                count: bin.count,
+                sum: bin.sum,
+                min: bin.min,
+                max: bin.max,
+                last: bin.last,
+                last_ms: bin.last_ms,
+                sketch: bin.sketch.to_bytes(),
+            };
+            insert.write(&row).await.map_err(backend)?;
+        }
+        insert.end().await.map_err(backend)?;
+        self.held.commit(changed, &needed);
+        Ok(unknown)
+    }
+
+    /// Reads the node's rows of the buckets in `needed` it does not hold.
+    async fn load_missing(
+        &self,
+        ch: &ClickHouse,
+        needed: &HashSet<BucketId>,
+    ) -> Result<(), StorageError> {
+        let mut missing: HashMap<(String, MetricTier), Vec<i64>> = HashMap::new();
+        for at in self.held.missing(needed) {
+            missing.entry((at.project, at.tier)).or_default().push(at.bucket);
+        }
+        for ((project, tier), buckets) in missing {
+            let list: Vec<String> = buckets.iter().map(i64::to_string).collect();
+            let mut rows = ch
+                .client()
+                .query(&format!(
+                    "SELECT ?fields FROM {}.metric_totals FINAL \
+                     WHERE project = ? AND tier = ? AND bucket IN ({}) AND node = ?",
+                    ch.database(),
+                    list.join(", ")
+                ))
+                .bind(&project)
+                .bind(tier.code() as u8)
+                .bind(&self.node)
+                .fetch::<BinRow>()
+                .map_err(backend)?;
+            let mut loaded: HashMap<i64, Totals<Bin>> =
+                buckets.iter().map(|b| (*b, Totals::default())).collect();
+            while let Some(row) = rows.next().await.map_err(backend)? {
+                let value = row.bin()?;
+                loaded
+                    .entry(row.bucket)
+                    .or_default()
+                    .insert(row.series, Total { value, version: row.version });
+            }
+            self.held.adopt(loaded.into_iter().map(|(bucket, totals)| {
+                (BucketId { project: project.clone(), tier, bucket }, totals)
+            }));
+        }
+        Ok(())
+    }
 }
 
 /// One series' bin as read: its tags and the bin, every node's blocks of
@@ -144,7 +318,7 @@ pub async fn scan(
     let mut rows = ch
         .client()
         .query(&format!(
-            "SELECT ?fields FROM {}.metric_bins FINAL \
+            "SELECT ?fields FROM {}.metric_totals FINAL \
              WHERE project = ? AND name = ? AND tier = ? AND bucket >= ? AND bucket < ?",
             ch.database()
         ))
@@ -156,22 +330,8 @@ pub async fn scan(
         .fetch::<BinRow>()
         .map_err(backend)?;
     while let Some(row) = rows.next().await.map_err(backend)? {
-        let sketch = Sketch::decode(&row.sketch).map_err(|_| {
-            StorageError::Corrupt(format!(
-                "metric_bins row {}/{}: sketch",
-                row.node, row.block_first
-            ))
-        })?;
+        let bin = row.bin()?;
         let tags: Vec<(String, String)> = row.tag_keys.into_iter().zip(row.tag_values).collect();
-        let bin = Bin {
-            count: row.count,
-            sum: row.sum,
-            min: row.min,
-            max: row.max,
-            last: row.last,
-            last_ms: row.last_ms,
-            sketch,
-        };
         visit(ReadBin { tags: &tags, bucket: row.bucket, bin })?;
     }
     Ok(())
@@ -189,7 +349,7 @@ pub async fn names(
 ) -> Result<Vec<(String, u64)>, StorageError> {
     ch.client()
         .query(&format!(
-            "SELECT name, uniqExact(series) FROM {}.metric_bins \
+            "SELECT name, uniqExact(series) FROM {}.metric_totals \
              WHERE project = ? AND tier = ? GROUP BY name ORDER BY name LIMIT ?",
             ch.database()
         ))
@@ -219,7 +379,7 @@ pub async fn tags(
         .client()
         .query(&format!(
             "SELECT tag, arraySlice(groupUniqArray(tag_value), 1, {values}) AS listed \
-             FROM {}.metric_bins ARRAY JOIN tag_keys AS tag, tag_values AS tag_value \
+             FROM {}.metric_totals ARRAY JOIN tag_keys AS tag, tag_values AS tag_value \
              WHERE project = ? AND name = ? AND tier = ? GROUP BY tag ORDER BY tag LIMIT ?",
             ch.database()
         ))

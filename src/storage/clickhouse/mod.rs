@@ -11,6 +11,7 @@ pub mod rollups;
 pub mod schema;
 pub mod ship;
 pub mod telemetry;
+pub mod totals;
 pub mod traces;
 
 use super::StorageError;

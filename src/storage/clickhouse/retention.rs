@@ -44,7 +44,7 @@ fn expired(table: &str, partition: &str, cutoffs: &RetentionCutoffs) -> bool {
             };
             cutoff.is_some_and(|cutoff| (span + 1) * ROLLUP_PARTITION_MS <= cutoff)
         }
-        "metric_bins" => {
+        "metric_totals" => {
             let mut parts = partition.split(',').map(|p| p.trim().parse::<i64>());
             let (Some(Ok(tier)), Some(Ok(span)), None) = (parts.next(), parts.next(), parts.next())
             else {
@@ -112,11 +112,11 @@ mod tests {
         assert!(!expired("rollup_totals", "(1,0)", &cutoffs), "hours are kept forever");
         assert!(expired("rollup_totals", "(2,0)", &cutoffs));
         assert!(!expired("rollup_totals", "(2,1)", &cutoffs));
-        assert!(expired("metric_bins", "(0,2)", &cutoffs), "10 s bins of day 2");
-        assert!(!expired("metric_bins", "(0,3)", &cutoffs));
-        assert!(!expired("metric_bins", "(1,0)", &cutoffs), "1 min bins kept forever");
-        assert!(expired("metric_bins", "(2,0)", &cutoffs), "15 min bins of the first 30 days");
-        assert!(!expired("metric_bins", "(2,1)", &cutoffs));
+        assert!(expired("metric_totals", "(0,2)", &cutoffs), "10 s bins of day 2");
+        assert!(!expired("metric_totals", "(0,3)", &cutoffs));
+        assert!(!expired("metric_totals", "(1,0)", &cutoffs), "1 min bins kept forever");
+        assert!(expired("metric_totals", "(2,0)", &cutoffs), "15 min bins of the first 30 days");
+        assert!(!expired("metric_totals", "(2,1)", &cutoffs));
         assert!(!expired("tally_schema", "tuple()", &cutoffs));
         let forever = RetentionCutoffs { raw: None, ..cutoffs };
         assert!(!expired("calls", "'2000-01-01'", &forever));

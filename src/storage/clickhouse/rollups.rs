@@ -14,11 +14,14 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
 
 use serde::{Deserialize, Serialize};
 
 use super::schema::Ddl;
+use super::totals::{self, Bucket, HeldTotals, Total, Totals};
 use super::{ClickHouse, StorageError, backend};
 use crate::aggregate::rollup::SequencedCall;
 use crate::aggregate::sketch::Sketch;
@@ -41,24 +44,34 @@ fn series_columns(lc: &str) -> String {
     )
 }
 
+/// The names of a rolled-up cell's columns: twelve counters, two sketches.
+const CELL_COLUMNS: [&str; 14] = [
+    "requests",
+    "input_tokens",
+    "output_tokens",
+    "total_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+    "errors",
+    "estimated",
+    "unpriced",
+    "cost_usd",
+    "reported_cost_usd",
+    "latency",
+    "ttft",
+];
+
 /// The columns of a rolled-up cell, shared by the tables of migrations 3 and 5.
 fn cell_columns(zstd: &str) -> String {
-    format!(
-        "requests UInt64,
-            input_tokens UInt64,
-            output_tokens UInt64,
-            total_tokens UInt64,
-            cache_read_tokens UInt64,
-            cache_write_tokens UInt64,
-            reasoning_tokens UInt64,
-            errors UInt64,
-            estimated UInt64,
-            unpriced UInt64,
-            cost_usd Float64,
-            reported_cost_usd Float64,
-            latency String{zstd},
-            ttft String{zstd}"
-    )
+    let types = |i: usize| match i {
+        0..10 => "UInt64".to_owned(),
+        10..12 => "Float64".to_owned(),
+        _ => format!("String{zstd}"),
+    };
+    let columns: Vec<String> =
+        CELL_COLUMNS.iter().enumerate().map(|(i, c)| format!("{c} {}", types(i))).collect();
+    columns.join(",\n            ")
 }
 
 /// Migration 3: rollups as one row per shipped block and series (replaced
@@ -190,27 +203,17 @@ struct BucketId {
     bucket: i64,
 }
 
-/// A node's total of one series in one bucket and the sequence number of
-/// its last call: calls at or below it are already counted.
-#[derive(Debug, Clone)]
-struct Total {
-    cell: Cell,
-    version: i64,
+impl Bucket for BucketId {
+    fn closes_at(&self) -> i64 {
+        self.bucket + self.tier.width_ms()
+    }
 }
 
-/// One bucket's totals, by series.
-type Totals = HashMap<u64, Total>;
-
-/// The totals a node has written to `rollup_totals`, for the buckets its
-/// recent blocks touched. A bucket not held is read back whole from
-/// ClickHouse before a block adds to it (after a restart, or once evicted),
-/// so what a block adds is always on top of what ClickHouse holds. At most
-/// `max_cells` totals are held, past the buckets the current block needs:
-/// the buckets that closed longest ago go first.
+/// The usage totals a node has written to `rollup_totals`, for the buckets
+/// its recent blocks touched (`HeldTotals`).
 pub struct NodeRollups {
     node: String,
-    max_cells: usize,
-    held: Mutex<HashMap<BucketId, HashMap<u64, Total>>>,
+    held: HeldTotals<BucketId, Cell>,
 }
 
 /// A block's calls under their series: for each call the stable ids of its
@@ -222,7 +225,7 @@ struct Resolved<'a> {
 
 impl NodeRollups {
     pub fn new(node: &str, max_cells: usize) -> NodeRollups {
-        NodeRollups { node: node.to_owned(), max_cells, held: Mutex::default() }
+        NodeRollups { node: node.to_owned(), held: HeldTotals::new(max_cells) }
     }
 
     /// The node whose totals these are.
@@ -232,7 +235,7 @@ impl NodeRollups {
 
     /// Totals held now (for tests and the bound).
     pub fn held_cells(&self) -> usize {
-        self.held.lock().expect("rollups lock").values().map(HashMap::len).sum()
+        self.held.cells()
     }
 
     /// Adds one block of the node's calls (`calls` in sequence order, as
@@ -242,8 +245,7 @@ impl NodeRollups {
     /// are capped (`[rollups]`, values past a cap counted under
     /// `__other__`), so the cluster's rollups are bounded as the node's own
     /// are; a call whose series the registry no longer knows is rolled up
-    /// under its own dimensions. What is held changes only once ClickHouse
-    /// took the rows: a failed insert is sent again from the same totals.
+    /// under its own dimensions.
     pub async fn insert_block(
         &self,
         ch: &ClickHouse,
@@ -263,21 +265,20 @@ impl NodeRollups {
             .map(|(project, tier, bucket)| BucketId { project: project.to_owned(), tier, bucket })
             .collect();
         self.load_missing(ch, &needed).await?;
-        let rows = self.rows(&resolved);
-        if rows.is_empty() {
+        let changed = self.changes(&resolved);
+        if changed.is_empty() {
             return Ok(());
         }
         let client = ch.client().clone().with_database(ch.database());
         let mut insert = client.insert::<RollupRow>("rollup_totals").await.map_err(backend)?;
-        for (_, _, row) in &rows {
-            insert.write(row).await.map_err(backend)?;
+        for (at, id, total) in &changed {
+            insert
+                .write(&row(&self.node, at, *id, &resolved.keys[id], total))
+                .await
+                .map_err(backend)?;
         }
         insert.end().await.map_err(backend)?;
-        let mut held = self.held.lock().expect("rollups lock");
-        for (at, total, row) in rows {
-            held.entry(at).or_default().insert(row.series, total);
-        }
-        evict(&mut held, &needed, self.max_cells);
+        self.held.commit(changed, &needed);
         Ok(())
     }
 
@@ -288,11 +289,8 @@ impl NodeRollups {
         needed: &HashSet<BucketId>,
     ) -> Result<(), StorageError> {
         let mut missing: HashMap<(String, Tier), Vec<i64>> = HashMap::new();
-        {
-            let held = self.held.lock().expect("rollups lock");
-            for at in needed.iter().filter(|at| !held.contains_key(*at)) {
-                missing.entry((at.project.clone(), at.tier)).or_default().push(at.bucket);
-            }
+        for at in self.held.missing(needed) {
+            missing.entry((at.project, at.tier)).or_default().push(at.bucket);
         }
         for ((project, tier), buckets) in missing {
             let list: Vec<String> = buckets.iter().map(i64::to_string).collect();
@@ -309,59 +307,54 @@ impl NodeRollups {
                 .bind(&self.node)
                 .fetch::<RollupRow>()
                 .map_err(backend)?;
-            let mut loaded: HashMap<i64, HashMap<u64, Total>> =
-                buckets.iter().map(|b| (*b, HashMap::new())).collect();
+            let mut loaded: HashMap<i64, Totals<Cell>> =
+                buckets.iter().map(|b| (*b, Totals::default())).collect();
             while let Some(row) = rows.next().await.map_err(backend)? {
-                let cell = cell_of(&row)?;
+                let value = cell_of(&row)?;
                 loaded
                     .entry(row.bucket)
                     .or_default()
-                    .insert(row.series, Total { cell, version: row.version });
+                    .insert(row.series, Total { value, version: row.version });
             }
-            let mut held = self.held.lock().expect("rollups lock");
-            for (bucket, totals) in loaded {
-                held.insert(BucketId { project: project.clone(), tier, bucket }, totals);
-            }
+            self.held.adopt(loaded.into_iter().map(|(bucket, totals)| {
+                (BucketId { project: project.clone(), tier, bucket }, totals)
+            }));
         }
         Ok(())
     }
 
-    /// The rows a block changes: each touched total with the block's calls
-    /// it does not count yet added, and their last sequence number as its
-    /// version. Every bucket the block touches is held (`load_missing`).
-    fn rows(&self, resolved: &Resolved<'_>) -> Vec<(BucketId, Total, RollupRow)> {
-        let held = self.held.lock().expect("rollups lock");
-        // Keys borrow the calls' projects: nothing is allocated per call.
-        let mut buckets: HashMap<(&str, Tier, i64), Option<&Totals>> = HashMap::new();
-        let mut changed: HashMap<(&str, Tier, i64, u64), Total> = HashMap::new();
-        for (ids, stored) in &resolved.calls {
-            let project = resolved.keys[&ids[0]].project.as_str();
-            for tier in Tier::ALL {
-                let bucket = tier.bucket(stored.call.time_ms);
-                let totals = *buckets.entry((project, tier, bucket)).or_insert_with(|| {
-                    held.get(&BucketId { project: project.to_owned(), tier, bucket })
-                });
-                for id in ids.iter() {
-                    let before = totals.and_then(|totals| totals.get(id));
-                    if before.is_some_and(|total| total.version >= stored.seq) {
-                        continue; // counted before a crash
+    /// The totals a block changes: each touched total with the block's
+    /// calls it does not count yet added, and their last sequence number as
+    /// its version. Every bucket the block touches is held (`load_missing`).
+    fn changes(&self, resolved: &Resolved<'_>) -> Vec<(BucketId, u64, Total<Cell>)> {
+        self.held.with(|held| {
+            // Keys borrow the calls' projects: nothing is allocated per
+            // call, and a call looks its bucket up once per tier.
+            type Changing<'h> = (Option<&'h Totals<Cell>>, Totals<Cell>);
+            let mut buckets: FxHashMap<(&str, Tier, i64), Changing<'_>> = FxHashMap::default();
+            for (ids, stored) in &resolved.calls {
+                let project = resolved.keys[&ids[0]].project.as_str();
+                for tier in Tier::ALL {
+                    let bucket = tier.bucket(stored.call.time_ms);
+                    let (before, changed) =
+                        buckets.entry((project, tier, bucket)).or_insert_with(|| {
+                            let at = BucketId { project: project.to_owned(), tier, bucket };
+                            (held.get(&at), Totals::default())
+                        });
+                    for id in ids.iter() {
+                        totals::add(changed, *before, *id, stored.seq, |cell| {
+                            cell.add_call(&stored.call)
+                        });
                     }
-                    let total = changed.entry((project, tier, bucket, *id)).or_insert_with(|| {
-                        before.cloned().unwrap_or(Total { cell: Cell::default(), version: 0 })
-                    });
-                    total.cell.add_call(&stored.call);
-                    total.version = total.version.max(stored.seq);
                 }
             }
-        }
-        changed
-            .into_iter()
-            .map(|((project, tier, bucket, id), total)| {
+            let mut out = Vec::new();
+            for ((project, tier, bucket), (_, changed)) in buckets {
                 let at = BucketId { project: project.to_owned(), tier, bucket };
-                let row = row(&self.node, &at, id, &resolved.keys[&id], &total);
-                (at, total, row)
-            })
-            .collect()
+                out.extend(changed.into_iter().map(|(id, total)| (at.clone(), id, total)));
+            }
+            out
+        })
     }
 }
 
@@ -416,34 +409,9 @@ fn resolve<'a>(
     Resolved { calls: out, keys }
 }
 
-/// Drops whole buckets not in `needed`, those that closed longest ago
-/// first, until at most `max_cells` totals are held.
-fn evict(
-    held: &mut HashMap<BucketId, HashMap<u64, Total>>,
-    needed: &HashSet<BucketId>,
-    max_cells: usize,
-) {
-    let mut cells: usize = held.values().map(HashMap::len).sum();
-    if cells <= max_cells {
-        return;
-    }
-    let mut spare: Vec<(i64, BucketId)> = held
-        .keys()
-        .filter(|at| !needed.contains(*at))
-        .map(|at| (at.bucket + at.tier.width_ms(), at.clone()))
-        .collect();
-    spare.sort_unstable_by_key(|(end, _)| *end);
-    for (_, at) in spare {
-        if cells <= max_cells {
-            break;
-        }
-        cells -= held.remove(&at).map_or(0, |totals| totals.len());
-    }
-}
-
 /// The row of one total.
-fn row(node: &str, at: &BucketId, series: u64, key: &SeriesKey, total: &Total) -> RollupRow {
-    let cell = &total.cell;
+fn row(node: &str, at: &BucketId, series: u64, key: &SeriesKey, total: &Total<Cell>) -> RollupRow {
+    let cell = &total.value;
     RollupRow {
         project: at.project.clone(),
         tier: at.tier.code() as u8,
@@ -582,16 +550,17 @@ struct GroupRow<'a> {
 
 /// The rolled-up cells of `project` in `tier` with buckets in `[from, to)`
 /// whose dimensions pass `filters` (per dimension one of its values, `""`
-/// for none), summed in ClickHouse by bucket and the values of `dims` (the
-/// sketches merged here), from the projection rows of the one dimension
-/// involved if there is one (`serving_projection`): what a query holds is
-/// one cell per bucket and group, whatever the number of series or shipped
-/// blocks.
+/// for none), summed in ClickHouse by bucket (unless `per_bucket` is
+/// false: then by group alone, each under `from`) and the values of `dims`
+/// (the sketches merged here), from the projection rows of the one
+/// dimension involved if there is one (`serving_projection`): what a query
+/// holds is one cell per bucket and group, whatever the number of series
+/// or shipped blocks.
 pub async fn grouped(
     ch: &ClickHouse,
     project: &str,
     (tier, from, to): (Tier, i64, i64),
-    dims: &[String],
+    (dims, per_bucket): (&[String], bool),
     filters: &std::collections::BTreeMap<String, Vec<String>>,
 ) -> Result<Vec<(i64, Vec<Option<String>>, Cell)>, StorageError> {
     let mut group_args = Vec::new();
@@ -621,14 +590,25 @@ pub async fn grouped(
     };
     filter_args.push(projection.to_owned());
     conditions.push_str(" AND projection = ?");
+    // Each node's latest total per key (what FINAL would read, but FINAL on
+    // 18.16 reads the whole key range, not only the projection's rows),
+    // then summed by group. Aliases are not column names: an alias would
+    // stand for its column in WHERE too.
+    let at = if per_bucket { "b".to_owned() } else { format!("toInt64({from})") };
+    let latest = CELL_COLUMNS
+        .iter()
+        .map(|c| format!("argMax({c}, version) AS v_{c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sums = CELL_COLUMNS[..12].iter().map(|c| format!("sum(v_{c})")).collect::<Vec<_>>();
     let sql = format!(
-        "SELECT bucket, [{group}] AS group_key, sum(requests), sum(input_tokens), sum(output_tokens), \
-         sum(total_tokens), sum(cache_read_tokens), sum(cache_write_tokens), \
-         sum(reasoning_tokens), sum(errors), sum(estimated), sum(unpriced), sum(cost_usd), \
-         sum(reported_cost_usd), groupArray(latency), groupArray(ttft) \
-         FROM {db}.rollup_totals FINAL \
-         WHERE project = ? AND tier = ? AND bucket >= ? AND bucket < ?{conditions} \
-         GROUP BY bucket, group_key ORDER BY bucket",
+        "SELECT {at} AS at, group_key, {sums}, groupArray(v_latency), groupArray(v_ttft) \
+         FROM (SELECT bucket AS b, argMax([{group}], version) AS group_key, {latest} \
+               FROM {db}.rollup_totals \
+               WHERE project = ? AND tier = ? AND bucket >= ? AND bucket < ?{conditions} \
+               GROUP BY bucket, series, node) \
+         GROUP BY at, group_key ORDER BY at",
+        sums = sums.join(", "),
         group = group.join(", "),
         db = ch.database(),
     );
@@ -654,43 +634,4 @@ pub async fn grouped(
         out.push((row.bucket, row.group, cell));
     }
     Ok(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn totals(n: u64) -> HashMap<u64, Total> {
-        (0..n).map(|id| (id, Total { cell: Cell::default(), version: 1 })).collect()
-    }
-
-    fn at(tier: Tier, bucket: i64) -> BucketId {
-        BucketId { project: "p".into(), tier, bucket }
-    }
-
-    #[test]
-    fn eviction_drops_the_buckets_that_closed_first_but_never_those_a_block_needs() {
-        let hour = Tier::Hour.width_ms();
-        let mut held = HashMap::from([
-            (at(Tier::Minute, 10 * hour), totals(5)),
-            (at(Tier::Hour, 0), totals(5)),
-            (at(Tier::Hour, hour), totals(5)),
-            (at(Tier::Day, 0), totals(5)),
-        ]);
-        // The day bucket closes last; the first hour is needed now.
-        let needed = HashSet::from([at(Tier::Hour, 0)]);
-        evict(&mut held, &needed, 15);
-        let mut left: Vec<_> = held.keys().cloned().collect();
-        left.sort_by_key(|b| (b.tier.code(), b.bucket));
-        assert_eq!(left, [at(Tier::Minute, 10 * hour), at(Tier::Hour, 0), at(Tier::Day, 0)]);
-        // Past the bound with only needed buckets left: they stay.
-        evict(
-            &mut held,
-            &HashSet::from([at(Tier::Minute, 10 * hour), at(Tier::Hour, 0), at(Tier::Day, 0)]),
-            1,
-        );
-        assert_eq!(held.len(), 3);
-        evict(&mut held, &needed, 1);
-        assert_eq!(held.keys().collect::<Vec<_>>(), [&at(Tier::Hour, 0)]);
-    }
 }

@@ -39,8 +39,9 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 1, name: "calls", statements: super::calls::create },
     Migration { version: 2, name: "spans and logs", statements: super::telemetry::create },
     Migration { version: 3, name: "rollups", statements: super::rollups::create_blocks },
-    Migration { version: 4, name: "metric bins", statements: super::metrics::create },
+    Migration { version: 4, name: "metric bins", statements: super::metrics::create_blocks },
     Migration { version: 5, name: "rollup totals", statements: super::rollups::create },
+    Migration { version: 6, name: "metric totals", statements: super::metrics::create },
 ];
 
 /// Creates the database and the record of versions, then applies every

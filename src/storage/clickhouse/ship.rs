@@ -1,9 +1,9 @@
-//! What a node sends to ClickHouse: the calls (and each block's rollup),
-//! spans, log records and logged metric commits it committed locally, each
-//! kind after the last one recorded as shipped, in blocks. A block is
-//! inserted, then recorded in the local store; a crash between the two
-//! sends the block again, and the tables (keyed by node and sequence
-//! number) read it once.
+//! What a node sends to ClickHouse: the calls (and its running totals of
+//! them), spans, log records and logged metric commits (as running totals)
+//! it committed locally, each kind after the last one recorded as shipped,
+//! in blocks. A block is inserted, then recorded in the local store; a
+//! crash between the two sends the block again, and the tables (keyed by
+//! node and sequence number, or versioned by it) read it once.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -92,18 +92,34 @@ pub trait Registered: Sync {
 /// Logged metric commits per block: each holds one commit's bins.
 pub const METRIC_BLOCK_COMMITS: usize = 1_000;
 
+/// A node's running totals in ClickHouse: its usage rollups and metric
+/// bins, each holding at most `max_cells` totals past what a block needs.
+pub struct NodeTotals {
+    pub rollups: rollups::NodeRollups,
+    pub metrics: metrics::NodeMetricBins,
+}
+
+impl NodeTotals {
+    pub fn new(node: &str, max_cells: usize) -> NodeTotals {
+        NodeTotals {
+            rollups: rollups::NodeRollups::new(node, max_cells),
+            metrics: metrics::NodeMetricBins::new(node, max_cells),
+        }
+    }
+}
+
 /// Ships every call, span and log record committed after the last shipped
 /// ones, `block` records at a time, and the logged metric commits, as the
-/// node whose rollup totals `rollups` holds; calls and metric bins go under
+/// node whose running totals `totals` holds; calls and metric bins go under
 /// their series in `registered`.
 pub async fn ship(
     local: &dyn Storage,
     ch: &ClickHouse,
-    rollups: &rollups::NodeRollups,
+    totals: &NodeTotals,
     block: usize,
     registered: &dyn Registered,
 ) -> Result<Shipped, StorageError> {
-    let node = rollups.node();
+    let (rollups, node) = (&totals.rollups, totals.rollups.node());
     let dest = ch.destination();
     let calls = ship_kind(
         local,
@@ -149,36 +165,37 @@ pub async fn ship(
         watermark("metrics", &dest),
         METRIC_BLOCK_COMMITS,
         |after| local.metric_log_after(after, METRIC_BLOCK_COMMITS),
-        |page| Box::pin(insert_metric_commits(ch, node, page, registered)),
+        |page| Box::pin(insert_metric_commits(ch, &totals.metrics, page, registered)),
     )
     .await?;
     Ok(Shipped { calls, spans, logs, metric_commits })
 }
 
-/// Inserts logged metric commits (each its encoded 10 s bins) as one block.
+/// Adds logged metric commits (each its encoded 10 s bins) to the node's
+/// metric totals, as one block.
 async fn insert_metric_commits(
     ch: &ClickHouse,
-    node: &str,
+    totals: &metrics::NodeMetricBins,
     page: Vec<(i64, Vec<u8>)>,
     registered: &dyn Registered,
 ) -> Result<(), StorageError> {
-    let (Some(first), Some(last)) = (page.first(), page.last()) else { return Ok(()) };
-    let span = (first.0, last.0);
-    let mut fine = Vec::new();
+    let mut commits = Vec::with_capacity(page.len());
     for (seq, bytes) in &page {
         let bins = decode_log(bytes)
             .map_err(|e| StorageError::Corrupt(format!("metric log commit {seq}: {e}")))?;
-        fine.extend(bins);
+        commits.push((*seq, bins));
     }
-    let mut ids: Vec<i64> = fine.iter().map(|(key, _)| key.series).collect();
+    let mut ids: Vec<i64> =
+        commits.iter().flat_map(|(_, bins)| bins.iter().map(|(key, _)| key.series)).collect();
     ids.sort_unstable();
     ids.dedup();
     let keys = registered.metric_series(&ids);
-    let unknown = metrics::insert_block(ch, node, span, &fine, &keys).await?;
+    let unknown = totals.insert_block(ch, &commits, &keys).await?;
     if unknown > 0 {
         // Series are stored with the commit that made them and never
         // forgotten: this is a store that lost its series table.
-        tracing::warn!(unknown, first = span.0, "metric bins of unknown series not shipped");
+        let first = page.first().map_or(0, |(seq, _)| *seq);
+        tracing::warn!(unknown, first, "metric bins of unknown series not shipped");
     }
     Ok(())
 }
