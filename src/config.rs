@@ -314,11 +314,19 @@ pub struct SqliteConfig {
     /// Most read connections open at once (each with its own page cache);
     /// further queries wait for one, within their deadline.
     pub max_readers: usize,
+    /// Keys of stored calls (ids, span keys) held in memory before they are
+    /// written to the store's key index as one run.
+    pub key_run_keys: usize,
 }
 
 impl Default for SqliteConfig {
     fn default() -> Self {
-        Self { synchronous: Synchronous::Normal, cache_mib: 64, max_readers: 8 }
+        Self {
+            synchronous: Synchronous::Normal,
+            cache_mib: 64,
+            max_readers: 8,
+            key_run_keys: 1 << 20,
+        }
     }
 }
 
@@ -455,6 +463,9 @@ impl Config {
         }
         if self.sqlite.max_readers == 0 {
             return Err(invalid("sqlite.max_readers", "must be at least 1"));
+        }
+        if self.sqlite.key_run_keys == 0 {
+            return Err(invalid("sqlite.key_run_keys", "must be at least 1"));
         }
         for (key, value) in [
             ("metrics.max_series_per_name", self.metrics.max_series_per_name),

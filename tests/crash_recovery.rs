@@ -115,7 +115,9 @@ async fn stream(c: u64, base: i64, url: Arc<RwLock<String>>, stop: Arc<AtomicBoo
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_reports_survive_repeated_sigkill() {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = TestServer::start(&dir.path().join("data"), &[]);
+    // Keys written to the index in runs of 50: kills land between runs.
+    let env = [("TALLY_SQLITE__KEY_RUN_KEYS", "50")];
+    let mut server = TestServer::start(&dir.path().join("data"), &env);
     let base = hours_ago_aligned(4);
     let url = Arc::new(RwLock::new(server.url().to_owned()));
     let stop = Arc::new(AtomicBool::new(false));

@@ -105,6 +105,53 @@ async fn duplicates_within_batches_across_batches_and_across_restart() {
     expected.assert_matches(&summary(server.url(), &[]).await["total"], "after SIGTERM restart");
 }
 
+/// A gateway's id: `chatcmpl-` and 24 characters that look random.
+fn gateway_id(n: u64) -> String {
+    let mut x = n.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x2545_f491_4f6c_dd1d;
+    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut id = String::from("chatcmpl-");
+    for _ in 0..24 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        id.push(alphabet[(x % 62) as usize] as char);
+    }
+    id
+}
+
+#[tokio::test]
+async fn ids_sent_again_are_found_in_every_run_of_the_key_index_across_restarts_and_kills() {
+    let dir = tempfile::tempdir().unwrap();
+    // Runs of 64 keys: 3,000 reports leave dozens of runs and keys in memory.
+    let env = [("TALLY_SQLITE__KEY_RUN_KEYS", "64")];
+    let mut server = TestServer::start(&dir.path().join("data"), &env);
+    let t0 = now_ms() - 30 * MINUTE_MS;
+    let batch = |ids: std::ops::Range<u64>| {
+        Value::Array(
+            ids.map(|n| chat(&gateway_id(n), "gpt-4o", tokens(10 + n % 7, 1), t0)).collect(),
+        )
+    };
+    for start in (0..3_000).step_by(250) {
+        assert_eq!(ingest(server.url(), &batch(start..start + 250)).await, (250, 0));
+    }
+    // Every id again, in batches that mix old and new ones.
+    assert_eq!(ingest(server.url(), &batch(0..100)).await, (0, 100));
+    assert_eq!(ingest(server.url(), &batch(2_950..3_050)).await, (50, 50));
+    server.terminate();
+    server.restart();
+    assert_eq!(ingest(server.url(), &batch(0..3_050)).await, (0, 3_050), "after a clean stop");
+    // Killed with keys in memory only: read back from the calls.
+    assert_eq!(ingest(server.url(), &batch(3_050..3_100)).await, (50, 0));
+    server.kill_9();
+    server.restart();
+    assert_eq!(ingest(server.url(), &batch(3_000..3_100)).await, (0, 100), "after a kill");
+    assert_eq!(ingest(server.url(), &batch(1_000..1_001)).await, (0, 1));
+    let expected: u64 = (0..3_100).map(|n| 10 + n % 7).sum();
+    let total = &summary(server.url(), &[]).await["total"];
+    assert_eq!(total["requests"], 3_100);
+    assert_eq!(total["input_tokens"], expected);
+}
+
 #[tokio::test]
 async fn concurrent_posts_of_the_same_ids_count_once() {
     let (_dir, server) = server();

@@ -119,6 +119,7 @@ pub fn open(options: &OpenOptions<'_>) -> Result<Arc<dyn Storage>, StorageError>
         cache_mib: options.sqlite.cache_mib,
         max_readers: options.sqlite.max_readers,
         max_spans_per_trace: options.max_spans_per_trace,
+        key_run_keys: options.sqlite.key_run_keys,
     };
     let (url, data_dir) = (options.url, options.data_dir);
     if url.is_empty() {

@@ -1,17 +1,18 @@
 //! Calls, stored a run of an append's calls to a row. A `call_chunks` row
 //! holds calls of one project with consecutive seqs whose times lie in one
-//! second (or further apart, for sparse runs); `call_keys` holds every
-//! stored call's id and span key, the idempotency truth. A row per call,
-//! with its index entries, cost more to write than the call's own bytes;
-//! queries by time read a chunk whole, as they read a block of rows before.
+//! second (or further apart, for sparse runs); the calls' ids and span keys
+//! are the idempotency truth, found through the index of `call_keys` and
+//! read back from here. A row per call, with its index entries, cost more
+//! to write than the call's own bytes; queries by time read a chunk whole,
+//! as they read a block of rows before.
 
 use std::rc::Rc;
 
-use rusqlite::types::Value;
 use rusqlite::{CachedStatement, Connection, OptionalExtension, Transaction, params};
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize, Serializer};
 
+use super::call_keys::{CallKeys, key_hash};
 use super::rows::{self, EncodedCalls, StoredCall};
 use crate::aggregate::SeriesKey;
 use crate::aggregate::rollup::SequencedCall;
@@ -83,8 +84,6 @@ fn span_key(call: &LlmCall) -> Option<(&str, &str)> {
 /// one key the earlier one is still the one kept.
 pub struct InsertOrder {
     pub calls: Vec<usize>,
-    /// Where the calls that repeat a key of an earlier one start.
-    pub repeats_from: usize,
 }
 
 pub fn insert_order(calls: &[&LlmCall]) -> InsertOrder {
@@ -111,9 +110,8 @@ pub fn insert_order(calls: &[&LlmCall]) -> InsertOrder {
     first.sort_unstable();
     let mut order: Vec<usize> = Vec::with_capacity(calls.len());
     order.extend(first.iter().map(|&(_, _, i)| i));
-    let repeats_from = order.len();
     order.extend(repeated);
-    InsertOrder { calls: order, repeats_from }
+    InsertOrder { calls: order }
 }
 
 /// Splits calls (indices into `calls`, in insertion order) into the runs
@@ -142,175 +140,235 @@ fn runs<'k>(calls: &[&LlmCall], kept: &'k [usize]) -> Vec<&'k [usize]> {
 }
 
 /// Registers what appends use on the write connection: `rarray`, the
-/// table of a bound array, through which keys are claimed a run at a time.
+/// table of a bound array.
 pub fn register_modules(conn: &Connection) -> Result<(), rusqlite::Error> {
     rusqlite::vtab::array::load_module(conn)
 }
 
-/// Gives back an id claimed earlier in the same append.
-fn release_id(tx: &Transaction<'_>, project: &str, id: &str) -> Result<(), rusqlite::Error> {
-    tx.prepare_cached(RELEASE_KEY)?.execute(params![project, id_key(id)])?;
-    Ok(())
+/// A call id as a key of the index (`call_keys`).
+fn id_key(id: &str) -> String {
+    format!("i{id}")
 }
 
-const RELEASE_KEY: &str = "DELETE FROM call_keys WHERE project = ?1 AND key = ?2";
+/// A span (trace id, span id) as a key of the index.
+fn span_key_text(trace: &str, span: &str) -> String {
+    format!("s{trace}{span}")
+}
 
-/// Claims one call's id and span key; false, claiming neither, when either
-/// is stored already. A call without keys is always new.
-fn claim_one(tx: &Transaction<'_>, call: &LlmCall) -> Result<bool, rusqlite::Error> {
-    let project = call.project.as_str();
-    if let Some(id) = &call.id {
-        let id_key = vec![(project, id_key(id), 0)];
-        if claim_keys(tx, id_key, 0)?[0].1 {
-            return Ok(false);
-        }
+/// The keys of one stored chunk's calls, by seq, as read back to tell a
+/// candidate of the index from the key looked up.
+struct ChunkKeys {
+    project: String,
+    /// (seq, id key, span key), by seq.
+    calls: Vec<(i64, Option<String>, Option<String>)>,
+}
+
+/// Tells which keys are stored: the index's candidates for a key's hash,
+/// each read back from its call (the chunks read kept for the next keys).
+pub struct Verifier<'k> {
+    keys: &'k CallKeys,
+    chunks: FxHashMap<i64, Rc<ChunkKeys>>,
+}
+
+impl<'k> Verifier<'k> {
+    pub fn new(keys: &'k CallKeys) -> Self {
+        Verifier { keys, chunks: FxHashMap::default() }
     }
-    if let Some((trace, span)) = span_key(call) {
-        let span_key = vec![(project, span_key_text(trace, span), 0)];
-        if claim_keys(tx, span_key, 0)?[0].1 {
-            if let Some(id) = &call.id {
-                release_id(tx, project, id)?;
+
+    /// Whether a stored call of `project` has the key `key`.
+    pub fn stored(
+        &mut self,
+        conn: &Connection,
+        project: &str,
+        key: &str,
+    ) -> Result<bool, StorageError> {
+        let hash = key_hash(project, key);
+        for seq in self.keys.candidates(conn, hash)? {
+            if self.key_of(conn, seq, project, key)? {
+                return Ok(true);
             }
+        }
+        Ok(false)
+    }
+
+    /// Whether the stored call `seq` is of `project` and has the key `key`
+    /// (false when no call has that seq any more).
+    fn key_of(
+        &mut self,
+        conn: &Connection,
+        seq: i64,
+        project: &str,
+        key: &str,
+    ) -> Result<bool, StorageError> {
+        let found = self.chunks.iter().find(|(first, chunk)| {
+            **first <= seq && chunk.calls.last().is_some_and(|(last, _, _)| *last >= seq)
+        });
+        let chunk = match found {
+            Some((_, chunk)) => chunk.clone(),
+            None => {
+                let row: Option<(i64, i64, String, Vec<u8>)> = conn
+                    .prepare_cached(
+                        "SELECT first_seq, last_seq, project, body FROM call_chunks \
+                         WHERE first_seq <= ?1 ORDER BY first_seq DESC LIMIT 1",
+                    )?
+                    .query_row([seq], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                    .optional()?;
+                let Some((first, last, chunk_project, body)) = row else { return Ok(false) };
+                if last < seq {
+                    return Ok(false);
+                }
+                let mut calls = Vec::new();
+                for entry in entries(&body)? {
+                    let span = rows::span_of(entry.payload)?.map(|(t, s)| span_key_text(&t, &s));
+                    calls.push((first + entry.seq as i64, entry.id.map(id_key), span));
+                }
+                let chunk = Rc::new(ChunkKeys { project: chunk_project, calls });
+                self.chunks.insert(first, chunk.clone());
+                chunk
+            }
+        };
+        if chunk.project != project {
             return Ok(false);
         }
+        let Ok(at) = chunk.calls.binary_search_by_key(&seq, |(s, _, _)| *s) else {
+            return Ok(false);
+        };
+        let (_, id, span) = &chunk.calls[at];
+        Ok(id.as_deref() == Some(key) || span.as_deref() == Some(key))
     }
-    Ok(true)
 }
 
-/// Claims the keys of an append's calls; returns the calls that are new, in
-/// insertion order. The calls before `repeats_from` share no key, so their
-/// keys are claimed a statement per project and kind (ids, then span keys),
-/// marked with `tag` (unique to this append) so that the few a statement
-/// finds stored already can be told from the rest. The others go one by
-/// one, after.
-fn claim_all(
-    tx: &Transaction<'_>,
-    calls: &[&LlmCall],
+/// The keys an append claims: checked against the stored calls' and the
+/// append's own, kept (by call) for the index once the append commits.
+struct Claims<'k, 'c> {
+    verifier: Verifier<'k>,
+    /// This append's keys by hash: (project, key, call).
+    ours: FxHashMap<u64, Vec<(&'c str, String, usize)>>,
+}
+
+impl<'k, 'c> Claims<'k, 'c> {
+    /// Claims `key` of `project` for call `call`; false when a stored call
+    /// or an earlier call of the append has it.
+    fn claim(
+        &mut self,
+        conn: &Connection,
+        project: &'c str,
+        key: String,
+        call: usize,
+    ) -> Result<bool, StorageError> {
+        let hash = key_hash(project, &key);
+        let ours = self
+            .ours
+            .get(&hash)
+            .is_some_and(|claimed| claimed.iter().any(|(p, k, _)| *p == project && *k == key));
+        if ours || self.verifier.stored(conn, project, &key)? {
+            return Ok(false);
+        }
+        self.ours.entry(hash).or_default().push((project, key, call));
+        Ok(true)
+    }
+
+    /// Gives back the keys `call` claimed.
+    fn release(&mut self, call: usize) {
+        for claimed in self.ours.values_mut() {
+            claimed.retain(|(_, _, c)| *c != call);
+        }
+    }
+}
+
+/// Claims the keys of an append's calls (ids, then span keys), in `order`
+/// (`insert_order`), so that of two calls with one key the one kept is the
+/// earlier; a call whose span is stored claims no id. Returns the calls
+/// that are new, in insertion order, and what they claimed.
+fn claim_all<'k, 'c>(
+    conn: &Connection,
+    keys: &'k CallKeys,
+    calls: &[&'c LlmCall],
     order: &InsertOrder,
     refused: &[bool],
-    tag: i64,
-) -> Result<Vec<usize>, rusqlite::Error> {
-    let (fresh, repeated) = order.calls.split_at(order.repeats_from);
-    let mut new: Vec<bool> =
-        (0..calls.len()).map(|i| !refused.get(i).copied().unwrap_or(false)).collect();
-    // Calls another node counted are left out (a copy only when there are some).
-    let kept: Vec<usize>;
-    let fresh: &[usize] = if refused.is_empty() {
-        fresh
-    } else {
-        kept = fresh.iter().copied().filter(|&i| new[i]).collect();
-        &kept
-    };
-    // `fresh` is in project order, so a project's calls are consecutive.
-    let by_id: Vec<(&str, Value, usize)> = fresh
-        .iter()
-        .filter_map(|&i| {
-            let call = &calls[i];
-            call.id.as_ref().map(|id| (call.project.as_str(), id_key(id), i))
-        })
-        .collect();
-    for (i, taken) in claim_keys(tx, by_id, tag)? {
-        new[i] = !taken;
-    }
-    let by_span: Vec<(&str, Value, usize)> = fresh
-        .iter()
-        .filter(|&&i| new[i])
-        .filter_map(|&i| {
-            let call = &calls[i];
-            let key = span_key(call).map(|(trace, span)| span_key_text(trace, span));
-            key.map(|key| (call.project.as_str(), key, i))
-        })
-        .collect();
-    for (i, taken) in claim_keys(tx, by_span, tag)? {
-        let call = &calls[i];
-        if taken {
-            new[i] = false;
-            if let Some(id) = &call.id {
-                release_id(tx, &call.project, id)?;
-            }
+) -> Result<(Vec<usize>, Claims<'k, 'c>), StorageError> {
+    let mut claims = Claims { verifier: Verifier::new(keys), ours: FxHashMap::default() };
+    let mut kept = Vec::with_capacity(order.calls.len());
+    for &i in &order.calls {
+        if refused.get(i).copied().unwrap_or(false) {
+            continue; // another node counted it
         }
-    }
-    for &i in repeated {
-        if new[i] {
-            new[i] = claim_one(tx, calls[i])?;
+        let call = calls[i];
+        let project = call.project.as_str();
+        if let Some(id) = &call.id
+            && !claims.claim(conn, project, id_key(id), i)?
+        {
+            continue;
         }
+        if let Some((trace, span)) = span_key(call)
+            && !claims.claim(conn, project, span_key_text(trace, span), i)?
+        {
+            claims.release(i);
+            continue;
+        }
+        kept.push(i);
     }
-    Ok(order.calls.iter().copied().filter(|&i| new[i]).collect())
+    Ok((kept, claims))
 }
 
-/// A call id as a key of `call_keys` (`migrate_rows` writes the same form
-/// in SQL).
-fn id_key(id: &str) -> Value {
-    Value::Text(format!("i{id}"))
-}
-
-/// Whether `call_keys` holds each key.
+/// Whether stored calls hold each key.
 pub fn holds(
     conn: &Connection,
+    index: &CallKeys,
     keys: &[(String, crate::storage::CallKey)],
-) -> Result<Vec<bool>, rusqlite::Error> {
+) -> Result<Vec<bool>, StorageError> {
     use crate::storage::CallKey;
-    let mut stmt = conn.prepare_cached(
-        "SELECT EXISTS (SELECT 1 FROM call_keys WHERE project = ?1 AND key = ?2)",
-    )?;
+    let mut verifier = Verifier::new(index);
     keys.iter()
         .map(|(project, key)| {
             let key = match key {
                 CallKey::Id(id) => id_key(id),
                 CallKey::Span { trace, span } => span_key_text(trace, span),
             };
-            stmt.query_row(params![project, key], |row| row.get(0))
+            verifier.stored(conn, project, &key)
         })
         .collect()
 }
 
-/// A span (trace id, span id) as a key of `call_keys`.
-fn span_key_text(trace: &str, span: &str) -> Value {
-    Value::Text(format!("s{trace}{span}"))
-}
-
-/// Claims keys (`id_key`, `span_key_text`), as (project, key, call), a
-/// statement per run of one project; returns each call with whether its key
-/// was taken already. Within a run, keys must be distinct; a run of one
-/// needs no tag (its statement either inserted the key or did not).
-fn claim_keys(
-    tx: &Transaction<'_>,
-    keys: Vec<(&str, Value, usize)>,
-    tag: i64,
-) -> Result<Vec<(usize, bool)>, rusqlite::Error> {
-    let mut insert = tx.prepare_cached(
-        "INSERT OR IGNORE INTO call_keys (project, key, tag) \
-         SELECT ?1, value, ?3 FROM rarray(?2)",
-    )?;
-    let mut outcome = Vec::with_capacity(keys.len());
-    let mut keys = keys.into_iter().peekable();
-    while let Some((project, key, i)) = keys.next() {
-        // The run's keys, moved (not copied) into the bound array.
-        let (mut values, mut calls) = (vec![key], vec![i]);
-        while let Some((_, key, i)) = keys.next_if(|next| next.0 == project) {
-            values.push(key);
-            calls.push(i);
+/// Every key of the calls stored after `seq` (hash, seq, time), as the
+/// index takes them back after a restart, to `each`, a page of chunks at a
+/// time; `each` may write between pages.
+pub fn each_key_after(
+    conn: &Connection,
+    mut seq: i64,
+    mut each: impl FnMut(&[(u64, i64, i64)]) -> Result<(), StorageError>,
+) -> Result<(), StorageError> {
+    let mut page = Vec::new();
+    loop {
+        page.clear();
+        let mut chunks = 0;
+        {
+            let mut stmt = conn.prepare_cached(
+                "SELECT first_seq, project, min_time, body FROM call_chunks \
+                 WHERE first_seq > ?1 ORDER BY first_seq LIMIT 256",
+            )?;
+            let mut rows = stmt.query([seq])?;
+            while let Some(row) = rows.next()? {
+                let (first, project, min): (i64, String, i64) =
+                    (row.get(0)?, row.get(1)?, row.get(2)?);
+                let body = row.get_ref(3)?.as_blob().map_err(rusqlite::Error::from)?;
+                for entry in entries(body)? {
+                    let (at, time) = (first + entry.seq as i64, min + entry.time as i64);
+                    if let Some(id) = entry.id {
+                        page.push((key_hash(&project, &id_key(id)), at, time));
+                    }
+                    if let Some((trace, span)) = rows::span_of(entry.payload)? {
+                        page.push((key_hash(&project, &span_key_text(&trace, &span)), at, time));
+                    }
+                }
+                (seq, chunks) = (first, chunks + 1);
+            }
         }
-        let values = Rc::new(values);
-        let inserted = insert.execute(params![project, values.clone(), tag])?;
-        if inserted == calls.len() || calls.len() == 1 {
-            outcome.extend(calls.iter().map(|&i| (i, inserted < calls.len())));
-            continue;
+        if chunks == 0 {
+            return Ok(());
         }
-        // Some were stored already: those the statement inserted carry the tag.
-        let ours: FxHashSet<String> = tx
-            .prepare_cached(
-                "SELECT key FROM call_keys WHERE project = ?1 \
-                 AND key IN rarray(?2) AND tag = ?3",
-            )?
-            .query_map(params![project, values.clone(), tag], |row| row.get(0))?
-            .collect::<Result<_, _>>()?;
-        outcome.extend(values.iter().zip(calls).map(|(key, i)| {
-            let taken = !matches!(key, Value::Text(key) if ours.contains(key));
-            (i, taken)
-        }));
+        each(&page)?;
     }
-    Ok(outcome)
 }
 
 /// The seq the next call takes: past every stored one and past `floor`,
@@ -330,22 +388,31 @@ pub fn stored_seq(conn: &Connection) -> Result<i64, rusqlite::Error> {
     Ok(last.unwrap_or(0))
 }
 
+/// An append's calls as stored: each call's seq (None when skipped) and
+/// the keys the stored ones claimed (hash, seq, time), for the index once
+/// the append commits.
+pub struct Stored {
+    pub seqs: Vec<Option<i64>>,
+    pub keys: Vec<(u64, i64, i64)>,
+}
+
 /// Stores an append's calls in `order` (`insert_order`), skipping those
-/// whose id or span key is stored already; returns each call's seq (None
-/// when skipped). `series` and `encoded` go with `calls` by index; `floor`
+/// whose id or span key is stored already (in `keys`, the index, or earlier
+/// in the append). `series` and `encoded` go with `calls` by index; `floor`
 /// is the highest seq ever used.
+#[allow(clippy::too_many_arguments)]
 pub fn append(
     tx: &Transaction<'_>,
+    keys: &CallKeys,
     calls: &[&LlmCall],
     series: &[i64],
     encoded: &EncodedCalls,
     order: &InsertOrder,
     refused: &[bool],
     floor: i64,
-) -> Result<Vec<Option<i64>>, rusqlite::Error> {
+) -> Result<Stored, StorageError> {
     let mut next = next_seq(tx, floor)?;
-    // The next seq is unique to this append, so it serves as the claims' tag.
-    let kept = claim_all(tx, calls, order, refused, next)?;
+    let (kept, claims) = claim_all(tx, keys, calls, order, refused)?;
     let mut seqs = vec![None; calls.len()];
     let mut insert = tx.prepare_cached(
         "INSERT INTO call_chunks (first_seq, last_seq, project, calls, min_time, max_time, body) \
@@ -374,7 +441,15 @@ pub fn append(
         insert.execute(params![next, last, project, run.len() as i64, min, max, body])?;
         next = last + 1;
     }
-    Ok(seqs)
+    let mut claimed = Vec::new();
+    for (hash, ours) in claims.ours {
+        for (_, _, i) in ours {
+            if let Some(seq) = seqs[i] {
+                claimed.push((hash, seq, calls[i].time_ms));
+            }
+        }
+    }
+    Ok(Stored { seqs, keys: claimed })
 }
 
 /// Where a chunk is, as read back for a query.
@@ -603,35 +678,26 @@ pub fn replace_payloads(
     Ok(())
 }
 
-/// Deletes calls with time before `cutoff` and their keys; a chunk left
-/// with calls keeps them. Returns the calls deleted.
+/// Deletes calls with time before `cutoff` (their keys with them: the
+/// index's candidates are read back from here); a chunk left with calls
+/// keeps them. Returns the calls deleted.
 pub fn delete_before(tx: &Transaction<'_>, cutoff: i64) -> Result<usize, StorageError> {
     let firsts: Vec<i64> = {
         let mut stmt = tx.prepare("SELECT first_seq FROM call_chunks WHERE min_time < ?1")?;
         let rows = stmt.query_map([cutoff], |row| row.get(0))?;
         rows.collect::<Result<_, _>>()?
     };
-    let mut read =
-        tx.prepare("SELECT project, min_time, body FROM call_chunks WHERE first_seq = ?1")?;
-    let mut release = tx.prepare_cached(RELEASE_KEY)?;
+    let mut read = tx.prepare("SELECT min_time, body FROM call_chunks WHERE first_seq = ?1")?;
     let mut delete = tx.prepare("DELETE FROM call_chunks WHERE first_seq = ?1")?;
     let mut update = tx.prepare(
         "UPDATE call_chunks SET calls = ?2, min_time = ?3, body = ?4 WHERE first_seq = ?1",
     )?;
     let (mut deleted, mut out) = (0, Vec::new());
     for first in firsts {
-        let (project, min, body): (String, i64, Vec<u8>) =
-            read.query_row([first], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
+        let (min, body): (i64, Vec<u8>) =
+            read.query_row([first], |row| Ok((row.get(0)?, row.get(1)?)))?;
         let (old, mut kept): (Vec<Entry<'_>>, Vec<Entry<'_>>) =
             entries(&body)?.into_iter().partition(|e| min + (e.time as i64) < cutoff);
-        for entry in &old {
-            if let Some(id) = entry.id {
-                release.execute(params![project, id_key(id)])?;
-            }
-            if let Some((trace, span)) = rows::span_of(entry.payload)? {
-                release.execute(params![project, span_key_text(&trace, &span)])?;
-            }
-        }
         deleted += old.len();
         let Some(new_min) = kept.iter().map(|e| min + e.time as i64).min() else {
             delete.execute([first])?;
@@ -692,8 +758,8 @@ fn write_moved(tx: &Transaction<'_>, calls: &[OldCall]) -> Result<(), rusqlite::
 }
 
 /// Moves the calls of a store that kept a row per call (schema 8 and
-/// before) into chunks, and their ids and span keys into `call_keys`, then
-/// drops the old tables. Does nothing for a store without them.
+/// before) into chunks (the index takes their keys from there), then drops
+/// the old tables. Does nothing for a store without them.
 pub fn migrate_rows(tx: &Transaction<'_>) -> Result<(), rusqlite::Error> {
     let old: i64 = tx.query_row(
         "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'calls'",
@@ -703,12 +769,6 @@ pub fn migrate_rows(tx: &Transaction<'_>) -> Result<(), rusqlite::Error> {
     if old == 0 {
         return Ok(());
     }
-    tx.execute_batch(
-        "INSERT OR IGNORE INTO call_keys (project, key, tag)
-             SELECT project, 'i' || id, 0 FROM calls WHERE id IS NOT NULL;
-         INSERT OR IGNORE INTO call_keys (project, key, tag)
-             SELECT project, 's' || span_ref, 0 FROM calls WHERE span_ref IS NOT NULL;",
-    )?;
     let mut stmt = tx.prepare(
         "SELECT seq, project, id, series, time_ms, session, payload FROM calls ORDER BY seq",
     )?;
@@ -764,7 +824,6 @@ mod tests {
             call(None, 10),
         ];
         assert_eq!(insert_order(&refs(&calls)).calls, vec![4, 1, 5, 2, 0, 3]);
-        assert_eq!(insert_order(&refs(&calls)).repeats_from, 5);
         // A span key shared with an earlier call repeats too, and a key of a
         // repeated call still counts as seen for the calls after it.
         let calls = [span(call(Some("a"), 30)), span(call(Some("b"), 20)), call(Some("b"), 10)];
@@ -809,14 +868,18 @@ mod tests {
         calls.iter().collect()
     }
 
+    /// Appends `calls` as a store does, its index loaded afresh from the
+    /// calls stored before (as after a restart).
     fn append_calls(conn: &mut Connection, calls: &[LlmCall]) -> Vec<Option<i64>> {
+        let keys = super::super::load_call_keys(conn, 2).unwrap();
         let tx = conn.transaction().unwrap();
         let encoded = EncodedCalls::of(calls, &[]);
         let series = vec![1; calls.len()];
         let calls = refs(calls);
-        let seqs = append(&tx, &calls, &series, &encoded, &insert_order(&calls), &[], 0).unwrap();
+        let order = insert_order(&calls);
+        let stored = append(&tx, &keys, &calls, &series, &encoded, &order, &[], 0).unwrap();
         tx.commit().unwrap();
-        seqs
+        stored.seqs
     }
 
     #[test]
@@ -878,8 +941,6 @@ mod tests {
         // Same span, new id: a repeat, and its id stays free.
         assert_eq!(append_calls(&mut conn, &[spanned("b", "s1")]), vec![None]);
         assert_eq!(append_calls(&mut conn, &[call(Some("b"), 5)]), vec![Some(2)]);
-        let keys: i64 = conn.query_row("SELECT count(*) FROM call_keys", [], |r| r.get(0)).unwrap();
-        assert_eq!(keys, 3);
     }
 
     #[test]
@@ -888,7 +949,7 @@ mod tests {
         schema::create_or_check(&conn).unwrap();
         // Back to schema 8: a row per call, its blocks, its unique indexes.
         conn.execute_batch(&format!(
-            "DROP TABLE call_chunks; DROP TABLE call_keys; {}
+            "DROP TABLE call_chunks; {}
              INSERT INTO series (id, project, model, operation, status, tags)
                  VALUES (1, 'default', 'gpt-4o', 'chat', 'ok', '{{}}');
              PRAGMA user_version = 8;",
@@ -935,14 +996,12 @@ mod tests {
             after(&conn, 9_990, 5).unwrap().iter().map(|c| c.seq).collect::<Vec<_>>(),
             vec![9_991, 9_992, 9_993, 9_994, 9_995]
         );
-        // Their ids and span keys are claimed: each repeats.
-        let mut conn = conn;
-        register_modules(&conn).unwrap();
-        let tx = conn.transaction().unwrap();
-        assert!(!claim_one(&tx, &call(Some("r5"), 1)).unwrap());
-        let spanned =
-            LlmCall { trace_id: Some("t20".into()), span_id: Some("s20".into()), ..call(None, 1) };
-        assert!(!claim_one(&tx, &spanned).unwrap());
-        assert!(claim_one(&tx, &call(Some("r10001"), 1)).unwrap());
+        // Their ids and span keys are stored: each repeats.
+        use crate::storage::CallKey;
+        let keys = super::super::load_call_keys(&conn, 1_000).unwrap();
+        let key = |key: CallKey| ("default".to_owned(), key);
+        let span = CallKey::Span { trace: "t20".into(), span: "s20".into() };
+        let asked = [key(CallKey::Id("r5".into())), key(span), key(CallKey::Id("r10001".into()))];
+        assert_eq!(holds(&conn, &keys, &asked).unwrap(), [true, true, false]);
     }
 }

@@ -8,6 +8,9 @@
 
 mod budgets;
 mod call_chunks;
+mod call_keys;
+
+use call_keys::CallKeys;
 mod metrics;
 mod rows;
 mod schema;
@@ -68,6 +71,8 @@ pub struct SqliteOptions {
     pub max_readers: usize,
     /// Spans a trace keeps; later ones are counted, not stored.
     pub max_spans_per_trace: usize,
+    /// Call keys held in memory before they are written as a run.
+    pub key_run_keys: usize,
 }
 
 impl Default for SqliteOptions {
@@ -77,6 +82,7 @@ impl Default for SqliteOptions {
             cache_mib: 64,
             max_readers: 8,
             max_spans_per_trace: 10_000,
+            key_run_keys: call_keys::RUN_KEYS,
         }
     }
 }
@@ -85,6 +91,9 @@ pub struct SqliteStorage {
     path: PathBuf,
     options: SqliteOptions,
     writer: Arc<Mutex<Connection>>,
+    /// The index of the stored calls' keys (locked after the writer when
+    /// both are).
+    keys: Arc<Mutex<CallKeys>>,
     readers: Arc<Mutex<Vec<Connection>>>,
     /// One permit per read connection there may be: each connection holds
     /// its own page cache, so their number is bounded and reads queue.
@@ -105,6 +114,43 @@ fn configure(conn: &Connection, options: &SqliteOptions) -> Result<(), rusqlite:
     ))
 }
 
+/// The index of the stored calls' keys: its runs, and the keys of the
+/// calls after them read back from the calls (written as runs as they
+/// fill: a store from before the index gets it here, a run at a time).
+pub(super) fn load_call_keys(conn: &Connection, run_keys: usize) -> Result<CallKeys, StorageError> {
+    let mut keys = CallKeys::load(conn, run_keys)?;
+    let mut last = CallKeys::through(conn)?;
+    call_chunks::each_key_after(conn, last, |page| {
+        for &(hash, seq, time) in page {
+            keys.add(hash, seq, time);
+            last = last.max(seq);
+        }
+        // As holding the calls read so far: a page ends with a chunk.
+        write_key_run(conn, &mut keys, Some(last))
+    })?;
+    Ok(keys)
+}
+
+/// Writes the index's recent keys as a run once it holds its run's worth,
+/// as holding every call through `through` (default: every call stored).
+fn write_key_run(
+    conn: &Connection,
+    keys: &mut CallKeys,
+    through: Option<i64>,
+) -> Result<(), StorageError> {
+    if !keys.run_full() {
+        return Ok(());
+    }
+    let tx = conn.unchecked_transaction()?;
+    let through = match through {
+        Some(seq) => seq,
+        None => call_chunks::stored_seq(&tx)?,
+    };
+    let Some(pending) = keys.write_run(&tx, through)? else { return Ok(()) };
+    tx.commit()?;
+    keys.written(conn, pending)
+}
+
 impl SqliteStorage {
     pub fn open(path: &Path, options: &SqliteOptions) -> Result<Self, StorageError> {
         if let Some(dir) = path.parent()
@@ -123,6 +169,7 @@ impl SqliteStorage {
         schema::create_or_check(&conn)?;
         rows::register_functions(&conn)?;
         call_chunks::register_modules(&conn)?;
+        let keys = Arc::new(Mutex::new(load_call_keys(&conn, options.key_run_keys)?));
         // Checkpoints (copying the WAL into the database, with an fsync) run
         // on their own thread so that commits never wait for them.
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
@@ -139,6 +186,7 @@ impl SqliteStorage {
             path: path.to_path_buf(),
             options: options.clone(),
             writer,
+            keys,
             readers: Arc::new(Mutex::new(Vec::new())),
             reader_slots: Arc::new(tokio::sync::Semaphore::new(options.max_readers.max(1))),
             wal_frames,
@@ -450,7 +498,12 @@ impl LedgerStore for SqliteStorage {
     }
 
     async fn holds(&self, keys: Vec<(String, CallKey)>) -> Result<Vec<bool>, StorageError> {
-        self.read(move |conn| Ok(call_chunks::holds(conn, &keys)?)).await
+        let index = self.keys.clone();
+        self.read(move |conn| {
+            let index = index.lock().unwrap_or_else(|p| p.into_inner());
+            call_chunks::holds(conn, &index, &keys)
+        })
+        .await
     }
 
     async fn calls_after(
@@ -476,8 +529,10 @@ impl LedgerStore for SqliteStorage {
         // here after the write: the writer thread only binds and inserts.
         let encoded = Encoded::of(&mut batch)?;
         let max_spans_per_trace = self.options.max_spans_per_trace;
+        let index = self.keys.clone();
         let (appended, spent) = self
             .write(move |conn| {
+                let mut index = index.lock().unwrap_or_else(|p| p.into_inner());
                 let AppendBatch {
                     calls,
                     series_ids,
@@ -497,8 +552,9 @@ impl LedgerStore for SqliteStorage {
                     }
                 }
                 let floor = meta_value(&tx, schema::CALL_SEQ_FLOOR_KEY)?;
-                let seqs = call_chunks::append(
+                let stored = call_chunks::append(
                     &tx,
+                    &index,
                     &calls.iter().flatten().collect::<Vec<_>>(),
                     &series_ids,
                     &encoded.records.calls,
@@ -517,6 +573,11 @@ impl LedgerStore for SqliteStorage {
                 )?;
                 let metric_seq = metrics::append(&tx, &new_metric_series, metric_log.as_deref())?;
                 tx.commit()?;
+                for &(hash, seq, time) in &stored.keys {
+                    index.add(hash, seq, time);
+                }
+                write_key_run(conn, &mut index, None)?;
+                let seqs = stored.seqs;
                 let spent = (logs, metric_log, new_series, new_metric_series, encoded);
                 let appended =
                     Appended { calls, spans, series_ids, seqs, metric_seq, spans_dropped };
@@ -884,15 +945,18 @@ impl UpkeepStore for SqliteStorage {
     }
 
     async fn apply_retention(&self, cutoffs: RetentionCutoffs) -> Result<u64, StorageError> {
+        let index = self.keys.clone();
         self.write(move |conn| {
+            let mut keys = index.lock().unwrap_or_else(|p| p.into_inner());
             let tx = conn.transaction()?;
-            let mut deleted = 0;
+            let (mut deleted, mut dropped) = (0, Vec::new());
             if let Some(cutoff) = cutoffs.raw {
                 // Deleted seqs are never handed out again.
                 let stored = call_chunks::stored_seq(&tx)?;
                 let floor = stored.max(meta_value(&tx, schema::CALL_SEQ_FLOOR_KEY)?);
                 set_meta(&tx, schema::CALL_SEQ_FLOOR_KEY, floor)?;
                 deleted += call_chunks::delete_before(&tx, cutoff)?;
+                dropped = keys.drop_before(&tx, cutoff)?;
                 deleted += telemetry::apply_retention(&tx, cutoff.saturating_mul(1_000_000))?;
             }
             deleted += metrics::apply_retention(&tx, &cutoffs.metric)?;
@@ -909,6 +973,7 @@ impl UpkeepStore for SqliteStorage {
                 }
             }
             tx.commit()?;
+            keys.forget(&dropped);
             Ok(deleted as u64)
         })
         .await

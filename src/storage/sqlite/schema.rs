@@ -1,5 +1,5 @@
 //! The SQLite schema. `call_chunks` is the audit trail, a run of calls to a
-//! row, and `call_keys` the idempotency truth. `series` names the rollup
+//! row, and `call_key_runs`/`call_key_blocks` the index of their keys. `series` names the rollup
 //! keys; `rollups` holds flushed buckets of every tier. `span_chunks` keeps spans a trace's batch to a
 //! row, `logs` keeps log records whole (as JSON), each with the columns they
 //! are found by; `traces` sums each trace.
@@ -43,14 +43,21 @@ CREATE TABLE IF NOT EXISTS call_chunks (
 );
 CREATE INDEX IF NOT EXISTS call_chunks_max_time ON call_chunks (max_time);
 
--- the idempotency truth: 'i' || id and 's' || trace id || span id of every
--- stored call that has them; `tag` tells the keys an append claimed from
--- those stored before (call_chunks.rs)
-CREATE TABLE IF NOT EXISTS call_keys (
-    project TEXT NOT NULL,
-    key     TEXT NOT NULL,
-    tag     INTEGER NOT NULL,
-    PRIMARY KEY (project, key)
+-- the idempotency index in runs (call_keys.rs): each run the keys of the
+-- calls stored between two flushes, as (hash, seq) sorted by hash in blocks
+-- of about a thousand, with a filter of the hashes it holds
+CREATE TABLE IF NOT EXISTS call_key_runs (
+    id       INTEGER PRIMARY KEY,
+    -- the latest time of a call in the run: retention drops the run after it
+    max_time INTEGER NOT NULL,
+    keys     INTEGER NOT NULL,
+    filter   BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS call_key_blocks (
+    run        INTEGER NOT NULL,
+    first_hash INTEGER NOT NULL,
+    body       BLOB NOT NULL,
+    PRIMARY KEY (run, first_hash)
 ) WITHOUT ROWID;
 
 CREATE TABLE IF NOT EXISTS rollups (
@@ -215,7 +222,7 @@ CREATE INDEX IF NOT EXISTS deliveries_alert ON deliveries (alert_id);
 
 /// Bumped on every incompatible change; a store of another version is
 /// refused rather than misread.
-pub const VERSION: i64 = 10;
+pub const VERSION: i64 = 11;
 
 /// Creates the schema in a new database, checks an existing one's version,
 /// or migrates a store of schema 5 to 9 (in one transaction).
@@ -226,7 +233,7 @@ pub fn create_or_check(conn: &rusqlite::Connection) -> Result<(), super::Storage
             row.get(0)
         })?;
     let migrating = tables > 0 && version != VERSION;
-    if migrating && !(5..=9).contains(&version) {
+    if migrating && !(5..=10).contains(&version) {
         return Err(super::StorageError::SchemaVersion { found: version, needed: VERSION });
     }
     let tx = conn.unchecked_transaction()?;
@@ -240,6 +247,9 @@ pub fn create_or_check(conn: &rusqlite::Connection) -> Result<(), super::Storage
     }
     if migrating {
         super::call_chunks::migrate_rows(&tx)?;
+        // Schema 11 indexes call keys in runs, built from the calls when
+        // the store opens (`call_keys`), not in a table of key texts.
+        tx.execute_batch("DROP TABLE IF EXISTS call_keys")?;
     }
     if migrating && version <= 7 {
         super::span_chunks::migrate_from_7(&tx)?;

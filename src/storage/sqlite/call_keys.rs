@@ -1,0 +1,481 @@
+//! The idempotency index of stored calls: every stored call's id and span
+//! key as a 64-bit hash with the seq of the call holding it. A hash only
+//! names candidates: a call is a duplicate when a candidate's stored key is
+//! its own (`call_chunks` reads it back), so the index is exact however
+//! hashes collide, and a candidate whose call retention deleted is no
+//! longer one. Keys of the calls stored since the last run are held in
+//! memory (`recent`), rebuilt from the calls themselves after a restart or
+//! crash (the call chunks are their log); past `RUN_KEYS` they are written
+//! as one run, sorted by hash in blocks, with a binary fuse filter telling
+//! which runs may hold a hash. A blocked Bloom filter over every run's
+//! hashes answers most lookups of a new key with one memory access, so a
+//! random id costs no index write on its commit and no read at all.
+
+use std::hash::{BuildHasher, Hasher};
+
+use fastbloom::BloomFilter;
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+use xorf::{BinaryFuse16, Filter};
+
+use crate::storage::StorageError;
+
+/// Keys held in memory before they are written as a run, unless the store
+/// is told otherwise (`sqlite.key_run_keys`).
+pub const RUN_KEYS: usize = 1 << 20;
+/// Entries per block of a run: a lookup reads one block.
+const BLOCK_KEYS: usize = 1024;
+/// The Bloom filter's false positive rate while it holds no more keys than
+/// it was sized for.
+const SEEN_FALSE_POSITIVES: f64 = 0.001;
+/// The least number of keys the Bloom filter is sized for.
+const MIN_SEEN_KEYS: usize = 1 << 20;
+
+/// What the meta table keeps: every call with a seq at or below it has its
+/// keys in a run.
+pub const THROUGH_KEY: &str = "call_keys_through";
+
+/// The hash a key of `project` is indexed under (`key` as `call_chunks`
+/// forms it: `i` and the id, or `s` and the trace and span ids). xxh3: a
+/// specified algorithm, so stored hashes stay valid across versions.
+pub fn key_hash(project: &str, key: &str) -> u64 {
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    hasher.update(project.as_bytes());
+    // Never in UTF-8 text: `ab` + `c` and `a` + `bc` hash apart.
+    hasher.update(&[0xff]);
+    hasher.update(key.as_bytes());
+    hasher.digest()
+}
+
+/// Hands the filters the key hashes as they are: they are hashes already.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Prehashed;
+
+pub struct PassThrough(u64);
+
+impl BuildHasher for Prehashed {
+    type Hasher = PassThrough;
+    fn build_hasher(&self) -> PassThrough {
+        PassThrough(0)
+    }
+}
+
+impl Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, value: u64) {
+        self.0 = value;
+    }
+}
+
+type Seen = BloomFilter<Prehashed>;
+
+fn seen_for(keys: usize) -> Seen {
+    BloomFilter::with_false_pos(SEEN_FALSE_POSITIVES)
+        .hasher(Prehashed)
+        .expected_items(keys.max(MIN_SEEN_KEYS))
+}
+
+/// One written run: which hashes it may hold, and the first hash of each of
+/// its blocks (sorted), to find the one block a hash can be in.
+struct Run {
+    id: i64,
+    max_time: i64,
+    filter: BinaryFuse16,
+    blocks: Vec<u64>,
+}
+
+impl Run {
+    /// The block that holds `hash` if any run block does.
+    fn block_of(&self, hash: u64) -> Option<u64> {
+        let after = self.blocks.partition_point(|&first| first <= hash);
+        after.checked_sub(1).map(|i| self.blocks[i])
+    }
+}
+
+/// A block of a run as stored: its hashes ascending, as differences from
+/// the one before (the first from the block's first hash), each with its
+/// call's seq.
+#[derive(Serialize, Deserialize)]
+struct Block {
+    entries: Vec<(u64, i64)>,
+}
+
+/// The in-memory part of the index, with what it knows of the written runs.
+pub struct CallKeys {
+    /// Keys of calls stored since the last run: hash → seqs (a second seq
+    /// only for keys whose hashes collide, or a key re-stored after its call
+    /// was deleted).
+    recent: FxHashMap<u64, Vec<i64>>,
+    /// The latest time of a call in `recent`.
+    recent_max_time: i64,
+    /// Recent keys past which they are written as a run.
+    run_keys: usize,
+    runs: Vec<Run>,
+    /// Every hash in a run (and a few deleted with their runs: rebuilt when
+    /// it holds twice what it was sized for).
+    seen: Seen,
+    seen_capacity: usize,
+    seen_keys: usize,
+}
+
+impl CallKeys {
+    /// Loads the runs of `conn`; the keys of the calls stored after them
+    /// (after `through(conn)`) are to be `add`ed, as `call_chunks` reads
+    /// them back. A run is written past `run_keys` recent keys.
+    pub fn load(conn: &Connection, run_keys: usize) -> Result<CallKeys, StorageError> {
+        let mut keys = CallKeys {
+            recent: FxHashMap::default(),
+            recent_max_time: i64::MIN,
+            run_keys,
+            runs: Vec::new(),
+            seen: seen_for(0),
+            seen_capacity: 0,
+            seen_keys: 0,
+        };
+        let mut stmt =
+            conn.prepare("SELECT id, max_time, filter FROM call_key_runs ORDER BY id")?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            let (id, max_time, filter): (i64, i64, Vec<u8>) =
+                (row.get(0)?, row.get(1)?, row.get(2)?);
+            let filter = decode_filter(&filter)
+                .ok_or_else(|| StorageError::Corrupt(format!("call key run {id}: filter")))?;
+            keys.runs.push(Run { id, max_time, filter, blocks: Vec::new() });
+        }
+        keys.reseen(conn)?;
+        Ok(keys)
+    }
+
+    /// The seq through which every call's keys are in a run.
+    pub fn through(conn: &Connection) -> Result<i64, rusqlite::Error> {
+        let value: Option<i64> = conn
+            .query_row("SELECT value FROM meta WHERE key = ?1", [THROUGH_KEY], |row| row.get(0))
+            .optional()?;
+        Ok(value.unwrap_or(0))
+    }
+
+    /// Rebuilds the Bloom filter (and the runs' block lists) from the
+    /// written runs, sized for twice what they hold.
+    fn reseen(&mut self, conn: &Connection) -> Result<(), StorageError> {
+        let total: i64 =
+            conn.query_row("SELECT coalesce(sum(keys), 0) FROM call_key_runs", [], |r| r.get(0))?;
+        self.seen_capacity = (2 * total as usize).max(MIN_SEEN_KEYS);
+        self.seen = seen_for(self.seen_capacity);
+        self.seen_keys = 0;
+        let mut stmt = conn.prepare_cached(
+            "SELECT first_hash, body FROM call_key_blocks WHERE run = ?1 ORDER BY first_hash",
+        )?;
+        for run in &mut self.runs {
+            run.blocks.clear();
+            let mut rows = stmt.query([run.id])?;
+            while let Some(row) = rows.next()? {
+                let first = row.get::<_, i64>(0)? as u64;
+                let body: Vec<u8> = row.get(1)?;
+                for (hash, _) in decode_block(run.id, first, &body)? {
+                    self.seen.insert(&hash);
+                    self.seen_keys += 1;
+                }
+                run.blocks.push(first);
+            }
+            // Stored as i64: negative first hashes sort before the others.
+            run.blocks.sort_unstable();
+        }
+        Ok(())
+    }
+
+    /// Keys held in memory, not yet in a run.
+    #[cfg(test)]
+    pub fn recent_len(&self) -> usize {
+        self.recent.len()
+    }
+
+    /// Whether the recent keys are a run's worth.
+    pub fn run_full(&self) -> bool {
+        self.recent.len() >= self.run_keys
+    }
+
+    /// The seqs of the stored calls whose keys hash to `hash`: those of the
+    /// recent calls, then those in the runs that may hold it (newest first).
+    pub fn candidates(&self, conn: &Connection, hash: u64) -> Result<Vec<i64>, StorageError> {
+        let mut out = self.recent.get(&hash).cloned().unwrap_or_default();
+        if !self.seen.contains(&hash) {
+            return Ok(out);
+        }
+        let mut stmt = conn.prepare_cached(
+            "SELECT body FROM call_key_blocks WHERE run = ?1 AND first_hash = ?2",
+        )?;
+        for run in self.runs.iter().rev() {
+            if !run.filter.contains(&hash) {
+                continue;
+            }
+            let Some(first) = run.block_of(hash) else { continue };
+            let body: Option<Vec<u8>> =
+                stmt.query_row(params![run.id, first as i64], |row| row.get(0)).optional()?;
+            let Some(body) = body else { continue };
+            out.extend(
+                decode_block(run.id, first, &body)?
+                    .into_iter()
+                    .filter(|(h, _)| *h == hash)
+                    .map(|(_, seq)| seq),
+            );
+        }
+        Ok(out)
+    }
+
+    /// Takes the key `hash` of the call `seq` at `time`, once its commit is
+    /// done.
+    pub fn add(&mut self, hash: u64, seq: i64, time: i64) {
+        let seqs = self.recent.entry(hash).or_default();
+        if !seqs.contains(&seq) {
+            seqs.push(seq);
+        }
+        self.recent_max_time = self.recent_max_time.max(time);
+    }
+
+    /// Writes the recent keys as a run, as holding every call through
+    /// `through`, in `tx`, to be committed by the caller before `written` is
+    /// called; nothing when there are none.
+    pub fn write_run(
+        &self,
+        tx: &Transaction<'_>,
+        through: i64,
+    ) -> Result<Option<PendingRun>, StorageError> {
+        if self.recent.is_empty() {
+            return Ok(None);
+        }
+        let mut entries: Vec<(u64, i64)> = self
+            .recent
+            .iter()
+            .flat_map(|(hash, seqs)| seqs.iter().map(move |seq| (*hash, *seq)))
+            .collect();
+        entries.sort_unstable();
+        let mut hashes: Vec<u64> = entries.iter().map(|(hash, _)| *hash).collect();
+        hashes.dedup();
+        let filter = BinaryFuse16::try_from(&hashes)
+            .map_err(|e| StorageError::Corrupt(format!("call key filter: {e}")))?;
+        let filter_bytes = encode_filter(&filter);
+        tx.execute(
+            "INSERT INTO call_key_runs (max_time, keys, filter) VALUES (?1, ?2, ?3)",
+            params![self.recent_max_time, entries.len() as i64, filter_bytes],
+        )?;
+        let id = tx.last_insert_rowid();
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO call_key_blocks (run, first_hash, body) VALUES (?1, ?2, ?3)",
+        )?;
+        let mut blocks = Vec::new();
+        let mut rest = &entries[..];
+        while !rest.is_empty() {
+            // A block never splits the entries of one hash.
+            let mut end = rest.len().min(BLOCK_KEYS);
+            while end < rest.len() && rest[end].0 == rest[end - 1].0 {
+                end += 1;
+            }
+            let (block, after) = rest.split_at(end);
+            let first = block[0].0;
+            insert.execute(params![id, first as i64, encode_block(first, block)])?;
+            blocks.push(first);
+            rest = after;
+        }
+        tx.execute(
+            "INSERT INTO meta (key, value) VALUES (?1, ?2) \
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            params![THROUGH_KEY, through],
+        )?;
+        let run = Run { id, max_time: self.recent_max_time, filter, blocks };
+        Ok(Some(PendingRun { run, hashes }))
+    }
+
+    /// A run `write_run` made is committed: its keys leave memory.
+    pub fn written(&mut self, conn: &Connection, pending: PendingRun) -> Result<(), StorageError> {
+        self.recent.clear();
+        self.recent_max_time = i64::MIN;
+        self.runs.push(pending.run);
+        if self.seen_keys + pending.hashes.len() > self.seen_capacity {
+            return self.reseen(conn);
+        }
+        for hash in &pending.hashes {
+            self.seen.insert(hash);
+        }
+        self.seen_keys += pending.hashes.len();
+        Ok(())
+    }
+
+    /// Deletes the runs whose calls are all older than `cutoff` (retention
+    /// deleted them) in `tx`; returns them, for `forget` once `tx` commits.
+    /// The Bloom filter keeps their hashes until it is rebuilt.
+    pub fn drop_before(&self, tx: &Transaction<'_>, cutoff: i64) -> Result<Vec<i64>, StorageError> {
+        let old: Vec<i64> =
+            self.runs.iter().filter(|run| run.max_time < cutoff).map(|run| run.id).collect();
+        for id in &old {
+            tx.execute("DELETE FROM call_key_blocks WHERE run = ?1", [id])?;
+            tx.execute("DELETE FROM call_key_runs WHERE id = ?1", [id])?;
+        }
+        Ok(old)
+    }
+
+    /// Forgets runs `drop_before` deleted, once that is committed.
+    pub fn forget(&mut self, dropped: &[i64]) {
+        self.runs.retain(|run| !dropped.contains(&run.id));
+    }
+}
+
+/// A run written in a transaction not yet committed.
+pub struct PendingRun {
+    run: Run,
+    hashes: Vec<u64>,
+}
+
+/// A filter as stored: its descriptor, then its fingerprints, little-endian.
+fn encode_filter(filter: &BinaryFuse16) -> Vec<u8> {
+    let d = &filter.descriptor;
+    let mut out = Vec::with_capacity(20 + 2 * filter.fingerprints.len());
+    out.extend(d.seed.to_le_bytes());
+    for n in [d.segment_length, d.segment_length_mask, d.segment_count_length] {
+        out.extend(n.to_le_bytes());
+    }
+    for f in &filter.fingerprints {
+        out.extend(f.to_le_bytes());
+    }
+    out
+}
+
+fn decode_filter(bytes: &[u8]) -> Option<BinaryFuse16> {
+    let (seed, rest) = bytes.split_first_chunk::<8>()?;
+    let (lengths, fingerprints) = rest.split_first_chunk::<12>()?;
+    let word =
+        |i: usize| u32::from_le_bytes(lengths[4 * i..4 * i + 4].try_into().expect("4 bytes"));
+    if fingerprints.len() % 2 != 0 {
+        return None;
+    }
+    Some(BinaryFuse16 {
+        descriptor: xorf::Descriptor {
+            seed: u64::from_le_bytes(*seed),
+            segment_length: word(0),
+            segment_length_mask: word(1),
+            segment_count_length: word(2),
+        },
+        fingerprints: fingerprints
+            .chunks_exact(2)
+            .map(|f| u16::from_le_bytes([f[0], f[1]]))
+            .collect(),
+    })
+}
+
+fn encode_block(first: u64, entries: &[(u64, i64)]) -> Vec<u8> {
+    let mut previous = first;
+    let block = Block {
+        entries: entries
+            .iter()
+            .map(|&(hash, seq)| {
+                let delta = hash - previous;
+                previous = hash;
+                (delta, seq)
+            })
+            .collect(),
+    };
+    postcard::to_allocvec(&block).expect("writing to a Vec cannot fail")
+}
+
+fn decode_block(run: i64, first: u64, body: &[u8]) -> Result<Vec<(u64, i64)>, StorageError> {
+    let block: Block = postcard::from_bytes(body)
+        .map_err(|e| StorageError::Corrupt(format!("call key run {run} block: {e}")))?;
+    let mut hash = first;
+    Ok(block
+        .entries
+        .into_iter()
+        .map(|(delta, seq)| {
+            hash = hash.wrapping_add(delta);
+            (hash, seq)
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> Connection {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(crate::storage::sqlite::schema::SCHEMA).unwrap();
+        conn
+    }
+
+    #[test]
+    fn keys_are_found_in_memory_in_runs_and_after_a_reload() {
+        let mut conn = store();
+        let mut keys = CallKeys::load(&conn, RUN_KEYS).unwrap();
+        let hash = |i: u64| key_hash("p", &format!("i{i}"));
+        for i in 0..3_000u64 {
+            keys.add(hash(i), i as i64 + 1, 1_000 + i as i64);
+        }
+        assert_eq!(keys.candidates(&conn, hash(7)).unwrap(), [8]);
+        let tx = conn.transaction().unwrap();
+        let pending = keys.write_run(&tx, 3_000).unwrap().unwrap();
+        tx.commit().unwrap();
+        keys.written(&conn, pending).unwrap();
+        assert_eq!(keys.recent_len(), 0);
+        for i in (0..3_000u64).step_by(97) {
+            assert_eq!(keys.candidates(&conn, hash(i)).unwrap(), [i as i64 + 1], "key {i}");
+        }
+        // A second run, and a reload with recent keys of the calls after it.
+        for i in 3_000..4_000u64 {
+            keys.add(hash(i), i as i64 + 1, 5_000);
+        }
+        let tx = conn.transaction().unwrap();
+        let pending = keys.write_run(&tx, 4_000).unwrap().unwrap();
+        tx.commit().unwrap();
+        keys.written(&conn, pending).unwrap();
+        assert_eq!(CallKeys::through(&conn).unwrap(), 4_000);
+        let mut reloaded = CallKeys::load(&conn, RUN_KEYS).unwrap();
+        reloaded.add(hash(4_000), 4_001, 6_000);
+        for i in [0, 1_234, 2_999, 3_000, 3_999, 4_000] {
+            assert_eq!(reloaded.candidates(&conn, hash(i)).unwrap(), [i as i64 + 1], "key {i}");
+        }
+        // Keys never stored have no candidates (a false positive of both
+        // filters would name a block without the hash: still none).
+        let absent = (10_000..20_000u64)
+            .filter(|&i| !reloaded.candidates(&conn, hash(i)).unwrap().is_empty())
+            .count();
+        assert_eq!(absent, 0);
+    }
+
+    #[test]
+    fn colliding_hashes_name_every_call_and_retention_drops_whole_runs() {
+        let mut conn = store();
+        let mut keys = CallKeys::load(&conn, RUN_KEYS).unwrap();
+        // Two calls under one hash (as two keys whose hashes collide would be).
+        keys.add(42, 1, 100);
+        keys.add(42, 2, 100);
+        keys.add(43, 3, 100);
+        assert_eq!(keys.candidates(&conn, 42).unwrap(), [1, 2]);
+        let tx = conn.transaction().unwrap();
+        let pending = keys.write_run(&tx, 3).unwrap().unwrap();
+        tx.commit().unwrap();
+        keys.written(&conn, pending).unwrap();
+        assert_eq!(keys.candidates(&conn, 42).unwrap(), [1, 2]);
+        keys.add(42, 4, 900);
+        let tx = conn.transaction().unwrap();
+        let pending = keys.write_run(&tx, 4).unwrap().unwrap();
+        tx.commit().unwrap();
+        keys.written(&conn, pending).unwrap();
+        assert_eq!(keys.candidates(&conn, 42).unwrap(), [4, 1, 2], "newest run first");
+        let tx = conn.transaction().unwrap();
+        let dropped = keys.drop_before(&tx, 500).unwrap();
+        tx.commit().unwrap();
+        assert_eq!(dropped.len(), 1);
+        keys.forget(&dropped);
+        assert_eq!(keys.candidates(&conn, 42).unwrap(), [4]);
+        assert!(keys.candidates(&conn, 43).unwrap().is_empty());
+        let blocks: i64 =
+            conn.query_row("SELECT count(*) FROM call_key_blocks", [], |r| r.get(0)).unwrap();
+        assert_eq!(blocks, 1);
+    }
+}
