@@ -162,10 +162,12 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
     }
 }
 
-/// Hands each record of an array to `each` as soon as it is parsed;
-/// yields how many there were.
+/// Hands each record of an array to `each` as soon as it is parsed.
 struct EachInArray<'f, T, F> {
     each: &'f mut F,
+    /// How many records `each` was given; kept when a later record fails,
+    /// so that the split pass goes on from the first record not given.
+    handed_over: &'f mut usize,
     record: PhantomData<T>,
 }
 
@@ -174,9 +176,9 @@ where
     T: Deserialize<'de>,
     F: FnMut(usize, Record<'de, T>),
 {
-    type Value = usize;
+    type Value = ();
 
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<usize, D::Error> {
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
         deserializer.deserialize_seq(self)
     }
 }
@@ -186,19 +188,18 @@ where
     T: Deserialize<'de>,
     F: FnMut(usize, Record<'de, T>),
 {
-    type Value = usize;
+    type Value = ();
 
     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("an array of records")
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<usize, A::Error> {
-        let mut count = 0;
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         while let Some(Object(record)) = seq.next_element::<Object<T>>()? {
-            (self.each)(count, Record::Parsed(record));
-            count += 1;
+            (self.each)(*self.handed_over, Record::Parsed(record));
+            *self.handed_over += 1;
         }
-        Ok(count)
+        Ok(())
     }
 }
 
@@ -210,20 +211,20 @@ where
     T: Deserialize<'de>,
     F: FnMut(usize, Record<'de, T>),
 {
-    type Value = usize;
+    type Value = ();
 
     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("an object with only \"records\"")
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<usize, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         match map.next_key::<String>()? {
             Some(key) if key == "records" => {}
             _ => return Err(de::Error::custom("expected \"records\"")),
         }
-        let count = map.next_value_seed(self.0)?;
+        map.next_value_seed(self.0)?;
         match map.next_key::<String>()? {
-            None => Ok(count),
+            None => Ok(()),
             Some(_) => Err(de::Error::custom("expected only \"records\"")),
         }
     }
@@ -236,13 +237,16 @@ pub fn max_records(body: &[u8]) -> usize {
 }
 
 /// Each record of a batch (the forms of `split_records`) through `each`,
-/// with its index, in order; returns how many there were. A JSON array or
-/// `{"records": [...]}` whose records all parse is parsed in one pass, each
-/// record handed over as soon as it is parsed. Any other body, or one with a
-/// record that does not parse, is split and its records handed over as JSON
-/// text, to be parsed (and named in an error) alone. So `each` may see
-/// records twice: a second pass starts at index 0 again, and what the first
-/// gave must then be dropped.
+/// with its index: every record exactly once, in order. Returns how many
+/// there were.
+///
+/// A JSON array or `{"records": [...]}` is parsed in one pass, each record
+/// handed over as soon as it is parsed, borrowing from the body. When a
+/// record does not parse (or the body is in another form), the body is
+/// split and the records from that one on are handed over as JSON text, to
+/// be parsed (and named in an error) alone; those handed over already are
+/// not handed over again. An error means the body as a whole is not a
+/// batch: what `each` was given is then to be dropped.
 pub fn each_record<'a, T>(
     body: &'a [u8],
     ndjson: bool,
@@ -252,22 +256,25 @@ where
     T: Deserialize<'a>,
 {
     let text = utf8(body)?;
+    let mut handed_over = 0;
     if !ndjson {
         let mut deserializer = serde_json::Deserializer::from_str(text);
-        let array = EachInArray { each: &mut each, record: PhantomData };
+        let array =
+            EachInArray { each: &mut each, handed_over: &mut handed_over, record: PhantomData };
         let parsed = match text.trim_start().as_bytes().first() {
-            Some(b'[') => array.deserialize(&mut deserializer).ok(),
-            Some(b'{') => deserializer.deserialize_map(EachInEnvelope(array)).ok(),
-            _ => None,
+            Some(b'[') => array.deserialize(&mut deserializer).is_ok(),
+            Some(b'{') => deserializer.deserialize_map(EachInEnvelope(array)).is_ok(),
+            _ => false,
         };
-        if let Some(parsed) = parsed
-            && deserializer.end().is_ok()
-        {
-            return Ok(parsed);
+        if parsed && deserializer.end().is_ok() {
+            return Ok(handed_over);
         }
     }
     let records = split_records(body, ndjson)?;
-    for (index, &json) in records.iter().enumerate() {
+    // The split reads the same array the one pass read, so it holds every
+    // record handed over already.
+    debug_assert!(records.len() >= handed_over, "{} < {handed_over}", records.len());
+    for (index, &json) in records.iter().enumerate().skip(handed_over) {
         each(index, Record::Text(json));
     }
     Ok(records.len())
@@ -334,10 +341,11 @@ mod tests {
         a: Option<u32>,
     }
 
+    /// Each record as given to `each`: parsed in the one pass, or as text.
     fn forms(body: &[u8]) -> Vec<Result<Option<u32>, String>> {
         let mut forms = Vec::new();
         let count = each_record::<Rec>(body, false, |index, r| {
-            forms.truncate(index);
+            assert_eq!(index, forms.len(), "each record once, in order");
             forms.push(match r {
                 Record::Parsed(rec) => Ok(rec.a),
                 Record::Text(text) => Err(text.to_owned()),
@@ -352,23 +360,57 @@ mod tests {
     fn good_batches_parse_in_one_pass_and_bad_ones_are_split() {
         assert_eq!(forms(br#"[{"a":1}, {"a":2}]"#), vec![Ok(Some(1)), Ok(Some(2))]);
         assert_eq!(forms(br#"{"records":[{"a":1}]}"#), vec![Ok(Some(1))]);
-        // One bad record, a record that is an array, or a single record:
-        // every record comes back as text, to be parsed (and named) alone.
+        // From a bad record on, records come as text, to be parsed (and
+        // named) alone; those before it stay as the one pass parsed them.
         assert_eq!(
             forms(br#"[{"a":1}, {"a":"x"}]"#),
-            vec![Err(r#"{"a":1}"#.into()), Err(r#"{"a":"x"}"#.into())]
+            vec![Ok(Some(1)), Err(r#"{"a":"x"}"#.into())]
         );
+        // A record that is an array, or a single record: text.
         assert_eq!(forms(br#"[[1]]"#), vec![Err("[1]".into())]);
         assert_eq!(forms(br#"{"a":1}"#), vec![Err(r#"{"a":1}"#.into())]);
-        assert_eq!(forms(br#"{"records":[{"a":1}],"b":2}"#), vec![Err(r#"{"a":1}"#.into())]);
+        // The envelope fails after its records were handed over: none again.
+        assert_eq!(forms(br#"{"records":[{"a":1}],"b":2}"#), vec![Ok(Some(1))]);
         assert!(each_record::<Rec>(br#"{"records":[{"a":1}]} x"#, false, |_, _| ()).is_err());
         assert!(each_record::<Rec>(b"[{", false, |_, _| ()).is_err());
-        // The second record fails the one pass after the first was handed
-        // over; the second pass starts at index 0 again.
+        assert_eq!(max_records(br#"[{"a":1}, {"a":"x"}]"#), 2);
+    }
+
+    /// What a caller makes of a batch: each record's value, or its index
+    /// and the error of parsing it alone.
+    fn read(body: &[u8], ndjson: bool) -> (Vec<u32>, Vec<(usize, String)>) {
+        let (mut values, mut errors) = (Vec::new(), Vec::new());
         let mut seen = Vec::new();
-        let body = br#"[{"a":1}, {"a":"x"}]"#;
-        each_record::<Rec>(body, false, |index, _| seen.push(index)).unwrap();
-        assert_eq!(seen, vec![0, 0, 1]);
-        assert_eq!(max_records(body), 2);
+        let count = each_record::<Rec>(body, ndjson, |index, record| {
+            seen.push(index);
+            let parsed = match record {
+                Record::Parsed(rec) => Ok(rec),
+                Record::Text(json) => serde_json::from_str::<Rec>(json),
+            };
+            match parsed {
+                Ok(rec) => values.push(rec.a.unwrap_or_default()),
+                Err(err) => errors.push((index, err.to_string())),
+            }
+        })
+        .unwrap();
+        assert_eq!(seen, (0..count).collect::<Vec<_>>(), "each record once, in order");
+        (values, errors)
+    }
+
+    #[test]
+    fn a_bad_third_record_is_named_and_the_others_come_once() {
+        let bodies: [(&[u8], bool); 3] = [
+            (br#"[{"a":1}, {"a":2}, {"a":"x"}, {"a":4}]"#, false),
+            (br#"{"records": [{"a":1}, {"a":2}, {"a":"x"}, {"a":4}]}"#, false),
+            (b"{\"a\":1}\n{\"a\":2}\n{\"a\":\"x\"}\n{\"a\":4}\n", true),
+        ];
+        for (body, ndjson) in bodies {
+            let (values, errors) = read(body, ndjson);
+            let label = String::from_utf8_lossy(body);
+            assert_eq!(values, vec![1, 2, 4], "{label}");
+            assert_eq!(errors.len(), 1, "{label}");
+            assert_eq!(errors[0].0, 2, "{label}");
+            assert!(errors[0].1.starts_with("invalid type: string \"x\""), "{label}: {errors:?}");
+        }
     }
 }

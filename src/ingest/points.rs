@@ -38,11 +38,6 @@ pub fn points_batch(
     let mut points = Vec::with_capacity(body::max_records(bytes));
     let mut rejected = Vec::new();
     body::each_record(bytes, ndjson, |index, record| {
-        if index == 0 {
-            // A second pass over the same records (see `each_record`).
-            points.clear();
-            rejected.clear();
-        }
         let point = match record {
             body::Record::Parsed(raw) => validate_point(raw, now_ms, oldest_ms, &mut keys),
             body::Record::Text(json) => normalize_point(json, now_ms, oldest_ms, &mut keys),

@@ -94,11 +94,6 @@ pub fn usage_batch(
     let mut calls = Vec::with_capacity(body::max_records(bytes));
     let mut rejected = Vec::new();
     let records = body::each_record(bytes, ndjson, |index, record| {
-        if index == 0 {
-            // A second pass over the same records (see `each_record`).
-            calls.clear();
-            rejected.clear();
-        }
         let call = match record {
             body::Record::Parsed(raw) => normalize_report(raw, context),
             body::Record::Text(json) => normalize_json(json, context),
@@ -272,4 +267,39 @@ pub async fn post_reprice(
     let project = principal.map(|Extension(p)| p.project);
     let report = ingest.committer.reprice(from, to, project, ingest.prices.clone()).await?;
     Ok(Json(report))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bad_third_report_is_rejected_by_index_and_the_others_counted_once() {
+        let prices = PriceTable::builtin();
+        let fingerprinter = KeyFingerprinter::new(b"test");
+        let context = NormalizeContext {
+            now_ms: 1_800_000_000_000,
+            rules: AccountingRules::default(),
+            prices: &prices,
+            fingerprinter: &fingerprinter,
+            default_project: "default",
+        };
+        let report = |id: &str, tokens: &str| {
+            format!(r#"{{"id":"{id}","model":"gpt-4o","input_tokens":{tokens}}}"#)
+        };
+        let records =
+            [report("a", "1"), report("b", "2"), report("c", "\"lots\""), report("d", "4")];
+        let array = format!("[{}]", records.join(","));
+        let envelope = format!(r#"{{"records":{array}}}"#);
+        let ndjson = records.join("\n");
+        for (body, is_ndjson) in [(&array, false), (&envelope, false), (&ndjson, true)] {
+            let batch = usage_batch(body.as_bytes(), is_ndjson, &context).unwrap();
+            let ids: Vec<_> = batch.calls.iter().map(|call| call.id.as_deref().unwrap()).collect();
+            assert_eq!(ids, ["a", "b", "d"], "{body}");
+            assert_eq!(batch.rejected.len(), 1, "{body}");
+            assert_eq!(batch.rejected[0].index, 2, "{body}");
+            assert!(batch.rejected[0].error.starts_with("input_tokens: "), "{:?}", batch.rejected);
+            assert_eq!(batch.records, 4);
+        }
+    }
 }

@@ -6,10 +6,8 @@ use opentelemetry_proto::tonic::logs::v1 as otlp;
 use serde_json::Value;
 
 use super::limits::Truncation;
-use super::span::{
-    SpanContext, StringBudget, any_value_to_json, id_hex, key_values_to_json, mark_truncated,
-    span_time,
-};
+use super::otlp_value::{StringBudget, any_value_to_json, key_values_to_json, mark_truncated};
+use super::span::{SpanContext, id_hex, span_time};
 use crate::model::LogRecord;
 
 /// A log body is the record's payload, so it gets a whole attribute map's

@@ -8,6 +8,7 @@ pub mod fingerprint;
 pub mod limits;
 pub mod log;
 pub mod otlp_metric;
+pub mod otlp_value;
 pub mod point;
 pub mod privacy;
 pub mod span;
@@ -16,9 +17,8 @@ mod values;
 
 pub use fingerprint::KeyFingerprinter;
 pub use log::{LogError, normalize_log};
-pub use span::{
-    NormalizedSpan, SpanContext, SpanError, attributes_to_json, normalize_span, resource_attributes,
-};
+pub use otlp_value::{attributes_to_json, resource_attributes};
+pub use span::{NormalizedSpan, SpanContext, SpanError, normalize_span};
 pub use usage_report::{
     AccountingRules, RawReport, ReportError, normalize_json, normalize_report, parse_report,
 };

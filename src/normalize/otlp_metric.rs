@@ -16,8 +16,9 @@ use opentelemetry_proto::tonic::metrics::v1::{metric, number_data_point};
 pub use super::cumulative::{CumulativeState, Staged};
 use super::cumulative::{Increment, Previous, SeriesKey, distribution_delta, sum_delta};
 use super::limits::{MAX_POINT_VALUE, check_time_ns, clip, shown};
+use super::otlp_value::{attributes_to_json, resource_attributes};
 use super::point::{MAX_TAG_NAME, MAX_TAG_VALUE, MAX_TAGS, valid_name};
-use super::span::{SpanContext, attributes_to_json, resource_attributes};
+use super::span::SpanContext;
 use crate::model::{Distribution, MetricKey, MetricPoint, PointKind, Tags};
 
 const CUMULATIVE: i32 = 2;
