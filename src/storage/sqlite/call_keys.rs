@@ -11,6 +11,7 @@
 //! hashes answers most lookups of a new key with one memory access, so a
 //! random id costs no index write on its commit and no read at all.
 
+use std::collections::hash_map::Entry;
 use std::hash::{BuildHasher, Hasher};
 
 use fastbloom::BloomFilter;
@@ -110,10 +111,12 @@ struct Block {
 
 /// The in-memory part of the index, with what it knows of the written runs.
 pub struct CallKeys {
-    /// Keys of calls stored since the last run: hash → seqs (a second seq
-    /// only for keys whose hashes collide, or a key re-stored after its call
-    /// was deleted).
-    recent: FxHashMap<u64, Vec<i64>>,
+    /// Keys of calls stored since the last run: hash → the first seq.
+    recent: FxHashMap<u64, i64>,
+    /// Further seqs of a recent hash: keys whose hashes collide, or a key
+    /// stored again after its call was deleted (rare: a map apart, so that
+    /// the common key costs no allocation of its own).
+    recent_more: FxHashMap<u64, Vec<i64>>,
     /// The latest time of a call in `recent`.
     recent_max_time: i64,
     /// Recent keys past which they are written as a run.
@@ -133,6 +136,7 @@ impl CallKeys {
     pub fn load(conn: &Connection, run_keys: usize) -> Result<CallKeys, StorageError> {
         let mut keys = CallKeys {
             recent: FxHashMap::default(),
+            recent_more: FxHashMap::default(),
             recent_max_time: i64::MIN,
             run_keys,
             runs: Vec::new(),
@@ -205,7 +209,10 @@ impl CallKeys {
     /// The seqs of the stored calls whose keys hash to `hash`: those of the
     /// recent calls, then those in the runs that may hold it (newest first).
     pub fn candidates(&self, conn: &Connection, hash: u64) -> Result<Vec<i64>, StorageError> {
-        let mut out = self.recent.get(&hash).cloned().unwrap_or_default();
+        let mut out: Vec<i64> = self.recent.get(&hash).copied().into_iter().collect();
+        if let Some(more) = self.recent_more.get(&hash) {
+            out.extend(more);
+        }
         if !self.seen.contains(&hash) {
             return Ok(out);
         }
@@ -233,9 +240,20 @@ impl CallKeys {
     /// Takes the key `hash` of the call `seq` at `time`, once its commit is
     /// done.
     pub fn add(&mut self, hash: u64, seq: i64, time: i64) {
-        let seqs = self.recent.entry(hash).or_default();
-        if !seqs.contains(&seq) {
-            seqs.push(seq);
+        if self.recent.capacity() == 0 {
+            self.recent.reserve(self.run_keys.min(1 << 24));
+        }
+        match self.recent.entry(hash) {
+            Entry::Vacant(slot) => {
+                slot.insert(seq);
+            }
+            Entry::Occupied(first) if *first.get() != seq => {
+                let more = self.recent_more.entry(hash).or_default();
+                if !more.contains(&seq) {
+                    more.push(seq);
+                }
+            }
+            Entry::Occupied(_) => {}
         }
         self.recent_max_time = self.recent_max_time.max(time);
     }
@@ -251,11 +269,12 @@ impl CallKeys {
         if self.recent.is_empty() {
             return Ok(None);
         }
-        let mut entries: Vec<(u64, i64)> = self
-            .recent
-            .iter()
-            .flat_map(|(hash, seqs)| seqs.iter().map(move |seq| (*hash, *seq)))
-            .collect();
+        let mut entries: Vec<(u64, i64)> = self.recent.iter().map(|(h, seq)| (*h, *seq)).collect();
+        entries.extend(
+            self.recent_more
+                .iter()
+                .flat_map(|(hash, seqs)| seqs.iter().map(move |seq| (*hash, *seq))),
+        );
         entries.sort_unstable();
         let mut hashes: Vec<u64> = entries.iter().map(|(hash, _)| *hash).collect();
         hashes.dedup();
@@ -296,6 +315,7 @@ impl CallKeys {
     /// A run `write_run` made is committed: its keys leave memory.
     pub fn written(&mut self, conn: &Connection, pending: PendingRun) -> Result<(), StorageError> {
         self.recent.clear();
+        self.recent_more.clear();
         self.recent_max_time = i64::MIN;
         self.runs.push(pending.run);
         if self.seen_keys + pending.hashes.len() > self.seen_capacity {
