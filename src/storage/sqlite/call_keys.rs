@@ -1,5 +1,5 @@
 //! The idempotency index of stored calls: every stored call's id and span
-//! key as a 64-bit hash with the seq of the call holding it. A hash only
+//! key as a 40-bit hash with the seq of the call holding it. A hash only
 //! names candidates: a call is a duplicate when a candidate's stored key is
 //! its own (`call_chunks` reads it back), so the index is exact however
 //! hashes collide, and a candidate whose call retention deleted is no
@@ -38,15 +38,19 @@ const MIN_SEEN_KEYS: usize = 1 << 20;
 pub const THROUGH_KEY: &str = "call_keys_through";
 
 /// The hash a key of `project` is indexed under (`key` as `call_chunks`
-/// forms it: `i` and the id, or `s` and the trace and span ids). xxh3: a
-/// specified algorithm, so stored hashes stay valid across versions.
+/// forms it: `i` and the id, or `s` and the trace and span ids): the top 40
+/// bits of its xxh3 (a specified algorithm, so stored hashes stay valid
+/// across versions). 40 bits make sorted hashes cheap to store (a run of a
+/// million differs by about 2^20 from one to the next) while two keys of a
+/// hundred million share one about once in ten thousand lookups: a
+/// candidate more to read back, never a wrong answer.
 pub fn key_hash(project: &str, key: &str) -> u64 {
     let mut hasher = xxhash_rust::xxh3::Xxh3::new();
     hasher.update(project.as_bytes());
     // Never in UTF-8 text: `ab` + `c` and `a` + `bc` hash apart.
     hasher.update(&[0xff]);
     hasher.update(key.as_bytes());
-    hasher.digest()
+    hasher.digest() >> 24
 }
 
 /// Hands the filters the key hashes as they are: they are hashes already.
@@ -72,7 +76,9 @@ impl Hasher for PassThrough {
         }
     }
     fn write_u64(&mut self, value: u64) {
-        self.0 = value;
+        // Spread the 40 bits over 64: the Bloom filter picks its block by
+        // the top bits.
+        self.0 = value.wrapping_mul(0x9e37_79b9_7f4a_7c15);
     }
 }
 
@@ -103,10 +109,11 @@ impl Run {
 
 /// A block of a run as stored: its hashes ascending, as differences from
 /// the one before (the first from the block's first hash), each with its
-/// call's seq.
+/// call's seq as the difference from the block's least.
 #[derive(Serialize, Deserialize)]
 struct Block {
-    entries: Vec<(u64, i64)>,
+    least_seq: i64,
+    entries: Vec<(u64, u64)>,
 }
 
 /// The in-memory part of the index, with what it knows of the written runs.
@@ -390,14 +397,16 @@ fn decode_filter(bytes: &[u8]) -> Option<BinaryFuse16> {
 }
 
 fn encode_block(first: u64, entries: &[(u64, i64)]) -> Vec<u8> {
+    let least_seq = entries.iter().map(|(_, seq)| *seq).min().unwrap_or(0);
     let mut previous = first;
     let block = Block {
+        least_seq,
         entries: entries
             .iter()
             .map(|&(hash, seq)| {
                 let delta = hash - previous;
                 previous = hash;
-                (delta, seq)
+                (delta, (seq - least_seq) as u64)
             })
             .collect(),
     };
@@ -411,9 +420,9 @@ fn decode_block(run: i64, first: u64, body: &[u8]) -> Result<Vec<(u64, i64)>, St
     Ok(block
         .entries
         .into_iter()
-        .map(|(delta, seq)| {
+        .map(|(delta, offset)| {
             hash = hash.wrapping_add(delta);
-            (hash, seq)
+            (hash, block.least_seq.wrapping_add(offset as i64))
         })
         .collect())
 }
