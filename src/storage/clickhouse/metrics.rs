@@ -14,7 +14,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::schema::Ddl;
-use super::totals::{self, Bucket, HeldTotals, Total, Totals};
+use super::totals::{self, Bucket, HeldTotals, TotalRow, Totals};
 use super::{ClickHouse, StorageError, backend};
 use crate::aggregate::metric::{self, Bin, BinKey, MetricKey, MetricTier};
 use crate::aggregate::sketch::Sketch;
@@ -136,6 +136,29 @@ impl Bucket for BucketId {
     fn closes_at(&self) -> i64 {
         self.bucket + self.tier.width_ms()
     }
+    fn place(&self) -> (&str, u8, i64) {
+        (&self.project, self.tier.code() as u8, self.bucket)
+    }
+    fn at(project: &str, tier: u8, bucket: i64) -> Self {
+        let tier = MetricTier::from_code(i64::from(tier)).expect("a tier's own code");
+        BucketId { project: project.to_owned(), tier, bucket }
+    }
+}
+
+impl TotalRow for BinRow {
+    type Sum = Bin;
+    fn bucket(&self) -> i64 {
+        self.bucket
+    }
+    fn series(&self) -> u64 {
+        self.series
+    }
+    fn version(&self) -> i64 {
+        self.version
+    }
+    fn value(&self) -> Result<Bin, StorageError> {
+        self.bin()
+    }
 }
 
 /// The metric totals a node has written to `metric_totals`, for the
@@ -204,7 +227,7 @@ impl NodeMetricBins {
         }
         let needed: HashSet<BucketId> =
             rolled.iter().flat_map(|(_, bins)| bins.iter().map(|(at, _, _)| at.clone())).collect();
-        self.load_missing(ch, &needed).await?;
+        self.held.load_missing::<BinRow>(ch, ("metric_totals", &self.node), &needed).await?;
         let changed = self.held.with(|held| {
             let mut buckets: HashMap<&BucketId, Totals<Bin>> = HashMap::new();
             for (seq, bins) in &rolled {
@@ -252,47 +275,6 @@ impl NodeMetricBins {
         insert.end().await.map_err(backend)?;
         self.held.commit(changed, &needed);
         Ok(unknown)
-    }
-
-    /// Reads the node's rows of the buckets in `needed` it does not hold.
-    async fn load_missing(
-        &self,
-        ch: &ClickHouse,
-        needed: &HashSet<BucketId>,
-    ) -> Result<(), StorageError> {
-        let mut missing: HashMap<(String, MetricTier), Vec<i64>> = HashMap::new();
-        for at in self.held.missing(needed) {
-            missing.entry((at.project, at.tier)).or_default().push(at.bucket);
-        }
-        for ((project, tier), buckets) in missing {
-            let list: Vec<String> = buckets.iter().map(i64::to_string).collect();
-            let mut rows = ch
-                .client()
-                .query(&format!(
-                    "SELECT ?fields FROM {}.metric_totals FINAL \
-                     WHERE project = ? AND tier = ? AND bucket IN ({}) AND node = ?",
-                    ch.database(),
-                    list.join(", ")
-                ))
-                .bind(&project)
-                .bind(tier.code() as u8)
-                .bind(&self.node)
-                .fetch::<BinRow>()
-                .map_err(backend)?;
-            let mut loaded: HashMap<i64, Totals<Bin>> =
-                buckets.iter().map(|b| (*b, Totals::default())).collect();
-            while let Some(row) = rows.next().await.map_err(backend)? {
-                let value = row.bin()?;
-                loaded
-                    .entry(row.bucket)
-                    .or_default()
-                    .insert(row.series, Total { value, version: row.version });
-            }
-            self.held.adopt(loaded.into_iter().map(|(bucket, totals)| {
-                (BucketId { project: project.clone(), tier, bucket }, totals)
-            }));
-        }
-        Ok(())
     }
 }
 

@@ -21,7 +21,7 @@ use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 use super::schema::Ddl;
-use super::totals::{self, Bucket, HeldTotals, Total, Totals};
+use super::totals::{self, Bucket, HeldTotals, Total, TotalRow, Totals};
 use super::{ClickHouse, StorageError, backend};
 use crate::aggregate::rollup::SequencedCall;
 use crate::aggregate::sketch::Sketch;
@@ -207,6 +207,29 @@ impl Bucket for BucketId {
     fn closes_at(&self) -> i64 {
         self.bucket + self.tier.width_ms()
     }
+    fn place(&self) -> (&str, u8, i64) {
+        (&self.project, self.tier.code() as u8, self.bucket)
+    }
+    fn at(project: &str, tier: u8, bucket: i64) -> Self {
+        let tier = Tier::from_code(i64::from(tier)).expect("a tier's own code");
+        BucketId { project: project.to_owned(), tier, bucket }
+    }
+}
+
+impl TotalRow for RollupRow {
+    type Sum = Cell;
+    fn bucket(&self) -> i64 {
+        self.bucket
+    }
+    fn series(&self) -> u64 {
+        self.series
+    }
+    fn version(&self) -> i64 {
+        self.version
+    }
+    fn value(&self) -> Result<Cell, StorageError> {
+        cell_of(self)
+    }
 }
 
 /// The usage totals a node has written to `rollup_totals`, for the buckets
@@ -264,7 +287,7 @@ impl NodeRollups {
             .into_iter()
             .map(|(project, tier, bucket)| BucketId { project: project.to_owned(), tier, bucket })
             .collect();
-        self.load_missing(ch, &needed).await?;
+        self.held.load_missing::<RollupRow>(ch, ("rollup_totals", &self.node), &needed).await?;
         let changed = self.changes(&resolved);
         if changed.is_empty() {
             return Ok(());
@@ -279,47 +302,6 @@ impl NodeRollups {
         }
         insert.end().await.map_err(backend)?;
         self.held.commit(changed, &needed);
-        Ok(())
-    }
-
-    /// Reads the node's rows of the buckets in `needed` it does not hold.
-    async fn load_missing(
-        &self,
-        ch: &ClickHouse,
-        needed: &HashSet<BucketId>,
-    ) -> Result<(), StorageError> {
-        let mut missing: HashMap<(String, Tier), Vec<i64>> = HashMap::new();
-        for at in self.held.missing(needed) {
-            missing.entry((at.project, at.tier)).or_default().push(at.bucket);
-        }
-        for ((project, tier), buckets) in missing {
-            let list: Vec<String> = buckets.iter().map(i64::to_string).collect();
-            let mut rows = ch
-                .client()
-                .query(&format!(
-                    "SELECT ?fields FROM {}.rollup_totals FINAL \
-                     WHERE project = ? AND tier = ? AND bucket IN ({}) AND node = ?",
-                    ch.database(),
-                    list.join(", ")
-                ))
-                .bind(&project)
-                .bind(tier.code() as u8)
-                .bind(&self.node)
-                .fetch::<RollupRow>()
-                .map_err(backend)?;
-            let mut loaded: HashMap<i64, Totals<Cell>> =
-                buckets.iter().map(|b| (*b, Totals::default())).collect();
-            while let Some(row) = rows.next().await.map_err(backend)? {
-                let value = cell_of(&row)?;
-                loaded
-                    .entry(row.bucket)
-                    .or_default()
-                    .insert(row.series, Total { value, version: row.version });
-            }
-            self.held.adopt(loaded.into_iter().map(|(bucket, totals)| {
-                (BucketId { project: project.clone(), tier, bucket }, totals)
-            }));
-        }
         Ok(())
     }
 

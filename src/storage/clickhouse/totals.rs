@@ -14,7 +14,10 @@ use std::collections::{HashMap, HashSet};
 use std::hash::Hash;
 use std::sync::Mutex;
 
+use clickhouse::{RowOwned, RowRead};
 use rustc_hash::FxHashMap;
+
+use super::{ClickHouse, StorageError, backend};
 
 /// A series' total in one bucket and the sequence number of its last
 /// record: records at or below it are already counted.
@@ -27,10 +30,25 @@ pub struct Total<V> {
 /// One bucket's totals, by the series' stable id.
 pub type Totals<V> = FxHashMap<u64, Total<V>>;
 
-/// What totals are loaded and evicted by, whole: one bucket of one tier.
+/// What totals are loaded and evicted by, whole: one bucket of one tier
+/// of one project.
 pub trait Bucket: Clone + Eq + Hash {
     /// When the bucket closes (its end, ms): the earliest go first.
     fn closes_at(&self) -> i64;
+    /// Where its rows are: (project, tier code, bucket).
+    fn place(&self) -> (&str, u8, i64);
+    /// The bucket at a place `place` gave.
+    fn at(project: &str, tier: u8, bucket: i64) -> Self;
+}
+
+/// A row of a totals table, as it is read back.
+pub trait TotalRow: RowOwned + RowRead {
+    /// What a total of the table holds.
+    type Sum;
+    fn bucket(&self) -> i64;
+    fn series(&self) -> u64;
+    fn version(&self) -> i64;
+    fn value(&self) -> Result<Self::Sum, StorageError>;
 }
 
 /// The totals a node holds, by bucket.
@@ -49,15 +67,48 @@ impl<B: Bucket, V: Clone + Default> HeldTotals<B, V> {
         self.held.lock().expect("totals lock").values().map(|t| t.len()).sum()
     }
 
-    /// The buckets of `needed` not held, to be loaded (`adopt`).
-    pub fn missing(&self, needed: &HashSet<B>) -> Vec<B> {
-        let held = self.held.lock().expect("totals lock");
-        needed.iter().filter(|at| !held.contains_key(*at)).cloned().collect()
-    }
-
-    /// Holds buckets read back from ClickHouse, whole.
-    pub fn adopt(&self, loaded: impl IntoIterator<Item = (B, Totals<V>)>) {
-        self.held.lock().expect("totals lock").extend(loaded);
+    /// Reads back from `table` node `node`'s rows of the buckets in
+    /// `needed` not held, and holds them.
+    pub async fn load_missing<R: TotalRow<Sum = V>>(
+        &self,
+        ch: &ClickHouse,
+        (table, node): (&str, &str),
+        needed: &HashSet<B>,
+    ) -> Result<(), StorageError> {
+        let mut missing: HashMap<(String, u8), Vec<i64>> = HashMap::new();
+        {
+            let held = self.held.lock().expect("totals lock");
+            for at in needed.iter().filter(|at| !held.contains_key(*at)) {
+                let (project, tier, bucket) = at.place();
+                missing.entry((project.to_owned(), tier)).or_default().push(bucket);
+            }
+        }
+        for ((project, tier), buckets) in missing {
+            let list: Vec<String> = buckets.iter().map(i64::to_string).collect();
+            let mut rows = ch
+                .client()
+                .query(&format!(
+                    "SELECT ?fields FROM {}.{table} FINAL \
+                     WHERE project = ? AND tier = ? AND bucket IN ({}) AND node = ?",
+                    ch.database(),
+                    list.join(", ")
+                ))
+                .bind(&project)
+                .bind(tier)
+                .bind(node)
+                .fetch::<R>()
+                .map_err(backend)?;
+            let mut loaded: HashMap<i64, Totals<V>> =
+                buckets.iter().map(|b| (*b, Totals::default())).collect();
+            while let Some(row) = rows.next().await.map_err(backend)? {
+                let total = Total { value: row.value()?, version: row.version() };
+                loaded.entry(row.bucket()).or_default().insert(row.series(), total);
+            }
+            let loaded =
+                loaded.into_iter().map(|(bucket, totals)| (B::at(&project, tier, bucket), totals));
+            self.held.lock().expect("totals lock").extend(loaded);
+        }
+        Ok(())
     }
 
     /// Runs `f` over what is held (to work out a block's changes).
@@ -138,6 +189,12 @@ mod tests {
     impl Bucket for At {
         fn closes_at(&self) -> i64 {
             self.0 + self.1
+        }
+        fn place(&self) -> (&str, u8, i64) {
+            ("p", 0, self.0)
+        }
+        fn at(_: &str, _: u8, bucket: i64) -> Self {
+            At(bucket, 0)
         }
     }
 
