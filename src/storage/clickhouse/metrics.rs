@@ -14,7 +14,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::schema::Ddl;
-use super::totals::{self, Bucket, HeldTotals, TotalRow, Totals};
+use super::totals::{self, HeldTotals, TotalRow, Totals};
 use super::{ClickHouse, StorageError, backend};
 use crate::aggregate::metric::{self, Bin, BinKey, MetricKey, MetricTier};
 use crate::aggregate::sketch::Sketch;
@@ -123,27 +123,8 @@ impl BinRow {
     }
 }
 
-/// One bucket of one metric tier of one project (all its metrics): what a
-/// node's totals are loaded and evicted by.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct BucketId {
-    project: String,
-    tier: MetricTier,
-    bucket: i64,
-}
-
-impl Bucket for BucketId {
-    fn closes_at(&self) -> i64 {
-        self.bucket + self.tier.width_ms()
-    }
-    fn place(&self) -> (&str, u8, i64) {
-        (&self.project, self.tier.code() as u8, self.bucket)
-    }
-    fn at(project: &str, tier: u8, bucket: i64) -> Self {
-        let tier = MetricTier::from_code(i64::from(tier)).expect("a tier's own code");
-        BucketId { project: project.to_owned(), tier, bucket }
-    }
-}
+/// A bucket of `metric_totals`.
+type BucketId = totals::BucketId<MetricTier>;
 
 impl TotalRow for BinRow {
     type Sum = Bin;

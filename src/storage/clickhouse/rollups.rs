@@ -21,7 +21,7 @@ use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 use super::schema::Ddl;
-use super::totals::{self, Bucket, HeldTotals, Total, TotalRow, Totals};
+use super::totals::{self, HeldTotals, Total, TotalRow, Totals};
 use super::{ClickHouse, StorageError, backend};
 use crate::aggregate::rollup::SequencedCall;
 use crate::aggregate::sketch::Sketch;
@@ -194,27 +194,8 @@ fn projection_column(key: &SeriesKey) -> String {
     }
 }
 
-/// One bucket of one tier of one project: what a node's totals are loaded
-/// from ClickHouse and evicted by, whole.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct BucketId {
-    project: String,
-    tier: Tier,
-    bucket: i64,
-}
-
-impl Bucket for BucketId {
-    fn closes_at(&self) -> i64 {
-        self.bucket + self.tier.width_ms()
-    }
-    fn place(&self) -> (&str, u8, i64) {
-        (&self.project, self.tier.code() as u8, self.bucket)
-    }
-    fn at(project: &str, tier: u8, bucket: i64) -> Self {
-        let tier = Tier::from_code(i64::from(tier)).expect("a tier's own code");
-        BucketId { project: project.to_owned(), tier, bucket }
-    }
-}
+/// A bucket of `rollup_totals`.
+type BucketId = totals::BucketId<Tier>;
 
 impl TotalRow for RollupRow {
     type Sum = Cell;

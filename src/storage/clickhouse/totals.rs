@@ -18,6 +18,8 @@ use clickhouse::{RowOwned, RowRead};
 use rustc_hash::FxHashMap;
 
 use super::{ClickHouse, StorageError, backend};
+use crate::aggregate::Tier;
+use crate::aggregate::metric::MetricTier;
 
 /// A series' total in one bucket and the sequence number of its last
 /// record: records at or below it are already counted.
@@ -39,6 +41,58 @@ pub trait Bucket: Clone + Eq + Hash {
     fn place(&self) -> (&str, u8, i64);
     /// The bucket at a place `place` gave.
     fn at(project: &str, tier: u8, bucket: i64) -> Self;
+}
+
+/// The tiers of a totals table: usage rollups' or metric bins'.
+pub trait TotalsTier: Copy + Eq + Hash {
+    fn width_ms(self) -> i64;
+    fn code(self) -> i64;
+    fn from_code(code: i64) -> Option<Self>;
+}
+
+impl TotalsTier for Tier {
+    fn width_ms(self) -> i64 {
+        Tier::width_ms(self)
+    }
+    fn code(self) -> i64 {
+        Tier::code(self)
+    }
+    fn from_code(code: i64) -> Option<Self> {
+        Tier::from_code(code)
+    }
+}
+
+impl TotalsTier for MetricTier {
+    fn width_ms(self) -> i64 {
+        MetricTier::width_ms(self)
+    }
+    fn code(self) -> i64 {
+        MetricTier::code(self)
+    }
+    fn from_code(code: i64) -> Option<Self> {
+        MetricTier::from_code(code)
+    }
+}
+
+/// One bucket of one tier of one project: the `Bucket` of both tables.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct BucketId<T> {
+    pub project: String,
+    pub tier: T,
+    pub bucket: i64,
+}
+
+impl<T: TotalsTier> Bucket for BucketId<T> {
+    fn closes_at(&self) -> i64 {
+        self.bucket + self.tier.width_ms()
+    }
+    fn place(&self) -> (&str, u8, i64) {
+        (&self.project, self.tier.code() as u8, self.bucket)
+    }
+    fn at(project: &str, tier: u8, bucket: i64) -> Self {
+        let tier = T::from_code(i64::from(tier)).expect("a tier's own code");
+        BucketId { project: project.to_owned(), tier, bucket }
+    }
 }
 
 /// A row of a totals table, as it is read back.

@@ -145,22 +145,32 @@ pub fn register_modules(conn: &Connection) -> Result<(), rusqlite::Error> {
     rusqlite::vtab::array::load_module(conn)
 }
 
-/// A call id as a key of the index (`call_keys`).
-fn id_key(id: &str) -> String {
-    format!("i{id}")
+/// A key of a call as the index knows it, borrowed from the call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Key<'a> {
+    Id(&'a str),
+    Span(&'a str, &'a str),
 }
 
-/// A span (trace id, span id) as a key of the index.
-fn span_key_text(trace: &str, span: &str) -> String {
-    format!("s{trace}{span}")
+impl Key<'_> {
+    /// Its hash in the index: of `i` and the id, or `s` and the trace and
+    /// span ids (`call_keys::key_hash`).
+    fn hash(&self, project: &str) -> u64 {
+        match self {
+            Key::Id(id) => key_hash(project, &["i", id]),
+            Key::Span(trace, span) => key_hash(project, &["s", trace, span]),
+        }
+    }
 }
+
+/// A stored call's seq, id and (trace id, span id), as read back.
+type StoredKeys = (i64, Option<String>, Option<(String, String)>);
 
 /// The keys of one stored chunk's calls, by seq, as read back to tell a
 /// candidate of the index from the key looked up.
 struct ChunkKeys {
     project: String,
-    /// (seq, id key, span key), by seq.
-    calls: Vec<(i64, Option<String>, Option<String>)>,
+    calls: Vec<StoredKeys>,
 }
 
 /// Tells which keys are stored: the index's candidates for a key's hash,
@@ -175,14 +185,13 @@ impl<'k> Verifier<'k> {
         Verifier { keys, chunks: FxHashMap::default() }
     }
 
-    /// Whether a stored call of `project` has the key `key`.
-    pub fn stored(
+    /// Whether a stored call of `project` has the key `key` (its `hash`).
+    fn stored(
         &mut self,
         conn: &Connection,
         project: &str,
-        key: &str,
+        (key, hash): (Key<'_>, u64),
     ) -> Result<bool, StorageError> {
-        let hash = key_hash(project, key);
         for seq in self.keys.candidates(conn, hash)? {
             if self.key_of(conn, seq, project, key)? {
                 return Ok(true);
@@ -198,7 +207,7 @@ impl<'k> Verifier<'k> {
         conn: &Connection,
         seq: i64,
         project: &str,
-        key: &str,
+        key: Key<'_>,
     ) -> Result<bool, StorageError> {
         let found = self.chunks.iter().find(|(first, chunk)| {
             **first <= seq && chunk.calls.last().is_some_and(|(last, _, _)| *last >= seq)
@@ -219,8 +228,8 @@ impl<'k> Verifier<'k> {
                 }
                 let mut calls = Vec::new();
                 for entry in entries(&body)? {
-                    let span = rows::span_of(entry.payload)?.map(|(t, s)| span_key_text(&t, &s));
-                    calls.push((first + entry.seq as i64, entry.id.map(id_key), span));
+                    let span = rows::span_of(entry.payload)?;
+                    calls.push((first + entry.seq as i64, entry.id.map(str::to_owned), span));
                 }
                 let chunk = Rc::new(ChunkKeys { project: chunk_project, calls });
                 self.chunks.insert(first, chunk.clone());
@@ -234,16 +243,19 @@ impl<'k> Verifier<'k> {
             return Ok(false);
         };
         let (_, id, span) = &chunk.calls[at];
-        Ok(id.as_deref() == Some(key) || span.as_deref() == Some(key))
+        Ok(match key {
+            Key::Id(key) => id.as_deref() == Some(key),
+            Key::Span(trace, key) => span.as_ref().is_some_and(|(t, s)| t == trace && s == key),
+        })
     }
 }
 
 /// The keys an append claims: checked against the stored calls' and the
-/// append's own, kept (by call) for the index once the append commits.
+/// append's own, kept (with their hash and call) for the index once the
+/// append commits. Borrowed from the calls: nothing is allocated per key.
 struct Claims<'k, 'c> {
     verifier: Verifier<'k>,
-    /// This append's keys by hash: (project, key, call).
-    ours: FxHashMap<u64, Vec<(&'c str, String, usize)>>,
+    ours: FxHashMap<(&'c str, Key<'c>), (u64, usize)>,
 }
 
 impl<'k, 'c> Claims<'k, 'c> {
@@ -253,26 +265,23 @@ impl<'k, 'c> Claims<'k, 'c> {
         &mut self,
         conn: &Connection,
         project: &'c str,
-        key: String,
+        key: Key<'c>,
         call: usize,
     ) -> Result<bool, StorageError> {
-        let hash = key_hash(project, &key);
-        let ours = self
-            .ours
-            .get(&hash)
-            .is_some_and(|claimed| claimed.iter().any(|(p, k, _)| *p == project && *k == key));
-        if ours || self.verifier.stored(conn, project, &key)? {
+        if self.ours.contains_key(&(project, key)) {
             return Ok(false);
         }
-        self.ours.entry(hash).or_default().push((project, key, call));
+        let hash = key.hash(project);
+        if self.verifier.stored(conn, project, (key, hash))? {
+            return Ok(false);
+        }
+        self.ours.insert((project, key), (hash, call));
         Ok(true)
     }
 
     /// Gives back the keys `call` claimed.
     fn release(&mut self, call: usize) {
-        for claimed in self.ours.values_mut() {
-            claimed.retain(|(_, _, c)| *c != call);
-        }
+        self.ours.retain(|_, (_, c)| *c != call);
     }
 }
 
@@ -288,6 +297,7 @@ fn claim_all<'k, 'c>(
     refused: &[bool],
 ) -> Result<(Vec<usize>, Claims<'k, 'c>), StorageError> {
     let mut claims = Claims { verifier: Verifier::new(keys), ours: FxHashMap::default() };
+    claims.ours.reserve(calls.len());
     let mut kept = Vec::with_capacity(order.calls.len());
     for &i in &order.calls {
         if refused.get(i).copied().unwrap_or(false) {
@@ -296,12 +306,12 @@ fn claim_all<'k, 'c>(
         let call = calls[i];
         let project = call.project.as_str();
         if let Some(id) = &call.id
-            && !claims.claim(conn, project, id_key(id), i)?
+            && !claims.claim(conn, project, Key::Id(id), i)?
         {
             continue;
         }
         if let Some((trace, span)) = span_key(call)
-            && !claims.claim(conn, project, span_key_text(trace, span), i)?
+            && !claims.claim(conn, project, Key::Span(trace, span), i)?
         {
             claims.release(i);
             continue;
@@ -322,10 +332,10 @@ pub fn holds(
     keys.iter()
         .map(|(project, key)| {
             let key = match key {
-                CallKey::Id(id) => id_key(id),
-                CallKey::Span { trace, span } => span_key_text(trace, span),
+                CallKey::Id(id) => Key::Id(id),
+                CallKey::Span { trace, span } => Key::Span(trace, span),
             };
-            verifier.stored(conn, project, &key)
+            verifier.stored(conn, project, (key, key.hash(project)))
         })
         .collect()
 }
@@ -355,10 +365,10 @@ pub fn each_key_after(
                 for entry in entries(body)? {
                     let (at, time) = (first + entry.seq as i64, min + entry.time as i64);
                     if let Some(id) = entry.id {
-                        page.push((key_hash(&project, &id_key(id)), at, time));
+                        page.push((Key::Id(id).hash(&project), at, time));
                     }
                     if let Some((trace, span)) = rows::span_of(entry.payload)? {
-                        page.push((key_hash(&project, &span_key_text(&trace, &span)), at, time));
+                        page.push((Key::Span(&trace, &span).hash(&project), at, time));
                     }
                 }
                 (seq, chunks) = (first, chunks + 1);
@@ -441,14 +451,11 @@ pub fn append(
         insert.execute(params![next, last, project, run.len() as i64, min, max, body])?;
         next = last + 1;
     }
-    let mut claimed = Vec::new();
-    for (hash, ours) in claims.ours {
-        for (_, _, i) in ours {
-            if let Some(seq) = seqs[i] {
-                claimed.push((hash, seq, calls[i].time_ms));
-            }
-        }
-    }
+    let claimed = claims
+        .ours
+        .into_values()
+        .filter_map(|(hash, i)| seqs[i].map(|seq| (hash, seq, calls[i].time_ms)))
+        .collect();
     Ok(Stored { seqs, keys: claimed })
 }
 

@@ -37,19 +37,22 @@ const MIN_SEEN_KEYS: usize = 1 << 20;
 /// keys in a run.
 pub const THROUGH_KEY: &str = "call_keys_through";
 
-/// The hash a key of `project` is indexed under (`key` as `call_chunks`
-/// forms it: `i` and the id, or `s` and the trace and span ids): the top 40
-/// bits of its xxh3 (a specified algorithm, so stored hashes stay valid
-/// across versions). 40 bits make sorted hashes cheap to store (a run of a
-/// million differs by about 2^20 from one to the next) while two keys of a
-/// hundred million share one about once in ten thousand lookups: a
-/// candidate more to read back, never a wrong answer.
-pub fn key_hash(project: &str, key: &str) -> u64 {
+/// The hash a key of `project` is indexed under, the key given in `parts`
+/// (as `call_chunks` forms it: `i` and the id, or `s`, the trace id and the
+/// span id): the top 40 bits of the xxh3 of the project and the parts (a
+/// specified algorithm, so stored hashes stay valid across versions). 40
+/// bits make sorted hashes cheap to store (a run of a million differs by
+/// about 2^20 from one to the next) while two keys of a hundred million
+/// share one about once in ten thousand lookups: a candidate more to read
+/// back, never a wrong answer.
+pub fn key_hash(project: &str, parts: &[&str]) -> u64 {
     let mut hasher = xxhash_rust::xxh3::Xxh3::new();
     hasher.update(project.as_bytes());
     // Never in UTF-8 text: `ab` + `c` and `a` + `bc` hash apart.
     hasher.update(&[0xff]);
-    hasher.update(key.as_bytes());
+    for part in parts {
+        hasher.update(part.as_bytes());
+    }
     hasher.digest() >> 24
 }
 
@@ -441,7 +444,7 @@ mod tests {
     fn keys_are_found_in_memory_in_runs_and_after_a_reload() {
         let mut conn = store();
         let mut keys = CallKeys::load(&conn, RUN_KEYS).unwrap();
-        let hash = |i: u64| key_hash("p", &format!("i{i}"));
+        let hash = |i: u64| key_hash("p", &["i", &i.to_string()]);
         for i in 0..3_000u64 {
             keys.add(hash(i), i as i64 + 1, 1_000 + i as i64);
         }
