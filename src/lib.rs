@@ -24,3 +24,4 @@ pub mod server;
 pub mod storage;
 pub mod time;
 pub mod tls;
+pub mod varint;

@@ -16,6 +16,7 @@ use rustc_hash::{FxHashMap, FxHashSet, FxHasher};
 use tracing::warn;
 
 use crate::model::{LlmCall, Operation, Status, Tags};
+use crate::varint;
 
 /// The dimensions usage is rolled up by.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -295,14 +296,14 @@ impl<'a> Dimensions<'a> {
     /// of memory instead of following a pointer per field.
     fn flatten(&self, out: &mut Vec<u8>) {
         fn text(out: &mut Vec<u8>, text: &str) {
-            varint(out, text.len() as u64);
+            varint::put(out, text.len() as u64);
             out.extend_from_slice(text.as_bytes());
         }
         fn optional(out: &mut Vec<u8>, value: Option<&str>) {
             match value {
                 None => out.push(0),
                 Some(value) => {
-                    varint(out, value.len() as u64 + 1);
+                    varint::put(out, value.len() as u64 + 1);
                     out.extend_from_slice(value.as_bytes());
                 }
             }
@@ -315,21 +316,12 @@ impl<'a> Dimensions<'a> {
             optional(out, field);
         }
         optional(out, self.projection);
-        varint(out, self.tags.len() as u64);
+        varint::put(out, self.tags.len() as u64);
         for (name, value) in self.tags {
             text(out, name);
             text(out, value);
         }
     }
-}
-
-/// Appends `n` in LEB128 (7 bits a byte, low first).
-fn varint(out: &mut Vec<u8>, mut n: u64) {
-    while n >= 0x80 {
-        out.push((n as u8) | 0x80);
-        n >>= 7;
-    }
-    out.push(n as u8);
 }
 
 /// A series as the registry keeps it: its dimensions flattened.

@@ -40,6 +40,8 @@
 
 use std::iter;
 
+use crate::varint;
+
 /// Bound on the relative error of `Sketch::quantile`; see the module docs for its terms.
 pub const RELATIVE_ACCURACY: f64 = 0.01;
 
@@ -202,7 +204,7 @@ impl Sketch {
     /// The count is not stored: it is the sum of the bin counts.
     pub fn encode(&self, out: &mut Vec<u8>) {
         out.push(FORMAT_VERSION);
-        put_varint(out, self.zero_count);
+        varint::put(out, self.zero_count);
         self.negative.encode(out);
         self.positive.encode(out);
         if let (Some(min), Some(max)) = (self.min, self.max) {
@@ -313,7 +315,7 @@ fn read_pairs(input: &mut Reader<'_>, pairs: &mut Vec<(i32, u64)>) -> Result<u64
     let mut total = 0u64;
     for i in 0..occupied {
         key = if i == 0 {
-            unzigzag(input.varint()?)
+            varint::unzigzag(input.varint()?)
         } else {
             let gap = input.varint()?;
             if gap >= MAX_BINS as u64 {
@@ -463,14 +465,14 @@ impl Store {
 
     fn encode(&self, out: &mut Vec<u8>) {
         let occupied = self.bins.iter().filter(|&&n| n != 0).count();
-        put_varint(out, occupied as u64);
+        varint::put(out, occupied as u64);
         let mut previous = None;
         for (key, &n) in (self.offset..).zip(&self.bins).filter(|&(_, &n)| n != 0) {
             match previous {
-                None => put_varint(out, zigzag(key)),
-                Some(previous) => put_varint(out, (key - previous - 1) as u64),
+                None => varint::put(out, varint::zigzag(i64::from(key))),
+                Some(previous) => varint::put(out, (key - previous - 1) as u64),
             }
-            put_varint(out, n);
+            varint::put(out, n);
             previous = Some(key);
         }
     }
@@ -528,22 +530,6 @@ fn representative(index: i32) -> f64 {
     2.0 * (f64::from(index) / BINS_PER_LN).exp() / (1.0 + (1.0 / BINS_PER_LN).exp())
 }
 
-fn zigzag(value: i32) -> u64 {
-    u64::from(((value << 1) ^ (value >> 31)) as u32)
-}
-
-fn unzigzag(value: u64) -> i64 {
-    (value >> 1) as i64 ^ -((value & 1) as i64)
-}
-
-fn put_varint(out: &mut Vec<u8>, mut value: u64) {
-    while value >= 0x80 {
-        out.push(value as u8 | 0x80);
-        value >>= 7;
-    }
-    out.push(value as u8);
-}
-
 struct Reader<'a> {
     rest: &'a [u8],
 }
@@ -561,21 +547,14 @@ impl Reader<'_> {
         Ok(f64::from_le_bytes(*bytes))
     }
 
-    /// LEB128, at most 10 bytes, rejecting bits beyond 64.
+    /// LEB128, at most 10 bytes, rejecting bits beyond 64; Truncated when
+    /// the input ends inside it.
     fn varint(&mut self) -> Result<u64, SketchError> {
-        let mut value = 0u64;
-        for shift in (0..64).step_by(7) {
-            let byte = self.byte()?;
-            let bits = u64::from(byte & 0x7f);
-            if shift == 63 && bits > 1 {
-                return Err(SketchError::MalformedVarint);
-            }
-            value |= bits << shift;
-            if byte & 0x80 == 0 {
-                return Ok(value);
-            }
-        }
-        Err(SketchError::MalformedVarint)
+        let before = self.rest;
+        varint::take(&mut self.rest).ok_or_else(|| {
+            let unfinished = before.len() < 10 && before.iter().all(|b| b & 0x80 != 0);
+            if unfinished { SketchError::Truncated } else { SketchError::MalformedVarint }
+        })
     }
 }
 

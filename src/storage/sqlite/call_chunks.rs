@@ -10,10 +10,11 @@ use std::rc::Rc;
 
 use rusqlite::{CachedStatement, Connection, OptionalExtension, Transaction, params};
 use rustc_hash::{FxHashMap, FxHashSet};
-use serde::{Deserialize, Serialize, Serializer};
+use serde::Deserialize;
 
+use super::call_columns::{self, CallRow};
 use super::call_keys::{CallKeys, key_hash};
-use super::rows::{self, EncodedCalls, StoredCall};
+use super::rows::{self, EncodedCalls};
 use crate::aggregate::SeriesKey;
 use crate::aggregate::rollup::SequencedCall;
 use crate::model::LlmCall;
@@ -31,37 +32,6 @@ pub const CHUNK_SPAN_MS: i64 = 1000;
 /// hour) would otherwise get a row each. Reading a few more calls than a
 /// window needs costs little.
 pub const SPARSE_CALLS: usize = 64;
-
-/// One call in a chunk's body, its seq and time as offsets from the chunk's
-/// first seq and least time. Borrowed both ways: from the records when
-/// written, from the row when read.
-#[derive(Serialize, Deserialize)]
-struct Entry<'a> {
-    seq: u64,
-    time: u64,
-    series: i64,
-    #[serde(borrow)]
-    id: Option<&'a str>,
-    #[serde(borrow)]
-    session: Option<&'a str>,
-    #[serde(borrow, serialize_with = "as_bytes")]
-    payload: &'a [u8],
-}
-
-/// Writes a payload as one run of bytes (not byte by byte, as a slice
-/// serializes by default); `&[u8]` deserializes from either.
-fn as_bytes<S: Serializer>(bytes: &&[u8], serializer: S) -> Result<S::Ok, S::Error> {
-    serializer.serialize_bytes(bytes)
-}
-
-fn encode(entries: &[Entry<'_>], out: &mut Vec<u8>) {
-    out.clear();
-    postcard::to_io(entries, &mut *out).expect("writing to a Vec cannot fail");
-}
-
-fn entries(body: &[u8]) -> Result<Vec<Entry<'_>>, StorageError> {
-    postcard::from_bytes(body).map_err(|e| StorageError::Corrupt(format!("call chunk: {e}")))
-}
 
 fn slice(time_ms: i64) -> i64 {
     time_ms.div_euclid(CHUNK_SPAN_MS)
@@ -226,11 +196,12 @@ impl<'k> Verifier<'k> {
                 if last < seq {
                     return Ok(false);
                 }
-                let mut calls = Vec::new();
-                for entry in entries(&body)? {
-                    let span = rows::span_of(entry.payload)?;
-                    calls.push((first + entry.seq as i64, entry.id.map(str::to_owned), span));
-                }
+                let unpacked = call_columns::unpack(&body)?;
+                let owned = |(seq, id, span): call_columns::RowKeys<'_>| {
+                    let span = span.map(|(t, s)| (t.to_owned(), s.to_owned()));
+                    (seq, id.map(str::to_owned), span)
+                };
+                let calls = unpacked.keys(first)?.into_iter().map(owned).collect();
                 let chunk = Rc::new(ChunkKeys { project: chunk_project, calls });
                 self.chunks.insert(first, chunk.clone());
                 chunk
@@ -354,21 +325,22 @@ pub fn each_key_after(
         let mut chunks = 0;
         {
             let mut stmt = conn.prepare_cached(
-                "SELECT first_seq, project, min_time, body FROM call_chunks \
+                "SELECT first_seq, project, max_time, body FROM call_chunks \
                  WHERE first_seq > ?1 ORDER BY first_seq LIMIT 256",
             )?;
             let mut rows = stmt.query([seq])?;
             while let Some(row) = rows.next()? {
-                let (first, project, min): (i64, String, i64) =
+                let (first, project, max): (i64, String, i64) =
                     (row.get(0)?, row.get(1)?, row.get(2)?);
                 let body = row.get_ref(3)?.as_blob().map_err(rusqlite::Error::from)?;
-                for entry in entries(body)? {
-                    let (at, time) = (first + entry.seq as i64, min + entry.time as i64);
-                    if let Some(id) = entry.id {
-                        page.push((Key::Id(id).hash(&project), at, time));
+                // A run is dropped once its newest key's call is past the
+                // retention: the chunk's newest time stands for its calls'.
+                for (at, id, span) in call_columns::unpack(body)?.keys(first)? {
+                    if let Some(id) = id {
+                        page.push((Key::Id(id).hash(&project), at, max));
                     }
-                    if let Some((trace, span)) = rows::span_of(entry.payload)? {
-                        page.push((Key::Span(&trace, &span).hash(&project), at, time));
+                    if let Some((trace, span)) = span {
+                        page.push((Key::Span(trace, span).hash(&project), at, max));
                     }
                 }
                 (seq, chunks) = (first, chunks + 1);
@@ -434,18 +406,11 @@ pub fn append(
         let max = run.iter().map(|&i| calls[i].time_ms).max().unwrap_or(0);
         chunk.clear();
         for (k, &i) in run.iter().enumerate() {
-            let call = &calls[i];
-            seqs[i] = Some(next + k as i64);
-            chunk.push(Entry {
-                seq: k as u64,
-                time: (call.time_ms - min) as u64,
-                series: series[i],
-                id: call.id.as_deref(),
-                session: call.session.as_deref(),
-                payload: encoded.payload(i),
-            });
+            let seq = next + k as i64;
+            seqs[i] = Some(seq);
+            chunk.push(CallRow::of(calls[i], seq, series[i], encoded.own_dimensions(i)));
         }
-        encode(&chunk, &mut body);
+        call_columns::pack(&chunk, next, min, &mut body);
         let last = next + run.len() as i64 - 1;
         let project = &calls[run[0]].project;
         insert.execute(params![next, last, project, run.len() as i64, min, max, body])?;
@@ -479,25 +444,16 @@ impl<'c> SeriesKeys<'c> {
         Ok(Self { stmt, keys: FxHashMap::default() })
     }
 
-    /// The call `entry` of the chunk at `head`, put back together.
-    fn call(&mut self, head: &Head, entry: &Entry<'_>) -> Result<SequencedCall, StorageError> {
-        if !self.keys.contains_key(&entry.series) {
+    /// The call `row` of the chunk at `head`, put back together.
+    fn call(&mut self, head: &Head, row: &CallRow<'_>) -> Result<SequencedCall, StorageError> {
+        if !self.keys.contains_key(&row.series) {
             let (_, key) =
-                self.stmt.query_row([entry.series], rows::series_from_row).optional()?.ok_or_else(
-                    || StorageError::Corrupt(format!("call of unknown series {}", entry.series)),
+                self.stmt.query_row([row.series], rows::series_from_row).optional()?.ok_or_else(
+                    || StorageError::Corrupt(format!("call of unknown series {}", row.series)),
                 )?;
-            self.keys.insert(entry.series, key);
+            self.keys.insert(row.series, key);
         }
-        let stored = StoredCall {
-            seq: head.first_seq + entry.seq as i64,
-            series: entry.series,
-            project: &head.project,
-            id: entry.id,
-            time_ms: head.min_time + entry.time as i64,
-            session: entry.session,
-            payload: entry.payload,
-        };
-        rows::decode_call(&stored, &self.keys[&entry.series])
+        rows::decode_call(row, &head.project, &self.keys[&row.series])
     }
 }
 
@@ -563,17 +519,17 @@ pub fn list(conn: &Connection, filter: &CallFilter) -> Result<Vec<SequencedCall>
                 break;
             }
         }
-        let body = body(conn, head.first_seq)?;
-        for entry in entries(&body)? {
-            let at = (head.min_time + entry.time as i64, head.first_seq + entry.seq as i64);
+        let unpacked = call_columns::unpack(&body(conn, head.first_seq)?)?;
+        for row in unpacked.rows(head.first_seq, head.min_time)? {
+            let at = (row.time_ms, row.seq);
             let wanted = at.0 >= filter.from_ms
                 && at.0 < filter.to_ms
                 && at > after
                 && at < before
-                && filter.session.as_ref().is_none_or(|s| entry.session == Some(s.as_str()))
-                && series.as_ref().is_none_or(|set| set.contains(&entry.series));
+                && filter.session.as_ref().is_none_or(|s| row.session == Some(s.as_str()))
+                && series.as_ref().is_none_or(|set| set.contains(&row.series));
             if wanted {
-                found.push(keys.call(head, &entry)?);
+                found.push(keys.call(head, &row)?);
             }
         }
     }
@@ -595,14 +551,13 @@ pub fn between(
     let mut keys = SeriesKeys::new(conn)?;
     let mut found = Vec::new();
     for head in heads.iter().filter(|head| head.last_seq > after_seq) {
-        let body = body(conn, head.first_seq)?;
-        for entry in entries(&body)? {
+        let unpacked = call_columns::unpack(&body(conn, head.first_seq)?)?;
+        for row in unpacked.rows(head.first_seq, head.min_time)? {
             if found.len() >= limit {
                 return Ok(found);
             }
-            let time = head.min_time + entry.time as i64;
-            if head.first_seq + entry.seq as i64 > after_seq && time >= from && time < to {
-                found.push(keys.call(head, &entry)?);
+            if row.seq > after_seq && row.time_ms >= from && row.time_ms < to {
+                found.push(keys.call(head, &row)?);
             }
         }
     }
@@ -629,9 +584,10 @@ pub fn after(
     {
         let head = head_from_row(row)?;
         let body = row.get_ref(4)?.as_blob().map_err(rusqlite::Error::from)?;
-        for entry in entries(body)? {
-            if head.first_seq + entry.seq as i64 > seq && found.len() < limit {
-                found.push(keys.call(&head, &entry)?);
+        let unpacked = call_columns::unpack(body)?;
+        for row in unpacked.rows(head.first_seq, head.min_time)? {
+            if row.seq > seq && found.len() < limit {
+                found.push(keys.call(&head, &row)?);
             }
         }
     }
@@ -646,39 +602,33 @@ pub fn replace_payloads(
     let mut order: Vec<&(i64, LlmCall)> = repriced.iter().collect();
     order.sort_unstable_by_key(|(seq, _)| *seq);
     let mut find = tx.prepare_cached(
-        "SELECT first_seq, last_seq, body FROM call_chunks WHERE first_seq <= ?1 \
+        "SELECT first_seq, last_seq, min_time, body FROM call_chunks WHERE first_seq <= ?1 \
          ORDER BY first_seq DESC LIMIT 1",
     )?;
     let mut update = tx.prepare_cached("UPDATE call_chunks SET body = ?2 WHERE first_seq = ?1")?;
     let mut out = Vec::new();
     let mut k = 0;
     while k < order.len() {
-        let found: Option<(i64, i64, Vec<u8>)> = find
-            .query_row([order[k].0], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+        let found: Option<(i64, i64, i64, Vec<u8>)> = find
+            .query_row([order[k].0], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)))
             .optional()?;
-        let Some((first, last, body)) = found else {
+        let Some((first, last, min, body)) = found else {
             k += 1;
             continue;
         };
         let end = k + order[k..].iter().take_while(|(seq, _)| *seq <= last).count();
-        let calls: FxHashMap<u64, &LlmCall> =
-            order[k..end].iter().map(|(seq, call)| ((seq - first) as u64, call)).collect();
-        let mut chunk = entries(&body)?;
-        // New payloads keep what followed the old ones (a call's own
-        // dimensions), which re-pricing does not change.
-        let mut payloads: Vec<(usize, Vec<u8>)> = Vec::with_capacity(calls.len());
-        for (index, entry) in chunk.iter().enumerate() {
-            if let Some(call) = calls.get(&entry.seq) {
-                let mut payload = Vec::with_capacity(96);
-                rows::encode_payload(call, &mut payload);
-                payload.extend_from_slice(rows::own_dimensions_of(entry.payload)?);
-                payloads.push((index, payload));
+        let calls: FxHashMap<i64, &LlmCall> =
+            order[k..end].iter().map(|(seq, call)| (*seq, call)).collect();
+        let unpacked = call_columns::unpack(&body)?;
+        let mut chunk = unpacked.rows(first, min)?;
+        // A re-priced call keeps its series and own dimensions, which
+        // re-pricing does not change.
+        for row in &mut chunk {
+            if let Some(call) = calls.get(&row.seq) {
+                *row = CallRow::of(call, row.seq, row.series, row.own);
             }
         }
-        for (index, payload) in &payloads {
-            chunk[*index].payload = payload;
-        }
-        encode(&chunk, &mut out);
+        call_columns::pack(&chunk, first, min, &mut out);
         update.execute(params![first, out])?;
         k = end.max(k + 1);
     }
@@ -703,17 +653,15 @@ pub fn delete_before(tx: &Transaction<'_>, cutoff: i64) -> Result<usize, Storage
     for first in firsts {
         let (min, body): (i64, Vec<u8>) =
             read.query_row([first], |row| Ok((row.get(0)?, row.get(1)?)))?;
-        let (old, mut kept): (Vec<Entry<'_>>, Vec<Entry<'_>>) =
-            entries(&body)?.into_iter().partition(|e| min + (e.time as i64) < cutoff);
+        let unpacked = call_columns::unpack(&body)?;
+        let (old, kept): (Vec<CallRow<'_>>, Vec<CallRow<'_>>) =
+            unpacked.rows(first, min)?.into_iter().partition(|row| row.time_ms < cutoff);
         deleted += old.len();
-        let Some(new_min) = kept.iter().map(|e| min + e.time as i64).min() else {
+        let Some(new_min) = kept.iter().map(|row| row.time_ms).min() else {
             delete.execute([first])?;
             continue;
         };
-        for entry in &mut kept {
-            entry.time = (min + entry.time as i64 - new_min) as u64;
-        }
-        encode(&kept, &mut out);
+        call_columns::pack(&kept, first, new_min, &mut out);
         update.execute(params![first, kept.len() as i64, new_min, out])?;
     }
     Ok(deleted)
@@ -731,23 +679,19 @@ struct OldCall {
 }
 
 /// Writes moved calls as one chunk.
-fn write_moved(tx: &Transaction<'_>, calls: &[OldCall]) -> Result<(), rusqlite::Error> {
+fn write_moved(tx: &Transaction<'_>, calls: &[OldCall]) -> Result<(), StorageError> {
     let (Some(first), Some(last)) = (calls.first(), calls.last()) else { return Ok(()) };
     let min = calls.iter().map(|c| c.time_ms).min().unwrap_or(0);
     let max = calls.iter().map(|c| c.time_ms).max().unwrap_or(0);
-    let chunk: Vec<Entry<'_>> = calls
+    let chunk = calls
         .iter()
-        .map(|c| Entry {
-            seq: (c.seq - first.seq) as u64,
-            time: (c.time_ms - min) as u64,
-            series: c.series,
-            id: c.id.as_deref(),
-            session: c.session.as_deref(),
-            payload: &c.payload,
+        .map(|c| {
+            let at = (c.seq, c.series, c.time_ms);
+            rows::legacy_row(at, c.id.as_deref(), c.session.as_deref(), &c.payload)
         })
-        .collect();
+        .collect::<Result<Vec<_>, _>>()?;
     let mut body = Vec::new();
-    encode(&chunk, &mut body);
+    call_columns::pack(&chunk, first.seq, min, &mut body);
     tx.prepare_cached(
         "INSERT INTO call_chunks (first_seq, last_seq, project, calls, min_time, max_time, body) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -767,7 +711,7 @@ fn write_moved(tx: &Transaction<'_>, calls: &[OldCall]) -> Result<(), rusqlite::
 /// Moves the calls of a store that kept a row per call (schema 8 and
 /// before) into chunks (the index takes their keys from there), then drops
 /// the old tables. Does nothing for a store without them.
-pub fn migrate_rows(tx: &Transaction<'_>) -> Result<(), rusqlite::Error> {
+pub fn migrate_rows(tx: &Transaction<'_>) -> Result<(), StorageError> {
     let old: i64 = tx.query_row(
         "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'calls'",
         [],
@@ -806,7 +750,56 @@ pub fn migrate_rows(tx: &Transaction<'_>) -> Result<(), rusqlite::Error> {
     write_moved(tx, &pending)?;
     drop(rows);
     drop(stmt);
-    tx.execute_batch("DROP TABLE calls; DROP TABLE IF EXISTS call_blocks;")
+    tx.execute_batch("DROP TABLE calls; DROP TABLE IF EXISTS call_blocks;")?;
+    Ok(())
+}
+
+/// A call in a chunk body as schemas 9 to 11 wrote it (a postcard record
+/// each, seq and time as offsets from the chunk's first seq and least
+/// time), read only to rewrite old chunks as columns.
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
+struct LegacyEntry<'a> {
+    seq: u64,
+    time: u64,
+    series: i64,
+    #[serde(borrow)]
+    id: Option<&'a str>,
+    #[serde(borrow)]
+    session: Option<&'a str>,
+    #[serde(borrow)]
+    payload: &'a [u8],
+}
+
+/// Rewrites the chunks of a store of schema 9 to 11 as columns
+/// (`call_columns`), a page of chunks at a time.
+pub fn migrate_bodies(tx: &Transaction<'_>) -> Result<(), StorageError> {
+    let mut read = tx.prepare(
+        "SELECT first_seq, min_time, body FROM call_chunks WHERE first_seq > ?1 \
+         ORDER BY first_seq LIMIT 256",
+    )?;
+    let mut update = tx.prepare("UPDATE call_chunks SET body = ?2 WHERE first_seq = ?1")?;
+    let (mut after, mut out) = (i64::MIN, Vec::new());
+    loop {
+        let page = read
+            .query_map([after], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
+            .collect::<Result<Vec<(i64, i64, Vec<u8>)>, _>>()?;
+        let Some(&(last, _, _)) = page.last() else { return Ok(()) };
+        for (first, min, body) in page {
+            let entries: Vec<LegacyEntry<'_>> = postcard::from_bytes(&body)
+                .map_err(|e| StorageError::Corrupt(format!("call chunk {first}: {e}")))?;
+            let rows = entries
+                .iter()
+                .map(|e| {
+                    let at = (first + e.seq as i64, e.series, min + e.time as i64);
+                    rows::legacy_row(at, e.id, e.session, e.payload)
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            call_columns::pack(&rows, first, min, &mut out);
+            update.execute(params![first, out])?;
+        }
+        after = last;
+    }
 }
 
 #[cfg(test)]
@@ -951,6 +944,57 @@ mod tests {
     }
 
     #[test]
+    fn a_store_of_schema_11_has_its_chunks_rewritten_as_columns() {
+        let mut conn = store();
+        let calls: Vec<LlmCall> = (0..3)
+            .map(|i| LlmCall {
+                input_tokens: 100 + i,
+                cost_usd: 0.001 * i as f64,
+                started_at_ms: Some(1_000 + i as i64),
+                session: (i == 1).then(|| "chat-1".into()),
+                trace_id: (i == 2).then(|| "t2".into()),
+                span_id: (i == 2).then(|| "s2".into()),
+                ..call(Some(&format!("old-{i}")), 2_000 + i as i64)
+            })
+            .collect();
+        // The chunk as schema 11 wrote it: a postcard record per call.
+        let payloads: Vec<Vec<u8>> = calls
+            .iter()
+            .map(|c| {
+                let mut payload = Vec::new();
+                rows::legacy_payload(c, &mut payload);
+                payload
+            })
+            .collect();
+        let entries: Vec<LegacyEntry<'_>> = calls
+            .iter()
+            .zip(&payloads)
+            .enumerate()
+            .map(|(i, (c, payload))| LegacyEntry {
+                seq: i as u64,
+                time: i as u64,
+                series: 1,
+                id: c.id.as_deref(),
+                session: c.session.as_deref(),
+                payload,
+            })
+            .collect();
+        let body = postcard::to_allocvec(&entries).unwrap();
+        conn.execute(
+            "INSERT INTO call_chunks (first_seq, last_seq, project, calls, min_time, max_time, body) \
+             VALUES (1, 3, 'default', 3, 2000, 2002, ?1)",
+            [body],
+        )
+        .unwrap();
+        conn.pragma_update(None, "user_version", 11).unwrap();
+        schema::create_or_check(&conn).unwrap();
+        let read: Vec<LlmCall> = after(&conn, 0, 10).unwrap().into_iter().map(|c| c.call).collect();
+        assert_eq!(read, calls);
+        // And the ids are still found, from the rewritten chunk.
+        assert_eq!(append_calls(&mut conn, &[call(Some("old-1"), 5)]), vec![None]);
+    }
+
+    #[test]
     fn a_store_with_a_row_per_call_moves_its_calls_into_chunks() {
         let conn = Connection::open_in_memory().unwrap();
         schema::create_or_check(&conn).unwrap();
@@ -971,7 +1015,7 @@ mod tests {
             if span_ref.is_some() {
                 (c.trace_id, c.span_id) = (Some(format!("t{seq}")), Some(format!("s{seq}")));
             }
-            rows::encode_payload(&c, &mut payload);
+            rows::legacy_payload(&c, &mut payload);
             conn.execute(
                 "INSERT INTO calls (seq, project, id, series, time_ms, session, span_ref, payload) \
                  VALUES (?1, 'default', ?2, 1, ?3, ?4, ?5, ?6)",

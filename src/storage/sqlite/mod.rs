@@ -8,6 +8,7 @@
 
 mod budgets;
 mod call_chunks;
+mod call_columns;
 mod call_keys;
 
 use call_keys::CallKeys;
@@ -25,7 +26,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tracing::warn;
 
 use super::{
@@ -261,6 +262,10 @@ const WAL_RESET_FRAMES: u64 = 16_384;
 
 /// How often the background checkpointer copies the WAL into the database.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
+/// How long the checkpoint at a stop waits for the log to be free (a
+/// passive checkpoint of a large log takes seconds) before leaving the log
+/// to the next start.
+const STOP_CHECKPOINT_WAIT: Duration = Duration::from_secs(20);
 
 /// Checkpoints the WAL in the background (PASSIVE: never blocks the writer or
 /// readers). Stops when the database can no longer be opened.
@@ -363,7 +368,6 @@ impl EncodedRecords {
             logs: Vec::with_capacity(parts.iter().map(|p| p.logs.len()).sum()),
         };
         let calls = parts.iter().map(|p| p.calls.len()).sum();
-        let bytes = parts.iter().map(|p| p.calls.byte_len()).sum();
         let mut call_parts = Vec::with_capacity(parts.len());
         for mut part in parts {
             call_parts.push(std::mem::take(&mut part.calls));
@@ -374,7 +378,7 @@ impl EncodedRecords {
             all.spans += part.spans;
             all.logs.append(&mut part.logs);
         }
-        all.calls = rows::EncodedCalls::joined(call_parts.into_iter(), calls, bytes);
+        all.calls = rows::EncodedCalls::joined(call_parts.into_iter(), calls);
         let lengths = (all.calls.len(), all.spans, all.logs.len());
         if lengths != (batch.call_count(), batch.span_count(), batch.logs.len()) {
             return Err(StorageError::Corrupt(format!(
@@ -931,15 +935,24 @@ impl UpkeepStore for SqliteStorage {
     async fn checkpoint(&self) -> Result<(), StorageError> {
         self.write(|conn| {
             // (busy, frames in the log, frames checkpointed); busy means a
-            // reader held on, and the log stays for the next start.
-            let busy: i64 =
-                conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| row.get(0))?;
-            if busy != 0 {
-                warn!(
-                    "a reader held the store at the stop; its log is folded in at the next start"
-                );
+            // reader or the background checkpoint (which may be midway
+            // through a large log) held on: tried again for a while, then
+            // the log stays for the next start.
+            let deadline = Instant::now() + STOP_CHECKPOINT_WAIT;
+            loop {
+                let busy: i64 =
+                    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| row.get(0))?;
+                if busy == 0 {
+                    return Ok(());
+                }
+                if Instant::now() > deadline {
+                    warn!(
+                        "a reader held the store at the stop; its log is folded in at the next start"
+                    );
+                    return Ok(());
+                }
+                std::thread::sleep(Duration::from_millis(20));
             }
-            Ok(())
         })
         .await
     }

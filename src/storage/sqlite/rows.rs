@@ -3,18 +3,20 @@
 use rusqlite::{Row, Statement, params};
 use serde::{Deserialize, Serialize};
 
+use super::call_columns::CallRow;
 use crate::aggregate::rollup::SequencedCall;
 use crate::aggregate::{Cell, CellKey, SeriesKey, Sketch, Tier};
 use crate::model::{LlmCall, Operation, Source, Status, Tags};
 use crate::storage::StorageError;
 
-/// The columns of a call that are not looked up by, in encoding order. Kept
-/// as a borrowed view for writing and an owned one for reading; the
-/// round-trip test below keeps the two in step.
-#[derive(Serialize)]
-struct PayloadRef<'a> {
+/// A call's own fields as schema 11 and before wrote them, a postcard
+/// record each (`call_columns` writes them since), read only to move old
+/// calls into the columns; the rest of its bytes were its own dimensions.
+#[derive(Serialize, Deserialize)]
+struct LegacyPayload<'a> {
     started_at_ms: Option<i64>,
     completed_at_ms: Option<i64>,
+    #[serde(borrow)]
     response_model: Option<&'a str>,
     requests: u64,
     input_tokens: u64,
@@ -30,45 +32,70 @@ struct PayloadRef<'a> {
     output_chunks: Option<u64>,
     ttft_ms: Option<f64>,
     duration_ms: Option<f64>,
+    #[serde(borrow)]
     error_type: Option<&'a str>,
     cost_usd: f64,
+    #[serde(borrow)]
     price_id: Option<&'a str>,
     reported_cost_usd: Option<f64>,
+    #[serde(borrow)]
     source: &'a str,
+    #[serde(borrow)]
     trace_id: Option<&'a str>,
+    #[serde(borrow)]
     span_id: Option<&'a str>,
 }
 
-#[derive(Deserialize)]
-struct Payload {
-    started_at_ms: Option<i64>,
-    completed_at_ms: Option<i64>,
-    response_model: Option<String>,
-    requests: u64,
-    input_tokens: u64,
-    output_tokens: u64,
-    total_tokens: u64,
-    cache_read_tokens: u64,
-    cache_write_tokens: u64,
-    reasoning_tokens: u64,
-    completed: bool,
-    estimated: bool,
-    streaming: Option<bool>,
-    request_bytes: Option<u64>,
-    output_chunks: Option<u64>,
-    ttft_ms: Option<f64>,
-    duration_ms: Option<f64>,
-    error_type: Option<String>,
-    cost_usd: f64,
-    price_id: Option<String>,
-    reported_cost_usd: Option<f64>,
-    source: String,
-    trace_id: Option<String>,
-    span_id: Option<String>,
+/// A call as schema 11 and before stored it (its seq, series, time, id and
+/// session beside a postcard payload), as a row of the columns.
+pub fn legacy_row<'a>(
+    (seq, series, time_ms): (i64, i64, i64),
+    id: Option<&'a str>,
+    session: Option<&'a str>,
+    payload: &'a [u8],
+) -> Result<CallRow<'a>, StorageError> {
+    let corrupt = |e: postcard::Error| StorageError::Corrupt(format!("call payload: {e}"));
+    let (p, own) = postcard::take_from_bytes::<LegacyPayload<'a>>(payload).map_err(corrupt)?;
+    Ok(CallRow {
+        seq,
+        time_ms,
+        series,
+        id,
+        session,
+        started_at_ms: p.started_at_ms,
+        completed_at_ms: p.completed_at_ms,
+        response_model: p.response_model,
+        requests: p.requests,
+        input_tokens: p.input_tokens,
+        output_tokens: p.output_tokens,
+        total_tokens: p.total_tokens,
+        cache_read_tokens: p.cache_read_tokens,
+        cache_write_tokens: p.cache_write_tokens,
+        reasoning_tokens: p.reasoning_tokens,
+        completed: p.completed,
+        estimated: p.estimated,
+        streaming: p.streaming,
+        request_bytes: p.request_bytes,
+        output_chunks: p.output_chunks,
+        ttft_ms: p.ttft_ms,
+        duration_ms: p.duration_ms,
+        error_type: p.error_type,
+        cost_usd: p.cost_usd,
+        price_id: p.price_id,
+        reported_cost_usd: p.reported_cost_usd,
+        source: Source::parse(p.source)
+            .ok_or_else(|| StorageError::Corrupt(format!("source {:?}", p.source)))?,
+        trace_id: p.trace_id,
+        span_id: p.span_id,
+        own: (!own.is_empty()).then_some(own),
+    })
 }
 
-pub fn encode_payload(call: &LlmCall, out: &mut Vec<u8>) {
-    let payload = PayloadRef {
+/// `call`'s payload as schema 11 and before wrote it, for tests that make
+/// old stores.
+#[cfg(test)]
+pub fn legacy_payload(call: &LlmCall, out: &mut Vec<u8>) {
+    let payload = LegacyPayload {
         started_at_ms: call.started_at_ms,
         completed_at_ms: call.completed_at_ms,
         response_model: call.response_model.as_deref(),
@@ -136,48 +163,33 @@ pub fn encode_own_dimensions(call: &LlmCall, out: &mut Vec<u8>) {
     postcard::to_io(&own, &mut *out).expect("writing to a Vec cannot fail");
 }
 
-/// What follows the payload proper in a stored payload: the call's own
-/// dimensions, or nothing.
-pub fn own_dimensions_of(payload: &[u8]) -> Result<&[u8], StorageError> {
-    postcard::take_from_bytes::<Payload>(payload)
-        .map(|(_, rest)| rest)
-        .map_err(|e| StorageError::Corrupt(format!("call payload: {e}")))
-}
-
-/// Calls' payloads, encoded by the request handlers (`Storage::encode`),
-/// one after the other in one buffer: an allocation per request, not per
-/// call.
+/// The own dimensions of calls whose series holds `OVERFLOW` in their place,
+/// encoded by the request handlers (`Storage::encode`), one after the other
+/// in one buffer (empty for a call whose series holds them).
 #[derive(Default)]
 pub struct EncodedCalls {
     bytes: Vec<u8>,
-    /// Where each payload ends in `bytes`.
+    /// Where each call's part ends in `bytes`.
     ends: Vec<usize>,
 }
 
 impl EncodedCalls {
-    /// The payloads of `calls`, those at `own_dimensions` (ascending
-    /// indices) with their dimensions.
+    /// The own dimensions of `calls` at `own_dimensions` (ascending indices).
     pub fn of(calls: &[LlmCall], own_dimensions: &[usize]) -> Self {
-        let mut encoded = Self {
-            bytes: Vec::with_capacity(calls.len() * 96),
-            ends: Vec::with_capacity(calls.len()),
-        };
-        let mut scratch = Vec::with_capacity(128);
+        let mut encoded = Self { bytes: Vec::new(), ends: Vec::with_capacity(calls.len()) };
         let mut own = own_dimensions.iter().peekable();
         for (index, call) in calls.iter().enumerate() {
-            encode_payload(call, &mut scratch);
             if own.next_if_eq(&&index).is_some() {
-                encode_own_dimensions(call, &mut scratch);
+                encode_own_dimensions(call, &mut encoded.bytes);
             }
-            encoded.bytes.extend_from_slice(&scratch);
             encoded.ends.push(encoded.bytes.len());
         }
         encoded
     }
 
     /// Encoded calls joined in order.
-    pub fn joined(parts: impl Iterator<Item = Self>, calls: usize, bytes: usize) -> Self {
-        let mut all = Self { bytes: Vec::with_capacity(bytes), ends: Vec::with_capacity(calls) };
+    pub fn joined(parts: impl Iterator<Item = Self>, calls: usize) -> Self {
+        let mut all = Self { bytes: Vec::new(), ends: Vec::with_capacity(calls) };
         for part in parts {
             let offset = all.bytes.len();
             all.bytes.extend_from_slice(&part.bytes);
@@ -191,27 +203,11 @@ impl EncodedCalls {
         self.ends.len()
     }
 
-    pub fn byte_len(&self) -> usize {
-        self.bytes.len()
-    }
-
-    /// The payload of the `i`th call.
-    pub fn payload(&self, i: usize) -> &[u8] {
+    /// The own dimensions of the `i`th call, when it keeps them.
+    pub fn own_dimensions(&self, i: usize) -> Option<&[u8]> {
         let start = if i == 0 { 0 } else { self.ends[i - 1] };
-        &self.bytes[start..self.ends[i]]
+        (self.ends[i] > start).then(|| &self.bytes[start..self.ends[i]])
     }
-}
-
-/// A stored call's own fields as a chunk holds them; the rest comes from
-/// its series.
-pub struct StoredCall<'a> {
-    pub seq: i64,
-    pub series: i64,
-    pub project: &'a str,
-    pub id: Option<&'a str>,
-    pub time_ms: i64,
-    pub session: Option<&'a str>,
-    pub payload: &'a [u8],
 }
 
 fn corrupt(what: String) -> rusqlite::Error {
@@ -222,72 +218,55 @@ fn corrupt(what: String) -> rusqlite::Error {
     )
 }
 
-fn decode_payload(bytes: &[u8]) -> Result<Payload, StorageError> {
-    decode_with_own(bytes).map(|(payload, _)| payload)
-}
-
-/// A payload, and the dimensions the call keeps itself when it does.
-fn decode_with_own(bytes: &[u8]) -> Result<(Payload, Option<OwnDimensions>), StorageError> {
-    let corrupt = |e: postcard::Error| StorageError::Corrupt(format!("call payload: {e}"));
-    let (payload, rest) = postcard::take_from_bytes::<Payload>(bytes).map_err(corrupt)?;
-    let own =
-        if rest.is_empty() { None } else { Some(postcard::from_bytes(rest).map_err(corrupt)?) };
-    Ok((payload, own))
-}
-
-/// The trace id and span id a stored payload names, when it names both.
-pub fn span_of(payload: &[u8]) -> Result<Option<(String, String)>, StorageError> {
-    let p = decode_payload(payload)?;
-    Ok(p.trace_id.zip(p.span_id))
-}
-
-/// A stored call put back together with its series' dimensions.
+/// A stored call of `project` put back together with its series'
+/// dimensions (or its own).
 pub fn decode_call(
-    stored: &StoredCall<'_>,
+    row: &CallRow<'_>,
+    project: &str,
     key: &SeriesKey,
 ) -> Result<SequencedCall, StorageError> {
-    let (p, own) = decode_with_own(stored.payload)?;
     let mut call = LlmCall {
-        id: stored.id.map(str::to_owned),
-        project: stored.project.to_owned(),
-        time_ms: stored.time_ms,
-        started_at_ms: p.started_at_ms,
-        completed_at_ms: p.completed_at_ms,
+        id: row.id.map(str::to_owned),
+        project: project.to_owned(),
+        time_ms: row.time_ms,
+        started_at_ms: row.started_at_ms,
+        completed_at_ms: row.completed_at_ms,
         model: key.model.clone(),
-        response_model: p.response_model,
+        response_model: row.response_model.map(str::to_owned),
         provider: key.provider.clone(),
         operation: key.operation,
         user: key.user.clone(),
         api_key: key.api_key.clone(),
-        session: stored.session.map(str::to_owned),
+        session: row.session.map(str::to_owned),
         route: key.route.clone(),
         cluster: key.cluster.clone(),
         tags: key.tags.clone(),
-        requests: p.requests,
-        input_tokens: p.input_tokens,
-        output_tokens: p.output_tokens,
-        total_tokens: p.total_tokens,
-        cache_read_tokens: p.cache_read_tokens,
-        cache_write_tokens: p.cache_write_tokens,
-        reasoning_tokens: p.reasoning_tokens,
-        completed: p.completed,
-        estimated: p.estimated,
-        streaming: p.streaming,
-        request_bytes: p.request_bytes,
-        output_chunks: p.output_chunks,
-        ttft_ms: p.ttft_ms,
-        duration_ms: p.duration_ms,
+        requests: row.requests,
+        input_tokens: row.input_tokens,
+        output_tokens: row.output_tokens,
+        total_tokens: row.total_tokens,
+        cache_read_tokens: row.cache_read_tokens,
+        cache_write_tokens: row.cache_write_tokens,
+        reasoning_tokens: row.reasoning_tokens,
+        completed: row.completed,
+        estimated: row.estimated,
+        streaming: row.streaming,
+        request_bytes: row.request_bytes,
+        output_chunks: row.output_chunks,
+        ttft_ms: row.ttft_ms,
+        duration_ms: row.duration_ms,
         status: key.status,
-        error_type: p.error_type,
-        cost_usd: p.cost_usd,
-        price_id: p.price_id,
-        reported_cost_usd: p.reported_cost_usd,
-        source: Source::parse(&p.source)
-            .ok_or_else(|| StorageError::Corrupt(format!("source {:?}", p.source)))?,
-        trace_id: p.trace_id,
-        span_id: p.span_id,
+        error_type: row.error_type.map(str::to_owned),
+        cost_usd: row.cost_usd,
+        price_id: row.price_id.map(str::to_owned),
+        reported_cost_usd: row.reported_cost_usd,
+        source: row.source,
+        trace_id: row.trace_id.map(str::to_owned),
+        span_id: row.span_id.map(str::to_owned),
     };
-    if let Some(own) = own {
+    if let Some(own) = row.own {
+        let own: OwnDimensions = postcard::from_bytes(own)
+            .map_err(|e| StorageError::Corrupt(format!("call's own dimensions: {e}")))?;
         call.model = own.model;
         call.provider = own.provider;
         call.user = own.user;
@@ -296,7 +275,7 @@ pub fn decode_call(
         call.cluster = own.cluster;
         call.tags = own.tags;
     }
-    Ok(SequencedCall { seq: stored.seq, series: stored.series, call })
+    Ok(SequencedCall { seq: row.seq, series: row.series, call })
 }
 
 pub const INSERT_SERIES: &str = "INSERT OR IGNORE INTO series (id, project, model, provider, \
@@ -475,7 +454,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn payload_round_trips_every_field() {
+    fn a_legacy_payload_reads_back_every_field() {
         // Every payload field set to something other than its default.
         let call = LlmCall {
             id: Some("r1".into()),
@@ -506,35 +485,12 @@ mod tests {
             ..LlmCall::example()
         };
         let mut bytes = Vec::new();
-        encode_payload(&call, &mut bytes);
-        let p: Payload = postcard::from_bytes(&bytes).unwrap();
-        assert_eq!(
-            (p.started_at_ms, p.completed_at_ms, p.response_model.as_deref(), p.requests),
-            (Some(1), Some(5), Some("m-2024"), 2)
-        );
-        assert_eq!(
-            (p.input_tokens, p.output_tokens, p.total_tokens, p.cache_read_tokens),
-            (10, 11, 21, 3)
-        );
-        assert_eq!(
-            (p.cache_write_tokens, p.reasoning_tokens, p.completed, p.estimated),
-            (4, 5, false, true)
-        );
-        assert_eq!(
-            (p.streaming, p.request_bytes, p.output_chunks),
-            (Some(true), Some(400), Some(7))
-        );
-        assert_eq!(
-            (p.ttft_ms, p.duration_ms, p.error_type.as_deref()),
-            (Some(12.5), Some(99.0), Some("timeout"))
-        );
-        assert_eq!(
-            (p.cost_usd, p.price_id.as_deref(), p.reported_cost_usd),
-            (0.25, Some("catalog:m"), Some(0.5))
-        );
-        assert_eq!(
-            (p.source.as_str(), p.trace_id.as_deref(), p.span_id.as_deref()),
-            ("usage_report", Some("t"), Some("s"))
-        );
+        legacy_payload(&call, &mut bytes);
+        let plain = legacy_row((3, 1, 5), Some("r1"), None, &bytes).unwrap();
+        assert_eq!(plain, CallRow::of(&call, 3, 1, None));
+        // Own dimensions followed the payload.
+        encode_own_dimensions(&call, &mut bytes);
+        let with_own = legacy_row((3, 1, 5), Some("r1"), None, &bytes).unwrap();
+        assert!(with_own.own.is_some_and(|own| !own.is_empty()));
     }
 }

@@ -222,10 +222,10 @@ CREATE INDEX IF NOT EXISTS deliveries_alert ON deliveries (alert_id);
 
 /// Bumped on every incompatible change; a store of another version is
 /// refused rather than misread.
-pub const VERSION: i64 = 11;
+pub const VERSION: i64 = 12;
 
 /// Creates the schema in a new database, checks an existing one's version,
-/// or migrates a store of schema 5 to 9 (in one transaction).
+/// or migrates a store of schema 5 to 11 (in one transaction).
 pub fn create_or_check(conn: &rusqlite::Connection) -> Result<(), super::StorageError> {
     let version: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
     let tables: i64 =
@@ -233,7 +233,7 @@ pub fn create_or_check(conn: &rusqlite::Connection) -> Result<(), super::Storage
             row.get(0)
         })?;
     let migrating = tables > 0 && version != VERSION;
-    if migrating && !(5..=10).contains(&version) {
+    if migrating && !(5..=11).contains(&version) {
         return Err(super::StorageError::SchemaVersion { found: version, needed: VERSION });
     }
     let tx = conn.unchecked_transaction()?;
@@ -246,6 +246,9 @@ pub fn create_or_check(conn: &rusqlite::Connection) -> Result<(), super::Storage
         tx.execute_batch("ALTER TABLE traces ADD COLUMN dropped_spans INTEGER NOT NULL DEFAULT 0")?;
     }
     if migrating {
+        // Schema 12 writes a chunk's calls as columns (`call_columns`); the
+        // calls of schema 8 and before move straight into them.
+        super::call_chunks::migrate_bodies(&tx)?;
         super::call_chunks::migrate_rows(&tx)?;
         // Schema 11 indexes call keys in runs, built from the calls when
         // the store opens (`call_keys`), not in a table of key texts.
