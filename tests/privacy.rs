@@ -401,7 +401,54 @@ fn files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
         }
     }
     assert!(!found.is_empty(), "nothing in {}", dir.display());
+    let stores: Vec<PathBuf> =
+        found.iter().map(|(path, _)| path.clone()).filter(|p| p.ends_with("tally.db")).collect();
+    for store in stores {
+        found.extend(unpacked(&store));
+    }
     found
+}
+
+/// What the store keeps compressed, unpacked, as if each were a file of its
+/// own: span bodies (zstd, with the store's dictionaries) and call chunks
+/// (a format byte and a length before a zstd frame). Text that reaches the
+/// disk compressed is on the disk all the same.
+fn unpacked(store: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let conn =
+        rusqlite::Connection::open_with_flags(store, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap();
+    let blobs = |sql: &str| -> Vec<Vec<u8>> {
+        let mut stmt = conn.prepare(sql).unwrap();
+        stmt.query_map([], |row| row.get(0)).unwrap().map(Result::unwrap).collect()
+    };
+    let dictionaries: Vec<(i64, Vec<u8>)> = {
+        let mut stmt = conn.prepare("SELECT id, dictionary FROM span_dictionaries").unwrap();
+        stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    let unzstd = |frame: &[u8]| -> Vec<u8> {
+        let id = zstd::zstd_safe::get_dict_id_from_frame(frame).map_or(0, |id| i64::from(id.get()));
+        let mut decoder = match dictionaries.iter().find(|(known, _)| *known == id) {
+            Some((_, dictionary)) => zstd::bulk::Decompressor::with_dictionary(dictionary),
+            None => zstd::bulk::Decompressor::new(),
+        }
+        .unwrap();
+        decoder.decompress(frame, 64 << 20).unwrap()
+    };
+    let mut out = Vec::new();
+    for body in blobs("SELECT body FROM span_chunks") {
+        if body.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+            out.push((store.with_extension("db#span_chunks"), unzstd(&body)));
+        }
+    }
+    for body in blobs("SELECT body FROM call_chunks") {
+        // The format byte, then the unpacked length as a varint.
+        let frame = body.iter().skip(1).position(|b| b & 0x80 == 0).map(|at| &body[at + 2..]);
+        out.push((store.with_extension("db#call_chunks"), unzstd(frame.unwrap())));
+    }
+    out
 }
 
 /// The files of `files` that contain `needle`.

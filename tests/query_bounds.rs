@@ -333,7 +333,9 @@ async fn a_huge_trace_is_served_bounded_with_exact_totals() {
     assert_eq!(d["truncated"], true);
     assert_eq!(d["spans"][0]["span_id"], format!("{:016x}", 1), "the earliest span, the root");
     assert!(detail.text.len() < 16 * 1024 * 1024, "{} bytes", detail.text.len());
-    assert!(took < Duration::from_secs(10), "detail took {took:?}");
+    // Seconds, not minutes, even in a debug build on a loaded machine (its
+    // speed is measured by `tally bench spans`, not here).
+    assert!(took < Duration::from_secs(30), "detail took {took:?}");
     // Four at once stay bounded too.
     let four: Vec<_> = (0..4)
         .map(|_| {

@@ -12,11 +12,13 @@ mod call_columns;
 mod call_keys;
 
 use call_keys::CallKeys;
+use span_packing::SpanPacking;
 mod metrics;
 mod rows;
 mod schema;
 mod span_blocks;
 mod span_chunks;
+mod span_packing;
 mod telemetry;
 
 use std::path::{Path, PathBuf};
@@ -101,6 +103,8 @@ pub struct SqliteStorage {
     reader_slots: Arc<tokio::sync::Semaphore>,
     /// Frames in the WAL as last seen by the background checkpointer.
     wal_frames: Arc<AtomicU64>,
+    /// The dictionaries span bodies are packed with.
+    packing: Arc<SpanPacking>,
 }
 
 fn configure(conn: &Connection, options: &SqliteOptions) -> Result<(), rusqlite::Error> {
@@ -171,6 +175,7 @@ impl SqliteStorage {
         rows::register_functions(&conn)?;
         call_chunks::register_modules(&conn)?;
         let keys = Arc::new(Mutex::new(load_call_keys(&conn, options.key_run_keys)?));
+        let packing = Arc::new(SpanPacking::load(&conn)?);
         // Checkpoints (copying the WAL into the database, with an fsync) run
         // on their own thread so that commits never wait for them.
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
@@ -191,6 +196,7 @@ impl SqliteStorage {
             readers: Arc::new(Mutex::new(Vec::new())),
             reader_slots: Arc::new(tokio::sync::Semaphore::new(options.max_readers.max(1))),
             wal_frames,
+            packing,
         })
     }
 
@@ -232,6 +238,7 @@ impl SqliteStorage {
         let path = self.path.clone();
         let options = self.options.clone();
         let slot = self.reader_slots.clone().acquire_owned().await.expect("never closed");
+        let packing = self.packing.clone();
         tokio::task::spawn_blocking(move || {
             let _slot = slot;
             let pooled = readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
@@ -243,7 +250,7 @@ impl SqliteStorage {
                         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
                     )?;
                     configure(&conn, &options)?;
-                    span_chunks::register_functions(&conn)?;
+                    span_chunks::register_functions(&conn, packing)?;
                     conn
                 }
             };
@@ -313,10 +320,11 @@ impl EncodedRecords {
         own_dimensions: &[usize],
         spans: &[SpanRecord],
         logs: &[LogRecord],
+        packing: &Arc<SpanPacking>,
     ) -> Self {
         Self {
             calls: rows::EncodedCalls::of(calls, own_dimensions),
-            chunks: span_chunks::chunks_of(spans),
+            chunks: span_chunks::chunks_of(spans, packing),
             spans: spans.len(),
             logs: logs.iter().map(telemetry::to_json).collect(),
         }
@@ -331,8 +339,9 @@ impl EncodedRecords {
         own_dimensions: &[usize],
         spans: &mut [SpanRecord],
         logs: &mut [LogRecord],
+        packing: &Arc<SpanPacking>,
     ) -> Self {
-        let encoded = Self::of(calls, own_dimensions, spans, logs);
+        let encoded = Self::of(calls, own_dimensions, spans, logs, packing);
         for span in spans {
             drop(std::mem::take(&mut span.attributes));
             drop(std::mem::take(&mut span.events));
@@ -346,12 +355,16 @@ impl EncodedRecords {
 
     /// The parts joined: every record of `batch` encoded when there are
     /// none (a caller that did not encode), else exactly as the parts say.
-    fn joined(mut parts: Vec<EncodedPart>, batch: &AppendBatch) -> Result<Self, StorageError> {
+    fn joined(
+        mut parts: Vec<EncodedPart>,
+        batch: &AppendBatch,
+        packing: &Arc<SpanPacking>,
+    ) -> Result<Self, StorageError> {
         if parts.is_empty() {
             // Each kind's records join in order, whatever parts they are in.
-            let calls = batch.calls.iter().map(|calls| Self::of(calls, &[], &[], &[]));
-            let spans = batch.spans.iter().map(|spans| Self::of(&[], &[], spans, &[]));
-            let logs = std::iter::once(Self::of(&[], &[], &[], &batch.logs));
+            let calls = batch.calls.iter().map(|calls| Self::of(calls, &[], &[], &[], packing));
+            let spans = batch.spans.iter().map(|spans| Self::of(&[], &[], spans, &[], packing));
+            let logs = std::iter::once(Self::of(&[], &[], &[], &batch.logs, packing));
             parts = calls.chain(spans).chain(logs).map(|p| Box::new(p) as EncodedPart).collect();
         }
         let parts = parts
@@ -404,9 +417,9 @@ struct Encoded {
 impl Encoded {
     /// The batch's records as the request handlers encoded them (or encoded
     /// here when they did not), and the order of its calls and spans.
-    fn of(batch: &mut AppendBatch) -> Result<Self, StorageError> {
+    fn of(batch: &mut AppendBatch, packing: &Arc<SpanPacking>) -> Result<Self, StorageError> {
         let parts = std::mem::take(&mut batch.encoded);
-        let records = EncodedRecords::joined(parts, batch)?;
+        let records = EncodedRecords::joined(parts, batch, packing)?;
         let call_order = call_chunks::insert_order(&batch.flat_calls());
         let chunk_order = span_blocks::insert_order(&batch.flat_spans(), &records.chunks);
         Ok(Self { records, call_order, chunk_order })
@@ -462,7 +475,8 @@ impl LedgerStore for SqliteStorage {
         seq: i64,
         limit: usize,
     ) -> Result<Vec<(i64, SpanRecord)>, StorageError> {
-        self.read(move |conn| telemetry::spans_after(conn, seq, limit)).await
+        let packing = self.packing.clone();
+        self.read(move |conn| telemetry::spans_after(conn, seq, limit, &packing)).await
     }
 
     async fn logs_after(
@@ -525,14 +539,15 @@ impl LedgerStore for SqliteStorage {
         spans: &mut [SpanRecord],
         logs: &mut [LogRecord],
     ) -> EncodedPart {
-        Box::new(EncodedRecords::of_taking(calls, own_dimensions, spans, logs))
+        Box::new(EncodedRecords::of_taking(calls, own_dimensions, spans, logs, &self.packing))
     }
 
     async fn append(&self, mut batch: AppendBatch) -> Result<Appended, StorageError> {
         // Records come encoded (by the request handlers) and are dropped
         // here after the write: the writer thread only binds and inserts.
-        let encoded = Encoded::of(&mut batch)?;
+        let encoded = Encoded::of(&mut batch, &self.packing)?;
         let max_spans_per_trace = self.options.max_spans_per_trace;
+        let packing = self.packing.clone();
         let index = self.keys.clone();
         let (appended, spent) = self
             .write(move |conn| {
@@ -574,6 +589,7 @@ impl LedgerStore for SqliteStorage {
                     &logs,
                     &encoded.records.logs,
                     max_spans_per_trace,
+                    &packing,
                 )?;
                 let metric_seq = metrics::append(&tx, &new_metric_series, metric_log.as_deref())?;
                 tx.commit()?;
@@ -752,7 +768,8 @@ impl TelemetryStore for SqliteStorage {
         bounds: TraceBounds,
     ) -> Result<StoredTrace, StorageError> {
         let (project, trace_id) = (project.to_owned(), trace_id.to_owned());
-        self.read(move |conn| telemetry::trace(conn, &project, &trace_id, bounds)).await
+        let packing = self.packing.clone();
+        self.read(move |conn| telemetry::trace(conn, &project, &trace_id, bounds, &packing)).await
     }
 
     async fn scan_spans(

@@ -43,6 +43,14 @@ CREATE TABLE IF NOT EXISTS call_chunks (
 );
 CREATE INDEX IF NOT EXISTS call_chunks_max_time ON call_chunks (max_time);
 
+-- zstd dictionaries span bodies are packed with (span_packing.rs), in the
+-- order they were trained; `id` is the one zstd writes into each frame
+CREATE TABLE IF NOT EXISTS span_dictionaries (
+    seq        INTEGER PRIMARY KEY,
+    id         INTEGER NOT NULL UNIQUE,
+    dictionary BLOB NOT NULL
+);
+
 -- the idempotency index in runs (call_keys.rs): each run the keys of the
 -- calls stored between two flushes, as (hash, seq) sorted by hash in blocks
 -- of about a thousand, with a filter of the hashes it holds

@@ -122,6 +122,7 @@ pub fn delete_before(tx: &Transaction<'_>, cutoff_ns: i64) -> Result<usize, rusq
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::sqlite::span_packing::SpanPacking;
     use crate::storage::sqlite::{schema, span_chunks, telemetry};
 
     #[test]
@@ -145,11 +146,12 @@ mod tests {
     #[test]
     fn chunks_insert_by_minute_with_repeated_traces_last_in_arrival_order() {
         let minute = BLOCK_SPAN_NS;
+        let packing = std::sync::Arc::new(SpanPacking::default());
         // As the committer joins them: one request's chunks after another's.
         let mut spans = vec![span("t1", "a", 3 * minute), span("t2", "b", minute + 5)];
-        let mut chunks = span_chunks::chunks_of(&spans);
+        let mut chunks = span_chunks::chunks_of(&spans, &packing);
         let later = [span("t1", "a", 0), span("t3", "c", minute), span("t4", "d", 10)];
-        for mut chunk in span_chunks::chunks_of(&later) {
+        for mut chunk in span_chunks::chunks_of(&later, &packing) {
             chunk.spans.iter_mut().for_each(|i| *i += spans.len());
             chunks.push(chunk);
         }
@@ -242,7 +244,10 @@ mod tests {
         assert_eq!(gone, 0);
         for trace in ["00000000000000000000000000000000", &format!("{:032x}", 699)] {
             let whole = crate::storage::TraceBounds { max_spans: usize::MAX, max_logs: 0 };
-            let mut back = telemetry::trace(&conn, "default", trace, whole).unwrap().spans;
+            let mut back =
+                telemetry::trace(&conn, "default", trace, whole, &SpanPacking::default())
+                    .unwrap()
+                    .spans;
             let mut expected: Vec<SpanRecord> =
                 sent.iter().filter(|s| s.trace_id == trace).cloned().collect();
             expected.sort_by_key(|s| s.start_ns);

@@ -1,7 +1,8 @@
 //! Spans as stored: one `span_chunks` row per trace per append, holding the
 //! new spans of that trace in two encodings: `head`, the fields that trace
 //! lists, filters and statistics read (postcard), and `body`, everything
-//! else, with each distinct resource once (MessagePack, then LZ4). A row per
+//! else, with each distinct resource once (MessagePack, then zstd with the
+//! store's dictionary: `span_packing`). A row per
 //! span, with an id index entry each and the ids and resource repeated as
 //! JSON, made the writer's B-trees and the WAL the cost of span ingest.
 
@@ -13,6 +14,7 @@ use rusqlite::{Connection, Transaction, params};
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize};
 
+use super::span_packing::{self, Dictionary, SpanPacking};
 use crate::model::{Attributes, SpanEvent, SpanKind, SpanRecord, SpanStatus};
 
 /// What lists, filters and statistics read of a span.
@@ -79,10 +81,12 @@ pub struct EncodedChunk {
     pub max_start: i64,
     pub head: Vec<u8>,
     pub body: Vec<u8>,
+    /// The dictionary `body` was packed with, stored with the chunk.
+    pub dictionary: Option<Arc<Dictionary>>,
 }
 
 /// Encodes `spans[i]` for each of `picked` (spans of one trace) as a chunk.
-fn encode(spans: &[SpanRecord], picked: Vec<usize>) -> EncodedChunk {
+fn encode(spans: &[SpanRecord], picked: Vec<usize>, packing: &Arc<SpanPacking>) -> EncodedChunk {
     let heads: Vec<Head<'_>> = picked.iter().map(|&i| Head::of(&spans[i])).collect();
     // The spans of one export share their resource; others may carry an
     // equal one.
@@ -119,18 +123,20 @@ fn encode(spans: &[SpanRecord], picked: Vec<usize>) -> EncodedChunk {
     rmp_serde::encode::write(&mut body, &Body { resources, spans: rests })
         .expect("span bodies serialize to MessagePack");
     let starts = picked.iter().map(|&i| spans[i].start_ns);
+    let (body, dictionary) = packing.pack(&body);
     EncodedChunk {
         min_start: starts.clone().min().unwrap_or(0),
         max_start: starts.max().unwrap_or(0),
         head: postcard::to_allocvec(&heads).expect("writing to a Vec cannot fail"),
-        body: lz4_flex::compress_prepend_size(&body),
+        body,
+        dictionary,
         spans: picked,
     }
 }
 
 /// The spans in chunks, one per trace in order of first appearance; a span
 /// sent twice (same trace and span id) is kept once, as first sent.
-pub fn chunks_of(spans: &[SpanRecord]) -> Vec<EncodedChunk> {
+pub fn chunks_of(spans: &[SpanRecord], packing: &Arc<SpanPacking>) -> Vec<EncodedChunk> {
     let mut traces: FxHashMap<(&str, &str), usize> = FxHashMap::default();
     let mut seen: FxHashSet<(&str, &str, &str)> = FxHashSet::default();
     let mut groups: Vec<Vec<usize>> = Vec::new();
@@ -144,7 +150,7 @@ pub fn chunks_of(spans: &[SpanRecord]) -> Vec<EncodedChunk> {
         });
         groups[at].push(i);
     }
-    groups.into_iter().map(|picked| encode(spans, picked)).collect()
+    groups.into_iter().map(|picked| encode(spans, picked, packing)).collect()
 }
 
 fn corrupt(what: &str, err: impl std::fmt::Display) -> String {
@@ -160,11 +166,11 @@ pub fn heads(head: &[u8]) -> Result<Vec<Head<'_>>, String> {
 pub fn decode(
     project: &str,
     trace_id: &str,
-    head: &[u8],
-    body: &[u8],
+    (head, body): (&[u8], &[u8]),
+    packing: &SpanPacking,
 ) -> Result<Vec<SpanRecord>, String> {
     let heads = heads(head)?;
-    let body = lz4_flex::decompress_size_prepended(body).map_err(|e| corrupt("body", e))?;
+    let body = packing.unpack(body)?;
     let Body { resources, spans } = rmp_serde::from_slice(&body).map_err(|e| corrupt("body", e))?;
     if spans.len() != heads.len() {
         return Err(corrupt("", format!("{} heads but {} bodies", heads.len(), spans.len())));
@@ -211,17 +217,17 @@ pub fn decode(
 /// `chunk` without the spans `keep` says no to (spans re-sent after they
 /// were stored), re-encoded; `None` when none is kept.
 fn keeping(
-    project: &str,
-    trace_id: &str,
+    (project, trace_id): (&str, &str),
     chunk: &EncodedChunk,
     keep: &[bool],
+    packing: &Arc<SpanPacking>,
 ) -> Result<Option<EncodedChunk>, String> {
-    let spans = decode(project, trace_id, &chunk.head, &chunk.body)?;
+    let spans = decode(project, trace_id, (&chunk.head, &chunk.body), packing)?;
     let picked: Vec<usize> = (0..spans.len()).filter(|&i| keep[i]).collect();
     if picked.is_empty() {
         return Ok(None);
     }
-    let mut kept = encode(&spans, picked);
+    let mut kept = encode(&spans, picked, packing);
     kept.spans = kept.spans.iter().map(|&i| chunk.spans[i]).collect();
     Ok(Some(kept))
 }
@@ -233,6 +239,9 @@ pub fn insert(
     trace_id: &str,
     chunk: &EncodedChunk,
 ) -> Result<i64, rusqlite::Error> {
+    if let Some(dictionary) = &chunk.dictionary {
+        span_packing::store(tx, dictionary)?;
+    }
     tx.prepare_cached(
         "INSERT INTO span_chunks (project, trace_id, min_start, max_start, spans, head, body) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -258,6 +267,7 @@ pub fn unstored<'c>(
     trace_id: &str,
     chunk: &'c EncodedChunk,
     spans: &[&SpanRecord],
+    packing: &Arc<SpanPacking>,
 ) -> Result<(Option<Cow<'c, EncodedChunk>>, usize), super::StorageError> {
     let stored = stored_ids(tx, project, trace_id)?;
     if stored.is_empty() {
@@ -268,7 +278,8 @@ pub fn unstored<'c>(
     if keep.iter().all(|k| *k) {
         return Ok((Some(Cow::Borrowed(chunk)), stored.len()));
     }
-    let kept = keeping(project, trace_id, chunk, &keep).map_err(super::StorageError::Corrupt)?;
+    let kept = keeping((project, trace_id), chunk, &keep, packing)
+        .map_err(super::StorageError::Corrupt)?;
     Ok((kept.map(Cow::Owned), stored.len()))
 }
 
@@ -278,9 +289,10 @@ pub fn first(
     trace_id: &str,
     chunk: &EncodedChunk,
     n: usize,
+    packing: &Arc<SpanPacking>,
 ) -> Result<Option<EncodedChunk>, super::StorageError> {
     let keep: Vec<bool> = (0..chunk.spans.len()).map(|i| i < n).collect();
-    keeping(project, trace_id, chunk, &keep).map_err(super::StorageError::Corrupt)
+    keeping((project, trace_id), chunk, &keep, packing).map_err(super::StorageError::Corrupt)
 }
 
 /// The ids of the spans of a trace already stored.
@@ -330,7 +342,7 @@ impl SpanMatch {
     }
 
     /// Whether one span of the chunk meets every condition.
-    fn matches(&self, head: &[u8], body: &[u8]) -> Result<bool, String> {
+    fn matches(&self, (head, body): (&[u8], &[u8]), packing: &SpanPacking) -> Result<bool, String> {
         let heads = heads(head)?;
         if self.attributes.is_empty() {
             return Ok(heads.iter().any(|h| self.head_matches(h)));
@@ -338,7 +350,7 @@ impl SpanMatch {
         if !heads.iter().any(|h| self.head_matches(h)) {
             return Ok(false);
         }
-        let spans = decode("", "", head, body)?;
+        let spans = decode("", "", (head, body), packing)?;
         Ok(heads.iter().zip(&spans).any(|(h, span)| {
             self.head_matches(h)
                 && self.attributes.iter().all(|(key, value)| {
@@ -365,12 +377,15 @@ fn as_text(value: &serde_json::Value) -> Option<Cow<'_, str>> {
 
 /// Registers `span_chunk_match(head, body, spec)`: whether one span of the
 /// chunk meets the `SpanMatch` given as JSON in `spec`.
-pub fn register_functions(conn: &Connection) -> Result<(), rusqlite::Error> {
+pub fn register_functions(
+    conn: &Connection,
+    packing: Arc<SpanPacking>,
+) -> Result<(), rusqlite::Error> {
     conn.create_scalar_function(
         "span_chunk_match",
         3,
         FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
-        |ctx| {
+        move |ctx| {
             let user = |e: String| rusqlite::Error::UserFunctionError(e.into());
             let spec = ctx.get_or_create_aux(2, |value| -> Result<SpanMatch, String> {
                 let text = value.as_str().map_err(|e| e.to_string())?;
@@ -378,7 +393,7 @@ pub fn register_functions(conn: &Connection) -> Result<(), rusqlite::Error> {
             })?;
             let head = ctx.get_raw(0).as_blob().map_err(|e| user(e.to_string()))?;
             let body = ctx.get_raw(1).as_blob().map_err(|e| user(e.to_string()))?;
-            spec.matches(head, body).map_err(user)
+            spec.matches((head, body), &packing).map_err(user)
         },
     )
 }
@@ -387,6 +402,7 @@ pub fn register_functions(conn: &Connection) -> Result<(), rusqlite::Error> {
 /// one per trace, written in order of their traces' first start, and
 /// rebuilds the time blocks over them. Runs once the schema is applied.
 pub fn migrate_from_7(tx: &Transaction<'_>) -> Result<(), super::StorageError> {
+    let packing = Arc::new(SpanPacking::default());
     let traces: Vec<(String, String)> = tx
         .prepare(
             "SELECT project, trace_id FROM spans GROUP BY project, trace_id \
@@ -409,7 +425,7 @@ pub fn migrate_from_7(tx: &Transaction<'_>) -> Result<(), super::StorageError> {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        for chunk in chunks_of(&spans) {
+        for chunk in chunks_of(&spans, &packing) {
             let seq = insert(tx, project, trace_id, &chunk)?;
             inserted.push((seq, chunk.min_start, chunk.max_start));
         }
@@ -425,6 +441,10 @@ pub fn migrate_from_7(tx: &Transaction<'_>) -> Result<(), super::StorageError> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    fn packing() -> Arc<SpanPacking> {
+        Arc::new(SpanPacking::default())
+    }
 
     fn span(trace: &str, id: &str, start_ns: i64) -> SpanRecord {
         SpanRecord {
@@ -473,12 +493,12 @@ mod tests {
             span("t1", "b", 20),
             rich("t1", "a", 99),
         ];
-        let chunks = chunks_of(&spans);
+        let chunks = chunks_of(&spans, &packing());
         assert_eq!(chunks.len(), 2);
         assert_eq!(chunks[0].spans, vec![0, 2]);
         assert_eq!((chunks[0].min_start, chunks[0].max_start), (20, 30));
         assert_eq!(chunks[1].spans, vec![1]);
-        let back = decode("default", "t1", &chunks[0].head, &chunks[0].body).unwrap();
+        let back = decode("default", "t1", (&chunks[0].head, &chunks[0].body), &packing()).unwrap();
         assert_eq!(back, vec![spans[0].clone(), spans[2].clone()]);
     }
 
@@ -491,8 +511,8 @@ mod tests {
         spans[1].resource = resource.clone();
         // Equal, though not shared (as from another export).
         spans[2].resource = Arc::new((*resource).clone());
-        let chunk = chunks_of(&spans).remove(0);
-        let back = decode("default", "t", &chunk.head, &chunk.body).unwrap();
+        let chunk = chunks_of(&spans, &packing()).remove(0);
+        let back = decode("default", "t", (&chunk.head, &chunk.body), &packing()).unwrap();
         assert_eq!(back, spans);
         assert!(back.windows(2).all(|w| Arc::ptr_eq(&w[0].resource, &w[1].resource)));
     }
@@ -500,21 +520,22 @@ mod tests {
     #[test]
     fn a_chunk_keeps_the_spans_asked_for_with_their_indices() {
         let spans = vec![rich("t", "a", 5), span("t", "b", 7), span("t", "c", 9)];
-        let chunk = chunks_of(&spans).remove(0);
-        let kept = keeping("default", "t", &chunk, &[false, true, true]).unwrap().unwrap();
+        let chunk = chunks_of(&spans, &packing()).remove(0);
+        let kept =
+            keeping(("default", "t"), &chunk, &[false, true, true], &packing()).unwrap().unwrap();
         assert_eq!(kept.spans, vec![1, 2]);
         assert_eq!((kept.min_start, kept.max_start), (7, 9));
-        let back = decode("default", "t", &kept.head, &kept.body).unwrap();
+        let back = decode("default", "t", (&kept.head, &kept.body), &packing()).unwrap();
         assert_eq!(back, vec![spans[1].clone(), spans[2].clone()]);
-        assert_eq!(keeping("default", "t", &chunk, &[false; 3]).unwrap(), None);
+        assert_eq!(keeping(("default", "t"), &chunk, &[false; 3], &packing()).unwrap(), None);
     }
 
     #[test]
     fn a_match_needs_one_span_meeting_every_condition() {
         let mut other = span("t", "b", 1);
         other.attributes = json!({"stream": false}).as_object().unwrap().clone();
-        let chunk = chunks_of(&[rich("t", "a", 0), other]).remove(0);
-        let check = |m: SpanMatch| m.matches(&chunk.head, &chunk.body).unwrap();
+        let chunk = chunks_of(&[rich("t", "a", 0), other], &packing()).remove(0);
+        let check = |m: SpanMatch| m.matches((&chunk.head, &chunk.body), &packing()).unwrap();
         let attrs = |pairs: &[(&str, &str)]| {
             pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>()
         };

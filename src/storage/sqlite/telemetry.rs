@@ -2,12 +2,14 @@
 //! trace and session queries.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{OptionalExtension, Row, Transaction, params, params_from_iter};
 use rustc_hash::FxHashMap;
 
 use super::span_chunks::{self, EncodedChunk, SpanMatch};
+use super::span_packing::SpanPacking;
 use super::{StorageError, span_blocks};
 use crate::model::{LogRecord, SpanRecord, SpanStatus};
 use crate::storage::{
@@ -113,6 +115,7 @@ impl<'a> TraceDelta<'a> {
 /// thread; `chunk_order` is `span_blocks::insert_order`. A trace keeps its
 /// first `max_spans_per_trace` spans; returns how many new spans it did not
 /// keep (each trace row counts its own in `dropped_spans`).
+#[allow(clippy::too_many_arguments)]
 pub fn append(
     tx: &Transaction<'_>,
     spans: &[&SpanRecord],
@@ -121,6 +124,7 @@ pub fn append(
     logs: &[LogRecord],
     log_json: &[String],
     max_spans_per_trace: usize,
+    packing: &Arc<SpanPacking>,
 ) -> Result<u64, StorageError> {
     let mut dropped_spans = 0;
     if !chunks.is_empty() {
@@ -134,14 +138,15 @@ pub fn append(
             let Some(&first) = chunks[c].spans.first() else { continue };
             let (project, trace_id) =
                 (spans[first].project.as_str(), spans[first].trace_id.as_str());
-            let (chunk, stored) = span_chunks::unstored(tx, project, trace_id, &chunks[c], spans)?;
+            let (chunk, stored) =
+                span_chunks::unstored(tx, project, trace_id, &chunks[c], spans, packing)?;
             let Some(mut chunk) = chunk else { continue };
             // A trace keeps its first `max_spans_per_trace` spans.
             let room = max_spans_per_trace.saturating_sub(stored);
             if chunk.spans.len() > room {
                 let cut = (chunk.spans.len() - room) as u64;
                 *dropped.entry((project, trace_id)).or_default() += cut;
-                match span_chunks::first(project, trace_id, &chunk, room)? {
+                match span_chunks::first(project, trace_id, &chunk, room, packing)? {
                     Some(first) => chunk = Cow::Owned(first),
                     None => continue,
                 }
@@ -305,6 +310,7 @@ pub fn trace(
     project: &str,
     trace_id: &str,
     bounds: TraceBounds,
+    packing: &SpanPacking,
 ) -> Result<StoredTrace, StorageError> {
     let mut stmt = conn.prepare_cached(
         "SELECT seq, head, body FROM span_chunks INDEXED BY span_chunks_trace \
@@ -327,8 +333,8 @@ pub fn trace(
         let seq: i64 = row.get(0)?;
         let head = row.get_ref(1)?.as_blob().map_err(rusqlite::Error::from)?;
         let body = row.get_ref(2)?.as_blob().map_err(rusqlite::Error::from)?;
-        let chunk =
-            span_chunks::decode(project, trace_id, head, body).map_err(StorageError::Corrupt)?;
+        let chunk = span_chunks::decode(project, trace_id, (head, body), packing)
+            .map_err(StorageError::Corrupt)?;
         seen += chunk.len() as u64;
         placed
             .extend(chunk.into_iter().enumerate().map(|(i, span)| ((span.start_ns, seq, i), span)));
@@ -513,6 +519,7 @@ pub fn spans_after(
     conn: &rusqlite::Connection,
     seq: i64,
     limit: usize,
+    packing: &SpanPacking,
 ) -> Result<Vec<(i64, SpanRecord)>, StorageError> {
     let mut stmt = conn.prepare_cached(
         "SELECT seq, project, trace_id, head, body FROM span_chunks WHERE seq > ?1 ORDER BY seq",
@@ -526,8 +533,8 @@ pub fn spans_after(
             (row.get(0)?, row.get(1)?, row.get(2)?);
         let head = row.get_ref(3)?.as_blob().map_err(rusqlite::Error::from)?;
         let body = row.get_ref(4)?.as_blob().map_err(rusqlite::Error::from)?;
-        let spans =
-            span_chunks::decode(&project, &trace_id, head, body).map_err(StorageError::Corrupt)?;
+        let spans = span_chunks::decode(&project, &trace_id, (head, body), packing)
+            .map_err(StorageError::Corrupt)?;
         out.extend(spans.into_iter().map(|span| (seq, span)));
     }
     Ok(out)
