@@ -110,6 +110,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 pub(super) struct Server {
     pub(super) url: String,
     child: Option<Child>,
+    /// The data dir of a server we started.
+    data_dir: Option<PathBuf>,
     _temp: Option<tempfile::TempDir>,
 }
 
@@ -119,6 +121,7 @@ impl Server {
             return Ok(Server {
                 url: url.trim_end_matches('/').to_owned(),
                 child: None,
+                data_dir: None,
                 _temp: None,
             });
         }
@@ -130,7 +133,7 @@ impl Server {
             }
         };
         let (child, url) = spawn_serve(&dir, &[]).await?;
-        Ok(Server { url, child: Some(child), _temp: temp })
+        Ok(Server { url, child: Some(child), data_dir: Some(dir), _temp: temp })
     }
 
     /// The process id of a server we started.
@@ -158,6 +161,36 @@ impl Server {
             terminate(child).await;
         }
     }
+
+    /// Stops a server we started as `stop` does and weighs its data dir
+    /// once it has exited (its shutdown checkpoints what it holds): the
+    /// bytes of every file in it. `None` for an external server, or one
+    /// that has not exited.
+    pub(super) async fn stop_and_measure(mut self) -> Option<u64> {
+        let child = self.child.as_mut()?;
+        terminate(child).await;
+        // Still running after the wait: its files may be mid-write.
+        child.try_wait().ok().flatten()?;
+        dir_bytes(self.data_dir.as_deref()?).ok()
+    }
+}
+
+/// The bytes of every file under `dir`, in subdirectories too.
+fn dir_bytes(dir: &Path) -> std::io::Result<u64> {
+    let mut total = 0;
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir)? {
+            let entry = entry?;
+            let kind = entry.file_type()?;
+            if kind.is_dir() {
+                pending.push(entry.path());
+            } else if kind.is_file() {
+                total += entry.metadata()?.len();
+            }
+        }
+    }
+    Ok(total)
 }
 
 /// Sends SIGTERM to a server we started and waits (up to 30 s) for it to

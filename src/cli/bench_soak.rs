@@ -27,7 +27,7 @@ use tokio::process::Child;
 use tokio::time::{MissedTickBehavior, sleep};
 
 use super::bench::{Batches, Rng, Times, percentile, spawn_serve, terminate};
-use super::bench_spans::{Exports, SPANS_PER_TRACE, trace_id};
+use super::bench_spans::{Exports, SPANS_PER_TRACE, Shape, trace_id};
 
 #[derive(Args)]
 pub struct SoakArgs {
@@ -1095,8 +1095,14 @@ pub async fn soak(args: SoakArgs) -> anyhow::Result<()> {
     // batch numbers (the seeds of the random ids) start at the run's.
     let first_batch = run << 20;
     let batches = Arc::new(Batches::new(run, USAGE_BATCH, start_ms, 60_000, true, Times::Fixed));
-    let exports =
-        Arc::new(Exports::new(run, TRACES_PER_EXPORT, now_ns, 60_000, Some(TRACE_PROJECT)));
+    let exports = Arc::new(Exports::new(
+        Shape::Lean,
+        run,
+        TRACES_PER_EXPORT,
+        now_ns,
+        60_000,
+        Some(TRACE_PROJECT),
+    ));
     let mut clients = Vec::new();
     for c in 0..args.usage_clients {
         let task = usage_client(

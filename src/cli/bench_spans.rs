@@ -2,14 +2,22 @@
 //! from concurrent clients; prints spans/s until every span is queryable,
 //! export latency, the server's peak RSS, and then the latency of the trace
 //! detail and trace list queries over what was stored, right after the load
-//! and once the server has settled.
+//! and once the server has settled; last, for a server it started, the
+//! bytes its data dir holds per span after a clean stop. The traces come in
+//! two shapes (`Shape`): lean ones, with only the attributes usage needs,
+//! and ones shaped as instrumented applications export them (`sdk`).
 
+mod prose;
+mod sdk;
+
+use std::io::Write as _;
+use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
-use clap::Args;
+use clap::{Args, ValueEnum};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::resource::v1::Resource;
@@ -22,12 +30,16 @@ use super::bench::{Rng, Server, Target, percentile, post_until_taken};
 pub struct SpansArgs {
     #[command(flatten)]
     target: Target,
+    /// What the traces look like.
+    #[arg(long, value_enum, default_value_t = Shape::Lean)]
+    shape: Shape,
     /// Spans to send in all.
     #[arg(long, default_value_t = 1_000_000)]
     spans: u64,
-    /// Traces per export request (10 spans each).
-    #[arg(long, default_value_t = 80)]
-    traces_per_batch: u64,
+    /// Traces per export request [default: 80 lean traces (800 spans), or
+    /// 64 SDK-shaped ones (512 spans, an OpenTelemetry SDK's batch)].
+    #[arg(long)]
+    traces_per_batch: Option<u64>,
     /// Concurrent clients.
     #[arg(long, default_value_t = 16)]
     concurrency: u64,
@@ -46,6 +58,46 @@ pub struct SpansArgs {
     max_seconds: u64,
 }
 
+/// The shape of the bench's traces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(super) enum Shape {
+    /// Agent runs of 10 spans with the few GenAI attributes usage needs
+    /// (a few hundred bytes a span).
+    Lean,
+    /// Agent runs of 8 spans as OpenLLMetry, the OpenTelemetry GenAI
+    /// instrumentations, OpenInference and the Langfuse SDK export them (a
+    /// quarter each): 20-40 attributes a span, model calls with 1-4 KB of
+    /// messages, tool calls with JSON arguments and results, resources of
+    /// about a dozen attributes.
+    Sdk,
+}
+
+impl Shape {
+    fn name(self) -> &'static str {
+        match self {
+            Shape::Lean => "lean",
+            Shape::Sdk => "SDK-shaped",
+        }
+    }
+
+    pub(super) fn spans_per_trace(self) -> u64 {
+        match self {
+            Shape::Lean => SPANS_PER_TRACE,
+            Shape::Sdk => sdk::SPANS_PER_TRACE,
+        }
+    }
+
+    fn default_traces_per_batch(self) -> u64 {
+        match self {
+            Shape::Lean => 80,
+            // 512 spans: the batch size of the OpenTelemetry SDKs' batch
+            // span processors.
+            Shape::Sdk => 512 / sdk::SPANS_PER_TRACE,
+        }
+    }
+}
+
+/// Spans of a lean trace.
 pub(super) const SPANS_PER_TRACE: u64 = 10;
 /// Digits of the trace (and session) numbers in response ids and sessions,
 /// fixed so that `Exports` can write new ones over a template's.
@@ -144,8 +196,10 @@ fn agent_trace(run: u64, n: u64, now_ns: u64, spread_ms: u64, rng: &mut Rng) -> 
     spans
 }
 
+/// An export of `traces` traces of `shape`, numbered from `first_trace`.
 /// `project`, if given, is named on the resource (`tally.project`).
 fn export_body(
+    shape: Shape,
     run: u64,
     first_trace: u64,
     traces: u64,
@@ -153,6 +207,9 @@ fn export_body(
     spread_ms: u64,
     project: Option<&str>,
 ) -> Vec<u8> {
+    if shape == Shape::Sdk {
+        return sdk::export(run, first_trace, traces, now_ns, spread_ms, project).encode_to_vec();
+    }
     let mut rng =
         Rng(0x9E37_79B9_7F4A_7C15 ^ (first_trace + 1).wrapping_mul(0x2545_F491_4F6C_DD1D));
     let spans: Vec<Span> = (first_trace..first_trace + traces)
@@ -173,14 +230,16 @@ fn export_body(
     .encode_to_vec()
 }
 
-/// A number in a template export to write over: a trace number (the last 8
+/// A place in a template export to write over: a trace number (the last 8
 /// bytes of a trace id), the digits of one in a response id or of a session
-/// number (a quarter of it), or a span's start or end time.
+/// number (a quarter of it), a span's start or end time, or a run of prose
+/// (whose letters each cycle of the templates substitutes).
 #[derive(Clone, Copy)]
 enum Stamp {
     TraceId { at: usize, n: u64 },
     Digits { at: usize, n: u64, per: u64 },
     Time { at: usize, ns: u64 },
+    Prose { at: usize, len: usize },
 }
 
 /// Each batch's times move back by up to this much, so that copies of one
@@ -201,19 +260,125 @@ fn digits_at(body: &[u8], at: usize) -> u64 {
     digits.parse().expect("a number")
 }
 
+/// Protobuf wire types this reader tells apart.
+const FIXED64: u64 = 1;
+const LENGTH_DELIMITED: u64 = 2;
+
+/// A field of an encoded message: its number, wire type, and where its
+/// value is (a length-delimited field's bytes, a fixed64's 8 bytes).
+struct Field {
+    number: u64,
+    wire: u64,
+    at: Range<usize>,
+}
+
+fn varint(body: &[u8], at: &mut usize) -> u64 {
+    let mut value = 0;
+    for shift in (0..64).step_by(7) {
+        let byte = body[*at];
+        *at += 1;
+        value |= u64::from(byte & 0x7f) << shift;
+        if byte < 0x80 {
+            break;
+        }
+    }
+    value
+}
+
+/// The fields of the message encoded in `body[within]`, which the bench
+/// encoded itself (a malformed message panics).
+fn fields(body: &[u8], within: Range<usize>) -> Vec<Field> {
+    let mut fields = Vec::new();
+    let mut at = within.start;
+    while at < within.end {
+        let key = varint(body, &mut at);
+        let (number, wire) = (key >> 3, key & 7);
+        let len = match wire {
+            0 => {
+                varint(body, &mut at);
+                0
+            }
+            FIXED64 => 8,
+            LENGTH_DELIMITED => varint(body, &mut at) as usize,
+            5 => 4,
+            other => panic!("wire type {other} at {at}"),
+        };
+        fields.push(Field { number, wire, at: at..at + len });
+        at += len;
+    }
+    fields
+}
+
+/// The length-delimited fields numbered `number` of the message in
+/// `body[within]`: a repeated message field's items.
+fn items(body: &[u8], within: Range<usize>, number: u64) -> Vec<Range<usize>> {
+    fields(body, within)
+        .into_iter()
+        .filter(|field| field.number == number && field.wire == LENGTH_DELIMITED)
+        .map(|field| field.at)
+        .collect()
+}
+
+/// Where each span of an encoded `ExportTraceServiceRequest` is
+/// (`resource_spans` 1, `scope_spans` 2, `spans` 2).
+fn spans_in(body: &[u8]) -> Vec<Range<usize>> {
+    let mut spans = Vec::new();
+    for resource_spans in items(body, 0..body.len(), 1) {
+        for scope_spans in items(body, resource_spans, 2) {
+            spans.extend(items(body, scope_spans, 2));
+        }
+    }
+    spans
+}
+
+/// The stamps of one span: its trace id (field 1), start and end (fields 7
+/// and 8) and, if `prose`, the runs of prose in its string attributes
+/// (`attributes` 9, `value` 2, `string_value` 1).
+fn span_stamps(body: &[u8], span: Range<usize>, prose: bool, stamps: &mut Vec<Stamp>) {
+    for field in fields(body, span) {
+        match (field.number, field.wire) {
+            (1, LENGTH_DELIMITED) => {
+                // The run's 8 bytes, then the trace number's.
+                let at = field.at.start + 8;
+                let n = u64::from_be_bytes(body[at..at + 8].try_into().expect("8 bytes"));
+                stamps.push(Stamp::TraceId { at, n });
+            }
+            (7 | 8, FIXED64) => {
+                let ns = u64::from_le_bytes(body[field.at.clone()].try_into().expect("8 bytes"));
+                stamps.push(Stamp::Time { at: field.at.start, ns });
+            }
+            (9, LENGTH_DELIMITED) if prose => {
+                for value in items(body, field.at, 2) {
+                    for string in items(body, value, 1) {
+                        for (start, len) in prose::runs(&body[string.clone()]) {
+                            stamps.push(Stamp::Prose { at: string.start + start, len });
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
 /// Export bodies made once, so that the load generator's CPU (on the same
 /// machine as the server) goes to sending rather than to building and
 /// encoding spans. A batch is a copy of a template with its own trace
 /// numbers written over the template's: trace ids, response ids and
-/// sessions are the batch's, the rest (times, users, models, token counts)
-/// repeats every `TEMPLATES` batches.
+/// sessions are the batch's, times move back by up to `TIME_SHIFT_MS`, and
+/// (SDK-shaped traces) each cycle of `TEMPLATES` batches substitutes the
+/// letters of the prose, so that copies of a template share no text a
+/// compressor could find; the rest (users, models, token counts, the
+/// shape of the text) repeats every `TEMPLATES` batches.
 pub(super) struct Exports {
     per_batch: u64,
+    spans_per_trace: u64,
     templates: Vec<(Vec<u8>, Vec<Stamp>)>,
 }
 
 impl Exports {
     pub(super) fn new(
+        shape: Shape,
         run: u64,
         per_batch: u64,
         now_ns: u64,
@@ -222,33 +387,39 @@ impl Exports {
     ) -> Self {
         let templates = (0..TEMPLATES)
             .map(|t| {
-                let body = export_body(run, t * per_batch, per_batch, now_ns, spread_ms, project);
+                let body =
+                    export_body(shape, run, t * per_batch, per_batch, now_ns, spread_ms, project);
                 let mut stamps = Vec::new();
-                // A trace id field: tag 1, length 16, then the run's 8 bytes.
-                let trace_id = [&[0x0a, 0x10][..], &run.to_be_bytes()].concat();
-                for at in ends_of(&body, &trace_id) {
-                    let n = u64::from_be_bytes(body[at..at + 8].try_into().expect("8 bytes"));
-                    stamps.push(Stamp::TraceId { at, n });
+                for span in spans_in(&body) {
+                    span_stamps(&body, span, shape == Shape::Sdk, &mut stamps);
                 }
-                for (pattern, per) in [(format!("chatcmpl-{run}-"), 1), ("session-".into(), 4)] {
+                // Response ids end in `{run}-{trace number}-{call}`.
+                for (pattern, per) in [(format!("{run}-"), 1), ("session-".into(), 4)] {
                     for at in ends_of(&body, pattern.as_bytes()) {
                         stamps.push(Stamp::Digits { at, n: digits_at(&body, at), per });
-                    }
-                }
-                // Start and end times: fields 7 and 8, fixed64, whose value
-                // falls in the hours before now (nothing else does).
-                let earliest = now_ns - (spread_ms + 2 * 3_600_000) * MS;
-                for at in ends_of(&body, &[0x39]).into_iter().chain(ends_of(&body, &[0x41])) {
-                    let Some(bytes) = body.get(at..at + 8) else { continue };
-                    let ns = u64::from_le_bytes(bytes.try_into().expect("8 bytes"));
-                    if (earliest..=now_ns).contains(&ns) {
-                        stamps.push(Stamp::Time { at, ns });
                     }
                 }
                 (body, stamps)
             })
             .collect();
-        Self { per_batch, templates }
+        Self { per_batch, spans_per_trace: shape.spans_per_trace(), templates }
+    }
+
+    /// The average size of a span in the exports, in OTLP protobuf bytes.
+    pub(super) fn bytes_per_span(&self) -> f64 {
+        let bytes: usize = self.templates.iter().map(|(body, _)| body.len()).sum();
+        let spans = self.templates.len() as u64 * self.per_batch * self.spans_per_trace;
+        bytes as f64 / spans as f64
+    }
+
+    /// What gzip makes of the first export, per span: how far a general
+    /// compressor gets with the repetition within an export (requests
+    /// resending a conversation, documents in prompts and retrievals).
+    pub(super) fn gzip_bytes_per_span(&self) -> f64 {
+        let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gzip.write_all(&self.templates[0].0).expect("writing to memory");
+        let bytes = gzip.finish().expect("writing to memory").len();
+        bytes as f64 / (self.per_batch * self.spans_per_trace) as f64
     }
 
     /// Export `n` (its traces start at `n * per_batch`), of `per_batch`
@@ -258,6 +429,7 @@ impl Exports {
         let shift = (n - n % TEMPLATES) * self.per_batch;
         let time_shift =
             Rng(n.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15)).next() % TIME_SHIFT_MS * MS;
+        let letters = prose::letter_substitution(n / TEMPLATES);
         let mut body = template.clone();
         for stamp in stamps {
             match *stamp {
@@ -270,6 +442,11 @@ impl Exports {
                 }
                 Stamp::Time { at, ns } => {
                     body[at..at + 8].copy_from_slice(&(ns - time_shift).to_le_bytes());
+                }
+                Stamp::Prose { at, len } => {
+                    for byte in &mut body[at..at + len] {
+                        *byte = letters[usize::from(*byte)];
+                    }
                 }
             }
         }
@@ -291,12 +468,13 @@ struct Queries<'a> {
     url: &'a str,
     run: u64,
     sent: u64,
+    spans_per_trace: u64,
     count: usize,
 }
 
 impl Queries<'_> {
     async fn time(&self, when: &str) -> anyhow::Result<()> {
-        let stored_traces = self.sent / SPANS_PER_TRACE;
+        let stored_traces = self.sent / self.spans_per_trace;
         let mut rng = Rng(self.run | 1);
         let mut detail = Vec::new();
         for _ in 0..self.count {
@@ -347,27 +525,37 @@ pub async fn spans(args: SpansArgs) -> anyhow::Result<()> {
         reqwest::Client::builder().pool_max_idle_per_host(args.concurrency as usize).build()?;
     let run = crate::time::now_ms() as u64;
     let now_ns = run * MS;
-    let traces = args.spans.div_ceil(SPANS_PER_TRACE);
-    let batches = traces.div_ceil(args.traces_per_batch);
+    let shape = args.shape;
+    let spans_per_trace = shape.spans_per_trace();
+    let per_batch = args.traces_per_batch.unwrap_or(shape.default_traces_per_batch()).max(1);
+    let traces = args.spans.div_ceil(spans_per_trace);
+    let batches = traces.div_ceil(per_batch);
     let deadline = Instant::now() + Duration::from_secs(args.max_seconds);
+    let spread_ms = args.spread_s.saturating_mul(1000);
+    let exports = Arc::new(Exports::new(shape, run, per_batch, now_ns, spread_ms, None));
     println!(
-        "spans: {} spans ({traces} agent traces of {SPANS_PER_TRACE}) in OTLP/HTTP protobuf exports of {} spans, {} concurrent clients, trace starts spread over {} s",
-        traces * SPANS_PER_TRACE,
-        args.traces_per_batch * SPANS_PER_TRACE,
+        "spans: {} spans ({traces} {} agent traces of {spans_per_trace}) in OTLP/HTTP protobuf exports of {} spans, {} concurrent clients, trace starts spread over {} s",
+        traces * spans_per_trace,
+        shape.name(),
+        per_batch * spans_per_trace,
         args.concurrency,
         args.spread_s
     );
+    println!(
+        "  OTLP protobuf   {:.0} bytes per span in the exports (gzip of one export: {:.0})",
+        exports.bytes_per_span(),
+        exports.gzip_bytes_per_span()
+    );
     let next = Arc::new(AtomicU64::new(0));
     let sent = Arc::new(AtomicU64::new(0));
-    let spread_ms = args.spread_s.saturating_mul(1000);
-    let exports = Arc::new(Exports::new(run, args.traces_per_batch, now_ns, spread_ms, None));
+    let sent_bytes = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..args.concurrency {
         let (client, next, sent) = (client.clone(), next.clone(), sent.clone());
+        let sent_bytes = sent_bytes.clone();
         let exports = exports.clone();
         let endpoint = format!("{}/v1/traces", server.url);
-        let per_batch = args.traces_per_batch;
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             loop {
@@ -380,8 +568,9 @@ pub async fn spans(args: SpansArgs) -> anyhow::Result<()> {
                 let body = if count == per_batch {
                     exports.body(n)
                 } else {
-                    export_body(run, first, count, now_ns, spread_ms, None)
+                    export_body(shape, run, first, count, now_ns, spread_ms, None)
                 };
+                let body_bytes = body.len() as u64;
                 let t0 = Instant::now();
                 let (status, bytes) =
                     post_until_taken(&client, &endpoint, "application/x-protobuf", body).await?;
@@ -392,7 +581,8 @@ pub async fn spans(args: SpansArgs) -> anyhow::Result<()> {
                     );
                 }
                 latencies.push(t0.elapsed().as_secs_f64() * 1000.0);
-                sent.fetch_add(count * SPANS_PER_TRACE, Ordering::Relaxed);
+                sent.fetch_add(count * spans_per_trace, Ordering::Relaxed);
+                sent_bytes.fetch_add(body_bytes, Ordering::Relaxed);
             }
             anyhow::Ok(latencies)
         }));
@@ -420,7 +610,7 @@ pub async fn spans(args: SpansArgs) -> anyhow::Result<()> {
             if !found {
                 break;
             }
-            let id = hex::encode(trace_id(run, rng.below((sent / SPANS_PER_TRACE).max(1))));
+            let id = hex::encode(trace_id(run, rng.below((sent / spans_per_trace).max(1))));
             let url = format!("{}/api/v1/traces/{id}", server.url);
             found = client.get(url).send().await?.status().is_success();
         }
@@ -446,7 +636,14 @@ pub async fn spans(args: SpansArgs) -> anyhow::Result<()> {
     // Query latency over what is stored: right after the load, while the
     // server still flushes rollups and checkpoints the WAL, and again once
     // it has settled (a rollup flush interval later).
-    let queries = Queries { client: &client, url: &server.url, run, sent, count: args.queries };
+    let queries = Queries {
+        client: &client,
+        url: &server.url,
+        run,
+        sent,
+        spans_per_trace,
+        count: args.queries,
+    };
     if args.queries > 0 {
         queries.time("right after the load").await?;
         tokio::time::sleep(SETTLE).await;
@@ -456,12 +653,53 @@ pub async fn spans(args: SpansArgs) -> anyhow::Result<()> {
         Some(mib) => println!("  server peak RSS {mib:.0} MiB"),
         None => println!("  server peak RSS unknown (external server)"),
     }
+    // What the store keeps per span, against what the exports carried.
+    let otlp_per_span = sent_bytes.load(Ordering::Relaxed) as f64 / sent.max(1) as f64;
+    match server.stop_and_measure().await {
+        Some(bytes) => {
+            let per_span = bytes as f64 / sent.max(1) as f64;
+            println!(
+                "  on disk         {per_span:.0} bytes per span after a clean stop ({:.2}x the {otlp_per_span:.0} OTLP protobuf bytes per span sent; {:.1} MiB in all)",
+                per_span / otlp_per_span,
+                bytes as f64 / (1024.0 * 1024.0)
+            );
+        }
+        None => println!("  on disk         unknown (external server, or it did not stop)"),
+    }
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashSet;
+
     use super::*;
+    use crate::model::SpanKind;
+
+    /// Keys whose values are response ids or sessions, by convention (a
+    /// Langfuse metadata value is JSON-encoded).
+    const NUMBERED_KEYS: [&str; 5] = [
+        "gen_ai.response.id",
+        "gen_ai.conversation.id",
+        "session.id",
+        "traceloop.association.properties.session_id",
+        "langfuse.observation.metadata.response_id",
+    ];
+
+    fn all_spans(request: &ExportTraceServiceRequest) -> impl Iterator<Item = &Span> {
+        request.resource_spans.iter().flat_map(|r| &r.scope_spans).flat_map(|s| &s.spans)
+    }
+
+    fn string_value(kv: &KeyValue) -> Option<&str> {
+        match &kv.value.as_ref()?.value {
+            Some(any_value::Value::StringValue(text)) => Some(text),
+            _ => None,
+        }
+    }
+
+    fn attribute<'a>(span: &'a Span, key: &str) -> Option<&'a str> {
+        span.attributes.iter().find(|kv| kv.key == key).and_then(string_value)
+    }
 
     /// A span's trace id, response ids and sessions, and start and end.
     type Numbers = (Vec<u8>, Vec<String>, (u64, u64));
@@ -469,20 +707,13 @@ mod tests {
     /// The numbers of each span of an export.
     fn numbers(body: &[u8]) -> Vec<Numbers> {
         let request = ExportTraceServiceRequest::decode(body).unwrap();
-        let spans = &request.resource_spans[0].scope_spans[0].spans;
-        spans
-            .iter()
+        all_spans(&request)
             .map(|span| {
                 let texts = span
                     .attributes
                     .iter()
-                    .filter(|kv| {
-                        kv.key == "gen_ai.response.id" || kv.key == "gen_ai.conversation.id"
-                    })
-                    .map(|kv| match &kv.value.as_ref().unwrap().value {
-                        Some(any_value::Value::StringValue(text)) => text.clone(),
-                        other => panic!("{other:?}"),
-                    })
+                    .filter(|kv| NUMBERED_KEYS.contains(&kv.key.as_str()))
+                    .map(|kv| string_value(kv).unwrap().trim_matches('"').to_owned())
                     .collect();
                 let times = (span.start_time_unix_nano, span.end_time_unix_nano);
                 (span.trace_id.clone(), texts, times)
@@ -490,18 +721,19 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn stamped_exports_are_the_exports_of_their_own_traces() {
-        let (run, per_batch, now_ns) = (1_800_000_000_000, 6, 1_800_000_000_000 * MS);
-        let exports = Exports::new(run, per_batch, now_ns, 60_000, None);
+    /// Stamped copies of templates carry the ids of a batch built afresh
+    /// (sessions are numbered from the template's, shifted by a quarter of
+    /// the traces), and the template's times all moved back by one shift of
+    /// under TIME_SHIFT_MS.
+    fn check_stamps(shape: Shape, per_batch: u64) {
+        let (run, now_ns) = (1_800_000_000_000, 1_800_000_000_000 * MS);
+        let exports = Exports::new(shape, run, per_batch, now_ns, 60_000, None);
+        let run_dash = format!("{run}-");
         for n in [0, 5, TEMPLATES + 5, 3 * TEMPLATES + 1] {
             let stamped = numbers(&exports.body(n));
-            let fresh = numbers(&export_body(run, n * per_batch, per_batch, now_ns, 60_000, None));
-            assert_eq!(stamped.len(), (per_batch * SPANS_PER_TRACE) as usize);
-            // The same ids as a batch built afresh (sessions are numbered
-            // from the template's, shifted by a quarter of the traces), and
-            // the template's times all moved back by one shift of under
-            // TIME_SHIFT_MS.
+            let fresh = export_body(shape, run, n * per_batch, per_batch, now_ns, 60_000, None);
+            let fresh = numbers(&fresh);
+            assert_eq!(stamped.len(), (per_batch * shape.spans_per_trace()) as usize);
             let template = numbers(&exports.templates[(n % TEMPLATES) as usize].0);
             let shift = template[0].2.0 - stamped[0].2.0;
             assert!(shift < TIME_SHIFT_MS * MS);
@@ -510,14 +742,197 @@ mod tests {
             {
                 assert_eq!(trace, fresh_trace);
                 assert_eq!((times.0 + shift, times.1 + shift), *template_times);
+                assert_eq!(texts.len(), fresh_texts.len());
                 for (text, fresh_text) in texts.iter().zip(fresh_texts) {
-                    if text.starts_with("chatcmpl-") {
-                        assert_eq!(text, fresh_text);
+                    if text.starts_with("session-") {
+                        assert!(fresh_text.starts_with("session-"), "{fresh_text}");
                     } else {
-                        assert!(text.starts_with("session-"), "{text}");
+                        // The same numbers (the prefix names the provider,
+                        // which the fresh batch draws anew).
+                        let numbers = |id: &str| id.split_once(&run_dash).unwrap().1.to_owned();
+                        assert_eq!(numbers(text), numbers(fresh_text), "{text}");
                     }
                 }
             }
         }
+    }
+
+    #[test]
+    fn stamped_exports_are_the_exports_of_their_own_traces() {
+        check_stamps(Shape::Lean, 6);
+    }
+
+    #[test]
+    fn stamped_sdk_exports_are_the_exports_of_their_own_traces() {
+        check_stamps(Shape::Sdk, 8);
+    }
+
+    const RUN: u64 = 1_800_000_000_000;
+
+    /// An SDK-shaped export of the default size, as the bench sends it.
+    fn sdk_export() -> ExportTraceServiceRequest {
+        let per_batch = Shape::Sdk.default_traces_per_batch();
+        let body = export_body(Shape::Sdk, RUN, 0, per_batch, RUN * MS, 3_600_000, None);
+        ExportTraceServiceRequest::decode(&body[..]).unwrap()
+    }
+
+    /// Whether a span is a chat model call, by convention.
+    fn is_llm(span: &Span) -> bool {
+        attribute(span, "gen_ai.operation.name") == Some("chat")
+            || attribute(span, "llm.request.type") == Some("chat")
+            || attribute(span, "openinference.span.kind") == Some("LLM")
+            || attribute(span, "langfuse.observation.type") == Some("generation")
+    }
+
+    /// The message content of a model call span, as each convention
+    /// carries it (OpenInference's `input.value` and `output.value`, which
+    /// repeat it in the request and response, not counted).
+    fn message_content(span: &Span) -> String {
+        const WHOLE: [&str; 5] = [
+            "gen_ai.system_instructions",
+            "gen_ai.input.messages",
+            "gen_ai.output.messages",
+            "langfuse.observation.input",
+            "langfuse.observation.output",
+        ];
+        let flattened = |key: &str| {
+            ["gen_ai.prompt.", "gen_ai.completion.", "llm.input_messages.", "llm.output_messages."]
+                .iter()
+                .any(|prefix| key.starts_with(prefix))
+                && (key.ends_with(".content") || key.ends_with(".arguments"))
+        };
+        span.attributes
+            .iter()
+            .filter(|kv| WHOLE.contains(&kv.key.as_str()) || flattened(&kv.key))
+            .filter_map(string_value)
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[test]
+    fn an_sdk_export_is_512_spans_of_20_to_40_attributes_from_four_sdks() {
+        let request = sdk_export();
+        assert_eq!(all_spans(&request).count(), 512);
+        let mut wrong = Vec::new();
+        for span in all_spans(&request) {
+            if !(20..=40).contains(&span.attributes.len()) {
+                wrong.push(format!("{} ({})", span.name, span.attributes.len()));
+            }
+        }
+        assert!(wrong.is_empty(), "spans without 20-40 attributes: {wrong:?}");
+        assert_eq!(request.resource_spans.len(), 4);
+        for resource_spans in &request.resource_spans {
+            let resource = resource_spans.resource.as_ref().unwrap();
+            let keys: HashSet<&str> =
+                resource.attributes.iter().map(|kv| kv.key.as_str()).collect();
+            assert!((12..=16).contains(&keys.len()), "{keys:?}");
+            for key in ["service.name", "telemetry.sdk.language", "host.name", "process.pid"] {
+                assert!(keys.contains(key), "{key} missing from {keys:?}");
+            }
+            // A quarter of the traces each.
+            assert_eq!(resource_spans.scope_spans[0].spans.len(), 128);
+        }
+    }
+
+    #[test]
+    fn sdk_model_calls_carry_1_to_4_kb_of_prose_that_does_not_repeat_itself() {
+        let request = sdk_export();
+        let mut calls = 0;
+        for span in all_spans(&request).filter(|span| is_llm(span)) {
+            calls += 1;
+            let content = message_content(span);
+            assert!(
+                (1024..=4096).contains(&content.len()),
+                "{}: {} bytes",
+                span.name,
+                content.len()
+            );
+            let words: Vec<&str> = content
+                .split(|c: char| !c.is_ascii_alphabetic())
+                .filter(|word| !word.is_empty())
+                .collect();
+            let distinct: HashSet<String> = words.iter().map(|w| w.to_lowercase()).collect();
+            assert!(distinct.len() >= 80, "{}: {} distinct words", span.name, distinct.len());
+            // Text compresses 2-3x with deflate; a repeated sentence or
+            // character would compress tens of times.
+            let mut deflate =
+                flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+            deflate.write_all(content.as_bytes()).unwrap();
+            let ratio = content.len() as f64 / deflate.finish().unwrap().len() as f64;
+            assert!(ratio < 3.5, "{}: deflate ratio {ratio:.2}", span.name);
+        }
+        assert_eq!(calls, 3 * 64);
+    }
+
+    #[test]
+    fn stamped_sdk_prose_changes_per_cycle_and_stays_consistent_within_a_trace() {
+        let per_batch = 8;
+        let exports = Exports::new(Shape::Sdk, RUN, per_batch, RUN * MS, 60_000, None);
+        let question = |n: u64| {
+            let request = ExportTraceServiceRequest::decode(&exports.body(n)[..]).unwrap();
+            let questions: Vec<String> = all_spans(&request)
+                .filter_map(|span| attribute(span, "llm.input_messages.1.message.content"))
+                .map(str::to_owned)
+                .collect();
+            // Three model calls in each of the two OpenInference traces;
+            // the plan and answer calls of one send the same question.
+            assert_eq!(questions.len(), 3 * 2);
+            assert_eq!(questions[0], questions[1]);
+            for span in all_spans(&request) {
+                for key in ["gen_ai.input.messages", "langfuse.observation.input", "input.value"] {
+                    if let Some(json) = attribute(span, key).filter(|v| v.starts_with(['[', '{'])) {
+                        serde_json::from_str::<serde_json::Value>(json).unwrap();
+                    }
+                }
+            }
+            questions[0].clone()
+        };
+        let (first, again) = (question(3), question(3 + TEMPLATES));
+        assert_eq!(first.len(), again.len());
+        assert_ne!(first, again);
+        // Punctuation and spaces stay where they were.
+        let shape = |text: &str| text.replace(|c: char| c.is_ascii_alphabetic(), "a");
+        assert_eq!(shape(&first), shape(&again));
+    }
+
+    #[test]
+    fn tallys_normalizer_takes_sdk_spans_and_counts_every_model_call() {
+        let per_batch = Shape::Sdk.default_traces_per_batch();
+        let exports = Exports::new(Shape::Sdk, RUN, per_batch, RUN * MS, 3_600_000, None);
+        let mut request =
+            ExportTraceServiceRequest::decode(&exports.body(TEMPLATES + 1)[..]).unwrap();
+        let prices = crate::pricing::PriceTable::builtin();
+        let fingerprinter = crate::normalize::KeyFingerprinter::new(b"bench");
+        let accounting = crate::normalize::usage_report::NormalizeContext {
+            now_ms: RUN as i64,
+            rules: crate::normalize::AccountingRules::default(),
+            prices: &prices,
+            fingerprinter: &fingerprinter,
+            default_project: "default",
+        };
+        let (records, problems) =
+            crate::ingest::otlp::trace_records(&accounting, &mut request, None);
+        assert!(problems.is_empty(), "{}", problems.message());
+        assert_eq!(records.spans.len() as u64, per_batch * sdk::SPANS_PER_TRACE);
+        // Three chat calls and an embedding a trace, every one priced.
+        assert_eq!(records.calls.len() as u64, per_batch * 4);
+        for call in &records.calls {
+            assert!(call.input_tokens > 0 && call.cost_usd > 0.0, "{call:?}");
+        }
+        let chats = records.calls.iter().filter(|call| call.output_tokens > 0).count() as u64;
+        assert_eq!(chats, per_batch * 3);
+        let cached = records.calls.iter().filter(|call| call.cache_read_tokens > 0).count();
+        assert!(cached > 0);
+        for span in &records.spans {
+            assert_eq!(span.project, "default");
+            assert_eq!(span.llm_call, matches!(span.kind, SpanKind::Llm | SpanKind::Embedding));
+            if span.llm_call {
+                assert!(span.model.is_some() && span.input_tokens > 0, "{span:?}");
+            }
+        }
+        let kinds = |kind: SpanKind| records.spans.iter().filter(|s| s.kind == kind).count() as u64;
+        assert_eq!(kinds(SpanKind::Llm), per_batch * 3);
+        assert_eq!(kinds(SpanKind::Agent), per_batch);
+        assert_eq!(kinds(SpanKind::Tool), per_batch * 2);
     }
 }
