@@ -581,7 +581,13 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
         Some(mib) => println!("  server peak RSS {mib:.0} MiB"),
         None => println!("  server peak RSS unknown (external server)"),
     }
-    server.stop().await;
+    if let Some(bytes) = server.stop_and_measure().await {
+        println!(
+            "  on disk         {:.1} bytes per report after a clean stop ({:.1} MiB in all)",
+            bytes as f64 / result.records.max(1) as f64,
+            bytes as f64 / (1 << 20) as f64
+        );
+    }
     Ok(())
 }
 

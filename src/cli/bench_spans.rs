@@ -549,6 +549,7 @@ pub async fn spans(args: SpansArgs) -> anyhow::Result<()> {
     let next = Arc::new(AtomicU64::new(0));
     let sent = Arc::new(AtomicU64::new(0));
     let sent_bytes = Arc::new(AtomicU64::new(0));
+    let cpu_before = server.cpu_ns();
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..args.concurrency {
@@ -623,8 +624,15 @@ pub async fn spans(args: SpansArgs) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let seconds = started.elapsed().as_secs_f64();
+    let cpu = server.cpu_ns().zip(cpu_before).map(|(after, before)| after - before);
     latencies.sort_by(f64::total_cmp);
     println!("  throughput      {:.0} spans/s (acknowledged and queryable)", sent as f64 / seconds);
+    if let Some(cpu) = cpu {
+        println!(
+            "  server CPU      {:.2} µs per span (schedstat)",
+            cpu as f64 / 1e3 / sent.max(1) as f64
+        );
+    }
     println!("  queryable       {:.2} s after the last acknowledgement", seconds - acknowledged);
     println!(
         "  export latency  p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms",
