@@ -9,10 +9,14 @@
 //! as one run, sorted by hash in blocks, with a binary fuse filter telling
 //! which runs may hold a hash. A blocked Bloom filter over every run's
 //! hashes answers most lookups of a new key with one memory access, so a
-//! random id costs no index write on its commit and no read at all.
+//! random id costs no index write on its commit and no read at all. When
+//! the Bloom filter fills, a bigger one is built from the runs on a thread
+//! of its own while the full one goes on answering (a little less sharply)
+//! and taking the new runs' hashes: commits never wait for the rebuild.
 
 use std::collections::hash_map::Entry;
 use std::hash::{BuildHasher, Hasher};
+use std::sync::mpsc;
 
 use fastbloom::BloomFilter;
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
@@ -21,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use xorf::{BinaryFuse16, Filter};
 
 use crate::storage::StorageError;
+use tracing::{info, warn};
 
 /// Keys held in memory before they are written as a run, unless the store
 /// is told otherwise (`sqlite.key_run_keys`).
@@ -137,6 +142,18 @@ pub struct CallKeys {
     seen: Seen,
     seen_capacity: usize,
     seen_keys: usize,
+    /// The least capacity of a Bloom filter (`MIN_SEEN_KEYS`; tests lower it).
+    min_seen: usize,
+    /// A bigger Bloom filter being built on its own thread.
+    rebuilding: Option<Rebuild>,
+}
+
+/// A Bloom filter being built from the runs there were when it started,
+/// and the hashes of the runs written since, to add once it is done.
+struct Rebuild {
+    built: mpsc::Receiver<Result<(Seen, usize), String>>,
+    capacity: usize,
+    since: Vec<u64>,
 }
 
 impl CallKeys {
@@ -153,6 +170,8 @@ impl CallKeys {
             seen: seen_for(0),
             seen_capacity: 0,
             seen_keys: 0,
+            min_seen: MIN_SEEN_KEYS,
+            rebuilding: None,
         };
         let mut stmt =
             conn.prepare("SELECT id, max_time, filter FROM call_key_runs ORDER BY id")?;
@@ -181,7 +200,7 @@ impl CallKeys {
     fn reseen(&mut self, conn: &Connection) -> Result<(), StorageError> {
         let total: i64 =
             conn.query_row("SELECT coalesce(sum(keys), 0) FROM call_key_runs", [], |r| r.get(0))?;
-        self.seen_capacity = (2 * total as usize).max(MIN_SEEN_KEYS);
+        self.seen_capacity = (2 * total as usize).max(self.min_seen);
         self.seen = seen_for(self.seen_capacity);
         self.seen_keys = 0;
         let mut stmt = conn.prepare_cached(
@@ -322,20 +341,68 @@ impl CallKeys {
         Ok(Some(PendingRun { run, hashes }))
     }
 
-    /// A run `write_run` made is committed: its keys leave memory.
+    /// A run `write_run` made is committed: its keys leave memory. Starts
+    /// a bigger Bloom filter's build when this one is full.
     pub fn written(&mut self, conn: &Connection, pending: PendingRun) -> Result<(), StorageError> {
         self.recent.clear();
         self.recent_more.clear();
         self.recent_max_time = i64::MIN;
         self.runs.push(pending.run);
-        if self.seen_keys + pending.hashes.len() > self.seen_capacity {
-            return self.reseen(conn);
-        }
         for hash in &pending.hashes {
             self.seen.insert(hash);
         }
         self.seen_keys += pending.hashes.len();
+        if let Some(rebuild) = &mut self.rebuilding {
+            rebuild.since.extend_from_slice(&pending.hashes);
+        } else if self.seen_keys > self.seen_capacity {
+            self.start_rebuild(conn)?;
+        }
         Ok(())
+    }
+
+    /// Builds a Bloom filter for twice the keys of every run on a thread of
+    /// its own, reading the runs through a connection of its own; a store
+    /// in memory (tests) has none to open and builds it here.
+    fn start_rebuild(&mut self, conn: &Connection) -> Result<(), StorageError> {
+        let path = conn.path().filter(|path| !path.is_empty()).map(std::path::PathBuf::from);
+        let Some(path) = path else { return self.reseen(conn) };
+        let capacity = (2 * self.seen_keys).max(self.min_seen);
+        let runs: Vec<i64> = self.runs.iter().map(|run| run.id).collect();
+        let (done, built) = mpsc::sync_channel(1);
+        info!(keys = self.seen_keys, capacity, "call key Bloom filter full; building a bigger one");
+        std::thread::Builder::new()
+            .name("tally-key-filter".into())
+            .spawn(move || {
+                let result = build_seen(&path, &runs, capacity).map_err(|e| e.to_string());
+                let _ = done.send(result);
+            })
+            .map_err(|source| StorageError::Io { path: "key filter thread".into(), source })?;
+        self.rebuilding = Some(Rebuild { built, capacity, since: Vec::new() });
+        Ok(())
+    }
+
+    /// Takes a finished Bloom filter build in, with the hashes of the runs
+    /// written since it began.
+    pub fn settle_rebuild(&mut self) {
+        let Some(rebuild) = &self.rebuilding else { return };
+        let result = match rebuild.built.try_recv() {
+            Ok(result) => result,
+            Err(mpsc::TryRecvError::Empty) => return,
+            Err(mpsc::TryRecvError::Disconnected) => Err("the build's thread ended".into()),
+        };
+        let Rebuild { capacity, since, .. } = self.rebuilding.take().expect("checked above");
+        match result {
+            Ok((mut seen, keys)) => {
+                for hash in &since {
+                    seen.insert(hash);
+                }
+                (self.seen, self.seen_capacity) = (seen, capacity);
+                self.seen_keys = keys + since.len();
+                info!(keys = self.seen_keys, capacity, "call key Bloom filter rebuilt");
+            }
+            // The full filter answers on; the next run tries again.
+            Err(err) => warn!(%err, "call key Bloom filter rebuild failed"),
+        }
     }
 
     /// Deletes the runs whose calls are all older than `cutoff` (retention
@@ -355,6 +422,31 @@ impl CallKeys {
     pub fn forget(&mut self, dropped: &[i64]) {
         self.runs.retain(|run| !dropped.contains(&run.id));
     }
+}
+
+/// A Bloom filter of `capacity` over every hash of `runs`, read through a
+/// connection of its own to the store at `path`; and how many it holds.
+fn build_seen(
+    path: &std::path::Path,
+    runs: &[i64],
+    capacity: usize,
+) -> Result<(Seen, usize), StorageError> {
+    let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    let mut seen = seen_for(capacity);
+    let mut keys = 0;
+    let mut stmt = conn.prepare("SELECT first_hash, body FROM call_key_blocks WHERE run = ?1")?;
+    for &run in runs {
+        let mut rows = stmt.query([run])?;
+        while let Some(row) = rows.next()? {
+            let first = row.get::<_, i64>(0)? as u64;
+            let body = row.get_ref(1)?.as_blob().map_err(rusqlite::Error::from)?;
+            for (hash, _) in decode_block(run, first, body)? {
+                seen.insert(&hash);
+                keys += 1;
+            }
+        }
+    }
+    Ok((seen, keys))
 }
 
 /// A run written in a transaction not yet committed.
@@ -477,6 +569,49 @@ mod tests {
             .filter(|&i| !reloaded.candidates(&conn, hash(i)).unwrap().is_empty())
             .count();
         assert_eq!(absent, 0);
+    }
+
+    #[test]
+    fn a_full_bloom_filter_is_rebuilt_on_its_own_thread_and_every_key_is_found_throughout() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = Connection::open(dir.path().join("keys.db")).unwrap();
+        conn.execute_batch(crate::storage::sqlite::schema::SCHEMA).unwrap();
+        let mut keys = CallKeys::load(&conn, 100).unwrap();
+        keys.min_seen = 256;
+        keys.reseen(&conn).unwrap();
+        let hash = |i: u64| key_hash("p", &["i", &i.to_string()]);
+        let mut rebuilds = 0;
+        for run in 0..40u64 {
+            for i in run * 100..(run + 1) * 100 {
+                keys.add(hash(i), i as i64 + 1, 1_000);
+            }
+            let tx = conn.transaction().unwrap();
+            let pending = keys.write_run(&tx, (run + 1) as i64 * 100).unwrap().unwrap();
+            tx.commit().unwrap();
+            keys.written(&conn, pending).unwrap();
+            rebuilds += usize::from(keys.rebuilding.is_some());
+            // Whether or not a rebuild is under way or done, every key is found.
+            for i in (0..(run + 1) * 100).step_by(37) {
+                assert_eq!(keys.candidates(&conn, hash(i)).unwrap(), [i as i64 + 1], "key {i}");
+            }
+            if run % 3 == 0 {
+                // Let the build finish now and then (commits never wait for it).
+                while keys.rebuilding.is_some() {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                    keys.settle_rebuild();
+                }
+            }
+        }
+        assert!(rebuilds > 0, "the filter never filled");
+        while keys.rebuilding.is_some() {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+            keys.settle_rebuild();
+        }
+        assert_eq!(keys.seen_keys, 4_000);
+        assert!(keys.seen_capacity >= 4_000);
+        for i in (0..4_000u64).step_by(13) {
+            assert_eq!(keys.candidates(&conn, hash(i)).unwrap(), [i as i64 + 1], "key {i}");
+        }
     }
 
     #[test]

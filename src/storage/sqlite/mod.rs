@@ -143,6 +143,7 @@ fn write_key_run(
     keys: &mut CallKeys,
     through: Option<i64>,
 ) -> Result<(), StorageError> {
+    keys.settle_rebuild();
     if !keys.run_full() {
         return Ok(());
     }
