@@ -80,6 +80,11 @@ struct IngestArgs {
     /// Random report ids (as UUIDs are) instead of ids numbered by batch.
     #[arg(long)]
     random_ids: bool,
+    /// After the run, send its first this many reports again (same ids,
+    /// later times): every one must be acknowledged as a duplicate, however
+    /// long ago its first copy was stored.
+    #[arg(long, default_value_t = 0)]
+    resend_first: u64,
 }
 
 #[derive(Args)]
@@ -440,6 +445,9 @@ struct LoadPlan {
     spread_ms: i64,
     times: Times,
     random_ids: bool,
+    /// Whether the reports were sent before (and are to be acknowledged as
+    /// duplicates) or are new (to be accepted).
+    resent: bool,
     deadline: Instant,
 }
 
@@ -454,6 +462,7 @@ async fn load(url: &str, plan: LoadPlan) -> anyhow::Result<LoadResult> {
         spread_ms,
         times,
         random_ids,
+        resent,
         deadline,
     } = plan;
     let client = reqwest::Client::builder().pool_max_idle_per_host(concurrency as usize).build()?;
@@ -481,8 +490,12 @@ async fn load(url: &str, plan: LoadPlan) -> anyhow::Result<LoadResult> {
                 let (status, answer) =
                     post_until_taken(&client, &endpoint, "application/json", body).await?;
                 let answer: serde_json::Value = serde_json::from_slice(&answer)?;
-                if status != 200 || answer["accepted"].as_u64() != Some(size) {
-                    bail!("batch {n}: {status} {answer}");
+                let (taken, expected) = match resent {
+                    false => ("accepted", answer["accepted"].as_u64()),
+                    true => ("duplicates", answer["duplicates"].as_u64()),
+                };
+                if status != 200 || expected != Some(size) {
+                    bail!("batch {n}: {status} {answer} (expected all {size} {taken})");
                 }
                 latencies.push(t0.elapsed().as_secs_f64() * 1000.0);
                 sent.fetch_add(size, Ordering::Relaxed);
@@ -547,6 +560,7 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
         spread_ms: 10_000,
         times: Times::Live,
         random_ids: args.random_ids,
+        resent: false,
         deadline: Instant::now() + Duration::from_secs(args.max_seconds),
     };
     let cpu_before = server.cpu_ns();
@@ -581,6 +595,9 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
         Some(mib) => println!("  server peak RSS {mib:.0} MiB"),
         None => println!("  server peak RSS unknown (external server)"),
     }
+    if args.resend_first > 0 {
+        resend_first(&server.url, &args, run, result.records).await?;
+    }
     if let Some(bytes) = server.stop_and_measure().await {
         println!(
             "  on disk         {:.1} bytes per report after a clean stop ({:.1} MiB in all)",
@@ -588,6 +605,36 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
             bytes as f64 / (1 << 20) as f64
         );
     }
+    Ok(())
+}
+
+/// Sends the first `args.resend_first` of the `stored` reports of `run`
+/// again and prints how fast every one was found to be a duplicate (the
+/// load fails on any that is not).
+async fn resend_first(url: &str, args: &IngestArgs, run: u64, stored: u64) -> anyhow::Result<()> {
+    let records = args.resend_first.min(stored);
+    let plan = LoadPlan {
+        run,
+        first_batch: 0,
+        records,
+        batch: args.batch,
+        concurrency: args.concurrency,
+        spread_ms: 10_000,
+        times: Times::Live,
+        random_ids: args.random_ids,
+        resent: true,
+        deadline: Instant::now() + Duration::from_secs(args.max_seconds),
+    };
+    let mut result = load(url, plan).await?;
+    if result.records < records {
+        bail!("resend: only {} of {records} reports sent before the deadline", result.records);
+    }
+    result.latencies_ms.sort_by(f64::total_cmp);
+    println!(
+        "  resent          the first {records} reports after the {stored}th: all {records} acknowledged as duplicates, {:.0} reports/s, batch p99 {:.1} ms",
+        records as f64 / result.seconds,
+        percentile(&result.latencies_ms, 0.99)
+    );
     Ok(())
 }
 
@@ -620,6 +667,7 @@ async fn query(args: QueryArgs) -> anyhow::Result<()> {
                 spread_ms: 23 * 3_600_000,
                 times: Times::Fixed,
                 random_ids: false,
+                resent: false,
                 deadline: Instant::now() + Duration::from_secs(3600),
             };
             let result = load(&server.url, plan).await?;

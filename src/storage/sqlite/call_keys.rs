@@ -13,9 +13,14 @@
 //! the Bloom filter fills, a bigger one is built from the runs on a thread
 //! of its own while the full one goes on answering (a little less sharply)
 //! and taking the new runs' hashes: commits never wait for the rebuild.
+//! A clean stop saves the Bloom filter beside the database, and the next
+//! open takes it back (once: the file is deleted as it is read); after a
+//! crash it is built on that thread while lookups ask each run's filter.
 
 use std::collections::hash_map::Entry;
 use std::hash::{BuildHasher, Hasher};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
 use fastbloom::BloomFilter;
@@ -140,6 +145,10 @@ pub struct CallKeys {
     /// Every hash in a run (and a few deleted with their runs: rebuilt when
     /// it holds twice what it was sized for).
     seen: Seen,
+    /// Whether `seen` holds every run's hashes: not while the first build
+    /// after an open without a saved filter runs, when lookups ask every
+    /// run's own filter instead.
+    seen_complete: bool,
     seen_capacity: usize,
     seen_keys: usize,
     /// The least capacity of a Bloom filter (`MIN_SEEN_KEYS`; tests lower it).
@@ -159,7 +168,9 @@ struct Rebuild {
 impl CallKeys {
     /// Loads the runs of `conn`; the keys of the calls stored after them
     /// (after `through(conn)`) are to be `add`ed, as `call_chunks` reads
-    /// them back. A run is written past `run_keys` recent keys.
+    /// them back. A run is written past `run_keys` recent keys. The Bloom
+    /// filter is the one saved at the last clean stop if it is there and
+    /// whole, else built on a thread of its own.
     pub fn load(conn: &Connection, run_keys: usize) -> Result<CallKeys, StorageError> {
         let mut keys = CallKeys {
             recent: FxHashMap::default(),
@@ -168,7 +179,8 @@ impl CallKeys {
             run_keys,
             runs: Vec::new(),
             seen: seen_for(0),
-            seen_capacity: 0,
+            seen_complete: true,
+            seen_capacity: MIN_SEEN_KEYS,
             seen_keys: 0,
             min_seen: MIN_SEEN_KEYS,
             rebuilding: None,
@@ -183,8 +195,60 @@ impl CallKeys {
                 .ok_or_else(|| StorageError::Corrupt(format!("call key run {id}: filter")))?;
             keys.runs.push(Run { id, max_time, filter, blocks: Vec::new() });
         }
-        keys.reseen(conn)?;
+        drop(rows);
+        // Each block's first hash, from the blocks' keys alone.
+        let mut stmt = conn.prepare("SELECT run, first_hash FROM call_key_blocks ORDER BY run")?;
+        let mut rows = stmt.query([])?;
+        let mut at = 0;
+        while let Some(row) = rows.next()? {
+            let (run, first): (i64, i64) = (row.get(0)?, row.get(1)?);
+            while at < keys.runs.len() && keys.runs[at].id < run {
+                at += 1;
+            }
+            match keys.runs.get_mut(at) {
+                Some(found) if found.id == run => found.blocks.push(first as u64),
+                _ => return Err(StorageError::Corrupt(format!("call key block of no run {run}"))),
+            }
+        }
+        for run in &mut keys.runs {
+            // Stored as i64: negative first hashes sort before the others.
+            run.blocks.sort_unstable();
+        }
+        if keys.runs.is_empty() {
+            return Ok(keys);
+        }
+        let identity = SavedIdentity::of(conn)?;
+        match saved_path(conn).map(|path| take_saved(&path, &identity)) {
+            Some(Ok(Some((seen, capacity, seen_keys)))) => {
+                info!(keys = seen_keys, "call key Bloom filter taken back from the last stop");
+                (keys.seen, keys.seen_capacity, keys.seen_keys) = (seen, capacity, seen_keys);
+            }
+            found => {
+                if let Some(Err(err)) = found {
+                    warn!(%err, "the saved call key Bloom filter could not be read; building it");
+                }
+                keys.seen_complete = false;
+                keys.start_rebuild(conn, identity.keys as usize)?;
+            }
+        }
         Ok(keys)
+    }
+
+    /// Saves the Bloom filter beside the database for the next open to take
+    /// back (a clean stop, once nothing writes); nothing for a store in
+    /// memory or while the filter is not yet whole.
+    pub fn save(&self, conn: &Connection) -> Result<(), StorageError> {
+        let Some(path) = saved_path(conn) else { return Ok(()) };
+        if !self.seen_complete || self.runs.is_empty() {
+            return Ok(());
+        }
+        let identity = SavedIdentity::of(conn)?;
+        let io = |source| StorageError::Io { path: path.display().to_string(), source };
+        let partial = path.with_extension("keyfilter-partial");
+        write_saved(&partial, &identity, self).map_err(io)?;
+        std::fs::rename(&partial, &path).map_err(io)?;
+        info!(keys = self.seen_keys, path = %path.display(), "call key Bloom filter saved");
+        Ok(())
     }
 
     /// The seq through which every call's keys are in a run.
@@ -195,32 +259,16 @@ impl CallKeys {
         Ok(value.unwrap_or(0))
     }
 
-    /// Rebuilds the Bloom filter (and the runs' block lists) from the
-    /// written runs, sized for twice what they hold.
+    /// Rebuilds the Bloom filter from the written runs here, sized for
+    /// twice what they hold (a store in memory, which no other connection
+    /// can read).
     fn reseen(&mut self, conn: &Connection) -> Result<(), StorageError> {
         let total: i64 =
             conn.query_row("SELECT coalesce(sum(keys), 0) FROM call_key_runs", [], |r| r.get(0))?;
         self.seen_capacity = (2 * total as usize).max(self.min_seen);
-        self.seen = seen_for(self.seen_capacity);
-        self.seen_keys = 0;
-        let mut stmt = conn.prepare_cached(
-            "SELECT first_hash, body FROM call_key_blocks WHERE run = ?1 ORDER BY first_hash",
-        )?;
-        for run in &mut self.runs {
-            run.blocks.clear();
-            let mut rows = stmt.query([run.id])?;
-            while let Some(row) = rows.next()? {
-                let first = row.get::<_, i64>(0)? as u64;
-                let body: Vec<u8> = row.get(1)?;
-                for (hash, _) in decode_block(run.id, first, &body)? {
-                    self.seen.insert(&hash);
-                    self.seen_keys += 1;
-                }
-                run.blocks.push(first);
-            }
-            // Stored as i64: negative first hashes sort before the others.
-            run.blocks.sort_unstable();
-        }
+        let runs: Vec<i64> = self.runs.iter().map(|run| run.id).collect();
+        (self.seen, self.seen_keys) = fill_seen(conn, &runs, self.seen_capacity)?;
+        self.seen_complete = true;
         Ok(())
     }
 
@@ -242,7 +290,7 @@ impl CallKeys {
         if let Some(more) = self.recent_more.get(&hash) {
             out.extend(more);
         }
-        if !self.seen.contains(&hash) {
+        if self.seen_complete && !self.seen.contains(&hash) {
             return Ok(out);
         }
         let mut stmt = conn.prepare_cached(
@@ -354,22 +402,30 @@ impl CallKeys {
         self.seen_keys += pending.hashes.len();
         if let Some(rebuild) = &mut self.rebuilding {
             rebuild.since.extend_from_slice(&pending.hashes);
-        } else if self.seen_keys > self.seen_capacity {
-            self.start_rebuild(conn)?;
+        } else if !self.seen_complete || self.seen_keys > self.seen_capacity {
+            // Full, or a first build failed: the runs hold every key.
+            let keys = self.runs_keys(conn)?;
+            self.start_rebuild(conn, keys)?;
         }
         Ok(())
     }
 
-    /// Builds a Bloom filter for twice the keys of every run on a thread of
-    /// its own, reading the runs through a connection of its own; a store
-    /// in memory (tests) has none to open and builds it here.
-    fn start_rebuild(&mut self, conn: &Connection) -> Result<(), StorageError> {
-        let path = conn.path().filter(|path| !path.is_empty()).map(std::path::PathBuf::from);
-        let Some(path) = path else { return self.reseen(conn) };
-        let capacity = (2 * self.seen_keys).max(self.min_seen);
+    /// Keys in the written runs.
+    fn runs_keys(&self, conn: &Connection) -> Result<usize, StorageError> {
+        let total: i64 =
+            conn.query_row("SELECT coalesce(sum(keys), 0) FROM call_key_runs", [], |r| r.get(0))?;
+        Ok(total as usize)
+    }
+
+    /// Builds a Bloom filter for twice the `keys` of every run on a thread
+    /// of its own, reading the runs through a connection of its own; a
+    /// store in memory (tests) has none to open and builds it here.
+    fn start_rebuild(&mut self, conn: &Connection, keys: usize) -> Result<(), StorageError> {
+        let Some(path) = store_path(conn) else { return self.reseen(conn) };
+        let capacity = (2 * keys).max(self.min_seen);
         let runs: Vec<i64> = self.runs.iter().map(|run| run.id).collect();
         let (done, built) = mpsc::sync_channel(1);
-        info!(keys = self.seen_keys, capacity, "call key Bloom filter full; building a bigger one");
+        info!(keys, capacity, "building the call key Bloom filter");
         std::thread::Builder::new()
             .name("tally-key-filter".into())
             .spawn(move || {
@@ -398,6 +454,7 @@ impl CallKeys {
                 }
                 (self.seen, self.seen_capacity) = (seen, capacity);
                 self.seen_keys = keys + since.len();
+                self.seen_complete = true;
                 info!(keys = self.seen_keys, capacity, "call key Bloom filter rebuilt");
             }
             // The full filter answers on; the next run tries again.
@@ -426,15 +483,22 @@ impl CallKeys {
 
 /// A Bloom filter of `capacity` over every hash of `runs`, read through a
 /// connection of its own to the store at `path`; and how many it holds.
-fn build_seen(
-    path: &std::path::Path,
+fn build_seen(path: &Path, runs: &[i64], capacity: usize) -> Result<(Seen, usize), StorageError> {
+    let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    fill_seen(&conn, runs, capacity)
+}
+
+/// A Bloom filter of `capacity` over every hash of `runs` in `conn`; and
+/// how many it holds.
+fn fill_seen(
+    conn: &Connection,
     runs: &[i64],
     capacity: usize,
 ) -> Result<(Seen, usize), StorageError> {
-    let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
     let mut seen = seen_for(capacity);
     let mut keys = 0;
-    let mut stmt = conn.prepare("SELECT first_hash, body FROM call_key_blocks WHERE run = ?1")?;
+    let mut stmt =
+        conn.prepare_cached("SELECT first_hash, body FROM call_key_blocks WHERE run = ?1")?;
     for &run in runs {
         let mut rows = stmt.query([run])?;
         while let Some(row) = rows.next()? {
@@ -447,6 +511,126 @@ fn build_seen(
         }
     }
     Ok((seen, keys))
+}
+
+/// The file of a store's database: none in memory.
+fn store_path(conn: &Connection) -> Option<PathBuf> {
+    conn.path().filter(|path| !path.is_empty()).map(PathBuf::from)
+}
+
+/// Where a clean stop saves the Bloom filter: beside the database.
+fn saved_path(conn: &Connection) -> Option<PathBuf> {
+    store_path(conn).map(|path| path.with_extension("keyfilter"))
+}
+
+/// The first bytes of a saved Bloom filter.
+const SAVED_MAGIC: &[u8; 8] = b"TALLYKF1";
+
+/// The runs a saved Bloom filter was made from: it is taken back only by a
+/// store holding the same (a copy of the database from another time, or
+/// one written after the save, does not match).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct SavedIdentity {
+    runs: i64,
+    last_run: i64,
+    keys: i64,
+    through: i64,
+}
+
+impl SavedIdentity {
+    fn of(conn: &Connection) -> Result<Self, StorageError> {
+        let (runs, last_run, keys) = conn.query_row(
+            "SELECT count(*), coalesce(max(id), 0), coalesce(sum(keys), 0) FROM call_key_runs",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+        )?;
+        Ok(SavedIdentity { runs, last_run, keys, through: CallKeys::through(conn)? })
+    }
+
+    fn words(&self) -> [i64; 4] {
+        [self.runs, self.last_run, self.keys, self.through]
+    }
+}
+
+/// Writes the Bloom filter of `keys` to `path`: the magic, the identity,
+/// capacity, keys held, hash count and word count, the words, then their
+/// xxh3 (all little-endian).
+fn write_saved(path: &Path, identity: &SavedIdentity, keys: &CallKeys) -> std::io::Result<()> {
+    let words = keys.seen.as_slice();
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
+    out.write_all(SAVED_MAGIC)?;
+    let header = [
+        keys.seen_capacity as u64,
+        keys.seen_keys as u64,
+        u64::from(keys.seen.num_hashes()),
+        words.len() as u64,
+    ];
+    for word in identity.words().map(|w| w as u64).into_iter().chain(header) {
+        out.write_all(&word.to_le_bytes())?;
+    }
+    let mut checksum = xxhash_rust::xxh3::Xxh3::new();
+    let mut bytes = Vec::with_capacity(1 << 19);
+    for chunk in words.chunks(1 << 16) {
+        bytes.clear();
+        bytes.extend(chunk.iter().flat_map(|w| w.to_le_bytes()));
+        checksum.update(&bytes);
+        out.write_all(&bytes)?;
+    }
+    out.write_all(&checksum.digest().to_le_bytes())?;
+    out.into_inner().map_err(|e| e.into_error())?.sync_all()
+}
+
+/// The Bloom filter saved at `path` (its capacity and keys held) when it
+/// is there, whole and of the runs `identity` names; the file is deleted
+/// either way, so that no later open takes back a filter older than the
+/// runs written after this one.
+fn take_saved(
+    path: &Path,
+    identity: &SavedIdentity,
+) -> std::io::Result<Option<(Seen, usize, usize)>> {
+    let file = match std::fs::File::open(path) {
+        Ok(file) => file,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(err) => return Err(err),
+    };
+    std::fs::remove_file(path)?;
+    let mut input = std::io::BufReader::with_capacity(1 << 20, file);
+    let mut word = || -> std::io::Result<u64> {
+        let mut bytes = [0u8; 8];
+        input.read_exact(&mut bytes)?;
+        Ok(u64::from_le_bytes(bytes))
+    };
+    let magic = word()?.to_le_bytes();
+    let saved = [word()?, word()?, word()?, word()?].map(|w| w as i64);
+    let [capacity, seen_keys, hashes, count] = [word()?, word()?, word()?, word()?];
+    if &magic != SAVED_MAGIC || saved != identity.words() {
+        return Ok(None);
+    }
+    let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_owned());
+    if count == 0 || count > (1 << 40) || hashes == 0 || hashes > 64 {
+        return Err(bad("bad header"));
+    }
+    let mut words = Vec::with_capacity(count as usize);
+    let mut checksum = xxhash_rust::xxh3::Xxh3::new();
+    let mut bytes = vec![0u8; 1 << 19];
+    let mut left = count as usize;
+    while left > 0 {
+        let take = left.min(bytes.len() / 8);
+        let part = &mut bytes[..take * 8];
+        input.read_exact(part)?;
+        checksum.update(part);
+        words.extend(
+            part.chunks_exact(8).map(|w| u64::from_le_bytes(w.try_into().expect("8 bytes"))),
+        );
+        left -= take;
+    }
+    let mut trailer = [0u8; 8];
+    input.read_exact(&mut trailer)?;
+    if checksum.digest() != u64::from_le_bytes(trailer) {
+        return Err(bad("checksum mismatch"));
+    }
+    let seen = BloomFilter::from_vec(words).hasher(Prehashed).hashes(hashes as u32);
+    Ok(Some((seen, capacity as usize, seen_keys as usize)))
 }
 
 /// A run written in a transaction not yet committed.
@@ -612,6 +796,82 @@ mod tests {
         for i in (0..4_000u64).step_by(13) {
             assert_eq!(keys.candidates(&conn, hash(i)).unwrap(), [i as i64 + 1], "key {i}");
         }
+    }
+
+    /// Writes the keys of calls `first..end` (call `i` has seq `i + 1`) as
+    /// one run.
+    fn write_run_of(conn: &mut Connection, keys: &mut CallKeys, first: u64, end: u64) {
+        for i in first..end {
+            keys.add(key_hash("p", &["i", &i.to_string()]), i as i64 + 1, 1_000);
+        }
+        let tx = conn.transaction().unwrap();
+        let pending = keys.write_run(&tx, end as i64).unwrap().unwrap();
+        tx.commit().unwrap();
+        keys.written(conn, pending).unwrap();
+    }
+
+    fn settle(keys: &mut CallKeys) {
+        while keys.rebuilding.is_some() {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+            keys.settle_rebuild();
+        }
+    }
+
+    #[test]
+    fn the_filter_saved_at_a_stop_is_taken_back_once_and_never_a_stale_or_torn_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = Connection::open(dir.path().join("keys.db")).unwrap();
+        conn.execute_batch(crate::storage::sqlite::schema::SCHEMA).unwrap();
+        let hash = |i: u64| key_hash("p", &["i", &i.to_string()]);
+        let found = |keys: &CallKeys, conn: &Connection, end: u64| {
+            for i in 0..end {
+                assert_eq!(keys.candidates(conn, hash(i)).unwrap(), [i as i64 + 1], "key {i}");
+            }
+        };
+        let saved = dir.path().join("keys.keyfilter");
+        let mut keys = CallKeys::load(&conn, 100).unwrap();
+        for run in 0..3 {
+            write_run_of(&mut conn, &mut keys, run * 100, (run + 1) * 100);
+        }
+        keys.save(&conn).unwrap();
+        assert!(saved.exists());
+
+        // Taken back whole, with no build, and the file is gone.
+        let back = CallKeys::load(&conn, 100).unwrap();
+        assert!(back.seen_complete && back.rebuilding.is_none());
+        assert!(!saved.exists(), "a saved filter is taken back once");
+        assert_eq!(back.seen_keys, 300);
+        assert!((0..300).all(|i| back.seen.contains(&hash(i))));
+        found(&back, &conn, 300);
+        // Without the file, the next open builds it, and keys are found
+        // from the runs' own filters until it is done.
+        let mut built = CallKeys::load(&conn, 100).unwrap();
+        assert!(!built.seen_complete && built.rebuilding.is_some());
+        found(&built, &conn, 300);
+        settle(&mut built);
+        assert!(built.seen_complete);
+        assert_eq!(built.seen_keys, 300);
+        found(&built, &conn, 300);
+
+        // Stale: saved, then a run written after it. The file names runs the
+        // store has moved past and is not taken back.
+        keys.save(&conn).unwrap();
+        write_run_of(&mut conn, &mut keys, 300, 400);
+        let mut stale = CallKeys::load(&conn, 100).unwrap();
+        assert!(!stale.seen_complete, "a filter without the last run's keys was taken back");
+        assert!(!saved.exists());
+        found(&stale, &conn, 400);
+        settle(&mut stale);
+        found(&stale, &conn, 400);
+
+        // Torn: one bit of the saved words flipped.
+        keys.save(&conn).unwrap();
+        let mut bytes = std::fs::read(&saved).unwrap();
+        bytes[100] ^= 0x10;
+        std::fs::write(&saved, bytes).unwrap();
+        let torn = CallKeys::load(&conn, 100).unwrap();
+        assert!(!torn.seen_complete, "a torn filter was taken back");
+        found(&torn, &conn, 400);
     }
 
     #[test]

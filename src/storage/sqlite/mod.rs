@@ -951,7 +951,12 @@ impl ControlStore for SqliteStorage {
 #[async_trait]
 impl UpkeepStore for SqliteStorage {
     async fn checkpoint(&self) -> Result<(), StorageError> {
-        self.write(|conn| {
+        let index = self.keys.clone();
+        self.write(move |conn| {
+            // Saved for the next open to take back rather than rebuild.
+            if let Err(err) = index.lock().unwrap_or_else(|p| p.into_inner()).save(conn) {
+                warn!(%err, "could not save the call key Bloom filter; the next start builds it");
+            }
             // (busy, frames in the log, frames checkpointed); busy means a
             // reader or the background checkpoint (which may be midway
             // through a large log) held on: tried again for a while, then

@@ -72,6 +72,7 @@ thread_local! {
     /// none): loading one costs more than packing a small body.
     static PACKER: RefCell<Option<(u32, zstd::bulk::Compressor<'static>)>> =
         const { RefCell::new(None) };
+    static PACKED: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
     static UNPACKER: RefCell<Option<(u32, zstd::bulk::Decompressor<'static>)>> =
         const { RefCell::new(None) };
 }
@@ -120,7 +121,17 @@ impl SpanPacking {
                 *packer = Some((id, compressor.expect("a trained dictionary loads")));
             }
             let (_, compressor) = packer.as_mut().expect("just set");
-            compressor.compress(body).expect("compressing into a Vec cannot fail")
+            // Into a buffer kept for the next body: a Vec of the bound's
+            // size for each would be fresh pages to fault in and mostly
+            // empty while its chunk waits to be written.
+            PACKED.with_borrow_mut(|packed| {
+                packed.clear();
+                packed.reserve(zstd::zstd_safe::compress_bound(body.len()));
+                compressor
+                    .compress_to_buffer(body, packed)
+                    .expect("the buffer holds the compress bound");
+                packed.as_slice().to_vec()
+            })
         });
         (packed, current)
     }
@@ -202,10 +213,16 @@ impl SpanPacking {
 }
 
 /// Stores `dictionary` (once) in the transaction that first writes a chunk
-/// packed with it.
+/// packed with it. Looked up first: binding its bytes copies them, and
+/// every chunk after the first finds it stored.
 pub fn store(tx: &Transaction<'_>, dictionary: &Dictionary) -> Result<(), rusqlite::Error> {
-    tx.prepare_cached("INSERT OR IGNORE INTO span_dictionaries (id, dictionary) VALUES (?1, ?2)")?
-        .execute(params![i64::from(dictionary.id), dictionary.bytes])?;
+    let id = i64::from(dictionary.id);
+    let stored =
+        tx.prepare_cached("SELECT 1 FROM span_dictionaries WHERE id = ?1")?.exists(params![id])?;
+    if !stored {
+        tx.prepare_cached("INSERT INTO span_dictionaries (id, dictionary) VALUES (?1, ?2)")?
+            .execute(params![id, dictionary.bytes])?;
+    }
     Ok(())
 }
 
