@@ -26,7 +26,7 @@ use std::sync::mpsc;
 use fastbloom::BloomFilter;
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use rustc_hash::FxHashMap;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use xorf::{BinaryFuse16, Filter};
 
 use crate::storage::StorageError;
@@ -123,7 +123,7 @@ impl Run {
 /// A block of a run as stored: its hashes ascending, as differences from
 /// the one before (the first from the block's first hash), each with its
 /// call's seq as the difference from the block's least.
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize)]
 struct Block {
     least_seq: i64,
     entries: Vec<(u64, u64)>,
@@ -301,15 +301,16 @@ impl CallKeys {
                 continue;
             }
             let Some(first) = run.block_of(hash) else { continue };
-            let body: Option<Vec<u8>> =
-                stmt.query_row(params![run.id, first as i64], |row| row.get(0)).optional()?;
-            let Some(body) = body else { continue };
-            out.extend(
-                decode_block(run.id, first, &body)?
-                    .into_iter()
-                    .filter(|(h, _)| *h == hash)
-                    .map(|(_, seq)| seq),
-            );
+            let mut rows = stmt.query(params![run.id, first as i64])?;
+            let Some(row) = rows.next()? else { continue };
+            let body = row.get_ref(0)?.as_blob().map_err(rusqlite::Error::from)?;
+            // Hashes ascend: read up to the first past this one.
+            each_entry(run.id, first, body, |found, seq| {
+                if found == hash {
+                    out.push(seq);
+                }
+                found <= hash
+            })?;
         }
         Ok(out)
     }
@@ -429,7 +430,12 @@ impl CallKeys {
         std::thread::Builder::new()
             .name("tally-key-filter".into())
             .spawn(move || {
+                let started = std::time::Instant::now();
                 let result = build_seen(&path, &runs, capacity).map_err(|e| e.to_string());
+                if let Ok((_, keys)) = &result {
+                    let seconds = started.elapsed().as_secs_f64();
+                    info!(keys, seconds, "call key Bloom filter built; taken in at the next write");
+                }
                 let _ = done.send(result);
             })
             .map_err(|source| StorageError::Io { path: "key filter thread".into(), source })?;
@@ -504,10 +510,11 @@ fn fill_seen(
         while let Some(row) = rows.next()? {
             let first = row.get::<_, i64>(0)? as u64;
             let body = row.get_ref(1)?.as_blob().map_err(rusqlite::Error::from)?;
-            for (hash, _) in decode_block(run, first, body)? {
+            each_entry(run, first, body, |hash, _| {
                 seen.insert(&hash);
                 keys += 1;
-            }
+                true
+            })?;
         }
     }
     Ok((seen, keys))
@@ -692,18 +699,29 @@ fn encode_block(first: u64, entries: &[(u64, i64)]) -> Vec<u8> {
     postcard::to_allocvec(&block).expect("writing to a Vec cannot fail")
 }
 
-fn decode_block(run: i64, first: u64, body: &[u8]) -> Result<Vec<(u64, i64)>, StorageError> {
-    let block: Block = postcard::from_bytes(body)
-        .map_err(|e| StorageError::Corrupt(format!("call key run {run} block: {e}")))?;
+/// Calls `f` with each (hash, seq) of a stored block, in order, until it
+/// returns false. Read in place (a `Block` as postcard writes it: the
+/// least seq zigzagged, the entry count, then each entry's two varints),
+/// as a lookup reads one block per key it checks.
+fn each_entry(
+    run: i64,
+    first: u64,
+    mut body: &[u8],
+    mut f: impl FnMut(u64, i64) -> bool,
+) -> Result<(), StorageError> {
+    let corrupt = || StorageError::Corrupt(format!("call key run {run} block"));
+    let least_seq = crate::varint::unzigzag(crate::varint::take(&mut body).ok_or_else(corrupt)?);
+    let entries = crate::varint::take(&mut body).ok_or_else(corrupt)?;
     let mut hash = first;
-    Ok(block
-        .entries
-        .into_iter()
-        .map(|(delta, offset)| {
-            hash = hash.wrapping_add(delta);
-            (hash, block.least_seq.wrapping_add(offset as i64))
-        })
-        .collect())
+    for _ in 0..entries {
+        let delta = crate::varint::take(&mut body).ok_or_else(corrupt)?;
+        let offset = crate::varint::take(&mut body).ok_or_else(corrupt)?;
+        hash = hash.wrapping_add(delta);
+        if !f(hash, least_seq.wrapping_add(offset as i64)) {
+            return Ok(());
+        }
+    }
+    if body.is_empty() { Ok(()) } else { Err(corrupt()) }
 }
 
 #[cfg(test)]
@@ -872,6 +890,31 @@ mod tests {
         let torn = CallKeys::load(&conn, 100).unwrap();
         assert!(!torn.seen_complete, "a torn filter was taken back");
         found(&torn, &conn, 400);
+    }
+
+    #[test]
+    fn a_block_is_read_in_place_as_it_was_written() {
+        let first = u64::MAX - 1_000_000;
+        let entries: Vec<(u64, i64)> = (0..1024u64)
+            .map(|i| (first + i * 977, 5_000_000_000 + (i * 7 % 1024) as i64))
+            .collect();
+        let body = encode_block(first, &entries);
+        let mut read = Vec::new();
+        each_entry(1, first, &body, |hash, seq| {
+            read.push((hash, seq));
+            true
+        })
+        .unwrap();
+        assert_eq!(read, entries);
+        // Stopped where asked, and a body cut short is corrupt.
+        let mut seen = 0;
+        each_entry(1, first, &body, |hash, _| {
+            seen += 1;
+            hash < first + 10 * 977
+        })
+        .unwrap();
+        assert_eq!(seen, 11);
+        assert!(each_entry(1, first, &body[..body.len() - 1], |_, _| true).is_err());
     }
 
     #[test]
