@@ -215,6 +215,11 @@ impl CallKeys {
             run.blocks.sort_unstable();
         }
         if keys.runs.is_empty() {
+            // A filter saved when there were runs (retention has dropped
+            // them all since) is of no use: not left lying around.
+            if let Some(path) = saved_path(conn) {
+                let _ = std::fs::remove_file(path);
+            }
             return Ok(keys);
         }
         let identity = SavedIdentity::of(conn)?;
