@@ -606,6 +606,7 @@ fn take_saved(
         Err(err) => return Err(err),
     };
     std::fs::remove_file(path)?;
+    let file_bytes = file.metadata()?.len();
     let mut input = std::io::BufReader::with_capacity(1 << 20, file);
     let mut word = || -> std::io::Result<u64> {
         let mut bytes = [0u8; 8];
@@ -619,7 +620,9 @@ fn take_saved(
         return Ok(None);
     }
     let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_owned());
-    if count == 0 || count > (1 << 40) || hashes == 0 || hashes > 64 {
+    // The magic and eight header words, the words, the checksum: a count
+    // the file's size does not bear out is never allocated.
+    if count == 0 || file_bytes != 8 * (count + 10) || hashes == 0 || hashes > 64 {
         return Err(bad("bad header"));
     }
     let mut words = Vec::with_capacity(count as usize);
@@ -886,6 +889,14 @@ mod tests {
         found(&stale, &conn, 400);
         settle(&mut stale);
         found(&stale, &conn, 400);
+
+        // Cut short: fewer words than its header says.
+        keys.save(&conn).unwrap();
+        let bytes = std::fs::read(&saved).unwrap();
+        std::fs::write(&saved, &bytes[..bytes.len() - 16]).unwrap();
+        let short = CallKeys::load(&conn, 100).unwrap();
+        assert!(!short.seen_complete, "a filter cut short was taken back");
+        assert!(!saved.exists());
 
         // Torn: one bit of the saved words flipped.
         keys.save(&conn).unwrap();
