@@ -85,10 +85,6 @@ pub struct EncodedChunk {
     pub dictionary: Option<Arc<Dictionary>>,
 }
 
-thread_local! {
-    static UNPACKED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
 /// Encodes `spans[i]` for each of `picked` (spans of one trace) as a chunk.
 fn encode(spans: &[SpanRecord], picked: Vec<usize>, packing: &Arc<SpanPacking>) -> EncodedChunk {
     let heads: Vec<Head<'_>> = picked.iter().map(|&i| Head::of(&spans[i])).collect();
@@ -122,16 +118,12 @@ fn encode(spans: &[SpanRecord], picked: Vec<usize>, packing: &Arc<SpanPacking>) 
             }
         })
         .collect();
+    let mut body = Vec::with_capacity(512 * picked.len());
     let resources = resources.into_iter().map(|r| Cow::Borrowed(&**r)).collect();
-    // Serialized into a buffer kept for the next chunk: only the packed
-    // body is kept.
-    let (body, dictionary) = UNPACKED.with_borrow_mut(|body| {
-        body.clear();
-        rmp_serde::encode::write(body, &Body { resources, spans: rests })
-            .expect("span bodies serialize to MessagePack");
-        packing.pack(body)
-    });
+    rmp_serde::encode::write(&mut body, &Body { resources, spans: rests })
+        .expect("span bodies serialize to MessagePack");
     let starts = picked.iter().map(|&i| spans[i].start_ns);
+    let (body, dictionary) = packing.pack(&body);
     EncodedChunk {
         min_start: starts.clone().min().unwrap_or(0),
         max_start: starts.max().unwrap_or(0),

@@ -72,7 +72,6 @@ thread_local! {
     /// none): loading one costs more than packing a small body.
     static PACKER: RefCell<Option<(u32, zstd::bulk::Compressor<'static>)>> =
         const { RefCell::new(None) };
-    static PACKED: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
     static UNPACKER: RefCell<Option<(u32, zstd::bulk::Decompressor<'static>)>> =
         const { RefCell::new(None) };
 }
@@ -121,17 +120,7 @@ impl SpanPacking {
                 *packer = Some((id, compressor.expect("a trained dictionary loads")));
             }
             let (_, compressor) = packer.as_mut().expect("just set");
-            // Into a buffer kept for the next body: a Vec of the bound's
-            // size for each would be fresh pages to fault in and mostly
-            // empty while its chunk waits to be written.
-            PACKED.with_borrow_mut(|packed| {
-                packed.clear();
-                packed.reserve(zstd::zstd_safe::compress_bound(body.len()));
-                compressor
-                    .compress_to_buffer(body, packed)
-                    .expect("the buffer holds the compress bound");
-                packed.as_slice().to_vec()
-            })
+            compressor.compress(body).expect("compressing into a Vec cannot fail")
         });
         (packed, current)
     }
