@@ -22,9 +22,10 @@ use super::UsageIngest;
 use crate::access::Principal;
 use crate::durability::{CommitError, Records};
 use crate::error::ApiError;
-use crate::model::Source;
+use crate::model::{Attributes, Source};
 use crate::normalize::limits::Truncation;
 use crate::normalize::otlp_metric::Staged;
+use crate::normalize::otlp_wire::{Part, ResourceRef, SpanRef, WireError, read_spans};
 use crate::normalize::usage_report::NormalizeContext;
 use crate::normalize::{
     SpanContext, normalize_log, normalize_report, normalize_span, resource_attributes,
@@ -104,58 +105,100 @@ pub fn project_hint(public_key: Option<&str>, authorization: Option<&str>) -> Op
 }
 
 /// Spans of a trace export, and the calls of those describing model calls
-/// (accounted by `accounting`, as `UsageIngest::context` gives). Spans are
-/// numbered across the whole request in rejection messages. Span
-/// attributes are moved out of the request.
-pub fn trace_records(
-    accounting: &NormalizeContext<'_>,
-    request: &mut ExportTraceServiceRequest,
-    hint: Option<&str>,
-) -> (Records, Problems) {
-    let mut records = Records::default();
-    let spans = request.resource_spans.iter().flat_map(|r| &r.scope_spans);
-    records.spans.reserve(spans.map(|s| s.spans.len()).sum());
-    let mut problems = Problems::default();
-    let mut index = 0usize;
-    for resource_spans in &mut request.resource_spans {
-        let resource =
-            resource_attributes(resource_spans.resource.as_ref(), &mut problems.truncated);
-        let resource = Arc::new(resource);
-        let context =
-            SpanContext { resource: &resource, project_hint: hint, now_ms: accounting.now_ms };
-        for scope_spans in &mut resource_spans.scope_spans {
-            for span in &mut scope_spans.spans {
-                let at = index;
-                index += 1;
-                let normalized = match normalize_span(span, &context) {
-                    Ok(normalized) => normalized,
-                    Err(err) => {
-                        problems.reject(format!("span {at} ({}): {}", err.field, err.message));
-                        continue;
-                    }
-                };
-                problems.truncated.add(normalized.truncation);
-                let mut record = normalized.span;
-                if let Some(raw) = normalized.call {
-                    match normalize_report(raw, accounting) {
-                        Ok(mut call) => {
-                            call.source = Source::Span;
-                            record.llm_call = true;
-                            record.input_tokens = call.input_tokens;
-                            record.output_tokens = call.output_tokens;
-                            record.cache_read_tokens = call.cache_read_tokens;
-                            record.cost_usd = call.cost_usd;
-                            records.calls.push(call);
-                        }
-                        // The span is kept; only its usage is not counted.
-                        Err(err) => problems.note(format!("span {at}: usage not counted: {err}")),
-                    }
-                }
-                records.spans.push(record);
-            }
+/// (accounted by `accounting`, as `UsageIngest::context` gives), gathered
+/// as the export is read. Spans are numbered across the whole request in
+/// rejection messages.
+struct TraceRecords<'a> {
+    accounting: &'a NormalizeContext<'a>,
+    hint: Option<&'a str>,
+    records: Records,
+    problems: Problems,
+    /// The resource of the spans read now.
+    resource: Arc<Attributes>,
+    index: usize,
+}
+
+impl<'a> TraceRecords<'a> {
+    fn new(accounting: &'a NormalizeContext<'a>, hint: Option<&'a str>) -> Self {
+        TraceRecords {
+            accounting,
+            hint,
+            records: Records::default(),
+            problems: Problems::default(),
+            resource: Arc::default(),
+            index: 0,
         }
     }
-    (records, problems)
+
+    fn resource(&mut self, resource: Option<&ResourceRef<'_>>) {
+        self.resource = Arc::new(resource_attributes(resource, &mut self.problems.truncated));
+    }
+
+    fn span(&mut self, span: &SpanRef<'_>) {
+        let context = SpanContext {
+            resource: &self.resource,
+            project_hint: self.hint,
+            now_ms: self.accounting.now_ms,
+        };
+        let at = self.index;
+        self.index += 1;
+        let normalized = match normalize_span(span, &context) {
+            Ok(normalized) => normalized,
+            Err(err) => {
+                self.problems.reject(format!("span {at} ({}): {}", err.field, err.message));
+                return;
+            }
+        };
+        self.problems.truncated.add(normalized.truncation);
+        let mut record = normalized.span;
+        if let Some(raw) = normalized.call {
+            match normalize_report(raw, self.accounting) {
+                Ok(mut call) => {
+                    call.source = Source::Span;
+                    record.llm_call = true;
+                    record.input_tokens = call.input_tokens;
+                    record.output_tokens = call.output_tokens;
+                    record.cache_read_tokens = call.cache_read_tokens;
+                    record.cost_usd = call.cost_usd;
+                    self.records.calls.push(call);
+                }
+                // The span is kept; only its usage is not counted.
+                Err(err) => self.problems.note(format!("span {at}: usage not counted: {err}")),
+            }
+        }
+        self.records.spans.push(record);
+    }
+}
+
+/// The records of a decoded trace export (OTLP/JSON).
+pub fn trace_records(
+    accounting: &NormalizeContext<'_>,
+    request: &ExportTraceServiceRequest,
+    hint: Option<&str>,
+) -> (Records, Problems) {
+    let mut gathered = TraceRecords::new(accounting, hint);
+    gathered.records.spans.reserve(request.items());
+    for resource_spans in &request.resource_spans {
+        gathered.resource(resource_spans.resource.as_ref().map(ResourceRef::of).as_ref());
+        for span in resource_spans.scope_spans.iter().flat_map(|s| &s.spans) {
+            gathered.span(&SpanRef::of(span));
+        }
+    }
+    (gathered.records, gathered.problems)
+}
+
+/// The records of a protobuf trace export, read in place.
+pub fn trace_records_in_place(
+    accounting: &NormalizeContext<'_>,
+    request: &[u8],
+    hint: Option<&str>,
+) -> Result<(Records, Problems), WireError> {
+    let mut gathered = TraceRecords::new(accounting, hint);
+    read_spans(request, |part| match part {
+        Part::Resource(resource) => gathered.resource(resource.as_ref()),
+        Part::Span(span) => gathered.span(span),
+    })?;
+    Ok((gathered.records, gathered.problems))
 }
 
 /// Metric points of a metrics export, and what its cumulative samples
@@ -208,6 +251,16 @@ pub trait Signal: Message + Default + DeserializeOwned + Send + 'static {
         ingest: &UsageIngest,
         hint: Option<&str>,
     ) -> (Records, Problems, Option<Staged>);
+    /// The records of a protobuf-encoded request (as `records` gives
+    /// them); the error says what is wrong with the bytes.
+    fn protobuf_records(
+        request: &[u8],
+        ingest: &UsageIngest,
+        hint: Option<&str>,
+    ) -> Result<(Records, Problems, Option<Staged>), String> {
+        let mut message = Self::decode(request).map_err(|e| e.to_string())?;
+        Ok(message.records(ingest, hint))
+    }
     fn response(partial: Option<(i64, String)>) -> Self::Response;
 }
 
@@ -228,6 +281,16 @@ impl Signal for ExportTraceServiceRequest {
         let (mut records, problems) = trace_records(&ingest.context(), self, hint);
         ingest.privacy.apply(&mut records.spans, &mut records.logs);
         (records, problems, None)
+    }
+    fn protobuf_records(
+        request: &[u8],
+        ingest: &UsageIngest,
+        hint: Option<&str>,
+    ) -> Result<(Records, Problems, Option<Staged>), String> {
+        let (mut records, problems) =
+            trace_records_in_place(&ingest.context(), request, hint).map_err(|e| e.to_string())?;
+        ingest.privacy.apply(&mut records.spans, &mut records.logs);
+        Ok((records, problems, None))
     }
     fn response(partial: Option<(i64, String)>) -> Self::Response {
         let partial_success = partial.map(|(rejected_spans, error_message)| {
@@ -346,8 +409,8 @@ pub fn log_records(request: &ExportLogsServiceRequest, hint: Option<&str>) -> (R
     let mut index = 0usize;
     let now_ms = crate::time::now_ms();
     for resource_logs in &request.resource_logs {
-        let resource =
-            resource_attributes(resource_logs.resource.as_ref(), &mut problems.truncated);
+        let resource = resource_logs.resource.as_ref().map(ResourceRef::of);
+        let resource = resource_attributes(resource.as_ref(), &mut problems.truncated);
         let resource = Arc::new(resource);
         let context = SpanContext { resource: &resource, project_hint: hint, now_ms };
         for scope_logs in &resource_logs.scope_logs {

@@ -311,6 +311,11 @@ fn normalize<S: Signal>(
 ) -> Result<(Records, Problems, Option<Staged>), ApiError> {
     let bytes = body::inflate(headers, &received.bytes, ingest.max_body_bytes)?;
     drop(received);
+    if encoding == Encoding::Protobuf {
+        return S::protobuf_records(&bytes, ingest, hint.as_deref()).map_err(|e| {
+            ApiError::bad_request(format!("body is not a valid protobuf {}: {e}", S::NAME))
+        });
+    }
     let mut message: S = decode(&bytes, encoding, S::NAME)?;
     check_not_snake_case(&bytes, message.items(), encoding)?;
     drop(bytes);

@@ -7,6 +7,7 @@ use serde_json::Value;
 
 use super::limits::Truncation;
 use super::otlp_value::{StringBudget, any_value_to_json, key_values_to_json, mark_truncated};
+use super::otlp_wire::{KeyValueRef, ValueRef};
 use super::span::{SpanContext, id_hex, span_time};
 use crate::model::LogRecord;
 
@@ -49,11 +50,12 @@ pub fn normalize_log(
 
     let mut body_budget = StringBudget::new(MAX_BODY_BYTES, MAX_BODY_BYTES);
     let body = match &record.body {
-        Some(body) => any_value_to_json(body, &mut body_budget),
+        Some(body) => any_value_to_json(ValueRef::of(body), &mut body_budget),
         None => Value::Null,
     };
     let mut budget = StringBudget::for_attributes();
-    let mut attributes = key_values_to_json(&record.attributes, &mut budget);
+    let attributes: Vec<KeyValueRef<'_>> = record.attributes.iter().map(KeyValueRef::of).collect();
+    let mut attributes = key_values_to_json(&attributes, &mut budget);
     let mut truncation = budget.cut;
     truncation.add(body_budget.cut);
     mark_truncated(&mut attributes, truncation, record.dropped_attributes_count);

@@ -9,6 +9,7 @@ pub mod limits;
 pub mod log;
 pub mod otlp_metric;
 pub mod otlp_value;
+pub mod otlp_wire;
 pub mod point;
 pub mod privacy;
 pub mod span;

@@ -17,6 +17,7 @@ pub use super::cumulative::{CumulativeState, Staged};
 use super::cumulative::{Increment, Previous, SeriesKey, distribution_delta, sum_delta};
 use super::limits::{MAX_POINT_VALUE, check_time_ns, clip, shown};
 use super::otlp_value::{attributes_to_json, resource_attributes};
+use super::otlp_wire::ResourceRef;
 use super::point::{MAX_TAG_NAME, MAX_TAG_VALUE, MAX_TAGS, valid_name};
 use super::span::SpanContext;
 use crate::model::{Distribution, MetricKey, MetricPoint, PointKind, Tags};
@@ -238,8 +239,9 @@ pub fn metric_points(
     for resource_metrics in &request.resource_metrics {
         // Resource truncation is marked on the resource; metric tags have
         // caps of their own, so it is not counted here.
+        let resource = resource_metrics.resource.as_ref().map(ResourceRef::of);
         let resource = resource_attributes(
-            resource_metrics.resource.as_ref(),
+            resource.as_ref(),
             &mut super::limits::Truncation::default(),
         );
         let resource = std::sync::Arc::new(resource);

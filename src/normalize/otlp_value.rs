@@ -4,11 +4,11 @@
 //! caps. Spans, their events, resources and log records all convert here.
 //! Pure: no I/O.
 
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
-use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::common::v1::KeyValue;
 use serde_json::{Map, Number, Value};
 
 use super::limits::Truncation;
+use super::otlp_wire::{KeyValueRef, ResourceRef, ValueRef};
 use crate::model::Attributes;
 
 /// Longest string value an attribute map stores whole; prompts and
@@ -37,7 +37,7 @@ const SCALAR_BYTES: usize = 8;
 
 /// A resource's attributes, converted as `attributes_to_json` does and
 /// marked (`mark_truncated`) when cut; what was cut is added to `cut`.
-pub fn resource_attributes(resource: Option<&Resource>, cut: &mut Truncation) -> Attributes {
+pub fn resource_attributes(resource: Option<&ResourceRef<'_>>, cut: &mut Truncation) -> Attributes {
     let Some(resource) = resource else {
         return Attributes::new();
     };
@@ -59,7 +59,8 @@ pub fn resource_attributes(resource: Option<&Resource>, cut: &mut Truncation) ->
 /// string ends in `…[truncated N bytes]`. Arrays keep 1024 items (fewer once
 /// the budget is spent). Embedding vectors are dropped.
 pub fn attributes_to_json(kvs: &[KeyValue]) -> Attributes {
-    key_values_to_json(kvs, &mut StringBudget::for_attributes())
+    let kvs: Vec<KeyValueRef<'_>> = kvs.iter().map(KeyValueRef::of).collect();
+    key_values_to_json(&kvs, &mut StringBudget::for_attributes())
 }
 
 /// Marks a map that lost something to the caps: `tally.truncated` when Tally
@@ -75,28 +76,6 @@ pub(super) fn mark_truncated(attributes: &mut Attributes, cut: Truncation, dropp
     }
 }
 
-/// `attributes_to_json`, moving the keys and string values instead of
-/// copying them.
-pub(super) fn attributes_into_json(kvs: Vec<KeyValue>, budget: &mut StringBudget) -> Attributes {
-    let mut map = Map::new();
-    for kv in kvs {
-        if is_dropped(&kv.key) {
-            continue;
-        }
-        if map.len() >= MAX_ATTRIBUTES || !budget.admit(&kv.key) {
-            budget.cut.attributes += 1;
-            continue;
-        }
-        let value = match kv.value.and_then(|value| value.value) {
-            None => Value::Null,
-            Some(any_value::Value::StringValue(text)) => Value::String(budget.keep_owned(text)),
-            Some(other) => any_value_to_json(&AnyValue { value: Some(other) }, budget),
-        };
-        map.insert(kv.key, value);
-    }
-    map
-}
-
 /// OpenInference sends whole embedding vectors as attributes
 /// (`embedding.embeddings.N.embedding.vector`): thousands of doubles per
 /// input that nobody reads from a trace view.
@@ -105,68 +84,69 @@ fn is_dropped(key: &str) -> bool {
 }
 
 /// One OTLP value as JSON, its strings capped by `budget`.
-pub(super) fn any_value_to_json(value: &AnyValue, budget: &mut StringBudget) -> Value {
-    let Some(value) = &value.value else {
-        budget.charge(SCALAR_BYTES);
-        return Value::Null;
-    };
+pub(super) fn any_value_to_json(value: ValueRef<'_>, budget: &mut StringBudget) -> Value {
     match value {
-        any_value::Value::StringValue(text) => Value::String(budget.keep(text)),
-        any_value::Value::BoolValue(flag) => {
+        ValueRef::Str(text) => Value::String(budget.keep(text)),
+        ValueRef::Empty => {
             budget.charge(SCALAR_BYTES);
-            Value::Bool(*flag)
+            Value::Null
         }
-        any_value::Value::IntValue(int) => {
+        ValueRef::Bool(flag) => {
             budget.charge(SCALAR_BYTES);
-            Value::from(*int)
+            Value::Bool(flag)
         }
-        any_value::Value::DoubleValue(double) => {
+        ValueRef::Int(int) => {
             budget.charge(SCALAR_BYTES);
-            Number::from_f64(*double)
-                .map_or_else(|| Value::String(double.to_string()), Value::Number)
+            Value::from(int)
         }
-        any_value::Value::BytesValue(bytes) => Value::String(budget.keep(&hex::encode(bytes))),
-        any_value::Value::ArrayValue(array) => {
+        ValueRef::Double(double) => {
             budget.charge(SCALAR_BYTES);
-            let mut items = Vec::with_capacity(array.values.len().min(MAX_ARRAY_ITEMS));
-            for item in &array.values {
-                if items.len() == MAX_ARRAY_ITEMS || budget.is_spent() {
-                    break;
+            Number::from_f64(double).map_or_else(|| Value::String(double.to_string()), Value::Number)
+        }
+        ValueRef::Bytes(bytes) => Value::String(budget.keep(&hex::encode(bytes))),
+        ValueRef::Array(array) => {
+            budget.charge(SCALAR_BYTES);
+            let mut items = Vec::new();
+            let mut sent = 0;
+            for item in array.iter() {
+                sent += 1;
+                if items.len() < MAX_ARRAY_ITEMS && !budget.is_spent() {
+                    items.push(any_value_to_json(item, budget));
                 }
-                items.push(any_value_to_json(item, budget));
             }
-            let dropped = array.values.len() - items.len();
+            let dropped = sent - items.len();
             if dropped > 0 {
                 budget.cut.values += 1;
                 items.push(Value::String(format!("…[truncated {dropped} items]")));
             }
             Value::Array(items)
         }
-        any_value::Value::KvlistValue(list) => {
+        ValueRef::KvList(list) => {
             budget.charge(SCALAR_BYTES);
-            Value::Object(key_values_to_json(&list.values, budget))
+            let pairs: Vec<KeyValueRef<'_>> = list.iter().collect();
+            Value::Object(key_values_to_json(&pairs, budget))
         }
         // Meaningful only in the profiles signal, which says to treat it as
         // absent everywhere else.
-        any_value::Value::StringValueStrindex(_) => Value::Null,
+        ValueRef::Strindex => Value::Null,
     }
 }
 
 pub(super) fn key_values_to_json(
-    kvs: &[KeyValue],
+    kvs: &[KeyValueRef<'_>],
     budget: &mut StringBudget,
 ) -> Map<String, Value> {
     let mut map = Map::new();
     for kv in kvs {
-        if is_dropped(&kv.key) {
+        if is_dropped(kv.key) {
             continue;
         }
-        if map.len() >= MAX_ATTRIBUTES || !budget.admit(&kv.key) {
+        if map.len() >= MAX_ATTRIBUTES || !budget.admit(kv.key) {
             budget.cut.attributes += 1;
             continue;
         }
-        let value = kv.value.as_ref().map_or(Value::Null, |value| any_value_to_json(value, budget));
-        map.insert(kv.key.clone(), value);
+        let value = kv.value.map_or(Value::Null, |value| any_value_to_json(value, budget));
+        map.insert(kv.key.to_owned(), value);
     }
     map
 }
@@ -228,11 +208,6 @@ impl StringBudget {
         let limit = self.take(text.len());
         if text.len() <= limit { text.to_owned() } else { truncated(text, limit) }
     }
-
-    fn keep_owned(&mut self, text: String) -> String {
-        let limit = self.take(text.len());
-        if text.len() <= limit { text } else { truncated(&text, limit) }
-    }
 }
 
 /// The first `limit` bytes of `text` (back to a character boundary), and
@@ -247,32 +222,55 @@ fn truncated(text: &str, limit: usize) -> String {
 
 #[cfg(test)]
 mod tests {
-    use opentelemetry_proto::tonic::common::v1::{ArrayValue, KeyValueList};
+    use opentelemetry_proto::tonic::common::v1::{ArrayValue, KeyValueList, any_value};
 
     use super::*;
     use crate::normalize::span::testing::{any, kv};
 
     #[test]
-    fn attributes_moved_out_convert_as_copied_ones_do() {
+    fn attributes_read_in_place_convert_as_decoded_ones_do() {
+        use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+        use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+        use prost::Message;
+
         let long = "é".repeat(MAX_VALUE_BYTES);
+        let list = KeyValueList { values: vec![kv("a", 1), kv("b", long.as_str())] };
         let kvs = vec![
             kv("gen_ai.request.model", "gpt-4o"),
             kv("count", 3),
             kv("long", long.as_str()),
             kv("embedding.embeddings.0.embedding.vector", "dropped"),
             KeyValue { key: "empty".into(), value: None, ..Default::default() },
+            kv("list", any_value::Value::KvlistValue(list)),
+            kv("array", any_value::Value::ArrayValue(ArrayValue { values: (0..1030).map(any).collect() })),
             kv("count", 4),
         ];
-        let moved = attributes_into_json(kvs.clone(), &mut StringBudget::for_attributes());
-        assert_eq!(moved, attributes_to_json(&kvs));
-        assert_eq!(moved["count"], 4);
+        let span = Span { attributes: kvs.clone(), ..Default::default() };
+        let request = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans { spans: vec![span], ..Default::default() }],
+                ..Default::default()
+            }],
+        }
+        .encode_to_vec();
+        let mut read = None;
+        crate::normalize::otlp_wire::read_spans(&request, |part| {
+            if let crate::normalize::otlp_wire::Part::Span(span) = part {
+                read = Some(key_values_to_json(&span.attributes, &mut StringBudget::for_attributes()));
+            }
+        })
+        .unwrap();
+        let read = read.unwrap();
+        assert_eq!(read, attributes_to_json(&kvs));
+        assert_eq!(read["count"], 4);
         assert!(
-            moved["long"]
+            read["long"]
                 .as_str()
                 .unwrap()
                 .ends_with(&format!("[truncated {} bytes]", long.len() - MAX_VALUE_BYTES))
         );
-        assert!(!moved.contains_key("embedding.embeddings.0.embedding.vector"));
+        assert_eq!(read["array"][1024], "…[truncated 6 items]");
+        assert!(!read.contains_key("embedding.embeddings.0.embedding.vector"));
     }
 
     #[test]

@@ -4,11 +4,10 @@
 
 use std::borrow::Cow;
 
-use opentelemetry_proto::tonic::trace::v1::Span;
-
 use super::usage::{first_token_event_ns, read_usage, reported_cost, time_to_first_token_ms};
 use super::{Facts, RESPONSE_MODEL_KEYS};
 use crate::model::{Operation, SpanKind, SpanRecord, SpanStatus};
+use crate::normalize::otlp_wire::SpanRef;
 use crate::normalize::usage_report::RawReport;
 use crate::normalize::values::{Amount, Count, Instant, TextRef};
 
@@ -26,7 +25,7 @@ const STREAMING_KEYS: &[&str] =
 /// not a non-negative integer keeps the span but drops the call.
 pub(super) fn model_call(
     facts: &Facts<'_>,
-    span: &Span,
+    span: &SpanRef<'_>,
     record: &SpanRecord,
 ) -> Option<RawReport<'static>> {
     if matches!(record.kind, SpanKind::Agent | SpanKind::Chain | SpanKind::Workflow) {

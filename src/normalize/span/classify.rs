@@ -2,10 +2,11 @@
 //! first convention that names one, and its status, which Langfuse's level
 //! can turn to an error.
 
-use opentelemetry_proto::tonic::trace::v1::{Span, status::StatusCode};
+use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 
 use super::Facts;
 use crate::model::{SpanKind, SpanStatus};
+use crate::normalize::otlp_wire::SpanRef;
 
 /// Classifies in the order of semconv.md "Span kinds"; the first convention
 /// whose value Tally recognizes decides. Values are case-insensitive.
@@ -123,9 +124,8 @@ fn vercel_kind(operation: &str) -> Option<SpanKind> {
 }
 
 /// The OTLP status, turned to an error by Langfuse's `level` = ERROR.
-pub(super) fn span_status(span: &Span, facts: &Facts<'_>) -> (SpanStatus, Option<String>) {
-    let (code, message) =
-        span.status.as_ref().map_or((0, ""), |status| (status.code, status.message.as_str()));
+pub(super) fn span_status(span: &SpanRef<'_>, facts: &Facts<'_>) -> (SpanStatus, Option<String>) {
+    let (code, message) = span.status.map_or((0, ""), |status| (status.code, status.message));
     let mut status = match StatusCode::try_from(code) {
         Ok(StatusCode::Ok) => SpanStatus::Ok,
         Ok(StatusCode::Error) => SpanStatus::Error,

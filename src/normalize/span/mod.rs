@@ -11,12 +11,11 @@ use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 
-use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value};
-use opentelemetry_proto::tonic::trace::v1::Span;
 use serde_json::Value;
 
 use super::limits::{Truncation, check_time_ns};
-use super::otlp_value::{StringBudget, attributes_into_json, key_values_to_json, mark_truncated};
+use super::otlp_value::{StringBudget, key_values_to_json, mark_truncated};
+use super::otlp_wire::{KeyValueRef, SpanRef, ValueRef};
 use super::usage_report::RawReport;
 use super::values::MAX_COUNT;
 use crate::model::{Attributes, SpanEvent, SpanRecord, ascii_lowercase};
@@ -136,18 +135,17 @@ pub(super) fn id_hex(bytes: &[u8], len: usize) -> Result<Option<String>, String>
 }
 
 /// Validates one span and maps it onto the record model.
-/// The span's attributes are moved out of it (into the record).
-pub fn normalize_span(span: &mut Span, ctx: &SpanContext<'_>) -> Result<NormalizedSpan, SpanError> {
-    let trace_id = id_hex(&span.trace_id, 16)
+pub fn normalize_span(span: &SpanRef<'_>, ctx: &SpanContext<'_>) -> Result<NormalizedSpan, SpanError> {
+    let trace_id = id_hex(span.trace_id, 16)
         .map_err(|message| SpanError::new("trace_id", message))?
         .ok_or_else(|| SpanError::new("trace_id", "must not be all zeros"))?;
-    let span_id = id_hex(&span.span_id, 8)
+    let span_id = id_hex(span.span_id, 8)
         .map_err(|message| SpanError::new("span_id", message))?
         .ok_or_else(|| SpanError::new("span_id", "must not be all zeros"))?;
     let parent_span_id = if span.parent_span_id.is_empty() {
         None
     } else {
-        id_hex(&span.parent_span_id, 8).map_err(|_| {
+        id_hex(span.parent_span_id, 8).map_err(|_| {
             SpanError::new(
                 "parent_span_id",
                 format!("must be empty or 8 bytes, got {}", span.parent_span_id.len()),
@@ -191,7 +189,7 @@ pub fn normalize_span(span: &mut Span, ctx: &SpanContext<'_>) -> Result<Normaliz
             SpanEvent {
                 // Past the year 2262: clamped rather than failing the span.
                 time_ns: i64::try_from(event.time_unix_nano).unwrap_or(i64::MAX),
-                name: event.name.clone(),
+                name: event.name.to_owned(),
                 attributes,
             }
         })
@@ -204,7 +202,7 @@ pub fn normalize_span(span: &mut Span, ctx: &SpanContext<'_>) -> Result<Normaliz
         trace_id,
         span_id,
         parent_span_id,
-        name: span.name.clone(),
+        name: span.name.to_owned(),
         kind,
         service: ctx.service(),
         start_ns,
@@ -230,7 +228,7 @@ pub fn normalize_span(span: &mut Span, ctx: &SpanContext<'_>) -> Result<Normaliz
     };
     let call = call::model_call(&facts, span, &record);
     let mut budget = StringBudget::for_attributes();
-    record.attributes = attributes_into_json(std::mem::take(&mut span.attributes), &mut budget);
+    record.attributes = key_values_to_json(&span.attributes, &mut budget);
     truncation.add(budget.cut);
     mark_truncated(&mut record.attributes, truncation, span.dropped_attributes_count);
     let dropped_events = truncation.events + u64::from(span.dropped_events_count);
@@ -251,30 +249,31 @@ pub(super) fn span_time(field: &'static str, nanos: u64, now_ms: i64) -> Result<
 /// The span's attributes by key, as sent. Facts are read from here, not
 /// from the capped copy that is stored, so caps never change accounting.
 struct Facts<'a> {
-    by_key: FxHashMap<&'a str, &'a any_value::Value>,
+    by_key: FxHashMap<&'a str, ValueRef<'a>>,
 }
 
 impl<'a> Facts<'a> {
-    fn new(kvs: &'a [KeyValue]) -> Self {
+    fn new(kvs: &[KeyValueRef<'a>]) -> Self {
         let mut by_key = FxHashMap::with_capacity_and_hasher(kvs.len(), Default::default());
-        by_key.extend(
-            kvs.iter().filter_map(|kv| Some((kv.key.as_str(), kv.value.as_ref()?.value.as_ref()?))),
-        );
+        by_key.extend(kvs.iter().filter_map(|kv| match kv.value? {
+            ValueRef::Empty => None,
+            value => Some((kv.key, value)),
+        }));
         Self { by_key }
     }
 
-    fn get(&self, key: &str) -> Option<&'a any_value::Value> {
+    fn get(&self, key: &str) -> Option<ValueRef<'a>> {
         self.by_key.get(key).copied()
     }
 
     /// A non-empty trimmed string; integers count too (numeric user ids).
     fn text(&self, key: &str) -> Option<String> {
         match self.get(key)? {
-            any_value::Value::StringValue(text) => {
+            ValueRef::Str(text) => {
                 let text = text.trim();
                 (!text.is_empty()).then(|| text.to_owned())
             }
-            any_value::Value::IntValue(int) => Some(int.to_string()),
+            ValueRef::Int(int) => Some(int.to_string()),
             _ => None,
         }
     }
@@ -287,18 +286,16 @@ impl<'a> Facts<'a> {
     /// is lowercase already, as nearly every one is).
     fn lowercase(&self, key: &str) -> Option<Cow<'a, str>> {
         match self.get(key)? {
-            any_value::Value::StringValue(text) => {
-                Some(ascii_lowercase(text.trim())).filter(|text| !text.is_empty())
-            }
-            any_value::Value::IntValue(int) => Some(Cow::Owned(int.to_string())),
+            ValueRef::Str(text) => Some(ascii_lowercase(text.trim())).filter(|text| !text.is_empty()),
+            ValueRef::Int(int) => Some(Cow::Owned(int.to_string())),
             _ => None,
         }
     }
 
     fn flag(&self, key: &str) -> Option<bool> {
         match self.get(key)? {
-            any_value::Value::BoolValue(flag) => Some(*flag),
-            any_value::Value::StringValue(text) => {
+            ValueRef::Bool(flag) => Some(flag),
+            ValueRef::Str(text) => {
                 match text.trim().to_ascii_lowercase().as_str() {
                     "true" => Some(true),
                     "false" => Some(false),
@@ -340,11 +337,11 @@ enum Numeric<'a> {
 }
 
 impl<'a> Numeric<'a> {
-    fn from_any(value: &'a any_value::Value) -> Option<Self> {
+    fn from_any(value: ValueRef<'a>) -> Option<Self> {
         match value {
-            any_value::Value::IntValue(int) => Some(Numeric::Int(*int)),
-            any_value::Value::DoubleValue(double) => Some(Numeric::Float(*double)),
-            any_value::Value::StringValue(text) => Some(Numeric::Text(text)),
+            ValueRef::Int(int) => Some(Numeric::Int(int)),
+            ValueRef::Double(double) => Some(Numeric::Float(double)),
+            ValueRef::Str(text) => Some(Numeric::Text(text)),
             _ => None,
         }
     }
@@ -415,11 +412,14 @@ fn provider(facts: &Facts<'_>) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    use opentelemetry_proto::tonic::common::v1::KeyValue;
     use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::trace::v1::Span;
     use opentelemetry_proto::tonic::trace::v1::span::Event;
 
     use super::testing::*;
     use super::*;
+    use crate::normalize::otlp_wire::ResourceRef;
     use crate::normalize::otlp_value::{
         MAX_ATTRIBUTES, MAX_KEY_BYTES, attributes_to_json, resource_attributes,
     };
@@ -489,7 +489,7 @@ mod tests {
                 kv("gen_ai.usage.input_tokens", 1),
             ]);
             let normalized = normalize_span(
-                &mut span.clone(),
+                &SpanRef::of(&span),
                 &SpanContext { resource: &resource, project_hint: hint, now_ms: NOW_MS },
             )
             .unwrap();
@@ -512,7 +512,8 @@ mod tests {
         assert_eq!(project_of(&[], None).0, "default");
         let resource = Resource { attributes: vec![tally], ..Default::default() };
         assert_eq!(
-            resource_attributes(Some(&resource), &mut Truncation::default())["tally.project"],
+            resource_attributes(Some(&ResourceRef::of(&resource)), &mut Truncation::default())
+                ["tally.project"],
             "billing"
         );
         assert!(resource_attributes(None, &mut Truncation::default()).is_empty());

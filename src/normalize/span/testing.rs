@@ -4,11 +4,14 @@
 
 use std::sync::Arc;
 
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
-use opentelemetry_proto::tonic::trace::v1::{Span, span::Event};
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, span::Event};
+use prost::Message;
 
 use super::{NormalizedSpan, SpanContext, SpanError, normalize_span};
 use crate::model::{Attributes, LlmCall};
+use crate::normalize::otlp_wire::{Part, SpanRef, read_spans};
 use crate::normalize::usage_report::{NormalizeContext, RawReport, normalize_report};
 use crate::normalize::{AccountingRules, KeyFingerprinter, ReportError};
 use crate::pricing::PriceTable;
@@ -83,11 +86,32 @@ pub fn span_with(attributes: Vec<KeyValue>) -> Span {
     }
 }
 
-/// The span normalized with an empty resource and no project hint.
+/// The span normalized with an empty resource and no project hint; read
+/// in place from its protobuf bytes, it normalizes the same.
 pub fn try_normalize(span: &Span) -> Result<NormalizedSpan, SpanError> {
     let resource = Arc::new(Attributes::new());
     let context = SpanContext { resource: &resource, project_hint: None, now_ms: NOW_MS };
-    normalize_span(&mut span.clone(), &context)
+    let decoded = normalize_span(&SpanRef::of(span), &context);
+    let request = ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans { spans: vec![span.clone()], ..Default::default() }],
+            ..Default::default()
+        }],
+    }
+    .encode_to_vec();
+    let mut in_place = None;
+    read_spans(&request, |part| {
+        if let Part::Span(span) = part {
+            in_place = Some(normalize_span(span, &context));
+        }
+    })
+    .expect("an encoded span reads back");
+    assert_eq!(
+        format!("{:?}", in_place.expect("the span was read")),
+        format!("{decoded:?}"),
+        "read in place and decoded, the span normalizes alike"
+    );
+    decoded
 }
 
 pub fn normalize(span: &Span) -> NormalizedSpan {

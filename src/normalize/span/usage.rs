@@ -4,12 +4,11 @@
 //! them in.
 
 use chrono::{DateTime, NaiveDateTime};
-use opentelemetry_proto::tonic::common::v1::any_value;
-use opentelemetry_proto::tonic::trace::v1::Span;
 use serde_json::{Map, Value};
 
 use super::{Facts, Numeric};
-use crate::normalize::otlp_value::attributes_to_json;
+use crate::normalize::otlp_value::{StringBudget, key_values_to_json};
+use crate::normalize::otlp_wire::{KeyValueRef, SpanRef, ValueRef};
 use crate::normalize::values::MAX_COUNT;
 
 /// Event names that mark the first streamed token: OpenInference's, the
@@ -96,10 +95,13 @@ pub(super) fn read_usage(facts: &Facts<'_>) -> Result<Usage, String> {
 }
 
 /// A JSON object sent as a string attribute (or, rarely, as a kvlist).
-fn json_object(value: &any_value::Value) -> Option<Map<String, Value>> {
+fn json_object(value: ValueRef<'_>) -> Option<Map<String, Value>> {
     match value {
-        any_value::Value::StringValue(text) => serde_json::from_str(text).ok(),
-        any_value::Value::KvlistValue(list) => Some(attributes_to_json(&list.values)),
+        ValueRef::Str(text) => serde_json::from_str(text).ok(),
+        ValueRef::KvList(list) => {
+            let pairs: Vec<KeyValueRef<'_>> = list.iter().collect();
+            Some(key_values_to_json(&pairs, &mut StringBudget::for_attributes()))
+        }
         _ => None,
     }
 }
@@ -108,7 +110,7 @@ fn json_object(value: &any_value::Value) -> Option<Map<String, Value>> {
 /// reads and writes, `output` leaves out reasoning. They are added back so
 /// that the report is in Tally's inclusive form. Errors start with the key
 /// (".input: …"), for the caller to prefix with the attribute name.
-fn langfuse_usage(value: &any_value::Value) -> Result<Usage, String> {
+fn langfuse_usage(value: ValueRef<'_>) -> Result<Usage, String> {
     let details = json_object(value).ok_or(": must be a JSON object")?;
     let first = |keys: &[&str]| -> Result<Option<u64>, String> {
         for key in keys {
@@ -176,7 +178,11 @@ pub(super) fn reported_cost(facts: &Facts<'_>) -> Option<f64> {
 /// Time to first token in ms: GenAI's seconds attribute, the Vercel AI
 /// SDK's milliseconds, Langfuse's completion start instant, else the
 /// earliest first-token event.
-pub(super) fn time_to_first_token_ms(facts: &Facts<'_>, span: &Span, start_ns: i64) -> Option<f64> {
+pub(super) fn time_to_first_token_ms(
+    facts: &Facts<'_>,
+    span: &SpanRef<'_>,
+    start_ns: i64,
+) -> Option<f64> {
     if let Some(seconds) = facts.amount("gen_ai.response.time_to_first_chunk") {
         return Some(seconds * 1000.0);
     }
@@ -194,7 +200,7 @@ pub(super) fn time_to_first_token_ms(facts: &Facts<'_>, span: &Span, start_ns: i
     Some((first_ns - start_ns) as f64 / 1e6)
 }
 
-pub(super) fn first_token_event_ns(span: &Span) -> Option<u64> {
+pub(super) fn first_token_event_ns(span: &SpanRef<'_>) -> Option<u64> {
     span.events
         .iter()
         .filter(|event| FIRST_TOKEN_EVENTS.contains(&event.name.to_ascii_lowercase().as_str()))
@@ -244,6 +250,7 @@ mod tests {
             assert!(normalized.call.is_none(), "{key}");
         }
         let facts_span = span_with(vec![kv("gen_ai.usage.output_tokens", 7.5)]);
+        let facts_span = SpanRef::of(&facts_span);
         let facts = Facts::new(&facts_span.attributes);
         assert_eq!(
             read_usage(&facts).unwrap_err(),

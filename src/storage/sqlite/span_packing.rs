@@ -291,3 +291,53 @@ mod tests {
         assert!(bare.unpack(&packed).unwrap_err().contains("unknown dictionary"));
     }
 }
+
+#[cfg(test)]
+mod codec_trial {
+    use super::*;
+    use std::time::Instant;
+
+    #[test]
+    #[ignore]
+    fn codecs() {
+        let conn = Connection::open(std::env::var("TRIAL_DB").unwrap()).unwrap();
+        let packing = SpanPacking::load(&conn).unwrap();
+        let dict = packing.current.read().unwrap().clone().unwrap();
+        let mut stmt = conn.prepare("SELECT body FROM span_chunks ORDER BY seq LIMIT 20000").unwrap();
+        let bodies: Vec<Vec<u8>> = stmt
+            .query_map([], |r| r.get::<_, Vec<u8>>(0))
+            .unwrap()
+            .map(|b| packing.unpack(&b.unwrap()).unwrap())
+            .collect();
+        let total: usize = bodies.iter().map(Vec::len).sum();
+        println!("{} bodies, {} bytes, avg {}", bodies.len(), total, total / bodies.len());
+        for &(level, attach, dictd) in &[
+            (1, false, true), (-1, false, true), (-3, false, true), (-5, false, true),
+            (1, false, false), (-1, false, false), (-3, false, false), (2, false, true),
+        ] {
+            let mut c = if dictd {
+                zstd::bulk::Compressor::with_dictionary(level, &dict.bytes).unwrap()
+            } else {
+                zstd::bulk::Compressor::new(level).unwrap()
+            };
+            let mut best = f64::MAX;
+            let mut out = 0;
+            for _ in 0..3 {
+                let t = Instant::now();
+                out = 0;
+                for b in &bodies {
+                    out += c.compress(b).unwrap().len();
+                }
+                best = best.min(t.elapsed().as_secs_f64());
+            }
+            println!(
+                "zstd {level:>3} attach={attach} dict={dictd}: {:.2}x  {:.0} MB/s",
+                total as f64 / out as f64,
+                total as f64 / best / 1e6
+            );
+        }
+        let t = Instant::now();
+        let out: usize = bodies.iter().map(|b| lz4_flex::compress_prepend_size(b).len()).sum();
+        println!("lz4: {:.2}x {:.0} MB/s", total as f64 / out as f64, total as f64 / t.elapsed().as_secs_f64() / 1e6);
+    }
+}
