@@ -1,6 +1,7 @@
 //! `SpanRecord` and `LogRecord`: trace spans and log records after
 //! normalization, with the LLM facts a span carried.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 
@@ -109,6 +110,18 @@ pub struct SpanEvent {
     pub attributes: Attributes,
 }
 
+/// A span's attributes in their stored form: a MessagePack map, as the
+/// span store writes maps. Made as a span is normalized, so that its
+/// attributes go to storage without becoming a map of strings on the way.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct PackedAttributes(pub Vec<u8>);
+
+impl PackedAttributes {
+    pub fn unpack(&self) -> Attributes {
+        rmp_serde::from_slice(&self.0).unwrap_or_default()
+    }
+}
+
 /// One span. The LLM fields are filled for spans that describe a model call
 /// (from the `LlmCall` derived from it, after the accounting rules).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -141,9 +154,28 @@ pub struct SpanRecord {
     pub cost_usd: f64,
     /// Did this span produce an `LlmCall` in the ledger?
     pub llm_call: bool,
+    /// The attributes, packed, when `attributes` is left empty for them
+    /// (spans as ingest makes them; read back, spans have a map).
+    #[serde(skip)]
+    pub packed: Option<PackedAttributes>,
 }
 
 impl SpanRecord {
+    /// The attributes as a map, unpacked if they are packed.
+    pub fn attributes_map(&self) -> Cow<'_, Attributes> {
+        match &self.packed {
+            Some(packed) => Cow::Owned(packed.unpack()),
+            None => Cow::Borrowed(&self.attributes),
+        }
+    }
+
+    /// Puts packed attributes into `attributes`, for what changes the map.
+    pub fn unpack_attributes(&mut self) {
+        if let Some(packed) = self.packed.take() {
+            self.attributes = packed.unpack();
+        }
+    }
+
     pub fn duration_ms(&self) -> f64 {
         (self.end_ns - self.start_ns) as f64 / 1e6
     }
@@ -174,6 +206,7 @@ impl SpanRecord {
             cache_read_tokens: 0,
             cost_usd: 0.0,
             llm_call: false,
+            packed: None,
         }
     }
 }

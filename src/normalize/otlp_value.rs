@@ -9,7 +9,7 @@ use serde_json::{Map, Number, Value};
 
 use super::limits::Truncation;
 use super::otlp_wire::{KeyValueRef, ResourceRef, ValueRef};
-use crate::model::Attributes;
+use crate::model::{Attributes, PackedAttributes};
 
 /// Longest string value an attribute map stores whole; prompts and
 /// completions can be megabytes.
@@ -63,18 +63,110 @@ pub fn attributes_to_json(kvs: &[KeyValue]) -> Attributes {
     key_values_to_json(&kvs, &mut StringBudget::for_attributes())
 }
 
+/// A map attributes are added to: a JSON map, or one being packed.
+pub(super) trait AttributeSink {
+    /// Adds an attribute, replacing one of the same key.
+    fn put(&mut self, key: &str, value: Value);
+}
+
+impl AttributeSink for Attributes {
+    fn put(&mut self, key: &str, value: Value) {
+        self.insert(key.to_owned(), value);
+    }
+}
+
 /// Marks a map that lost something to the caps: `tally.truncated` when Tally
 /// cut anything, `tally.dropped_attributes_count` counting the attributes
 /// dropped here and those the sender dropped (`dropped_by_sender`).
-pub(super) fn mark_truncated(attributes: &mut Attributes, cut: Truncation, dropped_by_sender: u32) {
+pub(super) fn mark_truncated(
+    attributes: &mut impl AttributeSink,
+    cut: Truncation,
+    dropped_by_sender: u32,
+) {
     let dropped = cut.attributes + u64::from(dropped_by_sender);
     if dropped > 0 {
-        attributes.insert("tally.dropped_attributes_count".to_owned(), Value::from(dropped));
+        attributes.put("tally.dropped_attributes_count", Value::from(dropped));
     }
     if !cut.is_empty() {
-        attributes.insert("tally.truncated".to_owned(), Value::Bool(true));
+        attributes.put("tally.truncated", Value::Bool(true));
     }
 }
+
+/// An attribute map written straight into its stored form, MessagePack,
+/// within the caps `key_values_to_json` keeps: the same map, once
+/// unpacked, without a `String` per key and value on the way. The keys
+/// must be distinct (a later one would replace an earlier one when
+/// unpacked, but count against the caps twice).
+pub(super) struct PackedMap {
+    bytes: Vec<u8>,
+    len: u32,
+}
+
+/// A MessagePack map with a 32-bit length, set at `finish`.
+const MAP32: u8 = 0xdf;
+
+impl PackedMap {
+    pub(super) fn of(kvs: &[KeyValueRef<'_>], budget: &mut StringBudget) -> Self {
+        let text: usize = kvs.iter().map(|kv| kv.key.len() + 16).sum();
+        let mut map = PackedMap { bytes: Vec::with_capacity(text + 512), len: 0 };
+        map.bytes.extend_from_slice(&[MAP32, 0, 0, 0, 0]);
+        for kv in kvs {
+            if is_dropped(kv.key) {
+                continue;
+            }
+            if map.len as usize >= MAX_ATTRIBUTES || !budget.admit(kv.key) {
+                budget.cut.attributes += 1;
+                continue;
+            }
+            map.key(kv.key);
+            let bytes = &mut map.bytes;
+            match kv.value {
+                None => rmp::encode::write_nil(bytes).expect(WRITE),
+                Some(ValueRef::Str(text)) => {
+                    let limit = budget.take(text.len());
+                    if text.len() <= limit {
+                        rmp::encode::write_str(bytes, text).expect(WRITE);
+                    } else {
+                        rmp::encode::write_str(bytes, &truncated(text, limit)).expect(WRITE);
+                    }
+                }
+                Some(ValueRef::Int(int)) => {
+                    budget.charge(SCALAR_BYTES);
+                    rmp::encode::write_sint(bytes, int).expect(WRITE);
+                }
+                Some(ValueRef::Bool(flag)) => {
+                    budget.charge(SCALAR_BYTES);
+                    rmp::encode::write_bool(bytes, flag).expect(WRITE);
+                }
+                Some(other) => {
+                    let value = any_value_to_json(other, budget);
+                    rmp_serde::encode::write(bytes, &value).expect(WRITE);
+                }
+            }
+        }
+        map
+    }
+
+    fn key(&mut self, key: &str) {
+        rmp::encode::write_str(&mut self.bytes, key).expect(WRITE);
+        self.len += 1;
+    }
+
+    pub(super) fn finish(mut self) -> PackedAttributes {
+        self.bytes[1..5].copy_from_slice(&self.len.to_be_bytes());
+        PackedAttributes(self.bytes)
+    }
+}
+
+impl AttributeSink for PackedMap {
+    fn put(&mut self, key: &str, value: Value) {
+        self.key(key);
+        rmp_serde::encode::write(&mut self.bytes, &value).expect(WRITE);
+    }
+}
+
+/// Writing MessagePack into a `Vec` fails only when out of memory.
+const WRITE: &str = "writing MessagePack into a Vec cannot fail";
 
 /// OpenInference sends whole embedding vectors as attributes
 /// (`embedding.embeddings.N.embedding.vector`): thousands of doubles per

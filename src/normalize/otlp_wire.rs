@@ -17,14 +17,36 @@ use opentelemetry_proto::tonic::trace::v1::Span;
 /// Deepest nesting of arrays and key-value lists read (prost's own limit).
 const MAX_DEPTH: u32 = 100;
 
-/// Why a request is not a valid protobuf export: where, and what is wrong.
+/// Why a request is not a valid protobuf export: in which message, and
+/// what is wrong.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("{0}")]
-pub struct WireError(String);
+#[error("{what}: {problem}")]
+pub struct WireError {
+    what: &'static str,
+    problem: Problem,
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+enum Problem {
+    #[error("a varint is cut short or longer than 10 bytes")]
+    Varint,
+    #[error("a field says {wanted} bytes follow, {left} do")]
+    Short { wanted: u64, left: usize },
+    #[error("bad field number in tag {0}")]
+    FieldNumber(u64),
+    #[error("field {number} has wire type {wire}")]
+    WireType { number: u32, wire: &'static str },
+    #[error("field {number} has wire type {wire}, which OTLP never uses")]
+    Unused { number: u64, wire: u64 },
+    #[error("a string is not UTF-8: {0}")]
+    Utf8(std::str::Utf8Error),
+    #[error("arrays and lists nest too deep")]
+    Deep,
+}
 
 impl WireError {
-    fn at(what: &str, message: impl std::fmt::Display) -> Self {
-        WireError(format!("{what}: {message}"))
+    fn at(what: &'static str, problem: Problem) -> Self {
+        WireError { what, problem }
     }
 }
 
@@ -61,7 +83,18 @@ impl<'a> Fields<'a> {
         Fields { rest: bytes, what }
     }
 
+    #[inline]
     fn varint(&mut self) -> Result<u64, WireError> {
+        match self.rest.first() {
+            Some(&byte) if byte < 0x80 => {
+                self.rest = &self.rest[1..];
+                Ok(u64::from(byte))
+            }
+            _ => self.long_varint(),
+        }
+    }
+
+    fn long_varint(&mut self) -> Result<u64, WireError> {
         let mut value = 0u64;
         for (i, &byte) in self.rest.iter().enumerate().take(10) {
             value |= u64::from(byte & 0x7f) << (7 * i);
@@ -70,61 +103,66 @@ impl<'a> Fields<'a> {
                 return Ok(value);
             }
         }
-        Err(WireError::at(self.what, "a varint is cut short or longer than 10 bytes"))
+        Err(WireError::at(self.what, Problem::Varint))
     }
 
-    fn take(&mut self, len: usize) -> Result<&'a [u8], WireError> {
-        if self.rest.len() < len {
-            return Err(WireError::at(
-                self.what,
-                format!("a field says {len} bytes follow, {} do", self.rest.len()),
-            ));
+    #[inline]
+    fn take(&mut self, len: u64) -> Result<&'a [u8], WireError> {
+        match usize::try_from(len) {
+            Ok(len) if len <= self.rest.len() => {
+                let (taken, rest) = self.rest.split_at(len);
+                self.rest = rest;
+                Ok(taken)
+            }
+            _ => {
+                let problem = Problem::Short { wanted: len, left: self.rest.len() };
+                Err(WireError::at(self.what, problem))
+            }
         }
-        let (taken, rest) = self.rest.split_at(len);
-        self.rest = rest;
-        Ok(taken)
     }
 
     fn wrong(&self, number: u32, payload: Payload<'_>) -> WireError {
-        WireError::at(self.what, format!("field {number} has wire type {}", payload.wire_type()))
+        WireError::at(self.what, Problem::WireType { number, wire: payload.wire_type() })
+    }
+
+    #[inline]
+    fn field(&mut self) -> Result<(u32, Payload<'a>), WireError> {
+        let tag = self.varint()?;
+        let number = match u32::try_from(tag >> 3) {
+            Ok(number) if number > 0 => number,
+            _ => return Err(WireError::at(self.what, Problem::FieldNumber(tag))),
+        };
+        let payload = match tag & 7 {
+            0 => Payload::Varint(self.varint()?),
+            1 => Payload::Fixed64(u64::from_le_bytes(
+                self.take(8)?.try_into().expect("took 8 bytes"),
+            )),
+            2 => {
+                let len = self.varint()?;
+                Payload::Bytes(self.take(len)?)
+            }
+            5 => {
+                self.take(4)?;
+                Payload::Fixed32
+            }
+            wire => {
+                let problem = Problem::Unused { number: tag >> 3, wire };
+                return Err(WireError::at(self.what, problem));
+            }
+        };
+        Ok((number, payload))
     }
 }
 
 impl<'a> Iterator for Fields<'a> {
     type Item = Result<(u32, Payload<'a>), WireError>;
 
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
         if self.rest.is_empty() {
             return None;
         }
-        let field = (|| {
-            let tag = self.varint()?;
-            let number = u32::try_from(tag >> 3)
-                .ok()
-                .filter(|n| *n > 0)
-                .ok_or_else(|| WireError::at(self.what, format!("bad field number in tag {tag}")))?;
-            let payload = match tag & 7 {
-                0 => Payload::Varint(self.varint()?),
-                1 => Payload::Fixed64(u64::from_le_bytes(
-                    self.take(8)?.try_into().expect("took 8 bytes"),
-                )),
-                2 => {
-                    let len = usize::try_from(self.varint()?).unwrap_or(usize::MAX);
-                    Payload::Bytes(self.take(len)?)
-                }
-                5 => {
-                    self.take(4)?;
-                    Payload::Fixed32
-                }
-                other => {
-                    return Err(WireError::at(
-                        self.what,
-                        format!("field {number} has wire type {other}, which OTLP never uses"),
-                    ));
-                }
-            };
-            Ok((number, payload))
-        })();
+        let field = self.field();
         if field.is_err() {
             self.rest = &[];
         }
@@ -132,8 +170,9 @@ impl<'a> Iterator for Fields<'a> {
     }
 }
 
-fn text<'a>(bytes: &'a [u8], what: &str) -> Result<&'a str, WireError> {
-    std::str::from_utf8(bytes).map_err(|e| WireError::at(what, format!("a string is not UTF-8: {e}")))
+#[inline]
+fn text<'a>(bytes: &'a [u8], what: &'static str) -> Result<&'a str, WireError> {
+    std::str::from_utf8(bytes).map_err(|e| WireError::at(what, Problem::Utf8(e)))
 }
 
 /// An OTLP value (`AnyValue`) as sent.
@@ -174,7 +213,7 @@ impl<'a> ValueRef<'a> {
     /// An `AnyValue` message, its arrays and lists checked to `depth`.
     fn read(bytes: &'a [u8], depth: u32) -> Result<Self, WireError> {
         if depth > MAX_DEPTH {
-            return Err(WireError::at("AnyValue", "arrays and lists nest too deep"));
+            return Err(WireError::at("AnyValue", Problem::Deep));
         }
         let mut fields = Fields::of(bytes, "AnyValue");
         let mut value = ValueRef::Empty;

@@ -168,6 +168,7 @@ impl Privacy {
         }
         let mut resources = ResourceMemo::default();
         for span in spans {
+            span.unpack_attributes();
             let policy = self.policy(&span.project);
             if !policy.store_content {
                 drop_span_content(span);

@@ -14,7 +14,9 @@ use rustc_hash::FxHashMap;
 use serde_json::Value;
 
 use super::limits::{Truncation, check_time_ns};
-use super::otlp_value::{StringBudget, key_values_to_json, mark_truncated};
+use super::otlp_value::{
+    AttributeSink, PackedMap, StringBudget, key_values_to_json, mark_truncated,
+};
 use super::otlp_wire::{KeyValueRef, SpanRef, ValueRef};
 use super::usage_report::RawReport;
 use super::values::MAX_COUNT;
@@ -225,19 +227,32 @@ pub fn normalize_span(span: &SpanRef<'_>, ctx: &SpanContext<'_>) -> Result<Norma
         cache_read_tokens: 0,
         cost_usd: 0.0,
         llm_call: false,
+        packed: None,
     };
     let call = call::model_call(&facts, span, &record);
     let mut budget = StringBudget::for_attributes();
-    record.attributes = key_values_to_json(&span.attributes, &mut budget);
-    truncation.add(budget.cut);
-    mark_truncated(&mut record.attributes, truncation, span.dropped_attributes_count);
-    let dropped_events = truncation.events + u64::from(span.dropped_events_count);
-    if dropped_events > 0 {
-        record
-            .attributes
-            .insert("tally.dropped_events_count".to_owned(), Value::from(dropped_events));
+    // Packed straight from the span when no key repeats (as none does from
+    // an SDK); a repeated key takes the map, where the last one wins.
+    if facts.keys_distinct {
+        let mut packed = PackedMap::of(&span.attributes, &mut budget);
+        truncation.add(budget.cut);
+        mark_span(&mut packed, truncation, span);
+        record.packed = Some(packed.finish());
+    } else {
+        record.attributes = key_values_to_json(&span.attributes, &mut budget);
+        truncation.add(budget.cut);
+        mark_span(&mut record.attributes, truncation, span);
     }
     Ok(NormalizedSpan { span: record, call, truncation })
+}
+
+/// Marks a span's attributes with what the caps and the sender cut.
+fn mark_span(attributes: &mut impl AttributeSink, truncation: Truncation, span: &SpanRef<'_>) {
+    mark_truncated(attributes, truncation, span.dropped_attributes_count);
+    let dropped_events = truncation.events + u64::from(span.dropped_events_count);
+    if dropped_events > 0 {
+        attributes.put("tally.dropped_events_count", Value::from(dropped_events));
+    }
 }
 
 /// A span's time as the record model stores it, within the bounds of
@@ -249,21 +264,32 @@ pub(super) fn span_time(field: &'static str, nanos: u64, now_ms: i64) -> Result<
 /// The span's attributes by key, as sent. Facts are read from here, not
 /// from the capped copy that is stored, so caps never change accounting.
 struct Facts<'a> {
-    by_key: FxHashMap<&'a str, ValueRef<'a>>,
+    /// Every key, with its last value (a key without one has none, unless
+    /// it came with one too).
+    by_key: FxHashMap<&'a str, Option<ValueRef<'a>>>,
+    /// No key was sent twice.
+    keys_distinct: bool,
 }
 
 impl<'a> Facts<'a> {
     fn new(kvs: &[KeyValueRef<'a>]) -> Self {
         let mut by_key = FxHashMap::with_capacity_and_hasher(kvs.len(), Default::default());
-        by_key.extend(kvs.iter().filter_map(|kv| match kv.value? {
-            ValueRef::Empty => None,
-            value => Some((kv.key, value)),
-        }));
-        Self { by_key }
+        for kv in kvs {
+            match kv.value {
+                None | Some(ValueRef::Empty) => {
+                    by_key.entry(kv.key).or_insert(None);
+                }
+                value => {
+                    by_key.insert(kv.key, value);
+                }
+            }
+        }
+        let keys_distinct = by_key.len() == kvs.len();
+        Self { by_key, keys_distinct }
     }
 
     fn get(&self, key: &str) -> Option<ValueRef<'a>> {
-        self.by_key.get(key).copied()
+        self.by_key.get(key).copied().flatten()
     }
 
     /// A non-empty trimmed string; integers count too (numeric user ids).

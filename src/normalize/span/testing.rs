@@ -91,7 +91,11 @@ pub fn span_with(attributes: Vec<KeyValue>) -> Span {
 pub fn try_normalize(span: &Span) -> Result<NormalizedSpan, SpanError> {
     let resource = Arc::new(Attributes::new());
     let context = SpanContext { resource: &resource, project_hint: None, now_ms: NOW_MS };
-    let decoded = normalize_span(&SpanRef::of(span), &context);
+    let unpacked = |mut normalized: NormalizedSpan| {
+        normalized.span.unpack_attributes();
+        normalized
+    };
+    let decoded = normalize_span(&SpanRef::of(span), &context).map(unpacked);
     let request = ExportTraceServiceRequest {
         resource_spans: vec![ResourceSpans {
             scope_spans: vec![ScopeSpans { spans: vec![span.clone()], ..Default::default() }],
@@ -102,7 +106,7 @@ pub fn try_normalize(span: &Span) -> Result<NormalizedSpan, SpanError> {
     let mut in_place = None;
     read_spans(&request, |part| {
         if let Part::Span(span) = part {
-            in_place = Some(normalize_span(span, &context));
+            in_place = Some(normalize_span(span, &context).map(unpacked));
         }
     })
     .expect("an encoded span reads back");

@@ -126,7 +126,7 @@ impl SpanRow {
             end_ns: s.end_ns,
             status: s.status.as_str().to_owned(),
             status_message: s.status_message.clone(),
-            attributes: json(&s.attributes),
+            attributes: json(&*s.attributes_map()),
             events: json(&s.events),
             resource: json(&*s.resource),
             model: s.model.clone(),
@@ -172,6 +172,7 @@ impl SpanRow {
             cache_read_tokens: self.cache_read_tokens,
             cost_usd: self.cost_usd,
             llm_call: self.llm_call != 0,
+            packed: None,
         })
     }
 }

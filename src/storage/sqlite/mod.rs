@@ -345,6 +345,7 @@ impl EncodedRecords {
         let encoded = Self::of(calls, own_dimensions, spans, logs, packing);
         for span in spans {
             drop(std::mem::take(&mut span.attributes));
+            drop(span.packed.take());
             drop(std::mem::take(&mut span.events));
         }
         for log in logs {

@@ -72,6 +72,44 @@ struct Body<'a> {
     spans: Vec<Rest<'a>>,
 }
 
+/// A body as `Body` serializes (MessagePack, structs as arrays), written
+/// field by field so that packed attributes go in as they are.
+fn write_body(resources: &[&Arc<Attributes>], spans: &[(&SpanRecord, u32)]) -> Vec<u8> {
+    const WRITE: &str = "writing MessagePack into a Vec cannot fail";
+    let sizes: usize = spans.iter().map(|(s, _)| s.packed.as_ref().map_or(512, |p| p.0.len() + 128)).sum();
+    let mut body = Vec::with_capacity(sizes + 1024 * resources.len());
+    let out = &mut body;
+    let text = |out: &mut Vec<u8>, text: Option<&str>| match text {
+        Some(text) => rmp::encode::write_str(out, text).expect(WRITE),
+        None => rmp::encode::write_nil(out).expect(WRITE),
+    };
+    rmp::encode::write_array_len(out, 2).expect(WRITE);
+    rmp::encode::write_array_len(out, resources.len() as u32).expect(WRITE);
+    for resource in resources {
+        rmp_serde::encode::write(out, &***resource).expect(WRITE);
+    }
+    rmp::encode::write_array_len(out, spans.len() as u32).expect(WRITE);
+    for (span, resource) in spans {
+        rmp::encode::write_array_len(out, 12).expect(WRITE);
+        text(out, span.status_message.as_deref());
+        match &span.packed {
+            Some(packed) => out.extend_from_slice(&packed.0),
+            None => rmp_serde::encode::write(out, &span.attributes).expect(WRITE),
+        }
+        rmp_serde::encode::write(out, &span.events).expect(WRITE);
+        rmp::encode::write_uint(out, u64::from(*resource)).expect(WRITE);
+        text(out, span.provider.as_deref());
+        text(out, span.user.as_deref());
+        text(out, span.session.as_deref());
+        rmp::encode::write_uint(out, span.input_tokens).expect(WRITE);
+        rmp::encode::write_uint(out, span.output_tokens).expect(WRITE);
+        rmp::encode::write_uint(out, span.cache_read_tokens).expect(WRITE);
+        rmp::encode::write_f64(out, span.cost_usd).expect(WRITE);
+        rmp::encode::write_bool(out, span.llm_call).expect(WRITE);
+    }
+    body
+}
+
 /// Spans of one trace encoded for one row.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EncodedChunk {
@@ -91,7 +129,7 @@ fn encode(spans: &[SpanRecord], picked: Vec<usize>, packing: &Arc<SpanPacking>) 
     // The spans of one export share their resource; others may carry an
     // equal one.
     let mut resources: Vec<&Arc<Attributes>> = Vec::new();
-    let rests = picked
+    let placed: Vec<(&SpanRecord, u32)> = picked
         .iter()
         .map(|&i| {
             let span = &spans[i];
@@ -102,26 +140,10 @@ fn encode(spans: &[SpanRecord], picked: Vec<usize>, packing: &Arc<SpanPacking>) 
                 resources.push(&span.resource);
                 resources.len() - 1
             });
-            Rest {
-                status_message: span.status_message.as_deref().map(Cow::Borrowed),
-                attributes: Cow::Borrowed(&span.attributes),
-                events: Cow::Borrowed(&span.events),
-                resource: resource as u32,
-                provider: span.provider.as_deref().map(Cow::Borrowed),
-                user: span.user.as_deref().map(Cow::Borrowed),
-                session: span.session.as_deref().map(Cow::Borrowed),
-                input_tokens: span.input_tokens,
-                output_tokens: span.output_tokens,
-                cache_read_tokens: span.cache_read_tokens,
-                cost_usd: span.cost_usd,
-                llm_call: span.llm_call,
-            }
+            (span, resource as u32)
         })
         .collect();
-    let mut body = Vec::with_capacity(512 * picked.len());
-    let resources = resources.into_iter().map(|r| Cow::Borrowed(&**r)).collect();
-    rmp_serde::encode::write(&mut body, &Body { resources, spans: rests })
-        .expect("span bodies serialize to MessagePack");
+    let body = write_body(&resources, &placed);
     let starts = picked.iter().map(|&i| spans[i].start_ns);
     let (body, dictionary) = packing.pack(&body);
     EncodedChunk {
@@ -209,6 +231,7 @@ pub fn decode(
                 cache_read_tokens: r.cache_read_tokens,
                 cost_usd: r.cost_usd,
                 llm_call: r.llm_call,
+                packed: None,
             })
         })
         .collect()
@@ -500,6 +523,53 @@ mod tests {
         assert_eq!(chunks[1].spans, vec![1]);
         let back = decode("default", "t1", (&chunks[0].head, &chunks[0].body), &packing()).unwrap();
         assert_eq!(back, vec![spans[0].clone(), spans[2].clone()]);
+    }
+
+    #[test]
+    fn bodies_are_written_as_serde_writes_them_and_packed_attributes_read_as_maps() {
+        let spans = [rich("t", "a", 1), span("t", "b", 2)];
+        let placed: Vec<(&SpanRecord, u32)> = spans.iter().zip([0, 1]).collect();
+        let resources = [&spans[0].resource, &spans[1].resource];
+        let rests = spans
+            .iter()
+            .zip([0, 1])
+            .map(|(span, resource)| Rest {
+                status_message: span.status_message.as_deref().map(Cow::Borrowed),
+                attributes: Cow::Borrowed(&span.attributes),
+                events: Cow::Borrowed(&span.events),
+                resource,
+                provider: span.provider.as_deref().map(Cow::Borrowed),
+                user: span.user.as_deref().map(Cow::Borrowed),
+                session: span.session.as_deref().map(Cow::Borrowed),
+                input_tokens: span.input_tokens,
+                output_tokens: span.output_tokens,
+                cache_read_tokens: span.cache_read_tokens,
+                cost_usd: span.cost_usd,
+                llm_call: span.llm_call,
+            })
+            .collect();
+        let body = Body {
+            resources: resources.iter().map(|r| Cow::Borrowed(&***r)).collect(),
+            spans: rests,
+        };
+        assert_eq!(write_body(&resources, &placed), rmp_serde::to_vec(&body).unwrap());
+
+        // Packed as ingest packs them (a 32-bit map length), read back as
+        // the map they were packed from.
+        let mut packed = spans.clone();
+        for span in &mut packed {
+            let map = std::mem::take(&mut span.attributes);
+            let mut bytes = vec![0xdf];
+            bytes.extend_from_slice(&(map.len() as u32).to_be_bytes());
+            for (key, value) in &map {
+                rmp_serde::encode::write(&mut bytes, key).unwrap();
+                rmp_serde::encode::write(&mut bytes, value).unwrap();
+            }
+            span.packed = Some(crate::model::PackedAttributes(bytes));
+        }
+        let chunk = chunks_of(&packed, &packing()).remove(0);
+        let back = decode("default", "t", (&chunk.head, &chunk.body), &packing()).unwrap();
+        assert_eq!(back, spans);
     }
 
     #[test]
