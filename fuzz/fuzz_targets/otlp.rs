@@ -1,7 +1,9 @@
 //! OTLP export requests: decoding from protobuf and from OTLP/JSON
 //! (`tally::ingest::otlp_http::decode`), then span, log and metric
 //! normalization as the OTLP transports run it; metric points then go into
-//! a metric bin and its sketch, as the rollup puts them.
+//! a metric bin and its sketch, as the rollup puts them. Protobuf trace
+//! exports are also read in place, as the transports read them: whatever
+//! prost decodes must read, with as many spans.
 //!
 //! Input: the first byte picks the signal (traces, logs, metrics: bits 0-1),
 //! whether the body is JSON (bit 2) and whether a project hint is given
@@ -33,14 +35,6 @@ fn prices() -> &'static PriceTable {
 }
 
 fn traces(body: &[u8], encoding: Encoding, hint: Option<&str>) {
-    let Ok(mut request) = decode::<ExportTraceServiceRequest>(body, encoding, "traces") else {
-        return;
-    };
-    let items = request.resource_spans.iter().flat_map(|r| &r.scope_spans).map(|s| s.spans.len());
-    let items: usize = items.sum();
-    if check_not_snake_case(body, items, encoding).is_err() {
-        return;
-    }
     let fingerprinter = KeyFingerprinter::new(b"fuzz");
     let context = NormalizeContext {
         now_ms: NOW_MS,
@@ -49,10 +43,25 @@ fn traces(body: &[u8], encoding: Encoding, hint: Option<&str>) {
         fingerprinter: &fingerprinter,
         default_project: "default",
     };
-    let (records, problems) = otlp::trace_records(&context, &mut request, hint);
+    let in_place = (encoding == Encoding::Protobuf)
+        .then(|| otlp::trace_records_in_place(&context, body, hint));
+    let Ok(request) = decode::<ExportTraceServiceRequest>(body, encoding, "traces") else {
+        return;
+    };
+    let items = request.resource_spans.iter().flat_map(|r| &r.scope_spans).map(|s| s.spans.len());
+    let items: usize = items.sum();
+    if check_not_snake_case(body, items, encoding).is_err() {
+        return;
+    }
+    let (records, problems) = otlp::trace_records(&context, &request, hint);
     assert_eq!(records.spans.len() + problems.rejected as usize, items);
     assert!(records.calls.len() <= records.spans.len());
     let _ = problems.message();
+    if let Some(in_place) = in_place {
+        let (records, problems) = in_place.expect("what prost decodes reads in place");
+        assert_eq!(records.spans.len() + problems.rejected as usize, items);
+        assert!(records.calls.len() <= records.spans.len());
+    }
 }
 
 fn logs(body: &[u8], encoding: Encoding, hint: Option<&str>) {

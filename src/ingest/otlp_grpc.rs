@@ -122,7 +122,7 @@ impl<S: Signal> tonic::server::UnaryService<Bytes> for ExportCall<S> {
             let hint = hint(request.metadata(), principal.as_ref());
             let bytes = request.into_inner();
             let normalize = move |ingest: &UsageIngest| {
-S::protobuf_records(&bytes, ingest, hint.as_deref()).map_err(|e| {
+                S::protobuf_records(&bytes, ingest, hint.as_deref()).map_err(|e| {
                     ApiError::bad_request(format!("not a valid protobuf {}: {e}", S::NAME))
                 })
             };

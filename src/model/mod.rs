@@ -6,4 +6,6 @@ mod span;
 
 pub use call::{LlmCall, Operation, Source, Status, Tags, ascii_lowercase};
 pub use point::{Distribution, MetricKey, MetricPoint, PointKind};
-pub use span::{Attributes, LogRecord, PackedAttributes, SpanEvent, SpanKind, SpanRecord, SpanStatus};
+pub use span::{
+    Attributes, LogRecord, PackedAttributes, SpanEvent, SpanKind, SpanRecord, SpanStatus,
+};

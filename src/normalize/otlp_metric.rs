@@ -240,10 +240,8 @@ pub fn metric_points(
         // Resource truncation is marked on the resource; metric tags have
         // caps of their own, so it is not counted here.
         let resource = resource_metrics.resource.as_ref().map(ResourceRef::of);
-        let resource = resource_attributes(
-            resource.as_ref(),
-            &mut super::limits::Truncation::default(),
-        );
+        let resource =
+            resource_attributes(resource.as_ref(), &mut super::limits::Truncation::default());
         let resource = std::sync::Arc::new(resource);
         let context = SpanContext { resource: &resource, project_hint: hint, now_ms };
         let project = context.project();

@@ -107,8 +107,15 @@ const MAP32: u8 = 0xdf;
 
 impl PackedMap {
     pub(super) fn of(kvs: &[KeyValueRef<'_>], budget: &mut StringBudget) -> Self {
-        let text: usize = kvs.iter().map(|kv| kv.key.len() + 16).sum();
-        let mut map = PackedMap { bytes: Vec::with_capacity(text + 512), len: 0 };
+        // Room for each pair as sent (a cut value is shorter), and marks.
+        let sent: usize = kvs
+            .iter()
+            .map(|kv| match kv.value {
+                Some(ValueRef::Str(text)) => kv.key.len() + text.len() + 10,
+                _ => kv.key.len() + 16,
+            })
+            .sum();
+        let mut map = PackedMap { bytes: Vec::with_capacity(sent + 96), len: 0 };
         map.bytes.extend_from_slice(&[MAP32, 0, 0, 0, 0]);
         for kv in kvs {
             if is_dropped(kv.key) {
@@ -193,7 +200,8 @@ pub(super) fn any_value_to_json(value: ValueRef<'_>, budget: &mut StringBudget) 
         }
         ValueRef::Double(double) => {
             budget.charge(SCALAR_BYTES);
-            Number::from_f64(double).map_or_else(|| Value::String(double.to_string()), Value::Number)
+            Number::from_f64(double)
+                .map_or_else(|| Value::String(double.to_string()), Value::Number)
         }
         ValueRef::Bytes(bytes) => Value::String(budget.keep(&hex::encode(bytes))),
         ValueRef::Array(array) => {
@@ -334,7 +342,10 @@ mod tests {
             kv("embedding.embeddings.0.embedding.vector", "dropped"),
             KeyValue { key: "empty".into(), value: None, ..Default::default() },
             kv("list", any_value::Value::KvlistValue(list)),
-            kv("array", any_value::Value::ArrayValue(ArrayValue { values: (0..1030).map(any).collect() })),
+            kv(
+                "array",
+                any_value::Value::ArrayValue(ArrayValue { values: (0..1030).map(any).collect() }),
+            ),
             kv("count", 4),
         ];
         let span = Span { attributes: kvs.clone(), ..Default::default() };
@@ -348,7 +359,8 @@ mod tests {
         let mut read = None;
         crate::normalize::otlp_wire::read_spans(&request, |part| {
             if let crate::normalize::otlp_wire::Part::Span(span) = part {
-                read = Some(key_values_to_json(&span.attributes, &mut StringBudget::for_attributes()));
+                read =
+                    Some(key_values_to_json(&span.attributes, &mut StringBudget::for_attributes()));
             }
         })
         .unwrap();

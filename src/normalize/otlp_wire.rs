@@ -5,8 +5,9 @@
 //! logs and metrics signals) are viewed the same way, so that one
 //! conversion serves both. Pure: no I/O.
 //!
-//! Read as prost reads: unknown fields are skipped, a scalar or string sent
-//! twice keeps the last, and a field of the wrong wire type is an error.
+//! Read as prost reads: unknown fields (groups too) are skipped, a scalar
+//! or string sent twice keeps the last, and a field of the wrong wire type
+//! is an error.
 //! Unlike prost, a message field sent twice is not merged (the last one is
 //! kept); no encoder splits a message that way.
 
@@ -37,7 +38,9 @@ enum Problem {
     #[error("field {number} has wire type {wire}")]
     WireType { number: u32, wire: &'static str },
     #[error("field {number} has wire type {wire}, which OTLP never uses")]
-    Unused { number: u64, wire: u64 },
+    Unused { number: u32, wire: u64 },
+    #[error("group {0} is not closed, or groups nest too deep")]
+    Group(u32),
     #[error("a string is not UTF-8: {0}")]
     Utf8(std::str::Utf8Error),
     #[error("arrays and lists nest too deep")]
@@ -98,6 +101,10 @@ impl<'a> Fields<'a> {
         let mut value = 0u64;
         for (i, &byte) in self.rest.iter().enumerate().take(10) {
             value |= u64::from(byte & 0x7f) << (7 * i);
+            // The tenth byte holds the 64th bit only.
+            if i == 9 && byte > 1 {
+                break;
+            }
             if byte < 0x80 {
                 self.rest = &self.rest[i + 1..];
                 return Ok(value);
@@ -121,18 +128,69 @@ impl<'a> Fields<'a> {
         }
     }
 
+    /// The payload of a length-delimited field whose one-byte `tag` comes
+    /// next; `None` when another does.
+    #[inline]
+    fn lone(&mut self, tag: u8) -> Option<Result<&'a [u8], WireError>> {
+        let (&first, rest) = self.rest.split_first()?;
+        if first != tag {
+            return None;
+        }
+        self.rest = rest;
+        Some(self.varint().and_then(|len| self.take(len)))
+    }
+
     fn wrong(&self, number: u32, payload: Payload<'_>) -> WireError {
         WireError::at(self.what, Problem::WireType { number, wire: payload.wire_type() })
     }
 
+    /// The next field, past any groups; `None` at the end.
     #[inline]
-    fn field(&mut self) -> Result<(u32, Payload<'a>), WireError> {
+    fn field(&mut self) -> Result<Option<(u32, Payload<'a>)>, WireError> {
+        while !self.rest.is_empty() {
+            let (number, wire) = self.tag()?;
+            if wire == 3 {
+                self.skip_group(number)?;
+                continue;
+            }
+            return self.payload(number, wire).map(Some);
+        }
+        Ok(None)
+    }
+
+    #[inline]
+    fn tag(&mut self) -> Result<(u32, u64), WireError> {
         let tag = self.varint()?;
-        let number = match u32::try_from(tag >> 3) {
-            Ok(number) if number > 0 => number,
-            _ => return Err(WireError::at(self.what, Problem::FieldNumber(tag))),
-        };
-        let payload = match tag & 7 {
+        match u32::try_from(tag) {
+            Ok(key) if key >> 3 > 0 => Ok((key >> 3, tag & 7)),
+            _ => Err(WireError::at(self.what, Problem::FieldNumber(tag))),
+        }
+    }
+
+    /// Reads past a (deprecated) group whose start tag was just read, and
+    /// any groups inside it.
+    fn skip_group(&mut self, number: u32) -> Result<(), WireError> {
+        let mut open = vec![number];
+        while let Some(&innermost) = open.last() {
+            if open.len() > MAX_DEPTH as usize || self.rest.is_empty() {
+                return Err(WireError::at(self.what, Problem::Group(number)));
+            }
+            match self.tag()? {
+                (inner, 3) => open.push(inner),
+                (end, 4) if end == innermost => {
+                    open.pop();
+                }
+                (inner, wire) => {
+                    self.payload(inner, wire)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    #[inline]
+    fn payload(&mut self, number: u32, wire: u64) -> Result<(u32, Payload<'a>), WireError> {
+        let payload = match wire {
             0 => Payload::Varint(self.varint()?),
             1 => Payload::Fixed64(u64::from_le_bytes(
                 self.take(8)?.try_into().expect("took 8 bytes"),
@@ -146,7 +204,7 @@ impl<'a> Fields<'a> {
                 Payload::Fixed32
             }
             wire => {
-                let problem = Problem::Unused { number: tag >> 3, wire };
+                let problem = Problem::Unused { number, wire };
                 return Err(WireError::at(self.what, problem));
             }
         };
@@ -159,14 +217,11 @@ impl<'a> Iterator for Fields<'a> {
 
     #[inline]
     fn next(&mut self) -> Option<Self::Item> {
-        if self.rest.is_empty() {
-            return None;
-        }
         let field = self.field();
         if field.is_err() {
             self.rest = &[];
         }
-        Some(field)
+        field.transpose()
     }
 }
 
@@ -214,6 +269,13 @@ impl<'a> ValueRef<'a> {
     fn read(bytes: &'a [u8], depth: u32) -> Result<Self, WireError> {
         if depth > MAX_DEPTH {
             return Err(WireError::at("AnyValue", Problem::Deep));
+        }
+        let mut fields = Fields::of(bytes, "AnyValue");
+        // A string, the value most sent, alone as encoders write it.
+        if let Some(string) = fields.lone(0x0a)
+            && fields.rest.is_empty()
+        {
+            return Ok(ValueRef::Str(text(string?, "AnyValue.string_value")?));
         }
         let mut fields = Fields::of(bytes, "AnyValue");
         let mut value = ValueRef::Empty;
@@ -271,13 +333,13 @@ impl<'a> Items<'a> {
             Items::Decoded(values) => (values, &[][..]),
             Items::Wire(bytes) => (&[][..], bytes),
         };
-        decoded.iter().map(ValueRef::of).chain(Fields::of(wire, "ArrayValue").filter_map(
-            |field| match field {
+        decoded.iter().map(ValueRef::of).chain(Fields::of(wire, "ArrayValue").filter_map(|field| {
+            match field {
                 // Checked as the array was read.
                 Ok((1, Payload::Bytes(item))) => ValueRef::read(item, 0).ok(),
                 _ => None,
-            },
-        ))
+            }
+        }))
     }
 
     pub fn len(self) -> usize {
@@ -299,13 +361,13 @@ impl<'a> Pairs<'a> {
             Pairs::Decoded(pairs) => (pairs, &[][..]),
             Pairs::Wire(bytes) => (&[][..], bytes),
         };
-        decoded.iter().map(KeyValueRef::of).chain(
-            Fields::of(wire, "KeyValueList").filter_map(|field| match field {
+        decoded.iter().map(KeyValueRef::of).chain(Fields::of(wire, "KeyValueList").filter_map(
+            |field| match field {
                 // Checked as the list was read.
                 Ok((1, Payload::Bytes(pair))) => KeyValueRef::read(pair, 0).ok(),
                 _ => None,
-            }),
-        )
+            },
+        ))
     }
 }
 
@@ -322,6 +384,16 @@ impl<'a> KeyValueRef<'a> {
     }
 
     fn read(bytes: &'a [u8], depth: u32) -> Result<Self, WireError> {
+        // As encoders write a pair: the key, then the value, once each.
+        let mut fields = Fields::of(bytes, "KeyValue");
+        if let Some(key) = fields.lone(0x0a) {
+            let key = text(key?, "KeyValue.key")?;
+            if let Some(value) = fields.lone(0x12)
+                && fields.rest.is_empty()
+            {
+                return Ok(KeyValueRef { key, value: Some(ValueRef::read(value?, depth)?) });
+            }
+        }
         let mut fields = Fields::of(bytes, "KeyValue");
         let mut pair = KeyValueRef { key: "", value: None };
         while let Some(field) = fields.next() {
@@ -664,7 +736,10 @@ mod tests {
                     any("two"),
                     AnyValue {
                         value: Some(any_value::Value::KvlistValue(KeyValueList {
-                            values: vec![kv("deep", 2.5), KeyValue { key: "nothing".into(), ..Default::default() }],
+                            values: vec![
+                                kv("deep", 2.5),
+                                KeyValue { key: "nothing".into(), ..Default::default() },
+                            ],
                         })),
                     },
                     AnyValue { value: None },
@@ -685,7 +760,11 @@ mod tests {
                 kv("count", -3),
                 kv("flag", true),
                 kv("bytes", any_value::Value::BytesValue(vec![0, 255])),
-                KeyValue { key: "nested".into(), value: Some(nested.clone()), ..Default::default() },
+                KeyValue {
+                    key: "nested".into(),
+                    value: Some(nested.clone()),
+                    ..Default::default()
+                },
                 KeyValue { key: "absent".into(), ..Default::default() },
                 KeyValue {
                     key: "empty".into(),
@@ -785,7 +864,10 @@ mod tests {
         }
         let bytes = request.encode_to_vec();
         assert_eq!(read(&bytes).unwrap(), expected);
-        assert!(expected[1].contains("nested=[Int(1),Str(\"two\"),{deep=Double(2.5),nothing=none},Empty]"));
+        assert!(
+            expected[1]
+                .contains("nested=[Int(1),Str(\"two\"),{deep=Double(2.5),nothing=none},Empty]")
+        );
         // And what prost decodes from the bytes is what they were made from.
         assert_eq!(ExportTraceServiceRequest::decode(&bytes[..]).unwrap(), request);
     }
@@ -824,8 +906,37 @@ mod tests {
         let scope_spans = [&[0x12, not_utf8.len() as u8][..], &not_utf8].concat();
         let resource_spans = [&[0x12, scope_spans.len() as u8][..], &scope_spans].concat();
         let request = [&[0x0a, resource_spans.len() as u8][..], &resource_spans].concat();
-        assert!(read(&request).unwrap_err().to_string().starts_with("Span.name: a string is not UTF-8"));
-        assert!(read(&[0x0a, 0x05, 0x01]).unwrap_err().to_string().contains("5 bytes follow, 1 do"));
+        assert!(
+            read(&request).unwrap_err().to_string().starts_with("Span.name: a string is not UTF-8")
+        );
+        assert!(
+            read(&[0x0a, 0x05, 0x01]).unwrap_err().to_string().contains("5 bytes follow, 1 do")
+        );
+    }
+
+    /// A length-delimited field of `number` holding `bytes`.
+    fn wrap(number: u8, bytes: &[u8]) -> Vec<u8> {
+        let mut field = vec![number << 3 | 2];
+        prost::encoding::encode_varint(bytes.len() as u64, &mut field);
+        field.extend_from_slice(bytes);
+        field
+    }
+
+    #[test]
+    fn groups_are_skipped_as_prost_skips_them() {
+        let span = request().resource_spans[0].scope_spans[0].spans[0].clone();
+        // Group 99 holding a varint and group 98, then the span's fields.
+        let group = [0x9b, 0x06, 0x08, 0x01, 0x93, 0x06, 0x94, 0x06, 0x9c, 0x06];
+        let bytes = [&group[..], &span.encode_to_vec()].concat();
+        let request = wrap(1, &wrap(2, &wrap(2, &bytes)));
+        let decoded = ExportTraceServiceRequest::decode(&request[..]).unwrap();
+        assert_eq!(decoded.resource_spans[0].scope_spans[0].spans[0], span);
+        let read = read(&request).unwrap();
+        assert_eq!(read[1], describe_span(&SpanRef::of(&span)));
+        // Not closed: refused by both.
+        let open = wrap(1, &wrap(2, &wrap(2, &group[..8])));
+        assert!(ExportTraceServiceRequest::decode(&open[..]).is_err());
+        assert!(super::read_spans(&open, |_| {}).is_err());
     }
 
     #[test]

@@ -137,7 +137,10 @@ pub(super) fn id_hex(bytes: &[u8], len: usize) -> Result<Option<String>, String>
 }
 
 /// Validates one span and maps it onto the record model.
-pub fn normalize_span(span: &SpanRef<'_>, ctx: &SpanContext<'_>) -> Result<NormalizedSpan, SpanError> {
+pub fn normalize_span(
+    span: &SpanRef<'_>,
+    ctx: &SpanContext<'_>,
+) -> Result<NormalizedSpan, SpanError> {
     let trace_id = id_hex(span.trace_id, 16)
         .map_err(|message| SpanError::new("trace_id", message))?
         .ok_or_else(|| SpanError::new("trace_id", "must not be all zeros"))?;
@@ -312,7 +315,9 @@ impl<'a> Facts<'a> {
     /// is lowercase already, as nearly every one is).
     fn lowercase(&self, key: &str) -> Option<Cow<'a, str>> {
         match self.get(key)? {
-            ValueRef::Str(text) => Some(ascii_lowercase(text.trim())).filter(|text| !text.is_empty()),
+            ValueRef::Str(text) => {
+                Some(ascii_lowercase(text.trim())).filter(|text| !text.is_empty())
+            }
             ValueRef::Int(int) => Some(Cow::Owned(int.to_string())),
             _ => None,
         }
@@ -321,13 +326,11 @@ impl<'a> Facts<'a> {
     fn flag(&self, key: &str) -> Option<bool> {
         match self.get(key)? {
             ValueRef::Bool(flag) => Some(flag),
-            ValueRef::Str(text) => {
-                match text.trim().to_ascii_lowercase().as_str() {
-                    "true" => Some(true),
-                    "false" => Some(false),
-                    _ => None,
-                }
-            }
+            ValueRef::Str(text) => match text.trim().to_ascii_lowercase().as_str() {
+                "true" => Some(true),
+                "false" => Some(false),
+                _ => None,
+            },
             _ => None,
         }
     }
@@ -445,10 +448,10 @@ mod tests {
 
     use super::testing::*;
     use super::*;
-    use crate::normalize::otlp_wire::ResourceRef;
     use crate::normalize::otlp_value::{
         MAX_ATTRIBUTES, MAX_KEY_BYTES, attributes_to_json, resource_attributes,
     };
+    use crate::normalize::otlp_wire::ResourceRef;
 
     #[test]
     fn validation_names_the_field() {
@@ -538,8 +541,7 @@ mod tests {
         assert_eq!(project_of(&[], None).0, "default");
         let resource = Resource { attributes: vec![tally], ..Default::default() };
         assert_eq!(
-            resource_attributes(Some(&ResourceRef::of(&resource)), &mut Truncation::default())
-                ["tally.project"],
+            resource_attributes(Some(&ResourceRef::of(&resource)), &mut Truncation::default())["tally.project"],
             "billing"
         );
         assert!(resource_attributes(None, &mut Truncation::default()).is_empty());

@@ -76,7 +76,8 @@ struct Body<'a> {
 /// field by field so that packed attributes go in as they are.
 fn write_body(resources: &[&Arc<Attributes>], spans: &[(&SpanRecord, u32)]) -> Vec<u8> {
     const WRITE: &str = "writing MessagePack into a Vec cannot fail";
-    let sizes: usize = spans.iter().map(|(s, _)| s.packed.as_ref().map_or(512, |p| p.0.len() + 128)).sum();
+    let sizes: usize =
+        spans.iter().map(|(s, _)| s.packed.as_ref().map_or(512, |p| p.0.len() + 128)).sum();
     let mut body = Vec::with_capacity(sizes + 1024 * resources.len());
     let out = &mut body;
     let text = |out: &mut Vec<u8>, text: Option<&str>| match text {
