@@ -907,8 +907,7 @@ mod tests {
     fn tallys_normalizer_takes_sdk_spans_and_counts_every_model_call() {
         let per_batch = Shape::Sdk.default_traces_per_batch();
         let exports = Exports::new(Shape::Sdk, RUN, per_batch, RUN * MS, 3_600_000, None);
-        let mut request =
-            ExportTraceServiceRequest::decode(&exports.body(TEMPLATES + 1)[..]).unwrap();
+        let body = exports.body(TEMPLATES + 1);
         let prices = crate::pricing::PriceTable::builtin();
         let fingerprinter = crate::normalize::KeyFingerprinter::new(b"bench");
         let accounting = crate::normalize::usage_report::NormalizeContext {
@@ -918,8 +917,9 @@ mod tests {
             fingerprinter: &fingerprinter,
             default_project: "default",
         };
+        // Read in place, as the server reads a protobuf export.
         let (records, problems) =
-            crate::ingest::otlp::trace_records(&accounting, &mut request, None);
+            crate::ingest::otlp::trace_records_in_place(&accounting, &body, None).unwrap();
         assert!(problems.is_empty(), "{}", problems.message());
         assert_eq!(records.spans.len() as u64, per_batch * sdk::SPANS_PER_TRACE);
         // Three chat calls and an embedding a trace, every one priced.

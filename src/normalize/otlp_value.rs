@@ -322,7 +322,7 @@ fn truncated(text: &str, limit: usize) -> String {
 
 #[cfg(test)]
 mod tests {
-    use opentelemetry_proto::tonic::common::v1::{ArrayValue, KeyValueList, any_value};
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, ArrayValue, KeyValueList, any_value};
 
     use super::*;
     use crate::normalize::span::testing::{any, kv};
@@ -375,6 +375,46 @@ mod tests {
         );
         assert_eq!(read["array"][1024], "…[truncated 6 items]");
         assert!(!read.contains_key("embedding.embeddings.0.embedding.vector"));
+    }
+
+    #[test]
+    fn packed_maps_unpack_to_the_maps_conversion_makes_within_the_same_caps() {
+        let list = KeyValueList { values: vec![kv("a", 1), kv("b", "two")] };
+        let mut kvs = vec![
+            kv("s", "text"),
+            kv("b", false),
+            kv("i", -7),
+            kv("big", i32::MAX),
+            kv("d", 1.5),
+            kv("nan", f64::NAN),
+            kv("bytes", any_value::Value::BytesValue(vec![0xde, 0xad])),
+            kv("list", any_value::Value::KvlistValue(list)),
+            kv(
+                "array",
+                any_value::Value::ArrayValue(ArrayValue { values: (0..1030).map(any).collect() }),
+            ),
+            KeyValue { key: "none".into(), value: None, ..Default::default() },
+            KeyValue {
+                key: "empty".into(),
+                value: Some(AnyValue { value: None }),
+                ..Default::default()
+            },
+            kv("embedding.embeddings.0.embedding.vector", "dropped"),
+            kv(&"k".repeat(MAX_KEY_BYTES + 1), "long key"),
+        ];
+        kvs.extend((0..9).map(|i| kv(&format!("p{i}"), "é".repeat(5000))));
+        kvs.extend((0..150).map(|i| kv(&format!("n{i:03}"), i)));
+        let kvs: Vec<KeyValueRef<'_>> = kvs.iter().map(KeyValueRef::of).collect();
+        let mut map_budget = StringBudget::for_attributes();
+        let mut map = key_values_to_json(&kvs, &mut map_budget);
+        let mut packed_budget = StringBudget::for_attributes();
+        let mut packed = PackedMap::of(&kvs, &mut packed_budget);
+        assert_eq!(packed_budget.cut, map_budget.cut);
+        assert!(map_budget.cut.attributes > 0 && map_budget.cut.values > 0);
+        mark_truncated(&mut map, map_budget.cut, 3);
+        mark_truncated(&mut packed, packed_budget.cut, 3);
+        assert_eq!(packed.finish().unpack(), map);
+        assert_eq!(map.len(), MAX_ATTRIBUTES + 2);
     }
 
     #[test]

@@ -341,10 +341,6 @@ impl<'a> Items<'a> {
             }
         }))
     }
-
-    pub fn len(self) -> usize {
-        self.iter().count()
-    }
 }
 
 /// The pairs of a key-value list (attributes, or a list value).
