@@ -566,6 +566,28 @@ mod tests {
     }
 
     #[test]
+    fn attributes_are_packed_unless_a_key_repeats_where_the_last_one_wins() {
+        let context = |resource| SpanContext { resource, project_hint: None, now_ms: NOW_MS };
+        let resource = Arc::new(Attributes::new());
+        let span = span_with(vec![kv("a", 1), kv("b", "x")]);
+        let normalized = normalize_span(&SpanRef::of(&span), &context(&resource)).unwrap();
+        assert!(normalized.span.attributes.is_empty());
+        let packed = normalized.span.packed.as_ref().unwrap().unpack();
+        assert_eq!(Value::Object(packed), serde_json::json!({"a": 1, "b": "x"}));
+
+        let span = span_with(vec![
+            kv("user.id", "first"),
+            kv("user.id", "last"),
+            KeyValue { key: "user.id".into(), value: None, ..Default::default() },
+        ]);
+        let normalized = normalize_span(&SpanRef::of(&span), &context(&resource)).unwrap();
+        assert!(normalized.span.packed.is_none());
+        assert_eq!(normalized.span.attributes["user.id"], Value::Null);
+        // Facts keep the last value sent.
+        assert_eq!(normalized.span.user.as_deref(), Some("last"));
+    }
+
+    #[test]
     fn facts_ignore_storage_caps() {
         // Prompts that use up the stored map's budget do not hide a long
         // usage attribute from accounting.
