@@ -7,15 +7,15 @@
 //!
 //! Read as prost reads: unknown fields (groups too) are skipped, a scalar
 //! or string sent twice keeps the last, and a field of the wrong wire type
-//! is an error.
-//! Unlike prost, a message field sent twice is not merged (the last one is
-//! kept); no encoder splits a message that way.
+//! is an error. Unlike prost, a message field sent twice is not merged
+//! (the last one is kept): no encoder splits a message that way.
 
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::Span;
 
-/// Deepest nesting of arrays and key-value lists read (prost's own limit).
+/// Deepest nesting of arrays and key-value lists read (the depth prost
+/// allows messages to nest).
 const MAX_DEPTH: u32 = 100;
 
 /// Why a request is not a valid protobuf export: in which message, and
