@@ -424,19 +424,31 @@ async fn handle(
     body_read_timeout: Option<Duration>,
 ) -> Response<Body> {
     let http1 = request.version() < Version::HTTP_2;
+    let has_body = !http_body::Body::is_end_stream(request.body());
     let expired = Arc::new(AtomicBool::new(false));
-    let request = request.map(|body| match body_read_timeout {
-        Some(limit) if !http_body::Body::is_end_stream(&body) => {
-            Body::new(DeadlineBody::new(body, limit, expired.clone()))
-        }
-        _ => Body::new(body),
+    let read_to_end = Arc::new(AtomicBool::new(false));
+    let request = request.map(|body| match has_body {
+        true => Body::new(DeadlineBody::new(
+            body,
+            body_read_timeout,
+            expired.clone(),
+            read_to_end.clone(),
+        )),
+        false => Body::new(body),
     });
-    let response = match router.oneshot(request).await {
+    let mut response = match router.oneshot(request).await {
         Ok(response) => response,
         Err(never) => match never {},
     };
     if expired.load(Ordering::Relaxed) {
         return body_timeout_response(body_read_timeout.unwrap_or_default(), http1);
+    }
+    // hyper closes an HTTP/1 connection whose request body was not read to
+    // its end (a 413, a request refused before its body was read) once the
+    // response is written, without saying so: a client would send its next
+    // request on a connection being closed, and see it fail.
+    if http1 && has_body && !read_to_end.load(Ordering::Relaxed) {
+        response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     response
 }
@@ -464,23 +476,31 @@ fn body_timeout_response(limit: Duration, http1: bool) -> Response<Body> {
 #[error("the request body did not arrive within {0:?}")]
 pub struct BodyTimeout(Duration);
 
-/// A request body that fails once `limit` has passed since the request
-/// head, however steadily its bytes trickle in.
+/// A request body that fails once `limit` (if any) has passed since the
+/// request head, however steadily its bytes trickle in, and tells whether
+/// it was read to its end.
 struct DeadlineBody {
     inner: Incoming,
     limit: Duration,
-    deadline: Pin<Box<tokio::time::Sleep>>,
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
     expired: Arc<AtomicBool>,
+    read_to_end: Arc<AtomicBool>,
     ended: bool,
 }
 
 impl DeadlineBody {
-    fn new(inner: Incoming, limit: Duration, expired: Arc<AtomicBool>) -> DeadlineBody {
+    fn new(
+        inner: Incoming,
+        limit: Option<Duration>,
+        expired: Arc<AtomicBool>,
+        read_to_end: Arc<AtomicBool>,
+    ) -> DeadlineBody {
         DeadlineBody {
             inner,
-            limit,
-            deadline: Box::pin(tokio::time::sleep(limit)),
+            limit: limit.unwrap_or_default(),
+            deadline: limit.map(|limit| Box::pin(tokio::time::sleep(limit))),
             expired,
+            read_to_end,
             ended: false,
         }
     }
@@ -499,7 +519,9 @@ impl http_body::Body for DeadlineBody {
             return Poll::Ready(None);
         }
         // Checked before the data, so a steady trickle cannot outrun it.
-        if this.deadline.as_mut().poll(cx).is_ready() {
+        if let Some(deadline) = &mut this.deadline
+            && deadline.as_mut().poll(cx).is_ready()
+        {
             this.expired.store(true, Ordering::Relaxed);
             this.ended = true;
             return Poll::Ready(Some(Err(BodyTimeout(this.limit).into())));
@@ -507,6 +529,9 @@ impl http_body::Body for DeadlineBody {
         let frame = std::task::ready!(Pin::new(&mut this.inner).poll_frame(cx));
         if frame.is_none() {
             this.ended = true;
+        }
+        if this.ended || this.inner.is_end_stream() {
+            this.read_to_end.store(true, Ordering::Relaxed);
         }
         Poll::Ready(frame.map(|f| f.map_err(Into::into)))
     }

@@ -353,6 +353,48 @@ async fn oversized_bodies_are_413_at_the_configured_limit() {
     f.assert_intact(&extra).await;
 }
 
+/// The response head to one HTTP/1.1 request written whole on a new
+/// connection, lowercased.
+async fn response_head(url: &str, head: &str, body: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = url.strip_prefix("http://").expect("http URL");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    // The server may answer and close before it has read all of it.
+    let _ = stream.write_all(body).await;
+    let mut received = Vec::new();
+    let mut buffer = [0u8; 4096];
+    while !received.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut buffer).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => received.extend_from_slice(&buffer[..n]),
+        }
+    }
+    String::from_utf8_lossy(&received).to_ascii_lowercase()
+}
+
+#[tokio::test]
+async fn a_body_left_unread_closes_the_connection_and_says_so() {
+    let f = Fixture::start().await;
+    let head = |len: usize| {
+        format!(
+            "POST /api/v1/usage HTTP/1.1\r\nhost: tally\r\ncontent-type: application/json\r\n\
+             content-length: {len}\r\n\r\n"
+        )
+    };
+    // Refused before its body is read: the client must not reuse the
+    // connection, which the server closes.
+    let body = padded_body(LIMIT + 1, "unread");
+    let refused = response_head(f.url(), &head(body.len()), &body).await;
+    assert!(refused.starts_with("http/1.1 413"), "{refused}");
+    assert!(refused.contains("connection: close"), "{refused}");
+    // Read whole: the connection stays open for the next request.
+    let body = padded_body(LIMIT, "read");
+    let accepted = response_head(f.url(), &head(body.len()), &body).await;
+    assert!(accepted.starts_with("http/1.1 200"), "{accepted}");
+    assert!(!accepted.contains("connection: close"), "{accepted}");
+}
+
 #[tokio::test]
 async fn gzip_bombs_are_413_and_small_gzip_under_the_limit_is_fine() {
     let mut f = Fixture::start().await;
