@@ -54,8 +54,8 @@ pub fn normalize_log(
         None => Value::Null,
     };
     let mut budget = StringBudget::for_attributes();
-    let attributes: Vec<KeyValueRef<'_>> = record.attributes.iter().map(KeyValueRef::of).collect();
-    let mut attributes = key_values_to_json(&attributes, &mut budget);
+    let mut attributes =
+        key_values_to_json(record.attributes.iter().map(KeyValueRef::of), &mut budget);
     let mut truncation = budget.cut;
     truncation.add(body_budget.cut);
     mark_truncated(&mut attributes, truncation, record.dropped_attributes_count);

@@ -42,7 +42,7 @@ pub fn resource_attributes(resource: Option<&ResourceRef<'_>>, cut: &mut Truncat
         return Attributes::new();
     };
     let mut budget = StringBudget::for_attributes();
-    let mut attributes = key_values_to_json(&resource.attributes, &mut budget);
+    let mut attributes = key_values_to_json(resource.attributes.iter().copied(), &mut budget);
     mark_truncated(&mut attributes, budget.cut, resource.dropped_attributes_count);
     cut.add(budget.cut);
     attributes
@@ -59,8 +59,7 @@ pub fn resource_attributes(resource: Option<&ResourceRef<'_>>, cut: &mut Truncat
 /// string ends in `…[truncated N bytes]`. Arrays keep 1024 items (fewer once
 /// the budget is spent). Embedding vectors are dropped.
 pub fn attributes_to_json(kvs: &[KeyValue]) -> Attributes {
-    let kvs: Vec<KeyValueRef<'_>> = kvs.iter().map(KeyValueRef::of).collect();
-    key_values_to_json(&kvs, &mut StringBudget::for_attributes())
+    key_values_to_json(kvs.iter().map(KeyValueRef::of), &mut StringBudget::for_attributes())
 }
 
 /// A map attributes are added to: a JSON map, or one being packed.
@@ -223,8 +222,7 @@ pub(super) fn any_value_to_json(value: ValueRef<'_>, budget: &mut StringBudget) 
         }
         ValueRef::KvList(list) => {
             budget.charge(SCALAR_BYTES);
-            let pairs: Vec<KeyValueRef<'_>> = list.iter().collect();
-            Value::Object(key_values_to_json(&pairs, budget))
+            Value::Object(key_values_to_json(list.iter(), budget))
         }
         // Meaningful only in the profiles signal, which says to treat it as
         // absent everywhere else.
@@ -232,8 +230,8 @@ pub(super) fn any_value_to_json(value: ValueRef<'_>, budget: &mut StringBudget) 
     }
 }
 
-pub(super) fn key_values_to_json(
-    kvs: &[KeyValueRef<'_>],
+pub(super) fn key_values_to_json<'a>(
+    kvs: impl IntoIterator<Item = KeyValueRef<'a>>,
     budget: &mut StringBudget,
 ) -> Map<String, Value> {
     let mut map = Map::new();
@@ -359,8 +357,10 @@ mod tests {
         let mut read = None;
         crate::normalize::otlp_wire::read_spans(&request, |part| {
             if let crate::normalize::otlp_wire::Part::Span(span) = part {
-                read =
-                    Some(key_values_to_json(&span.attributes, &mut StringBudget::for_attributes()));
+                read = Some(key_values_to_json(
+                    span.attributes.iter().copied(),
+                    &mut StringBudget::for_attributes(),
+                ));
             }
         })
         .unwrap();
@@ -406,7 +406,7 @@ mod tests {
         kvs.extend((0..150).map(|i| kv(&format!("n{i:03}"), i)));
         let kvs: Vec<KeyValueRef<'_>> = kvs.iter().map(KeyValueRef::of).collect();
         let mut map_budget = StringBudget::for_attributes();
-        let mut map = key_values_to_json(&kvs, &mut map_budget);
+        let mut map = key_values_to_json(kvs.iter().copied(), &mut map_budget);
         let mut packed_budget = StringBudget::for_attributes();
         let mut packed = PackedMap::of(&kvs, &mut packed_budget);
         assert_eq!(packed_budget.cut, map_budget.cut);

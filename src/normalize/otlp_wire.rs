@@ -333,14 +333,21 @@ impl<'a> Items<'a> {
             Items::Decoded(values) => (values, &[][..]),
             Items::Wire(bytes) => (&[][..], bytes),
         };
-        decoded.iter().map(ValueRef::of).chain(Fields::of(wire, "ArrayValue").filter_map(|field| {
-            match field {
-                // Checked as the array was read.
-                Ok((1, Payload::Bytes(item))) => ValueRef::read(item, 0).ok(),
-                _ => None,
-            }
-        }))
+        decoded.iter().map(ValueRef::of).chain(checked_entries(wire, "ArrayValue", ValueRef::read))
     }
+}
+
+/// The entries (field 1) of an array or list message already checked as its
+/// value was read, so none fails now.
+fn checked_entries<'a, T>(
+    message: &'a [u8],
+    what: &'static str,
+    read: fn(&'a [u8], u32) -> Result<T, WireError>,
+) -> impl Iterator<Item = T> {
+    Fields::of(message, what).filter_map(move |field| match field {
+        Ok((1, Payload::Bytes(entry))) => read(entry, 0).ok(),
+        _ => None,
+    })
 }
 
 /// The pairs of a key-value list (attributes, or a list value).
@@ -357,12 +364,10 @@ impl<'a> Pairs<'a> {
             Pairs::Decoded(pairs) => (pairs, &[][..]),
             Pairs::Wire(bytes) => (&[][..], bytes),
         };
-        decoded.iter().map(KeyValueRef::of).chain(Fields::of(wire, "KeyValueList").filter_map(
-            |field| match field {
-                // Checked as the list was read.
-                Ok((1, Payload::Bytes(pair))) => KeyValueRef::read(pair, 0).ok(),
-                _ => None,
-            },
+        decoded.iter().map(KeyValueRef::of).chain(checked_entries(
+            wire,
+            "KeyValueList",
+            KeyValueRef::read,
         ))
     }
 }

@@ -185,7 +185,8 @@ pub fn normalize_span(
         .take(MAX_EVENTS)
         .map(|event| {
             let dropped_before = event_budget.cut.attributes;
-            let mut attributes = key_values_to_json(&event.attributes, &mut event_budget);
+            let mut attributes =
+                key_values_to_json(event.attributes.iter().copied(), &mut event_budget);
             let dropped = event_budget.cut.attributes - dropped_before;
             if dropped > 0 || event.dropped_attributes_count > 0 {
                 let cut = Truncation { attributes: dropped, ..Truncation::default() };
@@ -242,7 +243,7 @@ pub fn normalize_span(
         mark_span(&mut packed, truncation, span);
         record.packed = Some(packed.finish());
     } else {
-        record.attributes = key_values_to_json(&span.attributes, &mut budget);
+        record.attributes = key_values_to_json(span.attributes.iter().copied(), &mut budget);
         truncation.add(budget.cut);
         mark_span(&mut record.attributes, truncation, span);
     }

@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 
 use super::{Facts, Numeric};
 use crate::normalize::otlp_value::{StringBudget, key_values_to_json};
-use crate::normalize::otlp_wire::{KeyValueRef, SpanRef, ValueRef};
+use crate::normalize::otlp_wire::{SpanRef, ValueRef};
 use crate::normalize::values::MAX_COUNT;
 
 /// Event names that mark the first streamed token: OpenInference's, the
@@ -99,8 +99,7 @@ fn json_object(value: ValueRef<'_>) -> Option<Map<String, Value>> {
     match value {
         ValueRef::Str(text) => serde_json::from_str(text).ok(),
         ValueRef::KvList(list) => {
-            let pairs: Vec<KeyValueRef<'_>> = list.iter().collect();
-            Some(key_values_to_json(&pairs, &mut StringBudget::for_attributes()))
+            Some(key_values_to_json(list.iter(), &mut StringBudget::for_attributes()))
         }
         _ => None,
     }
