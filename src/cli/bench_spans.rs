@@ -10,6 +10,7 @@
 mod prose;
 mod sdk;
 
+use std::collections::HashMap;
 use std::io::Write as _;
 use std::ops::Range;
 use std::sync::Arc;
@@ -123,11 +124,22 @@ fn int(key: &str, value: i64) -> KeyValue {
     kv(key, any_value::Value::IntValue(value))
 }
 
-/// The trace id of trace `n` of a run.
+/// The trace id of trace `n` of a run: 16 bytes that look random, as an
+/// SDK's do (numbered ids would land every new trace at the end of the
+/// store's indexes). The low half is a bijection of `n`, so ids never repeat
+/// within a run, and each can be made again to be looked up.
 pub(super) fn trace_id(run: u64, n: u64) -> Vec<u8> {
-    let mut id = run.to_be_bytes().to_vec();
-    id.extend(n.to_be_bytes());
+    let low = scramble(n.wrapping_add(run.rotate_left(32)));
+    let mut id = scramble(low ^ run).to_be_bytes().to_vec();
+    id.extend(low.to_be_bytes());
     id
+}
+
+/// A bijection of u64 that spreads its input's bits (SplitMix64's finish).
+fn scramble(mut x: u64) -> u64 {
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
 }
 
 /// One agent run: an agent span, three LLM calls, three tool calls, two
@@ -230,8 +242,8 @@ fn export_body(
     .encode_to_vec()
 }
 
-/// A place in a template export to write over: a trace number (the last 8
-/// bytes of a trace id), the digits of one in a response id or of a session
+/// A place in a template export to write over: a trace id (of trace
+/// number `n`), the digits of one in a response id or of a session
 /// number (a quarter of it), a span's start or end time, or a run of prose
 /// (whose letters each cycle of the templates substitutes).
 #[derive(Clone, Copy)]
@@ -331,17 +343,22 @@ fn spans_in(body: &[u8]) -> Vec<Range<usize>> {
     spans
 }
 
-/// The stamps of one span: its trace id (field 1), start and end (fields 7
-/// and 8) and, if `prose`, the runs of prose in its string attributes
-/// (`attributes` 9, `value` 2, `string_value` 1).
-fn span_stamps(body: &[u8], span: Range<usize>, prose: bool, stamps: &mut Vec<Stamp>) {
+/// The stamps of one span: its trace id (field 1; `numbers` gives its
+/// trace number), start and end (fields 7 and 8) and, if `prose`, the runs
+/// of prose in its string attributes (`attributes` 9, `value` 2,
+/// `string_value` 1).
+fn span_stamps(
+    body: &[u8],
+    span: Range<usize>,
+    prose: bool,
+    numbers: &HashMap<Vec<u8>, u64>,
+    stamps: &mut Vec<Stamp>,
+) {
     for field in fields(body, span) {
         match (field.number, field.wire) {
             (1, LENGTH_DELIMITED) => {
-                // The run's 8 bytes, then the trace number's.
-                let at = field.at.start + 8;
-                let n = u64::from_be_bytes(body[at..at + 8].try_into().expect("8 bytes"));
-                stamps.push(Stamp::TraceId { at, n });
+                let n = numbers[&body[field.at.clone()]];
+                stamps.push(Stamp::TraceId { at: field.at.start, n });
             }
             (7 | 8, FIXED64) => {
                 let ns = u64::from_le_bytes(body[field.at.clone()].try_into().expect("8 bytes"));
@@ -371,6 +388,7 @@ fn span_stamps(body: &[u8], span: Range<usize>, prose: bool, stamps: &mut Vec<St
 /// compressor could find; the rest (users, models, token counts, the
 /// shape of the text) repeats every `TEMPLATES` batches.
 pub(super) struct Exports {
+    run: u64,
     per_batch: u64,
     spans_per_trace: u64,
     templates: Vec<(Vec<u8>, Vec<Stamp>)>,
@@ -389,9 +407,11 @@ impl Exports {
             .map(|t| {
                 let body =
                     export_body(shape, run, t * per_batch, per_batch, now_ns, spread_ms, project);
+                let numbers: HashMap<Vec<u8>, u64> =
+                    (t * per_batch..(t + 1) * per_batch).map(|n| (trace_id(run, n), n)).collect();
                 let mut stamps = Vec::new();
                 for span in spans_in(&body) {
-                    span_stamps(&body, span, shape == Shape::Sdk, &mut stamps);
+                    span_stamps(&body, span, shape == Shape::Sdk, &numbers, &mut stamps);
                 }
                 // Response ids end in `{run}-{trace number}-{call}`.
                 for (pattern, per) in [(format!("{run}-"), 1), ("session-".into(), 4)] {
@@ -402,7 +422,7 @@ impl Exports {
                 (body, stamps)
             })
             .collect();
-        Self { per_batch, spans_per_trace: shape.spans_per_trace(), templates }
+        Self { run, per_batch, spans_per_trace: shape.spans_per_trace(), templates }
     }
 
     /// The average size of a span in the exports, in OTLP protobuf bytes.
@@ -434,7 +454,7 @@ impl Exports {
         for stamp in stamps {
             match *stamp {
                 Stamp::TraceId { at, n } => {
-                    body[at..at + 8].copy_from_slice(&(n + shift).to_be_bytes());
+                    body[at..at + 16].copy_from_slice(&trace_id(self.run, n + shift));
                 }
                 Stamp::Digits { at, n, per } => {
                     let digits = format!("{:0NUMBER_DIGITS$}", n + shift / per);
