@@ -101,10 +101,14 @@ CREATE TABLE IF NOT EXISTS span_chunks (
     max_start INTEGER NOT NULL,
     spans     INTEGER NOT NULL,
     head      BLOB NOT NULL,
-    body      BLOB NOT NULL
+    body      BLOB NOT NULL,
+    -- the trace's row in `traces` (its id): trace ids are random, rowids
+    -- grow, so a new trace's chunks go at the end of the index below
+    -- rather than each on a page of its own
+    trace     INTEGER
 );
 -- `spans` too, so that counting the spans stored reads the index
-CREATE INDEX IF NOT EXISTS span_chunks_trace ON span_chunks (project, trace_id, spans);
+CREATE INDEX IF NOT EXISTS span_chunks_by_trace ON span_chunks (trace, spans);
 
 -- span chunks are found by start time through blocks of consecutive seqs
 -- (span_blocks.rs), not through an index entry per chunk
@@ -230,10 +234,10 @@ CREATE INDEX IF NOT EXISTS deliveries_alert ON deliveries (alert_id);
 
 /// Bumped on every incompatible change; a store of another version is
 /// refused rather than misread.
-pub const VERSION: i64 = 12;
+pub const VERSION: i64 = 13;
 
 /// Creates the schema in a new database, checks an existing one's version,
-/// or migrates a store of schema 5 to 11 (in one transaction).
+/// or migrates a store of schema 5 to 12 (in one transaction).
 pub fn create_or_check(conn: &rusqlite::Connection) -> Result<(), super::StorageError> {
     let version: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
     let tables: i64 =
@@ -241,13 +245,17 @@ pub fn create_or_check(conn: &rusqlite::Connection) -> Result<(), super::Storage
             row.get(0)
         })?;
     let migrating = tables > 0 && version != VERSION;
-    if migrating && !(5..=11).contains(&version) {
+    if migrating && !(5..=12).contains(&version) {
         return Err(super::StorageError::SchemaVersion { found: version, needed: VERSION });
     }
     let tx = conn.unchecked_transaction()?;
     // Schema 6 added span blocks over the rows of `spans`; the move into
     // chunks below rebuilds them for 5 and 6 alike.
     let old_traces = migrating && set_traces_aside(&tx)?;
+    if migrating && has_table(&tx, "span_chunks")? && !has_column(&tx, "span_chunks", "trace")? {
+        // Schema 13 finds a trace's chunks by its row (filled in below).
+        tx.execute_batch("ALTER TABLE span_chunks ADD COLUMN trace INTEGER")?;
+    }
     tx.execute_batch(SCHEMA)?;
     if migrating && !has_column(&tx, "traces", "dropped_spans")? {
         // Schema 10 counts the spans a trace did not keep.
@@ -271,9 +279,26 @@ pub fn create_or_check(conn: &rusqlite::Connection) -> Result<(), super::Storage
              DROP TABLE traces_v7;"
         ))?;
     }
+    if migrating {
+        tx.execute_batch(
+            "UPDATE span_chunks SET trace = (SELECT t.id FROM traces t \
+             WHERE t.project = span_chunks.project AND t.trace_id = span_chunks.trace_id) \
+             WHERE trace IS NULL;
+             DROP INDEX IF EXISTS span_chunks_trace;",
+        )?;
+    }
     tx.pragma_update(None, "user_version", VERSION)?;
     tx.commit()?;
     Ok(())
+}
+
+fn has_table(tx: &rusqlite::Transaction<'_>, table: &str) -> Result<bool, rusqlite::Error> {
+    tx.query_row(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",
+        [table],
+        |row| row.get::<_, i64>(0),
+    )
+    .map(|n| n > 0)
 }
 
 fn has_column(

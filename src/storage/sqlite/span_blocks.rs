@@ -121,6 +121,8 @@ pub fn delete_before(tx: &Transaction<'_>, cutoff_ns: i64) -> Result<usize, rusq
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
     use crate::storage::sqlite::span_packing::SpanPacking;
     use crate::storage::sqlite::{schema, span_chunks, telemetry};
@@ -231,6 +233,14 @@ mod tests {
             .unwrap();
             sent.push(s);
         }
+        // Such a store had a row per trace too.
+        conn.execute_batch(
+            "INSERT INTO traces (project, trace_id, has_root, root_name, root_service, start_ns, \
+             end_ns, span_count, error_count, llm_calls, input_tokens, output_tokens, \
+             cache_read_tokens, cost_usd) SELECT project, trace_id, 0, 'n', 's', min(start_ns), \
+             max(end_ns), count(*), 0, 0, 0, 0, 0, 0 FROM spans GROUP BY project, trace_id",
+        )
+        .unwrap();
         schema::create_or_check(&conn).unwrap();
         let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
         assert_eq!(version, schema::VERSION);
@@ -261,6 +271,78 @@ mod tests {
             conn.query_row("SELECT count(*) FROM span_chunks", [], |r| r.get(0)).unwrap();
         let covered: i64 = ranges.iter().map(|(a, b)| b - a + 1).sum();
         assert_eq!((chunks, covered), (700, 700));
+    }
+
+    /// Appends `spans` as the committer does; returns the spans not kept.
+    fn append(conn: &mut Connection, spans: &[SpanRecord], packing: &Arc<SpanPacking>) -> u64 {
+        let chunks = span_chunks::chunks_of(spans, packing);
+        let refs: Vec<&SpanRecord> = spans.iter().collect();
+        let order = insert_order(&refs, &chunks);
+        let tx = conn.transaction().unwrap();
+        let dropped =
+            telemetry::append(&tx, &refs, &chunks, &order, &[], &[], usize::MAX, packing).unwrap();
+        tx.commit().unwrap();
+        dropped
+    }
+
+    #[test]
+    fn a_schema_12_store_finds_its_chunks_by_trace_row_after_the_move() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        schema::create_or_check(&conn).unwrap();
+        let packing = Arc::new(SpanPacking::default());
+        let t1 = "0af7651916cd43dd8448eb211c80319c";
+        let t2 = "4bf92f3577b34da6a3ce929d0e0e4736";
+        append(&mut conn, &[span(t1, "a", 10), span(t2, "b", 20), span(t1, "c", 30)], &packing);
+        // As schema 12 kept them: chunks found by (project, trace id).
+        conn.execute_batch(
+            "DROP INDEX span_chunks_by_trace; ALTER TABLE span_chunks DROP COLUMN trace;
+             CREATE INDEX span_chunks_trace ON span_chunks (project, trace_id, spans);
+             PRAGMA user_version = 12;",
+        )
+        .unwrap();
+        schema::create_or_check(&conn).unwrap();
+        let names: Vec<String> = conn
+            .prepare("SELECT name FROM sqlite_master WHERE name LIKE 'span_chunks_%'")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(names, ["span_chunks_by_trace"]);
+        // A span sent again is known; a new one joins its trace's row.
+        append(&mut conn, &[span(t1, "a", 10), span(t1, "d", 40)], &packing);
+        let whole = crate::storage::TraceBounds { max_spans: usize::MAX, max_logs: 0 };
+        let ids = |trace: &str| {
+            let stored = telemetry::trace(&conn, "default", trace, whole, &packing).unwrap();
+            let mut ids: Vec<String> = stored.spans.into_iter().map(|s| s.span_id).collect();
+            ids.sort();
+            ids
+        };
+        assert_eq!(ids(t1), ["a", "c", "d"]);
+        assert_eq!(ids(t2), ["b"]);
+        let counts: Vec<(String, i64)> = conn
+            .prepare("SELECT trace_id, span_count FROM traces ORDER BY id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(counts, [(t1.to_owned(), 3), (t2.to_owned(), 1)]);
+    }
+
+    #[test]
+    fn a_trace_row_number_is_not_given_again_while_a_chunk_names_it() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        schema::create_or_check(&conn).unwrap();
+        let packing = Arc::new(SpanPacking::default());
+        append(&mut conn, &[span("t1", "a", 10)], &packing);
+        // Retention can take a trace's row before its chunk's block.
+        conn.execute("DELETE FROM traces", []).unwrap();
+        append(&mut conn, &[span("t2", "b", 20)], &packing);
+        let whole = crate::storage::TraceBounds { max_spans: usize::MAX, max_logs: 0 };
+        let stored = telemetry::trace(&conn, "default", "t2", whole, &packing).unwrap();
+        let ids: Vec<String> = stored.spans.into_iter().map(|s| s.span_id).collect();
+        assert_eq!(ids, ["b"]);
     }
 
     fn m_ns() -> i64 {

@@ -256,19 +256,20 @@ fn keeping(
     Ok(Some(kept))
 }
 
-/// Inserts a chunk; returns its seq.
+/// Inserts a chunk of the trace whose row in `traces` is `trace` (`None`
+/// while a migration has yet to fill it in); returns its seq.
 pub fn insert(
     tx: &Transaction<'_>,
-    project: &str,
-    trace_id: &str,
+    (project, trace_id): (&str, &str),
+    trace: Option<i64>,
     chunk: &EncodedChunk,
 ) -> Result<i64, rusqlite::Error> {
     if let Some(dictionary) = &chunk.dictionary {
         span_packing::store(tx, dictionary)?;
     }
     tx.prepare_cached(
-        "INSERT INTO span_chunks (project, trace_id, min_start, max_start, spans, head, body) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT INTO span_chunks (project, trace_id, min_start, max_start, spans, head, body, \
+         trace) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?
     .execute(params![
         project,
@@ -277,23 +278,24 @@ pub fn insert(
         chunk.max_start,
         chunk.spans.len() as i64,
         chunk.head,
-        chunk.body
+        chunk.body,
+        trace
     ])?;
     Ok(tx.last_insert_rowid())
 }
 
-/// `chunk` (of spans of `spans`) without those its trace already has stored
-/// (sent again): itself when none were, `None` when all were; and how many
-/// spans the trace has stored.
+/// `chunk` (of spans of `spans`) without those its trace (row `trace` of
+/// `traces`) already has stored (sent again): itself when none were, `None`
+/// when all were; and how many spans the trace has stored.
 pub fn unstored<'c>(
     tx: &Transaction<'_>,
-    project: &str,
-    trace_id: &str,
+    (project, trace_id): (&str, &str),
+    trace: i64,
     chunk: &'c EncodedChunk,
     spans: &[&SpanRecord],
     packing: &Arc<SpanPacking>,
 ) -> Result<(Option<Cow<'c, EncodedChunk>>, usize), super::StorageError> {
-    let stored = stored_ids(tx, project, trace_id)?;
+    let stored = stored_ids(tx, trace)?;
     if stored.is_empty() {
         return Ok((Some(Cow::Borrowed(chunk)), 0));
     }
@@ -319,17 +321,12 @@ pub fn first(
     keeping((project, trace_id), chunk, &keep, packing).map_err(super::StorageError::Corrupt)
 }
 
-/// The ids of the spans of a trace already stored.
-fn stored_ids(
-    tx: &Transaction<'_>,
-    project: &str,
-    trace_id: &str,
-) -> Result<FxHashSet<String>, super::StorageError> {
+/// The ids of the spans of a trace (row `trace` of `traces`) already stored.
+fn stored_ids(tx: &Transaction<'_>, trace: i64) -> Result<FxHashSet<String>, super::StorageError> {
     let mut stmt = tx.prepare_cached(
-        "SELECT head FROM span_chunks INDEXED BY span_chunks_trace \
-         WHERE project = ?1 AND trace_id = ?2",
+        "SELECT head FROM span_chunks INDEXED BY span_chunks_by_trace WHERE trace = ?1",
     )?;
-    let mut rows = stmt.query(params![project, trace_id])?;
+    let mut rows = stmt.query(params![trace])?;
     let mut ids = FxHashSet::default();
     while let Some(row) = rows.next()? {
         let head = row.get_ref(0)?.as_blob().map_err(rusqlite::Error::from)?;
@@ -450,7 +447,7 @@ pub fn migrate_from_7(tx: &Transaction<'_>) -> Result<(), super::StorageError> {
             })
             .collect::<Result<Vec<_>, _>>()?;
         for chunk in chunks_of(&spans, &packing) {
-            let seq = insert(tx, project, trace_id, &chunk)?;
+            let seq = insert(tx, (project, trace_id), None, &chunk)?;
             inserted.push((seq, chunk.min_start, chunk.max_start));
         }
     }

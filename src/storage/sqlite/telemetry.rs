@@ -19,10 +19,12 @@ use crate::storage::{
 
 /// Adds a new span to its trace's row. In `DO UPDATE`, `traces.*` are the
 /// old values: the root is the parentless span, else the earliest one.
+/// `?17` is the row a new trace takes (its chunks were written with it);
+/// NULL for a trace already stored, which keeps its own.
 const MERGE_TRACE: &str = "INSERT INTO traces (project, trace_id, has_root, root_name, \
     root_service, start_ns, end_ns, span_count, error_count, llm_calls, input_tokens, \
-    output_tokens, cache_read_tokens, cost_usd, user, session) \
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16) \
+    output_tokens, cache_read_tokens, cost_usd, user, session, id) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17) \
     ON CONFLICT (project, trace_id) DO UPDATE SET \
     root_name = CASE WHEN excluded.has_root > traces.has_root OR (excluded.has_root = \
         traces.has_root AND excluded.start_ns < traces.start_ns) \
@@ -56,6 +58,9 @@ fn from_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, StorageErr
 
 /// New spans' contribution to one trace's row.
 struct TraceDelta<'a> {
+    /// The trace's row in `traces`, and whether this append makes it.
+    row: i64,
+    new: bool,
     /// The parentless span, else the earliest (as `MERGE_TRACE` chooses).
     root: &'a SpanRecord,
     start_ns: i64,
@@ -73,8 +78,10 @@ struct TraceDelta<'a> {
 
 impl<'a> TraceDelta<'a> {
     /// Nothing added yet; `span` is the root until a better one is added.
-    fn new(span: &'a SpanRecord) -> Self {
+    fn new(row: i64, new: bool, span: &'a SpanRecord) -> Self {
         TraceDelta {
+            row,
+            new,
             root: span,
             start_ns: span.start_ns,
             end_ns: span.end_ns,
@@ -134,12 +141,39 @@ pub fn append(
         let mut by_trace: FxHashMap<(&str, &str), usize> = FxHashMap::default();
         let mut inserted = Vec::with_capacity(chunks.len());
         let mut dropped: FxHashMap<(&str, &str), u64> = FxHashMap::default();
+        // A new trace's row is numbered here, past every row a chunk
+        // names (a trace row that retention deleted leaves its newer chunks
+        // until their block goes; its number is not given again).
+        let mut next_row: i64 = tx.query_row(
+            "SELECT max(coalesce((SELECT max(id) FROM traces), 0), \
+             coalesce((SELECT max(trace) FROM span_chunks), 0)) + 1",
+            [],
+            |row| row.get(0),
+        )?;
+        let mut find =
+            tx.prepare_cached("SELECT id FROM traces WHERE project = ?1 AND trace_id = ?2")?;
         for &c in chunk_order {
             let Some(&first) = chunks[c].spans.first() else { continue };
             let (project, trace_id) =
                 (spans[first].project.as_str(), spans[first].trace_id.as_str());
-            let (chunk, stored) =
-                span_chunks::unstored(tx, project, trace_id, &chunks[c], spans, packing)?;
+            let (row, new) = match by_trace.get(&(project, trace_id)) {
+                Some(&d) => (deltas[d].row, false),
+                None => {
+                    match find.query_row(params![project, trace_id], |r| r.get(0)).optional()? {
+                        Some(row) => (row, false),
+                        None => {
+                            next_row += 1;
+                            (next_row - 1, true)
+                        }
+                    }
+                }
+            };
+            // A trace first seen by this append has nothing stored yet.
+            let (chunk, stored) = if new {
+                (Some(Cow::Borrowed(&chunks[c])), 0)
+            } else {
+                span_chunks::unstored(tx, (project, trace_id), row, &chunks[c], spans, packing)?
+            };
             let Some(mut chunk) = chunk else { continue };
             // A trace keeps its first `max_spans_per_trace` spans.
             let room = max_spans_per_trace.saturating_sub(stored);
@@ -151,10 +185,10 @@ pub fn append(
                     None => continue,
                 }
             }
-            let seq = span_chunks::insert(tx, project, trace_id, &chunk)?;
+            let seq = span_chunks::insert(tx, (project, trace_id), Some(row), &chunk)?;
             inserted.push((seq, chunk.min_start, chunk.max_start));
             let d = *by_trace.entry((project, trace_id)).or_insert_with(|| {
-                deltas.push(TraceDelta::new(spans[chunk.spans[0]]));
+                deltas.push(TraceDelta::new(row, new, spans[chunk.spans[0]]));
                 deltas.len() - 1
             });
             for &i in &chunk.spans {
@@ -181,6 +215,7 @@ pub fn append(
                 d.cost_usd,
                 d.user,
                 d.session,
+                d.new.then_some(d.row),
             ])?;
         }
         let mut mark = tx.prepare_cached(
@@ -284,8 +319,8 @@ pub fn list_traces(
     };
     if !span_match.is_empty() {
         add(
-            " AND EXISTS (SELECT 1 FROM span_chunks s WHERE s.project = t.project \
-             AND s.trace_id = t.trace_id AND span_chunk_match(s.head, s.body, ?))",
+            " AND EXISTS (SELECT 1 FROM span_chunks s WHERE s.trace = t.id \
+             AND span_chunk_match(s.head, s.body, ?))",
             vec![SqlValue::Text(to_json(&span_match))],
             &mut sql,
         );
@@ -313,8 +348,8 @@ pub fn trace(
     packing: &SpanPacking,
 ) -> Result<StoredTrace, StorageError> {
     let mut stmt = conn.prepare_cached(
-        "SELECT seq, head, body FROM span_chunks INDEXED BY span_chunks_trace \
-         WHERE project = ?1 AND trace_id = ?2",
+        "SELECT seq, head, body FROM span_chunks INDEXED BY span_chunks_by_trace \
+         WHERE trace = (SELECT id FROM traces WHERE project = ?1 AND trace_id = ?2)",
     )?;
     let mut rows = stmt.query(params![project, trace_id])?;
     // The earliest `max_spans` by start are kept; the set is cut back
