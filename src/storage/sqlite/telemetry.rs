@@ -162,8 +162,9 @@ pub fn append(
                     match find.query_row(params![project, trace_id], |r| r.get(0)).optional()? {
                         Some(row) => (row, false),
                         None => {
+                            let row = next_row;
                             next_row += 1;
-                            (next_row - 1, true)
+                            (row, true)
                         }
                     }
                 }
