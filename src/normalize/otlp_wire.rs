@@ -225,12 +225,9 @@ impl<'a> Iterator for Fields<'a> {
     }
 }
 
-/// A string field's bytes as text. Checked with SIMD (message content is
-/// most of a span's bytes); std's check, run only on a failure, says where.
 #[inline]
 fn text<'a>(bytes: &'a [u8], what: &'static str) -> Result<&'a str, WireError> {
-    simdutf8::basic::from_utf8(bytes)
-        .or_else(|_| std::str::from_utf8(bytes).map_err(|e| WireError::at(what, Problem::Utf8(e))))
+    std::str::from_utf8(bytes).map_err(|e| WireError::at(what, Problem::Utf8(e)))
 }
 
 /// An OTLP value (`AnyValue`) as sent.

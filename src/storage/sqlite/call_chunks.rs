@@ -712,12 +712,7 @@ fn write_moved(tx: &Transaction<'_>, calls: &[OldCall]) -> Result<(), StorageErr
 /// before) into chunks (the index takes their keys from there), then drops
 /// the old tables. Does nothing for a store without them.
 pub fn migrate_rows(tx: &Transaction<'_>) -> Result<(), StorageError> {
-    let old: i64 = tx.query_row(
-        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'calls'",
-        [],
-        |row| row.get(0),
-    )?;
-    if old == 0 {
+    if !super::schema::has_table(tx, "calls")? {
         return Ok(());
     }
     let mut stmt = tx.prepare(

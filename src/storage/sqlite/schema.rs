@@ -292,7 +292,11 @@ pub fn create_or_check(conn: &rusqlite::Connection) -> Result<(), super::Storage
     Ok(())
 }
 
-fn has_table(tx: &rusqlite::Transaction<'_>, table: &str) -> Result<bool, rusqlite::Error> {
+/// Whether the store has a table named `table`.
+pub(super) fn has_table(
+    tx: &rusqlite::Transaction<'_>,
+    table: &str,
+) -> Result<bool, rusqlite::Error> {
     tx.query_row(
         "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",
         [table],
