@@ -291,16 +291,7 @@ async fn idle_grpc_connections_are_closed_and_exports_served() {
 /// Reads from `stream` until an HTTP status line has arrived or `wait`
 /// passes; returns what arrived.
 async fn response_within(stream: &mut TcpStream, wait: Duration) -> String {
-    let mut received = Vec::new();
-    let mut buffer = [0u8; 1024];
-    let deadline = tokio::time::Instant::now() + wait;
-    while !received.windows(4).any(|w| w == b"\r\n\r\n") {
-        match tokio::time::timeout_at(deadline, stream.read(&mut buffer)).await {
-            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
-            Ok(Ok(n)) => received.extend_from_slice(&buffer[..n]),
-        }
-    }
-    String::from_utf8_lossy(&received).into_owned()
+    String::from_utf8_lossy(&common::read_head(stream, wait).await).into_owned()
 }
 
 /// Past `max_connections`, a new connection waits (it is not served) until

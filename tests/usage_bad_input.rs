@@ -356,20 +356,13 @@ async fn oversized_bodies_are_413_at_the_configured_limit() {
 /// The response head to one HTTP/1.1 request written whole on a new
 /// connection, lowercased.
 async fn response_head(url: &str, head: &str, body: &[u8]) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let addr = url.strip_prefix("http://").expect("http URL");
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     stream.write_all(head.as_bytes()).await.unwrap();
     // The server may answer and close before it has read all of it.
     let _ = stream.write_all(body).await;
-    let mut received = Vec::new();
-    let mut buffer = [0u8; 4096];
-    while !received.windows(4).any(|w| w == b"\r\n\r\n") {
-        match stream.read(&mut buffer).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => received.extend_from_slice(&buffer[..n]),
-        }
-    }
+    let received = read_head(&mut stream, std::time::Duration::from_secs(30)).await;
     String::from_utf8_lossy(&received).to_ascii_lowercase()
 }
 

@@ -15,7 +15,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use common::*;
 use serde_json::{Value, json};
 use tempfile::TempDir;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 const SECRET: &str = "test-secret-0123456789";
 const ALLOW_PRIVATE: (&str, &str) = ("TALLY_ALERTS__ALLOW_PRIVATE_TARGETS", "true");
@@ -89,13 +89,9 @@ impl RawReceiver {
                 conns.fetch_add(1, Ordering::SeqCst);
                 let bytes = bytes.clone();
                 tokio::spawn(async move {
-                    let mut head = Vec::new();
-                    let mut buf = [0u8; 4096];
-                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match socket.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => head.extend_from_slice(&buf[..n]),
-                        }
+                    let head = read_head(&mut socket, Duration::from_secs(60)).await;
+                    if !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        return;
                     }
                     let Some(status) = answer else {
                         // Hold the connection open, answering nothing.

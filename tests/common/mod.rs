@@ -231,6 +231,26 @@ impl Drop for TestServer {
 // HTTP
 // ---------------------------------------------------------------------------
 
+/// Reads from `stream` until an HTTP head (request or response, through
+/// its blank line) has arrived, the stream ends or fails, or `wait` passes;
+/// returns what arrived (the whole head, perhaps some body after it).
+pub async fn read_head<S>(stream: &mut S, wait: Duration) -> Vec<u8>
+where
+    S: tokio::io::AsyncRead + Unpin,
+{
+    use tokio::io::AsyncReadExt;
+    let mut received = Vec::new();
+    let mut buffer = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + wait;
+    while !received.windows(4).any(|w| w == b"\r\n\r\n") {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buffer)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+            Ok(Ok(n)) => received.extend_from_slice(&buffer[..n]),
+        }
+    }
+    received
+}
+
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("reqwest client")
 }
