@@ -1,7 +1,7 @@
 //! Calls, stored a run of an append's calls to a row. A `call_chunks` row
 //! holds calls of one project with consecutive seqs whose times lie in one
 //! second (or further apart, for sparse runs); the calls' ids and span keys
-//! are the idempotency truth, found through the index of `call_keys` and
+//! are the idempotency truth, found through the index of `key_runs` and
 //! read back from here. A row per call, with its index entries, cost more
 //! to write than the call's own bytes; queries by time read a chunk whole,
 //! as they read a block of rows before.
@@ -13,7 +13,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use serde::Deserialize;
 
 use super::call_columns::{self, CallRow};
-use super::call_keys::{CallKeys, key_hash};
+use super::key_runs::{KeyIndex, key_hash};
 use super::rows::{self, EncodedCalls};
 use crate::aggregate::SeriesKey;
 use crate::aggregate::rollup::SequencedCall;
@@ -124,7 +124,7 @@ enum Key<'a> {
 
 impl Key<'_> {
     /// Its hash in the index: of `i` and the id, or `s` and the trace and
-    /// span ids (`call_keys::key_hash`).
+    /// span ids (`key_runs::key_hash`).
     fn hash(&self, project: &str) -> u64 {
         match self {
             Key::Id(id) => key_hash(project, &["i", id]),
@@ -146,12 +146,12 @@ struct ChunkKeys {
 /// Tells which keys are stored: the index's candidates for a key's hash,
 /// each read back from its call (the chunks read kept for the next keys).
 pub struct Verifier<'k> {
-    keys: &'k CallKeys,
+    keys: &'k KeyIndex,
     chunks: FxHashMap<i64, Rc<ChunkKeys>>,
 }
 
 impl<'k> Verifier<'k> {
-    pub fn new(keys: &'k CallKeys) -> Self {
+    pub fn new(keys: &'k KeyIndex) -> Self {
         Verifier { keys, chunks: FxHashMap::default() }
     }
 
@@ -262,7 +262,7 @@ impl<'k, 'c> Claims<'k, 'c> {
 /// that are new, in insertion order, and what they claimed.
 fn claim_all<'k, 'c>(
     conn: &Connection,
-    keys: &'k CallKeys,
+    keys: &'k KeyIndex,
     calls: &[&'c LlmCall],
     order: &InsertOrder,
     refused: &[bool],
@@ -295,7 +295,7 @@ fn claim_all<'k, 'c>(
 /// Whether stored calls hold each key.
 pub fn holds(
     conn: &Connection,
-    index: &CallKeys,
+    index: &KeyIndex,
     keys: &[(String, crate::storage::CallKey)],
 ) -> Result<Vec<bool>, StorageError> {
     use crate::storage::CallKey;
@@ -385,7 +385,7 @@ pub struct Stored {
 #[allow(clippy::too_many_arguments)]
 pub fn append(
     tx: &Transaction<'_>,
-    keys: &CallKeys,
+    keys: &KeyIndex,
     calls: &[&LlmCall],
     series: &[i64],
     encoded: &EncodedCalls,

@@ -9,9 +9,9 @@
 mod budgets;
 mod call_chunks;
 mod call_columns;
-mod call_keys;
+mod key_runs;
 
-use call_keys::CallKeys;
+use key_runs::KeyIndex;
 use span_packing::SpanPacking;
 mod metrics;
 mod rows;
@@ -20,10 +20,11 @@ mod span_blocks;
 mod span_chunks;
 mod span_packing;
 mod telemetry;
+mod trace_blocks;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
@@ -74,7 +75,7 @@ pub struct SqliteOptions {
     pub max_readers: usize,
     /// Spans a trace keeps; later ones are counted, not stored.
     pub max_spans_per_trace: usize,
-    /// Call keys held in memory before they are written as a run.
+    /// Call or trace keys held in memory before they are written as a run.
     pub key_run_keys: usize,
 }
 
@@ -85,7 +86,7 @@ impl Default for SqliteOptions {
             cache_mib: 64,
             max_readers: 8,
             max_spans_per_trace: 10_000,
-            key_run_keys: call_keys::RUN_KEYS,
+            key_run_keys: key_runs::RUN_KEYS,
         }
     }
 }
@@ -96,7 +97,11 @@ pub struct SqliteStorage {
     writer: Arc<Mutex<Connection>>,
     /// The index of the stored calls' keys (locked after the writer when
     /// both are).
-    keys: Arc<Mutex<CallKeys>>,
+    keys: Arc<Mutex<KeyIndex>>,
+    /// The index of the stored traces' ids (locked after the call keys):
+    /// read-locked for lookups, by the writer and by trace detail alike,
+    /// and write-locked only to take a commit's new keys.
+    trace_keys: Arc<RwLock<KeyIndex>>,
     readers: Arc<Mutex<Vec<Connection>>>,
     /// One permit per read connection there may be: each connection holds
     /// its own page cache, so their number is bounded and reads queue.
@@ -122,36 +127,52 @@ fn configure(conn: &Connection, options: &SqliteOptions) -> Result<(), rusqlite:
 /// The index of the stored calls' keys: its runs, and the keys of the
 /// calls after them read back from the calls (written as runs as they
 /// fill: a store from before the index gets it here, a run at a time).
-pub(super) fn load_call_keys(conn: &Connection, run_keys: usize) -> Result<CallKeys, StorageError> {
-    let mut keys = CallKeys::load(conn, run_keys)?;
-    let mut last = CallKeys::through(conn)?;
+pub(super) fn load_call_keys(conn: &Connection, run_keys: usize) -> Result<KeyIndex, StorageError> {
+    let mut keys = KeyIndex::load(conn, &key_runs::CALLS, run_keys)?;
+    let mut last = KeyIndex::through(conn, &key_runs::CALLS)?;
     call_chunks::each_key_after(conn, last, |page| {
         for &(hash, seq, time) in page {
             keys.add(hash, seq, time);
             last = last.max(seq);
         }
         // As holding the calls read so far: a page ends with a chunk.
-        write_key_run(conn, &mut keys, Some(last))
+        write_key_run(conn, &mut keys, |_| Ok(last))
+    })?;
+    Ok(keys)
+}
+
+/// The index of the stored traces' ids, as `load_call_keys` (the traces
+/// past its runs read back from their rows).
+pub(super) fn load_trace_keys(
+    conn: &Connection,
+    run_keys: usize,
+) -> Result<KeyIndex, StorageError> {
+    let mut keys = KeyIndex::load(conn, &key_runs::TRACES, run_keys)?;
+    let after = KeyIndex::through(conn, &key_runs::TRACES)?;
+    telemetry::each_key_after(conn, after, |page| {
+        let mut last = after;
+        for &(hash, row) in page {
+            keys.add(hash, row, row);
+            last = row;
+        }
+        write_key_run(conn, &mut keys, |_| Ok(last))
     })?;
     Ok(keys)
 }
 
 /// Writes the index's recent keys as a run once it holds its run's worth,
-/// as holding every call through `through` (default: every call stored).
-fn write_key_run(
+/// as holding every row through the one `through` reads.
+pub(super) fn write_key_run(
     conn: &Connection,
-    keys: &mut CallKeys,
-    through: Option<i64>,
+    keys: &mut KeyIndex,
+    through: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<i64, StorageError>,
 ) -> Result<(), StorageError> {
     keys.settle_rebuild();
     if !keys.run_full() {
         return Ok(());
     }
     let tx = conn.unchecked_transaction()?;
-    let through = match through {
-        Some(seq) => seq,
-        None => call_chunks::stored_seq(&tx)?,
-    };
+    let through = through(&tx)?;
     let Some(pending) = keys.write_run(&tx, through)? else { return Ok(()) };
     tx.commit()?;
     keys.written(conn, pending)
@@ -176,6 +197,7 @@ impl SqliteStorage {
         rows::register_functions(&conn)?;
         call_chunks::register_modules(&conn)?;
         let keys = Arc::new(Mutex::new(load_call_keys(&conn, options.key_run_keys)?));
+        let trace_keys = Arc::new(RwLock::new(load_trace_keys(&conn, options.key_run_keys)?));
         let packing = Arc::new(SpanPacking::load(&conn)?);
         // Checkpoints (copying the WAL into the database, with an fsync) run
         // on their own thread so that commits never wait for them.
@@ -194,6 +216,7 @@ impl SqliteStorage {
             options: options.clone(),
             writer,
             keys,
+            trace_keys,
             readers: Arc::new(Mutex::new(Vec::new())),
             reader_slots: Arc::new(tokio::sync::Semaphore::new(options.max_readers.max(1))),
             wal_frames,
@@ -551,6 +574,7 @@ impl LedgerStore for SqliteStorage {
         let max_spans_per_trace = self.options.max_spans_per_trace;
         let packing = self.packing.clone();
         let index = self.keys.clone();
+        let trace_index = self.trace_keys.clone();
         let (appended, spent) = self
             .write(move |conn| {
                 let mut index = index.lock().unwrap_or_else(|p| p.into_inner());
@@ -583,7 +607,7 @@ impl LedgerStore for SqliteStorage {
                     &refused,
                     floor,
                 )?;
-                let spans_dropped = telemetry::append(
+                let spans_appended = telemetry::append(
                     &tx,
                     &spans.iter().flatten().collect::<Vec<_>>(),
                     &encoded.records.chunks,
@@ -592,13 +616,22 @@ impl LedgerStore for SqliteStorage {
                     &encoded.records.logs,
                     max_spans_per_trace,
                     &packing,
+                    &trace_index.read().unwrap_or_else(|p| p.into_inner()),
                 )?;
                 let metric_seq = metrics::append(&tx, &new_metric_series, metric_log.as_deref())?;
                 tx.commit()?;
                 for &(hash, seq, time) in &stored.keys {
                     index.add(hash, seq, time);
                 }
-                write_key_run(conn, &mut index, None)?;
+                write_key_run(conn, &mut index, |tx| Ok(call_chunks::stored_seq(tx)?))?;
+                if !spans_appended.trace_keys.is_empty() {
+                    let mut trace_keys = trace_index.write().unwrap_or_else(|p| p.into_inner());
+                    for &(hash, row) in &spans_appended.trace_keys {
+                        trace_keys.add(hash, row, row);
+                    }
+                    write_key_run(conn, &mut trace_keys, |tx| Ok(trace_blocks::next_row(tx)? - 1))?;
+                }
+                let spans_dropped = spans_appended.dropped_spans;
                 let seqs = stored.seqs;
                 let spent = (logs, metric_log, new_series, new_metric_series, encoded);
                 let appended =
@@ -771,7 +804,12 @@ impl TelemetryStore for SqliteStorage {
     ) -> Result<StoredTrace, StorageError> {
         let (project, trace_id) = (project.to_owned(), trace_id.to_owned());
         let packing = self.packing.clone();
-        self.read(move |conn| telemetry::trace(conn, &project, &trace_id, bounds, &packing)).await
+        let index = self.trace_keys.clone();
+        self.read(move |conn| {
+            let keys = index.read().unwrap_or_else(|p| p.into_inner());
+            telemetry::trace(conn, &project, &trace_id, bounds, &packing, &keys)
+        })
+        .await
     }
 
     async fn scan_spans(
@@ -953,10 +991,14 @@ impl ControlStore for SqliteStorage {
 impl UpkeepStore for SqliteStorage {
     async fn checkpoint(&self) -> Result<(), StorageError> {
         let index = self.keys.clone();
+        let trace_index = self.trace_keys.clone();
         self.write(move |conn| {
             // Saved for the next open to take back rather than rebuild.
             if let Err(err) = index.lock().unwrap_or_else(|p| p.into_inner()).save(conn) {
                 warn!(%err, "could not save the call key Bloom filter; the next start builds it");
+            }
+            if let Err(err) = trace_index.read().unwrap_or_else(|p| p.into_inner()).save(conn) {
+                warn!(%err, "could not save the trace key Bloom filter; the next start builds it");
             }
             // (busy, frames in the log, frames checkpointed); busy means a
             // reader or the background checkpoint (which may be midway
@@ -983,18 +1025,21 @@ impl UpkeepStore for SqliteStorage {
 
     async fn apply_retention(&self, cutoffs: RetentionCutoffs) -> Result<u64, StorageError> {
         let index = self.keys.clone();
+        let trace_index = self.trace_keys.clone();
         self.write(move |conn| {
             let mut keys = index.lock().unwrap_or_else(|p| p.into_inner());
+            let mut trace_keys = trace_index.write().unwrap_or_else(|p| p.into_inner());
             let tx = conn.transaction()?;
-            let (mut deleted, mut dropped) = (0, Vec::new());
+            let (mut deleted, mut dropped, mut traces_dropped) = (0, Vec::new(), Vec::new());
             if let Some(cutoff) = cutoffs.raw {
                 // Deleted seqs are never handed out again.
                 let stored = call_chunks::stored_seq(&tx)?;
                 let floor = stored.max(meta_value(&tx, schema::CALL_SEQ_FLOOR_KEY)?);
                 set_meta(&tx, schema::CALL_SEQ_FLOOR_KEY, floor)?;
                 deleted += call_chunks::delete_before(&tx, cutoff)?;
-                dropped = keys.drop_before(&tx, cutoff)?;
+                dropped = keys.drop_runs(&tx, |_, max_time| Ok(max_time < cutoff))?;
                 deleted += telemetry::apply_retention(&tx, cutoff.saturating_mul(1_000_000))?;
+                traces_dropped = telemetry::drop_key_runs(&tx, &trace_keys)?;
             }
             deleted += metrics::apply_retention(&tx, &cutoffs.metric)?;
             for (tier, cutoff) in [
@@ -1011,6 +1056,7 @@ impl UpkeepStore for SqliteStorage {
             }
             tx.commit()?;
             keys.forget(&dropped);
+            trace_keys.forget(&traces_dropped);
             Ok(deleted as u64)
         })
         .await

@@ -51,7 +51,7 @@ CREATE TABLE IF NOT EXISTS span_dictionaries (
     dictionary BLOB NOT NULL
 );
 
--- the idempotency index in runs (call_keys.rs): each run the keys of the
+-- the idempotency index in runs (key_runs.rs): each run the keys of the
 -- calls stored between two flushes, as (hash, seq) sorted by hash in blocks
 -- of about a thousand, with a filter of the hashes it holds
 CREATE TABLE IF NOT EXISTS call_key_runs (
@@ -62,6 +62,22 @@ CREATE TABLE IF NOT EXISTS call_key_runs (
     filter   BLOB NOT NULL
 );
 CREATE TABLE IF NOT EXISTS call_key_blocks (
+    run        INTEGER NOT NULL,
+    first_hash INTEGER NOT NULL,
+    body       BLOB NOT NULL,
+    PRIMARY KEY (run, first_hash)
+) WITHOUT ROWID;
+
+-- the index of stored traces, as call_key_runs: each run the (project,
+-- trace id) hashes of traces first stored between two flushes, with their
+-- rows; max_time is the highest row in the run
+CREATE TABLE IF NOT EXISTS trace_key_runs (
+    id       INTEGER PRIMARY KEY,
+    max_time INTEGER NOT NULL,
+    keys     INTEGER NOT NULL,
+    filter   BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS trace_key_blocks (
     run        INTEGER NOT NULL,
     first_hash INTEGER NOT NULL,
     body       BLOB NOT NULL,
@@ -145,13 +161,23 @@ CREATE TABLE IF NOT EXISTS traces (
     -- spans that arrived once the trace held its cap, not kept
     dropped_spans INTEGER NOT NULL DEFAULT 0
 );
--- a rowid table, so that the time and session indexes hold a rowid rather
--- than the (project, trace id) key: trace starts come in any order, so
--- each commit dirties most pages of the time index, and smaller entries
--- mean fewer pages
-CREATE UNIQUE INDEX IF NOT EXISTS traces_id ON traces (project, trace_id);
-CREATE INDEX IF NOT EXISTS traces_start ON traces (project, start_ns);
+-- a rowid table, numbered in arrival order (rows are never given again):
+-- traces are found by id through trace_key_runs (key_runs.rs), by start
+-- through blocks of consecutive rows (trace_blocks.rs), and a trace's
+-- chunks by its row
 CREATE INDEX IF NOT EXISTS traces_session ON traces (project, session) WHERE session IS NOT NULL;
+
+-- runs of one project's trace rows whose starts lie in one minute (a
+-- trace's start can later move back: min_start follows it)
+CREATE TABLE IF NOT EXISTS trace_blocks (
+    first_id  INTEGER PRIMARY KEY,
+    last_id   INTEGER NOT NULL,
+    project   TEXT NOT NULL,
+    min_start INTEGER NOT NULL,
+    max_start INTEGER NOT NULL,
+    traces    INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS trace_blocks_by_start ON trace_blocks (project, max_start);
 
 CREATE TABLE IF NOT EXISTS metric_series (
     id      INTEGER PRIMARY KEY,
@@ -234,10 +260,10 @@ CREATE INDEX IF NOT EXISTS deliveries_alert ON deliveries (alert_id);
 
 /// Bumped on every incompatible change; a store of another version is
 /// refused rather than misread.
-pub const VERSION: i64 = 13;
+pub const VERSION: i64 = 14;
 
 /// Creates the schema in a new database, checks an existing one's version,
-/// or migrates a store of schema 5 to 12 (in one transaction).
+/// or migrates a store of schema 5 to 13 (in one transaction).
 pub fn create_or_check(conn: &rusqlite::Connection) -> Result<(), super::StorageError> {
     let version: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
     let tables: i64 =
@@ -245,7 +271,7 @@ pub fn create_or_check(conn: &rusqlite::Connection) -> Result<(), super::Storage
             row.get(0)
         })?;
     let migrating = tables > 0 && version != VERSION;
-    if migrating && !(5..=12).contains(&version) {
+    if migrating && !(5..=13).contains(&version) {
         return Err(super::StorageError::SchemaVersion { found: version, needed: VERSION });
     }
     let tx = conn.unchecked_transaction()?;
@@ -267,7 +293,7 @@ pub fn create_or_check(conn: &rusqlite::Connection) -> Result<(), super::Storage
         super::call_chunks::migrate_bodies(&tx)?;
         super::call_chunks::migrate_rows(&tx)?;
         // Schema 11 indexes call keys in runs, built from the calls when
-        // the store opens (`call_keys`), not in a table of key texts.
+        // the store opens (`key_runs`), not in a table of key texts.
         tx.execute_batch("DROP TABLE IF EXISTS call_keys")?;
     }
     if migrating && version <= 7 {
@@ -280,12 +306,24 @@ pub fn create_or_check(conn: &rusqlite::Connection) -> Result<(), super::Storage
         ))?;
     }
     if migrating {
+        // (Through the id index stores before schema 14 have; made for
+        // those before schema 8, dropped below.)
         tx.execute_batch(
-            "UPDATE span_chunks SET trace = (SELECT t.id FROM traces t \
+            "CREATE INDEX IF NOT EXISTS traces_id ON traces (project, trace_id);
+             UPDATE span_chunks SET trace = (SELECT t.id FROM traces t \
              WHERE t.project = span_chunks.project AND t.trace_id = span_chunks.trace_id) \
              WHERE trace IS NULL;
              DROP INDEX IF EXISTS span_chunks_trace;",
         )?;
+        // Schema 14 finds traces by start through blocks of rows, and by
+        // id through runs of keys (built when the store opens).
+        if version <= 13 {
+            tx.execute_batch(
+                "DROP INDEX IF EXISTS traces_start; DROP INDEX IF EXISTS traces_id;
+                 DELETE FROM trace_blocks;",
+            )?;
+            super::trace_blocks::build(&tx)?;
+        }
     }
     tx.pragma_update(None, "user_version", VERSION)?;
     tx.commit()?;
@@ -372,6 +410,9 @@ pub const WATERMARK_KEY: &str = "rollup_watermark";
 /// The meta key of the highest call seq ever used (kept when retention
 /// deletes calls).
 pub const CALL_SEQ_FLOOR_KEY: &str = "call_seq_floor";
+/// The meta key of the highest trace row ever given (rows are not given
+/// again, so that a key run's rows stay its own).
+pub const TRACE_ROW_FLOOR_KEY: &str = "trace_row_floor";
 /// The meta key of the last logged metric commit in `metric_bins`.
 pub const METRIC_WATERMARK_KEY: &str = "metric_watermark";
 
@@ -424,7 +465,10 @@ mod tests {
                 |r| r.get(0),
             )
             .unwrap();
-        assert_eq!(indexes, 3);
+        // Traces are found by start through blocks of rows now, and by id
+        // through runs of keys.
+        assert_eq!(indexes, 1);
+        assert_eq!(super::super::trace_blocks::all(&conn), [(1, 1, "default".into(), 10, 10, 1)]);
         let old: i64 = conn
             .query_row("SELECT count(*) FROM sqlite_master WHERE name = 'traces_v7'", [], |r| {
                 r.get(0)

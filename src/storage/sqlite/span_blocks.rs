@@ -13,7 +13,8 @@ use crate::model::SpanRecord;
 /// The slice of start time one block's spans lie in.
 pub const BLOCK_SPAN_NS: i64 = 60 * 1_000_000_000;
 
-fn slice(start_ns: i64) -> i64 {
+/// The minute `start_ns` lies in.
+pub(super) fn slice(start_ns: i64) -> i64 {
     start_ns.div_euclid(BLOCK_SPAN_NS)
 }
 
@@ -255,9 +256,7 @@ mod tests {
         for trace in ["00000000000000000000000000000000", &format!("{:032x}", 699)] {
             let whole = crate::storage::TraceBounds { max_spans: usize::MAX, max_logs: 0 };
             let mut back =
-                telemetry::trace(&conn, "default", trace, whole, &SpanPacking::default())
-                    .unwrap()
-                    .spans;
+                telemetry::trace_of(&conn, "default", trace, whole, &SpanPacking::default()).spans;
             let mut expected: Vec<SpanRecord> =
                 sent.iter().filter(|s| s.trace_id == trace).cloned().collect();
             expected.sort_by_key(|s| s.start_ns);
@@ -273,18 +272,6 @@ mod tests {
         assert_eq!((chunks, covered), (700, 700));
     }
 
-    /// Appends `spans` as the committer does; returns the spans not kept.
-    fn append(conn: &mut Connection, spans: &[SpanRecord], packing: &Arc<SpanPacking>) -> u64 {
-        let chunks = span_chunks::chunks_of(spans, packing);
-        let refs: Vec<&SpanRecord> = spans.iter().collect();
-        let order = insert_order(&refs, &chunks);
-        let tx = conn.transaction().unwrap();
-        let dropped =
-            telemetry::append(&tx, &refs, &chunks, &order, &[], &[], usize::MAX, packing).unwrap();
-        tx.commit().unwrap();
-        dropped
-    }
-
     #[test]
     fn a_schema_12_store_finds_its_chunks_by_trace_row_after_the_move() {
         let mut conn = Connection::open_in_memory().unwrap();
@@ -292,7 +279,11 @@ mod tests {
         let packing = Arc::new(SpanPacking::default());
         let t1 = "0af7651916cd43dd8448eb211c80319c";
         let t2 = "4bf92f3577b34da6a3ce929d0e0e4736";
-        append(&mut conn, &[span(t1, "a", 10), span(t2, "b", 20), span(t1, "c", 30)], &packing);
+        telemetry::append_as_committer(
+            &mut conn,
+            &[span(t1, "a", 10), span(t2, "b", 20), span(t1, "c", 30)],
+            &packing,
+        );
         // As schema 12 kept them: chunks found by (project, trace id).
         conn.execute_batch(
             "DROP INDEX span_chunks_by_trace; ALTER TABLE span_chunks DROP COLUMN trace;
@@ -310,10 +301,14 @@ mod tests {
             .unwrap();
         assert_eq!(names, ["span_chunks_by_trace"]);
         // A span sent again is known; a new one joins its trace's row.
-        append(&mut conn, &[span(t1, "a", 10), span(t1, "d", 40)], &packing);
+        telemetry::append_as_committer(
+            &mut conn,
+            &[span(t1, "a", 10), span(t1, "d", 40)],
+            &packing,
+        );
         let whole = crate::storage::TraceBounds { max_spans: usize::MAX, max_logs: 0 };
         let ids = |trace: &str| {
-            let stored = telemetry::trace(&conn, "default", trace, whole, &packing).unwrap();
+            let stored = telemetry::trace_of(&conn, "default", trace, whole, &packing);
             let mut ids: Vec<String> = stored.spans.into_iter().map(|s| s.span_id).collect();
             ids.sort();
             ids
@@ -335,12 +330,12 @@ mod tests {
         let mut conn = Connection::open_in_memory().unwrap();
         schema::create_or_check(&conn).unwrap();
         let packing = Arc::new(SpanPacking::default());
-        append(&mut conn, &[span("t1", "a", 10)], &packing);
+        telemetry::append_as_committer(&mut conn, &[span("t1", "a", 10)], &packing);
         // Retention can take a trace's row before its chunk's block.
         conn.execute("DELETE FROM traces", []).unwrap();
-        append(&mut conn, &[span("t2", "b", 20)], &packing);
+        telemetry::append_as_committer(&mut conn, &[span("t2", "b", 20)], &packing);
         let whole = crate::storage::TraceBounds { max_spans: usize::MAX, max_logs: 0 };
-        let stored = telemetry::trace(&conn, "default", "t2", whole, &packing).unwrap();
+        let stored = telemetry::trace_of(&conn, "default", "t2", whole, &packing);
         let ids: Vec<String> = stored.spans.into_iter().map(|s| s.span_id).collect();
         assert_eq!(ids, ["b"]);
     }

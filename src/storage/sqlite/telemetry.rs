@@ -7,43 +7,47 @@ use std::sync::Arc;
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{OptionalExtension, Row, Transaction, params, params_from_iter};
 use rustc_hash::FxHashMap;
+use std::collections::hash_map::Entry;
 
+use super::key_runs::{KeyIndex, key_hash};
 use super::span_chunks::{self, EncodedChunk, SpanMatch};
 use super::span_packing::SpanPacking;
-use super::{StorageError, span_blocks};
+use super::{StorageError, span_blocks, trace_blocks};
 use crate::model::{LogRecord, SpanRecord, SpanStatus};
 use crate::storage::{
     LogFilter, SessionSummary, SpanTiming, StoredTrace, TelemetryScope, TelemetryVisitor,
     TraceBounds, TraceFilter, TraceSummary, TraceTiming,
 };
 
-/// Adds a new span to its trace's row. In `DO UPDATE`, `traces.*` are the
-/// old values: the root is the parentless span, else the earliest one.
-/// `?17` is the row a new trace takes (its chunks were written with it);
-/// NULL for a trace already stored, which keeps its own.
-const MERGE_TRACE: &str = "INSERT INTO traces (project, trace_id, has_root, root_name, \
+/// A new trace's row: `?17` is the row it takes (its chunks were written
+/// with it).
+const INSERT_TRACE: &str = "INSERT INTO traces (project, trace_id, has_root, root_name, \
     root_service, start_ns, end_ns, span_count, error_count, llm_calls, input_tokens, \
     output_tokens, cache_read_tokens, cost_usd, user, session, id) \
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17) \
-    ON CONFLICT (project, trace_id) DO UPDATE SET \
-    root_name = CASE WHEN excluded.has_root > traces.has_root OR (excluded.has_root = \
-        traces.has_root AND excluded.start_ns < traces.start_ns) \
-        THEN excluded.root_name ELSE traces.root_name END, \
-    root_service = CASE WHEN excluded.has_root > traces.has_root OR (excluded.has_root = \
-        traces.has_root AND excluded.start_ns < traces.start_ns) \
-        THEN excluded.root_service ELSE traces.root_service END, \
-    has_root = max(traces.has_root, excluded.has_root), \
-    start_ns = min(traces.start_ns, excluded.start_ns), \
-    end_ns = max(traces.end_ns, excluded.end_ns), \
-    span_count = traces.span_count + excluded.span_count, \
-    error_count = traces.error_count + excluded.error_count, \
-    llm_calls = traces.llm_calls + excluded.llm_calls, \
-    input_tokens = traces.input_tokens + excluded.input_tokens, \
-    output_tokens = traces.output_tokens + excluded.output_tokens, \
-    cache_read_tokens = traces.cache_read_tokens + excluded.cache_read_tokens, \
-    cost_usd = traces.cost_usd + excluded.cost_usd, \
-    user = coalesce(traces.user, excluded.user), \
-    session = coalesce(traces.session, excluded.session)";
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)";
+
+/// Adds new spans to a stored trace's row `?17` (the parameters as
+/// `INSERT_TRACE`'s; the right-hand sides read the old values): the root is
+/// the parentless span, else the earliest one. Returns the trace's start.
+const MERGE_TRACE: &str = "UPDATE traces SET \
+    root_name = CASE WHEN ?3 > has_root OR (?3 = has_root AND ?6 < start_ns) \
+        THEN ?4 ELSE root_name END, \
+    root_service = CASE WHEN ?3 > has_root OR (?3 = has_root AND ?6 < start_ns) \
+        THEN ?5 ELSE root_service END, \
+    has_root = max(has_root, ?3), \
+    start_ns = min(start_ns, ?6), \
+    end_ns = max(end_ns, ?7), \
+    span_count = span_count + ?8, \
+    error_count = error_count + ?9, \
+    llm_calls = llm_calls + ?10, \
+    input_tokens = input_tokens + ?11, \
+    output_tokens = output_tokens + ?12, \
+    cache_read_tokens = cache_read_tokens + ?13, \
+    cost_usd = cost_usd + ?14, \
+    user = coalesce(user, ?15), \
+    session = coalesce(session, ?16) \
+    WHERE id = ?17 AND ?1 IS project AND ?2 IS trace_id \
+    RETURNING start_ns";
 
 const INSERT_LOG: &str = "INSERT INTO logs (project, time_ns, trace_id, severity, record) \
     VALUES (?1, ?2, ?3, ?4, ?5)";
@@ -54,6 +58,15 @@ pub fn to_json<T: serde::Serialize>(value: &T) -> String {
 
 fn from_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, StorageError> {
     serde_json::from_str(text).map_err(|e| StorageError::Corrupt(format!("stored record: {e}")))
+}
+
+/// The row of a trace an append adds to: stored, or new (numbered once
+/// every chunk's trace is known); `least` is the earliest start of its
+/// new spans.
+struct TraceRow {
+    row: i64,
+    new: bool,
+    least: i64,
 }
 
 /// New spans' contribution to one trace's row.
@@ -132,8 +145,9 @@ pub fn append(
     log_json: &[String],
     max_spans_per_trace: usize,
     packing: &Arc<SpanPacking>,
-) -> Result<u64, StorageError> {
-    let mut dropped_spans = 0;
+    trace_keys: &KeyIndex,
+) -> Result<SpansAppended, StorageError> {
+    let mut appended = SpansAppended::default();
     if !chunks.is_empty() {
         // What the new spans add to each trace, summed here so that a trace
         // gets one update per batch rather than one per span.
@@ -141,32 +155,46 @@ pub fn append(
         let mut by_trace: FxHashMap<(&str, &str), usize> = FxHashMap::default();
         let mut inserted = Vec::with_capacity(chunks.len());
         let mut dropped: FxHashMap<(&str, &str), u64> = FxHashMap::default();
-        // A new trace's row is numbered here, past every row a chunk
-        // names (a trace row that retention deleted leaves its newer chunks
-        // until their block goes; its number is not given again).
-        let mut next_row: i64 = tx.query_row(
-            "SELECT max(coalesce((SELECT max(id) FROM traces), 0), \
-             coalesce((SELECT max(trace) FROM span_chunks), 0)) + 1",
-            [],
-            |row| row.get(0),
-        )?;
-        let mut find =
-            tx.prepare_cached("SELECT id FROM traces WHERE project = ?1 AND trace_id = ?2")?;
+        // Each chunk's trace: its stored row, or a new one. New traces are
+        // numbered past every row ever given (`trace_blocks::next_row`), by
+        // project and the minute they start, so that the time index takes a
+        // block per run rather than an entry per trace.
+        let mut rows: FxHashMap<(&str, &str), TraceRow> = FxHashMap::default();
+        for &c in chunk_order {
+            let Some(&first) = chunks[c].spans.first() else { continue };
+            let key = (spans[first].project.as_str(), spans[first].trace_id.as_str());
+            let least = chunks[c].min_start;
+            match rows.entry(key) {
+                Entry::Occupied(mut e) => e.get_mut().least = e.get().least.min(least),
+                Entry::Vacant(e) => {
+                    let row = trace_row(tx, trace_keys, key.0, key.1)?;
+                    e.insert(TraceRow { row: row.unwrap_or(0), new: row.is_none(), least });
+                }
+            }
+        }
+        let mut new_traces: Vec<((&str, &str), i64)> =
+            rows.iter().filter(|(_, r)| r.new).map(|(&key, r)| (key, r.least)).collect();
+        if !new_traces.is_empty() {
+            new_traces.sort_unstable_by_key(|&((project, trace_id), least)| {
+                (project, span_blocks::slice(least), trace_id)
+            });
+            let mut next_row = trace_blocks::next_row(tx)?;
+            for (key, _) in new_traces {
+                rows.get_mut(&key).expect("listed above").row = next_row;
+                next_row += 1;
+            }
+            trace_blocks::given(tx, next_row - 1)?;
+        }
         for &c in chunk_order {
             let Some(&first) = chunks[c].spans.first() else { continue };
             let (project, trace_id) =
                 (spans[first].project.as_str(), spans[first].trace_id.as_str());
+            // Only the first chunk of a new trace finds nothing stored.
             let (row, new) = match by_trace.get(&(project, trace_id)) {
                 Some(&d) => (deltas[d].row, false),
                 None => {
-                    match find.query_row(params![project, trace_id], |r| r.get(0)).optional()? {
-                        Some(row) => (row, false),
-                        None => {
-                            let row = next_row;
-                            next_row += 1;
-                            (row, true)
-                        }
-                    }
+                    let r = &rows[&(project, trace_id)];
+                    (r.row, r.new)
                 }
             };
             // A trace first seen by this append has nothing stored yet.
@@ -197,9 +225,10 @@ pub fn append(
             }
         }
         span_blocks::record(tx, inserted.into_iter())?;
+        let mut insert = tx.prepare_cached(INSERT_TRACE)?;
         let mut merge = tx.prepare_cached(MERGE_TRACE)?;
         for d in &deltas {
-            merge.execute(params![
+            let values = params![
                 d.root.project,
                 d.root.trace_id,
                 d.root.parent_span_id.is_none(),
@@ -216,16 +245,32 @@ pub fn append(
                 d.cost_usd,
                 d.user,
                 d.session,
-                d.new.then_some(d.row),
-            ])?;
+                d.row,
+            ];
+            if d.new {
+                insert.execute(values)?;
+                let hash = key_hash(&d.root.project, &[&d.root.trace_id]);
+                appended.trace_keys.push((hash, d.row));
+                continue;
+            }
+            let start_ns: i64 = merge.query_row(values, |r| r.get(0))?;
+            // A stored trace's start moved back: so does its block's.
+            if start_ns == d.start_ns {
+                trace_blocks::widen(tx, &d.root.project, d.row, start_ns)?;
+            }
         }
-        let mut mark = tx.prepare_cached(
-            "UPDATE traces SET dropped_spans = dropped_spans + ?3 \
-             WHERE project = ?1 AND trace_id = ?2",
-        )?;
-        for ((project, trace_id), n) in &dropped {
-            mark.execute(params![project, trace_id, *n as i64])?;
-            dropped_spans += n;
+        let mut new_rows: Vec<(&str, i64, i64)> = deltas
+            .iter()
+            .filter(|d| d.new)
+            .map(|d| (d.root.project.as_str(), d.row, d.start_ns))
+            .collect();
+        new_rows.sort_unstable_by_key(|&(_, row, _)| row);
+        trace_blocks::record(tx, new_rows)?;
+        let mut mark = tx
+            .prepare_cached("UPDATE traces SET dropped_spans = dropped_spans + ?2 WHERE id = ?1")?;
+        for (key, n) in &dropped {
+            mark.execute(params![rows[key].row, *n as i64])?;
+            appended.dropped_spans += n;
         }
     }
     if !logs.is_empty() {
@@ -240,7 +285,103 @@ pub fn append(
             ])?;
         }
     }
-    Ok(dropped_spans)
+    Ok(appended)
+}
+
+/// What `append` did beyond storing: the spans not kept, and the keys of
+/// the traces it stored first, as (hash, row), for the trace index once
+/// the transaction commits.
+#[derive(Default)]
+pub struct SpansAppended {
+    pub dropped_spans: u64,
+    pub trace_keys: Vec<(u64, i64)>,
+}
+
+/// The row of the trace `trace_id` of `project`, if one is stored: a
+/// candidate of the index whose row holds that trace.
+pub fn trace_row(
+    conn: &rusqlite::Connection,
+    keys: &KeyIndex,
+    project: &str,
+    trace_id: &str,
+) -> Result<Option<i64>, StorageError> {
+    let mut check = conn
+        .prepare_cached("SELECT 1 FROM traces WHERE id = ?1 AND project = ?2 AND trace_id = ?3")?;
+    for row in keys.candidates(conn, key_hash(project, &[trace_id]))? {
+        if check.exists(params![row, project, trace_id])? {
+            return Ok(Some(row));
+        }
+    }
+    Ok(None)
+}
+
+/// Deletes the runs of trace keys none of whose rows is left (a run holds
+/// the rows past the run before's highest, through its own), for
+/// `KeyIndex::forget` once `tx` commits. Rows are never given again, so a
+/// run left whole while one of its traces lives stays exact.
+pub fn drop_key_runs(tx: &Transaction<'_>, keys: &KeyIndex) -> Result<Vec<i64>, StorageError> {
+    let mut left = tx.prepare_cached("SELECT 1 FROM traces WHERE id > ?1 AND id <= ?2")?;
+    keys.drop_runs(tx, |after, last| Ok(!left.exists(params![after.unwrap_or(i64::MIN), last])?))
+}
+
+/// Reads the keys of the traces past row `after` back, a page at a time,
+/// as (hash, row), in row order: the trace index takes them after a
+/// restart.
+pub fn each_key_after(
+    conn: &rusqlite::Connection,
+    mut after: i64,
+    mut page: impl FnMut(&[(u64, i64)]) -> Result<(), StorageError>,
+) -> Result<(), StorageError> {
+    const PAGE: i64 = 1 << 16;
+    let mut stmt = conn
+        .prepare("SELECT id, project, trace_id FROM traces WHERE id > ?1 ORDER BY id LIMIT ?2")?;
+    loop {
+        let mut keys = Vec::new();
+        let mut rows = stmt.query(params![after, PAGE])?;
+        while let Some(row) = rows.next()? {
+            let (id, project, trace_id): (i64, String, String) =
+                (row.get(0)?, row.get(1)?, row.get(2)?);
+            keys.push((key_hash(&project, &[&trace_id]), id));
+            after = id;
+        }
+        if keys.is_empty() {
+            return Ok(());
+        }
+        page(&keys)?;
+    }
+}
+
+/// Appends `spans` as the committer does (for tests); returns the spans
+/// not kept.
+#[cfg(test)]
+pub fn append_as_committer(
+    conn: &mut rusqlite::Connection,
+    spans: &[SpanRecord],
+    packing: &Arc<SpanPacking>,
+) -> u64 {
+    let chunks = span_chunks::chunks_of(spans, packing);
+    let refs: Vec<&SpanRecord> = spans.iter().collect();
+    let order = span_blocks::insert_order(&refs, &chunks);
+    // The trace index as an open builds it, from the rows.
+    let keys = super::load_trace_keys(conn, super::key_runs::RUN_KEYS).unwrap();
+    let tx = conn.transaction().unwrap();
+    let appended =
+        append(&tx, &refs, &chunks, &order, &[], &[], usize::MAX, packing, &keys).unwrap();
+    tx.commit().unwrap();
+    appended.dropped_spans
+}
+
+/// `trace` with the trace index an open builds (for tests).
+#[cfg(test)]
+pub fn trace_of(
+    conn: &rusqlite::Connection,
+    project: &str,
+    trace_id: &str,
+    bounds: TraceBounds,
+    packing: &SpanPacking,
+) -> StoredTrace {
+    let keys = super::load_trace_keys(conn, super::key_runs::RUN_KEYS).unwrap();
+    trace(conn, project, trace_id, bounds, packing, &keys).unwrap()
 }
 
 const TRACE_COLUMNS: &str = "t.trace_id, t.root_name, t.root_service, t.start_ns, t.end_ns, \
@@ -271,11 +412,15 @@ pub fn list_traces(
     conn: &rusqlite::Connection,
     filter: &TraceFilter,
 ) -> Result<Vec<TraceSummary>, StorageError> {
+    // Asked of each block in turn (its rows first), newest first.
     let mut sql = format!(
-        "SELECT {TRACE_COLUMNS} FROM traces t WHERE t.project = ? AND t.start_ns >= ? \
-         AND t.start_ns < ?"
+        "SELECT {TRACE_COLUMNS} FROM traces t NOT INDEXED WHERE t.id BETWEEN ? AND ? \
+         AND t.project = ? \
+         AND t.start_ns >= ? AND t.start_ns < ?"
     );
     let mut args: Vec<SqlValue> = vec![
+        SqlValue::Null,
+        SqlValue::Null,
         SqlValue::Text(filter.project.clone()),
         SqlValue::Integer(filter.from_ns),
         SqlValue::Integer(filter.to_ns),
@@ -336,8 +481,32 @@ pub fn list_traces(
     sql.push_str(" ORDER BY t.start_ns DESC, t.trace_id DESC LIMIT ?");
     args.push(SqlValue::Integer(filter.limit as i64));
     let mut stmt = conn.prepare(&sql)?;
-    let rows = stmt.query_map(params_from_iter(args), trace_from_row)?;
-    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    // Blocks come by their latest start; once `limit` traces are found,
+    // a block whose latest start is before the last of them has none to add.
+    let to_ns = match &filter.before {
+        Some((start, _)) => filter.to_ns.min(start.saturating_add(1)),
+        None => filter.to_ns,
+    };
+    let mut blocks = conn.prepare_cached(trace_blocks::NEWEST_FIRST)?;
+    let mut blocks = blocks.query(params![filter.project, filter.from_ns, to_ns])?;
+    let newest_first = |a: &TraceSummary, b: &TraceSummary| {
+        (b.start_ns, &b.trace_id).cmp(&(a.start_ns, &a.trace_id))
+    };
+    let mut found: Vec<TraceSummary> = Vec::new();
+    while let Some(block) = blocks.next()? {
+        let max_start: i64 = block.get(2)?;
+        if found.len() >= filter.limit && found.last().is_some_and(|t| max_start < t.start_ns) {
+            break;
+        }
+        (args[0], args[1]) = (SqlValue::Integer(block.get(0)?), SqlValue::Integer(block.get(1)?));
+        let rows = stmt.query_map(params_from_iter(args.iter()), trace_from_row)?;
+        for row in rows {
+            found.push(row?);
+        }
+        found.sort_unstable_by(newest_first);
+        found.truncate(filter.limit);
+    }
+    Ok(found)
 }
 
 /// Every span of a trace (in start order) and its log records (by time).
@@ -347,12 +516,14 @@ pub fn trace(
     trace_id: &str,
     bounds: TraceBounds,
     packing: &SpanPacking,
+    keys: &KeyIndex,
 ) -> Result<StoredTrace, StorageError> {
+    let row = trace_row(conn, keys, project, trace_id)?;
     let mut stmt = conn.prepare_cached(
         "SELECT seq, head, body FROM span_chunks INDEXED BY span_chunks_by_trace \
-         WHERE trace = (SELECT id FROM traces WHERE project = ?1 AND trace_id = ?2)",
+         WHERE trace = ?1",
     )?;
-    let mut rows = stmt.query(params![project, trace_id])?;
+    let mut rows = stmt.query([row])?;
     // The earliest `max_spans` by start are kept; the set is cut back
     // whenever it holds twice that, so at most two caps' worth of spans and
     // one chunk are decoded at once, whatever the trace's size.
@@ -382,11 +553,8 @@ pub fn trace(
     placed.sort_by_key(|(order, _)| *order);
     let spans: Vec<SpanRecord> = placed.into_iter().map(|(_, span)| span).collect();
     let spans_left_out = seen - spans.len() as u64;
-    let sql = format!("SELECT {TRACE_COLUMNS} FROM traces t WHERE project = ?1 AND trace_id = ?2");
-    let summary = conn
-        .prepare_cached(&sql)?
-        .query_row(params![project, trace_id], trace_from_row)
-        .optional()?;
+    let sql = format!("SELECT {TRACE_COLUMNS} FROM traces t WHERE id = ?1");
+    let summary = conn.prepare_cached(&sql)?.query_row([row], trace_from_row).optional()?;
     let mut stmt = conn.prepare_cached(
         "SELECT record FROM logs INDEXED BY logs_trace WHERE project = ?1 AND trace_id = ?2 \
          ORDER BY time_ns, seq LIMIT ?3",
@@ -411,14 +579,15 @@ pub fn list_sessions(
     to_ns: i64,
     limit: usize,
 ) -> Result<Vec<SessionSummary>, StorageError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT session, count(*), min(start_ns), max(end_ns), sum(span_count), \
+    let mut stmt = conn.prepare_cached(&format!(
+        "{} SELECT session, count(*), min(start_ns), max(end_ns), sum(span_count), \
          sum(error_count), sum(llm_calls), sum(input_tokens), sum(output_tokens), \
          sum(cache_read_tokens), sum(cost_usd), max(user) \
-         FROM traces WHERE project = ?1 AND session IS NOT NULL \
-         AND start_ns >= ?2 AND start_ns < ?3 \
+         FROM b CROSS JOIN traces t NOT INDEXED ON t.id BETWEEN b.first_id AND b.last_id \
+         WHERE project = ?1 AND session IS NOT NULL AND start_ns >= ?2 AND start_ns < ?3 \
          GROUP BY session ORDER BY max(end_ns) DESC, session LIMIT ?4",
-    )?;
+        trace_blocks::IN_WINDOW
+    ))?;
     let rows = stmt.query_map(params![project, from_ns, to_ns, limit as i64], |row| {
         Ok(SessionSummary {
             session: row.get(0)?,
@@ -440,11 +609,11 @@ pub fn list_sessions(
 
 /// Deletes logs older than `cutoff_ns`, spans by whole minute blocks older
 /// than it (`span_blocks::delete_before`), and the traces that ended before
-/// it.
+/// it (`trace_blocks::delete_before`).
 pub fn apply_retention(tx: &Transaction<'_>, cutoff_ns: i64) -> Result<usize, StorageError> {
     let mut deleted = span_blocks::delete_before(tx, cutoff_ns)?;
     deleted += tx.execute("DELETE FROM logs WHERE time_ns < ?1", [cutoff_ns])?;
-    deleted += tx.execute("DELETE FROM traces WHERE end_ns < ?1", [cutoff_ns])?;
+    deleted += trace_blocks::delete_before(tx, cutoff_ns)?;
     Ok(deleted)
 }
 
@@ -488,11 +657,13 @@ pub fn scan_traces(
     scope: &TelemetryScope,
     visitor: &mut dyn TelemetryVisitor,
 ) -> Result<(), StorageError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT end_ns - start_ns, error_count, cost_usd FROM traces \
+    let mut stmt = conn.prepare_cached(&format!(
+        "{} SELECT end_ns - start_ns, error_count, cost_usd \
+         FROM b CROSS JOIN traces t NOT INDEXED ON t.id BETWEEN b.first_id AND b.last_id \
          WHERE project = ?1 AND start_ns >= ?2 AND start_ns < ?3 \
          AND (?4 IS NULL OR root_service = ?4)",
-    )?;
+        trace_blocks::IN_WINDOW
+    ))?;
     let mut rows = stmt.query(params![scope.project, scope.from_ns, scope.to_ns, scope.service])?;
     while let Some(row) = rows.next()? {
         visitor.trace(TraceTiming {
@@ -593,4 +764,103 @@ pub fn logs_after(
         out.push((seq, from_json(&text)?));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::Connection;
+
+    use super::*;
+    use crate::storage::sqlite::{load_trace_keys, schema, write_key_run};
+
+    /// Appends as the store does: the new traces' keys join the index once
+    /// the transaction commits, and a run is written when it is full.
+    fn append_with(conn: &mut Connection, keys: &mut KeyIndex, spans: &[SpanRecord]) {
+        let packing = Arc::new(SpanPacking::default());
+        let chunks = span_chunks::chunks_of(spans, &packing);
+        let refs: Vec<&SpanRecord> = spans.iter().collect();
+        let order = span_blocks::insert_order(&refs, &chunks);
+        let tx = conn.transaction().unwrap();
+        let appended =
+            append(&tx, &refs, &chunks, &order, &[], &[], usize::MAX, &packing, keys).unwrap();
+        tx.commit().unwrap();
+        for &(hash, row) in &appended.trace_keys {
+            keys.add(hash, row, row);
+        }
+        write_key_run(conn, keys, |tx| Ok(trace_blocks::next_row(tx)? - 1)).unwrap();
+    }
+
+    fn span(trace: usize, span_id: &str, start_s: i64) -> SpanRecord {
+        SpanRecord {
+            trace_id: format!("{trace:032x}"),
+            span_id: span_id.to_owned(),
+            start_ns: start_s * 1_000_000_000,
+            end_ns: start_s * 1_000_000_000 + 1,
+            ..SpanRecord::example()
+        }
+    }
+
+    fn rows_of(conn: &Connection, trace: usize) -> Vec<(i64, i64)> {
+        conn.prepare("SELECT id, span_count FROM traces WHERE trace_id = ?1")
+            .unwrap()
+            .query_map([format!("{trace:032x}")], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    #[test]
+    fn traces_are_found_through_key_runs_after_a_restart_and_a_run_stays_while_a_row_lives() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        schema::create_or_check(&conn).unwrap();
+        let mut keys = load_trace_keys(&conn, 4).unwrap();
+        // Ten traces, the n-th starting at 1,000 n s, in three appends.
+        for part in [0..4, 4..8, 8..10] {
+            let spans: Vec<SpanRecord> = part.map(|n| span(n, "a", 1_000 * n as i64)).collect();
+            append_with(&mut conn, &mut keys, &spans);
+        }
+        let runs = |conn: &Connection| -> i64 {
+            conn.query_row("SELECT count(*) FROM trace_key_runs", [], |r| r.get(0)).unwrap()
+        };
+        assert_eq!(runs(&conn), 2);
+        // Found from memory and from runs; then as an open finds them.
+        for keys in [&keys, &load_trace_keys(&conn, 4).unwrap()] {
+            for n in 0..10 {
+                let id = format!("{n:032x}");
+                assert_eq!(trace_row(&conn, keys, "default", &id).unwrap(), Some(n as i64 + 1));
+            }
+            assert_eq!(trace_row(&conn, keys, "default", &"f".repeat(32)).unwrap(), None);
+            assert_eq!(trace_row(&conn, keys, "other", &format!("{:032x}", 1)).unwrap(), None);
+        }
+        // Trace 1 lives on (a late span); the others of the first run end
+        // before the cutoff.
+        append_with(&mut conn, &mut keys, &[span(1, "b", 5_000)]);
+        let cutoff = 4_500 * 1_000_000_000;
+        let tx = conn.transaction().unwrap();
+        apply_retention(&tx, cutoff).unwrap();
+        let dropped = drop_key_runs(&tx, &keys).unwrap();
+        tx.commit().unwrap();
+        keys.forget(&dropped);
+        assert!(dropped.is_empty(), "the first run holds trace 1's row");
+        append_with(&mut conn, &mut keys, &[span(1, "c", 5_001)]);
+        assert_eq!(rows_of(&conn, 1), [(2, 3)]);
+        // Once trace 1 is gone too, its run goes; the second (rows 5..8)
+        // keeps traces 5 to 7.
+        let cutoff = 5_500 * 1_000_000_000;
+        let tx = conn.transaction().unwrap();
+        apply_retention(&tx, cutoff).unwrap();
+        let dropped = drop_key_runs(&tx, &keys).unwrap();
+        tx.commit().unwrap();
+        keys.forget(&dropped);
+        assert_eq!(dropped.len(), 1);
+        assert_eq!(runs(&conn), 1);
+        // A trace whose row retention deleted starts a row of its own, never
+        // one given before.
+        append_with(&mut conn, &mut keys, &[span(0, "z", 9_000)]);
+        assert_eq!(rows_of(&conn, 0), [(11, 1)]);
+        for n in 6..10 {
+            let id = format!("{n:032x}");
+            assert_eq!(trace_row(&conn, &keys, "default", &id).unwrap(), Some(n as i64 + 1));
+        }
+    }
 }

@@ -1,21 +1,22 @@
-//! The idempotency index of stored calls: every stored call's id and span
-//! key as a 40-bit hash with the seq of the call holding it. A hash only
-//! names candidates: a call is a duplicate when a candidate's stored key is
-//! its own (`call_chunks` reads it back), so the index is exact however
-//! hashes collide, and a candidate whose call retention deleted is no
-//! longer one. Keys of the calls stored since the last run are held in
-//! memory (`recent`), rebuilt from the calls themselves after a restart or
-//! crash (the call chunks are their log); past `RUN_KEYS` they are written
-//! as one run, sorted by hash in blocks, with a binary fuse filter telling
-//! which runs may hold a hash. A blocked Bloom filter over every run's
-//! hashes answers most lookups of a new key with one memory access, so a
-//! random id costs no index write on its commit and no read at all. When
-//! the Bloom filter fills, a bigger one is built from the runs on a thread
-//! of its own while the full one goes on answering (a little less sharply)
-//! and taking the new runs' hashes: commits never wait for the rebuild.
-//! A clean stop saves the Bloom filter beside the database, and the next
-//! open takes it back (once: the file is deleted as it is read); after a
-//! crash it is built on that thread while lookups ask each run's filter.
+//! An index of stored keys in sorted runs: each key as a 40-bit hash with
+//! the number of the row holding it (a call chunk's seq for a call's id or
+//! span key; a trace's row for its trace id). A hash only names
+//! candidates: the caller reads each candidate's stored key back and
+//! compares, so the index is exact however hashes collide, and a candidate
+//! whose row retention deleted is no longer one. Keys stored since the last
+//! run are held in memory (`recent`), rebuilt from the rows themselves
+//! after a restart or crash (the rows are their log); past `RUN_KEYS` they
+//! are written as one run, sorted by hash in blocks, with a binary fuse
+//! filter telling which runs may hold a hash. A blocked Bloom filter over
+//! every run's hashes answers most lookups of a new key with one memory
+//! access, so a random id costs no index write on its commit and no read at
+//! all. When the Bloom filter fills, a bigger one is built from the runs on
+//! a thread of its own while the full one goes on answering (a little less
+//! sharply) and taking the new runs' hashes: commits never wait for the
+//! rebuild. A clean stop saves the Bloom filter beside the database, and
+//! the next open takes it back (once: the file is deleted as it is read);
+//! after a crash it is built on that thread while lookups ask each run's
+//! filter. Calls and traces each have an index of their own (`KeySpace`).
 
 use std::collections::hash_map::Entry;
 use std::hash::{BuildHasher, Hasher};
@@ -43,9 +44,36 @@ const SEEN_FALSE_POSITIVES: f64 = 0.001;
 /// The least number of keys the Bloom filter is sized for.
 const MIN_SEEN_KEYS: usize = 1 << 20;
 
-/// What the meta table keeps: every call with a seq at or below it has its
-/// keys in a run.
-pub const THROUGH_KEY: &str = "call_keys_through";
+/// Where an index keeps its runs, and what it is called in messages.
+pub struct KeySpace {
+    /// What the keys are of: "call", "trace".
+    pub what: &'static str,
+    /// The tables of its runs and their blocks.
+    runs: &'static str,
+    blocks: &'static str,
+    /// The meta key of the row through which every key is in a run.
+    through: &'static str,
+    /// The extension of the file a clean stop saves its Bloom filter in.
+    saved: &'static str,
+}
+
+/// The idempotency index of stored calls: ids and span keys, by seq.
+pub const CALLS: KeySpace = KeySpace {
+    what: "call",
+    runs: "call_key_runs",
+    blocks: "call_key_blocks",
+    through: "call_keys_through",
+    saved: "keyfilter",
+};
+
+/// The traces stored, by (project, trace id), with their rows.
+pub const TRACES: KeySpace = KeySpace {
+    what: "trace",
+    runs: "trace_key_runs",
+    blocks: "trace_key_blocks",
+    through: "trace_keys_through",
+    saved: "tracefilter",
+};
 
 /// The hash a key of `project` is indexed under, the key given in `parts`
 /// (as `call_chunks` forms it: `i` and the id, or `s`, the trace id and the
@@ -130,7 +158,8 @@ struct Block {
 }
 
 /// The in-memory part of the index, with what it knows of the written runs.
-pub struct CallKeys {
+pub struct KeyIndex {
+    space: &'static KeySpace,
     /// Keys of calls stored since the last run: hash → the first seq.
     recent: FxHashMap<u64, i64>,
     /// Further seqs of a recent hash: keys whose hashes collide, or a key
@@ -160,19 +189,25 @@ pub struct CallKeys {
 /// A Bloom filter being built from the runs there were when it started,
 /// and the hashes of the runs written since, to add once it is done.
 struct Rebuild {
-    built: mpsc::Receiver<Result<(Seen, usize), String>>,
+    /// (In a mutex only so that the index can be shared for lookups.)
+    built: std::sync::Mutex<mpsc::Receiver<Result<(Seen, usize), String>>>,
     capacity: usize,
     since: Vec<u64>,
 }
 
-impl CallKeys {
+impl KeyIndex {
     /// Loads the runs of `conn`; the keys of the calls stored after them
     /// (after `through(conn)`) are to be `add`ed, as `call_chunks` reads
     /// them back. A run is written past `run_keys` recent keys. The Bloom
     /// filter is the one saved at the last clean stop if it is there and
     /// whole, else built on a thread of its own.
-    pub fn load(conn: &Connection, run_keys: usize) -> Result<CallKeys, StorageError> {
-        let mut keys = CallKeys {
+    pub fn load(
+        conn: &Connection,
+        space: &'static KeySpace,
+        run_keys: usize,
+    ) -> Result<KeyIndex, StorageError> {
+        let mut keys = KeyIndex {
+            space,
             recent: FxHashMap::default(),
             recent_more: FxHashMap::default(),
             recent_max_time: i64::MIN,
@@ -186,18 +221,20 @@ impl CallKeys {
             rebuilding: None,
         };
         let mut stmt =
-            conn.prepare("SELECT id, max_time, filter FROM call_key_runs ORDER BY id")?;
+            conn.prepare(&format!("SELECT id, max_time, filter FROM {} ORDER BY id", space.runs))?;
         let mut rows = stmt.query([])?;
         while let Some(row) = rows.next()? {
             let (id, max_time, filter): (i64, i64, Vec<u8>) =
                 (row.get(0)?, row.get(1)?, row.get(2)?);
-            let filter = decode_filter(&filter)
-                .ok_or_else(|| StorageError::Corrupt(format!("call key run {id}: filter")))?;
+            let filter = decode_filter(&filter).ok_or_else(|| {
+                StorageError::Corrupt(format!("{} key run {id}: filter", space.what))
+            })?;
             keys.runs.push(Run { id, max_time, filter, blocks: Vec::new() });
         }
         drop(rows);
         // Each block's first hash, from the blocks' keys alone.
-        let mut stmt = conn.prepare("SELECT run, first_hash FROM call_key_blocks ORDER BY run")?;
+        let mut stmt =
+            conn.prepare(&format!("SELECT run, first_hash FROM {} ORDER BY run", space.blocks))?;
         let mut rows = stmt.query([])?;
         let mut at = 0;
         while let Some(row) = rows.next()? {
@@ -207,7 +244,10 @@ impl CallKeys {
             }
             match keys.runs.get_mut(at) {
                 Some(found) if found.id == run => found.blocks.push(first as u64),
-                _ => return Err(StorageError::Corrupt(format!("call key block of no run {run}"))),
+                _ => {
+                    let what = space.what;
+                    return Err(StorageError::Corrupt(format!("{what} key block of no run {run}")));
+                }
             }
         }
         for run in &mut keys.runs {
@@ -217,20 +257,22 @@ impl CallKeys {
         if keys.runs.is_empty() {
             // A filter saved when there were runs (retention has dropped
             // them all since) is of no use: not left lying around.
-            if let Some(path) = saved_path(conn) {
+            if let Some(path) = saved_path(conn, space) {
                 let _ = std::fs::remove_file(path);
             }
             return Ok(keys);
         }
-        let identity = SavedIdentity::of(conn)?;
-        match saved_path(conn).map(|path| take_saved(&path, &identity)) {
+        let identity = SavedIdentity::of(conn, space)?;
+        match saved_path(conn, space).map(|path| take_saved(&path, &identity)) {
             Some(Ok(Some((seen, capacity, seen_keys)))) => {
-                info!(keys = seen_keys, "call key Bloom filter taken back from the last stop");
+                let what = space.what;
+                info!(what, keys = seen_keys, "key Bloom filter taken back from the last stop");
                 (keys.seen, keys.seen_capacity, keys.seen_keys) = (seen, capacity, seen_keys);
             }
             found => {
                 if let Some(Err(err)) = found {
-                    warn!(%err, "the saved call key Bloom filter could not be read; building it");
+                    let what = space.what;
+                    warn!(what, %err, "the saved key Bloom filter could not be read; building it");
                 }
                 keys.seen_complete = false;
                 keys.start_rebuild(conn, identity.keys as usize)?;
@@ -243,23 +285,24 @@ impl CallKeys {
     /// back (a clean stop, once nothing writes); nothing for a store in
     /// memory or while the filter is not yet whole.
     pub fn save(&self, conn: &Connection) -> Result<(), StorageError> {
-        let Some(path) = saved_path(conn) else { return Ok(()) };
+        let Some(path) = saved_path(conn, self.space) else { return Ok(()) };
         if !self.seen_complete || self.runs.is_empty() {
             return Ok(());
         }
-        let identity = SavedIdentity::of(conn)?;
+        let identity = SavedIdentity::of(conn, self.space)?;
         let io = |source| StorageError::Io { path: path.display().to_string(), source };
-        let partial = path.with_extension("keyfilter-partial");
+        let partial = path.with_extension(format!("{}-partial", self.space.saved));
         write_saved(&partial, &identity, self).map_err(io)?;
         std::fs::rename(&partial, &path).map_err(io)?;
-        info!(keys = self.seen_keys, path = %path.display(), "call key Bloom filter saved");
+        let what = self.space.what;
+        info!(what, keys = self.seen_keys, path = %path.display(), "key Bloom filter saved");
         Ok(())
     }
 
-    /// The seq through which every call's keys are in a run.
-    pub fn through(conn: &Connection) -> Result<i64, rusqlite::Error> {
+    /// The row through which every key of `space` is in a run.
+    pub fn through(conn: &Connection, space: &KeySpace) -> Result<i64, rusqlite::Error> {
         let value: Option<i64> = conn
-            .query_row("SELECT value FROM meta WHERE key = ?1", [THROUGH_KEY], |row| row.get(0))
+            .query_row("SELECT value FROM meta WHERE key = ?1", [space.through], |row| row.get(0))
             .optional()?;
         Ok(value.unwrap_or(0))
     }
@@ -268,11 +311,10 @@ impl CallKeys {
     /// twice what they hold (a store in memory, which no other connection
     /// can read).
     fn reseen(&mut self, conn: &Connection) -> Result<(), StorageError> {
-        let total: i64 =
-            conn.query_row("SELECT coalesce(sum(keys), 0) FROM call_key_runs", [], |r| r.get(0))?;
-        self.seen_capacity = (2 * total as usize).max(self.min_seen);
+        let total = self.runs_keys(conn)?;
+        self.seen_capacity = (2 * total).max(self.min_seen);
         let runs: Vec<i64> = self.runs.iter().map(|run| run.id).collect();
-        (self.seen, self.seen_keys) = fill_seen(conn, &runs, self.seen_capacity)?;
+        (self.seen, self.seen_keys) = fill_seen(conn, self.space, &runs, self.seen_capacity)?;
         self.seen_complete = true;
         Ok(())
     }
@@ -298,9 +340,10 @@ impl CallKeys {
         if self.seen_complete && !self.seen.contains(&hash) {
             return Ok(out);
         }
-        let mut stmt = conn.prepare_cached(
-            "SELECT body FROM call_key_blocks WHERE run = ?1 AND first_hash = ?2",
-        )?;
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT body FROM {} WHERE run = ?1 AND first_hash = ?2",
+            self.space.blocks
+        ))?;
         for run in self.runs.iter().rev() {
             if !run.filter.contains(&hash) {
                 continue;
@@ -310,7 +353,7 @@ impl CallKeys {
             let Some(row) = rows.next()? else { continue };
             let body = row.get_ref(0)?.as_blob().map_err(rusqlite::Error::from)?;
             // Hashes ascend: read up to the first past this one.
-            each_entry(run.id, first, body, |found, seq| {
+            each_entry(self.space, run.id, first, body, |found, seq| {
                 if found == hash {
                     out.push(seq);
                 }
@@ -362,16 +405,20 @@ impl CallKeys {
         let mut hashes: Vec<u64> = entries.iter().map(|(hash, _)| *hash).collect();
         hashes.dedup();
         let filter = BinaryFuse16::try_from(&hashes)
-            .map_err(|e| StorageError::Corrupt(format!("call key filter: {e}")))?;
+            .map_err(|e| StorageError::Corrupt(format!("{} key filter: {e}", self.space.what)))?;
         let filter_bytes = encode_filter(&filter);
         tx.execute(
-            "INSERT INTO call_key_runs (max_time, keys, filter) VALUES (?1, ?2, ?3)",
+            &format!(
+                "INSERT INTO {} (max_time, keys, filter) VALUES (?1, ?2, ?3)",
+                self.space.runs
+            ),
             params![self.recent_max_time, entries.len() as i64, filter_bytes],
         )?;
         let id = tx.last_insert_rowid();
-        let mut insert = tx.prepare_cached(
-            "INSERT INTO call_key_blocks (run, first_hash, body) VALUES (?1, ?2, ?3)",
-        )?;
+        let mut insert = tx.prepare_cached(&format!(
+            "INSERT INTO {} (run, first_hash, body) VALUES (?1, ?2, ?3)",
+            self.space.blocks
+        ))?;
         let mut blocks = Vec::new();
         let mut rest = &entries[..];
         while !rest.is_empty() {
@@ -389,7 +436,7 @@ impl CallKeys {
         tx.execute(
             "INSERT INTO meta (key, value) VALUES (?1, ?2) \
              ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            params![THROUGH_KEY, through],
+            params![self.space.through, through],
         )?;
         let run = Run { id, max_time: self.recent_max_time, filter, blocks };
         Ok(Some(PendingRun { run, hashes }))
@@ -418,8 +465,8 @@ impl CallKeys {
 
     /// Keys in the written runs.
     fn runs_keys(&self, conn: &Connection) -> Result<usize, StorageError> {
-        let total: i64 =
-            conn.query_row("SELECT coalesce(sum(keys), 0) FROM call_key_runs", [], |r| r.get(0))?;
+        let sql = format!("SELECT coalesce(sum(keys), 0) FROM {}", self.space.runs);
+        let total: i64 = conn.query_row(&sql, [], |r| r.get(0))?;
         Ok(total as usize)
     }
 
@@ -431,19 +478,25 @@ impl CallKeys {
         let capacity = (2 * keys).max(self.min_seen);
         let runs: Vec<i64> = self.runs.iter().map(|run| run.id).collect();
         let (done, built) = mpsc::sync_channel(1);
-        info!(keys, capacity, "building the call key Bloom filter");
+        let what = self.space.what;
+        let space = self.space;
+        info!(what, keys, capacity, "building the key Bloom filter");
         std::thread::Builder::new()
             .name("tally-key-filter".into())
             .spawn(move || {
                 let started = std::time::Instant::now();
-                let result = build_seen(&path, &runs, capacity).map_err(|e| e.to_string());
+                let result = build_seen(&path, space, &runs, capacity).map_err(|e| e.to_string());
                 if let Ok((_, keys)) = &result {
                     let seconds = started.elapsed().as_secs_f64();
-                    info!(keys, seconds, "call key Bloom filter built; taken in at the next write");
+                    info!(
+                        what,
+                        keys, seconds, "key Bloom filter built; taken in at the next write"
+                    );
                 }
                 let _ = done.send(result);
             })
             .map_err(|source| StorageError::Io { path: "key filter thread".into(), source })?;
+        let built = std::sync::Mutex::new(built);
         self.rebuilding = Some(Rebuild { built, capacity, since: Vec::new() });
         Ok(())
     }
@@ -452,7 +505,8 @@ impl CallKeys {
     /// written since it began.
     pub fn settle_rebuild(&mut self) {
         let Some(rebuild) = &self.rebuilding else { return };
-        let result = match rebuild.built.try_recv() {
+        let received = rebuild.built.lock().unwrap_or_else(|p| p.into_inner()).try_recv();
+        let result = match received {
             Ok(result) => result,
             Err(mpsc::TryRecvError::Empty) => return,
             Err(mpsc::TryRecvError::Disconnected) => Err("the build's thread ended".into()),
@@ -466,27 +520,40 @@ impl CallKeys {
                 (self.seen, self.seen_capacity) = (seen, capacity);
                 self.seen_keys = keys + since.len();
                 self.seen_complete = true;
-                info!(keys = self.seen_keys, capacity, "call key Bloom filter rebuilt");
+                let what = self.space.what;
+                info!(what, keys = self.seen_keys, capacity, "key Bloom filter rebuilt");
             }
             // The full filter answers on; the next run tries again.
-            Err(err) => warn!(%err, "call key Bloom filter rebuild failed"),
+            Err(err) => warn!(what = self.space.what, %err, "key Bloom filter rebuild failed"),
         }
     }
 
-    /// Deletes the runs whose calls are all older than `cutoff` (retention
-    /// deleted them) in `tx`; returns them, for `forget` once `tx` commits.
-    /// The Bloom filter keeps their hashes until it is rebuilt.
-    pub fn drop_before(&self, tx: &Transaction<'_>, cutoff: i64) -> Result<Vec<i64>, StorageError> {
-        let old: Vec<i64> =
-            self.runs.iter().filter(|run| run.max_time < cutoff).map(|run| run.id).collect();
+    /// Deletes the runs `gone` picks in `tx`: it is asked of each run in
+    /// order with the `max_time` of the run before (none for the first) and
+    /// its own (for calls, the latest time of one; for traces, the highest
+    /// row). Returns them, for `forget` once `tx` commits. The Bloom filter
+    /// keeps their hashes until it is rebuilt.
+    pub fn drop_runs(
+        &self,
+        tx: &Transaction<'_>,
+        mut gone: impl FnMut(Option<i64>, i64) -> Result<bool, StorageError>,
+    ) -> Result<Vec<i64>, StorageError> {
+        let mut old = Vec::new();
+        let mut before = None;
+        for run in &self.runs {
+            if gone(before, run.max_time)? {
+                old.push(run.id);
+            }
+            before = Some(run.max_time);
+        }
         for id in &old {
-            tx.execute("DELETE FROM call_key_blocks WHERE run = ?1", [id])?;
-            tx.execute("DELETE FROM call_key_runs WHERE id = ?1", [id])?;
+            tx.execute(&format!("DELETE FROM {} WHERE run = ?1", self.space.blocks), [id])?;
+            tx.execute(&format!("DELETE FROM {} WHERE id = ?1", self.space.runs), [id])?;
         }
         Ok(old)
     }
 
-    /// Forgets runs `drop_before` deleted, once that is committed.
+    /// Forgets runs `drop_runs` deleted, once that is committed.
     pub fn forget(&mut self, dropped: &[i64]) {
         self.runs.retain(|run| !dropped.contains(&run.id));
     }
@@ -494,28 +561,34 @@ impl CallKeys {
 
 /// A Bloom filter of `capacity` over every hash of `runs`, read through a
 /// connection of its own to the store at `path`; and how many it holds.
-fn build_seen(path: &Path, runs: &[i64], capacity: usize) -> Result<(Seen, usize), StorageError> {
+fn build_seen(
+    path: &Path,
+    space: &KeySpace,
+    runs: &[i64],
+    capacity: usize,
+) -> Result<(Seen, usize), StorageError> {
     let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
-    fill_seen(&conn, runs, capacity)
+    fill_seen(&conn, space, runs, capacity)
 }
 
 /// A Bloom filter of `capacity` over every hash of `runs` in `conn`; and
 /// how many it holds.
 fn fill_seen(
     conn: &Connection,
+    space: &KeySpace,
     runs: &[i64],
     capacity: usize,
 ) -> Result<(Seen, usize), StorageError> {
     let mut seen = seen_for(capacity);
     let mut keys = 0;
-    let mut stmt =
-        conn.prepare_cached("SELECT first_hash, body FROM call_key_blocks WHERE run = ?1")?;
+    let mut stmt = conn
+        .prepare_cached(&format!("SELECT first_hash, body FROM {} WHERE run = ?1", space.blocks))?;
     for &run in runs {
         let mut rows = stmt.query([run])?;
         while let Some(row) = rows.next()? {
             let first = row.get::<_, i64>(0)? as u64;
             let body = row.get_ref(1)?.as_blob().map_err(rusqlite::Error::from)?;
-            each_entry(run, first, body, |hash, _| {
+            each_entry(space, run, first, body, |hash, _| {
                 seen.insert(&hash);
                 keys += 1;
                 true
@@ -531,8 +604,8 @@ fn store_path(conn: &Connection) -> Option<PathBuf> {
 }
 
 /// Where a clean stop saves the Bloom filter: beside the database.
-fn saved_path(conn: &Connection) -> Option<PathBuf> {
-    store_path(conn).map(|path| path.with_extension("keyfilter"))
+fn saved_path(conn: &Connection, space: &KeySpace) -> Option<PathBuf> {
+    store_path(conn).map(|path| path.with_extension(space.saved))
 }
 
 /// The first bytes of a saved Bloom filter.
@@ -550,13 +623,16 @@ struct SavedIdentity {
 }
 
 impl SavedIdentity {
-    fn of(conn: &Connection) -> Result<Self, StorageError> {
+    fn of(conn: &Connection, space: &KeySpace) -> Result<Self, StorageError> {
         let (runs, last_run, keys) = conn.query_row(
-            "SELECT count(*), coalesce(max(id), 0), coalesce(sum(keys), 0) FROM call_key_runs",
+            &format!(
+                "SELECT count(*), coalesce(max(id), 0), coalesce(sum(keys), 0) FROM {}",
+                space.runs
+            ),
             [],
             |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
         )?;
-        Ok(SavedIdentity { runs, last_run, keys, through: CallKeys::through(conn)? })
+        Ok(SavedIdentity { runs, last_run, keys, through: KeyIndex::through(conn, space)? })
     }
 
     fn words(&self) -> [i64; 4] {
@@ -567,7 +643,7 @@ impl SavedIdentity {
 /// Writes the Bloom filter of `keys` to `path`: the magic, the identity,
 /// capacity, keys held, hash count and word count, the words, then their
 /// xxh3 (all little-endian).
-fn write_saved(path: &Path, identity: &SavedIdentity, keys: &CallKeys) -> std::io::Result<()> {
+fn write_saved(path: &Path, identity: &SavedIdentity, keys: &KeyIndex) -> std::io::Result<()> {
     let words = keys.seen.as_slice();
     let mut out = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
     out.write_all(SAVED_MAGIC)?;
@@ -712,12 +788,13 @@ fn encode_block(first: u64, entries: &[(u64, i64)]) -> Vec<u8> {
 /// least seq zigzagged, the entry count, then each entry's two varints),
 /// as a lookup reads one block per key it checks.
 fn each_entry(
+    space: &KeySpace,
     run: i64,
     first: u64,
     mut body: &[u8],
     mut f: impl FnMut(u64, i64) -> bool,
 ) -> Result<(), StorageError> {
-    let corrupt = || StorageError::Corrupt(format!("call key run {run} block"));
+    let corrupt = || StorageError::Corrupt(format!("{} key run {run} block", space.what));
     let least_seq = crate::varint::unzigzag(crate::varint::take(&mut body).ok_or_else(corrupt)?);
     let entries = crate::varint::take(&mut body).ok_or_else(corrupt)?;
     let mut hash = first;
@@ -745,7 +822,7 @@ mod tests {
     #[test]
     fn keys_are_found_in_memory_in_runs_and_after_a_reload() {
         let mut conn = store();
-        let mut keys = CallKeys::load(&conn, RUN_KEYS).unwrap();
+        let mut keys = KeyIndex::load(&conn, &CALLS, RUN_KEYS).unwrap();
         let hash = |i: u64| key_hash("p", &["i", &i.to_string()]);
         for i in 0..3_000u64 {
             keys.add(hash(i), i as i64 + 1, 1_000 + i as i64);
@@ -767,8 +844,8 @@ mod tests {
         let pending = keys.write_run(&tx, 4_000).unwrap().unwrap();
         tx.commit().unwrap();
         keys.written(&conn, pending).unwrap();
-        assert_eq!(CallKeys::through(&conn).unwrap(), 4_000);
-        let mut reloaded = CallKeys::load(&conn, RUN_KEYS).unwrap();
+        assert_eq!(KeyIndex::through(&conn, &CALLS).unwrap(), 4_000);
+        let mut reloaded = KeyIndex::load(&conn, &CALLS, RUN_KEYS).unwrap();
         reloaded.add(hash(4_000), 4_001, 6_000);
         for i in [0, 1_234, 2_999, 3_000, 3_999, 4_000] {
             assert_eq!(reloaded.candidates(&conn, hash(i)).unwrap(), [i as i64 + 1], "key {i}");
@@ -786,7 +863,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut conn = Connection::open(dir.path().join("keys.db")).unwrap();
         conn.execute_batch(crate::storage::sqlite::schema::SCHEMA).unwrap();
-        let mut keys = CallKeys::load(&conn, 100).unwrap();
+        let mut keys = KeyIndex::load(&conn, &CALLS, 100).unwrap();
         keys.min_seen = 256;
         keys.reseen(&conn).unwrap();
         let hash = |i: u64| key_hash("p", &["i", &i.to_string()]);
@@ -826,7 +903,7 @@ mod tests {
 
     /// Writes the keys of calls `first..end` (call `i` has seq `i + 1`) as
     /// one run.
-    fn write_run_of(conn: &mut Connection, keys: &mut CallKeys, first: u64, end: u64) {
+    fn write_run_of(conn: &mut Connection, keys: &mut KeyIndex, first: u64, end: u64) {
         for i in first..end {
             keys.add(key_hash("p", &["i", &i.to_string()]), i as i64 + 1, 1_000);
         }
@@ -836,7 +913,7 @@ mod tests {
         keys.written(conn, pending).unwrap();
     }
 
-    fn settle(keys: &mut CallKeys) {
+    fn settle(keys: &mut KeyIndex) {
         while keys.rebuilding.is_some() {
             std::thread::sleep(std::time::Duration::from_millis(5));
             keys.settle_rebuild();
@@ -849,13 +926,13 @@ mod tests {
         let mut conn = Connection::open(dir.path().join("keys.db")).unwrap();
         conn.execute_batch(crate::storage::sqlite::schema::SCHEMA).unwrap();
         let hash = |i: u64| key_hash("p", &["i", &i.to_string()]);
-        let found = |keys: &CallKeys, conn: &Connection, end: u64| {
+        let found = |keys: &KeyIndex, conn: &Connection, end: u64| {
             for i in 0..end {
                 assert_eq!(keys.candidates(conn, hash(i)).unwrap(), [i as i64 + 1], "key {i}");
             }
         };
         let saved = dir.path().join("keys.keyfilter");
-        let mut keys = CallKeys::load(&conn, 100).unwrap();
+        let mut keys = KeyIndex::load(&conn, &CALLS, 100).unwrap();
         for run in 0..3 {
             write_run_of(&mut conn, &mut keys, run * 100, (run + 1) * 100);
         }
@@ -863,7 +940,7 @@ mod tests {
         assert!(saved.exists());
 
         // Taken back whole, with no build, and the file is gone.
-        let back = CallKeys::load(&conn, 100).unwrap();
+        let back = KeyIndex::load(&conn, &CALLS, 100).unwrap();
         assert!(back.seen_complete && back.rebuilding.is_none());
         assert!(!saved.exists(), "a saved filter is taken back once");
         assert_eq!(back.seen_keys, 300);
@@ -871,7 +948,7 @@ mod tests {
         found(&back, &conn, 300);
         // Without the file, the next open builds it, and keys are found
         // from the runs' own filters until it is done.
-        let mut built = CallKeys::load(&conn, 100).unwrap();
+        let mut built = KeyIndex::load(&conn, &CALLS, 100).unwrap();
         assert!(!built.seen_complete && built.rebuilding.is_some());
         found(&built, &conn, 300);
         settle(&mut built);
@@ -883,7 +960,7 @@ mod tests {
         // store has moved past and is not taken back.
         keys.save(&conn).unwrap();
         write_run_of(&mut conn, &mut keys, 300, 400);
-        let mut stale = CallKeys::load(&conn, 100).unwrap();
+        let mut stale = KeyIndex::load(&conn, &CALLS, 100).unwrap();
         assert!(!stale.seen_complete, "a filter without the last run's keys was taken back");
         assert!(!saved.exists());
         found(&stale, &conn, 400);
@@ -894,7 +971,7 @@ mod tests {
         keys.save(&conn).unwrap();
         let bytes = std::fs::read(&saved).unwrap();
         std::fs::write(&saved, &bytes[..bytes.len() - 16]).unwrap();
-        let short = CallKeys::load(&conn, 100).unwrap();
+        let short = KeyIndex::load(&conn, &CALLS, 100).unwrap();
         assert!(!short.seen_complete, "a filter cut short was taken back");
         assert!(!saved.exists());
 
@@ -903,7 +980,7 @@ mod tests {
         let mut bytes = std::fs::read(&saved).unwrap();
         bytes[100] ^= 0x10;
         std::fs::write(&saved, bytes).unwrap();
-        let torn = CallKeys::load(&conn, 100).unwrap();
+        let torn = KeyIndex::load(&conn, &CALLS, 100).unwrap();
         assert!(!torn.seen_complete, "a torn filter was taken back");
         found(&torn, &conn, 400);
     }
@@ -916,7 +993,7 @@ mod tests {
             .collect();
         let body = encode_block(first, &entries);
         let mut read = Vec::new();
-        each_entry(1, first, &body, |hash, seq| {
+        each_entry(&CALLS, 1, first, &body, |hash, seq| {
             read.push((hash, seq));
             true
         })
@@ -924,19 +1001,19 @@ mod tests {
         assert_eq!(read, entries);
         // Stopped where asked, and a body cut short is corrupt.
         let mut seen = 0;
-        each_entry(1, first, &body, |hash, _| {
+        each_entry(&CALLS, 1, first, &body, |hash, _| {
             seen += 1;
             hash < first + 10 * 977
         })
         .unwrap();
         assert_eq!(seen, 11);
-        assert!(each_entry(1, first, &body[..body.len() - 1], |_, _| true).is_err());
+        assert!(each_entry(&CALLS, 1, first, &body[..body.len() - 1], |_, _| true).is_err());
     }
 
     #[test]
     fn colliding_hashes_name_every_call_and_retention_drops_whole_runs() {
         let mut conn = store();
-        let mut keys = CallKeys::load(&conn, RUN_KEYS).unwrap();
+        let mut keys = KeyIndex::load(&conn, &CALLS, RUN_KEYS).unwrap();
         // Two calls under one hash (as two keys whose hashes collide would be).
         keys.add(42, 1, 100);
         keys.add(42, 2, 100);
@@ -954,7 +1031,7 @@ mod tests {
         keys.written(&conn, pending).unwrap();
         assert_eq!(keys.candidates(&conn, 42).unwrap(), [4, 1, 2], "newest run first");
         let tx = conn.transaction().unwrap();
-        let dropped = keys.drop_before(&tx, 500).unwrap();
+        let dropped = keys.drop_runs(&tx, |_, max_time| Ok(max_time < 500)).unwrap();
         tx.commit().unwrap();
         assert_eq!(dropped.len(), 1);
         keys.forget(&dropped);

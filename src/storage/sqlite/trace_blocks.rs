@@ -1,0 +1,491 @@
+//! The time index of `traces`: one `trace_blocks` row per run of a
+//! project's trace rows whose starts lie in one minute, instead of an index
+//! entry per trace. Trace rows are numbered in arrival order, and an append
+//! numbers its new traces by project and minute, so a run is a range of row
+//! numbers holding only its project's traces. Trace starts come in any
+//! order, so an index on them took a random page write per new trace in
+//! every commit, more as the store grew; a block is written once per run.
+
+use rusqlite::{Transaction, params};
+
+use super::schema::TRACE_ROW_FLOOR_KEY;
+use super::span_blocks::slice;
+
+/// Most traces in one block: a block is read whole (by row range) when its
+/// times meet a query's window.
+pub const BLOCK_TRACES: i64 = 1024;
+
+/// The blocks of `?1` (a project) whose traces may start in `[?2, ?3)`, as
+/// (first row, last row), the latest `max_start` first.
+pub const NEWEST_FIRST: &str = "SELECT first_id, last_id, max_start FROM trace_blocks \
+    INDEXED BY trace_blocks_by_start \
+    WHERE project = ?1 AND max_start >= ?2 AND min_start < ?3 ORDER BY max_start DESC";
+
+/// A `WITH` clause naming `b` the row ranges (first_id, last_id) of the
+/// blocks of `?1` whose traces may start in `[?2, ?3)`; join traces with
+/// `b CROSS JOIN traces t NOT INDEXED ON t.id BETWEEN b.first_id AND
+/// b.last_id` (read by row ranges) and filter by start again.
+pub const IN_WINDOW: &str = "WITH b AS (SELECT first_id, last_id FROM trace_blocks \
+    INDEXED BY trace_blocks_by_start \
+    WHERE project = ?1 AND max_start >= ?2 AND min_start < ?3)";
+
+/// The row a new trace takes: past every row ever given (kept in `meta`;
+/// a store from before that starts past every row its traces, chunks and
+/// blocks name). A deleted trace's row is not given again, so that the
+/// rows of a run of trace keys stay that run's.
+pub fn next_row(tx: &Transaction<'_>) -> Result<i64, rusqlite::Error> {
+    tx.query_row(
+        "SELECT coalesce((SELECT value FROM meta WHERE key = ?1), max( \
+         coalesce((SELECT max(id) FROM traces), 0), \
+         coalesce((SELECT max(trace) FROM span_chunks), 0), \
+         coalesce((SELECT last_id FROM trace_blocks ORDER BY first_id DESC LIMIT 1), 0))) + 1",
+        [TRACE_ROW_FLOOR_KEY],
+        |row| row.get(0),
+    )
+}
+
+/// Notes that rows through `last` are given.
+pub fn given(tx: &Transaction<'_>, last: i64) -> Result<(), rusqlite::Error> {
+    tx.prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)")?
+        .execute(params![TRACE_ROW_FLOOR_KEY, last])?;
+    Ok(())
+}
+
+/// A block being built: its project, row range, start times and traces.
+struct Run<'a> {
+    project: &'a str,
+    first: i64,
+    last: i64,
+    min: i64,
+    max: i64,
+    traces: i64,
+    /// Set when the run extends the newest stored block (`first` is its).
+    stored: bool,
+}
+
+impl Run<'_> {
+    fn takes(&self, project: &str, start: i64) -> bool {
+        self.project == project && slice(self.max) == slice(start) && self.traces < BLOCK_TRACES
+    }
+}
+
+/// Notes new trace rows as (project, row, start), in row order: each joins
+/// the run before it if that is its project's, of its start's minute and
+/// not full, else starts a block. The first may join the newest stored
+/// block: every row past that block's is new, so its range stays one
+/// project's.
+pub fn record<'a>(
+    tx: &Transaction<'_>,
+    rows: impl IntoIterator<Item = (&'a str, i64, i64)>,
+) -> Result<(), rusqlite::Error> {
+    let newest: Option<(String, i64, i64, i64, i64, i64)> = {
+        let mut stmt = tx.prepare_cached(
+            "SELECT project, first_id, last_id, min_start, max_start, traces FROM trace_blocks \
+             ORDER BY first_id DESC LIMIT 1",
+        )?;
+        let mut found = stmt.query([])?;
+        match found.next()? {
+            Some(r) => Some((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
+            None => None,
+        }
+    };
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO trace_blocks (first_id, last_id, project, min_start, max_start, traces) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?;
+    let mut update = tx.prepare_cached(
+        "UPDATE trace_blocks SET last_id = ?2, min_start = ?3, max_start = ?4, traces = ?5 \
+         WHERE first_id = ?1",
+    )?;
+    let mut write = |run: &Run<'_>| {
+        if run.stored {
+            update.execute(params![run.first, run.last, run.min, run.max, run.traces])
+        } else {
+            insert.execute(params![run.first, run.last, run.project, run.min, run.max, run.traces])
+        }
+    };
+    let mut run: Option<Run<'_>> = None;
+    for (project, row, start) in rows {
+        match &mut run {
+            Some(r) if r.takes(project, start) => {
+                r.last = row;
+                r.min = r.min.min(start);
+                r.max = r.max.max(start);
+                r.traces += 1;
+                continue;
+            }
+            Some(r) => {
+                write(r)?;
+            }
+            None => {
+                if let Some((p, first, _, min, max, traces)) = &newest {
+                    let stored = Run {
+                        project: p,
+                        first: *first,
+                        last: row,
+                        min: (*min).min(start),
+                        max: (*max).max(start),
+                        traces: traces + 1,
+                        stored: true,
+                    };
+                    if stored.project == project
+                        && slice(*max) == slice(start)
+                        && *traces < BLOCK_TRACES
+                    {
+                        run = Some(stored);
+                        continue;
+                    }
+                }
+            }
+        }
+        run = Some(Run {
+            project,
+            first: row,
+            last: row,
+            min: start,
+            max: start,
+            traces: 1,
+            stored: false,
+        });
+    }
+    if let Some(r) = &run {
+        write(r)?;
+    }
+    Ok(())
+}
+
+/// Notes that the trace in `row` of `project` now starts at `start_ns`
+/// (earlier than before: a trace's start only moves back).
+pub fn widen(
+    tx: &Transaction<'_>,
+    project: &str,
+    row: i64,
+    start_ns: i64,
+) -> Result<(), rusqlite::Error> {
+    tx.prepare_cached(
+        "UPDATE trace_blocks SET min_start = ?3 WHERE first_id = \
+         (SELECT first_id FROM trace_blocks WHERE first_id <= ?2 ORDER BY first_id DESC LIMIT 1) \
+         AND project = ?1 AND min_start > ?3",
+    )?
+    .execute(params![project, row, start_ns])?;
+    Ok(())
+}
+
+/// Builds the blocks of every trace row (a store from before blocks).
+pub fn build(tx: &Transaction<'_>) -> Result<(), rusqlite::Error> {
+    let rows: Vec<(String, i64, i64)> = tx
+        .prepare("SELECT project, id, start_ns FROM traces ORDER BY id")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<Result<_, _>>()?;
+    for part in rows.chunks(1 << 16) {
+        record(tx, part.iter().map(|(project, row, start)| (project.as_str(), *row, *start)))?;
+    }
+    Ok(())
+}
+
+/// Deletes the traces that ended before `cutoff_ns` (found through the
+/// blocks that reach back past it), and the blocks they leave empty.
+/// Returns the traces deleted.
+pub fn delete_before(tx: &Transaction<'_>, cutoff_ns: i64) -> Result<usize, rusqlite::Error> {
+    let old: Vec<(i64, i64)> = tx
+        .prepare("SELECT first_id, last_id FROM trace_blocks WHERE min_start < ?1")?
+        .query_map([cutoff_ns], |row| Ok((row.get(0)?, row.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    let mut delete = tx.prepare("DELETE FROM traces WHERE id BETWEEN ?1 AND ?2 AND end_ns < ?3")?;
+    let mut deleted = 0;
+    for (first, last) in old {
+        deleted += delete.execute(params![first, last, cutoff_ns])?;
+    }
+    tx.execute(
+        "DELETE FROM trace_blocks WHERE min_start < ?1 AND NOT EXISTS \
+         (SELECT 1 FROM traces t WHERE t.id BETWEEN trace_blocks.first_id AND trace_blocks.last_id)",
+        [cutoff_ns],
+    )?;
+    Ok(deleted)
+}
+
+/// Every trace row's block, for tests: (first, last, project, min, max, traces).
+#[cfg(test)]
+pub fn all(conn: &rusqlite::Connection) -> Vec<(i64, i64, String, i64, i64, i64)> {
+    conn.prepare(
+        "SELECT first_id, last_id, project, min_start, max_start, traces FROM trace_blocks \
+         ORDER BY first_id",
+    )
+    .unwrap()
+    .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))
+    .unwrap()
+    .collect::<Result<_, _>>()
+    .unwrap()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use rusqlite::Connection;
+
+    use super::*;
+    use crate::model::SpanRecord;
+    use crate::storage::sqlite::schema;
+    use crate::storage::sqlite::span_blocks::BLOCK_SPAN_NS;
+    use crate::storage::sqlite::span_packing::SpanPacking;
+    use crate::storage::sqlite::telemetry;
+    use crate::storage::{TelemetryScope, TelemetryVisitor, TraceFilter, TraceTiming};
+
+    const M: i64 = BLOCK_SPAN_NS;
+
+    fn store() -> Connection {
+        let conn = Connection::open_in_memory().unwrap();
+        schema::create_or_check(&conn).unwrap();
+        conn
+    }
+
+    #[test]
+    fn runs_break_at_projects_minutes_and_the_cap_and_the_newest_block_is_extended() {
+        let mut conn = store();
+        let tx = conn.transaction().unwrap();
+        record(&tx, [("a", 1, 10), ("a", 2, 5), ("b", 3, 7), ("a", 4, M), ("a", 6, M + 3)])
+            .unwrap();
+        // The next append's first rows join the newest block if they can.
+        record(&tx, [("a", 7, M + 1), ("a", 8, 2 * M)]).unwrap();
+        tx.commit().unwrap();
+        assert_eq!(
+            all(&conn),
+            vec![
+                (1, 2, "a".into(), 5, 10, 2),
+                (3, 3, "b".into(), 7, 7, 1),
+                (4, 7, "a".into(), M, M + 3, 3),
+                (8, 8, "a".into(), 2 * M, 2 * M, 1),
+            ]
+        );
+        let tx = conn.transaction().unwrap();
+        let rows: Vec<(&str, i64, i64)> =
+            (0..BLOCK_TRACES + 1).map(|i| ("b", 100 + i, 3 * M)).collect();
+        record(&tx, rows).unwrap();
+        tx.commit().unwrap();
+        let blocks = all(&conn);
+        assert_eq!(
+            blocks[4],
+            (100, 100 + BLOCK_TRACES - 1, "b".into(), 3 * M, 3 * M, BLOCK_TRACES)
+        );
+        assert_eq!(blocks[5].0, 100 + BLOCK_TRACES);
+        assert_eq!(blocks.len(), 6);
+    }
+
+    #[test]
+    fn an_earlier_start_widens_only_its_own_block() {
+        let mut conn = store();
+        let tx = conn.transaction().unwrap();
+        record(&tx, [("a", 1, M), ("a", 2, M + 1), ("b", 3, M)]).unwrap();
+        widen(&tx, "a", 2, 5).unwrap();
+        // Not a's block: left alone.
+        widen(&tx, "a", 3, 1).unwrap();
+        widen(&tx, "b", 3, M + 9).unwrap();
+        tx.commit().unwrap();
+        assert_eq!(all(&conn), vec![(1, 2, "a".into(), 5, M + 1, 2), (3, 3, "b".into(), M, M, 1)]);
+    }
+
+    /// Spans of three projects (one far busier than the others) over two
+    /// hours, in 30 appends: new traces and more spans of earlier ones,
+    /// some starting before them.
+    fn traffic() -> Vec<Vec<SpanRecord>> {
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move |n: u64| {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (state >> 33) % n
+        };
+        let mut traces: Vec<(String, String, i64)> = Vec::new();
+        let mut appends = Vec::new();
+        for a in 0..30 {
+            let mut spans = Vec::new();
+            for i in 0..80 {
+                let (project, trace_id, start) = if traces.is_empty() || next(4) > 0 {
+                    let project = ["a", "a", "a", "a", "a", "a", "b", "c"][next(8) as usize];
+                    let trace = (project.to_owned(), format!("{:032x}", next(u64::MAX)), 0);
+                    traces.push((trace.0, trace.1, (next(7_200) as i64) * 1_000_000_000));
+                    traces.last().unwrap().clone()
+                } else {
+                    traces[next(traces.len() as u64) as usize].clone()
+                };
+                // A later span of a trace can start before it.
+                let start = start + next(120) as i64 * 1_000_000_000 - 60_000_000_000;
+                let mut span = SpanRecord {
+                    project,
+                    trace_id,
+                    span_id: format!("{a:04x}{i:012x}"),
+                    start_ns: start,
+                    end_ns: start + next(90) as i64 * 1_000_000_000,
+                    session: (next(3) == 0).then(|| format!("s{}", next(5))),
+                    ..SpanRecord::example()
+                };
+                span.status =
+                    if next(5) == 0 { crate::model::SpanStatus::Error } else { span.status };
+                spans.push(span);
+            }
+            appends.push(spans);
+        }
+        appends
+    }
+
+    /// Every trace row lies in exactly one block of its project, whose
+    /// times hold its start.
+    fn assert_covered(conn: &Connection) {
+        let strays: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM traces t WHERE (SELECT count(*) FROM trace_blocks b \
+                 WHERE t.id BETWEEN b.first_id AND b.last_id AND b.project = t.project \
+                 AND t.start_ns BETWEEN b.min_start AND b.max_start) != 1",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(strays, 0);
+    }
+
+    #[test]
+    fn lists_pages_sessions_and_totals_through_blocks_match_a_scan_of_every_trace() {
+        let mut conn = store();
+        let packing = Arc::new(SpanPacking::default());
+        for spans in traffic() {
+            telemetry::append_as_committer(&mut conn, &spans, &packing);
+        }
+        assert_covered(&conn);
+        let widened: i64 = conn
+            .query_row("SELECT count(*) FROM trace_blocks WHERE min_start < max_start", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert!(widened > 0);
+        let s = 1_000_000_000;
+        for project in ["a", "b", "c"] {
+            for (from, to) in
+                [(-100 * s, 9_000 * s), (1_000 * s, 1_600 * s), (7_000 * s, 7_001 * s)]
+            {
+                // What a scan of every row finds, newest first.
+                let all: Vec<(i64, String)> = conn
+                    .prepare(
+                        "SELECT start_ns, trace_id FROM traces NOT INDEXED WHERE project = ?1 \
+                         AND start_ns >= ?2 AND start_ns < ?3 ORDER BY start_ns DESC, trace_id DESC",
+                    )
+                    .unwrap()
+                    .query_map(params![project, from, to], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .unwrap()
+                    .collect::<Result<_, _>>()
+                    .unwrap();
+                let mut paged = Vec::new();
+                let mut filter = TraceFilter {
+                    project: project.into(),
+                    from_ns: from,
+                    to_ns: to,
+                    limit: 7,
+                    ..TraceFilter::default()
+                };
+                loop {
+                    let page = telemetry::list_traces(&conn, &filter).unwrap();
+                    let Some(last) = page.last() else { break };
+                    filter.before = Some((last.start_ns, last.trace_id.clone()));
+                    paged.extend(page.into_iter().map(|t| (t.start_ns, t.trace_id)));
+                }
+                assert_eq!(paged, all, "{project} {from}..{to}");
+                let scope = TelemetryScope {
+                    project: project.into(),
+                    from_ns: from,
+                    to_ns: to,
+                    service: None,
+                };
+                let mut count = Count(0);
+                telemetry::scan_traces(&conn, &scope, &mut count).unwrap();
+                assert_eq!(count.0, all.len());
+                let sessions = telemetry::list_sessions(&conn, project, from, to, 100).unwrap();
+                let expected: Vec<(String, u64)> = conn
+                    .prepare(
+                        "SELECT session, count(*) FROM traces NOT INDEXED WHERE project = ?1 \
+                         AND session IS NOT NULL AND start_ns >= ?2 AND start_ns < ?3 \
+                         GROUP BY session ORDER BY max(end_ns) DESC, session",
+                    )
+                    .unwrap()
+                    .query_map(params![project, from, to], |r| {
+                        Ok((r.get(0)?, r.get::<_, i64>(1)? as u64))
+                    })
+                    .unwrap()
+                    .collect::<Result<_, _>>()
+                    .unwrap();
+                let got: Vec<(String, u64)> =
+                    sessions.into_iter().map(|x| (x.session, x.traces)).collect();
+                assert_eq!(got, expected);
+            }
+        }
+        // Retention takes the traces that ended before the cutoff, and the
+        // blocks it empties; the rest stay found.
+        let cutoff = 3_000 * s;
+        let kept: i64 = conn
+            .query_row("SELECT count(*) FROM traces WHERE end_ns >= ?1", [cutoff], |r| r.get(0))
+            .unwrap();
+        let before: i64 = conn.query_row("SELECT count(*) FROM traces", [], |r| r.get(0)).unwrap();
+        let blocks = all(&conn).len();
+        let tx = conn.transaction().unwrap();
+        assert_eq!(delete_before(&tx, cutoff).unwrap() as i64, before - kept);
+        tx.commit().unwrap();
+        let after: i64 = conn.query_row("SELECT count(*) FROM traces", [], |r| r.get(0)).unwrap();
+        assert_eq!(after, kept);
+        assert!(all(&conn).len() < blocks);
+        assert_covered(&conn);
+        let empty: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM trace_blocks b WHERE max_start < ?1 AND NOT EXISTS \
+                 (SELECT 1 FROM traces t WHERE t.id BETWEEN b.first_id AND b.last_id)",
+                [cutoff],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(empty, 0);
+    }
+
+    struct Count(usize);
+
+    impl TelemetryVisitor for Count {
+        fn trace(&mut self, _timing: TraceTiming) {
+            self.0 += 1;
+        }
+    }
+
+    #[test]
+    fn a_store_from_before_blocks_gets_them_built_and_a_new_trace_is_numbered_past_them() {
+        let mut conn = store();
+        let packing = Arc::new(SpanPacking::default());
+        for spans in traffic().into_iter().take(5) {
+            telemetry::append_as_committer(&mut conn, &spans, &packing);
+        }
+        let traces: i64 = conn.query_row("SELECT count(*) FROM traces", [], |r| r.get(0)).unwrap();
+        // As schema 13 kept them: a time index, no blocks.
+        conn.execute_batch(
+            "DROP TABLE trace_blocks; CREATE INDEX traces_start ON traces (project, start_ns);
+             PRAGMA user_version = 13;",
+        )
+        .unwrap();
+        schema::create_or_check(&conn).unwrap();
+        assert_covered(&conn);
+        let in_blocks: i64 =
+            conn.query_row("SELECT sum(traces) FROM trace_blocks", [], |r| r.get(0)).unwrap();
+        assert_eq!(in_blocks, traces);
+        let index: i64 = conn
+            .query_row("SELECT count(*) FROM sqlite_master WHERE name = 'traces_start'", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(index, 0);
+        // Rows of deleted traces are not given again.
+        let top: i64 = conn.query_row("SELECT max(id) FROM traces", [], |r| r.get(0)).unwrap();
+        conn.execute("DELETE FROM traces WHERE id = ?1", [top]).unwrap();
+        conn.execute("DELETE FROM span_chunks WHERE trace = ?1", [top]).unwrap();
+        let new = SpanRecord { trace_id: "f".repeat(32), start_ns: 5, ..SpanRecord::example() };
+        telemetry::append_as_committer(&mut conn, &[new], &packing);
+        let row: i64 = conn
+            .query_row("SELECT id FROM traces WHERE trace_id = ?1", ["f".repeat(32)], |r| r.get(0))
+            .unwrap();
+        assert_eq!(row, top + 1);
+        assert_covered(&conn);
+    }
+}
