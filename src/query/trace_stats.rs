@@ -2,7 +2,6 @@
 //! error rate, duration quantiles, cost per trace, span kinds) and the
 //! latency breakdown by stage (kind, span name or model).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Json;
@@ -64,19 +63,9 @@ impl Durations {
 struct Summary {
     traces: Durations,
     cost_usd: f64,
-    kinds: HashMap<String, u64>,
 }
 
 impl TelemetryVisitor for Summary {
-    fn span(&mut self, timing: SpanTiming<'_>) {
-        match self.kinds.get_mut(timing.kind) {
-            Some(n) => *n += 1,
-            None => {
-                self.kinds.insert(timing.kind.to_owned(), 1);
-            }
-        }
-    }
-
     fn trace(&mut self, timing: TraceTiming) {
         self.traces.add(timing.duration_ns, timing.errors > 0);
         self.cost_usd += timing.cost_usd;
@@ -113,11 +102,11 @@ pub async fn summary(
         .scan_traces(scope.clone(), Box::new(Summary::default()))
         .await
         .map_err(scan_error)?;
-    let visitor = state.telemetry.scan_spans(scope.clone(), visitor).await.map_err(scan_error)?;
     let summary = downcast::<Summary>(visitor);
+    let counts = state.telemetry.count_span_kinds(scope.clone()).await.map_err(scan_error)?;
     let traces = summary.traces.sketch.count();
-    let spans: u64 = summary.kinds.values().sum();
-    let mut kinds: Vec<(&String, &u64)> = summary.kinds.iter().collect();
+    let spans: u64 = counts.values().sum();
+    let mut kinds: Vec<(&String, &u64)> = counts.iter().collect();
     kinds.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
     let kinds: Vec<Value> = kinds
         .into_iter()

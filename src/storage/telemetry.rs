@@ -1,6 +1,8 @@
 //! The telemetry role: traces, spans, sessions and log records as the
 //! query API lists, reads and scans them.
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 
 use super::StorageError;
@@ -172,4 +174,30 @@ pub trait TelemetryStore: Send + Sync {
         to_ns: i64,
         limit: usize,
     ) -> Result<Vec<SessionSummary>, StorageError>;
+    /// How many spans of `scope` there are of each kind. By default the
+    /// spans are read one by one (`scan_spans`); a store that keeps counts
+    /// answers from them.
+    async fn count_span_kinds(
+        &self,
+        scope: TelemetryScope,
+    ) -> Result<HashMap<String, u64>, StorageError> {
+        let counted = self.scan_spans(scope, Box::new(KindCounts::default())).await?;
+        let counted: Box<dyn std::any::Any> = counted;
+        Ok(counted.downcast::<KindCounts>().expect("the store hands back our visitor").0)
+    }
+}
+
+/// Counts spans by kind, as `count_span_kinds` reads them.
+#[derive(Default)]
+pub struct KindCounts(pub HashMap<String, u64>);
+
+impl TelemetryVisitor for KindCounts {
+    fn span(&mut self, timing: SpanTiming<'_>) {
+        match self.0.get_mut(timing.kind) {
+            Some(n) => *n += 1,
+            None => {
+                self.0.insert(timing.kind.to_owned(), 1);
+            }
+        }
+    }
 }

@@ -824,6 +824,13 @@ impl TelemetryStore for SqliteStorage {
         .await
     }
 
+    async fn count_span_kinds(
+        &self,
+        scope: TelemetryScope,
+    ) -> Result<std::collections::HashMap<String, u64>, StorageError> {
+        self.read(move |conn| telemetry::count_span_kinds(conn, &scope)).await
+    }
+
     async fn scan_traces(
         &self,
         scope: TelemetryScope,

@@ -133,7 +133,10 @@ CREATE TABLE IF NOT EXISTS span_blocks (
     first_seq INTEGER NOT NULL,
     last_seq  INTEGER NOT NULL,
     min_start INTEGER NOT NULL,
-    max_start INTEGER NOT NULL
+    max_start INTEGER NOT NULL,
+    -- the block's spans by kind, as JSON [[project, service, kind, spans]]
+    -- (NULL in blocks written before schema 14: read span by span)
+    kinds     TEXT
 );
 CREATE INDEX IF NOT EXISTS span_blocks_max_start ON span_blocks (max_start);
 
@@ -283,6 +286,10 @@ pub fn create_or_check(conn: &rusqlite::Connection) -> Result<(), super::Storage
         tx.execute_batch("ALTER TABLE span_chunks ADD COLUMN trace INTEGER")?;
     }
     tx.execute_batch(SCHEMA)?;
+    if !has_column(&tx, "span_blocks", "kinds")? {
+        // Schema 14 counts a span block's spans by kind.
+        tx.execute_batch("ALTER TABLE span_blocks ADD COLUMN kinds TEXT")?;
+    }
     if migrating && !has_column(&tx, "traces", "dropped_spans")? {
         // Schema 10 counts the spans a trace did not keep.
         tx.execute_batch("ALTER TABLE traces ADD COLUMN dropped_spans INTEGER NOT NULL DEFAULT 0")?;

@@ -4,6 +4,8 @@
 //! over the last hour, so a per-span time index took a random page write per
 //! span; an append now inserts its chunks by minute and notes each run once.
 
+use std::collections::HashMap;
+
 use rusqlite::{Connection, Transaction, params};
 use rustc_hash::FxHashSet;
 
@@ -38,34 +40,144 @@ pub fn insert_order(spans: &[&SpanRecord], chunks: &[EncodedChunk]) -> Vec<usize
     first
 }
 
-/// Notes chunks just inserted in `tx`, as (seq, min_start, max_start) in
-/// insertion order: a block per run of consecutive seqs whose least starts
-/// lie in one minute.
-pub fn record(
+/// Spans by (project, service, kind), as a block counts them.
+pub type Kinds<'a> = Vec<(&'a str, &'a str, &'a str, u64)>;
+
+/// `spans` counted by (project, service, kind).
+pub fn kinds_of<'a>(spans: impl IntoIterator<Item = &'a SpanRecord>) -> Kinds<'a> {
+    let mut kinds: Kinds<'a> = Vec::new();
+    for s in spans {
+        let key = (s.project.as_str(), s.service.as_str(), s.kind.as_str());
+        match kinds.iter_mut().find(|k| (k.0, k.1, k.2) == key) {
+            Some(k) => k.3 += 1,
+            None => kinds.push((key.0, key.1, key.2, 1)),
+        }
+    }
+    kinds
+}
+
+/// Adds `more` into `into`.
+fn add_kinds<'a>(into: &mut Kinds<'a>, more: &Kinds<'a>) {
+    for &(project, service, kind, n) in more {
+        match into.iter_mut().find(|k| (k.0, k.1, k.2) == (project, service, kind)) {
+            Some(k) => k.3 += n,
+            None => into.push((project, service, kind, n)),
+        }
+    }
+}
+
+/// Notes chunks just inserted in `tx`, as (seq, min_start, max_start, its
+/// spans by kind) in insertion order: a block per run of consecutive seqs
+/// whose least starts lie in one minute, with its spans counted by kind
+/// (a summary over a window takes a block wholly inside it from these).
+pub fn record<'a>(
     tx: &Transaction<'_>,
-    inserted: impl Iterator<Item = (i64, i64, i64)>,
+    inserted: impl Iterator<Item = (i64, i64, i64, Kinds<'a>)>,
 ) -> Result<(), rusqlite::Error> {
     let mut insert = tx.prepare_cached(
-        "INSERT INTO span_blocks (first_seq, last_seq, min_start, max_start) \
-         VALUES (?1, ?2, ?3, ?4)",
+        "INSERT INTO span_blocks (first_seq, last_seq, min_start, max_start, kinds) \
+         VALUES (?1, ?2, ?3, ?4, ?5)",
     )?;
-    let mut run: Option<(i64, i64, i64, i64)> = None;
-    for (seq, least, most) in inserted {
-        run = match run {
-            Some((first, last, min, max)) if last + 1 == seq && slice(min) == slice(least) => {
-                Some((first, seq, min.min(least), max.max(most)))
+    let mut write = |(first, last, min, max, kinds): &(i64, i64, i64, i64, Kinds<'_>)| {
+        let kinds = serde_json::to_string(kinds).expect("counts serialize");
+        insert.execute(params![first, last, min, max, kinds]).map(|_| ())
+    };
+    let mut run: Option<(i64, i64, i64, i64, Kinds<'_>)> = None;
+    for (seq, least, most, kinds) in inserted {
+        match &mut run {
+            Some((_, last, min, max, counts))
+                if *last + 1 == seq && slice(*min) == slice(least) =>
+            {
+                *last = seq;
+                *min = (*min).min(least);
+                *max = (*max).max(most);
+                add_kinds(counts, &kinds);
+                continue;
             }
-            Some((first, last, min, max)) => {
-                insert.execute(params![first, last, min, max])?;
-                Some((seq, seq, least, most))
-            }
-            None => Some((seq, seq, least, most)),
-        };
+            Some(done) => write(done)?,
+            None => {}
+        }
+        run = Some((seq, seq, least, most, kinds));
     }
-    if let Some((first, last, min, max)) = run {
-        insert.execute(params![first, last, min, max])?;
+    if let Some(done) = &run {
+        write(done)?;
     }
     Ok(())
+}
+
+/// What the blocks tell of a window's spans by kind.
+pub struct WindowKinds {
+    /// The spans of the blocks wholly inside the window, by kind.
+    pub counted: HashMap<String, u64>,
+    /// The seq ranges of the other blocks that may hold spans of it, to be
+    /// read span by span (disjoint, in seq order).
+    pub read: Vec<(i64, i64)>,
+}
+
+/// A block meeting a window: its seqs, and its spans of the scope by kind
+/// if it is counted.
+struct Met {
+    first: i64,
+    last: i64,
+    counted: Option<Vec<(String, u64)>>,
+}
+
+/// Spans of `project` (and `service`) starting in `[from_ns, to_ns)` by
+/// kind, as counted by the blocks wholly inside the window, and where the
+/// others are. A block without counts (written before blocks had them) or
+/// overlapping another is read.
+pub fn kinds(
+    conn: &Connection,
+    project: &str,
+    service: Option<&str>,
+    from_ns: i64,
+    to_ns: i64,
+) -> Result<WindowKinds, rusqlite::Error> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT first_seq, last_seq, min_start >= ?1 AND max_start < ?2, kinds \
+         FROM span_blocks WHERE max_start >= ?1 AND min_start < ?2 ORDER BY first_seq",
+    )?;
+    let mut rows = stmt.query(params![from_ns, to_ns])?;
+    let mut blocks: Vec<Met> = Vec::new();
+    while let Some(row) = rows.next()? {
+        let (first, last, whole): (i64, i64, bool) = (row.get(0)?, row.get(1)?, row.get(2)?);
+        let counted = match row.get_ref(3)?.as_str_or_null()? {
+            Some(text) if whole => {
+                serde_json::from_str::<Vec<(&str, &str, &str, u64)>>(text).ok().map(|kinds| {
+                    kinds
+                        .into_iter()
+                        .filter(|k| k.0 == project && service.is_none_or(|s| s == k.1))
+                        .map(|k| (k.2.to_owned(), k.3))
+                        .collect()
+                })
+            }
+            _ => None,
+        };
+        blocks.push(Met { first, last, counted });
+    }
+    // Seqs handed out again after retention can make ranges overlap: such
+    // blocks are read, not counted, so that no span counts twice.
+    let mut reach = i64::MIN;
+    for i in 0..blocks.len() {
+        let overlaps_next = blocks.get(i + 1).is_some_and(|next| next.first <= blocks[i].last);
+        if blocks[i].first <= reach || overlaps_next {
+            blocks[i].counted = None;
+        }
+        reach = reach.max(blocks[i].last);
+    }
+    let mut counted: HashMap<String, u64> = HashMap::new();
+    let mut read = Vec::new();
+    for block in blocks {
+        match block.counted {
+            Some(kinds) => {
+                for (kind, n) in kinds {
+                    *counted.entry(kind).or_default() += n;
+                }
+            }
+            None => read.push((block.first, block.last)),
+        }
+    }
+    Ok(WindowKinds { counted, read: merge_ranges(read) })
 }
 
 /// Disjoint seq ranges, in seq order, holding every span that starts in
@@ -187,8 +299,26 @@ mod tests {
             (6, m + 2, m + 2),
             (7, 5, 5),
         ];
-        record(&tx, inserted.into_iter()).unwrap();
+        // Each chunk of one span, an LLM call of project "p" but the last.
+        let kinds = |seq: i64| vec![(if seq == 7 { "q" } else { "p" }, "svc", "llm", 1)];
+        record(&tx, inserted.into_iter().map(|(seq, min, max)| (seq, min, max, kinds(seq))))
+            .unwrap();
         tx.commit().unwrap();
+        // Blocks wholly inside a window are counted; the others are read.
+        let counted = |from, to| {
+            let found = super::kinds(&conn, "p", None, from, to).unwrap();
+            (found.counted.get("llm").copied().unwrap_or(0), found.read)
+        };
+        assert_eq!(counted(0, 3 * m), (5, vec![]));
+        assert_eq!(counted(11, 3 * m), (3, vec![(1, 2)]));
+        assert_eq!(counted(m, m + 2), (2, vec![(1, 2)]));
+        // A block from before blocks had counts is read.
+        conn.execute("UPDATE span_blocks SET kinds = NULL WHERE first_seq = 3", []).unwrap();
+        assert_eq!(counted(0, 3 * m), (3, vec![(3, 4)]));
+        assert_eq!(
+            super::kinds(&conn, "p", Some("other"), 0, 3 * m).unwrap().counted.get("llm"),
+            None
+        );
         assert_eq!(
             blocks(&conn),
             vec![(1, 2, 10, 2 * m), (3, 4, m, m + 1), (6, 6, m + 2, m + 2), (7, 7, 5, 5)]

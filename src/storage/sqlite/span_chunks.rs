@@ -436,6 +436,7 @@ pub fn migrate_from_7(tx: &Transaction<'_>) -> Result<(), super::StorageError> {
          ORDER BY start_ns, seq",
     )?;
     let mut inserted = Vec::with_capacity(traces.len());
+    let mut all_spans = Vec::with_capacity(traces.len());
     for (project, trace_id) in &traces {
         let spans = records
             .query_map(params![project, trace_id], |row| row.get::<_, String>(0))?
@@ -448,12 +449,17 @@ pub fn migrate_from_7(tx: &Transaction<'_>) -> Result<(), super::StorageError> {
             .collect::<Result<Vec<_>, _>>()?;
         for chunk in chunks_of(&spans, &packing) {
             let seq = insert(tx, (project, trace_id), None, &chunk)?;
-            inserted.push((seq, chunk.min_start, chunk.max_start));
+            inserted.push((all_spans.len(), seq, chunk.min_start, chunk.max_start, chunk.spans));
         }
+        all_spans.push(spans);
     }
     drop(records);
     tx.execute("DELETE FROM span_blocks", [])?;
-    super::span_blocks::record(tx, inserted.into_iter())?;
+    let counted = inserted.into_iter().map(|(trace, seq, min, max, spans)| {
+        let kinds = super::span_blocks::kinds_of(spans.iter().map(|&i| &all_spans[trace][i]));
+        (seq, min, max, kinds)
+    });
+    super::span_blocks::record(tx, counted)?;
     tx.execute_batch("DROP TABLE spans;")?;
     Ok(())
 }

@@ -2,6 +2,7 @@
 //! trace and session queries.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use rusqlite::types::Value as SqlValue;
@@ -14,6 +15,7 @@ use super::span_chunks::{self, EncodedChunk, SpanMatch};
 use super::span_packing::SpanPacking;
 use super::{StorageError, span_blocks, trace_blocks};
 use crate::model::{LogRecord, SpanRecord, SpanStatus};
+use crate::storage::telemetry::KindCounts;
 use crate::storage::{
     LogFilter, SessionSummary, SpanTiming, StoredTrace, TelemetryScope, TelemetryVisitor,
     TraceBounds, TraceFilter, TraceSummary, TraceTiming,
@@ -215,7 +217,8 @@ pub fn append(
                 }
             }
             let seq = span_chunks::insert(tx, (project, trace_id), Some(row), &chunk)?;
-            inserted.push((seq, chunk.min_start, chunk.max_start));
+            let kinds = span_blocks::kinds_of(chunk.spans.iter().map(|&i| spans[i]));
+            inserted.push((seq, chunk.min_start, chunk.max_start, kinds));
             let d = *by_trace.entry((project, trace_id)).or_insert_with(|| {
                 deltas.push(TraceDelta::new(row, new, spans[chunk.spans[0]]));
                 deltas.len() - 1
@@ -623,11 +626,41 @@ pub fn scan_spans(
     scope: &TelemetryScope,
     visitor: &mut dyn TelemetryVisitor,
 ) -> Result<(), StorageError> {
+    let ranges = span_blocks::ranges(conn, scope.from_ns, scope.to_ns)?;
+    scan_ranges(conn, scope, ranges, visitor)
+}
+
+/// How many spans of `scope` there are of each kind: the counts of the
+/// blocks wholly inside its window, and the spans of the others one by one.
+pub fn count_span_kinds(
+    conn: &rusqlite::Connection,
+    scope: &TelemetryScope,
+) -> Result<HashMap<String, u64>, StorageError> {
+    let found = span_blocks::kinds(
+        conn,
+        &scope.project,
+        scope.service.as_deref(),
+        scope.from_ns,
+        scope.to_ns,
+    )?;
+    let mut counts = KindCounts(found.counted);
+    scan_ranges(conn, scope, found.read, &mut counts)?;
+    Ok(counts.0)
+}
+
+/// Hands the timing of every span of `scope` in the chunks of the seq
+/// `ranges` (disjoint) to `visitor`.
+fn scan_ranges(
+    conn: &rusqlite::Connection,
+    scope: &TelemetryScope,
+    ranges: Vec<(i64, i64)>,
+    visitor: &mut dyn TelemetryVisitor,
+) -> Result<(), StorageError> {
     let mut stmt = conn.prepare_cached(
         "SELECT head FROM span_chunks WHERE seq BETWEEN ?4 AND ?5 AND project = ?1 \
          AND max_start >= ?2 AND min_start < ?3",
     )?;
-    for (first, last) in span_blocks::ranges(conn, scope.from_ns, scope.to_ns)? {
+    for (first, last) in ranges {
         let mut rows =
             stmt.query(params![scope.project, scope.from_ns, scope.to_ns, first, last])?;
         while let Some(row) = rows.next()? {

@@ -230,7 +230,7 @@ mod tests {
     use crate::storage::sqlite::span_blocks::BLOCK_SPAN_NS;
     use crate::storage::sqlite::span_packing::SpanPacking;
     use crate::storage::sqlite::telemetry;
-    use crate::storage::{TelemetryScope, TelemetryVisitor, TraceFilter, TraceTiming};
+    use crate::storage::{KindCounts, TelemetryScope, TelemetryVisitor, TraceFilter, TraceTiming};
 
     const M: i64 = BLOCK_SPAN_NS;
 
@@ -322,6 +322,9 @@ mod tests {
                 };
                 span.status =
                     if next(5) == 0 { crate::model::SpanStatus::Error } else { span.status };
+                use crate::model::SpanKind;
+                span.kind = [SpanKind::Llm, SpanKind::Tool, SpanKind::Chain][next(3) as usize];
+                span.service = ["svc", "api"][next(2) as usize].to_owned();
                 spans.push(span);
             }
             appends.push(spans);
@@ -398,6 +401,15 @@ mod tests {
                 let mut count = Count(0);
                 telemetry::scan_traces(&conn, &scope, &mut count).unwrap();
                 assert_eq!(count.0, all.len());
+                // Spans by kind from the blocks' counts, as read one by one.
+                for service in [None, Some("api")] {
+                    let scope =
+                        TelemetryScope { service: service.map(String::from), ..scope.clone() };
+                    let mut each = KindCounts::default();
+                    telemetry::scan_spans(&conn, &scope, &mut each).unwrap();
+                    assert!(!each.0.is_empty() || from > 0, "the whole window has spans");
+                    assert_eq!(telemetry::count_span_kinds(&conn, &scope).unwrap(), each.0);
+                }
                 let sessions = telemetry::list_sessions(&conn, project, from, to, 100).unwrap();
                 let expected: Vec<(String, u64)> = conn
                     .prepare(
