@@ -134,9 +134,9 @@ CREATE TABLE IF NOT EXISTS span_blocks (
     last_seq  INTEGER NOT NULL,
     min_start INTEGER NOT NULL,
     max_start INTEGER NOT NULL,
-    -- the block's spans by kind, as JSON [[project, service, kind, spans]]
-    -- (NULL in blocks written before schema 14: read span by span)
-    kinds     TEXT
+    -- the block's spans by project, service and kind (span_blocks.rs;
+    -- NULL in blocks written before schema 14: read span by span)
+    kinds     BLOB
 );
 CREATE INDEX IF NOT EXISTS span_blocks_max_start ON span_blocks (max_start);
 
@@ -288,7 +288,7 @@ pub fn create_or_check(conn: &rusqlite::Connection) -> Result<(), super::Storage
     tx.execute_batch(SCHEMA)?;
     if !has_column(&tx, "span_blocks", "kinds")? {
         // Schema 14 counts a span block's spans by kind.
-        tx.execute_batch("ALTER TABLE span_blocks ADD COLUMN kinds TEXT")?;
+        tx.execute_batch("ALTER TABLE span_blocks ADD COLUMN kinds BLOB")?;
     }
     if migrating && !has_column(&tx, "traces", "dropped_spans")? {
         // Schema 10 counts the spans a trace did not keep.

@@ -56,6 +56,21 @@ pub fn kinds_of<'a>(spans: impl IntoIterator<Item = &'a SpanRecord>) -> Kinds<'a
     kinds
 }
 
+/// Counts as a block keeps them: by project and service, each with its
+/// spans by kind.
+type StoredKinds<'a> = Vec<(&'a str, &'a str, Vec<(&'a str, u64)>)>;
+
+fn encode_kinds(kinds: &Kinds<'_>) -> Vec<u8> {
+    let mut stored: StoredKinds<'_> = Vec::new();
+    for &(project, service, kind, n) in kinds {
+        match stored.iter_mut().find(|s| (s.0, s.1) == (project, service)) {
+            Some(s) => s.2.push((kind, n)),
+            None => stored.push((project, service, vec![(kind, n)])),
+        }
+    }
+    postcard::to_allocvec(&stored).expect("writing to a Vec cannot fail")
+}
+
 /// Adds `more` into `into`.
 fn add_kinds<'a>(into: &mut Kinds<'a>, more: &Kinds<'a>) {
     for &(project, service, kind, n) in more {
@@ -79,8 +94,7 @@ pub fn record<'a>(
          VALUES (?1, ?2, ?3, ?4, ?5)",
     )?;
     let mut write = |(first, last, min, max, kinds): &(i64, i64, i64, i64, Kinds<'_>)| {
-        let kinds = serde_json::to_string(kinds).expect("counts serialize");
-        insert.execute(params![first, last, min, max, kinds]).map(|_| ())
+        insert.execute(params![first, last, min, max, encode_kinds(kinds)]).map(|_| ())
     };
     let mut run: Option<(i64, i64, i64, i64, Kinds<'_>)> = None;
     for (seq, least, most, kinds) in inserted {
@@ -141,13 +155,13 @@ pub fn kinds(
     let mut blocks: Vec<Met> = Vec::new();
     while let Some(row) = rows.next()? {
         let (first, last, whole): (i64, i64, bool) = (row.get(0)?, row.get(1)?, row.get(2)?);
-        let counted = match row.get_ref(3)?.as_str_or_null()? {
-            Some(text) if whole => {
-                serde_json::from_str::<Vec<(&str, &str, &str, u64)>>(text).ok().map(|kinds| {
+        let counted = match row.get_ref(3)?.as_blob_or_null()? {
+            Some(bytes) if whole => {
+                postcard::from_bytes::<StoredKinds<'_>>(bytes).ok().map(|kinds| {
                     kinds
                         .into_iter()
                         .filter(|k| k.0 == project && service.is_none_or(|s| s == k.1))
-                        .map(|k| (k.2.to_owned(), k.3))
+                        .flat_map(|k| k.2.into_iter().map(|(kind, n)| (kind.to_owned(), n)))
                         .collect()
                 })
             }
