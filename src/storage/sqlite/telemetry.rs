@@ -589,9 +589,10 @@ pub fn list_sessions(
          FROM b CROSS JOIN traces t NOT INDEXED ON t.id BETWEEN b.first_id AND b.last_id \
          WHERE project = ?1 AND session IS NOT NULL AND start_ns >= ?2 AND start_ns < ?3 \
          GROUP BY session ORDER BY max(end_ns) DESC, session LIMIT ?4",
-        trace_blocks::IN_WINDOW
+        trace_blocks::IN_RANGES
     ))?;
-    let rows = stmt.query_map(params![project, from_ns, to_ns, limit as i64], |row| {
+    let ranges = trace_blocks::ranges(conn, project, from_ns, to_ns)?;
+    let rows = stmt.query_map(params![project, from_ns, to_ns, limit as i64, ranges], |row| {
         Ok(SessionSummary {
             session: row.get(0)?,
             traces: row.get::<_, i64>(1)? as u64,
@@ -695,9 +696,11 @@ pub fn scan_traces(
          FROM b CROSS JOIN traces t NOT INDEXED ON t.id BETWEEN b.first_id AND b.last_id \
          WHERE project = ?1 AND start_ns >= ?2 AND start_ns < ?3 \
          AND (?4 IS NULL OR root_service = ?4)",
-        trace_blocks::IN_WINDOW
+        trace_blocks::IN_RANGES
     ))?;
-    let mut rows = stmt.query(params![scope.project, scope.from_ns, scope.to_ns, scope.service])?;
+    let ranges = trace_blocks::ranges(conn, &scope.project, scope.from_ns, scope.to_ns)?;
+    let (project, from_ns, to_ns) = (&scope.project, scope.from_ns, scope.to_ns);
+    let mut rows = stmt.query(params![project, from_ns, to_ns, scope.service, ranges])?;
     while let Some(row) = rows.next()? {
         visitor.trace(TraceTiming {
             duration_ns: row.get(0)?,

@@ -6,10 +6,10 @@
 //! order, so an index on them took a random page write per new trace in
 //! every commit, more as the store grew; a block is written once per run.
 
-use rusqlite::{Transaction, params};
+use rusqlite::{Connection, Transaction, params};
 
 use super::schema::TRACE_ROW_FLOOR_KEY;
-use super::span_blocks::slice;
+use super::span_blocks::{access, slice};
 
 /// Most traces in one block: a block is read whole (by row range) when its
 /// times meet a query's window.
@@ -21,13 +21,51 @@ pub const NEWEST_FIRST: &str = "SELECT first_id, last_id, max_start FROM trace_b
     INDEXED BY trace_blocks_by_start \
     WHERE project = ?1 AND max_start >= ?2 AND min_start < ?3 ORDER BY max_start DESC";
 
-/// A `WITH` clause naming `b` the row ranges (first_id, last_id) of the
-/// blocks of `?1` whose traces may start in `[?2, ?3)`; join traces with
-/// `b CROSS JOIN traces t NOT INDEXED ON t.id BETWEEN b.first_id AND
-/// b.last_id` (read by row ranges) and filter by start again.
-pub const IN_WINDOW: &str = "WITH b AS (SELECT first_id, last_id FROM trace_blocks \
-    INDEXED BY trace_blocks_by_start \
-    WHERE project = ?1 AND max_start >= ?2 AND min_start < ?3)";
+/// A `WITH` clause naming `b` the row ranges (first_id, last_id) of `?5`
+/// (`ranges` as JSON); join traces with `b CROSS JOIN traces t NOT INDEXED
+/// ON t.id BETWEEN b.first_id AND b.last_id` (read by row ranges) and
+/// filter by project and start again.
+pub const IN_RANGES: &str = "WITH b AS (SELECT value ->> 0 AS first_id, value ->> 1 AS last_id \
+    FROM json_each(?5))";
+
+/// Rows closer than this to the end of a range are read through rather
+/// than seeking anew: blocks of one append lie side by side.
+const READ_THROUGH: i64 = 256;
+
+/// Disjoint row ranges, in row order, as JSON (for `IN_RANGES`), holding
+/// every trace of `project` that starts in `[from_ns, to_ns)` (and others:
+/// filter again).
+pub fn ranges(
+    conn: &Connection,
+    project: &str,
+    from_ns: i64,
+    to_ns: i64,
+) -> Result<String, rusqlite::Error> {
+    let how = access(
+        conn,
+        "SELECT (SELECT min(max_start) FROM trace_blocks WHERE project = ?1), \
+         (SELECT max(max_start) FROM trace_blocks WHERE project = ?1)",
+        [project],
+        (from_ns, to_ns),
+        "INDEXED BY trace_blocks_by_start",
+    )?;
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT first_id, last_id FROM trace_blocks {how} \
+         WHERE project = ?1 AND max_start >= ?2 AND min_start < ?3"
+    ))?;
+    let mut found: Vec<(i64, i64)> = stmt
+        .query_map(params![project, from_ns, to_ns], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    found.sort_unstable();
+    let mut merged: Vec<(i64, i64)> = Vec::with_capacity(found.len());
+    for (first, last) in found {
+        match merged.last_mut() {
+            Some((_, end)) if first <= end.saturating_add(READ_THROUGH) => *end = (*end).max(last),
+            _ => merged.push((first, last)),
+        }
+    }
+    Ok(serde_json::to_string(&merged).expect("numbers serialize"))
+}
 
 /// The row a new trace takes: past every row ever given (kept in `meta`;
 /// a store from before that starts past every row its traces, chunks and
@@ -206,7 +244,7 @@ pub fn delete_before(tx: &Transaction<'_>, cutoff_ns: i64) -> Result<usize, rusq
 
 /// Every trace row's block, for tests: (first, last, project, min, max, traces).
 #[cfg(test)]
-pub fn all(conn: &rusqlite::Connection) -> Vec<(i64, i64, String, i64, i64, i64)> {
+pub fn all(conn: &Connection) -> Vec<(i64, i64, String, i64, i64, i64)> {
     conn.prepare(
         "SELECT first_id, last_id, project, min_start, max_start, traces FROM trace_blocks \
          ORDER BY first_id",
@@ -221,8 +259,6 @@ pub fn all(conn: &rusqlite::Connection) -> Vec<(i64, i64, String, i64, i64, i64)
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
-
-    use rusqlite::Connection;
 
     use super::*;
     use crate::model::SpanRecord;
