@@ -314,8 +314,9 @@ pub struct SqliteConfig {
     /// Most read connections open at once (each with its own page cache);
     /// further queries wait for one, within their deadline.
     pub max_readers: usize,
-    /// Keys of stored calls (ids, span keys) held in memory before they are
-    /// written to the store's key index as one run.
+    /// Keys of stored calls (ids, span keys), and apart those of stored
+    /// traces, held in memory before they are written to their key index as
+    /// one run.
     pub key_run_keys: usize,
 }
 

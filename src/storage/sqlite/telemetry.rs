@@ -836,6 +836,17 @@ mod tests {
         }
     }
 
+    /// Retention as the store runs it, at `cutoff_s`; returns the runs of
+    /// trace keys it dropped.
+    fn retire(conn: &mut Connection, keys: &mut KeyIndex, cutoff_s: i64) -> Vec<i64> {
+        let tx = conn.transaction().unwrap();
+        apply_retention(&tx, cutoff_s * 1_000_000_000).unwrap();
+        let dropped = drop_key_runs(&tx, keys).unwrap();
+        tx.commit().unwrap();
+        keys.forget(&dropped);
+        dropped
+    }
+
     fn rows_of(conn: &Connection, trace: usize) -> Vec<(i64, i64)> {
         conn.prepare("SELECT id, span_count FROM traces WHERE trace_id = ?1")
             .unwrap()
@@ -871,24 +882,13 @@ mod tests {
         // Trace 1 lives on (a late span); the others of the first run end
         // before the cutoff.
         append_with(&mut conn, &mut keys, &[span(1, "b", 5_000)]);
-        let cutoff = 4_500 * 1_000_000_000;
-        let tx = conn.transaction().unwrap();
-        apply_retention(&tx, cutoff).unwrap();
-        let dropped = drop_key_runs(&tx, &keys).unwrap();
-        tx.commit().unwrap();
-        keys.forget(&dropped);
+        let dropped = retire(&mut conn, &mut keys, 4_500);
         assert!(dropped.is_empty(), "the first run holds trace 1's row");
         append_with(&mut conn, &mut keys, &[span(1, "c", 5_001)]);
         assert_eq!(rows_of(&conn, 1), [(2, 3)]);
         // Once trace 1 is gone too, its run goes; the second (rows 5..8)
         // keeps traces 5 to 7.
-        let cutoff = 5_500 * 1_000_000_000;
-        let tx = conn.transaction().unwrap();
-        apply_retention(&tx, cutoff).unwrap();
-        let dropped = drop_key_runs(&tx, &keys).unwrap();
-        tx.commit().unwrap();
-        keys.forget(&dropped);
-        assert_eq!(dropped.len(), 1);
+        assert_eq!(retire(&mut conn, &mut keys, 5_500).len(), 1);
         assert_eq!(runs(&conn), 1);
         // A trace whose row retention deleted starts a row of its own, never
         // one given before.
