@@ -411,18 +411,22 @@ fn trace_from_row(row: &Row<'_>) -> Result<TraceSummary, rusqlite::Error> {
     })
 }
 
+/// Most trace blocks a list reads in one pass.
+const MAX_LIST_BATCH: usize = 4096;
+
 pub fn list_traces(
     conn: &rusqlite::Connection,
     filter: &TraceFilter,
 ) -> Result<Vec<TraceSummary>, StorageError> {
-    // Asked of each block in turn (its rows first), newest first.
+    // Asked of blocks in turn (their row ranges first, as JSON), newest
+    // first.
     let mut sql = format!(
-        "SELECT {TRACE_COLUMNS} FROM traces t NOT INDEXED WHERE t.id BETWEEN ? AND ? \
-         AND t.project = ? \
-         AND t.start_ns >= ? AND t.start_ns < ?"
+        "{} SELECT {TRACE_COLUMNS} FROM b CROSS JOIN traces t NOT INDEXED \
+         ON t.id BETWEEN b.first_id AND b.last_id WHERE t.project = ?2 \
+         AND t.start_ns >= ?3 AND t.start_ns < ?4",
+        trace_blocks::in_ranges("?1")
     );
     let mut args: Vec<SqlValue> = vec![
-        SqlValue::Null,
         SqlValue::Null,
         SqlValue::Text(filter.project.clone()),
         SqlValue::Integer(filter.from_ns),
@@ -495,19 +499,38 @@ pub fn list_traces(
     let newest_first = |a: &TraceSummary, b: &TraceSummary| {
         (b.start_ns, &b.trace_id).cmp(&(a.start_ns, &a.trace_id))
     };
+    // Blocks are read a batch at a time, the batch doubling each time (up
+    // to `MAX_LIST_BATCH`): most lists end within the first block or two,
+    // and one whose filters match little reads the window in a few passes.
     let mut found: Vec<TraceSummary> = Vec::new();
-    while let Some(block) = blocks.next()? {
-        let max_start: i64 = block.get(2)?;
-        if found.len() >= filter.limit && found.last().is_some_and(|t| max_start < t.start_ns) {
+    let mut batch: Vec<(i64, i64)> = Vec::new();
+    let mut size = 1;
+    // (first row, last row, latest start) of the next block
+    let mut take = || -> Result<Option<(i64, i64, i64)>, rusqlite::Error> {
+        blocks.next()?.map(|b| Ok((b.get(0)?, b.get(1)?, b.get(2)?))).transpose()
+    };
+    let mut next = take()?;
+    loop {
+        while let Some((first, last, max_start)) = next {
+            let done =
+                found.len() >= filter.limit && found.last().is_some_and(|t| max_start < t.start_ns);
+            if done || batch.len() >= size {
+                break;
+            }
+            batch.push((first, last));
+            next = take()?;
+        }
+        if batch.is_empty() {
             break;
         }
-        (args[0], args[1]) = (SqlValue::Integer(block.get(0)?), SqlValue::Integer(block.get(1)?));
+        args[0] = SqlValue::Text(trace_blocks::ranges_json(std::mem::take(&mut batch), 0));
         let rows = stmt.query_map(params_from_iter(args.iter()), trace_from_row)?;
         for row in rows {
             found.push(row?);
         }
         found.sort_unstable_by(newest_first);
         found.truncate(filter.limit);
+        size = (size * 2).min(MAX_LIST_BATCH);
     }
     Ok(found)
 }
@@ -589,7 +612,7 @@ pub fn list_sessions(
          FROM b CROSS JOIN traces t NOT INDEXED ON t.id BETWEEN b.first_id AND b.last_id \
          WHERE project = ?1 AND session IS NOT NULL AND start_ns >= ?2 AND start_ns < ?3 \
          GROUP BY session ORDER BY max(end_ns) DESC, session LIMIT ?4",
-        trace_blocks::IN_RANGES
+        trace_blocks::in_ranges("?5")
     ))?;
     let ranges = trace_blocks::ranges(conn, project, from_ns, to_ns)?;
     let rows = stmt.query_map(params![project, from_ns, to_ns, limit as i64, ranges], |row| {
@@ -696,7 +719,7 @@ pub fn scan_traces(
          FROM b CROSS JOIN traces t NOT INDEXED ON t.id BETWEEN b.first_id AND b.last_id \
          WHERE project = ?1 AND start_ns >= ?2 AND start_ns < ?3 \
          AND (?4 IS NULL OR root_service = ?4)",
-        trace_blocks::IN_RANGES
+        trace_blocks::in_ranges("?5")
     ))?;
     let ranges = trace_blocks::ranges(conn, &scope.project, scope.from_ns, scope.to_ns)?;
     let (project, from_ns, to_ns) = (&scope.project, scope.from_ns, scope.to_ns);

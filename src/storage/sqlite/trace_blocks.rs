@@ -21,18 +21,22 @@ pub const NEWEST_FIRST: &str = "SELECT first_id, last_id, max_start FROM trace_b
     INDEXED BY trace_blocks_by_start \
     WHERE project = ?1 AND max_start >= ?2 AND min_start < ?3 ORDER BY max_start DESC";
 
-/// A `WITH` clause naming `b` the row ranges (first_id, last_id) of `?5`
-/// (`ranges` as JSON); join traces with `b CROSS JOIN traces t NOT INDEXED
-/// ON t.id BETWEEN b.first_id AND b.last_id` (read by row ranges) and
-/// filter by project and start again.
-pub const IN_RANGES: &str = "WITH b AS (SELECT value ->> 0 AS first_id, value ->> 1 AS last_id \
-    FROM json_each(?5))";
+/// A `WITH` clause naming `b` the row ranges (first_id, last_id) of the
+/// parameter `param` (as `ranges_json` writes them); join traces with `b
+/// CROSS JOIN traces t NOT INDEXED ON t.id BETWEEN b.first_id AND
+/// b.last_id` (read by row ranges) and filter by project and start again.
+pub fn in_ranges(param: &str) -> String {
+    format!(
+        "WITH b AS (SELECT value ->> 0 AS first_id, value ->> 1 AS last_id \
+         FROM json_each({param}))"
+    )
+}
 
 /// Rows closer than this to the end of a range are read through rather
 /// than seeking anew: blocks of one append lie side by side.
 const READ_THROUGH: i64 = 256;
 
-/// Disjoint row ranges, in row order, as JSON (for `IN_RANGES`), holding
+/// Disjoint row ranges, in row order, as JSON (for `in_ranges`), holding
 /// every trace of `project` that starts in `[from_ns, to_ns)` (and others:
 /// filter again).
 pub fn ranges(
@@ -53,18 +57,25 @@ pub fn ranges(
         "SELECT first_id, last_id FROM trace_blocks {how} \
          WHERE project = ?1 AND max_start >= ?2 AND min_start < ?3"
     ))?;
-    let mut found: Vec<(i64, i64)> = stmt
+    let found: Vec<(i64, i64)> = stmt
         .query_map(params![project, from_ns, to_ns], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<Result<_, _>>()?;
+    Ok(ranges_json(found, READ_THROUGH))
+}
+
+/// Row ranges sorted and merged into disjoint ones, as JSON (for
+/// `in_ranges`): ranges overlapping, or `gap` rows or fewer apart, become
+/// one.
+pub fn ranges_json(mut found: Vec<(i64, i64)>, gap: i64) -> String {
     found.sort_unstable();
     let mut merged: Vec<(i64, i64)> = Vec::with_capacity(found.len());
     for (first, last) in found {
         match merged.last_mut() {
-            Some((_, end)) if first <= end.saturating_add(READ_THROUGH) => *end = (*end).max(last),
+            Some((_, end)) if first <= end.saturating_add(gap) => *end = (*end).max(last),
             _ => merged.push((first, last)),
         }
     }
-    Ok(serde_json::to_string(&merged).expect("numbers serialize"))
+    serde_json::to_string(&merged).expect("numbers serialize")
 }
 
 /// The row a new trace takes: past every row ever given (kept in `meta`;
