@@ -806,8 +806,12 @@ impl TelemetryStore for SqliteStorage {
         let packing = self.packing.clone();
         let index = self.trace_keys.clone();
         self.read(move |conn| {
-            let keys = index.read().unwrap_or_else(|p| p.into_inner());
-            telemetry::trace(conn, &project, &trace_id, bounds, &packing, &keys)
+            // The index only for the lookup: a commit's new keys wait for it.
+            let row = {
+                let keys = index.read().unwrap_or_else(|p| p.into_inner());
+                telemetry::trace_row(conn, &keys, &project, &trace_id)?
+            };
+            telemetry::trace(conn, &project, &trace_id, bounds, &packing, row)
         })
         .await
     }

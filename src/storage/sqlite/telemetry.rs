@@ -384,7 +384,8 @@ pub fn trace_of(
     packing: &SpanPacking,
 ) -> StoredTrace {
     let keys = super::load_trace_keys(conn, super::key_runs::RUN_KEYS).unwrap();
-    trace(conn, project, trace_id, bounds, packing, &keys).unwrap()
+    let row = trace_row(conn, &keys, project, trace_id).unwrap();
+    trace(conn, project, trace_id, bounds, packing, row).unwrap()
 }
 
 const TRACE_COLUMNS: &str = "t.trace_id, t.root_name, t.root_service, t.start_ns, t.end_ns, \
@@ -535,16 +536,16 @@ pub fn list_traces(
     Ok(found)
 }
 
-/// Every span of a trace (in start order) and its log records (by time).
+/// Every span of a trace (in start order) and its log records (by time);
+/// `row` is its `traces` row (`trace_row`), if it has one.
 pub fn trace(
     conn: &rusqlite::Connection,
     project: &str,
     trace_id: &str,
     bounds: TraceBounds,
     packing: &SpanPacking,
-    keys: &KeyIndex,
+    row: Option<i64>,
 ) -> Result<StoredTrace, StorageError> {
-    let row = trace_row(conn, keys, project, trace_id)?;
     let mut stmt = conn.prepare_cached(
         "SELECT seq, head, body FROM span_chunks INDEXED BY span_chunks_by_trace \
          WHERE trace = ?1",
