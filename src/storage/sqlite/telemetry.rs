@@ -308,9 +308,14 @@ pub fn trace_row(
     project: &str,
     trace_id: &str,
 ) -> Result<Option<i64>, StorageError> {
+    let candidates = keys.candidates(conn, key_hash(project, &[trace_id]))?;
+    if candidates.is_empty() {
+        // Most new traces: the Bloom filter answered, nothing to read.
+        return Ok(None);
+    }
     let mut check = conn
         .prepare_cached("SELECT 1 FROM traces WHERE id = ?1 AND project = ?2 AND trace_id = ?3")?;
-    for row in keys.candidates(conn, key_hash(project, &[trace_id]))? {
+    for row in candidates {
         if check.exists(params![row, project, trace_id])? {
             return Ok(Some(row));
         }

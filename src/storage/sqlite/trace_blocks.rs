@@ -6,7 +6,7 @@
 //! order, so an index on them took a random page write per new trace in
 //! every commit, more as the store grew; a block is written once per run.
 
-use rusqlite::{Connection, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::schema::TRACE_ROW_FLOOR_KEY;
 use super::span_blocks::{access, slice};
@@ -108,8 +108,8 @@ struct Run<'a> {
     min: i64,
     max: i64,
     traces: i64,
-    /// Set when the run extends the newest stored block (`first` is its).
-    stored: bool,
+    /// For the newest stored block, the traces it held when read.
+    stored: Option<i64>,
 }
 
 impl Run<'_> {
@@ -127,17 +127,13 @@ pub fn record<'a>(
     tx: &Transaction<'_>,
     rows: impl IntoIterator<Item = (&'a str, i64, i64)>,
 ) -> Result<(), rusqlite::Error> {
-    let newest: Option<(String, i64, i64, i64, i64, i64)> = {
-        let mut stmt = tx.prepare_cached(
+    let newest: Option<(String, i64, i64, i64, i64, i64)> = tx
+        .prepare_cached(
             "SELECT project, first_id, last_id, min_start, max_start, traces FROM trace_blocks \
              ORDER BY first_id DESC LIMIT 1",
-        )?;
-        let mut found = stmt.query([])?;
-        match found.next()? {
-            Some(r) => Some((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
-            None => None,
-        }
-    };
+        )?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))
+        .optional()?;
     let mut insert = tx.prepare_cached(
         "INSERT INTO trace_blocks (first_id, last_id, project, min_start, max_start, traces) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -146,14 +142,32 @@ pub fn record<'a>(
         "UPDATE trace_blocks SET last_id = ?2, min_start = ?3, max_start = ?4, traces = ?5 \
          WHERE first_id = ?1",
     )?;
-    let mut write = |run: &Run<'_>| {
-        if run.stored {
-            update.execute(params![run.first, run.last, run.min, run.max, run.traces])
-        } else {
-            insert.execute(params![run.first, run.last, run.project, run.min, run.max, run.traces])
+    let mut write = |run: &Run<'_>| -> Result<(), rusqlite::Error> {
+        match run.stored {
+            None => insert.execute(params![
+                run.first,
+                run.last,
+                run.project,
+                run.min,
+                run.max,
+                run.traces
+            ]),
+            Some(held) if run.traces > held => {
+                update.execute(params![run.first, run.last, run.min, run.max, run.traces])
+            }
+            Some(_) => return Ok(()),
         }
+        .map(|_| ())
     };
-    let mut run: Option<Run<'_>> = None;
+    let mut run = newest.as_ref().map(|(project, first, last, min, max, traces)| Run {
+        project,
+        first: *first,
+        last: *last,
+        min: *min,
+        max: *max,
+        traces: *traces,
+        stored: Some(*traces),
+    });
     for (project, row, start) in rows {
         match &mut run {
             Some(r) if r.takes(project, start) => {
@@ -163,38 +177,18 @@ pub fn record<'a>(
                 r.traces += 1;
                 continue;
             }
-            Some(r) => {
-                write(r)?;
-            }
-            None => {
-                if let Some((p, first, _, min, max, traces)) = &newest {
-                    let stored = Run {
-                        project: p,
-                        first: *first,
-                        last: row,
-                        min: (*min).min(start),
-                        max: (*max).max(start),
-                        traces: traces + 1,
-                        stored: true,
-                    };
-                    if stored.project == project
-                        && slice(*max) == slice(start)
-                        && *traces < BLOCK_TRACES
-                    {
-                        run = Some(stored);
-                        continue;
-                    }
-                }
-            }
+            Some(r) => write(r)?,
+            None => {}
         }
+        let traces = 1;
         run = Some(Run {
             project,
             first: row,
             last: row,
             min: start,
             max: start,
-            traces: 1,
-            stored: false,
+            traces,
+            stored: None,
         });
     }
     if let Some(r) = &run {
@@ -220,16 +214,21 @@ pub fn widen(
     Ok(())
 }
 
-/// Builds the blocks of every trace row (a store from before blocks).
+/// Builds the blocks of every trace row (a store from before blocks), a
+/// page of rows at a time.
 pub fn build(tx: &Transaction<'_>) -> Result<(), rusqlite::Error> {
-    let rows: Vec<(String, i64, i64)> = tx
-        .prepare("SELECT project, id, start_ns FROM traces ORDER BY id")?
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-        .collect::<Result<_, _>>()?;
-    for part in rows.chunks(1 << 16) {
-        record(tx, part.iter().map(|(project, row, start)| (project.as_str(), *row, *start)))?;
+    let mut page = tx.prepare(
+        "SELECT project, id, start_ns FROM traces WHERE id > ?1 ORDER BY id LIMIT 65536",
+    )?;
+    let mut after = i64::MIN;
+    loop {
+        let rows: Vec<(String, i64, i64)> = page
+            .query_map([after], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<Result<_, _>>()?;
+        let Some(last) = rows.last() else { return Ok(()) };
+        after = last.1;
+        record(tx, rows.iter().map(|(project, row, start)| (project.as_str(), *row, *start)))?;
     }
-    Ok(())
 }
 
 /// Deletes the traces that ended before `cutoff_ns` (found through the
