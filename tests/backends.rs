@@ -19,7 +19,7 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 
 use clickhouse::{Client, Row};
-use common::clickhouse::ClickHouse;
+use common::clickhouse::{ClickHouse, merge_fully};
 use common::postgres::Postgres;
 use serde::{Deserialize, Serialize};
 
@@ -197,7 +197,7 @@ async fn replacing_merge_tree_counts_a_resent_block_once_with_final() {
     assert_eq!(totals("FINAL").await, (150, expected_tokens));
 
     // A merge keeps one row per key, so plain reads agree once merged.
-    exec(&client, "OPTIMIZE TABLE shipped FINAL").await;
+    merge_fully(&client, "tally", "shipped").await;
     assert_eq!(totals("").await, (150, expected_tokens));
 }
 
@@ -300,7 +300,7 @@ async fn aggregate_states_written_by_two_nodes_merge_into_the_exact_totals() {
 
     // The engine's own merge folds the partial rows into one per key and
     // keeps the same answer.
-    exec(&client, "OPTIMIZE TABLE spans_hourly FINAL").await;
+    merge_fully(&client, "tally", "spans_hourly").await;
     let rows =
         client.query("SELECT count() FROM spans_hourly").fetch_one::<u64>().await.expect("count");
     assert_eq!(rows as usize, expected.len());
@@ -355,7 +355,7 @@ async fn summing_merge_tree_adds_partial_rows_from_two_nodes() {
         .expect("sum");
     assert_eq!(summed, expected);
 
-    exec(&client, "OPTIMIZE TABLE usage_daily FINAL").await;
+    merge_fully(&client, "tally", "usage_daily").await;
     let merged = client
         .query("SELECT ?fields FROM usage_daily ORDER BY day, project")
         .fetch_all::<Usage>()

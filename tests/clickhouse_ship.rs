@@ -11,7 +11,7 @@ mod common;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use common::clickhouse::ClickHouse as Server;
+use common::clickhouse::{ClickHouse as Server, merge_fully};
 use tally::aggregate::SeriesKey;
 use tally::aggregate::metric::{Bin, BinKey, MetricKey, MetricTier};
 use tally::aggregate::rollup::SequencedCall;
@@ -132,7 +132,7 @@ async fn shipped_calls_read_back_whole_and_a_block_shipped_twice_counts_once() {
     assert!(!first_day.is_empty() && first_day.len() < 800);
     assert!(calls::read(&ch, "q", t0, t0 + 4 * DAY_MS).await.unwrap().is_empty());
     // Merging the parts keeps one row per (node, seq) on disk too.
-    ch.client().query("OPTIMIZE TABLE tally.calls FINAL").execute().await.unwrap();
+    merge_fully(ch.client(), ch.database(), "calls").await;
     let rows: u64 = ch.client().query("SELECT count() FROM tally.calls").fetch_one().await.unwrap();
     assert_eq!(rows, 800);
 }
@@ -480,8 +480,7 @@ async fn rollup_totals_hold_one_row_per_key_and_node_whatever_the_blocks_and_the
     }
     // Merged, one row per (tier, bucket, series) of the node, however many
     // blocks wrote to it.
-    let optimize = format!("OPTIMIZE TABLE {}.rollup_totals FINAL", ch.database());
-    ch.client().query(&optimize).execute().await.unwrap();
+    merge_fully(ch.client(), ch.database(), "rollup_totals").await;
     let sql = format!(
         "SELECT count(), uniqExact(tier, bucket, series), countIf(projection = '') \
          FROM {}.rollup_totals",
@@ -576,8 +575,7 @@ async fn metric_totals_hold_one_row_per_key_and_node_and_count_a_commit_once() {
         assert_eq!(last, 5_000.5, "{tier:?}: the latest point's value");
     }
     // Merged, one row per (tier, bucket, series, node).
-    let optimize = format!("OPTIMIZE TABLE {}.metric_totals FINAL", ch.database());
-    ch.client().query(&optimize).execute().await.unwrap();
+    merge_fully(ch.client(), ch.database(), "metric_totals").await;
     let sql = format!(
         "SELECT count(), uniqExact(tier, bucket, series, node) FROM {}.metric_totals",
         ch.database()

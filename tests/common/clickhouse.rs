@@ -254,3 +254,24 @@ fn answers_ping(port: u16) -> bool {
         && response.lines().next().is_some_and(|status| status.contains(" 200 "))
         && response.ends_with("Ok.\n")
 }
+
+/// Merges `database.table` down to one part a partition. `OPTIMIZE ... FINAL`
+/// silently does nothing to a partition a background merge is working on,
+/// so it is asked again until every partition is one part (at most 10 s).
+pub async fn merge_fully(client: &clickhouse::Client, database: &str, table: &str) {
+    let optimize = format!("OPTIMIZE TABLE {database}.{table} FINAL");
+    let parts = format!(
+        "SELECT count(), uniqExact(partition) FROM system.parts \
+         WHERE database = '{database}' AND table = '{table}' AND active"
+    );
+    for _ in 0..100 {
+        client.query(&optimize).execute().await.unwrap_or_else(|err| panic!("{optimize}: {err}"));
+        let (parts, partitions) =
+            client.query(&parts).fetch_one::<(u64, u64)>().await.expect("count parts");
+        if parts == partitions {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{database}.{table} was not merged to one part a partition within 10 s");
+}
