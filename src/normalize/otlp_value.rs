@@ -144,6 +144,11 @@ impl PackedMap {
                     budget.charge(SCALAR_BYTES);
                     rmp::encode::write_bool(bytes, flag).expect(WRITE);
                 }
+                // As its JSON would be written (not finite, it is text).
+                Some(ValueRef::Double(double)) if double.is_finite() => {
+                    budget.charge(SCALAR_BYTES);
+                    rmp::encode::write_f64(bytes, double).expect(WRITE);
+                }
                 Some(other) => {
                     let value = any_value_to_json(other, budget);
                     rmp_serde::encode::write(bytes, &value).expect(WRITE);
