@@ -229,9 +229,8 @@ impl<'a> Iterator for Fields<'a> {
 /// bytes); only a failure is checked again, for the place it fails at.
 #[inline]
 fn text<'a>(bytes: &'a [u8], what: &'static str) -> Result<&'a str, WireError> {
-    simdutf8::basic::from_utf8(bytes).or_else(|_| {
-        std::str::from_utf8(bytes).map_err(|e| WireError::at(what, Problem::Utf8(e)))
-    })
+    simdutf8::basic::from_utf8(bytes)
+        .or_else(|_| std::str::from_utf8(bytes).map_err(|e| WireError::at(what, Problem::Utf8(e))))
 }
 
 /// An OTLP value (`AnyValue`) as sent.

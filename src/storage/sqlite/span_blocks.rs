@@ -1,8 +1,10 @@
 //! The time index of `span_chunks`: one `span_blocks` row per run of
 //! consecutive chunk seqs of one append whose spans first start within one
-//! minute, instead of an index entry per span. Spans of an export start all
-//! over the last hour, so a per-span time index took a random page write per
-//! span; an append now inserts its chunks by minute and notes each run once.
+//! slice of time (a minute, wider when the append's spans start over more
+//! than a few minutes), instead of an index entry per span. Spans of an
+//! export may start all over the last hour, so a per-span time index took a
+//! random page write per span; an append now inserts its chunks by slice
+//! and notes each run once.
 
 use std::collections::HashMap;
 
@@ -12,19 +14,53 @@ use rustc_hash::FxHashSet;
 use super::span_chunks::EncodedChunk;
 use crate::model::SpanRecord;
 
-/// The slice of start time one block's spans lie in.
+/// The narrowest slice of start time one block's spans lie in.
 pub const BLOCK_SPAN_NS: i64 = 60 * 1_000_000_000;
 
-/// The minute `start_ns` lies in.
-pub(super) fn slice(start_ns: i64) -> i64 {
-    start_ns.div_euclid(BLOCK_SPAN_NS)
+/// Most slices an append's starts are cut into: each makes a block (of
+/// spans, and of each project's new traces), and every block an entry in
+/// its table's time index, a random page write in each commit.
+const MAX_SLICES: i64 = 8;
+/// The widest slice, in minutes.
+const MAX_SLICE_MINUTES: i64 = 64;
+
+/// How one append cuts start times into slices: by the minute, or by a
+/// power of two minutes (up to `MAX_SLICE_MINUTES`) when its starts spread
+/// over more than `MAX_SLICES` minutes. Queries read blocks by their own
+/// least and greatest start, whatever slice they were cut by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Slices {
+    width_ns: i64,
 }
 
-/// The order to insert an append's chunks in: by the minute their spans
-/// first start, except that a chunk of a trace an earlier chunk of the
+impl Slices {
+    pub const MINUTE: Slices = Slices { width_ns: BLOCK_SPAN_NS };
+
+    /// The slices of an append of `chunks`: the narrowest that cut their
+    /// first starts into at most `MAX_SLICES` (or the widest).
+    pub fn of_chunks(chunks: &[EncodedChunk]) -> Slices {
+        let least = chunks.iter().map(|c| c.min_start).min().unwrap_or(0);
+        let most = chunks.iter().map(|c| c.min_start).max().unwrap_or(0);
+        let spread = most.saturating_sub(least);
+        let mut minutes = 1;
+        while minutes < MAX_SLICE_MINUTES && spread / (minutes * BLOCK_SPAN_NS) >= MAX_SLICES {
+            minutes *= 2;
+        }
+        Slices { width_ns: minutes * BLOCK_SPAN_NS }
+    }
+
+    /// The slice `start_ns` lies in.
+    pub fn of(self, start_ns: i64) -> i64 {
+        start_ns.div_euclid(self.width_ns)
+    }
+}
+
+/// The order to insert an append's chunks in: by the slice their spans
+/// first start in, except that a chunk of a trace an earlier chunk of the
 /// append also holds goes after all the others, in arrival order, so that
 /// of a span sent twice the first sent is still the one kept.
 pub fn insert_order(spans: &[&SpanRecord], chunks: &[EncodedChunk]) -> Vec<usize> {
+    let slices = Slices::of_chunks(chunks);
     let mut seen: FxHashSet<(&str, &str)> = FxHashSet::default();
     let (mut first, mut repeated) = (Vec::with_capacity(chunks.len()), Vec::new());
     for (i, chunk) in chunks.iter().enumerate() {
@@ -35,7 +71,7 @@ pub fn insert_order(spans: &[&SpanRecord], chunks: &[EncodedChunk]) -> Vec<usize
             repeated.push(i);
         }
     }
-    first.sort_by_key(|&i| (slice(chunks[i].min_start), i));
+    first.sort_by_key(|&i| (slices.of(chunks[i].min_start), i));
     first.extend(repeated);
     first
 }
@@ -83,10 +119,11 @@ fn add_kinds<'a>(into: &mut Kinds<'a>, more: &Kinds<'a>) {
 
 /// Notes chunks just inserted in `tx`, as (seq, min_start, max_start, its
 /// spans by kind) in insertion order: a block per run of consecutive seqs
-/// whose least starts lie in one minute, with its spans counted by kind
-/// (a summary over a window takes a block wholly inside it from these).
+/// whose least starts lie in one of `slices`, with its spans counted by
+/// kind (a summary over a window takes a block wholly inside it from these).
 pub fn record<'a>(
     tx: &Transaction<'_>,
+    slices: Slices,
     inserted: impl Iterator<Item = (i64, i64, i64, Kinds<'a>)>,
 ) -> Result<(), rusqlite::Error> {
     let mut insert = tx.prepare_cached(
@@ -100,7 +137,7 @@ pub fn record<'a>(
     for (seq, least, most, kinds) in inserted {
         match &mut run {
             Some((_, last, min, max, counts))
-                if *last + 1 == seq && slice(*min) == slice(least) =>
+                if *last + 1 == seq && slices.of(*min) == slices.of(least) =>
             {
                 *last = seq;
                 *min = (*min).min(least);
@@ -331,6 +368,33 @@ mod tests {
         assert_eq!(insert_order(&spans.iter().collect::<Vec<_>>(), &chunks), vec![4, 1, 3, 0, 2]);
     }
 
+    #[test]
+    fn an_append_is_cut_by_the_minute_or_into_at_most_eight_wider_slices() {
+        let packing = std::sync::Arc::new(SpanPacking::default());
+        let minute = BLOCK_SPAN_NS;
+        let slices_of = |starts: &[i64]| {
+            let spans: Vec<SpanRecord> = starts
+                .iter()
+                .enumerate()
+                .map(|(i, &start)| span(&format!("t{i}"), "a", start))
+                .collect();
+            let chunks = span_chunks::chunks_of(&spans, &packing);
+            let slices = Slices::of_chunks(&chunks);
+            let cut: FxHashSet<i64> = chunks.iter().map(|c| slices.of(c.min_start)).collect();
+            (slices, cut.len())
+        };
+        // Starts within a few minutes: a slice a minute.
+        assert_eq!(slices_of(&[0, 3 * minute, 7 * minute + 59]), (Slices::MINUTE, 3));
+        // Over an hour: 8-minute slices, 8 of them.
+        let hour: Vec<i64> = (0..60).map(|m| m * minute + 17).collect();
+        let (slices, cut) = slices_of(&hour);
+        assert_eq!((slices.width_ns, cut), (8 * minute, 8));
+        // Over days: the widest slice, however many that makes.
+        let (slices, _) = slices_of(&[0, 10 * 24 * 60 * minute]);
+        assert_eq!(slices.width_ns, MAX_SLICE_MINUTES * minute);
+        assert_eq!(slices_of(&[]).0, Slices::MINUTE);
+    }
+
     fn blocks(conn: &Connection) -> Vec<(i64, i64, i64, i64)> {
         conn.prepare(
             "SELECT first_seq, last_seq, min_start, max_start FROM span_blocks ORDER BY id",
@@ -358,8 +422,12 @@ mod tests {
         ];
         // Each chunk of one span, an LLM call of project "p" but the last.
         let kinds = |seq: i64| vec![(if seq == 7 { "q" } else { "p" }, "svc", "llm", 1)];
-        record(&tx, inserted.into_iter().map(|(seq, min, max)| (seq, min, max, kinds(seq))))
-            .unwrap();
+        record(
+            &tx,
+            Slices::MINUTE,
+            inserted.into_iter().map(|(seq, min, max)| (seq, min, max, kinds(seq))),
+        )
+        .unwrap();
         tx.commit().unwrap();
         // Blocks wholly inside a window are counted; the others are read.
         let counted = |from, to| {

@@ -459,7 +459,7 @@ pub fn migrate_from_7(tx: &Transaction<'_>) -> Result<(), super::StorageError> {
         let kinds = super::span_blocks::kinds_of(spans.iter().map(|&i| &all_spans[trace][i]));
         (seq, min, max, kinds)
     });
-    super::span_blocks::record(tx, counted)?;
+    super::span_blocks::record(tx, super::span_blocks::Slices::MINUTE, counted)?;
     tx.execute_batch("DROP TABLE spans;")?;
     Ok(())
 }

@@ -159,8 +159,9 @@ pub fn append(
         let mut dropped: FxHashMap<(&str, &str), u64> = FxHashMap::default();
         // Each chunk's trace: its stored row, or a new one. New traces are
         // numbered past every row ever given (`trace_blocks::next_row`), by
-        // project and the minute they start, so that the time index takes a
-        // block per run rather than an entry per trace.
+        // project and the slice they start in, so that the time index takes
+        // a block per run rather than an entry per trace.
+        let slices = span_blocks::Slices::of_chunks(chunks);
         let mut rows: FxHashMap<(&str, &str), TraceRow> = FxHashMap::default();
         for &c in chunk_order {
             let Some(&first) = chunks[c].spans.first() else { continue };
@@ -178,7 +179,7 @@ pub fn append(
             rows.iter().filter(|(_, r)| r.new).map(|(&key, r)| (key, r.least)).collect();
         if !new_traces.is_empty() {
             new_traces.sort_unstable_by_key(|&((project, trace_id), least)| {
-                (project, span_blocks::slice(least), trace_id)
+                (project, slices.of(least), trace_id)
             });
             let mut next_row = trace_blocks::next_row(tx)?;
             for (key, _) in new_traces {
@@ -227,7 +228,7 @@ pub fn append(
                 deltas[d].add(spans[i]);
             }
         }
-        span_blocks::record(tx, inserted.into_iter())?;
+        span_blocks::record(tx, slices, inserted.into_iter())?;
         let mut insert = tx.prepare_cached(INSERT_TRACE)?;
         let mut merge = tx.prepare_cached(MERGE_TRACE)?;
         for d in &deltas {
@@ -268,7 +269,7 @@ pub fn append(
             .map(|d| (d.root.project.as_str(), d.row, d.start_ns))
             .collect();
         new_rows.sort_unstable_by_key(|&(_, row, _)| row);
-        trace_blocks::record(tx, new_rows)?;
+        trace_blocks::record(tx, slices, new_rows)?;
         let mut mark = tx
             .prepare_cached("UPDATE traces SET dropped_spans = dropped_spans + ?2 WHERE id = ?1")?;
         for (key, n) in &dropped {

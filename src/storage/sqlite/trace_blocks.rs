@@ -1,15 +1,17 @@
 //! The time index of `traces`: one `trace_blocks` row per run of a
-//! project's trace rows whose starts lie in one minute, instead of an index
-//! entry per trace. Trace rows are numbered in arrival order, and an append
-//! numbers its new traces by project and minute, so a run is a range of row
-//! numbers holding only its project's traces. Trace starts come in any
+//! project's trace rows whose starts lie in one slice of time (a minute, or
+//! wider for an append whose traces start over more than a few minutes:
+//! `span_blocks::Slices`), instead of an index entry per trace. Trace rows
+//! are numbered in arrival order, and an append numbers its new traces by
+//! project and slice, so a run is a range of row numbers holding only its
+//! project's traces. Trace starts come in any
 //! order, so an index on them took a random page write per new trace in
 //! every commit, more as the store grew; a block is written once per run.
 
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::schema::TRACE_ROW_FLOOR_KEY;
-use super::span_blocks::{access, slice};
+use super::span_blocks::{Slices, access};
 
 /// Most traces in one block: a block is read whole (by row range) when its
 /// times meet a query's window.
@@ -102,6 +104,7 @@ pub fn given(tx: &Transaction<'_>, last: i64) -> Result<(), rusqlite::Error> {
 
 /// A block being built: its project, row range, start times and traces.
 struct Run<'a> {
+    slices: Slices,
     project: &'a str,
     first: i64,
     last: i64,
@@ -114,17 +117,19 @@ struct Run<'a> {
 
 impl Run<'_> {
     fn takes(&self, project: &str, start: i64) -> bool {
-        self.project == project && slice(self.max) == slice(start) && self.traces < BLOCK_TRACES
+        self.project == project
+            && self.slices.of(self.max) == self.slices.of(start)
+            && self.traces < BLOCK_TRACES
     }
 }
 
 /// Notes new trace rows as (project, row, start), in row order: each joins
-/// the run before it if that is its project's, of its start's minute and
-/// not full, else starts a block. The first may join the newest stored
-/// block: every row past that block's is new, so its range stays one
-/// project's.
+/// the run before it if that is its project's, of its start's slice and not
+/// full, else starts a block. The first may join the newest stored block:
+/// every row past that block's is new, so its range stays one project's.
 pub fn record<'a>(
     tx: &Transaction<'_>,
+    slices: Slices,
     rows: impl IntoIterator<Item = (&'a str, i64, i64)>,
 ) -> Result<(), rusqlite::Error> {
     let newest: Option<(String, i64, i64, i64, i64, i64)> = tx
@@ -160,6 +165,7 @@ pub fn record<'a>(
         .map(|_| ())
     };
     let mut run = newest.as_ref().map(|(project, first, last, min, max, traces)| Run {
+        slices,
         project,
         first: *first,
         last: *last,
@@ -182,6 +188,7 @@ pub fn record<'a>(
         }
         let traces = 1;
         run = Some(Run {
+            slices,
             project,
             first: row,
             last: row,
@@ -227,7 +234,8 @@ pub fn build(tx: &Transaction<'_>) -> Result<(), rusqlite::Error> {
             .collect::<Result<_, _>>()?;
         let Some(last) = rows.last() else { return Ok(()) };
         after = last.1;
-        record(tx, rows.iter().map(|(project, row, start)| (project.as_str(), *row, *start)))?;
+        let rows = rows.iter().map(|(project, row, start)| (project.as_str(), *row, *start));
+        record(tx, Slices::MINUTE, rows)?;
     }
 }
 
@@ -290,10 +298,14 @@ mod tests {
     fn runs_break_at_projects_minutes_and_the_cap_and_the_newest_block_is_extended() {
         let mut conn = store();
         let tx = conn.transaction().unwrap();
-        record(&tx, [("a", 1, 10), ("a", 2, 5), ("b", 3, 7), ("a", 4, M), ("a", 6, M + 3)])
-            .unwrap();
+        record(
+            &tx,
+            Slices::MINUTE,
+            [("a", 1, 10), ("a", 2, 5), ("b", 3, 7), ("a", 4, M), ("a", 6, M + 3)],
+        )
+        .unwrap();
         // The next append's first rows join the newest block if they can.
-        record(&tx, [("a", 7, M + 1), ("a", 8, 2 * M)]).unwrap();
+        record(&tx, Slices::MINUTE, [("a", 7, M + 1), ("a", 8, 2 * M)]).unwrap();
         tx.commit().unwrap();
         assert_eq!(
             all(&conn),
@@ -307,7 +319,7 @@ mod tests {
         let tx = conn.transaction().unwrap();
         let rows: Vec<(&str, i64, i64)> =
             (0..BLOCK_TRACES + 1).map(|i| ("b", 100 + i, 3 * M)).collect();
-        record(&tx, rows).unwrap();
+        record(&tx, Slices::MINUTE, rows).unwrap();
         tx.commit().unwrap();
         let blocks = all(&conn);
         assert_eq!(
@@ -322,7 +334,7 @@ mod tests {
     fn an_earlier_start_widens_only_its_own_block() {
         let mut conn = store();
         let tx = conn.transaction().unwrap();
-        record(&tx, [("a", 1, M), ("a", 2, M + 1), ("b", 3, M)]).unwrap();
+        record(&tx, Slices::MINUTE, [("a", 1, M), ("a", 2, M + 1), ("b", 3, M)]).unwrap();
         widen(&tx, "a", 2, 5).unwrap();
         // Not a's block: left alone.
         widen(&tx, "a", 3, 1).unwrap();
@@ -401,6 +413,10 @@ mod tests {
             telemetry::append_as_committer(&mut conn, &spans, &packing);
         }
         assert_covered(&conn);
+        // Each append's traces start over two hours: cut into 16-minute
+        // slices, at most 9 blocks a project (a minute each would be ~60).
+        let blocks = all(&conn).len();
+        assert!(blocks <= 30 * 3 * 9, "{blocks} blocks");
         let widened: i64 = conn
             .query_row("SELECT count(*) FROM trace_blocks WHERE min_start < max_start", [], |r| {
                 r.get(0)
