@@ -641,7 +641,7 @@ pub fn list_sessions(
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
 
-/// Deletes logs older than `cutoff_ns`, spans by whole minute blocks older
+/// Deletes logs older than `cutoff_ns`, spans by whole blocks older
 /// than it (`span_blocks::delete_before`), and the traces that ended before
 /// it (`trace_blocks::delete_before`).
 pub fn apply_retention(tx: &Transaction<'_>, cutoff_ns: i64) -> Result<usize, StorageError> {
