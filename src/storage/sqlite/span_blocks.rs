@@ -20,14 +20,14 @@ pub const BLOCK_SPAN_NS: i64 = 60 * 1_000_000_000;
 /// Most slices an append's starts are cut into: each makes a block (of
 /// spans, and of each project's new traces), and every block an entry in
 /// its table's time index, a random page write in each commit.
-const MAX_SLICES: i64 = 8;
+const MAX_SLICES: usize = 8;
 /// The widest slice, in minutes.
 const MAX_SLICE_MINUTES: i64 = 64;
 
 /// How one append cuts start times into slices: by the minute, or by a
-/// power of two minutes (up to `MAX_SLICE_MINUTES`) when its starts spread
-/// over more than `MAX_SLICES` minutes. Queries read blocks by their own
-/// least and greatest start, whatever slice they were cut by.
+/// power of two minutes (up to `MAX_SLICE_MINUTES`) when its starts fall in
+/// more than `MAX_SLICES` minutes. Queries read blocks by their own least
+/// and greatest start, whatever slice they were cut by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Slices {
     width_ns: i64,
@@ -36,17 +36,23 @@ pub struct Slices {
 impl Slices {
     pub const MINUTE: Slices = Slices { width_ns: BLOCK_SPAN_NS };
 
-    /// The slices of an append of `chunks`: the narrowest that cut their
-    /// first starts into at most `MAX_SLICES` (or the widest).
+    /// The slices of an append of `chunks`: the narrowest that put their
+    /// first starts in at most `MAX_SLICES` slices (or the widest). Counted
+    /// rather than taken from the spread, so that a late span from long ago
+    /// costs one more block and does not widen every other.
     pub fn of_chunks(chunks: &[EncodedChunk]) -> Slices {
-        let least = chunks.iter().map(|c| c.min_start).min().unwrap_or(0);
-        let most = chunks.iter().map(|c| c.min_start).max().unwrap_or(0);
-        let spread = most.saturating_sub(least);
-        let mut minutes = 1;
-        while minutes < MAX_SLICE_MINUTES && spread / (minutes * BLOCK_SPAN_NS) >= MAX_SLICES {
-            minutes *= 2;
+        let mut starts: Vec<i64> = chunks.iter().map(|c| c.min_start).collect();
+        starts.sort_unstable();
+        let mut slices = Slices::MINUTE;
+        while slices.width_ns < MAX_SLICE_MINUTES * BLOCK_SPAN_NS {
+            // Sorted starts: a new slice is one unlike the one before.
+            let cut = starts.windows(2).filter(|w| slices.of(w[0]) != slices.of(w[1])).count();
+            if cut < MAX_SLICES {
+                break;
+            }
+            slices.width_ns *= 2;
         }
-        Slices { width_ns: minutes * BLOCK_SPAN_NS }
+        slices
     }
 
     /// The slice `start_ns` lies in.
@@ -389,8 +395,15 @@ mod tests {
         let hour: Vec<i64> = (0..60).map(|m| m * minute + 17).collect();
         let (slices, cut) = slices_of(&hour);
         assert_eq!((slices.width_ns, cut), (8 * minute, 8));
-        // Over days: the widest slice, however many that makes.
-        let (slices, _) = slices_of(&[0, 10 * 24 * 60 * minute]);
+        // A few stragglers from long ago cost a block each, no wider slices.
+        let late = [
+            vec![-3 * 24 * 60 * minute, -2 * 24 * 60 * minute],
+            (0..5).map(|s| s * minute).collect(),
+        ];
+        assert_eq!(slices_of(&late.concat()), (Slices::MINUTE, 7));
+        // Over days, minute after minute: the widest slice, however many that makes.
+        let days: Vec<i64> = (0..10 * 24).map(|h| h * 60 * minute).collect();
+        let (slices, _) = slices_of(&days);
         assert_eq!(slices.width_ns, MAX_SLICE_MINUTES * minute);
         assert_eq!(slices_of(&[]).0, Slices::MINUTE);
     }
