@@ -121,8 +121,9 @@ pub struct NormalizedSpan {
     pub truncation: Truncation,
 }
 
-/// Lowercase hex of an id of `len` bytes; `None` when all zeros, which OTLP
-/// defines as invalid (absent). The error says what the length was.
+/// Lowercase hex of an id of `len` bytes (16 at most: a trace id); `None`
+/// when all zeros, which OTLP defines as invalid (absent). The error says
+/// what the length was.
 pub(super) fn id_hex(bytes: &[u8], len: usize) -> Result<Option<String>, String> {
     if bytes.len() != len {
         return Err(format!("must be {len} bytes, got {}", bytes.len()));
@@ -130,10 +131,12 @@ pub(super) fn id_hex(bytes: &[u8], len: usize) -> Result<Option<String>, String>
     if bytes.iter().all(|byte| *byte == 0) {
         return Ok(None);
     }
-    // Through a slice: `hex::encode` builds its string a char at a time.
-    let mut text = vec![0; 2 * len];
-    hex::encode_to_slice(bytes, &mut text).expect("the slice is twice the id's length");
-    Ok(Some(String::from_utf8(text).expect("hex digits are ASCII")))
+    // Through a buffer on the stack: `hex::encode` builds its string a char
+    // at a time, and a zeroed `Vec` costs more than the encoding.
+    let mut text = [0; 2 * 16];
+    let text = &mut text[..2 * len];
+    hex::encode_to_slice(bytes, text).expect("the buffer is twice the id's length");
+    Ok(Some(std::str::from_utf8(text).expect("hex digits are ASCII").to_owned()))
 }
 
 /// Validates one span and maps it onto the record model.

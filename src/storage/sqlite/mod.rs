@@ -453,14 +453,16 @@ impl Encoded {
 
 /// Keeps a number in `meta`.
 fn set_meta(conn: &Connection, key: &str, value: i64) -> Result<(), StorageError> {
-    conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)", params![key, value])?;
+    conn.prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)")?
+        .execute(params![key, value])?;
     Ok(())
 }
 
 /// A number kept in `meta`, 0 when absent.
 fn meta_value(conn: &Connection, key: &str) -> Result<i64, StorageError> {
     let value = conn
-        .query_row("SELECT value FROM meta WHERE key = ?1", [key], |row| row.get(0))
+        .prepare_cached("SELECT value FROM meta WHERE key = ?1")?
+        .query_row([key], |row| row.get(0))
         .optional()?;
     Ok(value.unwrap_or(0))
 }

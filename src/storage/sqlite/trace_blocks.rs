@@ -85,14 +85,13 @@ pub fn ranges_json(mut found: Vec<(i64, i64)>, gap: i64) -> String {
 /// blocks name). A deleted trace's row is not given again, so that the
 /// rows of a run of trace keys stay that run's.
 pub fn next_row(tx: &Transaction<'_>) -> Result<i64, rusqlite::Error> {
-    tx.query_row(
+    tx.prepare_cached(
         "SELECT coalesce((SELECT value FROM meta WHERE key = ?1), max( \
          coalesce((SELECT max(id) FROM traces), 0), \
          coalesce((SELECT max(trace) FROM span_chunks), 0), \
          coalesce((SELECT last_id FROM trace_blocks ORDER BY first_id DESC LIMIT 1), 0))) + 1",
-        [TRACE_ROW_FLOOR_KEY],
-        |row| row.get(0),
-    )
+    )?
+    .query_row([TRACE_ROW_FLOOR_KEY], |row| row.get(0))
 }
 
 /// Notes that rows through `last` are given.
