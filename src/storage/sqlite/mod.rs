@@ -436,7 +436,7 @@ struct Encoded {
     /// The order to insert the calls in (`call_chunks::insert_order`).
     call_order: call_chunks::InsertOrder,
     /// The order to insert the span chunks in (`span_blocks::insert_order`).
-    chunk_order: Vec<usize>,
+    chunk_order: span_blocks::ChunkOrder,
 }
 
 impl Encoded {

@@ -40,7 +40,7 @@ impl Slices {
     /// first starts in at most `MAX_SLICES` slices (or the widest). Counted
     /// rather than taken from the spread, so that a late span from long ago
     /// costs one more block and does not widen every other.
-    pub fn of_chunks(chunks: &[EncodedChunk]) -> Slices {
+    fn of_chunks(chunks: &[EncodedChunk]) -> Slices {
         let mut starts: Vec<i64> = chunks.iter().map(|c| c.min_start).collect();
         starts.sort_unstable();
         let mut slices = Slices::MINUTE;
@@ -61,11 +61,19 @@ impl Slices {
     }
 }
 
+/// How an append's chunks go in: in `order` (indices into its chunks),
+/// cut by `slices`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChunkOrder {
+    pub order: Vec<usize>,
+    pub slices: Slices,
+}
+
 /// The order to insert an append's chunks in: by the slice their spans
 /// first start in, except that a chunk of a trace an earlier chunk of the
 /// append also holds goes after all the others, in arrival order, so that
 /// of a span sent twice the first sent is still the one kept.
-pub fn insert_order(spans: &[&SpanRecord], chunks: &[EncodedChunk]) -> Vec<usize> {
+pub fn insert_order(spans: &[&SpanRecord], chunks: &[EncodedChunk]) -> ChunkOrder {
     let slices = Slices::of_chunks(chunks);
     let mut seen: FxHashSet<(&str, &str)> = FxHashSet::default();
     let (mut first, mut repeated) = (Vec::with_capacity(chunks.len()), Vec::new());
@@ -79,7 +87,7 @@ pub fn insert_order(spans: &[&SpanRecord], chunks: &[EncodedChunk]) -> Vec<usize
     }
     first.sort_by_key(|&i| (slices.of(chunks[i].min_start), i));
     first.extend(repeated);
-    first
+    ChunkOrder { order: first, slices }
 }
 
 /// Spans by (project, service, kind), as a block counts them.
@@ -371,7 +379,8 @@ mod tests {
             chunks.push(chunk);
         }
         spans.extend(later);
-        assert_eq!(insert_order(&spans.iter().collect::<Vec<_>>(), &chunks), vec![4, 1, 3, 0, 2]);
+        let order = insert_order(&spans.iter().collect::<Vec<_>>(), &chunks);
+        assert_eq!(order, ChunkOrder { order: vec![4, 1, 3, 0, 2], slices: Slices::MINUTE });
     }
 
     #[test]

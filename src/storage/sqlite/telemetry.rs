@@ -142,7 +142,7 @@ pub fn append(
     tx: &Transaction<'_>,
     spans: &[&SpanRecord],
     chunks: &[EncodedChunk],
-    chunk_order: &[usize],
+    chunk_order: &span_blocks::ChunkOrder,
     logs: &[LogRecord],
     log_json: &[String],
     max_spans_per_trace: usize,
@@ -161,9 +161,9 @@ pub fn append(
         // numbered past every row ever given (`trace_blocks::next_row`), by
         // project and the slice they start in, so that the time index takes
         // a block per run rather than an entry per trace.
-        let slices = span_blocks::Slices::of_chunks(chunks);
+        let slices = chunk_order.slices;
         let mut rows: FxHashMap<(&str, &str), TraceRow> = FxHashMap::default();
-        for &c in chunk_order {
+        for &c in &chunk_order.order {
             let Some(&first) = chunks[c].spans.first() else { continue };
             let key = (spans[first].project.as_str(), spans[first].trace_id.as_str());
             let least = chunks[c].min_start;
@@ -188,7 +188,7 @@ pub fn append(
             }
             trace_blocks::given(tx, next_row - 1)?;
         }
-        for &c in chunk_order {
+        for &c in &chunk_order.order {
             let Some(&first) = chunks[c].spans.first() else { continue };
             let (project, trace_id) =
                 (spans[first].project.as_str(), spans[first].trace_id.as_str());
