@@ -103,7 +103,6 @@ pub fn given(tx: &Transaction<'_>, last: i64) -> Result<(), rusqlite::Error> {
 
 /// A block being built: its project, row range, start times and traces.
 struct Run<'a> {
-    slices: Slices,
     project: &'a str,
     first: i64,
     last: i64,
@@ -115,9 +114,9 @@ struct Run<'a> {
 }
 
 impl Run<'_> {
-    fn takes(&self, project: &str, start: i64) -> bool {
+    fn takes(&self, slices: Slices, project: &str, start: i64) -> bool {
         self.project == project
-            && self.slices.of(self.max) == self.slices.of(start)
+            && slices.of(self.max) == slices.of(start)
             && self.traces < BLOCK_TRACES
     }
 }
@@ -164,7 +163,6 @@ pub fn record<'a>(
         .map(|_| ())
     };
     let mut run = newest.as_ref().map(|(project, first, last, min, max, traces)| Run {
-        slices,
         project,
         first: *first,
         last: *last,
@@ -175,7 +173,7 @@ pub fn record<'a>(
     });
     for (project, row, start) in rows {
         match &mut run {
-            Some(r) if r.takes(project, start) => {
+            Some(r) if r.takes(slices, project, start) => {
                 r.last = row;
                 r.min = r.min.min(start);
                 r.max = r.max.max(start);
@@ -187,7 +185,6 @@ pub fn record<'a>(
         }
         let traces = 1;
         run = Some(Run {
-            slices,
             project,
             first: row,
             last: row,
