@@ -410,9 +410,9 @@ mod tests {
         }
         assert_covered(&conn);
         // Each append's traces start over two hours: cut into 16-minute
-        // slices, at most 9 blocks a project (a minute each would be ~60).
+        // slices, at most 10 blocks a project (a minute each would be ~60).
         let blocks = all(&conn).len();
-        assert!(blocks <= 30 * 3 * 9, "{blocks} blocks");
+        assert!(blocks <= 30 * 3 * 10, "{blocks} blocks");
         let widened: i64 = conn
             .query_row("SELECT count(*) FROM trace_blocks WHERE min_start < max_start", [], |r| {
                 r.get(0)
