@@ -10,11 +10,11 @@ use serde_json::{Value, json};
 
 use super::QueryState;
 use super::params::Params;
-use crate::aggregate::Sketch;
 use crate::error::ApiError;
-use crate::storage::{SpanTiming, TelemetryScope, TelemetryVisitor, TraceTiming};
-
-const NS_PER_MS: f64 = 1e6;
+use crate::storage::{
+    SpanDurations as Durations, SpanGroup, SpanTiming, TelemetryScope, TelemetryVisitor,
+    TraceTiming,
+};
 
 fn scope(params: &Params) -> Result<TelemetryScope, ApiError> {
     let (from, to) = params.window()?;
@@ -26,37 +26,15 @@ fn scope(params: &Params) -> Result<TelemetryScope, ApiError> {
     })
 }
 
-/// Durations (ms) with their exact sum beside the sketch.
-#[derive(Default)]
-struct Durations {
-    sketch: Sketch,
-    sum_ms: f64,
-    errors: u64,
-}
-
-impl Durations {
-    fn merge(&mut self, other: &Durations) {
-        self.sketch.merge(&other.sketch);
-        self.sum_ms += other.sum_ms;
-        self.errors += other.errors;
-    }
-
-    fn add(&mut self, duration_ns: i64, error: bool) {
-        let ms = duration_ns.max(0) as f64 / NS_PER_MS;
-        self.sketch.add(ms);
-        self.sum_ms += ms;
-        self.errors += error as u64;
-    }
-
-    fn json(&self) -> Value {
-        let count = self.sketch.count();
-        json!({
-            "avg": (count > 0).then(|| self.sum_ms / count as f64),
-            "p50": self.sketch.quantile(0.5),
-            "p95": self.sketch.quantile(0.95),
-            "p99": self.sketch.quantile(0.99),
-        })
-    }
+/// Quantiles and mean of `d`.
+fn durations_json(d: &Durations) -> Value {
+    let count = d.sketch.count();
+    json!({
+        "avg": (count > 0).then(|| d.sum_ms / count as f64),
+        "p50": d.sketch.quantile(0.5),
+        "p95": d.sketch.quantile(0.95),
+        "p99": d.sketch.quantile(0.99),
+    })
 }
 
 #[derive(Default)]
@@ -120,7 +98,7 @@ pub async fn summary(
         "traces": traces,
         "error_traces": summary.traces.errors,
         "error_rate": (traces > 0).then(|| summary.traces.errors as f64 / traces as f64),
-        "duration_ms": summary.traces.json(),
+        "duration_ms": durations_json(&summary.traces),
         "cost_usd": {
             "total": summary.cost_usd,
             "avg_per_trace": (traces > 0).then(|| summary.cost_usd / traces as f64),
@@ -149,7 +127,7 @@ struct Latency {
 
 /// A stage's statistics as the answer lists them.
 fn latency_json(key: Option<&str>, d: &Durations) -> Value {
-    let stats = d.json();
+    let stats = durations_json(d);
     json!({
         "key": key,
         "count": d.sketch.count(),
@@ -162,26 +140,45 @@ fn latency_json(key: Option<&str>, d: &Durations) -> Value {
     })
 }
 
+impl Latency {
+    /// Adds to the durations of stage `key` (to `other` once `max_tracked`
+    /// stages are).
+    fn add_to(&mut self, key: &str, add: impl FnOnce(&mut Durations)) {
+        if let Some(group) = self.groups.get_mut(key) {
+            add(group);
+        } else if self.groups.len() < self.max_tracked {
+            add(self.groups.entry(Box::from(key)).or_default());
+        } else {
+            add(&mut self.other);
+        }
+    }
+}
+
 impl TelemetryVisitor for Latency {
     fn span(&mut self, timing: SpanTiming<'_>) {
         let key = match self.by {
-            Stage::Kind => Some(timing.kind),
-            Stage::Name => Some(timing.name),
+            Stage::Kind => timing.kind,
+            Stage::Name => timing.name,
             // Only spans that name a model take part in a per-model breakdown.
             Stage::Model => match timing.model {
-                Some(model) => Some(model),
+                Some(model) => model,
                 None => return,
             },
         };
-        let Some(key) = key else { return };
-        if let Some(group) = self.groups.get_mut(key) {
-            group.add(timing.duration_ns, timing.error);
-        } else if self.groups.len() < self.max_tracked {
-            let group = self.groups.entry(Box::from(key)).or_default();
-            group.add(timing.duration_ns, timing.error);
-        } else {
-            self.other.add(timing.duration_ns, timing.error);
+        self.add_to(key, |group| group.add(timing.duration_ns, timing.error));
+    }
+
+    fn summed_by(&self) -> Option<SpanGroup> {
+        match self.by {
+            Stage::Kind => Some(SpanGroup::Kind),
+            Stage::Model => Some(SpanGroup::Model),
+            // Span names are client data: no store sums by them.
+            Stage::Name => None,
         }
+    }
+
+    fn summed(&mut self, key: &str, durations: &Durations) {
+        self.add_to(key, |group| group.merge(durations));
     }
 }
 

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 
 use super::StorageError;
+use crate::aggregate::Sketch;
 use crate::model::{LogRecord, SpanRecord};
 
 /// Which traces to list, newest first. Span conditions (service, kind,
@@ -104,6 +105,46 @@ pub struct TraceTiming {
 pub trait TelemetryVisitor: std::any::Any + Send {
     fn span(&mut self, _timing: SpanTiming<'_>) {}
     fn trace(&mut self, _timing: TraceTiming) {}
+    /// The grouping whose sums this visitor takes in place of the spans
+    /// they sum (`summed`), if any. A store that keeps such sums hands them
+    /// over where it can, and the other spans one by one.
+    fn summed_by(&self) -> Option<SpanGroup> {
+        None
+    }
+    /// The durations of the spans of group `key`, summed ahead by a store.
+    fn summed(&mut self, _key: &str, _durations: &SpanDurations) {}
+}
+
+/// How spans are summed ahead: by kind, or by model (spans without one
+/// are in no group).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpanGroup {
+    Kind,
+    Model,
+}
+
+/// Span durations (ms) with their exact sum beside the sketch, and how
+/// many of the spans failed.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SpanDurations {
+    pub sketch: Sketch,
+    pub sum_ms: f64,
+    pub errors: u64,
+}
+
+impl SpanDurations {
+    pub fn add(&mut self, duration_ns: i64, error: bool) {
+        let ms = duration_ns.max(0) as f64 / 1e6;
+        self.sketch.add(ms);
+        self.sum_ms += ms;
+        self.errors += u64::from(error);
+    }
+
+    pub fn merge(&mut self, other: &SpanDurations) {
+        self.sketch.merge(&other.sketch);
+        self.sum_ms += other.sum_ms;
+        self.errors += other.errors;
+    }
 }
 
 /// Which log records to list, newest first.

@@ -136,7 +136,10 @@ CREATE TABLE IF NOT EXISTS span_blocks (
     max_start INTEGER NOT NULL,
     -- the block's spans by project, service and kind (span_blocks.rs;
     -- NULL in blocks written before schema 14: read span by span)
-    kinds     BLOB
+    kinds     BLOB,
+    -- the durations of its spans by project, service and kind or model
+    -- (span_blocks.rs; NULL before schema 15, or with too many models)
+    timings   BLOB
 );
 CREATE INDEX IF NOT EXISTS span_blocks_max_start ON span_blocks (max_start);
 
@@ -263,20 +266,21 @@ CREATE INDEX IF NOT EXISTS deliveries_alert ON deliveries (alert_id);
 
 /// Bumped on every incompatible change; a store of another version is
 /// refused rather than misread.
-pub const VERSION: i64 = 14;
+pub const VERSION: i64 = 15;
 
 /// Creates the schema in a new database, checks an existing one's version,
-/// or migrates a store of schema 5 to 13 (in one transaction).
+/// or migrates a store of schema 5 to 14 (in one transaction).
 pub fn create_or_check(conn: &rusqlite::Connection) -> Result<(), super::StorageError> {
     let version: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
     let tables: i64 =
         conn.query_row("SELECT count(*) FROM sqlite_master WHERE type = 'table'", [], |row| {
             row.get(0)
         })?;
-    let migrating = tables > 0 && version != VERSION;
-    if migrating && !(5..=13).contains(&version) {
+    if tables > 0 && version != VERSION && !(5..=14).contains(&version) {
         return Err(super::StorageError::SchemaVersion { found: version, needed: VERSION });
     }
+    // Schema 14 needs only the column schema 15 adds (below).
+    let migrating = tables > 0 && version < 14;
     let tx = conn.unchecked_transaction()?;
     // Schema 6 added span blocks over the rows of `spans`; the move into
     // chunks below rebuilds them for 5 and 6 alike.
@@ -289,6 +293,10 @@ pub fn create_or_check(conn: &rusqlite::Connection) -> Result<(), super::Storage
     if !has_column(&tx, "span_blocks", "kinds")? {
         // Schema 14 counts a span block's spans by kind.
         tx.execute_batch("ALTER TABLE span_blocks ADD COLUMN kinds BLOB")?;
+    }
+    if !has_column(&tx, "span_blocks", "timings")? {
+        // Schema 15 sums a span block's durations by kind and model.
+        tx.execute_batch("ALTER TABLE span_blocks ADD COLUMN timings BLOB")?;
     }
     if migrating && !has_column(&tx, "traces", "dropped_spans")? {
         // Schema 10 counts the spans a trace did not keep.

@@ -10,9 +10,12 @@ use std::collections::HashMap;
 
 use rusqlite::{Connection, Transaction, params};
 use rustc_hash::FxHashSet;
+use serde::{Deserialize, Serialize};
 
 use super::span_chunks::EncodedChunk;
-use crate::model::SpanRecord;
+use crate::aggregate::Sketch;
+use crate::model::{SpanRecord, SpanStatus};
+use crate::storage::{SpanDurations, SpanGroup};
 
 /// The narrowest slice of start time one block's spans lie in.
 pub const BLOCK_SPAN_NS: i64 = 60 * 1_000_000_000;
@@ -92,78 +95,151 @@ pub fn insert_order(spans: &[&SpanRecord], chunks: &[EncodedChunk]) -> ChunkOrde
 }
 
 /// Spans by (project, service, kind), as a block counts them.
-pub type Kinds<'a> = Vec<(&'a str, &'a str, &'a str, u64)>;
+type Kinds<'a> = Vec<(&'a str, &'a str, &'a str, u64)>;
 
-/// `spans` counted by (project, service, kind).
-pub fn kinds_of<'a>(spans: impl IntoIterator<Item = &'a SpanRecord>) -> Kinds<'a> {
-    let mut kinds: Kinds<'a> = Vec::new();
-    for s in spans {
-        let key = (s.project.as_str(), s.service.as_str(), s.kind.as_str());
-        match kinds.iter_mut().find(|k| (k.0, k.1, k.2) == key) {
+/// How a block groups the durations it sums (`Timed::group`).
+const BY_KIND: u8 = 0;
+const BY_MODEL: u8 = 1;
+
+/// Most groups (a kind or a model, of one project and service) whose
+/// durations a block sums; a block with more sums none, and is read span
+/// by span (models are client data).
+const MAX_TIMED_GROUPS: usize = 256;
+
+/// (project, service, `BY_KIND` or `BY_MODEL`, the kind or model).
+type Group<'a> = (&'a str, &'a str, u8, &'a str);
+
+/// What a block keeps of its spans: their number by (project, service,
+/// kind), and their durations by (project, service) and kind or model.
+#[derive(Default)]
+struct Sums<'a> {
+    kinds: Kinds<'a>,
+    timings: Vec<(Group<'a>, SpanDurations)>,
+    /// More groups than `MAX_TIMED_GROUPS`: no durations are kept.
+    untimed: bool,
+}
+
+impl<'a> Sums<'a> {
+    fn add(&mut self, s: &'a SpanRecord) {
+        let (project, service, kind) = (s.project.as_str(), s.service.as_str(), s.kind.as_str());
+        match self.kinds.iter_mut().find(|k| (k.0, k.1, k.2) == (project, service, kind)) {
             Some(k) => k.3 += 1,
-            None => kinds.push((key.0, key.1, key.2, 1)),
+            None => self.kinds.push((project, service, kind, 1)),
+        }
+        if self.untimed {
+            return;
+        }
+        let (duration_ns, error) = (s.end_ns - s.start_ns, s.status == SpanStatus::Error);
+        for (group, key) in [(BY_KIND, Some(kind)), (BY_MODEL, s.model.as_deref())] {
+            let Some(key) = key else { continue };
+            let at = (project, service, group, key);
+            let room = self.timings.len() < MAX_TIMED_GROUPS;
+            match self.timings.iter_mut().find(|t| t.0 == at) {
+                Some(t) => t.1.add(duration_ns, error),
+                None if room => {
+                    let mut durations = SpanDurations::default();
+                    durations.add(duration_ns, error);
+                    self.timings.push((at, durations));
+                }
+                None => {
+                    self.untimed = true;
+                    self.timings = Vec::new();
+                    return;
+                }
+            }
         }
     }
-    kinds
+
+    /// The counts as stored: by project and service, each with its spans
+    /// by kind.
+    fn encode_kinds(&self) -> Vec<u8> {
+        let mut stored: StoredKinds<'_> = Vec::new();
+        for &(project, service, kind, n) in &self.kinds {
+            match stored.iter_mut().find(|s| (s.0, s.1) == (project, service)) {
+                Some(s) => s.2.push((kind, n)),
+                None => stored.push((project, service, vec![(kind, n)])),
+            }
+        }
+        postcard::to_allocvec(&stored).expect("writing to a Vec cannot fail")
+    }
+
+    /// The durations as stored (`None` when there were too many groups).
+    fn encode_timings(&self) -> Option<Vec<u8>> {
+        if self.untimed {
+            return None;
+        }
+        let mut stored: StoredTimings<'_> = Vec::new();
+        let sketches: Vec<Vec<u8>> = self.timings.iter().map(|t| t.1.sketch.to_bytes()).collect();
+        for (((project, service, group, key), d), sketch) in self.timings.iter().zip(&sketches) {
+            let timed = Timed { group: *group, key, sum_ms: d.sum_ms, errors: d.errors, sketch };
+            match stored.iter_mut().find(|s| (s.0, s.1) == (*project, *service)) {
+                Some(s) => s.2.push(timed),
+                None => stored.push((project, service, vec![timed])),
+            }
+        }
+        Some(postcard::to_allocvec(&stored).expect("writing to a Vec cannot fail"))
+    }
 }
 
 /// Counts as a block keeps them: by project and service, each with its
 /// spans by kind.
 type StoredKinds<'a> = Vec<(&'a str, &'a str, Vec<(&'a str, u64)>)>;
 
-fn encode_kinds(kinds: &Kinds<'_>) -> Vec<u8> {
-    let mut stored: StoredKinds<'_> = Vec::new();
-    for &(project, service, kind, n) in kinds {
-        match stored.iter_mut().find(|s| (s.0, s.1) == (project, service)) {
-            Some(s) => s.2.push((kind, n)),
-            None => stored.push((project, service, vec![(kind, n)])),
-        }
-    }
-    postcard::to_allocvec(&stored).expect("writing to a Vec cannot fail")
+/// Durations as a block keeps them: by project and service, each with its
+/// groups.
+type StoredTimings<'a> = Vec<(&'a str, &'a str, Vec<Timed<'a>>)>;
+
+/// The durations of one group of a block's spans.
+#[derive(Serialize, Deserialize)]
+struct Timed<'a> {
+    group: u8,
+    key: &'a str,
+    sum_ms: f64,
+    errors: u64,
+    /// The durations (ms), `Sketch::to_bytes`.
+    #[serde(borrow, with = "serde_bytes")]
+    sketch: &'a [u8],
 }
 
-/// Adds `more` into `into`.
-fn add_kinds<'a>(into: &mut Kinds<'a>, more: &Kinds<'a>) {
-    for &(project, service, kind, n) in more {
-        match into.iter_mut().find(|k| (k.0, k.1, k.2) == (project, service, kind)) {
-            Some(k) => k.3 += n,
-            None => into.push((project, service, kind, n)),
-        }
-    }
-}
+/// A chunk just inserted, as its block notes it: (seq, least start,
+/// greatest start, its spans).
+pub type Inserted<'a> = (i64, i64, i64, Vec<&'a SpanRecord>);
 
-/// Notes chunks just inserted in `tx`, as (seq, min_start, max_start, its
-/// spans by kind) in insertion order: a block per run of consecutive seqs
-/// whose least starts lie in one of `slices`, with its spans counted by
-/// kind (a summary over a window takes a block wholly inside it from these).
+/// Notes chunks just inserted in `tx`, in insertion order: a block per run
+/// of consecutive seqs whose least starts lie in one of `slices`, with its
+/// spans counted by kind and their durations summed by kind and model (a
+/// statistic over a window takes a block wholly inside it from these).
 pub fn record<'a>(
     tx: &Transaction<'_>,
     slices: Slices,
-    inserted: impl Iterator<Item = (i64, i64, i64, Kinds<'a>)>,
+    inserted: impl Iterator<Item = Inserted<'a>>,
 ) -> Result<(), rusqlite::Error> {
     let mut insert = tx.prepare_cached(
-        "INSERT INTO span_blocks (first_seq, last_seq, min_start, max_start, kinds) \
-         VALUES (?1, ?2, ?3, ?4, ?5)",
+        "INSERT INTO span_blocks (first_seq, last_seq, min_start, max_start, kinds, timings) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?;
-    let mut write = |(first, last, min, max, kinds): &(i64, i64, i64, i64, Kinds<'_>)| {
-        insert.execute(params![first, last, min, max, encode_kinds(kinds)]).map(|_| ())
+    let mut write = |(first, last, min, max, sums): &(i64, i64, i64, i64, Sums<'_>)| {
+        let values = params![first, last, min, max, sums.encode_kinds(), sums.encode_timings()];
+        insert.execute(values).map(|_| ())
     };
-    let mut run: Option<(i64, i64, i64, i64, Kinds<'_>)> = None;
-    for (seq, least, most, kinds) in inserted {
+    let mut run: Option<(i64, i64, i64, i64, Sums<'_>)> = None;
+    for (seq, least, most, spans) in inserted {
         match &mut run {
-            Some((_, last, min, max, counts))
+            Some((_, last, min, max, sums))
                 if *last + 1 == seq && slices.of(*min) == slices.of(least) =>
             {
                 *last = seq;
                 *min = (*min).min(least);
                 *max = (*max).max(most);
-                add_kinds(counts, &kinds);
+                spans.into_iter().for_each(|s| sums.add(s));
                 continue;
             }
             Some(done) => write(done)?,
             None => {}
         }
-        run = Some((seq, seq, least, most, kinds));
+        let mut sums = Sums::default();
+        spans.into_iter().for_each(|s| sums.add(s));
+        run = Some((seq, seq, least, most, sums));
     }
     if let Some(done) = &run {
         write(done)?;
@@ -191,12 +267,77 @@ pub fn kinds(
     from_ns: i64,
     to_ns: i64,
 ) -> Result<WindowKinds, rusqlite::Error> {
-    // First each block's seqs and whether its counts stand for it: seqs
+    let mut counted: HashMap<String, u64> = HashMap::new();
+    let read = sums_in_window(conn, "kinds", (from_ns, to_ns), |bytes| {
+        let Ok(kinds) = postcard::from_bytes::<StoredKinds<'_>>(bytes) else { return false };
+        let of_scope =
+            kinds.into_iter().filter(|k| k.0 == project && service.is_none_or(|s| s == k.1));
+        for (kind, n) in of_scope.flat_map(|k| k.2) {
+            match counted.get_mut(kind) {
+                Some(total) => *total += n,
+                None => {
+                    counted.insert(kind.to_owned(), n);
+                }
+            }
+        }
+        true
+    })?;
+    Ok(WindowKinds { counted, read })
+}
+
+/// Durations of the spans of `project` (and `service`) starting in
+/// `[from_ns, to_ns)` by `group`, as summed by the blocks wholly inside the
+/// window (each group handed to `take`), and the seq ranges of the others,
+/// to be read span by span. A block without sums (written before blocks
+/// had them, or with too many groups) or overlapping another is read.
+pub fn timings(
+    conn: &Connection,
+    project: &str,
+    service: Option<&str>,
+    (from_ns, to_ns): (i64, i64),
+    group: SpanGroup,
+    mut take: impl FnMut(&str, &SpanDurations),
+) -> Result<Vec<(i64, i64)>, rusqlite::Error> {
+    let wanted = match group {
+        SpanGroup::Kind => BY_KIND,
+        SpanGroup::Model => BY_MODEL,
+    };
+    sums_in_window(conn, "timings", (from_ns, to_ns), |bytes| {
+        let Ok(stored) = postcard::from_bytes::<StoredTimings<'_>>(bytes) else { return false };
+        let mut found = Vec::new();
+        let of_scope =
+            stored.into_iter().filter(|s| s.0 == project && service.is_none_or(|v| v == s.1));
+        for timed in of_scope.flat_map(|s| s.2).filter(|t| t.group == wanted) {
+            let Ok(sketch) = Sketch::decode(timed.sketch) else { return false };
+            found.push((
+                timed.key,
+                SpanDurations { sketch, sum_ms: timed.sum_ms, errors: timed.errors },
+            ));
+        }
+        // Handed over only once the whole block could be read.
+        for (key, durations) in &found {
+            take(key, durations);
+        }
+        true
+    })
+}
+
+/// The blocks meeting `[from_ns, to_ns)`: each wholly inside it whose sums
+/// in `column` stand for it goes to `take` (which says whether it could
+/// read them); the seq ranges of the others, to be read span by span, are
+/// returned (disjoint, in seq order).
+fn sums_in_window(
+    conn: &Connection,
+    column: &'static str,
+    (from_ns, to_ns): (i64, i64),
+    mut take: impl FnMut(&[u8]) -> bool,
+) -> Result<Vec<(i64, i64)>, rusqlite::Error> {
+    // First each block's seqs and whether its sums stand for it: seqs
     // handed out again after retention can make ranges overlap, and such
     // blocks are read, so that no span counts twice.
     let how = span_access(conn, from_ns, to_ns)?;
     let mut stmt = conn.prepare_cached(&format!(
-        "SELECT first_seq, last_seq, min_start >= ?1 AND max_start < ?2 AND kinds IS NOT NULL \
+        "SELECT first_seq, last_seq, min_start >= ?1 AND max_start < ?2 AND {column} IS NOT NULL \
          FROM span_blocks {how} WHERE max_start >= ?1 AND min_start < ?2"
     ))?;
     let mut blocks: Vec<(i64, i64, bool)> = stmt
@@ -211,45 +352,28 @@ pub fn kinds(
         }
         reach = reach.max(blocks[i].1);
     }
-    // Then the counts of those that stand, without holding them all.
-    let mut counted: HashMap<String, u64> = HashMap::new();
+    // Then the sums of those that stand, without holding them all.
     let mut stmt = conn.prepare_cached(&format!(
-        "SELECT first_seq, kinds FROM span_blocks {how} \
+        "SELECT first_seq, {column} FROM span_blocks {how} \
          WHERE max_start >= ?1 AND min_start < ?2 AND min_start >= ?1 AND max_start < ?2"
     ))?;
     let mut rows = stmt.query(params![from_ns, to_ns])?;
-    let mut read = Vec::new();
+    let mut unreadable = FxHashSet::default();
     while let Some(row) = rows.next()? {
         let first: i64 = row.get(0)?;
         let stands = blocks.binary_search_by_key(&first, |b| b.0).is_ok_and(|i| blocks[i].2);
         let Some(bytes) = row.get_ref(1)?.as_blob_or_null()? else { continue };
-        let decoded = postcard::from_bytes::<StoredKinds<'_>>(bytes).ok();
-        match decoded {
-            Some(kinds) if stands => {
-                let of_scope = kinds
-                    .into_iter()
-                    .filter(|k| k.0 == project && service.is_none_or(|s| s == k.1));
-                for (kind, n) in of_scope.flat_map(|k| k.2) {
-                    match counted.get_mut(kind) {
-                        Some(total) => *total += n,
-                        None => {
-                            counted.insert(kind.to_owned(), n);
-                        }
-                    }
-                }
-            }
-            // Counts that cannot be read: the block is read instead.
-            None if stands => read.push(first),
-            _ => {}
+        // Sums that cannot be read: the block is read instead.
+        if stands && !take(bytes) {
+            unreadable.insert(first);
         }
     }
-    let unreadable: FxHashSet<i64> = read.into_iter().collect();
     let read = blocks
         .into_iter()
         .filter(|b| !b.2 || unreadable.contains(&b.0))
         .map(|(first, last, _)| (first, last))
         .collect();
-    Ok(WindowKinds { counted, read: merge_ranges(read) })
+    Ok(merge_ranges(read))
 }
 
 /// How a query over `[from_ns, to_ns)` reads a table of blocks: through
@@ -447,15 +571,48 @@ mod tests {
             (6, m + 2, m + 2),
             (7, 5, 5),
         ];
-        // Each chunk of one span, an LLM call of project "p" but the last.
-        let kinds = |seq: i64| vec![(if seq == 7 { "q" } else { "p" }, "svc", "llm", 1)];
+        // Each chunk of one span, an LLM call of project "p" but the last,
+        // lasting as many ms as its seq (an error when even).
+        let spans: Vec<SpanRecord> = inserted
+            .iter()
+            .map(|&(seq, _, _)| SpanRecord {
+                project: if seq == 7 { "q" } else { "p" }.to_owned(),
+                service: "svc".to_owned(),
+                kind: crate::model::SpanKind::Llm,
+                model: (seq != 4).then(|| "m".to_owned()),
+                start_ns: 0,
+                end_ns: seq * 1_000_000,
+                status: if seq % 2 == 0 { SpanStatus::Error } else { SpanStatus::Ok },
+                ..SpanRecord::example()
+            })
+            .collect();
         record(
             &tx,
             Slices::MINUTE,
-            inserted.into_iter().map(|(seq, min, max)| (seq, min, max, kinds(seq))),
+            inserted.iter().zip(&spans).map(|(&(seq, min, max), span)| (seq, min, max, vec![span])),
         )
         .unwrap();
         tx.commit().unwrap();
+        // Durations summed by blocks wholly inside a window; the others read.
+        let timed = |group, from, to| {
+            let mut found = Vec::new();
+            let read = timings(&conn, "p", None, (from, to), group, |key, d| {
+                found.push((key.to_owned(), d.sketch.count(), d.sum_ms, d.errors));
+            })
+            .unwrap();
+            (found, read)
+        };
+        let key = |n, sum, errors| ("llm".to_owned(), n, sum, errors);
+        assert_eq!(
+            timed(SpanGroup::Kind, 0, 3 * m),
+            (vec![key(2, 3.0, 1), key(2, 7.0, 1), key(1, 6.0, 1)], vec![])
+        );
+        assert_eq!(
+            timed(SpanGroup::Kind, 11, 3 * m),
+            (vec![key(2, 7.0, 1), key(1, 6.0, 1)], vec![(1, 2)])
+        );
+        let model = |n, sum, errors| ("m".to_owned(), n, sum, errors);
+        assert_eq!(timed(SpanGroup::Model, m, 3 * m).0, vec![model(1, 3.0, 0), model(1, 6.0, 1)]);
         // Blocks wholly inside a window are counted; the others are read.
         let counted = |from, to| {
             let found = super::kinds(&conn, "p", None, from, to).unwrap();
@@ -464,9 +621,11 @@ mod tests {
         assert_eq!(counted(0, 3 * m), (5, vec![]));
         assert_eq!(counted(11, 3 * m), (3, vec![(1, 2)]));
         assert_eq!(counted(m, m + 2), (2, vec![(1, 2)]));
-        // A block from before blocks had counts is read.
+        // A block from before blocks had counts (or sums) is read.
         conn.execute("UPDATE span_blocks SET kinds = NULL WHERE first_seq = 3", []).unwrap();
         assert_eq!(counted(0, 3 * m), (3, vec![(3, 4)]));
+        conn.execute("UPDATE span_blocks SET timings = NULL WHERE first_seq = 6", []).unwrap();
+        assert_eq!(timed(SpanGroup::Kind, m, 3 * m), (vec![key(2, 7.0, 1)], vec![(1, 2), (6, 6)]));
         assert_eq!(
             super::kinds(&conn, "p", Some("other"), 0, 3 * m).unwrap().counted.get("llm"),
             None

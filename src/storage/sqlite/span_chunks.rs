@@ -456,8 +456,7 @@ pub fn migrate_from_7(tx: &Transaction<'_>) -> Result<(), super::StorageError> {
     drop(records);
     tx.execute("DELETE FROM span_blocks", [])?;
     let counted = inserted.into_iter().map(|(trace, seq, min, max, spans)| {
-        let kinds = super::span_blocks::kinds_of(spans.iter().map(|&i| &all_spans[trace][i]));
-        (seq, min, max, kinds)
+        (seq, min, max, spans.iter().map(|&i| &all_spans[trace][i]).collect())
     });
     super::span_blocks::record(tx, super::span_blocks::Slices::MINUTE, counted)?;
     tx.execute_batch("DROP TABLE spans;")?;

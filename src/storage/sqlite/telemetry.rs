@@ -218,8 +218,8 @@ pub fn append(
                 }
             }
             let seq = span_chunks::insert(tx, (project, trace_id), Some(row), &chunk)?;
-            let kinds = span_blocks::kinds_of(chunk.spans.iter().map(|&i| spans[i]));
-            inserted.push((seq, chunk.min_start, chunk.max_start, kinds));
+            let of_chunk = chunk.spans.iter().map(|&i| spans[i]).collect();
+            inserted.push((seq, chunk.min_start, chunk.max_start, of_chunk));
             let d = *by_trace.entry((project, trace_id)).or_insert_with(|| {
                 deltas.push(TraceDelta::new(row, new, spans[chunk.spans[0]]));
                 deltas.len() - 1
@@ -657,7 +657,19 @@ pub fn scan_spans(
     scope: &TelemetryScope,
     visitor: &mut dyn TelemetryVisitor,
 ) -> Result<(), StorageError> {
-    let ranges = span_blocks::ranges(conn, scope.from_ns, scope.to_ns)?;
+    let window = (scope.from_ns, scope.to_ns);
+    let ranges = match visitor.summed_by() {
+        // Blocks wholly inside the window hand over their sums.
+        Some(group) => span_blocks::timings(
+            conn,
+            &scope.project,
+            scope.service.as_deref(),
+            window,
+            group,
+            |key, durations| visitor.summed(key, durations),
+        )?,
+        None => span_blocks::ranges(conn, scope.from_ns, scope.to_ns)?,
+    };
     scan_ranges(conn, scope, ranges, visitor)
 }
 

@@ -280,7 +280,10 @@ mod tests {
     use crate::storage::sqlite::span_blocks::BLOCK_SPAN_NS;
     use crate::storage::sqlite::span_packing::SpanPacking;
     use crate::storage::sqlite::telemetry;
-    use crate::storage::{KindCounts, TelemetryScope, TelemetryVisitor, TraceFilter, TraceTiming};
+    use crate::storage::{
+        KindCounts, SpanDurations, SpanGroup, SpanTiming, TelemetryScope, TelemetryVisitor,
+        TraceFilter, TraceTiming,
+    };
 
     const M: i64 = BLOCK_SPAN_NS;
 
@@ -378,6 +381,7 @@ mod tests {
                     if next(5) == 0 { crate::model::SpanStatus::Error } else { span.status };
                 use crate::model::SpanKind;
                 span.kind = [SpanKind::Llm, SpanKind::Tool, SpanKind::Chain][next(3) as usize];
+                span.model = [None, Some("m1"), Some("m2")][next(3) as usize].map(String::from);
                 span.service = ["svc", "api"][next(2) as usize].to_owned();
                 spans.push(span);
             }
@@ -467,6 +471,18 @@ mod tests {
                     telemetry::scan_spans(&conn, &scope, &mut each).unwrap();
                     assert!(!each.0.is_empty() || from > 0, "the whole window has spans");
                     assert_eq!(telemetry::count_span_kinds(&conn, &scope).unwrap(), each.0);
+                    // Durations by kind and model from the blocks' sums, as
+                    // read one by one.
+                    for group in [SpanGroup::Kind, SpanGroup::Model] {
+                        let mut each = ByGroup::new(group, false);
+                        telemetry::scan_spans(&conn, &scope, &mut each).unwrap();
+                        let mut summed = ByGroup::new(group, true);
+                        telemetry::scan_spans(&conn, &scope, &mut summed).unwrap();
+                        each.assert_same(&summed);
+                        if (from, to) == (-100 * s, 9_000 * s) {
+                            assert!(summed.sums > 0, "the whole window takes blocks' sums");
+                        }
+                    }
                 }
                 let sessions = telemetry::list_sessions(&conn, project, from, to, 100).unwrap();
                 let expected: Vec<(String, u64)> = conn
@@ -515,10 +531,102 @@ mod tests {
 
     struct Count(usize);
 
+    /// Span durations by kind or model, from the blocks' sums when `sums`.
+    struct ByGroup {
+        group: SpanGroup,
+        use_sums: bool,
+        found: std::collections::BTreeMap<String, SpanDurations>,
+        /// Sums handed over.
+        sums: usize,
+    }
+
+    impl ByGroup {
+        fn new(group: SpanGroup, use_sums: bool) -> Self {
+            ByGroup { group, use_sums, found: Default::default(), sums: 0 }
+        }
+
+        /// The same spans in each group: counts, errors and quantiles
+        /// exactly (a sketch's bins do not depend on the order of merges),
+        /// the sum up to rounding.
+        fn assert_same(&self, other: &ByGroup) {
+            let keys: Vec<&String> = self.found.keys().collect();
+            assert_eq!(keys, other.found.keys().collect::<Vec<_>>());
+            for (key, d) in &self.found {
+                let o = &other.found[key];
+                assert_eq!((d.sketch.count(), d.errors), (o.sketch.count(), o.errors), "{key}");
+                for q in [0.0, 0.5, 0.95, 0.99, 1.0] {
+                    assert_eq!(d.sketch.quantile(q), o.sketch.quantile(q), "{key} {q}");
+                }
+                assert!((d.sum_ms - o.sum_ms).abs() <= 1e-6 * d.sum_ms.max(1.0), "{key}");
+            }
+        }
+    }
+
+    impl TelemetryVisitor for ByGroup {
+        fn span(&mut self, timing: SpanTiming<'_>) {
+            let key = match self.group {
+                SpanGroup::Kind => Some(timing.kind),
+                SpanGroup::Model => timing.model,
+            };
+            if let Some(key) = key {
+                self.found.entry(key.to_owned()).or_default().add(timing.duration_ns, timing.error);
+            }
+        }
+
+        fn summed_by(&self) -> Option<SpanGroup> {
+            self.use_sums.then_some(self.group)
+        }
+
+        fn summed(&mut self, key: &str, durations: &SpanDurations) {
+            self.sums += 1;
+            self.found.entry(key.to_owned()).or_default().merge(durations);
+        }
+    }
+
     impl TelemetryVisitor for Count {
         fn trace(&mut self, _timing: TraceTiming) {
             self.0 += 1;
         }
+    }
+
+    #[test]
+    fn a_schema_14_store_reads_its_blocks_without_durations_span_by_span() {
+        let mut conn = store();
+        let packing = Arc::new(SpanPacking::default());
+        let mut traffic = traffic().into_iter();
+        for spans in traffic.by_ref().take(5) {
+            telemetry::append_as_committer(&mut conn, &spans, &packing);
+        }
+        conn.execute_batch(
+            "ALTER TABLE span_blocks DROP COLUMN timings; PRAGMA user_version = 14;",
+        )
+        .unwrap();
+        schema::create_or_check(&conn).unwrap();
+        let count = |sql: &str| -> i64 { conn.query_row(sql, [], |r| r.get(0)).unwrap() };
+        assert_eq!(count("PRAGMA user_version"), schema::VERSION);
+        let blocks = count("SELECT count(*) FROM span_blocks");
+        assert_eq!(count("SELECT count(*) FROM span_blocks WHERE timings IS NULL"), blocks);
+        // Nothing else of the older migrations runs again.
+        assert_eq!(count("SELECT count(*) FROM sqlite_master WHERE name = 'traces_id'"), 0);
+        let s = 1_000_000_000;
+        let scope = TelemetryScope {
+            project: "a".into(),
+            from_ns: -100 * s,
+            to_ns: 9_000 * s,
+            service: None,
+        };
+        let compare = |conn: &Connection| {
+            let mut each = ByGroup::new(SpanGroup::Kind, false);
+            telemetry::scan_spans(conn, &scope, &mut each).unwrap();
+            let mut summed = ByGroup::new(SpanGroup::Kind, true);
+            telemetry::scan_spans(conn, &scope, &mut summed).unwrap();
+            each.assert_same(&summed);
+            summed.sums
+        };
+        assert_eq!(compare(&conn), 0);
+        // Blocks written from now on sum their spans.
+        telemetry::append_as_committer(&mut conn, &traffic.next().unwrap(), &packing);
+        assert!(compare(&conn) > 0);
     }
 
     #[test]
