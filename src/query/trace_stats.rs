@@ -30,7 +30,7 @@ fn scope(params: &Params) -> Result<TelemetryScope, ApiError> {
 fn durations_json(d: &Durations) -> Value {
     let count = d.sketch.count();
     json!({
-        "avg": (count > 0).then(|| d.sum_ms / count as f64),
+        "avg": (count > 0).then(|| d.sketch.sum() / count as f64),
         "p50": d.sketch.quantile(0.5),
         "p95": d.sketch.quantile(0.95),
         "p99": d.sketch.quantile(0.99),
@@ -132,7 +132,7 @@ fn latency_json(key: Option<&str>, d: &Durations) -> Value {
         "key": key,
         "count": d.sketch.count(),
         "errors": d.errors,
-        "total_ms": d.sum_ms,
+        "total_ms": d.sketch.sum(),
         "avg_ms": stats["avg"],
         "p50_ms": stats["p50"],
         "p95_ms": stats["p95"],
@@ -221,7 +221,7 @@ pub async fn latency(
     let Latency { groups, mut other, .. } = *downcast::<Latency>(visitor);
     let groups_total = groups.len();
     let mut groups: Vec<(Box<str>, Durations)> = groups.into_iter().collect();
-    groups.sort_by(|a, b| b.1.sum_ms.total_cmp(&a.1.sum_ms).then(a.0.cmp(&b.0)));
+    groups.sort_by(|a, b| b.1.sketch.sum().total_cmp(&a.1.sketch.sum()).then(a.0.cmp(&b.0)));
     // The stages past `query.max_groups` are summed into `other`.
     for (_, rest) in groups.drain(groups.len().min(max_groups)..) {
         other.merge(&rest);

@@ -123,12 +123,11 @@ pub enum SpanGroup {
     Model,
 }
 
-/// Span durations (ms) with their exact sum beside the sketch, and how
-/// many of the spans failed.
+/// Span durations (ms; the sketch keeps their exact count and sum), and
+/// how many of the spans failed.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SpanDurations {
     pub sketch: Sketch,
-    pub sum_ms: f64,
     pub errors: u64,
 }
 
@@ -136,13 +135,11 @@ impl SpanDurations {
     pub fn add(&mut self, duration_ns: i64, error: bool) {
         let ms = duration_ns.max(0) as f64 / 1e6;
         self.sketch.add(ms);
-        self.sum_ms += ms;
         self.errors += u64::from(error);
     }
 
     pub fn merge(&mut self, other: &SpanDurations) {
         self.sketch.merge(&other.sketch);
-        self.sum_ms += other.sum_ms;
         self.errors += other.errors;
     }
 }

@@ -171,7 +171,7 @@ impl<'a> Sums<'a> {
         let mut stored: StoredTimings<'_> = Vec::new();
         let sketches: Vec<Vec<u8>> = self.timings.iter().map(|t| t.1.sketch.to_bytes()).collect();
         for (((project, service, group, key), d), sketch) in self.timings.iter().zip(&sketches) {
-            let timed = Timed { group: *group, key, sum_ms: d.sum_ms, errors: d.errors, sketch };
+            let timed = Timed { group: *group, key, errors: d.errors, sketch };
             match stored.iter_mut().find(|s| (s.0, s.1) == (*project, *service)) {
                 Some(s) => s.2.push(timed),
                 None => stored.push((project, service, vec![timed])),
@@ -194,7 +194,6 @@ type StoredTimings<'a> = Vec<(&'a str, &'a str, Vec<Timed<'a>>)>;
 struct Timed<'a> {
     group: u8,
     key: &'a str,
-    sum_ms: f64,
     errors: u64,
     /// The durations (ms), `Sketch::to_bytes`.
     #[serde(borrow, with = "serde_bytes")]
@@ -309,10 +308,7 @@ pub fn timings(
             stored.into_iter().filter(|s| s.0 == project && service.is_none_or(|v| v == s.1));
         for timed in of_scope.flat_map(|s| s.2).filter(|t| t.group == wanted) {
             let Ok(sketch) = Sketch::decode(timed.sketch) else { return false };
-            found.push((
-                timed.key,
-                SpanDurations { sketch, sum_ms: timed.sum_ms, errors: timed.errors },
-            ));
+            found.push((timed.key, SpanDurations { sketch, errors: timed.errors }));
         }
         // Handed over only once the whole block could be read.
         for (key, durations) in &found {
@@ -597,7 +593,7 @@ mod tests {
         let timed = |group, from, to| {
             let mut found = Vec::new();
             let read = timings(&conn, "p", None, (from, to), group, |key, d| {
-                found.push((key.to_owned(), d.sketch.count(), d.sum_ms, d.errors));
+                found.push((key.to_owned(), d.sketch.count(), d.sketch.sum(), d.errors));
             })
             .unwrap();
             (found, read)
