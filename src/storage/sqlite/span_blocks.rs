@@ -640,6 +640,31 @@ mod tests {
     }
 
     #[test]
+    fn a_block_of_too_many_models_keeps_no_durations_and_is_read_span_by_span() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        schema::create_or_check(&conn).unwrap();
+        let spans: Vec<SpanRecord> = (0..MAX_TIMED_GROUPS)
+            .map(|i| SpanRecord { model: Some(format!("m{i}")), ..SpanRecord::example() })
+            .collect();
+        let start = spans[0].start_ns;
+        let tx = conn.transaction().unwrap();
+        // One model past the bound (each span's kind is a group too).
+        record(&tx, Slices::MINUTE, [(1, start, start, spans.iter().collect())].into_iter())
+            .unwrap();
+        tx.commit().unwrap();
+        let timed: Option<Vec<u8>> =
+            conn.query_row("SELECT timings FROM span_blocks", [], |r| r.get(0)).unwrap();
+        assert_eq!(timed, None);
+        let project = &spans[0].project;
+        let mut handed = 0;
+        let window = (start, start + 1);
+        let read = timings(&conn, project, None, window, SpanGroup::Kind, |_, _| handed += 1);
+        assert_eq!((read.unwrap(), handed), (vec![(1, 1)], 0));
+        // Its spans are still counted by kind.
+        assert_eq!(kinds(&conn, project, None, start, start + 1).unwrap().read, vec![]);
+    }
+
+    #[test]
     fn a_schema_6_store_gets_its_spans_in_chunks_with_blocks() {
         let conn = Connection::open_in_memory().unwrap();
         schema::create_or_check(&conn).unwrap();
