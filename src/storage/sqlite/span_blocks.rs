@@ -9,12 +9,12 @@
 use std::collections::HashMap;
 
 use rusqlite::{Connection, Transaction, params};
-use rustc_hash::FxHashSet;
+use rustc_hash::{FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize};
 
 use super::span_chunks::EncodedChunk;
 use crate::aggregate::Sketch;
-use crate::model::{SpanRecord, SpanStatus};
+use crate::model::{SpanKind, SpanRecord, SpanStatus};
 use crate::storage::{SpanDurations, SpanGroup};
 
 /// The narrowest slice of start time one block's spans lie in.
@@ -94,9 +94,6 @@ pub fn insert_order(spans: &[&SpanRecord], chunks: &[EncodedChunk]) -> ChunkOrde
     ChunkOrder { order: first, slices }
 }
 
-/// Spans by (project, service, kind), as a block counts them.
-type Kinds<'a> = Vec<(&'a str, &'a str, &'a str, u64)>;
-
 /// How a block groups the durations it sums (`Timed::group`).
 const BY_KIND: u8 = 0;
 const BY_MODEL: u8 = 1;
@@ -106,60 +103,83 @@ const BY_MODEL: u8 = 1;
 /// by span (models are client data).
 const MAX_TIMED_GROUPS: usize = 256;
 
-/// (project, service, `BY_KIND` or `BY_MODEL`, the kind or model).
-type Group<'a> = (&'a str, &'a str, u8, &'a str);
+/// What a block keeps of its spans of one project and service: their
+/// number by kind, and their durations by kind and by model.
+struct Scope<'a> {
+    project: &'a str,
+    service: &'a str,
+    kinds: Vec<(SpanKind, u64, SpanDurations)>,
+    models: Vec<(&'a str, SpanDurations)>,
+}
 
-/// What a block keeps of its spans: their number by (project, service,
-/// kind), and their durations by (project, service) and kind or model.
+/// What a block keeps of its spans, by project and service.
 #[derive(Default)]
 struct Sums<'a> {
-    kinds: Kinds<'a>,
-    timings: Vec<(Group<'a>, SpanDurations)>,
+    scopes: Vec<Scope<'a>>,
+    /// Where each project and service is in `scopes`.
+    by_scope: FxHashMap<(&'a str, &'a str), usize>,
+    /// Kinds and models with durations, over every scope.
+    groups: usize,
     /// More groups than `MAX_TIMED_GROUPS`: no durations are kept.
     untimed: bool,
 }
 
 impl<'a> Sums<'a> {
     fn add(&mut self, s: &'a SpanRecord) {
-        let (project, service, kind) = (s.project.as_str(), s.service.as_str(), s.kind.as_str());
-        match self.kinds.iter_mut().find(|k| (k.0, k.1, k.2) == (project, service, kind)) {
-            Some(k) => k.3 += 1,
-            None => self.kinds.push((project, service, kind, 1)),
+        let (project, service) = (s.project.as_str(), s.service.as_str());
+        // A run's spans mostly share the scope of the span before.
+        let at = match self.scopes.last() {
+            Some(last) if (last.project, last.service) == (project, service) => {
+                self.scopes.len() - 1
+            }
+            _ => *self.by_scope.entry((project, service)).or_insert_with(|| {
+                let scope = Scope { project, service, kinds: Vec::new(), models: Vec::new() };
+                self.scopes.push(scope);
+                self.scopes.len() - 1
+            }),
+        };
+        let scope = &mut self.scopes[at];
+        let kind = match scope.kinds.iter().position(|k| k.0 == s.kind) {
+            Some(kind) => kind,
+            None => {
+                scope.kinds.push((s.kind, 0, SpanDurations::default()));
+                self.groups += 1;
+                scope.kinds.len() - 1
+            }
+        };
+        scope.kinds[kind].1 += 1;
+        let model = match s.model.as_deref() {
+            Some(name) if !self.untimed => match scope.models.iter().position(|m| m.0 == name) {
+                Some(model) => Some(model),
+                None => {
+                    scope.models.push((name, SpanDurations::default()));
+                    self.groups += 1;
+                    Some(scope.models.len() - 1)
+                }
+            },
+            _ => None,
+        };
+        if self.groups > MAX_TIMED_GROUPS {
+            self.untimed = true;
         }
         if self.untimed {
             return;
         }
         let (duration_ns, error) = (s.end_ns - s.start_ns, s.status == SpanStatus::Error);
-        for (group, key) in [(BY_KIND, Some(kind)), (BY_MODEL, s.model.as_deref())] {
-            let Some(key) = key else { continue };
-            let at = (project, service, group, key);
-            let room = self.timings.len() < MAX_TIMED_GROUPS;
-            match self.timings.iter_mut().find(|t| t.0 == at) {
-                Some(t) => t.1.add(duration_ns, error),
-                None if room => {
-                    let mut durations = SpanDurations::default();
-                    durations.add(duration_ns, error);
-                    self.timings.push((at, durations));
-                }
-                None => {
-                    self.untimed = true;
-                    self.timings = Vec::new();
-                    return;
-                }
-            }
+        scope.kinds[kind].2.add(duration_ns, error);
+        if let Some(model) = model {
+            scope.models[model].1.add(duration_ns, error);
         }
     }
 
     /// The counts as stored: by project and service, each with its spans
     /// by kind.
     fn encode_kinds(&self) -> Vec<u8> {
-        let mut stored: StoredKinds<'_> = Vec::new();
-        for &(project, service, kind, n) in &self.kinds {
-            match stored.iter_mut().find(|s| (s.0, s.1) == (project, service)) {
-                Some(s) => s.2.push((kind, n)),
-                None => stored.push((project, service, vec![(kind, n)])),
-            }
-        }
+        let stored: StoredKinds<'_> = self
+            .scopes
+            .iter()
+            .map(|c| (c.project, c.service, c.kinds.iter().map(|k| (k.0.as_str(), k.1)).collect()))
+            .collect();
         postcard::to_allocvec(&stored).expect("writing to a Vec cannot fail")
     }
 
@@ -168,14 +188,34 @@ impl<'a> Sums<'a> {
         if self.untimed {
             return None;
         }
-        let mut stored: StoredTimings<'_> = Vec::new();
-        let sketches: Vec<Vec<u8>> = self.timings.iter().map(|t| t.1.sketch.to_bytes()).collect();
-        for (((project, service, group, key), d), sketch) in self.timings.iter().zip(&sketches) {
-            let timed = Timed { group: *group, key, errors: d.errors, sketch };
-            match stored.iter_mut().find(|s| (s.0, s.1) == (*project, *service)) {
-                Some(s) => s.2.push(timed),
-                None => stored.push((project, service, vec![timed])),
+        // The sketches, one after another, then each group's slice of them.
+        let mut sketches = Vec::new();
+        let mut ends = Vec::with_capacity(self.groups);
+        for scope in &self.scopes {
+            let durations =
+                scope.kinds.iter().map(|k| &k.2).chain(scope.models.iter().map(|m| &m.1));
+            for d in durations {
+                d.sketch.encode(&mut sketches);
+                ends.push(sketches.len());
             }
+        }
+        let mut ends = ends.into_iter();
+        let mut from = 0;
+        let mut sketch = || {
+            let to = ends.next().expect("a sketch for each group");
+            let bytes = &sketches[from..to];
+            from = to;
+            bytes
+        };
+        let mut stored: StoredTimings<'_> = Vec::with_capacity(self.scopes.len());
+        for scope in &self.scopes {
+            let kinds = scope.kinds.iter().map(|k| (BY_KIND, k.0.as_str(), &k.2));
+            let models = scope.models.iter().map(|m| (BY_MODEL, m.0, &m.1));
+            let timed = kinds
+                .chain(models)
+                .map(|(group, key, d)| Timed { group, key, errors: d.errors, sketch: sketch() })
+                .collect();
+            stored.push((scope.project, scope.service, timed));
         }
         Some(postcard::to_allocvec(&stored).expect("writing to a Vec cannot fail"))
     }
