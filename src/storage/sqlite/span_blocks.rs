@@ -13,9 +13,8 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize};
 
 use super::span_chunks::EncodedChunk;
-use crate::aggregate::Sketch;
 use crate::model::{SpanKind, SpanRecord, SpanStatus};
-use crate::storage::{SpanDurations, SpanGroup};
+use crate::storage::{SpanDurations, SpanGroup, StorageError};
 
 /// The narrowest slice of start time one block's spans lie in.
 pub const BLOCK_SPAN_NS: i64 = 60 * 1_000_000_000;
@@ -305,10 +304,10 @@ pub fn kinds(
     service: Option<&str>,
     from_ns: i64,
     to_ns: i64,
-) -> Result<WindowKinds, rusqlite::Error> {
+) -> Result<WindowKinds, StorageError> {
     let mut counted: HashMap<String, u64> = HashMap::new();
     let read = sums_in_window(conn, "kinds", (from_ns, to_ns), |bytes| {
-        let Ok(kinds) = postcard::from_bytes::<StoredKinds<'_>>(bytes) else { return false };
+        let Ok(kinds) = postcard::from_bytes::<StoredKinds<'_>>(bytes) else { return Ok(false) };
         let of_scope =
             kinds.into_iter().filter(|k| k.0 == project && service.is_none_or(|s| s == k.1));
         for (kind, n) in of_scope.flat_map(|k| k.2) {
@@ -319,16 +318,17 @@ pub fn kinds(
                 }
             }
         }
-        true
+        Ok(true)
     })?;
     Ok(WindowKinds { counted, read })
 }
 
 /// Durations of the spans of `project` (and `service`) starting in
 /// `[from_ns, to_ns)` by `group`, as summed by the blocks wholly inside the
-/// window (each group handed to `take`), and the seq ranges of the others,
-/// to be read span by span. A block without sums (written before blocks
-/// had them, or with too many groups) or overlapping another is read.
+/// window (each group, summed over them, handed to `take`, in key order),
+/// and the seq ranges of the others, to be read span by span. A block
+/// without sums (written before blocks had them, or with too many groups)
+/// or overlapping another is read.
 pub fn timings(
     conn: &Connection,
     project: &str,
@@ -336,26 +336,40 @@ pub fn timings(
     (from_ns, to_ns): (i64, i64),
     group: SpanGroup,
     mut take: impl FnMut(&str, &SpanDurations),
-) -> Result<Vec<(i64, i64)>, rusqlite::Error> {
+) -> Result<Vec<(i64, i64)>, StorageError> {
     let wanted = match group {
         SpanGroup::Kind => BY_KIND,
         SpanGroup::Model => BY_MODEL,
     };
-    sums_in_window(conn, "timings", (from_ns, to_ns), |bytes| {
-        let Ok(stored) = postcard::from_bytes::<StoredTimings<'_>>(bytes) else { return false };
-        let mut found = Vec::new();
+    // Stored sketches merged straight into one per group, without a
+    // sketch of their own each (a window can hold a hundred thousand
+    // blocks).
+    let mut summed: FxHashMap<String, SpanDurations> = FxHashMap::default();
+    let read = sums_in_window(conn, "timings", (from_ns, to_ns), |bytes| {
+        let Ok(stored) = postcard::from_bytes::<StoredTimings<'_>>(bytes) else { return Ok(false) };
         let of_scope =
             stored.into_iter().filter(|s| s.0 == project && service.is_none_or(|v| v == s.1));
         for timed in of_scope.flat_map(|s| s.2).filter(|t| t.group == wanted) {
-            let Ok(sketch) = Sketch::decode(timed.sketch) else { return false };
-            found.push((timed.key, SpanDurations { sketch, errors: timed.errors }));
+            let durations = match summed.get_mut(timed.key) {
+                Some(durations) => durations,
+                None => summed.entry(timed.key.to_owned()).or_default(),
+            };
+            durations.sketch.merge_encoded(timed.sketch).map_err(|e| {
+                StorageError::Corrupt(format!(
+                    "stored span block durations of {:?}: {e}",
+                    timed.key
+                ))
+            })?;
+            durations.errors += timed.errors;
         }
-        // Handed over only once the whole block could be read.
-        for (key, durations) in &found {
-            take(key, durations);
-        }
-        true
-    })
+        Ok(true)
+    })?;
+    let mut summed: Vec<(String, SpanDurations)> = summed.into_iter().collect();
+    summed.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    for (key, durations) in &summed {
+        take(key, durations);
+    }
+    Ok(read)
 }
 
 /// The blocks meeting `[from_ns, to_ns)`: each wholly inside it whose sums
@@ -366,8 +380,8 @@ fn sums_in_window(
     conn: &Connection,
     column: &'static str,
     (from_ns, to_ns): (i64, i64),
-    mut take: impl FnMut(&[u8]) -> bool,
-) -> Result<Vec<(i64, i64)>, rusqlite::Error> {
+    mut take: impl FnMut(&[u8]) -> Result<bool, StorageError>,
+) -> Result<Vec<(i64, i64)>, StorageError> {
     // First each block's seqs and whether its sums stand for it: seqs
     // handed out again after retention can make ranges overlap, and such
     // blocks are read, so that no span counts twice.
@@ -398,9 +412,11 @@ fn sums_in_window(
     while let Some(row) = rows.next()? {
         let first: i64 = row.get(0)?;
         let stands = blocks.binary_search_by_key(&first, |b| b.0).is_ok_and(|i| blocks[i].2);
-        let Some(bytes) = row.get_ref(1)?.as_blob_or_null()? else { continue };
+        let Some(bytes) = row.get_ref(1)?.as_blob_or_null().map_err(rusqlite::Error::from)? else {
+            continue;
+        };
         // Sums that cannot be read: the block is read instead.
-        if stands && !take(bytes) {
+        if stands && !take(bytes)? {
             unreadable.insert(first);
         }
     }
@@ -639,16 +655,12 @@ mod tests {
             (found, read)
         };
         let key = |n, sum, errors| ("llm".to_owned(), n, sum, errors);
-        assert_eq!(
-            timed(SpanGroup::Kind, 0, 3 * m),
-            (vec![key(2, 3.0, 1), key(2, 7.0, 1), key(1, 6.0, 1)], vec![])
-        );
-        assert_eq!(
-            timed(SpanGroup::Kind, 11, 3 * m),
-            (vec![key(2, 7.0, 1), key(1, 6.0, 1)], vec![(1, 2)])
-        );
-        let model = |n, sum, errors| ("m".to_owned(), n, sum, errors);
-        assert_eq!(timed(SpanGroup::Model, m, 3 * m).0, vec![model(1, 3.0, 0), model(1, 6.0, 1)]);
+        // Blocks (1, 2), (3, 4) and 6 of "p": 1 + 2, 3 + 4 and 6 ms.
+        assert_eq!(timed(SpanGroup::Kind, 0, 3 * m), (vec![key(5, 16.0, 3)], vec![]));
+        assert_eq!(timed(SpanGroup::Kind, 11, 3 * m), (vec![key(3, 13.0, 2)], vec![(1, 2)]));
+        // Seq 4 names no model.
+        let model = ("m".to_owned(), 2, 9.0, 1);
+        assert_eq!(timed(SpanGroup::Model, m, 3 * m).0, vec![model]);
         // Blocks wholly inside a window are counted; the others are read.
         let counted = |from, to| {
             let found = super::kinds(&conn, "p", None, from, to).unwrap();
@@ -662,6 +674,18 @@ mod tests {
         assert_eq!(counted(0, 3 * m), (3, vec![(3, 4)]));
         conn.execute("UPDATE span_blocks SET timings = NULL WHERE first_seq = 6", []).unwrap();
         assert_eq!(timed(SpanGroup::Kind, m, 3 * m), (vec![key(2, 7.0, 1)], vec![(1, 2), (6, 6)]));
+        // Sums that cannot be read at all: the block is read instead; a
+        // stored sketch that cannot be read is an error, never skipped.
+        let set = |timings: Vec<u8>| {
+            conn.execute("UPDATE span_blocks SET timings = ?1 WHERE first_seq = 3", [timings])
+                .unwrap()
+        };
+        set(vec![0xff; 3]);
+        assert_eq!(timed(SpanGroup::Kind, m, 3 * m), (vec![], vec![(1, 4), (6, 6)]));
+        let bad = Timed { group: BY_KIND, key: "llm", errors: 0, sketch: &[0xff, 1] };
+        set(postcard::to_allocvec(&vec![("p", "svc", vec![bad])]).unwrap());
+        let found = super::timings(&conn, "p", None, (m, 3 * m), SpanGroup::Kind, |_, _| {});
+        assert!(matches!(found, Err(StorageError::Corrupt(_))), "{found:?}");
         assert_eq!(
             super::kinds(&conn, "p", Some("other"), 0, 3 * m).unwrap().counted.get("llm"),
             None
