@@ -137,9 +137,11 @@ CREATE TABLE IF NOT EXISTS span_blocks (
     -- the block's spans by project, service and kind (span_blocks.rs;
     -- NULL in blocks written before schema 14: read span by span)
     kinds     BLOB,
-    -- the durations of its spans by project, service and kind or model
-    -- (span_blocks.rs; NULL before schema 15, or with too many models)
-    timings   BLOB
+    -- the durations of its spans by project, service and kind, and by
+    -- project, service and model (span_blocks.rs; NULL before schema 15,
+    -- or when there were too many)
+    kind_durations  BLOB,
+    model_durations BLOB
 );
 CREATE INDEX IF NOT EXISTS span_blocks_max_start ON span_blocks (max_start);
 
@@ -294,9 +296,12 @@ pub fn create_or_check(conn: &rusqlite::Connection) -> Result<(), super::Storage
         // Schema 14 counts a span block's spans by kind.
         tx.execute_batch("ALTER TABLE span_blocks ADD COLUMN kinds BLOB")?;
     }
-    if !has_column(&tx, "span_blocks", "timings")? {
-        // Schema 15 sums a span block's durations by kind and model.
-        tx.execute_batch("ALTER TABLE span_blocks ADD COLUMN timings BLOB")?;
+    if !has_column(&tx, "span_blocks", "kind_durations")? {
+        // Schema 15 sums a span block's durations by kind and by model.
+        tx.execute_batch(
+            "ALTER TABLE span_blocks ADD COLUMN kind_durations BLOB;
+             ALTER TABLE span_blocks ADD COLUMN model_durations BLOB;",
+        )?;
     }
     if migrating && !has_column(&tx, "traces", "dropped_spans")? {
         // Schema 10 counts the spans a trace did not keep.

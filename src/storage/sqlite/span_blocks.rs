@@ -93,13 +93,9 @@ pub fn insert_order(spans: &[&SpanRecord], chunks: &[EncodedChunk]) -> ChunkOrde
     ChunkOrder { order: first, slices }
 }
 
-/// How a block groups the durations it sums (`Timed::group`).
-const BY_KIND: u8 = 0;
-const BY_MODEL: u8 = 1;
-
-/// Most groups (a kind or a model, of one project and service) whose
-/// durations a block sums; a block with more sums none, and is read span
-/// by span (models are client data).
+/// Most kinds, and most models, over a block's projects and services,
+/// whose durations the block sums; a block with more sums none of them,
+/// and is read span by span for them (models are client data).
 const MAX_TIMED_GROUPS: usize = 256;
 
 /// What a block keeps of its spans of one project and service: their
@@ -111,16 +107,40 @@ struct Scope<'a> {
     models: Vec<(&'a str, SpanDurations)>,
 }
 
+impl<'s, 'a> Scope<'a> {
+    /// Its durations by kind or by model.
+    fn durations(&'s self, group: SpanGroup) -> Vec<(&'s str, &'s SpanDurations)> {
+        match group {
+            SpanGroup::Kind => self.kinds.iter().map(|k| (k.0.as_str(), &k.2)).collect(),
+            SpanGroup::Model => self.models.iter().map(|m| (m.0, &m.1)).collect(),
+        }
+    }
+}
+
+/// How many groups of one kind (kinds, or models) a block sums, and
+/// whether it stopped.
+#[derive(Default)]
+struct Groups {
+    count: usize,
+    /// More than `MAX_TIMED_GROUPS`: no durations are kept of them.
+    untimed: bool,
+}
+
+impl Groups {
+    fn one_more(&mut self) {
+        self.count += 1;
+        self.untimed |= self.count > MAX_TIMED_GROUPS;
+    }
+}
+
 /// What a block keeps of its spans, by project and service.
 #[derive(Default)]
 struct Sums<'a> {
     scopes: Vec<Scope<'a>>,
     /// Where each project and service is in `scopes`.
     by_scope: FxHashMap<(&'a str, &'a str), usize>,
-    /// Kinds and models with durations, over every scope.
-    groups: usize,
-    /// More groups than `MAX_TIMED_GROUPS`: no durations are kept.
-    untimed: bool,
+    kinds: Groups,
+    models: Groups,
 }
 
 impl<'a> Sums<'a> {
@@ -138,37 +158,29 @@ impl<'a> Sums<'a> {
             }),
         };
         let scope = &mut self.scopes[at];
+        let (duration_ns, error) = (s.end_ns - s.start_ns, s.status == SpanStatus::Error);
         let kind = match scope.kinds.iter().position(|k| k.0 == s.kind) {
             Some(kind) => kind,
             None => {
                 scope.kinds.push((s.kind, 0, SpanDurations::default()));
-                self.groups += 1;
+                self.kinds.one_more();
                 scope.kinds.len() - 1
             }
         };
         scope.kinds[kind].1 += 1;
-        let model = match s.model.as_deref() {
-            Some(name) if !self.untimed => match scope.models.iter().position(|m| m.0 == name) {
-                Some(model) => Some(model),
-                None => {
-                    scope.models.push((name, SpanDurations::default()));
-                    self.groups += 1;
-                    Some(scope.models.len() - 1)
-                }
-            },
-            _ => None,
+        if !self.kinds.untimed {
+            scope.kinds[kind].2.add(duration_ns, error);
+        }
+        let Some(name) = s.model.as_deref().filter(|_| !self.models.untimed) else { return };
+        let model = match scope.models.iter().position(|m| m.0 == name) {
+            Some(model) => model,
+            None => {
+                scope.models.push((name, SpanDurations::default()));
+                self.models.one_more();
+                scope.models.len() - 1
+            }
         };
-        if self.groups > MAX_TIMED_GROUPS {
-            self.untimed = true;
-        }
-        if self.untimed {
-            return;
-        }
-        let (duration_ns, error) = (s.end_ns - s.start_ns, s.status == SpanStatus::Error);
-        scope.kinds[kind].2.add(duration_ns, error);
-        if let Some(model) = model {
-            scope.models[model].1.add(duration_ns, error);
-        }
+        scope.models[model].1.add(duration_ns, error);
     }
 
     /// The counts as stored: by project and service, each with its spans
@@ -182,40 +194,46 @@ impl<'a> Sums<'a> {
         postcard::to_allocvec(&stored).expect("writing to a Vec cannot fail")
     }
 
-    /// The durations as stored (`None` when there were too many groups).
-    fn encode_timings(&self) -> Option<Vec<u8>> {
-        if self.untimed {
+    /// The durations by kind or by model as stored (`None` past
+    /// `MAX_TIMED_GROUPS` of them).
+    fn encode_durations(&self, group: SpanGroup) -> Option<Vec<u8>> {
+        let groups = match group {
+            SpanGroup::Kind => &self.kinds,
+            SpanGroup::Model => &self.models,
+        };
+        if groups.untimed {
             return None;
         }
-        // The sketches, one after another, then each group's slice of them.
+        let of_scopes: Vec<_> = self.scopes.iter().map(|scope| scope.durations(group)).collect();
+        // The sketches one after another, then each group's slice of them.
         let mut sketches = Vec::new();
-        let mut ends = Vec::with_capacity(self.groups);
-        for scope in &self.scopes {
-            let durations =
-                scope.kinds.iter().map(|k| &k.2).chain(scope.models.iter().map(|m| &m.1));
-            for d in durations {
-                d.sketch.encode(&mut sketches);
-                ends.push(sketches.len());
-            }
+        let mut ends = Vec::with_capacity(groups.count);
+        for (_, d) in of_scopes.iter().flatten() {
+            d.sketch.encode(&mut sketches);
+            ends.push(sketches.len());
         }
-        let mut ends = ends.into_iter();
         let mut from = 0;
-        let mut sketch = || {
-            let to = ends.next().expect("a sketch for each group");
+        let mut ends = ends.into_iter().map(|to| {
             let bytes = &sketches[from..to];
             from = to;
             bytes
-        };
-        let mut stored: StoredTimings<'_> = Vec::with_capacity(self.scopes.len());
-        for scope in &self.scopes {
-            let kinds = scope.kinds.iter().map(|k| (BY_KIND, k.0.as_str(), &k.2));
-            let models = scope.models.iter().map(|m| (BY_MODEL, m.0, &m.1));
-            let timed = kinds
-                .chain(models)
-                .map(|(group, key, d)| Timed { group, key, errors: d.errors, sketch: sketch() })
-                .collect();
-            stored.push((scope.project, scope.service, timed));
-        }
+        });
+        let stored: StoredDurations<'_> = self
+            .scopes
+            .iter()
+            .zip(&of_scopes)
+            .map(|(scope, durations)| {
+                let timed = durations
+                    .iter()
+                    .map(|(key, d)| Timed {
+                        key,
+                        errors: d.errors,
+                        sketch: ends.next().expect("a sketch for each group"),
+                    })
+                    .collect();
+                (scope.project, scope.service, timed)
+            })
+            .collect();
         Some(postcard::to_allocvec(&stored).expect("writing to a Vec cannot fail"))
     }
 }
@@ -224,19 +242,26 @@ impl<'a> Sums<'a> {
 /// spans by kind.
 type StoredKinds<'a> = Vec<(&'a str, &'a str, Vec<(&'a str, u64)>)>;
 
-/// Durations as a block keeps them: by project and service, each with its
-/// groups.
-type StoredTimings<'a> = Vec<(&'a str, &'a str, Vec<Timed<'a>>)>;
+/// Durations by kind or by model as a block keeps them: by project and
+/// service, each with its groups.
+type StoredDurations<'a> = Vec<(&'a str, &'a str, Vec<Timed<'a>>)>;
 
-/// The durations of one group of a block's spans.
+/// The durations of one group (a kind or a model) of a block's spans.
 #[derive(Serialize, Deserialize)]
 struct Timed<'a> {
-    group: u8,
     key: &'a str,
     errors: u64,
-    /// The durations (ms), `Sketch::to_bytes`.
+    /// The durations (ms), `Sketch::encode`.
     #[serde(borrow, with = "serde_bytes")]
     sketch: &'a [u8],
+}
+
+/// The column of a block's durations by `group`.
+fn durations_column(group: SpanGroup) -> &'static str {
+    match group {
+        SpanGroup::Kind => "kind_durations",
+        SpanGroup::Model => "model_durations",
+    }
 }
 
 /// A chunk just inserted, as its block notes it: (seq, least start,
@@ -253,11 +278,13 @@ pub fn record<'a>(
     inserted: impl Iterator<Item = Inserted<'a>>,
 ) -> Result<(), rusqlite::Error> {
     let mut insert = tx.prepare_cached(
-        "INSERT INTO span_blocks (first_seq, last_seq, min_start, max_start, kinds, timings) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT INTO span_blocks (first_seq, last_seq, min_start, max_start, kinds, \
+         kind_durations, model_durations) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?;
     let mut write = |(first, last, min, max, sums): &(i64, i64, i64, i64, Sums<'_>)| {
-        let values = params![first, last, min, max, sums.encode_kinds(), sums.encode_timings()];
+        let (kinds, models) =
+            (sums.encode_durations(SpanGroup::Kind), sums.encode_durations(SpanGroup::Model));
+        let values = params![first, last, min, max, sums.encode_kinds(), kinds, models];
         insert.execute(values).map(|_| ())
     };
     let mut run: Option<(i64, i64, i64, i64, Sums<'_>)> = None;
@@ -329,7 +356,7 @@ pub fn kinds(
 /// and the seq ranges of the others, to be read span by span. A block
 /// without sums (written before blocks had them, or with too many groups)
 /// or overlapping another is read.
-pub fn timings(
+pub fn durations(
     conn: &Connection,
     project: &str,
     service: Option<&str>,
@@ -337,19 +364,18 @@ pub fn timings(
     group: SpanGroup,
     mut take: impl FnMut(&str, &SpanDurations),
 ) -> Result<Vec<(i64, i64)>, StorageError> {
-    let wanted = match group {
-        SpanGroup::Kind => BY_KIND,
-        SpanGroup::Model => BY_MODEL,
-    };
     // Stored sketches merged straight into one per group, without a
     // sketch of their own each (a window can hold a hundred thousand
     // blocks).
     let mut summed: FxHashMap<String, SpanDurations> = FxHashMap::default();
-    let read = sums_in_window(conn, "timings", (from_ns, to_ns), |bytes| {
-        let Ok(stored) = postcard::from_bytes::<StoredTimings<'_>>(bytes) else { return Ok(false) };
+    let column = durations_column(group);
+    let read = sums_in_window(conn, column, (from_ns, to_ns), |bytes| {
+        let Ok(stored) = postcard::from_bytes::<StoredDurations<'_>>(bytes) else {
+            return Ok(false);
+        };
         let of_scope =
             stored.into_iter().filter(|s| s.0 == project && service.is_none_or(|v| v == s.1));
-        for timed in of_scope.flat_map(|s| s.2).filter(|t| t.group == wanted) {
+        for timed in of_scope.flat_map(|s| s.2) {
             let durations = match summed.get_mut(timed.key) {
                 Some(durations) => durations,
                 None => summed.entry(timed.key.to_owned()).or_default(),
@@ -648,7 +674,7 @@ mod tests {
         // Durations summed by blocks wholly inside a window; the others read.
         let timed = |group, from, to| {
             let mut found = Vec::new();
-            let read = timings(&conn, "p", None, (from, to), group, |key, d| {
+            let read = durations(&conn, "p", None, (from, to), group, |key, d| {
                 found.push((key.to_owned(), d.sketch.count(), d.sketch.sum(), d.errors));
             })
             .unwrap();
@@ -672,19 +698,20 @@ mod tests {
         // A block from before blocks had counts (or sums) is read.
         conn.execute("UPDATE span_blocks SET kinds = NULL WHERE first_seq = 3", []).unwrap();
         assert_eq!(counted(0, 3 * m), (3, vec![(3, 4)]));
-        conn.execute("UPDATE span_blocks SET timings = NULL WHERE first_seq = 6", []).unwrap();
+        conn.execute("UPDATE span_blocks SET kind_durations = NULL WHERE first_seq = 6", [])
+            .unwrap();
         assert_eq!(timed(SpanGroup::Kind, m, 3 * m), (vec![key(2, 7.0, 1)], vec![(1, 2), (6, 6)]));
         // Sums that cannot be read at all: the block is read instead; a
         // stored sketch that cannot be read is an error, never skipped.
-        let set = |timings: Vec<u8>| {
-            conn.execute("UPDATE span_blocks SET timings = ?1 WHERE first_seq = 3", [timings])
+        let set = |sums: Vec<u8>| {
+            conn.execute("UPDATE span_blocks SET kind_durations = ?1 WHERE first_seq = 3", [sums])
                 .unwrap()
         };
         set(vec![0xff; 3]);
         assert_eq!(timed(SpanGroup::Kind, m, 3 * m), (vec![], vec![(1, 4), (6, 6)]));
-        let bad = Timed { group: BY_KIND, key: "llm", errors: 0, sketch: &[0xff, 1] };
+        let bad = Timed { key: "llm", errors: 0, sketch: &[0xff, 1] };
         set(postcard::to_allocvec(&vec![("p", "svc", vec![bad])]).unwrap());
-        let found = super::timings(&conn, "p", None, (m, 3 * m), SpanGroup::Kind, |_, _| {});
+        let found = super::durations(&conn, "p", None, (m, 3 * m), SpanGroup::Kind, |_, _| {});
         assert!(matches!(found, Err(StorageError::Corrupt(_))), "{found:?}");
         assert_eq!(
             super::kinds(&conn, "p", Some("other"), 0, 3 * m).unwrap().counted.get("llm"),
@@ -704,28 +731,40 @@ mod tests {
     }
 
     #[test]
-    fn a_block_of_too_many_models_keeps_no_durations_and_is_read_span_by_span() {
+    fn a_block_of_too_many_models_keeps_no_durations_by_model_and_is_read_span_by_span() {
         let mut conn = Connection::open_in_memory().unwrap();
         schema::create_or_check(&conn).unwrap();
-        let spans: Vec<SpanRecord> = (0..MAX_TIMED_GROUPS)
+        let spans: Vec<SpanRecord> = (0..=MAX_TIMED_GROUPS)
             .map(|i| SpanRecord { model: Some(format!("m{i}")), ..SpanRecord::example() })
             .collect();
         let start = spans[0].start_ns;
         let tx = conn.transaction().unwrap();
-        // One model past the bound (each span's kind is a group too).
+        // One model past the bound.
         record(&tx, Slices::MINUTE, [(1, start, start, spans.iter().collect())].into_iter())
             .unwrap();
         tx.commit().unwrap();
-        let timed: Option<Vec<u8>> =
-            conn.query_row("SELECT timings FROM span_blocks", [], |r| r.get(0)).unwrap();
-        assert_eq!(timed, None);
+        let (by_kind, by_model): (Option<Vec<u8>>, Option<Vec<u8>>) = conn
+            .query_row("SELECT kind_durations, model_durations FROM span_blocks", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap();
+        assert!(by_kind.is_some());
+        assert_eq!(by_model, None);
         let project = &spans[0].project;
-        let mut handed = 0;
         let window = (start, start + 1);
-        let read = timings(&conn, project, None, window, SpanGroup::Kind, |_, _| handed += 1);
+        let mut handed = 0;
+        let read = durations(&conn, project, None, window, SpanGroup::Model, |_, _| handed += 1);
         assert_eq!((read.unwrap(), handed), (vec![(1, 1)], 0));
-        // Its spans are still counted by kind.
-        assert_eq!(kinds(&conn, project, None, start, start + 1).unwrap().read, vec![]);
+        // By kind, the block's sums stand.
+        let mut handed = Vec::new();
+        let read = durations(&conn, project, None, window, SpanGroup::Kind, |key, d| {
+            handed.push((key.to_owned(), d.sketch.count()));
+        });
+        let all = spans.len() as u64;
+        assert_eq!(
+            (read.unwrap(), handed),
+            (vec![], vec![(spans[0].kind.as_str().to_owned(), all)])
+        );
     }
 
     #[test]

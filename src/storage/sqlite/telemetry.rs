@@ -660,7 +660,7 @@ pub fn scan_spans(
     let window = (scope.from_ns, scope.to_ns);
     let ranges = match visitor.summed_by() {
         // Blocks wholly inside the window hand over their sums.
-        Some(group) => span_blocks::timings(
+        Some(group) => span_blocks::durations(
             conn,
             &scope.project,
             scope.service.as_deref(),
