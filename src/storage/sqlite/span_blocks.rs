@@ -4,7 +4,9 @@
 //! than a few minutes), instead of an index entry per span. Spans of an
 //! export may start all over the last hour, so a per-span time index took a
 //! random page write per span; an append now inserts its chunks by slice
-//! and notes each run once.
+//! and notes each run once. A block also counts its spans by kind and sums
+//! their durations by kind and by model, so that statistics over a window
+//! take the blocks wholly inside it from those, not span by span.
 
 use std::collections::HashMap;
 
