@@ -352,12 +352,17 @@ pub fn kinds(
     Ok(WindowKinds { counted, read })
 }
 
+/// Most groups a read of blocks' durations sums at once before handing
+/// them over (a window's blocks can name any number of models).
+const MAX_SUMMED_GROUPS: usize = 1024;
+
 /// Durations of the spans of `project` (and `service`) starting in
 /// `[from_ns, to_ns)` by `group`, as summed by the blocks wholly inside the
-/// window (each group, summed over them, handed to `take`, in key order),
-/// and the seq ranges of the others, to be read span by span. A block
-/// without sums (written before blocks had them, or with too many groups)
-/// or overlapping another is read.
+/// window (handed to `take` a group at a time, in key order, once every
+/// `MAX_SUMMED_GROUPS` groups and at the end: a group can come more than
+/// once), and the seq ranges of the others, to be read span by span. A
+/// block without sums (written before blocks had them, or with too many
+/// groups) or overlapping another is read.
 pub fn durations(
     conn: &Connection,
     project: &str,
@@ -370,11 +375,21 @@ pub fn durations(
     // sketch of their own each (a window can hold a hundred thousand
     // blocks).
     let mut summed: FxHashMap<String, SpanDurations> = FxHashMap::default();
+    let mut hand_over = |summed: &mut FxHashMap<String, SpanDurations>| {
+        let mut groups: Vec<(String, SpanDurations)> = summed.drain().collect();
+        groups.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        for (key, durations) in &groups {
+            take(key, durations);
+        }
+    };
     let column = durations_column(group);
     let read = sums_in_window(conn, column, (from_ns, to_ns), |bytes| {
         let Ok(stored) = postcard::from_bytes::<StoredDurations<'_>>(bytes) else {
             return Ok(false);
         };
+        if summed.len() >= MAX_SUMMED_GROUPS {
+            hand_over(&mut summed);
+        }
         let of_scope =
             stored.into_iter().filter(|s| s.0 == project && service.is_none_or(|v| v == s.1));
         for timed in of_scope.flat_map(|s| s.2) {
@@ -392,11 +407,7 @@ pub fn durations(
         }
         Ok(true)
     })?;
-    let mut summed: Vec<(String, SpanDurations)> = summed.into_iter().collect();
-    summed.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    for (key, durations) in &summed {
-        take(key, durations);
-    }
+    hand_over(&mut summed);
     Ok(read)
 }
 
@@ -767,6 +778,46 @@ mod tests {
             (read.unwrap(), handed),
             (vec![], vec![(spans[0].kind.as_str().to_owned(), all)])
         );
+    }
+
+    #[test]
+    fn a_read_of_many_models_hands_them_over_a_thousand_at_a_time() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        schema::create_or_check(&conn).unwrap();
+        // Six blocks of 255 models each and one they share.
+        let spans: Vec<Vec<SpanRecord>> = (0..6)
+            .map(|b| {
+                (0..=255)
+                    .map(|i| {
+                        let model = if i == 0 { "shared".to_owned() } else { format!("m{b}.{i}") };
+                        SpanRecord { model: Some(model), ..SpanRecord::example() }
+                    })
+                    .collect()
+            })
+            .collect();
+        let start = spans[0][0].start_ns;
+        let tx = conn.transaction().unwrap();
+        // Blocks two seqs apart: one each.
+        let inserted = spans
+            .iter()
+            .enumerate()
+            .map(|(b, spans)| (2 * b as i64 + 1, start, start, spans.iter().collect::<Vec<_>>()));
+        record(&tx, Slices::MINUTE, inserted).unwrap();
+        tx.commit().unwrap();
+        let mut handed: HashMap<String, (usize, u64)> = HashMap::new();
+        let project = &spans[0][0].project;
+        let window = (start, start + 1);
+        let read = durations(&conn, project, None, window, SpanGroup::Model, |key, d| {
+            let seen = handed.entry(key.to_owned()).or_default();
+            *seen = (seen.0 + 1, seen.1 + d.sketch.count());
+        })
+        .unwrap();
+        assert!(read.is_empty());
+        // Every model, each span once; the shared one handed over again
+        // after the first thousand.
+        assert_eq!(handed.len(), 1 + 6 * 255);
+        assert_eq!(handed["shared"], (2, 6));
+        assert!(handed.iter().all(|(key, n)| key == "shared" || *n == (1, 1)));
     }
 
     #[test]
