@@ -119,7 +119,7 @@ impl<'s, 'a> Scope<'a> {
     }
 }
 
-/// How many groups of one kind (kinds, or models) a block sums, and
+/// How many groups of one grouping (kinds, or models) a block sums, and
 /// whether it stopped.
 #[derive(Default)]
 struct Groups {
