@@ -859,6 +859,53 @@ mod tests {
     }
 
     #[test]
+    fn a_schema_15_store_gets_its_key_blocks_in_rowid_tables_with_every_key_found() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        crate::storage::sqlite::schema::create_or_check(&conn).unwrap();
+        let hash = |i: u64| key_hash("p", &["i", &i.to_string()]);
+        for (space, n) in [(&CALLS, 5_000u64), (&TRACES, 3_000)] {
+            let mut keys = KeyIndex::load(&conn, space, RUN_KEYS).unwrap();
+            (0..n).for_each(|i| keys.add(hash(i), i as i64 + 1, 1_000));
+            let tx = conn.transaction().unwrap();
+            let pending = keys.write_run(&tx, n as i64).unwrap().unwrap();
+            tx.commit().unwrap();
+            keys.written(&conn, pending).unwrap();
+        }
+        // Schema 15 kept the blocks in tables without rowids.
+        for table in ["call_key_blocks", "trace_key_blocks"] {
+            conn.execute_batch(&format!(
+                "CREATE TABLE old ({}) WITHOUT ROWID; INSERT INTO old SELECT * FROM {table};
+                 DROP TABLE {table}; ALTER TABLE old RENAME TO {table};",
+                "run INTEGER NOT NULL, first_hash INTEGER NOT NULL, body BLOB NOT NULL, \
+                 PRIMARY KEY (run, first_hash)"
+            ))
+            .unwrap();
+        }
+        conn.execute_batch("PRAGMA user_version = 15").unwrap();
+        crate::storage::sqlite::schema::create_or_check(&conn).unwrap();
+        let sql = |what: &str| -> Vec<String> {
+            let mut stmt = conn.prepare(&format!("SELECT sql FROM sqlite_master {what}")).unwrap();
+            stmt.query_map([], |r| r.get::<_, Option<String>>(0))
+                .unwrap()
+                .filter_map(|r| r.unwrap())
+                .collect()
+        };
+        let blocks = sql("WHERE name IN ('call_key_blocks', 'trace_key_blocks')");
+        assert_eq!(blocks.len(), 2);
+        assert!(blocks.iter().all(|sql| !sql.contains("WITHOUT ROWID")), "{blocks:?}");
+        assert!(sql("WHERE name LIKE '%_v15%'").is_empty());
+        for (space, n) in [(&CALLS, 5_000u64), (&TRACES, 3_000)] {
+            let keys = KeyIndex::load(&conn, space, RUN_KEYS).unwrap();
+            for i in 0..n {
+                assert_eq!(keys.candidates(&conn, hash(i)).unwrap(), [i as i64 + 1], "key {i}");
+            }
+            assert!(keys.candidates(&conn, hash(n)).unwrap().is_empty());
+        }
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+        assert_eq!(version, crate::storage::sqlite::schema::VERSION);
+    }
+
+    #[test]
     fn a_full_bloom_filter_is_rebuilt_on_its_own_thread_and_every_key_is_found_throughout() {
         let dir = tempfile::tempdir().unwrap();
         let mut conn = Connection::open(dir.path().join("keys.db")).unwrap();

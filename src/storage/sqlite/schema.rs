@@ -61,12 +61,14 @@ CREATE TABLE IF NOT EXISTS call_key_runs (
     keys     INTEGER NOT NULL,
     filter   BLOB NOT NULL
 );
+-- (a rowid table: a block is larger than a page, and a table without
+-- rowids compares whole rows, overflow and all, as a lookup searches it)
 CREATE TABLE IF NOT EXISTS call_key_blocks (
     run        INTEGER NOT NULL,
     first_hash INTEGER NOT NULL,
     body       BLOB NOT NULL,
     PRIMARY KEY (run, first_hash)
-) WITHOUT ROWID;
+);
 
 -- the index of stored traces, as call_key_runs: each run the (project,
 -- trace id) hashes of traces first stored between two flushes, with their
@@ -82,7 +84,7 @@ CREATE TABLE IF NOT EXISTS trace_key_blocks (
     first_hash INTEGER NOT NULL,
     body       BLOB NOT NULL,
     PRIMARY KEY (run, first_hash)
-) WITHOUT ROWID;
+);
 
 CREATE TABLE IF NOT EXISTS rollups (
     tier               INTEGER NOT NULL,
@@ -268,22 +270,23 @@ CREATE INDEX IF NOT EXISTS deliveries_alert ON deliveries (alert_id);
 
 /// Bumped on every incompatible change; a store of another version is
 /// refused rather than misread.
-pub const VERSION: i64 = 15;
+pub const VERSION: i64 = 16;
 
 /// Creates the schema in a new database, checks an existing one's version,
-/// or migrates a store of schema 5 to 14 (in one transaction).
+/// or migrates a store of schema 5 to 15 (in one transaction).
 pub fn create_or_check(conn: &rusqlite::Connection) -> Result<(), super::StorageError> {
     let version: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
     let tables: i64 =
         conn.query_row("SELECT count(*) FROM sqlite_master WHERE type = 'table'", [], |row| {
             row.get(0)
         })?;
-    if tables > 0 && version != VERSION && !(5..=14).contains(&version) {
+    if tables > 0 && version != VERSION && !(5..=15).contains(&version) {
         return Err(super::StorageError::SchemaVersion { found: version, needed: VERSION });
     }
-    // Schema 14 needs only the column schema 15 adds (below).
+    // Schema 14 needs only what schemas 15 and 16 change (below).
     let migrating = tables > 0 && version < 14;
     let tx = conn.unchecked_transaction()?;
+    let key_blocks = set_key_blocks_aside(&tx)?;
     // Schema 6 added span blocks over the rows of `spans`; the move into
     // chunks below rebuilds them for 5 and 6 alike.
     let old_traces = migrating && set_traces_aside(&tx)?;
@@ -302,6 +305,13 @@ pub fn create_or_check(conn: &rusqlite::Connection) -> Result<(), super::Storage
             "ALTER TABLE span_blocks ADD COLUMN kind_durations BLOB;
              ALTER TABLE span_blocks ADD COLUMN model_durations BLOB;",
         )?;
+    }
+    for table in key_blocks {
+        tx.execute_batch(&format!(
+            "INSERT INTO {table} (run, first_hash, body) \
+             SELECT run, first_hash, body FROM {table}_v15;
+             DROP TABLE {table}_v15;"
+        ))?;
     }
     if migrating && !has_column(&tx, "traces", "dropped_spans")? {
         // Schema 10 counts the spans a trace did not keep.
@@ -376,6 +386,32 @@ fn has_column(
     .map(|n| n > 0)
 }
 
+/// Renames the key block tables that have no rowids (before schema 16) to
+/// `<table>_v15`, so that the schema makes the rowid tables their rows are
+/// then copied into. Returns those it renamed.
+fn set_key_blocks_aside(
+    tx: &rusqlite::Transaction<'_>,
+) -> Result<Vec<&'static str>, rusqlite::Error> {
+    let mut aside = Vec::new();
+    for table in ["call_key_blocks", "trace_key_blocks"] {
+        if table_sql(tx, table)?.is_some_and(|sql| sql.contains("WITHOUT ROWID")) {
+            tx.execute_batch(&format!("ALTER TABLE {table} RENAME TO {table}_v15"))?;
+            aside.push(table);
+        }
+    }
+    Ok(aside)
+}
+
+/// The statement that made `table`, if the store has it.
+fn table_sql(tx: &rusqlite::Transaction<'_>, table: &str) -> Result<Option<String>, rusqlite::Error> {
+    tx.query_row(
+        "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?1",
+        [table],
+        |r| r.get(0),
+    )
+    .optional()
+}
+
 /// The columns `traces` has had since schema 5.
 const TRACE_COLUMNS: &str = "project, trace_id, has_root, root_name, root_service, start_ns, \
     end_ns, span_count, error_count, llm_calls, input_tokens, output_tokens, \
@@ -385,14 +421,7 @@ const TRACE_COLUMNS: &str = "project, trace_id, has_root, root_name, root_servic
 /// to `traces_v7` and drops its indexes, so that the schema makes the rowid
 /// table its rows are then copied into. Returns whether it did.
 fn set_traces_aside(tx: &rusqlite::Transaction<'_>) -> Result<bool, rusqlite::Error> {
-    let sql: Option<String> = tx
-        .query_row(
-            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'traces'",
-            [],
-            |r| r.get(0),
-        )
-        .optional()?;
-    if !sql.is_some_and(|sql| sql.contains("WITHOUT ROWID")) {
+    if !table_sql(tx, "traces")?.is_some_and(|sql| sql.contains("WITHOUT ROWID")) {
         return Ok(false);
     }
     tx.execute_batch(
