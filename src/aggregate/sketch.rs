@@ -115,6 +115,39 @@ impl Sketch {
         }
     }
 
+    /// Takes back one `value` added before: the bins, count and sum forget
+    /// it; `min` and `max` stay (bounds still, though perhaps no longer
+    /// reached) while two values or more are left, and are the one left's
+    /// (the sum) after. Returns false, changing nothing, when no bin holds
+    /// it.
+    pub fn remove(&mut self, value: f64) -> bool {
+        if !value.is_finite() || self.count == 0 {
+            return false;
+        }
+        let value = value + 0.0;
+        let magnitude = value.abs();
+        let removed = if magnitude < ZERO_THRESHOLD {
+            let held = self.zero_count > 0;
+            self.zero_count -= u64::from(held);
+            held
+        } else if value > 0.0 {
+            self.positive.remove(bin_index(magnitude))
+        } else {
+            self.negative.remove(-bin_index(magnitude))
+        };
+        if removed {
+            self.count -= 1;
+            self.sum = super::saturating_add(self.sum, -value);
+            match self.count {
+                0 => *self = Sketch::default(),
+                // One value left: the sum (the encoding keeps no other).
+                1 => (self.min, self.max) = (Some(self.sum), Some(self.sum)),
+                _ => {}
+            }
+        }
+        removed
+    }
+
     pub fn merge(&mut self, other: &Sketch) {
         if other.count == 0 {
             return;
@@ -396,6 +429,19 @@ impl Store {
         }
     }
 
+    /// Takes one count from the bin of `key` (the lowest bin for a key
+    /// collapsed into it); false when that bin is empty.
+    fn remove(&mut self, key: i32) -> bool {
+        let slot = usize::try_from(key.max(self.offset) - self.offset).ok();
+        match slot.and_then(|i| self.bins.get_mut(i)) {
+            Some(count) if *count > 0 => {
+                *count -= 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// The rare case of a key beyond the current bins: widen, collapsing if the span would
     /// exceed the limit.
     #[cold]
@@ -646,6 +692,49 @@ mod tests {
         assert_eq!(sketch.count, total.into_iter().fold(0, u64::saturating_add));
         assert_eq!(sketch.min.is_some(), sketch.count > 0);
         assert_eq!(sketch.max.is_some(), sketch.count > 0);
+    }
+
+    #[test]
+    fn a_value_taken_back_leaves_the_sketch_of_the_others() {
+        let mut rng = Rng(7);
+        let values: Vec<f64> =
+            (0..2_000).map(|_| rng.sign() * rng.log_uniform(1e-3, 1e6)).collect();
+        let (mut all, mut kept) = (Sketch::new(), Sketch::new());
+        values.iter().for_each(|&v| all.add(v));
+        all.add(0.0);
+        for (i, &v) in values.iter().enumerate() {
+            if i % 3 == 0 {
+                assert!(all.remove(v), "{v}");
+            } else {
+                kept.add(v);
+            }
+        }
+        assert!(all.remove(-0.0));
+        let bins = |store: &Store| -> Vec<(i32, u64)> {
+            (store.offset..).zip(store.bins.iter().copied()).filter(|b| b.1 > 0).collect()
+        };
+        assert_eq!(all.count(), kept.count());
+        assert_eq!(bins(&all.positive), bins(&kept.positive));
+        assert_eq!(bins(&all.negative), bins(&kept.negative));
+        assert_eq!(all.zero_count, 0);
+        assert!((all.sum() - kept.sum()).abs() < 1e-6 * kept.sum().abs().max(1.0));
+        for q in [0.1, 0.5, 0.9, 0.99] {
+            assert_eq!(all.quantile(q), kept.quantile(q), "q {q}");
+        }
+        // What was never added is not taken back; the last value empties it.
+        assert!(!all.remove(1e300));
+        assert!(!all.remove(f64::NAN));
+        let mut one = Sketch::new();
+        one.add(5.0);
+        assert!(one.remove(5.0) && one.is_empty() && one.min().is_none());
+        assert!(!one.remove(5.0));
+        // One value left is what min, max and the encoding say.
+        let mut two = Sketch::new();
+        two.add(1.0);
+        two.add(59.0);
+        assert!(two.remove(1.0));
+        assert_eq!((two.min(), two.max(), two.sum()), (Some(59.0), Some(59.0), 59.0));
+        assert_eq!(Sketch::decode(&two.to_bytes()).unwrap().sum(), 59.0);
     }
 
     #[test]

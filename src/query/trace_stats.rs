@@ -12,7 +12,7 @@ use super::QueryState;
 use super::params::Params;
 use crate::error::ApiError;
 use crate::storage::{
-    SpanDurations as Durations, SpanGroup, SpanTiming, TelemetryScope, TelemetryVisitor,
+    SpanDurations as Durations, SpanGroup, SpanTiming, TelemetryScope, TelemetryVisitor, TraceSums,
     TraceTiming,
 };
 
@@ -38,15 +38,19 @@ fn durations_json(d: &Durations) -> Value {
 }
 
 #[derive(Default)]
-struct Summary {
-    traces: Durations,
-    cost_usd: f64,
-}
+struct Summary(TraceSums);
 
 impl TelemetryVisitor for Summary {
     fn trace(&mut self, timing: TraceTiming) {
-        self.traces.add(timing.duration_ns, timing.errors > 0);
-        self.cost_usd += timing.cost_usd;
+        self.0.add(&timing);
+    }
+
+    fn takes_trace_sums(&self) -> bool {
+        true
+    }
+
+    fn summed_traces(&mut self, sums: &TraceSums) {
+        self.0.merge(sums);
     }
 }
 
@@ -80,9 +84,9 @@ pub async fn summary(
         .scan_traces(scope.clone(), Box::new(Summary::default()))
         .await
         .map_err(scan_error)?;
-    let summary = downcast::<Summary>(visitor);
+    let Summary(summary) = *downcast::<Summary>(visitor);
     let counts = state.telemetry.count_span_kinds(scope.clone()).await.map_err(scan_error)?;
-    let traces = summary.traces.sketch.count();
+    let traces = summary.durations.sketch.count();
     let spans: u64 = counts.values().sum();
     let mut kinds: Vec<(&String, &u64)> = counts.iter().collect();
     kinds.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
@@ -96,9 +100,9 @@ pub async fn summary(
         "to": scope.to_ns / 1_000_000,
         "service": scope.service,
         "traces": traces,
-        "error_traces": summary.traces.errors,
-        "error_rate": (traces > 0).then(|| summary.traces.errors as f64 / traces as f64),
-        "duration_ms": durations_json(&summary.traces),
+        "error_traces": summary.durations.errors,
+        "error_rate": (traces > 0).then(|| summary.durations.errors as f64 / traces as f64),
+        "duration_ms": durations_json(&summary.durations),
         "cost_usd": {
             "total": summary.cost_usd,
             "avg_per_trace": (traces > 0).then(|| summary.cost_usd / traces as f64),

@@ -95,6 +95,7 @@ pub struct SpanTiming<'a> {
 }
 
 /// One trace's timing and cost, as statistics read them.
+#[derive(Debug, Clone, PartialEq)]
 pub struct TraceTiming {
     pub duration_ns: i64,
     pub errors: u64,
@@ -113,6 +114,14 @@ pub trait TelemetryVisitor: std::any::Any + Send {
     }
     /// The durations of the spans of group `key`, summed ahead by a store.
     fn summed(&mut self, _key: &str, _durations: &SpanDurations) {}
+    /// Whether this visitor takes traces summed ahead (`summed_traces`) in
+    /// place of the traces they sum. A store that keeps such sums hands
+    /// them over where it can, and the other traces one by one.
+    fn takes_trace_sums(&self) -> bool {
+        false
+    }
+    /// Traces summed ahead by a store.
+    fn summed_traces(&mut self, _sums: &TraceSums) {}
 }
 
 /// How spans are summed ahead: by kind, or by model (spans without one
@@ -138,9 +147,47 @@ impl SpanDurations {
         self.errors += u64::from(error);
     }
 
+    /// Takes back one duration added before; false (nothing changed) when
+    /// the sketch holds none like it.
+    pub fn remove(&mut self, duration_ns: i64, error: bool) -> bool {
+        let ms = duration_ns.max(0) as f64 / 1e6;
+        let removed = self.errors >= u64::from(error) && self.sketch.remove(ms);
+        self.errors -= u64::from(error && removed);
+        removed
+    }
+
     pub fn merge(&mut self, other: &SpanDurations) {
         self.sketch.merge(&other.sketch);
         self.errors += other.errors;
+    }
+}
+
+/// Traces summed: their durations (the errors counting traces with an
+/// error span) and their cost.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TraceSums {
+    pub durations: SpanDurations,
+    pub cost_usd: f64,
+}
+
+impl TraceSums {
+    pub fn add(&mut self, timing: &TraceTiming) {
+        self.durations.add(timing.duration_ns, timing.errors > 0);
+        self.cost_usd += timing.cost_usd;
+    }
+
+    /// Takes back a trace added before (`SpanDurations::remove`).
+    pub fn remove(&mut self, timing: &TraceTiming) -> bool {
+        let removed = self.durations.remove(timing.duration_ns, timing.errors > 0);
+        if removed {
+            self.cost_usd -= timing.cost_usd;
+        }
+        removed
+    }
+
+    pub fn merge(&mut self, other: &TraceSums) {
+        self.durations.merge(&other.durations);
+        self.cost_usd += other.cost_usd;
     }
 }
 

@@ -185,7 +185,11 @@ CREATE TABLE IF NOT EXISTS trace_blocks (
     project   TEXT NOT NULL,
     min_start INTEGER NOT NULL,
     max_start INTEGER NOT NULL,
-    traces    INTEGER NOT NULL
+    traces    INTEGER NOT NULL,
+    -- the traces by root service: durations, error traces, cost (postcard;
+    -- NULL in blocks written before schema 16, or cut by retention: read
+    -- row by row)
+    sums      BLOB
 );
 CREATE INDEX IF NOT EXISTS trace_blocks_by_start ON trace_blocks (project, max_start);
 
@@ -313,6 +317,10 @@ pub fn create_or_check(conn: &rusqlite::Connection) -> Result<(), super::Storage
              DROP TABLE {table}_v15;"
         ))?;
     }
+    if !has_column(&tx, "trace_blocks", "sums")? {
+        // Schema 16 sums a trace block's traces.
+        tx.execute_batch("ALTER TABLE trace_blocks ADD COLUMN sums BLOB")?;
+    }
     if migrating && !has_column(&tx, "traces", "dropped_spans")? {
         // Schema 10 counts the spans a trace did not keep.
         tx.execute_batch("ALTER TABLE traces ADD COLUMN dropped_spans INTEGER NOT NULL DEFAULT 0")?;
@@ -403,12 +411,13 @@ fn set_key_blocks_aside(
 }
 
 /// The statement that made `table`, if the store has it.
-fn table_sql(tx: &rusqlite::Transaction<'_>, table: &str) -> Result<Option<String>, rusqlite::Error> {
-    tx.query_row(
-        "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?1",
-        [table],
-        |r| r.get(0),
-    )
+fn table_sql(
+    tx: &rusqlite::Transaction<'_>,
+    table: &str,
+) -> Result<Option<String>, rusqlite::Error> {
+    tx.query_row("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?1", [table], |r| {
+        r.get(0)
+    })
     .optional()
 }
 

@@ -49,7 +49,22 @@ const MERGE_TRACE: &str = "UPDATE traces SET \
     user = coalesce(user, ?15), \
     session = coalesce(session, ?16) \
     WHERE id = ?17 AND ?1 IS project AND ?2 IS trace_id \
-    RETURNING start_ns";
+    RETURNING start_ns, root_service, end_ns - start_ns, error_count, cost_usd";
+
+/// What the trace summary reads of a trace row `?1`: its root service and
+/// timing (as `MERGE_TRACE` returns them after its start).
+const TRACE_TIMING: &str =
+    "SELECT root_service, end_ns - start_ns, error_count, cost_usd FROM traces WHERE id = ?1";
+
+/// A trace row's root service and timing, from columns `at..at + 4`.
+fn trace_timing(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<(String, TraceTiming)> {
+    let timing = TraceTiming {
+        duration_ns: r.get(at + 1)?,
+        errors: r.get::<_, i64>(at + 2)? as u64,
+        cost_usd: r.get(at + 3)?,
+    };
+    Ok((r.get(at)?, timing))
+}
 
 const INSERT_LOG: &str = "INSERT INTO logs (project, time_ns, trace_id, severity, record) \
     VALUES (?1, ?2, ?3, ?4, ?5)";
@@ -128,6 +143,15 @@ impl<'a> TraceDelta<'a> {
         self.cost_usd += span.cost_usd;
         self.user = self.user.or(span.user.as_deref());
         self.session = self.session.or(span.session.as_deref());
+    }
+
+    /// A new trace's timing, as the summary reads its row.
+    fn timing(&self) -> TraceTiming {
+        TraceTiming {
+            duration_ns: self.end_ns - self.start_ns,
+            errors: self.errors,
+            cost_usd: self.cost_usd,
+        }
     }
 }
 
@@ -231,6 +255,8 @@ pub fn append(
         span_blocks::record(tx, slices, inserted.into_iter())?;
         let mut insert = tx.prepare_cached(INSERT_TRACE)?;
         let mut merge = tx.prepare_cached(MERGE_TRACE)?;
+        let mut before = tx.prepare_cached(TRACE_TIMING)?;
+        let mut changed = Vec::new();
         for d in &deltas {
             let values = params![
                 d.root.project,
@@ -257,18 +283,28 @@ pub fn append(
                 appended.trace_keys.push((hash, d.row));
                 continue;
             }
-            let start_ns: i64 = merge.query_row(values, |r| r.get(0))?;
+            let was = before.query_row([d.row], |r| trace_timing(r, 0))?;
+            let (start_ns, is) =
+                merge.query_row(values, |r| Ok((r.get(0)?, trace_timing(r, 1)?)))?;
             // A stored trace's start moved back: so does its block's.
             if start_ns == d.start_ns {
                 trace_blocks::widen(tx, &d.root.project, d.row, start_ns)?;
             }
+            changed.push(trace_blocks::Changed { row: d.row, before: was, after: is });
         }
-        let mut new_rows: Vec<(&str, i64, i64)> = deltas
+        // Its block's sums follow a stored trace's change.
+        trace_blocks::adjust(tx, &changed)?;
+        let mut new_rows: Vec<trace_blocks::NewTrace<'_>> = deltas
             .iter()
             .filter(|d| d.new)
-            .map(|d| (d.root.project.as_str(), d.row, d.start_ns))
+            .map(|d| trace_blocks::NewTrace {
+                project: &d.root.project,
+                row: d.row,
+                start: d.start_ns,
+                summed: Some((&d.root.service, d.timing())),
+            })
             .collect();
-        new_rows.sort_unstable_by_key(|&(_, row, _)| row);
+        new_rows.sort_unstable_by_key(|t| t.row);
         trace_blocks::record(tx, slices, new_rows)?;
         let mut mark = tx
             .prepare_cached("UPDATE traces SET dropped_spans = dropped_spans + ?2 WHERE id = ?1")?;
@@ -727,7 +763,9 @@ fn scan_ranges(
     Ok(())
 }
 
-/// Hands the totals of every trace of `scope` (by start) to `visitor`.
+/// Hands the totals of every trace of `scope` (by start) to `visitor`: as
+/// the blocks wholly inside the window sum them if it takes such sums, and
+/// the other traces one by one.
 pub fn scan_traces(
     conn: &rusqlite::Connection,
     scope: &TelemetryScope,
@@ -740,8 +778,15 @@ pub fn scan_traces(
          AND (?4 IS NULL OR root_service = ?4)",
         trace_blocks::in_ranges("?5")
     ))?;
-    let ranges = trace_blocks::ranges(conn, &scope.project, scope.from_ns, scope.to_ns)?;
     let (project, from_ns, to_ns) = (&scope.project, scope.from_ns, scope.to_ns);
+    let ranges = if visitor.takes_trace_sums() {
+        let service = scope.service.as_deref();
+        let (sums, ranges) = trace_blocks::summed(conn, project, (from_ns, to_ns), service)?;
+        visitor.summed_traces(&sums);
+        ranges
+    } else {
+        trace_blocks::ranges(conn, project, from_ns, to_ns)?
+    };
     let mut rows = stmt.query(params![project, from_ns, to_ns, scope.service, ranges])?;
     while let Some(row) = rows.next()? {
         visitor.trace(TraceTiming {

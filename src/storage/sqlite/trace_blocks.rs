@@ -7,11 +7,18 @@
 //! project's traces. Trace starts come in any
 //! order, so an index on them took a random page write per new trace in
 //! every commit, more as the store grew; a block is written once per run.
+//! A block also sums its traces by root service (durations, error traces,
+//! cost), kept true as later spans change them, so that the trace summary
+//! takes the blocks wholly inside its window from those, not row by row.
 
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
 
 use super::schema::TRACE_ROW_FLOOR_KEY;
 use super::span_blocks::{Slices, access};
+use crate::aggregate::Sketch;
+use crate::storage::{SpanDurations, StorageError, TraceSums, TraceTiming};
 
 /// Most traces in one block: a block is read whole (by row range) when its
 /// times meet a query's window.
@@ -47,6 +54,24 @@ pub fn ranges(
     from_ns: i64,
     to_ns: i64,
 ) -> Result<String, rusqlite::Error> {
+    let mut found = Vec::new();
+    meeting(conn, project, (from_ns, to_ns), "NULL", |r| {
+        found.push((r.get(0)?, r.get(1)?));
+        Ok(())
+    })?;
+    Ok(ranges_json(found, READ_THROUGH))
+}
+
+/// Calls `each` with (first row, last row, least start, greatest start,
+/// `column`) of each block of `project` whose traces may start in
+/// `[from_ns, to_ns)`.
+fn meeting(
+    conn: &Connection,
+    project: &str,
+    (from_ns, to_ns): (i64, i64),
+    column: &str,
+    mut each: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<()>,
+) -> Result<(), rusqlite::Error> {
     let how = access(
         conn,
         "SELECT (SELECT min(max_start) FROM trace_blocks WHERE project = ?1), \
@@ -56,13 +81,180 @@ pub fn ranges(
         "INDEXED BY trace_blocks_by_start",
     )?;
     let mut stmt = conn.prepare_cached(&format!(
-        "SELECT first_id, last_id FROM trace_blocks {how} \
+        "SELECT first_id, last_id, min_start, max_start, {column} FROM trace_blocks {how} \
          WHERE project = ?1 AND max_start >= ?2 AND min_start < ?3"
     ))?;
-    let found: Vec<(i64, i64)> = stmt
-        .query_map(params![project, from_ns, to_ns], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<Result<_, _>>()?;
-    Ok(ranges_json(found, READ_THROUGH))
+    let mut rows = stmt.query(params![project, from_ns, to_ns])?;
+    while let Some(row) = rows.next()? {
+        each(row)?;
+    }
+    Ok(())
+}
+
+/// Traces of `project` (and root `service`) starting in `[from_ns, to_ns)`,
+/// as summed by the blocks wholly inside the window, and the row ranges of
+/// the other blocks that may hold some (as `ranges`), to be read row by
+/// row. A block without sums (written before blocks had them, past
+/// `MAX_SUMMED_SERVICES`, or cut by retention) is read.
+pub fn summed(
+    conn: &Connection,
+    project: &str,
+    (from_ns, to_ns): (i64, i64),
+    service: Option<&str>,
+) -> Result<(TraceSums, String), StorageError> {
+    let (mut sums, mut read) = (TraceSums::default(), Vec::new());
+    let mut failed = None;
+    meeting(conn, project, (from_ns, to_ns), "sums", |r| {
+        let (first, last, min, max): (i64, i64, i64, i64) =
+            (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
+        let stored = r.get_ref(4)?.as_blob_or_null().map_err(rusqlite::Error::from)?;
+        match stored.filter(|_| min >= from_ns && max < to_ns) {
+            Some(bytes) => {
+                if let Err(err) = add_stored(&mut sums, bytes, service) {
+                    failed.get_or_insert(StorageError::Corrupt(format!(
+                        "sums of the trace block of rows {first}..={last}: {err}"
+                    )));
+                }
+            }
+            None => read.push((first, last)),
+        }
+        Ok(())
+    })?;
+    // Ranges are not read through past a summed block: its rows would
+    // count twice.
+    match failed {
+        Some(err) => Err(err),
+        None => Ok((sums, ranges_json(read, 1))),
+    }
+}
+
+/// Most root services a block sums its traces by; a block with more sums
+/// none of them and is read row by row (services are client data).
+const MAX_SUMMED_SERVICES: usize = 256;
+
+/// A block's traces summed by root service; `None` once they are not
+/// (past `MAX_SUMMED_SERVICES`, or a trace that could not be taken back).
+type Sums = Option<Vec<(String, TraceSums)>>;
+
+/// The sums of one root service's traces as a block keeps them.
+#[derive(Serialize, Deserialize)]
+struct StoredSums<'a> {
+    service: &'a str,
+    errors: u64,
+    cost_usd: f64,
+    /// The durations (ms), `Sketch::encode`.
+    #[serde(borrow, with = "serde_bytes")]
+    sketch: &'a [u8],
+}
+
+/// The sums as stored (`None`: not kept).
+fn encode(sums: &Sums) -> Option<Vec<u8>> {
+    let sums = sums.as_ref()?;
+    let sketches: Vec<Vec<u8>> = sums
+        .iter()
+        .map(|(_, s)| {
+            let mut bytes = Vec::new();
+            s.durations.sketch.encode(&mut bytes);
+            bytes
+        })
+        .collect();
+    let stored: Vec<StoredSums<'_>> = sums
+        .iter()
+        .zip(&sketches)
+        .map(|((service, s), sketch)| StoredSums {
+            service,
+            errors: s.durations.errors,
+            cost_usd: s.cost_usd,
+            sketch,
+        })
+        .collect();
+    Some(postcard::to_allocvec(&stored).expect("writing to a Vec cannot fail"))
+}
+
+fn decode(bytes: Option<&[u8]>) -> Result<Sums, String> {
+    let Some(bytes) = bytes else { return Ok(None) };
+    let stored: Vec<StoredSums<'_>> = postcard::from_bytes(bytes).map_err(|e| e.to_string())?;
+    stored
+        .into_iter()
+        .map(|s| {
+            let sketch = Sketch::decode(s.sketch).map_err(|e| e.to_string())?;
+            let durations = SpanDurations { sketch, errors: s.errors };
+            Ok((s.service.to_owned(), TraceSums { durations, cost_usd: s.cost_usd }))
+        })
+        .collect::<Result<_, String>>()
+        .map(Some)
+}
+
+/// Merges a block's stored sums (of `service`'s traces, or all) into `sums`.
+fn add_stored(sums: &mut TraceSums, bytes: &[u8], service: Option<&str>) -> Result<(), String> {
+    let stored: Vec<StoredSums<'_>> = postcard::from_bytes(bytes).map_err(|e| e.to_string())?;
+    for s in stored.iter().filter(|s| service.is_none_or(|service| s.service == service)) {
+        sums.durations.sketch.merge_encoded(s.sketch).map_err(|e| e.to_string())?;
+        sums.durations.errors += s.errors;
+        sums.cost_usd += s.cost_usd;
+    }
+    Ok(())
+}
+
+/// Adds a trace of root `service` to `sums` (which stop past
+/// `MAX_SUMMED_SERVICES` services).
+fn add_to(sums: &mut Sums, service: &str, timing: &TraceTiming) {
+    let Some(by_service) = sums else { return };
+    let at = match by_service.iter().position(|(s, _)| s == service) {
+        Some(at) => at,
+        None if by_service.len() < MAX_SUMMED_SERVICES => {
+            by_service.push((service.to_owned(), TraceSums::default()));
+            by_service.len() - 1
+        }
+        None => return *sums = None,
+    };
+    by_service[at].1.add(timing);
+}
+
+/// Takes a trace of root `service` back from `sums`; they stop being kept
+/// if it is not there (which would mean they were wrong).
+fn take_from(sums: &mut Sums, service: &str, timing: &TraceTiming) {
+    let Some(by_service) = sums else { return };
+    let found = by_service.iter_mut().find(|(s, _)| s == service);
+    if !found.is_some_and(|(_, s)| s.remove(timing)) {
+        *sums = None;
+    }
+}
+
+/// A stored trace an append changed: its row, and its root service and
+/// timing before and after.
+pub struct Changed {
+    pub row: i64,
+    pub before: (String, TraceTiming),
+    pub after: (String, TraceTiming),
+}
+
+/// Moves each changed trace's part of its block's sums from what it was to
+/// what it is.
+pub fn adjust(tx: &Transaction<'_>, changed: &[Changed]) -> Result<(), rusqlite::Error> {
+    if changed.is_empty() {
+        return Ok(());
+    }
+    let mut block_of = tx.prepare_cached(
+        "SELECT first_id, sums FROM trace_blocks WHERE first_id <= ?1 \
+         ORDER BY first_id DESC LIMIT 1",
+    )?;
+    let mut blocks: FxHashMap<i64, Sums> = FxHashMap::default();
+    for c in changed {
+        let found: Option<(i64, Option<Vec<u8>>)> =
+            block_of.query_row([c.row], |r| Ok((r.get(0)?, r.get(1)?))).optional()?;
+        let Some((first, stored)) = found else { continue };
+        // Sums that cannot be read are dropped: the block is read row by
+        // row from then on.
+        let sums = blocks.entry(first).or_insert_with(|| decode(stored.as_deref()).unwrap_or(None));
+        take_from(sums, &c.before.0, &c.before.1);
+        add_to(sums, &c.after.0, &c.after.1);
+    }
+    let mut update = tx.prepare_cached("UPDATE trace_blocks SET sums = ?2 WHERE first_id = ?1")?;
+    for (first, sums) in &blocks {
+        update.execute(params![first, encode(sums)])?;
+    }
+    Ok(())
 }
 
 /// Row ranges sorted and merged into disjoint ones, as JSON (for
@@ -101,7 +293,8 @@ pub fn given(tx: &Transaction<'_>, last: i64) -> Result<(), rusqlite::Error> {
     Ok(())
 }
 
-/// A block being built: its project, row range, start times and traces.
+/// A block being built: its project, row range, start times, traces and
+/// their sums.
 struct Run<'a> {
     project: &'a str,
     first: i64,
@@ -109,8 +302,18 @@ struct Run<'a> {
     min: i64,
     max: i64,
     traces: i64,
+    sums: Sums,
     /// For the newest stored block, the traces it held when read.
     stored: Option<i64>,
+}
+
+/// A new trace row: its project, row and start, and its root service and
+/// timing (`None` for a row whose block is to keep no sums).
+pub struct NewTrace<'a> {
+    pub project: &'a str,
+    pub row: i64,
+    pub start: i64,
+    pub summed: Option<(&'a str, TraceTiming)>,
 }
 
 impl Run<'_> {
@@ -121,31 +324,35 @@ impl Run<'_> {
     }
 }
 
-/// Notes new trace rows as (project, row, start), in row order: each joins
-/// the run before it if that is its project's, of its start's slice and not
-/// full, else starts a block. The first may join the newest stored block:
-/// every row past that block's is new, so its range stays one project's.
+/// Notes new trace rows, in row order: each joins the run before it if
+/// that is its project's, of its start's slice and not full, else starts a
+/// block. The first may join the newest stored block: every row past that
+/// block's is new, so its range stays one project's.
 pub fn record<'a>(
     tx: &Transaction<'_>,
     slices: Slices,
-    rows: impl IntoIterator<Item = (&'a str, i64, i64)>,
+    rows: impl IntoIterator<Item = NewTrace<'a>>,
 ) -> Result<(), rusqlite::Error> {
-    let newest: Option<(String, i64, i64, i64, i64, i64)> = tx
+    type Newest = (String, i64, i64, i64, i64, i64, Option<Vec<u8>>);
+    let newest: Option<Newest> = tx
         .prepare_cached(
-            "SELECT project, first_id, last_id, min_start, max_start, traces FROM trace_blocks \
-             ORDER BY first_id DESC LIMIT 1",
+            "SELECT project, first_id, last_id, min_start, max_start, traces, sums \
+             FROM trace_blocks ORDER BY first_id DESC LIMIT 1",
         )?
-        .query_row([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))
+        .query_row([], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
+        })
         .optional()?;
     let mut insert = tx.prepare_cached(
-        "INSERT INTO trace_blocks (first_id, last_id, project, min_start, max_start, traces) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT INTO trace_blocks (first_id, last_id, project, min_start, max_start, traces, \
+         sums) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?;
     let mut update = tx.prepare_cached(
-        "UPDATE trace_blocks SET last_id = ?2, min_start = ?3, max_start = ?4, traces = ?5 \
-         WHERE first_id = ?1",
+        "UPDATE trace_blocks SET last_id = ?2, min_start = ?3, max_start = ?4, traces = ?5, \
+         sums = ?6 WHERE first_id = ?1",
     )?;
     let mut write = |run: &Run<'_>| -> Result<(), rusqlite::Error> {
+        let sums = encode(&run.sums);
         match run.stored {
             None => insert.execute(params![
                 run.first,
@@ -153,46 +360,58 @@ pub fn record<'a>(
                 run.project,
                 run.min,
                 run.max,
-                run.traces
+                run.traces,
+                sums
             ]),
             Some(held) if run.traces > held => {
-                update.execute(params![run.first, run.last, run.min, run.max, run.traces])
+                update.execute(params![run.first, run.last, run.min, run.max, run.traces, sums])
             }
             Some(_) => return Ok(()),
         }
         .map(|_| ())
     };
-    let mut run = newest.as_ref().map(|(project, first, last, min, max, traces)| Run {
+    let mut run = newest.as_ref().map(|(project, first, last, min, max, traces, sums)| Run {
         project,
         first: *first,
         last: *last,
         min: *min,
         max: *max,
         traces: *traces,
+        // Sums that cannot be read are dropped (the block is read row by row).
+        sums: decode(sums.as_deref()).unwrap_or(None),
         stored: Some(*traces),
     });
-    for (project, row, start) in rows {
-        match &mut run {
+    for NewTrace { project, row, start, summed } in rows {
+        let run = match &mut run {
             Some(r) if r.takes(slices, project, start) => {
                 r.last = row;
                 r.min = r.min.min(start);
                 r.max = r.max.max(start);
                 r.traces += 1;
-                continue;
+                r
             }
-            Some(r) => write(r)?,
-            None => {}
+            _ => {
+                if let Some(done) = &run {
+                    write(done)?;
+                }
+                let sums = Some(Vec::new());
+                let first = Run {
+                    project,
+                    first: row,
+                    last: row,
+                    min: start,
+                    max: start,
+                    traces: 1,
+                    sums,
+                    stored: None,
+                };
+                run.insert(first)
+            }
+        };
+        match &summed {
+            Some((service, timing)) => add_to(&mut run.sums, service, timing),
+            None => run.sums = None,
         }
-        let traces = 1;
-        run = Some(Run {
-            project,
-            first: row,
-            last: row,
-            min: start,
-            max: start,
-            traces,
-            stored: None,
-        });
     }
     if let Some(r) = &run {
         write(r)?;
@@ -223,6 +442,7 @@ pub fn build(tx: &Transaction<'_>) -> Result<(), rusqlite::Error> {
     let mut page = tx.prepare(
         "SELECT project, id, start_ns FROM traces WHERE id > ?1 ORDER BY id LIMIT 65536",
     )?;
+    // (Without sums: stores this old are read row by row.)
     let mut after = i64::MIN;
     loop {
         let rows: Vec<(String, i64, i64)> = page
@@ -230,7 +450,12 @@ pub fn build(tx: &Transaction<'_>) -> Result<(), rusqlite::Error> {
             .collect::<Result<_, _>>()?;
         let Some(last) = rows.last() else { return Ok(()) };
         after = last.1;
-        let rows = rows.iter().map(|(project, row, start)| (project.as_str(), *row, *start));
+        let rows = rows.iter().map(|(project, row, start)| NewTrace {
+            project,
+            row: *row,
+            start: *start,
+            summed: None,
+        });
         record(tx, Slices::MINUTE, rows)?;
     }
 }
@@ -244,9 +469,15 @@ pub fn delete_before(tx: &Transaction<'_>, cutoff_ns: i64) -> Result<usize, rusq
         .query_map([cutoff_ns], |row| Ok((row.get(0)?, row.get(1)?)))?
         .collect::<Result<_, _>>()?;
     let mut delete = tx.prepare("DELETE FROM traces WHERE id BETWEEN ?1 AND ?2 AND end_ns < ?3")?;
+    // A block that keeps some of its traces no longer sums them.
+    let mut unsum = tx.prepare("UPDATE trace_blocks SET sums = NULL WHERE first_id = ?1")?;
     let mut deleted = 0;
     for (first, last) in old {
-        deleted += delete.execute(params![first, last, cutoff_ns])?;
+        let gone = delete.execute(params![first, last, cutoff_ns])?;
+        if gone > 0 {
+            unsum.execute([first])?;
+        }
+        deleted += gone;
     }
     tx.execute(
         "DELETE FROM trace_blocks WHERE min_start < ?1 AND NOT EXISTS \
@@ -282,7 +513,7 @@ mod tests {
     use crate::storage::sqlite::telemetry;
     use crate::storage::{
         KindCounts, SpanDurations, SpanGroup, SpanTiming, TelemetryScope, TelemetryVisitor,
-        TraceFilter, TraceTiming,
+        TraceFilter, TraceSums, TraceTiming,
     };
 
     const M: i64 = BLOCK_SPAN_NS;
@@ -293,18 +524,21 @@ mod tests {
         conn
     }
 
+    /// New rows as (project, row, start), without sums.
+    fn unsummed<'a>(
+        rows: impl IntoIterator<Item = (&'a str, i64, i64)>,
+    ) -> impl Iterator<Item = NewTrace<'a>> {
+        rows.into_iter().map(|(project, row, start)| NewTrace { project, row, start, summed: None })
+    }
+
     #[test]
     fn runs_break_at_projects_minutes_and_the_cap_and_the_newest_block_is_extended() {
         let mut conn = store();
         let tx = conn.transaction().unwrap();
-        record(
-            &tx,
-            Slices::MINUTE,
-            [("a", 1, 10), ("a", 2, 5), ("b", 3, 7), ("a", 4, M), ("a", 6, M + 3)],
-        )
-        .unwrap();
+        let rows = [("a", 1, 10), ("a", 2, 5), ("b", 3, 7), ("a", 4, M), ("a", 6, M + 3)];
+        record(&tx, Slices::MINUTE, unsummed(rows)).unwrap();
         // The next append's first rows join the newest block if they can.
-        record(&tx, Slices::MINUTE, [("a", 7, M + 1), ("a", 8, 2 * M)]).unwrap();
+        record(&tx, Slices::MINUTE, unsummed([("a", 7, M + 1), ("a", 8, 2 * M)])).unwrap();
         tx.commit().unwrap();
         assert_eq!(
             all(&conn),
@@ -318,7 +552,7 @@ mod tests {
         let tx = conn.transaction().unwrap();
         let rows: Vec<(&str, i64, i64)> =
             (0..BLOCK_TRACES + 1).map(|i| ("b", 100 + i, 3 * M)).collect();
-        record(&tx, Slices::MINUTE, rows).unwrap();
+        record(&tx, Slices::MINUTE, unsummed(rows)).unwrap();
         tx.commit().unwrap();
         let blocks = all(&conn);
         assert_eq!(
@@ -333,7 +567,7 @@ mod tests {
     fn an_earlier_start_widens_only_its_own_block() {
         let mut conn = store();
         let tx = conn.transaction().unwrap();
-        record(&tx, Slices::MINUTE, [("a", 1, M), ("a", 2, M + 1), ("b", 3, M)]).unwrap();
+        record(&tx, Slices::MINUTE, unsummed([("a", 1, M), ("a", 2, M + 1), ("b", 3, M)])).unwrap();
         widen(&tx, "a", 2, 5).unwrap();
         // Not a's block: left alone.
         widen(&tx, "a", 3, 1).unwrap();
@@ -413,6 +647,7 @@ mod tests {
             telemetry::append_as_committer(&mut conn, &spans, &packing);
         }
         assert_covered(&conn);
+        assert_sums_match_rows(&conn);
         // Each append's traces start over two hours: cut into 16-minute
         // slices, at most 10 blocks a project (a minute each would be ~60).
         let blocks = all(&conn).len();
@@ -463,6 +698,17 @@ mod tests {
                 let mut count = Count(0);
                 telemetry::scan_traces(&conn, &scope, &mut count).unwrap();
                 assert_eq!(count.0, all.len());
+                // The summary from the blocks' sums, as read row by row.
+                for service in [None, Some("api")] {
+                    let scope =
+                        TelemetryScope { service: service.map(String::from), ..scope.clone() };
+                    let summed = Totals::scan(&conn, &scope, true);
+                    Totals::scan(&conn, &scope, false).assert_same(&summed);
+                    if (from, to) == (-100 * s, 9_000 * s) {
+                        let total = summed.found.durations.sketch.count() as usize;
+                        assert!(summed.traces < total, "the whole window takes blocks' sums");
+                    }
+                }
                 // Spans by kind from the blocks' counts, as read one by one.
                 for service in [None, Some("api")] {
                     let scope =
@@ -503,6 +749,13 @@ mod tests {
                 assert_eq!(got, expected);
             }
         }
+        // Later spans moved traces' durations, errors and root services:
+        // each block's sums still match its rows.
+        let changed: i64 = conn
+            .query_row("SELECT count(*) FROM traces WHERE span_count > 1", [], |r| r.get(0))
+            .unwrap();
+        assert!(changed > 100, "{changed}");
+        assert_sums_match_rows(&conn);
         // Retention takes the traces that ended before the cutoff, and the
         // blocks it empties; the rest stay found.
         let cutoff = 3_000 * s;
@@ -518,6 +771,21 @@ mod tests {
         assert_eq!(after, kept);
         assert!(all(&conn).len() < blocks);
         assert_covered(&conn);
+        // A block retention took some traces of keeps no sums.
+        let unsummed: i64 = conn
+            .query_row("SELECT count(*) FROM trace_blocks WHERE sums IS NULL", [], |r| r.get(0))
+            .unwrap();
+        assert!(unsummed > 0);
+        assert_sums_match_rows(&conn);
+        for project in ["a", "b", "c"] {
+            let scope = TelemetryScope {
+                project: project.into(),
+                from_ns: 0,
+                to_ns: 9_000 * s,
+                service: None,
+            };
+            Totals::scan(&conn, &scope, false).assert_same(&Totals::scan(&conn, &scope, true));
+        }
         let empty: i64 = conn
             .query_row(
                 "SELECT count(*) FROM trace_blocks b WHERE max_start < ?1 AND NOT EXISTS \
@@ -530,6 +798,119 @@ mod tests {
     }
 
     struct Count(usize);
+
+    /// Every block that keeps sums sums exactly its rows, by root service:
+    /// trace counts, error traces and duration bins (a sketch's bins do
+    /// not depend on the order of adds, merges and removals), cost up to
+    /// rounding.
+    fn assert_sums_match_rows(conn: &Connection) {
+        let blocks: Vec<(i64, i64, Vec<u8>)> = conn
+            .prepare("SELECT first_id, last_id, sums FROM trace_blocks WHERE sums IS NOT NULL")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(!blocks.is_empty());
+        for (first, last, stored) in blocks {
+            let mut kept = decode(Some(&stored)).unwrap().unwrap();
+            kept.sort_by(|a, b| a.0.cmp(&b.0));
+            let mut rows: Vec<(String, TraceSums)> = Vec::new();
+            let mut stmt = conn
+                .prepare(
+                    "SELECT root_service, end_ns - start_ns, error_count, cost_usd FROM traces \
+                     WHERE id BETWEEN ?1 AND ?2 ORDER BY root_service",
+                )
+                .unwrap();
+            let mut found = stmt.query([first, last]).unwrap();
+            while let Some(r) = found.next().unwrap() {
+                let (service, timing) = (
+                    r.get::<_, String>(0).unwrap(),
+                    TraceTiming {
+                        duration_ns: r.get(1).unwrap(),
+                        errors: r.get::<_, i64>(2).unwrap() as u64,
+                        cost_usd: r.get(3).unwrap(),
+                    },
+                );
+                if rows.last().is_none_or(|(s, _)| *s != service) {
+                    rows.push((service, TraceSums::default()));
+                }
+                rows.last_mut().unwrap().1.add(&timing);
+            }
+            // A service whose traces all moved away keeps empty sums.
+            kept.retain(|(_, s)| !s.durations.sketch.is_empty());
+            let services = |v: &[(String, TraceSums)]| -> Vec<String> {
+                v.iter().map(|(s, _)| s.clone()).collect()
+            };
+            assert_eq!(services(&kept), services(&rows), "block {first}..={last}");
+            for ((service, k), (_, r)) in kept.iter().zip(&rows) {
+                let (k, r) = (&k.durations, &r.durations);
+                assert_eq!((k.sketch.count(), k.errors), (r.sketch.count(), r.errors), "{service}");
+                let (a, b) = (k.sketch.sum(), r.sketch.sum());
+                assert!(
+                    (a - b).abs() <= 1e-9 * b.abs().max(1.0),
+                    "{service} {first}..={last}: {a} {b} kept {k:?} rows {r:?}"
+                );
+                for q in [0.25, 0.5, 0.75] {
+                    let (a, b) = (k.sketch.quantile(q).unwrap(), r.sketch.quantile(q).unwrap());
+                    assert!((a - b).abs() <= 0.02 * b.abs(), "{service} q{q}: {a} {b}");
+                }
+            }
+        }
+    }
+
+    /// The trace summary's totals, from the blocks' sums when `sums`.
+    #[derive(Default)]
+    struct Totals {
+        use_sums: bool,
+        found: TraceSums,
+        /// Traces handed over one by one.
+        traces: usize,
+    }
+
+    impl Totals {
+        fn scan(conn: &Connection, scope: &TelemetryScope, use_sums: bool) -> Totals {
+            let mut totals = Totals { use_sums, ..Totals::default() };
+            telemetry::scan_traces(conn, scope, &mut totals).unwrap();
+            totals
+        }
+
+        /// The same traces: counts and errors exactly, quantiles within
+        /// the sketch's accuracy (a trace a later span changed leaves its
+        /// old duration in the bounds of its block's sketch), cost up to
+        /// rounding.
+        fn assert_same(&self, other: &Totals) {
+            let (a, b) = (&self.found, &other.found);
+            assert_eq!(a.durations.sketch.count(), b.durations.sketch.count());
+            assert_eq!(a.durations.errors, b.durations.errors);
+            assert!((a.cost_usd - b.cost_usd).abs() <= 1e-9 * a.cost_usd.abs().max(1.0));
+            let sum = a.durations.sketch.sum();
+            let other = b.durations.sketch.sum();
+            assert!((sum - other).abs() <= 1e-9 * sum.abs().max(1.0), "{sum} {other}");
+            for q in [0.5, 0.95, 0.99] {
+                let (x, y) = (a.durations.sketch.quantile(q), b.durations.sketch.quantile(q));
+                match (x, y) {
+                    (Some(x), Some(y)) => assert!((x - y).abs() <= 0.02 * x.abs(), "q{q}: {x} {y}"),
+                    (x, y) => assert_eq!(x, y),
+                }
+            }
+        }
+    }
+
+    impl TelemetryVisitor for Totals {
+        fn trace(&mut self, timing: TraceTiming) {
+            self.found.add(&timing);
+            self.traces += 1;
+        }
+
+        fn takes_trace_sums(&self) -> bool {
+            self.use_sums
+        }
+
+        fn summed_traces(&mut self, sums: &TraceSums) {
+            self.found.merge(sums);
+        }
+    }
 
     /// Span durations by kind or model, from the blocks' sums when `sums`.
     struct ByGroup {
@@ -591,7 +972,7 @@ mod tests {
     }
 
     #[test]
-    fn a_schema_14_store_reads_its_blocks_without_durations_span_by_span() {
+    fn a_schema_14_store_reads_its_blocks_without_sums_span_by_span_and_row_by_row() {
         let mut conn = store();
         let packing = Arc::new(SpanPacking::default());
         let mut traffic = traffic().into_iter();
@@ -600,7 +981,8 @@ mod tests {
         }
         conn.execute_batch(
             "ALTER TABLE span_blocks DROP COLUMN kind_durations;
-             ALTER TABLE span_blocks DROP COLUMN model_durations; PRAGMA user_version = 14;",
+             ALTER TABLE span_blocks DROP COLUMN model_durations;
+             ALTER TABLE trace_blocks DROP COLUMN sums; PRAGMA user_version = 14;",
         )
         .unwrap();
         schema::create_or_check(&conn).unwrap();
@@ -628,9 +1010,60 @@ mod tests {
             summed.sums
         };
         assert_eq!(compare(&conn), 0);
-        // Blocks written from now on sum their spans.
+        // Nor their traces: those are read row by row.
+        let summary = |conn: &Connection| {
+            let summed = Totals::scan(conn, &scope, true);
+            Totals::scan(conn, &scope, false).assert_same(&summed);
+            (summed.traces, summed.found.durations.sketch.count() as usize)
+        };
+        let (read, traces) = summary(&conn);
+        assert_eq!(read, traces);
+        // Blocks written from now on sum their spans and traces.
         telemetry::append_as_committer(&mut conn, &traffic.next().unwrap(), &packing);
         assert!(compare(&conn) > 0);
+        let (read, traces) = summary(&conn);
+        assert!(read < traces, "{read} of {traces} read row by row");
+    }
+
+    #[test]
+    fn a_block_of_too_many_root_services_keeps_no_sums_and_is_read_row_by_row() {
+        let mut conn = store();
+        let packing = Arc::new(SpanPacking::default());
+        let spans: Vec<SpanRecord> = (0..MAX_SUMMED_SERVICES as i64 + 1)
+            .map(|i| SpanRecord {
+                project: "a".into(),
+                trace_id: format!("{i:032x}"),
+                span_id: format!("{i:016x}"),
+                service: format!("svc-{i}"),
+                start_ns: M + i,
+                end_ns: M + i + 1_000_000 * (i + 1),
+                ..SpanRecord::example()
+            })
+            .collect();
+        telemetry::append_as_committer(&mut conn, &spans[..10], &packing);
+        telemetry::append_as_committer(&mut conn, &spans[10..], &packing);
+        // The rows of the second append joined the first's block.
+        let blocks: Vec<Option<Vec<u8>>> = conn
+            .prepare("SELECT sums FROM trace_blocks")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(blocks, [None]);
+        for service in [None, Some("svc-3")] {
+            let scope = TelemetryScope {
+                project: "a".into(),
+                from_ns: 0,
+                to_ns: 9 * M,
+                service: service.map(String::from),
+            };
+            let summed = Totals::scan(&conn, &scope, true);
+            let count = summed.found.durations.sketch.count() as usize;
+            assert_eq!(count, if service.is_some() { 1 } else { spans.len() });
+            assert_eq!(summed.traces, count, "read row by row");
+            Totals::scan(&conn, &scope, false).assert_same(&summed);
+        }
     }
 
     #[test]
