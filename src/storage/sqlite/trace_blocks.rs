@@ -93,9 +93,9 @@ fn meeting(
 
 /// Traces of `project` (and root `service`) starting in `[from_ns, to_ns)`,
 /// as summed by the blocks wholly inside the window, and the row ranges of
-/// the other blocks that may hold some (as `ranges`), to be read row by
-/// row. A block without sums (written before blocks had them, past
-/// `MAX_SUMMED_SERVICES`, or cut by retention) is read.
+/// the other blocks that may hold some (as JSON for `in_ranges`), to be
+/// read row by row. A block without sums (written before blocks had them,
+/// past `MAX_SUMMED_SERVICES`, or cut by retention) is read.
 pub fn summed(
     conn: &Connection,
     project: &str,
