@@ -64,7 +64,8 @@ pub fn ranges(
 
 /// Calls `each` with (first row, last row, least start, greatest start,
 /// `column`) of each block of `project` whose traces may start in
-/// `[from_ns, to_ns)`.
+/// `[from_ns, to_ns)`. The index on start holds all but the sums: without
+/// them (`column` "NULL") it is read alone.
 fn meeting(
     conn: &Connection,
     project: &str,
@@ -72,14 +73,19 @@ fn meeting(
     column: &str,
     mut each: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<()>,
 ) -> Result<(), rusqlite::Error> {
-    let how = access(
-        conn,
-        "SELECT (SELECT min(max_start) FROM trace_blocks WHERE project = ?1), \
-         (SELECT max(max_start) FROM trace_blocks WHERE project = ?1)",
-        [project],
-        (from_ns, to_ns),
-        "INDEXED BY trace_blocks_by_start",
-    )?;
+    const INDEX: &str = "INDEXED BY trace_blocks_by_start";
+    let how = if column == "NULL" {
+        INDEX
+    } else {
+        access(
+            conn,
+            "SELECT (SELECT min(max_start) FROM trace_blocks WHERE project = ?1), \
+             (SELECT max(max_start) FROM trace_blocks WHERE project = ?1)",
+            [project],
+            (from_ns, to_ns),
+            INDEX,
+        )?
+    };
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT first_id, last_id, min_start, max_start, {column} FROM trace_blocks {how} \
          WHERE project = ?1 AND max_start >= ?2 AND min_start < ?3"
