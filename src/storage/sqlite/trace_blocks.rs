@@ -1073,6 +1073,41 @@ mod tests {
     }
 
     #[test]
+    fn unreadable_sums_fail_the_summary_and_are_dropped_when_their_block_changes() {
+        let mut conn = store();
+        let packing = Arc::new(SpanPacking::default());
+        let mut traffic = traffic().into_iter();
+        telemetry::append_as_committer(&mut conn, &traffic.next().unwrap(), &packing);
+        let newest: i64 = conn
+            .query_row("SELECT max(first_id) FROM trace_blocks WHERE project = 'a'", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        conn.execute("UPDATE trace_blocks SET sums = x'ff00ff' WHERE first_id = ?1", [newest])
+            .unwrap();
+        let scope = TelemetryScope {
+            project: "a".into(),
+            from_ns: -100 * 1_000_000_000,
+            to_ns: 9_000 * 1_000_000_000,
+            service: None,
+        };
+        let mut totals = Totals { use_sums: true, ..Totals::default() };
+        let err = telemetry::scan_traces(&conn, &scope, &mut totals).unwrap_err();
+        assert!(matches!(err, StorageError::Corrupt(_)), "{err}");
+        // The rows stay readable one by one.
+        let mut count = Count(0);
+        telemetry::scan_traces(&conn, &scope, &mut count).unwrap();
+        assert!(count.0 > 0);
+        // More traces of the block: it keeps no sums from then on.
+        telemetry::append_as_committer(&mut conn, &traffic.next().unwrap(), &packing);
+        let sums: Option<Vec<u8>> = conn
+            .query_row("SELECT sums FROM trace_blocks WHERE first_id = ?1", [newest], |r| r.get(0))
+            .unwrap();
+        assert_eq!(sums, None);
+        Totals::scan(&conn, &scope, false).assert_same(&Totals::scan(&conn, &scope, true));
+    }
+
+    #[test]
     fn a_store_from_before_blocks_gets_them_built_and_a_new_trace_is_numbered_past_them() {
         let mut conn = store();
         let packing = Arc::new(SpanPacking::default());
