@@ -55,7 +55,7 @@ pub fn ranges(
     to_ns: i64,
 ) -> Result<String, rusqlite::Error> {
     let mut found = Vec::new();
-    meeting(conn, project, (from_ns, to_ns), "NULL", |r| {
+    meeting(conn, project, (from_ns, to_ns), false, |r| {
         found.push((r.get(0)?, r.get(1)?));
         Ok(())
     })?;
@@ -63,28 +63,29 @@ pub fn ranges(
 }
 
 /// Calls `each` with (first row, last row, least start, greatest start,
-/// `column`) of each block of `project` whose traces may start in
-/// `[from_ns, to_ns)`. The index on start holds all but the sums: without
-/// them (`column` "NULL") it is read alone.
+/// sums if `with_sums`, else NULL) of each block of `project` whose traces
+/// may start in `[from_ns, to_ns)`. The index on start holds all but the
+/// sums: without them it is read alone.
 fn meeting(
     conn: &Connection,
     project: &str,
     (from_ns, to_ns): (i64, i64),
-    column: &str,
+    with_sums: bool,
     mut each: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<()>,
 ) -> Result<(), rusqlite::Error> {
     const INDEX: &str = "INDEXED BY trace_blocks_by_start";
-    let how = if column == "NULL" {
-        INDEX
+    let (column, how) = if !with_sums {
+        ("NULL", INDEX)
     } else {
-        access(
+        let how = access(
             conn,
             "SELECT (SELECT min(max_start) FROM trace_blocks WHERE project = ?1), \
              (SELECT max(max_start) FROM trace_blocks WHERE project = ?1)",
             [project],
             (from_ns, to_ns),
             INDEX,
-        )?
+        )?;
+        ("sums", how)
     };
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT first_id, last_id, min_start, max_start, {column} FROM trace_blocks {how} \
@@ -110,7 +111,7 @@ pub fn summed(
 ) -> Result<(TraceSums, String), StorageError> {
     let (mut sums, mut read) = (TraceSums::default(), Vec::new());
     let mut failed = None;
-    meeting(conn, project, (from_ns, to_ns), "sums", |r| {
+    meeting(conn, project, (from_ns, to_ns), true, |r| {
         let (first, last, min, max): (i64, i64, i64, i64) =
             (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
         let stored = r.get_ref(4)?.as_blob_or_null().map_err(rusqlite::Error::from)?;
