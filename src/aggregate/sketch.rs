@@ -290,6 +290,34 @@ impl Sketch {
     }
 }
 
+/// Sketches encoded one after another into one buffer (one allocation for
+/// the many sketches a stored row holds), each readable as its own part.
+pub struct Encodings {
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl Encodings {
+    pub fn of<'s>(sketches: impl IntoIterator<Item = &'s Sketch>) -> Encodings {
+        let (mut bytes, mut ends) = (Vec::new(), Vec::new());
+        for sketch in sketches {
+            sketch.encode(&mut bytes);
+            ends.push(bytes.len());
+        }
+        Encodings { bytes, ends }
+    }
+
+    /// Each sketch's encoding (`Sketch::encode`), in order.
+    pub fn parts(&self) -> impl Iterator<Item = &[u8]> {
+        let mut from = 0;
+        self.ends.iter().map(move |&to| {
+            let part = &self.bytes[from..to];
+            from = to;
+            part
+        })
+    }
+}
+
 /// A stored sketch read but not yet laid out: each store's occupied bins as
 /// (key, count) pairs, keys ascending.
 #[derive(Debug, Default)]

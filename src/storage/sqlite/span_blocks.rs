@@ -15,6 +15,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize};
 
 use super::span_chunks::EncodedChunk;
+use crate::aggregate::sketch::Encodings;
 use crate::model::{SpanKind, SpanRecord, SpanStatus};
 use crate::storage::{SpanDurations, SpanGroup, StorageError};
 
@@ -207,19 +208,8 @@ impl<'a> Sums<'a> {
             return None;
         }
         let of_scopes: Vec<_> = self.scopes.iter().map(|scope| scope.durations(group)).collect();
-        // The sketches one after another, then each group's slice of them.
-        let mut sketches = Vec::new();
-        let mut ends = Vec::with_capacity(groups.count);
-        for (_, d) in of_scopes.iter().flatten() {
-            d.sketch.encode(&mut sketches);
-            ends.push(sketches.len());
-        }
-        let mut from = 0;
-        let mut ends = ends.into_iter().map(|to| {
-            let bytes = &sketches[from..to];
-            from = to;
-            bytes
-        });
+        let sketches = Encodings::of(of_scopes.iter().flatten().map(|(_, d)| &d.sketch));
+        let mut parts = sketches.parts();
         let stored: StoredDurations<'_> = self
             .scopes
             .iter()
@@ -230,7 +220,7 @@ impl<'a> Sums<'a> {
                     .map(|(key, d)| Timed {
                         key,
                         errors: d.errors,
-                        sketch: ends.next().expect("a sketch for each group"),
+                        sketch: parts.next().expect("a sketch for each group"),
                     })
                     .collect();
                 (scope.project, scope.service, timed)

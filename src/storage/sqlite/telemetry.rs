@@ -58,12 +58,17 @@ const TRACE_TIMING: &str =
 
 /// A trace row's root service and timing, from columns `at..at + 4`.
 fn trace_timing(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<(String, TraceTiming)> {
-    let timing = TraceTiming {
-        duration_ns: r.get(at + 1)?,
-        errors: r.get::<_, i64>(at + 2)? as u64,
-        cost_usd: r.get(at + 3)?,
-    };
-    Ok((r.get(at)?, timing))
+    Ok((r.get(at)?, timing_at(r, at + 1)?))
+}
+
+/// A trace row's timing from columns `at..at + 3` (its duration, errors
+/// and cost).
+fn timing_at(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<TraceTiming> {
+    Ok(TraceTiming {
+        duration_ns: r.get(at)?,
+        errors: r.get::<_, i64>(at + 1)? as u64,
+        cost_usd: r.get(at + 2)?,
+    })
 }
 
 const INSERT_LOG: &str = "INSERT INTO logs (project, time_ns, trace_id, severity, record) \
@@ -789,11 +794,7 @@ pub fn scan_traces(
     };
     let mut rows = stmt.query(params![project, from_ns, to_ns, scope.service, ranges])?;
     while let Some(row) = rows.next()? {
-        visitor.trace(TraceTiming {
-            duration_ns: row.get(0)?,
-            errors: row.get::<_, i64>(1)? as u64,
-            cost_usd: row.get(2)?,
-        });
+        visitor.trace(timing_at(row, 0)?);
     }
     Ok(())
 }

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::schema::TRACE_ROW_FLOOR_KEY;
 use super::span_blocks::{Slices, access};
-use crate::aggregate::Sketch;
+use crate::aggregate::sketch::{Encodings, Sketch};
 use crate::storage::{SpanDurations, StorageError, TraceSums, TraceTiming};
 
 /// Most traces in one block: a block is read whole (by row range) when its
@@ -157,17 +157,10 @@ struct StoredSums<'a> {
 /// The sums as stored (`None`: not kept).
 fn encode(sums: &Sums) -> Option<Vec<u8>> {
     let sums = sums.as_ref()?;
-    let sketches: Vec<Vec<u8>> = sums
-        .iter()
-        .map(|(_, s)| {
-            let mut bytes = Vec::new();
-            s.durations.sketch.encode(&mut bytes);
-            bytes
-        })
-        .collect();
+    let sketches = Encodings::of(sums.iter().map(|(_, s)| &s.durations.sketch));
     let stored: Vec<StoredSums<'_>> = sums
         .iter()
-        .zip(&sketches)
+        .zip(sketches.parts())
         .map(|((service, s), sketch)| StoredSums {
             service,
             errors: s.durations.errors,
