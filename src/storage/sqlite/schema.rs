@@ -138,14 +138,21 @@ CREATE TABLE IF NOT EXISTS span_blocks (
     max_start INTEGER NOT NULL,
     -- the block's spans by project, service and kind (span_blocks.rs;
     -- NULL in blocks written before schema 14: read span by span)
-    kinds     BLOB,
-    -- the durations of its spans by project, service and kind, and by
-    -- project, service and model (span_blocks.rs; NULL before schema 15,
-    -- or when there were too many)
-    kind_durations  BLOB,
-    model_durations BLOB
+    kinds     BLOB
 );
 CREATE INDEX IF NOT EXISTS span_blocks_max_start ON span_blocks (max_start);
+-- the durations of a block's spans by project, service and kind, and by
+-- project, service and model (span_blocks.rs), in tables of their own so
+-- that reading blocks' times and counts does not read them too; no row
+-- for a block written before schema 15, or of too many groups
+CREATE TABLE IF NOT EXISTS span_block_kind_durations (
+    block INTEGER PRIMARY KEY,
+    sums  BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS span_block_model_durations (
+    block INTEGER PRIMARY KEY,
+    sums  BLOB NOT NULL
+);
 
 -- One row per trace, kept up to date as its spans arrive, so that listing
 -- traces reads one row each.
@@ -277,23 +284,24 @@ CREATE INDEX IF NOT EXISTS deliveries_alert ON deliveries (alert_id);
 
 /// Bumped on every incompatible change; a store of another version is
 /// refused rather than misread.
-pub const VERSION: i64 = 16;
+pub const VERSION: i64 = 17;
 
 /// Creates the schema in a new database, checks an existing one's version,
-/// or migrates a store of schema 5 to 15 (in one transaction).
+/// or migrates a store of schema 5 to 16 (in one transaction).
 pub fn create_or_check(conn: &rusqlite::Connection) -> Result<(), super::StorageError> {
     let version: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
     let tables: i64 =
         conn.query_row("SELECT count(*) FROM sqlite_master WHERE type = 'table'", [], |row| {
             row.get(0)
         })?;
-    if tables > 0 && version != VERSION && !(5..=15).contains(&version) {
+    if tables > 0 && version != VERSION && !(5..=16).contains(&version) {
         return Err(super::StorageError::SchemaVersion { found: version, needed: VERSION });
     }
-    // Schema 14 needs only what schemas 15 and 16 change (below).
+    // Schema 14 needs only what schemas 15 to 17 change (below).
     let migrating = tables > 0 && version < 14;
     let tx = conn.unchecked_transaction()?;
     let key_blocks = set_key_blocks_aside(&tx)?;
+    let span_blocks_aside = set_span_blocks_aside(&tx)?;
     // Schema 6 added span blocks over the rows of `spans`; the move into
     // chunks below rebuilds them for 5 and 6 alike.
     let old_traces = migrating && set_traces_aside(&tx)?;
@@ -306,11 +314,15 @@ pub fn create_or_check(conn: &rusqlite::Connection) -> Result<(), super::Storage
         // Schema 14 counts a span block's spans by kind.
         tx.execute_batch("ALTER TABLE span_blocks ADD COLUMN kinds BLOB")?;
     }
-    if !has_column(&tx, "span_blocks", "kind_durations")? {
-        // Schema 15 sums a span block's durations by kind and by model.
+    if span_blocks_aside {
         tx.execute_batch(
-            "ALTER TABLE span_blocks ADD COLUMN kind_durations BLOB;
-             ALTER TABLE span_blocks ADD COLUMN model_durations BLOB;",
+            "INSERT INTO span_blocks (id, first_seq, last_seq, min_start, max_start, kinds) \
+             SELECT id, first_seq, last_seq, min_start, max_start, kinds FROM span_blocks_v16;
+             INSERT INTO span_block_kind_durations (block, sums) \
+             SELECT id, kind_durations FROM span_blocks_v16 WHERE kind_durations IS NOT NULL;
+             INSERT INTO span_block_model_durations (block, sums) \
+             SELECT id, model_durations FROM span_blocks_v16 WHERE model_durations IS NOT NULL;
+             DROP TABLE span_blocks_v16;",
         )?;
     }
     for table in key_blocks {
@@ -417,6 +429,21 @@ fn set_key_blocks_aside(
         }
     }
     Ok(aside)
+}
+
+/// Renames a `span_blocks` table that keeps its blocks' durations in their
+/// rows (schemas 15 and 16) to `span_blocks_v16` and drops its index, so
+/// that the schema makes it anew without them (schema 17 keeps them in
+/// tables of their own, and the blocks' rows narrow and packed: dropping
+/// the columns in place would leave the table its old size).
+fn set_span_blocks_aside(tx: &rusqlite::Transaction<'_>) -> Result<bool, rusqlite::Error> {
+    if !has_column(tx, "span_blocks", "kind_durations")? {
+        return Ok(false);
+    }
+    tx.execute_batch(
+        "DROP INDEX span_blocks_max_start; ALTER TABLE span_blocks RENAME TO span_blocks_v16;",
+    )?;
+    Ok(true)
 }
 
 /// The statement that made `table`, if the store has it.

@@ -5,8 +5,9 @@
 //! export may start all over the last hour, so a per-span time index took a
 //! random page write per span; an append now inserts its chunks by slice
 //! and notes each run once. A block also counts its spans by kind and sums
-//! their durations by kind and by model, so that statistics over a window
-//! take the blocks wholly inside it from those, not span by span.
+//! their durations by kind and by model (those in tables of their own, a
+//! row per block), so that statistics over a window take the blocks wholly
+//! inside it from those, not span by span.
 
 use std::collections::HashMap;
 
@@ -248,11 +249,11 @@ struct Timed<'a> {
     sketch: &'a [u8],
 }
 
-/// The column of a block's durations by `group`.
-fn durations_column(group: SpanGroup) -> &'static str {
+/// The table of blocks' durations by `group`.
+fn durations_table(group: SpanGroup) -> &'static str {
     match group {
-        SpanGroup::Kind => "kind_durations",
-        SpanGroup::Model => "model_durations",
+        SpanGroup::Kind => "span_block_kind_durations",
+        SpanGroup::Model => "span_block_model_durations",
     }
 }
 
@@ -270,14 +271,26 @@ pub fn record<'a>(
     inserted: impl Iterator<Item = Inserted<'a>>,
 ) -> Result<(), rusqlite::Error> {
     let mut insert = tx.prepare_cached(
-        "INSERT INTO span_blocks (first_seq, last_seq, min_start, max_start, kinds, \
-         kind_durations, model_durations) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT INTO span_blocks (first_seq, last_seq, min_start, max_start, kinds) \
+         VALUES (?1, ?2, ?3, ?4, ?5)",
     )?;
+    let insert_durations = |group| {
+        let table = durations_table(group);
+        tx.prepare_cached(&format!("INSERT INTO {table} (block, sums) VALUES (?1, ?2)"))
+    };
+    let mut durations = [
+        (SpanGroup::Kind, insert_durations(SpanGroup::Kind)?),
+        (SpanGroup::Model, insert_durations(SpanGroup::Model)?),
+    ];
     let mut write = |(first, last, min, max, sums): &(i64, i64, i64, i64, Sums<'_>)| {
-        let (kinds, models) =
-            (sums.encode_durations(SpanGroup::Kind), sums.encode_durations(SpanGroup::Model));
-        let values = params![first, last, min, max, sums.encode_kinds(), kinds, models];
-        insert.execute(values).map(|_| ())
+        insert.execute(params![first, last, min, max, sums.encode_kinds()])?;
+        let block = tx.last_insert_rowid();
+        for (group, insert) in &mut durations {
+            if let Some(encoded) = sums.encode_durations(*group) {
+                insert.execute(params![block, encoded])?;
+            }
+        }
+        Ok::<_, rusqlite::Error>(())
     };
     let mut run: Option<(i64, i64, i64, i64, Sums<'_>)> = None;
     for (seq, least, most, spans) in inserted {
@@ -325,7 +338,7 @@ pub fn kinds(
     to_ns: i64,
 ) -> Result<WindowKinds, StorageError> {
     let mut counted: HashMap<String, u64> = HashMap::new();
-    let read = sums_in_window(conn, "kinds", (from_ns, to_ns), |bytes| {
+    let read = sums_in_window(conn, Kept::Kinds, (from_ns, to_ns), |bytes| {
         let Ok(kinds) = postcard::from_bytes::<StoredKinds<'_>>(bytes) else { return Ok(false) };
         let of_scope =
             kinds.into_iter().filter(|k| k.0 == project && service.is_none_or(|s| s == k.1));
@@ -372,8 +385,7 @@ pub fn durations(
             take(key, durations);
         }
     };
-    let column = durations_column(group);
-    let read = sums_in_window(conn, column, (from_ns, to_ns), |bytes| {
+    let read = sums_in_window(conn, Kept::Durations(group), (from_ns, to_ns), |bytes| {
         let Ok(stored) = postcard::from_bytes::<StoredDurations<'_>>(bytes) else {
             return Ok(false);
         };
@@ -401,58 +413,111 @@ pub fn durations(
     Ok(read)
 }
 
-/// The blocks meeting `[from_ns, to_ns)`: each wholly inside it whose sums
-/// in `column` stand for it goes to `take` (which says whether it could
-/// read them); the seq ranges of the others, to be read span by span, are
-/// returned (disjoint, in seq order).
+/// Where blocks keep one kind of sums.
+#[derive(Debug, Clone, Copy)]
+enum Kept {
+    /// Their counts by kind, in their own rows.
+    Kinds,
+    /// Their durations by kind or model, a row each in a table of their own.
+    Durations(SpanGroup),
+}
+
+/// A block meeting a window, as `sums_in_window` sorts it out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Met {
+    first: i64,
+    last: i64,
+    id: i64,
+    /// Whether its sums stand for it: it lies wholly inside the window and
+    /// its seqs meet no other block's.
+    stands: bool,
+}
+
+/// The blocks meeting `[from_ns, to_ns)`: of each wholly inside it, the
+/// sums `kept` go to `take` (which says whether it could read them); the
+/// seq ranges of the others and of those without such sums, to be read
+/// span by span, are returned (disjoint, in seq order).
 fn sums_in_window(
     conn: &Connection,
-    column: &'static str,
+    kept: Kept,
     (from_ns, to_ns): (i64, i64),
     mut take: impl FnMut(&[u8]) -> Result<bool, StorageError>,
 ) -> Result<Vec<(i64, i64)>, StorageError> {
-    // First each block's seqs and whether its sums stand for it: seqs
+    // First each block's seqs and whether its sums may stand for it: seqs
     // handed out again after retention can make ranges overlap, and such
     // blocks are read, so that no span counts twice.
     let how = span_access(conn, from_ns, to_ns)?;
     let mut stmt = conn.prepare_cached(&format!(
-        "SELECT first_seq, last_seq, min_start >= ?1 AND max_start < ?2 AND {column} IS NOT NULL \
+        "SELECT first_seq, last_seq, id, min_start >= ?1 AND max_start < ?2 \
          FROM span_blocks {how} WHERE max_start >= ?1 AND min_start < ?2"
     ))?;
-    let mut blocks: Vec<(i64, i64, bool)> = stmt
-        .query_map(params![from_ns, to_ns], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+    let mut blocks: Vec<Met> = stmt
+        .query_map(params![from_ns, to_ns], |r| {
+            Ok(Met { first: r.get(0)?, last: r.get(1)?, id: r.get(2)?, stands: r.get(3)? })
+        })?
         .collect::<Result<_, _>>()?;
     blocks.sort_unstable();
     let mut reach = i64::MIN;
     for i in 0..blocks.len() {
-        let overlaps_next = blocks.get(i + 1).is_some_and(|next| next.0 <= blocks[i].1);
-        if blocks[i].0 <= reach || overlaps_next {
-            blocks[i].2 = false;
+        let overlaps_next = blocks.get(i + 1).is_some_and(|next| next.first <= blocks[i].last);
+        if blocks[i].first <= reach || overlaps_next {
+            blocks[i].stands = false;
         }
-        reach = reach.max(blocks[i].1);
+        reach = reach.max(blocks[i].last);
     }
     // Then the sums of those that stand, without holding them all.
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT first_seq, {column} FROM span_blocks {how} \
-         WHERE max_start >= ?1 AND min_start < ?2 AND min_start >= ?1 AND max_start < ?2"
-    ))?;
-    let mut rows = stmt.query(params![from_ns, to_ns])?;
-    let mut unreadable = FxHashSet::default();
-    while let Some(row) = rows.next()? {
-        let first: i64 = row.get(0)?;
-        let stands = blocks.binary_search_by_key(&first, |b| b.0).is_ok_and(|i| blocks[i].2);
-        let Some(bytes) = row.get_ref(1)?.as_blob_or_null().map_err(rusqlite::Error::from)? else {
-            continue;
-        };
+    let mut standing: Vec<i64> = blocks.iter().filter(|b| b.stands).map(|b| b.id).collect();
+    standing.sort_unstable();
+    let mut taken = FxHashSet::default();
+    let mut offer = |id: i64, bytes: &[u8]| -> Result<(), StorageError> {
         // Sums that cannot be read: the block is read instead.
-        if stands && !take(bytes)? {
-            unreadable.insert(first);
+        if standing.binary_search(&id).is_ok() && take(bytes)? {
+            taken.insert(id);
+        }
+        Ok(())
+    };
+    let (Some(&least), Some(&most)) = (standing.first(), standing.last()) else {
+        return Ok(merge_ranges(blocks.into_iter().map(|b| (b.first, b.last)).collect()));
+    };
+    match kept {
+        Kept::Kinds => {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT id, kinds FROM span_blocks {how} WHERE max_start >= ?1 \
+                 AND min_start < ?2 AND min_start >= ?1 AND max_start < ?2 AND kinds IS NOT NULL"
+            ))?;
+            let mut rows = stmt.query(params![from_ns, to_ns])?;
+            while let Some(row) = rows.next()? {
+                offer(row.get(0)?, row.get_ref(1)?.as_blob().map_err(rusqlite::Error::from)?)?;
+            }
+        }
+        // The standing blocks' rows one by one, or every row between the
+        // least and the greatest when they are at least a quarter of those.
+        Kept::Durations(group) => {
+            let table = durations_table(group);
+            let scan = (standing.len() as i128) * 4 >= (most as i128 - least as i128 + 1);
+            let mut stmt = conn.prepare_cached(&if scan {
+                format!("SELECT block, sums FROM {table} WHERE block BETWEEN ?1 AND ?2")
+            } else {
+                format!("SELECT block, sums FROM {table} WHERE block = ?1")
+            })?;
+            let mut read = |args: &[i64]| -> Result<(), StorageError> {
+                let mut rows = stmt.query(rusqlite::params_from_iter(args))?;
+                while let Some(row) = rows.next()? {
+                    offer(row.get(0)?, row.get_ref(1)?.as_blob().map_err(rusqlite::Error::from)?)?;
+                }
+                Ok(())
+            };
+            if scan {
+                read(&[least, most])?;
+            } else {
+                standing.iter().try_for_each(|&id| read(&[id]))?;
+            }
         }
     }
     let read = blocks
         .into_iter()
-        .filter(|b| !b.2 || unreadable.contains(&b.0))
-        .map(|(first, last, _)| (first, last))
+        .filter(|b| !b.stands || !taken.contains(&b.id))
+        .map(|b| (b.first, b.last))
         .collect();
     Ok(merge_ranges(read))
 }
@@ -541,6 +606,15 @@ pub fn delete_before(tx: &Transaction<'_>, cutoff_ns: i64) -> Result<usize, rusq
     for (first, last) in old {
         deleted += count.query_row(params![first, last, cutoff_ns], |r| r.get::<_, i64>(0))?;
         delete.execute(params![first, last, cutoff_ns])?;
+    }
+    for group in [SpanGroup::Kind, SpanGroup::Model] {
+        tx.execute(
+            &format!(
+                "DELETE FROM {} WHERE block IN (SELECT id FROM span_blocks WHERE max_start < ?1)",
+                durations_table(group)
+            ),
+            [cutoff_ns],
+        )?;
     }
     tx.execute("DELETE FROM span_blocks WHERE max_start < ?1", [cutoff_ns])?;
     Ok(deleted as usize)
@@ -701,14 +775,22 @@ mod tests {
         // A block from before blocks had counts (or sums) is read.
         conn.execute("UPDATE span_blocks SET kinds = NULL WHERE first_seq = 3", []).unwrap();
         assert_eq!(counted(0, 3 * m), (3, vec![(3, 4)]));
-        conn.execute("UPDATE span_blocks SET kind_durations = NULL WHERE first_seq = 6", [])
-            .unwrap();
+        conn.execute(
+            "DELETE FROM span_block_kind_durations \
+             WHERE block = (SELECT id FROM span_blocks WHERE first_seq = 6)",
+            [],
+        )
+        .unwrap();
         assert_eq!(timed(SpanGroup::Kind, m, 3 * m), (vec![key(2, 7.0, 1)], vec![(1, 2), (6, 6)]));
         // Sums that cannot be read at all: the block is read instead; a
         // stored sketch that cannot be read is an error, never skipped.
         let set = |sums: Vec<u8>| {
-            conn.execute("UPDATE span_blocks SET kind_durations = ?1 WHERE first_seq = 3", [sums])
-                .unwrap()
+            conn.execute(
+                "UPDATE span_block_kind_durations SET sums = ?1 \
+                 WHERE block = (SELECT id FROM span_blocks WHERE first_seq = 3)",
+                [sums],
+            )
+            .unwrap()
         };
         set(vec![0xff; 3]);
         assert_eq!(timed(SpanGroup::Kind, m, 3 * m), (vec![], vec![(1, 4), (6, 6)]));
@@ -727,10 +809,22 @@ mod tests {
         assert_eq!(ranges(&conn, 0, m).unwrap(), vec![(1, 2), (7, 7)]);
         assert_eq!(ranges(&conn, m + 2, m + 3).unwrap(), vec![(1, 2), (6, 6)]);
         assert_eq!(ranges(&conn, 0, 2 * m).unwrap(), vec![(1, 4), (6, 7)]);
+        let by_model = |conn: &Connection| -> Vec<i64> {
+            let sql = "SELECT first_seq FROM span_block_model_durations d \
+                       LEFT JOIN span_blocks b ON b.id = d.block ORDER BY first_seq";
+            let mut stmt = conn.prepare(sql).unwrap();
+            stmt.query_map([], |r| r.get::<_, Option<i64>>(0).map(|f| f.unwrap_or(-1)))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap()
+        };
+        assert_eq!(by_model(&conn), [1, 3, 6, 7]);
         let tx = conn.transaction().unwrap();
         delete_before(&tx, 21).unwrap();
         tx.commit().unwrap();
         assert_eq!(blocks(&conn), vec![(1, 2, 10, 2 * m), (3, 4, m, m + 1), (6, 6, m + 2, m + 2)]);
+        // The durations of a block go with it.
+        assert_eq!(by_model(&conn), [1, 3, 6]);
     }
 
     #[test]
@@ -746,13 +840,11 @@ mod tests {
         record(&tx, Slices::MINUTE, [(1, start, start, spans.iter().collect())].into_iter())
             .unwrap();
         tx.commit().unwrap();
-        let (by_kind, by_model): (Option<Vec<u8>>, Option<Vec<u8>>) = conn
-            .query_row("SELECT kind_durations, model_durations FROM span_blocks", [], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
-            .unwrap();
-        assert!(by_kind.is_some());
-        assert_eq!(by_model, None);
+        let rows = |table: &str| -> i64 {
+            conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0)).unwrap()
+        };
+        assert_eq!(rows("span_block_kind_durations"), 1);
+        assert_eq!(rows("span_block_model_durations"), 0);
         let project = &spans[0].project;
         let window = (start, start + 1);
         let mut handed = 0;
@@ -808,6 +900,138 @@ mod tests {
         assert_eq!(handed.len(), 1 + 6 * 255);
         assert_eq!(handed["shared"], (2, 6));
         assert!(handed.iter().all(|(key, n)| key == "shared" || *n == (1, 1)));
+    }
+
+    #[test]
+    fn durations_are_read_block_by_block_or_in_one_pass_and_a_block_without_them_is_read() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        schema::create_or_check(&conn).unwrap();
+        let packing = Arc::new(SpanPacking::default());
+        let m = BLOCK_SPAN_NS;
+        // Each append a span in each of five far-apart hours: its blocks'
+        // ids interleave with the other appends'.
+        for append in 0..20_i64 {
+            let spans: Vec<SpanRecord> = (1..=5_i64)
+                .map(|hour| {
+                    let start = hour * 60 * m + append * m;
+                    SpanRecord {
+                        end_ns: start + (append + 1) * 1_000_000,
+                        ..span(&format!("{append}-{hour}"), "a", start)
+                    }
+                })
+                .collect();
+            telemetry::append_as_committer(&mut conn, &spans, &packing);
+        }
+        let project = SpanRecord::example().project;
+        let timed = |conn: &Connection, window| {
+            let mut found = Vec::new();
+            let read = durations(conn, &project, None, window, SpanGroup::Kind, |key, d| {
+                found.push((key.to_owned(), d.sketch.count(), d.sketch.sum()));
+            })
+            .unwrap();
+            (found, read)
+        };
+        let kind = SpanRecord::example().kind.as_str().to_owned();
+        // The first hour's 20 blocks, a fifth of the ids they lie between:
+        // read one by one; every hour's, in one pass.
+        assert_eq!(timed(&conn, (60 * m, 120 * m)), (vec![(kind.clone(), 20, 210.0)], vec![]));
+        assert_eq!(timed(&conn, (0, 360 * m)), (vec![(kind.clone(), 100, 1050.0)], vec![]));
+        // A block without durations is read span by span, either way.
+        let seq: i64 = conn
+            .query_row(
+                "DELETE FROM span_block_kind_durations WHERE block = \
+                 (SELECT id FROM span_blocks WHERE min_start = ?1) RETURNING \
+                 (SELECT first_seq FROM span_blocks WHERE min_start = ?1)",
+                [60 * m + 4 * m],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(
+            timed(&conn, (60 * m, 120 * m)),
+            (vec![(kind.clone(), 19, 205.0)], vec![(seq, seq)])
+        );
+        assert_eq!(timed(&conn, (0, 360 * m)), (vec![(kind, 99, 1045.0)], vec![(seq, seq)]));
+    }
+
+    #[test]
+    fn a_schema_16_store_gets_its_blocks_durations_moved_into_their_own_tables() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        schema::create_or_check(&conn).unwrap();
+        let packing = Arc::new(SpanPacking::default());
+        let m = BLOCK_SPAN_NS;
+        for append in 0..4_i64 {
+            let spans: Vec<SpanRecord> = (0..40_i64)
+                .map(|i| SpanRecord {
+                    kind: [SpanKind::Llm, SpanKind::Tool, SpanKind::Chain][i as usize % 3],
+                    model: (i % 3 == 0).then(|| format!("model-{}", i % 2)),
+                    end_ns: append * m + i * m / 10 + (i + 1) * 1_000_000,
+                    status: if i % 7 == 0 { SpanStatus::Error } else { SpanStatus::Ok },
+                    ..span(&format!("{append}-{}", i / 4), &format!("{i}"), append * m + i * m / 10)
+                })
+                .collect();
+            telemetry::append_as_committer(&mut conn, &spans, &packing);
+        }
+        let stored = |conn: &Connection, table: &str| -> Vec<(i64, Vec<u8>)> {
+            let sql = format!("SELECT block, sums FROM {table} ORDER BY block");
+            let mut stmt = conn.prepare(&sql).unwrap();
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap()
+        };
+        let project = SpanRecord::example().project;
+        let window = (0, 10 * m);
+        let timed = |conn: &Connection, group| {
+            let mut found = Vec::new();
+            let read = durations(conn, &project, None, window, group, |key, d| {
+                found.push((key.to_owned(), d.sketch.count(), d.errors));
+            })
+            .unwrap();
+            (found, read)
+        };
+        let tables = ["span_block_kind_durations", "span_block_model_durations"];
+        let before = tables.map(|table| stored(&conn, table));
+        let sums_before = [SpanGroup::Kind, SpanGroup::Model].map(|group| timed(&conn, group));
+        assert!(before.iter().all(|rows| rows.len() > 3), "{before:?}");
+        assert!(sums_before.iter().all(|(found, read)| !found.is_empty() && read.is_empty()));
+        // As schema 16 kept them: in the blocks' rows.
+        conn.execute_batch(
+            "ALTER TABLE span_blocks ADD COLUMN kind_durations BLOB;
+             ALTER TABLE span_blocks ADD COLUMN model_durations BLOB;
+             UPDATE span_blocks SET
+               kind_durations = (SELECT sums FROM span_block_kind_durations WHERE block = id),
+               model_durations = (SELECT sums FROM span_block_model_durations WHERE block = id);
+             DROP TABLE span_block_kind_durations; DROP TABLE span_block_model_durations;
+             PRAGMA user_version = 16;",
+        )
+        .unwrap();
+        schema::create_or_check(&conn).unwrap();
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+        assert_eq!(version, schema::VERSION);
+        let columns: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM pragma_table_info('span_blocks') \
+                 WHERE name IN ('kind_durations', 'model_durations')",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(columns, 0);
+        // The table made anew, its index with it.
+        let names: Vec<(String, String)> = conn
+            .prepare("SELECT name, tbl_name FROM sqlite_master WHERE name LIKE 'span_blocks%'")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let expected = [("span_blocks", "span_blocks"), ("span_blocks_max_start", "span_blocks")];
+        assert_eq!(names, expected.map(|(a, b)| (a.to_owned(), b.to_owned())));
+        assert_eq!(tables.map(|table| stored(&conn, table)), before);
+        assert_eq!(
+            [SpanGroup::Kind, SpanGroup::Model].map(|group| timed(&conn, group)),
+            sums_before
+        );
     }
 
     #[test]
