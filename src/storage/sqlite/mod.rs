@@ -19,6 +19,7 @@ mod schema;
 mod span_blocks;
 mod span_chunks;
 mod span_packing;
+mod span_timings;
 mod telemetry;
 mod trace_blocks;
 

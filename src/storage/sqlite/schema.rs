@@ -153,6 +153,12 @@ CREATE TABLE IF NOT EXISTS span_block_model_durations (
     block INTEGER PRIMARY KEY,
     sums  BLOB NOT NULL
 );
+-- what statistics read of each span of a block (span_timings.rs); no row
+-- for a block written before schema 17: its chunks are read
+CREATE TABLE IF NOT EXISTS span_block_timings (
+    block   INTEGER PRIMARY KEY,
+    timings BLOB NOT NULL
+);
 
 -- One row per trace, kept up to date as its spans arrive, so that listing
 -- traces reads one row each.

@@ -16,9 +16,10 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize};
 
 use super::span_chunks::EncodedChunk;
+use super::span_timings;
 use crate::aggregate::sketch::Encodings;
 use crate::model::{SpanKind, SpanRecord, SpanStatus};
-use crate::storage::{SpanDurations, SpanGroup, StorageError};
+use crate::storage::{SpanDurations, SpanGroup, SpanTiming, StorageError};
 
 /// The narrowest slice of start time one block's spans lie in.
 pub const BLOCK_SPAN_NS: i64 = 60 * 1_000_000_000;
@@ -249,6 +250,9 @@ struct Timed<'a> {
     sketch: &'a [u8],
 }
 
+/// The table of blocks' timings (`span_timings`), a row each.
+const TIMINGS: &str = "span_block_timings";
+
 /// The table of blocks' durations by `group`.
 fn durations_table(group: SpanGroup) -> &'static str {
     match group {
@@ -274,56 +278,81 @@ pub fn record<'a>(
         "INSERT INTO span_blocks (first_seq, last_seq, min_start, max_start, kinds) \
          VALUES (?1, ?2, ?3, ?4, ?5)",
     )?;
-    let insert_durations = |group| {
-        let table = durations_table(group);
-        tx.prepare_cached(&format!("INSERT INTO {table} (block, sums) VALUES (?1, ?2)"))
-    };
+    let insert_into = |table| tx.prepare_cached(&format!("INSERT INTO {table} VALUES (?1, ?2)"));
     let mut durations = [
-        (SpanGroup::Kind, insert_durations(SpanGroup::Kind)?),
-        (SpanGroup::Model, insert_durations(SpanGroup::Model)?),
+        (SpanGroup::Kind, insert_into(durations_table(SpanGroup::Kind))?),
+        (SpanGroup::Model, insert_into(durations_table(SpanGroup::Model))?),
     ];
-    let mut write = |(first, last, min, max, sums): &(i64, i64, i64, i64, Sums<'_>)| {
-        insert.execute(params![first, last, min, max, sums.encode_kinds()])?;
+    let mut timings = insert_into(TIMINGS)?;
+    let mut write = |run: Run<'_>| {
+        let sums = &run.sums;
+        insert.execute(params![run.first, run.last, run.min, run.max, sums.encode_kinds()])?;
         let block = tx.last_insert_rowid();
         for (group, insert) in &mut durations {
             if let Some(encoded) = sums.encode_durations(*group) {
                 insert.execute(params![block, encoded])?;
             }
         }
+        timings.execute(params![block, run.timings.encode()])?;
         Ok::<_, rusqlite::Error>(())
     };
-    let mut run: Option<(i64, i64, i64, i64, Sums<'_>)> = None;
+    let mut run: Option<Run<'_>> = None;
     for (seq, least, most, spans) in inserted {
         match &mut run {
-            Some((_, last, min, max, sums))
-                if *last + 1 == seq && slices.of(*min) == slices.of(least) =>
-            {
-                *last = seq;
-                *min = (*min).min(least);
-                *max = (*max).max(most);
-                spans.into_iter().for_each(|s| sums.add(s));
+            Some(open) if open.last + 1 == seq && slices.of(open.min) == slices.of(least) => {
+                open.last = seq;
+                open.min = open.min.min(least);
+                open.max = open.max.max(most);
+                open.add(spans);
                 continue;
             }
-            Some(done) => write(done)?,
-            None => {}
+            _ => {}
         }
-        let mut sums = Sums::default();
-        spans.into_iter().for_each(|s| sums.add(s));
-        run = Some((seq, seq, least, most, sums));
+        if let Some(done) = run.take() {
+            write(done)?;
+        }
+        let mut open = Run {
+            first: seq,
+            last: seq,
+            min: least,
+            max: most,
+            sums: Sums::default(),
+            timings: span_timings::Builder::default(),
+        };
+        open.add(spans);
+        run = Some(open);
     }
-    if let Some(done) = &run {
+    if let Some(done) = run {
         write(done)?;
     }
     Ok(())
+}
+
+/// A block as `record` builds it from a run of chunks.
+struct Run<'a> {
+    first: i64,
+    last: i64,
+    min: i64,
+    max: i64,
+    sums: Sums<'a>,
+    timings: span_timings::Builder<'a>,
+}
+
+impl<'a> Run<'a> {
+    fn add(&mut self, spans: Vec<&'a SpanRecord>) {
+        for span in spans {
+            self.sums.add(span);
+            self.timings.add(span);
+        }
+    }
 }
 
 /// What the blocks tell of a window's spans by kind.
 pub struct WindowKinds {
     /// The spans of the blocks wholly inside the window, by kind.
     pub counted: HashMap<String, u64>,
-    /// The seq ranges of the other blocks that may hold spans of it, to be
-    /// read span by span (disjoint, in seq order).
-    pub read: Vec<(i64, i64)>,
+    /// The other blocks that may hold spans of it, to be read span by span.
+    pub read: ToRead,
 }
 
 /// Spans of `project` (and `service`) starting in `[from_ns, to_ns)` by
@@ -363,9 +392,9 @@ const MAX_SUMMED_GROUPS: usize = 1024;
 /// `[from_ns, to_ns)` by `group`, as summed by the blocks wholly inside the
 /// window (handed to `take` a group at a time, in key order, once every
 /// `MAX_SUMMED_GROUPS` groups and at the end: a group can come more than
-/// once), and the seq ranges of the others, to be read span by span. A
-/// block without sums (written before blocks had them, or with too many
-/// groups) or overlapping another is read.
+/// once), and the others, to be read span by span. A block without sums
+/// (written before blocks had them, or with too many groups) or overlapping
+/// another is read.
 pub fn durations(
     conn: &Connection,
     project: &str,
@@ -373,7 +402,7 @@ pub fn durations(
     (from_ns, to_ns): (i64, i64),
     group: SpanGroup,
     mut take: impl FnMut(&str, &SpanDurations),
-) -> Result<Vec<(i64, i64)>, StorageError> {
+) -> Result<ToRead, StorageError> {
     // Stored sketches merged straight into one per group, without a
     // sketch of their own each (a window can hold a hundred thousand
     // blocks).
@@ -422,38 +451,48 @@ enum Kept {
     Durations(SpanGroup),
 }
 
-/// A block meeting a window, as `sums_in_window` sorts it out.
+/// A block meeting a window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 struct Met {
     first: i64,
     last: i64,
     id: i64,
-    /// Whether its sums stand for it: it lies wholly inside the window and
-    /// its seqs meet no other block's.
-    stands: bool,
+    inside: bool,
+    /// Whether its seqs meet no other block's (they can, where retention
+    /// emptied the top of the chunks and SQLite handed their seqs out
+    /// again): only then do its sums and timings stand for its chunks.
+    alone: bool,
 }
 
-/// The blocks meeting `[from_ns, to_ns)`: of each wholly inside it, the
-/// sums `kept` go to `take` (which says whether it could read them); the
-/// seq ranges of the others and of those without such sums, to be read
-/// span by span, are returned (disjoint, in seq order).
-fn sums_in_window(
+/// Blocks whose spans a statistic reads one by one: from their timings, or
+/// from their chunks (blocks without timings, and blocks whose seqs meet
+/// another's, whose chunks are read once for both).
+#[derive(Debug, Default)]
+pub struct ToRead(Vec<Met>);
+
+impl ToRead {
+    /// Their seq ranges (disjoint, in seq order).
+    #[cfg(test)]
+    pub fn ranges(&self) -> Vec<(i64, i64)> {
+        merge_ranges(self.0.iter().map(|b| (b.first, b.last)).collect())
+    }
+}
+
+/// The blocks meeting `[from_ns, to_ns)`, in seq order, read through `how`
+/// (`span_access`).
+fn blocks_meeting(
     conn: &Connection,
-    kept: Kept,
+    how: &str,
     (from_ns, to_ns): (i64, i64),
-    mut take: impl FnMut(&[u8]) -> Result<bool, StorageError>,
-) -> Result<Vec<(i64, i64)>, StorageError> {
-    // First each block's seqs and whether its sums may stand for it: seqs
-    // handed out again after retention can make ranges overlap, and such
-    // blocks are read, so that no span counts twice.
-    let how = span_access(conn, from_ns, to_ns)?;
+) -> Result<Vec<Met>, rusqlite::Error> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT first_seq, last_seq, id, min_start >= ?1 AND max_start < ?2 \
          FROM span_blocks {how} WHERE max_start >= ?1 AND min_start < ?2"
     ))?;
     let mut blocks: Vec<Met> = stmt
         .query_map(params![from_ns, to_ns], |r| {
-            Ok(Met { first: r.get(0)?, last: r.get(1)?, id: r.get(2)?, stands: r.get(3)? })
+            let (first, last, id, inside) = (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
+            Ok(Met { first, last, id, inside, alone: true })
         })?
         .collect::<Result<_, _>>()?;
     blocks.sort_unstable();
@@ -461,65 +500,119 @@ fn sums_in_window(
     for i in 0..blocks.len() {
         let overlaps_next = blocks.get(i + 1).is_some_and(|next| next.first <= blocks[i].last);
         if blocks[i].first <= reach || overlaps_next {
-            blocks[i].stands = false;
+            blocks[i].alone = false;
         }
         reach = reach.max(blocks[i].last);
     }
-    // Then the sums of those that stand, without holding them all.
-    let mut standing: Vec<i64> = blocks.iter().filter(|b| b.stands).map(|b| b.id).collect();
+    Ok(blocks)
+}
+
+/// Every block meeting `[from_ns, to_ns)`, to be read span by span (for
+/// statistics no block sums).
+pub fn meeting(conn: &Connection, window: (i64, i64)) -> Result<ToRead, StorageError> {
+    let how = span_access(conn, window.0, window.1)?;
+    Ok(ToRead(blocks_meeting(conn, how, window)?))
+}
+
+/// The blocks meeting `[from_ns, to_ns)`: of each wholly inside it, the
+/// sums `kept` go to `take` (which says whether it could read them); the
+/// others and those without such sums, to be read span by span, are
+/// returned.
+fn sums_in_window(
+    conn: &Connection,
+    kept: Kept,
+    (from_ns, to_ns): (i64, i64),
+    mut take: impl FnMut(&[u8]) -> Result<bool, StorageError>,
+) -> Result<ToRead, StorageError> {
+    let how = span_access(conn, from_ns, to_ns)?;
+    let blocks = blocks_meeting(conn, how, (from_ns, to_ns))?;
+    // The sums of those that stand, without holding them all.
+    let mut standing: Vec<i64> =
+        blocks.iter().filter(|b| b.inside && b.alone).map(|b| b.id).collect();
     standing.sort_unstable();
     let mut taken = FxHashSet::default();
     let mut offer = |id: i64, bytes: &[u8]| -> Result<(), StorageError> {
         // Sums that cannot be read: the block is read instead.
-        if standing.binary_search(&id).is_ok() && take(bytes)? {
+        if take(bytes)? {
             taken.insert(id);
         }
         Ok(())
     };
-    let (Some(&least), Some(&most)) = (standing.first(), standing.last()) else {
-        return Ok(merge_ranges(blocks.into_iter().map(|b| (b.first, b.last)).collect()));
-    };
     match kept {
-        Kept::Kinds => {
+        Kept::Kinds if !standing.is_empty() => {
             let mut stmt = conn.prepare_cached(&format!(
                 "SELECT id, kinds FROM span_blocks {how} WHERE max_start >= ?1 \
                  AND min_start < ?2 AND min_start >= ?1 AND max_start < ?2 AND kinds IS NOT NULL"
             ))?;
             let mut rows = stmt.query(params![from_ns, to_ns])?;
             while let Some(row) = rows.next()? {
-                offer(row.get(0)?, row.get_ref(1)?.as_blob().map_err(rusqlite::Error::from)?)?;
-            }
-        }
-        // The standing blocks' rows one by one, or every row between the
-        // least and the greatest when they are at least a quarter of those.
-        Kept::Durations(group) => {
-            let table = durations_table(group);
-            let scan = (standing.len() as i128) * 4 >= (most as i128 - least as i128 + 1);
-            let mut stmt = conn.prepare_cached(&if scan {
-                format!("SELECT block, sums FROM {table} WHERE block BETWEEN ?1 AND ?2")
-            } else {
-                format!("SELECT block, sums FROM {table} WHERE block = ?1")
-            })?;
-            let mut read = |args: &[i64]| -> Result<(), StorageError> {
-                let mut rows = stmt.query(rusqlite::params_from_iter(args))?;
-                while let Some(row) = rows.next()? {
-                    offer(row.get(0)?, row.get_ref(1)?.as_blob().map_err(rusqlite::Error::from)?)?;
+                let id = row.get(0)?;
+                if standing.binary_search(&id).is_ok() {
+                    offer(id, row.get_ref(1)?.as_blob().map_err(rusqlite::Error::from)?)?;
                 }
-                Ok(())
-            };
-            if scan {
-                read(&[least, most])?;
-            } else {
-                standing.iter().try_for_each(|&id| read(&[id]))?;
             }
         }
+        Kept::Kinds => {}
+        Kept::Durations(group) => rows_of(conn, durations_table(group), "sums", &standing, offer)?,
     }
-    let read = blocks
-        .into_iter()
-        .filter(|b| !b.stands || !taken.contains(&b.id))
-        .map(|b| (b.first, b.last))
-        .collect();
-    Ok(merge_ranges(read))
+    let read = blocks.into_iter().filter(|b| !(b.inside && b.alone && taken.contains(&b.id)));
+    Ok(ToRead(read.collect()))
+}
+
+/// Hands the rows of `table` (keyed by `block`) of the blocks `ids` (in
+/// order) that have one to `each`, with their `column`: looked up one by
+/// one, or all rows between the least and the greatest read in one pass
+/// when `ids` are at least a quarter of those.
+fn rows_of(
+    conn: &Connection,
+    table: &str,
+    column: &str,
+    ids: &[i64],
+    mut each: impl FnMut(i64, &[u8]) -> Result<(), StorageError>,
+) -> Result<(), StorageError> {
+    let (Some(&least), Some(&most)) = (ids.first(), ids.last()) else { return Ok(()) };
+    let scan = (ids.len() as i128) * 4 >= (most as i128 - least as i128 + 1);
+    let mut stmt = conn.prepare_cached(&if scan {
+        format!("SELECT block, {column} FROM {table} WHERE block BETWEEN ?1 AND ?2")
+    } else {
+        format!("SELECT block, {column} FROM {table} WHERE block = ?1")
+    })?;
+    let mut read = |args: &[i64]| -> Result<(), StorageError> {
+        let mut rows = stmt.query(rusqlite::params_from_iter(args))?;
+        while let Some(row) = rows.next()? {
+            let id = row.get(0)?;
+            if !scan || ids.binary_search(&id).is_ok() {
+                each(id, row.get_ref(1)?.as_blob().map_err(rusqlite::Error::from)?)?;
+            }
+        }
+        Ok(())
+    };
+    if scan { read(&[least, most]) } else { ids.iter().try_for_each(|&id| read(&[id])) }
+}
+
+/// Hands each span of the blocks `read` of `project` (and `service`) that
+/// starts in `[from_ns, to_ns)` to `each`, from the blocks' timings; returns
+/// the seq ranges of the blocks to be read from their chunks instead (those
+/// without timings, and those whose seqs meet another block's), disjoint,
+/// in seq order.
+pub fn read_timings(
+    conn: &Connection,
+    read: ToRead,
+    scope: (&str, Option<&str>),
+    window: (i64, i64),
+    mut each: impl FnMut(SpanTiming<'_>),
+) -> Result<Vec<(i64, i64)>, StorageError> {
+    let mut ids: Vec<i64> = read.0.iter().filter(|b| b.alone).map(|b| b.id).collect();
+    ids.sort_unstable();
+    let mut found = FxHashSet::default();
+    rows_of(conn, TIMINGS, "timings", &ids, |id, timings| {
+        span_timings::each_span(timings, scope, window, &mut each)
+            .map_err(|e| StorageError::Corrupt(format!("span block {id}: {e}")))?;
+        found.insert(id);
+        Ok(())
+    })?;
+    let chunks = read.0.into_iter().filter(|b| !b.alone || !found.contains(&b.id));
+    Ok(merge_ranges(chunks.map(|b| (b.first, b.last)).collect()))
 }
 
 /// How a query over `[from_ns, to_ns)` reads a table of blocks: through
@@ -558,21 +651,6 @@ fn span_access(
     )
 }
 
-/// Disjoint seq ranges, in seq order, holding every span that starts in
-/// `[from_ns, to_ns)` (and others: filter by start again).
-pub fn ranges(
-    conn: &Connection,
-    from_ns: i64,
-    to_ns: i64,
-) -> Result<Vec<(i64, i64)>, rusqlite::Error> {
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT first_seq, last_seq FROM span_blocks {} WHERE max_start >= ?1 AND min_start < ?2",
-        span_access(conn, from_ns, to_ns)?
-    ))?;
-    let rows = stmt.query_map(params![from_ns, to_ns], |row| Ok((row.get(0)?, row.get(1)?)))?;
-    Ok(merge_ranges(rows.collect::<Result<_, _>>()?))
-}
-
 /// Seq ranges (first, last) merged into disjoint ones, in seq order (a
 /// block's range can overlap a later one's when retention emptied the top
 /// of the table and SQLite handed its seqs out again).
@@ -607,11 +685,11 @@ pub fn delete_before(tx: &Transaction<'_>, cutoff_ns: i64) -> Result<usize, rusq
         deleted += count.query_row(params![first, last, cutoff_ns], |r| r.get::<_, i64>(0))?;
         delete.execute(params![first, last, cutoff_ns])?;
     }
-    for group in [SpanGroup::Kind, SpanGroup::Model] {
+    let beside = [durations_table(SpanGroup::Kind), durations_table(SpanGroup::Model), TIMINGS];
+    for table in beside {
         tx.execute(
             &format!(
-                "DELETE FROM {} WHERE block IN (SELECT id FROM span_blocks WHERE max_start < ?1)",
-                durations_table(group)
+                "DELETE FROM {table} WHERE block IN (SELECT id FROM span_blocks WHERE max_start < ?1)"
             ),
             [cutoff_ns],
         )?;
@@ -755,7 +833,7 @@ mod tests {
                 found.push((key.to_owned(), d.sketch.count(), d.sketch.sum(), d.errors));
             })
             .unwrap();
-            (found, read)
+            (found, read.ranges())
         };
         let key = |n, sum, errors| ("llm".to_owned(), n, sum, errors);
         // Blocks (1, 2), (3, 4) and 6 of "p": 1 + 2, 3 + 4 and 6 ms.
@@ -767,7 +845,7 @@ mod tests {
         // Blocks wholly inside a window are counted; the others are read.
         let counted = |from, to| {
             let found = super::kinds(&conn, "p", None, from, to).unwrap();
-            (found.counted.get("llm").copied().unwrap_or(0), found.read)
+            (found.counted.get("llm").copied().unwrap_or(0), found.read.ranges())
         };
         assert_eq!(counted(0, 3 * m), (5, vec![]));
         assert_eq!(counted(11, 3 * m), (3, vec![(1, 2)]));
@@ -806,9 +884,9 @@ mod tests {
             blocks(&conn),
             vec![(1, 2, 10, 2 * m), (3, 4, m, m + 1), (6, 6, m + 2, m + 2), (7, 7, 5, 5)]
         );
-        assert_eq!(ranges(&conn, 0, m).unwrap(), vec![(1, 2), (7, 7)]);
-        assert_eq!(ranges(&conn, m + 2, m + 3).unwrap(), vec![(1, 2), (6, 6)]);
-        assert_eq!(ranges(&conn, 0, 2 * m).unwrap(), vec![(1, 4), (6, 7)]);
+        assert_eq!(meeting(&conn, (0, m)).unwrap().ranges(), vec![(1, 2), (7, 7)]);
+        assert_eq!(meeting(&conn, (m + 2, m + 3)).unwrap().ranges(), vec![(1, 2), (6, 6)]);
+        assert_eq!(meeting(&conn, (0, 2 * m)).unwrap().ranges(), vec![(1, 4), (6, 7)]);
         let by_model = |conn: &Connection| -> Vec<i64> {
             let sql = "SELECT first_seq FROM span_block_model_durations d \
                        LEFT JOIN span_blocks b ON b.id = d.block ORDER BY first_seq";
@@ -849,7 +927,7 @@ mod tests {
         let window = (start, start + 1);
         let mut handed = 0;
         let read = durations(&conn, project, None, window, SpanGroup::Model, |_, _| handed += 1);
-        assert_eq!((read.unwrap(), handed), (vec![(1, 1)], 0));
+        assert_eq!((read.unwrap().ranges(), handed), (vec![(1, 1)], 0));
         // By kind, the block's sums stand.
         let mut handed = Vec::new();
         let read = durations(&conn, project, None, window, SpanGroup::Kind, |key, d| {
@@ -857,7 +935,7 @@ mod tests {
         });
         let all = spans.len() as u64;
         assert_eq!(
-            (read.unwrap(), handed),
+            (read.unwrap().ranges(), handed),
             (vec![], vec![(spans[0].kind.as_str().to_owned(), all)])
         );
     }
@@ -894,7 +972,7 @@ mod tests {
             *seen = (seen.0 + 1, seen.1 + d.sketch.count());
         })
         .unwrap();
-        assert!(read.is_empty());
+        assert!(read.ranges().is_empty());
         // Every model, each span once; the shared one handed over again
         // after the first thousand.
         assert_eq!(handed.len(), 1 + 6 * 255);
@@ -929,7 +1007,7 @@ mod tests {
                 found.push((key.to_owned(), d.sketch.count(), d.sketch.sum()));
             })
             .unwrap();
-            (found, read)
+            (found, read.ranges())
         };
         let kind = SpanRecord::example().kind.as_str().to_owned();
         // The first hour's 20 blocks, a fifth of the ids they lie between:
@@ -987,7 +1065,7 @@ mod tests {
                 found.push((key.to_owned(), d.sketch.count(), d.errors));
             })
             .unwrap();
-            (found, read)
+            (found, read.ranges())
         };
         let tables = ["span_block_kind_durations", "span_block_model_durations"];
         let before = tables.map(|table| stored(&conn, table));
@@ -1097,7 +1175,7 @@ mod tests {
         }
         // Every span is found through the blocks by its start.
         let (from, to) = (sent[2999].start_ns, sent[0].start_ns + 1);
-        let ranges = ranges(&conn, from, to).unwrap();
+        let ranges = meeting(&conn, (from, to)).unwrap().ranges();
         let chunks: i64 =
             conn.query_row("SELECT count(*) FROM span_chunks", [], |r| r.get(0)).unwrap();
         let covered: i64 = ranges.iter().map(|(a, b)| b - a + 1).sum();

@@ -456,7 +456,7 @@ pub fn migrate_from_7(tx: &Transaction<'_>) -> Result<(), super::StorageError> {
     drop(records);
     tx.execute_batch(
         "DELETE FROM span_blocks; DELETE FROM span_block_kind_durations;
-         DELETE FROM span_block_model_durations;",
+         DELETE FROM span_block_model_durations; DELETE FROM span_block_timings;",
     )?;
     let counted = inserted.into_iter().map(|(trace, seq, min, max, spans)| {
         (seq, min, max, spans.iter().map(|&i| &all_spans[trace][i]).collect())

@@ -699,7 +699,7 @@ pub fn scan_spans(
     visitor: &mut dyn TelemetryVisitor,
 ) -> Result<(), StorageError> {
     let window = (scope.from_ns, scope.to_ns);
-    let ranges = match visitor.summed_by() {
+    let read = match visitor.summed_by() {
         // Blocks wholly inside the window hand over their sums.
         Some(group) => span_blocks::durations(
             conn,
@@ -709,9 +709,9 @@ pub fn scan_spans(
             group,
             |key, durations| visitor.summed(key, durations),
         )?,
-        None => span_blocks::ranges(conn, scope.from_ns, scope.to_ns)?,
+        None => span_blocks::meeting(conn, window)?,
     };
-    scan_ranges(conn, scope, ranges, visitor)
+    scan_blocks(conn, scope, read, visitor)
 }
 
 /// How many spans of `scope` there are of each kind: the counts of the
@@ -728,8 +728,37 @@ pub fn count_span_kinds(
         scope.to_ns,
     )?;
     let mut counts = KindCounts(found.counted);
-    scan_ranges(conn, scope, found.read, &mut counts)?;
+    scan_blocks(conn, scope, found.read, &mut counts)?;
     Ok(counts.0)
+}
+
+/// Hands the timing of every span of `scope` in the blocks `read` to
+/// `visitor`: from the blocks' timings, or from their chunks.
+fn scan_blocks(
+    conn: &rusqlite::Connection,
+    scope: &TelemetryScope,
+    read: span_blocks::ToRead,
+    visitor: &mut dyn TelemetryVisitor,
+) -> Result<(), StorageError> {
+    let ranges = span_blocks::read_timings(
+        conn,
+        read,
+        (&scope.project, scope.service.as_deref()),
+        (scope.from_ns, scope.to_ns),
+        |timing| visitor.span(timing),
+    )?;
+    scan_ranges(conn, scope, ranges, visitor)
+}
+
+/// Hands the timing of every span of `scope` to `visitor`, read from every
+/// chunk, as no statistic reads them (what tests compare statistics with).
+#[cfg(test)]
+pub fn scan_chunks(
+    conn: &rusqlite::Connection,
+    scope: &TelemetryScope,
+    visitor: &mut dyn TelemetryVisitor,
+) -> Result<(), StorageError> {
+    scan_ranges(conn, scope, vec![(i64::MIN, i64::MAX)], visitor)
 }
 
 /// Hands the timing of every span of `scope` in the chunks of the seq

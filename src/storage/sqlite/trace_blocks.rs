@@ -709,25 +709,14 @@ mod tests {
                         assert!(summed.traces < total, "the whole window takes blocks' sums");
                     }
                 }
-                // Spans by kind from the blocks' counts, as read one by one.
+                // Spans from the blocks' counts, sums and timings, as read
+                // from every chunk.
                 for service in [None, Some("api")] {
                     let scope =
                         TelemetryScope { service: service.map(String::from), ..scope.clone() };
-                    let mut each = KindCounts::default();
-                    telemetry::scan_spans(&conn, &scope, &mut each).unwrap();
-                    assert!(!each.0.is_empty() || from > 0, "the whole window has spans");
-                    assert_eq!(telemetry::count_span_kinds(&conn, &scope).unwrap(), each.0);
-                    // Durations by kind and model from the blocks' sums, as
-                    // read one by one.
-                    for group in [SpanGroup::Kind, SpanGroup::Model] {
-                        let mut each = ByGroup::new(group, false);
-                        telemetry::scan_spans(&conn, &scope, &mut each).unwrap();
-                        let mut summed = ByGroup::new(group, true);
-                        telemetry::scan_spans(&conn, &scope, &mut summed).unwrap();
-                        each.assert_same(&summed);
-                        if (from, to) == (-100 * s, 9_000 * s) {
-                            assert!(summed.sums > 0, "the whole window takes blocks' sums");
-                        }
+                    let summed = assert_spans_match_chunks(&conn, &scope);
+                    if (from, to) == (-100 * s, 9_000 * s) {
+                        assert!(summed > 0, "the whole window takes blocks' sums");
                     }
                 }
                 let sessions = telemetry::list_sessions(&conn, project, from, to, 100).unwrap();
@@ -747,6 +736,21 @@ mod tests {
                 let got: Vec<(String, u64)> =
                     sessions.into_iter().map(|x| (x.session, x.traces)).collect();
                 assert_eq!(got, expected);
+            }
+        }
+        // Span blocks written before blocks kept their spans' timings
+        // (schema 16 and before) are read from their chunks.
+        let untimed = conn.execute("DELETE FROM span_block_timings WHERE block % 2 = 0", []);
+        assert!(untimed.unwrap() > 10);
+        for project in ["a", "b", "c"] {
+            for (from, to) in [(-100 * s, 9_000 * s), (1_000 * s, 1_600 * s)] {
+                let scope = TelemetryScope {
+                    project: project.into(),
+                    from_ns: from,
+                    to_ns: to,
+                    service: None,
+                };
+                assert_spans_match_chunks(&conn, &scope);
             }
         }
         // Later spans moved traces' durations, errors and root services:
@@ -803,6 +807,33 @@ mod tests {
     /// trace counts, error traces and duration bins (a sketch's bins do
     /// not depend on the order of adds, merges and removals), cost up to
     /// rounding.
+    /// Spans of `scope` by kind from the blocks' counts and timings, and
+    /// their durations by kind and by model from the blocks' sums and
+    /// timings, each as read from every chunk; returns how many sums the
+    /// durations took.
+    fn assert_spans_match_chunks(conn: &Connection, scope: &TelemetryScope) -> usize {
+        let mut each = KindCounts::default();
+        telemetry::scan_chunks(conn, scope, &mut each).unwrap();
+        assert!(!each.0.is_empty() || scope.from_ns > 0, "the whole window has spans");
+        let mut timed = KindCounts::default();
+        telemetry::scan_spans(conn, scope, &mut timed).unwrap();
+        assert_eq!(timed.0, each.0);
+        assert_eq!(telemetry::count_span_kinds(conn, scope).unwrap(), each.0);
+        let mut sums = 0;
+        for group in [SpanGroup::Kind, SpanGroup::Model] {
+            let mut each = ByGroup::new(group, false);
+            telemetry::scan_chunks(conn, scope, &mut each).unwrap();
+            let mut timed = ByGroup::new(group, false);
+            telemetry::scan_spans(conn, scope, &mut timed).unwrap();
+            each.assert_same(&timed);
+            let mut summed = ByGroup::new(group, true);
+            telemetry::scan_spans(conn, scope, &mut summed).unwrap();
+            each.assert_same(&summed);
+            sums += summed.sums;
+        }
+        sums
+    }
+
     fn assert_sums_match_rows(conn: &Connection) {
         let blocks: Vec<(i64, i64, Vec<u8>)> = conn
             .prepare("SELECT first_id, last_id, sums FROM trace_blocks WHERE sums IS NOT NULL")
