@@ -901,8 +901,19 @@ mod tests {
         delete_before(&tx, 21).unwrap();
         tx.commit().unwrap();
         assert_eq!(blocks(&conn), vec![(1, 2, 10, 2 * m), (3, 4, m, m + 1), (6, 6, m + 2, m + 2)]);
-        // The durations of a block go with it.
+        // The durations and timings of a block go with it.
         assert_eq!(by_model(&conn), [1, 3, 6]);
+        let orphans: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM span_block_timings WHERE block NOT IN \
+                 (SELECT id FROM span_blocks)",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        let timed: i64 =
+            conn.query_row("SELECT count(*) FROM span_block_timings", [], |r| r.get(0)).unwrap();
+        assert_eq!((orphans, timed), (0, 3));
     }
 
     #[test]
@@ -1106,6 +1117,15 @@ mod tests {
         let expected = [("span_blocks", "span_blocks"), ("span_blocks_max_start", "span_blocks")];
         assert_eq!(names, expected.map(|(a, b)| (a.to_owned(), b.to_owned())));
         assert_eq!(tables.map(|table| stored(&conn, table)), before);
+        // The blocks keep their ids, so their timings still name them.
+        let with_timings: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM span_block_timings t JOIN span_blocks b ON b.id = t.block",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(with_timings as usize, before[0].len());
         assert_eq!(
             [SpanGroup::Kind, SpanGroup::Model].map(|group| timed(&conn, group)),
             sums_before

@@ -1012,6 +1012,7 @@ mod tests {
         }
         conn.execute_batch(
             "DROP TABLE span_block_kind_durations; DROP TABLE span_block_model_durations;
+             DROP TABLE span_block_timings;
              ALTER TABLE trace_blocks DROP COLUMN sums; PRAGMA user_version = 14;",
         )
         .unwrap();
@@ -1020,7 +1021,8 @@ mod tests {
         assert_eq!(count("PRAGMA user_version"), schema::VERSION);
         assert!(count("SELECT count(*) FROM span_blocks") > 0);
         let timed = "SELECT (SELECT count(*) FROM span_block_kind_durations) \
-                     + (SELECT count(*) FROM span_block_model_durations)";
+                     + (SELECT count(*) FROM span_block_model_durations) \
+                     + (SELECT count(*) FROM span_block_timings)";
         assert_eq!(count(timed), 0);
         // Nothing else of the older migrations runs again.
         assert_eq!(count("SELECT count(*) FROM sqlite_master WHERE name = 'traces_id'"), 0);
