@@ -715,6 +715,13 @@ mod tests {
         assert!(merge_ranges(Vec::new()).is_empty());
     }
 
+    /// A new store in memory.
+    fn store() -> Connection {
+        let conn = Connection::open_in_memory().unwrap();
+        schema::create_or_check(&conn).unwrap();
+        conn
+    }
+
     fn span(trace_id: &str, span_id: &str, start_ns: i64) -> SpanRecord {
         SpanRecord {
             trace_id: trace_id.to_owned(),
@@ -792,8 +799,7 @@ mod tests {
 
     #[test]
     fn runs_break_at_minutes_and_gaps_and_ranges_come_out_disjoint() {
-        let mut conn = Connection::open_in_memory().unwrap();
-        schema::create_or_check(&conn).unwrap();
+        let mut conn = store();
         let m = BLOCK_SPAN_NS;
         let tx = conn.transaction().unwrap();
         let inserted = [
@@ -918,8 +924,7 @@ mod tests {
 
     #[test]
     fn a_block_of_too_many_models_keeps_no_durations_by_model_and_is_read_span_by_span() {
-        let mut conn = Connection::open_in_memory().unwrap();
-        schema::create_or_check(&conn).unwrap();
+        let mut conn = store();
         let spans: Vec<SpanRecord> = (0..=MAX_TIMED_GROUPS)
             .map(|i| SpanRecord { model: Some(format!("m{i}")), ..SpanRecord::example() })
             .collect();
@@ -953,8 +958,7 @@ mod tests {
 
     #[test]
     fn a_read_of_many_models_hands_them_over_a_thousand_at_a_time() {
-        let mut conn = Connection::open_in_memory().unwrap();
-        schema::create_or_check(&conn).unwrap();
+        let mut conn = store();
         // Six blocks of 255 models each and one they share.
         let spans: Vec<Vec<SpanRecord>> = (0..6)
             .map(|b| {
@@ -993,8 +997,7 @@ mod tests {
 
     #[test]
     fn durations_are_read_block_by_block_or_in_one_pass_and_a_block_without_them_is_read() {
-        let mut conn = Connection::open_in_memory().unwrap();
-        schema::create_or_check(&conn).unwrap();
+        let mut conn = store();
         let packing = Arc::new(SpanPacking::default());
         let m = BLOCK_SPAN_NS;
         // Each append a span in each of five far-apart hours: its blocks'
@@ -1044,8 +1047,7 @@ mod tests {
 
     #[test]
     fn a_schema_16_store_gets_its_blocks_durations_moved_into_their_own_tables() {
-        let mut conn = Connection::open_in_memory().unwrap();
-        schema::create_or_check(&conn).unwrap();
+        let mut conn = store();
         let packing = Arc::new(SpanPacking::default());
         let m = BLOCK_SPAN_NS;
         for append in 0..4_i64 {
@@ -1134,8 +1136,7 @@ mod tests {
 
     #[test]
     fn a_schema_6_store_gets_its_spans_in_chunks_with_blocks() {
-        let conn = Connection::open_in_memory().unwrap();
-        schema::create_or_check(&conn).unwrap();
+        let conn = store();
         conn.execute_batch(&format!(
             "DROP TABLE span_chunks; DROP TABLE span_blocks; {}
              CREATE INDEX spans_start ON spans (project, start_ns);
@@ -1204,8 +1205,7 @@ mod tests {
 
     #[test]
     fn a_schema_12_store_finds_its_chunks_by_trace_row_after_the_move() {
-        let mut conn = Connection::open_in_memory().unwrap();
-        schema::create_or_check(&conn).unwrap();
+        let mut conn = store();
         let packing = Arc::new(SpanPacking::default());
         let t1 = "0af7651916cd43dd8448eb211c80319c";
         let t2 = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -1257,8 +1257,7 @@ mod tests {
 
     #[test]
     fn a_trace_row_number_is_not_given_again_while_a_chunk_names_it() {
-        let mut conn = Connection::open_in_memory().unwrap();
-        schema::create_or_check(&conn).unwrap();
+        let mut conn = store();
         let packing = Arc::new(SpanPacking::default());
         telemetry::append_as_committer(&mut conn, &[span("t1", "a", 10)], &packing);
         // Retention can take a trace's row before its chunk's block.
