@@ -44,45 +44,52 @@ struct Stored<'a> {
 /// The timings of one block's spans, as they are added.
 #[derive(Default)]
 pub struct Builder<'a> {
-    scopes: Vec<(&'a str, &'a str)>,
-    names: Vec<&'a str>,
-    by_name: FxHashMap<&'a str, u32>,
-    models: Vec<&'a str>,
+    scopes: Strings<(&'a str, &'a str)>,
+    names: Strings<&'a str>,
+    models: Strings<&'a str>,
     /// Each span's row, its start not yet made relative.
     rows: Vec<(i64, Row)>,
 }
 
+/// A block's list of one kind of its spans' strings, and where each is in
+/// it (a block can hold as many distinct ones as spans).
+struct Strings<T> {
+    list: Vec<T>,
+    at: FxHashMap<T, u32>,
+    /// The index given last.
+    last: usize,
+}
+
+impl<T> Default for Strings<T> {
+    fn default() -> Self {
+        Strings { list: Vec::new(), at: FxHashMap::default(), last: 0 }
+    }
+}
+
+impl<T: Copy + Eq + std::hash::Hash> Strings<T> {
+    /// Where `value` is in the list, added if new.
+    fn index(&mut self, value: T) -> u32 {
+        // A block's spans mostly share the span before's.
+        if self.list.get(self.last) == Some(&value) {
+            return self.last as u32;
+        }
+        let list = &mut self.list;
+        let at = *self.at.entry(value).or_insert_with(|| {
+            list.push(value);
+            list.len() as u32 - 1
+        });
+        self.last = at as usize;
+        at
+    }
+}
+
 impl<'a> Builder<'a> {
     pub fn add(&mut self, span: &'a SpanRecord) {
-        let scope = (span.project.as_str(), span.service.as_str());
-        // A block's spans mostly share the scope and the model of the last.
-        let scope = match self.scopes.iter().rposition(|s| *s == scope) {
-            Some(at) => at,
-            None => {
-                self.scopes.push(scope);
-                self.scopes.len() - 1
-            }
-        };
-        let names = &mut self.names;
-        let name = *self.by_name.entry(&span.name).or_insert_with(|| {
-            names.push(&span.name);
-            names.len() as u32 - 1
-        });
-        let model = match span.model.as_deref() {
-            None => 0,
-            Some(model) => match self.models.iter().rposition(|m| *m == model) {
-                Some(at) => at + 1,
-                None => {
-                    self.models.push(model);
-                    self.models.len()
-                }
-            },
-        };
         let row = Row {
-            scope: scope as u32,
+            scope: self.scopes.index((&span.project, &span.service)),
             kind: span.kind,
-            name,
-            model: model as u32,
+            name: self.names.index(&span.name),
+            model: span.model.as_deref().map_or(0, |model| self.models.index(model) + 1),
             start: 0,
             duration_ns: span.end_ns - span.start_ns,
             error: span.status == SpanStatus::Error,
@@ -98,9 +105,9 @@ impl<'a> Builder<'a> {
             .map(|(start_ns, row)| Row { start: start_ns.abs_diff(least_start_ns), ..row })
             .collect();
         let stored = Stored {
-            scopes: self.scopes,
-            names: self.names,
-            models: self.models,
+            scopes: self.scopes.list,
+            names: self.names.list,
+            models: self.models.list,
             least_start_ns,
             rows,
         };
@@ -220,6 +227,31 @@ mod tests {
         assert!(timings.len() < 5 * 16 + 60, "{} bytes", timings.len());
         // No spans: nothing to hand over.
         assert!(seen(&Builder::default().encode(), ("p", None), all).is_empty());
+    }
+
+    #[test]
+    fn a_block_of_as_many_services_names_and_models_as_spans_comes_back_whole() {
+        let spans: Vec<SpanRecord> = (0..3_000_i64)
+            .map(|i| {
+                let model = format!("model-{}", i % 1_000);
+                let start = 1_000 * (i % 7);
+                span("p", &format!("svc-{}", i % 1_500), &format!("span-{i}"), Some(&model), start)
+            })
+            .collect();
+        let mut builder = Builder::default();
+        spans.iter().for_each(|s| builder.add(s));
+        let timings = builder.encode();
+        let mut seen = Vec::new();
+        each_span(&timings, ("p", Some("svc-7")), (0, 7_000), |t| {
+            seen.push((t.name.to_owned(), t.model.map(str::to_owned), t.duration_ns));
+        })
+        .unwrap();
+        let expected: Vec<_> = spans
+            .iter()
+            .filter(|s| s.service == "svc-7")
+            .map(|s| (s.name.clone(), s.model.clone(), s.end_ns - s.start_ns))
+            .collect();
+        assert_eq!((seen.len(), &seen), (2, &expected));
     }
 
     #[test]
