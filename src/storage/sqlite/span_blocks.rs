@@ -7,7 +7,9 @@
 //! and notes each run once. A block also counts its spans by kind and sums
 //! their durations by kind and by model (those in tables of their own, a
 //! row per block), so that statistics over a window take the blocks wholly
-//! inside it from those, not span by span.
+//! inside it from those, not span by span; and it keeps its spans' timings
+//! (`span_timings`, a table of their own too), from which the spans of the
+//! other blocks are read rather than from their chunks.
 
 use std::collections::HashMap;
 
