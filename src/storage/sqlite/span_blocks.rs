@@ -469,7 +469,7 @@ struct Met {
 /// Blocks whose spans a statistic reads one by one: from their timings, or
 /// from their chunks (blocks without timings, and blocks whose seqs meet
 /// another's, whose chunks are read once for both).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ToRead(Vec<Met>);
 
 impl ToRead {
@@ -788,15 +788,19 @@ mod tests {
         assert_eq!(slices_of(&[]).0, Slices::MINUTE);
     }
 
+    /// Every row `sql` selects, as `row` reads it.
+    fn all<T>(
+        conn: &Connection,
+        sql: &str,
+        row: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> Vec<T> {
+        let mut stmt = conn.prepare(sql).unwrap();
+        stmt.query_map([], row).unwrap().collect::<Result<_, _>>().unwrap()
+    }
+
     fn blocks(conn: &Connection) -> Vec<(i64, i64, i64, i64)> {
-        conn.prepare(
-            "SELECT first_seq, last_seq, min_start, max_start FROM span_blocks ORDER BY id",
-        )
-        .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap()
+        let sql = "SELECT first_seq, last_seq, min_start, max_start FROM span_blocks ORDER BY id";
+        all(conn, sql, |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
     }
 
     #[test]
@@ -898,11 +902,7 @@ mod tests {
         let by_model = |conn: &Connection| -> Vec<i64> {
             let sql = "SELECT first_seq FROM span_block_model_durations d \
                        LEFT JOIN span_blocks b ON b.id = d.block ORDER BY first_seq";
-            let mut stmt = conn.prepare(sql).unwrap();
-            stmt.query_map([], |r| r.get::<_, Option<i64>>(0).map(|f| f.unwrap_or(-1)))
-                .unwrap()
-                .collect::<Result<_, _>>()
-                .unwrap()
+            all(conn, sql, |r| r.get::<_, Option<i64>>(0).map(|f| f.unwrap_or(-1)))
         };
         assert_eq!(by_model(&conn), [1, 3, 6, 7]);
         let tx = conn.transaction().unwrap();
@@ -1066,11 +1066,7 @@ mod tests {
         }
         let stored = |conn: &Connection, table: &str| -> Vec<(i64, Vec<u8>)> {
             let sql = format!("SELECT block, sums FROM {table} ORDER BY block");
-            let mut stmt = conn.prepare(&sql).unwrap();
-            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-                .unwrap()
-                .collect::<Result<_, _>>()
-                .unwrap()
+            all(conn, &sql, |r| Ok((r.get(0)?, r.get(1)?)))
         };
         let project = SpanRecord::example().project;
         let window = (0, 10 * m);
@@ -1111,13 +1107,8 @@ mod tests {
             .unwrap();
         assert_eq!(columns, 0);
         // The table made anew, its index with it.
-        let names: Vec<(String, String)> = conn
-            .prepare("SELECT name, tbl_name FROM sqlite_master WHERE name LIKE 'span_blocks%'")
-            .unwrap()
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
+        let sql = "SELECT name, tbl_name FROM sqlite_master WHERE name LIKE 'span_blocks%'";
+        let names: Vec<(String, String)> = all(&conn, sql, |r| Ok((r.get(0)?, r.get(1)?)));
         let expected = [("span_blocks", "span_blocks"), ("span_blocks_max_start", "span_blocks")];
         assert_eq!(names, expected.map(|(a, b)| (a.to_owned(), b.to_owned())));
         assert_eq!(tables.map(|table| stored(&conn, table)), before);
@@ -1224,13 +1215,8 @@ mod tests {
         )
         .unwrap();
         schema::create_or_check(&conn).unwrap();
-        let names: Vec<String> = conn
-            .prepare("SELECT name FROM sqlite_master WHERE name LIKE 'span_chunks_%'")
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
+        let sql = "SELECT name FROM sqlite_master WHERE name LIKE 'span_chunks_%'";
+        let names: Vec<String> = all(&conn, sql, |r| r.get(0));
         assert_eq!(names, ["span_chunks_by_trace"]);
         // A span sent again is known; a new one joins its trace's row.
         telemetry::append_as_committer(
@@ -1247,13 +1233,8 @@ mod tests {
         };
         assert_eq!(ids(t1), ["a", "c", "d"]);
         assert_eq!(ids(t2), ["b"]);
-        let counts: Vec<(String, i64)> = conn
-            .prepare("SELECT trace_id, span_count FROM traces ORDER BY id")
-            .unwrap()
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
+        let sql = "SELECT trace_id, span_count FROM traces ORDER BY id";
+        let counts: Vec<(String, i64)> = all(&conn, sql, |r| Ok((r.get(0)?, r.get(1)?)));
         assert_eq!(counts, [(t1.to_owned(), 3), (t2.to_owned(), 1)]);
     }
 
