@@ -1,5 +1,6 @@
 //! One data dir, one server: a second `tally serve` on a data dir in use
-//! refuses to start (two would hand out the same series ids).
+//! refuses to start (two would hand out the same series ids). A clean stop
+//! leaves no log; a store keeps the page size it was made with.
 
 mod common;
 
@@ -47,4 +48,39 @@ async fn a_clean_stop_leaves_no_write_ahead_log() {
     server.restart();
     let summary = common::summary(server.url(), &[]).await;
     assert_eq!(summary["total"]["requests"], 5_000, "{summary}");
+}
+
+fn page_size(dir: &std::path::Path) -> i64 {
+    let conn = rusqlite::Connection::open(dir.join("tally.db")).unwrap();
+    conn.pragma_query_value(None, "page_size", |row| row.get(0)).unwrap()
+}
+
+/// A store is made with 16 KiB pages; one made with 8 KiB (by an earlier
+/// version) keeps them and goes on taking reports.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_is_made_with_16_kib_pages_and_one_of_8_keeps_its_own() {
+    let (new, old) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    {
+        let conn = rusqlite::Connection::open(old.path().join("tally.db")).unwrap();
+        conn.execute_batch("PRAGMA page_size = 8192; CREATE TABLE t (x); DROP TABLE t;").unwrap();
+    }
+    for (dir, pages) in [(&new, 16_384), (&old, 8_192)] {
+        let mut server = TestServer::start(dir.path(), &[]);
+        let reports: Vec<serde_json::Value> = (0..200)
+            .map(|i| {
+                common::chat(
+                    &format!("page-{i}"),
+                    "gpt-4o",
+                    common::tokens(10, 1),
+                    common::now_ms(),
+                )
+            })
+            .collect();
+        assert_eq!(common::ingest(server.url(), &serde_json::json!(reports)).await.0, 200);
+        assert!(server.terminate().success());
+        assert_eq!(page_size(dir.path()), pages);
+        server.restart();
+        let summary = common::summary(server.url(), &[]).await;
+        assert_eq!(summary["total"]["requests"], 200, "{summary}");
+    }
 }

@@ -107,8 +107,8 @@ pub struct SqliteStorage {
     /// One permit per read connection there may be: each connection holds
     /// its own page cache, so their number is bounded and reads queue.
     reader_slots: Arc<tokio::sync::Semaphore>,
-    /// Frames in the WAL as last seen by the background checkpointer.
-    wal_frames: Arc<AtomicU64>,
+    /// Bytes in the WAL as last seen by the background checkpointer.
+    wal_bytes: Arc<AtomicU64>,
     /// The dictionaries span bodies are packed with.
     packing: Arc<SpanPacking>,
 }
@@ -188,11 +188,9 @@ impl SqliteStorage {
                 .map_err(|source| StorageError::Io { path: dir.display().to_string(), source })?;
         }
         let conn = Connection::open(path)?;
-        // 8 KiB pages (only takes effect when the database is created): 16 KiB
-        // was faster on a small store but, once the id index outgrows the
-        // cache, every randomly placed id dirties a whole page and the WAL
-        // volume per commit grows with the page size (BENCHMARKS.md).
-        conn.pragma_update(None, "page_size", 8192)?;
+        // Only takes effect when the database is created: a store keeps the
+        // pages it was made with.
+        conn.pragma_update(None, "page_size", PAGE_BYTES)?;
         configure(&conn, options)?;
         schema::create_or_check(&conn)?;
         rows::register_functions(&conn)?;
@@ -205,12 +203,12 @@ impl SqliteStorage {
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         conn.pragma_update(None, "journal_size_limit", 256 * 1024 * 1024)?;
         let writer = Arc::new(Mutex::new(conn));
-        let wal_frames = Arc::new(AtomicU64::new(0));
+        let wal_bytes = Arc::new(AtomicU64::new(0));
         spawn_checkpointer(
             path.to_path_buf(),
             options.clone(),
             Arc::downgrade(&writer),
-            wal_frames.clone(),
+            wal_bytes.clone(),
         )?;
         Ok(Self {
             path: path.to_path_buf(),
@@ -220,7 +218,7 @@ impl SqliteStorage {
             trace_keys,
             readers: Arc::new(Mutex::new(Vec::new())),
             reader_slots: Arc::new(tokio::sync::Semaphore::new(options.max_readers.max(1))),
-            wal_frames,
+            wal_bytes,
             packing,
         })
     }
@@ -232,7 +230,7 @@ impl SqliteStorage {
         F: FnOnce(&mut Connection) -> Result<T, StorageError> + Send + 'static,
     {
         let writer = self.writer.clone();
-        let wal_frames = self.wal_frames.clone();
+        let wal_bytes = self.wal_bytes.clone();
         tokio::task::spawn_blocking(move || {
             let mut conn = writer.lock().unwrap_or_else(|p| p.into_inner());
             let result = work(&mut conn);
@@ -241,9 +239,9 @@ impl SqliteStorage {
             // the WAL only starts over after a finished checkpoint. The
             // writer finishes one itself (cheap: most frames are already
             // copied) when the WAL has grown, so the WAL stays bounded.
-            if wal_frames.load(Ordering::Relaxed) >= WAL_RESET_FRAMES {
+            if wal_bytes.load(Ordering::Relaxed) >= WAL_RESET_BYTES {
                 match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-                    Ok(()) => wal_frames.store(0, Ordering::Relaxed),
+                    Ok(()) => wal_bytes.store(0, Ordering::Relaxed),
                     Err(err) => warn!(%err, "wal checkpoint on the writer failed"),
                 }
             }
@@ -288,9 +286,16 @@ impl SqliteStorage {
     }
 }
 
-/// WAL size (in 8 KiB frames, so 128 MiB) at which the writer finishes a
-/// checkpoint itself so that the WAL can start over.
-const WAL_RESET_FRAMES: u64 = 16_384;
+/// The page size of a store made anew. 16 KiB rather than 8: a span chunk
+/// (a trace's spans of one export, packed) is often over 4 KiB, and a page
+/// of 8 KiB holds one such row and leaves the rest empty (BENCHMARKS.md,
+/// session 25). Ids no longer go into B-trees at random places (key runs),
+/// which had made larger pages cost more WAL per commit.
+pub(super) const PAGE_BYTES: i64 = 16_384;
+
+/// WAL size at which the writer finishes a checkpoint itself so that the
+/// WAL can start over.
+const WAL_RESET_BYTES: u64 = 128 << 20;
 
 /// How often the background checkpointer copies the WAL into the database.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
@@ -305,10 +310,11 @@ fn spawn_checkpointer(
     path: PathBuf,
     options: SqliteOptions,
     writer: std::sync::Weak<Mutex<Connection>>,
-    wal_frames: Arc<AtomicU64>,
+    wal_bytes: Arc<AtomicU64>,
 ) -> Result<(), StorageError> {
     let conn = Connection::open(&path)?;
     configure(&conn, &options)?;
+    let page: i64 = conn.pragma_query_value(None, "page_size", |row| row.get(0))?;
     std::thread::Builder::new()
         .name("tally-checkpoint".into())
         .spawn(move || {
@@ -319,7 +325,7 @@ fn spawn_checkpointer(
                 match conn
                     .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| row.get::<_, i64>(1))
                 {
-                    Ok(frames) => wal_frames.store(frames.max(0) as u64, Ordering::Relaxed),
+                    Ok(frames) => wal_bytes.store((frames.max(0) * page) as u64, Ordering::Relaxed),
                     Err(err) => warn!(%err, "wal checkpoint failed"),
                 }
             }
