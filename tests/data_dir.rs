@@ -55,8 +55,14 @@ fn page_size(dir: &std::path::Path) -> i64 {
     conn.pragma_query_value(None, "page_size", |row| row.get(0)).unwrap()
 }
 
+/// What the README says to run on a stopped store of 8 KiB pages to give
+/// it 16 KiB ones.
+const REPAGE: &str = "PRAGMA journal_mode = DELETE; PRAGMA page_size = 16384; VACUUM; \
+                      PRAGMA journal_mode = WAL;";
+
 /// A store is made with 16 KiB pages; one made with 8 KiB (by an earlier
-/// version) keeps them and goes on taking reports.
+/// version) keeps them and goes on taking reports, and gets 16 KiB pages
+/// by the README's `VACUUM`, its reports still there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_is_made_with_16_kib_pages_and_one_of_8_keeps_its_own() {
     let (new, old) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
@@ -82,5 +88,15 @@ async fn a_store_is_made_with_16_kib_pages_and_one_of_8_keeps_its_own() {
         server.restart();
         let summary = common::summary(server.url(), &[]).await;
         assert_eq!(summary["total"]["requests"], 200, "{summary}");
+        if pages == 8_192 {
+            assert!(server.terminate().success());
+            let conn = rusqlite::Connection::open(dir.path().join("tally.db")).unwrap();
+            conn.execute_batch(REPAGE).unwrap();
+            drop(conn);
+            assert_eq!(page_size(dir.path()), 16_384);
+            server.restart();
+            let summary = common::summary(server.url(), &[]).await;
+            assert_eq!(summary["total"]["requests"], 200, "{summary}");
+        }
     }
 }
