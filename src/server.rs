@@ -104,25 +104,29 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     file.sync_all()
 }
 
+/// Takes the data dir's lock (held until the file is dropped), or says
+/// that another tally process holds it.
+pub fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, StartError> {
+    let path = dir.join("lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|source| StartError::DataDir { path: path.display().to_string(), source })?;
+    if lock.try_lock().is_err() {
+        return Err(StartError::DataDirInUse(dir.display().to_string()));
+    }
+    Ok(lock)
+}
+
 impl App {
     pub async fn start(config: Config) -> Result<App, StartError> {
         std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
             path: config.data_dir.display().to_string(),
             source,
         })?;
-        let lock_path = config.data_dir.join("lock");
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|source| StartError::DataDir {
-                path: lock_path.display().to_string(),
-                source,
-            })?;
-        if lock.try_lock().is_err() {
-            return Err(StartError::DataDirInUse(config.data_dir.display().to_string()));
-        }
+        let lock = lock_data_dir(&config.data_dir)?;
         let cluster = crate::cluster::Cluster::configure(
             &config.storage,
             &config.coordination,

@@ -50,19 +50,35 @@ async fn a_clean_stop_leaves_no_write_ahead_log() {
     assert_eq!(summary["total"]["requests"], 5_000, "{summary}");
 }
 
+fn vacuum(dir: &std::path::Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_tally"))
+        .args(["vacuum", "--data-dir"])
+        .arg(dir)
+        .env("TALLY_LOG", "warn")
+        .output()
+        .expect("run tally vacuum")
+}
+
+/// `tally vacuum` on a dir without a store says so and makes none.
+#[test]
+fn vacuum_without_a_store_makes_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = vacuum(dir.path());
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("tally.db"), "{stderr}");
+    assert!(!dir.path().join("tally.db").exists());
+}
+
 fn page_size(dir: &std::path::Path) -> i64 {
     let conn = rusqlite::Connection::open(dir.join("tally.db")).unwrap();
     conn.pragma_query_value(None, "page_size", |row| row.get(0)).unwrap()
 }
 
-/// What the README says to run on a stopped store of 8 KiB pages to give
-/// it 16 KiB ones.
-const REPAGE: &str = "PRAGMA journal_mode = DELETE; PRAGMA page_size = 16384; VACUUM; \
-                      PRAGMA journal_mode = WAL;";
-
 /// A store is made with 16 KiB pages; one made with 8 KiB (by an earlier
 /// version) keeps them and goes on taking reports, and gets 16 KiB pages
-/// by the README's `VACUUM`, its reports still there.
+/// from `tally vacuum` (refused while its server runs), its reports still
+/// there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_is_made_with_16_kib_pages_and_one_of_8_keeps_its_own() {
     let (new, old) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
@@ -89,10 +105,18 @@ async fn a_store_is_made_with_16_kib_pages_and_one_of_8_keeps_its_own() {
         let summary = common::summary(server.url(), &[]).await;
         assert_eq!(summary["total"]["requests"], 200, "{summary}");
         if pages == 8_192 {
+            let refused = vacuum(dir.path());
+            assert!(!refused.status.success());
+            let stderr = String::from_utf8_lossy(&refused.stderr);
+            assert!(stderr.contains("in use by another tally process"), "{stderr}");
+            assert_eq!(page_size(dir.path()), 8_192);
             assert!(server.terminate().success());
-            let conn = rusqlite::Connection::open(dir.path().join("tally.db")).unwrap();
-            conn.execute_batch(REPAGE).unwrap();
-            drop(conn);
+            let done = vacuum(dir.path());
+            let stdout = String::from_utf8_lossy(&done.stdout);
+            assert!(done.status.success(), "{stdout} {}", String::from_utf8_lossy(&done.stderr));
+            assert!(
+                stdout.contains("in pages of 8192 -> ") && stdout.contains("in pages of 16384")
+            );
             assert_eq!(page_size(dir.path()), 16_384);
             server.restart();
             let summary = common::summary(server.url(), &[]).await;

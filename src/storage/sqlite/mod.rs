@@ -291,7 +291,31 @@ impl SqliteStorage {
 /// of 8 KiB holds one such row and leaves the rest empty (BENCHMARKS.md,
 /// session 25). Ids no longer go into B-trees at random places (key runs),
 /// which had made larger pages cost more WAL per commit.
-pub(super) const PAGE_BYTES: i64 = 16_384;
+pub const PAGE_BYTES: i64 = 16_384;
+
+/// Rewrites the store at `path` in pages of `PAGE_BYTES`, returning its
+/// free pages to the disk (SQLite's `VACUUM`, which needs as much free disk
+/// as the store takes). Nothing else may have the store open. Returns the
+/// page size before and the store's bytes before and after.
+pub fn vacuum(path: &Path) -> Result<(i64, u64, u64), StorageError> {
+    let size = |path: &Path| {
+        std::fs::metadata(path)
+            .map(|m| m.len())
+            .map_err(|source| StorageError::Io { path: path.display().to_string(), source })
+    };
+    // Opening would make an empty store where there is none.
+    let before = size(path)?;
+    let conn = Connection::open(path)?;
+    let page: i64 = conn.pragma_query_value(None, "page_size", |row| row.get(0))?;
+    // A store in WAL mode keeps its page size through a VACUUM: it leaves
+    // WAL mode (folding the log in) for the rewrite, and goes back to it.
+    conn.execute_batch(&format!(
+        "PRAGMA journal_mode = DELETE; PRAGMA page_size = {PAGE_BYTES}; VACUUM; \
+         PRAGMA journal_mode = WAL;"
+    ))?;
+    drop(conn);
+    Ok((page, before, size(path)?))
+}
 
 /// WAL size at which the writer finishes a checkpoint itself so that the
 /// WAL can start over.
