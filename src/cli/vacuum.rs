@@ -16,15 +16,15 @@ pub struct VacuumArgs {
 }
 
 pub fn run(args: VacuumArgs) -> anyhow::Result<()> {
+    let store = args.data_dir.join("tally.db");
+    if !store.is_file() {
+        anyhow::bail!("no store at {} (is this a tally data dir?)", store.display());
+    }
     // Held until the rewrite is done: no server may start on the dir.
     let _lock = crate::server::lock_data_dir(&args.data_dir).map_err(|err| match err {
         StartError::DataDirInUse(_) => anyhow::anyhow!("{err}: stop that server first"),
         other => anyhow::anyhow!("{other}"),
     })?;
-    let store = args.data_dir.join("tally.db");
-    if !store.is_file() {
-        anyhow::bail!("no store at {} (is this a tally data dir?)", store.display());
-    }
     let started = Instant::now();
     let (page, before, after) =
         crate::storage::sqlite::vacuum(&store).map_err(|err| anyhow::anyhow!("{err}"))?;

@@ -287,11 +287,17 @@ impl SqliteStorage {
 }
 
 /// The page size of a store made anew. 16 KiB rather than 8: a span chunk
-/// (a trace's spans of one export, packed) is often over 4 KiB, and a page
-/// of 8 KiB holds one such row and leaves the rest empty (BENCHMARKS.md,
-/// session 25). Ids no longer go into B-trees at random places (key runs),
-/// which had made larger pages cost more WAL per commit.
+/// (a trace's spans of one export, packed for speed: `span_packing`) is
+/// often over 4 KiB, and a page of 8 KiB holds one such row and leaves the
+/// rest empty (BENCHMARKS.md, session 25). Ids no longer go into B-trees at
+/// random places (key runs), which had made larger pages cost more WAL per
+/// commit.
 pub const PAGE_BYTES: i64 = 16_384;
+
+/// The page size of the store `conn` is open on.
+fn page_size(conn: &Connection) -> Result<i64, rusqlite::Error> {
+    conn.pragma_query_value(None, "page_size", |row| row.get(0))
+}
 
 /// Rewrites the store at `path` in pages of `PAGE_BYTES`, returning its
 /// free pages to the disk (SQLite's `VACUUM`, which needs as much free disk
@@ -306,7 +312,7 @@ pub fn vacuum(path: &Path) -> Result<(i64, u64, u64), StorageError> {
     // Opening would make an empty store where there is none.
     let before = size(path)?;
     let conn = Connection::open(path)?;
-    let page: i64 = conn.pragma_query_value(None, "page_size", |row| row.get(0))?;
+    let page = page_size(&conn)?;
     // A store in WAL mode keeps its page size through a VACUUM: it leaves
     // WAL mode (folding the log in) for the rewrite, and goes back to it.
     conn.execute_batch(&format!(
@@ -338,7 +344,7 @@ fn spawn_checkpointer(
 ) -> Result<(), StorageError> {
     let conn = Connection::open(&path)?;
     configure(&conn, &options)?;
-    let page: i64 = conn.pragma_query_value(None, "page_size", |row| row.get(0))?;
+    let page = page_size(&conn)?;
     std::thread::Builder::new()
         .name("tally-checkpoint".into())
         .spawn(move || {

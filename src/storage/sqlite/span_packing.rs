@@ -106,8 +106,8 @@ impl SpanPacking {
     /// The dictionaries of a store, the newest packing from now on, at the
     /// acceleration its page size allows.
     pub fn load(conn: &Connection) -> Result<Self, rusqlite::Error> {
-        let page: i64 = conn.pragma_query_value(None, "page_size", |row| row.get(0))?;
-        let acceleration = if page >= super::PAGE_BYTES { ACCELERATION } else { 0 };
+        let fast = super::page_size(conn)? >= super::PAGE_BYTES;
+        let acceleration = if fast { ACCELERATION } else { 0 };
         let packing = SpanPacking { acceleration, ..SpanPacking::default() };
         let mut stmt = conn.prepare("SELECT id, dictionary FROM span_dictionaries ORDER BY seq")?;
         let rows = stmt.query_map([], |row| Ok((row.get::<_, i64>(0)?, row.get(1)?)))?;
