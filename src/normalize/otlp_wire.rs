@@ -388,6 +388,9 @@ impl<'a> KeyValueRef<'a> {
     }
 
     fn read(bytes: &'a [u8], depth: u32) -> Result<Self, WireError> {
+        if let Some(pair) = Self::short_text(bytes) {
+            return Ok(pair);
+        }
         // As encoders write a pair: the key, then the value, once each.
         let mut fields = Fields::of(bytes, "KeyValue");
         if let Some(key) = fields.lone(0x0a) {
@@ -409,6 +412,35 @@ impl<'a> KeyValueRef<'a> {
             }
         }
         Ok(pair)
+    }
+}
+
+impl<'a> KeyValueRef<'a> {
+    /// A pair with a string value, each part under 128 bytes, as encoders
+    /// write it: its lengths and tags are then ASCII, so the whole pair is
+    /// checked as UTF-8 at once. Most of a span's pairs are such; checking
+    /// each short key and value alone, a byte at a time below the length
+    /// SIMD starts at, was the larger part of reading them. `None` for any
+    /// other pair, or one that is not UTF-8: the field by field reading
+    /// then says where.
+    #[inline]
+    fn short_text(bytes: &'a [u8]) -> Option<Self> {
+        let [0x0a, key_len, ..] = *bytes else { return None };
+        let value_at = 2 + usize::from(key_len);
+        let [0x12, value_len, 0x0a, text_len] = *bytes.get(value_at..value_at + 4)? else {
+            return None;
+        };
+        let fits = key_len < 0x80 && value_len < 0x80 && text_len < 0x80;
+        if !fits || usize::from(value_len) != usize::from(text_len) + 2 {
+            return None;
+        }
+        if bytes.len() != value_at + 4 + usize::from(text_len) {
+            return None;
+        }
+        let pair = simdutf8::basic::from_utf8(bytes).ok()?;
+        let key = pair.get(2..value_at)?;
+        let text = pair.get(value_at + 4..)?;
+        Some(KeyValueRef { key, value: Some(ValueRef::Str(text)) })
     }
 }
 
@@ -941,6 +973,47 @@ mod tests {
         let open = wrap(1, &wrap(2, &wrap(2, &group[..8])));
         assert!(ExportTraceServiceRequest::decode(&open[..]).is_err());
         assert!(super::read_spans(&open, |_| {}).is_err());
+    }
+
+    #[test]
+    fn short_string_pairs_read_whole_as_prost_decodes_them_and_bad_text_is_named() {
+        let text = |len: usize, tail: &str| "k".repeat(len.saturating_sub(tail.len())) + tail;
+        for key_len in [1, 2, 63, 64, 126, 127, 128] {
+            for value_len in [0, 1, 61, 62, 63, 64, 125, 126, 127, 128, 200] {
+                for tail in ["", "é", "€ü"] {
+                    let pair = kv(&text(key_len, tail), text(value_len, tail).as_str());
+                    let bytes = pair.encode_to_vec();
+                    let read = KeyValueRef::read(&bytes, 0).unwrap();
+                    let sent = KeyValueRef::of(&pair);
+                    assert_eq!(
+                        describe_pairs([read].into_iter()),
+                        describe_pairs([sent].into_iter())
+                    );
+                    // Read whole when every part is under 128 bytes.
+                    let short = pair.key.len() < 128 && value_len < 126;
+                    assert_eq!(
+                        KeyValueRef::short_text(&bytes).is_some(),
+                        short,
+                        "{key_len} {value_len}"
+                    );
+                }
+            }
+        }
+        // Text that is not UTF-8, in the key or the value, is named.
+        let bad = |key: &[u8], value: &[u8]| {
+            let pair = [wrap(1, key), wrap(2, &wrap(1, value))].concat();
+            KeyValueRef::read(&pair, 0).unwrap_err().to_string()
+        };
+        assert!(bad(b"model\xff", b"gpt-4o").starts_with("KeyValue.key: a string is not UTF-8"));
+        assert!(bad(b"model\xc3", b"gpt-4o").starts_with("KeyValue.key: a string is not UTF-8"));
+        let value = bad(b"model", b"gpt\xe2\x82");
+        assert!(value.starts_with("AnyValue.string_value: a string is not UTF-8"), "{value}");
+        assert_eq!(
+            KeyValueRef::read(&[wrap(1, b"k"), wrap(2, &wrap(1, b"\xc3\xa9"))].concat(), 0)
+                .map(|p| describe(p.value))
+                .unwrap(),
+            "Str(\"é\")"
+        );
     }
 
     #[test]
