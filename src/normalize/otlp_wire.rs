@@ -413,9 +413,7 @@ impl<'a> KeyValueRef<'a> {
         }
         Ok(pair)
     }
-}
 
-impl<'a> KeyValueRef<'a> {
     /// A pair with a string value, each part under 128 bytes, as encoders
     /// write it: its lengths and tags are then ASCII, so the whole pair is
     /// checked as UTF-8 at once. Most of a span's pairs are such; checking
