@@ -423,21 +423,22 @@ impl<'a> KeyValueRef<'a> {
     /// then says where.
     #[inline]
     fn short_text(bytes: &'a [u8]) -> Option<Self> {
-        let [0x0a, key_len, ..] = *bytes else { return None };
+        // One-byte lengths: the value (under 128) holds the text alone.
+        let [0x0a, key_len @ 0..0x80, ..] = *bytes else { return None };
         let value_at = 2 + usize::from(key_len);
-        let [0x12, value_len, 0x0a, text_len] = *bytes.get(value_at..value_at + 4)? else {
+        let [0x12, value_len @ 0..0x80, 0x0a, text_len] = *bytes.get(value_at..value_at + 4)?
+        else {
             return None;
         };
-        let fits = key_len < 0x80 && value_len < 0x80 && text_len < 0x80;
-        if !fits || usize::from(value_len) != usize::from(text_len) + 2 {
-            return None;
-        }
-        if bytes.len() != value_at + 4 + usize::from(text_len) {
+        let text_at = value_at + 4;
+        if text_len.checked_add(2) != Some(value_len)
+            || bytes.len() != text_at + usize::from(text_len)
+        {
             return None;
         }
         let pair = simdutf8::basic::from_utf8(bytes).ok()?;
         let key = pair.get(2..value_at)?;
-        let text = pair.get(value_at + 4..)?;
+        let text = pair.get(text_at..)?;
         Some(KeyValueRef { key, value: Some(ValueRef::Str(text)) })
     }
 }
