@@ -61,7 +61,7 @@ pub(super) fn model_call(
     let text = |value: Option<String>| value.map(owned);
 
     Some(RawReport {
-        id: text(facts.text("gen_ai.response.id")),
+        id: text(facts.text("gen_ai.response.id").map(Cow::into_owned)),
         project: Some(owned(record.project.clone())),
         model: Some(owned(model)),
         response_model: text(facts.first_text(RESPONSE_MODEL_KEYS)),
@@ -81,7 +81,7 @@ pub(super) fn model_call(
         ttft_ms: time_to_first_token_ms(facts, span, record.start_ns).map(Amount),
         streaming,
         status: failed.then(|| fixed("error")),
-        error_type: text(facts.text("error.type")),
+        error_type: text(facts.text("error.type").map(Cow::into_owned)),
         cost_usd: reported_cost(facts).map(Amount),
         trace_id: Some(owned(record.trace_id.clone())),
         span_id: Some(owned(record.span_id.clone())),

@@ -2,6 +2,8 @@
 //! first convention that names one, and its status, which Langfuse's level
 //! can turn to an error.
 
+use std::borrow::Cow;
+
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 
 use super::Facts;
@@ -135,7 +137,7 @@ pub(super) fn span_status(span: &SpanRef<'_>, facts: &Facts<'_>) -> (SpanStatus,
     if facts.lowercase("langfuse.observation.level").as_deref() == Some("error") {
         status = SpanStatus::Error;
         if message.is_none() {
-            message = facts.text("langfuse.observation.status_message");
+            message = facts.text("langfuse.observation.status_message").map(Cow::into_owned);
         }
     }
     (status, message)

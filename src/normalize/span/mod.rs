@@ -299,20 +299,22 @@ impl<'a> Facts<'a> {
         self.by_key.get(key).copied().flatten()
     }
 
-    /// A non-empty trimmed string; integers count too (numeric user ids).
-    fn text(&self, key: &str) -> Option<String> {
+    /// A non-empty trimmed string, borrowed from the span; integers count
+    /// too (numeric user ids).
+    fn text(&self, key: &str) -> Option<Cow<'a, str>> {
         match self.get(key)? {
             ValueRef::Str(text) => {
                 let text = text.trim();
-                (!text.is_empty()).then(|| text.to_owned())
+                (!text.is_empty()).then_some(Cow::Borrowed(text))
             }
-            ValueRef::Int(int) => Some(int.to_string()),
+            ValueRef::Int(int) => Some(Cow::Owned(int.to_string())),
             _ => None,
         }
     }
 
+    /// The first of `keys` with a text, owned (to be kept).
     fn first_text(&self, keys: &[&str]) -> Option<String> {
-        keys.iter().find_map(|key| self.text(key))
+        keys.iter().find_map(|key| self.text(key)).map(Cow::into_owned)
     }
 
     /// An enumerated value, compared case-insensitively (borrowed when it
@@ -433,6 +435,7 @@ impl std::fmt::Display for Numeric<'_> {
 fn provider(facts: &Facts<'_>) -> Option<String> {
     facts
         .text("gen_ai.provider.name")
+        .map(Cow::into_owned)
         // The Vercel AI SDK names `<provider>.<api>` (`openai.chat`), in
         // `gen_ai.system` too: keep the provider.
         .or_else(|| {
