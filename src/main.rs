@@ -28,3 +28,17 @@ fn main() -> std::process::ExitCode {
     }
     tally::cli::main()
 }
+
+#[cfg(test)]
+mod tests {
+    /// `PURGE_DELAY` names the purge delay: read where `main` has not set
+    /// it, it holds mimalloc's default for that option, a second (the
+    /// options either side of it default to 1 and 0).
+    #[test]
+    fn the_option_set_is_mimallocs_purge_delay() {
+        // SAFETY: reads one of mimalloc's integer options.
+        #[allow(unsafe_code)]
+        let delay = unsafe { libmimalloc_sys::mi_option_get(super::PURGE_DELAY) };
+        assert_eq!(delay, 1000);
+    }
+}
